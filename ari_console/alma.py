@@ -1,0 +1,194 @@
+"""ALMA identifiers and the data-set catalogue import.
+
+MOUS uids come in two spellings, the archive's ``uid://A001/X1296/X1d3`` and
+the file-name form ``uid___A001_X1296_X1d3``; both parse to the first, which is
+how the store keys data sets. Project codes look like ``2016.1.00123.S``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import UserError
+
+_UID = re.compile(
+    r"^\s*(?:uid://|uid___)?A(\d{3})[/_]X([0-9a-f]+)[/_]X([0-9a-f]+)\s*$", re.IGNORECASE
+)
+_PROJECT = re.compile(r"^\s*(\d{4})\.(\d|A)\.(\d{5})\.([A-Z]{1,2})\s*$", re.IGNORECASE)
+
+ARRAYS = ("12m", "7m", "TP")
+_ARRAY_ALIASES = {
+    "12m": "12m", "12-m": "12m", "12": "12m", "bl": "12m", "12m array": "12m",
+    "7m": "7m", "7-m": "7m", "7": "7m", "aca": "7m", "aca 7m": "7m", "7m array": "7m",
+    "tp": "TP", "total power": "TP", "totalpower": "TP", "sd": "TP", "single dish": "TP",
+}
+BANDS = range(1, 11)
+
+
+def parse_uid(text: str) -> str:
+    """The canonical MOUS uid for either spelling, or ValueError.
+
+    >>> parse_uid("uid___A001_X1296_X1d3")
+    'uid://A001/X1296/X1d3'
+    >>> parse_uid("uid://A001/X1296/X1D3")
+    'uid://A001/X1296/X1d3'
+    """
+    match = _UID.match(text or "")
+    if not match:
+        raise ValueError(f"not a MOUS uid: {text!r}")
+    archive, a, b = match.groups()
+    # The archive writes the hex parts with lower-case digits after an upper-case X.
+    return f"uid://A{archive}/X{a.lower()}/X{b.lower()}"
+
+
+def uid_filename(uid: str) -> str:
+    """The file-name spelling of ``uid`` (as in product names).
+
+    >>> uid_filename("uid://A001/X1296/X1d3")
+    'uid___A001_X1296_X1d3'
+    """
+    return parse_uid(uid).replace("uid://", "uid___").replace("/", "_")
+
+
+def is_uid(text: str) -> bool:
+    """True when ``text`` is a MOUS uid in either spelling."""
+    return bool(_UID.match(text or ""))
+
+
+def parse_project(text: str) -> str:
+    """The canonical project code, or ValueError.
+
+    >>> parse_project(" 2016.1.00123.s ")
+    '2016.1.00123.S'
+    """
+    match = _PROJECT.match(text or "")
+    if not match:
+        raise ValueError(f"not a project code: {text!r}")
+    year, cycle, number, kind = match.groups()
+    return f"{year}.{cycle.upper()}.{number}.{kind.upper()}"
+
+
+def parse_array(text: str) -> str:
+    """``12m``, ``7m`` or ``TP`` for the usual ways of writing them, or ValueError.
+
+    >>> parse_array("ACA"), parse_array("Total Power")
+    ('7m', 'TP')
+    """
+    key = " ".join((text or "").strip().lower().split())
+    if key in _ARRAY_ALIASES:
+        return _ARRAY_ALIASES[key]
+    raise ValueError(f"not an ALMA array: {text!r}")
+
+
+def parse_band(text: str | int) -> int:
+    """The ALMA band number 1-10 from ``6``, ``B6``, ``Band 6`` or ``ALMA_RB_06``.
+
+    >>> parse_band("ALMA_RB_06"), parse_band("band 7")
+    (6, 7)
+    """
+    match = re.fullmatch(r"\s*(?:alma_rb_|band\s*|b)?0*(\d{1,2})\s*", str(text), re.IGNORECASE)
+    if match and int(match.group(1)) in BANDS:
+        return int(match.group(1))
+    raise ValueError(f"not an ALMA band (1-10): {text!r}")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One MOUS as the queue knows it before any attempt."""
+
+    uid: str
+    project: str
+    array: str | None = None
+    band: int | None = None
+    size_gb: float | None = None
+    mem_gb: float | None = None
+    hours: float | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def row(self) -> dict:
+        """The columns the store keeps for this data set."""
+        return {"uid": self.uid, "project": self.project, "array": self.array, "band": self.band,
+                "size_gb": self.size_gb, "mem_gb": self.mem_gb, "hours": self.hours}
+
+
+CSV_REQUIRED = ("uid", "project")
+CSV_OPTIONAL = ("array", "band", "size_gb", "mem_gb", "hours")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+_PARSERS = {
+    "uid": (parse_uid, "a MOUS uid like uid://A001/X1296/X1d3"),
+    "project": (parse_project, "a project code like 2016.1.00123.S"),
+    "array": (parse_array, "12m, 7m or TP"),
+    "band": (parse_band, "a band number 1-10"),
+    "size_gb": (_positive, "a size in GB, e.g. 12.5"),
+    "mem_gb": (_positive, "a memory in GB, e.g. 16"),
+    "hours": (_positive, "hours on a speed-1.0 node, e.g. 6"),
+}
+
+
+def read_datasets_csv(path: Path) -> list[DataSet]:
+    """Every data set in a catalogue CSV, or a UserError naming the first bad row.
+
+    Columns: at least ``uid,project``; optionally ``array,band,size_gb,mem_gb,hours``
+    (other columns are kept as ``extra``). The whole file is checked before
+    anything is returned, so a caller never half-imports it.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return list(_parse_rows(path.name, csv.reader(fh)))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file — give the path of a CSV with columns uid,project") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text CSV file — export the catalogue as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: not readable as CSV ({exc}) — check its quoting") from None
+
+
+def _parse_rows(name: str, reader: Iterable[list[str]]) -> Iterator[DataSet]:
+    header: list[str] | None = None
+    seen: dict[str, int] = {}
+    for lineno, cells in enumerate(reader, start=1):
+        if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [c.strip().lower() for c in cells]
+            missing = [c for c in CSV_REQUIRED if c not in header]
+            if missing:
+                raise UserError(f"{name}: line {lineno}: header lacks {', '.join(missing)} — "
+                                f"the first row must name the columns, at least uid,project")
+            continue
+        if len(cells) > len(header):
+            raise UserError(f"{name}: line {lineno}: {len(cells)} values for {len(header)} columns — "
+                            f"quote values that contain commas")
+        values = dict(zip(header, (c.strip() for c in cells)))
+        parsed: dict = {}
+        for column, (parse, expected) in _PARSERS.items():
+            raw = values.get(column, "")
+            if raw == "":
+                if column in CSV_REQUIRED:
+                    raise UserError(f"{name}: line {lineno}: {column} is empty — write {expected}")
+                continue
+            try:
+                parsed[column] = parse(raw)
+            except ValueError:
+                raise UserError(f'{name}: line {lineno}: {column} "{raw}" is not valid — write {expected}') from None
+        uid = parsed["uid"]
+        if uid in seen:
+            raise UserError(f"{name}: line {lineno}: {uid} is already on line {seen[uid]} — keep one row per MOUS")
+        seen[uid] = lineno
+        extra = {k: v for k, v in values.items() if k not in _PARSERS and v != ""}
+        yield DataSet(**parsed, extra=extra)
+    if header is None:
+        raise UserError(f"{name}: the file is empty — it needs a header row uid,project and one row per MOUS")

@@ -1,0 +1,243 @@
+"""The `ari` command line: every capability reachable without the TUI, --json on every read."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import humanize
+import typer
+
+from . import alma, store
+from .clikit import emit_json, err, out, table
+from .commands import estimate as estimate_cmds
+from .commands import qa2 as qa2_cmds
+from .commands import triage as triage_cmds
+from .config import CONFIG_NAME, Config, load_config, reference, starter_config
+from .errors import UserError
+
+app = typer.Typer(
+    name="ari",
+    help="Re-image the ALMA archive in bulk: queue, schedule, launch, triage, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+datasets_app = typer.Typer(help="The campaign's queue of data sets (MOUS).", no_args_is_help=True)
+nodes_app = typer.Typer(help="The machines attempts run on.", no_args_is_help=True)
+config_app = typer.Typer(help="The campaign configuration ari.toml.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(config_app, name="config")
+app.add_typer(triage_cmds.app, name="triage")
+app.add_typer(qa2_cmds.app, name="qa2")
+app.add_typer(estimate_cmds.app, name="estimate")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented keys) instead of a table.")]
+
+
+class State:
+    """Options shared by all commands (set by the root callback)."""
+
+    config_path: Path = Path(CONFIG_NAME)
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+
+state = State()
+
+
+@app.callback()
+def root(
+    config: Annotated[Path, typer.Option("--config", "-c", envvar="ARI_CONFIG",
+                                         help="The campaign's ari.toml.")] = Path(CONFIG_NAME),
+) -> None:
+    """ari: the ALMA re-imaging operations console."""
+    state.config_path = config
+
+
+def _db(cfg: Config, create: bool = True):
+    return store.open_db(cfg.campaign.db_path, create=create)
+
+
+# -- init and config ----------------------------------------------------------
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Campaign directory to create ari.toml in.")] = Path("."),
+    name: Annotated[Optional[str], typer.Option(help="Campaign name (default: the directory's name).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing ari.toml.")] = False,
+) -> None:
+    """Write a commented starter ari.toml with one local node."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CONFIG_NAME
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists — edit it, or pass --force to overwrite it")
+    mem_gb = _local_mem_gb()
+    text = starter_config(
+        name=name or directory.resolve().name or "ari",
+        python=sys.executable,
+        scratch=str((directory.resolve() / "scratch")),
+        mem_gb=max(1, round(mem_gb * 0.8)),
+    )
+    path.write_text(text)
+    load_config(path)  # the starter must itself be valid
+    out.print(f"wrote {path} — next: ari datasets import CATALOGUE.csv")
+
+
+def _local_mem_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError):
+        return 8.0
+
+
+@config_app.command("check")
+def config_check(as_json: JsonOpt = False) -> None:
+    """Validate ari.toml and show what it configures."""
+    cfg = state.config()
+    if as_json:
+        emit_json({"path": str(cfg.path), "campaign": cfg.campaign.name,
+                   "work_dir": str(cfg.campaign.work_dir), "nodes": [n.name for n in cfg.nodes]})
+        return
+    out.print(f"{cfg.path}: ok — campaign {cfg.campaign.name!r}, {len(cfg.nodes)} node(s)")
+
+
+@config_app.command("reference")
+def config_reference(as_json: JsonOpt = False) -> None:
+    """Every configuration key with its default and meaning."""
+    rows = reference()
+    if as_json:
+        emit_json([{"table": t, "key": k, "default": d, "help": h} for t, k, d, h in rows])
+        return
+    table("ari.toml keys", ["table", "key", "default", "meaning"], rows)
+
+
+# -- data sets ----------------------------------------------------------------
+
+@datasets_app.command("import")
+def datasets_import(
+    csv_file: Annotated[Path, typer.Argument(help="Catalogue CSV: uid,project[,array,band,size_gb,mem_gb,hours].")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be queued; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a catalogue's data sets to the queue (idempotent: re-importing changes nothing)."""
+    cfg = state.config()
+    rows = alma.read_datasets_csv(csv_file)
+    total_gb = sum(d.size_gb or 0 for d in rows)
+    if dry_run:
+        db = store.open_db(cfg.campaign.db_path) if cfg.campaign.db_path.exists() else None
+        known = {d["uid"] for d in store.datasets(db)} if db else set()
+        new = [d for d in rows if d.uid not in known]
+        result = {"dry_run": True, "datasets": len(rows), "new": len(new),
+                  "size_gb": round(sum(d.size_gb or 0 for d in new), 3)}
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"{csv_file}: {len(rows)} data sets, {len(new)} new "
+                      f"({humanize.naturalsize(result['size_gb'] * 1e9)}) would be queued")
+        return
+    db = _db(cfg)
+    result = store.import_datasets(db, rows, source=str(csv_file), now=store.now())
+    summary = {"file": str(csv_file), "added": len(result.added), "updated": len(result.updated),
+               "unchanged": len(result.unchanged), "size_gb": round(total_gb, 3)}
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(f"{csv_file}: {summary['added']} added, {summary['updated']} updated, "
+              f"{summary['unchanged']} unchanged ({humanize.naturalsize(total_gb * 1e9)} in the file)")
+
+
+@datasets_app.command("list")
+def datasets_list(
+    state_: Annotated[Optional[str], typer.Option("--state", help="Only this state.")] = None,
+    project: Annotated[Optional[str], typer.Option(help="Only this project code.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The queue: every data set with its state."""
+    if state_ and state_ not in store.DATASET_STATES:
+        raise UserError(f'--state "{state_}" is not a state — use one of {", ".join(store.DATASET_STATES)}')
+    if project:
+        try:
+            project = alma.parse_project(project)
+        except ValueError:
+            raise UserError(f'--project "{project}" is not a project code — write e.g. 2016.1.00123.S') from None
+    cfg = state.config()
+    rows = store.datasets(_db(cfg), state=state_, project=project) if cfg.campaign.db_path.exists() else []
+    if as_json:
+        emit_json(rows)
+        return
+    table(f"{len(rows)} data sets", ["uid", "project", "array", "band", "size", "state"],
+          [(r["uid"], r["project"], r["array"], r["band"],
+            humanize.naturalsize(r["size_gb"] * 1e9) if r["size_gb"] is not None else None, r["state"])
+           for r in rows])
+
+
+# -- nodes and status ---------------------------------------------------------
+
+@nodes_app.command("list")
+def nodes_list(as_json: JsonOpt = False) -> None:
+    """The configured nodes with their slots, memory, walltime and state."""
+    cfg = state.config()
+    db = _db(cfg)
+    store.sync_nodes(db, cfg.nodes, store.now())
+    rows = store.nodes(db)
+    if as_json:
+        emit_json(rows)
+        return
+    table(f"{len(rows)} nodes", ["name", "transport", "batch", "slots", "running", "mem", "walltime", "speed", "drained"],
+          [(r["name"], r["transport"], r["batch"], r["slots"], r["running"], f"{r['mem_gb']:g} GB",
+            f"{r['walltime_h']:g} h" if r["walltime_h"] else "none", f"{r['speed']:g}",
+            r["drained_reason"] or "yes" if r["drained"] else "") for r in rows])
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Campaign totals by state, per-node state and running attempts."""
+    cfg = state.config()
+    db = _db(cfg)
+    store.sync_nodes(db, cfg.nodes, store.now())
+    result = {"campaign": cfg.campaign.name, **store.status(db)}
+    if as_json:
+        emit_json(result)
+        return
+    totals = result["totals"]
+    out.print(f"campaign {cfg.campaign.name}: {result['datasets']} data sets — "
+              + ", ".join(f"{k} {v}" for k, v in totals.items() if v))
+    table("nodes", ["name", "transport/batch", "slots", "running", "drained"],
+          [(n["name"], f"{n['transport']}/{n['batch']}", n["slots"], n["running"],
+            "yes" if n["drained"] else "") for n in result["nodes"]])
+
+
+# -- demo ---------------------------------------------------------------------
+
+@app.command()
+def demo(
+    headless: Annotated[bool, typer.Option(help="Run without the TUI, printing progress.")] = True,
+    as_json: JsonOpt = False,
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo campaign lives.")] = Path("demo-campaign"),
+) -> None:
+    """Run the demo campaign on this machine (for now: one real CASA imaging on the local node)."""
+    from . import demo as demo_mod
+
+    summary = demo_mod.run_demo(directory.resolve(), progress=lambda msg: err.print(msg, markup=False))
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(f"demo: {summary['succeeded']} of {summary['datasets']} data sets imaged; "
+              f"failed: {summary['failed'] or 'none'}")
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit 2; our bugs keep their traceback."""
+    try:
+        app(standalone_mode=True)
+    except UserError as exc:
+        err.print(f"ari: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Small helpers every command uses: JSON output, tables, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` made JSON-safe: NaN/inf -> None, tuples -> lists, paths -> str."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _plain(value.item())
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as JSON on stdout (the --json contract of every read)."""
+    sys.stdout.write(json.dumps(_plain(value), indent=2) + "\n")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print a rich table with ``columns`` and ``rows`` (None shown as '-')."""
+    t = Table(title=title, header_style="bold")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*("-" if v is None else str(v) for v in row))
+    out.print(t)
+
+
+def warn(message: str) -> None:
+    """One line on stderr for a per-item problem that does not stop the batch."""
+    err.print(message, markup=False, highlight=False)

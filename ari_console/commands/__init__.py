@@ -1,0 +1,1 @@
+"""Sub-command groups of `ari`, one module each; `cli.py` mounts them."""

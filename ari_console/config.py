@@ -1,0 +1,334 @@
+"""``ari.toml`` -> typed, validated configuration.
+
+Every key is declared once, as a dataclass field whose metadata carries its
+help text; validation, the starter file and the configuration reference are
+all derived from these declarations, so they cannot drift apart.
+
+Every error is one line naming the file, the key (with the node's name) and the
+fix::
+
+    ari.toml: node "mup03": walltime_h must be a number of hours, got "2d" — write 48
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+DEFAULT_ARCHIVE_URL = "https://almascience.eso.org"
+CONFIG_NAME = "ari.toml"
+DB_NAME = "ari.db"
+
+TRANSPORTS = ("local", "ssh")
+BATCH_SYSTEMS = ("none", "slurm", "pbs")
+RECIPES = ("casa6", "alma-pipeline")
+
+
+def _key(help: str, **kw: Any) -> Any:
+    """A config key: a dataclass field whose metadata holds its help text."""
+    kw.setdefault("default", None)
+    return field(metadata={"help": help}, **kw)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """The ``[campaign]`` table: one re-imaging effort."""
+
+    name: str = _key("Campaign name, shown in the console and the report.", default="ari")
+    work_dir: Path = _key(
+        "Directory holding ari.db, log mirrors and fetched products; relative to ari.toml.",
+        default=Path("."),
+    )
+    archive_url: str = _key(
+        "Base URL of the ALMA archive service (TAP, DataLink, downloads).",
+        default=DEFAULT_ARCHIVE_URL,
+    )
+    max_attempts: int = _key("Attempts per data set before it is held for an operator.", default=3)
+    retry_backoff_s: float = _key(
+        "Seconds to wait before retrying a download or lost-node failure (doubles each time).",
+        default=300.0,
+    )
+    poll_interval_s: float = _key("Seconds between engine ticks.", default=10.0)
+
+    @property
+    def db_path(self) -> Path:
+        return self.work_dir / DB_NAME
+
+
+@dataclass(frozen=True)
+class Node:
+    """One ``[[node]]`` table: a transport times a batch system."""
+
+    name: str = _key("Unique node name, used in commands and the console.")
+    transport: str = _key("How to reach it: local or ssh.", default="local")
+    batch: str = _key("How to get a slot on it: none, slurm or pbs.", default="none")
+    host: str | None = _key("Host name or address (ssh only).")
+    port: int = _key("SSH port (ssh only).", default=22)
+    user: str | None = _key("SSH user name (ssh only; default: your login name).")
+    identity_file: Path | None = _key("SSH private key file (ssh only; default: the agent and ~/.ssh).")
+    trust_new_host_keys: bool = _key(
+        "Accept and remember an unknown SSH host key instead of refusing it.", default=False
+    )
+    partition: str | None = _key("Batch partition / queue (slurm, pbs).")
+    account: str | None = _key("Batch account to charge (slurm, pbs).")
+    qos: str | None = _key("Batch quality of service (slurm).")
+    slots: int = _key("Attempts that may run at once on this node.", default=1)
+    cpus_per_slot: int = _key("CPU cores one attempt uses.", default=1)
+    mem_gb: float = _key("Memory one attempt may use, in GB.", default=8.0)
+    walltime_h: float | None = _key("Longest an attempt may run, in hours (unset: no limit).")
+    speed: float = _key("Relative speed; 1.0 is the reference machine of the runtime predictions.", default=1.0)
+    scratch_dir: str = _key("Directory on the node where attempts work.", default="/tmp/ari-scratch")
+    python: str = _key("Python 3 interpreter on the node that runs the job runner.", default="python3")
+    recipe: str = _key("Imaging recipe: casa6 or alma-pipeline.", default="casa6")
+    casa_path: str | None = _key(
+        "casa6: Python with casatasks (default: python); alma-pipeline: the casa executable."
+    )
+    casa_versions: tuple[str, ...] = _key(
+        "CASA versions installed on the node, for data sets that need a given one.", default=()
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole campaign configuration, as read from ``path``."""
+
+    path: Path
+    campaign: Campaign
+    nodes: tuple[Node, ...]
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``, or a UserError naming the known ones."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        known = ", ".join(n.name for n in self.nodes) or "none"
+        raise UserError(f'{self.path.name}: no node "{name}" (nodes: {known})')
+
+
+# -- reading -----------------------------------------------------------------
+
+_NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve".split()
+    )
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\w*\s*$", re.I)
+
+
+def _number_fix(value: Any, hours: bool) -> str:
+    """The literal a user most likely meant instead of ``value``, or ''."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _NUMBER_WORDS:
+            return str(_NUMBER_WORDS[text])
+        try:
+            return _fmt(float(text))
+        except ValueError:
+            pass
+        match = _DURATION.match(text)
+        if match and hours:
+            n, unit = float(match.group(1)), match.group(2).lower()
+            return _fmt(n * {"d": 24, "h": 1, "m": 1 / 60}[unit])
+    return ""
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _type_name(tp: Any, key: str) -> str:
+    if key.endswith("_h"):
+        return "a number of hours"
+    if key.endswith("_gb"):
+        return "a number of GB"
+    if key.endswith("_s"):
+        return "a number of seconds"
+    return {int: "a whole number", float: "a number", bool: "true or false",
+            str: "a string", Path: "a path"}.get(tp, "a list of strings")
+
+
+def _coerce(where: str, key: str, tp: str, value: Any) -> Any:
+    """``value`` as type ``tp`` or a UserError naming where, key, and the fix."""
+    base = {"str": str, "int": int, "float": float, "bool": bool, "Path": Path}
+    name = tp.split("|")[0].strip()
+    kind = base.get(name, name)
+    shown = f'"{value}"' if isinstance(value, str) else repr(value)
+    if kind in (int, float):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = ok or (kind is float and isinstance(value, float))
+        if ok:
+            if value < 0 or (value == 0 and key in ("slots", "speed", "cpus_per_slot", "max_attempts")):
+                raise UserError(f"{where}{key} must be positive, got {value!r}")
+            return kind(value)
+        fix = _number_fix(value, hours=key.endswith("_h"))
+        if kind is int and fix and not fix.isdigit():
+            fix = ""
+        hint = f" — write {fix}" if fix else ""
+        raise UserError(f"{where}{key} must be {_type_name(kind, key)}, got {shown}{hint}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        hint = " — write true or false, without quotes"
+        raise UserError(f"{where}{key} must be true or false, got {shown}{hint}")
+    if kind in (str, Path):
+        if isinstance(value, str) and value.strip():
+            return Path(value).expanduser() if kind is Path else value
+        raise UserError(f"{where}{key} must be a non-empty {'path' if kind is Path else 'string'}, "
+                        f"got {shown} — write it in quotes")
+    if name.startswith("tuple"):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise UserError(f'{where}{key} must be a list of strings, got {shown} — write ["6.5.4"]')
+    raise AssertionError(f"unhandled config type {tp!r}")  # our bug, not the user's
+
+
+def _build(cls: type, table: dict, where: str, file: str) -> Any:
+    """An instance of dataclass ``cls`` from a TOML table, strictly checked."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f' — did you mean "{close[0]}"?' if close else f" — known keys: {', '.join(fields)}"
+            raise UserError(f"{file}: {where}unknown key \"{key}\"{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name in table:
+            values[name] = _coerce(f"{file}: {where}", name, str(f.type).replace("None", "").strip(" |"), table[name])
+    return cls(**values)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """A Config from TOML ``text``; ``path`` anchors relative paths and names errors.
+
+    >>> cfg = parse_config('[[node]]\\nname = "here"\\n', Path("/c/ari.toml"))
+    >>> cfg.nodes[0].name, cfg.campaign.work_dir
+    ('here', PosixPath('/c'))
+    """
+    file = path.name
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{file}: not valid TOML: {exc} — check quotes and brackets there") from None
+    for key in data:
+        if key not in ("campaign", "node"):
+            close = difflib.get_close_matches(key, ["campaign", "node"], n=1)
+            hint = f' — did you mean "{close[0]}"?' if close else " — use [campaign] and [[node]] tables"
+            raise UserError(f'{file}: unknown table "{key}"{hint}')
+    camp_table = data.get("campaign", {})
+    if not isinstance(camp_table, dict):
+        raise UserError(f"{file}: campaign must be a table — write [campaign]")
+    campaign = _build(Campaign, camp_table, "[campaign]: ", file)
+    work_dir = campaign.work_dir
+    if not work_dir.is_absolute():
+        work_dir = (path.parent / work_dir).resolve()
+    campaign = dataclasses.replace(campaign, work_dir=work_dir)
+
+    node_tables = data.get("node", [])
+    if isinstance(node_tables, dict):
+        raise UserError(f"{file}: node must be an array of tables — write [[node]], not [node]")
+    nodes: list[Node] = []
+    for i, table in enumerate(node_tables, start=1):
+        label = table.get("name")
+        where = f'node "{label}": ' if isinstance(label, str) and label else f"node #{i}: "
+        if "name" not in table:
+            raise UserError(f'{file}: {where}name is missing — add name = "node{i}"')
+        node = _build(Node, table, where, file)
+        _check_node(node, where, file)
+        if any(n.name == node.name for n in nodes):
+            raise UserError(f'{file}: {where}name is used by two nodes — give each node its own name')
+        nodes.append(node)
+    return Config(path=path, campaign=campaign, nodes=tuple(nodes))
+
+
+def _check_node(node: Node, where: str, file: str) -> None:
+    """Cross-key checks of one node that a single key's type cannot express."""
+    choices = {"transport": TRANSPORTS, "batch": BATCH_SYSTEMS, "recipe": RECIPES}
+    for key, allowed in choices.items():
+        value = getattr(node, key)
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            fix = f"write {close[0]}" if close else f"one of {', '.join(allowed)}"
+            raise UserError(f'{file}: {where}{key} must be one of {", ".join(allowed)}, got "{value}" — {fix}')
+    if node.transport == "ssh" and not node.host:
+        raise UserError(f'{file}: {where}host is missing — an ssh node needs host = "name.or.address"')
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", node.name):
+        raise UserError(f'{file}: {where}name may hold only letters, digits, "_", "." and "-"')
+
+
+def load_config(path: Path) -> Config:
+    """The Config in file ``path``, or a UserError saying how to make one."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file — run `ari init` to write a starter config") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read it ({exc.__class__.__name__}) — point --config at ari.toml") from None
+    return parse_config(text, path.resolve())
+
+
+def reference() -> list[tuple[str, str, str, str]]:
+    """(table, key, default, help) for every config key, in declaration order."""
+    rows = []
+    for table, cls in (("[campaign]", Campaign), ("[[node]]", Node)):
+        for f in dataclasses.fields(cls):
+            default = "" if f.default is None else str(f.default)
+            rows.append((table, f.name, default, f.metadata["help"]))
+    return rows
+
+
+STARTER = '''\
+# ari.toml: one re-imaging campaign. Reference: docs/config.md (`ari config reference`).
+
+[campaign]
+name = "{name}"
+# Where ari.db, log mirrors and fetched products live (relative to this file).
+work_dir = "."
+# The ALMA archive (TAP, DataLink, downloads). The demo points this at a local service.
+archive_url = "{archive_url}"
+# Attempts per data set before it is held for an operator.
+max_attempts = 3
+
+# One [[node]] table per machine. transport: local | ssh; batch: none | slurm | pbs.
+[[node]]
+name = "local"
+transport = "local"
+batch = "none"
+# Attempts at once, memory each may use (GB), and the longest one may run (hours; omit for none).
+slots = 1
+mem_gb = {mem_gb}
+# walltime_h = 48
+# 1.0 = the reference machine of the runtime predictions; an old workstation might be 0.6.
+speed = 1.0
+scratch_dir = "{scratch}"
+# Python that runs the job runner, and (recipe casa6) the Python that has casatasks.
+python = "{python}"
+recipe = "casa6"
+casa_path = "{python}"
+
+# An SSH workstation, for example:
+# [[node]]
+# name = "ws01"
+# transport = "ssh"
+# host = "ws01.example.org"
+# user = "ari"
+# identity_file = "~/.ssh/id_ed25519"
+# slots = 1
+# mem_gb = 24
+# speed = 0.6
+'''
+
+
+def starter_config(name: str, python: str, scratch: str, mem_gb: float,
+                   archive_url: str = DEFAULT_ARCHIVE_URL) -> str:
+    """The commented starter ``ari.toml`` that ``ari init`` writes."""
+    return STARTER.format(name=name, python=python, scratch=scratch,
+                          mem_gb=_fmt(mem_gb), archive_url=archive_url)

@@ -1,0 +1,403 @@
+"""The campaign state file ``ari.db``: schema, migrations and every query.
+
+This is the only module that speaks SQL. The database runs in WAL mode, so
+readers (``ari status``, the TUI) never block the engine and never see a torn
+state: every multi-row write happens inside one transaction (``with
+transaction(db):``), and every read that spans tables runs in one.
+
+Times are Unix epoch seconds (REAL); callers pass ``now`` so that pure code and
+tests control the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import sqlite_utils
+
+from .alma import DataSet
+from .errors import UserError
+
+DATASET_STATES = ("queued", "running", "succeeded", "failed", "held", "excluded", "skipped")
+ATTEMPT_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
+ACTIVE_ATTEMPT_STATES = ("pending", "running")
+
+
+# -- schema and migrations ---------------------------------------------------
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """The first schema: data sets, nodes, attempts, events, offsets, products, QA2."""
+    _execute_script(conn, """
+        CREATE TABLE datasets (
+            uid TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            array TEXT,
+            band INTEGER,
+            size_gb REAL,
+            mem_gb REAL,
+            hours REAL,
+            casa_version TEXT,
+            state TEXT NOT NULL DEFAULT 'queued',
+            reason TEXT,
+            overrides TEXT NOT NULL DEFAULT '{}',
+            accepted_attempt INTEGER,
+            extra TEXT NOT NULL DEFAULT '{}',
+            source TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX datasets_state ON datasets(state);
+        CREATE INDEX datasets_project ON datasets(project);
+
+        CREATE TABLE nodes (
+            name TEXT PRIMARY KEY,
+            transport TEXT NOT NULL,
+            batch TEXT NOT NULL,
+            host TEXT,
+            slots INTEGER NOT NULL,
+            mem_gb REAL NOT NULL,
+            walltime_h REAL,
+            speed REAL NOT NULL,
+            in_config INTEGER NOT NULL DEFAULT 1,
+            drained INTEGER NOT NULL DEFAULT 0,
+            drained_reason TEXT,
+            probe TEXT,
+            probed_at REAL,
+            probe_error TEXT,
+            updated_at REAL NOT NULL
+        );
+
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            uid TEXT NOT NULL REFERENCES datasets(uid),
+            node TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            stage TEXT,
+            handle TEXT,
+            work_dir TEXT,
+            mem_gb REAL,
+            walltime_h REAL,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            heartbeat_at REAL,
+            ended_at REAL,
+            exit_code INTEGER,
+            peak_mem_gb REAL,
+            category TEXT,
+            signature TEXT,
+            decisive_line INTEGER,
+            excerpt TEXT,
+            status TEXT
+        );
+        CREATE INDEX attempts_uid ON attempts(uid);
+        CREATE INDEX attempts_state ON attempts(state);
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            uid TEXT,
+            attempt_id INTEGER,
+            node TEXT,
+            kind TEXT NOT NULL,
+            old TEXT,
+            new TEXT,
+            detail TEXT
+        );
+        CREATE INDEX events_uid ON events(uid);
+        CREATE INDEX events_attempt ON events(attempt_id);
+
+        CREATE TABLE log_offsets (
+            attempt_id INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            offset INTEGER NOT NULL DEFAULT 0,
+            mirror TEXT,
+            PRIMARY KEY (attempt_id, path)
+        );
+
+        CREATE TABLE products (
+            id INTEGER PRIMARY KEY,
+            attempt_id INTEGER NOT NULL,
+            uid TEXT NOT NULL,
+            path TEXT NOT NULL,
+            kind TEXT,
+            sha256 TEXT,
+            size INTEGER
+        );
+        CREATE INDEX products_attempt ON products(attempt_id);
+
+        CREATE TABLE qa2_results (
+            id INTEGER PRIMARY KEY,
+            attempt_id INTEGER,
+            uid TEXT NOT NULL,
+            pl TEXT,
+            qa2 TEXT,
+            field TEXT,
+            spw TEXT,
+            specmode TEXT,
+            peak_ratio REAL,
+            flux_ratio REAL,
+            rms_ratio REAL,
+            beam_ratio REAL,
+            verdict TEXT,
+            detail TEXT
+        );
+        CREATE INDEX qa2_uid ON qa2_results(uid);
+        """)
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated DDL inside the current transaction (executescript would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def open_db(path: Path | str, create: bool = True) -> sqlite_utils.Database:
+    """The campaign database at ``path``, created and migrated to the current schema.
+
+    >>> db = open_db(":memory:")
+    >>> schema_version(db) == SCHEMA_VERSION
+    True
+    """
+    if str(path) != ":memory:":
+        path = Path(path)
+        if not path.exists() and not create:
+            raise UserError(f"{path}: no campaign database yet — run `ari datasets import` first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    db = sqlite_utils.Database(conn)
+    if str(path) != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    _migrate(db)
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The schema version ``db`` is at (0 for an empty file)."""
+    return db.conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _migrate(db: sqlite_utils.Database) -> None:
+    with transaction(db, immediate=True):
+        current = schema_version(db)
+        if current > SCHEMA_VERSION:
+            raise UserError(f"ari.db has schema v{current}, newer than this ari-console knows "
+                            f"(v{SCHEMA_VERSION}) — upgrade ari-console")
+        for version in range(current, SCHEMA_VERSION):
+            MIGRATIONS[version](db.conn)
+            db.conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database, immediate: bool = False) -> Iterator[sqlite_utils.Database]:
+    """All writes (or reads) inside happen at once or not at all.
+
+    ``immediate`` takes the write lock at the start, so read-modify-write
+    sequences cannot interleave with another writer. Nested use joins the
+    outer transaction.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        yield db
+        return
+    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield db
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# -- events ------------------------------------------------------------------
+
+def record_event(db: sqlite_utils.Database, kind: str, now: float, *, uid: str | None = None,
+                 attempt_id: int | None = None, node: str | None = None, old: str | None = None,
+                 new: str | None = None, detail: dict | None = None) -> None:
+    """Append one timestamped event (every state transition is one)."""
+    db.conn.execute(
+        "INSERT INTO events (ts, uid, attempt_id, node, kind, old, new, detail) VALUES (?,?,?,?,?,?,?,?)",
+        (now, uid, attempt_id, node, kind, old, new, json.dumps(detail) if detail else None),
+    )
+
+
+def events(db: sqlite_utils.Database, uid: str | None = None, limit: int = 1000) -> list[dict]:
+    """The most recent events, oldest first (of one data set when ``uid`` is given)."""
+    where, args = ("WHERE uid = ?", [uid]) if uid else ("", [])
+    rows = _dicts(db, f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?", [*args, limit])
+    for row in rows:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else None
+    return rows[::-1]
+
+
+# -- data sets ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import changed: uids added, updated (metadata changed) and unchanged."""
+
+    added: list[str]
+    updated: list[str]
+    unchanged: list[str]
+
+
+_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours")
+
+
+def import_datasets(db: sqlite_utils.Database, datasets: Iterable[DataSet], source: str,
+                    now: float) -> ImportResult:
+    """Add new data sets as ``queued`` and refresh the metadata of known ones, atomically.
+
+    Importing the same catalogue twice changes nothing; the state and history of
+    a known data set are never touched by an import.
+    """
+    added, updated, unchanged = [], [], []
+    with transaction(db, immediate=True):
+        known = {r["uid"]: r for r in _dicts(db, f"SELECT uid, {', '.join(_META_COLUMNS)}, extra FROM datasets")}
+        for ds in datasets:
+            row = ds.row()
+            extra = json.dumps(ds.extra, sort_keys=True)
+            old = known.get(ds.uid)
+            if old is None:
+                db.conn.execute(
+                    "INSERT INTO datasets (uid, project, array, band, size_gb, mem_gb, hours, extra, source,"
+                    " state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,'queued',?,?)",
+                    (*[row[c] for c in ("uid", *_META_COLUMNS)], extra, source, now, now),
+                )
+                record_event(db, "imported", now, uid=ds.uid, new="queued", detail={"source": source})
+                added.append(ds.uid)
+                continue
+            changes = {c: row[c] for c in _META_COLUMNS if row[c] is not None and row[c] != old[c]}
+            if extra != old["extra"] and ds.extra:
+                changes["extra"] = extra
+            if not changes:
+                unchanged.append(ds.uid)
+                continue
+            sets = ", ".join(f"{c} = ?" for c in changes)
+            db.conn.execute(f"UPDATE datasets SET {sets}, updated_at = ? WHERE uid = ?",
+                            (*changes.values(), now, ds.uid))
+            record_event(db, "metadata", now, uid=ds.uid, detail={"changed": sorted(changes)})
+            updated.append(ds.uid)
+    return ImportResult(added, updated, unchanged)
+
+
+def datasets(db: sqlite_utils.Database, state: str | None = None, project: str | None = None) -> list[dict]:
+    """Data sets in queue order (oldest first), optionally of one state and/or project."""
+    clauses, args = [], []
+    if state:
+        clauses.append("state = ?")
+        args.append(state)
+    if project:
+        clauses.append("project = ?")
+        args.append(project)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = _dicts(db, f"SELECT * FROM datasets {where} ORDER BY created_at, uid", args)
+    for row in rows:
+        row["overrides"] = json.loads(row["overrides"])
+        row["extra"] = json.loads(row["extra"])
+    return rows
+
+
+def dataset(db: sqlite_utils.Database, uid: str) -> dict | None:
+    """One data set by canonical uid, or None."""
+    rows = _dicts(db, "SELECT * FROM datasets WHERE uid = ?", [uid])
+    if not rows:
+        return None
+    rows[0]["overrides"] = json.loads(rows[0]["overrides"])
+    rows[0]["extra"] = json.loads(rows[0]["extra"])
+    return rows[0]
+
+
+def set_dataset_state(db: sqlite_utils.Database, uid: str, state: str, now: float,
+                      reason: str | None = None) -> None:
+    """Move a data set to ``state`` and record the transition as an event."""
+    if state not in DATASET_STATES:
+        raise ValueError(f"unknown data-set state {state!r}")
+    with transaction(db, immediate=True):
+        old = db.conn.execute("SELECT state FROM datasets WHERE uid = ?", (uid,)).fetchone()
+        if old is None:
+            raise UserError(f"{uid}: no such data set in this campaign — see `ari datasets list`")
+        if old[0] == state:
+            return
+        db.conn.execute("UPDATE datasets SET state = ?, reason = ?, updated_at = ? WHERE uid = ?",
+                        (state, reason, now, uid))
+        record_event(db, "state", now, uid=uid, old=old[0], new=state,
+                     detail={"reason": reason} if reason else None)
+
+
+# -- nodes -------------------------------------------------------------------
+
+def sync_nodes(db: sqlite_utils.Database, nodes: Iterable, now: float) -> None:
+    """Make the nodes table match the config; keep drain state, mark removed nodes."""
+    with transaction(db, immediate=True):
+        names = []
+        for n in nodes:
+            names.append(n.name)
+            db.conn.execute(
+                "INSERT INTO nodes (name, transport, batch, host, slots, mem_gb, walltime_h, speed,"
+                " in_config, updated_at) VALUES (?,?,?,?,?,?,?,?,1,?)"
+                " ON CONFLICT(name) DO UPDATE SET transport=excluded.transport, batch=excluded.batch,"
+                " host=excluded.host, slots=excluded.slots, mem_gb=excluded.mem_gb,"
+                " walltime_h=excluded.walltime_h, speed=excluded.speed, in_config=1,"
+                " updated_at=excluded.updated_at",
+                (n.name, n.transport, n.batch, n.host, n.slots, n.mem_gb, n.walltime_h, n.speed, now),
+            )
+        marks = ",".join("?" * len(names))
+        db.conn.execute(f"UPDATE nodes SET in_config = 0 WHERE name NOT IN ({marks})", names)
+
+
+def nodes(db: sqlite_utils.Database, include_removed: bool = False) -> list[dict]:
+    """Nodes with their running-attempt counts, in name order."""
+    where = "" if include_removed else "WHERE n.in_config = 1"
+    rows = _dicts(
+        db,
+        "SELECT n.*, (SELECT COUNT(*) FROM attempts a WHERE a.node = n.name"
+        f" AND a.state IN ('pending','running')) AS running FROM nodes n {where} ORDER BY n.name",
+    )
+    for row in rows:
+        row["probe"] = json.loads(row["probe"]) if row["probe"] else None
+        row["drained"] = bool(row["drained"])
+        row["in_config"] = bool(row["in_config"])
+    return rows
+
+
+# -- status ------------------------------------------------------------------
+
+def status(db: sqlite_utils.Database) -> dict:
+    """Campaign totals by state, per-node state and running attempts, from one snapshot."""
+    with transaction(db):
+        counts = dict(db.conn.execute("SELECT state, COUNT(*) FROM datasets GROUP BY state").fetchall())
+        totals = {state: counts.get(state, 0) for state in DATASET_STATES}
+        running = _dicts(
+            db,
+            "SELECT id, uid, node, state, stage, started_at, heartbeat_at FROM attempts"
+            " WHERE state IN ('pending','running') ORDER BY started_at, id",
+        )
+        node_rows = nodes(db)
+    return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running}
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _dicts(db: sqlite_utils.Database, sql: str, args: Iterable = ()) -> list[dict]:
+    cur = db.conn.execute(sql, list(args))
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def now() -> float:
+    """The wall clock, for callers at the edges (CLI, engine) to pass in."""
+    return time.time()

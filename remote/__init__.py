@@ -1,0 +1,1 @@
+"""What runs on a node: the job runner and its recipes (Python stdlib only, plus CASA)."""

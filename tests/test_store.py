@@ -1,0 +1,116 @@
+"""The campaign store: schema, idempotent imports, events, and consistent reads under writes."""
+
+import multiprocessing
+import sqlite3
+import time
+
+import pytest
+
+from ari_console import store
+from ari_console.alma import DataSet
+from ari_console.config import parse_config
+from ari_console.errors import UserError
+
+
+def ds(n: int, **kw) -> DataSet:
+    return DataSet(uid=f"uid://A001/X1296/X{n:x}", project="2016.1.00123.S", **kw)
+
+
+def test_new_database_is_at_the_current_schema_in_wal_mode(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+    assert store.schema_version(db) == store.SCHEMA_VERSION
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"datasets", "nodes", "attempts", "events", "log_offsets", "products", "qa2_results"} <= set(db.table_names())
+
+
+def test_reopening_does_not_migrate_again_and_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "ari.db"
+    store.import_datasets(store.open_db(path), [ds(1)], "a.csv", now=1.0)
+    assert len(store.datasets(store.open_db(path))) == 1
+    raw = sqlite3.connect(path)
+    raw.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(UserError, match="newer than this ari-console knows"):
+        store.open_db(path)
+
+
+def test_import_is_idempotent_and_never_resets_state(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+    first = store.import_datasets(db, [ds(1, size_gb=10), ds(2)], "a.csv", now=1.0)
+    assert (len(first.added), len(first.updated), len(first.unchanged)) == (2, 0, 0)
+    store.set_dataset_state(db, "uid://A001/X1296/X1", "held", now=2.0, reason="operator")
+    again = store.import_datasets(db, [ds(1, size_gb=10), ds(2)], "a.csv", now=3.0)
+    assert (again.added, again.updated) == ([], [])
+    changed = store.import_datasets(db, [ds(1, size_gb=11)], "b.csv", now=4.0)
+    assert changed.updated == ["uid://A001/X1296/X1"]
+    row = store.dataset(db, "uid://A001/X1296/X1")
+    assert (row["state"], row["size_gb"], row["reason"]) == ("held", 11.0, "operator")
+    assert [e["kind"] for e in store.events(db, uid="uid://A001/X1296/X1")] == ["imported", "state", "metadata"]
+
+
+def test_a_failing_import_leaves_nothing_behind(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+
+    def rows():
+        yield ds(1)
+        yield ds(2)
+        raise RuntimeError("disk went away")
+
+    with pytest.raises(RuntimeError):
+        store.import_datasets(db, rows(), "a.csv", now=1.0)
+    assert store.datasets(db) == []
+    assert store.events(db) == []
+
+
+def test_state_changes_are_recorded_as_events_and_totals_follow(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+    store.import_datasets(db, [ds(i) for i in range(1, 6)], "a.csv", now=1.0)
+    store.set_dataset_state(db, "uid://A001/X1296/X1", "running", now=2.0)
+    store.set_dataset_state(db, "uid://A001/X1296/X1", "succeeded", now=3.0)
+    store.set_dataset_state(db, "uid://A001/X1296/X2", "held", now=3.0, reason="missing caltable")
+    totals = store.status(db)["totals"]
+    assert totals["queued"] == 3 and totals["succeeded"] == 1 and totals["held"] == 1
+    hist = [(e["old"], e["new"]) for e in store.events(db, uid="uid://A001/X1296/X1") if e["kind"] == "state"]
+    assert hist == [("queued", "running"), ("running", "succeeded")]
+    with pytest.raises(UserError, match="no such data set"):
+        store.set_dataset_state(db, "uid://A001/X9/X9", "held", now=4.0)
+
+
+def test_nodes_follow_the_config_and_keep_their_drain_state(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+    cfg = parse_config('[[node]]\nname = "a"\n[[node]]\nname = "b"\nslots = 4\n', tmp_path / "ari.toml")
+    store.sync_nodes(db, cfg.nodes, now=1.0)
+    db.conn.execute("UPDATE nodes SET drained = 1, drained_reason = 'disk' WHERE name = 'a'")
+    cfg2 = parse_config('[[node]]\nname = "a"\nslots = 2\n', tmp_path / "ari.toml")
+    store.sync_nodes(db, cfg2.nodes, now=2.0)
+    rows = store.nodes(db)
+    assert [(r["name"], r["slots"], r["drained"]) for r in rows] == [("a", 2, True)]
+    assert [r["name"] for r in store.nodes(db, include_removed=True)] == ["a", "b"]
+
+
+def _writer(path: str, rounds: int) -> None:
+    """Move 50 data sets between two states, all at once, ``rounds`` times."""
+    db = store.open_db(path)
+    for r in range(rounds):
+        new = "running" if r % 2 == 0 else "queued"
+        with store.transaction(db, immediate=True):
+            for i in range(1, 51):
+                store.set_dataset_state(db, f"uid://A001/X1296/X{i:x}", new, now=float(r))
+
+
+def test_readers_never_see_a_half_written_transition(tmp_path):
+    path = tmp_path / "ari.db"
+    db = store.open_db(path)
+    store.import_datasets(db, [ds(i) for i in range(1, 51)], "a.csv", now=0.0)
+    proc = multiprocessing.get_context("spawn").Process(target=_writer, args=(str(path), 40))
+    proc.start()
+    reader = store.open_db(path)
+    seen = set()
+    deadline = time.time() + 60
+    while proc.is_alive() and time.time() < deadline:
+        totals = store.status(reader)["totals"]
+        seen.add((totals["queued"], totals["running"]))
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert seen <= {(50, 0), (0, 50)}, f"torn reads: {seen - {(50, 0), (0, 50)}}"
+    assert len(store.events(reader, limit=100000)) == 50 + 40 * 50
