@@ -1,5 +1,164 @@
-"""`ari estimate ...` commands."""
+"""`ari estimate ...` commands: replay a workload on a node set, and size a cluster."""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Callable, Iterator
 
 import typer
 
-app = typer.Typer(help="estimate commands.", no_args_is_help=True)
+from .. import clikit
+from .. import estimate as est
+from .. import scheduler as sch
+from ..errors import UserError
+
+app = typer.Typer(help="Completion time and hardware: simulate a workload on nodes, size a cluster.",
+                  no_args_is_help=True)
+
+WorkloadOpt = Annotated[Path, typer.Option(
+    "--workload", help="Workload CSV: uid,size_gb,hours,mem_gb (hours on a speed-1.0 node; empty = predict).")]
+NodesOpt = Annotated[Path, typer.Option(
+    "--nodes", help="Nodes TOML: [[node]] tables with name, slots, mem_gb, walltime_h, speed (count, class optional).")]
+PolicyOpt = Annotated[str, typer.Option("--policy", help=f"Placement policy: {', '.join(sch.POLICIES)}.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _read(path: Path, what: str) -> str:
+    """The text of ``path``, or a UserError naming the option and the fix."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file — check the {what} path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read it ({exc.__class__.__name__}) — give {what} a text file") from None
+
+
+def _inputs(workload: Path, nodes: Path) -> tuple[list[sch.DataSet], list[sch.NodeState]]:
+    """The parsed workload and node set."""
+    datasets = est.parse_workload(_read(workload, "--workload"), Path(workload).name)
+    node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
+    return datasets, node_list
+
+
+def _policy(name: str) -> str:
+    """``name`` if it is a policy, else a UserError with the closest one."""
+    if name in sch.POLICIES:
+        return name
+    close = difflib.get_close_matches(name, sch.POLICIES, n=1)
+    fix = f"write {close[0]}" if close else f"one of {', '.join(sch.POLICIES)}"
+    raise UserError(f'--policy: unknown policy "{name}" — {fix}')
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a rich bar on a terminal's stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    disabled = quiet or not clikit.err.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=clikit.err, transient=True, disable=disabled) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _h(x: float) -> float:
+    return round(float(x), 3)
+
+
+@app.command()
+def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEFAULT_POLICY,
+             expansion: Annotated[float, typer.Option(
+                 help="Scratch disk per GB of data while a data set runs.")] = est.DISK_EXPANSION,
+             json: JsonOpt = False) -> None:
+    """Replay a workload on a node set: makespan, how close to the lower bound, failures, disk."""
+    policy = _policy(policy)
+    datasets, node_list = _inputs(workload, nodes)
+    with _progress(f"simulating {len(datasets)} data sets ({policy})", json) as progress:
+        sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress)
+        bound = est.lower_bound(datasets, node_list)
+    gap = sim.makespan_h / bound.hours - 1 if bound.hours > 0 else 0.0
+    result = {
+        "makespan_h": _h(sim.makespan_h),
+        "lower_bound_h": _h(bound.hours),
+        "policy": policy,
+        "jobs": sim.jobs,
+        "failures_avoidable": sim.failures_avoidable,
+        "completed": sim.completed,
+        "gap": round(gap, 5),
+        "makespan_days": round(sim.makespan_h / 24, 2),
+        "lower_bound_lp_h": _h(bound.lp_h),
+        "longest_job_h": _h(bound.longest_h),
+        "failures_by_cause": dict(sim.failures_by_cause),
+        "gave_up": list(sim.gave_up),
+        "unplaceable": [{"uid": u.dataset.uid, "reason": u.reason} for u in sim.unplaceable],
+        "cpu_hours": _h(sim.cpu_hours),
+        "disk_peak_gb": sim.disk_peak_gb,
+        "utilisation": sim.utilisation,
+        "nodes": len(node_list),
+    }
+    if json:
+        clikit.emit_json(result)
+        return
+    clikit.table(f"estimate simulate: {workload} on {nodes}", ["", "value"], [
+        ("policy", policy),
+        ("data sets", f"{sim.jobs} ({sim.completed} completed, {len(sim.unplaceable)} unplaceable, "
+                      f"{len(sim.gave_up)} given up)"),
+        ("makespan", f"{sim.makespan_h:,.1f} h = {sim.makespan_h / 24:,.1f} d"),
+        ("lower bound", f"{bound.hours:,.1f} h (LP {bound.lp_h:,.1f} h, longest {bound.longest_h:,.1f} h)"),
+        ("gap to bound", f"{gap:.2%}"),
+        ("avoidable failures", sim.failures_avoidable),
+        ("CPU-hours", f"{sim.cpu_hours:,.0f}"),
+    ])
+    clikit.table("nodes", ["node", "attempts", "busy h", "utilisation", "disk peak GB"], [
+        (n.name, n.attempts, f"{n.busy_h:,.1f}", f"{n.utilisation:.1%}", f"{n.disk_peak_gb:,.0f}")
+        for n in sim.nodes])
+    for u in sim.unplaceable:
+        clikit.warn(f"{u.dataset.uid}: unplaceable: {u.reason}")
+
+
+@app.command()
+def plan(deadline: Annotated[str, typer.Option(help="When it must be done: 180d, 26w or hours.")],
+         workload: WorkloadOpt, nodes: NodesOpt,
+         add_class: Annotated[str, typer.Option(
+             "--add-class", help="Node (or class) in the nodes file to add copies of.")],
+         policy: PolicyOpt = sch.DEFAULT_POLICY, json: JsonOpt = False) -> None:
+    """How many more nodes of a class finish the workload by the deadline."""
+    policy = _policy(policy)
+    deadline_h = est.parse_duration_h(deadline)
+    datasets, node_list = _inputs(workload, nodes)
+    with _progress(f"sizing {add_class} for {deadline}", json) as progress:
+        need = est.nodes_needed(datasets, node_list, add_class, deadline_h, policy, progress=progress)
+    result = {
+        "node_class": add_class,
+        "add": need.add,
+        "deadline_h": _h(deadline_h),
+        "makespan_h": None if need.makespan_h == float("inf") else _h(need.makespan_h),
+        "lower_bound_h": _h(need.lower_bound_h),
+        "nodes_now": len(node_list),
+        "policy": policy,
+        "reason": need.reason,
+    }
+    if json:
+        clikit.emit_json(result)
+    else:
+        _print_plan(need, len(datasets), deadline, deadline_h)
+    if need.add is None:  # no count of that class can make it: scripts see it in the exit code
+        raise typer.Exit(1)
+
+
+def _print_plan(need: est.NodesNeeded, jobs: int, deadline: str, deadline_h: float) -> None:
+    """The human answer of `plan`."""
+    add_class = need.node_class
+    answer = (f"add {need.add} × {add_class}" if need.add is not None else f"not reachable: {need.reason}")
+    clikit.table(f"estimate plan: {jobs} data sets by {deadline}", ["", "value"], [
+        ("answer", answer),
+        ("makespan then", "-" if need.makespan_h == float("inf") else f"{need.makespan_h / 24:,.1f} d"),
+        ("lower bound then", f"{need.lower_bound_h / 24:,.1f} d"),
+        ("deadline", f"{deadline_h / 24:,.1f} d"),
+    ])

@@ -1,0 +1,207 @@
+"""Placement and prediction: what the engine can rely on from scheduler.place."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from ari_console import scheduler as sch
+from ari_console.estimate import simulate
+from ari_console.scheduler import DataSet, Measured, NodeState, place, predict
+
+
+def random_cluster(rng: random.Random) -> list[NodeState]:
+    """A small heterogeneous cluster: workstations, walltime-limited nodes, one big node."""
+    nodes = [NodeState(f"ws{i}", 1, 24.0, None, rng.choice([0.5, 0.6, 0.8])) for i in range(rng.randint(1, 4))]
+    nodes += [NodeState(f"mid{i}", 2, 64.0, rng.choice([12.0, 24.0, 48.0]), 1.0) for i in range(rng.randint(1, 3))]
+    nodes.append(NodeState("big", rng.choice([1, 2]), 512.0, 240.0, 1.2))
+    return nodes
+
+
+def random_queue(rng: random.Random, n: int) -> list[DataSet]:
+    """Data sets with lognormal hours and a memory tail, some that fit nowhere."""
+    out = []
+    for i in range(n):
+        mem = rng.choice([rng.uniform(2, 24)] * 6 + [rng.uniform(24, 500), rng.uniform(600, 900)])
+        out.append(DataSet(f"u{i}", size_gb=rng.uniform(1, 200),
+                           hours=round(rng.lognormvariate(math.log(6), 1.0), 3), mem_gb=round(mem, 1)))
+    return out
+
+
+@pytest.mark.parametrize("policy", ["lpt", "greedy"])
+@pytest.mark.parametrize("seed", range(8))
+def test_never_places_a_data_set_over_node_memory_or_walltime(policy, seed):
+    rng = random.Random(seed)
+    nodes, queue = random_cluster(rng), random_queue(rng, 60)
+    plan, waiting, placed = None, {d.uid: d for d in queue}, 0
+    # launch everything, slot by slot, as the engine would
+    for _ in range(200):
+        result = place(list(waiting.values()), nodes, now=0.0, policy=policy, plan=plan)
+        plan = result.plan
+        for u in result.unplaceable:
+            waiting.pop(u.dataset.uid, None)
+        for ds, node in result.pairs:
+            assert ds.mem_gb <= node.mem_gb
+            assert node.walltime_h is None or ds.hours / node.speed <= node.walltime_h
+            del waiting[ds.uid]
+            placed += 1
+        if not waiting:
+            break
+    assert placed > 0 and not waiting
+
+
+def test_keeps_the_big_node_for_the_data_set_only_it_can_run():
+    nodes = [NodeState("big", 1, 512.0, None, 1.0), NodeState("ws1", 1, 24.0, None, 0.8),
+             NodeState("ws2", 1, 24.0, None, 0.8)]
+    queue = [DataSet(f"small{i}", hours=4.0, mem_gb=8.0) for i in range(5)]
+    queue.append(DataSet("huge", hours=4.0, mem_gb=300.0))  # last in queue order
+    pairs = {ds.uid: node.name for ds, node in place(queue, nodes, now=0.0).pairs}
+    assert pairs["huge"] == "big"
+    assert sorted(v for k, v in pairs.items() if k != "huge") == ["ws1", "ws2"]
+
+
+def test_fifo_hands_the_big_node_to_whoever_is_first_for_contrast():
+    nodes = [NodeState("big", 1, 512.0, None, 1.0), NodeState("ws1", 1, 24.0, None, 0.8)]
+    queue = [DataSet("small", hours=4.0, mem_gb=8.0), DataSet("huge", hours=4.0, mem_gb=300.0)]
+    pairs = {ds.uid: node.name for ds, node in place(queue, nodes, now=0.0, policy="fifo").pairs}
+    assert pairs == {"small": "big", "huge": "ws1"}
+
+
+@pytest.mark.parametrize("dataset, words", [
+    (DataSet("toobig", hours=5.0, mem_gb=900.0), ["900 GB", "big", "512 GB"]),
+    (DataSet("toolong", hours=400.0, mem_gb=100.0), ["400 h", "240 h"]),
+    (DataSet("pipeline", hours=5.0, mem_gb=8.0, recipe="alma-pipeline"), ["alma-pipeline"]),
+    (DataSet("oldcasa", hours=5.0, mem_gb=8.0, casa_version="4.7.2"), ["CASA 4.7.2"]),
+])
+def test_data_set_no_node_can_run_comes_back_unplaceable_with_the_reason(dataset, words):
+    nodes = [NodeState("ws", 1, 24.0, None, 0.6), NodeState("big", 1, 512.0, 240.0, 1.0)]
+    ok = DataSet("fine", hours=5.0, mem_gb=8.0)
+    result = place([ok, dataset], nodes, now=0.0)
+    assert [u.dataset.uid for u in result.unplaceable] == [dataset.uid]
+    for word in words:
+        assert word in result.unplaceable[0].reason
+    assert dataset.uid not in {d.uid for d, _ in result.pairs}
+    assert "fine" in {d.uid for d, _ in result.pairs}
+
+
+def test_data_set_waits_for_a_fast_node_rather_than_crawl_on_a_slow_one():
+    nodes = [NodeState("fast", 1, 64.0, None, 1.0), NodeState("slow", 1, 64.0, None, 0.2)]
+    queue = [DataSet("a", hours=10.0, mem_gb=8.0), DataSet("b", hours=10.0, mem_gb=8.0)]
+    # on the slow node b would take 50 h; waiting for the fast one ends at 20 h
+    pairs = place(queue, nodes, now=0.0).pairs
+    assert [n.name for _, n in pairs] == ["fast"]
+
+
+def test_lpt_beats_fifo_on_nodes_of_different_speeds():
+    rng = random.Random(42)
+    nodes = [NodeState("slow1", 1, 64.0, None, 0.3), NodeState("slow2", 1, 64.0, None, 0.3),
+             NodeState("mid", 2, 64.0, None, 1.0), NodeState("fast", 1, 64.0, None, 2.0)]
+    queue = [DataSet(f"u{i}", hours=round(rng.uniform(1.0, 12.0), 2), mem_gb=8.0) for i in range(60)]
+    lpt, fifo = simulate(queue, nodes, "lpt"), simulate(queue, nodes, "fifo")
+    assert lpt.completed == fifo.completed == 60
+    assert lpt.makespan_h < 0.95 * fifo.makespan_h
+
+
+def test_fifo_loses_data_sets_to_memory_and_walltime_where_lpt_loses_none():
+    rng = random.Random(7)
+    nodes = [NodeState(f"ws{i}", 1, 24.0, None, 0.5) for i in range(3)]
+    nodes += [NodeState("mid", 2, 64.0, 24.0, 1.0), NodeState("big", 1, 512.0, 240.0, 1.5)]
+    queue = [DataSet(f"u{i}", hours=round(rng.uniform(1.0, 40.0), 2),
+                     mem_gb=rng.choice([8.0, 12.0, 20.0, 40.0, 100.0])) for i in range(80)]
+    lpt, fifo = simulate(queue, nodes, "lpt"), simulate(queue, nodes, "fifo")
+    assert lpt.failures_avoidable == 0 and lpt.completed == 80
+    assert fifo.failures_avoidable > 0 and fifo.completed < 80
+
+
+def test_pinned_data_set_runs_only_on_its_node():
+    nodes = [NodeState("a", 1, 64.0, None, 2.0), NodeState("b", 1, 64.0, None, 0.5)]
+    pairs = place([DataSet("x", hours=3.0, mem_gb=4.0, node="b")], nodes, now=0.0).pairs
+    assert [(d.uid, n.name) for d, n in pairs] == [("x", "b")]
+
+
+def test_drained_node_gets_no_new_data_set():
+    nodes = [NodeState("a", 1, 64.0, None, 2.0, drained=True), NodeState("b", 1, 64.0, None, 0.5)]
+    pairs = place([DataSet("x", hours=3.0, mem_gb=4.0), DataSet("y", hours=3.0, mem_gb=4.0)],
+                  nodes, now=0.0).pairs
+    assert {n.name for _, n in pairs} == {"b"}
+
+
+def test_only_free_slots_are_filled():
+    nodes = [NodeState("a", slots=4, mem_gb=64.0, free=1)]
+    pairs = place([DataSet(f"x{i}", hours=3.0, mem_gb=4.0) for i in range(5)], nodes, now=0.0).pairs
+    assert len(pairs) == 1
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="fifo"):
+        place([DataSet("x", hours=1.0, mem_gb=1.0)], [NodeState("a")], now=0.0, policy="random")
+
+
+# -- predictions -----------------------------------------------------------------
+
+def noisy_history(rng: random.Random, n: int = 60) -> list[Measured]:
+    """Finished attempts: hours ~ 0.15 x size on nodes of varied speed, lognormal scatter."""
+    out = []
+    for i in range(n):
+        size = rng.uniform(5, 300)
+        speed = rng.choice([0.6, 1.0, 1.2])
+        hours = 0.15 * size * rng.lognormvariate(0, 0.4)
+        out.append(Measured(f"h{i}", size, hours / speed, speed, 0.1 * size * rng.lognormvariate(0, 0.3) + 2))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_history_prediction_is_conservative(seed):
+    rng = random.Random(seed)
+    history = noisy_history(rng)
+    model = sch.fit_history(history)
+    hours_covered = mem_covered = 0
+    for m in history:
+        p = predict(DataSet("new", size_gb=m.size_gb), model)
+        assert p.source == "history"
+        hours_covered += p.hours >= m.hours * m.speed
+        mem_covered += p.mem_gb >= m.peak_mem_gb
+    assert hours_covered >= 0.85 * len(history)
+    assert mem_covered >= 0.9 * len(history)
+    # and it is a quantile, not a wild overestimate: below the largest ratio seen
+    worst = max(m.hours * m.speed / m.size_gb for m in history)
+    assert predict(DataSet("new", size_gb=100.0), model).hours <= worst * 100.0 * 1.5
+
+
+def test_each_array_gets_its_own_fit_once_it_has_enough_history():
+    rng = random.Random(5)
+    history = [Measured(f"a{i}", s, 0.2 * s, 1.0, 10.0, array="12m") for i, s in
+               enumerate(rng.uniform(5, 300) for _ in range(20))]
+    history += [Measured(f"b{i}", s, 0.02 * s, 1.0, 10.0, array="7m") for i, s in
+                enumerate(rng.uniform(5, 300) for _ in range(20))]
+    model = sch.fit_history(history)
+    twelve = predict(DataSet("x", size_gb=100.0, array="12m"), model).hours
+    seven = predict(DataSet("y", size_gb=100.0, array="7m"), model).hours
+    assert twelve == pytest.approx(20.0, rel=0.01) and seven == pytest.approx(2.0, rel=0.01)
+
+
+def test_explicit_hours_and_memory_win_over_history():
+    model = sch.fit_history(noisy_history(random.Random(1)))
+    p = predict(DataSet("x", size_gb=100.0, hours=2.5, mem_gb=7.0), model)
+    assert (p.hours, p.mem_gb, p.source) == (2.5, 7.0, "explicit")
+
+
+def test_data_set_killed_for_memory_is_predicted_to_need_more():
+    history = [Measured("x", 50.0, 1.0, 1.0, 30.0, outcome="memory")]
+    assert predict(DataSet("x", size_gb=50.0), history).mem_gb > 30.0
+    assert predict(DataSet("other", size_gb=50.0), history).mem_gb < 30.0
+
+
+def test_data_set_killed_by_walltime_is_predicted_to_run_longer():
+    history = [Measured("x", 50.0, 48.0, 0.5, None, outcome="walltime")]
+    assert predict(DataSet("x", size_gb=50.0), history).hours > 24.0
+
+
+def test_prior_without_history_follows_the_study_figures():
+    p = predict(DataSet("x", size_gb=sch.PRIOR_MEDIAN_SIZE_GB))
+    assert p.source == "prior"
+    assert 6.0 <= p.hours <= 24.0  # median 6 h, taken conservatively
+    assert 4.0 <= p.mem_gb <= 24.0  # memory mostly 4-24 GB
+    assert predict(DataSet("y", size_gb=400.0)).hours > p.hours
