@@ -12,6 +12,7 @@ import typer
 
 from . import alma, store
 from .clikit import emit_json, err, out, table
+from .commands import archive as archive_cmds
 from .commands import estimate as estimate_cmds
 from .commands import qa2 as qa2_cmds
 from .commands import triage as triage_cmds
@@ -33,6 +34,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(triage_cmds.app, name="triage")
 app.add_typer(qa2_cmds.app, name="qa2")
 app.add_typer(estimate_cmds.app, name="estimate")
+app.add_typer(archive_cmds.app, name="archive")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented keys) instead of a table.")]
 
@@ -193,6 +195,35 @@ def nodes_list(as_json: JsonOpt = False) -> None:
             r["drained_reason"] or "yes" if r["drained"] else "") for r in rows])
 
 
+@nodes_app.command("check")
+def nodes_check(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Nodes to check (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every node end to end (reach, Python, CASA, scratch, batch system) and copy the runner."""
+    from .nodes import connect, ops
+
+    cfg = state.config()
+    selected = [cfg.node(n) for n in names] if names else list(cfg.nodes)
+    checks = []
+    for node in selected:
+        transport = connect(node)
+        try:
+            checks += ops.check_node(node, transport)
+        finally:
+            transport.close()
+    if as_json:
+        emit_json([c.__dict__ for c in checks])
+    else:
+        for c in checks:
+            mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
+            fix = f" — fix: {c.fix}" if c.fix else ""
+            out.print(f"{mark} {c.node} {c.check}: ", end="")
+            out.print(f"{c.detail}{fix}", markup=False, highlight=False, soft_wrap=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
     """Campaign totals by state, per-node state and running attempts."""
@@ -209,6 +240,81 @@ def status(as_json: JsonOpt = False) -> None:
     table("nodes", ["name", "transport/batch", "slots", "running", "drained"],
           [(n["name"], f"{n['transport']}/{n['batch']}", n["slots"], n["running"],
             "yes" if n["drained"] else "") for n in result["nodes"]])
+
+
+# -- the engine ------------------------------------------------------------------
+
+@app.command()
+def run(
+    once: Annotated[bool, typer.Option(help="Do one tick and stop.")] = False,
+    until_idle: Annotated[bool, typer.Option(help="Stop when nothing is queued or running.")] = False,
+    policy: Annotated[str, typer.Option(help="Placement policy: lpt, greedy or fifo.")] = "lpt",
+) -> None:
+    """Run the campaign headless: schedule, launch, watch, retry. Ctrl-C stops the console, not the jobs."""
+    from .engine import run_headless
+    from .scheduler import POLICIES
+
+    if policy not in POLICIES:
+        raise UserError(f'--policy "{policy}" is not a policy — use one of {", ".join(POLICIES)}')
+    run_headless(state.config(), progress=lambda m: err.print(m, markup=False, highlight=False),
+                 policy=policy, once=once, until_idle=until_idle)
+
+
+# -- operator actions ----------------------------------------------------------
+
+UidArg = Annotated[str, typer.Argument(help="MOUS uid (uid://A001/X1296/X1d3 or uid___A001_X1296_X1d3).")]
+
+
+def _act(fn, *args, **kwargs) -> dict:
+    from . import operator
+
+    cfg = state.config()
+    db = _db(cfg)
+    store.sync_nodes(db, cfg.nodes, store.now())
+    return getattr(operator, fn)(db, *args, now=store.now(), **kwargs)
+
+
+@app.command()
+def retry(
+    uid: UidArg,
+    node: Annotated[Optional[str], typer.Option(help="Run the next attempt on this node.")] = None,
+    mem_gb: Annotated[Optional[float], typer.Option(help="Memory for the next attempt, GB.")] = None,
+    walltime_h: Annotated[Optional[float], typer.Option(help="Walltime for the next attempt, hours.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a failed or held data set again, optionally on a chosen node or with more resources."""
+    row = _act("retry", uid, node=node, mem_gb=mem_gb, walltime_h=walltime_h)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: queued again {row['overrides'] or ''}")
+
+
+@app.command()
+def hold(uid: UidArg, reason: Annotated[str, typer.Option(help="Why, shown to other operators.")] = "held by operator",
+         as_json: JsonOpt = False) -> None:
+    """Keep a data set out of scheduling until released."""
+    row = _act("hold", uid, reason=reason)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: held ({reason})")
+
+
+@app.command()
+def release(uid: UidArg, as_json: JsonOpt = False) -> None:
+    """Let a held data set be scheduled again."""
+    row = _act("release", uid)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: queued")
+
+
+@nodes_app.command("drain")
+def nodes_drain(name: Annotated[str, typer.Argument(help="Node name.")],
+                reason: Annotated[str, typer.Option(help="Why, shown in the console.")] = "drained by operator") -> None:
+    """Place no new attempts on a node (running ones finish)."""
+    _act("drain", name, reason=reason)
+    out.print(f"{name}: drained ({reason})")
+
+
+@nodes_app.command("undrain")
+def nodes_undrain(name: Annotated[str, typer.Argument(help="Node name.")]) -> None:
+    """Place attempts on a drained node again."""
+    _act("undrain", name)
+    out.print(f"{name}: undrained")
 
 
 # -- demo ---------------------------------------------------------------------

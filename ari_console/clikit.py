@@ -46,4 +46,4 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 def warn(message: str) -> None:
     """One line on stderr for a per-item problem that does not stop the batch."""
-    err.print(message, markup=False, highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)

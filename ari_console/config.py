@@ -33,7 +33,8 @@ RECIPES = ("casa6", "alma-pipeline")
 
 def _key(help: str, **kw: Any) -> Any:
     """A config key: a dataclass field whose metadata holds its help text."""
-    kw.setdefault("default", None)
+    if "default_factory" not in kw:
+        kw.setdefault("default", None)
     return field(metadata={"help": help}, **kw)
 
 
@@ -73,6 +74,7 @@ class Node:
     port: int = _key("SSH port (ssh only).", default=22)
     user: str | None = _key("SSH user name (ssh only; default: your login name).")
     identity_file: Path | None = _key("SSH private key file (ssh only; default: the agent and ~/.ssh).")
+    known_hosts: Path | None = _key("known_hosts file to check the SSH host key against (default: ~/.ssh/known_hosts).")
     trust_new_host_keys: bool = _key(
         "Accept and remember an unknown SSH host key instead of refusing it.", default=False
     )
@@ -92,6 +94,10 @@ class Node:
     )
     casa_versions: tuple[str, ...] = _key(
         "CASA versions installed on the node, for data sets that need a given one.", default=()
+    )
+    env: dict[str, str] = _key(
+        "Environment variables for every command on the node, e.g. { SLURM_CONF = \"/etc/slurm/slurm.conf\" }.",
+        default_factory=dict,
     )
 
 
@@ -183,6 +189,10 @@ def _coerce(where: str, key: str, tp: str, value: Any) -> Any:
             return Path(value).expanduser() if kind is Path else value
         raise UserError(f"{where}{key} must be a non-empty {'path' if kind is Path else 'string'}, "
                         f"got {shown} — write it in quotes")
+    if name.startswith("dict"):
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return dict(value)
+        raise UserError(f'{where}{key} must be a table of strings, got {shown} — write {key} = {{ NAME = "value" }}')
     if name.startswith("tuple"):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
@@ -280,7 +290,7 @@ def reference() -> list[tuple[str, str, str, str]]:
     rows = []
     for table, cls in (("[campaign]", Campaign), ("[[node]]", Node)):
         for f in dataclasses.fields(cls):
-            default = "" if f.default is None else str(f.default)
+            default = "" if f.default in (None, dataclasses.MISSING) else str(f.default)
             rows.append((table, f.name, default, f.metadata["help"]))
     return rows
 

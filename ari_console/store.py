@@ -374,6 +374,222 @@ def nodes(db: sqlite_utils.Database, include_removed: bool = False) -> list[dict
     return rows
 
 
+# -- attempts ----------------------------------------------------------------
+
+class AlreadyRunning(Exception):
+    """A data set already has an active attempt; a second one would run it twice at once."""
+
+
+def create_attempt(db: sqlite_utils.Database, uid: str, node: str, now: float, *,
+                   mem_gb: float | None = None, walltime_h: float | None = None) -> int:
+    """A new pending attempt of ``uid`` on ``node`` (the data set turns running); its id.
+
+    Raises AlreadyRunning when the data set has an active attempt: no data set
+    ever runs twice at once, whatever two consoles do.
+    """
+    with transaction(db, immediate=True):
+        active = db.conn.execute("SELECT id FROM attempts WHERE uid = ? AND state IN ('pending','running')",
+                                 (uid,)).fetchone()
+        if active:
+            raise AlreadyRunning(f"{uid} already has attempt {active[0]} running")
+        cur = db.conn.execute(
+            "INSERT INTO attempts (uid, node, state, mem_gb, walltime_h, created_at) VALUES (?,?,?,?,?,?)",
+            (uid, node, "pending", mem_gb, walltime_h, now))
+        attempt_id = cur.lastrowid
+        record_event(db, "attempt", now, uid=uid, attempt_id=attempt_id, node=node, new="pending")
+        set_dataset_state(db, uid, "running", now)
+        return attempt_id
+
+
+def attempt(db: sqlite_utils.Database, attempt_id: int) -> dict | None:
+    """One attempt by id, with its handle and status decoded."""
+    rows = _attempt_rows(db, "WHERE id = ?", [attempt_id])
+    return rows[0] if rows else None
+
+
+def attempts(db: sqlite_utils.Database, uid: str | None = None, states: Iterable[str] | None = None) -> list[dict]:
+    """Attempts in creation order, optionally of one data set and/or some states."""
+    clauses, args = [], []
+    if uid:
+        clauses.append("uid = ?")
+        args.append(uid)
+    if states:
+        states = list(states)
+        clauses.append(f"state IN ({','.join('?' * len(states))})")
+        args += states
+    return _attempt_rows(db, f"WHERE {' AND '.join(clauses)}" if clauses else "", args)
+
+
+def active_attempts(db: sqlite_utils.Database) -> list[dict]:
+    """Attempts pending or running: what a console re-attaches to."""
+    return attempts(db, states=ACTIVE_ATTEMPT_STATES)
+
+
+def _attempt_rows(db: sqlite_utils.Database, where: str, args: list) -> list[dict]:
+    rows = _dicts(db, f"SELECT * FROM attempts {where} ORDER BY id", args)
+    for row in rows:
+        row["handle"] = json.loads(row["handle"]) if row["handle"] else None
+        row["status"] = json.loads(row["status"]) if row["status"] else None
+    return rows
+
+
+_ATTEMPT_COLUMNS = ("state", "stage", "handle", "work_dir", "started_at", "heartbeat_at", "ended_at",
+                    "exit_code", "peak_mem_gb", "category", "signature", "decisive_line", "excerpt", "status")
+
+
+def update_attempt(db: sqlite_utils.Database, attempt_id: int, now: float, **changes) -> bool:
+    """Write what changed of an attempt; state and stage changes become events. True if anything changed.
+
+    When the attempt ends (succeeded, failed, cancelled, lost) its data set
+    moves on too: succeeded -> succeeded, otherwise back to queued for the
+    retry policy to decide (the engine holds or fails it explicitly).
+    """
+    unknown = set(changes) - set(_ATTEMPT_COLUMNS)
+    if unknown:
+        raise ValueError(f"not attempt columns: {sorted(unknown)}")
+    for key in ("handle", "status"):
+        if key in changes and changes[key] is not None and not isinstance(changes[key], str):
+            changes[key] = json.dumps(changes[key], sort_keys=True)
+    with transaction(db, immediate=True):
+        row = db.conn.execute(f"SELECT uid, node, {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE id = ?",
+                              (attempt_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"no attempt {attempt_id}")
+        uid, node = row[0], row[1]
+        old = dict(zip(_ATTEMPT_COLUMNS, row[2:]))
+        diff = {k: v for k, v in changes.items() if old[k] != v}
+        if not diff:
+            return False
+        sets = ", ".join(f"{k} = ?" for k in diff)
+        db.conn.execute(f"UPDATE attempts SET {sets} WHERE id = ?", (*diff.values(), attempt_id))
+        if "state" in diff:
+            detail = {k: diff.get(k, old[k]) for k in ("category", "signature", "exit_code") if diff.get(k, old[k])}
+            record_event(db, "attempt", now, uid=uid, attempt_id=attempt_id, node=node,
+                         old=old["state"], new=diff["state"], detail=detail or None)
+        if "stage" in diff:
+            record_event(db, "stage", now, uid=uid, attempt_id=attempt_id, node=node,
+                         old=old["stage"], new=diff["stage"])
+        return True
+
+
+# -- log offsets and mirrors ------------------------------------------------------
+
+def log_offsets(db: sqlite_utils.Database, attempt_id: int) -> dict[str, int]:
+    """path -> bytes already mirrored, for one attempt's logs."""
+    return dict(db.conn.execute("SELECT path, offset FROM log_offsets WHERE attempt_id = ?",
+                                (attempt_id,)).fetchall())
+
+
+def set_log_offset(db: sqlite_utils.Database, attempt_id: int, path: str, offset: int, mirror: str) -> None:
+    """Remember how far a log has been mirrored (call after the bytes are on disk)."""
+    db.conn.execute(
+        "INSERT INTO log_offsets (attempt_id, path, offset, mirror) VALUES (?,?,?,?)"
+        " ON CONFLICT(attempt_id, path) DO UPDATE SET offset = excluded.offset, mirror = excluded.mirror",
+        (attempt_id, path, offset, mirror))
+
+
+def log_mirrors(db: sqlite_utils.Database, attempt_id: int) -> list[dict]:
+    """The local mirrors of one attempt's logs (path on the node, mirror path, bytes)."""
+    return _dicts(db, "SELECT path, mirror, offset FROM log_offsets WHERE attempt_id = ? ORDER BY path",
+                  [attempt_id])
+
+
+# -- products, acceptance and QA2 ---------------------------------------------------
+
+def add_products(db: sqlite_utils.Database, attempt_id: int, uid: str, products: Iterable[dict]) -> None:
+    """Record an attempt's fetched products ({path, kind, sha256, size})."""
+    with transaction(db, immediate=True):
+        db.conn.execute("DELETE FROM products WHERE attempt_id = ?", (attempt_id,))
+        for p in products:
+            db.conn.execute("INSERT INTO products (attempt_id, uid, path, kind, sha256, size) VALUES (?,?,?,?,?,?)",
+                            (attempt_id, uid, p["path"], p.get("kind"), p.get("sha256"), p.get("size")))
+
+
+def products(db: sqlite_utils.Database, attempt_id: int) -> list[dict]:
+    return _dicts(db, "SELECT * FROM products WHERE attempt_id = ? ORDER BY path", [attempt_id])
+
+
+def accept_attempt(db: sqlite_utils.Database, uid: str, attempt_id: int, now: float) -> None:
+    """Make ``attempt_id`` the one delivered attempt of ``uid`` (the data set succeeds)."""
+    with transaction(db, immediate=True):
+        old = db.conn.execute("SELECT accepted_attempt FROM datasets WHERE uid = ?", (uid,)).fetchone()
+        db.conn.execute("UPDATE datasets SET accepted_attempt = ?, updated_at = ? WHERE uid = ?",
+                        (attempt_id, now, uid))
+        record_event(db, "accepted", now, uid=uid, attempt_id=attempt_id,
+                     old=str(old[0]) if old and old[0] else None, new=str(attempt_id))
+        set_dataset_state(db, uid, "succeeded", now)
+
+
+def save_qa2(db: sqlite_utils.Database, uid: str, attempt_id: int | None, pairs: Iterable[dict]) -> None:
+    """Store an attempt's QA2 comparison (replacing an earlier one of the same attempt)."""
+    keys = ("pl", "qa2", "field", "spw", "specmode", "peak_ratio", "flux_ratio", "rms_ratio", "beam_ratio", "verdict")
+    with transaction(db, immediate=True):
+        db.conn.execute("DELETE FROM qa2_results WHERE uid = ? AND attempt_id IS ?", (uid, attempt_id))
+        for pair in pairs:
+            spw = pair.get("spw")
+            values = [pair.get(k) if k != "spw" else (",".join(map(str, spw)) if isinstance(spw, (list, tuple)) else spw)
+                      for k in keys]
+            detail = json.dumps({k: v for k, v in pair.items() if k not in keys}, default=str)
+            db.conn.execute(f"INSERT INTO qa2_results (uid, attempt_id, {', '.join(keys)}, detail)"
+                            f" VALUES (?,?,{','.join('?' * len(keys))},?)", (uid, attempt_id, *values, detail))
+
+
+def qa2_results(db: sqlite_utils.Database, uid: str | None = None) -> list[dict]:
+    """Stored QA2 pairs, discrepant first."""
+    where, args = ("WHERE uid = ?", [uid]) if uid else ("", [])
+    rows = _dicts(db, f"SELECT * FROM qa2_results {where} ORDER BY verdict = 'consistent', uid, id", args)
+    for row in rows:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+    return rows
+
+
+# -- node state ------------------------------------------------------------------------
+
+def set_node_probe(db: sqlite_utils.Database, name: str, now: float, probe: dict | None = None,
+                   error: str | None = None) -> None:
+    """Record a probe of a node: its values and time, or the error (the old values then go stale)."""
+    if probe is not None:
+        db.conn.execute("UPDATE nodes SET probe = ?, probed_at = ?, probe_error = NULL WHERE name = ?",
+                        (json.dumps(probe), now, name))
+    else:
+        db.conn.execute("UPDATE nodes SET probe_error = ? WHERE name = ?", (error, name))
+
+
+def set_drained(db: sqlite_utils.Database, name: str, drained: bool, now: float, reason: str | None = None) -> None:
+    """Drain a node (no new attempts) with the reason shown, or undrain it."""
+    with transaction(db, immediate=True):
+        row = db.conn.execute("SELECT drained FROM nodes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UserError(f'no node "{name}" in this campaign — see `ari nodes list`')
+        if bool(row[0]) == drained:
+            return
+        db.conn.execute("UPDATE nodes SET drained = ?, drained_reason = ?, updated_at = ? WHERE name = ?",
+                        (int(drained), reason if drained else None, now, name))
+        record_event(db, "drain" if drained else "undrain", now, node=name, detail={"reason": reason} if reason else None)
+
+
+def set_overrides(db: sqlite_utils.Database, uid: str, now: float, **overrides) -> dict:
+    """Merge operator overrides (mem_gb, walltime_h, node, casa_version, params) for the next attempt."""
+    with transaction(db, immediate=True):
+        row = db.conn.execute("SELECT overrides FROM datasets WHERE uid = ?", (uid,)).fetchone()
+        if row is None:
+            raise UserError(f"{uid}: no such data set in this campaign — see `ari datasets list`")
+        merged = {**json.loads(row[0]), **{k: v for k, v in overrides.items() if v is not None}}
+        db.conn.execute("UPDATE datasets SET overrides = ?, updated_at = ? WHERE uid = ?",
+                        (json.dumps(merged, sort_keys=True), now, uid))
+        record_event(db, "overrides", now, uid=uid, detail=merged)
+        return merged
+
+
+def finished_history(db: sqlite_utils.Database) -> list[dict]:
+    """Finished attempts with the data set's size: what runtime and memory predictions learn from."""
+    return _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
+                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band FROM attempts a"
+                      " JOIN datasets d ON d.uid = a.uid"
+                      " WHERE a.state IN ('succeeded','failed') AND a.started_at IS NOT NULL"
+                      " AND a.ended_at IS NOT NULL ORDER BY a.id")
+
+
 # -- status ------------------------------------------------------------------
 
 def status(db: sqlite_utils.Database) -> dict:

@@ -1,3 +1,3 @@
 """Test fixtures: the real CASA, sshd and Slurm live in tests/fixtures/."""
 
-pytest_plugins = ["tests.fixtures.casa"]
+pytest_plugins = ["tests.fixtures.casa", "tests.fixtures.sshd", "tests.fixtures.slurm", "tests.fixtures.qa2_images", "tests.fixtures.archive"]

@@ -114,3 +114,53 @@ def test_readers_never_see_a_half_written_transition(tmp_path):
     assert proc.exitcode == 0
     assert seen <= {(50, 0), (0, 50)}, f"torn reads: {seen - {(50, 0), (0, 50)}}"
     assert len(store.events(reader, limit=100000)) == 50 + 40 * 50
+
+
+def test_a_data_set_never_gets_two_active_attempts(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+    store.import_datasets(db, [ds(1)], "a.csv", now=0.0)
+    first = store.create_attempt(db, "uid://A001/X1296/X1", "n1", now=1.0, mem_gb=8)
+    assert store.dataset(db, "uid://A001/X1296/X1")["state"] == "running"
+    with pytest.raises(store.AlreadyRunning):
+        store.create_attempt(db, "uid://A001/X1296/X1", "n2", now=2.0)
+    store.update_attempt(db, first, now=3.0, state="failed", category="memory")
+    second = store.create_attempt(db, "uid://A001/X1296/X1", "n2", now=4.0)
+    assert [a["id"] for a in store.attempts(db, uid="uid://A001/X1296/X1")] == [first, second]
+    assert [a["id"] for a in store.active_attempts(db)] == [second]
+
+
+def test_attempt_updates_write_only_changes_and_record_transitions(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+    store.import_datasets(db, [ds(1)], "a.csv", now=0.0)
+    a = store.create_attempt(db, "uid://A001/X1296/X1", "n1", now=1.0)
+    assert store.update_attempt(db, a, now=2.0, state="running", stage="download", handle={"pid": 5})
+    assert not store.update_attempt(db, a, now=3.0, state="running", stage="download", handle={"pid": 5})
+    assert store.update_attempt(db, a, now=4.0, stage="image", heartbeat_at=4.0)
+    assert not store.update_attempt(db, a, now=5.0, stage="image")
+    store.update_attempt(db, a, now=6.0, state="failed", category="imaging", signature="tclean failed")
+    kinds = [(e["kind"], e["old"], e["new"]) for e in store.events(db, uid="uid://A001/X1296/X1")
+             if e["attempt_id"] == a]
+    assert kinds == [("attempt", None, "pending"), ("attempt", "pending", "running"), ("stage", None, "download"),
+                     ("stage", "download", "image"), ("attempt", "running", "failed")]
+    row = store.attempt(db, a)
+    assert row["handle"] == {"pid": 5} and row["category"] == "imaging"
+
+
+def test_accepting_an_attempt_delivers_it_and_qa2_results_come_back_discrepant_first(tmp_path):
+    db = store.open_db(tmp_path / "ari.db")
+    store.import_datasets(db, [ds(1)], "a.csv", now=0.0)
+    a = store.create_attempt(db, "uid://A001/X1296/X1", "n1", now=1.0)
+    store.update_attempt(db, a, now=2.0, state="succeeded")
+    store.add_products(db, a, "uid://A001/X1296/X1", [{"path": "x.fits", "sha256": "ab", "size": 10}])
+    store.accept_attempt(db, "uid://A001/X1296/X1", a, now=3.0)
+    store.save_qa2(db, "uid://A001/X1296/X1", a, [
+        {"pl": "p1", "qa2": "q1", "field": "F", "spw": [16, 18], "specmode": "cont", "flux_ratio": 1.01,
+         "verdict": "consistent"},
+        {"pl": "p2", "qa2": "q2", "field": "F", "spw": "17", "specmode": "cube", "flux_ratio": 1.6,
+         "verdict": "discrepant", "note": "flux scale"}])
+    row = store.dataset(db, "uid://A001/X1296/X1")
+    assert (row["state"], row["accepted_attempt"]) == ("succeeded", a)
+    results = store.qa2_results(db, "uid://A001/X1296/X1")
+    assert [(r["verdict"], r["spw"]) for r in results] == [("discrepant", "17"), ("consistent", "16,18")]
+    assert results[0]["detail"] == {"note": "flux scale"}
+    assert [p["path"] for p in store.products(db, a)] == ["x.fits"]

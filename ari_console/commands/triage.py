@@ -1,5 +1,104 @@
-"""`ari triage ...` commands."""
+"""`ari triage ...` commands: why did an attempt fail, and which failures share a cause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="triage commands.", no_args_is_help=True)
+from ari_console import triage
+from ari_console.clikit import emit_json, table, warn
+from ari_console.errors import UserError
+
+app = typer.Typer(help="Classify failed attempts from CASA, pipeline, runner and batch-system logs.",
+                  no_args_is_help=True)
+
+LogsArg = Annotated[list[Path], typer.Argument(help="Log files (plain, .gz, .bz2 or .xz).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+HintOpt = Annotated[Optional[str], typer.Option(
+    "--hint", help="A category the runner already reported in status.json (memory, walltime, disk_full, download).")]
+
+
+def _check_hint(hint: str | None) -> str | None:
+    """``hint`` if it is a failure category, else a UserError naming the choices."""
+    if hint is not None and hint not in triage.CATEGORIES:
+        raise UserError(f"--hint {hint!r}: not a failure category — use one of {', '.join(triage.CATEGORIES)}")
+    return hint
+
+
+def _verdicts(logs: list[Path], hint: str | None) -> tuple[list[tuple[Path, triage.Verdict]], int]:
+    """Each readable log's verdict, and how many logs could not be read (each warned once)."""
+    out, failed = [], 0
+    for path in logs:
+        try:
+            out.append((path, triage.classify_file(path, hint=hint)))
+        except UserError as exc:
+            warn(str(exc))
+            failed += 1
+    return out, failed
+
+
+def _row(path: Path | str, v: triage.Verdict) -> dict:
+    """The documented JSON keys (file, category, stage, line, excerpt) plus signature and rule."""
+    return {"file": str(path), "category": v.category, "stage": v.stage, "line": v.line, "excerpt": v.excerpt,
+            "signature": v.signature, "rule": v.rule}
+
+
+@app.command()
+def classify(
+    logs: LogsArg,
+    json_out: JsonOpt = False,
+    hint: HintOpt = None,
+    attempt: Annotated[bool, typer.Option(
+        "--attempt", help="The logs belong to one attempt: print the one decisive verdict.")] = False,
+) -> None:
+    """Category, stage, decisive line and excerpt of each failed attempt's log."""
+    hint = _check_hint(hint)
+    results, failed = _verdicts(logs, None if attempt else hint)
+    if attempt and results:
+        verdict = triage.apply_hint(triage.decisive(v for _, v in results), hint)
+        results = [(Path(verdict.source or results[0][0]), verdict)]
+    rows = [_row(p, v) for p, v in results]
+    if json_out:
+        emit_json(rows)
+    else:
+        table("triage", ["file", "category", "stage", "line", "decisive message"],
+              [(r["file"], r["category"], r["stage"], r["line"], _short(v.message)) for r, (_, v) in zip(rows, results)])
+    if failed:
+        raise typer.Exit(1)
+
+
+def _short(text: str, width: int = 100) -> str:
+    """``text`` cut to ``width`` characters."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def rules(json_out: JsonOpt = False) -> None:
+    """The classification rules, strongest first (a new failure signature is one row)."""
+    rows = sorted(triage.rule_rows(), key=lambda r: -r["priority"])
+    if json_out:
+        emit_json(rows)
+    else:
+        table("triage rules", ["name", "category", "priority", "description"],
+              [(r["name"], r["category"], r["priority"], r["description"]) for r in rows])
+
+
+@app.command()
+def groups(logs: LogsArg, json_out: JsonOpt = False) -> None:
+    """Failed attempts grouped by signature: the few causes an operator fixes once.
+
+    The uid of each log comes from its path (``.../uid___A001_X1_X2/...``), else the path.
+    """
+    results, failed = _verdicts(logs, None)
+    found = triage.group((triage.uid_from_path(str(p)) or str(p), v) for p, v in results)
+    rows = [{"signature": g.signature, "category": g.category, "count": g.count, "example_uids": g.example_uids}
+            for g in found]
+    if json_out:
+        emit_json(rows)
+    else:
+        table("failure groups", ["count", "category", "signature", "examples"],
+              [(r["count"], r["category"], _short(r["signature"], 90), ", ".join(r["example_uids"])) for r in rows])
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,584 @@
+"""The campaign loop: schedule -> launch -> watch -> record -> retry, and survive restarts.
+
+One engine runs per campaign (``engine.lock`` in the work dir, flock'ed; a
+second one is refused naming the holder). Each :meth:`Engine.tick` is one
+cheap round:
+
+1. probe nodes that are due (load, memory, scratch; failures mark them stale);
+2. poll every active attempt, node by node (a few remote commands per node),
+   mirror new log bytes into ``<work_dir>/logs/<uid>/a-<id>/`` (offsets kept in
+   SQLite, so a restart continues where the last engine stopped) and record
+   state and stage changes;
+3. finish attempts that ended: fetch and verify products, compare with QA2 and
+   accept; or triage the logs and let the retry policy decide;
+4. place queued data sets into free slots (``scheduler.place``) and launch.
+
+All state is in the store, so killing the engine (even ``kill -9``) and
+starting another re-attaches every running attempt: nothing is launched twice
+(the store refuses a second active attempt of a data set) and nothing is lost.
+The retry and drain policies are pure functions at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import scheduler, store, triage
+from .alma import uid_filename
+from .config import Config, Node
+from .errors import UserError
+from .nodes import NodeUnreachable, connect, ops
+from .nodes.batch import JobState
+
+LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
+PROBE_INTERVAL_S = 60.0
+NODE_LOST_AFTER_S = 600.0
+LOG_CHUNK = 4 << 20
+PIPELINE_CATEGORIES = ("calibration", "importdata", "makeimlist", "findcont", "uvcontfit", "imaging", "export")
+NODE_CATEGORIES = ("node_lost", "disk_full", "download")
+
+
+class EngineLocked(UserError):
+    """Another engine runs this campaign."""
+
+
+@dataclass
+class TickReport:
+    """What one tick did (for progress lines and the TUI)."""
+
+    launched: list[tuple[str, str]] = field(default_factory=list)   # (uid, node)
+    finished: list[tuple[str, str, str | None]] = field(default_factory=list)  # (uid, state, category)
+    polled: int = 0
+    probed: int = 0
+    errors: list[str] = field(default_factory=list)
+    queued: int = 0
+    running: int = 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing running: the campaign has nothing left to do."""
+        return self.queued == 0 and self.running == 0
+
+
+# -- the lock ------------------------------------------------------------------------
+
+def acquire_lock(path: Path, now: float):
+    """An open, flock'ed lock file naming this process; EngineLocked naming the holder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        try:
+            holder = json.loads(fh.read() or "{}")
+        except json.JSONDecodeError:
+            holder = {}
+        fh.close()
+        who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+        raise EngineLocked(f"{path.parent}: the campaign engine already runs ({who}) — stop it first "
+                           f"(kill {holder.get('pid', 'PID')}), or watch it with `ari status`") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now}))
+    fh.flush()
+    return fh
+
+
+# -- the engine ----------------------------------------------------------------------
+
+class Engine:
+    """Runs one campaign: ``tick()`` repeatedly, or ``run()`` until stopped or idle."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time,
+                 progress: Callable[[str], None] | None = None, policy: str = scheduler.DEFAULT_POLICY,
+                 resolve_files: Callable[[dict], list[dict]] | None = None,
+                 qa2_dir: Callable[[dict], Path | None] | None = None,
+                 adjust_spec: Callable[[dict, Node, dict], dict] | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.progress = progress or (lambda msg: None)
+        self.policy = policy
+        self.resolve_files = resolve_files or dataset_files
+        self.qa2_dir = qa2_dir or (lambda ds: None)
+        self.adjust_spec = adjust_spec or (lambda spec, node, ds: spec)
+        self.work = cfg.campaign.work_dir
+        self._lock = acquire_lock(self.work / "engine.lock", clock())
+        self.db = store.open_db(cfg.campaign.db_path)
+        store.sync_nodes(self.db, cfg.nodes, clock())
+        self.nodes: dict[str, Node] = {n.name: n for n in cfg.nodes}
+        self.transports = {n.name: connect(n) for n in cfg.nodes}
+        self.prepared: set[str] = set()
+        self.last_probe: dict[str, float] = {}
+        self.unreachable_since: dict[str, float] = {}
+        self.plan = None
+        self._recover_interrupted_launches(clock())
+
+    def _recover_interrupted_launches(self, now: float) -> None:
+        """Attempts created by an engine that died before storing the handle: find them, or close them.
+
+        We hold the campaign lock, so nobody else is launching: a pending attempt
+        without a handle was left by a crash between the store and the node.
+        """
+        for a in store.active_attempts(self.db):
+            if a["handle"]:
+                continue
+            node = self.nodes.get(a["node"])
+            handle = None
+            if node is not None:
+                try:
+                    handle = ops.find_attempt(node, self.transports[node.name], self.cfg.campaign.name,
+                                              f"a-{a['id']:06d}")
+                except NodeUnreachable:
+                    continue  # ask again at the next start; the attempt stays pending
+            if handle:
+                store.update_attempt(self.db, a["id"], now, state="running", handle=handle,
+                                     work_dir=handle["work_dir"], started_at=a["created_at"])
+                self.progress(f"re-attached attempt {a['id']} of {a['uid']} found on {a['node']}")
+            else:
+                store.update_attempt(self.db, a["id"], now, state="cancelled", ended_at=now,
+                                     excerpt="the console stopped before the job was launched")
+                store.set_dataset_state(self.db, a["uid"], "queued", now, reason="launch interrupted")
+
+    def close(self) -> None:
+        for t in self.transports.values():
+            t.close()
+        self.db.conn.close()
+        self._lock.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # one round -------------------------------------------------------------
+    def tick(self, now: float | None = None) -> TickReport:
+        """One round of probe, poll, finish, place and launch."""
+        now = self.clock() if now is None else now
+        report = TickReport()
+        self._probe(now, report)
+        self._poll(now, report)
+        self._schedule(now, report)
+        totals = store.status(self.db)["totals"]
+        report.queued, report.running = totals["queued"], totals["running"]
+        return report
+
+    def run(self, stop: Callable[[], bool] = lambda: False, until_idle: bool = False) -> TickReport:
+        """Tick every poll interval until ``stop()`` or, with ``until_idle``, nothing is left."""
+        while True:
+            report = self.tick()
+            for uid, node in report.launched:
+                self.progress(f"launched {uid} on {node}")
+            for uid, state, category in report.finished:
+                self.progress(f"{uid}: {state}" + (f" ({category})" if category else ""))
+            for err in report.errors:
+                self.progress(f"warning: {err}")
+            if stop() or (until_idle and report.idle):
+                return report
+            deadline = time.monotonic() + self.cfg.campaign.poll_interval_s
+            while time.monotonic() < deadline and not stop():
+                time.sleep(min(0.2, self.cfg.campaign.poll_interval_s))
+
+    # probing -----------------------------------------------------------------
+    def _probe(self, now: float, report: TickReport) -> None:
+        from .nodes.probe import probe
+
+        for name, node in self.nodes.items():
+            if now - self.last_probe.get(name, -1e18) < PROBE_INTERVAL_S:
+                continue
+            self.last_probe[name] = now
+            try:
+                p = probe(self.transports[name], node.scratch_dir)
+                store.set_node_probe(self.db, name, now, probe=p.row())
+                self.unreachable_since.pop(name, None)
+                report.probed += 1
+            except (NodeUnreachable, ValueError, UserError) as exc:
+                store.set_node_probe(self.db, name, now, error=str(exc))
+                self.unreachable_since.setdefault(name, now)
+                report.errors.append(str(exc))
+
+    def _reachable(self, name: str) -> bool:
+        return name not in self.unreachable_since
+
+    # polling -----------------------------------------------------------------
+    def _poll(self, now: float, report: TickReport) -> None:
+        by_node: dict[str, list[dict]] = {}
+        for a in store.active_attempts(self.db):
+            if a["handle"]:
+                by_node.setdefault(a["node"], []).append(a)
+        for name, attempts in by_node.items():
+            node = self.nodes.get(name)
+            if node is None:
+                continue
+            transport = self.transports[name]
+            try:
+                states = ops.poll(node, transport, self.cfg.campaign.name, [a["handle"] for a in attempts],
+                                  since=min(a["created_at"] for a in attempts))
+            except (NodeUnreachable, RuntimeError) as exc:
+                self.unreachable_since.setdefault(name, now)
+                store.set_node_probe(self.db, name, now, error=str(exc))
+                report.errors.append(str(exc))
+                if now - self.unreachable_since[name] >= NODE_LOST_AFTER_S:
+                    for a in attempts:
+                        lost = JobState(state="lost", stage=a["stage"], category="node_lost",
+                                        message=f"node {name} unreachable since "
+                                                f"{time.strftime('%H:%M', time.localtime(self.unreachable_since[name]))}")
+                        self._finish(a, lost, now, report)
+                continue
+            self.unreachable_since.pop(name, None)
+            for a in attempts:
+                js = states.get(a["handle"]["work_dir"])
+                if js is None:
+                    continue
+                report.polled += 1
+                try:
+                    self._mirror_logs(a, transport)
+                except NodeUnreachable as exc:
+                    report.errors.append(str(exc))
+                changes = {"state": "running" if js.state in ("pending", "running") else a["state"],
+                           "stage": js.stage or a["stage"], "heartbeat_at": js.heartbeat_at,
+                           "peak_mem_gb": js.peak_mem_gb}
+                if js.state == "pending":
+                    changes["state"] = "pending"
+                store.update_attempt(self.db, a["id"], now, **{k: v for k, v in changes.items() if v is not None})
+                if js.final:
+                    self._finish(store.attempt(self.db, a["id"]), js, now, report)
+
+    def mirror_dir(self, a: dict) -> Path:
+        return self.work / "logs" / uid_filename(a["uid"]) / f"a-{a['id']:06d}"
+
+    def _mirror_logs(self, a: dict, transport) -> None:
+        """Append each log's new bytes to its local mirror; offsets advance only after the write."""
+        offsets = store.log_offsets(self.db, a["id"])
+        mirror = self.mirror_dir(a)
+        names = list(LOG_NAMES)
+        handle = a["handle"]
+        if handle.get("batch") == "slurm":
+            names.append(f"batch-{handle['job_id']}.out")
+        elif handle.get("batch") == "pbs":
+            names.append("batch.out")
+        for name in names:
+            path = f"{handle['work_dir']}/{name}"
+            offset = offsets.get(path, 0)
+            while True:
+                data = ops.tail(transport, path, offset, LOG_CHUNK)
+                if not data:
+                    break
+                mirror.mkdir(parents=True, exist_ok=True)
+                local = mirror / name
+                with open(local, "r+b" if local.exists() else "wb") as fh:
+                    fh.seek(offset)
+                    fh.write(data)
+                    fh.truncate()
+                offset += len(data)
+                store.set_log_offset(self.db, a["id"], path, offset, str(local))
+                if len(data) < LOG_CHUNK:
+                    break
+
+    # finishing ---------------------------------------------------------------
+    def _finish(self, a: dict, js: JobState, now: float, report: TickReport) -> None:
+        ds = store.dataset(self.db, a["uid"])
+        if js.state == "succeeded":
+            try:
+                self._deliver(a, ds, now)
+            except (NodeUnreachable, OSError, ValueError) as exc:
+                js = JobState(state="failed", stage="export", category="export",
+                              message=f"products could not be fetched: {exc}", status=js.status)
+            else:
+                store.update_attempt(self.db, a["id"], now, state="succeeded", ended_at=js.ended_at or now,
+                                     exit_code=js.exit_code, status=js.status)
+                report.finished.append((a["uid"], "succeeded", None))
+                return
+        verdict = self._triage(a, js)
+        store.update_attempt(self.db, a["id"], now, state=js.state if js.state != "succeeded" else "failed",
+                             ended_at=js.ended_at or now, exit_code=js.exit_code, category=verdict.category,
+                             signature=verdict.signature, decisive_line=verdict.line,
+                             excerpt=verdict.excerpt, status=js.status, stage=js.stage or verdict.stage)
+        tries = len(store.attempts(self.db, uid=a["uid"]))
+        decision = retry_decision(verdict.category, tries, self.cfg.campaign.max_attempts,
+                                  a.get("mem_gb") or self._node_value(a["node"], "mem_gb"),
+                                  a.get("walltime_h") or self._node_value(a["node"], "walltime_h"),
+                                  peak_mem_gb=js.peak_mem_gb, cancelled=js.state == "cancelled", now=now)
+        if decision.overrides:
+            store.set_overrides(self.db, a["uid"], now, **decision.overrides)
+        store.set_dataset_state(self.db, a["uid"], decision.state, now, reason=decision.reason)
+        store.record_event(self.db, "retry-policy", now, uid=a["uid"], attempt_id=a["id"],
+                           new=decision.state, detail={"category": verdict.category, "reason": decision.reason})
+        report.finished.append((a["uid"], js.state, verdict.category))
+        self._maybe_drain(now)
+
+    def _node_value(self, name: str, key: str):
+        node = self.nodes.get(name)
+        return getattr(node, key) if node else None
+
+    def _triage(self, a: dict, js: JobState) -> triage.Verdict:
+        """Classify the attempt's mirrored logs, with the runner's or batch system's category as a hint."""
+        logs = []
+        for m in store.log_mirrors(self.db, a["id"]):
+            path = Path(m["mirror"])
+            if path.exists():
+                logs.append((path.name, _lines(path)))
+        if js.message:
+            logs.append(("status", [f"ari-runner: {js.message}"]))
+        verdict = triage.classify_many(logs, hint=js.category) if logs else None
+        if verdict is None or verdict.category == "unknown":
+            if js.category:
+                return triage.Verdict(category=js.category, stage=js.stage, line=None,
+                                      excerpt=js.message or "", evidence=[], signature=js.category)
+        return verdict or triage.Verdict(category="unknown", stage=js.stage, line=None,
+                                         excerpt=js.message or "", evidence=[], signature="unknown")
+
+    def _deliver(self, a: dict, ds: dict, now: float) -> None:
+        """Fetch the products named in the manifest, verify their checksums, compare with QA2, accept."""
+        transport = self.transports[a["node"]]
+        work_dir = a["handle"]["work_dir"]
+        manifest = json.loads(transport.read_file(f"{work_dir}/products/manifest.json"))
+        dest = self.work / "products" / uid_filename(a["uid"]) / f"a-{a['id']:06d}"
+        fetched = []
+        for item in manifest.get("products", []):
+            name = item.get("file") or item.get("name") or item["path"]
+            local = dest / Path(name).name
+            transport.get(f"{work_dir}/products/{name}", local)
+            digest = _sha256(local)
+            if item.get("sha256") and digest != item["sha256"]:
+                raise ValueError(f"{name}: checksum mismatch after fetch ({digest[:12]} != {item['sha256'][:12]})")
+            fetched.append({"path": str(local), "kind": item.get("kind"), "sha256": digest,
+                            "size": local.stat().st_size})
+        (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        store.add_products(self.db, a["id"], a["uid"], fetched)
+        qa2 = self.qa2_dir(ds)
+        if qa2 is not None:
+            from .qa2 import compare_dirs
+
+            report = compare_dirs(dest, qa2)
+            store.save_qa2(self.db, a["uid"], a["id"], report.as_dict()["pairs"])
+        store.accept_attempt(self.db, a["uid"], a["id"], now)
+
+    def _maybe_drain(self, now: float) -> None:
+        recent: dict[str, list[str | None]] = {}
+        for a in store.attempts(self.db, states=("succeeded", "failed", "lost")):
+            recent.setdefault(a["node"], []).append(a["category"] if a["state"] != "succeeded" else None)
+        drained = {n["name"] for n in store.nodes(self.db) if n["drained"]}
+        for name, reason in nodes_to_drain(recent).items():
+            if name not in drained:
+                store.set_drained(self.db, name, True, now, reason)
+                self.progress(f"drained node {name}: {reason}")
+
+    # scheduling --------------------------------------------------------------
+    def _schedule(self, now: float, report: TickReport) -> None:
+        queued = store.datasets(self.db, state="queued")
+        waiting = []
+        for ds in queued:
+            if ds["array"] == "TP":
+                store.set_dataset_state(self.db, ds["uid"], "skipped", now,
+                                        reason="total power: this console images interferometric data only")
+                continue
+            not_before = ds["overrides"].get("not_before")
+            if not_before and not_before > now:
+                continue
+            waiting.append(ds)
+        if not waiting:
+            return
+        node_rows = {n["name"]: n for n in store.nodes(self.db)}
+        states = []
+        for name, node in self.nodes.items():
+            row = node_rows.get(name)
+            if row is None or row["drained"] or not self._reachable(name):
+                continue
+            states.append(scheduler.NodeState(
+                name=name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
+                recipes=(node.recipe,), casa_versions=node.casa_versions,
+                free=max(0, node.slots - row["running"]), cpus_per_slot=node.cpus_per_slot))
+        if not any(s.free for s in states):
+            return
+        tries = {}
+        for a in store.attempts(self.db, states=("failed", "lost", "cancelled")):
+            tries[a["uid"]] = tries.get(a["uid"], 0) + 1
+        queue = [_to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
+        history = [_measured(h, self.nodes) for h in store.finished_history(self.db)]
+        placement = scheduler.place(queue, states, now / 3600.0, policy=self.policy,
+                                    history=[h for h in history if h is not None])
+        for bad in placement.unplaceable:
+            store.set_dataset_state(self.db, bad.dataset.uid, "held", now, reason=f"fits no node: {bad.reason}")
+        by_uid = {ds["uid"]: ds for ds in waiting}
+        for sds, nstate in placement.pairs:
+            self._launch(by_uid[sds.uid], self.nodes[nstate.name], sds, now, report)
+
+    def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> None:
+        transport = self.transports[node.name]
+        overrides = ds["overrides"]
+        mem_gb = overrides.get("mem_gb") or node.mem_gb
+        mem_gb = min(mem_gb, node.mem_gb) if node.batch == "none" else mem_gb
+        walltime_h = overrides.get("walltime_h") or node.walltime_h
+        try:
+            attempt_id = store.create_attempt(self.db, ds["uid"], node.name, now, mem_gb=mem_gb, walltime_h=walltime_h)
+        except store.AlreadyRunning as exc:
+            report.errors.append(str(exc))
+            return
+        name = f"a-{attempt_id:06d}"
+        try:
+            if node.name not in self.prepared:
+                ops.copy_remote(transport, node)
+                self.prepared.add(node.name)
+            spec = {
+                "uid": ds["uid"],
+                "files": self.resolve_files(ds),
+                "recipe": {"name": node.recipe, "python": node.casa_path or node.python,
+                           "casa": node.casa_path, "params": {**ds["extra"].get("recipe_params", {}),
+                                                              **overrides.get("params", {})}},
+                "env": dict(node.env),
+                "heartbeat_s": min(5.0, max(1.0, self.cfg.campaign.poll_interval_s)),
+            }
+            spec = self.adjust_spec(spec, node, ds)
+            handle = ops.launch(node, transport, self.cfg.campaign.name, name, spec,
+                                mem_gb=mem_gb, walltime_h=walltime_h)
+        except (NodeUnreachable, RuntimeError, OSError) as exc:
+            store.update_attempt(self.db, attempt_id, now, state="failed", category="node_lost",
+                                 excerpt=f"launch failed: {exc}", ended_at=now)
+            store.set_dataset_state(self.db, ds["uid"], "queued", now, reason=f"launch on {node.name} failed")
+            report.errors.append(f"{node.name}: launch of {ds['uid']} failed: {exc}")
+            return
+        store.update_attempt(self.db, attempt_id, now, state="running", handle=handle,
+                             work_dir=handle["work_dir"], started_at=now)
+        report.launched.append((ds["uid"], node.name))
+
+
+def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = scheduler.DEFAULT_POLICY,
+                 once: bool = False, until_idle: bool = False, **engine_kw) -> TickReport:
+    """``ari run``: tick until Ctrl-C / SIGTERM (or idle); stopping leaves the attempts running."""
+    import signal
+
+    stopping: list[bool] = []
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    with Engine(cfg, policy=policy, progress=progress, **engine_kw) as engine:
+        progress(f"engine: campaign {cfg.campaign.name}, {len(cfg.nodes)} node(s), tick every "
+                 f"{cfg.campaign.poll_interval_s:g} s (Ctrl-C stops the console; jobs go on)")
+        report = engine.run(stop=lambda: once or bool(stopping), until_idle=until_idle)
+    progress(f"engine stopped: {report.queued} queued, {report.running} running")
+    return report
+
+
+# -- helpers -----------------------------------------------------------------------
+
+def dataset_files(ds: dict) -> list[dict]:
+    """The files an attempt downloads, as the catalogue gave them (``files`` in the data set's extra)."""
+    files = ds["extra"].get("files")
+    return json.loads(files) if isinstance(files, str) else list(files or [])
+
+
+def _to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
+    o = ds["overrides"]
+    return scheduler.DataSet(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds["hours"],
+                             mem_gb=o.get("mem_gb") or ds["mem_gb"], array=ds["array"], band=ds["band"],
+                             casa_version=o.get("casa_version") or ds["casa_version"], attempts=tries,
+                             node=o.get("node"), walltime_h=o.get("walltime_h"))
+
+
+def _measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
+    node = nodes.get(h["node"])
+    if node is None or h["ended_at"] is None or h["started_at"] is None:
+        return None
+    outcome = "ok" if h["state"] == "succeeded" else (h["category"] or "unknown")
+    if outcome not in ("ok", "memory", "walltime"):
+        return None
+    return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
+                              speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
+
+
+def _lines(path: Path):
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        yield from fh
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- pure policies ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a data set after a failed attempt."""
+
+    state: str                      # queued, held, skipped, failed
+    reason: str
+    overrides: dict = field(default_factory=dict)
+
+
+RETRY_MEM_FACTOR = 1.5
+RETRY_WALLTIME_FACTOR = 2.0
+RETRY_BACKOFF_S = (60.0, 300.0, 1800.0)
+
+
+def retry_decision(category: str, tries: int, max_attempts: int, mem_gb: float | None,
+                   walltime_h: float | None, peak_mem_gb: float | None = None,
+                   cancelled: bool = False, now: float = 0.0) -> Decision:
+    """The retry policy, by failure category.
+
+    >>> retry_decision("memory", 1, 3, mem_gb=8, walltime_h=None).overrides
+    {'mem_gb': 12.0}
+    >>> retry_decision("uvcontfit", 1, 3, mem_gb=8, walltime_h=None).state
+    'held'
+    """
+    if cancelled:
+        return Decision("held", "cancelled by an operator")
+    if category == "total_power":
+        return Decision("skipped", "total power: this console images interferometric data only")
+    if tries >= max_attempts:
+        return Decision("failed", f"{category} after {tries} attempts (max_attempts = {max_attempts})")
+    if category == "memory":
+        need = max(x for x in (mem_gb or 0, peak_mem_gb or 0)) * RETRY_MEM_FACTOR
+        return Decision("queued", f"memory: retry with {need:g} GB", {"mem_gb": round(need, 1)})
+    if category == "walltime":
+        if walltime_h is None:
+            return Decision("held", "walltime without a limit: check the node")
+        need = walltime_h * RETRY_WALLTIME_FACTOR
+        return Decision("queued", f"walltime: retry with {need:g} h", {"walltime_h": round(need, 2),
+                                                                        "hours": round(need * 0.9, 2)})
+    if category in NODE_CATEGORIES:
+        wait = RETRY_BACKOFF_S[min(tries - 1, len(RETRY_BACKOFF_S) - 1)]
+        return Decision("queued", f"{category}: retry in {wait:g} s", {"not_before": now + wait} if now else {})
+    return Decision("held", f"{category}: needs an operator (see the excerpt)")
+
+
+DRAIN_WINDOW = 5
+DRAIN_MIN_FAILURES = 3
+
+
+def nodes_to_drain(recent: dict[str, list[str | None]]) -> dict[str, str]:
+    """Nodes whose recent attempts fail for node reasons more than their peers', with the reason.
+
+    ``recent`` maps node -> categories of its finished attempts, oldest first
+    (None for a success).
+
+    >>> nodes_to_drain({"a": ["disk_full"] * 3, "b": [None, None, None]})
+    {'a': '3 of its last 3 attempts failed for node reasons (disk_full)'}
+    """
+    rates = {}
+    for name, cats in recent.items():
+        window = cats[-DRAIN_WINDOW:]
+        bad = [c for c in window if c in NODE_CATEGORIES]
+        rates[name] = (len(bad), len(window), bad)
+    out = {}
+    for name, (bad, total, cats) in rates.items():
+        if bad < DRAIN_MIN_FAILURES:
+            continue
+        peers = [b / t for n, (b, t, _) in rates.items() if n != name and t]
+        if peers and bad / total <= max(peers):
+            continue
+        out[name] = f"{bad} of its last {total} attempts failed for node reasons ({', '.join(sorted(set(cats)))})"
+    return out

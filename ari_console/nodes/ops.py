@@ -1,0 +1,252 @@
+"""Operations on one node: prepare, launch, poll, tail, cancel — any transport times any batch system.
+
+The engine and ``ari nodes check`` call these; they are the only way the
+console touches a node. ``remote/`` is copied to ``<scratch_dir>/.ari/remote``
+on the node by ``prepare`` and the runner started from there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..config import Node
+from ..errors import UserError
+from . import batch as B
+from .probe import probe
+from .transport import NodeUnreachable, Transport, sh_quote
+
+REMOTE_SRC = Path(__file__).resolve().parents[2] / "remote"
+MIN_PYTHON = (3, 6)
+
+
+def remote_root(node: Node) -> str:
+    """Where the runner and recipes live on ``node``."""
+    return f"{node.scratch_dir.rstrip('/')}/.ari"
+
+
+def runner_path(node: Node) -> str:
+    return f"{remote_root(node)}/remote/runner.py"
+
+
+def attempt_dir(node: Node, attempt: str) -> str:
+    """The work dir of one attempt on ``node``."""
+    return f"{node.scratch_dir.rstrip('/')}/{attempt}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``ari nodes check``: what was checked, whether it passed, and the fix."""
+
+    node: str
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def copy_remote(transport: Transport, node: Node) -> int:
+    """Copy ``remote/`` (runner, download, recipes) to the node; the number of files copied."""
+    files = [p for p in sorted(REMOTE_SRC.rglob("*.py")) if "__pycache__" not in p.parts]
+    root = remote_root(node)
+    for path in files:
+        rel = path.relative_to(REMOTE_SRC.parent).as_posix()
+        transport.write_file(f"{root}/{rel}", path.read_bytes(), mode=0o755 if path.name == "runner.py" else 0o644)
+    return len(files)
+
+
+def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0) -> list[Check]:
+    """Check a node end to end; one Check per aspect, each failure with its fix. Copies the runner."""
+    checks: list[Check] = []
+
+    def add(name: str, ok: bool, detail: str, fix: str = "") -> None:
+        checks.append(Check(node.name, name, ok, detail, "" if ok else fix))
+
+    try:
+        result = transport.run(["sh", "-c", "echo ok"], timeout=20)
+        add("reach", result.ok, f"{node.transport} ok" if result.ok else result.stderr.strip())
+    except NodeUnreachable as exc:
+        add("reach", False, str(exc), _reach_fix(node, str(exc)))
+        return checks
+    except UserError as exc:  # an unknown or changed host key: the message holds the fix
+        detail, _, fix = str(exc).partition(" — ")
+        add("reach", False, detail, fix)
+        return checks
+    py = transport.run([node.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=30)
+    version = py.stdout.strip()
+    ok = py.ok and tuple(int(x) for x in version.split(".")) >= MIN_PYTHON
+    add("python", ok, f"{node.python} is Python {version}" if py.ok else f"{node.python}: {py.stderr.strip()[:120]}",
+        f'set python = "/path/to/python3" (3.6 or newer) for node "{node.name}" in ari.toml')
+    if node.recipe == "casa6":
+        casa_py = node.casa_path or node.python
+        casa = transport.run([casa_py, "-c", "import casatools; print(casatools.version_string())"], timeout=120)
+        last = (casa.stderr.strip().splitlines() or [""])[-1][:160]
+        add("casa", casa.ok, f"casatools {casa.stdout.strip()}" if casa.ok else
+            f"{casa_py} cannot import casatools ({last})", f"install CASA 6 there (`{casa_py} -m pip install casatools==6.7.0.31 "
+            f"casatasks==6.7.0.31 casadata`) or set casa_path to a Python that has it")
+    else:
+        casa_bin = node.casa_path or "casa"
+        casa = transport.run(["sh", "-c", f"command -v {sh_quote(casa_bin)}"], timeout=30)
+        add("casa", casa.ok, f"casa at {casa.stdout.strip()}" if casa.ok else f"{casa_bin} not found",
+            'set casa_path = "/path/to/casa-pipeline/bin/casa" for the alma-pipeline recipe')
+    try:
+        p = probe(transport, node.scratch_dir)
+        free = p.scratch_free_gb or 0.0
+        add("scratch", free >= scratch_need_gb, f"{node.scratch_dir}: {free:.1f} GB free",
+            f"free space in {node.scratch_dir} (needs {scratch_need_gb:g} GB) or point scratch_dir elsewhere")
+    except (ValueError, NodeUnreachable) as exc:
+        add("scratch", False, str(exc), f"make {node.scratch_dir} exist and be writable")
+    if node.batch == "slurm":
+        r = transport.run(["sinfo", "-h", "-o", "%P %a"], timeout=30)
+        add("batch", r.ok, f"slurm partitions: {r.stdout.split()[:4]}" if r.ok else r.stderr.strip()[:160],
+            "make sbatch/sinfo work for this user on the node (SLURM_CONF via env = { SLURM_CONF = ... })")
+    elif node.batch == "pbs":
+        r = transport.run(["qstat", "-B"], timeout=30)
+        add("batch", r.ok, "pbs server answers" if r.ok else r.stderr.strip()[:160],
+            "make qsub/qstat work for this user on the node")
+    try:
+        n = copy_remote(transport, node)
+        add("runner", True, f"{n} files in {remote_root(node)}/remote")
+    except (OSError, NodeUnreachable) as exc:
+        add("runner", False, str(exc), f"make {node.scratch_dir} writable for {node.user or 'the user'}")
+    return checks
+
+
+def _reach_fix(node: Node, message: str) -> str:
+    if node.transport == "local":
+        return "check that /bin/sh runs here"
+    if "refused the key" in message:
+        return f"append your public key to ~/.ssh/authorized_keys of {node.user or 'the user'}@{node.host}"
+    return f"check that sshd runs on {node.host}:{node.port} and the network reaches it"
+
+
+def write_spec(transport: Transport, work_dir: str, spec: dict) -> str:
+    """Write the job spec into the attempt's work dir; its path."""
+    path = f"{work_dir}/spec.json"
+    transport.write_file(path, json.dumps(spec, indent=1).encode())
+    return path
+
+
+def launch(node: Node, transport: Transport, campaign: str, attempt: str, spec: dict,
+           mem_gb: float | None = None, walltime_h: float | None = None) -> dict:
+    """Start one attempt detached on ``node``; the handle to store.
+
+    ``spec`` is the runner's job spec (see remote/runner.py); its work_dir is
+    set here. Memory and walltime default to the node's.
+    """
+    work_dir = attempt_dir(node, attempt)
+    spec = {**spec, "attempt_id": attempt, "work_dir": work_dir}
+    spec.setdefault("mem_gb", mem_gb or node.mem_gb)
+    spec.setdefault("walltime_h", walltime_h or node.walltime_h)
+    if node.batch != "none":
+        # The batch system enforces time and memory; the runner keeps its own limits a little above.
+        spec["walltime_h"] = None
+    spec_path = write_spec(transport, work_dir, spec)
+    req = B.JobRequest(attempt=attempt, campaign=campaign, work_dir=work_dir, spec_path=spec_path,
+                       python=node.python, runner=runner_path(node), mem_gb=mem_gb or node.mem_gb,
+                       walltime_h=walltime_h or node.walltime_h, cpus=node.cpus_per_slot,
+                       partition=node.partition, account=node.account, qos=node.qos)
+    handle = {"slurm": B.slurm_launch, "pbs": B.pbs_launch}.get(node.batch, B.none_launch)(transport, req)
+    return {**handle, "work_dir": work_dir, "node": node.name}
+
+
+def poll(node: Node, transport: Transport, campaign: str, handles: Iterable[dict],
+         since: float | None = None) -> dict[str, B.JobState]:
+    """The state of every given attempt on ``node``: a few commands for all of them.
+
+    Keys are the work dirs. Raises NodeUnreachable when the node cannot be asked.
+    """
+    handles = list(handles)
+    states: dict[str, B.JobState] = {}
+    if not handles:
+        return states
+    # Ask the batch system first, then read the status files: a runner that ends in
+    # between has already written its final status, so it is never taken for lost.
+    gone = [h for h in handles if h.get("batch") == "gone"]
+    for h in gone:
+        states[h["work_dir"]] = B.reconcile_none(B.read_status(transport, h["work_dir"]), alive=False)
+    handles = [h for h in handles if h.get("batch") != "gone"]
+    if not handles:
+        return states
+    if node.batch == "none":
+        alive = B.none_alive(transport, [h["pid"] for h in handles])
+        for h in handles:
+            states[h["work_dir"]] = B.reconcile_none(B.read_status(transport, h["work_dir"]), h["pid"] in alive)
+        return states
+    if node.batch == "slurm":
+        batch = B.slurm_states(transport, campaign, [h["job_id"] for h in handles],
+                               since if since is not None else time.time() - 7 * 86400)
+        attrs = {j: {"job_state": s} for j, s in batch.items()}
+    else:
+        attrs = B.pbs_states(transport, [h["job_id"] for h in handles])
+    statuses = {h["work_dir"]: B.read_status(transport, h["work_dir"]) for h in handles}
+    for h in handles:
+        a = attrs.get(h["job_id"], {})
+        status = statuses[h["work_dir"]]
+        batch_state = a.get("job_state")
+        tail_text = ""
+        if not (status and status.get("state") in ("succeeded", "failed", "cancelled")) and \
+                (batch_state is None or B.SLURM_MAP.get(batch_state, ("x",))[0] not in ("pending", "running")):
+            tail_text = batch_output_tail(transport, h)
+        states[h["work_dir"]] = B.reconcile_batch(status, batch_state, node.batch,
+                                                  exit_status=a.get("Exit_status"), output_tail=tail_text)
+    return states
+
+
+def find_attempt(node: Node, transport: Transport, campaign: str, attempt: str) -> dict | None:
+    """The handle of an attempt whose launch was interrupted before its handle was stored, or None.
+
+    Looks in the attempt's (deterministic) work dir and asks the batch system:
+    a runner process started for its spec, a Slurm job carrying its name as
+    comment, or a status.json the runner already wrote.
+    """
+    work_dir = attempt_dir(node, attempt)
+    spec = f"{work_dir}/spec.json"
+    if node.batch == "slurm":
+        r = transport.run(["squeue", "-h", f"--name={B.job_name(campaign)}", "-t", "all", "-o", "%i|%k"], timeout=30)
+        for line in r.stdout.splitlines():
+            job, _, comment = line.partition("|")
+            if comment.strip() == attempt:
+                return {"batch": "slurm", "job_id": job.strip(), "work_dir": work_dir, "node": node.name}
+    elif node.batch == "none":
+        # The runner writes its pid into status.json as it starts; give a just-started one a moment.
+        for _ in range(10):
+            status = B.read_status(transport, work_dir)
+            if status and status.get("pid"):
+                return {"batch": "none", "pid": int(status["pid"]), "work_dir": work_dir, "node": node.name}
+            # "[r]unner.py" matches the runner's command line but not this shell's, which holds it verbatim.
+            pattern = "[r]unner\\.py.*" + re.escape(spec)
+            r = transport.run_script(f"pgrep -f -- {sh_quote(pattern)}; true", timeout=30)
+            if not r.stdout.strip():
+                break
+            time.sleep(0.5)
+    status = B.read_status(transport, work_dir)
+    if status and status.get("pid"):
+        if node.batch == "none":
+            return {"batch": "none", "pid": int(status["pid"]), "work_dir": work_dir, "node": node.name}
+        return {"batch": "gone", "work_dir": work_dir, "node": node.name}
+    return None
+
+
+def batch_output_tail(transport: Transport, handle: dict, limit: int = 65536) -> str:
+    """The end of the batch system's output file of a job ('' when there is none)."""
+    name = f"batch-{handle['job_id']}.out" if handle["batch"] == "slurm" else "batch.out"
+    result = transport.run_script(f"tail -c {limit} {sh_quote(handle['work_dir'] + '/' + name)} 2>/dev/null; true")
+    return result.stdout
+
+
+def tail(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> bytes:
+    """The bytes of ``path`` after ``offset`` (at most ``limit``); b'' when nothing new or no file yet."""
+    try:
+        return transport.read_from(path, offset, limit)
+    except FileNotFoundError:
+        return b""
+
+
+def cancel(node: Node, transport: Transport, handle: dict) -> None:
+    """Stop an attempt; the runner records the stage it was in."""
+    {"slurm": B.slurm_cancel, "pbs": B.pbs_cancel}.get(node.batch, B.none_cancel)(transport, handle)

@@ -1,0 +1,70 @@
+"""What an operator does to a campaign: retry, hold, release, drain, undrain, override.
+
+The CLI and the TUI call these same functions; each is one transaction in the
+store and leaves an event, and the engine picks the change up on its next tick.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from . import alma, store
+from .errors import UserError
+
+
+def canonical_uid(db: sqlite_utils.Database, text: str) -> str:
+    """The campaign's uid for ``text`` (either spelling), or a UserError naming it."""
+    try:
+        uid = alma.parse_uid(text)
+    except ValueError:
+        raise UserError(f'"{text}" is not a MOUS uid — write e.g. uid://A001/X1296/X1d3') from None
+    if store.dataset(db, uid) is None:
+        raise UserError(f"{uid}: no such data set in this campaign — see `ari datasets list`")
+    return uid
+
+
+def retry(db: sqlite_utils.Database, text: str, now: float, node: str | None = None,
+          mem_gb: float | None = None, walltime_h: float | None = None) -> dict:
+    """Queue a failed, held or skipped data set again (optionally pinned to a node or with more resources)."""
+    uid = canonical_uid(db, text)
+    row = store.dataset(db, uid)
+    if row["state"] == "running":
+        raise UserError(f"{uid} is running now — wait for it, or cancel it first")
+    if row["state"] == "succeeded":
+        raise UserError(f"{uid} already succeeded — its accepted attempt stays; nothing to retry")
+    if node is not None and node not in {n["name"] for n in store.nodes(db)}:
+        raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
+    if node or mem_gb or walltime_h:
+        store.set_overrides(db, uid, now, node=node, mem_gb=mem_gb, walltime_h=walltime_h)
+    with store.transaction(db, immediate=True):
+        store.set_dataset_state(db, uid, "queued", now, reason="operator retry")
+        store.record_event(db, "retry", now, uid=uid, detail={"node": node} if node else None)
+    return store.dataset(db, uid)
+
+
+def hold(db: sqlite_utils.Database, text: str, now: float, reason: str = "held by operator") -> dict:
+    """Keep a data set out of scheduling until released (a running attempt goes on)."""
+    uid = canonical_uid(db, text)
+    if store.dataset(db, uid)["state"] == "succeeded":
+        raise UserError(f"{uid} already succeeded — nothing to hold")
+    store.set_dataset_state(db, uid, "held", now, reason=reason)
+    return store.dataset(db, uid)
+
+
+def release(db: sqlite_utils.Database, text: str, now: float) -> dict:
+    """Let a held data set be scheduled again."""
+    uid = canonical_uid(db, text)
+    if store.dataset(db, uid)["state"] != "held":
+        raise UserError(f"{uid} is not held (it is {store.dataset(db, uid)['state']}) — nothing to release")
+    store.set_dataset_state(db, uid, "queued", now, reason="released by operator")
+    return store.dataset(db, uid)
+
+
+def drain(db: sqlite_utils.Database, node: str, now: float, reason: str = "drained by operator") -> None:
+    """Stop placing new attempts on ``node`` (running ones finish)."""
+    store.set_drained(db, node, True, now, reason)
+
+
+def undrain(db: sqlite_utils.Database, node: str, now: float) -> None:
+    """Place attempts on ``node`` again."""
+    store.set_drained(db, node, False, now)

@@ -1,0 +1,85 @@
+"""Probe latency and log-tail throughput over SSH: one reused connection vs a new one per call.
+
+Starts its own sshd on loopback (as the tests do), then:
+- probe: ``probe()`` N times on one SSHTransport, and N times each on a fresh one;
+- tail: reads a growing 64 MB log in 1 MB increments with ``ops.tail`` (only new bytes).
+"""
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ari_console.nodes import ops
+from ari_console.nodes.probe import probe
+from ari_console.nodes.transport import SSHTarget, SSHTransport
+
+PROBES = 30
+LOG_MB = 64
+
+
+def _server(base: Path):
+    from tests.fixtures.sshd import start_server
+
+    return start_server(base)
+
+
+def _transport(server) -> SSHTransport:
+    return SSHTransport(SSHTarget(name="bench", host=server.host, port=server.port, user=server.user,
+                                  identity_file=server.identity_file, known_hosts=server.known_hosts))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        server = _server(base)
+        try:
+            reused = _transport(server)
+            probe(reused, tmp)  # connect once
+            times = []
+            for _ in range(PROBES):
+                t0 = time.perf_counter()
+                probe(reused, tmp)
+                times.append(time.perf_counter() - t0)
+            fresh_times = []
+            for _ in range(PROBES // 3):
+                t0 = time.perf_counter()
+                t = _transport(server)
+                probe(t, tmp)
+                t.close()
+                fresh_times.append(time.perf_counter() - t0)
+            print(f"probe latency: reused connection median {statistics.median(times) * 1e3:.1f} ms, "
+                  f"new connection per call median {statistics.median(fresh_times) * 1e3:.1f} ms")
+
+            log = base / "runner.log"
+            chunk = (b"2026-11-25 16:12:50\tINFO\ttclean::::casa\t" + b"x" * 80 + b"\n") * 8000
+            offset = 0
+            read_bytes = 0
+            t0 = time.perf_counter()
+            with open(log, "wb") as fh:
+                while read_bytes < LOG_MB * 1e6:
+                    fh.write(chunk)
+                    fh.flush()
+                    data = ops.tail(reused, str(log), offset)
+                    offset += len(data)
+                    read_bytes += len(data)
+            elapsed = time.perf_counter() - t0
+            print(f"tail over ssh (reused connection): {read_bytes / 1e6 / elapsed:.1f} MB/s "
+                  f"({read_bytes / 1e6:.0f} MB in {elapsed:.1f} s, only new bytes each call)")
+            offset = 0
+            t0 = time.perf_counter()
+            for _ in range(10):
+                t = _transport(server)
+                data = ops.tail(t, str(log), offset, limit=len(chunk))
+                offset += len(data)
+                t.close()
+            per_call = (time.perf_counter() - t0) / 10
+            print(f"tail with a new connection per call: {per_call * 1e3:.0f} ms per 1 MB call "
+                  f"({len(chunk) / 1e6 / per_call:.1f} MB/s)")
+            reused.close()
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

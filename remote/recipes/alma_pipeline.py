@@ -1,0 +1,442 @@
+"""Recipe ``alma-pipeline``: image one MOUS with the ALMA pipeline (``casa --pipeline``).
+
+    python3 alma_pipeline.py STAGE PARAMS.json        STAGE: restore | image | export
+
+Stdlib only; it drives a CASA install that has the pipeline (the ``casa`` key
+of ``recipe_params.json``, from the job spec's ``recipe.casa``) and never
+imports CASA itself. Layout under ``<work_dir>/pipeline/`` is the pipeline's
+own: ``rawdata/`` (ASDMs), ``calibration/`` (the auxiliary products the
+archive ships), ``working/`` (where CASA runs), ``products/`` (what
+hifa_exportdata writes).
+
+- ``restore``: untar the raw data (``<ASDM>.asdm.sdm.tar``) into ``rawdata/``
+  (an ASDM directory named by its uid, suffixes dropped) and the auxiliary tar
+  into ``calibration/``; write the processing request ``PPR.xml``
+  (ProjectSummary/ProposalCode, ProjectStructure/OUSStatusRef,
+  ProcessingRequests with the ``hifa_image`` procedure,
+  DataSet/SchedBlockSet/.../AsdmIdentifier) and ``working/casa_pipescript.py``
+  with the imaging stages in the pipeline's order (``pipeline_tasks``).
+- ``image``: ``casa --pipeline --nogui --nologger --agg -c casa_pipescript.py``
+  in ``working/``. It fails when CASA exits non-zero or leaves an ``errorexit*``
+  file; the category comes from the pipeline task that was running (the
+  script records each task it starts in ``ari_pipeline_progress.txt``).
+- ``export``: copy the FITS products, the weblog (``*.weblog.tgz``, or a tar of
+  ``pipeline-*/html``), ``casa_commands.log`` and ``*.pipeline_manifest.xml``
+  into ``products/`` with ``manifest.json`` (sha256 of each, recipe, CASA
+  version, parameters).
+
+Params: ``project_code`` (default: from the auxiliary tar's name
+``<PROJECT>_<OUS>_auxiliary.tar``), ``uvcontfit`` (true for pipeline releases
+before 2023 that need ``hif_uvcontfit`` before ``hif_uvcontsub``; default: true
+when the CASA path names a pipeline release before 2023), ``maxcubesize_gb``
+(40), ``maxcubelimit_gb`` (60), ``maxproductsize_gb`` (500), ``mode``
+(``pipescript``, or ``ppr`` to run ``PPR.xml`` through ``executeppr``).
+
+Known failures write ``<work_dir>/<stage>.failure.json`` ({category, message}),
+print ``ari-recipe: step failed: category=<category>: <message>`` and exit 1.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+
+RECIPE = "alma-pipeline"
+RECIPE_VERSION = "1"
+DEFAULTS = {"project_code": None, "uvcontfit": None, "maxcubesize_gb": 40.0, "maxcubelimit_gb": 60.0,
+            "maxproductsize_gb": 500.0, "mode": "pipescript"}
+TASK_CATEGORY = {
+    "hifa_restoredata": "calibration", "hifa_importdata": "importdata", "hif_mstransform": "imaging",
+    "hifa_flagtargets": "imaging", "hifa_imageprecheck": "imaging", "hif_checkproductsize": "imaging",
+    "hif_makeimlist": "makeimlist", "hif_findcont": "findcont", "hif_uvcontfit": "uvcontfit",
+    "hif_uvcontsub": "uvcontfit", "hif_makeimages": "imaging", "hifa_exportdata": "export",
+}
+PROGRESS_FILE = "ari_pipeline_progress.txt"
+
+
+class RecipeFailure(Exception):
+    """A failure the recipe understands: its category (triage's closed list) and message."""
+
+    def __init__(self, category: str, message: str):
+        Exception.__init__(self, message)
+        self.category = category
+        self.message = message
+
+
+# ------------------------------------------------------------- pure parts
+
+def pipeline_tasks(uvcontfit: bool, limits: dict) -> list:
+    """The imaging stages of the hifa_image procedure, in order, as ``(task, kwargs)``.
+
+    >>> [t for t, _ in pipeline_tasks(False, {})][:6]
+    ['hifa_restoredata', 'hif_mstransform', 'hifa_flagtargets', 'hifa_imageprecheck', 'hif_checkproductsize', 'hif_makeimlist']
+    >>> [t for t, _ in pipeline_tasks(True, {})][6:9]
+    ['hif_findcont', 'hif_uvcontfit', 'hif_uvcontsub']
+    """
+    tasks = [
+        ("hifa_restoredata", {}),
+        ("hif_mstransform", {}),
+        ("hifa_flagtargets", {}),
+        ("hifa_imageprecheck", {}),
+        ("hif_checkproductsize", {"maxcubesize": float(limits.get("maxcubesize_gb", 40.0)),
+                                  "maxcubelimit": float(limits.get("maxcubelimit_gb", 60.0)),
+                                  "maxproductsize": float(limits.get("maxproductsize_gb", 500.0))}),
+        ("hif_makeimlist", {"specmode": "mfs"}),
+        ("hif_findcont", {}),
+    ]
+    tasks += [("hif_uvcontfit", {}), ("hif_uvcontsub", {})] if uvcontfit else [("hif_uvcontsub", {})]
+    tasks += [
+        ("hif_makeimages", {}),
+        ("hif_makeimlist", {"specmode": "cont"}),
+        ("hif_makeimages", {}),
+        ("hif_makeimlist", {"specmode": "cube"}),
+        ("hif_makeimages", {}),
+        ("hif_makeimlist", {"specmode": "repBW"}),
+        ("hif_makeimages", {}),
+        ("hifa_exportdata", {}),
+    ]
+    return tasks
+
+
+def needs_uvcontfit(casa_path: str) -> bool:
+    """True if the CASA path names a pipeline release before 2023 (hif_uvcontfit era).
+
+    >>> needs_uvcontfit("/opt/casa-6.4.1-12-pipeline-2022.2.0.64/bin/casa")
+    True
+    >>> needs_uvcontfit("/opt/casa-6.5.4-9-pipeline-2023.1.0.124/bin/casa")
+    False
+    """
+    match = re.search(r"pipeline-(\d{4})\.", casa_path or "")
+    return bool(match) and int(match.group(1)) < 2023
+
+
+def asdm_name(path: str) -> str:
+    """An ASDM's uid name without archive suffixes.
+
+    >>> asdm_name("/x/uid___A002_X1_X1.asdm.sdm")
+    'uid___A002_X1_X1'
+    """
+    name = os.path.basename(path.rstrip("/"))
+    for suffix in (".asdm.sdm", ".sdm", ".asdm"):
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def uid_of(name: str) -> str:
+    """``uid___A002_X1_X1`` -> ``uid://A002/X1/X1``."""
+    return name.replace("uid___", "uid://").replace("_", "/")
+
+
+def project_code_from(inputs: list):
+    """The proposal code from ``<PROJECT>_<OUS>_auxiliary.tar``, or None.
+
+    >>> project_code_from(["/r/2016.1.00123.S_uid___A001_X1296_X1d3_auxiliary.tar"])
+    '2016.1.00123.S'
+    """
+    for path in inputs:
+        match = re.match(r"(\d{4}\.\d\.\d{5}\.[A-Z]+)_", os.path.basename(path))
+        if match:
+            return match.group(1)
+    return None
+
+
+def ppr_xml(project_code: str, ous_uid: str, asdms: list, tasks: list) -> str:
+    """The pipeline processing request for ``hifa_image`` on ``asdms`` (uid names)."""
+    root = ET.Element("SciPipeRequest")
+    summary = ET.SubElement(root, "ProjectSummary")
+    ET.SubElement(summary, "ProposalCode").text = project_code
+    ET.SubElement(summary, "Observatory").text = "ALMA"
+    ET.SubElement(summary, "Telescope").text = "ALMA"
+    structure = ET.SubElement(root, "ProjectStructure")
+    ET.SubElement(structure, "OUSStatusRef", entityId=ous_uid, partId="X00000000",
+                  entityTypeName="OUSStatus", documentVersion="1")
+    requests = ET.SubElement(root, "ProcessingRequests")
+    ET.SubElement(requests, "RootDirectory").text = ".."
+    request = ET.SubElement(requests, "ProcessingRequest")
+    procedure = ET.SubElement(request, "ProcessingProcedure")
+    ET.SubElement(procedure, "ProcedureTitle").text = "hifa_image"
+    for task, kwargs in tasks:
+        command = ET.SubElement(procedure, "ProcessingCommand")
+        ET.SubElement(command, "Command").text = task
+        params = ET.SubElement(command, "ParameterSet")
+        for key, value in kwargs.items():
+            param = ET.SubElement(params, "Parameter")
+            ET.SubElement(param, "Keyword").text = key
+            ET.SubElement(param, "Value").text = str(value)
+    dataset = ET.SubElement(request, "DataSet")
+    sbset = ET.SubElement(dataset, "SchedBlockSet")
+    sb = ET.SubElement(sbset, "SchedBlockIdentifier")
+    ET.SubElement(sb, "RelativePath").text = "rawdata"
+    ET.SubElement(sb, "SchedBlockName").text = "ari"
+    asdmset = ET.SubElement(sb, "AsdmSet")
+    for name in asdms:
+        ident = ET.SubElement(asdmset, "AsdmIdentifier")
+        ET.SubElement(ident, "ResourceId").text = uid_of(name)
+        ET.SubElement(ident, "AsdmDiskName").text = name
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def pipescript_text(project_code: str, ous_uid: str, asdms: list, tasks: list) -> str:
+    """A ``casa_pipescript.py`` like the archive's, recording each task it starts."""
+    lines = [
+        "# casa_pipescript.py written by ari-console's alma-pipeline recipe (hifa_image procedure)",
+        "import time",
+        "",
+        "def _ari_progress(task):",
+        "    with open(%r, 'a') as fh:" % PROGRESS_FILE,
+        "        fh.write('%s %s\\n' % (time.strftime('%Y-%m-%dT%H:%M:%S'), task))",
+        "",
+        "context = h_init()",
+        "context.set_state('ProjectSummary', 'proposal_code', %r)" % project_code,
+        "context.set_state('ProjectStructure', 'ous_entity_id', %r)" % ous_uid,
+        "context.set_state('ProjectStructure', 'recipe_name', 'hifa_image')",
+        "try:",
+    ]
+    for task, kwargs in tasks:
+        args = dict(kwargs)
+        if task == "hifa_restoredata":
+            args = {"vis": list(asdms), "session": ["session_1"] * len(asdms), "ocorr_mode": "ca",
+                    "rawdata_dir": "../rawdata", "products_dir": "../calibration"}
+        if task == "hifa_exportdata":
+            args = {"products_dir": "../products"}
+        call = ", ".join("%s=%r" % (k, v) for k, v in args.items())
+        lines.append("    _ari_progress(%r)" % task)
+        lines.append("    %s(%s)" % (task, call))
+    lines += ["finally:", "    h_save()", ""]
+    return "\n".join(lines)
+
+
+def failed_task(working: str):
+    """The last pipeline task the script started (from the progress file), or None."""
+    try:
+        with open(os.path.join(working, PROGRESS_FILE)) as fh:
+            lines = [l.split() for l in fh if l.strip()]
+    except OSError:
+        return None
+    return lines[-1][1] if lines and len(lines[-1]) > 1 else None
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------ the stages
+
+def load_params(path: str) -> dict:
+    with open(path) as fh:
+        doc = json.load(fh)
+    merged = dict(DEFAULTS)
+    merged.update(doc.get("params") or {})
+    doc["params"] = merged
+    return doc
+
+
+def write_json(path: str, doc) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def say(text: str) -> None:
+    print("ari-recipe: %s" % text, flush=True)
+
+
+def layout(job: dict) -> dict:
+    base = os.path.join(job["work_dir"], "pipeline")
+    return {k: os.path.join(base, k) for k in ("rawdata", "calibration", "working", "products")}
+
+
+def untar(path: str, dest: str) -> None:
+    """Extract ``path`` into ``dest``, refusing members that escape it."""
+    root = os.path.realpath(dest)
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            target = os.path.realpath(os.path.join(dest, member.name))
+            if target != root and not target.startswith(root + os.sep):
+                raise RecipeFailure("importdata", "tar member %s escapes %s" % (member.name, dest))
+        tar.extractall(dest)
+
+
+def stage_restore(job: dict) -> None:
+    """Untar raw data and auxiliary products; write PPR.xml and casa_pipescript.py."""
+    dirs = layout(job)
+    for path in dirs.values():
+        os.makedirs(path, exist_ok=True)
+    for path in job["inputs"]:
+        if not os.path.exists(path):
+            raise RecipeFailure("importdata", "input %s is missing — run the download stage" % path)
+        name = os.path.basename(path)
+        dest = dirs["calibration"] if "_auxiliary" in name else dirs["rawdata"]
+        say("untar %s -> %s" % (name, os.path.relpath(dest, job["work_dir"])))
+        untar(path, dest)
+    asdms = []
+    for found in sorted(glob.glob(os.path.join(dirs["rawdata"], "**", "ASDM.xml"), recursive=True)):
+        folder = os.path.dirname(found)
+        target = os.path.join(dirs["rawdata"], asdm_name(folder))
+        if folder != target:
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.rename(folder, target)
+        asdms.append(asdm_name(target))
+    if not asdms:
+        raise RecipeFailure("importdata", "no ASDM (a directory with ASDM.xml) in %s" % ", ".join(
+            os.path.basename(p) for p in job["inputs"]))
+    params = job["params"]
+    code = params["project_code"] or project_code_from(job["inputs"])
+    if not code:
+        raise RecipeFailure("importdata", "no project code: pass params.project_code or an input named "
+                                          "<PROJECT>_<OUS>_auxiliary.tar")
+    old = params["uvcontfit"] if params["uvcontfit"] is not None else needs_uvcontfit(job.get("casa") or "")
+    tasks = pipeline_tasks(bool(old), params)
+    with open(os.path.join(job["work_dir"], "pipeline", "PPR.xml"), "w") as fh:
+        fh.write(ppr_xml(code, job["uid"], asdms, tasks))
+    with open(os.path.join(dirs["working"], "casa_pipescript.py"), "w") as fh:
+        fh.write(pipescript_text(code, job["uid"], asdms, tasks))
+    say("PPR.xml and casa_pipescript.py written: %d ASDM(s), %d pipeline tasks%s" % (
+        len(asdms), len(tasks), " (hif_uvcontfit era)" if old else ""))
+
+
+def casa_command(job: dict) -> list:
+    """The ``casa --pipeline`` command line for the chosen mode."""
+    casa = job.get("casa")
+    if not casa:
+        raise RecipeFailure("unknown", "no CASA with the pipeline configured: set recipe.casa in the node config")
+    base = [casa, "--pipeline", "--nogui", "--nologger", "--agg"]
+    if job["params"]["mode"] == "ppr":
+        code = "import pipeline.infrastructure.executeppr as eppr; eppr.executeppr('../PPR.xml', importonly=False)"
+        return base + ["-c", code]
+    return base + ["-c", "casa_pipescript.py"]
+
+
+def stage_image(job: dict) -> None:
+    """Run the pipeline; errorexit* or a non-zero exit fails with the running task's category."""
+    working = layout(job)["working"]
+    if not os.path.exists(os.path.join(working, "casa_pipescript.py")):
+        raise RecipeFailure("unknown", "no casa_pipescript.py: run the restore stage first")
+    for old in glob.glob(os.path.join(working, "errorexit*")) + glob.glob(os.path.join(working, PROGRESS_FILE)):
+        os.remove(old)
+    argv = casa_command(job)
+    say("running %s" % " ".join(argv))
+    sys.stdout.flush()
+    try:
+        code = subprocess.call(argv, cwd=working)
+    except OSError as exc:
+        raise RecipeFailure("unknown", "cannot start CASA %s: %s" % (argv[0], exc))
+    errors = sorted(glob.glob(os.path.join(working, "errorexit*")))
+    task = failed_task(working)
+    if errors or code != 0:
+        detail = ""
+        if errors:
+            with open(errors[-1]) as fh:
+                detail = " ".join(fh.read().split())[:400]
+        category = TASK_CATEGORY.get(task or "", "unknown")
+        raise RecipeFailure(category, "pipeline failed in %s (casa exit %d%s)%s" % (
+            task or "an unknown task", code, ", %s" % os.path.basename(errors[-1]) if errors else "",
+            ": " + detail if detail else ""))
+    say("pipeline finished: last task %s" % task)
+
+
+def casa_version(job: dict, working: str):
+    """The CASA version: from the pipeline manifest, the CASA log, or ``casa --version``."""
+    for path in glob.glob(os.path.join(layout(job)["products"], "*pipeline_manifest.xml")):
+        try:
+            node = ET.parse(path).getroot().find(".//casaversion")
+        except ET.ParseError:
+            node = None
+        if node is not None and (node.get("name") or node.text):
+            return node.get("name") or node.text.strip()
+    for path in sorted(glob.glob(os.path.join(working, "casa-*.log"))):
+        with open(path, errors="replace") as fh:
+            match = re.search(r"CASA Version[^\d]*([\d.\-]+\S*)", fh.read())
+        if match:
+            return match.group(1)
+    return None
+
+
+def stage_export(job: dict) -> None:
+    """Collect FITS products, weblog, casa_commands.log and the pipeline manifest; write manifest.json."""
+    dirs = layout(job)
+    out = job["products_dir"]
+    os.makedirs(out, exist_ok=True)
+    collected = []
+
+    def take(path: str, kind: str) -> None:
+        target = os.path.join(out, os.path.basename(path))
+        shutil.copy(path, target)
+        collected.append({"file": os.path.basename(target), "kind": kind})
+
+    fits = sorted(glob.glob(os.path.join(dirs["products"], "**", "*.fits"), recursive=True) +
+                  glob.glob(os.path.join(dirs["products"], "**", "*.fits.gz"), recursive=True))
+    if not fits:
+        raise RecipeFailure("export", "the pipeline exported no FITS products to %s" % dirs["products"])
+    for path in fits:
+        take(path, "image")
+    manifests = glob.glob(os.path.join(dirs["products"], "**", "*pipeline_manifest.xml"), recursive=True)
+    if not manifests:
+        raise RecipeFailure("export", "no pipeline_manifest.xml among the pipeline products")
+    for path in manifests:
+        take(path, "pipeline_manifest")
+    html = sorted(glob.glob(os.path.join(dirs["working"], "pipeline-*", "html")))
+    commands = [os.path.join(h, "casa_commands.log") for h in html if os.path.exists(os.path.join(h, "casa_commands.log"))]
+    if not commands:
+        raise RecipeFailure("export", "no casa_commands.log in the pipeline's html directory")
+    take(commands[-1], "casa_commands")
+    weblogs = glob.glob(os.path.join(dirs["products"], "**", "*weblog.tgz"), recursive=True)
+    if weblogs:
+        take(weblogs[0], "weblog")
+    elif html:
+        target = os.path.join(out, "member.%s.weblog.tgz" % job["uid"].replace("uid://", "uid___").replace("/", "_"))
+        with tarfile.open(target, "w:gz") as tar:
+            tar.add(os.path.dirname(html[-1]), arcname=os.path.basename(os.path.dirname(html[-1])))
+        collected.append({"file": os.path.basename(target), "kind": "weblog"})
+    else:
+        raise RecipeFailure("export", "no weblog: neither *weblog.tgz nor pipeline-*/html")
+    for item in collected:
+        path = os.path.join(out, item["file"])
+        item["sha256"] = sha256_file(path)
+        item["size"] = os.path.getsize(path)
+    manifest = {
+        "uid": job["uid"], "attempt_id": job["attempt_id"], "recipe": RECIPE, "recipe_version": RECIPE_VERSION,
+        "casa": job.get("casa"), "casa_version": casa_version(job, dirs["working"]), "parameters": job["params"],
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "products": collected,
+    }
+    write_json(os.path.join(out, "manifest.json"), manifest)
+    say("collected %d files into %s" % (len(collected), out))
+
+
+STAGES = {"restore": stage_restore, "image": stage_image, "export": stage_export}
+
+
+def main(argv: list) -> int:
+    if len(argv) != 2 or argv[0] not in STAGES:
+        print("usage: alma_pipeline.py restore|image|export PARAMS.json", file=sys.stderr)
+        return 2
+    stage, params_path = argv
+    job = load_params(params_path)
+    try:
+        STAGES[stage](job)
+    except RecipeFailure as exc:
+        say("step failed: category=%s: %s" % (exc.category, exc.message))
+        write_json(os.path.join(job["work_dir"], "%s.failure.json" % stage),
+                   {"category": exc.category, "message": exc.message})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

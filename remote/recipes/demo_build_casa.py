@@ -1,0 +1,412 @@
+"""Build the demo archive's data sets with CASA: simulate, corrupt, calibrate, QA2-image.
+
+    python demo_build_casa.py SPEC.json WORK_DIR
+
+Run with a Python that has casatools/casatasks (and ``CASASITECONFIG`` set to an
+offline site config). SPEC.json holds ``{"mous": [...]}`` as written by
+``ari_console/archive/build.py``; for every MOUS this script writes, under
+``WORK_DIR/<mous uid file name>/``:
+
+- ``raw/<asdm>.asdm.sdm/``: the raw visibilities as an ASDM (``exportasdm`` of
+  the simulated MS whose DATA carry per-antenna gain errors and noise);
+- ``calibration/<asdm>.ms.ampphase_inf.tbl``: the ``gaincal`` table (solved
+  against the noiseless model) that ``applycal`` uses to undo those errors;
+- ``product/*.fits``: the QA2 images (a ``tclean`` with its own cell, size and
+  weighting) named as QA2 analysts name them;
+- ``log/casa-<asdm>.log``: this MOUS's CASA log; ``result.json``: the truth,
+  how well the table restores the data and what each image holds.
+
+Progress goes to stdout as ``PROGRESS <i> <n> <uid> <step>`` lines. Stdlib +
+CASA only; nothing of the console is imported.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+C_KMS = 299792.458
+
+
+def log_progress(index, total, uid, step):
+    """One progress line the console turns into a progress bar."""
+    print(f"PROGRESS {index} {total} {uid} {step}", flush=True)
+
+
+def antenna_subset(config, nant):
+    """Positions of the first ``nant`` antennas of a casadata ALMA configuration."""
+    import casadata
+    from casatasks.private.simutil import simutil
+
+    path = os.path.join(os.path.dirname(casadata.__file__), "__data__", "alma", "simmos", config)
+    x, y, z, d, pads, _ants, tel, pos = simutil().readantenna(path)
+    return x[:nant], y[:nant], z[:nant], d[:nant], list(pads[:nant]), tel, pos
+
+
+def offset_direction(ra, dec, dra_arcsec, ddec_arcsec):
+    """The J2000 direction string ``dra``/``ddec`` arcsec (true angle) from (ra, dec)."""
+    from casatools import measures, quanta
+
+    me, qa = measures(), quanta()
+    centre = me.direction("J2000", ra, dec)
+    lon, lat = centre["m0"]["value"], centre["m1"]["value"]
+    lat2 = lat + np.radians(ddec_arcsec / 3600.0)
+    lon2 = lon + np.radians(dra_arcsec / 3600.0) / np.cos(lat)
+    return "J2000 {} {}".format(qa.formxxx(f"{lon2}rad", format="hms", prec=5),
+                                qa.formxxx(f"{lat2}rad", format="dms", prec=4))
+
+
+def make_componentlist(path, m):
+    """The continuum sources of MOUS ``m`` as a CASA component list."""
+    from casatools import componentlist
+
+    shutil.rmtree(path, ignore_errors=True)
+    cl = componentlist()
+    for src in m["sources"]:
+        kw = dict(dir=offset_direction(m["ra"], m["dec"], src["dra_arcsec"], src["ddec_arcsec"]),
+                  flux=src["flux_jy"], fluxunit="Jy", freq=f"{m['cont']['freq_ghz']}GHz",
+                  shape=src["shape"])
+        if src["shape"] == "gaussian":
+            kw.update(majoraxis=f"{src['major_arcsec']}arcsec", minoraxis=f"{src['minor_arcsec']}arcsec",
+                      positionangle=f"{src.get('pa_deg', 0)}deg")
+        cl.addcomponent(**kw)
+    cl.rename(path)
+    cl.close()
+
+
+def line_profile(m):
+    """The line's flux density (Jy) in each channel of the line window."""
+    line = m["line"]
+    ch = np.arange(line["nchan"], dtype=float)
+    sigma = line["fwhm_chan"] / 2.3548
+    return line["peak_jy"] * np.exp(-0.5 * ((ch - line["center_chan"]) / sigma) ** 2)
+
+
+def make_line_cube(path, m):
+    """A model cube (Jy/pixel) on the line window's channels with the line at the phase centre."""
+    from casatools import image, measures
+
+    me = measures()
+    line = m["line"]
+    n = 32
+    cell = np.radians(0.05 / 3600.0)
+    ia = image()
+    shutil.rmtree(path, ignore_errors=True)
+    ia.fromshape(path, [n, n, 1, line["nchan"]], overwrite=True)
+    cs = ia.coordsys()
+    centre = me.direction("J2000", m["ra"], m["dec"])
+    cs.setunits(["rad", "rad", "", "Hz"])
+    cs.setincrement([-cell, cell, 1, line["width_mhz"] * 1e6])
+    cs.setreferencevalue([centre["m0"]["value"], centre["m1"]["value"], 1, line["freq_ghz"] * 1e9])
+    cs.setreferencepixel([n // 2, n // 2, 0, 0])
+    ia.setcoordsys(cs.torecord())
+    ia.setbrightnessunit("Jy/pixel")
+    pixels = np.zeros((n, n, 1, line["nchan"]))
+    pixels[n // 2, n // 2, 0, :] = line_profile(m)
+    ia.putchunk(pixels)
+    ia.close()
+
+
+def observe(ms, m, auto_only=False):
+    """An empty MS of MOUS ``m``: its antennas, a continuum and a line window, one scan."""
+    from casatools import measures, simulator
+
+    x, y, z, d, pads, tel, pos = antenna_subset(m["config"], m["nant"])
+    shutil.rmtree(ms, ignore_errors=True)
+    sm, me = simulator(), measures()
+    sm.open(ms)
+    names = [f"{m['antenna_prefix']}{i + 1:02d}" for i in range(len(pads))]
+    sm.setconfig(telescopename="ALMA", x=x, y=y, z=z, dishdiameter=list(d), mount=["alt-az"],
+                 antname=names, padname=pads, coordsystem="global", referencelocation=pos)
+    cont, line = m["cont"], m["line"]
+    sm.setspwindow(spwname="cont", freq=f"{cont['freq_ghz']}GHz", deltafreq=f"{cont['width_mhz']}MHz",
+                   freqresolution=f"{cont['width_mhz']}MHz", nchannels=cont["nchan"], stokes="XX YY")
+    sm.setspwindow(spwname="line", freq=f"{line['freq_ghz']}GHz", deltafreq=f"{line['width_mhz']}MHz",
+                   freqresolution=f"{line['width_mhz']}MHz", nchannels=line["nchan"], stokes="XX YY")
+    sm.setfeed("perfect X Y")
+    sm.setfield(sourcename=m["target"], sourcedirection=me.direction("J2000", m["ra"], m["dec"]))
+    sm.setlimits(shadowlimit=0.001, elevationlimit="8.0deg")
+    sm.setauto(1.0 if auto_only else 0.0)
+    sm.settimes(integrationtime=f"{m['integration_s']}s", usehourangle=True,
+                referencetime=me.epoch("utc", m["date"]))
+    half = m["track_s"] / 2
+    for spw in ("cont", "line"):
+        sm.observe(m["target"], spw, starttime=f"{-half}s", stoptime=f"{half}s")
+    sm.close()
+
+
+def tidy_for_asdm(ms, intent):
+    """Make the simulator's MS exportable: one polarization row, a processor, a scan intent."""
+    from casatools import table
+
+    tb = table()
+    tb.open(ms + "/DATA_DESCRIPTION", nomodify=False)
+    tb.putcol("POLARIZATION_ID", np.zeros(tb.nrows(), dtype=np.int32))
+    tb.close()
+    tb.open(ms + "/POLARIZATION", nomodify=False)
+    if tb.nrows() > 1:
+        tb.removerows(list(range(1, tb.nrows())))
+    tb.close()
+    tb.open(ms + "/STATE", nomodify=False)
+    tb.addrows(1)
+    tb.putcell("OBS_MODE", 0, intent)
+    tb.putcell("SIG", 0, True)
+    tb.putcell("REF", 0, False)
+    tb.close()
+    tb.open(ms, nomodify=False)
+    tb.putcol("STATE_ID", np.zeros(tb.nrows(), dtype=np.int32))
+    tb.close()
+
+
+def predict_model(ms, m):
+    """Fill MODEL_DATA with the true sky: components in both windows, the line in the line window."""
+    from casatasks import ft
+
+    make_componentlist("sky.cl", m)
+    make_line_cube("line.im", m)
+    ft(vis=ms, complist="sky.cl", spw="0", usescratch=True)
+    ft(vis=ms, complist="sky.cl", spw="1", usescratch=True)
+    ft(vis=ms, model="line.im", spw="1", usescratch=True, incremental=True)
+
+
+def corrupt_gains(ms, m, rng):
+    """DATA = g_i g_j* MODEL, with per-antenna, per-window, per-polarization gain errors.
+
+    Returns the gains applied, {spw: [[[amp, phase_deg] per antenna] per polarization]}.
+    """
+    from casatools import table
+
+    tb = table()
+    tb.open(ms, nomodify=False)
+    applied = {}
+    for ddid in (0, 1):
+        sub = tb.query(f"DATA_DESC_ID=={ddid}")
+        model = sub.getcol("MODEL_DATA")
+        a1, a2 = sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2")
+        amp = rng.uniform(0.75, 1.25, (2, m["nant"]))
+        phase = rng.uniform(-50, 50, (2, m["nant"]))
+        g = amp * np.exp(1j * np.radians(phase))
+        gij = g[:, a1] * np.conj(g[:, a2])
+        sub.putcol("DATA", model * gij[:, None, :])
+        applied[str(ddid)] = np.stack([amp, phase], axis=-1).round(4).tolist()
+        sub.close()
+    tb.close()
+    return applied
+
+
+def add_noise(ms, sigma_jy, rng):
+    """Add complex Gaussian noise of ``sigma_jy`` per visibility (real and imaginary together)."""
+    from casatools import table
+
+    tb = table()
+    tb.open(ms, nomodify=False)
+    for ddid in (0, 1):  # one window at a time: DATA's shape differs between windows
+        sub = tb.query(f"DATA_DESC_ID=={ddid}")
+        data = sub.getcol("DATA")
+        noise = rng.standard_normal(data.shape) + 1j * rng.standard_normal(data.shape)
+        sub.putcol("DATA", data + sigma_jy * noise / np.sqrt(2))
+        sub.close()
+    tb.close()
+
+
+def restore_quality(ms):
+    """Median |CORRECTED/MODEL| and |phase| (deg), and the same for raw DATA: the table's proof.
+
+    Flagged visibilities (e.g. a shadowed antenna) are left out.
+    """
+    from casatools import table
+
+    tb = table()
+    tb.open(ms)
+    ratios = {"data": [], "corrected_data": []}
+    for ddid in (0, 1):
+        sub = tb.query(f"DATA_DESC_ID=={ddid}")
+        model, good = sub.getcol("MODEL_DATA"), ~sub.getcol("FLAG")
+        for col in ("DATA", "CORRECTED_DATA"):
+            ratios[col.lower()].append((sub.getcol(col)[good] / np.where(model == 0, 1, model)[good]).ravel())
+        sub.close()
+    tb.close()
+    out = {}
+    for col, parts in ratios.items():
+        ratio = np.concatenate(parts)
+        out[col] = {"amp_ratio": float(np.median(np.abs(ratio))),
+                    "abs_phase_deg": float(np.degrees(np.median(np.abs(np.angle(ratio))))),
+                    "worst_amp_error": float(np.max(np.abs(np.abs(ratio) - 1))) if ratio.size else None}
+    return out
+
+
+def solve_gains(ms, caltable, nant):
+    """``gaincal`` against the model, trying reference antennas until the table restores the data.
+
+    Returns the restore quality; raises when no reference antenna gives a table that
+    brings every unflagged visibility within 1 % of the model.
+    """
+    from casatasks import applycal, gaincal
+
+    for refant in range(nant):
+        shutil.rmtree(caltable, ignore_errors=True)
+        gaincal(vis=ms, caltable=caltable, solint="inf", calmode="ap", refant=str(refant), minsnr=2.0)
+        if not os.path.isdir(caltable):
+            continue
+        applycal(vis=ms, gaintable=[caltable], calwt=False, flagbackup=False)
+        quality = restore_quality(ms)
+        if quality["corrected_data"]["worst_amp_error"] < 0.01:
+            return dict(quality, refant=refant)
+    raise RuntimeError(f"gaincal found no table that restores {ms}")
+
+
+def image_stats(image):
+    """What ``imstat`` says about a CASA image (peak, its pixel, rms, flux when it has a beam)."""
+    from casatasks import imstat
+
+    stats = imstat(image)
+    flux = stats.get("flux")
+    return {"max": float(stats["max"][0]), "maxpos": [int(v) for v in stats["maxpos"]],
+            "rms": float(stats["rms"][0]), "flux": float(flux[0]) if flux is not None and len(flux) else None}
+
+
+def qa2_images(ms, m, folder):
+    """The QA2 analyst's images: continuum (mfs) and line cube, exported as named FITS."""
+    from casatasks import exportfits, immath, tclean
+
+    qa2 = m["qa2"]
+    out = {}
+    plans = [("cont", "0", "mfs", qa2["cont_name"]), ("cube", "1", "cube", qa2["cube_name"])]
+    for kind, spw, specmode, name in plans:
+        base = f"qa2_{kind}"
+        for old in [p for p in os.listdir(".") if p.startswith(base + ".")]:
+            shutil.rmtree(old)
+        tclean(vis=ms, imagename=base, spw=spw, specmode=specmode, imsize=qa2["imsize"],
+               cell=f"{qa2['cell_arcsec']}arcsec", weighting=qa2["weighting"], robust=qa2.get("robust", 0.5),
+               niter=qa2["niter"], threshold=f"{qa2['threshold_mjy']}mJy", deconvolver="hogbom",
+               cyclefactor=qa2.get("cyclefactor", 1.0), nmajor=qa2.get("nmajor", -1),
+               datacolumn="corrected", pbcor=True)
+        pbcor = f"{base}.image.pbcor"
+        if qa2["flux_scale"] != 1.0:
+            # The QA2 analyst's flux scale was wrong: the delivered image carries it.
+            shutil.rmtree(base + ".scaled", ignore_errors=True)
+            immath(imagename=[pbcor], expr=f"IM0*{qa2['flux_scale']}", outfile=base + ".scaled")
+            pbcor = base + ".scaled"
+        for suffix, image in (("pbcor", pbcor), ("pb", f"{base}.pb")):
+            fits = os.path.join(folder, f"{name}.{suffix}.fits")
+            exportfits(imagename=image, fitsimage=fits, overwrite=True)
+            out[os.path.basename(fits)] = {"kind": kind, "suffix": suffix,
+                                           **(image_stats(image) if suffix == "pbcor" else {})}
+    return out
+
+
+def build_interferometric(m, here):
+    """Simulate, corrupt, calibrate and QA2-image one interferometric MOUS in ``here``."""
+    from casatasks import applycal, exportasdm
+
+    asdm = m["asdm_file"]
+    ms = asdm + ".ms"
+    observe(ms, m)
+    predict_model(ms, m)
+    rng = np.random.default_rng(m["seed"])
+    gains = corrupt_gains(ms, m, rng)
+    # Calibrator scans are not simulated: the gains are solved on the corrupted target data
+    # before the noise goes in, against the true model, so the table undoes them exactly.
+    caltable = os.path.join("calibration", f"{asdm}.ms.ampphase_inf.tbl")
+    quality = solve_gains(ms, caltable, m["nant"])
+    add_noise(ms, m["noise_jy"], rng)
+    applycal(vis=ms, gaintable=[caltable], calwt=False, flagbackup=False)
+    tidy_for_asdm(ms, "OBSERVE_TARGET#ON_SOURCE")
+    exportasdm(vis=ms, asdm=os.path.join("raw", asdm + ".asdm.sdm"), datacolumn="data")
+    images = qa2_images(ms, m, "product")
+    shutil.rmtree(ms)
+    return {"gains_applied": gains, "restore_quality": quality, "qa2_images": images,
+            "caltables": [os.path.basename(caltable)], "raw_format": "asdm", "raw_entry": asdm + ".asdm.sdm"}
+
+
+def build_total_power(m, here):
+    """A total-power MOUS: autocorrelations only (no interferometric baseline), no calibration table."""
+    from casatasks import exportasdm, split
+    from casatools import table
+
+    asdm = m["asdm_file"]
+    ms = asdm + ".ms"
+    observe("with_baselines.ms", m, auto_only=True)
+    # Single dishes: keep the autocorrelations only (no baseline at all).
+    shutil.rmtree(ms, ignore_errors=True)
+    split(vis="with_baselines.ms", outputvis=ms, antenna="*&&&", datacolumn="data", keepflags=True)
+    shutil.rmtree("with_baselines.ms")
+    tidy_for_asdm(ms, "OBSERVE_TARGET#ON_SOURCE")
+    rng = np.random.default_rng(m["seed"])
+    tb = table()
+    tb.open(ms, nomodify=False)
+    if np.any(tb.getcol("ANTENNA1") != tb.getcol("ANTENNA2")) or tb.nrows() == 0:
+        raise RuntimeError("the total-power MS should hold autocorrelations only")
+    total = sum(s["flux_jy"] for s in m["sources"])
+    for ddid, spectrum in ((0, None), (1, line_profile(m))):
+        sub = tb.query(f"DATA_DESC_ID=={ddid}")
+        data = sub.getcol("DATA")
+        level = np.full(data.shape[1], total) if spectrum is None else total + spectrum
+        noise = m["noise_jy"] * rng.standard_normal(data.shape)
+        sub.putcol("DATA", (level[None, :, None] + noise).astype(complex))
+        sub.close()
+    tb.close()
+    try:
+        exportasdm(vis=ms, asdm=os.path.join("raw", asdm + ".asdm.sdm"), datacolumn="data")
+        raw_format = "asdm"
+    except Exception as exc:  # exportasdm refuses some autocorrelation-only MSs
+        print(f"exportasdm of the total-power MS failed ({exc}); shipping the MS instead", flush=True)
+        shutil.rmtree(os.path.join("raw", asdm + ".asdm.sdm"), ignore_errors=True)
+        shutil.move(ms, os.path.join("raw", ms))
+        raw_format = "ms"
+    shutil.rmtree(ms, ignore_errors=True)
+    return {"gains_applied": {}, "restore_quality": {}, "qa2_images": {}, "caltables": [],
+            "raw_format": raw_format, "raw_entry": asdm + (".asdm.sdm" if raw_format == "asdm" else ".ms")}
+
+
+def build_one(m, work_dir):
+    """Build MOUS ``m`` in its own folder; its result dict (also written as result.json)."""
+    from casatasks import casalog
+    import casatools
+
+    here = os.path.join(work_dir, m["uid_file"])
+    shutil.rmtree(here, ignore_errors=True)
+    for sub in ("raw", "calibration", "product", "log"):
+        os.makedirs(os.path.join(here, sub))
+    cwd = os.getcwd()
+    os.chdir(here)
+    casalog.setlogfile(os.path.abspath(os.path.join("log", f"casa-{m['asdm_file']}.log")))
+    started = time.time()
+    try:
+        build = build_total_power if m["kind"] == "tp" else build_interferometric
+        result = build(m, here)
+    finally:
+        for scratch in ("sky.cl", "line.im"):
+            shutil.rmtree(scratch, ignore_errors=True)
+        for old in [p for p in os.listdir(".") if p.startswith("qa2_")]:
+            shutil.rmtree(old, ignore_errors=True)
+        os.chdir(cwd)
+    result.update(uid=m["uid"], seconds=round(time.time() - started, 2),
+                  casa_version=casatools.version_string(), line_profile_jy=line_profile(m).round(6).tolist())
+    with open(os.path.join(here, "result.json"), "w") as fh:
+        json.dump(result, fh, indent=1)
+    return result
+
+
+def main(argv):
+    if len(argv) != 2:
+        print("usage: demo_build_casa.py SPEC.json WORK_DIR", file=sys.stderr)
+        return 2
+    with open(argv[0]) as fh:
+        spec = json.load(fh)
+    work_dir = os.path.abspath(argv[1])
+    os.makedirs(work_dir, exist_ok=True)
+    os.chdir(work_dir)
+    mous = spec["mous"]
+    for i, m in enumerate(mous):
+        log_progress(i, len(mous), m["uid"], "start")
+        result = build_one(m, work_dir)
+        log_progress(i + 1, len(mous), m["uid"], f"done {result['seconds']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,200 @@
+"""The demo archive holds what CASA really made, packed as the ALMA archive packs it."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from typer.testing import CliRunner
+
+from ari_console.archive import build
+from ari_console.commands.archive import app
+
+
+@pytest.fixture(scope="module")
+def manifest(demo_archive) -> dict:
+    return build.load_manifest(demo_archive)
+
+
+def member_files(root: Path, entry: dict, semantics: str) -> tarfile.TarFile:
+    """The tar of one MOUS with the given DataLink semantics."""
+    f = next(f for f in entry["files"] if f["semantics"] == semantics)
+    return tarfile.open(root / f["path"])
+
+
+def qa2_fits(root: Path, entry: dict, suffix: str) -> fits.Header | np.ndarray:
+    """(header, data) of the QA2 image whose name ends with ``suffix``."""
+    with member_files(root, entry, "#derivation") as tar:
+        name = next(n for n in tar.getnames() if n.endswith(suffix))
+        with fits.open(io.BytesIO(tar.extractfile(name).read())) as hdul:
+            return hdul[0].header, hdul[0].data.squeeze()
+
+
+def test_the_archive_has_at_least_eight_mous_in_three_projects_and_three_bands(manifest):
+    built = [m for m in manifest["mous"].values() if m["built"]]
+    assert len(built) >= 8
+    assert {m["obscore"]["proposal_id"] for m in built} == {"2016.1.00123.S", "2017.1.00456.S", "2018.1.00789.S"}
+    assert {m["obscore"]["band_list"] for m in built} == {"3", "6", "7"}
+    cases = {m["case"] for m in built}
+    assert {"total_power", "missing_caltable", "line_whole_window", "memory_hog", "walltime_long",
+            "qa2_discrepant", "corrupt_download"} <= cases
+
+
+def test_every_mous_is_packed_as_the_archive_packs_it(demo_archive, manifest):
+    for uid, entry in manifest["mous"].items():
+        if not entry["built"]:
+            continue
+        names = [f["name"] for f in entry["files"]]
+        asdm = entry["obscore"]["asdm_uid"].replace("uid://", "uid___").replace("/", "_")
+        assert f"{asdm}.asdm.sdm.tar" in names
+        with member_files(demo_archive, entry, "#auxiliary") as tar:
+            folders = {n.split("/")[4] for n in tar.getnames() if n.count("/") >= 4}
+        assert {"README", "log", "qa", "script"} <= folders, uid
+        assert ("calibration" in folders) == (entry["case"] not in ("missing_caltable", "total_power")), uid
+
+
+def test_qa2_images_come_from_casa_and_their_fluxes_match_the_truth(demo_archive, manifest):
+    checked = 0
+    for uid, entry in manifest["mous"].items():
+        sources = entry["truth"]["sources"]
+        if not entry["built"] or entry["case"] == "total_power" or sources[0]["shape"] != "point":
+            continue
+        header, data = qa2_fits(demo_archive, entry, "_cont.manual.pbcor.fits")
+        made_by = "immath" if entry["truth"]["qa2_flux_scale"] != 1 else "tclean"  # the rescaled one
+        assert header["ORIGIN"].startswith("CASA") and made_by in str(header["HISTORY"]), uid
+        centre = data[data.shape[0] // 2 - 2: data.shape[0] // 2 + 3, data.shape[1] // 2 - 2: data.shape[1] // 2 + 3]
+        expected = sources[0]["flux_jy"] * entry["truth"]["qa2_flux_scale"]
+        y, x = np.indices(data.shape)
+        far = np.hypot(y - data.shape[0] // 2, x - data.shape[1] // 2) > data.shape[0] // 4
+        noise = float(np.nanstd(np.where(far, data, np.nan)))
+        assert abs(float(np.nanmax(centre)) - expected) < 0.1 * expected + 5 * noise, uid
+        checked += 1
+    assert checked >= 6
+
+
+def test_the_discrepant_mous_qa2_image_is_off_by_its_wrong_flux_scale(demo_archive, manifest):
+    entry = next(m for m in manifest["mous"].values() if m["case"] == "qa2_discrepant")
+    _, data = qa2_fits(demo_archive, entry, "_cont.manual.pbcor.fits")
+    assert float(np.nanmax(data)) / entry["truth"]["sources"][0]["flux_jy"] == pytest.approx(1.4, rel=0.08)
+
+
+def test_the_line_window_holds_a_line_and_one_mous_has_no_line_free_channel(demo_archive, manifest):
+    normal = manifest["mous"]["uid://A001/X1296/X1d3"]
+    _, cube = qa2_fits(demo_archive, normal, ".manual.cube.pbcor.fits")
+    spectrum = np.nanmax(cube.reshape(cube.shape[0], -1), axis=1)
+    line_peak = normal["truth"]["line"]["peak_jy"]
+    assert spectrum.max() - np.median(spectrum[:4]) == pytest.approx(line_peak, rel=0.2)
+    whole = next(m for m in manifest["mous"].values() if m["case"] == "line_whole_window")
+    _, cube = qa2_fits(demo_archive, whole, ".manual.cube.pbcor.fits")
+    spectrum = np.nanmax(cube.reshape(cube.shape[0], -1), axis=1)
+    continuum = whole["truth"]["sources"][0]["flux_jy"]
+    # Every channel carries line emission well above the continuum: no line-free channel.
+    assert spectrum.min() > continuum + 0.5 * whole["truth"]["line"]["peak_jy"]
+
+
+def test_the_calibration_table_really_undoes_the_gain_errors(manifest):
+    for uid, entry in manifest["mous"].items():
+        if entry["built"] and entry["case"] != "total_power":
+            quality = entry["build"]["restore_quality"]
+            assert quality["data"]["abs_phase_deg"] > 10, uid
+            assert quality["corrected_data"]["abs_phase_deg"] < 0.1, uid
+            assert abs(quality["corrected_data"]["amp_ratio"] - 1) < 0.001, uid
+
+
+def _unpack(root: Path, entry: dict, into: Path) -> Path:
+    """Untar a MOUS's raw and auxiliary tars into ``into``; the member folder."""
+    for semantics in ("#this", "#auxiliary"):
+        with member_files(root, entry, semantics) as tar:
+            tar.extractall(into, filter="data")
+    return next(into.glob("*/science_goal.*/group.*/member.*"))
+
+
+RESTORE_CHECK = """
+import runpy, sys
+import numpy as np
+from casatools import table
+runpy.run_path("scriptForPI.py")
+tb = table()
+tb.open("../calibrated/{asdm}.ms")
+sub = tb.query("DATA_DESC_ID==0")
+raw, corrected = sub.getcol("DATA"), sub.getcol("CORRECTED_DATA")
+print("PHASES", np.degrees(np.median(np.abs(np.angle(raw)))), np.degrees(np.median(np.abs(np.angle(corrected)))))
+"""
+
+
+def test_the_restore_script_applies_the_archived_table_to_the_raw_asdm(casa, demo_archive, manifest, tmp_path):
+    """NGC1234 is a 0.5 Jy point source at the phase centre: calibrated phases must be near zero."""
+    entry = manifest["mous"]["uid://A001/X1296/X1d3"]
+    member = _unpack(demo_archive, entry, tmp_path)
+    asdm = entry["obscore"]["asdm_uid"].replace("uid://", "uid___").replace("/", "_")
+    out = casa.run(RESTORE_CHECK.format(asdm=asdm), member / "script")
+    raw_phase, corrected_phase = map(float, out.split("PHASES")[1].split())
+    assert raw_phase > 15
+    assert corrected_phase < 5
+
+
+def test_the_missing_caltable_mous_fails_to_restore_naming_the_table(casa, demo_archive, manifest, tmp_path):
+    entry = next(m for m in manifest["mous"].values() if m["case"] == "missing_caltable")
+    member = _unpack(demo_archive, entry, tmp_path)
+    proc = subprocess.run([casa.python, "scriptForPI.py"], cwd=member / "script", env=casa.env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "calibration table missing: ../calibration/" in proc.stderr
+
+
+def test_the_total_power_mous_has_no_interferometric_products(demo_archive, manifest):
+    entry = next(m for m in manifest["mous"].values() if m["case"] == "total_power")
+    assert all(a.split(":")[1].startswith("PM") for a in entry["obscore"]["antenna_arrays"].split())
+    assert "#derivation" not in {f["semantics"] for f in entry["files"]}
+    with member_files(demo_archive, entry, "#this") as tar:
+        assert any("/raw/" in n for n in tar.getnames())
+
+
+def test_the_slow_and_big_mous_carry_the_knobs_a_recipe_honours(demo_archive, manifest):
+    for case, knob in (("memory_hog", "demo_alloc_gb"), ("walltime_long", "demo_slowdown_s")):
+        entry = next(m for m in manifest["mous"].values() if m["case"] == case)
+        with member_files(demo_archive, entry, "#auxiliary") as tar:
+            name = next(n for n in tar.getnames() if n.endswith("script/demo_hints.json"))
+            assert knob in json.loads(tar.extractfile(name).read())
+
+
+def test_a_current_cache_is_reused_without_running_casa(demo_archive):
+    before = (demo_archive / "manifest.json").stat().st_mtime_ns
+    assert build.build_archive(demo_archive, python="/nonexistent/python") == demo_archive
+    assert (demo_archive / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_a_cache_of_another_recipe_is_not_current(demo_archive, tmp_path):
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    manifest = build.load_manifest(demo_archive)
+    (stale / "manifest.json").write_text(json.dumps(dict(manifest, recipe_hash="0" * 16)))
+    assert build.is_built(demo_archive) and not build.is_built(stale)
+
+
+def test_archive_build_command_reports_the_cached_archive(demo_archive):
+    result = CliRunner().invoke(app, ["build", "--root", str(demo_archive), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"root", "recipe_version", "built_seconds", "casa_build_seconds", "mous",
+                            "files", "bytes"}
+    assert summary["mous"] == len(build.CATALOGUE) and summary["files"] >= 8 * 3
+
+
+def test_a_small_archive_builds_with_progress_and_goes_stale_when_its_recipe_changes(tmp_path):
+    """A one-MOUS archive (the total-power one: the quickest for CASA) built for real into tmp."""
+    import dataclasses
+
+    tp = next(m for m in build.CATALOGUE if m.case == "total_power")
+    seen: list[tuple[int, int, str]] = []
+    root = build.build_archive(tmp_path / "small", catalogue=(tp,), progress=lambda *a: seen.append(a))
+    assert [(done, total) for done, total, _ in seen] == [(0, 1), (1, 1)]
+    assert list(build.load_manifest(root)["mous"]) == [tp.uid]
+    assert build.is_built(root, (tp,))
+    assert not build.is_built(root, (dataclasses.replace(tp, noise_jy=tp.noise_jy * 2),))

@@ -1,0 +1,164 @@
+"""The engine: schedule, launch, watch, finish, retry, and survive a kill -9.
+
+These tests are about the campaign loop's mechanics, so the job's stages run the
+small sleeper recipe (tests/data/recipes/sleeper.py) through the real runner on
+real local and SSH nodes; the imaging itself is tested with real CASA elsewhere.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ari_console import store
+from ari_console.config import load_config
+from ari_console.engine import Engine, EngineLocked, nodes_to_drain, retry_decision
+
+SLEEPER = Path(__file__).parent / "data" / "recipes" / "sleeper.py"
+RUN_ENGINE = Path(__file__).parent / "data" / "recipes" / "run_engine_with_sleeper.py"
+
+
+def start_console(tmp_path):
+    """A console process running the campaign (``ari run``'s code, with the sleeper recipe)."""
+    return subprocess.Popen([sys.executable, str(RUN_ENGINE), str(tmp_path)], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def sleeper_spec(spec, node, ds):
+    params = {"sleep_s": 1.0, **ds["extra"].get("sleeper", {})}
+    return {**spec, "stages": ["image", "export"], "poll_s": 0.2,
+            "recipe": {**spec["recipe"], "script": str(SLEEPER), "python": sys.executable, "params": params}}
+
+
+def make_campaign(tmp_path, rows, nodes_toml=None):
+    nodes_toml = nodes_toml or (f'[[node]]\nname = "local"\nslots = 2\nmem_gb = 4\n'
+                                f'scratch_dir = "{tmp_path / "scratch"}"\npython = "{sys.executable}"\n')
+    (tmp_path / "ari.toml").write_text(f'[campaign]\nname = "t"\npoll_interval_s = 0.5\nmax_attempts = 3\n{nodes_toml}')
+    cfg = load_config(tmp_path / "ari.toml")
+    db = store.open_db(cfg.campaign.db_path)
+    from ari_console.alma import DataSet
+    store.import_datasets(db, [DataSet(uid=u, project="2016.1.00123.S", array=arr, extra=extra, mem_gb=1, hours=0.01)
+                               for u, arr, extra in rows], "t.csv", now=time.time())
+    db.conn.close()
+    return cfg
+
+
+def run_until_idle(engine, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        report = engine.tick()
+        if report.idle:
+            return report
+        time.sleep(0.5)
+    rows = [(d["uid"], d["state"], d["reason"]) for d in store.datasets(engine.db)]
+    atts = [(a["id"], a["uid"], a["state"], a["stage"], a["category"]) for a in store.attempts(engine.db)]
+    pytest.fail(f"campaign did not finish in time: {rows} {atts} {report.errors}")
+
+
+def test_campaign_runs_to_the_end_skipping_total_power_and_delivering_products(tmp_path):
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {}), ("uid://A001/X1/X2", "7m", {}),
+                                   ("uid://A001/X1/X3", "TP", {})])
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        run_until_idle(engine)
+        db = engine.db
+        states = {d["uid"]: d["state"] for d in store.datasets(db)}
+        assert states == {"uid://A001/X1/X1": "succeeded", "uid://A001/X1/X2": "succeeded",
+                          "uid://A001/X1/X3": "skipped"}
+        assert "total power" in store.dataset(db, "uid://A001/X1/X3")["reason"]
+        acc = store.dataset(db, "uid://A001/X1/X1")["accepted_attempt"]
+        prods = store.products(db, acc)
+        assert len(prods) == 1 and Path(prods[0]["path"]).read_text() == "ok\n"
+        mirrors = {Path(m["mirror"]).name: m for m in store.log_mirrors(db, acc)}
+        assert "sleeper: stage image done" in Path(mirrors["image.log"]["mirror"]).read_text()
+        assert mirrors["image.log"]["offset"] == Path(mirrors["image.log"]["mirror"]).stat().st_size
+        kinds = [e["kind"] for e in store.events(db, uid="uid://A001/X1/X1")]
+        assert kinds.count("attempt") >= 3 and "accepted" in kinds
+
+
+def test_a_pipeline_failure_is_triaged_and_held_with_its_excerpt(tmp_path):
+    bad = {"sleeper": {"fail_stage": "image", "fail_message":
+                       "2026-11-25 10:00:00\tSEVERE\ttclean::::casa\tTask tclean raised an exception of class "
+                       "RuntimeError with the following message: Error in making PSF : One or more  of the "
+                       "cube section failed in de/gridding."}}
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", bad)])
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        run_until_idle(engine)
+        ds = store.dataset(engine.db, "uid://A001/X1/X1")
+        (a,) = store.attempts(engine.db, uid="uid://A001/X1/X1")
+    assert ds["state"] == "held" and "imaging" in ds["reason"]
+    assert a["category"] == "imaging" and "de/gridding" in a["excerpt"] and a["decisive_line"]
+
+
+def test_a_second_engine_on_the_same_campaign_is_refused_naming_the_holder(tmp_path):
+    cfg = make_campaign(tmp_path, [])
+    with Engine(cfg):
+        with pytest.raises(EngineLocked, match=f"pid {os.getpid()}"):
+            Engine(cfg)
+
+
+def test_killed_engine_restarts_without_duplicates_or_lost_events(tmp_path):
+    rows = [(f"uid://A001/X1/X{i}", "12m", {"sleeper": {"sleep_s": 4}}) for i in range(1, 5)]
+    cfg = make_campaign(tmp_path, rows)
+    proc = start_console(tmp_path)
+    db = store.open_db(cfg.campaign.db_path)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(store.active_attempts(db)) < 2:
+        time.sleep(0.3)
+    running_before = {a["id"]: a["uid"] for a in store.active_attempts(db)}
+    assert len(running_before) == 2
+    events_before = len(store.events(db, limit=100000))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:  # a new console: the same attempts, re-attached
+        report = engine.tick()
+        assert {a["id"] for a in store.active_attempts(engine.db)} >= set(running_before) - {
+            a["id"] for a in store.attempts(engine.db, states=("succeeded",))}
+        run_until_idle(engine)
+        attempts = store.attempts(engine.db)
+        assert len(events_before and store.events(engine.db, limit=100000)) > events_before
+    shown = [(a["id"], a["uid"], a["state"], a["started_at"], a["ended_at"], a["excerpt"]) for a in attempts]
+    for uid, _, _ in rows:
+        mine = [a for a in attempts if a["uid"] == uid]
+        assert [a["state"] for a in mine].count("succeeded") == 1, shown
+        ran = sorted((a["started_at"], a["ended_at"]) for a in mine if a["started_at"])
+        assert all(prev[1] <= nxt[0] for prev, nxt in zip(ran, ran[1:])), f"{uid} ran twice at once: {shown}"
+        extra = [a for a in mine if a["state"] != "succeeded"]
+        assert all(a["excerpt"] == "the console stopped before the job was launched" for a in extra), shown
+    assert report is not None
+
+
+def test_ctrl_c_stops_the_console_and_leaves_attempts_running(tmp_path):
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {"sleeper": {"sleep_s": 6}})])
+    proc = start_console(tmp_path)
+    db = store.open_db(cfg.campaign.db_path)
+    deadline = time.time() + 60
+    while time.time() < deadline and not store.active_attempts(db):
+        time.sleep(0.3)
+    (a,) = store.active_attempts(db)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "engine stopped" in err and "Traceback" not in err
+    pid = store.attempt(db, a["id"])["handle"]["pid"]
+    os.kill(pid, 0)  # the runner still lives
+
+
+def test_retry_policy_by_category():
+    assert retry_decision("memory", 1, 3, mem_gb=8, walltime_h=None, peak_mem_gb=9).overrides == {"mem_gb": 13.5}
+    d = retry_decision("walltime", 1, 3, mem_gb=8, walltime_h=2)
+    assert d.state == "queued" and d.overrides["walltime_h"] == 4
+    assert retry_decision("download", 1, 3, 8, None, now=1000).overrides == {"not_before": 1060}
+    assert retry_decision("total_power", 1, 3, 8, None).state == "skipped"
+    assert retry_decision("findcont", 1, 3, 8, None).state == "held"
+    assert retry_decision("memory", 3, 3, 8, None).state == "failed"
+    assert retry_decision("memory", 1, 3, 8, None, cancelled=True).state == "held"
+
+
+def test_a_node_failing_for_node_reasons_more_than_its_peers_is_drained():
+    recent = {"ws1": ["disk_full", None, "node_lost", "download"], "ws2": [None, "memory", None]}
+    assert set(nodes_to_drain(recent)) == {"ws1"}
+    assert nodes_to_drain({"a": ["download"] * 3, "b": ["download"] * 3}) == {}

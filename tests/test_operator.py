@@ -1,0 +1,61 @@
+"""Operator actions from the command line: retry, hold, release, drain — and their mistakes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ARI = str(Path(sys.executable).parent / "ari")
+
+
+def ari(tmp_path, *args):
+    return subprocess.run([ARI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def campaign(tmp_path):
+    (tmp_path / "ari.toml").write_text('[[node]]\nname = "small"\n[[node]]\nname = "big"\nmem_gb = 64\n')
+    (tmp_path / "c.csv").write_text("uid,project\nuid://A001/X1/X1,2016.1.00123.S\nuid://A001/X1/X2,2016.1.00123.S\n")
+    assert ari(tmp_path, "datasets", "import", "c.csv").returncode == 0
+
+
+def states(tmp_path):
+    return {d["uid"]: d["state"] for d in json.loads(ari(tmp_path, "datasets", "list", "--json").stdout)}
+
+
+def test_hold_release_and_retry_on_a_bigger_node_change_the_queue(tmp_path):
+    campaign(tmp_path)
+    assert ari(tmp_path, "hold", "uid___A001_X1_X1", "--reason", "missing caltable").returncode == 0
+    assert states(tmp_path)["uid://A001/X1/X1"] == "held"
+    assert ari(tmp_path, "release", "uid://A001/X1/X1").returncode == 0
+    assert states(tmp_path)["uid://A001/X1/X1"] == "queued"
+    ari(tmp_path, "hold", "uid://A001/X1/X2")
+    row = json.loads(ari(tmp_path, "retry", "uid://A001/X1/X2", "--node", "big", "--mem-gb", "48", "--json").stdout)
+    assert row["state"] == "queued" and row["overrides"] == {"node": "big", "mem_gb": 48.0}
+
+
+def test_drain_and_undrain_show_in_the_node_list(tmp_path):
+    campaign(tmp_path)
+    assert ari(tmp_path, "nodes", "drain", "small", "--reason", "disk errors").returncode == 0
+    nodes = {n["name"]: n for n in json.loads(ari(tmp_path, "nodes", "list", "--json").stdout)}
+    assert nodes["small"]["drained"] and nodes["small"]["drained_reason"] == "disk errors"
+    assert not nodes["big"]["drained"]
+    ari(tmp_path, "nodes", "undrain", "small")
+    nodes = {n["name"]: n for n in json.loads(ari(tmp_path, "nodes", "list", "--json").stdout)}
+    assert not nodes["small"]["drained"]
+
+
+def test_operator_mistakes_are_one_line_each(tmp_path):
+    campaign(tmp_path)
+    cases = [
+        (("retry", "uid://A001/X9/X9"), "uid://A001/X9/X9: no such data set in this campaign"),
+        (("retry", "X1"), '"X1" is not a MOUS uid'),
+        (("retry", "uid://A001/X1/X1", "--node", "huge"), 'no node "huge" in this campaign'),
+        (("release", "uid://A001/X1/X1"), "is not held (it is queued)"),
+        (("nodes", "drain", "nope"), 'no node "nope" in this campaign'),
+    ]
+    for args, expected in cases:
+        proc = ari(tmp_path, *args)
+        assert proc.returncode == 2, args
+        assert expected in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -1,0 +1,93 @@
+"""`ari triage classify|rules|groups`: the JSON contract, tables, and per-file errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ari_console import triage
+from ari_console.commands.triage import app
+
+CORPUS = Path(__file__).parent / "data" / "triage"
+CONTRACT = {"file", "category", "stage", "line", "excerpt"}
+
+
+def run(*args: str):
+    """Invoke the triage app on a wide terminal; stdout and stderr are kept apart (click >= 8.2)."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+
+
+def test_classify_json_gives_the_contract_keys_for_every_log():
+    logs = [CORPUS / "memory" / "slurm_oom_kill.log", CORPUS / "findcont" / "pipeline_no_continuum_ranges.log"]
+    result = run("classify", *map(str, logs), "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["file"] for r in rows] == [str(p) for p in logs]
+    assert all(CONTRACT <= set(r) for r in rows)
+    assert [(r["category"], r["line"]) for r in rows] == [("memory", 8), ("findcont", 91)]
+    assert rows[1]["stage"] == "hif_findcont"
+    assert "No continuum ranges found" in rows[1]["excerpt"]
+
+
+def test_a_binary_file_gets_one_line_and_the_rest_of_the_batch_is_still_classified(tmp_path: Path):
+    blob = tmp_path / "casa.ms.tar"
+    blob.write_bytes(b"\x00\x01\x02" * 5000)
+    good = CORPUS / "walltime" / "slurm_time_limit.log"
+    result = run("classify", str(blob), str(good), str(tmp_path / "missing.log"), "--json")
+    assert result.exit_code != 0
+    rows = json.loads(result.stdout)
+    assert [(r["file"], r["category"]) for r in rows] == [(str(good), "walltime")]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith(f"{blob}: binary file")
+    assert "missing.log: no such file" in errors[1]
+    assert "Traceback" not in result.stderr
+
+
+def test_classify_prints_a_table_without_json():
+    result = run("classify", str(CORPUS / "disk_full" / "runner_refused_scratch.log"))
+    assert result.exit_code == 0
+    assert "disk_full" in result.stdout and "runner_refused_scratch.log" in result.stdout
+
+
+def test_classify_attempt_picks_the_decisive_log_of_one_attempt(tmp_path: Path):
+    casa = tmp_path / "casa-20261125.log"
+    casa.write_text("2026-11-25 16:12:50\tSEVERE\ttclean::::casa\tTask tclean raised an exception of class RuntimeError with the following message: interrupted\n")
+    slurm = tmp_path / "slurm-81234.out"
+    slurm.write_text("slurmstepd: error: *** JOB 81234 ON mup03 CANCELLED AT 2026-11-25T16:00:00 DUE TO TIME LIMIT ***\n")
+    rows = json.loads(run("classify", "--attempt", str(casa), str(slurm), "--json").stdout)
+    assert [(r["file"], r["category"], r["line"]) for r in rows] == [(str(slurm), "walltime", 1)]
+
+
+def test_classify_hint_from_status_json_fills_in_when_the_log_says_little(tmp_path: Path):
+    log = tmp_path / "casa.log"
+    log.write_text("2026-11-25 16:12:50\tINFO\ttclean::::casa\tminor cycle 12\n")
+    rows = json.loads(run("classify", str(log), "--hint", "walltime", "--json").stdout)
+    assert rows[0]["category"] == "walltime"
+
+
+def test_rules_json_lists_every_rule_with_its_category_and_priority():
+    result = run("rules", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert {r["name"] for r in rows} == {r.name for r in triage.RULES}
+    assert rows[0]["priority"] == max(r.priority for r in triage.RULES)
+    assert run("rules").exit_code == 0
+
+
+def test_groups_json_counts_attempts_per_signature_with_uids_from_paths(tmp_path: Path):
+    src = CORPUS / "disk_full" / "casa6_tclean_tiny_tmpfs.log"
+    for uid in ("uid___A001_X1_X1", "uid___A001_X1_X2", "uid___A001_X1_X3"):
+        (tmp_path / uid).mkdir()
+        shutil.copy(src, tmp_path / uid / "casa.log")
+    other = CORPUS / "walltime" / "slurm_time_limit.log"
+    logs = sorted(str(p) for p in tmp_path.glob("*/casa.log")) + [str(other)]
+    result = run("groups", *logs, "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["category"], r["count"]) for r in rows] == [("disk_full", 3), ("walltime", 1)]
+    assert rows[0]["example_uids"] == ["uid://A001/X1/X1", "uid://A001/X1/X2", "uid://A001/X1/X3"]
+    assert set(rows[0]) == {"signature", "category", "count", "example_uids"}
