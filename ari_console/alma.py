@@ -108,11 +108,13 @@ class DataSet:
     mem_gb: float | None = None
     hours: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    casa_version: str | None = None
 
     def row(self) -> dict:
         """The columns the store keeps for this data set."""
         return {"uid": self.uid, "project": self.project, "array": self.array, "band": self.band,
-                "size_gb": self.size_gb, "mem_gb": self.mem_gb, "hours": self.hours}
+                "size_gb": self.size_gb, "mem_gb": self.mem_gb, "hours": self.hours,
+                "casa_version": self.casa_version}
 
 
 CSV_REQUIRED = ("uid", "project")

@@ -37,6 +37,7 @@ app.add_typer(estimate_cmds.app, name="estimate")
 app.add_typer(archive_cmds.app, name="archive")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented keys) instead of a table.")]
+UidArg = Annotated[str, typer.Argument(help="MOUS uid (uid://A001/X1296/X1d3 or uid___A001_X1296_X1d3).")]
 
 
 class State:
@@ -121,35 +122,64 @@ def config_reference(as_json: JsonOpt = False) -> None:
 
 @datasets_app.command("import")
 def datasets_import(
-    csv_file: Annotated[Path, typer.Argument(help="Catalogue CSV: uid,project[,array,band,size_gb,mem_gb,hours].")],
+    csv_file: Annotated[Optional[Path], typer.Argument(
+        help="Catalogue CSV: uid,project[,array,band,size_gb,mem_gb,hours].")] = None,
+    project: Annotated[Optional[list[str]], typer.Option(
+        "--project", help="Query the archive for this project code (repeatable).")] = None,
+    mous: Annotated[Optional[list[str]], typer.Option(
+        "--mous", help="Query the archive for this MOUS uid (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be queued; change nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a catalogue's data sets to the queue (idempotent: re-importing changes nothing)."""
+    """Add data sets to the queue from a catalogue CSV or an archive query (idempotent)."""
     cfg = state.config()
-    rows = alma.read_datasets_csv(csv_file)
-    total_gb = sum(d.size_gb or 0 for d in rows)
+    excluded: dict[str, str] = {}
+    if csv_file is not None and (project or mous):
+        raise UserError("give either a CSV file or --project/--mous, not both — run the import twice")
+    if csv_file is not None:
+        rows, source = alma.read_datasets_csv(csv_file), str(csv_file)
+    elif project or mous:
+        from .archive.client import queue_candidates, rules_from_mapping, tap_url_of
+
+        projects = []
+        for code in project or []:
+            try:
+                projects.append(alma.parse_project(code))
+            except ValueError:
+                raise UserError(f'--project "{code}" is not a project code — write e.g. 2016.1.00123.S') from None
+        rules = rules_from_mapping(cfg.selection, source=f"{cfg.path.name}: [selection]")
+        rows, excluded = queue_candidates(tap_url_of(cfg.campaign.archive_url), projects, mous or [], rules)
+        source = cfg.campaign.archive_url
+    else:
+        raise UserError("nothing to import — give a CSV file, or --project CODE / --mous UID to query the archive")
+    take = [d for d in rows if d.uid not in excluded]
+    total_gb = sum(d.size_gb or 0 for d in take)
     if dry_run:
         db = store.open_db(cfg.campaign.db_path) if cfg.campaign.db_path.exists() else None
         known = {d["uid"] for d in store.datasets(db)} if db else set()
-        new = [d for d in rows if d.uid not in known]
-        result = {"dry_run": True, "datasets": len(rows), "new": len(new),
-                  "size_gb": round(sum(d.size_gb or 0 for d in new), 3)}
+        new = [d for d in take if d.uid not in known]
+        result = {"dry_run": True, "datasets": len(take), "new": len(new),
+                  "size_gb": round(sum(d.size_gb or 0 for d in new), 3), "excluded": excluded}
         if as_json:
             emit_json(result)
         else:
-            out.print(f"{csv_file}: {len(rows)} data sets, {len(new)} new "
-                      f"({humanize.naturalsize(result['size_gb'] * 1e9)}) would be queued")
+            out.print(f"{source}: {len(take)} data sets, {len(new)} new "
+                      f"({humanize.naturalsize(result['size_gb'] * 1e9)}) would be queued; {len(excluded)} excluded")
+            for uid, reason in excluded.items():
+                out.print(f"  excluded {uid}: {reason}", markup=False)
         return
     db = _db(cfg)
-    result = store.import_datasets(db, rows, source=str(csv_file), now=store.now())
-    summary = {"file": str(csv_file), "added": len(result.added), "updated": len(result.updated),
-               "unchanged": len(result.unchanged), "size_gb": round(total_gb, 3)}
+    result = store.import_datasets(db, rows, source=source, now=store.now(), excluded=excluded)
+    summary = {"file": source, "added": len(result.added), "updated": len(result.updated),
+               "unchanged": len(result.unchanged), "size_gb": round(total_gb, 3), "excluded": excluded}
     if as_json:
         emit_json(summary)
         return
-    out.print(f"{csv_file}: {summary['added']} added, {summary['updated']} updated, "
-              f"{summary['unchanged']} unchanged ({humanize.naturalsize(total_gb * 1e9)} in the file)")
+    out.print(f"{source}: {summary['added']} added, {summary['updated']} updated, "
+              f"{summary['unchanged']} unchanged ({humanize.naturalsize(total_gb * 1e9)} to image); "
+              f"{len(excluded)} excluded")
+    for uid, reason in excluded.items():
+        out.print(f"  excluded {uid}: {reason}", markup=False)
 
 
 @datasets_app.command("list")
@@ -260,10 +290,76 @@ def run(
                  policy=policy, once=once, until_idle=until_idle)
 
 
+@app.command()
+def attempts(
+    uid: Annotated[Optional[str], typer.Argument(help="Only this data set's attempts.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every attempt (of one data set): node, state, stage, category, times."""
+    from .operator import canonical_uid
+
+    db = _db(state.config())
+    rows = store.attempts(db, uid=canonical_uid(db, uid) if uid else None)
+    if as_json:
+        emit_json(rows)
+        return
+    table(f"{len(rows)} attempts", ["id", "uid", "node", "state", "stage", "category", "elapsed"],
+          [(a["id"], a["uid"], a["node"], a["state"], a["stage"], a["category"],
+            humanize.naturaldelta((a["ended_at"] or store.now()) - a["started_at"]) if a["started_at"] else None)
+           for a in rows])
+
+
+@app.command()
+def stats(as_json: JsonOpt = False) -> None:
+    """Success rate first try vs after retries, failures by category, runtimes per node, attempt hours."""
+    result = store.stats(_db(state.config()))
+    if as_json:
+        emit_json(result)
+        return
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    out.print(f"{result['datasets_tried']} data sets tried: {pct(result['success_first_try'])} succeeded "
+              f"unsupervised, {pct(result['success_after_retries'])} after retries; "
+              f"{result['attempt_hours']:.1f} attempt-hours")
+    table("failures by category", ["category", "attempts"], result["failures_by_category"].items())
+    table("runtime of successful attempts (h)", ["node", "count", "median", "max"],
+          [(n, v["count"], v["median"], v["max"]) for n, v in result["runtime_h_by_node"].items()])
+
+
+@app.command()
+def logs(
+    uid: UidArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines as the engine mirrors them.")] = False,
+    name: Annotated[str, typer.Option(help="Which log: runner.log, download.log, restore.log, image.log, export.log.")] = "runner.log",
+) -> None:
+    """Print the latest attempt's log from the local mirror (the engine copies new bytes every tick)."""
+    import time as _time
+
+    from .operator import canonical_uid
+
+    db = _db(state.config())
+    uid = canonical_uid(db, uid)
+    rows = store.attempts(db, uid=uid)
+    if not rows:
+        raise UserError(f"{uid} has no attempts yet — it is {store.dataset(db, uid)['state']}")
+    mirrors = {Path(m["mirror"]).name: Path(m["mirror"]) for m in store.log_mirrors(db, rows[-1]["id"])}
+    if name not in mirrors:
+        raise UserError(f"{uid}: attempt {rows[-1]['id']} has no {name} mirrored yet — "
+                        f"have: {', '.join(sorted(mirrors)) or 'none'}")
+    offset = 0
+    while True:
+        with open(mirrors[name], "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        if data:
+            sys.stdout.write(data.decode(errors="replace"))
+            sys.stdout.flush()
+            offset += len(data)
+        if not follow:
+            return
+        _time.sleep(1)
+
+
 # -- operator actions ----------------------------------------------------------
-
-UidArg = Annotated[str, typer.Argument(help="MOUS uid (uid://A001/X1296/X1d3 or uid___A001_X1296_X1d3).")]
-
 
 def _act(fn, *args, **kwargs) -> dict:
     from . import operator

@@ -108,6 +108,7 @@ class Config:
     path: Path
     campaign: Campaign
     nodes: tuple[Node, ...]
+    selection: dict = field(default_factory=dict)  # the [selection] table: which archive MOUS to take
 
     def node(self, name: str) -> Node:
         """The node called ``name``, or a UserError naming the known ones."""
@@ -227,11 +228,18 @@ def parse_config(text: str, path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{file}: not valid TOML: {exc} — check quotes and brackets there") from None
+    tables = ["campaign", "node", "selection"]
     for key in data:
-        if key not in ("campaign", "node"):
-            close = difflib.get_close_matches(key, ["campaign", "node"], n=1)
-            hint = f' — did you mean "{close[0]}"?' if close else " — use [campaign] and [[node]] tables"
+        if key not in tables:
+            close = difflib.get_close_matches(key, tables, n=1)
+            hint = f' — did you mean "{close[0]}"?' if close else " — use [campaign], [selection] and [[node]] tables"
             raise UserError(f'{file}: unknown table "{key}"{hint}')
+    selection = data.get("selection", {})
+    if not isinstance(selection, dict):
+        raise UserError(f"{file}: selection must be a table — write [selection]")
+    from .archive.client import rules_from_mapping  # noqa: PLC0415 (validation only)
+
+    rules_from_mapping(selection, source=f"{file}: [selection]")
     camp_table = data.get("campaign", {})
     if not isinstance(camp_table, dict):
         raise UserError(f"{file}: campaign must be a table — write [campaign]")
@@ -255,7 +263,7 @@ def parse_config(text: str, path: Path) -> Config:
         if any(n.name == node.name for n in nodes):
             raise UserError(f'{file}: {where}name is used by two nodes — give each node its own name')
         nodes.append(node)
-    return Config(path=path, campaign=campaign, nodes=tuple(nodes))
+    return Config(path=path, campaign=campaign, nodes=tuple(nodes), selection=dict(selection))
 
 
 def _check_node(node: Node, where: str, file: str) -> None:

@@ -108,7 +108,7 @@ class Engine:
         self.progress = progress or (lambda msg: None)
         self.policy = policy
         self.resolve_files = resolve_files or dataset_files
-        self.qa2_dir = qa2_dir or (lambda ds: None)
+        self.qa2_dir = qa2_dir or archive_qa2_dir(cfg.campaign.work_dir)
         self.adjust_spec = adjust_spec or (lambda spec, node, ds: spec)
         self.work = cfg.campaign.work_dir
         self._lock = acquire_lock(self.work / "engine.lock", clock())
@@ -355,12 +355,16 @@ class Engine:
                             "size": local.stat().st_size})
         (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
         store.add_products(self.db, a["id"], a["uid"], fetched)
-        qa2 = self.qa2_dir(ds)
-        if qa2 is not None:
-            from .qa2 import compare_dirs
+        try:
+            qa2 = self.qa2_dir(ds)
+            if qa2 is not None:
+                from .qa2 import compare_dirs
 
-            report = compare_dirs(dest, qa2)
-            store.save_qa2(self.db, a["uid"], a["id"], report.as_dict()["pairs"])
+                report = compare_dirs(dest, qa2)
+                store.save_qa2(self.db, a["uid"], a["id"], report.as_dict()["pairs"])
+        except Exception as exc:  # QA2 images missing or unreadable: deliver, and say why there is no verdict
+            store.record_event(self.db, "qa2-unavailable", now, uid=a["uid"], attempt_id=a["id"],
+                               detail={"error": f"{type(exc).__name__}: {exc}"})
         store.accept_attempt(self.db, a["uid"], a["id"], now)
 
     def _maybe_drain(self, now: float) -> None:
@@ -470,10 +474,47 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
 
 # -- helpers -----------------------------------------------------------------------
 
+NODE_SEMANTICS_SKIPPED = ("#derivation", "#documentation")  # QA2 products and READMEs stay in the archive
+
+
 def dataset_files(ds: dict) -> list[dict]:
-    """The files an attempt downloads, as the catalogue gave them (``files`` in the data set's extra)."""
+    """The files an attempt downloads: raw data and the auxiliary tar (from the archive's DataLink),
+    or ``files`` as a catalogue CSV gave them."""
     files = ds["extra"].get("files")
-    return json.loads(files) if isinstance(files, str) else list(files or [])
+    if files:
+        return json.loads(files) if isinstance(files, str) else list(files)
+    listed = ds["extra"].get("archive", {}).get("files", [])
+    return [{"url": f["url"], "name": f["name"], "sha256": f.get("sha256"), "size": f.get("size")}
+            for f in listed if f.get("semantics") not in NODE_SEMANTICS_SKIPPED]
+
+
+def archive_qa2_dir(work: Path) -> Callable[[dict], Path | None]:
+    """A ``qa2_dir`` hook: fetch the data set's QA2 product tars once (checksummed) and unpack their FITS."""
+
+    def qa2_dir(ds: dict) -> Path | None:
+        import tarfile
+
+        download = _remote_module("download").download
+
+        tars = [f for f in ds["extra"].get("archive", {}).get("files", [])
+                if f.get("semantics") == "#derivation" and f["name"].endswith(".tar")]
+        if not tars:
+            return None
+        dest = work / "qa2" / uid_filename(ds["uid"])
+        for f in tars:
+            local = dest / f["name"]
+            if not (dest / (f["name"] + ".unpacked")).exists():
+                download(f["url"], str(local), sha256=f.get("sha256"), log=lambda line: None)
+                with tarfile.open(local) as tar:
+                    for member in tar.getmembers():
+                        if member.isfile() and member.name.lower().endswith(".fits"):
+                            member.name = Path(member.name).name  # flat, and never outside dest
+                            tar.extract(member, dest / "fits")
+                (dest / (f["name"] + ".unpacked")).touch()
+                local.unlink()
+        return dest / "fits" if (dest / "fits").is_dir() else None
+
+    return qa2_dir
 
 
 def _to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
@@ -493,6 +534,20 @@ def _measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
         return None
     return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
                               speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
+
+
+def _remote_module(name: str):
+    """A module of ``remote/`` (stdlib only, not installed with the console), loaded from its file."""
+    import importlib.util
+    import sys
+
+    key = f"ari_remote_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ops.REMOTE_SRC / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 def _lines(path: Path):

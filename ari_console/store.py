@@ -254,16 +254,19 @@ class ImportResult:
     unchanged: list[str]
 
 
-_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours")
+_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version")
 
 
 def import_datasets(db: sqlite_utils.Database, datasets: Iterable[DataSet], source: str,
-                    now: float) -> ImportResult:
+                    now: float, excluded: dict[str, str] | None = None) -> ImportResult:
     """Add new data sets as ``queued`` and refresh the metadata of known ones, atomically.
 
     Importing the same catalogue twice changes nothing; the state and history of
-    a known data set are never touched by an import.
+    a known data set are never touched by an import. ``excluded`` maps uids the
+    selection rules turned away to their reason: they are kept as ``excluded``
+    with it, never silently dropped.
     """
+    excluded = excluded or {}
     added, updated, unchanged = [], [], []
     with transaction(db, immediate=True):
         known = {r["uid"]: r for r in _dicts(db, f"SELECT uid, {', '.join(_META_COLUMNS)}, extra FROM datasets")}
@@ -272,12 +275,15 @@ def import_datasets(db: sqlite_utils.Database, datasets: Iterable[DataSet], sour
             extra = json.dumps(ds.extra, sort_keys=True)
             old = known.get(ds.uid)
             if old is None:
+                state = "excluded" if ds.uid in excluded else "queued"
                 db.conn.execute(
-                    "INSERT INTO datasets (uid, project, array, band, size_gb, mem_gb, hours, extra, source,"
-                    " state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,'queued',?,?)",
-                    (*[row[c] for c in ("uid", *_META_COLUMNS)], extra, source, now, now),
+                    "INSERT INTO datasets (uid, project, array, band, size_gb, mem_gb, hours, casa_version, extra,"
+                    " source, state, reason, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (*[row[c] for c in ("uid", *_META_COLUMNS)], extra, source, state, excluded.get(ds.uid),
+                     now, now),
                 )
-                record_event(db, "imported", now, uid=ds.uid, new="queued", detail={"source": source})
+                record_event(db, "imported", now, uid=ds.uid, new=state,
+                             detail={"source": source, **({"reason": excluded[ds.uid]} if ds.uid in excluded else {})})
                 added.append(ds.uid)
                 continue
             changes = {c: row[c] for c in _META_COLUMNS if row[c] is not None and row[c] != old[c]}
@@ -603,7 +609,47 @@ def status(db: sqlite_utils.Database) -> dict:
             " WHERE state IN ('pending','running') ORDER BY started_at, id",
         )
         node_rows = nodes(db)
-    return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running}
+    summary = stats(db)
+    return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running,
+            "success_first_try": summary["success_first_try"],
+            "success_after_retries": summary["success_after_retries"]}
+
+
+def stats(db: sqlite_utils.Database) -> dict:
+    """Success first try vs after retries, failures by category, runtimes per node, CPU-hours."""
+    with transaction(db):
+        rows = _dicts(db, "SELECT uid, node, state, category, started_at, ended_at FROM attempts"
+                          " WHERE state IN ('succeeded','failed','lost') ORDER BY id")
+        succeeded = {r[0] for r in db.conn.execute("SELECT uid FROM datasets WHERE state = 'succeeded'")}
+    first: dict[str, str] = {}
+    failures: dict[str, int] = {}
+    runtimes: dict[str, list[float]] = {}
+    hours = 0.0
+    for r in rows:
+        first.setdefault(r["uid"], r["state"])
+        if r["state"] != "succeeded":
+            failures[r["category"] or "unknown"] = failures.get(r["category"] or "unknown", 0) + 1
+        if r["started_at"] and r["ended_at"]:
+            h = (r["ended_at"] - r["started_at"]) / 3600
+            hours += h
+            if r["state"] == "succeeded":
+                runtimes.setdefault(r["node"], []).append(h)
+    tried = len(first)
+    return {
+        "datasets_tried": tried,
+        "success_first_try": round(sum(1 for s in first.values() if s == "succeeded") / tried, 4) if tried else None,
+        "success_after_retries": round(len(succeeded & set(first)) / tried, 4) if tried else None,
+        "failures_by_category": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
+        "runtime_h_by_node": {n: {"count": len(v), "median": _median(v), "max": round(max(v), 4)}
+                              for n, v in sorted(runtimes.items())},
+        "attempt_hours": round(hours, 4),
+    }
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return round(ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2, 4)
 
 
 # -- helpers -----------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_catalogue_csv_reads_every_column(tmp_path):
     )
     first, second = read_datasets_csv(path)
     assert first.row() == {"uid": "uid://A001/X1296/X1d3", "project": "2016.1.00123.S", "array": "12m",
-                           "band": 6, "size_gb": 12.5, "mem_gb": 16.0, "hours": 6.0}
+                           "band": 6, "size_gb": 12.5, "mem_gb": 16.0, "hours": 6.0, "casa_version": None}
     assert first.extra == {"note": "first"}
     assert (second.array, second.band, second.size_gb) == ("7m", 3, None)
 

@@ -22,7 +22,7 @@ def test_init_import_list_and_status_round_trip(tmp_path):
         "uid://A001/X1296/X1d5,2016.1.00123.S,7m,3,2\n"
     )
     dry = json.loads(ari("datasets", "import", "cat.csv", "--dry-run", "--json", cwd=tmp_path).stdout)
-    assert dry == {"dry_run": True, "datasets": 2, "new": 2, "size_gb": 14.5}
+    assert dry == {"dry_run": True, "datasets": 2, "new": 2, "size_gb": 14.5, "excluded": {}}
     first = json.loads(ari("datasets", "import", "cat.csv", "--json", cwd=tmp_path).stdout)
     assert (first["added"], first["unchanged"]) == (2, 0)
     again = json.loads(ari("datasets", "import", "cat.csv", "--json", cwd=tmp_path).stdout)

@@ -162,3 +162,28 @@ def test_a_node_failing_for_node_reasons_more_than_its_peers_is_drained():
     recent = {"ws1": ["disk_full", None, "node_lost", "download"], "ws2": [None, "memory", None]}
     assert set(nodes_to_drain(recent)) == {"ws1"}
     assert nodes_to_drain({"a": ["download"] * 3, "b": ["download"] * 3}) == {}
+
+
+def test_reads_after_a_campaign_show_rates_failures_attempts_and_logs(tmp_path):
+    bad = {"sleeper": {"fail_stage": "image", "fail_message": "2026-11-25 10:00:00\tSEVERE\thif_findcont\t"
+                       "No continuum ranges found for field NGC1234 spw 17"}}
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {}), ("uid://A001/X1/X2", "12m", bad)])
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        run_until_idle(engine)
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def ari(*args):
+        proc = subprocess.run([str(Path(sys.executable).parent / "ari"), *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    stats = json.loads(ari("stats", "--json"))
+    assert stats["datasets_tried"] == 2 and stats["success_first_try"] == 0.5
+    assert stats["failures_by_category"] == {"findcont": 1}
+    status = json.loads(ari("status", "--json"))
+    assert status["totals"]["succeeded"] == 1 and status["totals"]["held"] == 1
+    assert status["success_first_try"] == 0.5
+    attempts = json.loads(ari("attempts", "uid___A001_X1_X2", "--json"))
+    assert [(a["state"], a["category"]) for a in attempts] == [("failed", "findcont")]
+    assert "No continuum ranges found" in ari("logs", "uid://A001/X1/X2", "--name", "image.log")

@@ -419,3 +419,44 @@ def rules_from_mapping(values: dict, source: str = "ari.toml [selection]") -> Se
             value = tuple(value)
         rules = replace(rules, **{key: value})
     return rules
+
+
+# ---------------------------------------------------------------- for `ari datasets import`
+
+def tap_url_of(archive_url: str) -> str:
+    """The TAP service under an archive base URL (``https://almascience.eso.org`` -> ``.../tap``).
+
+    >>> tap_url_of("http://127.0.0.1:8080/"), tap_url_of("http://x/tap")
+    ('http://127.0.0.1:8080/tap', 'http://x/tap')
+    """
+    url = archive_url.rstrip("/")
+    return url if url.endswith("/tap") else url + "/tap"
+
+
+def queue_candidates(tap_url: str, projects: Iterable[str] = (), mous: Iterable[str] = (),
+                     rules: SelectionRules | None = None, today: str | None = None
+                     ) -> tuple[list[DataSet], dict[str, str]]:
+    """The data sets to queue for some project codes and MOUS uids, and the excluded ones with their reason.
+
+    Each DataSet carries what the engine needs later in ``extra["archive"]``:
+    the archive metadata and the DataLink files (url, size, sha256, semantics).
+    """
+    rules = rules or SelectionRules()
+    found: dict[str, ArchiveMous] = {}
+    for code in projects:
+        for m in query_project(tap_url, code):
+            found[m.uid] = m
+    for uid in mous:
+        m = query_mous(tap_url, uid)
+        found[m.uid] = m
+    selected, excluded = select(found.values(), rules, today=today)
+    reasons = {m.uid: reason for m, reason in excluded}
+    return [_queueable(m) for m in list(selected) + [m for m, _ in excluded]], reasons
+
+
+def _queueable(m: ArchiveMous) -> DataSet:
+    files = [{"name": f.name, "url": f.url, "size": f.size, "sha256": f.sha256, "semantics": f.semantics}
+             for f in m.files]
+    archive = {**{k: v for k, v in m.store_row().items() if k != "uid"}, "files": files}
+    return replace(m.dataset, casa_version=m.casa_version,
+                   extra={**m.dataset.extra, "archive": archive})

@@ -305,9 +305,26 @@ def load_params(path: str) -> dict:
     with open(path) as fh:
         doc = json.load(fh)
     merged = dict(DEFAULTS)
+    merged.update(archive_hints(doc.get("work_dir") or ""))
     merged.update(doc.get("params") or {})
     doc["params"] = merged
     return doc
+
+
+def archive_hints(work_dir: str) -> dict:
+    """Processing hints the archive ships in the auxiliary tar (``script/*hints.json``), once restored.
+
+    Parameters given in the job spec win over them.
+    """
+    hints = {}
+    pattern = os.path.join(work_dir, "restore", "*", "script", "*hints.json")
+    for path in sorted(glob.glob(pattern)):
+        try:
+            with open(path) as fh:
+                hints.update(json.load(fh))
+        except (OSError, ValueError):
+            continue
+    return hints
 
 
 def write_json(path: str, doc) -> None:

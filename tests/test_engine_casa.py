@@ -1,0 +1,45 @@
+"""The engine end to end with real parts: archive service, runner, CASA imaging, product fetch, QA2 verdicts."""
+
+import json
+import sys
+import time
+
+import pytest
+
+from ari_console import store
+from ari_console.archive.client import queue_candidates, tap_url_of
+from ari_console.config import load_config
+from ari_console.engine import Engine
+
+
+@pytest.mark.casa
+def test_archive_mous_are_imaged_fetched_and_compared_with_qa2(tmp_path, archive_service, casa):
+    (tmp_path / "ari.toml").write_text(
+        f'[campaign]\nname = "e2e"\narchive_url = "{archive_service.url}"\npoll_interval_s = 1\n'
+        f'[[node]]\nname = "local"\nslots = 2\nmem_gb = 8\nscratch_dir = "{tmp_path / "scratch"}"\n'
+        f'python = "{sys.executable}"\ncasa_path = "{sys.executable}"\ncasa_versions = ["6.7.0-31"]\n'
+        f'env = {{ CASASITECONFIG = "{casa.site_config}" }}\n')
+    cfg = load_config(tmp_path / "ari.toml")
+    rows, excluded = queue_candidates(tap_url_of(cfg.campaign.archive_url), [],
+                                      ["uid://A001/X1296/X1d3", "uid://A001/X1296/X1d9"])
+    assert excluded == {}
+    store.import_datasets(store.open_db(cfg.campaign.db_path), rows, "archive", now=time.time())
+    with Engine(cfg) as engine:
+        deadline = time.time() + 480
+        while time.time() < deadline and not engine.tick().idle:
+            time.sleep(1)
+        db = engine.db
+        states = {d["uid"]: (d["state"], d["reason"]) for d in store.datasets(db)}
+        assert states == {"uid://A001/X1296/X1d3": ("succeeded", None), "uid://A001/X1296/X1d9": ("succeeded", None)}, \
+            [(a["uid"], a["state"], a["category"], a["excerpt"]) for a in store.attempts(db)]
+        verdicts = {}
+        for uid in states:
+            ds = store.dataset(db, uid)
+            prods = store.products(db, ds["accepted_attempt"])
+            assert any(p["path"].endswith(".cont.I.pbcor.fits") for p in prods)
+            manifest = json.loads(open(prods[0]["path"].rsplit("/", 1)[0] + "/manifest.json").read())
+            assert manifest["recipe"] == "casa6" and manifest["casa_version"].startswith("6.7")
+            verdicts[uid] = {r["specmode"]: r for r in store.qa2_results(db, uid)}
+    normal, scaled = verdicts["uid://A001/X1296/X1d3"]["cont"], verdicts["uid://A001/X1296/X1d9"]["cont"]
+    assert normal["flux_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert scaled["flux_ratio"] == pytest.approx(1 / 1.4, rel=0.1) and scaled["verdict"] == "discrepant"
