@@ -421,15 +421,19 @@ def demo(
     as_json: JsonOpt = False,
     directory: Annotated[Path, typer.Option("--dir", help="Where the demo campaign lives.")] = Path("demo-campaign"),
 ) -> None:
-    """Run the demo campaign on this machine (for now: one real CASA imaging on the local node)."""
+    """Run the demo campaign on this machine: the CASA-simulated archive, imaged, triaged, QA2-compared."""
     from . import demo as demo_mod
 
-    summary = demo_mod.run_demo(directory.resolve(), progress=lambda msg: err.print(msg, markup=False))
+    summary = demo_mod.run_demo(directory.resolve(), progress=lambda msg: err.print(msg, markup=False,
+                                                                                      highlight=False))
     if as_json:
         emit_json(summary)
         return
-    out.print(f"demo: {summary['succeeded']} of {summary['datasets']} data sets imaged; "
-              f"failed: {summary['failed'] or 'none'}")
+    out.print(f"demo: {summary['succeeded']} of {summary['datasets']} data sets imaged "
+              f"({summary['retried_ok']} after a retry); failures by category: {summary['failed'] or 'none'}; "
+              f"QA2: {summary['qa2']['consistent']} consistent, {summary['qa2']['discrepant']} discrepant")
+    for uid, reason in summary["held"].items():
+        out.print(f"  held for an operator: {uid}: {reason}", markup=False)
 
 
 def main() -> None:

@@ -47,3 +47,22 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 def warn(message: str) -> None:
     """One line on stderr for a per-item problem that does not stop the batch."""
     err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+class lazy_module:  # noqa: N801 (reads like the module it stands for)
+    """A module imported on first attribute access, so `ari` starts without loading every command's engine.
+
+    >>> json_mod = lazy_module("json"); json_mod.dumps([1])
+    '[1]'
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module = None
+
+    def __getattr__(self, attr: str):
+        if self._module is None:
+            import importlib
+
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)

@@ -168,7 +168,7 @@ class Engine:
         self._probe(now, report)
         self._poll(now, report)
         self._schedule(now, report)
-        totals = store.status(self.db)["totals"]
+        totals = store.counts(self.db)
         report.queued, report.running = totals["queued"], totals["running"]
         return report
 
@@ -379,19 +379,6 @@ class Engine:
 
     # scheduling --------------------------------------------------------------
     def _schedule(self, now: float, report: TickReport) -> None:
-        queued = store.datasets(self.db, state="queued")
-        waiting = []
-        for ds in queued:
-            if ds["array"] == "TP":
-                store.set_dataset_state(self.db, ds["uid"], "skipped", now,
-                                        reason="total power: this console images interferometric data only")
-                continue
-            not_before = ds["overrides"].get("not_before")
-            if not_before and not_before > now:
-                continue
-            waiting.append(ds)
-        if not waiting:
-            return
         node_rows = {n["name"]: n for n in store.nodes(self.db)}
         states = []
         for name, node in self.nodes.items():
@@ -403,6 +390,18 @@ class Engine:
                 recipes=(node.recipe,), casa_versions=node.casa_versions,
                 free=max(0, node.slots - row["running"]), cpus_per_slot=node.cpus_per_slot))
         if not any(s.free for s in states):
+            return  # every slot busy: the queue need not even be read
+        waiting = []
+        for ds in store.queue(self.db):
+            if ds["array"] == "TP":
+                store.set_dataset_state(self.db, ds["uid"], "skipped", now,
+                                        reason="total power: this console images interferometric data only")
+                continue
+            not_before = ds["overrides"].get("not_before")
+            if not_before and not_before > now:
+                continue
+            waiting.append(ds)
+        if not waiting:
             return
         tries = {}
         for a in store.attempts(self.db, states=("failed", "lost", "cancelled")):
@@ -413,16 +412,14 @@ class Engine:
                                     history=[h for h in history if h is not None])
         for bad in placement.unplaceable:
             store.set_dataset_state(self.db, bad.dataset.uid, "held", now, reason=f"fits no node: {bad.reason}")
-        by_uid = {ds["uid"]: ds for ds in waiting}
         for sds, nstate in placement.pairs:
-            self._launch(by_uid[sds.uid], self.nodes[nstate.name], sds, now, report)
+            self._launch(store.dataset(self.db, sds.uid), self.nodes[nstate.name], sds, now, report)
 
     def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> None:
         transport = self.transports[node.name]
         overrides = ds["overrides"]
-        mem_gb = overrides.get("mem_gb") or node.mem_gb
-        mem_gb = min(mem_gb, node.mem_gb) if node.batch == "none" else mem_gb
-        walltime_h = overrides.get("walltime_h") or node.walltime_h
+        # Overrides are what a node must offer (placement saw to it); an attempt gets the node's slot.
+        mem_gb, walltime_h = node.mem_gb, node.walltime_h
         try:
             attempt_id = store.create_attempt(self.db, ds["uid"], node.name, now, mem_gb=mem_gb, walltime_h=walltime_h)
         except store.AlreadyRunning as exc:
@@ -585,7 +582,7 @@ def retry_decision(category: str, tries: int, max_attempts: int, mem_gb: float |
     """The retry policy, by failure category.
 
     >>> retry_decision("memory", 1, 3, mem_gb=8, walltime_h=None).overrides
-    {'mem_gb': 12.0}
+    {'mem_gb': 12.0, 'node': None}
     >>> retry_decision("uvcontfit", 1, 3, mem_gb=8, walltime_h=None).state
     'held'
     """
@@ -597,13 +594,14 @@ def retry_decision(category: str, tries: int, max_attempts: int, mem_gb: float |
         return Decision("failed", f"{category} after {tries} attempts (max_attempts = {max_attempts})")
     if category == "memory":
         need = max(x for x in (mem_gb or 0, peak_mem_gb or 0)) * RETRY_MEM_FACTOR
-        return Decision("queued", f"memory: retry with {need:g} GB", {"mem_gb": round(need, 1)})
+        return Decision("queued", f"memory: retry on a node with {need:g} GB",
+                        {"mem_gb": round(need, 1), "node": None})
     if category == "walltime":
         if walltime_h is None:
             return Decision("held", "walltime without a limit: check the node")
         need = walltime_h * RETRY_WALLTIME_FACTOR
-        return Decision("queued", f"walltime: retry with {need:g} h", {"walltime_h": round(need, 2),
-                                                                        "hours": round(need * 0.9, 2)})
+        return Decision("queued", f"walltime: retry where {need:g} h are allowed",
+                        {"walltime_h": round(need, 2), "hours": round(need * 0.9, 2), "node": None})
     if category in NODE_CATEGORIES:
         wait = RETRY_BACKOFF_S[min(tries - 1, len(RETRY_BACKOFF_S) - 1)]
         return Decision("queued", f"{category}: retry in {wait:g} s", {"not_before": now + wait} if now else {})

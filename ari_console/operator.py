@@ -6,13 +6,11 @@ store and leaves an event, and the engine picks the change up on its next tick.
 
 from __future__ import annotations
 
-import sqlite_utils
-
 from . import alma, store
 from .errors import UserError
 
 
-def canonical_uid(db: sqlite_utils.Database, text: str) -> str:
+def canonical_uid(db: store.Database, text: str) -> str:
     """The campaign's uid for ``text`` (either spelling), or a UserError naming it."""
     try:
         uid = alma.parse_uid(text)
@@ -23,7 +21,7 @@ def canonical_uid(db: sqlite_utils.Database, text: str) -> str:
     return uid
 
 
-def retry(db: sqlite_utils.Database, text: str, now: float, node: str | None = None,
+def retry(db: store.Database, text: str, now: float, node: str | None = None,
           mem_gb: float | None = None, walltime_h: float | None = None) -> dict:
     """Queue a failed, held or skipped data set again (optionally pinned to a node or with more resources)."""
     uid = canonical_uid(db, text)
@@ -34,15 +32,16 @@ def retry(db: sqlite_utils.Database, text: str, now: float, node: str | None = N
         raise UserError(f"{uid} already succeeded — its accepted attempt stays; nothing to retry")
     if node is not None and node not in {n["name"] for n in store.nodes(db)}:
         raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
-    if node or mem_gb or walltime_h:
-        store.set_overrides(db, uid, now, node=node, mem_gb=mem_gb, walltime_h=walltime_h)
+    given = {k: v for k, v in (("node", node), ("mem_gb", mem_gb), ("walltime_h", walltime_h)) if v is not None}
+    if given:
+        store.set_overrides(db, uid, now, **given)
     with store.transaction(db, immediate=True):
         store.set_dataset_state(db, uid, "queued", now, reason="operator retry")
         store.record_event(db, "retry", now, uid=uid, detail={"node": node} if node else None)
     return store.dataset(db, uid)
 
 
-def hold(db: sqlite_utils.Database, text: str, now: float, reason: str = "held by operator") -> dict:
+def hold(db: store.Database, text: str, now: float, reason: str = "held by operator") -> dict:
     """Keep a data set out of scheduling until released (a running attempt goes on)."""
     uid = canonical_uid(db, text)
     if store.dataset(db, uid)["state"] == "succeeded":
@@ -51,7 +50,7 @@ def hold(db: sqlite_utils.Database, text: str, now: float, reason: str = "held b
     return store.dataset(db, uid)
 
 
-def release(db: sqlite_utils.Database, text: str, now: float) -> dict:
+def release(db: store.Database, text: str, now: float) -> dict:
     """Let a held data set be scheduled again."""
     uid = canonical_uid(db, text)
     if store.dataset(db, uid)["state"] != "held":
@@ -60,11 +59,11 @@ def release(db: sqlite_utils.Database, text: str, now: float) -> dict:
     return store.dataset(db, uid)
 
 
-def drain(db: sqlite_utils.Database, node: str, now: float, reason: str = "drained by operator") -> None:
+def drain(db: store.Database, node: str, now: float, reason: str = "drained by operator") -> None:
     """Stop placing new attempts on ``node`` (running ones finish)."""
     store.set_drained(db, node, True, now, reason)
 
 
-def undrain(db: sqlite_utils.Database, node: str, now: float) -> None:
+def undrain(db: store.Database, node: str, now: float) -> None:
     """Place attempts on ``node`` again."""
     store.set_drained(db, node, False, now)

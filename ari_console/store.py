@@ -19,14 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import sqlite_utils
-
 from .alma import DataSet
 from .errors import UserError
 
 DATASET_STATES = ("queued", "running", "succeeded", "failed", "held", "excluded", "skipped")
 ATTEMPT_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
 ACTIVE_ATTEMPT_STATES = ("pending", "running")
+
+
+class Database:
+    """The campaign database: one sqlite3 connection in autocommit mode; transactions are explicit.
+
+    (sqlite-utils' Database was the first choice, but importing it loads numpy,
+    ~200 ms that every `ari status` would pay; the store needs only the connection.)
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def table_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
 
 
 # -- schema and migrations ---------------------------------------------------
@@ -162,7 +174,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def open_db(path: Path | str, create: bool = True) -> sqlite_utils.Database:
+def open_db(path: Path | str, create: bool = True) -> Database:
     """The campaign database at ``path``, created and migrated to the current schema.
 
     >>> db = open_db(":memory:")
@@ -177,7 +189,7 @@ def open_db(path: Path | str, create: bool = True) -> sqlite_utils.Database:
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 30000")
-    db = sqlite_utils.Database(conn)
+    db = Database(conn)
     if str(path) != ":memory:":
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -185,12 +197,14 @@ def open_db(path: Path | str, create: bool = True) -> sqlite_utils.Database:
     return db
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
+def schema_version(db: Database) -> int:
     """The schema version ``db`` is at (0 for an empty file)."""
     return db.conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def _migrate(db: sqlite_utils.Database) -> None:
+def _migrate(db: Database) -> None:
+    if schema_version(db) == SCHEMA_VERSION:
+        return  # the usual case: no write lock for a read-only command
     with transaction(db, immediate=True):
         current = schema_version(db)
         if current > SCHEMA_VERSION:
@@ -202,7 +216,7 @@ def _migrate(db: sqlite_utils.Database) -> None:
 
 
 @contextmanager
-def transaction(db: sqlite_utils.Database, immediate: bool = False) -> Iterator[sqlite_utils.Database]:
+def transaction(db: Database, immediate: bool = False) -> Iterator[Database]:
     """All writes (or reads) inside happen at once or not at all.
 
     ``immediate`` takes the write lock at the start, so read-modify-write
@@ -224,7 +238,7 @@ def transaction(db: sqlite_utils.Database, immediate: bool = False) -> Iterator[
 
 # -- events ------------------------------------------------------------------
 
-def record_event(db: sqlite_utils.Database, kind: str, now: float, *, uid: str | None = None,
+def record_event(db: Database, kind: str, now: float, *, uid: str | None = None,
                  attempt_id: int | None = None, node: str | None = None, old: str | None = None,
                  new: str | None = None, detail: dict | None = None) -> None:
     """Append one timestamped event (every state transition is one)."""
@@ -234,7 +248,7 @@ def record_event(db: sqlite_utils.Database, kind: str, now: float, *, uid: str |
     )
 
 
-def events(db: sqlite_utils.Database, uid: str | None = None, limit: int = 1000) -> list[dict]:
+def events(db: Database, uid: str | None = None, limit: int = 1000) -> list[dict]:
     """The most recent events, oldest first (of one data set when ``uid`` is given)."""
     where, args = ("WHERE uid = ?", [uid]) if uid else ("", [])
     rows = _dicts(db, f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?", [*args, limit])
@@ -257,7 +271,7 @@ class ImportResult:
 _META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version")
 
 
-def import_datasets(db: sqlite_utils.Database, datasets: Iterable[DataSet], source: str,
+def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
                     now: float, excluded: dict[str, str] | None = None) -> ImportResult:
     """Add new data sets as ``queued`` and refresh the metadata of known ones, atomically.
 
@@ -300,7 +314,7 @@ def import_datasets(db: sqlite_utils.Database, datasets: Iterable[DataSet], sour
     return ImportResult(added, updated, unchanged)
 
 
-def datasets(db: sqlite_utils.Database, state: str | None = None, project: str | None = None) -> list[dict]:
+def datasets(db: Database, state: str | None = None, project: str | None = None) -> list[dict]:
     """Data sets in queue order (oldest first), optionally of one state and/or project."""
     clauses, args = [], []
     if state:
@@ -317,7 +331,23 @@ def datasets(db: sqlite_utils.Database, state: str | None = None, project: str |
     return rows
 
 
-def dataset(db: sqlite_utils.Database, uid: str) -> dict | None:
+def queue(db: Database) -> list[dict]:
+    """Queued data sets with just what placement needs (cheap at 10,000 rows: no ``extra``)."""
+    rows = _dicts(db, "SELECT uid, array, band, size_gb, mem_gb, hours, casa_version, overrides FROM datasets"
+                      " WHERE state = 'queued' ORDER BY created_at, uid")
+    for row in rows:
+        raw = row["overrides"]
+        row["overrides"] = json.loads(raw) if raw != "{}" else {}
+    return rows
+
+
+def counts(db: Database) -> dict[str, int]:
+    """Data sets per state (one indexed query)."""
+    found = dict(db.conn.execute("SELECT state, COUNT(*) FROM datasets GROUP BY state").fetchall())
+    return {state: found.get(state, 0) for state in DATASET_STATES}
+
+
+def dataset(db: Database, uid: str) -> dict | None:
     """One data set by canonical uid, or None."""
     rows = _dicts(db, "SELECT * FROM datasets WHERE uid = ?", [uid])
     if not rows:
@@ -327,7 +357,7 @@ def dataset(db: sqlite_utils.Database, uid: str) -> dict | None:
     return rows[0]
 
 
-def set_dataset_state(db: sqlite_utils.Database, uid: str, state: str, now: float,
+def set_dataset_state(db: Database, uid: str, state: str, now: float,
                       reason: str | None = None) -> None:
     """Move a data set to ``state`` and record the transition as an event."""
     if state not in DATASET_STATES:
@@ -346,8 +376,18 @@ def set_dataset_state(db: sqlite_utils.Database, uid: str, state: str, now: floa
 
 # -- nodes -------------------------------------------------------------------
 
-def sync_nodes(db: sqlite_utils.Database, nodes: Iterable, now: float) -> None:
-    """Make the nodes table match the config; keep drain state, mark removed nodes."""
+def sync_nodes(db: Database, nodes: Iterable, now: float) -> None:
+    """Make the nodes table match the config; keep drain state, mark removed nodes.
+
+    Writes nothing when the table already matches (so reads like `ari status` take no write lock).
+    """
+    nodes = list(nodes)
+    want = {(n.name, n.transport, n.batch, n.host, n.slots, float(n.mem_gb),
+             None if n.walltime_h is None else float(n.walltime_h), float(n.speed), 1) for n in nodes}
+    have = set(db.conn.execute("SELECT name, transport, batch, host, slots, mem_gb, walltime_h, speed, in_config"
+                               " FROM nodes WHERE in_config = 1").fetchall())
+    if want == have:
+        return
     with transaction(db, immediate=True):
         names = []
         for n in nodes:
@@ -365,7 +405,7 @@ def sync_nodes(db: sqlite_utils.Database, nodes: Iterable, now: float) -> None:
         db.conn.execute(f"UPDATE nodes SET in_config = 0 WHERE name NOT IN ({marks})", names)
 
 
-def nodes(db: sqlite_utils.Database, include_removed: bool = False) -> list[dict]:
+def nodes(db: Database, include_removed: bool = False) -> list[dict]:
     """Nodes with their running-attempt counts, in name order."""
     where = "" if include_removed else "WHERE n.in_config = 1"
     rows = _dicts(
@@ -386,7 +426,7 @@ class AlreadyRunning(Exception):
     """A data set already has an active attempt; a second one would run it twice at once."""
 
 
-def create_attempt(db: sqlite_utils.Database, uid: str, node: str, now: float, *,
+def create_attempt(db: Database, uid: str, node: str, now: float, *,
                    mem_gb: float | None = None, walltime_h: float | None = None) -> int:
     """A new pending attempt of ``uid`` on ``node`` (the data set turns running); its id.
 
@@ -407,13 +447,13 @@ def create_attempt(db: sqlite_utils.Database, uid: str, node: str, now: float, *
         return attempt_id
 
 
-def attempt(db: sqlite_utils.Database, attempt_id: int) -> dict | None:
+def attempt(db: Database, attempt_id: int) -> dict | None:
     """One attempt by id, with its handle and status decoded."""
     rows = _attempt_rows(db, "WHERE id = ?", [attempt_id])
     return rows[0] if rows else None
 
 
-def attempts(db: sqlite_utils.Database, uid: str | None = None, states: Iterable[str] | None = None) -> list[dict]:
+def attempts(db: Database, uid: str | None = None, states: Iterable[str] | None = None) -> list[dict]:
     """Attempts in creation order, optionally of one data set and/or some states."""
     clauses, args = [], []
     if uid:
@@ -426,12 +466,12 @@ def attempts(db: sqlite_utils.Database, uid: str | None = None, states: Iterable
     return _attempt_rows(db, f"WHERE {' AND '.join(clauses)}" if clauses else "", args)
 
 
-def active_attempts(db: sqlite_utils.Database) -> list[dict]:
+def active_attempts(db: Database) -> list[dict]:
     """Attempts pending or running: what a console re-attaches to."""
     return attempts(db, states=ACTIVE_ATTEMPT_STATES)
 
 
-def _attempt_rows(db: sqlite_utils.Database, where: str, args: list) -> list[dict]:
+def _attempt_rows(db: Database, where: str, args: list) -> list[dict]:
     rows = _dicts(db, f"SELECT * FROM attempts {where} ORDER BY id", args)
     for row in rows:
         row["handle"] = json.loads(row["handle"]) if row["handle"] else None
@@ -443,7 +483,7 @@ _ATTEMPT_COLUMNS = ("state", "stage", "handle", "work_dir", "started_at", "heart
                     "exit_code", "peak_mem_gb", "category", "signature", "decisive_line", "excerpt", "status")
 
 
-def update_attempt(db: sqlite_utils.Database, attempt_id: int, now: float, **changes) -> bool:
+def update_attempt(db: Database, attempt_id: int, now: float, **changes) -> bool:
     """Write what changed of an attempt; state and stage changes become events. True if anything changed.
 
     When the attempt ends (succeeded, failed, cancelled, lost) its data set
@@ -480,13 +520,13 @@ def update_attempt(db: sqlite_utils.Database, attempt_id: int, now: float, **cha
 
 # -- log offsets and mirrors ------------------------------------------------------
 
-def log_offsets(db: sqlite_utils.Database, attempt_id: int) -> dict[str, int]:
+def log_offsets(db: Database, attempt_id: int) -> dict[str, int]:
     """path -> bytes already mirrored, for one attempt's logs."""
     return dict(db.conn.execute("SELECT path, offset FROM log_offsets WHERE attempt_id = ?",
                                 (attempt_id,)).fetchall())
 
 
-def set_log_offset(db: sqlite_utils.Database, attempt_id: int, path: str, offset: int, mirror: str) -> None:
+def set_log_offset(db: Database, attempt_id: int, path: str, offset: int, mirror: str) -> None:
     """Remember how far a log has been mirrored (call after the bytes are on disk)."""
     db.conn.execute(
         "INSERT INTO log_offsets (attempt_id, path, offset, mirror) VALUES (?,?,?,?)"
@@ -494,7 +534,7 @@ def set_log_offset(db: sqlite_utils.Database, attempt_id: int, path: str, offset
         (attempt_id, path, offset, mirror))
 
 
-def log_mirrors(db: sqlite_utils.Database, attempt_id: int) -> list[dict]:
+def log_mirrors(db: Database, attempt_id: int) -> list[dict]:
     """The local mirrors of one attempt's logs (path on the node, mirror path, bytes)."""
     return _dicts(db, "SELECT path, mirror, offset FROM log_offsets WHERE attempt_id = ? ORDER BY path",
                   [attempt_id])
@@ -502,7 +542,7 @@ def log_mirrors(db: sqlite_utils.Database, attempt_id: int) -> list[dict]:
 
 # -- products, acceptance and QA2 ---------------------------------------------------
 
-def add_products(db: sqlite_utils.Database, attempt_id: int, uid: str, products: Iterable[dict]) -> None:
+def add_products(db: Database, attempt_id: int, uid: str, products: Iterable[dict]) -> None:
     """Record an attempt's fetched products ({path, kind, sha256, size})."""
     with transaction(db, immediate=True):
         db.conn.execute("DELETE FROM products WHERE attempt_id = ?", (attempt_id,))
@@ -511,11 +551,11 @@ def add_products(db: sqlite_utils.Database, attempt_id: int, uid: str, products:
                             (attempt_id, uid, p["path"], p.get("kind"), p.get("sha256"), p.get("size")))
 
 
-def products(db: sqlite_utils.Database, attempt_id: int) -> list[dict]:
+def products(db: Database, attempt_id: int) -> list[dict]:
     return _dicts(db, "SELECT * FROM products WHERE attempt_id = ? ORDER BY path", [attempt_id])
 
 
-def accept_attempt(db: sqlite_utils.Database, uid: str, attempt_id: int, now: float) -> None:
+def accept_attempt(db: Database, uid: str, attempt_id: int, now: float) -> None:
     """Make ``attempt_id`` the one delivered attempt of ``uid`` (the data set succeeds)."""
     with transaction(db, immediate=True):
         old = db.conn.execute("SELECT accepted_attempt FROM datasets WHERE uid = ?", (uid,)).fetchone()
@@ -526,7 +566,7 @@ def accept_attempt(db: sqlite_utils.Database, uid: str, attempt_id: int, now: fl
         set_dataset_state(db, uid, "succeeded", now)
 
 
-def save_qa2(db: sqlite_utils.Database, uid: str, attempt_id: int | None, pairs: Iterable[dict]) -> None:
+def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dict]) -> None:
     """Store an attempt's QA2 comparison (replacing an earlier one of the same attempt)."""
     keys = ("pl", "qa2", "field", "spw", "specmode", "peak_ratio", "flux_ratio", "rms_ratio", "beam_ratio", "verdict")
     with transaction(db, immediate=True):
@@ -540,7 +580,7 @@ def save_qa2(db: sqlite_utils.Database, uid: str, attempt_id: int | None, pairs:
                             f" VALUES (?,?,{','.join('?' * len(keys))},?)", (uid, attempt_id, *values, detail))
 
 
-def qa2_results(db: sqlite_utils.Database, uid: str | None = None) -> list[dict]:
+def qa2_results(db: Database, uid: str | None = None) -> list[dict]:
     """Stored QA2 pairs, discrepant first."""
     where, args = ("WHERE uid = ?", [uid]) if uid else ("", [])
     rows = _dicts(db, f"SELECT * FROM qa2_results {where} ORDER BY verdict = 'consistent', uid, id", args)
@@ -551,7 +591,7 @@ def qa2_results(db: sqlite_utils.Database, uid: str | None = None) -> list[dict]
 
 # -- node state ------------------------------------------------------------------------
 
-def set_node_probe(db: sqlite_utils.Database, name: str, now: float, probe: dict | None = None,
+def set_node_probe(db: Database, name: str, now: float, probe: dict | None = None,
                    error: str | None = None) -> None:
     """Record a probe of a node: its values and time, or the error (the old values then go stale)."""
     if probe is not None:
@@ -561,7 +601,7 @@ def set_node_probe(db: sqlite_utils.Database, name: str, now: float, probe: dict
         db.conn.execute("UPDATE nodes SET probe_error = ? WHERE name = ?", (error, name))
 
 
-def set_drained(db: sqlite_utils.Database, name: str, drained: bool, now: float, reason: str | None = None) -> None:
+def set_drained(db: Database, name: str, drained: bool, now: float, reason: str | None = None) -> None:
     """Drain a node (no new attempts) with the reason shown, or undrain it."""
     with transaction(db, immediate=True):
         row = db.conn.execute("SELECT drained FROM nodes WHERE name = ?", (name,)).fetchone()
@@ -574,20 +614,24 @@ def set_drained(db: sqlite_utils.Database, name: str, drained: bool, now: float,
         record_event(db, "drain" if drained else "undrain", now, node=name, detail={"reason": reason} if reason else None)
 
 
-def set_overrides(db: sqlite_utils.Database, uid: str, now: float, **overrides) -> dict:
-    """Merge operator overrides (mem_gb, walltime_h, node, casa_version, params) for the next attempt."""
+def set_overrides(db: Database, uid: str, now: float, **overrides) -> dict:
+    """Merge overrides (mem_gb, walltime_h, hours, node, casa_version, params, not_before) for the next attempt.
+
+    A key given as None is removed (e.g. ``node=None`` lifts a pin).
+    """
     with transaction(db, immediate=True):
         row = db.conn.execute("SELECT overrides FROM datasets WHERE uid = ?", (uid,)).fetchone()
         if row is None:
             raise UserError(f"{uid}: no such data set in this campaign — see `ari datasets list`")
-        merged = {**json.loads(row[0]), **{k: v for k, v in overrides.items() if v is not None}}
+        merged = {**json.loads(row[0]), **overrides}
+        merged = {k: v for k, v in merged.items() if v is not None}
         db.conn.execute("UPDATE datasets SET overrides = ?, updated_at = ? WHERE uid = ?",
                         (json.dumps(merged, sort_keys=True), now, uid))
         record_event(db, "overrides", now, uid=uid, detail=merged)
         return merged
 
 
-def finished_history(db: sqlite_utils.Database) -> list[dict]:
+def finished_history(db: Database) -> list[dict]:
     """Finished attempts with the data set's size: what runtime and memory predictions learn from."""
     return _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
                       " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band FROM attempts a"
@@ -598,11 +642,10 @@ def finished_history(db: sqlite_utils.Database) -> list[dict]:
 
 # -- status ------------------------------------------------------------------
 
-def status(db: sqlite_utils.Database) -> dict:
+def status(db: Database) -> dict:
     """Campaign totals by state, per-node state and running attempts, from one snapshot."""
     with transaction(db):
-        counts = dict(db.conn.execute("SELECT state, COUNT(*) FROM datasets GROUP BY state").fetchall())
-        totals = {state: counts.get(state, 0) for state in DATASET_STATES}
+        totals = counts(db)
         running = _dicts(
             db,
             "SELECT id, uid, node, state, stage, started_at, heartbeat_at FROM attempts"
@@ -615,7 +658,7 @@ def status(db: sqlite_utils.Database) -> dict:
             "success_after_retries": summary["success_after_retries"]}
 
 
-def stats(db: sqlite_utils.Database) -> dict:
+def stats(db: Database) -> dict:
     """Success first try vs after retries, failures by category, runtimes per node, CPU-hours."""
     with transaction(db):
         rows = _dicts(db, "SELECT uid, node, state, category, started_at, ended_at FROM attempts"
@@ -654,7 +697,7 @@ def _median(values: list[float]) -> float:
 
 # -- helpers -----------------------------------------------------------------
 
-def _dicts(db: sqlite_utils.Database, sql: str, args: Iterable = ()) -> list[dict]:
+def _dicts(db: Database, sql: str, args: Iterable = ()) -> list[dict]:
     cur = db.conn.execute(sql, list(args))
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]

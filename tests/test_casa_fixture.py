@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from ari_console.demo import REMOTE
+from pathlib import Path
+
+REMOTE = Path(__file__).resolve().parents[1] / "remote"
 
 
 @pytest.mark.casa

@@ -148,7 +148,7 @@ def test_ctrl_c_stops_the_console_and_leaves_attempts_running(tmp_path):
 
 
 def test_retry_policy_by_category():
-    assert retry_decision("memory", 1, 3, mem_gb=8, walltime_h=None, peak_mem_gb=9).overrides == {"mem_gb": 13.5}
+    assert retry_decision("memory", 1, 3, mem_gb=8, walltime_h=None, peak_mem_gb=9).overrides == {"mem_gb": 13.5, "node": None}
     d = retry_decision("walltime", 1, 3, mem_gb=8, walltime_h=2)
     assert d.state == "queued" and d.overrides["walltime_h"] == 4
     assert retry_decision("download", 1, 3, 8, None, now=1000).overrides == {"not_before": 1060}

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from .. import clikit
-from ..archive import build as demo_build
-from ..archive import client
+demo_build = clikit.lazy_module("ari_console.archive.build")
+client = clikit.lazy_module("ari_console.archive.client")
 from ..errors import UserError
 
 app = typer.Typer(help="The ALMA archive: the local demo archive (build, serve) and queries.",

@@ -10,7 +10,7 @@ from typing import Annotated, Callable, Iterator
 import typer
 
 from .. import clikit
-from .. import estimate as est
+est = clikit.lazy_module("ari_console.estimate")
 from .. import scheduler as sch
 from ..errors import UserError
 

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ari_console import triage
+from ari_console.clikit import lazy_module
+
+triage = lazy_module("ari_console.triage")
 from ari_console.clikit import emit_json, table, warn
 from ari_console.errors import UserError
 

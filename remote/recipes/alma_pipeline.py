@@ -37,7 +37,6 @@ print ``ari-recipe: step failed: category=<category>: <message>`` and exit 1.
 """
 
 import glob
-import hashlib
 import json
 import os
 import re
@@ -47,6 +46,9 @@ import sys
 import tarfile
 import time
 import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from remote.procutil import sha256_file  # noqa: E402  (remote/ is copied whole to the node)
 
 RECIPE = "alma-pipeline"
 RECIPE_VERSION = "1"
@@ -222,14 +224,6 @@ def failed_task(working: str):
     except OSError:
         return None
     return lines[-1][1] if lines and len(lines[-1]) > 1 else None
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------ the stages

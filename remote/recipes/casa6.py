@@ -67,7 +67,6 @@ console, so the stage log the runner keeps has it too.
 """
 
 import glob
-import hashlib
 import json
 import math
 import os
@@ -76,6 +75,9 @@ import sys
 import tarfile
 import time
 import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from remote.procutil import sha256_file  # noqa: E402  (remote/ is copied whole to the node)
 
 RECIPE = "casa6"
 RECIPE_VERSION = "1"
@@ -288,14 +290,6 @@ def table_type(path: str):
         return None
     key, _, value = first.partition("=")
     return value.strip() if key.strip() == "Type" else None
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------ the context

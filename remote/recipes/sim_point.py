@@ -2,7 +2,7 @@
 
     python sim_point.py OUT_DIR [--flux-jy 1.0] [--freq-ghz 230] [--config alma.cycle5.1.cfg]
 
-The placeholder imaging job of ``ari demo`` until the demo archive exists:
+The smallest real CASA imaging job (the CASA fixture test runs it):
 simobserve (an ALMA 12m configuration shipped in casadata) -> tclean (mfs,
 hogbom) -> exportfits, then ``result.json`` in OUT_DIR with the image's peak,
 its pixel and the FITS path. Needs casatools/casatasks; nothing of the console.
