@@ -109,8 +109,16 @@ def config_check(as_json: JsonOpt = False) -> None:
 
 
 @config_app.command("reference")
-def config_reference(as_json: JsonOpt = False) -> None:
+def config_reference(
+    as_json: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print docs/config.md.")] = False,
+) -> None:
     """Every configuration key with its default and meaning."""
+    if markdown:
+        from .config import reference_markdown
+
+        sys.stdout.write(reference_markdown())
+        return
     rows = reference()
     if as_json:
         emit_json([{"table": t, "key": k, "default": d, "help": h} for t, k, d, h in rows])

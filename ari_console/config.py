@@ -350,3 +350,23 @@ def starter_config(name: str, python: str, scratch: str, mem_gb: float,
     """The commented starter ``ari.toml`` that ``ari init`` writes."""
     return STARTER.format(name=name, python=python, scratch=scratch,
                           mem_gb=_fmt(mem_gb), archive_url=archive_url)
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every key of ari.toml with its default and meaning, generated from the dataclasses."""
+    lines = ["# ari.toml reference", "",
+             "Generated from `ari_console/config.py` by `ari config reference --markdown`; do not edit by hand.",
+             "Every key is checked when the file is read: a wrong type or an unknown key is one line naming",
+             "the file, the table (and node), the key and the fix.", ""]
+    table = None
+    for tbl, key, default, help_text in reference():
+        if tbl != table:
+            table = tbl
+            lines += ["", f"## `{tbl}`", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        lines.append(f"| `{key}` | {('`' + default + '`') if default else ''} | {help_text} |")
+    lines += ["", "## `[selection]`", "",
+              "Which archive MOUS `ari datasets import --project/--mous` queues; the rest are kept as",
+              "`excluded` with their reason. Keys: `public_only`, `qa2_states`, `exclude_full_stokes`,",
+              "`exclude_vlbi`, `exclude_total_power`, `exclude_solar`, `cycles`, `min_size_gb`, `max_size_gb`",
+              "(defaults: ARI-L's rules — public, QA2 Pass/SemiPass, no full-Stokes, VLBI, total power or solar).", ""]
+    return "\n".join(lines)

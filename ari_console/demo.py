@@ -48,7 +48,7 @@ def demo_config(directory: Path, archive_url: str) -> str:
     common = (f'transport = "local"\nbatch = "none"\npython = "{python}"\ncasa_path = "{python}"\n'
               f'recipe = "casa6"\ncasa_versions = ["6.7.0-31"]\n{env}')
     return (f'# The demo campaign (written by `ari demo`).\n[campaign]\nname = "demo"\n'
-            f'archive_url = "{archive_url}"\npoll_interval_s = 2\nmax_attempts = 3\n\n'
+            f'archive_url = "{archive_url}"\npoll_interval_s = 2\nmax_attempts = 3\nretry_backoff_s = 5\n\n'
             f'[[node]]\nname = "{SMALL_NODE}"\n{common}slots = 1\nmem_gb = 4\nspeed = 0.6\n'
             f'walltime_h = {SMALL_WALLTIME_H}\nscratch_dir = "{directory / "scratch" / SMALL_NODE}"\n\n'
             f'[[node]]\nname = "{BIG_NODE}"\n{common}slots = 1\nmem_gb = 12\nspeed = 1.0\n'

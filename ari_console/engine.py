@@ -307,7 +307,8 @@ class Engine:
         decision = retry_decision(verdict.category, tries, self.cfg.campaign.max_attempts,
                                   a.get("mem_gb") or self._node_value(a["node"], "mem_gb"),
                                   a.get("walltime_h") or self._node_value(a["node"], "walltime_h"),
-                                  peak_mem_gb=js.peak_mem_gb, cancelled=js.state == "cancelled", now=now)
+                                  peak_mem_gb=js.peak_mem_gb, cancelled=js.state == "cancelled", now=now,
+                                  backoff_s=self.cfg.campaign.retry_backoff_s)
         if decision.overrides:
             store.set_overrides(self.db, a["uid"], now, **decision.overrides)
         store.set_dataset_state(self.db, a["uid"], decision.state, now, reason=decision.reason)
@@ -573,12 +574,11 @@ class Decision:
 
 RETRY_MEM_FACTOR = 1.5
 RETRY_WALLTIME_FACTOR = 2.0
-RETRY_BACKOFF_S = (60.0, 300.0, 1800.0)
 
 
 def retry_decision(category: str, tries: int, max_attempts: int, mem_gb: float | None,
                    walltime_h: float | None, peak_mem_gb: float | None = None,
-                   cancelled: bool = False, now: float = 0.0) -> Decision:
+                   cancelled: bool = False, now: float = 0.0, backoff_s: float = 300.0) -> Decision:
     """The retry policy, by failure category.
 
     >>> retry_decision("memory", 1, 3, mem_gb=8, walltime_h=None).overrides
@@ -603,7 +603,7 @@ def retry_decision(category: str, tries: int, max_attempts: int, mem_gb: float |
         return Decision("queued", f"walltime: retry where {need:g} h are allowed",
                         {"walltime_h": round(need, 2), "hours": round(need * 0.9, 2), "node": None})
     if category in NODE_CATEGORIES:
-        wait = RETRY_BACKOFF_S[min(tries - 1, len(RETRY_BACKOFF_S) - 1)]
+        wait = backoff_s * 2 ** (tries - 1)
         return Decision("queued", f"{category}: retry in {wait:g} s", {"not_before": now + wait} if now else {})
     return Decision("held", f"{category}: needs an operator (see the excerpt)")
 

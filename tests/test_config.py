@@ -105,3 +105,10 @@ def test_starter_config_is_valid_and_has_one_local_node(tmp_path):
     cfg = load_config(path)
     assert [(n.name, n.transport, n.batch, n.mem_gb) for n in cfg.nodes] == [("local", "local", "none", 16.0)]
     assert cfg.campaign.work_dir == tmp_path
+
+
+def test_the_committed_config_reference_matches_the_code():
+    from ari_console.config import reference_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text() == reference_markdown(), "docs/config.md is stale — run `ari config reference --markdown > docs/config.md`"

@@ -151,7 +151,8 @@ def test_retry_policy_by_category():
     assert retry_decision("memory", 1, 3, mem_gb=8, walltime_h=None, peak_mem_gb=9).overrides == {"mem_gb": 13.5, "node": None}
     d = retry_decision("walltime", 1, 3, mem_gb=8, walltime_h=2)
     assert d.state == "queued" and d.overrides["walltime_h"] == 4
-    assert retry_decision("download", 1, 3, 8, None, now=1000).overrides == {"not_before": 1060}
+    assert retry_decision("download", 1, 3, 8, None, now=1000, backoff_s=60).overrides == {"not_before": 1060}
+    assert retry_decision("download", 2, 3, 8, None, now=1000, backoff_s=60).overrides == {"not_before": 1120}
     assert retry_decision("total_power", 1, 3, 8, None).state == "skipped"
     assert retry_decision("findcont", 1, 3, 8, None).state == "held"
     assert retry_decision("memory", 3, 3, 8, None).state == "failed"
