@@ -188,3 +188,30 @@ def test_reads_after_a_campaign_show_rates_failures_attempts_and_logs(tmp_path):
     attempts = json.loads(ari("attempts", "uid___A001_X1_X2", "--json"))
     assert [(a["state"], a["category"]) for a in attempts] == [("failed", "findcont")]
     assert "No continuum ranges found" in ari("logs", "uid://A001/X1/X2", "--name", "image.log")
+
+
+@pytest.mark.sshd
+def test_a_node_whose_sshd_stops_mid_attempt_goes_stale_then_its_attempt_is_lost(sshd_factory, tmp_path, monkeypatch):
+    import ari_console.engine as engine_mod
+    server = sshd_factory()
+    node = (f'[[node]]\nname = "ws"\ntransport = "ssh"\nhost = "{server.host}"\nport = {server.port}\n'
+            f'user = "{server.user}"\nidentity_file = "{server.identity_file}"\nknown_hosts = "{server.known_hosts}"\n'
+            f'slots = 1\nmem_gb = 4\nscratch_dir = "{tmp_path / "scratch"}"\npython = "{sys.executable}"\n')
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {"sleeper": {"sleep_s": 60}})], nodes_toml=node)
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        engine.tick()
+        (a,) = store.active_attempts(engine.db)
+        server.stop()
+        monkeypatch.setattr(engine_mod, "NODE_LOST_AFTER_S", 5.0)
+        started = time.monotonic()
+        report = engine.tick()
+        assert time.monotonic() - started < 30 and report.errors  # an answer, not a hang
+        row = {n["name"]: n for n in store.nodes(engine.db)}["ws"]
+        assert row["probe_error"]  # shown as stale, with the reason
+        assert store.attempt(engine.db, a["id"])["state"] == "running"
+        time.sleep(5.5)
+        engine.tick()
+        lost = store.attempt(engine.db, a["id"])
+        assert (lost["state"], lost["category"]) == ("lost", "node_lost")
+        assert store.dataset(engine.db, "uid://A001/X1/X1")["state"] == "queued"
+    server.start()
