@@ -16,6 +16,7 @@ from .commands import archive as archive_cmds
 from .commands import estimate as estimate_cmds
 from .commands import qa2 as qa2_cmds
 from .commands import triage as triage_cmds
+from .commands import tui as tui_cmds
 from .config import CONFIG_NAME, Config, load_config, reference, starter_config
 from .errors import UserError
 
@@ -35,6 +36,7 @@ app.add_typer(triage_cmds.app, name="triage")
 app.add_typer(qa2_cmds.app, name="qa2")
 app.add_typer(estimate_cmds.app, name="estimate")
 app.add_typer(archive_cmds.app, name="archive")
+app.command(name="tui")(tui_cmds.tui)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented keys) instead of a table.")]
 UidArg = Annotated[str, typer.Argument(help="MOUS uid (uid://A001/X1296/X1d3 or uid___A001_X1296_X1d3).")]

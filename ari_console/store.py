@@ -341,6 +341,11 @@ def queue(db: Database) -> list[dict]:
     return rows
 
 
+def data_version(db: Database) -> int:
+    """A number that changes whenever another connection commits (readers re-read only then)."""
+    return db.conn.execute("PRAGMA data_version").fetchone()[0]
+
+
 def counts(db: Database) -> dict[str, int]:
     """Data sets per state (one indexed query)."""
     found = dict(db.conn.execute("SELECT state, COUNT(*) FROM datasets GROUP BY state").fetchall())

@@ -1,0 +1,302 @@
+"""``ari tui``: the operations console.
+
+Threads: a *reader* worker reads the store every ``refresh_s`` (its own SQLite
+connection; WAL lets it read while the engine writes) and hands a
+:class:`~.snapshot.Snapshot` to the UI thread, which only renders it; an
+optional *engine* worker runs the campaign engine's ticks; operator actions
+(retry, hold, drain ...) run in short thread workers calling the same
+``ari_console.operator`` functions as the CLI. Screens receive data through the
+``snapshot`` reactive and send requests up as method calls on the app.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections import deque
+from dataclasses import replace
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import var
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from ari_console import store
+from ari_console.config import Config
+from ari_console.errors import UserError
+
+from . import views
+from .screens.dashboard import DashboardScreen
+from .screens.log import LogScreen
+from .screens.nodes import NodesScreen
+from .screens.qa2 import Qa2Screen
+from .screens.queue import QueueScreen
+from .screens.triage import TriageScreen
+from .snapshot import Eta, Snapshot, build_snapshot, compute_eta, read_store
+
+HERE = Path(__file__).parent
+THEMES_FILE = HERE.parent.parent / "themes" / "ari.py"
+DEFAULT_THEMES = ("ari-dark", "ari-light")
+
+
+def load_themes(path: Path = THEMES_FILE) -> list:
+    """The Theme objects of ``themes/ari.py`` (empty when the file is not there)."""
+    if not path.exists():
+        return []
+    spec = importlib.util.spec_from_file_location("ari_themes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(getattr(module, "THEMES", ()))
+
+
+def css_paths() -> list[Path]:
+    """The app's .tcss, then each screen's and widget's (styles live beside their widget)."""
+    return [HERE / "app.tcss", *sorted((HERE / "widgets").glob("*.tcss")), *sorted((HERE / "screens").glob("*.tcss"))]
+
+
+class AriApp(App):
+    """The campaign console: dashboard, queue, nodes, live log, triage, QA2."""
+
+    TITLE = "ari"
+    CSS_PATH = css_paths()
+    MODES = {"dashboard": DashboardScreen, "queue": QueueScreen, "nodes": NodesScreen,
+             "log": LogScreen, "triage": TriageScreen, "qa2": Qa2Screen}
+    DEFAULT_MODE = "dashboard"
+    BINDINGS = [
+        Binding("1", "switch_mode('dashboard')", "Dash", tooltip="Campaign totals, success rates, ETA"),
+        Binding("2", "switch_mode('queue')", "Queue", tooltip="Every data set"),
+        Binding("3", "switch_mode('nodes')", "Nodes", tooltip="Machines, load, drain"),
+        Binding("4", "switch_mode('log')", "Log", tooltip="Stream an attempt's log"),
+        Binding("5", "switch_mode('triage')", "Triage", tooltip="Failures by category or signature"),
+        Binding("6", "switch_mode('qa2')", "QA2", tooltip="Pipeline vs QA2 image ratios"),
+        Binding("ctrl+t", "toggle_theme", "Light/dark", tooltip="Switch between the light and dark theme"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    snapshot: var[Snapshot | None] = var(None, always_update=True)
+
+    def __init__(self, db_path: Path | str, config: Config | None = None, *,
+                 clock: Callable[[], float] = time.time, theme: str = "ari-dark", engine: bool = False,
+                 refresh_s: float = 2.0, eta_every_s: float = 300.0, stale_after_s: float | None = None,
+                 log_poll_s: float = 0.25) -> None:
+        super().__init__()
+        self.db_path = Path(db_path)
+        self.config = config
+        self.clock = clock
+        self.run_engine = engine
+        self.refresh_s = refresh_s
+        self.eta_every_s = eta_every_s
+        poll = config.campaign.poll_interval_s if config else 10.0
+        self.stale_after_s = stale_after_s if stale_after_s is not None else max(60.0, 3 * poll)
+        self.log_poll_s = log_poll_s
+        self.node_history: dict[str, views.NodeHistory] = {}
+        self.pending_log: int | None = None
+        self.engine_state = "watching the store"
+        self._wake_reader = threading.Event()
+        self._stop = threading.Event()
+        self._initial_theme = theme
+        self.ui_ms: deque[float] = deque(maxlen=1000)
+        """UI-thread milliseconds of each screen render (the benchmark reads them)."""
+
+    # -- start and stop -------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        for t in load_themes():
+            self.register_theme(t)
+        self.theme = self._initial_theme if self._initial_theme in self.available_themes else "textual-dark"
+        self.sub_title = self.config.campaign.name if self.config else str(self.db_path)
+        self._reader()
+        if self.run_engine and self.config is not None:
+            self._engine()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._wake_reader.set()
+
+    def request_refresh(self) -> None:
+        """Read the store now instead of at the next interval (after an action)."""
+        self._wake_reader.set()
+
+    # -- the reader ---------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="reader", exit_on_error=False)
+    def _reader(self) -> None:
+        """Read the store every ``refresh_s`` and pass each Snapshot to the UI thread."""
+        worker = get_current_worker()
+        db = store.open_db(self.db_path, create=False)
+        version, eta, eta_due = 0, Eta(), 0.0
+        raw, seen = None, None
+        try:
+            while not worker.is_cancelled and not self._stop.is_set():
+                try:
+                    t0 = time.perf_counter()
+                    now = self.clock()
+                    changed = store.data_version(db)
+                    if raw is None or changed != seen:
+                        raw, seen = read_store(db), changed
+                    eta_ms = 0.0
+                    if time.monotonic() >= eta_due:
+                        t_eta = time.perf_counter()
+                        eta = compute_eta(db, raw, now, self._node_configs())
+                        eta_due = time.monotonic() + self.eta_every_s
+                        eta_ms = (time.perf_counter() - t_eta) * 1000
+                    version += 1
+                    snap = build_snapshot(raw, now, version, self.node_history, self.stale_after_s, eta)
+                    snap = _with_load_ms(snap, (time.perf_counter() - t0) * 1000 - eta_ms)
+                    self.call_from_thread(self._set_snapshot, snap)
+                except RuntimeError:  # the app is closing
+                    return
+                except Exception as exc:  # a bad read must not stop the console; say it and go on
+                    self._notify_from_thread(f"reading {self.db_path.name} failed: {exc}", "error")
+                self._wake_reader.wait(self.refresh_s)
+                self._wake_reader.clear()
+        finally:
+            db.conn.close()
+
+    def _set_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+
+    def _node_configs(self) -> dict[str, object]:
+        return {n.name: n for n in self.config.nodes} if self.config else {}
+
+    def node_config(self, name: str) -> Mapping:
+        """What the shell commands need of a node: transport, host, port, user, batch."""
+        for n in (self.config.nodes if self.config else ()):
+            if n.name == name:
+                return {"name": n.name, "transport": n.transport, "host": n.host, "port": n.port,
+                        "user": n.user, "batch": n.batch}
+        for n in (self.snapshot.nodes if self.snapshot else ()):
+            if n["name"] == name:
+                return n
+        return {"name": name, "transport": "local"}
+
+    # -- the engine -------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def _engine(self) -> None:
+        """Run engine ticks every poll interval; watch only if the engine is missing or locked elsewhere."""
+        worker = get_current_worker()
+        try:
+            from ari_console import engine as engine_mod
+        except ImportError:
+            self._engine_note("no engine in this install — watching the store only", "warning")
+            return
+        try:
+            engine = engine_mod.Engine(self.config)
+        except engine_mod.EngineLocked as exc:
+            self._engine_note(f"watching only: {exc}", "warning")
+            return
+        except Exception as exc:
+            self._engine_note(f"engine did not start: {exc}", "error")
+            return
+        self.engine_state = "engine running in this console"
+        said: set[str] = set()
+        try:
+            while not worker.is_cancelled and not self._stop.is_set():
+                try:
+                    report = engine.tick(time.time())
+                    for uid, state, category in report.finished:
+                        if state != "succeeded":
+                            self._notify_from_thread(f"{uid}: {state}" + (f" ({category})" if category else ""),
+                                                     "warning")
+                    for err in report.errors:
+                        if err not in said:
+                            self._notify_from_thread(f"engine: {err}", "warning")
+                    said = set(report.errors)
+                except Exception as exc:  # a failed tick is reported; the next one tries again
+                    self._notify_from_thread(f"engine tick failed: {exc}", "error")
+                self._wake_reader.set()
+                self._stop.wait(self.config.campaign.poll_interval_s)
+        finally:
+            engine.close()
+
+    def _engine_note(self, text: str, severity: str) -> None:
+        self.engine_state = text
+        self._notify_from_thread(text, severity)
+        self._wake_reader.set()
+
+    def _notify_from_thread(self, text: str, severity: str = "information") -> None:
+        try:
+            self.call_from_thread(self.notify, text, severity=severity, timeout=8)
+        except RuntimeError:
+            pass
+
+    # -- operator actions ---------------------------------------------------------------------------
+
+    def operate(self, label: str, action: Callable, *args, **kw) -> None:
+        """Run ``action(db, *args, now=..., **kw)`` (an ``ari_console.operator`` function) off the UI thread.
+
+        A UserError becomes an error notification with its one line; success
+        notifies ``label`` and refreshes the screens.
+        """
+        self._operate(label, action, args, kw)
+
+    @work(thread=True, group="operator", exit_on_error=False)
+    def _operate(self, label: str, action: Callable, args: tuple, kw: dict) -> None:
+        db = store.open_db(self.db_path, create=False)
+        try:
+            action(db, *args, now=self.clock(), **kw)
+        except UserError as exc:
+            self._notify_from_thread(str(exc), "error")
+            return
+        finally:
+            db.conn.close()
+        self._notify_from_thread(label)
+        self._wake_reader.set()
+
+    def read_db(self, fn: Callable, *args):
+        """``fn(db, *args)`` on a fresh connection (call from a thread worker, never the UI thread)."""
+        db = store.open_db(self.db_path, create=False)
+        try:
+            return fn(db, *args)
+        finally:
+            db.conn.close()
+
+    def show_log(self, attempt_id: int) -> None:
+        """Switch to the live log of ``attempt_id``."""
+        self.pending_log = attempt_id
+        self.switch_mode("log")
+
+    def copy_command(self, commands: Iterable[str]) -> None:
+        """Put the first shell command on the clipboard and show all of them."""
+        commands = list(commands)
+        if not commands:
+            self.notify("no command for this row", severity="warning")
+            return
+        self.copy_to_clipboard(commands[0])
+        self.notify("copied: " + "\n".join(commands), timeout=10)
+
+    # -- themes and the command palette ------------------------------------------------------------------
+
+    def action_toggle_theme(self) -> None:
+        """Switch between the light and the dark theme."""
+        dark = self.current_theme.dark
+        want = "ari-light" if dark else "ari-dark"
+        if want not in self.available_themes:
+            want = "textual-light" if dark else "textual-dark"
+        self.theme = want
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every key binding of the current screen, in the command palette too."""
+        yield from super().get_system_commands(screen)
+        seen = set()
+        for key, active in screen.active_bindings.items():
+            b = active.binding
+            if not b.show or not b.description or (b.action, b.description) in seen:
+                continue
+            seen.add((b.action, b.description))
+            node = active.node
+
+            async def run(action: str = b.action, node=node) -> None:
+                await self.run_action(action, node)
+
+            yield SystemCommand(f"{b.description} ({b.key_display or key})", b.tooltip or b.description, run)
+
+
+def _with_load_ms(snap: Snapshot, ms: float) -> Snapshot:
+    return replace(snap, load_ms=ms)

@@ -1,0 +1,1 @@
+"""Screens of the operations console, one per file."""

@@ -1,0 +1,101 @@
+"""What every console screen shares: header, footer, the ``/`` filter, snapshots flowing down."""
+
+from __future__ import annotations
+
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+from textual.worker import get_current_worker
+
+from ..snapshot import Snapshot
+from ..views import RowFilter, parse_filter
+from ..widgets.filter_bar import FilterBar
+
+
+class AriScreen(Screen):
+    """A screen that renders the app's latest Snapshot while it is the current screen.
+
+    Subclasses compose their body in ``compose_body``; ``prepare`` does the slow
+    part (filtering thousands of rows) in a thread worker and ``show`` renders
+    its result on the UI thread. ``FILTER_FIELDS`` are the ``key:value`` terms
+    their ``/`` filter understands.
+    """
+
+    BINDINGS = [Binding("slash", "filter", "Filter", key_display="/", tooltip="Regex filter; key:value terms; ! inverts")]
+    FILTER_FIELDS: tuple[str, ...] = ()
+    AUTO_FOCUS = "KeyedTable"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flt = RowFilter()
+        self.shown_version = -1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield from self.compose_body()
+        yield Static("", id="status", classes="status")
+        yield FilterBar()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "snapshot", self._snapshot_changed, init=False)
+        self._snapshot_changed(self.app.snapshot)
+
+    def on_screen_resume(self) -> None:
+        self._snapshot_changed(self.app.snapshot)
+
+    def _snapshot_changed(self, snap: Snapshot | None) -> None:
+        if snap is None or not self.is_current:
+            return
+        self._prepare(snap, self.flt)
+
+    @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
+    def _prepare(self, snap: Snapshot, flt: RowFilter) -> None:
+        """Run ``prepare`` off the UI thread, then ``show`` on it (a newer request drops this one)."""
+        try:
+            data = self.prepare(snap, flt)
+            if get_current_worker().is_cancelled:
+                return
+            self.app.call_from_thread(self._show, snap, data)
+        except RuntimeError:  # the app is closing
+            pass
+        except Exception as exc:  # our bug, but the console should go on showing the rest
+            self.app.call_from_thread(self.notify, f"{type(self).__name__}: {exc!r}", severity="error")
+
+    def _show(self, snap: Snapshot, data: object) -> None:
+        t0 = time.perf_counter()
+        self.show(snap, data)
+        self.shown_version = snap.version
+        self.app.ui_ms.append((time.perf_counter() - t0) * 1000)
+
+    def prepare(self, snap: Snapshot, flt: RowFilter) -> object:
+        """The slow part of rendering ``snap`` with filter ``flt`` (runs in a thread: pure, no widgets)."""
+        return None
+
+    def show(self, snap: Snapshot, data: object) -> None:
+        """Render ``snap`` and what ``prepare`` made of it (UI thread: only renders)."""
+
+    def set_status(self, text: str) -> None:
+        error = f"  [b red]{self.flt.error}[/]" if self.flt.error else ""
+        flt = f"  filter /{self.flt.text}" if self.flt.active else ""
+        self.query_one("#status", Static).update(f"{text}{flt}{error}")
+
+    def action_filter(self) -> None:
+        """Open the filter line."""
+        self.query_one(FilterBar).open()
+
+    @on(FilterBar.Changed)
+    def _filter(self, event: FilterBar.Changed) -> None:
+        self.flt = parse_filter(event.text, self.FILTER_FIELDS)
+        self.filter_changed()
+
+    def filter_changed(self) -> None:
+        """Re-render with the new ``self.flt`` (default: the whole snapshot again)."""
+        self._snapshot_changed(self.app.snapshot)

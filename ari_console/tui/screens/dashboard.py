@@ -1,0 +1,94 @@
+"""The morning view: totals, success rates, failures by category, ETA, burn-down."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.containers import Grid, Vertical
+from textual.widgets import Sparkline, Static
+
+from .. import views
+from ..snapshot import Snapshot
+from .base import AriScreen
+
+STATE_STYLE = {"queued": "blue", "running": "cyan", "succeeded": "green", "failed": "red", "held": "yellow",
+               "excluded": "dim", "skipped": "dim"}
+
+
+def totals_table(dash: views.Dashboard) -> Table:
+    """Data sets per state, with the share of the campaign."""
+    t = Table.grid(padding=(0, 2))
+    t.add_column(justify="left")
+    t.add_column(justify="right")
+    t.add_column(justify="right")
+    for state in ("queued", "running", "succeeded", "failed", "held", "excluded", "skipped"):
+        n = dash.totals.get(state, 0)
+        if n or state in ("queued", "running", "succeeded", "failed", "held"):
+            share = f"{100 * n / dash.total:.0f}%" if dash.total else ""
+            t.add_row(f"[{STATE_STYLE[state]}]{state}[/]", f"{n:,}", share)
+    t.add_row("[b]total[/]", f"[b]{dash.total:,}[/]", "")
+    return t
+
+
+def rates_table(dash: views.Dashboard, eta: str, engine: str) -> Table:
+    """Success rates, running attempts, ETA and whether this console runs the engine."""
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("unsupervised", views.rate_text(dash.unsupervised))
+    t.add_row("after retries", views.rate_text(dash.after_retries))
+    t.add_row("attempts active", str(dash.running))
+    t.add_row("ETA", eta)
+    t.add_row("engine", engine)
+    return t
+
+
+def failures_table(failures: list[tuple[str, int]]) -> Table:
+    """Failed attempts per category, most first."""
+    t = Table.grid(padding=(0, 2))
+    t.add_column()
+    t.add_column(justify="right")
+    t.add_column()
+    total = sum(n for _, n in failures) or 1
+    for category, n in failures:
+        bar = "█" * max(1, round(12 * n / total))
+        t.add_row(f"[red]{category}[/]", f"{n:,}", f"[red]{bar}[/]")
+    if not failures:
+        t.add_row("[green]no failures[/]", "")
+    return t
+
+
+class DashboardScreen(AriScreen):
+    """Campaign totals, success rates, failures by category, ETA and a burn-down sparkline."""
+
+    FILTER_FIELDS = ()
+
+    def compose_body(self) -> ComposeResult:
+        with Grid(id="dash-grid"):
+            with Vertical(classes="card"):
+                yield Static("Data sets", classes="title")
+                yield Static(id="totals")
+            with Vertical(classes="card"):
+                yield Static("Progress", classes="title")
+                yield Static(id="rates")
+            with Vertical(classes="card"):
+                yield Static("Failed attempts by category", classes="title")
+                yield Static(id="failures")
+            with Vertical(classes="card", id="burn-card"):
+                yield Static("Remaining data sets (burn-down)", classes="title")
+                yield Sparkline([], id="burndown")
+                yield Static(id="burn-axis")
+
+    def show(self, snap: Snapshot, data: object = None) -> None:
+        dash = snap.dashboard
+        self.query_one("#totals", Static).update(totals_table(dash))
+        self.query_one("#rates", Static).update(rates_table(dash, snap.eta.text, self.app.engine_state))
+        shown = [(c, n) for c, n in dash.failures if views.matches(self.flt, (c,))]
+        self.query_one("#failures", Static).update(failures_table(shown))
+        self.query_one("#burndown", Sparkline).data = dash.burndown or [0]
+        start, end = dash.burndown_span
+        left = views.clock_text(start)
+        now_left = dash.burndown[-1] if dash.burndown else 0
+        self.query_one("#burn-axis", Static).update(
+            f"[dim]{left} → now[/]  {dash.burndown[0] if dash.burndown else 0:,} → {now_left:,}")
+        self.set_status(f"{snap.dashboard.total:,} data sets · as of {views.clock_text(snap.now)}")

@@ -1,0 +1,119 @@
+"""Every data set of the campaign in one table that stays smooth at 10,000 rows."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from ari_console import operator, store
+
+from .. import views
+from ..snapshot import Snapshot
+from ..widgets.keyed_table import KeyedTable
+from .base import AriScreen
+
+STATE_CYCLE = ("", "failed", "running", "queued", "held", "succeeded")
+
+
+class QueueScreen(AriScreen):
+    """The queue: filter (``/``, ``state:``, ``project:``, ``category:``), sort, retry/hold/release."""
+
+    FILTER_FIELDS = ("state", "project", "category", "node", "array")
+    BINDINGS = [
+        Binding("s", "cycle_state", "State", tooltip="Show one state at a time: failed, running, queued, ..."),
+        Binding("o", "cycle_sort", "Sort", tooltip="Sort by the next column (again: reverse)"),
+        Binding("r", "retry", "Retry", tooltip="Queue the selected data set again"),
+        Binding("h", "hold", "Hold", tooltip="Keep the selected data set out of scheduling"),
+        Binding("u", "release", "Release", tooltip="Let a held data set be scheduled again"),
+        Binding("l", "log", "Log", tooltip="Stream the latest attempt's log"),
+        Binding("c", "copy", "Copy cmd", tooltip="Copy the shell command that shows the latest attempt by hand"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state_filter = ""
+        self.last_ui_ms = 0.0
+
+    def compose_body(self) -> ComposeResult:
+        table = KeyedTable(views.QUEUE_COLUMNS, id="queue-table")
+        table.sort_key = views.sort_value
+        yield table
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one("#queue-table", KeyedTable)
+
+    def prepare(self, snap: Snapshot, flt: views.RowFilter) -> dict[str, tuple]:
+        """The queue rows that pass the state key and the ``/`` filter (in a thread)."""
+        rows = snap.queue.rows
+        if self.state_filter:
+            state = self.state_filter
+            rows = {k: v for k, v in rows.items() if snap.queue.fields[k]["state"] == state}
+        return views.filter_rows(flt, rows, snap.queue.fields)
+
+    def show(self, snap: Snapshot, rows: dict[str, tuple]) -> None:
+        self.table.sync(rows)
+        sort = f" · sorted by {self.table.sort_column}{' ↓' if self.table.sort_reverse else ''}" \
+            if self.table.sort_column else ""
+        state = f" · state {self.state_filter}" if self.state_filter else ""
+        self.set_status(f"{len(rows):,} of {len(snap.queue.rows):,} data sets{state}{sort}")
+
+    def _selected_uid(self) -> str | None:
+        uid = self.table.selected_key
+        if uid is None:
+            self.notify("no data set selected", severity="warning")
+        return uid
+
+    def action_cycle_state(self) -> None:
+        """Show only the next state (after the last: all)."""
+        self.state_filter = STATE_CYCLE[(STATE_CYCLE.index(self.state_filter) + 1) % len(STATE_CYCLE)]
+        self.filter_changed()
+
+    def action_cycle_sort(self) -> None:
+        """Sort by the next column; on the last column, back to the first reversed."""
+        cols = views.QUEUE_COLUMNS
+        current = self.table.sort_column
+        nxt = cols[(cols.index(current) + 1) % len(cols)] if current else cols[0]
+        self.table.sort_by(nxt, reverse=False)
+        self.filter_changed()
+
+    @on(DataTable.HeaderSelected)
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        self.table.sort_by(str(event.column_key.value))
+        self.filter_changed()
+
+    def action_retry(self) -> None:
+        if uid := self._selected_uid():
+            self.app.operate(f"{uid}: queued again", operator.retry, uid)
+
+    def action_hold(self) -> None:
+        if uid := self._selected_uid():
+            self.app.operate(f"{uid}: held", operator.hold, uid)
+
+    def action_release(self) -> None:
+        if uid := self._selected_uid():
+            self.app.operate(f"{uid}: released", operator.release, uid)
+
+    def action_log(self) -> None:
+        if uid := self._selected_uid():
+            self._with_latest_attempt(uid, "log")
+
+    def action_copy(self) -> None:
+        if uid := self._selected_uid():
+            self._with_latest_attempt(uid, "copy")
+
+    @work(thread=True, exclusive=True, group="latest-attempt")
+    def _with_latest_attempt(self, uid: str, what: str) -> None:
+        """Look up the newest attempt of ``uid`` in the store (any age), then open its log or copy its command."""
+        found = self.app.read_db(store.attempts, uid)
+        self.app.call_from_thread(self._latest_attempt_found, uid, found[-1] if found else None, what)
+
+    def _latest_attempt_found(self, uid: str, attempt: dict | None, what: str) -> None:
+        if attempt is None:
+            self.notify(f"{uid}: no attempt yet", severity="warning")
+        elif what == "log":
+            self.app.show_log(attempt["id"])
+        else:
+            self.app.copy_command(views.shell_commands(attempt, self.app.node_config(attempt["node"])))

@@ -1,0 +1,555 @@
+"""The console's read model: store rows in, what the screens show out.
+
+Pure functions over lists of dicts (the rows ``ari_console.store`` returns) and
+a ``now`` the caller passes: no SQLite, no clock, no Textual. The screens only
+render what these functions return, so everything a screen shows is tested
+here without a terminal.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import shlex
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Mapping, Sequence
+
+DONE_STATES = ("succeeded", "excluded", "skipped")
+ENDED_ATTEMPT_STATES = ("succeeded", "failed", "cancelled", "lost")
+FAILED_ATTEMPT_STATES = ("failed", "lost")
+SPARK = "▁▂▃▄▅▆▇█"
+
+QUEUE_COLUMNS = ("uid", "project", "array", "band", "size", "state", "att", "node", "stage", "elapsed", "failure")
+
+
+# -- formatting ----------------------------------------------------------------
+
+def human_duration(seconds: float | None) -> str:
+    """A short duration: ``"45s"``, ``"12m"``, ``"3h05m"``, ``"2d04h"``; ``""`` when unknown.
+
+    >>> human_duration(11100), human_duration(59), human_duration(None)
+    ('3h05m', '59s', '')
+    """
+    if seconds is None:
+        return ""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def human_size(gb: float | None) -> str:
+    """A data size given in GB: ``"850 MB"``, ``"12.3 GB"``, ``"1.2 TB"``; ``""`` when unknown.
+
+    >>> human_size(0.85), human_size(12.34), human_size(1234)
+    ('850 MB', '12.3 GB', '1.2 TB')
+    """
+    if gb is None:
+        return ""
+    if gb < 1:
+        return f"{gb * 1000:.0f} MB"
+    if gb < 1000:
+        return f"{gb:.1f} GB"
+    return f"{gb / 1000:.1f} TB"
+
+
+def sparkline(values: Sequence[float], width: int = 12, top: float | None = None) -> str:
+    """The last ``width`` values as block characters scaled to ``top`` (default: their maximum).
+
+    >>> sparkline([0, 1, 2, 4], top=4)
+    '▁▃▅█'
+    """
+    values = list(values)[-width:]
+    if not values:
+        return ""
+    hi = top if top else max(values) or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, max(0, round(v / hi * (len(SPARK) - 1))))] for v in values)
+
+
+def clock_text(ts: float | None) -> str:
+    """A UTC time of day with date, for ETAs: ``"2026-12-01 14:00 UTC"``."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- filters (`/` everywhere) -----------------------------------------------------
+
+@dataclass(frozen=True)
+class RowFilter:
+    """A parsed ``/`` filter: ``key:value`` field terms, then a regex; ``!`` in front inverts it all.
+
+    ``error`` is set (and nothing filtered) when the regex does not compile.
+    """
+
+    text: str = ""
+    fields: tuple[tuple[str, re.Pattern], ...] = ()
+    regex: re.Pattern | None = None
+    invert: bool = False
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fields or self.regex) and self.error is None
+
+
+def parse_filter(text: str, field_names: Iterable[str] = ()) -> RowFilter:
+    """A RowFilter from what the user typed after ``/``.
+
+    >>> f = parse_filter("!state:failed X1d", ["state"])
+    >>> f.invert, [k for k, _ in f.fields], f.regex.pattern
+    (True, ['state'], 'X1d')
+    """
+    raw = text.strip()
+    invert = raw.startswith("!")
+    body = raw[1:].strip() if invert else raw
+    names = set(field_names)
+    terms, rest = [], []
+    for word in body.split():
+        key, sep, value = word.partition(":")
+        if sep and key.lower() in names and value:
+            terms.append((key.lower(), value))
+        else:
+            rest.append(word)
+    try:
+        fields = tuple((k, re.compile(v, re.I)) for k, v in terms)
+        regex = re.compile(" ".join(rest), re.I) if rest else None
+    except re.error as exc:
+        return RowFilter(text=text, error=f"/{body}: not a regular expression ({exc}) — escape it with \\")
+    return RowFilter(text=text, fields=fields, regex=regex, invert=invert)
+
+
+def matches(flt: RowFilter, cells: Sequence[object], fields: Mapping[str, object] | None = None) -> bool:
+    """Whether a row (its shown cells and its filterable fields) passes ``flt``.
+
+    >>> matches(parse_filter("fail"), ("a", "failed")), matches(parse_filter("!fail"), ("a", "failed"))
+    (True, False)
+    """
+    if not flt.active:
+        return True
+    ok = True
+    for key, pattern in flt.fields:
+        if not pattern.search(str((fields or {}).get(key) or "")):
+            ok = False
+            break
+    if ok and flt.regex is not None:
+        ok = any(flt.regex.search(str(c)) for c in cells)
+    return ok != flt.invert
+
+
+def filter_rows(flt: RowFilter, rows: Mapping[str, tuple], fields: Mapping[str, Mapping] | None = None) -> dict[str, tuple]:
+    """The rows of ``rows`` (key -> cells) that pass ``flt``, in order."""
+    if not flt.active:
+        return dict(rows)
+    fields = fields or {}
+    return {k: cells for k, cells in rows.items() if matches(flt, cells, fields.get(k))}
+
+
+# -- attempts ----------------------------------------------------------------------
+
+def latest_attempts(attempts: Iterable[dict]) -> tuple[dict[str, dict], Counter]:
+    """The newest attempt of each data set and the number of attempts of each (attempts in id order)."""
+    latest: dict[str, dict] = {}
+    counts: Counter = Counter()
+    for a in attempts:
+        latest[a["uid"]] = a
+        counts[a["uid"]] += 1
+    return latest, counts
+
+
+def attempt_elapsed(a: dict | None, now: float) -> float | None:
+    """Seconds an attempt has run (until now if it is still active)."""
+    if not a:
+        return None
+    start = a.get("started_at") if a.get("started_at") is not None else a.get("created_at")
+    if start is None:
+        return None
+    end = a.get("ended_at") if a.get("state") in ENDED_ATTEMPT_STATES else None
+    return (end or now) - start
+
+
+# -- queue ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueView:
+    """Every data set as a row: uid -> cells (QUEUE_COLUMNS), with fields to filter and sort on."""
+
+    rows: dict[str, tuple[str, ...]]
+    fields: dict[str, dict]
+
+
+def queue_view(datasets: Iterable[dict], attempts: Iterable[dict], now: float,
+               heartbeat_stale_s: float = 300.0) -> QueueView:
+    """The queue table of a campaign.
+
+    >>> v = queue_view([{"uid": "u1", "project": "p", "array": "12m", "band": 6, "size_gb": 2.0,
+    ...                 "state": "running"}], [{"uid": "u1", "node": "ws1", "state": "running",
+    ...                 "stage": "image", "started_at": 0.0}], now=90.0)
+    >>> v.rows["u1"]
+    ('u1', 'p', '12m', '6', '2.0 GB', 'running', '1', 'ws1', 'image', '1m', '')
+    """
+    latest, counts = latest_attempts(attempts)
+    rows: dict[str, tuple[str, ...]] = {}
+    fields: dict[str, dict] = {}
+    for d in datasets:
+        uid = d["uid"]
+        a = latest.get(uid)
+        category = (a.get("category") or "") if a and a.get("state") in FAILED_ATTEMPT_STATES else ""
+        elapsed = attempt_elapsed(a, now)
+        stage = (a or {}).get("stage") or ""
+        beat = (a or {}).get("heartbeat_at")
+        if a and a["state"] not in ENDED_ATTEMPT_STATES and beat is not None and now - beat > heartbeat_stale_s:
+            stage = f"{stage} (stale {human_duration(now - beat)})"
+        rows[uid] = (uid, d.get("project") or "", d.get("array") or "",
+                     "" if d.get("band") is None else str(d["band"]), human_size(d.get("size_gb")),
+                     d["state"], str(counts.get(uid, 0)), (a or {}).get("node") or "",
+                     stage, human_duration(elapsed), category)
+        fields[uid] = {"state": d["state"], "project": d.get("project") or "", "category": category,
+                       "node": (a or {}).get("node") or "", "array": d.get("array") or "",
+                       "size": d.get("size_gb") or 0.0, "elapsed": elapsed or 0.0,
+                       "att": counts.get(uid, 0), "band": d.get("band") or 0}
+    return QueueView(rows, fields)
+
+
+_UNITS = {"MB": 1e-3, "GB": 1.0, "TB": 1e3}
+_DURATION_PARTS = re.compile(r"(\d+)([dhms])")
+_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def sort_value(column: str, cell: object) -> object:
+    """What a table sorts on for a cell: sizes and durations as numbers, counts as ints, text as text.
+
+    >>> sort_value("size", "850 MB") < sort_value("size", "1.2 TB"), sort_value("elapsed", "3h05m")
+    (True, 11100)
+    """
+    text = str(cell)
+    if column == "size":
+        number, _, unit = text.partition(" ")
+        return float(number) * _UNITS.get(unit, 1.0) if number else -1.0
+    if column == "elapsed":
+        return sum(int(n) * _SECONDS[u] for n, u in _DURATION_PARTS.findall(text)) if text else -1
+    if column in ("att", "band", "id"):
+        return int(text) if text.isdigit() else -1
+    return text.lower()
+
+
+# -- dashboard -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The morning view: totals, success rates, failure causes, burn-down."""
+
+    total: int
+    totals: dict[str, int]
+    unsupervised: tuple[int, int]          # (first attempt succeeded, data sets with a finished first attempt)
+    after_retries: tuple[int, int]         # (succeeded, data sets with any finished attempt)
+    failures: list[tuple[str, int]]        # (category, failed attempts), most first
+    burndown: list[int]                    # remaining data sets per time bin, oldest first
+    burndown_span: tuple[float, float] = (0.0, 0.0)
+    running: int = 0
+
+
+def rate_text(pair: tuple[int, int]) -> str:
+    """``"12/20 (60%)"``, or ``"n/a"`` when nothing has finished.
+
+    >>> rate_text((1, 2)), rate_text((0, 0))
+    ('1/2 (50%)', 'n/a')
+    """
+    ok, n = pair
+    return f"{ok}/{n} ({100 * ok / n:.0f}%)" if n else "n/a"
+
+
+def dashboard(datasets: Sequence[dict], attempts: Sequence[dict], now: float, bins: int = 40) -> Dashboard:
+    """The dashboard of a campaign from its data sets and attempts (in id order)."""
+    totals = Counter(d["state"] for d in datasets)
+    first: dict[str, dict] = {}
+    finished: set[str] = set()
+    success_at: dict[str, float] = {}
+    failures: Counter = Counter()
+    for a in attempts:
+        first.setdefault(a["uid"], a)
+        if a["state"] in ENDED_ATTEMPT_STATES:
+            finished.add(a["uid"])
+        if a["state"] == "succeeded":
+            t = a.get("ended_at") or now
+            success_at[a["uid"]] = min(t, success_at.get(a["uid"], t))
+        if a["state"] in FAILED_ATTEMPT_STATES:
+            failures[a.get("category") or "unknown"] += 1
+    first_done = [a for a in first.values() if a["state"] in ENDED_ATTEMPT_STATES]
+    unsupervised = (sum(a["state"] == "succeeded" for a in first_done), len(first_done))
+    succeeded = {d["uid"] for d in datasets if d["state"] == "succeeded"}
+    after = (len(succeeded & finished), len(finished))
+    series, span = burndown(datasets, success_at, now, bins)
+    return Dashboard(len(datasets), dict(totals), unsupervised, after,
+                     sorted(failures.items(), key=lambda kv: (-kv[1], kv[0])), series, span,
+                     running=sum(a["state"] in ("pending", "running") for a in attempts))
+
+
+def burndown(datasets: Sequence[dict], success_at: Mapping[str, float], now: float,
+             bins: int = 40) -> tuple[list[int], tuple[float, float]]:
+    """Remaining (not yet succeeded, excluded or skipped) data sets at ``bins`` times up to ``now``.
+
+    A data set counts from its creation until its first successful attempt ended;
+    excluded and skipped ones never count.
+
+    >>> burndown([{"uid": "a", "created_at": 0.0, "state": "succeeded"},
+    ...           {"uid": "b", "created_at": 0.0, "state": "queued"}], {"a": 5.0}, now=10.0, bins=2)
+    ([2, 1], (0.0, 10.0))
+    """
+    counted = [d for d in datasets if d["state"] not in ("excluded", "skipped")]
+    if not counted:
+        return [], (now, now)
+    created = sorted(now if d.get("created_at") is None else d["created_at"] for d in counted)
+    done = sorted(t for uid, t in success_at.items())
+    start = created[0]
+    if start >= now:
+        return [len(counted)], (start, now)
+    step = (now - start) / (bins - 1) if bins > 1 else 0.0
+    series = []
+    for i in range(bins):
+        t = start + step * i if i < bins - 1 else now
+        series.append(bisect.bisect_right(created, t) - bisect.bisect_right(done, t))
+    return series, (start, now)
+
+
+# -- nodes ------------------------------------------------------------------------------
+
+NODE_COLUMNS = ("node", "via", "slots", "load", "load hist", "mem free", "mem hist", "scratch free",
+                "scratch hist", "state")
+
+
+@dataclass
+class NodeHistory:
+    """Recent probe values of one node, kept in memory by the console (bounded)."""
+
+    probed_at: list[float] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
+    mem_used: list[float] = field(default_factory=list)
+    scratch_used: list[float] = field(default_factory=list)
+    keep: int = 60
+
+    def add(self, node: dict) -> None:
+        """Append the node's probe if it is new (one point per probe, not per refresh)."""
+        p, at = node.get("probe"), node.get("probed_at")
+        if not p or at is None or (self.probed_at and self.probed_at[-1] == at):
+            return
+        self.probed_at.append(at)
+        self.load.append(float(p.get("load1") or 0.0) / max(1, int(p.get("cpus") or 1)))
+        self.mem_used.append(_used_fraction(p.get("mem_total_gb"), p.get("mem_free_gb")))
+        self.scratch_used.append(_used_fraction(p.get("scratch_total_gb"), p.get("scratch_free_gb")))
+        for series in (self.probed_at, self.load, self.mem_used, self.scratch_used):
+            del series[:-self.keep]
+
+
+def _used_fraction(total: float | None, free: float | None) -> float:
+    if not total or free is None:
+        return 0.0
+    return max(0.0, min(1.0, (total - free) / total))
+
+
+def node_staleness(node: dict, now: float, stale_after_s: float) -> str | None:
+    """``"stale 3m"`` when the node's probe failed or is older than ``stale_after_s``; else None.
+
+    >>> node_staleness({"probed_at": 0.0, "probe_error": None}, now=200.0, stale_after_s=60)
+    'stale 3m'
+    """
+    at = node.get("probed_at")
+    if at is None:
+        return "never probed" if node.get("probe_error") is None else "unreachable"
+    if node.get("probe_error") or now - at > stale_after_s:
+        return f"stale {human_duration(now - at)}"
+    return None
+
+
+def node_rows(nodes: Sequence[dict], history: Mapping[str, NodeHistory], now: float,
+              stale_after_s: float = 120.0) -> dict[str, tuple[str, ...]]:
+    """Per node (name -> NODE_COLUMNS cells): slots, load, memory, scratch, sparklines, state."""
+    rows = {}
+    for n in nodes:
+        p = n.get("probe") or {}
+        h = history.get(n["name"]) or NodeHistory()
+        stale = node_staleness(n, now, stale_after_s)
+        state = "drained: " + (n.get("drained_reason") or "") if n.get("drained") else "ok"
+        if stale:
+            state = f"{stale}" + (f" ({n['probe_error']})" if n.get("probe_error") else "") + \
+                ("" if state == "ok" else f"; {state}")
+        load = f"{p['load1']:.2f}/{p.get('cpus', '?')}" if "load1" in p else ""
+        mem = f"{p['mem_free_gb']:.0f}/{p['mem_total_gb']:.0f} GB" if "mem_free_gb" in p else ""
+        scratch = (f"{p['scratch_free_gb']:.0f}/{p['scratch_total_gb']:.0f} GB"
+                   if p.get("scratch_free_gb") is not None and p.get("scratch_total_gb") else "")
+        rows[n["name"]] = (n["name"], f"{n['transport']}/{n['batch']}", f"{n.get('running', 0)}/{n['slots']}",
+                           load, sparkline(h.load, top=1.0), mem, sparkline(h.mem_used, top=1.0), scratch,
+                           sparkline(h.scratch_used, top=1.0), state)
+    return rows
+
+
+# -- triage -------------------------------------------------------------------------------
+
+TRIAGE_COLUMNS = ("uid", "state", "node", "category", "att", "excerpt")
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed attempts with one category (or one signature)."""
+
+    key: str
+    category: str
+    signature: str
+    attempt_ids: tuple[int, ...]
+
+
+def open_failures(datasets: Iterable[dict], attempts: Sequence[dict]) -> list[dict]:
+    """The newest attempt of each data set whose newest attempt failed, unless it succeeded or runs again."""
+    latest, counts = latest_attempts(attempts)
+    states = {d["uid"]: d["state"] for d in datasets}
+    out = []
+    for uid, a in latest.items():
+        if a["state"] in FAILED_ATTEMPT_STATES and states.get(uid) not in ("succeeded", "running", None):
+            out.append({**a, "dataset_state": states[uid], "attempts": counts[uid]})
+    return out
+
+
+def failure_groups(failures: Sequence[dict], by: str = "category") -> list[FailureGroup]:
+    """Failures grouped by ``category`` or ``signature``, biggest group first.
+
+    >>> [g.key for g in failure_groups([{"id": 1, "category": "memory", "signature": "x"},
+    ...     {"id": 2, "category": "memory", "signature": "y"}, {"id": 3, "category": "walltime"}])]
+    ['memory', 'walltime']
+    """
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for f in failures:
+        cat = f.get("category") or "unknown"
+        key = cat if by == "category" else f"{cat}: {f.get('signature') or '(no signature)'}"
+        groups[key].append(f)
+    out = [FailureGroup(k, v[0].get("category") or "unknown",
+                        v[0].get("signature") or "" if by == "signature" else "",
+                        tuple(x["id"] for x in v)) for k, v in groups.items()]
+    return sorted(out, key=lambda g: (-len(g.attempt_ids), g.key))
+
+
+def failure_row(f: dict) -> tuple[str, ...]:
+    """One failed attempt as TRIAGE_COLUMNS cells (the excerpt's first non-empty line)."""
+    excerpt = next((ln.strip() for ln in (f.get("excerpt") or "").splitlines() if ln.strip()), "")
+    return (f["uid"], f.get("dataset_state") or "", f.get("node") or "", f.get("category") or "unknown",
+            str(f.get("attempts", 1)), excerpt)
+
+
+# -- QA2 --------------------------------------------------------------------------------------
+
+QA2_COLUMNS = ("uid", "field", "spw", "specmode", "peak", "flux", "rms", "beam", "verdict")
+
+
+def ratio_text(x: float | None) -> str:
+    """A ratio with 3 decimals, ``""`` when unknown."""
+    return "" if x is None else f"{x:.3f}"
+
+
+def qa2_rows(results: Sequence[dict]) -> dict[str, tuple[str, ...]]:
+    """QA2 pairs (id -> QA2_COLUMNS cells), discrepant first, as the store orders them."""
+    ordered = sorted(results, key=lambda r: (r.get("verdict") == "consistent", r["uid"], r["id"]))
+    return {str(r["id"]): (r["uid"], r.get("field") or "", r.get("spw") or "", r.get("specmode") or "",
+                           ratio_text(r.get("peak_ratio")), ratio_text(r.get("flux_ratio")),
+                           ratio_text(r.get("rms_ratio")), ratio_text(r.get("beam_ratio")),
+                           r.get("verdict") or "") for r in ordered}
+
+
+# -- attempts list and shell commands ------------------------------------------------------------
+
+ATTEMPT_COLUMNS = ("id", "uid", "node", "state", "stage", "elapsed", "heartbeat")
+
+
+def attempt_rows(attempts: Sequence[dict], now: float, heartbeat_stale_s: float = 300.0,
+                 recent: int = 200) -> dict[str, tuple[str, ...]]:
+    """Active attempts and the ``recent`` newest ended ones (id -> ATTEMPT_COLUMNS), newest first.
+
+    An active attempt whose heartbeat is older than ``heartbeat_stale_s`` shows ``stale <age>``.
+    """
+    active = [a for a in attempts if a["state"] not in ENDED_ATTEMPT_STATES]
+    ended = [a for a in attempts if a["state"] in ENDED_ATTEMPT_STATES][-recent:]
+    rows = {}
+    for a in sorted(active + ended, key=lambda a: -a["id"]):
+        hb = a.get("heartbeat_at")
+        beat = "" if hb is None else human_duration(now - hb) + " ago"
+        if a["state"] not in ENDED_ATTEMPT_STATES and hb is not None and now - hb > heartbeat_stale_s:
+            beat = f"stale {human_duration(now - hb)}"
+        rows[str(a["id"])] = (str(a["id"]), a["uid"], a["node"], a["state"], a.get("stage") or "",
+                              human_duration(attempt_elapsed(a, now)), beat)
+    return rows
+
+
+def remote_command(node: Mapping, command: str) -> str:
+    """``command`` as run on ``node`` from the operator's shell (through ssh for ssh nodes)."""
+    if node.get("transport") != "ssh":
+        return command
+    target = node.get("host") or node.get("name")
+    if node.get("user"):
+        target = f"{node['user']}@{target}"
+    port = node.get("port") or 22
+    return f"ssh -p {port} {target} {shlex.quote(command)}"
+
+
+def shell_commands(attempt: dict, node: Mapping, log_path: str | None = None) -> list[str]:
+    """The shell commands that show by hand what the console shows for ``attempt``.
+
+    ``node`` is the node's config (transport, host, port, user, batch). The log
+    defaults to ``<work_dir>/runner.log``.
+
+    >>> shell_commands({"handle": {"batch": "slurm", "job_id": "42"}, "work_dir": "/s/7", "state": "running"},
+    ...                {"transport": "ssh", "host": "hpc", "port": 2222, "user": "ari", "batch": "slurm"})
+    ["ssh -p 2222 ari@hpc 'tail -f /s/7/runner.log'", "ssh -p 2222 ari@hpc 'squeue -j 42'"]
+    """
+    handle = attempt.get("handle") or {}
+    work_dir = attempt.get("work_dir") or handle.get("work_dir")
+    log = log_path or (f"{work_dir.rstrip('/')}/runner.log" if work_dir else None)
+    cmds = []
+    if log:
+        cmds.append(remote_command(node, f"tail -f {shlex.quote(log)}"))
+    batch = handle.get("batch") or node.get("batch")
+    job = handle.get("job_id")
+    ended = attempt.get("state") in ENDED_ATTEMPT_STATES
+    if batch == "slurm" and job:
+        cmds.append(remote_command(node, f"sacct -j {job}" if ended else f"squeue -j {job}"))
+    elif batch == "pbs" and job:
+        cmds.append(remote_command(node, f"qstat -f {job}" if not ended else f"qstat -xf {job}"))
+    elif handle.get("pid") and not ended:
+        cmds.append(remote_command(node, f"ps -o pid,etime,rss,args -p {handle['pid']}"))
+    return cmds
+
+
+# -- the ETA -------------------------------------------------------------------------------------
+
+def estimate_inputs(datasets: Sequence[dict], history: Sequence[dict], nodes: Sequence[dict],
+                    node_configs: Mapping[str, object], attempt_counts: Mapping[str, int]):
+    """(queue, history, node states) for ``estimate.estimate_campaign`` from store rows.
+
+    ``node_configs`` maps node names to their config (recipe, CASA versions, CPUs per slot).
+    """
+    from ari_console import scheduler as sch
+
+    queue = [sch.DataSet(d["uid"], size_gb=d.get("size_gb"), hours=d.get("hours"),
+                         mem_gb=(d.get("overrides") or {}).get("mem_gb") or d.get("mem_gb"),
+                         array=d.get("array"), band=d.get("band"), casa_version=d.get("casa_version"),
+                         attempts=attempt_counts.get(d["uid"], 0), node=(d.get("overrides") or {}).get("node"),
+                         walltime_h=(d.get("overrides") or {}).get("walltime_h"))
+             for d in datasets if d["state"] == "queued"]
+    speeds = {n["name"]: n.get("speed") or 1.0 for n in nodes}
+    measured = [sch.Measured(h["uid"], h.get("size_gb"), (h["ended_at"] - h["started_at"]) / 3600,
+                             speed=speeds.get(h["node"], 1.0), peak_mem_gb=h.get("peak_mem_gb"),
+                             outcome="ok" if h["state"] == "succeeded" else (h.get("category") or "unknown"),
+                             array=h.get("array"))
+                for h in history if h["ended_at"] > h["started_at"]]
+    states = []
+    for n in nodes:
+        cfg = node_configs.get(n["name"])
+        states.append(sch.NodeState(
+            n["name"], slots=n["slots"], mem_gb=n["mem_gb"], walltime_h=n.get("walltime_h"), speed=n.get("speed") or 1.0,
+            recipes=(getattr(cfg, "recipe", "casa6"),), casa_versions=tuple(getattr(cfg, "casa_versions", ()) or ()),
+            drained=bool(n.get("drained")), free=max(0, n["slots"] - (n.get("running") or 0)),
+            cpus_per_slot=getattr(cfg, "cpus_per_slot", 1)))
+    return queue, measured, states

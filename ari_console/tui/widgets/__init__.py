@@ -1,0 +1,1 @@
+"""Widgets of the operations console, one per file."""

@@ -1,0 +1,59 @@
+"""The ``/`` filter line (k9s style): a regex, ``key:value`` terms, ``!`` to invert."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Input, Label
+
+
+class FilterBar(Horizontal):
+    """A one-line filter input, hidden until opened; posts ``FilterBar.Changed`` as the user types."""
+
+    class Changed(Message):
+        """The filter text changed (``""``: no filter)."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    def __init__(self, placeholder: str = "regex, key:value, ! inverts — Enter keeps, Esc clears", **kw) -> None:
+        super().__init__(**kw)
+        self._placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        yield Label("/", id="filter-prompt")
+        yield Input(placeholder=self._placeholder, id="filter-input")
+
+    @property
+    def text(self) -> str:
+        return self.query_one(Input).value
+
+    def open(self) -> None:
+        """Show the bar and focus its input."""
+        self.add_class("open")
+        self.query_one(Input).focus()
+
+    def close(self, clear: bool = False) -> None:
+        """Hide the bar (keeping the filter unless ``clear``)."""
+        if clear:
+            self.query_one(Input).value = ""
+        if not self.query_one(Input).value:
+            self.remove_class("open")
+        tables = self.screen.query("DataTable")
+        self.screen.set_focus(tables.first() if tables else None)
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(event.value))
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.close()
+
+    def key_escape(self) -> None:
+        self.close(clear=True)

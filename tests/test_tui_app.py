@@ -1,0 +1,309 @@
+"""The console driven with Textual's pilot against a synthetic campaign (no engine needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import pytest
+
+from ari_console import store
+from ari_console.tui import sample
+from ari_console.tui.app import AriApp
+from ari_console.tui.widgets.keyed_table import KeyedTable
+from ari_console.tui.widgets.log_view import LogView
+
+
+def async_test(fn):
+    """Run an async test with asyncio (no pytest async plugin is installed)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        return asyncio.run(fn(*args, **kw))
+
+    return run
+
+
+@pytest.fixture
+def camp(tmp_path):
+    return sample.build(tmp_path, n=60, running=4)
+
+
+def make_app(camp, **kw) -> AriApp:
+    kw.setdefault("refresh_s", 0.2)
+    return AriApp(camp.db_path, camp.config, clock=lambda: sample.NOW, log_poll_s=0.05, **kw)
+
+
+async def settle(app, pilot, until=lambda: True, timeout: float = 15.0) -> None:
+    """Wait until the current screen rendered the newest snapshot and ``until()`` holds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        await pilot.pause(0.05)
+        snap = app.snapshot
+        if snap and getattr(app.screen, "shown_version", -2) == snap.version and until():
+            return
+    raise AssertionError("the console did not show what was expected in time")
+
+
+def table(app, id: str) -> KeyedTable:
+    return app.screen.query_one(f"#{id}", KeyedTable)
+
+
+def db_state(camp, uid: str) -> str:
+    db = store.open_db(camp.db_path, create=False)
+    try:
+        return store.dataset(db, uid)["state"]
+    finally:
+        db.conn.close()
+
+
+@async_test
+async def test_number_keys_switch_between_the_six_screens(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        seen = []
+        for key in "234561":
+            await pilot.press(key)
+            await settle(app, pilot)
+            seen.append(type(app.screen).__name__)
+        assert seen == ["QueueScreen", "NodesScreen", "LogScreen", "TriageScreen", "Qa2Screen", "DashboardScreen"]
+
+
+@async_test
+async def test_queue_shows_every_data_set_and_slash_filters_by_state_and_regex(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        await pilot.press("slash", *"state:held", "enter")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count < 60)
+        held = table(app, "queue-table").shown
+        assert held and all(cells[5] == "held" for cells in held.values())
+        assert camp.held_uid in held
+        await pilot.press("slash", "escape")
+        await pilot.press("slash", *"!X1f4/X1", "enter")
+        await settle(app, pilot, lambda: camp.held_uid not in table(app, "queue-table").shown)
+        shown = table(app, "queue-table").shown
+        assert shown and not any("X1f4/X1" in uid for uid in shown)
+
+
+@async_test
+async def test_queue_keeps_rows_by_key_when_a_refresh_changes_one_cell(camp):
+    clock = {"now": sample.NOW}
+    app = AriApp(camp.db_path, camp.config, clock=lambda: clock["now"], refresh_s=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        t = table(app, "queue-table")
+        t.move_cursor(row=10)
+        key = t.selected_key
+        clock["now"] += 3600
+        version = app.snapshot.version
+        await settle(app, pilot, lambda: app.snapshot.version > version + 1)
+        assert t.selected_key == key, "the cursor stays on the same data set"
+        assert t.shown[sample.uid_of(0)][9] == "1h30m"
+
+
+@async_test
+async def test_retrying_a_failed_data_set_from_triage_queues_it_in_the_store(camp):
+    assert db_state(camp, camp.failed_uid) == "failed"
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(app, pilot, lambda: table(app, "failures-table").row_count > 0)
+        await pilot.press("slash", *camp.failed_uid.replace("/", "."), "enter")
+        await settle(app, pilot, lambda: list(table(app, "failures-table").shown) == [str(camp.failed_attempt)])
+        await pilot.press("r")
+        end = time.monotonic() + 10
+        while db_state(camp, camp.failed_uid) != "queued" and time.monotonic() < end:
+            await pilot.pause(0.05)
+        assert db_state(camp, camp.failed_uid) == "queued"
+        await settle(app, pilot, lambda: table(app, "failures-table").shown.get(str(camp.failed_attempt), ("", ""))[1]
+                     == "queued")
+
+
+@async_test
+async def test_retry_on_a_chosen_node_pins_the_data_set_to_it(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await pilot.press("slash", *camp.failed_uid.replace("/", "."), "enter")
+        await settle(app, pilot, lambda: list(table(app, "failures-table").shown) == [str(camp.failed_attempt)])
+        await pilot.press("R")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "NodePicker"
+        await pilot.press("down", "enter")  # nodes by name: here, hpc, pbs1, ws01
+        end = time.monotonic() + 10
+        while db_state(camp, camp.failed_uid) != "queued" and time.monotonic() < end:
+            await pilot.pause(0.05)
+        db = store.open_db(camp.db_path, create=False)
+        assert store.dataset(db, camp.failed_uid)["overrides"]["node"] == "hpc"
+        db.conn.close()
+
+
+@async_test
+async def test_a_mistaken_action_shows_the_one_line_error(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        table(app, "queue-table").move_cursor(row=0)  # a running data set
+        await pilot.press("r")
+        end = time.monotonic() + 10
+        while not app._notifications and time.monotonic() < end:
+            await pilot.pause(0.05)
+        messages = [n.message for n in app._notifications]
+        assert any("is running now" in m for m in messages), messages
+        assert db_state(camp, sample.uid_of(0)) == "running"
+
+
+@async_test
+async def test_hold_and_release_from_the_queue(camp):
+    db = store.open_db(camp.db_path, create=False)
+    uid = store.datasets(db, state="queued")[-1]["uid"]
+    db.conn.close()
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await pilot.press("slash", *uid.split("/")[-1] + "$", "enter")
+        await settle(app, pilot, lambda: list(table(app, "queue-table").shown) == [uid])
+        await pilot.press("h")
+        end = time.monotonic() + 10
+        while db_state(camp, uid) != "held" and time.monotonic() < end:
+            await pilot.pause(0.05)
+        assert db_state(camp, uid) == "held"
+        await pilot.press("u")
+        while db_state(camp, uid) != "queued" and time.monotonic() < end:
+            await pilot.pause(0.05)
+        assert db_state(camp, uid) == "queued"
+
+
+@async_test
+async def test_nodes_screen_shows_stale_probe_and_drains_a_node(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await settle(app, pilot, lambda: table(app, "nodes-table").row_count == 4)
+        rows = table(app, "nodes-table").shown
+        assert rows["ws01"][-1].startswith("stale 10m (ssh: connect")
+        assert rows["here"][-1] == "ok"
+        t = table(app, "nodes-table")
+        t.move_cursor(row=t.get_row_index("pbs1"))
+        await pilot.press("d")
+        await settle(app, pilot, lambda: t.shown["pbs1"][-1].startswith("drained"))
+        await pilot.press("u")
+        await settle(app, pilot, lambda: t.shown["pbs1"][-1] == "ok")
+
+
+@async_test
+async def test_live_log_streams_new_lines_as_the_mirror_grows(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        t = table(app, "queue-table")
+        t.move_cursor(row=t.get_row_index(sample.uid_of(0)))
+        await pilot.press("l")
+        await settle(app, pilot, lambda: type(app.screen).__name__ == "LogScreen"
+                     and app.screen.query_one(LogView).line_count == len(sample.LOG_LINES))
+        view = app.screen.query_one(LogView)
+        assert "Error in reading the mask image" in view.lines[5]
+        with camp.running_log.open("a") as f:
+            f.write("2026-05-28 20:10:00 INFO tclean::::casa Major cycle 3\n")
+            f.write("2026-05-28 20:11:00 SEVERE tclean::::casa out of memo")  # no newline yet
+        await settle(app, pilot, lambda: view.line_count == len(sample.LOG_LINES) + 1)
+        assert view.lines[-1].endswith("Major cycle 3")
+        await pilot.press("space")  # pause: nothing new is read
+        with camp.running_log.open("a") as f:
+            f.write("ry\n")
+        await pilot.pause(0.4)
+        assert view.line_count == len(sample.LOG_LINES) + 1
+        await pilot.press("space")
+        await settle(app, pilot, lambda: view.line_count == len(sample.LOG_LINES) + 2)
+        assert view.lines[-1].endswith("SEVERE tclean::::casa out of memory")
+        await pilot.press("slash", *"SEVERE", "enter")
+        await settle(app, pilot, lambda: view.line_count == 2)
+
+
+@async_test
+async def test_live_log_jumps_to_the_decisive_triage_line(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await pilot.press("slash", *camp.failed_uid.replace("/", "."), "enter")
+        await settle(app, pilot, lambda: list(table(app, "failures-table").shown) == [str(camp.failed_attempt)])
+        await pilot.press("l")
+        await settle(app, pilot, lambda: type(app.screen).__name__ == "LogScreen"
+                     and app.screen.query_one(LogView).line_count == 41)
+        view = app.screen.query_one(LogView)
+        assert view.highlighter.decisive == 31
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        assert not view.follow
+        assert view.scroll_y <= 30 <= view.scroll_y + view.size.height
+        assert "uvcontfit" in view.lines[30]
+
+
+@async_test
+async def test_copy_puts_the_shell_command_for_the_attempt_on_the_clipboard(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        t = table(app, "queue-table")
+        t.move_cursor(row=t.get_row_index(sample.uid_of(1)))  # running on ws01 (ssh, port 2222)
+        await pilot.press("c")
+        await pilot.pause(0.1)
+        assert app.clipboard.startswith("ssh -p 2222 ari@ws01.example.org 'tail -f /tmp/ari-scratch/")
+        assert app.clipboard.endswith("/runner.log'")
+
+
+@async_test
+async def test_ctrl_t_switches_between_the_light_and_dark_themes(camp):
+    app = make_app(camp, theme="ari-light")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert app.theme == "ari-light"
+        await pilot.press("ctrl+t")
+        assert app.theme == "ari-dark"
+
+
+@async_test
+async def test_every_screen_binding_is_also_a_command_in_the_palette(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(app, pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for wanted in ("Retry (r)", "Hold (h)", "Release (u)", "Group by (g)", "Filter (/)", "Queue (2)"):
+            assert wanted in titles, titles
+
+
+@async_test
+async def test_dashboard_shows_totals_rates_and_an_eta(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        dash = app.snapshot.dashboard
+        assert dash.totals["running"] == 4 and dash.total == 60
+        assert app.snapshot.eta.finish_at is not None and app.snapshot.eta.finish_at > sample.NOW
+        screen = app.export_screenshot().replace("&#160;", " ")
+        assert "unsupervised" in screen and "ETA" in screen
+        assert app.snapshot.eta.text[:16] in screen  # "2026-05-29 02:50" (wraps at 80 columns)
+
+
+@async_test
+async def test_console_only_watches_when_another_engine_holds_the_campaign_lock(camp):
+    from ari_console.engine import acquire_lock
+
+    lock = acquire_lock(camp.config.campaign.work_dir / "engine.lock", sample.NOW)
+    try:
+        app = make_app(camp, engine=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot, lambda: app.engine_state.startswith("watching only"))
+            assert "already runs" in app.engine_state
+            await settle(app, pilot, lambda: "watching only" in app.export_screenshot().replace("&#160;", " "))
+    finally:
+        lock.close()
