@@ -7,13 +7,14 @@ import json
 import subprocess
 import tarfile
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from typer.testing import CliRunner
 
-from ari_console.archive import build
+from ari_console.archive import build, client
 from ari_console.commands.archive import app
 
 
@@ -84,18 +85,48 @@ def test_the_discrepant_mous_qa2_image_is_off_by_its_wrong_flux_scale(demo_archi
     assert float(np.nanmax(data)) / entry["truth"]["sources"][0]["flux_jy"] == pytest.approx(1.4, rel=0.08)
 
 
-def test_the_line_window_holds_a_line_and_one_mous_has_no_line_free_channel(demo_archive, manifest):
+def test_the_qa2_cube_is_continuum_subtracted_around_its_line(demo_archive, manifest):
     normal = manifest["mous"]["uid://A001/X1296/X1d3"]
     _, cube = qa2_fits(demo_archive, normal, ".manual.cube.pbcor.fits")
     spectrum = np.nanmax(cube.reshape(cube.shape[0], -1), axis=1)
     line_peak = normal["truth"]["line"]["peak_jy"]
-    assert spectrum.max() - np.median(spectrum[:4]) == pytest.approx(line_peak, rel=0.2)
+    assert spectrum.max() == pytest.approx(line_peak, rel=0.1)
+    # The 0.5 Jy continuum is gone: line-free channels hold noise only.
+    assert np.median(spectrum[:4]) < 0.05 * normal["truth"]["sources"][0]["flux_jy"]
+
+
+def test_one_mous_has_no_line_free_channel_so_its_edge_fitted_cube_loses_the_line(demo_archive, manifest):
     whole = next(m for m in manifest["mous"].values() if m["case"] == "line_whole_window")
+    profile = np.array(whole["build"]["line_profile_jy"])
+    # Every channel carries line emission: no line-free channel to fit the continuum on ...
+    assert profile.min() > 0.5 * whole["truth"]["line"]["peak_jy"]
     _, cube = qa2_fits(demo_archive, whole, ".manual.cube.pbcor.fits")
     spectrum = np.nanmax(cube.reshape(cube.shape[0], -1), axis=1)
-    continuum = whole["truth"]["sources"][0]["flux_jy"]
-    # Every channel carries line emission well above the continuum: no line-free channel.
-    assert spectrum.min() > continuum + 0.5 * whole["truth"]["line"]["peak_jy"]
+    # ... so the QA2 analyst's fit of the window's edges subtracted most of the line too.
+    assert spectrum.max() < 0.25 * whole["truth"]["line"]["peak_jy"]
+
+
+def test_qa2_images_are_noise_limited_at_the_expected_thermal_noise(demo_archive, manifest):
+    """The rms measured as the QA2 comparison measures it, against the radiometer estimate."""
+    from ari_console.qa2.measure import measure_file
+
+    for mous in (build.CATALOGUE[0], build.CATALOGUE[3]):
+        entry, plan = manifest["mous"][mous.uid], build.casa_spec(mous, 0)["qa2"]
+        for kind, suffix in (("cont", "_cont.manual.pbcor.fits"), ("cube", ".manual.cube.pbcor.fits")):
+            with member_files(demo_archive, entry, "#derivation") as tar, \
+                    TemporaryDirectory() as tmp:
+                name = next(n for n in tar.getnames() if n.endswith(suffix))
+                path = Path(tmp) / Path(name).name
+                path.write_bytes(tar.extractfile(name).read())
+                rms_mjy = measure_file(path).rms * 1e3 / mous.qa2_flux_scale
+            expected = plan[f"{kind}_noise_mjy"]
+            assert expected < rms_mjy < 2.5 * expected, (mous.uid, kind, rms_mjy, expected)
+
+
+def test_the_pipeline_is_told_to_clean_as_deep_as_the_qa2_analyst(manifest):
+    for mous in build.CATALOGUE:
+        threshold = manifest["mous"][mous.uid]["hints"]["threshold"]
+        assert threshold == f"{build.casa_spec(mous, 0)['qa2']['cont_threshold_mjy']}mJy"
 
 
 def test_the_calibration_table_really_undoes_the_gain_errors(manifest):
@@ -162,6 +193,23 @@ def test_the_slow_and_big_mous_carry_the_knobs_a_recipe_honours(demo_archive, ma
         with member_files(demo_archive, entry, "#auxiliary") as tar:
             name = next(n for n in tar.getnames() if n.endswith("script/demo_hints.json"))
             assert knob in json.loads(tar.extractfile(name).read())
+
+
+def test_the_memory_hog_is_predicted_to_fit_a_small_node_but_allocates_more(manifest):
+    """The client's prediction from the metadata is a realistic under-estimate of what imaging takes."""
+    entry = next(m for m in manifest["mous"].values() if m["case"] == "memory_hog")
+    predicted = client.predicted_memory_gb(entry["obscore"])
+    normal = client.predicted_memory_gb(manifest["mous"]["uid://A001/X1296/X1d3"]["obscore"])
+    assert normal < predicted < 4.0  # placed on a small (4 GB) node, bigger than a normal MOUS
+    assert entry["hints"]["demo_alloc_gb"] > 2 * predicted  # ... where the runner's budget kills it
+
+
+def test_the_long_mous_is_predicted_to_fit_a_short_walltime_and_asks_the_recipe_to_run_slow(manifest):
+    entry = next(m for m in manifest["mous"].values() if m["case"] == "walltime_long")
+    predicted_h = client.predicted_hours(entry["obscore"])
+    normal_h = client.predicted_hours(manifest["mous"]["uid://A001/X1296/X1d3"]["obscore"])
+    assert predicted_h < 0.06 and predicted_h < normal_h  # fits a short walltime, unlike a normal MOUS
+    assert entry["hints"]["demo_slowdown_s"] > 0  # ... which the recipe's sleeps then exceed
 
 
 def test_a_current_cache_is_reused_without_running_casa(demo_archive):

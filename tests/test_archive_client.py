@@ -80,11 +80,12 @@ def test_size_and_cycle_limits_exclude_with_their_numbers(every_mous):
     assert reasons["uid://A001/X1296/X1d3"].endswith("GB > max_size_gb 0.0007")
 
 
-def test_the_memory_and_walltime_hard_cases_predict_big_numbers(every_mous):
+def test_the_memory_and_walltime_hard_cases_are_under_predicted_as_in_the_study(every_mous):
+    """The hog looks like it fits a small node and the slow one a short walltime: both then fail for real."""
     by_uid = {m.uid: m.dataset for m in every_mous}
-    assert by_uid["uid://A001/X133d/X3a1"].mem_gb > 64
-    assert by_uid["uid://A001/X133d/X3a3"].hours > 24
-    assert by_uid["uid://A001/X1296/X1d3"].mem_gb < 8 and by_uid["uid://A001/X1296/X1d3"].hours < 1
+    normal = by_uid["uid://A001/X1296/X1d3"]
+    assert normal.mem_gb < by_uid["uid://A001/X133d/X3a1"].mem_gb < 4
+    assert by_uid["uid://A001/X133d/X3a3"].hours < 0.06 < normal.hours
 
 
 def test_every_downloadable_mous_records_the_casa_version_its_calibration_needs(every_mous):

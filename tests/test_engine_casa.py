@@ -40,6 +40,6 @@ def test_archive_mous_are_imaged_fetched_and_compared_with_qa2(tmp_path, archive
             manifest = json.loads(open(prods[0]["path"].rsplit("/", 1)[0] + "/manifest.json").read())
             assert manifest["recipe"] == "casa6" and manifest["casa_version"].startswith("6.7")
             verdicts[uid] = {r["specmode"]: r for r in store.qa2_results(db, uid)}
-    normal, scaled = verdicts["uid://A001/X1296/X1d3"]["cont"], verdicts["uid://A001/X1296/X1d9"]["cont"]
-    assert normal["flux_ratio"] == pytest.approx(1.0, abs=0.1)
-    assert scaled["flux_ratio"] == pytest.approx(1 / 1.4, rel=0.1) and scaled["verdict"] == "discrepant"
+    verdicts = {uid: {r["verdict"] for r in rows.values()} for uid, rows in verdicts.items()}
+    assert verdicts["uid://A001/X1296/X1d3"] == {"consistent"}
+    assert "discrepant" in verdicts["uid://A001/X1296/X1d9"]

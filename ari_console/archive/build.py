@@ -25,17 +25,41 @@ Hard cases and the knobs a recipe honours (``hints`` in the manifest, also
 - total power: ``antenna_arrays`` lists PM antennas only, autocorrelations only;
 - missing calibration table: the restore script names a table the tar lacks;
 - line over the whole window: the line window has no line-free channel;
-- memory: its obscore row describes a long-baseline, wide-band MOUS (a
-  ``spatial_resolution`` that makes a ``hints.pipeline_imsize`` image, a line
-  window of ``hints.pipeline_nchan`` channels in ``frequency_support``), so the
-  client predicts ~94 GB (``client.predicted_memory_gb``); ``hints.demo_alloc_gb``
-  asks the recipe to really allocate that much, so a node's memory limit bites;
-- walltime: its ``t_exptime`` says many hours (the client predicts ``hints.hours``);
-  ``hints.demo_slowdown_s`` asks the recipe to sleep that long during imaging, so
-  a short walltime really kills it;
-- QA2 disagrees: the QA2 images carry a wrong flux scale (``qa2.flux_scale``);
+- memory: its obscore row predicts a modest memory, as the metadata of a real
+  memory failure does: a ``spatial_resolution`` that makes a
+  ``hints.pipeline_imsize`` (400) image and a line window of
+  ``hints.pipeline_nchan`` (480) channels in ``frequency_support``, so the client
+  predicts ~2.5 GB (``client.predicted_memory_gb``: one float cube + 2 GB of
+  CASA) and the scheduler places it on a small node (e.g. 4 GB). tclean really
+  holds several such cubes (residual, model, psf, pb, weights, grids), and
+  ``hints.demo_alloc_gb`` (6 GB) asks the recipe to allocate that much during
+  imaging: the small node's memory budget kills it, and the retry with more
+  memory (e.g. a 12 GB node) succeeds;
+- walltime: its ``t_exptime`` (``hints.exptime_s``, 12 s) makes the client
+  predict the floor of ``client.predicted_hours`` (0.05 h + 1.25 x t_exptime =
+  0.054 h = 194 s at speed 1), so it is placed on a short-walltime node (e.g.
+  0.05 h on a node of speed >= 1.1, or 0.055 h at speed 1);
+  ``hints.demo_slowdown_s`` (8 s) asks the casa6 recipe to sleep that long after
+  each of its ~21 steps (2 restore, 7 image, 12 export), so the attempt really
+  runs ~57 s + ~170 s = ~3.8 min and the short walltime kills it, and the retry
+  with more walltime succeeds;
+- QA2 disagrees: the QA2 images carry a wrong flux scale (``qa2.flux_scale``),
+  and nothing else differs: rms and beam stay within their factor 2;
 - corrupted download: the service flips one byte of the raw tar the first time;
 - dropped download: the service cuts the connection mid-file the first time.
+
+The QA2 images are made the way QA2 analysts make them (``qa2_plan``): an
+aggregate continuum from the line-free channels of both windows, a cube of the
+continuum-subtracted (``uvcontsub``) line window, a field of 1.6 primary beams,
+a clean mask around the sources and a clean down to 3x the thermal noise; the
+simulated MS carries the weights ``importasdm`` gives the archive's data (2 x
+channel width x integration time), so QA2 and pipeline weight the windows
+alike. The pipeline is told the same depth: ``recipe_hints`` ships a
+``threshold`` (3x the expected continuum noise, as a pipeline derives it from
+the observation's sensitivity) that the casa6 recipe reads as a parameter. So
+both images are noise-limited and a normal MOUS compares as ``consistent``.
+The visibility noise (``noise_jy``, 0.05 Jy in every channel) gives a 0.5 Jy
+source a continuum SNR of ~900 and a 0.2 Jy line ~170 in its peak channel.
 """
 
 from __future__ import annotations
@@ -57,7 +81,7 @@ from typing import Callable
 
 from ..alma import parse_uid, uid_filename
 
-RECIPE_VERSION = 1  # bump when the packing (not the catalogue or the CASA script) changes
+RECIPE_VERSION = 2  # bump when the packing (not the catalogue or the CASA script) changes
 ROOT = Path(__file__).resolve().parents[2]
 CASA_SCRIPT = ROOT / "remote" / "recipes" / "demo_build_casa.py"
 MANIFEST = "manifest.json"
@@ -87,7 +111,7 @@ class DemoMous:
     sources: tuple
     line_peak_jy: float = 0.2
     line_fwhm_chan: float = 6.0
-    noise_jy: float = 0.005
+    noise_jy: float = 0.05
     qa2_weighting: str = "natural"
     qa2_flux_scale: float = 1.0
     case: str = "normal"
@@ -116,7 +140,7 @@ CATALOGUE: tuple[DemoMous, ...] = (
     DemoMous("uid://A001/X1296/X1d5", P1, "NGC_5678", "10h20m00.0s", "-31d00m00.0s", 6, "12m",
              (_gauss(0.3, 5.0, 3.5),), qa2_weighting="briggs"),
     DemoMous("uid://A001/X1296/X1d7", P1, "J1610-3958", "16h10m00.0s", "-39d58m00.0s", 6, "12m",
-             (_point(0.004),), noise_jy=0.02, line_peak_jy=0.05),
+             (_point(0.004),), noise_jy=0.025, line_peak_jy=0.05),
     DemoMous("uid://A001/X1296/X1d9", P1, "IRAS16293", "16h32m22.9s", "-24d28m36.0s", 6, "12m",
              (_point(0.8),), case="qa2_discrepant", qa2_flux_scale=1.4),
     DemoMous("uid://A001/X1296/X1db", P1, "HD163296", "17h56m21.3s", "-21d57m22.0s", 6, "12m",
@@ -131,10 +155,11 @@ CATALOGUE: tuple[DemoMous, ...] = (
              (_point(0.2),), case="total_power"),
     DemoMous("uid://A001/X133d/X3a1", P3, "Orion_KL", "05h35m14.5s", "-05d22m30.0s", 7, "12m",
              (_point(1.2), _gauss(0.3, 3.0, 2.0, dra=2.0, ddec=2.0)), case="memory_hog",
-             hints=(("pipeline_imsize", 2000), ("pipeline_nchan", 3840),
+             hints=(("pipeline_imsize", 400), ("pipeline_nchan", 480),
                     ("demo_alloc_gb", 6.0))),
     DemoMous("uid://A001/X133d/X3a3", P3, "W51e2", "19h23m43.9s", "14d30m34.0s", 7, "12m",
-             (_point(0.6),), case="walltime_long", hints=(("hours", 30.0), ("demo_slowdown_s", 90))),
+             (_point(0.6),), case="walltime_long",
+             hints=(("exptime_s", 12.0), ("demo_slowdown_s", 8))),
     DemoMous("uid://A001/X133d/X3a5", P3, "TW_Hya", "11h01m51.9s", "-34d42m17.0s", 7, "12m",
              (_gauss(0.5, 2.5, 2.0),), case="dropped_download"),
     # Rows the archive lists but a campaign never takes (selection rules exclude them).
@@ -172,9 +197,143 @@ def science_goal_uid(mous: DemoMous) -> str:
 
 
 def qa2_names(mous: DemoMous) -> tuple[str, str]:
-    """The QA2 image stems, as analysts name them: continuum and line cube."""
+    """The QA2 image stems, as analysts name them: aggregate continuum and line cube.
+
+    >>> qa2_names(CATALOGUE[0])
+    ('NGC1234_aggregate_cont.manual', 'NGC1234_CO_2-1.manual.cube')
+    """
     line = _BANDS[mous.band]["line"][3]
-    return f"{mous.target}_cont.manual", f"{mous.target}_{line}.manual.cube"
+    return f"{mous.target}_aggregate_cont.manual", f"{mous.target}_{line}.manual.cube"
+
+
+def line_free_channels(nchan: int, center: float, fwhm: float) -> list[int]:
+    """The channels of a window farther than 1.5 FWHM from its line's centre (where a QA2 analyst fits).
+
+    >>> line_free_channels(32, 15.5, 6.0)
+    [0, 1, 2, 3, 4, 5, 6, 25, 26, 27, 28, 29, 30, 31]
+    >>> line_free_channels(24, 11.5, 120.0)
+    []
+    """
+    return [c for c in range(nchan) if abs(c - center) > 1.5 * fwhm]
+
+
+def channel_ranges(channels: list[int]) -> str:
+    """CASA's channel selection for ``channels``.
+
+    >>> channel_ranges([0, 1, 2, 6, 7])
+    '0~2;6~7'
+    """
+    runs: list[list[int]] = []
+    for c in sorted(channels):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ";".join(f"{a}~{b}" for a, b in runs)
+
+
+def thermal_noise_jy(noise_jy: float, nant: int, nint: int, windows: list[tuple[int, float]]) -> float:
+    """Expected Stokes I image noise from XX and YY visibilities in ``windows`` [(channels, weight)].
+
+    ``noise_jy`` is the complex noise of one visibility (real and imaginary parts together,
+    the same in every channel, as ``add_noise`` writes it); each window's visibilities carry
+    the weight ``importasdm`` gives them (2 x channel width x integration time), so a
+    weighted mean over windows: sigma sqrt(sum n w^2) / sum n w.
+
+    >>> round(thermal_noise_jy(0.05, 10, 10, [(18, 1.0)]) * 1e3, 3)
+    0.278
+    >>> round(thermal_noise_jy(0.05, 10, 10, [(4, 125.0), (14, 1.0)]) * 1e3, 3)
+    0.573
+    """
+    per_channel = nant * (nant - 1) // 2 * nint * 2
+    total = sum(n * per_channel * w for n, w in windows)
+    spread = math.sqrt(sum(n * per_channel * w * w for n, w in windows))
+    return noise_jy / math.sqrt(2) * spread / total
+
+
+def efficient_imsize(n: int) -> int:
+    """The smallest even size >= ``n`` with no prime factor above 5 (what tclean images fast).
+
+    >>> efficient_imsize(67), efficient_imsize(49)
+    (72, 50)
+    """
+    size = max(2, n + n % 2)
+    while True:
+        rest = size
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return size
+        size += 2
+
+
+def clean_mask(sources: list[dict], imsize: int, cell: float, margin_cells: float = 8.0) -> list[str]:
+    """The analyst's clean mask: a CRTF circle (in pixels) around each source.
+
+    The radius is the source's major axis plus ``margin_cells`` pixels (~2 beams at the
+    QA2 cells); RA grows to the left.
+
+    >>> clean_mask([{"dra_arcsec": 6.0, "ddec_arcsec": -4.0}], 80, 0.6)
+    ['circle[[30.0pix, 33.3pix], 8.0pix]']
+    """
+    circles = []
+    for src in sources:
+        x = imsize // 2 - src["dra_arcsec"] / cell
+        y = imsize // 2 + src["ddec_arcsec"] / cell
+        radius = src.get("major_arcsec", 0.0) / cell + margin_cells
+        circles.append(f"circle[[{x:.1f}pix, {y:.1f}pix], {radius:.1f}pix]")
+    return circles
+
+
+TRACK_S, INTEGRATION_S = 300, 30
+QA2_FIELD_PB = 1.6  # QA2 field side in primary-beam FWHMs (the pipeline images 1.5)
+QA2_CLEAN_SIGMA = 3.0  # QA2 analysts clean down to 3x the thermal noise
+
+
+def qa2_plan(mous: DemoMous, cell: float) -> dict:
+    """How the QA2 analyst images ``mous``: line-free channels, field, clean depth, names.
+
+    The analyst's choices differ from the pipeline's (cell, imsize, weighting) but not
+    its method: continuum from the line-free channels of both windows (the line window
+    left out when it has none), a continuum-subtracted cube (``uvcontsub``, fitting the
+    window's edges when no channel is line-free: a pathological MOUS), a field of
+    ``QA2_FIELD_PB`` primary beams, and ``tclean`` within a mask around the sources (the
+    line sits at the phase centre) down to ``QA2_CLEAN_SIGMA`` times the thermal noise,
+    so both images are noise-limited (an unmasked clean that deep diverges on extended
+    sources with this few antennas).
+    """
+    band = _BANDS[mous.band]
+    config, nant, _ = _CONFIGS[mous.array]
+    cont_freq, cont_nchan, cont_width = band["cont"]
+    line_freq, line_nchan, line_width, _ = band["line"]
+    free = line_free_channels(line_nchan, (line_nchan - 1) / 2.0, mous.line_fwhm_chan)
+    edges = list(range(2)) + list(range(line_nchan - 2, line_nchan))
+    fit = free or edges
+    nint = TRACK_S // INTEGRATION_S
+    cont_noise = thermal_noise_jy(mous.noise_jy, nant, nint, [(cont_nchan, cont_width / line_width), (len(free), 1.0)])
+    chan_noise = thermal_noise_jy(mous.noise_jy, nant, nint, [(1, 1.0)])
+    pb_arcsec = _PRIMARY_BEAM_ARCSEC[mous.array] / ((cont_freq + line_freq) / 2)
+    cont_name, cube_name = qa2_names(mous)
+    imsize = efficient_imsize(math.ceil(QA2_FIELD_PB * pb_arcsec / cell))
+    line_at_centre = [{"dra_arcsec": 0.0, "ddec_arcsec": 0.0}]
+    return {
+        "cell_arcsec": cell, "imsize": imsize,
+        "cont_mask": clean_mask(list(mous.sources), imsize, cell),
+        "cube_mask": clean_mask(line_at_centre, imsize, cell),
+        "weighting": mous.qa2_weighting, "robust": 0.5, "niter": 5000,
+        "cont_spw": f"0,1:{channel_ranges(free)}" if free else "0",
+        "contsub_fitspec": f"1:{channel_ranges(fit)}", "line_free": bool(free),
+        "cont_threshold_mjy": round(QA2_CLEAN_SIGMA * cont_noise * 1e3, 4),
+        "cube_threshold_mjy": round(QA2_CLEAN_SIGMA * chan_noise * 1e3, 4),
+        "cont_noise_mjy": round(cont_noise * 1e3, 4), "cube_noise_mjy": round(chan_noise * 1e3, 4),
+        "flux_scale": mous.qa2_flux_scale, "cont_name": cont_name, "cube_name": cube_name,
+        # Few antennas give a PSF with high sidelobes: without these, tclean spends
+        # most of its time in major cycles of a handful of minor iterations each;
+        # minpsffraction keeps a minor cycle from cleaning deeper than the PSF allows
+        # (0.2 x cyclefactor alone lets hogbom diverge on noise below the first cycles).
+        "cyclefactor": 0.2, "minpsffraction": 0.2, "nmajor": 10,
+    }
 
 
 def casa_spec(mous: DemoMous, index: int) -> dict:
@@ -184,24 +343,31 @@ def casa_spec(mous: DemoMous, index: int) -> dict:
     cont_freq, cont_nchan, cont_width = band["cont"]
     line_freq, line_nchan, line_width, _ = band["line"]
     cell = band["cell"].get(mous.array, band["cell"]["12m"])
-    cont_name, cube_name = qa2_names(mous)
     return {
         "uid": mous.uid, "uid_file": uid_filename(mous.uid), "asdm_file": uid_filename(asdm_uid(mous)),
         "kind": "tp" if mous.array == "TP" else "int", "target": mous.target, "ra": mous.ra, "dec": mous.dec,
         "config": config, "nant": nant, "antenna_prefix": prefix, "refant": "0",
-        "date": f"2017/0{1 + index % 9}/1{index % 10}/00:00:00", "track_s": 300, "integration_s": 30,
+        "date": f"2017/0{1 + index % 9}/1{index % 10}/00:00:00", "track_s": TRACK_S,
+        "integration_s": INTEGRATION_S,
         "cont": {"freq_ghz": cont_freq, "nchan": cont_nchan, "width_mhz": cont_width},
         "line": {"freq_ghz": line_freq, "nchan": line_nchan, "width_mhz": line_width,
                  "peak_jy": mous.line_peak_jy, "center_chan": (line_nchan - 1) / 2.0,
                  "fwhm_chan": mous.line_fwhm_chan},
         "sources": [dict(s) for s in mous.sources], "noise_jy": mous.noise_jy, "seed": 1000 + index,
-        "qa2": {"cell_arcsec": cell, "imsize": 64, "weighting": mous.qa2_weighting, "robust": 0.5,
-                "niter": 300, "threshold_mjy": max(1.0, 3000 * mous.noise_jy / 60),
-                "flux_scale": mous.qa2_flux_scale, "cont_name": cont_name, "cube_name": cube_name,
-                # Few antennas give a PSF with high sidelobes: without these, tclean spends
-                # most of its time in major cycles of a handful of minor iterations each.
-                "cyclefactor": 0.2, "nmajor": 8},
+        "qa2": qa2_plan(mous, cell),
     }
+
+
+def recipe_hints(mous: DemoMous) -> dict:
+    """The processing hints the archive ships for ``mous`` (``script/demo_hints.json``).
+
+    The case's knobs (``demo_alloc_gb``, ``demo_slowdown_s``, ...) and the clean
+    ``threshold`` a pipeline derives from the observation's sensitivity: 3 x the expected
+    continuum noise, the depth the QA2 analyst cleans to (the casa6 recipe reads hints as
+    parameters; without it, it cleans 500 iterations down to 0 mJy, into the noise).
+    """
+    plan = casa_spec(mous, 0)["qa2"]
+    return {**dict(mous.hints), "threshold": f"{plan['cont_threshold_mjy']}mJy"}
 
 
 def recipe_hash(catalogue: tuple[DemoMous, ...] = CATALOGUE) -> str:
@@ -334,7 +500,7 @@ def pack_archive(staging: Path, results: dict, catalogue: tuple[DemoMous, ...] =
     for index, mous in enumerate(catalogue):
         result = results.get(mous.uid)
         entry = {"obscore": obscore_row(mous, result), "truth": truth(mous, index),
-                 "hints": dict(mous.hints), "case": mous.case, "built": mous.built, "files": []}
+                 "hints": recipe_hints(mous), "case": mous.case, "built": mous.built, "files": []}
         if result:
             folder = staging / "files" / uid_filename(mous.uid)
             folder.mkdir(parents=True)
@@ -383,7 +549,7 @@ def pack_mous(mous: DemoMous, work: Path, folder: Path, result: dict) -> list[tu
         _tar_add_tree(tar, work / "log", f"{member}/log")
         _tar_add_text(tar, f"{member}/qa/{uid_filename(mous.uid)}.qa2_report.txt", qa2_report(mous, result))
         _tar_add_text(tar, f"{member}/script/scriptForPI.py", restore_script(mous, result, casa))
-        _tar_add_text(tar, f"{member}/script/demo_hints.json", json.dumps(dict(mous.hints), indent=1) + "\n")
+        _tar_add_text(tar, f"{member}/script/demo_hints.json", json.dumps(recipe_hints(mous), indent=1) + "\n")
     files.append((aux_name, "#auxiliary"))
     if result["qa2_images"]:
         product_name = f"{mous.project}_{uid_filename(mous.uid)}_001_of_001.tar"
@@ -491,7 +657,7 @@ def obscore_row(mous: DemoMous, result: dict | None) -> dict:
     if "pipeline_nchan" in hints:
         # ... and pipeline_nchan channels in its line window.
         line_nchan, line_width = hints["pipeline_nchan"], round(line_nchan * line_width / hints["pipeline_nchan"], 6)
-    exptime = hints.get("hours", 0.1) * 3600 * 0.8 if "hours" in hints else 300.0
+    exptime = float(hints.get("exptime_s", TRACK_S))
     pads = {"12m": "A", "7m": "J", "TP": "T70"}[mous.array]
     antennas = " ".join(f"{pads}{i + 1:03d}:{prefix}{i + 1:02d}" if mous.array != "TP"
                         else f"{pads}{i + 1}:{prefix}{i + 1:02d}" for i in range(nant))

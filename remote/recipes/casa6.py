@@ -311,8 +311,8 @@ def archive_hints(work_dir: str) -> dict:
     Parameters given in the job spec win over them.
     """
     hints = {}
-    pattern = os.path.join(work_dir, "restore", "*", "script", "*hints.json")
-    for path in sorted(glob.glob(pattern)):
+    pattern = os.path.join(work_dir, "restore", "**", "script", "*hints.json")
+    for path in sorted(glob.glob(pattern, recursive=True)):
         try:
             with open(path) as fh:
                 hints.update(json.load(fh))

@@ -12,7 +12,8 @@ offline site config). SPEC.json holds ``{"mous": [...]}`` as written by
 - ``calibration/<asdm>.ms.ampphase_inf.tbl``: the ``gaincal`` table (solved
   against the noiseless model) that ``applycal`` uses to undo those errors;
 - ``product/*.fits``: the QA2 images (a ``tclean`` with its own cell, size and
-  weighting) named as QA2 analysts name them;
+  weighting: aggregate continuum from the line-free channels, a cube of the
+  continuum-subtracted (``uvcontsub``) line window) named as QA2 analysts name them;
 - ``log/casa-<asdm>.log``: this MOUS's CASA log; ``result.json``: the truth,
   how well the table restores the data and what each image holds.
 
@@ -161,6 +162,29 @@ def tidy_for_asdm(ms, intent):
     tb.close()
 
 
+def set_correlator_weights(ms, m):
+    """WEIGHT = 2 x channel width x integration time per window, SIGMA = 1/sqrt(WEIGHT).
+
+    What ``importasdm`` writes for the archive's raw data, so the QA2 analyst's images
+    weight the windows exactly as the pipeline's images of the restored data do.
+    """
+    from casatools import table
+
+    tb = table()
+    tb.open(ms, nomodify=False)
+    for ddid, window in ((0, m["cont"]), (1, m["line"])):
+        sub = tb.query(f"DATA_DESC_ID=={ddid}")
+        weight = 2 * window["width_mhz"] * 1e6 * m["integration_s"]
+        shape = sub.getcol("WEIGHT").shape
+        sub.putcol("WEIGHT", np.full(shape, weight, dtype=np.float32))
+        sub.putcol("SIGMA", np.full(shape, weight ** -0.5, dtype=np.float32))
+        if "WEIGHT_SPECTRUM" in sub.colnames() and sub.iscelldefined("WEIGHT_SPECTRUM", 0):
+            spectrum = sub.getcol("WEIGHT_SPECTRUM")
+            sub.putcol("WEIGHT_SPECTRUM", np.full(spectrum.shape, weight, dtype=np.float32))
+        sub.close()
+    tb.close()
+
+
 def predict_model(ms, m):
     """Fill MODEL_DATA with the true sky: components in both windows, the line in the line window."""
     from casatasks import ft
@@ -268,22 +292,47 @@ def image_stats(image):
             "rms": float(stats["rms"][0]), "flux": float(flux[0]) if flux is not None and len(flux) else None}
 
 
+def qa2_line_ms(ms, qa2):
+    """The continuum-subtracted line window, as QA2 analysts image cubes: ``uvcontsub`` of spw 1.
+
+    Fits ``qa2["contsub_fitspec"]`` (the line-free channels, or the window's edges when the
+    line fills it) with order 0; returns the output MS (its DATA column, spw renumbered to 0).
+    """
+    from casatasks import uvcontsub
+
+    out = "qa2_line.ms"
+    shutil.rmtree(out, ignore_errors=True)
+    uvcontsub(vis=ms, outputvis=out, spw="1", fitspec=qa2["contsub_fitspec"], fitorder=0,
+              datacolumn="corrected")
+    if not os.path.isdir(out):
+        raise RuntimeError(f"uvcontsub wrote no {out}")
+    return out
+
+
 def qa2_images(ms, m, folder):
-    """The QA2 analyst's images: continuum (mfs) and line cube, exported as named FITS."""
+    """The QA2 analyst's images, exported as named FITS: aggregate continuum and line cube.
+
+    Continuum (mfs) from the line-free channels of both windows (``qa2["cont_spw"]``),
+    cube from the continuum-subtracted line window; both cleaned to ~3x the thermal noise
+    (``*_threshold_mjy``) on a field like the pipeline's, so they are noise-limited.
+    """
     from casatasks import exportfits, immath, tclean
 
     qa2 = m["qa2"]
     out = {}
-    plans = [("cont", "0", "mfs", qa2["cont_name"]), ("cube", "1", "cube", qa2["cube_name"])]
-    for kind, spw, specmode, name in plans:
+    line_ms = qa2_line_ms(ms, qa2)
+    plans = [("cont", ms, qa2["cont_spw"], "mfs", "corrected", qa2["cont_name"]),
+             ("cube", line_ms, "", "cube", "data", qa2["cube_name"])]
+    for kind, vis, spw, specmode, column, name in plans:
         base = f"qa2_{kind}"
         for old in [p for p in os.listdir(".") if p.startswith(base + ".")]:
             shutil.rmtree(old)
-        tclean(vis=ms, imagename=base, spw=spw, specmode=specmode, imsize=qa2["imsize"],
+        tclean(vis=vis, imagename=base, spw=spw, specmode=specmode, imsize=qa2["imsize"],
                cell=f"{qa2['cell_arcsec']}arcsec", weighting=qa2["weighting"], robust=qa2.get("robust", 0.5),
-               niter=qa2["niter"], threshold=f"{qa2['threshold_mjy']}mJy", deconvolver="hogbom",
-               cyclefactor=qa2.get("cyclefactor", 1.0), nmajor=qa2.get("nmajor", -1),
-               datacolumn="corrected", pbcor=True)
+               niter=qa2["niter"], threshold=f"{qa2[kind + '_threshold_mjy']}mJy", deconvolver="hogbom",
+               cyclefactor=qa2.get("cyclefactor", 1.0), minpsffraction=qa2.get("minpsffraction", 0.05),
+               nmajor=qa2.get("nmajor", -1),
+               datacolumn=column, pbcor=True, usemask="user", mask=qa2[kind + "_mask"])
         pbcor = f"{base}.image.pbcor"
         if qa2["flux_scale"] != 1.0:
             # The QA2 analyst's flux scale was wrong: the delivered image carries it.
@@ -295,6 +344,7 @@ def qa2_images(ms, m, folder):
             exportfits(imagename=image, fitsimage=fits, overwrite=True)
             out[os.path.basename(fits)] = {"kind": kind, "suffix": suffix,
                                            **(image_stats(image) if suffix == "pbcor" else {})}
+    shutil.rmtree(line_ms)
     return out
 
 
@@ -305,6 +355,7 @@ def build_interferometric(m, here):
     asdm = m["asdm_file"]
     ms = asdm + ".ms"
     observe(ms, m)
+    set_correlator_weights(ms, m)
     predict_model(ms, m)
     rng = np.random.default_rng(m["seed"])
     gains = corrupt_gains(ms, m, rng)
