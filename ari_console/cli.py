@@ -394,6 +394,25 @@ def retry(
 
 
 @app.command()
+def override(
+    uid: UidArg,
+    mem_gb: Annotated[Optional[float], typer.Option(help="Memory the next attempt needs, GB.")] = None,
+    walltime_h: Annotated[Optional[float], typer.Option(help="Walltime the next attempt needs, hours.")] = None,
+    node: Annotated[Optional[str], typer.Option(help="Run the next attempt on this node.")] = None,
+    casa_version: Annotated[Optional[str], typer.Option(help="CASA version the next attempt needs.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="Recipe parameter KEY=VALUE (repeatable).")] = None,
+    clear: Annotated[bool, typer.Option(help="Drop every override first.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set what the next attempt of a data set uses: memory, walltime, node, CASA version, recipe parameters."""
+    from .operator import parse_params
+
+    row = _act("override", uid, mem_gb=mem_gb, walltime_h=walltime_h, node=node, casa_version=casa_version,
+               params=parse_params(param or []), clear=clear)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: overrides {row['overrides'] or 'none'}", markup=False)
+
+
+@app.command()
 def hold(uid: UidArg, reason: Annotated[str, typer.Option(help="Why, shown to other operators.")] = "held by operator",
          as_json: JsonOpt = False) -> None:
     """Keep a data set out of scheduling until released."""

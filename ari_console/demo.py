@@ -1,12 +1,12 @@
 """The demo campaign: the CASA-simulated demo archive, imaged on this machine.
 
 ``ari demo`` builds (or reuses) the demo archive, serves it on a loopback
-port, writes a campaign ``ari.toml`` with two nodes on this machine — a small,
-slow "old workstation" with little memory and a short walltime, and a bigger
+port, writes a campaign ``ari.toml`` with three nodes on this machine — an "old
+workstation" with little memory, a node with a short walltime, and a bigger
 one — imports the demo project codes from the archive, and runs the engine
 until nothing is left to do. The hard cases of the archive take their real
-paths: the memory hog and the slow data set are first placed on the small node
-(as a naive placement would: the demo pins them there) and retried elsewhere
+paths: the memory hog and the slow data set are first placed on the small and
+the short-walltime node (as a naive placement would: the demo pins them there) and retried elsewhere
 after their failure; total power is excluded at import; a missing calibration
 table and a line filling its window are held for an operator; a corrupted and a
 dropped download recover; the QA2 image with the wrong flux scale is flagged.
@@ -25,9 +25,10 @@ from .archive.client import queue_candidates, tap_url_of
 from .config import CONFIG_NAME, load_config
 
 DEMO_PROJECTS = ("2016.1.00123.S", "2017.1.00456.S", "2018.1.00789.S")
-SMALL_NODE, BIG_NODE = "ws-old", "big"
-SMALL_WALLTIME_H = 0.04
-PINNED_TO_SMALL = ("memory_hog", "walltime_long")  # the naive placement the demo shows recovering
+SMALL_NODE, SHORT_NODE, BIG_NODE = "ws-old", "short", "big"
+SHORT_WALLTIME_H = 0.055
+# The naive placement the demo shows recovering from: case -> node it is first pinned to.
+PINNED = {"memory_hog": SMALL_NODE, "walltime_long": SHORT_NODE}
 DEMO_TIMEOUT_S = 1800
 
 
@@ -41,7 +42,7 @@ def casa_site_config() -> Path | None:
 
 
 def demo_config(directory: Path, archive_url: str) -> str:
-    """The demo campaign's ari.toml: two nodes on this machine."""
+    """The demo campaign's ari.toml: three nodes on this machine."""
     python = sys.executable
     site = casa_site_config()
     env = f'env = {{ CASASITECONFIG = "{site}" }}\n' if site else ""
@@ -49,9 +50,11 @@ def demo_config(directory: Path, archive_url: str) -> str:
               f'recipe = "casa6"\ncasa_versions = ["6.7.0-31"]\n{env}')
     return (f'# The demo campaign (written by `ari demo`).\n[campaign]\nname = "demo"\n'
             f'archive_url = "{archive_url}"\npoll_interval_s = 2\nmax_attempts = 3\nretry_backoff_s = 5\n\n'
-            f'[[node]]\nname = "{SMALL_NODE}"\n{common}slots = 1\nmem_gb = 4\nspeed = 0.6\n'
-            f'walltime_h = {SMALL_WALLTIME_H}\nscratch_dir = "{directory / "scratch" / SMALL_NODE}"\n\n'
-            f'[[node]]\nname = "{BIG_NODE}"\n{common}slots = 1\nmem_gb = 12\nspeed = 1.0\n'
+            f'[[node]]\nname = "{SMALL_NODE}"\n{common}slots = 1\nmem_gb = 4\nspeed = 1.0\n'
+            f'scratch_dir = "{directory / "scratch" / SMALL_NODE}"\n\n'
+            f'[[node]]\nname = "{SHORT_NODE}"\n{common}slots = 1\nmem_gb = 8\nspeed = 1.0\n'
+            f'walltime_h = {SHORT_WALLTIME_H}\nscratch_dir = "{directory / "scratch" / SHORT_NODE}"\n\n'
+            f'[[node]]\nname = "{BIG_NODE}"\n{common}slots = 2\nmem_gb = 12\nspeed = 1.0\n'
             f'scratch_dir = "{directory / "scratch" / BIG_NODE}"\n')
 
 
@@ -100,8 +103,8 @@ def run_demo(directory: Path, progress: Callable[[str], None]) -> dict:
         manifest = build.load_manifest(root)
         for uid, entry in (manifest.get("mous") or {}).items():
             ds = store.dataset(db, uid)
-            if entry.get("case") in PINNED_TO_SMALL and ds and ds["state"] == "queued" and not ds["overrides"]:
-                store.set_overrides(db, uid, store.now(), node=SMALL_NODE)
+            if entry.get("case") in PINNED and ds and ds["state"] == "queued" and not ds["overrides"]:
+                store.set_overrides(db, uid, store.now(), node=PINNED[entry["case"]])
         db.conn.close()
         deadline = time.monotonic() + DEMO_TIMEOUT_S
         with Engine(cfg, progress=progress) as engine:

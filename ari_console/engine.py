@@ -380,16 +380,7 @@ class Engine:
 
     # scheduling --------------------------------------------------------------
     def _schedule(self, now: float, report: TickReport) -> None:
-        node_rows = {n["name"]: n for n in store.nodes(self.db)}
-        states = []
-        for name, node in self.nodes.items():
-            row = node_rows.get(name)
-            if row is None or row["drained"] or not self._reachable(name):
-                continue
-            states.append(scheduler.NodeState(
-                name=name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
-                recipes=(node.recipe,), casa_versions=node.casa_versions,
-                free=max(0, node.slots - row["running"]), cpus_per_slot=node.cpus_per_slot))
+        states = node_states(self.db, self.nodes.values(), usable=self._reachable)
         if not any(s.free for s in states):
             return  # every slot busy: the queue need not even be read
         waiting = []
@@ -404,13 +395,8 @@ class Engine:
             waiting.append(ds)
         if not waiting:
             return
-        tries = {}
-        for a in store.attempts(self.db, states=("failed", "lost", "cancelled")):
-            tries[a["uid"]] = tries.get(a["uid"], 0) + 1
-        queue = [_to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
-        history = [_measured(h, self.nodes) for h in store.finished_history(self.db)]
-        placement = scheduler.place(queue, states, now / 3600.0, policy=self.policy,
-                                    history=[h for h in history if h is not None])
+        placement = scheduler.place(scheduler_queue(self.db, waiting), states, now / 3600.0, policy=self.policy,
+                                    history=history(self.db, self.nodes))
         for bad in placement.unplaceable:
             store.set_dataset_state(self.db, bad.dataset.uid, "held", now, reason=f"fits no node: {bad.reason}")
         for sds, nstate in placement.pairs:
@@ -513,6 +499,36 @@ def archive_qa2_dir(work: Path) -> Callable[[dict], Path | None]:
         return dest / "fits" if (dest / "fits").is_dir() else None
 
     return qa2_dir
+
+
+def node_states(db: store.Database, nodes, usable: Callable[[str], bool] = lambda name: True,
+                busy_h: dict[str, tuple[float, ...]] | None = None) -> list[scheduler.NodeState]:
+    """The scheduler's view of the configured nodes: free slots from the store, drained and unusable left out."""
+    rows = {n["name"]: n for n in store.nodes(db)}
+    states = []
+    for node in nodes:
+        row = rows.get(node.name)
+        if row is None or row["drained"] or not usable(node.name):
+            continue
+        states.append(scheduler.NodeState(
+            name=node.name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
+            recipes=(node.recipe,), casa_versions=node.casa_versions, cpus_per_slot=node.cpus_per_slot,
+            **({"busy_h": busy_h.get(node.name, ())} if busy_h is not None
+               else {"free": max(0, node.slots - row["running"])})))
+    return states
+
+
+def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
+    """Queued store rows as the scheduler's data sets, with their failed tries counted."""
+    tries: dict[str, int] = {}
+    for a in store.attempts(db, states=("failed", "lost", "cancelled")):
+        tries[a["uid"]] = tries.get(a["uid"], 0) + 1
+    return [_to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
+
+
+def history(db: store.Database, nodes: dict[str, Node]) -> list[scheduler.Measured]:
+    """Finished attempts as the scheduler's history (what predictions learn from)."""
+    return [m for m in (_measured(h, nodes) for h in store.finished_history(db)) if m is not None]
 
 
 def _to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:

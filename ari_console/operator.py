@@ -67,3 +67,42 @@ def drain(db: store.Database, node: str, now: float, reason: str = "drained by o
 def undrain(db: store.Database, node: str, now: float) -> None:
     """Place attempts on ``node`` again."""
     store.set_drained(db, node, False, now)
+
+
+def override(db: store.Database, text: str, now: float, *, mem_gb: float | None = None,
+             walltime_h: float | None = None, node: str | None = None, casa_version: str | None = None,
+             params: dict | None = None, clear: bool = False) -> dict:
+    """Set what the next attempt of a data set uses (memory, walltime, node, CASA version, recipe parameters)."""
+    uid = canonical_uid(db, text)
+    if node is not None and node not in {n["name"] for n in store.nodes(db)}:
+        raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
+    if clear:
+        current = store.dataset(db, uid)["overrides"]
+        store.set_overrides(db, uid, now, **{k: None for k in current})
+    changes = {k: v for k, v in (("mem_gb", mem_gb), ("walltime_h", walltime_h), ("node", node),
+                                  ("casa_version", casa_version)) if v is not None}
+    if params:
+        changes["params"] = {**store.dataset(db, uid)["overrides"].get("params", {}), **params}
+    if changes:
+        store.set_overrides(db, uid, now, **changes)
+    return store.dataset(db, uid)
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """``["niter=1000", "robust=0.5", "cell=0.1arcsec"]`` -> values (numbers and booleans as such).
+
+    >>> parse_params(["niter=1000", "cell=0.1arcsec", "pbcor=true"])
+    {'niter': 1000, 'cell': '0.1arcsec', 'pbcor': True}
+    """
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f'--param "{pair}" is not KEY=VALUE — write e.g. --param robust=0.5')
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out

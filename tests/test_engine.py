@@ -215,3 +215,15 @@ def test_a_node_whose_sshd_stops_mid_attempt_goes_stale_then_its_attempt_is_lost
         assert (lost["state"], lost["category"]) == ("lost", "node_lost")
         assert store.dataset(engine.db, "uid://A001/X1/X1")["state"] == "queued"
     server.start()
+
+
+def test_estimate_on_a_campaign_uses_its_queue_and_nodes(tmp_path):
+    rows = [(f"uid://A001/X1/X{i}", "12m", {}) for i in range(1, 7)]
+    make_campaign(tmp_path, rows)
+    proc = subprocess.run([str(Path(sys.executable).parent / "ari"), "estimate", "campaign", "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    est = json.loads(proc.stdout)
+    assert est["queued"] == 6 and est["nodes"] == 1 and est["unplaceable"] == 0
+    # six data sets of 0.01 h on one node with two slots: three rounds
+    assert est["makespan_h"] == pytest.approx(0.03, rel=0.05) and est["lower_bound_h"] <= est["makespan_h"]

@@ -59,3 +59,16 @@ def test_operator_mistakes_are_one_line_each(tmp_path):
         proc = ari(tmp_path, *args)
         assert proc.returncode == 2, args
         assert expected in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_overrides_for_the_next_attempt_are_set_merged_and_cleared(tmp_path):
+    campaign(tmp_path)
+    row = json.loads(ari(tmp_path, "override", "uid://A001/X1/X1", "--mem-gb", "32", "--casa-version", "6.5.4",
+                         "--param", "robust=0.5", "--param", "cell=0.1arcsec", "--json").stdout)
+    assert row["overrides"] == {"mem_gb": 32.0, "casa_version": "6.5.4", "params": {"robust": 0.5, "cell": "0.1arcsec"}}
+    row = json.loads(ari(tmp_path, "override", "uid://A001/X1/X1", "--param", "niter=1000", "--json").stdout)
+    assert row["overrides"]["params"] == {"robust": 0.5, "cell": "0.1arcsec", "niter": 1000}
+    row = json.loads(ari(tmp_path, "override", "uid://A001/X1/X1", "--clear", "--node", "big", "--json").stdout)
+    assert row["overrides"] == {"node": "big"}
+    bad = ari(tmp_path, "override", "uid://A001/X1/X1", "--param", "robust")
+    assert bad.returncode == 2 and "is not KEY=VALUE" in bad.stderr

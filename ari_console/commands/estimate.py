@@ -162,3 +162,41 @@ def _print_plan(need: est.NodesNeeded, jobs: int, deadline: str, deadline_h: flo
         ("lower bound then", f"{need.lower_bound_h / 24:,.1f} d"),
         ("deadline", f"{deadline_h / 24:,.1f} d"),
     ])
+
+
+@app.command("campaign")
+def campaign(
+    policy: PolicyOpt = sch.DEFAULT_POLICY,
+    json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+) -> None:
+    """When will this campaign be done? Its queue and history, simulated on its nodes."""
+    from datetime import datetime, timezone
+
+    from ari_console import store
+    from ari_console.cli import state
+    from ari_console.engine import history, node_states, scheduler_queue
+
+    cfg = state.config()
+    db = store.open_db(cfg.campaign.db_path, create=False)
+    store.sync_nodes(db, cfg.nodes, store.now())
+    nodes = {n.name: n for n in cfg.nodes}
+    queue = scheduler_queue(db, store.queue(db))
+    running = {}
+    for a in store.active_attempts(db):
+        running.setdefault(a["node"], []).append(0.0)  # remaining time of a running attempt: unknown, counted as free soon
+    states = node_states(db, nodes.values(), busy_h={k: tuple(v) for k, v in running.items()})
+    now = datetime.now(timezone.utc)
+    result = est.estimate_campaign(queue, history(db, nodes), states, now, policy=policy)
+    out = {"queued": len(queue), "nodes": len(states), "policy": policy,
+           "finish": result.finish_at.isoformat(timespec="minutes"), "makespan_h": round(result.remaining_h, 3),
+           "lower_bound_h": round(result.lower_bound_h, 3), "cpu_hours": round(result.cpu_hours, 2),
+           "disk_peak_gb": {k: round(v, 2) for k, v in result.disk_peak_gb.items()},
+           "unplaceable": len(result.unplaceable)}
+    if json:
+        clikit.emit_json(out)
+        return
+    clikit.out.print(f"{out['queued']} queued data sets on {out['nodes']} nodes ({policy}): done by {out['finish']} "
+                     f"(makespan {out['makespan_h']:.1f} h, lower bound {out['lower_bound_h']:.1f} h); "
+                     f"{out['cpu_hours']:.0f} CPU-hours, disk peak {max(out['disk_peak_gb'].values(), default=0):.0f} GB "
+                     f"on one node; "
+                     f"{out['unplaceable']} fit no node")
