@@ -267,15 +267,14 @@ def nodes_check(
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
     """Campaign totals by state, per-node state and running attempts."""
-    cfg = state.config()
-    db = _db(cfg)
-    store.sync_nodes(db, cfg.nodes, store.now())
-    result = {"campaign": cfg.campaign.name, **store.status(db)}
+    from .entry import status_report
+
+    result = status_report(state.config_path)
     if as_json:
         emit_json(result)
         return
     totals = result["totals"]
-    out.print(f"campaign {cfg.campaign.name}: {result['datasets']} data sets — "
+    out.print(f"campaign {result['campaign']}: {result['datasets']} data sets — "
               + ", ".join(f"{k} {v}" for k, v in totals.items() if v))
     table("nodes", ["name", "transport/batch", "slots", "running", "drained"],
           [(n["name"], f"{n['transport']}/{n['batch']}", n["slots"], n["running"],

@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
+from .jsonout import emit_json, plain as _plain  # noqa: F401  (re-exported: commands use clikit.emit_json)
+
 out = Console()
 err = Console(stderr=True)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` made JSON-safe: NaN/inf -> None, tuples -> lists, paths -> str."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return _plain(value.item())
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def emit_json(value: Any) -> None:
-    """Print ``value`` as JSON on stdout (the --json contract of every read)."""
-    sys.stdout.write(json.dumps(_plain(value), indent=2) + "\n")
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

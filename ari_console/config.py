@@ -237,9 +237,10 @@ def parse_config(text: str, path: Path) -> Config:
     selection = data.get("selection", {})
     if not isinstance(selection, dict):
         raise UserError(f"{file}: selection must be a table — write [selection]")
-    from .archive.client import rules_from_mapping  # noqa: PLC0415 (validation only)
+    if selection:
+        from .archive.client import rules_from_mapping  # noqa: PLC0415 (validation only)
 
-    rules_from_mapping(selection, source=f"{file}: [selection]")
+        rules_from_mapping(selection, source=f"{file}: [selection]")
     camp_table = data.get("campaign", {})
     if not isinstance(camp_table, dict):
         raise UserError(f"{file}: campaign must be a table — write [campaign]")

@@ -73,3 +73,16 @@ def test_config_reference_lists_every_key(tmp_path):
     keys = {(r["table"], r["key"]) for r in rows}
     assert ("[[node]]", "walltime_h") in keys and ("[campaign]", "archive_url") in keys
     assert all(r["help"] for r in rows)
+
+
+def test_the_fast_status_path_prints_what_the_full_cli_prints(tmp_path):
+    ari("init", cwd=tmp_path)
+    (tmp_path / "c.csv").write_text("uid,project\nuid://A001/X1/X1,2016.1.00123.S\n")
+    ari("datasets", "import", "c.csv", cwd=tmp_path)
+    fast = ari("status", "--json", cwd=tmp_path)
+    full = subprocess.run([sys.executable, "-m", "ari_console.cli", "status", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert fast.returncode == full.returncode == 0
+    assert json.loads(fast.stdout) == json.loads(full.stdout)
+    missing = ari("-c", "nowhere/ari.toml", "status", "--json", cwd=tmp_path)
+    assert missing.returncode == 2 and "nowhere/ari.toml: no such file" in missing.stderr

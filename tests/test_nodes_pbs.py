@@ -96,3 +96,13 @@ def test_qdel_cancels_by_job_id(pbs_node):
     handle = ops.launch(node, t, "t", "a-000003", {"uid": "uid://A001/X1/X2"})
     ops.cancel(node, t, handle)
     assert (state / "qdel.log").read_text().strip() == handle["job_id"]
+
+
+def test_a_failure_without_a_cause_takes_the_batch_systems_words():
+    from ari_console.nodes.batch import reconcile_batch
+
+    out = "slurmstepd: error: *** JOB 7 ON vm CANCELLED AT 2026-11-25T10:00:00 DUE TO TIME LIMIT ***\n"
+    final = reconcile_batch({"state": "failed", "stage": "image", "category": None}, None, "slurm", output_tail=out)
+    assert (final.state, final.category, final.stage) == ("failed", "walltime", "image")
+    gone = reconcile_batch(None, None, "slurm", output_tail="slurmstepd: error: Exceeded job memory limit\n")
+    assert (gone.state, gone.category) == ("failed", "memory")

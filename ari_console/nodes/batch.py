@@ -75,7 +75,7 @@ def job_name(campaign: str) -> str:
     """The batch job name of a campaign's jobs (safe for Slurm and PBS: 15 chars max for PBS).
 
     >>> job_name("Cycle 4 re-imaging")
-    'ari-Cycle4re-ima'
+    'ari-Cycle4re-im'
     """
     return (JOB_NAME_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "", campaign))[:15]
 
@@ -356,6 +356,10 @@ def reconcile_batch(status: dict | None, batch_state: str | None, batch: str,
     else:
         state, category = SLURM_MAP.get((batch_state or "").upper(), (None, None))
     runner_final = status is not None and status.get("state") in ("succeeded", "failed", "cancelled")
+    if category is None:
+        category = _category_from_output(output_tail)
+        if category and state is None:
+            state = "lost" if category == "node_lost" else "failed"
     if runner_final:
         js = status_from_json(status)
         if js.state != "succeeded" and category and not js.category:
@@ -369,19 +373,27 @@ def reconcile_batch(status: dict | None, batch_state: str | None, batch: str,
         base = status_from_json(status) if status else JobState(state="running", stage="starting")
         return _with(base, state="running", batch_state=batch_state)
     # The job is over (or unknown to the batch system) and the runner left no final word.
-    text = output_tail
-    if category is None and "DUE TO TIME LIMIT" in text:
-        state, category = "failed", "walltime"
-    elif category is None and re.search(r"oom[-_ ]kill|Exceeded job memory limit|OUT_OF_MEMORY", text, re.I):
-        state, category = "failed", "memory"
-    elif category is None and "DUE TO NODE FAILURE" in text:
-        state, category = "lost", "node_lost"
     if state is None or (state == "succeeded" and not runner_final):
         state = "lost" if state is None else "failed"
         category = category or ("node_lost" if state == "lost" else None)
     stage = status.get("stage") if status else None
     return JobState(state=state, stage=stage, category=category, batch_state=batch_state, status=status,
                     message="the job ended without the runner's final status")
+
+
+def _category_from_output(text: str) -> str | None:
+    """The cause a batch system wrote into a job's output, if any.
+
+    >>> _category_from_output("slurmstepd: error: *** JOB 7 ON vm CANCELLED AT 2026-11-25T10:00:00 DUE TO TIME LIMIT ***")
+    'walltime'
+    """
+    if "DUE TO TIME LIMIT" in text or re.search(r"walltime \S+ exceeded limit", text):
+        return "walltime"
+    if re.search(r"oom[-_ ]kill|Exceeded job memory limit|OUT_OF_MEMORY|\bp?v?mem \S+ exceeded limit", text, re.I):
+        return "memory"
+    if "DUE TO NODE FAILURE" in text:
+        return "node_lost"
+    return None
 
 
 # PBS Pro's JOB_EXEC_KILL_WALLTIME / _MEM / _VMEM exit codes.

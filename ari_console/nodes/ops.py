@@ -142,9 +142,6 @@ def launch(node: Node, transport: Transport, campaign: str, attempt: str, spec: 
     spec = {**spec, "attempt_id": attempt, "work_dir": work_dir}
     spec.setdefault("mem_gb", mem_gb or node.mem_gb)
     spec.setdefault("walltime_h", walltime_h or node.walltime_h)
-    if node.batch != "none":
-        # The batch system enforces time and memory; the runner keeps its own limits a little above.
-        spec["walltime_h"] = None
     spec_path = write_spec(transport, work_dir, spec)
     req = B.JobRequest(attempt=attempt, campaign=campaign, work_dir=work_dir, spec_path=spec_path,
                        python=node.python, runner=runner_path(node), mem_gb=mem_gb or node.mem_gb,
@@ -189,9 +186,11 @@ def poll(node: Node, transport: Transport, campaign: str, handles: Iterable[dict
         status = statuses[h["work_dir"]]
         batch_state = a.get("job_state")
         tail_text = ""
-        if not (status and status.get("state") in ("succeeded", "failed", "cancelled")) and \
+        runner_done = bool(status and status.get("state") in ("succeeded", "failed", "cancelled"))
+        unexplained = runner_done and status.get("state") != "succeeded" and not status.get("category")
+        if (unexplained or not runner_done) and \
                 (batch_state is None or B.SLURM_MAP.get(batch_state, ("x",))[0] not in ("pending", "running")):
-            tail_text = batch_output_tail(transport, h)
+            tail_text = batch_output_tail(transport, h)  # the batch system's own words on why the job ended
         states[h["work_dir"]] = B.reconcile_batch(status, batch_state, node.batch,
                                                   exit_status=a.get("Exit_status"), output_tail=tail_text)
     return states
