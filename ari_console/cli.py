@@ -321,14 +321,17 @@ def attempts(
 @app.command()
 def stats(as_json: JsonOpt = False) -> None:
     """Success rate first try vs after retries, failures by category, runtimes per node, attempt hours."""
-    result = store.stats(_db(state.config()))
+    cfg = state.config()
+    result = store.stats(_db(cfg))
+    cpus = {n.name: n.cpus_per_slot for n in cfg.nodes}
+    result["cpu_hours"] = round(sum(h * cpus.get(n, 1) for n, h in result["attempt_hours_by_node"].items()), 4)
     if as_json:
         emit_json(result)
         return
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     out.print(f"{result['datasets_tried']} data sets tried: {pct(result['success_first_try'])} succeeded "
               f"unsupervised, {pct(result['success_after_retries'])} after retries; "
-              f"{result['attempt_hours']:.1f} attempt-hours")
+              f"{result['attempt_hours']:.1f} attempt-hours, {result['cpu_hours']:.1f} CPU-hours")
     table("failures by category", ["category", "attempts"], result["failures_by_category"].items())
     table("runtime of successful attempts (h)", ["node", "count", "median", "max"],
           [(n, v["count"], v["median"], v["max"]) for n, v in result["runtime_h_by_node"].items()])

@@ -673,6 +673,7 @@ def stats(db: Database) -> dict:
     failures: dict[str, int] = {}
     runtimes: dict[str, list[float]] = {}
     hours = 0.0
+    by_node: dict[str, float] = {}
     for r in rows:
         first.setdefault(r["uid"], r["state"])
         if r["state"] != "succeeded":
@@ -680,6 +681,7 @@ def stats(db: Database) -> dict:
         if r["started_at"] and r["ended_at"]:
             h = (r["ended_at"] - r["started_at"]) / 3600
             hours += h
+            by_node[r["node"]] = by_node.get(r["node"], 0.0) + h
             if r["state"] == "succeeded":
                 runtimes.setdefault(r["node"], []).append(h)
     tried = len(first)
@@ -691,6 +693,7 @@ def stats(db: Database) -> dict:
         "runtime_h_by_node": {n: {"count": len(v), "median": _median(v), "max": round(max(v), 4)}
                               for n, v in sorted(runtimes.items())},
         "attempt_hours": round(hours, 4),
+        "attempt_hours_by_node": {n: round(h, 4) for n, h in sorted(by_node.items())},
     }
 
 

@@ -182,6 +182,7 @@ def test_reads_after_a_campaign_show_rates_failures_attempts_and_logs(tmp_path):
     stats = json.loads(ari("stats", "--json"))
     assert stats["datasets_tried"] == 2 and stats["success_first_try"] == 0.5
     assert stats["failures_by_category"] == {"findcont": 1}
+    assert stats["cpu_hours"] == pytest.approx(stats["attempt_hours"]) and stats["cpu_hours"] > 0  # 1 CPU per slot
     status = json.loads(ari("status", "--json"))
     assert status["totals"]["succeeded"] == 1 and status["totals"]["held"] == 1
     assert status["success_first_try"] == 0.5
