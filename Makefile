@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 CASA_PKGS := casatools==6.7.0.31 casatasks==6.7.0.31 casadata six
 CASA_CONFIG := $(VENV)/casasiteconfig.py
 PYTEST_ARGS ?=
+DEMO_ARGS ?= --headless
 
 .PHONY: setup system demo test bench clean
 
@@ -22,7 +23,7 @@ $(CASA_CONFIG): $(VENV)/.installed remote/casa_site_config.py
 	@$(PY) remote/casa_site_config.py $@
 
 demo: setup
-	CASASITECONFIG=$(abspath $(CASA_CONFIG)) $(VENV)/bin/ari demo
+	CASASITECONFIG=$(abspath $(CASA_CONFIG)) $(VENV)/bin/ari demo $(DEMO_ARGS)
 
 test: setup
 	CASASITECONFIG=$(abspath $(CASA_CONFIG)) $(PY) -m pytest $(PYTEST_ARGS)

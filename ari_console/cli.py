@@ -15,6 +15,7 @@ from .clikit import emit_json, err, out, table
 from .commands import archive as archive_cmds
 from .commands import estimate as estimate_cmds
 from .commands import qa2 as qa2_cmds
+from .commands import report as report_cmds
 from .commands import triage as triage_cmds
 from .commands import tui as tui_cmds
 from .config import CONFIG_NAME, Config, load_config, reference, starter_config
@@ -37,6 +38,7 @@ app.add_typer(qa2_cmds.app, name="qa2")
 app.add_typer(estimate_cmds.app, name="estimate")
 app.add_typer(archive_cmds.app, name="archive")
 app.command(name="tui")(tui_cmds.tui)
+app.command(name="report")(report_cmds.report)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented keys) instead of a table.")]
 UidArg = Annotated[str, typer.Argument(help="MOUS uid (uid://A001/X1296/X1d3 or uid___A001_X1296_X1d3).")]
@@ -80,16 +82,33 @@ def init(
     path = directory / CONFIG_NAME
     if path.exists() and not force:
         raise UserError(f"{path}: already exists — edit it, or pass --force to overwrite it")
+    from .demo import casa_site_config
+
     mem_gb = _local_mem_gb()
+    site = casa_site_config()
     text = starter_config(
         name=name or directory.resolve().name or "ari",
         python=sys.executable,
         scratch=str((directory.resolve() / "scratch")),
         mem_gb=max(1, round(mem_gb * 0.8)),
+        casa_version=_local_casa_version(),
+        casa_site_config=str(site) if site else None,
     )
     path.write_text(text)
     load_config(path)  # the starter must itself be valid
     out.print(f"wrote {path} — next: ari datasets import CATALOGUE.csv")
+
+
+def _local_casa_version() -> str | None:
+    """The installed casatools version as restore scripts name it (``6.7.0-31``), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .archive.build import casa_version_text
+
+    try:
+        return casa_version_text(version("casatools"))
+    except PackageNotFoundError:
+        return None
 
 
 def _local_mem_gb() -> float:
@@ -396,6 +415,37 @@ def retry(
 
 
 @app.command()
+def cancel(uid: UidArg, as_json: JsonOpt = False) -> None:
+    """Stop a data set's running attempt on its node; the data set is then held until released."""
+    from .nodes import NodeUnreachable, connect, ops
+
+    cfg = state.config()
+    db = _db(cfg, create=False)
+    stopped = []
+    for a in _act("attempts_to_cancel", uid):
+        node = cfg.node(a["node"])
+        if not a["handle"]:
+            raise UserError(f"{a['uid']}: attempt {a['id']} is still being launched on {node.name} — "
+                            f"cancel again in a few seconds")
+        transport = connect(node)
+        try:
+            ops.cancel(node, transport, a["handle"])
+        except NodeUnreachable as exc:
+            raise UserError(f"{a['uid']}: node {node.name} is unreachable ({exc}) — the attempt may still run there; "
+                            f"`ari nodes check` says why") from None
+        finally:
+            transport.close()
+        stopped.append({"uid": a["uid"], "attempt": a["id"], "node": node.name})
+    db.conn.close()
+    if as_json:
+        emit_json(stopped)
+        return
+    for s in stopped:
+        out.print(f"{s['uid']}: attempt {s['attempt']} on {s['node']} told to stop "
+                  f"(held once it has ended; `ari release {s['uid']}` queues it again)", markup=False)
+
+
+@app.command()
 def override(
     uid: UidArg,
     mem_gb: Annotated[Optional[float], typer.Option(help="Memory the next attempt needs, GB.")] = None,
@@ -448,23 +498,32 @@ def nodes_undrain(name: Annotated[str, typer.Argument(help="Node name.")]) -> No
 
 @app.command()
 def demo(
-    headless: Annotated[bool, typer.Option(help="Run without the TUI, printing progress.")] = True,
+    headless: Annotated[Optional[bool], typer.Option(
+        "--headless/--tui", help="Run without the console, printing progress (default when not on a terminal), "
+                                 "or in the console (default on a terminal).")] = None,
     as_json: JsonOpt = False,
-    directory: Annotated[Path, typer.Option("--dir", help="Where the demo campaign lives.")] = Path("demo-campaign"),
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo campaign lives (cleared on each run).")]
+        = Path("demo-campaign"),
 ) -> None:
-    """Run the demo campaign on this machine: the CASA-simulated archive, imaged, triaged, QA2-compared."""
+    """Run the demo campaign on this machine: local, SSH and Slurm nodes image the CASA-simulated archive."""
     from . import demo as demo_mod
 
-    summary = demo_mod.run_demo(directory.resolve(), progress=lambda msg: err.print(msg, markup=False,
-                                                                                      highlight=False))
+    if headless is None:
+        headless = as_json or not (sys.stdin.isatty() and sys.stdout.isatty())
+    summary = demo_mod.run_demo(directory.resolve(), tui=not headless,
+                                progress=lambda msg: err.print(msg, markup=False, highlight=False, soft_wrap=True))
     if as_json:
         emit_json(summary)
         return
+    failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
     out.print(f"demo: {summary['succeeded']} of {summary['datasets']} data sets imaged "
-              f"({summary['retried_ok']} after a retry); failures by category: {summary['failed'] or 'none'}; "
-              f"QA2: {summary['qa2']['consistent']} consistent, {summary['qa2']['discrepant']} discrepant")
+              f"({summary['retried_ok']} after a retry) in {summary['minutes']} min; failures by category: {failed}; "
+              f"QA2: {summary['qa2']['consistent']} consistent, {summary['qa2']['discrepant']} discrepant",
+              markup=False, highlight=False)
     for uid, reason in summary["held"].items():
-        out.print(f"  held for an operator: {uid}: {reason}", markup=False)
+        out.print(f"  held for an operator: {uid}: {reason}", markup=False, highlight=False)
+    out.print(f"  look around: ari -c {directory / CONFIG_NAME} tui   (or status, stats, triage groups, report)",
+              markup=False, highlight=False)
 
 
 def main() -> None:

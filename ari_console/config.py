@@ -332,6 +332,10 @@ scratch_dir = "{scratch}"
 python = "{python}"
 recipe = "casa6"
 casa_path = "{python}"
+# CASA versions installed here (data sets whose calibration needs another one go elsewhere).
+{casa_versions}
+# Environment for every command on the node; CASASITECONFIG keeps CASA offline (measures from casadata).
+{env}
 
 # An SSH workstation, for example:
 # [[node]]
@@ -347,10 +351,19 @@ casa_path = "{python}"
 
 
 def starter_config(name: str, python: str, scratch: str, mem_gb: float,
-                   archive_url: str = DEFAULT_ARCHIVE_URL) -> str:
-    """The commented starter ``ari.toml`` that ``ari init`` writes."""
-    return STARTER.format(name=name, python=python, scratch=scratch,
-                          mem_gb=_fmt(mem_gb), archive_url=archive_url)
+                   archive_url: str = DEFAULT_ARCHIVE_URL, casa_version: str | None = None,
+                   casa_site_config: str | None = None) -> str:
+    """The commented starter ``ari.toml`` that ``ari init`` writes (CASA version and site config where known).
+
+    >>> text = starter_config("c", "/py", "/s", 8, casa_version="6.7.0-31", casa_site_config="/v/site.py")
+    >>> 'casa_versions = ["6.7.0-31"]' in text, 'env = { CASASITECONFIG = "/v/site.py" }' in text
+    (True, True)
+    """
+    versions = f'casa_versions = ["{casa_version}"]' if casa_version else '# casa_versions = ["6.7.0-31"]'
+    env = (f'env = {{ CASASITECONFIG = "{casa_site_config}" }}' if casa_site_config
+           else '# env = { CASASITECONFIG = "/path/to/casasiteconfig.py" }')
+    return STARTER.format(name=name, python=python, scratch=scratch, mem_gb=_fmt(mem_gb),
+                          archive_url=archive_url, casa_versions=versions, env=env)
 
 
 def reference_markdown() -> str:

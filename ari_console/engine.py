@@ -29,7 +29,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import scheduler, store, triage
 from .alma import uid_filename
@@ -41,6 +41,9 @@ from .nodes.batch import JobState
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
 NODE_LOST_AFTER_S = 600.0
+# A runner whose heartbeat has not moved for this long (console clock, so node clock skew does not matter)
+# while its node answers is hung or stopped: its attempt is lost (node_lost) and the job is cancelled.
+STALE_HEARTBEAT_S = 900.0
 LOG_CHUNK = 4 << 20
 PIPELINE_CATEGORIES = ("calibration", "importdata", "makeimlist", "findcont", "uvcontfit", "imaging", "export")
 NODE_CATEGORIES = ("node_lost", "disk_full", "download")
@@ -119,6 +122,8 @@ class Engine:
         self.prepared: set[str] = set()
         self.last_probe: dict[str, float] = {}
         self.unreachable_since: dict[str, float] = {}
+        self.heartbeats: dict[int, tuple[float, float]] = {}  # attempt id -> (heartbeat_at, when it last moved)
+        self.launch_backoff: dict[str, tuple[float, int]] = {}  # node -> (no launch before, launch failures in a row)
         self.plan = None
         self._recover_interrupted_launches(clock())
 
@@ -207,7 +212,8 @@ class Engine:
                 report.errors.append(str(exc))
 
     def _reachable(self, name: str) -> bool:
-        return name not in self.unreachable_since
+        """Whether new attempts may go to ``name``: it answers, and no recent launch there failed."""
+        return name not in self.unreachable_since and self.clock() >= self.launch_backoff.get(name, (0.0, 0))[0]
 
     # polling -----------------------------------------------------------------
     def _poll(self, now: float, report: TickReport) -> None:
@@ -251,7 +257,32 @@ class Engine:
                     changes["state"] = "pending"
                 store.update_attempt(self.db, a["id"], now, **{k: v for k, v in changes.items() if v is not None})
                 if js.final:
+                    self.heartbeats.pop(a["id"], None)
                     self._finish(store.attempt(self.db, a["id"]), js, now, report)
+                elif js.state == "running" and self._heartbeat_stale(a["id"], js.heartbeat_at, now):
+                    self._give_up_hung(a, node, transport, js, now, report)
+
+    def _heartbeat_stale(self, attempt_id: int, heartbeat_at: float | None, now: float) -> bool:
+        """True when the runner's heartbeat has not moved for ``STALE_HEARTBEAT_S`` of console time."""
+        if heartbeat_at is None:
+            return False
+        seen = self.heartbeats.get(attempt_id)
+        if seen is None or seen[0] != heartbeat_at:
+            self.heartbeats[attempt_id] = (heartbeat_at, now)
+            return False
+        return now - seen[1] >= STALE_HEARTBEAT_S
+
+    def _give_up_hung(self, a: dict, node: Node, transport, js: JobState, now: float, report: TickReport) -> None:
+        """A runner alive on an answering node but silent: cancel its job and record the attempt lost."""
+        silent_min = (now - self.heartbeats.pop(a["id"])[1]) / 60
+        try:
+            ops.cancel(node, transport, a["handle"], force=True)
+        except (NodeUnreachable, RuntimeError) as exc:
+            report.errors.append(f"{node.name}: could not cancel hung attempt {a['id']}: {exc}")
+        lost = JobState(state="lost", stage=js.stage or a["stage"], category="node_lost",
+                        message=f"heartbeat lost: the runner on {node.name} has been silent for "
+                                f"{silent_min:.0f} min (hung or stopped); its job was killed")
+        self._finish(store.attempt(self.db, a["id"]), lost, now, report)
 
     def mirror_dir(self, a: dict) -> Path:
         return self.work / "logs" / uid_filename(a["uid"]) / f"a-{a['id']:06d}"
@@ -420,9 +451,7 @@ class Engine:
             spec = {
                 "uid": ds["uid"],
                 "files": self.resolve_files(ds),
-                "recipe": {"name": node.recipe, "python": node.casa_path or node.python,
-                           "casa": node.casa_path, "params": {**ds["extra"].get("recipe_params", {}),
-                                                              **overrides.get("params", {})}},
+                "recipe": recipe_spec(node, ds["extra"].get("recipe_params"), overrides.get("params")),
                 "env": dict(node.env),
                 "heartbeat_s": min(5.0, max(1.0, self.cfg.campaign.poll_interval_s)),
             }
@@ -430,11 +459,17 @@ class Engine:
             handle = ops.launch(node, transport, self.cfg.campaign.name, name, spec,
                                 mem_gb=mem_gb, walltime_h=walltime_h)
         except (NodeUnreachable, RuntimeError, OSError) as exc:
+            # The node's fault, not the data set's: the node waits (doubling), the data set may go elsewhere.
+            failures = self.launch_backoff.get(node.name, (0.0, 0))[1] + 1
+            wait = self.cfg.campaign.retry_backoff_s * 2 ** min(failures - 1, 6)
+            self.launch_backoff[node.name] = (now + wait, failures)
             store.update_attempt(self.db, attempt_id, now, state="failed", category="node_lost",
                                  excerpt=f"launch failed: {exc}", ended_at=now)
-            store.set_dataset_state(self.db, ds["uid"], "queued", now, reason=f"launch on {node.name} failed")
-            report.errors.append(f"{node.name}: launch of {ds['uid']} failed: {exc}")
+            store.set_dataset_state(self.db, ds["uid"], "queued", now,
+                                    reason=f"launch on {node.name} failed; no launch there for {wait:g} s")
+            report.errors.append(f"{node.name}: launch of {ds['uid']} failed: {exc} (no launch there for {wait:g} s)")
             return
+        self.launch_backoff.pop(node.name, None)
         store.update_attempt(self.db, attempt_id, now, state="running", handle=handle,
                              work_dir=handle["work_dir"], started_at=now)
         report.launched.append((ds["uid"], node.name))
@@ -459,6 +494,49 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
 # -- helpers -----------------------------------------------------------------------
 
 NODE_SEMANTICS_SKIPPED = ("#derivation", "#documentation")  # QA2 products and READMEs stay in the archive
+
+
+def recipe_spec(node: Node, dataset_params: object, override_params: object) -> dict:
+    """The job spec's ``recipe``: which script, run by which Python, with which CASA and parameters.
+
+    casa6 runs in the node's Python that has casatasks (``casa_path``, else
+    ``python``); alma-pipeline is a stdlib script run by ``python`` that drives
+    the ``casa`` executable (``casa_path``). Parameters: the data set's, then the
+    operator's overrides; anything that is not a table is ignored.
+
+    >>> node = Node(name="n", recipe="alma-pipeline", python="python3", casa_path="/opt/casa/bin/casa")
+    >>> recipe_spec(node, "niter=5", {"robust": 0.5})
+    {'name': 'alma-pipeline', 'python': 'python3', 'casa': '/opt/casa/bin/casa', 'params': {'robust': 0.5}}
+    """
+    python = (node.casa_path or node.python) if node.recipe == "casa6" else node.python
+    params = {**(dataset_params if isinstance(dataset_params, dict) else {}),
+              **(override_params if isinstance(override_params, dict) else {})}
+    return {"name": node.recipe, "python": python, "casa": node.casa_path, "params": params}
+
+
+def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
+                      policy: str = scheduler.DEFAULT_POLICY):
+    """``(queue, node states, estimate)`` of the campaign: its queue and history simulated on its nodes.
+
+    What ``ari estimate campaign`` and the report show. Running attempts count
+    as ending soon (their remaining time is unknown). The estimate is None when
+    nothing is queued or no node can take work.
+    """
+    from datetime import datetime, timezone
+
+    from . import estimate as est
+
+    by_name = {n.name: n for n in nodes}
+    queue = scheduler_queue(db, store.queue(db))
+    running: dict[str, list[float]] = {}
+    for a in store.active_attempts(db):
+        running.setdefault(a["node"], []).append(0.0)
+    states = node_states(db, by_name.values(), busy_h={k: tuple(v) for k, v in running.items()})
+    if not queue or not states:
+        return queue, states, None
+    result = est.estimate_campaign(queue, history(db, by_name), states, datetime.fromtimestamp(now, timezone.utc),
+                                   policy=policy)
+    return queue, states, result
 
 
 def dataset_files(ds: dict) -> list[dict]:

@@ -1,13 +1,22 @@
 """What an operator does to a campaign: retry, hold, release, drain, undrain, override.
 
 The CLI and the TUI call these same functions; each is one transaction in the
-store and leaves an event, and the engine picks the change up on its next tick.
+store and leaves an ``operator`` event (``detail.action`` names it) beside the
+state change, so the report can count what people did, apart from what the
+engine did; the engine picks the change up on its next tick.
 """
 
 from __future__ import annotations
 
 from . import alma, store
 from .errors import UserError
+
+
+def _record(db: store.Database, action: str, now: float, uid: str | None = None, node: str | None = None,
+            **detail) -> None:
+    """The ``operator`` event of one action."""
+    store.record_event(db, "operator", now, uid=uid, node=node,
+                       detail={"action": action, **{k: v for k, v in detail.items() if v is not None}})
 
 
 def canonical_uid(db: store.Database, text: str) -> str:
@@ -27,17 +36,18 @@ def retry(db: store.Database, text: str, now: float, node: str | None = None,
     uid = canonical_uid(db, text)
     row = store.dataset(db, uid)
     if row["state"] == "running":
-        raise UserError(f"{uid} is running now — wait for it, or cancel it first")
+        raise UserError(f"{uid} is running now — wait for it, or stop it first with `ari cancel {uid}`")
     if row["state"] == "succeeded":
         raise UserError(f"{uid} already succeeded — its accepted attempt stays; nothing to retry")
     if node is not None and node not in {n["name"] for n in store.nodes(db)}:
         raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
     given = {k: v for k, v in (("node", node), ("mem_gb", mem_gb), ("walltime_h", walltime_h)) if v is not None}
-    if given:
-        store.set_overrides(db, uid, now, **given)
     with store.transaction(db, immediate=True):
+        if given:
+            store.set_overrides(db, uid, now, **given)
         store.set_dataset_state(db, uid, "queued", now, reason="operator retry")
         store.record_event(db, "retry", now, uid=uid, detail={"node": node} if node else None)
+        _record(db, "retry", now, uid, **given)
     return store.dataset(db, uid)
 
 
@@ -46,7 +56,9 @@ def hold(db: store.Database, text: str, now: float, reason: str = "held by opera
     uid = canonical_uid(db, text)
     if store.dataset(db, uid)["state"] == "succeeded":
         raise UserError(f"{uid} already succeeded — nothing to hold")
-    store.set_dataset_state(db, uid, "held", now, reason=reason)
+    with store.transaction(db, immediate=True):
+        store.set_dataset_state(db, uid, "held", now, reason=reason)
+        _record(db, "hold", now, uid, reason=reason)
     return store.dataset(db, uid)
 
 
@@ -55,18 +67,40 @@ def release(db: store.Database, text: str, now: float) -> dict:
     uid = canonical_uid(db, text)
     if store.dataset(db, uid)["state"] != "held":
         raise UserError(f"{uid} is not held (it is {store.dataset(db, uid)['state']}) — nothing to release")
-    store.set_dataset_state(db, uid, "queued", now, reason="released by operator")
+    with store.transaction(db, immediate=True):
+        store.set_dataset_state(db, uid, "queued", now, reason="released by operator")
+        _record(db, "release", now, uid)
     return store.dataset(db, uid)
+
+
+def attempts_to_cancel(db: store.Database, text: str, now: float) -> list[dict]:
+    """The data set's pending or running attempts, each with a ``cancel`` event recorded; UserError if none.
+
+    The caller stops them on their nodes (``nodes.ops.cancel``); the engine sees
+    them end as ``cancelled`` and holds the data set until an operator releases it.
+    """
+    uid = canonical_uid(db, text)
+    active = [a for a in store.active_attempts(db) if a["uid"] == uid]
+    if not active:
+        raise UserError(f"{uid}: no attempt is running (it is {store.dataset(db, uid)['state']}) — nothing to cancel")
+    with store.transaction(db, immediate=True):
+        for a in active:
+            _record(db, "cancel", now, uid, node=a["node"], attempt=a["id"])
+    return active
 
 
 def drain(db: store.Database, node: str, now: float, reason: str = "drained by operator") -> None:
     """Stop placing new attempts on ``node`` (running ones finish)."""
-    store.set_drained(db, node, True, now, reason)
+    with store.transaction(db, immediate=True):
+        store.set_drained(db, node, True, now, reason)
+        _record(db, "drain", now, node=node, reason=reason)
 
 
 def undrain(db: store.Database, node: str, now: float) -> None:
     """Place attempts on ``node`` again."""
-    store.set_drained(db, node, False, now)
+    with store.transaction(db, immediate=True):
+        store.set_drained(db, node, False, now)
+        _record(db, "undrain", now, node=node)
 
 
 def override(db: store.Database, text: str, now: float, *, mem_gb: float | None = None,
@@ -76,15 +110,18 @@ def override(db: store.Database, text: str, now: float, *, mem_gb: float | None 
     uid = canonical_uid(db, text)
     if node is not None and node not in {n["name"] for n in store.nodes(db)}:
         raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
-    if clear:
-        current = store.dataset(db, uid)["overrides"]
-        store.set_overrides(db, uid, now, **{k: None for k in current})
-    changes = {k: v for k, v in (("mem_gb", mem_gb), ("walltime_h", walltime_h), ("node", node),
-                                  ("casa_version", casa_version)) if v is not None}
-    if params:
-        changes["params"] = {**store.dataset(db, uid)["overrides"].get("params", {}), **params}
-    if changes:
-        store.set_overrides(db, uid, now, **changes)
+    with store.transaction(db, immediate=True):
+        if clear:
+            current = store.dataset(db, uid)["overrides"]
+            store.set_overrides(db, uid, now, **{k: None for k in current})
+        changes = {k: v for k, v in (("mem_gb", mem_gb), ("walltime_h", walltime_h), ("node", node),
+                                      ("casa_version", casa_version)) if v is not None}
+        if params:
+            changes["params"] = {**store.dataset(db, uid)["overrides"].get("params", {}), **params}
+        if changes:
+            store.set_overrides(db, uid, now, **changes)
+        if clear or changes:
+            _record(db, "override", now, uid, cleared=clear or None, **changes)
     return store.dataset(db, uid)
 
 

@@ -714,3 +714,43 @@ def _dicts(db: Database, sql: str, args: Iterable = ()) -> list[dict]:
 def now() -> float:
     """The wall clock, for callers at the edges (CLI, engine) to pass in."""
     return time.time()
+
+
+# -- report ------------------------------------------------------------------------
+
+def events_of_kinds(db: Database, kinds: Iterable[str]) -> list[dict]:
+    """Every event of the given kinds, oldest first (the report's state history and operator actions).
+
+    >>> db = open_db(":memory:"); record_event(db, "retry", 5.0, uid="u"); record_event(db, "stage", 6.0)
+    >>> [(e["ts"], e["kind"]) for e in events_of_kinds(db, ["retry"])]
+    [(5.0, 'retry')]
+    """
+    kinds = list(kinds)
+    rows = _dicts(db, f"SELECT * FROM events WHERE kind IN ({','.join('?' * len(kinds))}) ORDER BY ts, id", kinds)
+    for row in rows:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else None
+    return rows
+
+
+def deliveries(db: Database) -> list[dict]:
+    """Data sets with an accepted attempt: uid, queued at (``created_at``), the accepted attempt's id and ``ended_at``.
+
+    >>> deliveries(open_db(":memory:"))
+    []
+    """
+    return _dicts(db, "SELECT d.uid, d.created_at, a.id AS attempt_id, a.ended_at FROM datasets d"
+                      " JOIN attempts a ON a.id = d.accepted_attempt"
+                      " WHERE d.state != 'excluded' ORDER BY d.created_at, d.uid")
+
+
+def product_bytes(db: Database) -> dict[str, int]:
+    """Bytes of fetched products on the console's disk: all of them, and those of accepted attempts.
+
+    >>> product_bytes(open_db(":memory:"))
+    {'all': 0, 'accepted': 0}
+    """
+    total, accepted = db.conn.execute(
+        "SELECT COALESCE(SUM(p.size), 0),"
+        " COALESCE(SUM(CASE WHEN d.accepted_attempt = p.attempt_id THEN p.size END), 0)"
+        " FROM products p LEFT JOIN datasets d ON d.uid = p.uid").fetchone()
+    return {"all": int(total), "accepted": int(accepted)}

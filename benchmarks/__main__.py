@@ -1,4 +1,10 @@
-"""Run every benchmark module (``bench_*.py``) in turn and print its figures."""
+"""Run every benchmark module (``bench_*.py``) in turn and print its figures.
+
+    python -m benchmarks [NAME...]     e.g. ``python -m benchmarks scheduler triage``
+
+Each module runs with its own defaults (its command-line arguments are for
+running it alone: ``python -m benchmarks.bench_scheduler 2 3 4``).
+"""
 
 import importlib
 import pkgutil
@@ -14,7 +20,12 @@ def main(argv: list[str]) -> int:
     for name in names:
         print(f"== {name}", flush=True)
         started = time.perf_counter()
-        importlib.import_module(f"benchmarks.{name}").main()
+        module = importlib.import_module(f"benchmarks.{name}")
+        saved, sys.argv = sys.argv, [name]  # the module's own argument parsing sees no arguments
+        try:
+            module.main()
+        finally:
+            sys.argv = saved
         print(f"   ({time.perf_counter() - started:.1f} s)", flush=True)
     return 0
 

@@ -7,6 +7,7 @@ have sshd || need+=(openssh-server)
 { have slurmctld && have slurmd && have sbatch; } || need+=(slurm-wlm)
 have munged || need+=(munge)
 have tmux || need+=(tmux)
+have chromium || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing Debian packages: ${need[*]} — run as root, or: sudo apt-get install ${need[*]}" >&2

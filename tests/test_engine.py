@@ -228,3 +228,71 @@ def test_estimate_on_a_campaign_uses_its_queue_and_nodes(tmp_path):
     assert est["queued"] == 6 and est["nodes"] == 1 and est["unplaceable"] == 0
     # six data sets of 0.01 h on one node with two slots: three rounds
     assert est["makespan_h"] == pytest.approx(0.03, rel=0.05) and est["lower_bound_h"] <= est["makespan_h"]
+
+
+def wait_for_launch(engine, timeout=30):
+    """Tick until an attempt runs on its node (its handle stored)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not [a for a in store.active_attempts(engine.db) if a["handle"]]:
+        engine.tick()
+        time.sleep(0.3)
+
+
+def test_ari_cancel_stops_the_running_attempt_and_the_data_set_is_held(tmp_path):
+    from typer.testing import CliRunner
+
+    from ari_console.cli import app
+
+    uid = "uid://A001/X1/X9"
+    cfg = make_campaign(tmp_path, [(uid, "12m", {"sleeper": {"sleep_s": 60}})])
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        wait_for_launch(engine)
+        result = CliRunner().invoke(app, ["-c", str(tmp_path / "ari.toml"), "cancel", uid, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)[0]["node"] == "local"
+        deadline = time.time() + 30
+        while time.time() < deadline and store.dataset(engine.db, uid)["state"] != "held":
+            engine.tick()
+            time.sleep(0.3)
+        assert store.dataset(engine.db, uid)["state"] == "held"
+        assert [a["state"] for a in store.attempts(engine.db, uid=uid)] == ["cancelled"]
+        again = CliRunner().invoke(app, ["-c", str(tmp_path / "ari.toml"), "cancel", uid])
+        assert "nothing to cancel" in str(again.exception)  # `ari` prints it as one line and exits 2
+
+
+def test_a_stopped_runner_whose_heartbeat_stalls_is_lost_and_killed(tmp_path, monkeypatch):
+    import ari_console.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "STALE_HEARTBEAT_S", 4.0)
+    uid = "uid://A001/X1/Xa"
+    cfg = make_campaign(tmp_path, [(uid, "12m", {"sleeper": {"sleep_s": 120}})])
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        wait_for_launch(engine)
+        (attempt,) = store.active_attempts(engine.db)
+        pid = attempt["handle"]["pid"]
+        os.kill(pid, signal.SIGSTOP)  # alive, answering nothing: what a hung runner looks like
+        deadline = time.time() + 40
+        while time.time() < deadline and store.attempt(engine.db, attempt["id"])["state"] in ("pending", "running"):
+            engine.tick()
+            time.sleep(0.5)
+        lost = store.attempt(engine.db, attempt["id"])
+        assert (lost["state"], lost["category"]) == ("lost", "node_lost"), lost
+        assert "heartbeat lost" in lost["excerpt"]
+        time.sleep(0.5)
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_a_failed_launch_backs_off_the_node_instead_of_burning_attempts(tmp_path):
+    uid = "uid://A001/X1/Xb"
+    nodes = (f'[[node]]\nname = "broken"\nslots = 1\nmem_gb = 4\n'
+             f'scratch_dir = "{tmp_path / "scratch"}"\npython = "/no/such/python3"\n')
+    cfg = make_campaign(tmp_path, [(uid, "12m", {})], nodes)
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        first = engine.tick()
+        for _ in range(3):
+            engine.tick()
+        attempts = store.attempts(engine.db, uid=uid)
+        assert [(a["state"], a["category"]) for a in attempts] == [("failed", "node_lost")]
+        assert "launch failed" in attempts[0]["excerpt"]
+        assert store.dataset(engine.db, uid)["state"] == "queued"
+        assert any("no launch there for" in e for e in first.errors), first.errors

@@ -18,8 +18,10 @@ real client code is tested against the same requests:
 
 Faults the demo needs (from the manifest, or given to ``make_server``): a file
 with ``corrupt_once`` has one byte flipped in the first response that carries
-its middle byte; one with ``drop_once_after`` has its first response cut (the
-socket closed) after that many bytes.
+its middle byte (``corrupt_times``: in that many responses, so a runner's own
+download retries all fail and the attempt fails as ``download``); one with
+``drop_once_after`` has its first response cut (the socket closed) after that
+many bytes.
 """
 
 from __future__ import annotations
@@ -340,10 +342,20 @@ def error_votable(message: str) -> bytes:
 
 @dataclass
 class Fault:
-    """A deliberate download problem on one file, each happening once."""
+    """A deliberate download problem on one file: a cut once, a flipped byte once or ``corrupt_times`` times."""
 
     corrupt_once: bool = False
     drop_once_after: int | None = None
+    corrupt_times: int = 0
+
+    @property
+    def corruptions(self) -> int:
+        """How many responses get a flipped byte.
+
+        >>> Fault(corrupt_once=True).corruptions, Fault(corrupt_times=6).corruptions
+        (1, 6)
+        """
+        return max(self.corrupt_times, 1 if self.corrupt_once else 0)
 
 
 @dataclass
@@ -354,15 +366,16 @@ class Archive:
     rows: list[dict]
     files: dict[str, list[dict]]
     faults: dict[str, Fault] = field(default_factory=dict)
-    spent: set[tuple[str, str]] = field(default_factory=set)
+    spent: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take_fault(self, path: str, kind: str) -> bool:
-        """True the first time fault ``kind`` of ``path`` is asked for, False afterwards."""
+    def take_fault(self, path: str, kind: str, times: int = 1) -> bool:
+        """True the first ``times`` times fault ``kind`` of ``path`` is asked for, False afterwards."""
         with self.lock:
-            if (path, kind) in self.spent:
+            used = self.spent.get((path, kind), 0)
+            if used >= times:
                 return False
-            self.spent.add((path, kind))
+            self.spent[(path, kind)] = used + 1
             return True
 
 
@@ -549,7 +562,7 @@ class ArchiveHandler(BaseHTTPRequestHandler):
             drop_at = first + fault.drop_once_after
         flip_at = None
         middle = size // 2
-        if fault.corrupt_once and first <= middle <= last and self.archive.take_fault(rel, "corrupt"):
+        if fault.corruptions and first <= middle <= last and self.archive.take_fault(rel, "corrupt", fault.corruptions):
             flip_at = middle
         self.send_file(path, first, last, flip_at, drop_at)
 

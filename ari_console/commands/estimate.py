@@ -170,23 +170,24 @@ def campaign(
     json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
 ) -> None:
     """When will this campaign be done? Its queue and history, simulated on its nodes."""
-    from datetime import datetime, timezone
-
     from ari_console import store
     from ari_console.cli import state
-    from ari_console.engine import history, node_states, scheduler_queue
+    from ari_console.engine import campaign_estimate
 
     cfg = state.config()
     db = store.open_db(cfg.campaign.db_path, create=False)
     store.sync_nodes(db, cfg.nodes, store.now())
-    nodes = {n.name: n for n in cfg.nodes}
-    queue = scheduler_queue(db, store.queue(db))
-    running = {}
-    for a in store.active_attempts(db):
-        running.setdefault(a["node"], []).append(0.0)  # remaining time of a running attempt: unknown, counted as free soon
-    states = node_states(db, nodes.values(), busy_h={k: tuple(v) for k, v in running.items()})
-    now = datetime.now(timezone.utc)
-    result = est.estimate_campaign(queue, history(db, nodes), states, now, policy=policy)
+    queue, states, result = campaign_estimate(db, cfg.nodes, store.now(), policy)
+    if result is None:
+        note = ("nothing queued: no estimate to make (`ari datasets import` fills the queue)" if not queue
+                else "no node can take work (all drained? `ari nodes undrain NAME`): no estimate")
+        if json:
+            clikit.emit_json({"queued": len(queue), "nodes": len(states), "policy": policy, "finish": None,
+                              "makespan_h": None, "lower_bound_h": None, "cpu_hours": 0.0, "disk_peak_gb": {},
+                              "unplaceable": 0, "note": note})
+        else:
+            clikit.out.print(note, markup=False)
+        return
     out = {"queued": len(queue), "nodes": len(states), "policy": policy,
            "finish": result.finish_at.isoformat(timespec="minutes"), "makespan_h": round(result.remaining_h, 3),
            "lower_bound_h": round(result.lower_bound_h, 3), "cpu_hours": round(result.cpu_hours, 2),

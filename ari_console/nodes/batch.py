@@ -144,9 +144,16 @@ def none_alive(transport: Transport, pids: Iterable[int]) -> set[int]:
     return {int(x) for x in result.stdout.split() if x.isdigit()}
 
 
-def none_cancel(transport: Transport, handle: dict) -> None:
-    """SIGTERM the runner; it stops its children, records the stage and exits."""
-    transport.run_script(f"kill -TERM {int(handle['pid'])} 2>/dev/null; true", timeout=30)
+def none_cancel(transport: Transport, handle: dict, force: bool = False) -> None:
+    """SIGTERM the runner; it stops its children, records the stage and exits.
+
+    ``force``: for a runner that no longer answers (stopped or hung), SIGKILL its
+    whole process group instead (it leads its own session, so the group is its pid).
+    """
+    pid = int(handle["pid"])
+    script = (f"kill -KILL -- -{pid} 2>/dev/null; kill -KILL {pid} 2>/dev/null; true" if force
+              else f"kill -TERM {pid} 2>/dev/null; true")
+    transport.run_script(script, timeout=30)
 
 
 def reconcile_none(status: dict | None, alive: bool) -> JobState:

@@ -246,6 +246,9 @@ def tail(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> 
         return b""
 
 
-def cancel(node: Node, transport: Transport, handle: dict) -> None:
-    """Stop an attempt; the runner records the stage it was in."""
-    {"slurm": B.slurm_cancel, "pbs": B.pbs_cancel}.get(node.batch, B.none_cancel)(transport, handle)
+def cancel(node: Node, transport: Transport, handle: dict, force: bool = False) -> None:
+    """Stop an attempt; the runner records the stage it was in (``force``: kill a hung runner outright)."""
+    if node.batch == "none" and handle.get("batch") != "gone":
+        B.none_cancel(transport, handle, force=force)
+    else:
+        {"slurm": B.slurm_cancel, "pbs": B.pbs_cancel}.get(node.batch, B.none_cancel)(transport, handle)

@@ -1,0 +1,38 @@
+"""`ari report`: the campaign report an operator hands to their managers (HTML with PNG plots, or JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import clikit
+
+rep = clikit.lazy_module("ari_console.report")
+
+OutOpt = Annotated[Optional[Path], typer.Option(
+    "--out", help="Directory for report.html and the PNG plots (default: report/ in the campaign directory).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report's numbers as JSON (plot paths under plots).")]
+
+
+def report(out: OutOpt = None, json: JsonOpt = False) -> None:
+    """Write the campaign report: success, failures, runtimes, QA2, burn-down, coverage, effort."""
+    from ari_console import store
+    from ari_console.cli import state
+
+    cfg = state.config()
+    db = store.open_db(cfg.campaign.db_path, create=False)
+    now = store.now()
+    store.sync_nodes(db, cfg.nodes, now)
+    result = rep.write_report(db, cfg, out if out is not None else cfg.campaign.work_dir / "report", now)
+    if json:
+        clikit.emit_json(result)
+        return
+    pct = lambda v: rep.display(v, "pct")  # noqa: E731
+    cov, success = result["coverage"], result["success"]
+    finish = result["burndown"]["estimate"]["finish"] or "not estimated"
+    clikit.out.print(f"wrote {result['html']} ({len(result['plots'])} plots): coverage {pct(cov['share'])} "
+                     f"({cov['with_product']} of {cov['eligible']}), {pct(success['first_try'])} unsupervised, "
+                     f"{pct(success['after_retries'])} after retries; done by {finish}",
+                     markup=False, highlight=False, soft_wrap=True)
