@@ -6,7 +6,8 @@
 (``--detach`` is ``setsid nohup python3 remote/runner.py SPEC.json >runner.out 2>&1 &``
 done in Python; a transport may do either.)
 
-Python stdlib only (3.4+: no f-strings, no dataclasses), never imports
+Python stdlib only (this file and procutil: 3.4+, no f-strings, no dataclasses;
+download.py needs 3.6, the minimum `ari nodes check` asks of a node), never imports
 ``ari_console``; the console and the runner meet only in files. Copy the whole
 ``remote/`` directory to the node (the runner imports ``remote.procutil`` and,
 when present, ``remote.download``'s ``fetch`` or ``download`` from the directory

@@ -130,3 +130,35 @@ def test_older_pipeline_releases_fit_the_continuum_with_uvcontfit(tmp_path):
     order = re.findall(r"^    (h\w+)\(", script, re.M)
     assert order.index("hif_findcont") < order.index("hif_uvcontfit") < order.index("hif_uvcontsub")
     compile(script, "casa_pipescript.py", "exec")
+
+
+def test_the_recipe_and_triage_give_a_failing_pipeline_task_the_same_category():
+    from ari_console.triage import stage_category
+
+    disagree = {task: (category, stage_category(task)) for task, category in alma_pipeline.TASK_CATEGORY.items()
+                if stage_category(task) != category}
+    assert disagree == {}
+
+
+def test_the_engine_runs_an_alma_pipeline_node_with_its_python_driving_its_casa(tmp_path, served):
+    import time
+
+    from ari_console import store
+    from ari_console.alma import DataSet
+    from ari_console.config import load_config
+    from ari_console.engine import Engine
+
+    (tmp_path / "ari.toml").write_text(
+        f'[campaign]\nname = "pl"\npoll_interval_s = 0.5\n[[node]]\nname = "pipe"\nrecipe = "alma-pipeline"\n'
+        f'python = "{sys.executable}"\ncasa_path = "{FAKE_CASA}"\nscratch_dir = "{tmp_path / "scratch"}"\n')
+    cfg = load_config(tmp_path / "ari.toml")
+    store.import_datasets(store.open_db(cfg.campaign.db_path),
+                          [DataSet(uid=UID, project="2016.1.00123.S", mem_gb=1, hours=0.01)], "t", now=time.time())
+    with Engine(cfg, resolve_files=lambda ds: [served.entry(RAW_TAR), served.entry(AUX_TAR)]) as engine:
+        deadline = time.time() + 120
+        while time.time() < deadline and not engine.tick().idle:
+            time.sleep(0.5)
+        (attempt,) = store.attempts(engine.db, uid=UID)
+        assert (attempt["state"], attempt["category"]) == ("succeeded", None), attempt["excerpt"]
+        names = [Path(p["path"]).name for p in store.products(engine.db, attempt["id"])]
+        assert "member.uid___A001_X1296_X1d3.NGC1234_sci.spw16_18.cont.I.pbcor.fits" in names

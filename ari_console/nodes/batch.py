@@ -13,6 +13,7 @@ find the job again: ``{"batch": "none", "pid": 123}``,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -74,10 +75,16 @@ class JobState:
 def job_name(campaign: str) -> str:
     """The batch job name of a campaign's jobs (safe for Slurm and PBS: 15 chars max for PBS).
 
-    >>> job_name("Cycle 4 re-imaging")
-    'ari-Cycle4re-im'
+    A name too long for that keeps its start and ends in a hash of the whole
+    name, so two campaigns that begin alike never share (and poll) each other's jobs.
+
+    >>> job_name("demo"), job_name("Cycle 4 re-imaging"), job_name("Cycle 4 re-imaging, band 7")
+    ('ari-demo', 'ari-Cycle-aab87', 'ari-Cycle-b180f')
     """
-    return (JOB_NAME_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "", campaign))[:15]
+    name = JOB_NAME_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "", campaign)
+    if len(name) <= 15:
+        return name
+    return name[:9] + "-" + hashlib.sha256(campaign.encode()).hexdigest()[:5]
 
 
 def walltime_hms(hours: float) -> str:

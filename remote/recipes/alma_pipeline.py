@@ -54,9 +54,11 @@ RECIPE = "alma-pipeline"
 RECIPE_VERSION = "1"
 DEFAULTS = {"project_code": None, "uvcontfit": None, "maxcubesize_gb": 40.0, "maxcubelimit_gb": 60.0,
             "maxproductsize_gb": 500.0, "mode": "pipescript"}
+# The category of a failure in each task: the same as the console's triage (triage.stage_category),
+# which a test keeps true.
 TASK_CATEGORY = {
     "hifa_restoredata": "calibration", "hifa_importdata": "importdata", "hif_mstransform": "imaging",
-    "hifa_flagtargets": "imaging", "hifa_imageprecheck": "imaging", "hif_checkproductsize": "imaging",
+    "hifa_flagtargets": "calibration", "hifa_imageprecheck": "makeimlist", "hif_checkproductsize": "makeimlist",
     "hif_makeimlist": "makeimlist", "hif_findcont": "findcont", "hif_uvcontfit": "uvcontfit",
     "hif_uvcontsub": "uvcontfit", "hif_makeimages": "imaging", "hifa_exportdata": "export",
 }
