@@ -519,11 +519,11 @@ def demo(
     out.print(f"demo: {summary['succeeded']} of {summary['datasets']} data sets imaged "
               f"({summary['retried_ok']} after a retry) in {summary['minutes']} min; failures by category: {failed}; "
               f"QA2: {summary['qa2']['consistent']} consistent, {summary['qa2']['discrepant']} discrepant",
-              markup=False, highlight=False)
+              markup=False, highlight=False, soft_wrap=True)
     for uid, reason in summary["held"].items():
-        out.print(f"  held for an operator: {uid}: {reason}", markup=False, highlight=False)
+        out.print(f"  held for an operator: {uid}: {reason}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"  look around: ari -c {directory / CONFIG_NAME} tui   (or status, stats, triage groups, report)",
-              markup=False, highlight=False)
+              markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -198,12 +199,37 @@ def summary(db: store.Database) -> dict:
     }
 
 
+def kill_leftovers(directory: Path) -> list[int]:
+    """Kill what an earlier demo in ``directory`` left running (its runners and recipes); their pids.
+
+    A demo killed outright (SIGKILL, its terminal closed) cannot cancel its
+    attempts; their processes name their spec under ``directory``.
+    """
+    from .testbed.sshd import kill_pids
+
+    needle = str(directory).encode() + b"/"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    kill_pids(pids)
+    return pids
+
+
 def fresh_directory(directory: Path) -> None:
     """Make ``directory`` an empty demo campaign dir; an earlier demo's is cleared, anything else refused."""
     if directory.exists() and any(directory.iterdir()):
         if not (directory / MARKER).exists():
             raise UserError(f"{directory}: exists and is not a demo campaign — give another one with --dir")
-        shutil.rmtree(directory)
+        kill_leftovers(directory)
+        for child in directory.iterdir():  # the marker last, so a clearing cut short can be redone
+            if child.name != MARKER:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text("written by `ari demo`; the next `ari demo` clears this directory\n")
 
@@ -281,12 +307,22 @@ def demo_campaign(directory: Path, progress: Callable[[str], None]) -> Iterator[
         yield cfg
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (a closed terminal) end the demo like Ctrl-C: attempts cancelled, daemons stopped."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def run_demo(directory: Path, progress: Callable[[str], None], tui: bool = False,
              theme: str = "ari-dark") -> dict:
     """Run the whole demo campaign in ``directory`` (headless, or in the console); the summary."""
     from .engine import Engine
 
     started = time.monotonic()
+    stop_on_signals()
     with demo_campaign(directory, progress) as cfg:
         if tui:
             from .commands.tui import open_console

@@ -169,3 +169,18 @@ def test_maxrec_cuts_the_result_and_says_overflow(archive_service, demo_archive)
     status, _, body = http_get(f"{archive_service.tap_url}/sync?{query}")
     assert status == 200 and total > 2
     assert b'value="OVERFLOW"' in body and body.count(b"<TR>") == 2
+
+
+def test_the_demo_corrupts_a_file_for_one_attempts_worth_of_tries_then_serves_it_right(new_archive_service,
+                                                                                       demo_archive):
+    """What `ari demo` serves: every try of the runner's first attempt fails its checksum, the next attempt's works."""
+    from ari_console.demo import CORRUPT_RESPONSES, corrupted_file_faults
+
+    manifest = load_manifest(demo_archive)
+    faults = corrupted_file_faults(manifest)
+    (path,) = faults
+    raw = next(f for m in manifest["mous"].values() for f in m["files"] if f["path"] == path)
+    service = new_archive_service(faults=faults)
+    bodies = [http_get(f"{service.url}/{path}")[2] for _ in range(CORRUPT_RESPONSES + 1)]
+    digests = [hashlib.sha256(b).hexdigest() == raw["sha256"] for b in bodies]
+    assert digests == [False] * CORRUPT_RESPONSES + [True]

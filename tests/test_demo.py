@@ -54,3 +54,18 @@ def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):
     with pytest.raises(demo.UserError, match="not a demo campaign"):
         demo.fresh_directory(tmp_path)
     assert (tmp_path / "thesis.tex").exists()
+
+
+def test_a_new_demo_kills_what_a_killed_demo_left_running_and_clears_its_directory(tmp_path):
+    demo.fresh_directory(tmp_path)
+    work = tmp_path / "scratch" / "local" / "a-000001"
+    work.mkdir(parents=True)
+    (work / "image.log").write_text("still writing\n")
+    # What an earlier demo killed with SIGKILL leaves: a runner naming its spec under the demo directory.
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(work / "spec.json")])
+    try:
+        demo.fresh_directory(tmp_path)
+        assert left.wait(timeout=10) == -9
+    finally:
+        left.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [demo.MARKER]

@@ -39,6 +39,8 @@ from .screens.queue import QueueScreen
 from .screens.triage import TriageScreen
 from .snapshot import Eta, Snapshot, build_snapshot, compute_eta, read_store
 
+ETA_RETRY_S = 15.0
+
 HERE = Path(__file__).parent
 THEMES_FILE = HERE.parent.parent / "themes" / "ari.py"
 DEFAULT_THEMES = ("ari-dark", "ari-light")
@@ -143,7 +145,9 @@ class AriApp(App):
                     if time.monotonic() >= eta_due:
                         t_eta = time.perf_counter()
                         eta = compute_eta(db, raw, now, self._node_configs())
-                        eta_due = time.monotonic() + self.eta_every_s
+                        # An estimate that could not be made is tried again soon (nodes appear, a queue fills).
+                        eta_due = time.monotonic() + (self.eta_every_s if eta.finish_at is not None
+                                                      else min(self.eta_every_s, ETA_RETRY_S))
                         eta_ms = (time.perf_counter() - t_eta) * 1000
                     version += 1
                     snap = build_snapshot(raw, now, version, self.node_history, self.stale_after_s, eta)

@@ -87,6 +87,8 @@ def compute_eta(db: store.Database, raw: dict, now: float, node_configs: Mapping
                                                   node_configs, counts)
     if not queue:
         return Eta("nothing queued", computed_at=now)
+    if not nodes:
+        return Eta("n/a (no node known yet)", computed_at=now)
     if not any(not n.drained for n in nodes):
         return Eta("n/a (every node drained)", computed_at=now)
     try:
