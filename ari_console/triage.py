@@ -232,6 +232,12 @@ RULES: tuple[Rule, ...] = (
          ("scriptforpi", "caltable", "cal table", "calibration table", "gaintable", "does not exist", "applycal",
           "restore", "failed to apply", "valid solutions", "valid calibration"),
          keep="first", description="calibration restore (scriptForPI / applycal) failed"),
+    Rule("casa-version-needed", "calibration", 72,
+         r"(?:requires?|required|needs?|expects?)\s+CASA\s+(?:version\s+)?\d+\.\d+|CASA\s+(?:version\s+)?\d+\.\d+[\w.\-]*\s+(?:is\s+)?(?:required|needed)"
+         r"|wrong CASA version|CASA version mismatch|(?:this|the) CASA version (?:is )?not supported",
+         ("casa version", "requires casa", "require casa", "needs casa", "need casa", "expects casa", "expect casa",
+          " required", " needed"), keep="first",
+         description="the calibration needs another CASA version than the node's (list it in casa_versions)"),
     Rule("importdata-failure", "importdata", 70,
          r"(?-i:\bASDM\b)[^\n]{0,120}(?:does not exist|not found|conversion error|" + _ERRWORDS[3:-1] + r"|invalid|corrupt)"
          r"|ConversionException|\basdm2MS\b|\bimportasdm\b[^\n]{0,120}" + _ERRWORDS
@@ -261,7 +267,7 @@ RULES: tuple[Rule, ...] = (
          ("killed", "137", "signal 9", "sigkill"),
          description="SIGKILL without a stated reason: almost always the OOM killer"),
     Rule("python-exception", CONTEXT, 40,
-         r"^(?:[A-Za-z_]\w*\.)*_?[A-Z]\w*(?:Error|Exception)\b(?::|$)|^\s*what\(\):\s+\S",
+         r"^(?:[A-Za-z_]\w*\.)*_?[A-Z]\w*(?:Error|Exception)\b(?::|$)|^\s*what\(\):\s+\S|^(?-i:Exception):\s+\S",
          ("error", "exception", "what():"),
          description="the exception at the bottom of a traceback"),
     Rule("crash", CONTEXT, 35,
@@ -293,7 +299,8 @@ NOISE: tuple[str, ...] = (
     r"not being maintained by casaconfig|measures data[^\n]*(?:out of date|old)|casaconfig|data_update|measures_update",
     r"libGL error|QStandardPaths|Fontconfig|cannot connect to X server|Could not open display|\bXvfb\b|qt\.qpa",
     r"\b(?:Deprecation|Future|Pending|Runtime|User)Warning\b",
-    r"Python version|CASA Version",
+    # A banner stating a version (not "CASA version 4.7.2 required").
+    r"^\W*(?:Python|CASA) version\W*[\w.\-]+(?:\s*\([^)]*\))?\W*$|\b(?:Python|CASA) version\W*[\w.\-]+(?:\s*\([^)]*\))?\s*$",
 )
 _NOISE_RE = re.compile("|".join(f"(?:{p})" for p in NOISE), re.IGNORECASE)
 _NOISE_NEEDLES = ("leap second", "iers", "casaconfig", "measures", "data_update", "libgl", "qstandardpaths",
