@@ -57,6 +57,11 @@ class Campaign:
         default=300.0,
     )
     poll_interval_s: float = _key("Seconds between engine ticks.", default=10.0)
+    clean_scratch: bool = _key(
+        "Remove a succeeded attempt's data and products from the node's scratch once its products are "
+        "fetched and verified (its logs and status stay).",
+        default=True,
+    )
 
     @property
     def db_path(self) -> Path:

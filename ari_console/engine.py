@@ -398,6 +398,12 @@ class Engine:
             store.record_event(self.db, "qa2-unavailable", now, uid=a["uid"], attempt_id=a["id"],
                                detail={"error": f"{type(exc).__name__}: {exc}"})
         store.accept_attempt(self.db, a["uid"], a["id"], now)
+        if self.cfg.campaign.clean_scratch:
+            try:
+                ops.clean_work_dir(transport, work_dir)
+            except (NodeUnreachable, RuntimeError) as exc:  # scratch left as it is: say so, deliver anyway
+                store.record_event(self.db, "clean-failed", now, uid=a["uid"], attempt_id=a["id"],
+                                   detail={"error": str(exc)})
 
     def _maybe_drain(self, now: float) -> None:
         recent: dict[str, list[str | None]] = {}

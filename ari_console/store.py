@@ -491,9 +491,8 @@ _ATTEMPT_COLUMNS = ("state", "stage", "handle", "work_dir", "started_at", "heart
 def update_attempt(db: Database, attempt_id: int, now: float, **changes) -> bool:
     """Write what changed of an attempt; state and stage changes become events. True if anything changed.
 
-    When the attempt ends (succeeded, failed, cancelled, lost) its data set
-    moves on too: succeeded -> succeeded, otherwise back to queued for the
-    retry policy to decide (the engine holds or fails it explicitly).
+    The data set's own state is not touched: the engine moves it (accepted,
+    queued again, held) when it has decided what the attempt's end means.
     """
     unknown = set(changes) - set(_ATTEMPT_COLUMNS)
     if unknown:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,10 @@ def test_a_new_demo_kills_what_a_killed_demo_left_running_and_clears_its_directo
     (work / "image.log").write_text("still writing\n")
     # What an earlier demo killed with SIGKILL leaves: a runner naming its spec under the demo directory.
     left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(work / "spec.json")])
+    cmdline = Path(f"/proc/{left.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and str(work).encode() not in cmdline.read_bytes():
+        time.sleep(0.05)  # until the child has exec'ed (before that it shows the test's own command line)
     try:
         demo.fresh_directory(tmp_path)
         assert left.wait(timeout=10) == -9

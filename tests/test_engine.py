@@ -76,6 +76,9 @@ def test_campaign_runs_to_the_end_skipping_total_power_and_delivering_products(t
         mirrors = {Path(m["mirror"]).name: m for m in store.log_mirrors(db, acc)}
         assert "sleeper: stage image done" in Path(mirrors["image.log"]["mirror"]).read_text()
         assert mirrors["image.log"]["offset"] == Path(mirrors["image.log"]["mirror"]).stat().st_size
+        # Delivered: the node's scratch keeps the attempt's logs and status, not its data or products.
+        left = sorted(p.name for p in Path(store.attempt(db, acc)["work_dir"]).iterdir())
+        assert "products" not in left and {"image.log", "status.json"} <= set(left), left
         kinds = [e["kind"] for e in store.events(db, uid="uid://A001/X1/X1")]
         assert kinds.count("attempt") >= 3 and "accepted" in kinds
 

@@ -35,7 +35,9 @@ def settled(until=lambda app: True, keys: tuple[str, ...] = ()):
         while time.monotonic() < end:
             await pilot.pause(0.05)
             if app.snapshot and getattr(app.screen, "shown_version", -2) == app.snapshot.version and until(app):
-                await pilot.pause(0.1)
+                # Let the last batch of row updates render, also on a loaded machine (CI, two cores).
+                await pilot.wait_for_scheduled_animations()
+                await pilot.pause(0.5)
                 return
         raise AssertionError("the screen did not settle")
 

@@ -246,6 +246,18 @@ def tail(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> 
         return b""
 
 
+KEPT_AFTER_CLEAN = ("*.log", "*.out", "status.json", "spec.json")
+
+
+def clean_work_dir(transport: Transport, work_dir: str) -> None:
+    """Remove an attempt's data from the node, keeping its logs and status (``KEPT_AFTER_CLEAN``)."""
+    keep = " ".join(f"! -name {sh_quote(k)}" for k in KEPT_AFTER_CLEAN)
+    result = transport.run_script(f"cd {sh_quote(work_dir)} && find . -mindepth 1 -maxdepth 1 {keep} "
+                                  f"-exec rm -rf {{}} +", timeout=600)
+    if not result.ok:
+        raise RuntimeError(f"{transport.name}: cleaning {work_dir} failed: {result.stderr.strip()[:200]}")
+
+
 def cancel(node: Node, transport: Transport, handle: dict, force: bool = False) -> None:
     """Stop an attempt; the runner records the stage it was in (``force``: kill a hung runner outright)."""
     if node.batch == "none" and handle.get("batch") != "gone":
