@@ -20,7 +20,7 @@ app = typer.Typer(help="Completion time and hardware: simulate a workload on nod
 WorkloadOpt = Annotated[Path, typer.Option(
     "--workload", help="Workload CSV: uid,size_gb,hours,mem_gb (hours on a speed-1.0 node; empty = predict).")]
 NodesOpt = Annotated[Path, typer.Option(
-    "--nodes", help="Nodes TOML: [[node]] tables with name, slots, mem_gb, walltime_h, speed (count, class optional).")]
+    "--nodes", help="Nodes TOML: \\[\\[node]] tables with name, slots, mem_gb, walltime_h, speed (count, class optional).")]
 PolicyOpt = Annotated[str, typer.Option("--policy", help=f"Placement policy: {', '.join(sch.POLICIES)}.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
