@@ -338,6 +338,10 @@ _REFINED_BY_TRACEBACK = frozenset(("pipeline-task-error", "pipeline-task-failed"
                                    "pipeline-terminated"))
 # A non-CASA line that says it is only a warning ("WARNING: retry 1 of 3", python logging).
 _PLAIN_WARN = re.compile(r"^\W{0,3}(?:\S+\s+){0,3}?\[?(?:WARNING|WARN|Warning)\]?(?::|\s)")
+# A line that announces another try (download retries, curl/wget, HTTP clients): the problem it
+# names was transient unless a later line says the tries ran out, so it weighs like a warning.
+_TRANSIENT = re.compile(r"\btry \d+ ?/ ?\d+\b[^\n]{0,20}\bin \d|\bwill retry\b|\bRetrying\b|\bretry(?:ing)? (?:in|after) \d"
+                        r"|\bretry \d+ (?:of|/) \d+", re.I)
 _CARETS = re.compile(r"^\s*[\^~]+\s*$")
 _DIGITS = re.compile(r"\d+")
 # Rules that look at particular numbers (errno 28, exit 137, HTTP 503, signal 9): lines with
@@ -674,6 +678,7 @@ class _Scanner:
             warned = _PLAIN_WARN.match(message) is not None
         else:
             warned = level in ("WARN", "INFO", "DEBUG")
+        warned = warned or (rule.priority < RESOURCE_PRIORITY and _TRANSIENT.search(message) is not None)
         penalty = WARN_PENALTY if warned else 0
         cand = _Candidate(rule, category, stage, lineno, message.strip(), self.seq, penalty,
                           _lines_before(buf, pos, EXCERPT_BEFORE), text)
