@@ -91,3 +91,30 @@ def test_groups_json_counts_attempts_per_signature_with_uids_from_paths(tmp_path
     assert [(r["category"], r["count"]) for r in rows] == [("disk_full", 3), ("walltime", 1)]
     assert rows[0]["example_uids"] == ["uid://A001/X1/X1", "uid://A001/X1/X2", "uid://A001/X1/X3"]
     assert set(rows[0]) == {"signature", "category", "count", "example_uids"}
+
+
+def test_groups_without_logs_groups_the_campaigns_open_failures_by_signature(tmp_path):
+    from ari_console import store
+    from ari_console.alma import DataSet
+    from ari_console.cli import app as ari
+
+    (tmp_path / "ari.toml").write_text(f'[campaign]\nname = "g"\n[[node]]\nname = "n1"\n'
+                                       f'scratch_dir = "{tmp_path}"\n')
+    db = store.open_db(tmp_path / "ari.db")
+    uids = [f"uid://A001/X1/X{i}" for i in range(1, 5)]
+    store.import_datasets(db, [DataSet(uid=u, project="2016.1.00123.S") for u in uids], "t", now=1.0)
+    store.sync_nodes(db, [], 1.0)
+    oom = "MemoryError: Unable to allocate <n> GiB"
+    for uid, sig, cat, final in [(uids[0], oom, "memory", "held"), (uids[1], oom, "memory", "held"),
+                                 (uids[2], "Table <path> does not exist", "calibration", "held"),
+                                 (uids[3], oom, "memory", "succeeded")]:  # fixed by a retry: not open
+        a = store.create_attempt(db, uid, "n1", 2.0)
+        store.update_attempt(db, a, 3.0, state="failed", category=cat, signature=sig)
+        store.set_dataset_state(db, uid, final, 3.0)
+    db.conn.close()
+    result = CliRunner().invoke(ari, ["-c", str(tmp_path / "ari.toml"), "triage", "groups", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["category"], r["count"], r["signature"]) for r in rows] == [
+        ("memory", 2, oom), ("calibration", 1, "Table <path> does not exist")]
+    assert rows[0]["example_uids"] == uids[:2]

@@ -87,14 +87,51 @@ def rules(json_out: JsonOpt = False) -> None:
               [(r["name"], r["category"], r["priority"], r["description"]) for r in rows])
 
 
+def _open_failures() -> list[dict]:
+    """The campaign's open failures (``tui.views.open_failures`` over the store's rows)."""
+    from ari_console import store
+    from ari_console.cli import state
+    from ari_console.tui.views import open_failures
+
+    cfg = state.config()
+    if not cfg.campaign.db_path.exists():
+        raise UserError(f"{cfg.campaign.db_path}: no campaign database yet — run `ari datasets import` first, "
+                        f"or give log files")
+    db = store.open_db(cfg.campaign.db_path, create=False)
+    try:
+        with store.transaction(db):
+            return open_failures(store.datasets(db), store.attempts(db))
+    finally:
+        db.conn.close()
+
+
+def _stored_verdict(attempt: dict):
+    """A stored attempt's triage as a Verdict (what ``triage.group`` groups by)."""
+    category = attempt.get("category") or "unknown"
+    return triage.Verdict(category=category, stage=attempt.get("stage"), line=attempt.get("decisive_line"),
+                          excerpt=attempt.get("excerpt") or "", evidence=[],
+                          signature=attempt.get("signature") or category)
+
+
 @app.command()
-def groups(logs: LogsArg, json_out: JsonOpt = False) -> None:
+def groups(
+    logs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Log files (plain, .gz, .bz2 or .xz); none: the campaign's open failures.", show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Failed attempts grouped by signature: the few causes an operator fixes once.
 
-    The uid of each log comes from its path (``.../uid___A001_X1_X2/...``), else the path.
+    Without logs: the campaign's open failures (each data set's newest attempt, when
+    it failed and the data set has not succeeded since), as the console's triage
+    screen groups them. With logs: those files, classified now; the uid of each comes
+    from its path (``.../uid___A001_X1_X2/...``), else the path.
     """
-    results, failed = _verdicts(logs, None)
-    found = triage.group((triage.uid_from_path(str(p)) or str(p), v) for p, v in results)
+    failed = False
+    if logs:
+        results, failed = _verdicts(logs, None)
+        found = triage.group((triage.uid_from_path(str(p)) or str(p), v) for p, v in results)
+    else:
+        found = triage.group((f["uid"], _stored_verdict(f)) for f in _open_failures())
     rows = [{"signature": g.signature, "category": g.category, "count": g.count, "example_uids": g.example_uids}
             for g in found]
     if json_out:
