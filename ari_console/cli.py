@@ -420,7 +420,6 @@ def cancel(uid: UidArg, as_json: JsonOpt = False) -> None:
     from .nodes import NodeUnreachable, connect, ops
 
     cfg = state.config()
-    db = _db(cfg, create=False)
     stopped = []
     for a in _act("attempts_to_cancel", uid):
         node = cfg.node(a["node"])
@@ -436,7 +435,6 @@ def cancel(uid: UidArg, as_json: JsonOpt = False) -> None:
         finally:
             transport.close()
         stopped.append({"uid": a["uid"], "attempt": a["id"], "node": node.name})
-    db.conn.close()
     if as_json:
         emit_json(stopped)
         return

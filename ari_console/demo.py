@@ -205,18 +205,9 @@ def kill_leftovers(directory: Path) -> list[int]:
     A demo killed outright (SIGKILL, its terminal closed) cannot cancel its
     attempts; their processes name their spec under ``directory``.
     """
-    from .testbed.sshd import kill_pids
+    from .testbed.sshd import kill_pids, processes_with
 
-    needle = str(directory).encode() + b"/"
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            continue
+    pids = processes_with(str(directory).encode() + b"/", "cmdline")
     kill_pids(pids)
     return pids
 

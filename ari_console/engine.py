@@ -211,9 +211,9 @@ class Engine:
                 self.unreachable_since.setdefault(name, now)
                 report.errors.append(str(exc))
 
-    def _reachable(self, name: str) -> bool:
-        """Whether new attempts may go to ``name``: it answers, and no recent launch there failed."""
-        return name not in self.unreachable_since and self.clock() >= self.launch_backoff.get(name, (0.0, 0))[0]
+    def _reachable(self, name: str, now: float) -> bool:
+        """Whether new attempts may go to ``name`` at ``now``: it answers, and no recent launch there failed."""
+        return name not in self.unreachable_since and now >= self.launch_backoff.get(name, (0.0, 0))[0]
 
     # polling -----------------------------------------------------------------
     def _poll(self, now: float, report: TickReport) -> None:
@@ -417,7 +417,7 @@ class Engine:
 
     # scheduling --------------------------------------------------------------
     def _schedule(self, now: float, report: TickReport) -> None:
-        states = node_states(self.db, self.nodes.values(), usable=self._reachable)
+        states = node_states(self.db, self.nodes.values(), usable=lambda name: self._reachable(name, now))
         if not any(s.free for s in states):
             return  # every slot busy: the queue need not even be read
         waiting = []

@@ -260,7 +260,9 @@ def clean_work_dir(transport: Transport, work_dir: str) -> None:
 
 def cancel(node: Node, transport: Transport, handle: dict, force: bool = False) -> None:
     """Stop an attempt; the runner records the stage it was in (``force``: kill a hung runner outright)."""
-    if node.batch == "none" and handle.get("batch") != "gone":
-        B.none_cancel(transport, handle, force=force)
+    if node.batch == "slurm":
+        B.slurm_cancel(transport, handle)
+    elif node.batch == "pbs":
+        B.pbs_cancel(transport, handle)
     else:
-        {"slurm": B.slurm_cancel, "pbs": B.pbs_cancel}.get(node.batch, B.none_cancel)(transport, handle)
+        B.none_cancel(transport, handle, force=force)

@@ -121,19 +121,27 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def processes_with_env(marker: str) -> list[int]:
-    """Pids whose environment contains the exact ``NAME=value`` string ``marker``."""
-    needle = marker.encode() + b"\0"
+def processes_with(needle: bytes, in_file: str) -> list[int]:
+    """Pids (other than this one) whose ``/proc/<pid>/<in_file>`` (``environ``, ``cmdline``) holds ``needle``.
+
+    Both files separate their entries with NUL and may lack the last one, so a
+    trailing NUL is added before looking.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "environ").read_bytes() + b"\0":
+            if needle in (entry / in_file).read_bytes() + b"\0":
                 pids.append(int(entry.name))
         except OSError:
             continue
     return pids
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Pids whose environment contains the exact ``NAME=value`` string ``marker``."""
+    return processes_with(marker.encode() + b"\0", "environ")
 
 
 def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
