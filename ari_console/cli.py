@@ -82,7 +82,7 @@ def init(
     path = directory / CONFIG_NAME
     if path.exists() and not force:
         raise UserError(f"{path}: already exists — edit it, or pass --force to overwrite it")
-    from .demo import casa_site_config
+    from .casa_install import casa_site_config, local_casa_version
 
     mem_gb = _local_mem_gb()
     site = casa_site_config()
@@ -91,24 +91,12 @@ def init(
         python=sys.executable,
         scratch=str((directory.resolve() / "scratch")),
         mem_gb=max(1, round(mem_gb * 0.8)),
-        casa_version=_local_casa_version(),
+        casa_version=local_casa_version(),
         casa_site_config=str(site) if site else None,
     )
     path.write_text(text)
     load_config(path)  # the starter must itself be valid
     out.print(f"wrote {path} — next: ari datasets import CATALOGUE.csv")
-
-
-def _local_casa_version() -> str | None:
-    """The installed casatools version as restore scripts name it (``6.7.0-31``), or None."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .archive.build import casa_version_text
-
-    try:
-        return casa_version_text(version("casatools"))
-    except PackageNotFoundError:
-        return None
 
 
 def _local_mem_gb() -> float:
@@ -324,7 +312,7 @@ def attempts(
     as_json: JsonOpt = False,
 ) -> None:
     """Every attempt (of one data set): node, state, stage, category, times."""
-    from .operator import canonical_uid
+    from .actions import canonical_uid
 
     db = _db(state.config())
     rows = store.attempts(db, uid=canonical_uid(db, uid) if uid else None)
@@ -365,7 +353,7 @@ def logs(
     """Print the latest attempt's log from the local mirror (the engine copies new bytes every tick)."""
     import time as _time
 
-    from .operator import canonical_uid
+    from .actions import canonical_uid
 
     db = _db(state.config())
     uid = canonical_uid(db, uid)
@@ -393,12 +381,12 @@ def logs(
 # -- operator actions ----------------------------------------------------------
 
 def _act(fn, *args, **kwargs) -> dict:
-    from . import operator
+    from . import actions
 
     cfg = state.config()
     db = _db(cfg)
     store.sync_nodes(db, cfg.nodes, store.now())
-    return getattr(operator, fn)(db, *args, now=store.now(), **kwargs)
+    return getattr(actions, fn)(db, *args, now=store.now(), **kwargs)
 
 
 @app.command()
@@ -455,7 +443,7 @@ def override(
     as_json: JsonOpt = False,
 ) -> None:
     """Set what the next attempt of a data set uses: memory, walltime, node, CASA version, recipe parameters."""
-    from .operator import parse_params
+    from .actions import parse_params
 
     row = _act("override", uid, mem_gb=mem_gb, walltime_h=walltime_h, node=node, casa_version=casa_version,
                params=parse_params(param or []), clear=clear)
@@ -504,7 +492,7 @@ def demo(
         = Path("demo-campaign"),
 ) -> None:
     """Run the demo campaign on this machine: local, SSH and Slurm nodes image the CASA-simulated archive."""
-    from . import demo as demo_mod
+    from .demo import campaign as demo_mod
 
     if headless is None:
         headless = as_json or not (sys.stdin.isatty() and sys.stdout.isatty())

@@ -154,7 +154,7 @@ def hold_episodes(events: Iterable[Mapping]) -> list[tuple[str, float, float | N
 def operator_actions(events: Iterable[Mapping]) -> dict[str, int]:
     """Operator actions by kind (retry, release, hold, override, drain, undrain), from their ``operator`` events.
 
-    ``ari_console.operator`` (what the CLI and the console call) records one per
+    ``ari_console.actions`` (what the CLI and the console call) records one per
     action; what the engine does on its own leaves none, so it is not counted.
 
     >>> ev = [dict(kind="operator", detail={"action": "hold"}), dict(kind="state", detail=None),

@@ -19,7 +19,7 @@ LOG_MB = 64
 
 
 def _server(base: Path):
-    from ari_console.testbed.sshd import start_server
+    from ari_console.demo.testbed.sshd import start_server
 
     return start_server(base)
 

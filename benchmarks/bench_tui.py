@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ari_console import store
-from ari_console.tui import sample
+from tests import sample_campaign as sample
 from ari_console.tui.app import AriApp
 
 TARGET_UI_MS = 50.0

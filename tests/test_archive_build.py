@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 from typer.testing import CliRunner
 
-from ari_console.archive import build, client
+from ari_console.demo import archive_build as build, client
 from ari_console.commands.archive import app
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ari_console.archive import client
-from ari_console.archive.build import load_manifest
+from ari_console.demo.archive_build import load_manifest
 from ari_console.commands.archive import app
 from ari_console.errors import UserError
 

@@ -10,8 +10,8 @@ import urllib.request
 import pyvo
 import pytest
 
-from ari_console.archive.build import load_manifest
-from ari_console.archive.service import AdqlError, parse_adql, parse_range
+from ari_console.demo.archive_build import load_manifest
+from ari_console.demo.archive_service import AdqlError, parse_adql, parse_range
 
 
 def tap(service, query: str):
@@ -174,7 +174,7 @@ def test_maxrec_cuts_the_result_and_says_overflow(archive_service, demo_archive)
 def test_the_demo_corrupts_a_file_for_one_attempts_worth_of_tries_then_serves_it_right(new_archive_service,
                                                                                        demo_archive):
     """What `ari demo` serves: every try of the runner's first attempt fails its checksum, the next attempt's works."""
-    from ari_console.demo import CORRUPT_RESPONSES, corrupted_file_faults
+    from ari_console.demo.campaign import CORRUPT_RESPONSES, corrupted_file_faults
 
     manifest = load_manifest(demo_archive)
     faults = corrupted_file_faults(manifest)

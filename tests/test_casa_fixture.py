@@ -6,7 +6,7 @@ import pytest
 
 from pathlib import Path
 
-REMOTE = Path(__file__).resolve().parents[1] / "remote"
+RECIPES = Path(__file__).resolve().parent / "data" / "recipes"
 
 
 @pytest.mark.casa
@@ -14,7 +14,7 @@ def test_simobserve_and_tclean_image_a_point_source_at_its_flux(casa, tmp_path):
     out = casa.run(f"""
         import sys, json
         sys.argv = ["sim_point.py", {str(tmp_path / "job")!r}, "--flux-jy", "0.5"]
-        sys.path.insert(0, {str(REMOTE / "recipes")!r})
+        sys.path.insert(0, {str(RECIPES)!r})
         import sim_point
         sim_point.main(sys.argv[1:])
     """, cwd=tmp_path)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ari_console import demo
+from ari_console.demo import campaign as demo
 from ari_console.config import load_config
-from ari_console.testbed.sshd import processes_with_env
+from ari_console.demo.testbed.sshd import processes_with_env
 
 ARI = str(Path(sys.executable).parent / "ari")
 

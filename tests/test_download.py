@@ -1,6 +1,6 @@
 """The node-side downloader (remote/download.py) against a real HTTP archive service.
 
-The service is the archive service of ari_console.archive.service on a small
+The service is the archive service of ari_console.demo.archive_service on a small
 archive written here (one MOUS, one 3 MB file), so the faults are real: the
 server shuts the socket down mid-file, or flips a byte of what it sends.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ari_console.archive.service import Fault, start_service
+from ari_console.demo.archive_service import Fault, start_service
 from remote.download import DownloadError, backoff_seconds, download, server_checksum
 
 ROOT = Path(__file__).resolve().parents[1]

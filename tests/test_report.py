@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ari_console import operator, store
+from ari_console import actions as operator, store
 from ari_console.alma import DataSet
 from ari_console.cli import app
 from ari_console.config import load_config

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ari_console import store
-from ari_console.tui import sample
+from tests import sample_campaign as sample
 from ari_console.tui.app import AriApp
 from ari_console.tui.widgets.keyed_table import KeyedTable
 from ari_console.tui.widgets.log_view import LogView

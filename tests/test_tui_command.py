@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from ari_console.commands.tui import app
 from ari_console.errors import UserError
-from ari_console.tui import sample
+from tests import sample_campaign as sample
 
 
 def test_unknown_theme_is_refused_naming_the_themes(tmp_path):

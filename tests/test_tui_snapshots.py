@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ari_console.tui import sample
+from tests import sample_campaign as sample
 from ari_console.tui.app import AriApp
 from ari_console.tui.widgets.log_view import LogView
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ari_console.tui import sample
+from tests import sample_campaign as sample
 
 REPO = Path(__file__).resolve().parents[1]
 # How the console is started; ``ari tui`` once the lead mounts ari_console.commands.tui in the CLI.

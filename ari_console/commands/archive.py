@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import clikit
-demo_build = clikit.lazy_module("ari_console.archive.build")
+demo_build = clikit.lazy_module("ari_console.demo.archive_build")
 client = clikit.lazy_module("ari_console.archive.client")
 from ..errors import UserError
 
@@ -81,7 +81,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Serve the demo archive (TAP, DataLink, downloads) in the foreground until Ctrl-C."""
-    from ..archive.service import make_server
+    from ..demo.archive_service import make_server
 
     path = _build_with_progress(root, force=False, quiet=False)
     try:

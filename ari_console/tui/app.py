@@ -5,7 +5,7 @@ connection; WAL lets it read while the engine writes) and hands a
 :class:`~.snapshot.Snapshot` to the UI thread, which only renders it; an
 optional *engine* worker runs the campaign engine's ticks; operator actions
 (retry, hold, drain ...) run in short thread workers calling the same
-``ari_console.operator`` functions as the CLI. Screens receive data through the
+``ari_console.actions`` functions as the CLI. Screens receive data through the
 ``snapshot`` reactive and send requests up as method calls on the app.
 """
 
@@ -233,7 +233,7 @@ class AriApp(App):
     # -- operator actions ---------------------------------------------------------------------------
 
     def operate(self, label: str, action: Callable, *args, **kw) -> None:
-        """Run ``action(db, *args, now=..., **kw)`` (an ``ari_console.operator`` function) off the UI thread.
+        """Run ``action(db, *args, now=..., **kw)`` (an ``ari_console.actions`` function) off the UI thread.
 
         A UserError becomes an error notification with its one line; success
         notifies ``label`` and refreshes the screens.

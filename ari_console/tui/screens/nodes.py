@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from ari_console import operator
+from ari_console import actions as operator
 
 from .. import views
 from ..snapshot import Snapshot

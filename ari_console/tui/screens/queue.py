@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from ari_console import operator, store
+from ari_console import actions as operator, store
 
 from .. import views
 from ..snapshot import Snapshot

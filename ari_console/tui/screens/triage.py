@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ari_console import operator
+from ari_console import actions as operator
 
 from .. import views
 from ..snapshot import Snapshot

@@ -1,10 +1,10 @@
 """Build the demo archive's data sets with CASA: simulate, corrupt, calibrate, QA2-image.
 
-    python demo_build_casa.py SPEC.json WORK_DIR
+    python casa_build.py SPEC.json WORK_DIR
 
 Run with a Python that has casatools/casatasks (and ``CASASITECONFIG`` set to an
 offline site config). SPEC.json holds ``{"mous": [...]}`` as written by
-``ari_console/archive/build.py``; for every MOUS this script writes, under
+``ari_console/demo/archive_build.py``; for every MOUS this script writes, under
 ``WORK_DIR/<mous uid file name>/``:
 
 - ``raw/<asdm>.asdm.sdm/``: the raw visibilities as an ASDM (``exportasdm`` of
@@ -444,7 +444,7 @@ def build_one(m, work_dir):
 
 def main(argv):
     if len(argv) != 2:
-        print("usage: demo_build_casa.py SPEC.json WORK_DIR", file=sys.stderr)
+        print("usage: casa_build.py SPEC.json WORK_DIR", file=sys.stderr)
         return 2
     with open(argv[0]) as fh:
         spec = json.load(fh)

@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import store
-from .archive.client import queue_candidates, tap_url_of
-from .config import CONFIG_NAME, Config, load_config
-from .errors import UserError
+from .. import store
+from ..archive.client import queue_candidates, tap_url_of
+from ..casa_install import casa_site_config
+from ..config import CONFIG_NAME, Config, load_config
+from ..errors import UserError
 
 DEMO_PROJECTS = ("2016.1.00123.S", "2017.1.00456.S", "2018.1.00789.S")
 LOCAL_NODE, SMALL_NODE, BIG_NODE, CLUSTER_NODE = "local", "ws-old", "big", "cluster"
@@ -53,15 +54,6 @@ PINNED = {"memory_hog": SMALL_NODE, "walltime_long": CLUSTER_NODE}
 CORRUPT_RESPONSES = 6
 DEMO_TIMEOUT_S = 1800
 MARKER = ".ari-demo"
-
-
-def casa_site_config() -> Path | None:
-    """The offline CASA site config of this install (``make`` writes it into the venv), if any."""
-    env = os.environ.get("CASASITECONFIG")
-    if env and Path(env).is_file():
-        return Path(env)
-    site = Path(sys.prefix) / "casasiteconfig.py"
-    return site if site.is_file() else None
 
 
 @dataclass
@@ -227,7 +219,7 @@ def fresh_directory(directory: Path) -> None:
 
 def corrupted_file_faults(manifest: dict) -> dict:
     """Faults for the demo's service: the corrupt-download case's raw data corrupted ``CORRUPT_RESPONSES`` times."""
-    from .archive.service import Fault
+    from .archive_service import Fault
 
     faults = {}
     for entry in (manifest.get("mous") or {}).values():
@@ -239,7 +231,7 @@ def corrupted_file_faults(manifest: dict) -> dict:
 
 def cancel_running(cfg: Config, progress: Callable[[str], None]) -> int:
     """Cancel every attempt of the campaign still pending or running; how many were."""
-    from .nodes import connect, ops
+    from ..nodes import connect, ops
 
     db = store.open_db(cfg.campaign.db_path)
     cancelled = 0
@@ -269,7 +261,7 @@ def demo_campaign(directory: Path, progress: Callable[[str], None]) -> Iterator[
 
     On the way out, attempts still running are cancelled and every daemon stopped.
     """
-    from .archive import build, service
+    from . import archive_build as build, archive_service as service
 
     fresh_directory(directory)
     progress("demo: building or reusing the CASA-simulated demo archive ...")
@@ -310,13 +302,13 @@ def stop_on_signals() -> None:
 def run_demo(directory: Path, progress: Callable[[str], None], tui: bool = False,
              theme: str = "ari-dark") -> dict:
     """Run the whole demo campaign in ``directory`` (headless, or in the console); the summary."""
-    from .engine import Engine
+    from ..engine import Engine
 
     started = time.monotonic()
     stop_on_signals()
     with demo_campaign(directory, progress) as cfg:
         if tui:
-            from .commands.tui import open_console
+            from ..commands.tui import open_console
 
             open_console(cfg.path, theme=theme, engine=True)
         else:

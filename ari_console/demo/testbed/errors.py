@@ -1,6 +1,6 @@
 """The error of the testbed: a daemon that is missing or did not come up."""
 
-from ..errors import UserError
+from ...errors import UserError
 
 
 class TestbedError(UserError):

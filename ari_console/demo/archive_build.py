@@ -1,7 +1,7 @@
 """The demo ALMA archive: data sets that CASA really simulated, packed as the archive packs them.
 
 The console never imports CASA: ``build_archive`` writes a spec of every MOUS
-and runs ``remote/recipes/demo_build_casa.py`` with the node's CASA Python
+and runs ``ari_console/demo/casa_build.py`` with the node's CASA Python
 (``CASASITECONFIG`` set), which simulates each MOUS with the casatools
 simulator on casadata's ALMA 12m/7m/TP configurations, corrupts its gains,
 solves the fixing table with ``gaincal``, exports the raw data with
@@ -80,10 +80,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..alma import parse_uid, uid_filename
+from ..casa_install import casa_version_text
 
 RECIPE_VERSION = 2  # bump when the packing (not the catalogue or the CASA script) changes
-ROOT = Path(__file__).resolve().parents[2]
-CASA_SCRIPT = ROOT / "remote" / "recipes" / "demo_build_casa.py"
+CASA_SCRIPT = Path(__file__).resolve().parent / "casa_build.py"
 MANIFEST = "manifest.json"
 
 # Per band: continuum window, line window (a CO line), QA2 cell (12m, 7m) in arcsec.
@@ -521,12 +521,6 @@ def _file_entry(path: Path, semantics: str, mous: DemoMous) -> dict:
         faults["drop_once_after"] = path.stat().st_size // 3
     return {"name": path.name, "path": f"files/{path.parent.name}/{path.name}", "size": path.stat().st_size,
             "sha256": sha256_file(path), "semantics": semantics, **faults}
-
-
-def casa_version_text(version_string: str) -> str:
-    """``6.7.0.31`` -> ``6.7.0-31`` (the way restore scripts name CASA versions)."""
-    parts = version_string.split(".")
-    return ".".join(parts[:3]) + (f"-{parts[3]}" if len(parts) > 3 else "")
 
 
 def pack_mous(mous: DemoMous, work: Path, folder: Path, result: dict) -> list[tuple[str, str]]:
