@@ -520,31 +520,6 @@ def recipe_spec(node: Node, dataset_params: object, override_params: object) -> 
     return {"name": node.recipe, "python": python, "casa": node.casa_path, "params": params}
 
 
-def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
-                      policy: str = scheduler.DEFAULT_POLICY):
-    """``(queue, node states, estimate)`` of the campaign: its queue and history simulated on its nodes.
-
-    What ``ari estimate campaign`` and the report show. Running attempts count
-    as ending soon (their remaining time is unknown). The estimate is None when
-    nothing is queued or no node can take work.
-    """
-    from datetime import datetime, timezone
-
-    from . import estimate as est
-
-    by_name = {n.name: n for n in nodes}
-    queue = scheduler_queue(db, store.queue(db))
-    running: dict[str, list[float]] = {}
-    for a in store.active_attempts(db):
-        running.setdefault(a["node"], []).append(0.0)
-    states = node_states(db, by_name.values(), busy_h={k: tuple(v) for k, v in running.items()})
-    if not queue or not states:
-        return queue, states, None
-    result = est.estimate_campaign(queue, history(db, by_name), states, datetime.fromtimestamp(now, timezone.utc),
-                                   policy=policy)
-    return queue, states, result
-
-
 def dataset_files(ds: dict) -> list[dict]:
     """The files an attempt downloads: raw data and the auxiliary tar (from the archive's DataLink),
     or ``files`` as a catalogue CSV gave them."""

@@ -14,30 +14,39 @@ import sys
 from pathlib import Path
 
 
-def status_report(config_path: Path) -> dict:
-    """What `ari status --json` prints: campaign totals, success rates, nodes, running attempts."""
-    from . import store
-    from .config import load_config
-
-    cfg = load_config(config_path)
-    db = store.open_db(cfg.campaign.db_path)
-    store.sync_nodes(db, cfg.nodes, store.now())
-    return {"campaign": cfg.campaign.name, **store.status(db)}
+def _take_config(args: list[str]) -> tuple[Path | None, list[str]]:
+    """``(PATH, rest)`` when ``args`` starts with ``-c PATH`` / ``--config PATH`` / ``--config=PATH``."""
+    if len(args) >= 2 and args[0] in ("-c", "--config"):
+        return Path(args[1]), args[2:]
+    if args and args[0].startswith("--config="):
+        return Path(args[0].split("=", 1)[1]), args[1:]
+    return None, args
 
 
 def fast_status_argv(argv: list[str]) -> Path | None:
-    """The config path when ``argv`` is exactly ``[-c PATH] status --json``, else None.
+    """The config path when ``argv`` is ``status --json`` with an optional ``-c PATH`` before or after
+    the subcommand or the flag, else None (the full CLI then parses it).
 
     >>> fast_status_argv(["-c", "x/ari.toml", "status", "--json"]), fast_status_argv(["status"])
     (PosixPath('x/ari.toml'), None)
+    >>> fast_status_argv(["status", "-c", "y.toml", "--json"]), fast_status_argv(["status", "--json", "--config=z"])
+    (PosixPath('y.toml'), PosixPath('z'))
     """
-    config = Path(os.environ.get("ARI_CONFIG") or "ari.toml")
-    rest = list(argv)
-    if len(rest) >= 2 and rest[0] in ("-c", "--config"):
-        config, rest = Path(rest[1]), rest[2:]
-    elif rest and rest[0].startswith("--config="):
-        config, rest = Path(rest[0].split("=", 1)[1]), rest[1:]
-    return config if rest == ["status", "--json"] else None
+    config, rest = _take_config(list(argv))
+    if rest[:1] != ["status"]:
+        return None
+    rest, seen_json = rest[1:], False
+    while rest:
+        if rest[0] == "--json" and not seen_json:
+            seen_json, rest = True, rest[1:]
+            continue
+        given, after = _take_config(rest)
+        if given is None:
+            return None
+        config, rest = given, after
+    if not seen_json:
+        return None
+    return config or Path(os.environ.get("ARI_CONFIG") or "ari.toml")
 
 
 def main() -> None:
@@ -49,6 +58,7 @@ def main() -> None:
         return
     from .errors import UserError
     from .jsonout import emit_json
+    from .readmodel import status_report
 
     try:
         emit_json(status_report(config))

@@ -272,7 +272,7 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
 def completion_estimate(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -> dict:
     """When the queue will be done, as `ari estimate campaign` answers it; ``finish`` None and a
     ``note`` saying why when it cannot be estimated."""
-    from .engine import campaign_estimate
+    from .readmodel import campaign_estimate
 
     queue, states, result = campaign_estimate(db, cfg.nodes, now, policy)
     out = {"finish": None, "makespan_h": None, "lower_bound_h": None, "queued": len(queue),

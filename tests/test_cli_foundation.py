@@ -86,3 +86,12 @@ def test_the_fast_status_path_prints_what_the_full_cli_prints(tmp_path):
     assert json.loads(fast.stdout) == json.loads(full.stdout)
     missing = ari("-c", "nowhere/ari.toml", "status", "--json", cwd=tmp_path)
     assert missing.returncode == 2 and "nowhere/ari.toml: no such file" in missing.stderr
+
+
+def test_the_fast_status_path_loads_neither_typer_nor_rich_with_config_after_the_subcommand(tmp_path):
+    ari("init", cwd=tmp_path)
+    probe = ("import sys; from ari_console.entry import main; sys.argv = ['ari', 'status', '-c', 'ari.toml', '--json']\n"
+             "main(); sys.stderr.write(' '.join(m for m in ('typer', 'rich', 'click') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["datasets"] == 0 and proc.stderr == ""

@@ -9,17 +9,18 @@ from typing import Annotated, Optional
 import typer
 
 from .. import clikit
+from ..errors import UserError
+from .common import JsonOpt, flag
+
 demo_build = clikit.lazy_module("ari_console.demo.archive_build")
 client = clikit.lazy_module("ari_console.archive.client")
-from ..errors import UserError
 
 app = typer.Typer(help="The ALMA archive: the local demo archive (build, serve) and queries.",
                   no_args_is_help=True)
 
 RootOpt = Annotated[Optional[Path], typer.Option(
-    "--root", help="Where the demo archive lives (default: ~/.cache/ari-console/demo-archive-v<N>).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented keys) instead of a table.")]
-UrlOpt = Annotated[str, typer.Option("--url", help="The archive's TAP service URL (the demo: http://127.0.0.1:PORT/tap).")]
+    "--root", metavar="DIR", help="Where the demo archive lives (default: ~/.cache/ari-console/demo-archive-v<N>).")]
+UrlOpt = Annotated[str, typer.Option("--url", metavar="URL", help="The archive's TAP service URL (the demo: http://127.0.0.1:PORT/tap).")]
 
 
 CasaPythonOpt = Annotated[Optional[str], typer.Option(
@@ -46,7 +47,7 @@ def _build_with_progress(root: Path | None, force: bool, quiet: bool, python: st
 @app.command()
 def build(
     root: RootOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache is current.")] = False,
+    force: Annotated[bool, flag("--force", help="Rebuild even when the cache is current.")] = False,
     casa_python: CasaPythonOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -10,9 +10,11 @@ from typing import Annotated, Callable, Iterator
 import typer
 
 from .. import clikit
-est = clikit.lazy_module("ari_console.estimate")
 from .. import scheduler as sch
 from ..errors import UserError
+from .common import ConfigOpt, JsonOpt, campaign
+
+est = clikit.lazy_module("ari_console.estimate")
 
 app = typer.Typer(help="Completion time and hardware: simulate a workload on nodes, size a cluster.",
                   no_args_is_help=True)
@@ -22,7 +24,6 @@ WorkloadOpt = Annotated[Path, typer.Option(
 NodesOpt = Annotated[Path, typer.Option(
     "--nodes", help="Nodes TOML: \\[\\[node]] tables with name, slots, mem_gb, walltime_h, speed (count, class optional).")]
 PolicyOpt = Annotated[str, typer.Option("--policy", help=f"Placement policy: {', '.join(sch.POLICIES)}.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 def _read(path: Path, what: str) -> str:
@@ -75,11 +76,11 @@ def _h(x: float) -> float:
 def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEFAULT_POLICY,
              expansion: Annotated[float, typer.Option(
                  help="Scratch disk per GB of data while a data set runs.")] = est.DISK_EXPANSION,
-             json: JsonOpt = False) -> None:
+             as_json: JsonOpt = False) -> None:
     """Replay a workload on a node set: makespan, how close to the lower bound, failures, disk."""
     policy = _policy(policy)
     datasets, node_list = _inputs(workload, nodes)
-    with _progress(f"simulating {len(datasets)} data sets ({policy})", json) as progress:
+    with _progress(f"simulating {len(datasets)} data sets ({policy})", as_json) as progress:
         sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress)
         bound = est.lower_bound(datasets, node_list)
     gap = sim.makespan_h / bound.hours - 1 if bound.hours > 0 else 0.0
@@ -102,7 +103,7 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
         "utilisation": sim.utilisation,
         "nodes": len(node_list),
     }
-    if json:
+    if as_json:
         clikit.emit_json(result)
         return
     clikit.table(f"estimate simulate: {workload} on {nodes}", ["", "value"], [
@@ -127,12 +128,12 @@ def plan(deadline: Annotated[str, typer.Option(help="When it must be done: 180d,
          workload: WorkloadOpt, nodes: NodesOpt,
          add_class: Annotated[str, typer.Option(
              "--add-class", help="Node (or class) in the nodes file to add copies of.")],
-         policy: PolicyOpt = sch.DEFAULT_POLICY, json: JsonOpt = False) -> None:
+         policy: PolicyOpt = sch.DEFAULT_POLICY, as_json: JsonOpt = False) -> None:
     """How many more nodes of a class finish the workload by the deadline."""
     policy = _policy(policy)
     deadline_h = est.parse_duration_h(deadline)
     datasets, node_list = _inputs(workload, nodes)
-    with _progress(f"sizing {add_class} for {deadline}", json) as progress:
+    with _progress(f"sizing {add_class} for {deadline}", as_json) as progress:
         need = est.nodes_needed(datasets, node_list, add_class, deadline_h, policy, progress=progress)
     result = {
         "node_class": add_class,
@@ -144,7 +145,7 @@ def plan(deadline: Annotated[str, typer.Option(help="When it must be done: 180d,
         "policy": policy,
         "reason": need.reason,
     }
-    if json:
+    if as_json:
         clikit.emit_json(result)
     else:
         _print_plan(need, len(datasets), deadline, deadline_h)
@@ -165,23 +166,24 @@ def _print_plan(need: est.NodesNeeded, jobs: int, deadline: str, deadline_h: flo
 
 
 @app.command("campaign")
-def campaign(
+def campaign_cmd(
+    ctx: typer.Context,
     policy: PolicyOpt = sch.DEFAULT_POLICY,
-    json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """When will this campaign be done? Its queue and history, simulated on its nodes."""
-    from ari_console import store
-    from ari_console.cli import state
-    from ari_console.engine import campaign_estimate
+    from .. import store
+    from ..readmodel import campaign_estimate
 
-    cfg = state.config()
+    cfg = campaign(ctx, config).config()
     db = store.open_db(cfg.campaign.db_path, create=False)
     store.sync_nodes(db, cfg.nodes, store.now())
     queue, states, result = campaign_estimate(db, cfg.nodes, store.now(), policy)
     if result is None:
         note = ("nothing queued: no estimate to make (`ari datasets import` fills the queue)" if not queue
                 else "no node can take work (all drained? `ari nodes undrain NAME`): no estimate")
-        if json:
+        if as_json:
             clikit.emit_json({"queued": len(queue), "nodes": len(states), "policy": policy, "finish": None,
                               "makespan_h": None, "lower_bound_h": None, "cpu_hours": 0.0, "disk_peak_gb": {},
                               "unplaceable": 0, "note": note})
@@ -193,7 +195,7 @@ def campaign(
            "lower_bound_h": round(result.lower_bound_h, 3), "cpu_hours": round(result.cpu_hours, 2),
            "disk_peak_gb": {k: round(v, 2) for k, v in result.disk_peak_gb.items()},
            "unplaceable": len(result.unplaceable)}
-    if json:
+    if as_json:
         clikit.emit_json(out)
         return
     clikit.out.print(f"{out['queued']} queued data sets on {out['nodes']} nodes ({policy}): done by {out['finish']} "

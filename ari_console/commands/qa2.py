@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ari_console import clikit
-from ari_console.errors import UserError
 from typing import TYPE_CHECKING
 
+from .. import clikit
+from ..errors import UserError
+from .common import JsonOpt
+
 if TYPE_CHECKING:  # astropy and scipy load only when a qa2 command runs (keeps `ari` quick to start)
-    from ari_console.qa2.compare import Report
-    from ari_console.qa2.measure import Measurement
+    from ..qa2.compare import Report
+    from ..qa2.measure import Measurement
 
 app = typer.Typer(help="Compare re-imaged pipeline products with the archive's QA2 images.",
                   no_args_is_help=True)
@@ -22,7 +24,7 @@ app = typer.Typer(help="Compare re-imaged pipeline products with the archive's Q
 
 def _fits_in(directory: Path, option: str) -> list[str]:
     """The FITS files directly in ``directory``, sorted; a UserError when it is not a directory."""
-    from ari_console.qa2 import fits_in
+    from ..qa2 import fits_in
 
     if not directory.is_dir():
         raise UserError(f"{directory}: {option} is not a directory — give the directory holding the FITS images")
@@ -31,7 +33,7 @@ def _fits_in(directory: Path, option: str) -> list[str]:
 
 def _measure_all(paths: list[str]) -> tuple[dict[str, Measurement], dict[str, str]]:
     """Measure every path; problems become one line each (warned now) instead of stopping."""
-    from ari_console.qa2 import measure_all
+    from ..qa2 import measure_all
 
     return measure_all(paths, clikit.warn)
 
@@ -43,14 +45,14 @@ def _fmt(value: float | None, spec: str = ".4g") -> str | None:
 @app.command()
 def measure(
     files: Annotated[list[Path], typer.Argument(help="FITS images (2-D or cubes) to measure.")],
-    json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per image.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Measure peak, rms, integrated flux, beam and SNR of each image."""
+    """Measure peak, rms, integrated flux, beam and SNR of each image (JSON: a list, one object per image)."""
     done, failed = _measure_all([str(f) for f in files])
     rows = [m.as_dict() for m in done.values()]
     for row in rows:
         row.pop("notes", None)
-    if json:
+    if as_json:
         clikit.emit_json(rows)
     else:
         units = sorted({r["bunit"] for r in rows}) or ["Jy/beam"]
@@ -68,15 +70,18 @@ def measure(
 def compare(
     pl_dir: Annotated[Path, typer.Argument(help="Directory of the pipeline's FITS products.")],
     qa2_dir: Annotated[Path, typer.Argument(help="Directory of the QA2 FITS products.")],
-    json: Annotated[bool, typer.Option("--json", help="Print pairs, verdicts and orphans as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Pair pipeline and QA2 images, measure both, and judge each pair consistent or discrepant."""
-    from ari_console.qa2 import compare_dirs
+    """Pair pipeline and QA2 images, measure both, and judge each pair consistent or discrepant.
+
+    JSON: the pairs, their verdicts and the orphans.
+    """
+    from ..qa2 import compare_dirs
 
     _fits_in(pl_dir, "PL_DIR")  # each a UserError when not a directory
     _fits_in(qa2_dir, "QA2_DIR")
     report = compare_dirs(pl_dir, qa2_dir, clikit.warn)
-    if json:
+    if as_json:
         clikit.emit_json(report.as_dict())
     else:
         _print_report(report)

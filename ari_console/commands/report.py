@@ -8,25 +8,31 @@ from typing import Annotated, Optional
 import typer
 
 from .. import clikit
+from .common import ConfigOpt, JsonOpt, campaign
 
 rep = clikit.lazy_module("ari_console.report")
 
+app = typer.Typer()
+
 OutOpt = Annotated[Optional[Path], typer.Option(
-    "--out", help="Directory for report.html and the PNG plots (default: report/ in the campaign directory).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report's numbers as JSON (plot paths under plots).")]
+    "--out", metavar="DIR",
+    help="Directory for report.html and the PNG plots (default: report/ in the campaign directory).")]
 
 
-def report(out: OutOpt = None, json: JsonOpt = False) -> None:
-    """Write the campaign report: success, failures, runtimes, QA2, burn-down, coverage, effort."""
-    from ari_console import store
-    from ari_console.cli import state
+@app.command()
+def report(ctx: typer.Context, out: OutOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Write the campaign report: success, failures, runtimes, QA2, burn-down, coverage, effort.
 
-    cfg = state.config()
+    With --json: the report's numbers (plot paths under plots).
+    """
+    from .. import store
+
+    cfg = campaign(ctx, config).config()
     db = store.open_db(cfg.campaign.db_path, create=False)
     now = store.now()
     store.sync_nodes(db, cfg.nodes, now)
     result = rep.write_report(db, cfg, out if out is not None else cfg.campaign.work_dir / "report", now)
-    if json:
+    if as_json:
         clikit.emit_json(result)
         return
     pct = lambda v: rep.display(v, "pct")  # noqa: E731

@@ -7,19 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from ari_console.clikit import lazy_module
+from ..clikit import emit_json, lazy_module, table, warn
+from ..errors import UserError
+from .common import ConfigOpt, JsonOpt, campaign
 
 triage = lazy_module("ari_console.triage")
-from ari_console.clikit import emit_json, table, warn
-from ari_console.errors import UserError
 
 app = typer.Typer(help="Classify failed attempts from CASA, pipeline, runner and batch-system logs.",
                   no_args_is_help=True)
 
 LogsArg = Annotated[list[Path], typer.Argument(help="Log files (plain, .gz, .bz2 or .xz).", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 HintOpt = Annotated[Optional[str], typer.Option(
-    "--hint", help="A category the runner already reported in status.json (memory, walltime, disk_full, download).")]
+    "--hint", metavar="CATEGORY", help="A category the runner already reported in status.json (memory, walltime, disk_full, download).")]
 
 
 def _check_hint(hint: str | None) -> str | None:
@@ -50,10 +49,10 @@ def _row(path: Path | str, v: triage.Verdict) -> dict:
 @app.command()
 def classify(
     logs: LogsArg,
-    json_out: JsonOpt = False,
+    as_json: JsonOpt = False,
     hint: HintOpt = None,
     attempt: Annotated[bool, typer.Option(
-        "--attempt", help="The logs belong to one attempt: print the one decisive verdict.")] = False,
+        "--attempt", metavar="", help="The logs belong to one attempt: print the one decisive verdict.")] = False,
 ) -> None:
     """Category, stage, decisive line and excerpt of each failed attempt's log."""
     hint = _check_hint(hint)
@@ -62,7 +61,7 @@ def classify(
         verdict = triage.apply_hint(triage.decisive(v for _, v in results), hint)
         results = [(Path(verdict.source or results[0][0]), verdict)]
     rows = [_row(p, v) for p, v in results]
-    if json_out:
+    if as_json:
         emit_json(rows)
     else:
         table("triage", ["file", "category", "stage", "line", "decisive message"],
@@ -77,23 +76,22 @@ def _short(text: str, width: int = 100) -> str:
 
 
 @app.command()
-def rules(json_out: JsonOpt = False) -> None:
+def rules(as_json: JsonOpt = False) -> None:
     """The classification rules, strongest first (a new failure signature is one row)."""
     rows = sorted(triage.rule_rows(), key=lambda r: -r["priority"])
-    if json_out:
+    if as_json:
         emit_json(rows)
     else:
         table("triage rules", ["name", "category", "priority", "description"],
               [(r["name"], r["category"], r["priority"], r["description"]) for r in rows])
 
 
-def _open_failures() -> list[dict]:
+def _open_failures(camp) -> list[dict]:
     """The campaign's open failures (``tui.views.open_failures`` over the store's rows)."""
-    from ari_console import store
-    from ari_console.cli import state
-    from ari_console.tui.views import open_failures
+    from .. import store
+    from ..tui.views import open_failures
 
-    cfg = state.config()
+    cfg = camp.config()
     if not cfg.campaign.db_path.exists():
         raise UserError(f"{cfg.campaign.db_path}: no campaign database yet — run `ari datasets import` first, "
                         f"or give log files")
@@ -115,9 +113,11 @@ def _stored_verdict(attempt: dict):
 
 @app.command()
 def groups(
+    ctx: typer.Context,
     logs: Annotated[Optional[list[Path]], typer.Argument(
         help="Log files (plain, .gz, .bz2 or .xz); none: the campaign's open failures.", show_default=False)] = None,
-    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Failed attempts grouped by signature: the few causes an operator fixes once.
 
@@ -131,10 +131,10 @@ def groups(
         results, failed = _verdicts(logs, None)
         found = triage.group((triage.uid_from_path(str(p)) or str(p), v) for p, v in results)
     else:
-        found = triage.group((f["uid"], _stored_verdict(f)) for f in _open_failures())
+        found = triage.group((f["uid"], _stored_verdict(f)) for f in _open_failures(campaign(ctx, config)))
     rows = [{"signature": g.signature, "category": g.category, "count": g.count, "example_uids": g.example_uids}
             for g in found]
-    if json_out:
+    if as_json:
         emit_json(rows)
     else:
         table("failure groups", ["count", "category", "signature", "examples"],

@@ -308,7 +308,7 @@ def run_demo(directory: Path, progress: Callable[[str], None], tui: bool = False
     stop_on_signals()
     with demo_campaign(directory, progress) as cfg:
         if tui:
-            from ..commands.tui import open_console
+            from ..tui.launch import open_console
 
             open_console(cfg.path, theme=theme, engine=True)
         else:

@@ -1,0 +1,94 @@
+"""Root commands an operator takes on one data set: retry, cancel, override, hold, release."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..clikit import emit_json, out
+from ..errors import UserError
+from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag, run_action
+
+app = typer.Typer()
+
+NodeOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help="Run the next attempt on this node.")]
+MemOpt = Annotated[Optional[float], typer.Option(metavar="GB", help="Memory for the next attempt, GB.")]
+WalltimeOpt = Annotated[Optional[float], typer.Option(metavar="HOURS", help="Walltime for the next attempt, hours.")]
+
+
+@app.command()
+def retry(ctx: typer.Context, uid: UidArg, node: NodeOpt = None, mem_gb: MemOpt = None,
+          walltime_h: WalltimeOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Queue a failed or held data set again, optionally on a chosen node or with more resources."""
+    row = run_action(campaign(ctx, config), "retry", uid, node=node, mem_gb=mem_gb, walltime_h=walltime_h)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: queued again {row['overrides'] or ''}")
+
+
+@app.command()
+def cancel(ctx: typer.Context, uid: UidArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop a data set's running attempt on its node; the data set is then held until released."""
+    from ..nodes import NodeUnreachable, connect, ops
+
+    camp = campaign(ctx, config)
+    cfg = camp.config()
+    stopped = []
+    for a in run_action(camp, "attempts_to_cancel", uid):
+        node = cfg.node(a["node"])
+        if not a["handle"]:
+            raise UserError(f"{a['uid']}: attempt {a['id']} is still being launched on {node.name} — "
+                            f"cancel again in a few seconds")
+        transport = connect(node)
+        try:
+            ops.cancel(node, transport, a["handle"])
+        except NodeUnreachable as exc:
+            raise UserError(f"{a['uid']}: node {node.name} is unreachable ({exc}) — the attempt may still run there; "
+                            f"`ari nodes check` says why") from None
+        finally:
+            transport.close()
+        stopped.append({"uid": a["uid"], "attempt": a["id"], "node": node.name})
+    if as_json:
+        emit_json(stopped)
+        return
+    for s in stopped:
+        out.print(f"{s['uid']}: attempt {s['attempt']} on {s['node']} told to stop "
+                  f"(held once it has ended; `ari release {s['uid']}` queues it again)", markup=False)
+
+
+@app.command()
+def override(
+    ctx: typer.Context,
+    uid: UidArg,
+    mem_gb: MemOpt = None,
+    walltime_h: WalltimeOpt = None,
+    node: NodeOpt = None,
+    casa_version: Annotated[Optional[str], typer.Option(
+        metavar="VERSION", help="CASA version the next attempt needs.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=VALUE", help="Recipe parameter KEY=VALUE (repeatable).")] = None,
+    clear: Annotated[bool, flag("--clear", help="Drop every override first.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set what the next attempt of a data set uses: memory, walltime, node, CASA version, recipe parameters."""
+    from ..actions import parse_params
+
+    row = run_action(campaign(ctx, config), "override", uid, mem_gb=mem_gb, walltime_h=walltime_h, node=node,
+                     casa_version=casa_version, params=parse_params(param or []), clear=clear)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: overrides {row['overrides'] or 'none'}", markup=False)
+
+
+@app.command()
+def hold(ctx: typer.Context, uid: UidArg,
+         reason: Annotated[str, typer.Option(help="Why, shown to other operators.")] = "held by operator",
+         config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Keep a data set out of scheduling until released."""
+    row = run_action(campaign(ctx, config), "hold", uid, reason=reason)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: held ({reason})")
+
+
+@app.command()
+def release(ctx: typer.Context, uid: UidArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Let a held data set be scheduled again."""
+    row = run_action(campaign(ctx, config), "release", uid)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: queued")

@@ -1,0 +1,111 @@
+"""`ari datasets ...`: the campaign's queue of data sets (import from a catalogue or the archive, list)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import humanize
+import typer
+
+from .. import alma, store
+from ..clikit import emit_json, out, table
+from ..errors import UserError
+from .common import ConfigOpt, JsonOpt, campaign, flag
+
+app = typer.Typer(help="The campaign's queue of data sets (MOUS).", no_args_is_help=True)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    csv_file: Annotated[Optional[Path], typer.Argument(
+        metavar="[CSV_FILE]", help="Catalogue CSV: uid,project[,array,band,size_gb,mem_gb,hours].")] = None,
+    project: Annotated[Optional[list[str]], typer.Option(
+        "--project", metavar="CODE", help="Query the archive for this project code (repeatable).")] = None,
+    mous: Annotated[Optional[list[str]], typer.Option(
+        "--mous", metavar="UID", help="Query the archive for this MOUS uid (repeatable).")] = None,
+    dry_run: Annotated[bool, flag("--dry-run", help="Show what would be queued; change nothing.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add data sets to the queue from a catalogue CSV or an archive query (idempotent)."""
+    cfg = campaign(ctx, config).config()
+    excluded: dict[str, str] = {}
+    if csv_file is not None and (project or mous):
+        raise UserError("give either a CSV file or --project/--mous, not both — run the import twice")
+    if csv_file is not None:
+        rows, source = alma.read_datasets_csv(csv_file), str(csv_file)
+    elif project or mous:
+        from ..archive.client import queue_candidates, rules_from_mapping, tap_url_of
+
+        projects = []
+        for code in project or []:
+            try:
+                projects.append(alma.parse_project(code))
+            except ValueError:
+                raise UserError(f'--project "{code}" is not a project code — write e.g. 2016.1.00123.S') from None
+        rules = rules_from_mapping(cfg.selection, source=f"{cfg.path.name}: [selection]")
+        rows, excluded = queue_candidates(tap_url_of(cfg.campaign.archive_url), projects, mous or [], rules)
+        source = cfg.campaign.archive_url
+    else:
+        raise UserError("nothing to import — give a CSV file, or --project CODE / --mous UID to query the archive")
+    take = [d for d in rows if d.uid not in excluded]
+    total_gb = sum(d.size_gb or 0 for d in take)
+    if dry_run:
+        db = store.open_db(cfg.campaign.db_path) if cfg.campaign.db_path.exists() else None
+        known = {d["uid"] for d in store.datasets(db)} if db else set()
+        new = [d for d in take if d.uid not in known]
+        result = {"dry_run": True, "datasets": len(take), "new": len(new),
+                  "size_gb": round(sum(d.size_gb or 0 for d in new), 3), "excluded": excluded}
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"{source}: {len(take)} data sets, {len(new)} new "
+                      f"({humanize.naturalsize(result['size_gb'] * 1e9)}) would be queued; {len(excluded)} excluded")
+            _print_excluded(excluded)
+        return
+    db = store.open_db(cfg.campaign.db_path)
+    result = store.import_datasets(db, rows, source=source, now=store.now(), excluded=excluded)
+    summary = {"file": source, "added": len(result.added), "updated": len(result.updated),
+               "unchanged": len(result.unchanged), "size_gb": round(total_gb, 3), "excluded": excluded}
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(f"{source}: {summary['added']} added, {summary['updated']} updated, "
+              f"{summary['unchanged']} unchanged ({humanize.naturalsize(total_gb * 1e9)} to image); "
+              f"{len(excluded)} excluded")
+    _print_excluded(excluded)
+
+
+def _print_excluded(excluded: dict[str, str]) -> None:
+    for uid, reason in excluded.items():
+        out.print(f"  excluded {uid}: {reason}", markup=False)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    state_: Annotated[Optional[str], typer.Option("--state", metavar="STATE", help="Only this state.")] = None,
+    project: Annotated[Optional[str], typer.Option(metavar="CODE", help="Only this project code.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The queue: every data set with its state."""
+    if state_ and state_ not in store.DATASET_STATES:
+        raise UserError(f'--state "{state_}" is not a state — use one of {", ".join(store.DATASET_STATES)}')
+    if project:
+        try:
+            project = alma.parse_project(project)
+        except ValueError:
+            raise UserError(f'--project "{project}" is not a project code — write e.g. 2016.1.00123.S') from None
+    cfg = campaign(ctx, config).config()
+    rows = (store.datasets(store.open_db(cfg.campaign.db_path), state=state_, project=project)
+            if cfg.campaign.db_path.exists() else [])
+    if as_json:
+        emit_json(rows)
+        return
+    table(f"{len(rows)} data sets", ["uid", "project", "array", "band", "size", "state"],
+          [(r["uid"], r["project"], r["array"], r["band"],
+            humanize.naturalsize(r["size_gb"] * 1e9) if r["size_gb"] is not None else None, r["state"])
+           for r in rows])

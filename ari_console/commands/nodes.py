@@ -1,0 +1,78 @@
+"""`ari nodes ...`: the machines attempts run on (list, check end to end, drain, undrain)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .. import store
+from ..clikit import emit_json, out, table
+from .common import ConfigOpt, JsonOpt, campaign, run_action
+
+app = typer.Typer(help="The machines attempts run on.", no_args_is_help=True)
+
+NodeArg = Annotated[str, typer.Argument(metavar="NAME", help="Node name.")]
+
+
+@app.command("list")
+def list_(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The configured nodes with their slots, memory, walltime and state."""
+    cfg = campaign(ctx, config).config()
+    db = store.open_db(cfg.campaign.db_path)
+    store.sync_nodes(db, cfg.nodes, store.now())
+    rows = store.nodes(db)
+    if as_json:
+        emit_json(rows)
+        return
+    table(f"{len(rows)} nodes", ["name", "transport", "batch", "slots", "running", "mem", "walltime", "speed", "drained"],
+          [(r["name"], r["transport"], r["batch"], r["slots"], r["running"], f"{r['mem_gb']:g} GB",
+            f"{r['walltime_h']:g} h" if r["walltime_h"] else "none", f"{r['speed']:g}",
+            r["drained_reason"] or "yes" if r["drained"] else "") for r in rows])
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    names: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[NAME]...", help="Nodes to check (default: all).")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every node end to end (reach, Python, CASA, scratch, batch system) and copy the runner."""
+    from ..nodes import connect, ops
+
+    cfg = campaign(ctx, config).config()
+    selected = [cfg.node(n) for n in names] if names else list(cfg.nodes)
+    checks = []
+    for node in selected:
+        transport = connect(node)
+        try:
+            checks += ops.check_node(node, transport)
+        finally:
+            transport.close()
+    if as_json:
+        emit_json([c.__dict__ for c in checks])
+    else:
+        for c in checks:
+            mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
+            fix = f" — fix: {c.fix}" if c.fix else ""
+            out.print(f"{mark} {c.node} {c.check}: ", end="")
+            out.print(f"{c.detail}{fix}", markup=False, highlight=False, soft_wrap=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("drain")
+def drain(ctx: typer.Context, name: NodeArg, config: ConfigOpt = None,
+          reason: Annotated[str, typer.Option(help="Why, shown in the console.")] = "drained by operator") -> None:
+    """Place no new attempts on a node (running ones finish)."""
+    run_action(campaign(ctx, config), "drain", name, reason=reason)
+    out.print(f"{name}: drained ({reason})")
+
+
+@app.command("undrain")
+def undrain(ctx: typer.Context, name: NodeArg, config: ConfigOpt = None) -> None:
+    """Place attempts on a drained node again."""
+    run_action(campaign(ctx, config), "undrain", name)
+    out.print(f"{name}: undrained")

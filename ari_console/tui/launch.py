@@ -1,0 +1,24 @@
+"""Open the console on a campaign: what `ari tui` and the demo call (Textual loads only here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import load_config
+from ..errors import UserError
+
+THEMES = ("ari-dark", "ari-light")
+
+
+def open_console(config_path: Path, theme: str = "ari-dark", engine: bool = True, refresh: float = 2.0) -> None:
+    """Run the console on the campaign of ``config_path`` until the operator quits."""
+    if theme not in THEMES:
+        raise UserError(f'--theme "{theme}": unknown theme — use one of {", ".join(THEMES)}')
+    if refresh <= 0:
+        raise UserError(f"--refresh {refresh:g}: must be a positive number of seconds — write 2")
+    cfg = load_config(config_path)
+    if not cfg.campaign.db_path.exists():
+        raise UserError(f"{cfg.campaign.db_path}: no campaign database yet — run `ari datasets import` first")
+    from .app import AriApp
+
+    AriApp(cfg.campaign.db_path, cfg, theme=theme, engine=engine, refresh_s=refresh).run()
