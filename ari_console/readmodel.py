@@ -8,19 +8,245 @@ here writes the store. Imports stay light at the top (the hot read
 
 from __future__ import annotations
 
+import bisect
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 from . import store
 from .config import Node, load_config
 
+# Attempt states. A *try* is an attempt that ran the recipe to a verdict: a cancelled attempt
+# (an operator's SIGTERM, or a launch the engine closed because it never started) is not one, so
+# it neither fails a data set's first try nor counts it as tried.
+TRIED_ATTEMPT_STATES = ("succeeded", "failed", "lost")
+ENDED_ATTEMPT_STATES = ("succeeded", "failed", "cancelled", "lost")
+FAILED_ATTEMPT_STATES = ("failed", "lost")
+ACTIVE_ATTEMPT_STATES = ("pending", "running")
+
+
+# -- success rates -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SuccessRates:
+    """How many data sets were tried, succeeded on their first try, and succeeded at all."""
+
+    tried: int
+    first_try_ok: int
+    succeeded: int
+
+    @property
+    def first_try(self) -> float | None:
+        return round(self.first_try_ok / self.tried, 4) if self.tried else None
+
+    @property
+    def after_retries(self) -> float | None:
+        return round(self.succeeded / self.tried, 4) if self.tried else None
+
+
+def success_rates(attempts: Iterable[Mapping], succeeded_uids: Iterable[str]) -> SuccessRates:
+    """Success first try and after retries over the data sets with at least one try.
+
+    ``attempts`` in id order; a data set's first try is its first attempt that
+    was tried (see ``TRIED_ATTEMPT_STATES``), so a launch cancelled before it
+    ran leaves the next attempt the first try.
+
+    >>> rows = [dict(uid="a", state="cancelled"), dict(uid="a", state="succeeded"),
+    ...         dict(uid="b", state="failed"), dict(uid="b", state="succeeded")]
+    >>> r = success_rates(rows, {"a", "b"}); (r.tried, r.first_try, r.after_retries)
+    (2, 0.5, 1.0)
+    """
+    first: dict[str, str] = {}
+    for a in attempts:
+        if a["state"] in TRIED_ATTEMPT_STATES:
+            first.setdefault(a["uid"], a["state"])
+    ok = set(succeeded_uids)
+    return SuccessRates(len(first), sum(s == "succeeded" for s in first.values()), len(ok & set(first)))
+
+
+def failures_by_category(attempts: Iterable[Mapping]) -> dict[str, int]:
+    """Failed and lost attempts by category (``unknown`` when untriaged), most first."""
+    counts = Counter((a.get("category") or "unknown") for a in attempts if a["state"] in FAILED_ATTEMPT_STATES)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def stats(db: store.Database) -> dict:
+    """What ``ari stats --json`` prints (and the report and status reuse): success rates, failures
+    by category, runtimes of successful attempts per node, attempt-hours."""
+    with store.transaction(db):
+        rows = store.tried_attempts(db, TRIED_ATTEMPT_STATES)
+        succeeded = store.uids_in_state(db, "succeeded")
+    rates = success_rates(rows, succeeded)
+    runtimes: dict[str, list[float]] = {}
+    hours = 0.0
+    by_node: dict[str, float] = {}
+    for r in rows:
+        if r["started_at"] and r["ended_at"]:
+            h = (r["ended_at"] - r["started_at"]) / 3600
+            hours += h
+            by_node[r["node"]] = by_node.get(r["node"], 0.0) + h
+            if r["state"] == "succeeded":
+                runtimes.setdefault(r["node"], []).append(h)
+    return {
+        "datasets_tried": rates.tried,
+        "success_first_try": rates.first_try,
+        "success_after_retries": rates.after_retries,
+        "failures_by_category": failures_by_category(rows),
+        "runtime_h_by_node": {n: {"count": len(v), "median": _median(v), "max": round(max(v), 4)}
+                              for n, v in sorted(runtimes.items())},
+        "attempt_hours": round(hours, 4),
+        "attempt_hours_by_node": {n: round(h, 4) for n, h in sorted(by_node.items())},
+    }
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return round(ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2, 4)
+
+
+# -- attempts per data set ---------------------------------------------------------------
+
+def latest_attempts(attempts: Iterable[dict]) -> tuple[dict[str, dict], Counter]:
+    """The newest attempt of each data set and the number of attempts of each (attempts in id order)."""
+    latest: dict[str, dict] = {}
+    counts: Counter = Counter()
+    for a in attempts:
+        latest[a["uid"]] = a
+        counts[a["uid"]] += 1
+    return latest, counts
+
+
+# -- the dashboard -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The morning view: totals, success rates, failure causes, burn-down."""
+
+    total: int
+    totals: dict[str, int]
+    unsupervised: tuple[int, int]          # (first try succeeded, data sets tried)
+    after_retries: tuple[int, int]         # (succeeded, data sets tried)
+    failures: list[tuple[str, int]]        # (category, failed attempts), most first
+    burndown: list[int]                    # remaining data sets per time bin, oldest first
+    burndown_span: tuple[float, float] = (0.0, 0.0)
+    running: int = 0
+
+
+def dashboard(datasets: Sequence[dict], attempts: Sequence[dict], now: float, bins: int = 40) -> Dashboard:
+    """The dashboard of a campaign from its data sets and attempts (in id order)."""
+    totals = Counter(d["state"] for d in datasets)
+    success_at: dict[str, float] = {}
+    for a in attempts:
+        if a["state"] == "succeeded":
+            t = a.get("ended_at") or now
+            success_at[a["uid"]] = min(t, success_at.get(a["uid"], t))
+    rates = success_rates(attempts, (d["uid"] for d in datasets if d["state"] == "succeeded"))
+    series, span = burndown(datasets, success_at, now, bins)
+    return Dashboard(len(datasets), dict(totals), (rates.first_try_ok, rates.tried), (rates.succeeded, rates.tried),
+                     list(failures_by_category(attempts).items()), series, span,
+                     running=sum(a["state"] in ACTIVE_ATTEMPT_STATES for a in attempts))
+
+
+def burndown(datasets: Sequence[dict], success_at: Mapping[str, float], now: float,
+             bins: int = 40) -> tuple[list[int], tuple[float, float]]:
+    """Remaining (not yet succeeded, excluded or skipped) data sets at ``bins`` times up to ``now``.
+
+    A data set counts from its creation until its first successful attempt ended;
+    excluded and skipped ones never count.
+
+    >>> burndown([{"uid": "a", "created_at": 0.0, "state": "succeeded"},
+    ...           {"uid": "b", "created_at": 0.0, "state": "queued"}], {"a": 5.0}, now=10.0, bins=2)
+    ([2, 1], (0.0, 10.0))
+    """
+    counted = [d for d in datasets if d["state"] not in ("excluded", "skipped")]
+    if not counted:
+        return [], (now, now)
+    created = sorted(now if d.get("created_at") is None else d["created_at"] for d in counted)
+    done = sorted(t for uid, t in success_at.items())
+    start = created[0]
+    if start >= now:
+        return [len(counted)], (start, now)
+    step = (now - start) / (bins - 1) if bins > 1 else 0.0
+    series = []
+    for i in range(bins):
+        t = start + step * i if i < bins - 1 else now
+        series.append(bisect.bisect_right(created, t) - bisect.bisect_right(done, t))
+    return series, (start, now)
+
+
+# -- open failures ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Open failures with one category (or one category and signature): one cause an operator fixes once."""
+
+    key: str
+    category: str
+    signature: str
+    attempt_ids: tuple[int, ...]
+    uids: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.attempt_ids)
+
+
+def open_failures(datasets: Iterable[Mapping], attempts: Sequence[Mapping]) -> list[dict]:
+    """The newest attempt of each data set whose newest attempt failed, unless it succeeded or runs again."""
+    latest, counts = latest_attempts(attempts)
+    states = {d["uid"]: d["state"] for d in datasets}
+    out = []
+    for uid, a in latest.items():
+        if a["state"] in FAILED_ATTEMPT_STATES and states.get(uid) not in ("succeeded", "running", None):
+            out.append({**a, "dataset_state": states[uid], "attempts": counts[uid]})
+    return out
+
+
+def failure_signature(f: Mapping) -> str:
+    """A failure's signature, its category when triage found none (the key ``ari triage groups`` and the
+    console's triage screen share)."""
+    return f.get("signature") or failure_category(f)
+
+
+def failure_category(f: Mapping) -> str:
+    return f.get("category") or "unknown"
+
+
+def failure_groups(failures: Sequence[Mapping], by: str = "signature") -> list[FailureGroup]:
+    """Failures grouped by ``category`` or by ``signature`` (category and signature), biggest group first.
+
+    >>> [g.key for g in failure_groups([{"id": 1, "uid": "a", "category": "memory", "signature": "x"},
+    ...     {"id": 2, "uid": "b", "category": "memory", "signature": "y"}, {"id": 3, "uid": "c",
+    ...     "category": "walltime"}], by="category")]
+    ['memory', 'walltime']
+    """
+    groups: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for f in failures:
+        groups[(failure_category(f), failure_signature(f) if by == "signature" else "")].append(f)
+    out = [FailureGroup(f"{cat}: {sig}" if by == "signature" else cat, cat, sig, tuple(x["id"] for x in v),
+                        tuple(dict.fromkeys(x["uid"] for x in v)))
+           for (cat, sig), v in groups.items()]
+    return sorted(out, key=lambda g: (-g.count, g.category, g.signature))
+
+
+def campaign_failures(db: store.Database) -> list[dict]:
+    """The campaign's open failures, read in one transaction."""
+    with store.transaction(db):
+        return open_failures(store.datasets(db), store.attempts(db))
+
+
+# -- status and the estimate ------------------------------------------------------------------
 
 def status_report(config_path: Path) -> dict:
     """What `ari status --json` prints: campaign totals, success rates, nodes, running attempts."""
     cfg = load_config(config_path)
     db = store.open_db(cfg.campaign.db_path)
     store.sync_nodes(db, cfg.nodes, store.now())
-    return {"campaign": cfg.campaign.name, **store.status(db)}
+    summary = stats(db)
+    return {"campaign": cfg.campaign.name, **store.status(db), "success_first_try": summary["success_first_try"],
+            "success_after_retries": summary["success_after_retries"]}
 
 
 def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,

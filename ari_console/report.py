@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import store
+from . import readmodel, store
 from .errors import UserError
 from .scheduler import DEFAULT_POLICY
 from .triage import CATEGORIES
@@ -41,7 +41,7 @@ REFERENCE_COVERAGE = {"project": "ARI-L", "share": 0.86, "mous": 3202, "cycles":
 STUDY_UNSUPERVISED = 0.5
 """About half of the data sets went through unsupervised at first in the 2017 study."""
 
-FINISHED = ("succeeded", "failed", "lost")  # the attempts `ari stats` counts
+FINISHED = readmodel.TRIED_ATTEMPT_STATES  # the attempts `ari stats` counts
 REMAINING = ("queued", "running", "held")   # data-set states still to do
 EVENT_KINDS = ("imported", "state", "operator")
 
@@ -214,7 +214,7 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
     """
     with store.transaction(db):
         totals = store.counts(db)
-        summary = store.stats(db)
+        summary = readmodel.stats(db)
         finished = store.attempts(db, states=FINISHED)
         events = store.events_of_kinds(db, EVENT_KINDS)
         delivered = store.deliveries(db)

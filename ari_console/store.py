@@ -647,7 +647,8 @@ def finished_history(db: Database) -> list[dict]:
 # -- status ------------------------------------------------------------------
 
 def status(db: Database) -> dict:
-    """Campaign totals by state, per-node state and running attempts, from one snapshot."""
+    """Campaign totals by state, per-node state and running attempts, from one snapshot
+    (``readmodel.status_report`` adds the success rates)."""
     with transaction(db):
         totals = counts(db)
         running = _dicts(
@@ -656,50 +657,19 @@ def status(db: Database) -> dict:
             " WHERE state IN ('pending','running') ORDER BY started_at, id",
         )
         node_rows = nodes(db)
-    summary = stats(db)
-    return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running,
-            "success_first_try": summary["success_first_try"],
-            "success_after_retries": summary["success_after_retries"]}
+    return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running}
 
 
-def stats(db: Database) -> dict:
-    """Success first try vs after retries, failures by category, runtimes per node, CPU-hours."""
-    with transaction(db):
-        rows = _dicts(db, "SELECT uid, node, state, category, started_at, ended_at FROM attempts"
-                          " WHERE state IN ('succeeded','failed','lost') ORDER BY id")
-        succeeded = {r[0] for r in db.conn.execute("SELECT uid FROM datasets WHERE state = 'succeeded'")}
-    first: dict[str, str] = {}
-    failures: dict[str, int] = {}
-    runtimes: dict[str, list[float]] = {}
-    hours = 0.0
-    by_node: dict[str, float] = {}
-    for r in rows:
-        first.setdefault(r["uid"], r["state"])
-        if r["state"] != "succeeded":
-            failures[r["category"] or "unknown"] = failures.get(r["category"] or "unknown", 0) + 1
-        if r["started_at"] and r["ended_at"]:
-            h = (r["ended_at"] - r["started_at"]) / 3600
-            hours += h
-            by_node[r["node"]] = by_node.get(r["node"], 0.0) + h
-            if r["state"] == "succeeded":
-                runtimes.setdefault(r["node"], []).append(h)
-    tried = len(first)
-    return {
-        "datasets_tried": tried,
-        "success_first_try": round(sum(1 for s in first.values() if s == "succeeded") / tried, 4) if tried else None,
-        "success_after_retries": round(len(succeeded & set(first)) / tried, 4) if tried else None,
-        "failures_by_category": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
-        "runtime_h_by_node": {n: {"count": len(v), "median": _median(v), "max": round(max(v), 4)}
-                              for n, v in sorted(runtimes.items())},
-        "attempt_hours": round(hours, 4),
-        "attempt_hours_by_node": {n: round(h, 4) for n, h in sorted(by_node.items())},
-    }
+def tried_attempts(db: Database, states: Iterable[str]) -> list[dict]:
+    """The attempts in ``states`` with what rates and runtimes need, in id order (``readmodel.stats``)."""
+    states = list(states)
+    return _dicts(db, "SELECT id, uid, node, state, category, started_at, ended_at FROM attempts"
+                      f" WHERE state IN ({','.join('?' * len(states))}) ORDER BY id", states)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return round(ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2, 4)
+def uids_in_state(db: Database, state: str) -> set[str]:
+    """The uids of the data sets in ``state``."""
+    return {r[0] for r in db.conn.execute("SELECT uid FROM datasets WHERE state = ?", (state,))}
 
 
 # -- helpers -----------------------------------------------------------------

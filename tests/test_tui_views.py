@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ari_console import readmodel
 from ari_console.tui import tail, views
 
 NOW = 1_000_000.0
@@ -52,7 +53,7 @@ def test_dashboard_success_rates_count_first_attempts_and_retries():
     datasets = [_ds("a", "succeeded"), _ds("b", "succeeded"), _ds("c", "failed"), _ds("d")]
     attempts = [_att(1, "a", "succeeded", ended=NOW - 5), _att(2, "b", "failed", category="memory", ended=NOW - 9),
                 _att(3, "b", "succeeded", ended=NOW - 1), _att(4, "c", "lost", category="node_lost", ended=NOW - 3)]
-    dash = views.dashboard(datasets, attempts, NOW)
+    dash = readmodel.dashboard(datasets, attempts, NOW)
     assert dash.unsupervised == (1, 3)
     assert dash.after_retries == (2, 3)
     assert dash.failures == [("memory", 1), ("node_lost", 1)]
@@ -61,7 +62,7 @@ def test_dashboard_success_rates_count_first_attempts_and_retries():
 
 def test_burndown_falls_as_data_sets_succeed():
     datasets = [_ds(u, "succeeded" if u in "ab" else "queued", created=0.0) for u in "abcd"]
-    series, span = views.burndown(datasets, {"a": 50.0, "b": 100.0}, now=100.0, bins=3)
+    series, span = readmodel.burndown(datasets, {"a": 50.0, "b": 100.0}, now=100.0, bins=3)
     assert series == [4, 3, 2]
     assert span == (0.0, 100.0)
 
@@ -99,11 +100,11 @@ def test_failures_group_by_category_or_signature_and_skip_retried_ones():
                 _att(2, "b", "failed", category="memory", signature="oom in tclean"),
                 _att(3, "c", "failed", category="memory", signature="x"), _att(4, "c", "running"),
                 _att(5, "d", "failed", category="memory", signature="other")]
-    failures = views.open_failures(datasets, attempts)
+    failures = readmodel.open_failures(datasets, attempts)
     assert sorted(f["uid"] for f in failures) == ["a", "b", "d"]
-    by_cat = views.failure_groups(failures, "category")
+    by_cat = readmodel.failure_groups(failures, "category")
     assert [(g.key, len(g.attempt_ids)) for g in by_cat] == [("memory", 3)]
-    by_sig = views.failure_groups(failures, "signature")
+    by_sig = readmodel.failure_groups(failures, "signature")
     assert [(g.key, g.attempt_ids) for g in by_sig] == [("memory: oom in tclean", (1, 2)), ("memory: other", (5,))]
 
 

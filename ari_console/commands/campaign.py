@@ -113,8 +113,10 @@ def attempts(
 @app.command()
 def stats(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Success rate first try vs after retries, failures by category, runtimes per node, attempt hours."""
+    from ..readmodel import stats as campaign_stats
+
     cfg = campaign(ctx, config).config()
-    result = store.stats(store.open_db(cfg.campaign.db_path))
+    result = campaign_stats(store.open_db(cfg.campaign.db_path))
     cpus = {n.name: n.cpus_per_slot for n in cfg.nodes}
     result["cpu_hours"] = round(sum(h * cpus.get(n, 1) for n, h in result["attempt_hours_by_node"].items()), 4)
     if as_json:

@@ -86,10 +86,9 @@ def rules(as_json: JsonOpt = False) -> None:
               [(r["name"], r["category"], r["priority"], r["description"]) for r in rows])
 
 
-def _open_failures(camp) -> list[dict]:
-    """The campaign's open failures (``tui.views.open_failures`` over the store's rows)."""
-    from .. import store
-    from ..tui.views import open_failures
+def _open_failure_groups(camp) -> list[dict]:
+    """The campaign's open failures grouped as the console's triage screen groups them by signature."""
+    from .. import readmodel, store
 
     cfg = camp.config()
     if not cfg.campaign.db_path.exists():
@@ -97,18 +96,11 @@ def _open_failures(camp) -> list[dict]:
                         f"or give log files")
     db = store.open_db(cfg.campaign.db_path, create=False)
     try:
-        with store.transaction(db):
-            return open_failures(store.datasets(db), store.attempts(db))
+        found = readmodel.failure_groups(readmodel.campaign_failures(db), by="signature")
     finally:
         db.conn.close()
-
-
-def _stored_verdict(attempt: dict):
-    """A stored attempt's triage as a Verdict (what ``triage.group`` groups by)."""
-    category = attempt.get("category") or "unknown"
-    return triage.Verdict(category=category, stage=attempt.get("stage"), line=attempt.get("decisive_line"),
-                          excerpt=attempt.get("excerpt") or "", evidence=[],
-                          signature=attempt.get("signature") or category)
+    return [{"signature": g.signature, "category": g.category, "count": g.count, "example_uids": list(g.uids[:3])}
+            for g in found]
 
 
 @app.command()
@@ -129,11 +121,10 @@ def groups(
     failed = False
     if logs:
         results, failed = _verdicts(logs, None)
-        found = triage.group((triage.uid_from_path(str(p)) or str(p), v) for p, v in results)
+        rows = [{"signature": g.signature, "category": g.category, "count": g.count, "example_uids": g.example_uids}
+                for g in triage.group((triage.uid_from_path(str(p)) or str(p), v) for p, v in results)]
     else:
-        found = triage.group((f["uid"], _stored_verdict(f)) for f in _open_failures(campaign(ctx, config)))
-    rows = [{"signature": g.signature, "category": g.category, "count": g.count, "example_uids": g.example_uids}
-            for g in found]
+        rows = _open_failure_groups(campaign(ctx, config))
     if as_json:
         emit_json(rows)
     else:

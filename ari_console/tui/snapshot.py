@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Mapping
 
 
-from ari_console import store
+from ari_console import readmodel, store
 
 from . import views
 
@@ -35,7 +34,7 @@ class Snapshot:
     now: float
     version: int
     queue: views.QueueView
-    dashboard: views.Dashboard
+    dashboard: readmodel.Dashboard
     nodes: list[dict]
     node_rows: dict[str, tuple[str, ...]]
     attempts: dict[int, dict]                  # shown attempts by id (active + recent)
@@ -65,12 +64,12 @@ def build_snapshot(raw: dict, now: float, version: int, history: Mapping[str, vi
     return Snapshot(
         now=now, version=version,
         queue=views.queue_view(raw["datasets"], attempts, now),
-        dashboard=views.dashboard(raw["datasets"], attempts, now),
+        dashboard=readmodel.dashboard(raw["datasets"], attempts, now),
         nodes=raw["nodes"],
         node_rows=views.node_rows(raw["nodes"], history, now, stale_after_s),
         attempts={a["id"]: a for a in attempts if a["id"] in shown},
         attempt_rows=attempt_rows,
-        failures=views.open_failures(raw["datasets"], attempts),
+        failures=readmodel.open_failures(raw["datasets"], attempts),
         qa2=raw["qa2"], qa2_rows=views.qa2_rows(raw["qa2"]), eta=eta)
 
 
@@ -80,21 +79,16 @@ def compute_eta(db: store.Database, raw: dict, now: float, node_configs: Mapping
     Returns ``Eta("n/a ...")`` when there is nothing to estimate or the estimator fails:
     the dashboard never shows a number it could not compute.
     """
-    from ari_console import estimate
-
-    _, counts = views.latest_attempts(raw["attempts"])
-    queue, history, nodes = views.estimate_inputs(raw["datasets"], store.finished_history(db), raw["nodes"],
-                                                  node_configs, counts)
-    if not queue:
-        return Eta("nothing queued", computed_at=now)
-    if not nodes:
-        return Eta("n/a (no node known yet)", computed_at=now)
-    if not any(not n.drained for n in nodes):
-        return Eta("n/a (every node drained)", computed_at=now)
     try:
-        est = estimate.estimate_campaign(queue, history, nodes, datetime.fromtimestamp(now, timezone.utc))
+        queue, states, est = readmodel.campaign_estimate(db, node_configs.values(), now)
     except Exception as exc:  # the estimator's failure must not take the console down
         return Eta(f"n/a ({exc.__class__.__name__})", computed_at=now)
+    if not queue:
+        return Eta("nothing queued", computed_at=now)
+    if not raw["nodes"] or not node_configs:
+        return Eta("n/a (no node known yet)", computed_at=now)
+    if est is None:
+        return Eta("n/a (every node drained)", computed_at=now)
     finish = est.finish_at.timestamp()
     text = f"{views.clock_text(finish)} (in {views.human_duration(est.remaining_h * 3600)})"
     if est.unplaceable:

@@ -1,24 +1,22 @@
-"""The console's read model: store rows in, what the screens show out.
+"""How the console shows the read model: cells, durations, sizes, filters, sparklines.
 
-Pure functions over lists of dicts (the rows ``ari_console.store`` returns) and
-a ``now`` the caller passes: no SQLite, no clock, no Textual. The screens only
-render what these functions return, so everything a screen shows is tested
-here without a terminal.
+The numbers come from :mod:`ari_console.readmodel` (the same functions the CLI
+and the report use); this module only turns them and the store's rows into
+what a screen cell shows. Pure functions over lists of dicts and a ``now`` the
+caller passes: no SQLite, no clock, no Textual, so everything a screen shows is
+tested here without a terminal.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
 import shlex
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
-DONE_STATES = ("succeeded", "excluded", "skipped")
-ENDED_ATTEMPT_STATES = ("succeeded", "failed", "cancelled", "lost")
-FAILED_ATTEMPT_STATES = ("failed", "lost")
+from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 QUEUE_COLUMNS = ("uid", "project", "array", "band", "size", "state", "att", "node", "stage", "elapsed", "failure")
@@ -153,16 +151,6 @@ def filter_rows(flt: RowFilter, rows: Mapping[str, tuple], fields: Mapping[str, 
 
 # -- attempts ----------------------------------------------------------------------
 
-def latest_attempts(attempts: Iterable[dict]) -> tuple[dict[str, dict], Counter]:
-    """The newest attempt of each data set and the number of attempts of each (attempts in id order)."""
-    latest: dict[str, dict] = {}
-    counts: Counter = Counter()
-    for a in attempts:
-        latest[a["uid"]] = a
-        counts[a["uid"]] += 1
-    return latest, counts
-
-
 def attempt_elapsed(a: dict | None, now: float) -> float | None:
     """Seconds an attempt has run (until now if it is still active)."""
     if not a:
@@ -241,20 +229,6 @@ def sort_value(column: str, cell: object) -> object:
 
 # -- dashboard -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Dashboard:
-    """The morning view: totals, success rates, failure causes, burn-down."""
-
-    total: int
-    totals: dict[str, int]
-    unsupervised: tuple[int, int]          # (first attempt succeeded, data sets with a finished first attempt)
-    after_retries: tuple[int, int]         # (succeeded, data sets with any finished attempt)
-    failures: list[tuple[str, int]]        # (category, failed attempts), most first
-    burndown: list[int]                    # remaining data sets per time bin, oldest first
-    burndown_span: tuple[float, float] = (0.0, 0.0)
-    running: int = 0
-
-
 def rate_text(pair: tuple[int, int]) -> str:
     """``"12/20 (60%)"``, or ``"n/a"`` when nothing has finished.
 
@@ -263,59 +237,6 @@ def rate_text(pair: tuple[int, int]) -> str:
     """
     ok, n = pair
     return f"{ok}/{n} ({100 * ok / n:.0f}%)" if n else "n/a"
-
-
-def dashboard(datasets: Sequence[dict], attempts: Sequence[dict], now: float, bins: int = 40) -> Dashboard:
-    """The dashboard of a campaign from its data sets and attempts (in id order)."""
-    totals = Counter(d["state"] for d in datasets)
-    first: dict[str, dict] = {}
-    finished: set[str] = set()
-    success_at: dict[str, float] = {}
-    failures: Counter = Counter()
-    for a in attempts:
-        first.setdefault(a["uid"], a)
-        if a["state"] in ENDED_ATTEMPT_STATES:
-            finished.add(a["uid"])
-        if a["state"] == "succeeded":
-            t = a.get("ended_at") or now
-            success_at[a["uid"]] = min(t, success_at.get(a["uid"], t))
-        if a["state"] in FAILED_ATTEMPT_STATES:
-            failures[a.get("category") or "unknown"] += 1
-    first_done = [a for a in first.values() if a["state"] in ENDED_ATTEMPT_STATES]
-    unsupervised = (sum(a["state"] == "succeeded" for a in first_done), len(first_done))
-    succeeded = {d["uid"] for d in datasets if d["state"] == "succeeded"}
-    after = (len(succeeded & finished), len(finished))
-    series, span = burndown(datasets, success_at, now, bins)
-    return Dashboard(len(datasets), dict(totals), unsupervised, after,
-                     sorted(failures.items(), key=lambda kv: (-kv[1], kv[0])), series, span,
-                     running=sum(a["state"] in ("pending", "running") for a in attempts))
-
-
-def burndown(datasets: Sequence[dict], success_at: Mapping[str, float], now: float,
-             bins: int = 40) -> tuple[list[int], tuple[float, float]]:
-    """Remaining (not yet succeeded, excluded or skipped) data sets at ``bins`` times up to ``now``.
-
-    A data set counts from its creation until its first successful attempt ended;
-    excluded and skipped ones never count.
-
-    >>> burndown([{"uid": "a", "created_at": 0.0, "state": "succeeded"},
-    ...           {"uid": "b", "created_at": 0.0, "state": "queued"}], {"a": 5.0}, now=10.0, bins=2)
-    ([2, 1], (0.0, 10.0))
-    """
-    counted = [d for d in datasets if d["state"] not in ("excluded", "skipped")]
-    if not counted:
-        return [], (now, now)
-    created = sorted(now if d.get("created_at") is None else d["created_at"] for d in counted)
-    done = sorted(t for uid, t in success_at.items())
-    start = created[0]
-    if start >= now:
-        return [len(counted)], (start, now)
-    step = (now - start) / (bins - 1) if bins > 1 else 0.0
-    series = []
-    for i in range(bins):
-        t = start + step * i if i < bins - 1 else now
-        series.append(bisect.bisect_right(created, t) - bisect.bisect_right(done, t))
-    return series, (start, now)
 
 
 # -- nodes ------------------------------------------------------------------------------
@@ -392,45 +313,6 @@ def node_rows(nodes: Sequence[dict], history: Mapping[str, NodeHistory], now: fl
 # -- triage -------------------------------------------------------------------------------
 
 TRIAGE_COLUMNS = ("uid", "state", "node", "category", "att", "excerpt")
-
-
-@dataclass(frozen=True)
-class FailureGroup:
-    """Failed attempts with one category (or one signature)."""
-
-    key: str
-    category: str
-    signature: str
-    attempt_ids: tuple[int, ...]
-
-
-def open_failures(datasets: Iterable[dict], attempts: Sequence[dict]) -> list[dict]:
-    """The newest attempt of each data set whose newest attempt failed, unless it succeeded or runs again."""
-    latest, counts = latest_attempts(attempts)
-    states = {d["uid"]: d["state"] for d in datasets}
-    out = []
-    for uid, a in latest.items():
-        if a["state"] in FAILED_ATTEMPT_STATES and states.get(uid) not in ("succeeded", "running", None):
-            out.append({**a, "dataset_state": states[uid], "attempts": counts[uid]})
-    return out
-
-
-def failure_groups(failures: Sequence[dict], by: str = "category") -> list[FailureGroup]:
-    """Failures grouped by ``category`` or ``signature``, biggest group first.
-
-    >>> [g.key for g in failure_groups([{"id": 1, "category": "memory", "signature": "x"},
-    ...     {"id": 2, "category": "memory", "signature": "y"}, {"id": 3, "category": "walltime"}])]
-    ['memory', 'walltime']
-    """
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for f in failures:
-        cat = f.get("category") or "unknown"
-        key = cat if by == "category" else f"{cat}: {f.get('signature') or '(no signature)'}"
-        groups[key].append(f)
-    out = [FailureGroup(k, v[0].get("category") or "unknown",
-                        v[0].get("signature") or "" if by == "signature" else "",
-                        tuple(x["id"] for x in v)) for k, v in groups.items()]
-    return sorted(out, key=lambda g: (-len(g.attempt_ids), g.key))
 
 
 def failure_row(f: dict) -> tuple[str, ...]:
@@ -520,36 +402,3 @@ def shell_commands(attempt: dict, node: Mapping, log_path: str | None = None) ->
     elif handle.get("pid") and not ended:
         cmds.append(remote_command(node, f"ps -o pid,etime,rss,args -p {handle['pid']}"))
     return cmds
-
-
-# -- the ETA -------------------------------------------------------------------------------------
-
-def estimate_inputs(datasets: Sequence[dict], history: Sequence[dict], nodes: Sequence[dict],
-                    node_configs: Mapping[str, object], attempt_counts: Mapping[str, int]):
-    """(queue, history, node states) for ``estimate.estimate_campaign`` from store rows.
-
-    ``node_configs`` maps node names to their config (recipe, CASA versions, CPUs per slot).
-    """
-    from ari_console import scheduler as sch
-
-    queue = [sch.DataSet(d["uid"], size_gb=d.get("size_gb"), hours=d.get("hours"),
-                         mem_gb=(d.get("overrides") or {}).get("mem_gb") or d.get("mem_gb"),
-                         array=d.get("array"), band=d.get("band"), casa_version=d.get("casa_version"),
-                         attempts=attempt_counts.get(d["uid"], 0), node=(d.get("overrides") or {}).get("node"),
-                         walltime_h=(d.get("overrides") or {}).get("walltime_h"))
-             for d in datasets if d["state"] == "queued"]
-    speeds = {n["name"]: n.get("speed") or 1.0 for n in nodes}
-    measured = [sch.Measured(h["uid"], h.get("size_gb"), (h["ended_at"] - h["started_at"]) / 3600,
-                             speed=speeds.get(h["node"], 1.0), peak_mem_gb=h.get("peak_mem_gb"),
-                             outcome="ok" if h["state"] == "succeeded" else (h.get("category") or "unknown"),
-                             array=h.get("array"))
-                for h in history if h["ended_at"] > h["started_at"]]
-    states = []
-    for n in nodes:
-        cfg = node_configs.get(n["name"])
-        states.append(sch.NodeState(
-            n["name"], slots=n["slots"], mem_gb=n["mem_gb"], walltime_h=n.get("walltime_h"), speed=n.get("speed") or 1.0,
-            recipes=(getattr(cfg, "recipe", "casa6"),), casa_versions=tuple(getattr(cfg, "casa_versions", ()) or ()),
-            drained=bool(n.get("drained")), free=max(0, n["slots"] - (n.get("running") or 0)),
-            cpus_per_slot=getattr(cfg, "cpus_per_slot", 1)))
-    return queue, measured, states

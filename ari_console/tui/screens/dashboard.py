@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 from textual.widgets import Sparkline, Static
 
+from ... import readmodel
 from .. import views
 from ..snapshot import Snapshot
 from .base import AriScreen
@@ -15,7 +16,7 @@ STATE_STYLE = {"queued": "blue", "running": "cyan", "succeeded": "green", "faile
                "excluded": "dim", "skipped": "dim"}
 
 
-def totals_table(dash: views.Dashboard) -> Table:
+def totals_table(dash: readmodel.Dashboard) -> Table:
     """Data sets per state, with the share of the campaign."""
     t = Table.grid(padding=(0, 2))
     t.add_column(justify="left")
@@ -30,7 +31,7 @@ def totals_table(dash: views.Dashboard) -> Table:
     return t
 
 
-def rates_table(dash: views.Dashboard, eta: str, engine: str) -> Table:
+def rates_table(dash: readmodel.Dashboard, eta: str, engine: str) -> Table:
     """Success rates, running attempts, ETA and whether this console runs the engine."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")

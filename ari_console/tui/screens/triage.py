@@ -8,6 +8,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from ari_console import actions as operator
+from ari_console import readmodel
 
 from .. import views
 from ..snapshot import Snapshot
@@ -36,7 +37,7 @@ class TriageScreen(AriScreen):
         super().__init__()
         self.group_by = "category"
         self.group_key: str | None = None
-        self.groups: list[views.FailureGroup] = []
+        self.groups: list[readmodel.FailureGroup] = []
         self.by_id: dict[int, dict] = {}
 
     def compose_body(self) -> ComposeResult:
@@ -52,13 +53,13 @@ class TriageScreen(AriScreen):
     def failures_table(self) -> KeyedTable:
         return self.query_one("#failures-table", KeyedTable)
 
-    def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[list[dict], list[views.FailureGroup]]:
+    def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[list[dict], list[readmodel.FailureGroup]]:
         """The failures that pass the filter, and their groups (in a thread)."""
         failures = [f for f in snap.failures
                     if views.matches(flt, views.failure_row(f) + (f.get("signature") or "",),
                                      {"category": f.get("category"), "node": f.get("node"),
                                       "state": f.get("dataset_state")})]
-        return failures, views.failure_groups(failures, self.group_by)
+        return failures, readmodel.failure_groups(failures, self.group_by)
 
     def show(self, snap: Snapshot, data: tuple) -> None:
         failures, self.groups = data
