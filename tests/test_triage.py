@@ -23,8 +23,9 @@ HELDOUT = sorted((CORPUS / "heldout").glob("*/*.log"))
 
 
 def expected_line(log: Path) -> int | None:
-    """The decisive line written in the log's sidecar."""
-    text = Path(f"{log}.expect").read_text().strip()
+    """The decisive line written in the log's sidecar (``# source: ...`` lines say where it came from)."""
+    lines = Path(f"{log}.expect").read_text().splitlines()
+    text = " ".join(line for line in lines if not line.lstrip().startswith("#"))
     value = dict(part.split("=", 1) for part in text.split())["line"]
     return None if value == "none" else int(value)
 
@@ -81,7 +82,7 @@ def test_corpus_log_gets_its_folders_category_and_decisive_line(log: Path):
     assert verdict.line == expected_line(log), verdict.evidence
     if verdict.line is not None:
         decisive = log.read_text().splitlines()[verdict.line - 1]
-        assert triage._clip(decisive) in verdict.excerpt.splitlines()
+        assert triage.clip(decisive) in verdict.excerpt.splitlines()
 
 
 @pytest.mark.parametrize("log", LOGS[::3], ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -231,8 +232,7 @@ def test_missing_file_and_directory_are_user_errors(tmp_path: Path):
         triage.classify_file(tmp_path)
 
 
-def test_classify_reads_a_one_shot_generator_and_counts_lines_across_blocks(monkeypatch):
-    monkeypatch.setattr(triage, "CHUNK_CHARS", 1000)
+def test_classify_reads_a_one_shot_generator_and_counts_lines_across_blocks():
     filler = (casa_line("INFO", "tclean::x", f"minor cycle {i}") for i in range(5000))
 
     def lines():
@@ -241,7 +241,7 @@ def test_classify_reads_a_one_shot_generator_and_counts_lines_across_blocks(monk
         yield "terminate called after throwing an instance of 'std::bad_alloc'"
         yield "  what():  std::bad_alloc"
 
-    verdict = triage.classify(lines())
+    verdict = triage.classify(lines(), chunk_chars=1000)
     assert (verdict.category, verdict.line) == ("memory", 5002)
     assert verdict.excerpt.splitlines()[-2:] == ["terminate called after throwing an instance of 'std::bad_alloc'",
                                                  "  what():  std::bad_alloc"]
@@ -307,3 +307,19 @@ def test_every_rule_names_a_known_category_and_compiles():
         assert rule.category in triage.CATEGORIES + (triage.CONTEXT, triage.FROM_GROUP), rule.name
         assert rule.regex is not None
         assert all(n == n.lower() for n in rule.needles), rule.name
+
+
+# --- the rule catalogue ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("rule", triage.RULES, ids=lambda r: r.name)
+def test_every_rule_names_a_corpus_log_that_it_matches(rule):
+    assert rule.corpus, f"rule {rule.name} has no corpus log: add one under tests/data/triage/ and name it"
+    log = CORPUS / rule.corpus
+    assert log.is_file(), f"rule {rule.name}: corpus log {rule.corpus} does not exist"
+    assert triage.classify_file(log, rules=(rule,)).rule == rule.name, f"rule {rule.name} does not match {rule.corpus}"
+
+
+def test_a_rule_without_a_corpus_log_fails_the_catalogue_check():
+    orphan = triage.Rule("orphan", "memory", 95, r"never seen", ("never",))
+    with pytest.raises(AssertionError, match="no corpus log"):
+        test_every_rule_names_a_corpus_log_that_it_matches(orphan)

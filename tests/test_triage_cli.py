@@ -118,3 +118,67 @@ def test_groups_without_logs_groups_the_campaigns_open_failures_by_signature(tmp
     assert [(r["category"], r["count"], r["signature"]) for r in rows] == [
         ("memory", 2, oom), ("calibration", 1, "Table <path> does not exist")]
     assert rows[0]["example_uids"] == uids[:2]
+
+
+def _campaign_with_failed_attempt(tmp_path: Path, log: Path | None) -> Path:
+    """A campaign whose data set uid://A001/X1/X1 failed once (its log mirrored from ``log``) and X2 never ran."""
+    from ari_console import store
+    from ari_console.alma import DataSet
+
+    (tmp_path / "ari.toml").write_text(f'[campaign]\nname = "g"\n[[node]]\nname = "n1"\n'
+                                       f'scratch_dir = "{tmp_path}"\n')
+    db = store.open_db(tmp_path / "ari.db")
+    store.import_datasets(db, [DataSet(uid=u, project="2016.1.00123.S") for u in ("uid://A001/X1/X1", "uid://A001/X1/X2")],
+                          "t", now=1.0)
+    store.sync_nodes(db, [], 1.0)
+    old = store.create_attempt(db, "uid://A001/X1/X1", "n1", 2.0)
+    store.update_attempt(db, old, 3.0, state="failed", category="download")
+    a = store.create_attempt(db, "uid://A001/X1/X1", "n1", 4.0)
+    store.update_attempt(db, a, 5.0, state="failed", category="memory")
+    if log is not None:
+        mirror = tmp_path / "logs" / "uid___A001_X1_X1" / f"a-{a:06d}" / log.name
+        mirror.parent.mkdir(parents=True)
+        shutil.copy(log, mirror)
+        store.set_log_offset(db, a, f"/scratch/work/{log.name}", mirror.stat().st_size, str(mirror))
+    db.conn.close()
+    return tmp_path / "ari.toml"
+
+
+def test_classify_a_uid_reads_the_logs_of_its_latest_failed_attempt(tmp_path: Path):
+    from ari_console.cli import app as ari
+
+    log = CORPUS / "memory" / "sacct_out_of_me_truncated.log"
+    toml = _campaign_with_failed_attempt(tmp_path, log)
+    result = CliRunner().invoke(ari, ["-c", str(toml), "triage", "classify", "uid___A001_X1_X1", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert CONTRACT <= set(row)
+    assert (row["uid"], row["category"], row["line"]) == ("uid://A001/X1/X1", "memory", 4)
+    assert row["file"].endswith("sacct_out_of_me_truncated.log") and "a-000002" in row["file"]
+    assert "more memory" in row["fix"]
+
+
+def test_classify_a_uid_without_a_failed_attempt_says_so_in_one_line(tmp_path: Path):
+    from ari_console.cli import app as ari
+
+    toml = _campaign_with_failed_attempt(tmp_path, None)
+    result = CliRunner().invoke(ari, ["-c", str(toml), "triage", "classify", "uid://A001/X1/X2", "uid://A001/X1/X1"])
+    assert result.exit_code == 1
+    errors = result.stderr.strip().splitlines()
+    assert errors == ["uid://A001/X1/X2: no failed attempt in this campaign — see `ari datasets show uid://A001/X1/X2`",
+                      "uid://A001/X1/X1: attempt 2 has no mirrored logs on this machine — read them on its node "
+                      "(`ari logs uid://A001/X1/X1`)"]
+    assert "Traceback" not in result.stderr
+
+
+def test_classify_table_shows_the_whole_decisive_message_and_the_fix(tmp_path: Path):
+    log = tmp_path / "casa.log"
+    why = ("FiledesIO::write - write error in /scratch/ari/uid___A001_X1296_X1d3/working/"
+           "J1000-3000_sci.spw25_27_29_31.cube.I.iter1.residual/table.f0_TSM0: Success")
+    log.write_text(f"2026-11-25 16:12:50\tSEVERE\ttclean::::casa\t{why}\n")
+    result = CliRunner().invoke(app, ["classify", str(log)], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    cells = [line.split("│")[1:-1] for line in result.stdout.splitlines() if line.startswith("│")]
+    message, fix = ("".join(row[i].strip() for row in cells) for i in (4, 5))  # a wrapped cell, read down its column
+    assert message.replace(" ", "") == why.replace(" ", "")
+    assert fix.replace(" ", "") == triage.fix_for("disk_full").replace(" ", "")

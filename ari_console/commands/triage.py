@@ -16,7 +16,9 @@ triage = lazy_module("ari_console.triage")
 app = typer.Typer(help="Classify failed attempts from CASA, pipeline, runner and batch-system logs.",
                   no_args_is_help=True)
 
-LogsArg = Annotated[list[Path], typer.Argument(help="Log files (plain, .gz, .bz2 or .xz).", show_default=False)]
+LogsArg = Annotated[list[Path], typer.Argument(
+    help="Log files (plain, .gz, .bz2 or .xz), or data-set uids (the logs of the uid's latest failed attempt).",
+    show_default=False)]
 HintOpt = Annotated[Optional[str], typer.Option(
     "--hint", metavar="CATEGORY", help="A category the runner already reported in status.json (memory, walltime, disk_full, download).")]
 
@@ -41,31 +43,114 @@ def _verdicts(logs: list[Path], hint: str | None) -> tuple[list[tuple[Path, tria
 
 
 def _row(path: Path | str, v: triage.Verdict) -> dict:
-    """The documented JSON keys (file, category, stage, line, excerpt) plus signature and rule."""
+    """The documented JSON keys (file, category, stage, line, excerpt) plus message, fix, signature and rule."""
     return {"file": str(path), "category": v.category, "stage": v.stage, "line": v.line, "excerpt": v.excerpt,
-            "signature": v.signature, "rule": v.rule}
+            "message": v.message, "fix": v.fix, "signature": v.signature, "rule": v.rule}
+
+
+def _uid_arg(arg: Path) -> str | None:
+    """The uid a LOG argument spells when it is not a file (a Path folds uid:// into uid:/), else None."""
+    from ari_console import alma
+
+    text = str(arg)
+    if arg.exists():
+        return None
+    if text.startswith("uid:/") and not text.startswith("uid://"):
+        text = "uid://" + text[len("uid:/"):]
+    try:
+        alma.parse_uid(text)
+    except ValueError:
+        return None
+    return text
+
+
+def _uid_verdict(camp, text: str) -> tuple[dict, triage.Verdict]:
+    """The verdict over the mirrored logs of the data set's latest failed attempt, and its row.
+
+    A UserError says why there is none (no campaign, no such data set, no failed attempt, no logs).
+    """
+    from ari_console import actions, store
+
+    cfg = camp.config()
+    if not cfg.campaign.db_path.exists():
+        raise UserError(f"{cfg.campaign.db_path}: no campaign database yet — give log files instead of {text}")
+    db = store.open_db(cfg.campaign.db_path, create=False)
+    try:
+        uid = actions.canonical_uid(db, text)
+        failed = [a for a in store.attempts(db, uid) if a["state"] in ("failed", "lost")]
+        if not failed:
+            raise UserError(f"{uid}: no failed attempt in this campaign — see `ari datasets show {uid}`")
+        attempt = failed[-1]
+        mirrors = [Path(m["mirror"]) for m in store.log_mirrors(db, attempt["id"]) if m["mirror"]]
+    finally:
+        db.conn.close()
+    logs = [p for p in mirrors if p.is_file()]
+    if not logs:
+        raise UserError(f"{uid}: attempt {attempt['id']} has no mirrored logs on this machine — "
+                        f"read them on its node (`ari logs {uid}`)")
+    hint = (attempt.get("status") or {}).get("category")
+    verdict = triage.classify_many([(str(p), _read_lines(p)) for p in logs],
+                                   hint=hint if hint in triage.CATEGORIES else None)
+    row = _row(verdict.source or logs[0], verdict)
+    row.update(uid=uid, attempt=attempt["id"])
+    return row, verdict
+
+
+def _read_lines(path: Path):
+    """The lines of a (possibly compressed) log, streamed."""
+    for block in triage.read_blocks(path):
+        yield from block.splitlines()
+
+
+def _table(rows: list[dict]) -> None:
+    """The verdicts as a table; the decisive message and the fix are shown whole (they wrap)."""
+    from rich.table import Table
+
+    from ari_console.clikit import out
+
+    t = Table(title="triage", header_style="bold", show_lines=True)
+    for col in ("file", "category", "stage", "line"):
+        t.add_column(col, overflow="fold")
+    t.add_column("decisive message", overflow="fold", ratio=3)
+    t.add_column("fix", overflow="fold", ratio=2)
+    for r in rows:
+        t.add_row(*("-" if r[k] is None else str(r[k]) for k in ("file", "category", "stage", "line", "message", "fix")))
+    out.print(t)
 
 
 @app.command()
 def classify(
+    ctx: typer.Context,
     logs: LogsArg,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
     hint: HintOpt = None,
     attempt: Annotated[bool, typer.Option(
         "--attempt", metavar="", help="The logs belong to one attempt: print the one decisive verdict.")] = False,
 ) -> None:
-    """Category, stage, decisive line and excerpt of each failed attempt's log."""
+    """Category, stage, decisive line, excerpt and fix of each failed attempt's log.
+
+    A LOG that is not a file but a data-set uid (``uid://A001/X1296/X1d3`` or
+    ``uid___A001_X1296_X1d3``) stands for the logs of that data set's latest failed attempt in
+    the campaign, classified together (its row adds ``uid`` and ``attempt``).
+    """
     hint = _check_hint(hint)
-    results, failed = _verdicts(logs, None if attempt else hint)
+    uids = {p: _uid_arg(p) for p in logs}
+    results, failed = _verdicts([p for p in logs if not uids[p]], None if attempt else hint)
     if attempt and results:
         verdict = triage.apply_hint(triage.decisive(v for _, v in results), hint)
         results = [(Path(verdict.source or results[0][0]), verdict)]
     rows = [_row(p, v) for p, v in results]
+    for uid in filter(None, uids.values()):
+        try:
+            rows.append(_uid_verdict(campaign(ctx, config), uid)[0])
+        except UserError as exc:
+            warn(str(exc))
+            failed += 1
     if as_json:
         emit_json(rows)
     else:
-        table("triage", ["file", "category", "stage", "line", "decisive message"],
-              [(r["file"], r["category"], r["stage"], r["line"], _short(v.message)) for r, (_, v) in zip(rows, results)])
+        _table(rows)
     if failed:
         raise typer.Exit(1)
 
@@ -82,8 +167,8 @@ def rules(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
     else:
-        table("triage rules", ["name", "category", "priority", "description"],
-              [(r["name"], r["category"], r["priority"], r["description"]) for r in rows])
+        table("triage rules", ["name", "category", "priority", "description", "corpus log"],
+              [(r["name"], r["category"], r["priority"], r["description"], r["corpus"]) for r in rows])
 
 
 def _open_failure_groups(camp) -> list[dict]:

@@ -120,6 +120,18 @@ SCENARIOS = [
         from casatasks import split
         split(vis='uid___A002_Xc1e2be_X1234.ms', outputvis='mnt/uid___A002_Xc1e2be_X1234.ms.split.cal', datacolumn='data', keepflags=False)
     """, tmpfs="size=1m"),
+    Scenario("imaging", "tclean_open_file_limit", """
+        import resource
+        from casatasks import tclean
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))  # a node with a low `ulimit -n`
+        tclean(vis='uid___A002_Xc1e2be_X1234.ms', imagename='J1000-3000_sci.spw0.cube.I.iter1', imsize=[64, 64], cell='0.2arcsec', specmode='cube', niter=10, interactive=False)
+    """),
+    Scenario("imaging", "makemask_multibeam_cube", """
+        from casatasks import tclean, makemask
+        tclean(vis='uid___A002_Xc1e2be_X1234.ms', imagename='J1000-3000_sci.spw0.cube.I.iter0', imsize=[32, 32], cell='0.2arcsec', specmode='cube', niter=0, interactive=False)
+        # a cube with one beam per plane: the mask copy regrids along the spectral axis and fails
+        makemask(mode='copy', inpimage='J1000-3000_sci.spw0.cube.I.iter0.image', inpmask='J1000-3000_sci.spw0.cube.I.iter0.image', output='J1000-3000_sci.spw0.cube.I.mask', overwrite=False)
+    """),
     Scenario("export", "exportfits_existing_file", """
         from casatasks import tclean, exportfits
         tclean(vis='uid___A002_Xc1e2be_X1234.ms', imagename='J1000-3000_sci.spw0.mfs.I.iter0', imsize=[32, 32], cell='0.2arcsec', specmode='mfs', niter=0, interactive=False)
