@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -45,6 +46,8 @@ NODE_LOST_AFTER_S = 600.0
 # while its node answers is hung or stopped: its attempt is lost (node_lost) and the job is cancelled.
 STALE_HEARTBEAT_S = 900.0
 LOG_CHUNK = 4 << 20
+REFIT_GROWTH = 1.25
+"""The engine refits predictions (and plans again) when the attempts ended have grown by this factor."""
 PIPELINE_CATEGORIES = ("calibration", "importdata", "makeimlist", "findcont", "uvcontfit", "imaging", "export")
 NODE_CATEGORIES = ("node_lost", "disk_full", "download")
 
@@ -124,7 +127,11 @@ class Engine:
         self.unreachable_since: dict[str, float] = {}
         self.heartbeats: dict[int, tuple[float, float]] = {}  # attempt id -> (heartbeat_at, when it last moved)
         self.launch_backoff: dict[str, tuple[float, int]] = {}  # node -> (no launch before, launch failures in a row)
-        self.plan = None
+        self.plan: scheduler.Plan | None = None  # kept between ticks (see _schedule)
+        self._plan_queue: dict[str, scheduler.DataSet] = {}
+        self._plan_model: scheduler.Model | None = None
+        self._plan_signature: tuple | None = None
+        self._plan_until = float("inf")  # a data set's not_before passes: plan again
         self._recover_interrupted_launches(clock())
 
     def _recover_interrupted_launches(self, now: float) -> None:
@@ -417,10 +424,41 @@ class Engine:
 
     # scheduling --------------------------------------------------------------
     def _schedule(self, now: float, report: TickReport) -> None:
+        """Launch into free slots from a plan kept between ticks.
+
+        The queue is read, the history fitted and the whole queue planned only
+        when the queue changed other than by this engine's launches (an import,
+        a retry, an operator's edit), when an attempt ended (refit every
+        ``REFIT_GROWTH``-fold growth of the history), or when a data set's
+        ``not_before`` passed; otherwise a tick with a free slot only checks
+        the store's :func:`~.store.queue_signature` and takes the plan's next pairs.
+        """
         states = node_states(self.db, self.nodes.values(), usable=lambda name: self._reachable(name, now))
         if not any(s.free for s in states):
             return  # every slot busy: the queue need not even be read
+        signature = store.queue_signature(self.db)
+        if (self.plan is None or self._plan_model is None or now >= self._plan_until
+                or signature[:2] != self._plan_signature[:2] or signature[2] >= self._plan_signature[2]):
+            self._read_queue(signature, now)
+        if not self._plan_queue:
+            return
+        placement = scheduler.place(self._plan_queue.values(), states, now / 3600.0, policy=self.policy,
+                                    history=self._plan_model, plan=self.plan)
+        self.plan = placement.plan
+        for bad in placement.unplaceable:
+            if self._plan_queue.pop(bad.dataset.uid, None) is not None:
+                store.set_dataset_state(self.db, bad.dataset.uid, "held", now, reason=f"fits no node: {bad.reason}")
+        for sds, nstate in placement.pairs:
+            self._plan_queue.pop(sds.uid, None)
+            self._launch(store.dataset(self.db, sds.uid), self.nodes[nstate.name], sds, now, report)
+        # our own launches and holds changed the queue: that is no reason to plan again
+        count, latest, _ = store.queue_signature(self.db)
+        self._plan_signature = (count, latest, self._plan_signature[2])
+
+    def _read_queue(self, signature: tuple, now: float) -> None:
+        """Read the queue and history, refit, and drop the plan (the next place() makes one)."""
         waiting = []
+        self._plan_until = float("inf")
         for ds in store.queue(self.db):
             if ds["array"] == "TP":
                 store.set_dataset_state(self.db, ds["uid"], "skipped", now,
@@ -428,16 +466,19 @@ class Engine:
                 continue
             not_before = ds["overrides"].get("not_before")
             if not_before and not_before > now:
+                self._plan_until = min(self._plan_until, not_before)
                 continue
             waiting.append(ds)
-        if not waiting:
-            return
-        placement = scheduler.place(scheduler_queue(self.db, waiting), states, now / 3600.0, policy=self.policy,
-                                    history=history(self.db, self.nodes))
-        for bad in placement.unplaceable:
-            store.set_dataset_state(self.db, bad.dataset.uid, "held", now, reason=f"fits no node: {bad.reason}")
-        for sds, nstate in placement.pairs:
-            self._launch(store.dataset(self.db, sds.uid), self.nodes[nstate.name], sds, now, report)
+        ended = signature[2]
+        if self._plan_model is None or ended >= self._plan_signature[2]:
+            self._plan_model = scheduler.fit_history(history(self.db, self.nodes))
+            ended = max(ended + 1, math.ceil(ended * REFIT_GROWTH))  # refit when the history has grown so much
+        else:
+            ended = self._plan_signature[2]
+        self._plan_queue = {sds.uid: sds for sds in scheduler_queue(self.db, waiting)}
+        count, latest, _ = store.queue_signature(self.db)
+        self._plan_signature = (count, latest, ended)
+        self.plan = None
 
     def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> None:
         transport = self.transports[node.name]

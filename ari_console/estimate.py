@@ -44,6 +44,16 @@ MAX_ATTEMPTS = 3
 
 # -- simulation ------------------------------------------------------------------
 
+FORECAST_AT = (0.1, 0.25, 0.5, 0.75, 0.9)
+"""Fractions of the work done at which a replay forecasts its finish."""
+FORECAST_SAMPLES = 200
+"""Draws from the predictions' spread per forecast."""
+REFIT_GROWTH = 4.0
+"""A learning replay refits its predictions whenever its history has grown by this factor."""
+MEMORY_KILL_AFTER = 0.5
+"""A data set over its node's memory is killed this far into its run (its peak comes late: imaging)."""
+
+
 @dataclass(frozen=True)
 class NodeUse:
     """What one node did in a simulation."""
@@ -57,8 +67,26 @@ class NodeUse:
 
 
 @dataclass(frozen=True)
+class Forecast:
+    """The finish as known at ``at_h`` hours into a replay (or a campaign), with
+    ``done_fraction`` of the work done: P10 / P50 / P90 hours from the start."""
+
+    at_h: float
+    done_fraction: float
+    p10_h: float
+    p50_h: float
+    p90_h: float
+
+
+@dataclass(frozen=True)
 class SimResult:
-    """The outcome of :func:`simulate` (hours from the start)."""
+    """The outcome of :func:`simulate` (hours from the start).
+
+    ``mean_hours`` is the mean hours per data set at speed 1.0 the replay ran
+    on (the truth), ``slots`` the machine slots and ``capacity`` their
+    speed-weighted sum, so ``jobs x mean_hours / capacity`` is the finish if
+    no slot ever idled: the claim the makespan can be checked against.
+    """
 
     policy: str
     jobs: int
@@ -72,6 +100,12 @@ class SimResult:
     nodes: tuple[NodeUse, ...]
     plan_makespan_h: float = 0.0
     plan_variant: str = ""
+    wasted_cpu_hours: float = 0.0
+    forecasts: tuple[Forecast, ...] = ()
+    mean_hours: float = 0.0
+    slots: int = 0
+    capacity: float = 0.0
+    refits: int = 0
 
     @property
     def disk_peak_gb(self) -> dict[str, float]:
@@ -81,38 +115,76 @@ class SimResult:
     def utilisation(self) -> dict[str, float]:
         return {n.name: round(n.utilisation, 4) for n in self.nodes}
 
+    @property
+    def kills(self) -> dict[str, int]:
+        """Attempts killed for memory and by the walltime."""
+        return {k: self.failures_by_cause.get(k, 0) for k in ("memory", "walltime")}
 
-def _truth(ds: DataSet, pred: Prediction) -> tuple[float, float]:
-    """(hours, mem) the simulated data set really takes: explicit values, else the prediction."""
-    return (ds.hours if ds.hours is not None else pred.hours,
-            ds.mem_gb if ds.mem_gb is not None else pred.mem_gb)
+
+def _truth(ds: DataSet, pred: Prediction, given: tuple[float | None, float | None] = (None, None),
+           ) -> tuple[float, float]:
+    """(hours, mem) the simulated data set really takes: the hidden truth ``given``,
+    else explicit values, else the prediction."""
+    hours, mem = given
+    return (hours if hours is not None else ds.hours if ds.hours is not None else pred.hours,
+            mem if mem is not None else ds.mem_gb if ds.mem_gb is not None else pred.mem_gb)
 
 
-def _outcome(ds: DataSet, hours: float, mem: float, node: NodeState) -> tuple[str, float]:
+def truth_predictions(datasets: Sequence[DataSet], actual: Mapping[str, tuple[float | None, float | None]],
+                      history: Iterable[Measured] | sch.Model = ()) -> dict[str, Prediction]:
+    """uid -> the truth a replay runs on, as predictions (for the clairvoyant lower bound)."""
+    preds = sch.predict_all(datasets, history)
+    return {ds.uid: Prediction(*_truth(ds, preds[ds.uid], actual.get(ds.uid, (None, None))), "truth")
+            for ds in datasets}
+
+
+def _outcome(ds: DataSet, hours: float, mem: float, node: NodeState,
+             memory_kill_after: float = MEMORY_KILL_AFTER) -> tuple[str, float]:
     """(outcome, wall hours) of running ``ds`` on ``node``: ok, memory, walltime, recipe."""
     if ds.recipe is not None and ds.recipe not in node.recipes:
         return "recipe", 0.0
     if ds.casa_version is not None and ds.casa_version not in node.casa_versions:
         return "recipe", 0.0
-    if mem > node.mem_gb:
-        return "memory", 0.0
     wall = hours / node.speed
-    if node.walltime_h is not None and wall > node.walltime_h:
-        return "walltime", node.walltime_h
+    limit = math.inf if node.walltime_h is None else node.walltime_h
+    if mem > node.mem_gb:
+        return "memory", min(wall * memory_kill_after, limit)
+    if wall > limit:
+        return "walltime", limit
     return "ok", wall
+
+
+def attempt(ds: DataSet, hours: float, speed: float, outcome: str, peak_mem_gb: float | None = None) -> Measured:
+    """The history entry of an attempt of ``ds`` (its metadata with it, for the fits)."""
+    return Measured(ds.uid, ds.size_gb, hours, speed, peak_mem_gb, outcome, ds.array, ds.band,
+                    ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb)
 
 
 def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: str = sch.DEFAULT_POLICY,
              history: Iterable[Measured] | sch.Model = (), expansion: float = DISK_EXPANSION,
              max_attempts: int = MAX_ATTEMPTS,
              progress: Callable[[int, int], None] | None = None,
-             actual: Mapping[str, tuple[float, float]] | None = None) -> SimResult:
+             actual: Mapping[str, tuple[float, float]] | None = None,
+             learn: bool | None = None, tuning: sch.Tuning = sch.DEFAULT_TUNING,
+             refit_growth: float = REFIT_GROWTH, memory_kill_after: float = MEMORY_KILL_AFTER,
+             forecast_at: Sequence[float] = (), forecast_samples: int = FORECAST_SAMPLES,
+             seed: int = 0) -> SimResult:
     """Replay ``datasets`` on ``nodes`` under ``policy``; hours from the start.
 
     The scheduler sees the predictions; the data sets take their explicit
-    hours/memory, or ``actual[uid] = (hours, mem_gb)`` when given (to replay
-    what happens when predictions are wrong), else the prediction.
+    hours/memory, or ``actual[uid] = (hours, mem_gb)`` when given (the hidden
+    truth of the replay; either may be None), else the prediction.
 
+    With ``learn`` (default: when ``actual`` is given) the replay learns as
+    the engine does: predictions start from ``history`` (or the prior) and are
+    refitted from the attempts finished so far (and those still running, as
+    lower limits) whenever that history has grown by ``refit_growth``; a
+    memory kill (``memory_kill_after`` into the run) teaches that the data set
+    needs more than the node's memory, a walltime kill that it needs more than
+    the walltime, and the retry goes where that floor fits.
+
+    ``forecast_at``: fractions of the work at which to forecast the finish
+    from the predictions of that moment (:func:`forecast_finish`).
     Nodes' ``busy_h`` (running attempts) occupy their slots until those hours.
     ``progress(done, total)`` is called now and then with finished data sets.
 
@@ -121,14 +193,21 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     >>> r.makespan_h, r.completed
     (3.0, 2)
     """
-    model = history if isinstance(history, sch.Model) else sch.fit_history(history)
-    preds = sch.predict_all(datasets, model)
+    learn = bool(actual) if learn is None else learn
+    hist: list[Measured] = [] if isinstance(history, sch.Model) else list(history)
+    model = history if isinstance(history, sch.Model) else sch.fit_history(hist, tuning)
+    preds = sch.predict_all(datasets, model, tuning)
+    truth = {ds.uid: _truth(ds, preds[ds.uid], (actual or {}).get(ds.uid, (None, None))) for ds in datasets}
+    total_work = sum(h for h, _ in truth.values()) or 1.0
+    forecast_at = sorted(forecast_at)
+    forecasts: list[Forecast] = []
     # one NodeState per (node, free slots), made once: the loop only swaps them
     variants = [[replace(n, free=f, busy_h=()) for f in range(n.slots + 1)] for n in nodes]
     state = [variants[i][n.free or 0] for i, n in enumerate(nodes)]
     free_slots = sum(s.free for s in state if not s.drained)
     index = {n.name: i for i, n in enumerate(nodes)}
     events: list[tuple[float, int, int, DataSet | None, str]] = []
+    running: dict[int, tuple[DataSet, float, int]] = {}  # event seq -> (data set, start, node)
     seq = 0
     for i, n in enumerate(nodes):
         for b in n.busy_h[: n.slots - (n.free or 0)]:
@@ -136,17 +215,22 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             seq += 1
     heapq.heapify(events)
     queue: dict[str, DataSet] = {ds.uid: ds for ds in datasets}
+    parked: dict[str, sch.Unplaceable] = {}  # fit no node on today's predictions
     busy = [0.0] * len(nodes)
     disk = [0.0] * len(nodes)
     disk_peak = [0.0] * len(nodes)
     attempts = [0] * len(nodes)
     failures: dict[str, int] = {}
+    wasted = 0.0
     gave_up: list[str] = []
-    unplaceable: list[sch.Unplaceable] = []
     last_reported: tuple[sch.Unplaceable, ...] | None = None
     plan = None
     now = 0.0
     completed = 0
+    done_work = 0.0
+    refits = 0
+    next_refit = max(tuning.min_history, 1)
+    finished = 0
     total = len(datasets)
     while True:
         if queue and free_slots:
@@ -157,21 +241,22 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                     left.setdefault(i, []).append(end - now)
                 state = [replace(variants[i][s.free], busy_h=tuple(left.get(i, ())))
                          for i, s in enumerate(state)]
-            placement = sch.place(queue.values(), state, now, policy, model, plan, preds)
+            placement = sch.place(queue.values(), state, now, policy, model, plan, preds, tuning)
             if replanning:
                 state = [variants[i][s.free] for i, s in enumerate(state)]
             plan = placement.plan
-            if placement.unplaceable is not last_reported:  # a new plan: drop what fits nowhere
+            if placement.unplaceable is not last_reported:  # a new plan: park what fits nowhere
                 last_reported = placement.unplaceable
                 for u in last_reported:
                     if queue.pop(u.dataset.uid, None) is not None:
-                        unplaceable.append(u)
+                        parked[u.dataset.uid] = u
             for ds, node in placement.pairs:
                 i = index[node.name]
                 del queue[ds.uid]
-                hours, mem = actual[ds.uid] if actual and ds.uid in actual else _truth(ds, preds[ds.uid])
-                outcome, wall = _outcome(ds, hours, mem, nodes[i])
+                hours, mem = truth[ds.uid]
+                outcome, wall = _outcome(ds, hours, mem, nodes[i], memory_kill_after)
                 heapq.heappush(events, (now + wall, seq, i, ds, outcome))
+                running[seq] = (ds, now, i)
                 seq += 1
                 busy[i] += wall
                 attempts[i] += 1
@@ -183,24 +268,62 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             break
         now = events[0][0]
         while events and events[0][0] <= now:
-            _, _, i, ds, outcome = heapq.heappop(events)
+            _, k, i, ds, outcome = heapq.heappop(events)
+            running.pop(k, None)
             state[i] = variants[i][state[i].free + 1]
             free_slots += 0 if state[i].drained else 1
             if ds is None:
                 continue
             disk[i] -= (ds.size_gb or 0.0) * expansion
+            node = nodes[i]
+            hours, mem = truth[ds.uid]
             if outcome == "ok":
                 completed += 1
+                done_work += hours
+                if learn:
+                    hist.append(attempt(ds, hours / node.speed, node.speed, "ok", mem))
+                    finished += 1
                 if progress is not None and completed % 200 == 0:
                     progress(completed, total)
                 continue
             failures[outcome] = failures.get(outcome, 0) + 1
+            wall = node.walltime_h if outcome == "walltime" else (
+                min(hours / node.speed * memory_kill_after, node.walltime_h or math.inf) if outcome == "memory" else 0.0)
+            wasted += wall * node.cpus_per_slot
             again = replace(ds, attempts=ds.attempts + 1)
             if again.attempts >= max_attempts:
                 gave_up.append(ds.uid)
                 continue
             queue[ds.uid] = again
-            plan = sch.requeue(plan, again) if plan is not None else None
+            taught = None
+            if learn and outcome in ("memory", "walltime"):
+                killed = attempt(ds, wall, node.speed, outcome, node.mem_gb if outcome == "memory" else None)
+                hist.append(killed)
+                need_h, need_mem = model.own.get(ds.uid, (0.0, 0.0))
+                if outcome == "walltime":
+                    need_h = max(need_h, wall * node.speed)
+                else:
+                    need_mem = max(need_mem, node.mem_gb)
+                model = replace(model, own={**model.own, ds.uid: (need_h, need_mem)})
+                taught = preds[ds.uid] = sch.predict(again, model, tuning)
+            plan = sch.requeue(plan, again, taught, state) if plan is not None else None
+        if learn and finished >= next_refit:
+            next_refit = max(next_refit + 1, math.ceil(finished * refit_growth))
+            censored = [attempt(d, now - start, nodes[i].speed, "running") for d, start, i in running.values()
+                        if now > start]
+            model = sch.fit_history(hist + censored, tuning)
+            queue.update({uid: u.dataset for uid, u in parked.items()})
+            parked.clear()
+            preds.update(sch.predict_all(queue.values(), model, tuning))
+            plan = None
+            refits += 1
+        while forecast_at and done_work / total_work >= forecast_at[0]:
+            forecast_at.pop(0)
+            risk = tuning if plan is None or plan.risk_quantile is None else replace(
+                tuning, hours_quantile=plan.risk_quantile[0], mem_quantile=plan.risk_quantile[1])
+            forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, preds, nodes,
+                                              model, risk, forecast_samples, seed + len(forecasts)))
+    unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
     if progress is not None:
@@ -210,12 +333,160 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         NodeUse(n.name, busy[i], busy[i] / (n.slots * makespan) if makespan > 0 else 0.0,
                 disk_peak[i], attempts[i], busy[i] * n.cpus_per_slot)
         for i, n in enumerate(nodes))
+    live = [n for n in nodes if not n.drained]
     return SimResult(
         policy=policy, jobs=total, completed=completed, makespan_h=makespan,
         cpu_hours=sum(u.cpu_hours for u in uses), failures_avoidable=sum(failures.values()),
         failures_by_cause=failures, gave_up=tuple(gave_up), unplaceable=tuple(unplaceable), nodes=uses,
         plan_makespan_h=plan.makespan_h if plan is not None else 0.0,
-        plan_variant=plan.variant if plan is not None else "")
+        plan_variant=plan.variant if plan is not None else "",
+        wasted_cpu_hours=wasted, forecasts=tuple(forecasts),
+        mean_hours=sum(h for h, _ in truth.values()) / total if total else 0.0,
+        slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits)
+
+
+def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
+                     running: Mapping[int, tuple[DataSet, float, int]], preds: Mapping[str, Prediction],
+                     nodes: Sequence[NodeState], model: sch.Model,
+                     tuning: sch.Tuning, samples: int, seed: int) -> Forecast:
+    """A :class:`Forecast` from inside a replay: what it knows now, nothing of the truth
+    (``tuning`` carries the placement quantiles the current plan uses)."""
+    waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
+    busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
+    residuals = model.hours.residuals if model.hours is not None else ()
+    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning)
+    return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
+
+
+# -- forecasts -------------------------------------------------------------------
+
+def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
+                    running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
+                    samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
+                    tuning: sch.Tuning = sch.DEFAULT_TUNING, overhead: float = 0.0) -> tuple[float, float, float]:
+    """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
+
+    ``running`` holds (prediction, speed-1.0 hours it has run, node name).
+    Each draw is one possible truth: every data set's hours and memory come
+    from its prediction's spread — one draw of the fit's coefficient error
+    shared by all (a fit that is off is off for every data set), then each
+    data set's own scatter, resampled from the history's ``residuals`` when
+    given (so a skewed or heavy tail is kept), cut below at what it is known
+    to need (a running attempt: what it has run). A draw's finish is the
+    fluid bound of its work on the node classes (the most loaded set of
+    classes), each data set only where placement would send it once the fit
+    has settled (its quantiles around the drawn median with the history's
+    scatter, not today's wider spread), or its longest data set, times the
+    packing loss of a longest-first list schedule of the expected hours, and
+    the ``overhead`` of killed attempts so far (wasted / useful hours).
+    Deterministic for a given ``seed``.
+
+    >>> forecast_finish([(DataSet("a"), Prediction(4.0, 8.0))], [], [NodeState("n", mem_gb=16)])
+    (4.0, 4.0, 4.0)
+    """
+    import numpy as np
+
+    classes = sch.node_classes(nodes)
+    if not classes or not (waiting or running):
+        return 0.0, 0.0, 0.0
+    n = len(classes)
+    class_of = {nodes[i].name: ci for ci, c in enumerate(classes) for i in c.members}
+    speeds = np.array([c.rep.speed for c in classes])
+    caps = np.array([c.capacity for c in classes])
+    mems = np.array([c.rep.mem_gb for c in classes])
+    walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
+    entries, fixed, done = [], [], []  # prediction; classes allowed whatever the hours (bitmask); hours run
+    for ds, pred in waiting:
+        anything = Prediction(0.0, 0.0)
+        fixed.append(sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
+        entries.append(pred)
+        done.append(0.0)
+    for pred, ran, name in running:
+        if name in class_of:
+            entries.append(replace(pred, mem_median_gb=0.0, mem_sigma=0.0, mem_floor_gb=0.0))
+            fixed.append(-(1 << class_of[name]))  # negative: placed; its node runs it to the end
+            done.append(ran)
+    if not entries:
+        return 0.0, 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
+                          np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
+                          residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
+                          tuning.hours_quantile)
+    _, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
+                        [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
+                        [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
+    left = np.maximum(hours - np.array(done)[None, :], 0.0)  # work still to do, speed 1.0
+    fixed = np.array(fixed)
+    fits = np.zeros(hours.shape, dtype=np.int64)
+    for ci in range(n):
+        fits |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(np.int64) << ci
+    mask = np.where(fixed < 0, -fixed, fits & np.maximum(fixed, 0))
+    fastest = np.array([max([speeds[ci] for ci in range(n) if m >> ci & 1], default=np.inf) for m in range(1 << n)])
+    span = np.where(mask > 0, left / fastest[mask], 0.0).max(axis=1)
+    subsets = range(1, 1 << n) if n <= 12 else ((1 << n) - 1,)
+    for inside in subsets:
+        within = (mask > 0) & ((mask & ~inside) == 0)
+        cap = caps[[ci for ci in range(n) if inside >> ci & 1]].sum()
+        span = np.maximum(span, np.where(within, left, 0.0).sum(axis=1) / cap)
+    mean_left = [max(0.0, p.plan_h - d) for p, d in zip(entries, done)]
+    span = span * _packing(mean_left, [(-m if m < 0 else m) for m in fixed], classes) * (1 + overhead)
+    p10, p50, p90 = np.percentile(span, [10, 50, 90])
+    return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
+
+
+def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float):
+    """(values, what placement would take them for) per draw and data set: draws
+    of lognormal predictions, and their ``q`` quantile around the drawn median
+    with the scatter alone (see :func:`forecast_finish`)."""
+    import numpy as np
+    from scipy.special import ndtr, ndtri
+
+    median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
+    dim = max((len(s) for s in shift), default=0)
+    rows = np.zeros((len(median), dim))
+    for j, s in enumerate(shift):
+        rows[j, :len(s)] = s
+    own = np.sqrt(np.maximum(sigma ** 2 - np.sum(rows ** 2, axis=1), 0.0))
+    mu = np.log(np.maximum(median, 1e-12))[None, :] + rng.standard_normal((samples, dim)) @ rows.T
+    spread = np.maximum(own, 1e-9)
+    with np.errstate(divide="ignore"):
+        low = np.where(floor > 0, ndtr((np.log(np.maximum(floor, 1e-300))[None, :] - mu) / spread), 0.0)
+    u = low + rng.random(mu.shape) * (1 - low)
+    values = np.exp(mu + own * ndtri(np.clip(u, 1e-12, 1 - 1e-12)))
+    if len(residuals):  # the history's own scatter where nothing cuts it below
+        pool = np.asarray(residuals, dtype=float)
+        use = np.asarray(resample) & (floor <= 0)
+        values = np.where(use[None, :], np.exp(mu + pool[rng.integers(0, len(pool), mu.shape)]), values)
+    settled = np.maximum(np.exp(mu + own * ndtri(q)), floor)
+    return np.where(own > 0, values, np.maximum(np.exp(mu), floor)), settled
+
+
+def _packing(hours: Sequence[float], masks: Sequence[int], classes: Sequence[sch.NodeClass]) -> float:
+    """How much longer than its fluid bound a longest-first list schedule of ``hours`` takes (>= 1);
+    ``masks`` are the classes each data set may run on (bitmasks)."""
+    slots = [[0.0] * c.slots for c in classes]
+    n = len(classes)
+    speeds = [c.rep.speed for c in classes]
+    span = fluid = 0.0
+    work: dict[int, float] = {}
+    for j in sorted(range(len(hours)), key=lambda j: -hours[j]):
+        best, best_f = -1, math.inf
+        for ci in range(n):
+            if masks[j] >> ci & 1:
+                f = slots[ci][0] + hours[j] / speeds[ci]
+                if f < best_f:
+                    best, best_f = ci, f
+        if best < 0:
+            continue
+        heapq.heapreplace(slots[best], best_f)
+        span = max(span, best_f)
+        fluid = max(fluid, hours[j] / max(speeds[ci] for ci in range(n) if masks[j] >> ci & 1))
+        work[masks[j]] = work.get(masks[j], 0.0) + hours[j]
+    for inside in range(1, 1 << n) if n <= 12 else ((1 << n) - 1,):
+        within = sum(w for m, w in work.items() if m & ~inside == 0)
+        fluid = max(fluid, within / sum(c.capacity for ci, c in enumerate(classes) if inside >> ci & 1))
+    return max(1.0, span / fluid) if fluid > 0 else 1.0
 
 
 # -- lower bound -----------------------------------------------------------------
@@ -370,7 +641,13 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
 
 @dataclass(frozen=True)
 class CampaignEstimate:
-    """When a campaign's queue will be done, on its nodes as they are now."""
+    """When a campaign's queue will be done, on its nodes as they are now.
+
+    ``finish_at`` is the replay's answer on the expected hours; ``band`` the
+    P10 / P50 / P90 finish from the predictions' spread (:func:`forecast_finish`),
+    so an operator can say "done between P10 and P90". ``mean_hours`` (per
+    data set, speed 1.0) and ``slots`` are what the answer assumes.
+    """
 
     finish_at: datetime
     remaining_h: float
@@ -379,17 +656,32 @@ class CampaignEstimate:
     disk_peak_gb: Mapping[str, float]
     unplaceable: tuple[sch.Unplaceable, ...]
     simulation: SimResult = field(repr=False)
+    band_h: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    band: tuple[datetime, datetime, datetime] | None = None
+    mean_hours: float = 0.0
+    slots: int = 0
 
 
 def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nodes: Sequence[NodeState],
-                      now: datetime, policy: str = sch.DEFAULT_POLICY) -> CampaignEstimate:
+                      now: datetime, policy: str = sch.DEFAULT_POLICY,
+                      running: Sequence[tuple[DataSet, str, float]] = (),
+                      samples: int = FORECAST_SAMPLES) -> CampaignEstimate:
     """Simulate the waiting ``queue`` (predicted from ``history``) on ``nodes``
-    (their running attempts in ``busy_h``) starting at ``now``."""
+    (their running attempts in ``busy_h``) starting at ``now``, and forecast
+    the finish with its spread; ``running`` holds (data set, node, wall hours
+    run) of the attempts running now (the forecast counts what they still need)."""
     model = sch.fit_history(history)
     sim = simulate(queue, nodes, policy, model)
     bound = lower_bound(queue, nodes, model)
+    preds = sch.predict_all(list(queue) + [ds for ds, _, _ in running], model)
+    speed = {n.name: n.speed for n in nodes}
+    busy = [(preds[ds.uid], ran * speed.get(name, 1.0), name) for ds, name, ran in running]
+    band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
+                             residuals=model.hours.residuals if model.hours is not None else ())
     return CampaignEstimate(now + timedelta(hours=sim.makespan_h), sim.makespan_h, bound.hours,
-                            sim.cpu_hours, sim.disk_peak_gb, sim.unplaceable, sim)
+                            sim.cpu_hours, sim.disk_peak_gb, sim.unplaceable, sim, band_h,
+                            tuple(now + timedelta(hours=h) for h in band_h),
+                            sum(preds[ds.uid].plan_h for ds in queue) / len(queue) if queue else 0.0, sim.slots)
 
 
 # -- loaders (text in, values out; the command reads the files) --------------------
@@ -398,8 +690,22 @@ WORKLOAD_COLUMNS = {
     "uid": "str", "size_gb": "float", "hours": "float", "mem_gb": "float",
     "array": "str", "band": "int", "n_spw": "int", "n_chan": "int", "recipe": "str",
     "casa_version": "str", "node": "str", "walltime_h": "float",
+    "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float",
 }
-"""Columns a workload CSV may have; uid is required, empty cells mean unknown."""
+"""Columns a workload CSV may have; uid is required, empty cells mean unknown.
+``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from)."""
+TRUTH_COLUMNS = ("true_hours", "true_mem_gb")
+_BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
+          "false": False, "f": False, "no": False, "n": False, "0": False}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A parsed workload: its data sets and, per uid, the hidden truth (hours, mem_gb) where given."""
+
+    datasets: list[DataSet]
+    truth: dict[str, tuple[float | None, float | None]]
+
 
 _UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
 _HOURS = {"h": 1, "hr": 1, "hrs": 1, "hour": 1, "hours": 1, "d": 24, "day": 24, "days": 24,
@@ -454,6 +760,16 @@ def parse_workload(text: str, name: str = "workload.csv") -> list[DataSet]:
     >>> [d.hours for d in parse_workload("uid,size_gb,hours,mem_gb\\na,10,6,8\\nb,20,,\\n")]
     [6.0, None]
     """
+    return read_workload(text, name).datasets
+
+
+def read_workload(text: str, name: str = "workload.csv") -> Workload:
+    """A :class:`Workload` from CSV text: the data sets, and the truth columns kept apart from them.
+
+    >>> w = read_workload("uid,size_gb,is_mosaic,true_hours\\na,10,yes,7.5\\n")
+    >>> w.datasets[0].is_mosaic, w.datasets[0].hours, w.truth
+    (True, None, {'a': (7.5, None)})
+    """
     rows = csv.reader(io.StringIO(text))
     header = next(rows, None)
     if not header or not any(h.strip() for h in header):
@@ -467,6 +783,7 @@ def parse_workload(text: str, name: str = "workload.csv") -> list[DataSet]:
     if "uid" not in cols:
         raise UserError(f"{name}: line 1: no uid column — the first line must be uid,size_gb,hours,mem_gb")
     out: list[DataSet] = []
+    truth: dict[str, tuple[float | None, float | None]] = {}
     seen: dict[str, int] = {}
     for row in rows:
         line = rows.line_num
@@ -481,15 +798,23 @@ def parse_workload(text: str, name: str = "workload.csv") -> list[DataSet]:
             if not cell:
                 continue
             kind = WORKLOAD_COLUMNS[col]
-            values[col] = cell if kind == "str" else _number(f"{name}: line {line}: ", col, kind, cell)
+            if kind == "bool":
+                if cell.lower() not in _BOOLS:
+                    raise UserError(f'{name}: line {line}: {col} must be true or false, got "{cell}" — write true or false')
+                values[col] = _BOOLS[cell.lower()]
+            else:
+                values[col] = cell if kind == "str" else _number(f"{name}: line {line}: ", col, kind, cell)
         uid = values.get("uid")
         if not uid:
             raise UserError(f"{name}: line {line}: uid is empty — give each data set its uid")
         if uid in seen:
             raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per data set')
         seen[uid] = line
+        hidden = (values.pop("true_hours", None), values.pop("true_mem_gb", None))
+        if hidden != (None, None):
+            truth[uid] = hidden
         out.append(DataSet(**values))
-    return out
+    return Workload(out, truth)
 
 
 NODE_KEYS = ("name", "slots", "mem_gb", "walltime_h", "speed", "count", "class", "recipe",

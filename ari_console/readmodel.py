@@ -261,17 +261,21 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
 
     from . import estimate as est
     from . import scheduler
-    from .engine import history, node_states, scheduler_queue
+    from .engine import _to_scheduler, history, node_states, scheduler_queue
 
     policy = policy or scheduler.DEFAULT_POLICY
     by_name = {n.name: n for n in nodes}
     queue = scheduler_queue(db, store.queue(db))
     running: dict[str, list[float]] = {}
-    for a in store.active_attempts(db):
+    active = store.active_attempts(db)
+    for a in active:
         running.setdefault(a["node"], []).append(0.0)
     states = node_states(db, by_name.values(), busy_h={k: tuple(v) for k, v in running.items()})
     if not queue or not states:
         return queue, states, None
+    ran = [(a["uid"], a["node"], max(0.0, now - a["started_at"]) / 3600) for a in active if a.get("started_at")]
+    rows = {r["uid"]: r for r in store.datasets(db, state="running")} if ran else {}
+    attempts_running = [(_to_scheduler(rows[uid], 0), node, hours) for uid, node, hours in ran if uid in rows]
     result = est.estimate_campaign(queue, history(db, by_name), states, datetime.fromtimestamp(now, timezone.utc),
-                                   policy=policy)
+                                   policy=policy, running=attempts_running)
     return queue, states, result

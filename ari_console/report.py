@@ -288,7 +288,9 @@ def completion_estimate(db: store.Database, cfg, now: float, policy: str = DEFAU
         out["note"] = f"no queued data set fits any node ({result.unplaceable[0].reason}): no estimate"
         return out
     out.update(finish=result.finish_at.isoformat(timespec="minutes"), makespan_h=round(result.remaining_h, 3),
-               lower_bound_h=round(result.lower_bound_h, 3))
+               lower_bound_h=round(result.lower_bound_h, 3),
+               finish_p10=result.band[0].isoformat(timespec="minutes") if result.band else None,
+               finish_p90=result.band[2].isoformat(timespec="minutes") if result.band else None)
     if result.unplaceable:
         out["note"] = f"{len(result.unplaceable)} queued data sets fit no node and are not in the estimate"
     return out
@@ -415,6 +417,9 @@ def _plot_burndown(ax, data: ReportData) -> bool:
         ax.plot([_dt(data.now), finish], [steps[-1][1], held], ls="--", color="#e8590c",
                 label=f"estimated ({est['policy']}): done {finish:%Y-%m-%d %H:%M} UTC")
         ax.axvline(finish, color="#e8590c", lw=0.8, ls=":")
+        if est.get("finish_p10") and est.get("finish_p90"):
+            ax.axvspan(datetime.fromisoformat(est["finish_p10"]), datetime.fromisoformat(est["finish_p90"]),
+                       color="#e8590c", alpha=0.12, label="P10-P90 of the finish")
     else:
         ax.text(0.98, 0.95, f"no completion estimate: {est['note']}", transform=ax.transAxes, ha="right", va="top",
                 fontsize=8, color="#c92a2a", wrap=True)
@@ -536,7 +541,9 @@ def _notes(name: str, n: Mapping) -> str:
     text = f"{b['remaining']} data sets remain ({b['queued']} queued, {b['running']} running, {b['held']} held). "
     if est["finish"]:
         text += (f"Estimated completion {est['finish']} on {est['nodes']} nodes ({est['policy']}, makespan "
-                 f"{est['makespan_h']:.1f} h, lower bound {est['lower_bound_h']:.1f} h).")
+                 f"{est['makespan_h']:.1f} h, lower bound {est['lower_bound_h']:.1f} h)"
+                 + (f"; between {est['finish_p10']} and {est['finish_p90']} (P10-P90)." if est.get("finish_p10")
+                    else "."))
     else:
         text += f"No completion estimate: {est['note']}."
     if est["finish"] and est["note"]:

@@ -341,6 +341,18 @@ def queue(db: Database) -> list[dict]:
     return rows
 
 
+def queue_signature(db: Database) -> tuple[int, float | None, int]:
+    """(queued data sets, latest change among them, attempts ended): what a kept plan depends on.
+
+    Cheap at 100,000 rows (the state index), so the engine can check it every
+    tick and re-read the queue only when it changed other than by its own launches.
+    """
+    count, latest = db.conn.execute(
+        "SELECT COUNT(*), MAX(updated_at) FROM datasets WHERE state = 'queued'").fetchone()
+    ended = db.conn.execute("SELECT COUNT(*) FROM attempts WHERE ended_at IS NOT NULL").fetchone()[0]
+    return count, latest, ended
+
+
 def data_version(db: Database) -> int:
     """A number that changes whenever another connection commits (readers re-read only then)."""
     return db.conn.execute("PRAGMA data_version").fetchone()[0]

@@ -20,7 +20,8 @@ app = typer.Typer(help="Completion time and hardware: simulate a workload on nod
                   no_args_is_help=True)
 
 WorkloadOpt = Annotated[Path, typer.Option(
-    "--workload", help="Workload CSV: uid,size_gb,hours,mem_gb (hours on a speed-1.0 node; empty = predict).")]
+    "--workload", help="Workload CSV: uid,size_gb,hours,mem_gb (hours on a speed-1.0 node; empty = predict); "
+                       "true_hours,true_mem_gb: the hidden truth of the replay; archive metadata columns optional.")]
 NodesOpt = Annotated[Path, typer.Option(
     "--nodes", help="Nodes TOML: \\[\\[node]] tables with name, slots, mem_gb, walltime_h, speed (count, class optional).")]
 PolicyOpt = Annotated[str, typer.Option("--policy", help=f"Placement policy: {', '.join(sch.POLICIES)}.")]
@@ -41,6 +42,11 @@ def _inputs(workload: Path, nodes: Path) -> tuple[list[sch.DataSet], list[sch.No
     datasets = est.parse_workload(_read(workload, "--workload"), Path(workload).name)
     node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
     return datasets, node_list
+
+
+def _forecast_json(f) -> dict:
+    return {"at_h": _h(f.at_h), "done_fraction": f.done_fraction, "p10_h": _h(f.p10_h),
+            "p50_h": _h(f.p50_h), "p90_h": _h(f.p90_h)}
 
 
 def _policy(name: str) -> str:
@@ -79,10 +85,13 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
              as_json: JsonOpt = False) -> None:
     """Replay a workload on a node set: makespan, how close to the lower bound, failures, disk."""
     policy = _policy(policy)
-    datasets, node_list = _inputs(workload, nodes)
-    with _progress(f"simulating {len(datasets)} data sets ({policy})", as_json) as progress:
-        sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress)
-        bound = est.lower_bound(datasets, node_list)
+    work = est.read_workload(_read(workload, "--workload"), Path(workload).name)
+    datasets, truth = work.datasets, work.truth
+    node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
+    with _progress(f"simulating {len(datasets)} data sets ({policy})", json) as progress:
+        sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress,
+                           actual=truth or None, forecast_at=est.FORECAST_AT)
+        bound = est.lower_bound(datasets, node_list, predictions=est.truth_predictions(datasets, truth))
     gap = sim.makespan_h / bound.hours - 1 if bound.hours > 0 else 0.0
     result = {
         "makespan_h": _h(sim.makespan_h),
@@ -99,6 +108,14 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
         "gave_up": list(sim.gave_up),
         "unplaceable": [{"uid": u.dataset.uid, "reason": u.reason} for u in sim.unplaceable],
         "cpu_hours": _h(sim.cpu_hours),
+        "wasted_cpu_hours": _h(sim.wasted_cpu_hours),
+        "kills": sim.kills,
+        "forecasts": [_forecast_json(f) for f in sim.forecasts],
+        "hidden_truth": bool(truth),
+        "mean_hours_per_dataset": _h(sim.mean_hours),
+        "slots": sim.slots,
+        "slot_capacity": _h(sim.capacity),
+        "no_idle_finish_h": _h(sim.jobs * sim.mean_hours / sim.capacity) if sim.capacity else None,
         "disk_peak_gb": sim.disk_peak_gb,
         "utilisation": sim.utilisation,
         "nodes": len(node_list),
@@ -110,12 +127,24 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
         ("policy", policy),
         ("data sets", f"{sim.jobs} ({sim.completed} completed, {len(sim.unplaceable)} unplaceable, "
                       f"{len(sim.gave_up)} given up)"),
-        ("makespan", f"{sim.makespan_h:,.1f} h = {sim.makespan_h / 24:,.1f} d"),
-        ("lower bound", f"{bound.hours:,.1f} h (LP {bound.lp_h:,.1f} h, longest {bound.longest_h:,.1f} h)"),
+        ("makespan", f"{sim.makespan_h:,.1f} h = {sim.makespan_h / 24:,.1f} d"
+                     + (f" — for {sim.completed} of {sim.jobs}: {len(sim.gave_up)} given up" if sim.gave_up else "")),
+        ("lower bound", f"{bound.hours:,.1f} h (LP {bound.lp_h:,.1f} h, longest {bound.longest_h:,.1f} h)"
+                        + (" from the hidden truth" if truth else "")),
         ("gap to bound", f"{gap:.2%}"),
-        ("avoidable failures", sim.failures_avoidable),
-        ("CPU-hours", f"{sim.cpu_hours:,.0f}"),
+        ("assumes", f"{sim.mean_hours:,.2f} h per data set at speed 1.0 on {sim.slots} slots "
+                    f"(speed-weighted {sim.capacity:,.1f}): {sim.jobs * sim.mean_hours / max(sim.capacity, 1e-9):,.0f} h "
+                    f"if no slot ever idled"),
+        ("avoidable failures", f"{sim.failures_avoidable} (memory kills {sim.kills['memory']}, "
+                               f"walltime kills {sim.kills['walltime']})"),
+        ("CPU-hours", f"{sim.cpu_hours:,.0f}, {sim.wasted_cpu_hours:,.0f} on killed attempts "
+                      f"({sim.wasted_cpu_hours / max(sim.cpu_hours, 1e-9):.1%})"),
     ])
+    if sim.forecasts:
+        clikit.table("forecast of the finish during the replay (h from the start)",
+                     ["at h", "work done", "P10", "P50", "P90"],
+                     [(f"{f.at_h:,.0f}", f"{f.done_fraction:.0%}", f"{f.p10_h:,.0f}", f"{f.p50_h:,.0f}",
+                       f"{f.p90_h:,.0f}") for f in sim.forecasts])
     clikit.table("nodes", ["node", "attempts", "busy h", "utilisation", "disk peak GB"], [
         (n.name, n.attempts, f"{n.busy_h:,.1f}", f"{n.utilisation:.1%}", f"{n.disk_peak_gb:,.0f}")
         for n in sim.nodes])
@@ -194,7 +223,12 @@ def campaign_cmd(
            "finish": result.finish_at.isoformat(timespec="minutes"), "makespan_h": round(result.remaining_h, 3),
            "lower_bound_h": round(result.lower_bound_h, 3), "cpu_hours": round(result.cpu_hours, 2),
            "disk_peak_gb": {k: round(v, 2) for k, v in result.disk_peak_gb.items()},
-           "unplaceable": len(result.unplaceable)}
+           "unplaceable": len(result.unplaceable),
+           "finish_p10": result.band[0].isoformat(timespec="minutes") if result.band else None,
+           "finish_p50": result.band[1].isoformat(timespec="minutes") if result.band else None,
+           "finish_p90": result.band[2].isoformat(timespec="minutes") if result.band else None,
+           "p10_h": _h(result.band_h[0]), "p50_h": _h(result.band_h[1]), "p90_h": _h(result.band_h[2]),
+           "mean_hours_per_dataset": _h(result.mean_hours), "slots": result.slots}
     if as_json:
         clikit.emit_json(out)
         return
@@ -203,3 +237,8 @@ def campaign_cmd(
                      f"{out['cpu_hours']:.0f} CPU-hours, disk peak {max(out['disk_peak_gb'].values(), default=0):.0f} GB "
                      f"on one node; "
                      f"{out['unplaceable']} fit no node")
+    if result.band:
+        clikit.out.print(f"forecast from the predictions' spread: done between {out['finish_p10']} (P10) and "
+                         f"{out['finish_p90']} (P90), most likely {out['finish_p50']}; it assumes "
+                         f"{out['mean_hours_per_dataset']:.2f} h per data set at speed 1.0 on {out['slots']} slots",
+                         markup=False)

@@ -91,6 +91,8 @@ def compute_eta(db: store.Database, raw: dict, now: float, node_configs: Mapping
         return Eta("n/a (every node drained)", computed_at=now)
     finish = est.finish_at.timestamp()
     text = f"{views.clock_text(finish)} (in {views.human_duration(est.remaining_h * 3600)})"
+    if est.band and est.band_h[2] > est.band_h[0]:
+        text += f", P10-P90 {views.clock_text(est.band[0].timestamp())} - {views.clock_text(est.band[2].timestamp())}"
     if est.unplaceable:
         text += f"; {len(est.unplaceable)} cannot be placed"
     return Eta(text, finish, est.remaining_h, now)

@@ -1,0 +1,188 @@
+"""Which node classes may run which data set, and why not (pure).
+
+A data set may run on a node when its predicted memory fits the node's,
+its predicted hours / node speed fit the walltime, and the recipe / CASA
+version it needs is there; anything else would be an avoidable failure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Collection, Iterable, Mapping, Sequence
+
+from .values import DataSet, NodeClass, NodeState, Prediction
+
+def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
+    """Why ``ds`` must not run on ``node`` (an avoidable failure), or None if it may.
+
+    >>> why_not(DataSet("u"), Prediction(5, 30), NodeState("ws", mem_gb=24))
+    'needs 30 GB memory, ws has 24 GB'
+    """
+    if ds.node is not None and ds.node != node.name:
+        return f"pinned to {ds.node}"
+    if pred.mem_gb > node.mem_gb:
+        return f"needs {pred.mem_gb:g} GB memory, {node.name} has {node.mem_gb:g} GB"
+    if node.walltime_h is not None:
+        wall = pred.hours / node.speed
+        if wall > node.walltime_h:
+            return (f"needs {wall:.4g} h at speed {node.speed:g}, "
+                    f"{node.name} allows {node.walltime_h:g} h")
+        if ds.walltime_h is not None and ds.walltime_h > node.walltime_h:
+            return f"needs a walltime of {ds.walltime_h:g} h, {node.name} allows {node.walltime_h:g} h"
+    if ds.recipe is not None and ds.recipe not in node.recipes:
+        return f"needs recipe {ds.recipe}, {node.name} has {', '.join(node.recipes) or 'none'}"
+    if ds.casa_version is not None and ds.casa_version not in node.casa_versions:
+        return f"needs CASA {ds.casa_version}, {node.name} has {', '.join(node.casa_versions) or 'none listed'}"
+    return None
+
+
+def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]) -> str | None:
+    """Why no node can run ``ds`` (the closest miss), or None if one can.
+
+    >>> unplaceable_reason(DataSet("u"), Prediction(5, 900), [NodeState("hpc", mem_gb=512)])
+    'needs 900 GB memory; the largest node (hpc) has 512 GB'
+    """
+    live = [n for n in nodes if not n.drained]
+    if any(why_not(ds, pred, n) is None for n in live):
+        return None
+    if ds.node is not None and not any(n.name == ds.node for n in nodes):
+        return f"pinned to {ds.node}, which is not a node — unpin it or add the node"
+    cands = [n for n in nodes if ds.node is None or n.name == ds.node]
+    if not cands:
+        return "no nodes"
+    if any(why_not(ds, pred, n) is None for n in cands):
+        drained = ", ".join(n.name for n in cands if why_not(ds, pred, n) is None)
+        return f"only drained nodes can run it ({drained})"
+    big = max(cands, key=lambda n: n.mem_gb)
+    if pred.mem_gb > big.mem_gb:
+        return f"needs {pred.mem_gb:g} GB memory; the largest node ({big.name}) has {big.mem_gb:g} GB"
+    roomy = [n for n in cands if n.mem_gb >= pred.mem_gb]
+    longest = max(roomy, key=lambda n: math.inf if n.walltime_h is None else n.walltime_h * n.speed)
+    reason = why_not(ds, pred, longest)
+    if reason and "allows" in reason:
+        return (f"needs {pred.hours:.4g} h at speed 1.0; no node with {pred.mem_gb:g} GB allows it "
+                f"(best: {longest.name}, {longest.walltime_h:g} h at speed {longest.speed:g})")
+    return reason or "no node can run it"
+
+
+
+def nodes_key(nodes: Sequence[NodeState]) -> tuple:
+    """What a plan depends on in the node list (not the free slots)."""
+    return tuple([n.spec for n in nodes])
+
+
+def node_classes(nodes: Sequence[NodeState], pinned: Collection[str] = ()) -> list[NodeClass]:
+    """Live nodes grouped into classes, least scarce first (small memory, short
+    walltime, fast); a node some data set is pinned to is a class of its own."""
+    groups: dict[tuple, list[int]] = {}
+    for i, n in enumerate(nodes):
+        if not n.drained:
+            key = (n.mem_gb, n.walltime_h, n.speed, n.recipes, n.casa_versions)
+            groups.setdefault(key + ((n.name,) if n.name in pinned else ()), []).append(i)
+    out = [NodeClass(k, nodes[m[0]], tuple(m), sum(nodes[i].slots for i in m)) for k, m in groups.items()]
+    return sorted(out, key=lambda c: (c.rep.mem_gb, math.inf if c.rep.walltime_h is None else c.rep.walltime_h,
+                                      -c.rep.speed))
+
+
+def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
+                classes: Sequence[NodeClass]) -> list[tuple[DataSet, tuple[int, ...]]]:
+    """(data set, indexes of the classes it may run on) for each data set
+    (the test of :func:`why_not`, without making its reasons)."""
+    limits = [(c.rep.mem_gb, c.rep.speed, math.inf if c.rep.walltime_h is None else c.rep.walltime_h)
+              for c in classes]
+    out = []
+    for ds in queue:
+        p = preds[ds.uid]
+        if ds.node is None and ds.recipe is None and ds.casa_version is None and ds.walltime_h is None:
+            elig = tuple(i for i, (mem, speed, wall) in enumerate(limits)
+                         if p.mem_gb <= mem and p.hours / speed <= wall)
+        else:
+            elig = tuple(i for i, c in enumerate(classes) if why_not(ds, p, c.rep) is None)
+        out.append((ds, elig))
+    return out
+
+
+def fluid_bound(work: Mapping[tuple[int, ...], float], capacity: Sequence[float]) -> float:
+    """The fluid makespan of ``work`` (eligible classes -> speed-1.0 hours) on classes of
+    ``capacity`` (work per hour): the most loaded set of classes, each group only
+    where it may run (Hall's condition; the LP relaxation's value). Beyond 12
+    classes only the whole and each group's own classes are checked.
+
+    >>> fluid_bound({(0,): 10.0, (0, 1): 10.0}, [1.0, 1.0])
+    10.0
+    """
+    n = len(capacity)
+    subsets = range(1, 1 << n) if n <= 12 else [sum(1 << c for c in g) for g in work] + [(1 << n) - 1]
+    best = 0.0
+    masks = {g: sum(1 << c for c in g) for g in work}
+    for inside in subsets:
+        within = sum(w for g, w in work.items() if masks[g] & ~inside == 0)
+        if within:
+            best = max(best, within / sum(capacity[c] for c in range(n) if inside >> c & 1))
+    return best
+
+
+def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
+                quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
+                ) -> tuple[dict[str, Prediction], tuple[float, float] | None]:
+    """Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
+
+    High quantiles keep long uncertain data sets off walltime-limited nodes
+    and big uncertain ones off small nodes; but when that leaves the roomy
+    nodes with more than their share (the fluid bound exceeds the one at the
+    median by more than ``tolerance``), the quantiles are lowered step by
+    step (``quantiles``: memory first, as a memory kill costs part of a run
+    and a walltime kill the whole walltime) until it does not: a few kills
+    cost less than a cluster waiting on its biggest nodes. None: ``preds`` unchanged.
+    """
+    import numpy as np
+
+    from .prediction import quantiles_above
+
+    queue = [ds for ds in queue if ds.uid in preds]
+    spread = [preds[ds.uid] for ds in queue]
+    if not any(p.sigma > 0 or p.mem_sigma > 0 for p in spread):
+        return dict(preds), None
+    capacity = [c.capacity for c in classes]
+    anything = Prediction(0.0, 0.0)
+    static = np.array([sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
+                       for ds in queue])
+    work = np.array([p.plan_h for p in spread])
+    median_h = np.array([p.median_h or p.hours for p in spread])
+    median_m = np.array([p.mem_median_gb or p.mem_gb for p in spread])
+    sigma_h, sigma_m = np.array([p.sigma for p in spread]), np.array([p.mem_sigma for p in spread])
+    floor_h, floor_m = np.array([p.floor_h for p in spread]), np.array([p.mem_floor_gb for p in spread])
+    base_h, base_m = np.array([p.hours for p in spread]), np.array([p.mem_gb for p in spread])
+
+    def placement_values(q_hours: float | None, q_mem: float | None):
+        if q_hours is None:
+            return base_h, base_m
+        hours = np.where(sigma_h > 0, quantiles_above(median_h, sigma_h, floor_h, q_hours, margin), base_h)
+        mem = np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, q_mem, margin), base_m)
+        return hours, mem
+
+    def bound(hours, mem) -> float:
+        mask = static.copy()
+        for i, c in enumerate(classes):
+            wall = math.inf if c.rep.walltime_h is None else c.rep.walltime_h
+            mask &= ~((~((mem <= c.rep.mem_gb) & (hours / c.rep.speed <= wall))).astype(np.int64) << i)
+        totals: dict[tuple[int, ...], float] = {}
+        sums = np.bincount(mask, weights=work)
+        for m in np.nonzero(sums)[0]:
+            if m:
+                totals[tuple(i for i in range(len(classes)) if m >> i & 1)] = float(sums[m])
+        return fluid_bound(totals, capacity)
+
+    target = bound(*placement_values(0.5, 0.5)) * (1 + tolerance)
+    if bound(*placement_values(None, None)) <= target:
+        return dict(preds), None
+    for q_hours, q_mem in quantiles:
+        hours, mem = placement_values(q_hours, q_mem)
+        if bound(hours, mem) <= target:
+            break
+    out = dict(preds)
+    for ds, p, h, m in zip(queue, spread, hours.round(4).tolist(), mem.round(4).tolist()):
+        if h != p.hours or m != p.mem_gb:
+            out[ds.uid] = replace(p, hours=h, mem_gb=m)
+    return out, (q_hours, q_mem)

@@ -1,0 +1,221 @@
+"""The ``lpt`` plan: earliest-finish list schedules, then a local search (pure).
+
+Data sets are taken in one of several orders and each goes to the eligible
+slot where it would *finish* earliest; the shortest of those plans is then
+improved by moving (or swapping) data sets off the slot that finishes last.
+Tunables are fields of :class:`Search`, passed in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Mapping, NamedTuple, Sequence
+
+from .values import DataSet, NodeClass, NodeState, Plan, Prediction, Unplaceable
+
+IMPROVE_ROUNDS = 200
+"""Most moves/swaps the local search makes on a plan."""
+IMPROVE_MIN_GAIN = 1e-4
+"""A local-search step must shorten the makespan by at least this fraction."""
+IMPROVE_PARTNERS = 12
+"""Least loaded slots per node class the local search tries as partners of the latest slot."""
+RELAX_QUANTILES = ((0.95, 0.9), (0.95, 0.8), (0.95, 0.7), (0.9, 0.7), (0.85, 0.7), (0.8, 0.7), (0.75, 0.7))
+"""(hours, memory) placement quantiles tried in turn when the safe ones overload the roomy nodes (settle_risk)."""
+RELAX_TOLERANCE = 0.03
+"""How far above the fluid bound at the median a safe placement quantile may push it."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """The plan's tunables: the local search, and how far risk may relax (defaults: the constants above)."""
+
+    rounds: int = IMPROVE_ROUNDS
+    min_gain: float = IMPROVE_MIN_GAIN
+    partners: int = IMPROVE_PARTNERS
+    relax_quantiles: tuple[tuple[float, float], ...] = RELAX_QUANTILES
+    relax_tolerance: float = RELAX_TOLERANCE
+
+
+DEFAULT_SEARCH = Search()
+
+
+class Job(NamedTuple):
+    """One data set to plan: its predicted hours (speed 1.0) and the classes it may run on."""
+
+    dataset: DataSet
+    hours: float
+    classes: tuple[int, ...]
+
+
+class Slots(NamedTuple):
+    """Every slot of the live nodes, numbered class by class."""
+
+    node: list[str]             # slot -> node name
+    klass: list[int]            # slot -> class index
+    ready_h: list[float]        # slot -> hours until its running attempt ends (0: free)
+    by_class: list[list[int]]   # class index -> its slots
+
+
+def _slots(nodes: Sequence[NodeState], classes: Sequence[NodeClass]) -> Slots:
+    slots = Slots([], [], [], [])
+    for ci, c in enumerate(classes):
+        ids = []
+        for i in c.members:
+            n = nodes[i]
+            busy = sorted(n.busy_h)[: n.slots]
+            for s in range(n.slots):
+                ids.append(len(slots.node))
+                slots.node.append(n.name)
+                slots.klass.append(ci)
+                slots.ready_h.append(max(0.0, busy[s]) if s < len(busy) else 0.0)
+        slots.by_class.append(ids)
+    return slots
+
+
+def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
+             nodes: Sequence[NodeState], classes: Sequence[NodeClass],
+             preds: Mapping[str, Prediction], key: tuple, search: Search = DEFAULT_SEARCH) -> Plan:
+    """Earliest-finish list schedules over several orderings; the shortest wins."""
+    slots = _slots(nodes, classes)
+    speeds = [c.rep.speed for c in classes]
+    jobs = [Job(ds, preds[ds.uid].plan_h, elig) for ds, elig in placeable]
+    if not jobs:
+        return Plan("lpt", key, {}, {}, frozenset(), preds, bad, 0, 0.0, "empty")
+    total_capacity = sum(c.capacity for c in classes)
+    capacity: dict[tuple[int, ...], float] = {}  # eligible classes -> their capacity
+    fastest: dict[tuple[int, ...], float] = {}   # eligible classes -> their fastest speed
+    for job in jobs:
+        if job.classes not in capacity:
+            capacity[job.classes] = sum(classes[i].capacity for i in job.classes)
+            fastest[job.classes] = max(speeds[i] for i in job.classes)
+    orders = {
+        "longest-first": lambda j: -j.hours / fastest[j.classes],
+        "scarcest-first": lambda j: (capacity[j.classes], -j.hours),
+        "long-or-scarce": lambda j: -(j.hours / fastest[j.classes]) * (total_capacity / capacity[j.classes]),
+    }
+    best_span, variant, lists = math.inf, "", []
+    for name, order in orders.items():
+        span, per_slot = _eft_schedule(sorted(range(len(jobs)), key=lambda k: order(jobs[k])),
+                                       jobs, slots, speeds)
+        if span < best_span - 1e-9:
+            best_span, variant, lists = span, name, per_slot
+    hours = [j.hours for j in jobs]
+    makespan = improve(lists, hours, [j.classes for j in jobs], slots, speeds, search)
+    per_node: dict[str, list[tuple[float, int, DataSet]]] = {}
+    for sid, members in enumerate(lists):
+        start = slots.ready_h[sid]
+        speed = speeds[slots.klass[sid]]
+        for k in sorted(members, key=lambda k: -hours[k]):  # longest first within a slot
+            per_node.setdefault(slots.node[sid], []).append((start, k, jobs[k].dataset))
+            start += hours[k] / speed
+    seq = {name: tuple(ds for _, _, ds in sorted(items, key=lambda t: (t[0], t[1])))
+           for name, items in per_node.items()}
+    suffix = {}
+    for name, sq in seq.items():
+        acc, sums = 0.0, [0.0]
+        for ds in reversed(sq):
+            acc += preds[ds.uid].plan_h
+            sums.append(acc)
+        suffix[name] = tuple(reversed(sums))
+    return Plan("lpt", key, seq, {name: 0 for name in seq}, frozenset(), preds, bad,
+                len(placeable), makespan, variant, suffix_h=suffix)
+
+
+def _eft_schedule(order: Sequence[int], jobs: Sequence[Job], slots: Slots,
+                  speeds: Sequence[float]) -> tuple[float, list[list[int]]]:
+    """(makespan, job indexes per slot): each job, in ``order``, onto the eligible
+    slot that finishes it first (ties go to the less scarce class, listed first)."""
+    heaps = []  # per class: (hours until free, slot)
+    for ids in slots.by_class:
+        h = [(slots.ready_h[s], s) for s in ids]
+        heapq.heapify(h)
+        heaps.append(h)
+    lists: list[list[int]] = [[] for _ in slots.ready_h]
+    makespan = max(slots.ready_h) if slots.ready_h else 0.0
+    for k in order:
+        job = jobs[k]
+        best_class, best_finish = -1, math.inf
+        for ci in job.classes:
+            finish = heaps[ci][0][0] + job.hours / speeds[ci]
+            if finish < best_finish - 1e-9:
+                best_class, best_finish = ci, finish
+        _, slot = heapq.heappop(heaps[best_class])
+        heapq.heappush(heaps[best_class], (best_finish, slot))
+        lists[slot].append(k)
+        makespan = max(makespan, best_finish)
+    return makespan, lists
+
+
+def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple[int, ...]],
+            slots: Slots, speeds: Sequence[float], search: Search = DEFAULT_SEARCH) -> float:
+    """Local search on a plan (in place): repeatedly take the slot that finishes
+    last and move one of its data sets to a less loaded slot, or swap it for a
+    shorter one there, when that ends both before it; returns the makespan."""
+    speed = [speeds[c] for c in slots.klass]
+    finish = [slots.ready_h[s] + sum(hours[k] for k in lists[s]) / speed[s] for s in range(len(lists))]
+    by_len = [sorted((hours[k], k) for k in lst) for lst in lists]
+    n_classes = len(slots.by_class)
+    for _ in range(search.rounds):
+        latest = max(range(len(finish)), key=finish.__getitem__)
+        latest_end, latest_class, latest_speed = finish[latest], slots.klass[latest], speed[latest]
+        movable: list[list[tuple[float, int]]] = []  # class -> distinct (hours, job) of latest it may run
+        for ci in range(n_classes):
+            row, last = [], None
+            for h, k in by_len[latest]:
+                if h != last and ci in elig[k]:
+                    row.append((h, k))
+                    last = h
+            movable.append(row)
+        best_end = latest_end - max(1e-6, search.min_gain * latest_end)
+        best_step: tuple[int, int, int | None] | None = None  # (partner slot, job out, job back)
+        for ci, ids in enumerate(slots.by_class):
+            if not movable[ci]:
+                continue
+            partners = heapq.nsmallest(search.partners, (t for t in ids if t != latest), key=finish.__getitem__)
+            for partner in partners:
+                room, partner_speed = latest_end - finish[partner], speed[partner]
+                if room <= 1e-9:
+                    break
+                balance = room / (1 / latest_speed + 1 / partner_speed)  # work to shift so both end together
+                row = movable[ci]
+                i = bisect.bisect_left(row, (balance, -1))  # move: out ~ balance, out < room * partner_speed
+                for j in (i - 1, i):
+                    if 0 <= j < len(row) and row[j][0] < room * partner_speed:
+                        out = row[j][0]
+                        end = max(latest_end - out / latest_speed, finish[partner] + out / partner_speed)
+                        if end < best_end:
+                            best_end, best_step = end, (partner, row[j][1], None)
+                partner_row = by_len[partner]
+                if not partner_row:
+                    continue
+                for out, k_out in row:  # swap: back ~ out - balance, back < out, out - back < room * partner_speed
+                    i = bisect.bisect_left(partner_row, (out - balance, -1))
+                    for j in (i - 1, i):
+                        if 0 <= j < len(partner_row):
+                            back, k_back = partner_row[j]
+                            shifted = out - back
+                            if back < out and shifted < room * partner_speed and latest_class in elig[k_back]:
+                                end = max(latest_end - shifted / latest_speed, finish[partner] + shifted / partner_speed)
+                                if end < best_end:
+                                    best_end, best_step = end, (partner, k_out, k_back)
+        if best_step is None:
+            break
+        partner, k_out, k_back = best_step
+        _shift(lists, by_len, finish, hours, speed, latest, partner, k_out)
+        if k_back is not None:
+            _shift(lists, by_len, finish, hours, speed, partner, latest, k_back)
+    return max(finish) if finish else 0.0
+
+
+def _shift(lists: list[list[int]], by_len: list[list[tuple[float, int]]], finish: list[float],
+           hours: Sequence[float], speed: Sequence[float], src: int, dst: int, k: int) -> None:
+    """Move data set ``k`` from slot ``src`` to slot ``dst`` (local-search step)."""
+    lists[src].remove(k)
+    lists[dst].append(k)
+    by_len[src].remove((hours[k], k))
+    bisect.insort(by_len[dst], (hours[k], k))
+    finish[src] -= hours[k] / speed[src]
+    finish[dst] += hours[k] / speed[dst]

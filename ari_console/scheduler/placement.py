@@ -1,0 +1,248 @@
+"""Placement: which waiting data set goes to which free slot now (pure).
+
+:func:`place` is what the engine calls whenever slots are free, and what
+:func:`ari_console.estimate.simulate` replays; it returns the pairs to launch
+and a :class:`~.values.Plan` to pass back next time, so a long queue is
+planned once and then consumed slot by slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Collection, Iterable, Mapping, Sequence
+
+from .eligibility import eligibility, node_classes, nodes_key, settle_risk, unplaceable_reason, why_not
+from .lpt import DEFAULT_SEARCH, Search, lpt_plan
+from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all
+from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
+
+POLICIES = ("lpt", "greedy", "fifo")
+DEFAULT_POLICY = "lpt"
+
+
+def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: str = DEFAULT_POLICY,
+              history: Iterable[Measured] | Model = (),
+              predictions: Mapping[str, Prediction] | None = None,
+              tuning: Tuning = DEFAULT_TUNING, search: Search = DEFAULT_SEARCH) -> Plan:
+    """A :class:`Plan` for ``queue`` on ``nodes`` under ``policy``.
+
+    ``predictions`` (uid -> Prediction) may be given to skip predicting again.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    model = history if isinstance(history, Model) else fit_history(history, tuning)
+    preds = dict(predictions) if predictions is not None else {}
+    preds.update(predict_all([ds for ds in queue if ds.uid not in preds], model, tuning))
+    key = nodes_key(nodes)
+    if policy == "fifo":
+        seq = tuple(queue)
+        return Plan("fifo", key, {"": seq}, {"": 0}, frozenset(), preds, (), len(seq))
+    classes = node_classes(nodes, {ds.node for ds in queue if ds.node})
+    risk_q = None
+    if search.relax_quantiles:
+        preds, risk_q = settle_risk(list(queue), preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                    tuning.retry_margin)
+    placeable, bad = [], []
+    for ds, elig in eligibility(queue, preds, classes):
+        if elig:
+            placeable.append((ds, elig))
+        else:
+            reason = unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it"
+            bad.append(Unplaceable(ds, reason))
+    if policy == "greedy":
+        return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
+    return replace(lpt_plan(placeable, tuple(bad), nodes, classes, preds, key, search), risk_quantile=risk_q)
+
+
+def _greedy_plan(placeable: list[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
+                 nodes: Sequence[NodeState], classes: Sequence[NodeClass],
+                 preds: Mapping[str, Prediction], key: tuple) -> Plan:
+    """Queue split into eligibility groups, each longest first."""
+    groups: dict[str, list[DataSet]] = {}
+    members: dict[str, tuple[int, ...]] = {}
+    for ds, elig in placeable:
+        gk = ",".join(map(str, elig))
+        groups.setdefault(gk, []).append(ds)
+        members[gk] = elig
+    seq = {gk: tuple(sorted(g, key=lambda d: -preds[d.uid].plan_h)) for gk, g in groups.items()}
+    node_groups = {}
+    for ci, c in enumerate(classes):
+        mine = tuple(gk for gk, elig in members.items() if ci in elig)
+        for i in c.members:
+            node_groups[nodes[i].name] = mine
+    return Plan("greedy", key, seq, {gk: 0 for gk in seq}, frozenset(), preds, bad,
+                len(placeable), groups=node_groups)
+
+
+
+def place(queue: Collection[DataSet], nodes: Sequence[NodeState], now: float,
+          policy: str = DEFAULT_POLICY, history: Iterable[Measured] | Model = (),
+          plan: Plan | None = None, predictions: Mapping[str, Prediction] | None = None,
+          tuning: Tuning = DEFAULT_TUNING, search: Search = DEFAULT_SEARCH) -> Placement:
+    """Pairs (data set, node) to launch on the free slots of ``nodes`` now.
+
+    ``predictions`` (uid -> Prediction) skip predicting from ``history``;
+    ``tuning`` and ``search`` are the prediction's and the ``lpt`` search's tunables.
+    ``now`` is the caller's clock in hours (passed in, never read here; the
+    current policies plan relative to it and need no absolute time). ``plan`` is the
+    :attr:`Placement.plan` of the previous call; pass it back while the queue
+    changed only by the pairs launched (and the node list is the same), so a
+    long queue is planned once. It is rebuilt when the policy or the nodes
+    changed, or when its size does not match the queue.
+
+    >>> nodes = [NodeState("ws", slots=1, mem_gb=24, speed=0.6), NodeState("hpc", slots=1, mem_gb=512)]
+    >>> q = [DataSet("small", hours=2, mem_gb=8), DataSet("big", hours=2, mem_gb=200)]
+    >>> [(d.uid, n.name) for d, n in place(q, nodes, now=0.0).pairs]
+    [('small', 'ws'), ('big', 'hpc')]
+    """
+    if (plan is None or plan.policy != policy or plan.nodes_key != nodes_key(nodes)
+            or len(queue) not in (plan.remaining, plan.remaining + len(plan.unplaceable))):
+        plan = make_plan(queue, nodes, policy, history, predictions, tuning, search)
+    if policy == "fifo":
+        return _place_fifo(nodes, plan)
+    if policy == "greedy":
+        return _place_greedy(nodes, plan)
+    return _place_lpt(nodes, now, plan)
+
+
+def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
+            nodes: Sequence[NodeState] = ()) -> Plan | None:
+    """``plan`` with ``ds`` (a data set whose attempt failed) put back.
+
+    ``fifo``: at the end of the queue. ``lpt`` (given ``nodes``): next in line
+    on the node, among those it may now run on, that would finish it first
+    after its planned work (a retried data set is a long or big one: it goes
+    early). Otherwise None: plan again. ``prediction`` is what the failure
+    taught (it replaces the plan's).
+    """
+    preds = plan.predictions
+    if prediction is not None:
+        preds = {**preds, ds.uid: prediction}
+    if plan.policy == "lpt" and nodes and ds.uid not in plan.taken:
+        return _requeue_lpt(plan, ds, preds, nodes)
+    if plan.policy != "fifo":
+        return None
+    seq, c = plan.sequence[""], plan.cursor[""]
+    return replace(plan, sequence={"": seq[c:] + (ds,)}, cursor={"": 0},
+                   predictions=preds, remaining=plan.remaining + 1)
+
+
+def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
+                 nodes: Sequence[NodeState]) -> Plan | None:
+    pred = preds[ds.uid]
+    best, best_finish = None, None
+    for n in nodes:
+        if n.drained or n.name not in plan.sequence or why_not(ds, pred, n) is not None:
+            continue
+        left = plan.suffix_h[n.name][plan.cursor.get(n.name, 0)]
+        finish = left / (n.speed * n.slots) + pred.plan_h / n.speed
+        if best_finish is None or finish < best_finish:
+            best, best_finish = n, finish
+    if best is None:
+        return None
+    name, c = best.name, plan.cursor.get(best.name, 0)
+    seq = plan.sequence[name][c:]
+    seq = (ds,) + seq
+    sums, acc = [0.0], 0.0
+    for d in reversed(seq):
+        acc += preds[d.uid].plan_h
+        sums.append(acc)
+    return replace(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
+                   suffix_h={**plan.suffix_h, name: tuple(reversed(sums))},
+                   predictions=preds, remaining=plan.remaining + 1)
+
+
+def _place_fifo(nodes: Sequence[NodeState], plan: Plan) -> Placement:
+    """Queue order onto free slots in node order; no checks at all (for contrast)."""
+    seq, i = plan.sequence[""], plan.cursor[""]
+    pairs = []
+    for n in nodes:
+        if n.drained:
+            continue
+        for _ in range(n.free or 0):
+            if i >= len(seq):
+                break
+            pairs.append((seq[i], n))
+            i += 1
+    return Placement(tuple(pairs), (), replace(plan, cursor={"": i}, remaining=plan.remaining - len(pairs)))
+
+
+def _place_greedy(nodes: Sequence[NodeState], plan: Plan) -> Placement:
+    """Each free slot takes the longest data set it may run (fastest nodes first)."""
+    cursor = dict(plan.cursor)
+    pairs = []
+    for n in sorted((n for n in nodes if not n.drained and n.free), key=lambda n: -n.speed):
+        for _ in range(n.free or 0):
+            best, best_h = None, -1.0
+            for gk in plan.groups.get(n.name, ()):
+                c = cursor[gk]
+                seq = plan.sequence[gk]
+                if c < len(seq):
+                    h = plan.predictions[seq[c].uid].plan_h
+                    if h > best_h:
+                        best, best_h = gk, h
+            if best is None:
+                break
+            pairs.append((plan.sequence[best][cursor[best]], n))
+            cursor[best] += 1
+    return Placement(tuple(pairs), plan.unplaceable,
+                     replace(plan, cursor=cursor, remaining=plan.remaining - len(pairs)))
+
+
+def _place_lpt(nodes: Sequence[NodeState], now: float, plan: Plan) -> Placement:
+    """Each node runs its planned sequence; a dry node takes a tail job it finishes sooner."""
+    cursor = dict(plan.cursor)
+    taken = plan.taken
+    pairs = []
+    dry = []
+    for n in nodes:
+        if n.drained or not n.free:
+            continue
+        seq = plan.sequence.get(n.name, ())
+        c = cursor.get(n.name, 0)
+        free = n.free
+        while free and c < len(seq):
+            ds = seq[c]
+            c += 1
+            if ds.uid in taken:
+                continue
+            pairs.append((ds, n))
+            free -= 1
+        if n.name in cursor:
+            cursor[n.name] = c
+        if free:
+            dry.append((n, free))
+    if dry:
+        tails = _tails(plan, cursor, taken, {n.name: n for n in nodes})
+        for n, free in dry:
+            for _ in range(free):
+                pick = next((t for t in tails if t[1] != n.name and t[2].uid not in taken
+                             and t[3].plan_h / n.speed < t[0] and why_not(t[2], t[3], n) is None), None)
+                if pick is None:
+                    break
+                taken = taken | {pick[2].uid}
+                pairs.append((pick[2], n))
+    return Placement(tuple(pairs), plan.unplaceable,
+                     replace(plan, cursor=cursor, taken=taken, remaining=plan.remaining - len(pairs)))
+
+
+def _tails(plan: Plan, cursor: Mapping[str, int], taken: frozenset[str],
+           nodes: Mapping[str, NodeState]) -> list[tuple[float, str, DataSet, Prediction]]:
+    """(hours until its node would finish it, node, data set, prediction) for the last
+    waiting data set of each node, latest first: what a node that ran dry may take."""
+    out = []
+    for name, seq in plan.sequence.items():
+        other = nodes.get(name)
+        c = cursor.get(name, 0)
+        if other is None or c >= len(seq):
+            continue
+        k = len(seq) - 1
+        while k >= c and seq[k].uid in taken:
+            k -= 1
+        if k < c:
+            continue
+        pred = plan.predictions[seq[k].uid]
+        wait = (plan.suffix_h[name][c] - plan.suffix_h[name][k]) / (other.speed * other.slots)
+        out.append((wait + pred.plan_h / other.speed, name, seq[k], pred))
+    out.sort(key=lambda t: -t[0])
+    return out

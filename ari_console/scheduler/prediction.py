@@ -1,0 +1,374 @@
+"""Runtime and memory predictions: the study's prior, then fits of history.
+
+Pure: values in, values out. Every tunable is a field of :class:`Tuning`,
+passed in (``tuning=``); the module constants below are only its defaults.
+
+A prediction is a distribution, not a number: log(hours) is normal around a
+fit of the archive's metadata (log size, log channels, mosaic, 7 m array, log
+execution blocks), with the fit's residual spread plus its coefficient
+uncertainty, and cut below at what the data set is known to need (a
+walltime kill after W h: more than W; a memory kill at P GB: more than P;
+an attempt still running after R h: more than R). Placement checks a high
+quantile against walltimes and memory; plans add up the expected value;
+forecasts draw from the whole distribution.
+
+The fit treats attempts killed by the walltime and attempts still running as
+censored (they needed *at least* what they used), so a history of the quick
+ones does not teach that everything is quick.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping, Sequence
+
+from .values import DataSet, Measured, Prediction
+
+# -- priors (from the 2017 study; see docs/estimate.md) ------------------------
+PRIOR_MEDIAN_HOURS = 6.0
+"""Median hours per data set on the reference machine (study: median 6 h)."""
+PRIOR_MEDIAN_SIZE_GB = 40.0
+"""Size of the median data set the prior hours refer to (assumed)."""
+PRIOR_SIZE_EXPONENT = 0.9
+"""Runtime grows a little slower than linearly with data size (assumed)."""
+PRIOR_HOURS_SIGMA = 0.8
+"""Log-sd of hours around the prior (study: lognormal, spread ~0.8)."""
+PRIOR_HOURS_FACTOR = 2.0
+"""What the prior's placement quantile makes of the median (~80th pct for sigma 0.8), kept for reference."""
+PRIOR_QUANTILE = 0.8
+"""Quantile of the prior placement checks (the median x ~2 for hours)."""
+PRIOR_MEM_GB = 12.0
+"""Median peak memory without history or size (study: mostly 4-24 GB)."""
+PRIOR_MEM_PER_GB = 0.2
+"""Extra GB of median memory per GB of data above the median size (assumed)."""
+PRIOR_MEM_SIGMA = 0.35
+"""Log-sd of peak memory around the prior (assumed)."""
+PRIOR_SHIFT_SIGMA = 0.4
+"""Log-sd of the prior's error common to every data set (the archive may be slower than the study's)."""
+MOSAIC_FACTOR = 1.5
+"""Prior hours and memory of a mosaic relative to a single field (assumed)."""
+REFERENCE_CHANNELS = 4 * 1920
+"""Total channels (spw x channels) the prior hours refer to; more channels cost more (sqrt)."""
+HOURS_QUANTILE = 0.95
+"""Quantile of the fitted hours placement checks against walltimes (conservative, not the mean)."""
+MEM_QUANTILE = 0.95
+"""Quantile of the fitted peak memory placement checks against node memory."""
+MIN_HISTORY = 8
+"""Finished attempts needed before the history fit replaces the prior."""
+RETRY_MARGIN = 1.25
+"""A data set that died for memory/walltime needs at least this times what it used when no spread is known."""
+RIDGE = 1e-4
+"""Ridge penalty per finished attempt on the fit's slopes (keeps thin histories stable)."""
+
+FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks")
+"""What the fits regress log(hours) and log(peak memory) on; a missing value counts as the history's mean."""
+
+@dataclass(frozen=True)
+class Tuning:
+    """The prediction's tunables (defaults: the module constants above)."""
+
+    median_hours: float = PRIOR_MEDIAN_HOURS
+    median_size_gb: float = PRIOR_MEDIAN_SIZE_GB
+    size_exponent: float = PRIOR_SIZE_EXPONENT
+    hours_sigma: float = PRIOR_HOURS_SIGMA
+    prior_quantile: float = PRIOR_QUANTILE
+    mem_gb: float = PRIOR_MEM_GB
+    mem_per_gb: float = PRIOR_MEM_PER_GB
+    mem_sigma: float = PRIOR_MEM_SIGMA
+    prior_shift_sigma: float = PRIOR_SHIFT_SIGMA
+    mosaic_factor: float = MOSAIC_FACTOR
+    reference_channels: int = REFERENCE_CHANNELS
+    hours_quantile: float = HOURS_QUANTILE
+    mem_quantile: float = MEM_QUANTILE
+    min_history: int = MIN_HISTORY
+    retry_margin: float = RETRY_MARGIN
+    ridge: float = RIDGE
+
+
+DEFAULT_TUNING = Tuning()
+
+
+# -- fits ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fit:
+    """log(y) = coef . [1, features - center] + normal(0, sigma); ``chol`` is the
+    Cholesky factor of the coefficients' covariance (their uncertainty)."""
+
+    coef: tuple[float, ...]
+    used: tuple[int, ...]
+    center: tuple[float, ...]
+    sigma: float
+    chol: tuple[tuple[float, ...], ...]
+    n: int
+    residuals: tuple[float, ...] = ()  # of the history (censored ones at their expectation): for resampling
+    tail: float = 1.0  # how much wider the residuals' placement quantile is than the normal's (heavy tails)
+
+
+@dataclass(frozen=True)
+class Model:
+    """Fits of log(hours) and log(peak memory) on the metadata, from history.
+
+    ``None`` fits mean too little history: the prior is used. ``own`` holds,
+    per uid, the hours (speed 1.0) and memory its own attempts showed it needs
+    at least.
+    """
+
+    hours: Fit | None = None
+    mem: Fit | None = None
+    own: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # uid -> (min hours, min mem)
+
+
+def features(x: DataSet | Measured) -> list[float]:
+    """The metadata of a data set (or of an attempt's data set) as numbers; NaN where unknown.
+
+    >>> features(DataSet("u", size_gb=math.e, n_spw=4, n_chan=1, is_mosaic=True, array="12m"))
+    [1.0, 1.3862943611198906, 1.0, 0.0, nan]
+    """
+    nan = math.nan
+    size = x.size_gb
+    channels = x.n_spw * x.n_chan if x.n_spw and x.n_chan else None
+    return [math.log(size) if size and size > 0 else nan,
+            math.log(channels) if channels else nan,
+            nan if x.is_mosaic is None else float(bool(x.is_mosaic)),
+            nan if not x.array else float(x.array == "7m"),
+            math.log(x.n_eb) if x.n_eb else nan]
+
+
+def _design(rows, fit: Fit):
+    """The fit's design matrix for feature rows (missing values at the center)."""
+    import numpy as np
+
+    sub = rows[:, list(fit.used)] - np.asarray(fit.center)
+    sub[np.isnan(sub)] = 0.0
+    return np.hstack([np.ones((len(rows), 1)), sub])
+
+
+def _mills(a):
+    """phi(a) / (1 - Phi(a)), the normal's inverse Mills ratio, stable for large a."""
+    import numpy as np
+    from scipy.special import erfcx
+
+    return np.sqrt(2 / np.pi) / erfcx(a / np.sqrt(2))
+
+
+def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
+    """A :class:`Fit` of ``y`` (log values; censored ones are lower limits) on feature ``rows``.
+
+    Ridge least squares, then a few EM steps for the censored values (a Tobit
+    fit): each is replaced by its expectation above its limit under the fit.
+    """
+    import numpy as np
+
+    exact = ~censored
+    if exact.sum() < tuning.min_history:
+        return None
+    used = tuple(j for j in range(rows.shape[1])
+                 if np.sum(~np.isnan(rows[exact, j])) >= tuning.min_history and np.nanstd(rows[exact, j]) > 1e-9)
+    center = tuple(float(np.nanmean(rows[:, j])) for j in used)
+    fit = Fit((), used, center, 0.0, (), int(exact.sum()))
+    x = _design(rows, fit)
+    p = x.shape[1]
+    penalty = tuning.ridge * len(y) * np.eye(p)
+    penalty[0, 0] = 0.0
+    gram_inv = np.linalg.inv(x.T @ x + penalty)
+    target = y.astype(float).copy()
+    beta = np.linalg.lstsq(x[exact].T @ x[exact] + penalty, x[exact].T @ y[exact], rcond=None)[0]
+    resid = y[exact] - x[exact] @ beta
+    sigma = math.sqrt(max(1e-6, float(resid @ resid) / max(1, exact.sum() - p)))
+    for _ in range(8 if censored.any() else 0):
+        mu = x[censored] @ beta
+        a = (y[censored] - mu) / sigma
+        lam = _mills(a)
+        target[censored] = mu + sigma * lam
+        beta = gram_inv @ (x.T @ target)
+        mu_new = x @ beta
+        extra = sigma ** 2 * (1 + a * lam - lam ** 2) + (target[censored] - mu_new[censored]) ** 2
+        sse = float(np.sum((y[exact] - mu_new[exact]) ** 2) + np.sum(extra))
+        sigma = math.sqrt(max(1e-6, sse / max(1, len(y) - p)))
+    cov = sigma ** 2 * gram_inv
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(p))
+    resid = (target - x @ beta).round(5)
+    from scipy.special import ndtri
+
+    tail = max(1.0, float(np.quantile(resid, q)) / (float(ndtri(q)) * sigma)) if 0.5 < q < 1 else 1.0
+    return Fit(tuple(float(b) for b in beta), used, center, sigma,
+               tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(resid.tolist()), tail)
+
+
+def fit_history(history: Iterable[Measured], tuning: Tuning = DEFAULT_TUNING) -> Model:
+    """A :class:`Model` from attempts: finished ones, and the lower limits kills
+    and running attempts imply. Hours are normalised to speed 1.0 (wall hours x node speed).
+
+    >>> hist = [Measured(f"u{i}", 10.0 * (i + 1), 2.0 * (i + 1), 1.0, 8.0) for i in range(10)]
+    >>> round(fit_history(hist).hours.coef[1], 2)  # hours grow as size^1
+    1.0
+    """
+    import numpy as np
+
+    history = list(history)
+    own: dict[str, tuple[float, float]] = {}
+    for m in history:
+        h, g = own.get(m.uid, (0.0, 0.0))
+        if m.outcome in ("walltime", "running", "ok"):
+            h = max(h, m.hours * m.speed)
+        if m.outcome in ("memory", "ok") and m.peak_mem_gb:
+            g = max(g, m.peak_mem_gb)
+        own[m.uid] = (h, g)
+    timed = [m for m in history if m.outcome in ("ok", "walltime", "running") and m.hours > 0]
+    hours = mem = None
+    if timed:
+        rows = np.array([features(m) for m in timed], dtype=float)
+        y = np.log([m.hours * m.speed for m in timed])
+        hours = _fit(rows, y, np.array([m.outcome != "ok" for m in timed]), tuning, tuning.hours_quantile)
+    sized = [m for m in history if m.outcome in ("ok", "memory") and m.peak_mem_gb]
+    if sized:
+        rows = np.array([features(m) for m in sized], dtype=float)
+        y = np.log([m.peak_mem_gb for m in sized])
+        mem = _fit(rows, y, np.array([m.outcome == "memory" for m in sized]), tuning, tuning.mem_quantile)
+    return Model(hours=hours, mem=mem, own=own)
+
+
+# -- distributions ------------------------------------------------------------------
+
+def quantiles_above(median, sigma, floor, q, margin: float = RETRY_MARGIN):
+    """The ``q`` quantiles of lognormals (``median``, ``sigma``) known to exceed
+    ``floor`` (arrays, or numbers; without a spread a floor above the median
+    counts ``margin`` times).
+
+    >>> [round(float(x), 3) for x in quantiles_above([10.0, 10.0], [0.5, 0.0], [0.0, 20.0], 0.9)]
+    [18.98, 25.0]
+    """
+    import numpy as np
+    from scipy.special import ndtr, ndtri
+
+    median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
+    spread = np.maximum(sigma, 1e-9)
+    with np.errstate(divide="ignore"):
+        low = np.where(floor > 0, ndtr((np.log(np.maximum(floor, 1e-300)) - np.log(median)) / spread), 0.0)
+    p = np.clip(low + np.asarray(q) * (1 - low), 1e-12, 1 - 1e-12)
+    spread_q = median * np.exp(sigma * ndtri(p))
+    point = np.where(floor > median, np.maximum(median, floor * margin), median)
+    return np.where(sigma > 0, spread_q, point)
+
+
+def means_above(median, sigma, floor, margin: float = RETRY_MARGIN):
+    """The expected values of lognormals (``median``, ``sigma``) known to exceed ``floor``.
+
+    >>> [round(float(x), 3) for x in means_above([10.0, 10.0], [0.5, 0.5], [0.0, 30.0])]
+    [11.331, 36.277]
+    """
+    import numpy as np
+    from scipy.special import ndtr
+
+    median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
+    spread = np.maximum(sigma, 1e-9)
+    mean = median * np.exp(sigma ** 2 / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(floor > 0, (np.log(np.maximum(floor, 1e-300)) - np.log(median)) / spread, -np.inf)
+        tail = 1 - ndtr(a)
+        cut = np.where(tail > 1e-9, mean * (1 - ndtr(a - spread)) / np.maximum(tail, 1e-300),
+                       floor * (1 + spread / np.maximum(a, 1.0)))
+    spread_mean = np.where(floor > 0, np.maximum(floor, cut), mean)
+    point = np.where(floor > median, np.maximum(median, floor * margin), median)
+    return np.where(sigma > 0, spread_mean, point)
+
+
+# -- predictions -----------------------------------------------------------------
+
+def prior(ds: DataSet, tuning: Tuning = DEFAULT_TUNING) -> Prediction:
+    """The study-based prior for a data set without history: median hours and
+    memory from its metadata, the placement values at the prior's quantile.
+
+    >>> prior(DataSet("u", size_gb=40.0)).hours  # median size -> 6 h, x ~2 at the 80th percentile
+    11.7641
+    """
+    return predict(replace(ds, hours=None, mem_gb=None), Model(), tuning)
+
+
+def _prior_medians(ds: DataSet, t: Tuning) -> tuple[float, float]:
+    size = ds.size_gb if ds.size_gb and ds.size_gb > 0 else t.median_size_gb
+    hours = t.median_hours * (size / t.median_size_gb) ** t.size_exponent
+    if ds.n_spw and ds.n_chan:
+        hours *= max(0.5, math.sqrt(ds.n_spw * ds.n_chan / t.reference_channels))
+    if ds.array == "7m":
+        hours *= 0.5  # fewer antennas: ~1/4 of the baselines
+    mem = t.mem_gb + t.mem_per_gb * max(0.0, size - t.median_size_gb)
+    if ds.is_mosaic:
+        hours *= t.mosaic_factor
+        mem *= t.mosaic_factor
+    return hours, mem
+
+
+def predict(ds: DataSet, history: Iterable[Measured] | Model = (), tuning: Tuning = DEFAULT_TUNING) -> Prediction:
+    """Hours (speed 1.0) and peak memory for ``ds``: explicit values win, then
+    the history fit (a high quantile, not the mean), then the prior; never less
+    than what the data set's own attempts showed it needs.
+
+    Pass a :class:`Model` (from :func:`fit_history`) when predicting many.
+
+    >>> p = predict(DataSet("u", size_gb=40.0, hours=3.0, mem_gb=10.0))
+    >>> p.hours, p.mem_gb, p.source
+    (3.0, 10.0, 'explicit')
+    """
+    return predict_all([ds], history, tuning)[ds.uid]
+
+
+def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = (),
+                tuning: Tuning = DEFAULT_TUNING) -> dict[str, Prediction]:
+    """uid -> :func:`predict` for every data set, fitting the history once and
+    evaluating the fits and distributions for all data sets at once."""
+    import numpy as np
+
+    t = tuning
+    model = history if isinstance(history, Model) else fit_history(history, t)
+    queue = list(queue)
+    if not queue:
+        return {}
+    n = len(queue)
+    medians = np.array([_prior_medians(ds, t) for ds in queue]).reshape(n, 2)
+    med_h, med_m = medians[:, 0], medians[:, 1]
+    sig_h, sig_m = np.full(n, t.hours_sigma), np.full(n, t.mem_sigma)
+    q_h, q_m = np.full(n, t.prior_quantile), np.full(n, t.prior_quantile)
+    shifts: list[tuple[float, ...]] = [(t.prior_shift_sigma,)] * n
+    mem_shifts: list[tuple[float, ...]] = [()] * n
+    source = "prior"
+    tail_h = tail_m = 1.0
+    if model.hours is not None or model.mem is not None:
+        rows = np.array([features(ds) for ds in queue], dtype=float)
+        if model.hours is not None:
+            log_h, sig_h, shifts = _evaluate(model.hours, rows)
+            med_h, q_h, source, tail_h = np.exp(log_h), np.full(n, t.hours_quantile), "history", model.hours.tail
+        if model.mem is not None:
+            log_m, sig_m, mem_shifts = _evaluate(model.mem, rows)
+            med_m, q_m, tail_m = np.exp(log_m), np.full(n, t.mem_quantile), model.mem.tail
+    own = np.array([model.own.get(ds.uid, (0.0, 0.0)) for ds in queue]).reshape(n, 2)
+    hours = quantiles_above(med_h, sig_h * tail_h, own[:, 0], q_h, t.retry_margin).round(4).tolist()
+    mean = means_above(med_h, sig_h, own[:, 0], t.retry_margin).round(4).tolist()
+    mem = quantiles_above(med_m, sig_m * tail_m, own[:, 1], q_m, t.retry_margin).round(4).tolist()
+    med_h, sig_h, sig_m, own = med_h.tolist(), np.asarray(sig_h).tolist(), np.asarray(sig_m).tolist(), own.tolist()
+    med_m = np.asarray(med_m).tolist()
+    out = {}
+    for i, ds in enumerate(queue):
+        p = Prediction(hours[i], mem[i], source, mean[i], med_h[i], sig_h[i], own[i][0], sig_m[i], own[i][1],
+                       shifts[i], med_m[i], mem_shifts[i])
+        if ds.hours is not None:
+            p = replace(p, hours=ds.hours, mean_h=ds.hours, median_h=ds.hours, sigma=0.0, floor_h=0.0,
+                        source="explicit", shift=())
+        if ds.mem_gb is not None:
+            p = replace(p, mem_gb=ds.mem_gb, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=ds.mem_gb, mem_shift=(),
+                        source="explicit" if ds.hours is not None else p.source)
+        out[ds.uid] = p
+    return out
+
+
+def _evaluate(fit: Fit, rows) -> tuple[Sequence[float], Sequence[float], list[tuple[float, ...]]]:
+    """(log medians, predictive log-sds, coefficient-uncertainty rows) of a fit at feature ``rows``."""
+    import numpy as np
+
+    x = _design(rows, fit)
+    mu = x @ np.asarray(fit.coef)
+    rows_l = x @ np.asarray(fit.chol)  # each row . z (z standard normal) draws the fit's error there
+    sigma = np.sqrt(fit.sigma ** 2 + np.sum(rows_l ** 2, axis=1))
+    return mu, sigma, [tuple(r) for r in rows_l.round(5).tolist()]

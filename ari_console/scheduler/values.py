@@ -1,0 +1,203 @@
+"""The scheduler's values: data sets, attempts, nodes, predictions and plans.
+
+Frozen dataclasses only; the functions that make and use them live in
+:mod:`.prediction`, :mod:`.eligibility`, :mod:`.lpt` and :mod:`.placement`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One waiting data set as the scheduler sees it.
+
+    ``hours`` and ``mem_gb`` are explicit values (a workload column or an
+    operator's override) and win over any prediction; ``None`` means unknown.
+    ``node`` pins the data set to one node; ``walltime_h`` is a wall-clock
+    limit the data set needs at least (an operator's override). The archive's
+    metadata (size, spws, channels per spw, array, band, mosaic, execution
+    blocks) is what predictions learn from.
+
+    >>> DataSet("uid://A001/X1/X1", size_gb=30.0).hours is None
+    True
+    """
+
+    uid: str
+    size_gb: float | None = None
+    hours: float | None = None
+    mem_gb: float | None = None
+    array: str | None = None
+    band: int | None = None
+    n_spw: int | None = None
+    n_chan: int | None = None
+    recipe: str | None = None
+    casa_version: str | None = None
+    attempts: int = 0
+    node: str | None = None
+    walltime_h: float | None = None
+    is_mosaic: bool | None = None
+    n_eb: int | None = None
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One attempt from history: wall ``hours`` on a node of ``speed``.
+
+    ``outcome`` is ``ok`` for a finished attempt, a failure category
+    (``memory``: killed at ``peak_mem_gb``; ``walltime``: killed after
+    ``hours``; ...), or ``running`` for an attempt still running after
+    ``hours`` (it needs more: a censored observation). ``peak_mem_gb`` may be
+    unknown. The metadata fields are the data set's (what fits learn from).
+    """
+
+    uid: str
+    size_gb: float | None
+    hours: float
+    speed: float = 1.0
+    peak_mem_gb: float | None = None
+    outcome: str = "ok"
+    array: str | None = None
+    band: int | None = None
+    n_spw: int | None = None
+    n_chan: int | None = None
+    is_mosaic: bool | None = None
+    n_eb: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node as the scheduler sees it now.
+
+    ``mem_gb`` is per slot; ``walltime_h`` None means no limit; ``free`` is
+    the number of free slots (default: all); ``busy_h`` holds the predicted
+    remaining wall hours of each running attempt (used by plans and bounds).
+
+    >>> NodeState("ws01", slots=1, mem_gb=24, speed=0.6).free
+    1
+    """
+
+    name: str
+    slots: int = 1
+    mem_gb: float = 8.0
+    walltime_h: float | None = None
+    speed: float = 1.0
+    recipes: tuple[str, ...] = ("casa6",)
+    casa_versions: tuple[str, ...] = ()
+    drained: bool = False
+    node_class: str | None = None
+    free: int | None = None
+    busy_h: tuple[float, ...] = ()
+    cpus_per_slot: int = 1
+
+    def __post_init__(self) -> None:
+        if self.free is None:
+            object.__setattr__(self, "free", max(0, self.slots - len(self.busy_h)))
+
+    @cached_property
+    def spec(self) -> tuple:
+        """What placement depends on, apart from free slots and running work."""
+        return (self.name, self.slots, self.mem_gb, self.walltime_h, self.speed, self.recipes,
+                self.casa_versions, self.drained)
+
+    @property
+    def klass(self) -> str:
+        """The node's class name (its own name when none is given)."""
+        return self.node_class or self.name
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Hours on a speed-1.0 node and peak memory (GB), with where they came from.
+
+    ``hours`` and ``mem_gb`` are the conservative quantiles placement checks
+    against walltimes and memory; ``mean_h`` is the expected hours plans and
+    forecasts add up (None: ``hours``). The spread: hours are lognormal with
+    median ``median_h`` and log-sd ``sigma``, known to be at least ``floor_h``
+    (what a walltime kill or a running attempt taught); memory likewise with
+    median ``mem_median_gb``, ``mem_sigma`` and ``mem_floor_gb``. ``shift`` holds the data set's row of
+    the fit's coefficient uncertainty (log-hours per unit of each coefficient
+    draw), so forecasts can move all predictions together.
+    """
+
+    hours: float
+    mem_gb: float
+    source: str = "prior"
+    mean_h: float | None = None
+    median_h: float | None = None
+    sigma: float = 0.0
+    floor_h: float = 0.0
+    mem_sigma: float = 0.0
+    mem_floor_gb: float = 0.0
+    shift: tuple[float, ...] = ()
+    mem_median_gb: float | None = None
+    mem_shift: tuple[float, ...] = ()
+
+    @property
+    def plan_h(self) -> float:
+        """The hours a plan counts on: the expected value when there is a spread."""
+        return self.hours if self.mean_h is None else self.mean_h
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    """A data set no node can run, and why (one line an operator can act on)."""
+
+    dataset: DataSet
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a policy worked out for a whole queue, reused by the next :func:`~.placement.place`.
+
+    ``sequence`` holds, per node, the data sets in planned start order (``lpt``);
+    per eligibility group, longest first (``greedy``, with ``groups`` naming
+    each node's groups); or, under the key ``""``, the queue order (``fifo``).
+    ``cursor`` says how far each sequence is consumed; ``taken`` holds uids
+    taken out of order. ``makespan_h`` is the plan's own makespan on the
+    predictions, ``variant`` the ordering that won.
+    """
+
+    policy: str
+    nodes_key: tuple
+    sequence: Mapping[str, tuple[DataSet, ...]]
+    cursor: Mapping[str, int]
+    taken: frozenset[str]
+    predictions: Mapping[str, Prediction]
+    unplaceable: tuple[Unplaceable, ...]
+    remaining: int
+    makespan_h: float = 0.0
+    variant: str = ""
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # greedy: node -> group keys
+    suffix_h: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # lpt: hours left from index
+    risk_quantile: tuple[float, float] | None = None  # (hours, memory) quantiles capacity forced, if lower
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The answer of :func:`~.placement.place`: pairs to launch now, data sets no node can run,
+    and the plan to pass to the next call (valid while the queue changes only by
+    the pairs launched)."""
+
+    pairs: tuple[tuple[DataSet, NodeState], ...]
+    unplaceable: tuple[Unplaceable, ...]
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class NodeClass:
+    """Interchangeable live nodes (same memory, walltime, speed, software)."""
+
+    key: tuple
+    rep: NodeState
+    members: tuple[int, ...]  # indexes into the node list
+    slots: int
+
+    @property
+    def capacity(self) -> float:
+        """Work (speed-1.0 hours) the class does per hour."""
+        return self.slots * self.rep.speed
