@@ -88,7 +88,7 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
     work = est.read_workload(_read(workload, "--workload"), Path(workload).name)
     datasets, truth = work.datasets, work.truth
     node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
-    with _progress(f"simulating {len(datasets)} data sets ({policy})", json) as progress:
+    with _progress(f"simulating {len(datasets)} data sets ({policy})", as_json) as progress:
         sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress,
                            actual=truth or None, forecast_at=est.FORECAST_AT)
         bound = est.lower_bound(datasets, node_list, predictions=est.truth_predictions(datasets, truth))
