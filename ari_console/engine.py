@@ -37,7 +37,7 @@ from .alma import uid_filename
 from .config import Config, Node
 from .errors import UserError
 from .nodes import NodeUnreachable, connect, ops
-from .nodes.batch import JobState
+from .nodes.batch import BATCH_SYSTEMS, JobState
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -300,10 +300,10 @@ class Engine:
         mirror = self.mirror_dir(a)
         names = list(LOG_NAMES)
         handle = a["handle"]
-        if handle.get("batch") == "slurm":
-            names.append(f"batch-{handle['job_id']}.out")
-        elif handle.get("batch") == "pbs":
-            names.append("batch.out")
+        system = BATCH_SYSTEMS.get(handle.get("batch"))
+        output = system.output_file(handle) if system is not None else None
+        if output:
+            names.append(output)
         for name in names:
             path = f"{handle['work_dir']}/{name}"
             offset = offsets.get(path, 0)

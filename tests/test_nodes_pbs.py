@@ -106,3 +106,62 @@ def test_a_failure_without_a_cause_takes_the_batch_systems_words():
     assert (final.state, final.category, final.stage) == ("failed", "walltime", "image")
     gone = reconcile_batch(None, None, "slurm", output_tail="slurmstepd: error: Exceeded job memory limit\n")
     assert (gone.state, gone.category) == ("failed", "memory")
+
+
+class CountingTransport:
+    """A transport that records every command it runs on the node (files read are not commands)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.commands: list = []
+
+    def run(self, argv, **kw):
+        self.commands.append(list(argv))
+        return self.inner.run(argv, **kw)
+
+    def run_script(self, script, **kw):
+        self.commands.append(script)
+        return self.inner.run_script(script, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_polling_running_pbs_jobs_costs_one_qstat_and_reads_their_state_from_the_pbs_table(pbs_node):
+    node, state = pbs_node
+    t = connect(node)
+    handles = [ops.launch(node, t, "t", f"a-00001{i}", {"uid": "uid://A001/X1/X2"}) for i in range(3)]
+    letters = ["R", "Q", "E"]  # running, queued, exiting
+    for h, letter in zip(handles, letters):
+        (state / f"qstat-{h['job_id']}.txt").write_text(QSTAT_RUNNING.format(job=h["job_id"]).replace(
+            "job_state = R", f"job_state = {letter}"))
+    counting = CountingTransport(t)
+    states = ops.poll(node, counting, "t", handles)
+    assert [states[h["work_dir"]].state for h in handles] == ["running", "pending", "running"]
+    assert [states[h["work_dir"]].batch_state for h in handles] == letters
+    assert counting.commands == [["qstat", "-fx", *sorted(h["job_id"] for h in handles)]]
+
+
+def test_a_job_purged_from_pbs_history_is_lost_while_the_others_are_still_read(pbs_node):
+    node, state = pbs_node
+    t = connect(node)
+    kept, purged = (ops.launch(node, t, "t", f"a-00002{i}", {"uid": "uid://A001/X1/X2"}) for i in range(2))
+    (state / f"qstat-{kept['job_id']}.txt").write_text(QSTAT_RUNNING.format(job=kept["job_id"]))
+    states = ops.poll(node, t, "t", [kept, purged])
+    assert states[kept["work_dir"]].state == "running"
+    assert (states[purged["work_dir"]].state, states[purged["work_dir"]].category) == ("lost", "node_lost")
+
+
+def test_the_stand_in_refuses_what_qsub_refuses(pbs_node, tmp_path):
+    node, state = pbs_node
+    t = connect(node)
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    assert t.run(["qsub", "-l", "walltime=2h", str(script)]).ok is False
+    assert t.run(["qsub", "-N", "a-name-longer-than-15", str(script)]).ok is False
+    assert t.run(["qsub", "-V", str(script)]).ok is False
+    assert t.run(["qsub", "-l", "walltime=02:00:00", str(script)]).ok is True
+    finished = QSTAT_FINISHED.format(job="1.pbs01", exit="0")
+    (state / "qstat-1.pbs01.txt").write_text(finished)
+    assert t.run(["qstat", "-f", "1.pbs01"]).rc == 35  # history needs -x
+    assert t.run(["qstat", "-fx", "1.pbs01"]).ok

@@ -8,7 +8,6 @@ on the node by ``prepare`` and the runner started from there.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from .transport import NodeUnreachable, Transport, sh_quote
 
 REMOTE_SRC = Path(__file__).resolve().parents[2] / "remote"
 MIN_PYTHON = (3, 6)
+GONE = "gone"  # the handle of an attempt whose job no batch system knows any more
 
 
 def remote_root(node: Node) -> str:
@@ -100,14 +100,9 @@ def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0) -
             f"free space in {node.scratch_dir} (needs {scratch_need_gb:g} GB) or point scratch_dir elsewhere")
     except (ValueError, NodeUnreachable) as exc:
         add("scratch", False, str(exc), f"make {node.scratch_dir} exist and be writable")
-    if node.batch == "slurm":
-        r = transport.run(["sinfo", "-h", "-o", "%P %a"], timeout=30)
-        add("batch", r.ok, f"slurm partitions: {r.stdout.split()[:4]}" if r.ok else r.stderr.strip()[:160],
-            "make sbatch/sinfo work for this user on the node (SLURM_CONF via env = { SLURM_CONF = ... })")
-    elif node.batch == "pbs":
-        r = transport.run(["qstat", "-B"], timeout=30)
-        add("batch", r.ok, "pbs server answers" if r.ok else r.stderr.strip()[:160],
-            "make qsub/qstat work for this user on the node")
+    batch = B.batch_system(node.batch).check(transport)
+    if batch is not None:
+        add("batch", *batch)
     try:
         n = copy_remote(transport, node)
         add("runner", True, f"{n} files in {remote_root(node)}/remote")
@@ -147,7 +142,7 @@ def launch(node: Node, transport: Transport, campaign: str, attempt: str, spec: 
                        python=node.python, runner=runner_path(node), mem_gb=mem_gb or node.mem_gb,
                        walltime_h=walltime_h or node.walltime_h, cpus=node.cpus_per_slot,
                        partition=node.partition, account=node.account, qos=node.qos)
-    handle = {"slurm": B.slurm_launch, "pbs": B.pbs_launch}.get(node.batch, B.none_launch)(transport, req)
+    handle = B.batch_system(node.batch).submit(transport, req)
     return {**handle, "work_dir": work_dir, "node": node.name}
 
 
@@ -161,81 +156,38 @@ def poll(node: Node, transport: Transport, campaign: str, handles: Iterable[dict
     states: dict[str, B.JobState] = {}
     if not handles:
         return states
-    # Ask the batch system first, then read the status files: a runner that ends in
-    # between has already written its final status, so it is never taken for lost.
-    gone = [h for h in handles if h.get("batch") == "gone"]
+    # An attempt found on the node without its job (``find_attempt``): only its status file speaks.
+    gone = [h for h in handles if h.get("batch") == GONE]
     for h in gone:
         states[h["work_dir"]] = B.reconcile_none(B.read_status(transport, h["work_dir"]), alive=False)
-    handles = [h for h in handles if h.get("batch") != "gone"]
-    if not handles:
-        return states
-    if node.batch == "none":
-        alive = B.none_alive(transport, [h["pid"] for h in handles])
-        for h in handles:
-            states[h["work_dir"]] = B.reconcile_none(B.read_status(transport, h["work_dir"]), h["pid"] in alive)
-        return states
-    if node.batch == "slurm":
-        batch = B.slurm_states(transport, campaign, [h["job_id"] for h in handles],
-                               since if since is not None else time.time() - 7 * 86400)
-        attrs = {j: {"job_state": s} for j, s in batch.items()}
-    else:
-        attrs = B.pbs_states(transport, [h["job_id"] for h in handles])
-    statuses = {h["work_dir"]: B.read_status(transport, h["work_dir"]) for h in handles}
-    for h in handles:
-        a = attrs.get(h["job_id"], {})
-        status = statuses[h["work_dir"]]
-        batch_state = a.get("job_state")
-        tail_text = ""
-        runner_done = bool(status and status.get("state") in ("succeeded", "failed", "cancelled"))
-        unexplained = runner_done and status.get("state") != "succeeded" and not status.get("category")
-        if (unexplained or not runner_done) and \
-                (batch_state is None or B.SLURM_MAP.get(batch_state, ("x",))[0] not in ("pending", "running")):
-            tail_text = batch_output_tail(transport, h)  # the batch system's own words on why the job ended
-        states[h["work_dir"]] = B.reconcile_batch(status, batch_state, node.batch,
-                                                  exit_status=a.get("Exit_status"), output_tail=tail_text)
+    handles = [h for h in handles if h.get("batch") != GONE]
+    if handles:
+        states.update(B.batch_system(node.batch).states(
+            transport, campaign, handles, since if since is not None else time.time() - 7 * 86400))
     return states
 
 
 def find_attempt(node: Node, transport: Transport, campaign: str, attempt: str) -> dict | None:
     """The handle of an attempt whose launch was interrupted before its handle was stored, or None.
 
-    Looks in the attempt's (deterministic) work dir and asks the batch system:
-    a runner process started for its spec, a Slurm job carrying its name as
-    comment, or a status.json the runner already wrote.
+    Asks the node's batch system (``BatchSystem.find``: a runner process started
+    for its spec, a Slurm job carrying its name as comment), then looks for a
+    status.json the runner already wrote in the attempt's (deterministic) work dir.
     """
     work_dir = attempt_dir(node, attempt)
-    spec = f"{work_dir}/spec.json"
-    if node.batch == "slurm":
-        r = transport.run(["squeue", "-h", f"--name={B.job_name(campaign)}", "-t", "all", "-o", "%i|%k"], timeout=30)
-        for line in r.stdout.splitlines():
-            job, _, comment = line.partition("|")
-            if comment.strip() == attempt:
-                return {"batch": "slurm", "job_id": job.strip(), "work_dir": work_dir, "node": node.name}
-    elif node.batch == "none":
-        # The runner writes its pid into status.json as it starts; give a just-started one a moment.
-        for _ in range(10):
-            status = B.read_status(transport, work_dir)
-            if status and status.get("pid"):
-                return {"batch": "none", "pid": int(status["pid"]), "work_dir": work_dir, "node": node.name}
-            # "[r]unner.py" matches the runner's command line but not this shell's, which holds it verbatim.
-            pattern = "[r]unner\\.py.*" + re.escape(spec)
-            r = transport.run_script(f"pgrep -f -- {sh_quote(pattern)}; true", timeout=30)
-            if not r.stdout.strip():
-                break
-            time.sleep(0.5)
-    status = B.read_status(transport, work_dir)
-    if status and status.get("pid"):
-        if node.batch == "none":
-            return {"batch": "none", "pid": int(status["pid"]), "work_dir": work_dir, "node": node.name}
-        return {"batch": "gone", "work_dir": work_dir, "node": node.name}
-    return None
+    system = B.batch_system(node.batch)
+    found = system.find(transport, campaign, attempt, work_dir)
+    if found is None:
+        status = B.read_status(transport, work_dir)
+        if status and status.get("pid"):
+            found = {"batch": GONE}  # the runner started, but its job is unknown to the batch system now
+    return {**found, "work_dir": work_dir, "node": node.name} if found else None
 
 
 def batch_output_tail(transport: Transport, handle: dict, limit: int = 65536) -> str:
     """The end of the batch system's output file of a job ('' when there is none)."""
-    name = f"batch-{handle['job_id']}.out" if handle["batch"] == "slurm" else "batch.out"
-    result = transport.run_script(f"tail -c {limit} {sh_quote(handle['work_dir'] + '/' + name)} 2>/dev/null; true")
-    return result.stdout
+    system = B.BATCH_SYSTEMS.get(handle.get("batch"))
+    return system.output_tail(transport, handle, limit) if system is not None else ""
 
 
 def tail(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> bytes:
@@ -260,9 +212,4 @@ def clean_work_dir(transport: Transport, work_dir: str) -> None:
 
 def cancel(node: Node, transport: Transport, handle: dict, force: bool = False) -> None:
     """Stop an attempt; the runner records the stage it was in (``force``: kill a hung runner outright)."""
-    if node.batch == "slurm":
-        B.slurm_cancel(transport, handle)
-    elif node.batch == "pbs":
-        B.pbs_cancel(transport, handle)
-    else:
-        B.none_cancel(transport, handle, force=force)
+    B.batch_system(node.batch).cancel(transport, handle, force=force)

@@ -392,13 +392,10 @@ def shell_commands(attempt: dict, node: Mapping, log_path: str | None = None) ->
     cmds = []
     if log:
         cmds.append(remote_command(node, f"tail -f {shlex.quote(log)}"))
-    batch = handle.get("batch") or node.get("batch")
-    job = handle.get("job_id")
-    ended = attempt.get("state") in ENDED_ATTEMPT_STATES
-    if batch == "slurm" and job:
-        cmds.append(remote_command(node, f"sacct -j {job}" if ended else f"squeue -j {job}"))
-    elif batch == "pbs" and job:
-        cmds.append(remote_command(node, f"qstat -f {job}" if not ended else f"qstat -xf {job}"))
-    elif handle.get("pid") and not ended:
-        cmds.append(remote_command(node, f"ps -o pid,etime,rss,args -p {handle['pid']}"))
+    from ..nodes.batch import BATCH_SYSTEMS
+
+    system = BATCH_SYSTEMS.get(handle.get("batch") or node.get("batch"))
+    shown = system.status_command(handle, ended=attempt.get("state") in ENDED_ATTEMPT_STATES) if system else None
+    if shown:
+        cmds.append(remote_command(node, shown))
     return cmds
