@@ -323,3 +323,82 @@ def test_a_rule_without_a_corpus_log_fails_the_catalogue_check():
     orphan = triage.Rule("orphan", "memory", 95, r"never seen", ("never",))
     with pytest.raises(AssertionError, match="no corpus log"):
         test_every_rule_names_a_corpus_log_that_it_matches(orphan)
+
+
+# --- logs as people paste them ----------------------------------------------------------------
+
+def test_a_task_typed_at_the_casa_prompt_is_the_stage_of_the_crash_below_it():
+    lines = ["CASA <27>: tclean(vis=['a.ms', 'tp.ms'], imagename='lup3_clean', specmode='cube',",
+             "      ...: niter=1000)",
+             "0%....10....20....30....40....50....60....70....80....90....100%",
+             "libc++abi.dylib: terminating with uncaught exception of type casacore::AipsError: "
+             "RegularFileIO: error in open or create of file /data/lup3_clean.mask/logtable/table.dat: Too many open files"]
+    verdict = triage.classify(lines)
+    assert (verdict.category, verdict.stage, verdict.line, verdict.rule) == ("imaging", "tclean", 4, "too-many-open-files")
+
+
+def test_the_pipeline_console_format_names_the_task_it_executes():
+    lines = ["2022-10-19 09:05:33 INFO: Executing tclean(vis=['uid___A002_Xfe3986_X9083_target.ms'], imsize=[1728, 2160])",
+             "[c0704a-s27:49996] *** Process received signal ***",
+             "[c0704a-s27:49996] Signal: Segmentation fault (11)"]
+    verdict = triage.classify(lines)
+    assert (verdict.category, verdict.stage, verdict.line) == ("imaging", "tclean", 3)
+
+
+def test_a_function_call_at_the_prompt_is_not_a_stage():
+    verdict = triage.classify(["CASA <3>: ms.open('uid___A002_Xfe3986_X9083.ms')", "Segmentation fault (core dumped)"])
+    assert verdict.category == "unknown"
+
+
+def test_a_warning_that_relays_a_programs_error_output_is_not_demoted():
+    lines = ["2023-04-07 13:32:16 WARNING node.n7.executable_args.L1_SB243.dppp.ms_concat_0: /opt/aoflagger stderr: "
+             "An unhandled exception occured: FiledesIO: file /data/L1_SB134.ms/table.f0 could not be opened: Too many open files",
+             "",
+             "2023-04-07 13:32:18 ERROR   node.n7.executable_args: Command '/opt/aoflagger' returned non-zero exit status 30"]
+    assert triage.classify(lines).line == 1
+
+
+def test_a_python_logging_prefix_does_not_hide_the_exception_at_the_bottom_of_a_traceback():
+    lines = ["imaging - 2020-01-22 12:59:53,231 CRITICAL -   File \"/scratch/code/run.py\", line 115, in run",
+             "imaging - 2020-01-22 12:59:53,233 CRITICAL -     raise CasaException(\"CASA raised a SEVERE exception\")",
+             "imaging - 2020-01-22 12:59:53,235 CRITICAL - Crasa.CasaException: CASA raised a SEVERE exception while running task mstransform",
+             "imaging - 2020-01-22 12:59:53,734 CRITICAL - Recipe execution failed while running job mstransform_0"]
+    assert triage.classify(lines).line == 3
+
+
+def test_an_mpi_servers_exception_in_a_tclean_cube_is_imaging_even_without_a_banner():
+    lines = ["WARN    MPICommandServer::command_request_handler_service::SynthesisImagerVi2::CubeMajorCycle::MPIServer-4 "
+             "(file src/code/synthesis/ImagerObjects/CubeMajorCycleAlgorithm.cc, line 336)   Exception for chan range [208, 233] ---",
+             "##################################",
+             "Exception: Error in making PSF : Error (Resource deadlock avoided) when acquiring lock on /data/J1000.model/table.lock"]
+    verdict = triage.classify(lines)
+    assert (verdict.category, verdict.stage, verdict.line) == ("imaging", "tclean", 3)
+
+
+def test_lines_as_grep_prints_them_keep_their_casa_level_and_origin():
+    lines = ["casa-20220121.log:2022-01-21 18:05:38\tSEVERE\ttclean::SIImageStore::setModelImage\tshape [3] differs from [4]"]
+    verdict = triage.classify(lines)
+    assert (verdict.category, verdict.stage, verdict.rule) == ("imaging", "tclean", "severe-line")
+
+
+@pytest.mark.parametrize("lines", [
+    ["       JobID    JobName      State ExitCode ", "7730012      ari-X2f7+ CANCELLED+      0:0 "],
+    ["slurmstepd: error: *** JOB 7712 ON cn08 CANCELLED AT 2026-04-09T02:00:01 DUE TO PREEMPTION ***"],
+    ["Reminder: the DEADLINE for the Cycle 13 proposals is near"],
+    ["2016-04-27 19:14:42\tSEVERE\tSimulator::predict() (file Simulator.cc, line 2118)\tFailed to create SkyEquation"],
+    ["2022-04-06 04:22:43 INFO: Executing plotms(vis='uid___A002_Xf512ae_X2626.ms', xaxis='azimuth')",
+     "fuse: failed to exec fusermount: No such file or directory"],
+    ["[c0704a-s27:49996] *** Process received signal ***", "[c0704a-s27:49996] Signal: Segmentation fault (11)"],
+], ids=["sacct-cancelled", "preempted", "deadline-in-prose", "simulator", "plotms", "bare-segfault"])
+def test_a_failure_outside_any_known_stage_is_unknown_with_its_decisive_line(lines):
+    verdict = triage.classify(lines)
+    assert verdict.category == "unknown", verdict.evidence
+    if verdict.rule is not None:
+        assert verdict.line is not None and verdict.excerpt
+
+
+def test_the_rules_version_changes_when_a_rule_changes():
+    changed = list(triage.RULES)
+    changed[0] = triage.Rule(changed[0].name, changed[0].category, changed[0].priority - 1, changed[0].pattern)
+    assert triage.rules_version() == triage.rules_version(triage.RULES)
+    assert triage.rules_version(changed) != triage.rules_version()

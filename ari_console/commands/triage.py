@@ -89,17 +89,11 @@ def _uid_verdict(camp, text: str) -> tuple[dict, triage.Verdict]:
         raise UserError(f"{uid}: attempt {attempt['id']} has no mirrored logs on this machine — "
                         f"read them on its node (`ari logs {uid}`)")
     hint = (attempt.get("status") or {}).get("category")
-    verdict = triage.classify_many([(str(p), _read_lines(p)) for p in logs],
-                                   hint=hint if hint in triage.CATEGORIES else None)
+    verdict = triage.apply_hint(triage.decisive(triage.classify_file(p) for p in logs),
+                                hint if hint in triage.CATEGORIES else None)
     row = _row(verdict.source or logs[0], verdict)
     row.update(uid=uid, attempt=attempt["id"])
     return row, verdict
-
-
-def _read_lines(path: Path):
-    """The lines of a (possibly compressed) log, streamed."""
-    for block in triage.read_blocks(path):
-        yield from block.splitlines()
 
 
 def _table(rows: list[dict]) -> None:

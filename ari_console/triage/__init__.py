@@ -5,10 +5,15 @@ Pure: takes lines (or a path to read), returns values; no SQLite, no SSH, no clo
 What it reads
 -------------
 * CASA logger lines ``2026-11-25 16:12:50<TAB>SEVERE<TAB>tclean::...<TAB>message``; a
-  continuation line has the same origin with ``+`` appended.
+  continuation line has the same origin with ``+`` appended. The same lines pasted with
+  spaces for tabs, Python logging lines (``2022-10-19 09:05:33 INFO: Executing tclean(...``,
+  the pipeline's console) and tasks typed at the CASA prompt (``CASA <27>: tclean(...``).
 * Python tracebacks (the exception at the bottom), ``Error executing pipeline task hif_x``,
   ALMA pipeline stage banners (``##### Begin Task: hif_findcont``), hsd_* (total power).
-* Slurm / PBS / kernel output (time limit, node failure, oom-kill, ``Killed``, sacct states).
+* Slurm / PBS / kernel output (time limit, node failure, oom-kill, ``Killed``, sacct states
+  in sacct's cut width such as ``OUT_OF_ME+``, PBS ``Exit_status``), Open MPI / PRRTE help
+  texts (a lost daemon), mpicasa's MPI servers, casacore's exceptions and write errors,
+  the archive's HTTP answers, scriptForPI's aborts.
 * Our runner's own lines. **The runner writes these formats** (one line each, prefix
   ``ari-runner:``), and triage relies on them::
 
@@ -32,7 +37,13 @@ exception 40 > bare SEVERE 30). A match on a WARN line counts 40 less; a match i
 that a later stage followed (the run went on, so it was not fatal) counts 30 less unless it
 is a resource failure (priority >= 90). Noise (:data:`NOISE`, e.g. CASA's leap-second
 SEVERE and its ``+`` continuation lines) is skipped. Adding a failure signature is one
-``Rule(...)`` row.
+``Rule(...)`` row, with the corpus log that shows it (``corpus=``; the tests check both).
+
+A log that shows a total-power data set (an ``hsd_*`` stage, ``scriptForSDCalibration``)
+makes any failure below the resource priorities ``total_power``. When no rule with a
+category matched, the verdict is ``unknown`` and still names the most severe line seen
+(rules at or below ``FALLBACK_PRIORITY``: the last WARN line when nothing else matched).
+Each verdict carries the operator's ``fix`` for its category (:data:`FIXES`).
 
 Rooms: :mod:`.rules` (the rule table, noise, stage -> category), :mod:`.scanner` (the
 streaming scan and the verdict), :mod:`.files` (reading plain or compressed logs),
@@ -47,7 +58,7 @@ and a 1 GB log takes seconds (``benchmarks/bench_triage.py``).
 from ari_console.triage.files import classify_file, read_blocks
 from ari_console.triage.rules import (
     CATEGORIES, CONTEXT, FIXES, FROM_GROUP, NOISE, RESOURCE_PRIORITY, RULES, STAGE_CATEGORIES, Rule, fix_for, rule_rows,
-    stage_category,
+    rules_version, stage_category,
 )
 from ari_console.triage.scanner import (
     CHUNK_CHARS, MAX_EXCERPT_LINE, Verdict, apply_hint, classify, classify_blocks, classify_many, clip,
@@ -59,5 +70,5 @@ __all__ = [
     "CATEGORIES", "CHUNK_CHARS", "CONTEXT", "FIXES", "FROM_GROUP", "Group", "MAX_EXCERPT_LINE", "NOISE",
     "RESOURCE_PRIORITY", "RULES", "STAGE_CATEGORIES", "Rule", "Verdict", "apply_hint", "classify",
     "classify_blocks", "classify_file", "classify_many", "clip", "decisive", "fix_for", "group", "read_blocks",
-    "rule_rows", "signature", "stage_category", "uid_from_path",
+    "rule_rows", "rules_version", "signature", "stage_category", "uid_from_path",
 ]

@@ -7,6 +7,7 @@ corpus log under ``tests/data/triage/<category>/`` (``tests/test_triage.py`` che
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -74,7 +75,7 @@ RULES: tuple[Rule, ...] = (
          corpus="disk_full/untar_no_space_left.log"),
     Rule("disk-quota", "disk_full", 100, r"Disk quota exceeded|\bEDQUOT\b|quota exceeded|over (?:disk )?quota",
          ("quota", "edquot"), keep="first", description="user or group disk quota exceeded",
-         corpus="heldout/disk_full/quota_exceeded.log"),
+         corpus="disk_full/untar_disk_quota_exceeded.log"),
     Rule("disk-full-words", "disk_full", 100,
          r"\b(?:disk|file ?system|partition|volume|scratch|device)\b[^\n]{0,40}\bis full\b|\b(?:disk|filesystem) full\b"
          r"|(?:not enough|insufficient) (?:free )?(?:disk|scratch|storage) space|out of (?:disk|storage) space"
@@ -122,7 +123,7 @@ RULES: tuple[Rule, ...] = (
          description="Slurm job state OUT_OF_MEMORY (sacct prints OUT_OF_ME+ in its default width)",
          corpus="memory/sacct_out_of_me_truncated.log"),
     Rule("pbs-memory-limit", "memory", 95,
-         r"exceeded (?:resource )?(?:the )?[pv]?mem(?:ory)?\b(?: limit)?|\bExit_status\s*=\s*-2[67]\b|\bJOB_EXEC_KILL_V?MEM\b",
+         r"exceeded (?:resource )?[pv]?mem\b(?: limit)?|\bExit_status\s*=\s*-2[67]\b|\bJOB_EXEC_KILL_V?MEM\b",
          ("exceeded", "exit_status", "job_exec_kill"), keep="first",
          description="PBS/Torque killed the job over its mem/vmem limit (Exit_status -27 mem, -26 vmem)",
          corpus="memory/pbs_qstat_exit_status_mem.log"),
@@ -312,15 +313,16 @@ RULES: tuple[Rule, ...] = (
          description="the per-process open-file limit (ulimit -n) was reached (category of the stage)",
          corpus="imaging/casa6_tclean_open_file_limit.log"),
     Rule("mpi-server-failed", CONTEXT, 58,
-         r"\b(?:remainder )?rank \d+ failed\b|cube section failed|MPIServer-\d+\b[^\n]{0,200}(?:Exception|Error)"
+         r"\b(?:remainder )?rank \d+ failed\b|cube section failed|MPIServer-\d+\b[^\n]{0,200}(?:Exception|Error)|Exception for chan range"
          r"|MPI_ABORT was invoked|server \d+ (?:has )?(?:failed|died|crashed)",
-         ("rank", "cube section", "mpiserver", "mpi_abort", "server"),
+         ("rank", "cube section", "mpiserver", "mpi_abort", "server", "exception for chan"),
          description="an MPI server failed inside a CASA task (mpicasa tclean cube: imaging)",
          corpus="real/logs/kb_tclean_mpi_psf_degridding.log"),
     Rule("casa-cpp-exception", CONTEXT, 50,
-         r"Exception Reported:|^Exception(?: \(std\))?:|\b(?:casa6?core|casacore|casa)::\w*(?:Error|Exception)\b|\bAipsError\b",
-         ("exception reported", "exception", "aipserror", "casa6core::", "casacore::", "casa::"), keep="first",
-         description="a casacore/CASA C++ exception (AipsError, ArrayError) in a task (category of the task)",
+         r"Exception Reported:|^Exception(?: \(std\))?:|\b(?:casa6?core|casacore|casa)::\w*(?:Error|Exception)\b|\bAipsError\b"
+         r"|^\*\*\* Error \*\*\*",
+         ("exception reported", "exception", "aipserror", "casa6core::", "casacore::", "casa::", "*** error ***"), keep="first",
+         description="a casacore/CASA C++ exception (AipsError, ArrayError; CASA 4/5's *** Error ***) in a task (category of the task)",
          corpus="real/logs/kb_tclean_mpi_conformance_segfault.log"),
     Rule("killed-sigkill", "memory", 50,
          r"^\s*Killed\s*$|\b\d+ Killed\b|: Killed\b|exit(?:ed)? (?:with )?(?:code|status|value)?[ =:]*137\b|\bsignal 9\b|\bSIGKILL\b",
@@ -467,3 +469,10 @@ def rule_rows(rules: Sequence[Rule] = RULES) -> list[dict]:
              "levels": list(r.levels), "pattern": r.pattern, "needles": list(r.needles), "corpus": r.corpus or None,
              "description": r.description, "fix": fix_for(r.category, r.name) if r.category in FIXES else r.fix or None}
             for r in rules]
+
+
+def rules_version(rules: Sequence[Rule] = RULES) -> str:
+    """A short fingerprint of the rule table (names, categories, priorities, patterns, noise):
+    a stored verdict can say which rules made it, and old verdicts can be found and redone."""
+    text = "\n".join(f"{r.name}|{r.category}|{r.priority}|{r.pattern}|{r.levels}|{r.keep}" for r in rules)
+    return hashlib.sha1((text + "\n" + "\n".join(NOISE)).encode()).hexdigest()[:12]

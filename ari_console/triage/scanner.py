@@ -32,11 +32,21 @@ _SPACED_CASA = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.]+\s+(INFO\d?|WARN|SEVERE|E
 # casacore imager classes: a SEVERE line from one of them (an MPI server's, say) is tclean's.
 _IMAGER_ORIGIN = re.compile(r"\b(?:CubeMajorCycleAlgorithm|CubeMakeImageAlgorithm|CubeMinorCycleAlgorithm|SynthesisImager\w*"
                             r"|SynthesisDeconvolver|SIImageStore\w*|SIMinorCycleController|SDAlgorithm\w*|runCubeGridding)\b")
+_GREP_PREFIX = re.compile(r"^[\w./+-]+\.(?:log|out):(?:\d+:)?(?=\d{4}-\d\d-\d\d)")
+# A Python logging line: optional "name - " and colour codes, a date, a level, the message.
+_LOGGER_LINE = re.compile(r"^(?:\x1b\[[\d;]*m|ESC\[[\d;]*m)?(?:[\w.-]+ - )?\d{4}-\d\d-\d\d[ T][\d:.,]+\s+(?:- )?"
+                          r"(INFO|WARNING|WARN|ERROR|CRITICAL|SEVERE|DEBUG)\s*(?::|-)\s*(?:- )?(.*?)(?:\x1b\[0m|ESC\[0m)?$")
+_LOGGER_LEVELS = {"INFO": "INFO", "WARNING": "WARN", "WARN": "WARN", "ERROR": "ERROR", "CRITICAL": "SEVERE",
+                  "SEVERE": "SEVERE", "DEBUG": "DEBUG"}
+# A warning that relays a program's error output is an error ("... stderr: An unhandled exception ...").
+_RELAYED_ERROR = re.compile(r"\bstderr\b|\b(?:unhandled|uncaught) exception|Traceback \(most recent", re.I)
 _BANNER = re.compile(r"#{3,}\s*Begin Task:\s*(\w+)")
 _STAGE_MARKERS = (
     (re.compile(r"ari-runner:\s*stage\s+(\w+)\s+(?:started|starting|begins?|running)", re.I), "runner"),
     (re.compile(r"^\s*(?:Executing(?: command| task| pipeline task)?:?\s+|Running\s+)?((?:hifa|hifv|hif|hsd|hsdn)_\w+)\s*\("), "call"),
     (re.compile(r"Executing (?:command|task|pipeline task):?\s+((?:hifa|hifv|hif|hsd|hsdn)_\w+)"), "call"),
+    # A CASA task called at the CASA prompt or logged by the pipeline ("INFO: Executing tclean(vis=...").
+    (re.compile(r"^CASA <\d+>: (\w+)\(|\bExecuting (?:command:? )?(?:casatasks\.)?(\w+)\("), "task"),
 )
 _FRAME_TASK = re.compile(r"/casatasks/(?:private/task_)?(\w+)\.py\"|/pipeline/(hifa|hifv|hif|hsd|hsdn)/tasks/(\w+)/")
 _REFINED_BY_TRACEBACK = frozenset(("pipeline-task-error", "pipeline-task-failed", "casa-task-exception",
@@ -208,6 +218,7 @@ class _Scanner:
         self.frame_line = -2
         self.quiet: dict[str, None] = {}
         self.continued = False  # the current line continues the previous CASA message (origin ends with +)
+        self.origin_context: str | None = None  # the last task a line's origin named (when no banner says)
         self.decided = False  # a rule above FALLBACK_PRIORITY matched: fallback lines can no longer decide
         self.fallback: dict[str, tuple] = {}  # the block's last line of each fallback rule, not yet recorded
 
@@ -285,6 +296,11 @@ class _Scanner:
         if level is not None and level.startswith("INFO"):
             return
         origin_task = _origin_task(origin)
+        if origin_task is None and ("Synthesis" in text or "Cube" in text or "SIImage" in text) \
+                and _IMAGER_ORIGIN.search(text):
+            origin_task = "tclean"  # an imager class named in a line whose origin is not parsed
+        if origin_task is not None and stage_category(origin_task):
+            self.origin_context = origin_task
         self.continued = origin is not None and origin.endswith("+")
         matched: set[str] = set()
         if key is not None and not _DIGIT_SENSITIVE.search(low):
@@ -323,11 +339,15 @@ class _Scanner:
             if m:
                 self._enter(m.group(1), "banner", lineno)
                 return True
-        if "ari-runner" in message or "_" in message and ("hif" in message or "hsd" in message):
+        if "ari-runner" in message or "_" in message and ("hif" in message or "hsd" in message) \
+                or "(" in message and ("Executing" in message or "CASA <" in message):
             for regex, kind in _STAGE_MARKERS:
                 m = regex.search(message)
                 if m:
-                    self._enter(m.group(1), kind, lineno)
+                    name = m.group(1) or m.group(m.lastindex)
+                    if kind == "task" and stage_category(name) is None:
+                        continue  # a tool or a function, not a task we know
+                    self._enter(name, kind, lineno)
                     return kind != "runner"
         if "File \"" in message:
             m = _FRAME_TASK.search(message)
@@ -367,7 +387,7 @@ class _Scanner:
         names.append(self.pipeline_stage)
         if origin_task and not _PIPELINE_TASK.match(origin_task):
             names.append(origin_task)
-        names += [self.casa_task, self.runner_stage]
+        names += [self.casa_task, self.runner_stage, self.origin_context]
         for name in names:
             category = stage_category(name)
             if category:
@@ -398,6 +418,7 @@ class _Scanner:
             warned = _PLAIN_WARN.match(message) is not None
         else:
             warned = level in ("WARN", "INFO", "DEBUG")
+        warned = warned and not _RELAYED_ERROR.search(message)
         warned = warned or (rule.priority < RESOURCE_PRIORITY and _TRANSIENT.search(message) is not None)
         penalty = WARN_PENALTY if warned else 0
         cand = _Candidate(rule, category, stage, lineno, message.strip(), seq, penalty,
@@ -481,6 +502,10 @@ class _Scanner:
 
 def _split_casa(text: str) -> tuple[str | None, str | None, str]:
     """(level, origin, message) of a CASA logger line; (None, None, text) otherwise."""
+    if ".log:" in text[:160] or ".out:" in text[:160]:
+        m = _GREP_PREFIX.match(text)
+        if m:  # a line as `grep -H` prints it: "casa-2022.log:2022-01-21 18:05:38  WARN ..."
+            text = text[m.end():]
     if len(text) > 20 and text[19] == "\t":
         parts = text.split("\t", 3)
         if len(parts) == 4 and parts[1] in _CASA_LEVELS and _CASA_DATE.match(parts[0]):
@@ -489,6 +514,10 @@ def _split_casa(text: str) -> tuple[str | None, str | None, str]:
         m = _SPACED_CASA.match(text)
         if m:
             return m.group(1), m.group(2), m.group(3)
+    if text[:1].isdigit() or text[:1] == "\x1b" or text[:4] == "ESC[" or " - 20" in text[:80]:
+        m = _LOGGER_LINE.match(text)
+        if m:  # "2022-10-19 09:05:33 INFO: ..." (the pipeline's console), "name - date LEVEL - ..."
+            return _LOGGER_LEVELS[m.group(1).upper()], None, m.group(2)
     return None, None, text
 
 
