@@ -3,7 +3,8 @@
 The corpus lives in tests/data/triage/<category>/*.log: the casa6_* logs are what CASA 6
 really printed here (tests/data/triage/make_corpus.py), the others are hand-written
 pipeline, runner and batch-system excerpts. ``<log>.expect`` holds ``line=<n>`` (or
-``line=none``) for the decisive line.
+``line=none``) for the decisive line, and ``# source: ...`` lines naming where the text comes
+from. Every rule names one of these logs (``Rule.corpus``) and must match it.
 """
 
 from __future__ import annotations
