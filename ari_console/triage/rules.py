@@ -115,7 +115,7 @@ RULES: tuple[Rule, ...] = (
     Rule("batch-memory-limit", "memory", 95,
          r"Exceeded (?:job|step) memory limit|(?-i:\bOUT_OF_MEMORY\b|\bOOM\b)|killed:?\s*(?:v?mem|pmem|memory)\b"
          r"|\b(?:v?mem|pmem|rss)\s+[\d.]+\s*\w*\s+exceeded (?:the )?limit|memory (?:limit|budget)\b[^\n]{0,40}(?:exceeded|reached)"
-         r"|exceeded (?:its |the )?(?:requested |allowed )?memory|memory budget [\d.]+\s*\w+ exceeded|over (?:its |the )?memory limit"
+         r"|exceeded (?:its |the )?(?:requested |allowed |virtual )?memory|memory budget [\d.]+\s*\w+ exceeded|over (?:its |the )?memory limit"
          r"|\bTERM_MEMLIMIT\b|\bRSS limit\b[^\n]{0,40}exceeded",
          ("memory", "mem ", "oom", "killed", "term_memlimit", "rss limit"), keep="first", description="Slurm/PBS/runner memory limit",
          corpus="memory/pbs_mem_exceeded.log"),
