@@ -51,6 +51,10 @@ class Campaign:
         "Base URL of the ALMA archive service (TAP, DataLink, downloads).",
         default=DEFAULT_ARCHIVE_URL,
     )
+    archive_timeout_s: float = _key(
+        "Seconds to wait for each answer of the archive (TAP, DataLink, small files) before giving up.",
+        default=60.0,
+    )
     max_attempts: int = _key("Attempts per data set before it is held for an operator.", default=3)
     retry_backoff_s: float = _key(
         "Seconds to wait before retrying a download or lost-node failure (doubles each time).",
@@ -318,8 +322,25 @@ name = "{name}"
 work_dir = "."
 # The ALMA archive (TAP, DataLink, downloads). The demo points this at a local service.
 archive_url = "{archive_url}"
+# Seconds to wait for each answer of the archive before giving up.
+archive_timeout_s = 60
 # Attempts per data set before it is held for an operator.
 max_attempts = 3
+
+# Which archive MOUS `ari datasets import --project/--mous` takes; every exclusion keeps its reason.
+# preset = "ari-l" starts from ARI-L's rules (project codes 2013/2015/2016, not already imaged by
+# the imaging pipeline, and the rules below); keys written here override the preset.
+[selection]
+public_only = true
+qa2_states = ["Pass", "SemiPass"]
+exclude_full_stokes = true
+exclude_vlbi = true
+exclude_total_power = true
+exclude_solar = true
+exclude_pipeline_imaged = false
+# preset = "ari-l"
+# project_years = [2013, 2015, 2016]
+# max_size_gb = 500
 
 # One [[node]] table per machine. transport: local | ssh; batch: none | slurm | pbs.
 [[node]]
@@ -386,6 +407,9 @@ def reference_markdown() -> str:
     lines += ["", "## `[selection]`", "",
               "Which archive MOUS `ari datasets import --project/--mous` queues; the rest are kept as",
               "`excluded` with their reason. Keys: `public_only`, `qa2_states`, `exclude_full_stokes`,",
-              "`exclude_vlbi`, `exclude_total_power`, `exclude_solar`, `cycles`, `min_size_gb`, `max_size_gb`",
-              "(defaults: ARI-L's rules — public, QA2 Pass/SemiPass, no full-Stokes, VLBI, total power or solar).", ""]
+              "`exclude_vlbi`, `exclude_total_power`, `exclude_solar`, `exclude_pipeline_imaged`, `cycles`,",
+              "`project_years`, `min_size_gb`, `max_size_gb`, and `preset` (a named rule set that the other",
+              "keys override: `\"ari-l\"` = ARI-L's rules — project codes 2013/2015/2016, public, QA2",
+              "Pass/SemiPass, no full Stokes, VLBI, total power or Sun, not already imaged by the imaging",
+              "pipeline). Without a preset: public, QA2 Pass/SemiPass, no full Stokes, VLBI, total power or Sun.", ""]
     return "\n".join(lines)

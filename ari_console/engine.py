@@ -37,7 +37,7 @@ from .alma import uid_filename
 from .config import Config, Node
 from .errors import UserError
 from .nodes import NodeUnreachable, connect, ops
-from .nodes.batch import BATCH_SYSTEMS, JobState
+from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -503,8 +503,20 @@ class Engine:
                 "heartbeat_s": min(5.0, max(1.0, self.cfg.campaign.poll_interval_s)),
             }
             spec = self.adjust_spec(spec, node, ds)
+            problem = spec_problem(spec)
+            if problem:
+                raise SpecRejected(problem)
             handle = ops.launch(node, transport, self.cfg.campaign.name, name, spec,
                                 mem_gb=mem_gb, walltime_h=walltime_h)
+        except SpecRejected as exc:
+            # The console's fault (a bad file entry, a wrong key): the node is fine, the data set
+            # waits for an operator; never node_lost, never counted toward draining the node.
+            store.update_attempt(self.db, attempt_id, now, state="failed", category="unknown",
+                                 excerpt=f"job spec rejected (the console's fault, not the node's): {exc}",
+                                 ended_at=now)
+            store.set_dataset_state(self.db, ds["uid"], "held", now, reason=f"bad job spec: {exc}")
+            report.errors.append(f"{ds['uid']}: bad job spec, held: {exc}")
+            return
         except (NodeUnreachable, RuntimeError, OSError) as exc:
             # The node's fault, not the data set's: the node waits (doubling), the data set may go elsewhere.
             failures = self.launch_backoff.get(node.name, (0.0, 0))[1] + 1
@@ -540,7 +552,18 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
 
 # -- helpers -----------------------------------------------------------------------
 
-NODE_SEMANTICS_SKIPPED = ("#derivation", "#documentation")  # QA2 products and READMEs stay in the archive
+def spec_problem(spec: dict) -> str | None:
+    """What is wrong with a job spec's files before it is sent (the runner refuses the same), or None.
+
+    >>> spec_problem({"files": [{"name": "", "url": ""}]})
+    "file entry 1 has no name or no url: {'name': '', 'url': ''}"
+    """
+    for i, item in enumerate(spec.get("files") or [], 1):
+        if not item.get("url") or not item.get("name"):
+            return f"file entry {i} has no name or no url: {item!r}"
+        if "/" in item["name"] or item["name"] in (".", ".."):
+            return f"file entry {i} has a name that is not a file name: {item['name']!r}"
+    return None
 
 
 def recipe_spec(node: Node, dataset_params: object, override_params: object) -> dict:
@@ -562,43 +585,66 @@ def recipe_spec(node: Node, dataset_params: object, override_params: object) -> 
 
 
 def dataset_files(ds: dict) -> list[dict]:
-    """The files an attempt downloads: raw data and the auxiliary tar (from the archive's DataLink),
-    or ``files`` as a catalogue CSV gave them."""
+    """The files an attempt downloads: raw data and the calibration tar (the archive's DataLink
+    listing, classified at import), or ``files`` as a catalogue CSV gave them."""
+    from .archive.client import stored_files
+
     files = ds["extra"].get("files")
     if files:
         return json.loads(files) if isinstance(files, str) else list(files)
-    listed = ds["extra"].get("archive", {}).get("files", [])
     return [{"url": f["url"], "name": f["name"], "sha256": f.get("sha256"), "size": f.get("size")}
-            for f in listed if f.get("semantics") not in NODE_SEMANTICS_SKIPPED]
+            for f in stored_files(ds["extra"].get("archive", {}), "inputs")]
 
 
 def archive_qa2_dir(work: Path) -> Callable[[dict], Path | None]:
-    """A ``qa2_dir`` hook: fetch the data set's QA2 product tars once (checksummed) and unpack their FITS."""
+    """A ``qa2_dir`` hook: fetch the data set's QA2 products once (verified) into a folder of FITS.
+
+    Each QA2 image the archive lists on its own (the product tar's recursive DataLink
+    listing) is fetched alone; a product tar (no listing) is fetched and its FITS unpacked.
+    """
 
     def qa2_dir(ds: dict) -> Path | None:
-        import tarfile
+        from .archive.client import stored_files
 
         download = _remote_module("download").download
-
-        tars = [f for f in ds["extra"].get("archive", {}).get("files", [])
-                if f.get("semantics") == "#derivation" and f["name"].endswith(".tar")]
-        if not tars:
+        products = stored_files(ds["extra"].get("archive", {}), "qa2_files")
+        if not products:
             return None
         dest = work / "qa2" / uid_filename(ds["uid"])
-        for f in tars:
+        for f in products:
+            done = dest / (f["name"] + ".fetched")
+            if done.exists():
+                continue
             local = dest / f["name"]
-            if not (dest / (f["name"] + ".unpacked")).exists():
-                download(f["url"], str(local), sha256=f.get("sha256"), log=lambda line: None)
-                with tarfile.open(local) as tar:
-                    for member in tar.getmembers():
-                        if member.isfile() and member.name.lower().endswith(".fits"):
-                            member.name = Path(member.name).name  # flat, and never outside dest
-                            tar.extract(member, dest / "fits")
-                (dest / (f["name"] + ".unpacked")).touch()
-                local.unlink()
+            download(f["url"], str(local), sha256=f.get("sha256"), size=f.get("size"), log=lambda line: None)
+            _unpack_qa2(local, dest / "fits")
+            done.touch()
         return dest / "fits" if (dest / "fits").is_dir() else None
 
     return qa2_dir
+
+
+def _unpack_qa2(local: Path, fits_dir: Path) -> None:
+    """Move a fetched QA2 product into ``fits_dir`` as plain FITS (untar a tar, gunzip a .gz)."""
+    import gzip
+    import shutil
+    import tarfile
+
+    fits_dir.mkdir(parents=True, exist_ok=True)
+    name = local.name.lower()
+    if tarfile.is_tarfile(local):
+        with tarfile.open(local) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.lower().endswith(".fits"):
+                    member.name = Path(member.name).name  # flat, and never outside fits_dir
+                    tar.extract(member, fits_dir)
+        local.unlink()
+    elif name.endswith(".fits.gz"):
+        with gzip.open(local, "rb") as src, open(fits_dir / local.name[:-3], "wb") as out:
+            shutil.copyfileobj(src, out)
+        local.unlink()
+    elif name.endswith(".fits"):
+        local.replace(fits_dir / local.name)
 
 
 def node_states(db: store.Database, nodes, usable: Callable[[str], bool] = lambda name: True,

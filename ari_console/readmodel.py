@@ -9,6 +9,7 @@ here writes the store. Imports stay light at the top (the hot read
 from __future__ import annotations
 
 import bisect
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,3 +280,32 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
     result = est.estimate_campaign(queue, history(db, by_name), states, datetime.fromtimestamp(now, timezone.utc),
                                    policy=policy, running=attempts_running)
     return queue, states, result
+
+
+def dataset_detail(db: store.Database, uid: str) -> dict:
+    """``ari datasets show UID --json``: the data set, its node inputs, its QA2 products and attempts.
+
+    ``inputs`` are the files sent to the node (``size_bytes`` None when the archive
+    gives no size); ``qa2_files`` the QA2 products the console fetches.
+    """
+    from .archive.client import stored_files
+
+    ds = store.dataset(db, uid)
+    extra = ds.get("extra") or {}
+    archive = extra.get("archive", {})
+    if extra.get("files"):  # a catalogue CSV named the files
+        listed = extra["files"]
+        inputs = [dict(f, semantics=f.get("semantics")) for f in (json.loads(listed) if isinstance(listed, str)
+                                                                    else listed)]
+    else:
+        inputs = stored_files(archive, "inputs")
+    return {
+        "uid": ds["uid"], "project": ds["project"], "state": ds["state"], "reason": ds.get("reason"),
+        "casa_version": ds.get("casa_version"),
+        "inputs": [{"name": f["name"], "url": f["url"], "semantics": f.get("semantics"),
+                    "size_bytes": f["size"] if isinstance(f.get("size"), int) and f["size"] >= 0 else None}
+                   for f in inputs],
+        "qa2_files": [{"name": f["name"], "url": f["url"]} for f in stored_files(archive, "qa2_files")],
+        "targets": archive.get("targets"), "datalink_error": archive.get("datalink_error"),
+        "attempts": store.attempts(db, uid=uid),
+    }

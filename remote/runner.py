@@ -524,6 +524,8 @@ def call_fetch(fetch, item: dict, dest: str, spec: dict, log) -> None:
         kwargs["attempts"] = int(spec["download_attempts"])
     if spec.get("download_backoff_s") is not None and "backoff_base" in accepted:
         kwargs["backoff_base"] = float(spec["download_backoff_s"])
+    if item.get("size") is not None and "size" in accepted:
+        kwargs["size"] = int(item["size"])
     fetch(item["url"], dest, **kwargs)
 
 

@@ -14,7 +14,8 @@ import pytest
 from astropy.io import fits
 from typer.testing import CliRunner
 
-from ari_console.demo import archive_build as build, client
+from ari_console.archive import client
+from ari_console.demo import archive_build as build
 from ari_console.commands.archive import app
 
 
@@ -24,14 +25,17 @@ def manifest(demo_archive) -> dict:
 
 
 def member_files(root: Path, entry: dict, semantics: str) -> tarfile.TarFile:
-    """The tar of one MOUS with the given DataLink semantics."""
-    f = next(f for f in entry["files"] if f["semantics"] == semantics)
+    """The tar of one MOUS with the given DataLink semantics (``#auxiliary``: the tar that carries the
+    calibration, which is the product tar in a Cycle 1-4 style MOUS)."""
+    f = next((f for f in entry["files"] if f["semantics"] == semantics), None)
+    if f is None and semantics == "#auxiliary" and entry.get("packing") == "cycle1-4":
+        f = next(f for f in entry["files"] if f["semantics"] == "#this")
     return tarfile.open(root / f["path"])
 
 
 def qa2_fits(root: Path, entry: dict, suffix: str) -> fits.Header | np.ndarray:
     """(header, data) of the QA2 image whose name ends with ``suffix``."""
-    with member_files(root, entry, "#derivation") as tar:
+    with member_files(root, entry, "#this") as tar:
         name = next(n for n in tar.getnames() if n.endswith(suffix))
         with fits.open(io.BytesIO(tar.extractfile(name).read())) as hdul:
             return hdul[0].header, hdul[0].data.squeeze()
@@ -53,7 +57,13 @@ def test_every_mous_is_packed_as_the_archive_packs_it(demo_archive, manifest):
             continue
         names = [f["name"] for f in entry["files"]]
         asdm = entry["obscore"]["asdm_uid"].replace("uid://", "uid___").replace("/", "_")
-        assert f"{asdm}.asdm.sdm.tar" in names
+        project = entry["obscore"]["proposal_id"]
+        assert f"{project}_{asdm}.asdm.sdm.tar" in names
+        assert {f["semantics"] for f in entry["files"]} <= {"#progenitor", "#this", "#auxiliary", "#documentation"}
+        readme = (demo_archive / next(f["path"] for f in entry["files"] if f["semantics"] == "#documentation"))
+        text = readme.read_text()
+        assert text.startswith("ALMA Member ObsUnitSet README") and "raw (semipass)" in text
+        assert client.casa_version_from_text(text) is None  # the README names none; the pipeline manifest does
         with member_files(demo_archive, entry, "#auxiliary") as tar:
             folders = {n.split("/")[4] for n in tar.getnames() if n.count("/") >= 4}
         assert {"README", "log", "qa", "script"} <= folders, uid
@@ -113,7 +123,7 @@ def test_qa2_images_are_noise_limited_at_the_expected_thermal_noise(demo_archive
     for mous in (build.CATALOGUE[0], build.CATALOGUE[3]):
         entry, plan = manifest["mous"][mous.uid], build.casa_spec(mous, 0)["qa2"]
         for kind, suffix in (("cont", "_cont.manual.pbcor.fits"), ("cube", ".manual.cube.pbcor.fits")):
-            with member_files(demo_archive, entry, "#derivation") as tar, \
+            with member_files(demo_archive, entry, "#this") as tar, \
                     TemporaryDirectory() as tmp:
                 name = next(n for n in tar.getnames() if n.endswith(suffix))
                 path = Path(tmp) / Path(name).name
@@ -140,7 +150,7 @@ def test_the_calibration_table_really_undoes_the_gain_errors(manifest):
 
 def _unpack(root: Path, entry: dict, into: Path) -> Path:
     """Untar a MOUS's raw and auxiliary tars into ``into``; the member folder."""
-    for semantics in ("#this", "#auxiliary"):
+    for semantics in ("#progenitor", "#auxiliary"):
         with member_files(root, entry, semantics) as tar:
             tar.extractall(into, filter="data")
     return next(into.glob("*/science_goal.*/group.*/member.*"))
@@ -150,7 +160,8 @@ RESTORE_CHECK = """
 import runpy, sys
 import numpy as np
 from casatools import table
-runpy.run_path("scriptForPI.py")
+import glob
+runpy.run_path(glob.glob("*scriptForPI.py")[0])
 tb = table()
 tb.open("../calibrated/{asdm}.ms")
 sub = tb.query("DATA_DESC_ID==0")
@@ -173,7 +184,8 @@ def test_the_restore_script_applies_the_archived_table_to_the_raw_asdm(casa, dem
 def test_the_missing_caltable_mous_fails_to_restore_naming_the_table(casa, demo_archive, manifest, tmp_path):
     entry = next(m for m in manifest["mous"].values() if m["case"] == "missing_caltable")
     member = _unpack(demo_archive, entry, tmp_path)
-    proc = subprocess.run([casa.python, "scriptForPI.py"], cwd=member / "script", env=casa.env,
+    script = next((member / "script").glob("*scriptForPI.py")).name
+    proc = subprocess.run([casa.python, script], cwd=member / "script", env=casa.env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "calibration table missing: ../calibration/" in proc.stderr
@@ -182,8 +194,8 @@ def test_the_missing_caltable_mous_fails_to_restore_naming_the_table(casa, demo_
 def test_the_total_power_mous_has_no_interferometric_products(demo_archive, manifest):
     entry = next(m for m in manifest["mous"].values() if m["case"] == "total_power")
     assert all(a.split(":")[1].startswith("PM") for a in entry["obscore"]["antenna_arrays"].split())
-    assert "#derivation" not in {f["semantics"] for f in entry["files"]}
-    with member_files(demo_archive, entry, "#this") as tar:
+    assert "#this" not in {f["semantics"] for f in entry["files"]}
+    with member_files(demo_archive, entry, "#progenitor") as tar:
         assert any("/raw/" in n for n in tar.getnames())
 
 

@@ -31,10 +31,12 @@ def test_query_project_returns_the_projects_mous_with_their_metadata(archive_ser
     assert (tp.dataset.array, tp.dataset.band) == ("TP", 3)
     aca = by_uid["uid://A001/X12a3/X2e1"]
     assert (aca.dataset.array, aca.dataset.project) == ("7m", "2017.1.00456.S")
-    raw_and_aux = sum(f["size"] for f in manifest[aca.uid]["files"] if f["semantics"] in ("#this", "#auxiliary"))
+    raw_and_aux = sum(f["size"] for f in manifest[aca.uid]["files"] if f["semantics"] in ("#progenitor", "#auxiliary"))
     assert aca.dataset.size_gb == pytest.approx(raw_and_aux / 1e9, rel=1e-3)
-    assert aca.casa_version == manifest[aca.uid]["casa_version"]
-    assert {f.sha256 for f in aca.files} == {f["sha256"] for f in manifest[aca.uid]["files"]}
+    assert aca.casa_version == manifest[aca.uid]["casa_version"]  # from its pipeline manifest
+    assert {f.kind for f in aca.inputs} == {"raw", "auxiliary_tar"}
+    assert aca.qa2_files and all(f.name.endswith(".fits") and f.inside for f in aca.qa2_files)
+    assert all(f.sha256 is None for f in aca.files)  # the archive gives no checksum
 
 
 def test_an_unknown_project_is_a_clear_no_such_project_error(archive_service):
@@ -120,7 +122,10 @@ def test_a_dry_run_summary_counts_mous_gigabytes_and_reasons(every_mous):
     selected, excluded = client.select(every_mous, client.SelectionRules())
     summary = client.selection_summary(selected, excluded)
     assert summary["mous"] == len(selected) and summary["excluded"] == len(excluded)
-    assert summary["size_gb"] == pytest.approx(sum(m.dataset.size_gb for m in selected), abs=1e-5)
+    known = [m.dataset.size_gb for m in selected if m.dataset.size_gb is not None]
+    assert summary["size_gb"] == pytest.approx(sum(known), abs=1e-5)
+    assert summary["size_unknown"] == len(selected) - len(known) > 0  # sizes the archive does not give
+    assert summary["uids"] == [m.uid for m in selected]
     assert summary["reasons"] == {"total power": 1, "proprietary": 1, "full Stokes (/XX/XY/YX/YY/)": 1,
                                   "QA2 Fail": 1, "solar": 1}
 
@@ -133,6 +138,6 @@ def test_files_found_by_datalink_download_and_verify_on_the_node(new_archive_ser
     mous = client.query_mous(service.tap_url, "uid://A001/X133d/X3a5")
     lines: list[str] = []
     for f in mous.files:
-        download(f.url, str(tmp_path / f.name), sha256=f.sha256, log=lines.append, sleep=lambda s: None)
+        download(f.url, str(tmp_path / f.name), sha256=f.sha256, size=f.size, log=lines.append, sleep=lambda s: None)
         assert (tmp_path / f.name).stat().st_size == f.size
     assert sum("try 1 failed" in line for line in lines) == 1

@@ -37,26 +37,31 @@ def test_tap_query_by_project_returns_every_mous_of_the_project(archive_service,
     assert len(expected) >= 4
 
 
-def test_tap_query_by_uid_returns_the_alma_obscore_columns(archive_service):
+def test_tap_query_by_uid_returns_the_alma_obscore_columns_one_row_per_source_and_spw(archive_service):
+    from ari_console.demo.archive_build import OBSCORE_COLUMNS
+
     table = tap(archive_service, "SELECT * FROM ivoa.obscore WHERE member_ous_uid = 'uid://A001/X1296/X1d3'")
-    assert len(table) == 1
-    for column in ("member_ous_uid", "group_ous_uid", "proposal_id", "target_name", "s_ra", "s_dec", "band_list",
-                   "antenna_arrays", "frequency", "spatial_resolution", "obs_release_date", "data_rights",
-                   "qa2_passed", "scan_intent", "is_mosaic", "pol_states", "frequency_support", "t_exptime"):
-        assert column in table.colnames
-    assert table["target_name"][0] == "NGC1234" and table["band_list"][0] == "6"
-    assert abs(table["s_ra"][0] - 150.0) < 1e-6
+    assert table.colnames == list(OBSCORE_COLUMNS) and len(OBSCORE_COLUMNS) == 64
+    assert "checksum" not in table.colnames and "qa2_status" not in table.colnames
+    # Two targets (the MOUS's two sources) x two spectral windows, each row with its own window.
+    assert sorted(table["obs_id"]) == [f"uid://A001/X1296/X1d3.source.{t}.spw.{n}"
+                                       for t in ("NGC1234", "NGC1234_SE") for n in (0, 1)]
+    assert len(set(table["frequency_support"])) == 2 and " U " not in table["frequency_support"][0]
+    main = table[table["target_name"] == "NGC1234"]
+    assert set(main["band_list"]) == {"6"} and abs(main["s_ra"][0] - 150.0) < 1e-6
 
 
 def test_tap_supports_like_in_or_and_top_and_order(archive_service, demo_archive):
     rows = [m["obscore"] for m in load_manifest(demo_archive)["mous"].values()]
-    expected = sorted((r["member_ous_uid"] for r in rows
+    expected = sorted(set(r["member_ous_uid"] for r in rows
                        if r["band_list"] in ("3", "7") and (r["target_name"].startswith("M")
                                                             or r["proposal_id"] == "2018.1.00789.S")), reverse=True)
-    table = tap(archive_service, "SELECT TOP 3 member_ous_uid FROM ivoa.obscore WHERE band_list IN ('3', '7') "
+    table = tap(archive_service, "SELECT TOP 12 member_ous_uid FROM ivoa.obscore WHERE band_list IN ('3', '7') "
                                  "AND (target_name LIKE 'M%' OR proposal_id = '2018.1.00789.S') "
                                  "ORDER BY member_ous_uid DESC")
-    assert list(table["member_ous_uid"]) == expected[:3]
+    got = list(table["member_ous_uid"])
+    assert got == sorted(got, reverse=True) and len(got) == 12  # many rows per MOUS
+    assert list(dict.fromkeys(got)) == expected[:len(set(got))]
 
 
 def test_a_query_naming_an_unknown_column_is_an_error_votable(archive_service):
@@ -79,20 +84,59 @@ def test_queries_outside_the_subset_are_refused_with_the_reason(query, message):
         parse_adql(query, {"proposal_id", "member_ous_uid"})
 
 
-def test_datalink_lists_the_files_with_sizes_and_checksums_that_match_the_downloads(archive_service):
-    url = f"{archive_service.url}/datalink/sync?ID=uid://A001/X1296/X1d5"
-    table = pyvo.dal.adhoc.DatalinkResults.from_result_url(url).to_table()
-    semantics = set(table["semantics"])
-    assert {"#this", "#auxiliary", "#derivation", "#documentation"} <= semantics
-    names = [u.rsplit("/", 1)[1] for u in table["access_url"]]
-    assert "uid___A002_Xc1296_X1d5.asdm.sdm.tar" in names
-    assert "2016.1.00123.S_uid___A001_X1296_X1d5_auxiliary.tar" in names
-    for row in table:
+def test_datalink_lists_the_files_as_the_alma_archive_does_with_recursive_documents(archive_service):
+    url = f"{archive_service.url}/datalink/sync?ID=uid://A001/X1296/X1d3"
+    results = pyvo.dal.adhoc.DatalinkResults.from_result_url(url)
+    table = results.to_table()
+    assert table.colnames == ["ID", "access_url", "service_def", "error_message", "semantics", "description",
+                              "content_type", "content_length", "readable"]  # no checksum column
+    files = [r for r in table if r["access_url"]]
+    by_name = {r["access_url"].rsplit("/", 1)[1]: r["semantics"] for r in files}
+    assert by_name == {
+        "member.uid___A001_X1296_X1d3.README.txt": "#documentation",
+        "2016.1.00123.S_uid___A001_X1296_X1d3_001_of_001.tar": "#this",
+        "2016.1.00123.S_uid___A001_X1296_X1d3_auxiliary.tar": "#auxiliary",
+        "2016.1.00123.S_uid___A002_Xc1296_X1d3.asdm.sdm.tar": "#progenitor"}
+    for row in files:
         status, headers, body = http_get(row["access_url"])
-        assert status == 200
-        assert len(body) == row["content_length"]
-        assert row["checksum"] == "sha256:" + hashlib.sha256(body).hexdigest()
-        assert headers["X-Checksum-Sha256"] == hashlib.sha256(body).hexdigest()
+        assert status == 200 and len(body) == row["content_length"]
+        assert "X-Checksum-Sha256" not in headers and "Digest" not in headers
+    # The two tars each have a row without access_url whose service_def names a DataLink document.
+    links = [r for r in table if not r["access_url"]]
+    assert sorted(r["semantics"] for r in links) == ["#auxiliary", "#this"]
+    for row in links:
+        resource = next(r for r in results.votable.resources if r.ID == row["service_def"])
+        params = {p.name: p.value for p in resource.params}
+        assert params["standardID"].startswith("ivo://ivoa.net/std/DataLink#links")
+        inner = pyvo.dal.adhoc.DatalinkResults.from_result_url(params["accessURL"]).to_table()
+        assert len(inner) and all(inner["access_url"])
+        for member in inner:
+            status, _, body = http_get(member["access_url"])
+            assert status == 200 and len(body) == member["content_length"]
+        names = list(inner["access_url"])
+        if row["semantics"] == "#this":
+            assert all(n.endswith(".fits") for n in names) and set(inner["semantics"]) == {"#this"}
+        else:
+            assert any(n.endswith("pipeline_manifest.xml") for n in names)
+            assert any(n.endswith("scriptForPI.py") for n in names)
+
+
+def test_a_mous_with_unknown_sizes_lists_content_length_minus_one(archive_service, demo_archive):
+    manifest = load_manifest(demo_archive)
+    uid = next(u for u, m in manifest["mous"].items() if m["built"] and not m["sizes_known"])
+    table = pyvo.dal.adhoc.DatalinkResults.from_result_url(
+        f"{archive_service.url}/datalink/sync?ID={uid}").to_table()
+    assert set(int(r["content_length"]) for r in table if r["access_url"]) == {-1}
+
+
+def test_a_cycle_1_to_4_mous_has_its_calibration_in_the_product_tar(archive_service, demo_archive):
+    manifest = load_manifest(demo_archive)
+    uid = next(u for u, m in manifest["mous"].items() if m.get("packing") == "cycle1-4")
+    semantics = {f["semantics"] for f in manifest["mous"][uid]["files"]}
+    assert semantics == {"#progenitor", "#this", "#documentation"}
+    product = next(f for f in manifest["mous"][uid]["files"] if f["semantics"] == "#this")
+    folders = {m["folder"] for m in product["members"]}
+    assert {"product", "script", "qa"} <= folders
 
 
 @pytest.mark.parametrize("ident, fault", [
@@ -124,16 +168,24 @@ def test_parse_range_handles_open_and_suffix_ranges():
     assert parse_range("bytes=9-3", 10) is None
 
 
-def test_the_corrupt_download_mous_is_served_wrong_once_then_right(new_archive_service, demo_archive):
+def test_the_corrupt_download_mous_is_served_wrong_once_then_right(new_archive_service, demo_archive, tmp_path):
     manifest = load_manifest(demo_archive)
     uid = next(u for u, m in manifest["mous"].items() if m["case"] == "corrupt_download")
-    raw = next(f for f in manifest["mous"][uid]["files"] if f["semantics"] == "#this")
+    raw = next(f for f in manifest["mous"][uid]["files"] if f["semantics"] == "#progenitor")
     service = new_archive_service()
     first = http_get(f"{service.url}/{raw['path']}")[2]
     second = http_get(f"{service.url}/{raw['path']}")[2]
     assert len(first) == raw["size"] and hashlib.sha256(first).hexdigest() != raw["sha256"]
     assert sum(a != b for a, b in zip(first, second)) == 1
     assert hashlib.sha256(second).hexdigest() == raw["sha256"]
+    # The flipped byte is in a tar header: reading the tar through catches it without a checksum.
+    from remote.download import ChecksumMismatch, verify_content
+
+    (tmp_path / raw["name"]).write_bytes(first)
+    with pytest.raises(ChecksumMismatch, match="damaged"):
+        verify_content(str(tmp_path / raw["name"]), raw["name"])
+    (tmp_path / raw["name"]).write_bytes(second)
+    verify_content(str(tmp_path / raw["name"]), raw["name"])
 
 
 def test_archive_serve_runs_the_service_in_the_foreground(demo_archive, tmp_path):

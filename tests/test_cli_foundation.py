@@ -22,7 +22,10 @@ def test_init_import_list_and_status_round_trip(tmp_path):
         "uid://A001/X1296/X1d5,2016.1.00123.S,7m,3,2\n"
     )
     dry = json.loads(ari("datasets", "import", "cat.csv", "--dry-run", "--json", cwd=tmp_path).stdout)
-    assert dry == {"dry_run": True, "datasets": 2, "new": 2, "size_gb": 14.5, "excluded": {}}
+    assert {k: dry[k] for k in ("dry_run", "datasets", "new", "size_gb", "excluded")} == {
+        "dry_run": True, "datasets": 2, "new": 2, "size_gb": 14.5, "excluded": {}}
+    assert [(m["uid"], m["new"]) for m in dry["mous"]] == [("uid://A001/X1296/X1d3", True),
+                                                            ("uid://A001/X1296/X1d5", True)]  # which MOUS, not only how many
     first = json.loads(ari("datasets", "import", "cat.csv", "--json", cwd=tmp_path).stdout)
     assert (first["added"], first["unchanged"]) == (2, 0)
     again = json.loads(ari("datasets", "import", "cat.csv", "--json", cwd=tmp_path).stdout)

@@ -299,3 +299,25 @@ def test_a_failed_launch_backs_off_the_node_instead_of_burning_attempts(tmp_path
         assert "launch failed" in attempts[0]["excerpt"]
         assert store.dataset(engine.db, uid)["state"] == "queued"
         assert any("no launch there for" in e for e in first.errors), first.errors
+
+
+def test_a_spec_the_console_got_wrong_holds_the_data_set_and_never_blames_the_node(tmp_path):
+    """An empty file entry (what a DataLink service_def row once became) and a spec the runner refuses."""
+    empty, refused = "uid://A001/X1/Xc", "uid://A001/X1/Xd"
+    cfg = make_campaign(tmp_path, [(empty, "12m", {"files": [{"name": "", "url": ""}]}), (refused, "12m", {})])
+
+    def bad_stage(spec, node, ds):
+        spec = sleeper_spec(spec, node, ds)
+        return {**spec, "stages": ["bogus"]} if ds["uid"] == refused else spec
+
+    with Engine(cfg, adjust_spec=bad_stage) as engine:
+        reports = [engine.tick() for _ in range(3)]
+        for uid in (empty, refused):
+            attempts = store.attempts(engine.db, uid=uid)
+            assert [(a["state"], a["category"]) for a in attempts] == [("failed", "unknown")], uid
+            assert "job spec rejected" in attempts[0]["excerpt"]
+            assert store.dataset(engine.db, uid)["state"] == "held"
+        assert "stage 'bogus' is unknown" in store.attempts(engine.db, uid=refused)[0]["excerpt"]
+        assert not any("no launch there" in e for r in reports for e in r.errors)  # no backoff of the node
+        assert not any(n["drained"] for n in store.nodes(engine.db))
+        assert nodes_to_drain({"local": ["unknown"] * 5, "other": [None]}) == {}

@@ -32,8 +32,9 @@ def test_project_import_fills_the_queue_with_its_mous_and_metadata(tmp_path, arc
     first = queued[0]
     assert first["array"] in ("12m", "7m") and first["band"] in (3, 6, 7) and first["size_gb"] > 0
     assert first["casa_version"]
-    files = first["extra"]["archive"]["files"]
-    assert any(f["name"].endswith(".asdm.sdm.tar") and f["sha256"] for f in files)
+    archive = first["extra"]["archive"]
+    assert any(f["name"].endswith(".asdm.sdm.tar") and f["semantics"] == "#progenitor" for f in archive["inputs"])
+    assert all(not f["name"].endswith(".fits") for f in archive["inputs"]) and archive["qa2_files"]
     for r in rows:
         if r["state"] == "excluded":
             assert r["reason"]  # never silently dropped

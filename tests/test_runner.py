@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import threading
 import time
@@ -153,7 +155,10 @@ class Archive:
 def archive(tmp_path: Path):
     root = tmp_path / "archive"
     root.mkdir()
-    (root / "uid___A002_X1_X1.asdm.sdm.tar").write_bytes(os.urandom(300_000))
+    with tarfile.open(root / "uid___A002_X1_X1.asdm.sdm.tar", "w") as tar:  # a real tar: nodes read it through
+        info = tarfile.TarInfo("member/raw/uid___A002_X1_X1.asdm.sdm/ASDM.xml")
+        info.size = 300_000
+        tar.addfile(info, io.BytesIO(os.urandom(info.size)))
     served = Archive(root)
     yield served
     served.server.shutdown()

@@ -46,7 +46,8 @@ def import_(
             except ValueError:
                 raise UserError(f'--project "{code}" is not a project code — write e.g. 2016.1.00123.S') from None
         rules = rules_from_mapping(cfg.selection, source=f"{cfg.path.name}: [selection]")
-        rows, excluded = queue_candidates(tap_url_of(cfg.campaign.archive_url), projects, mous or [], rules)
+        rows, excluded = queue_candidates(tap_url_of(cfg.campaign.archive_url), projects, mous or [], rules,
+                                          timeout=cfg.campaign.archive_timeout_s)
         source = cfg.campaign.archive_url
     else:
         raise UserError("nothing to import — give a CSV file, or --project CODE / --mous UID to query the archive")
@@ -56,13 +57,22 @@ def import_(
         db = store.open_db(cfg.campaign.db_path) if cfg.campaign.db_path.exists() else None
         known = {d["uid"] for d in store.datasets(db)} if db else set()
         new = [d for d in take if d.uid not in known]
+        new_uids = {d.uid for d in new}
         result = {"dry_run": True, "datasets": len(take), "new": len(new),
-                  "size_gb": round(sum(d.size_gb or 0 for d in new), 3), "excluded": excluded}
+                  "size_gb": round(sum(d.size_gb or 0 for d in new), 3),
+                  "size_unknown": sum(1 for d in new if d.size_gb is None), "excluded": excluded,
+                  "mous": [{"uid": d.uid, "project": d.project, "new": d.uid in new_uids, "size_gb": d.size_gb}
+                           for d in take]}
         if as_json:
             emit_json(result)
         else:
+            unknown = f", {result['size_unknown']} of unknown size" if result["size_unknown"] else ""
             out.print(f"{source}: {len(take)} data sets, {len(new)} new "
-                      f"({humanize.naturalsize(result['size_gb'] * 1e9)}) would be queued; {len(excluded)} excluded")
+                      f"({humanize.naturalsize(result['size_gb'] * 1e9)}{unknown}) would be queued; "
+                      f"{len(excluded)} excluded")
+            for d in take:
+                size = humanize.naturalsize(d.size_gb * 1e9) if d.size_gb is not None else "size unknown"
+                out.print(f"  {'queue' if d.uid in new_uids else 'known'} {d.uid} {d.project} ({size})", markup=False)
             _print_excluded(excluded)
         return
     db = store.open_db(cfg.campaign.db_path)
@@ -81,6 +91,43 @@ def import_(
 def _print_excluded(excluded: dict[str, str]) -> None:
     for uid, reason in excluded.items():
         out.print(f"  excluded {uid}: {reason}", markup=False)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    uid: Annotated[str, typer.Argument(metavar="UID", help="The data set's MOUS uid (any spelling).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One data set: state, CASA version, the files its node downloads, the QA2 products the console fetches.
+
+    JSON keys: uid, project, state, reason, casa_version, inputs [{name, url, semantics,
+    size_bytes}], qa2_files [{name, url}], targets, datalink_error, attempts.
+    """
+    from ..actions import canonical_uid
+    from ..readmodel import dataset_detail
+
+    cfg = campaign(ctx, config).config()
+    if not cfg.campaign.db_path.exists():
+        raise UserError(f"{cfg.campaign.db_path}: no campaign state yet — run `ari datasets import` first")
+    db = store.open_db(cfg.campaign.db_path)
+    detail = dataset_detail(db, canonical_uid(db, uid))
+    if as_json:
+        emit_json(detail)
+        return
+    out.print(f"{detail['uid']} {detail['project']}: {detail['state']}"
+              + (f" ({detail['reason']})" if detail["reason"] else "")
+              + f"; CASA {detail['casa_version'] or 'unknown'}", markup=False)
+
+    def size(b):
+        return humanize.naturalsize(b) if b is not None else "unknown"
+
+    table("files for the node", ["name", "semantics", "size"],
+          [(f["name"], f["semantics"], size(f["size_bytes"])) for f in detail["inputs"]])
+    table("QA2 products (fetched by the console)", ["name"], [(f["name"],) for f in detail["qa2_files"]])
+    table("attempts", ["id", "node", "state", "category"],
+          [(a["id"], a["node"], a["state"], a["category"]) for a in detail["attempts"]])
 
 
 @app.command("list")

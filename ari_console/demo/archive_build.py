@@ -82,7 +82,7 @@ from typing import Callable
 from ..alma import parse_uid, uid_filename
 from ..casa_install import casa_version_text
 
-RECIPE_VERSION = 2  # bump when the packing (not the catalogue or the CASA script) changes
+RECIPE_VERSION = 3  # bump when the packing (not the catalogue or the CASA script) changes
 CASA_SCRIPT = Path(__file__).resolve().parent / "casa_build.py"
 MANIFEST = "manifest.json"
 
@@ -375,7 +375,8 @@ def recipe_hash(catalogue: tuple[DemoMous, ...] = CATALOGUE) -> str:
     h = hashlib.sha256(str(RECIPE_VERSION).encode())
     h.update(json.dumps([casa_spec(m, i) for i, m in enumerate(catalogue)], sort_keys=True).encode())
     h.update(repr(catalogue).encode())
-    h.update(json.dumps([obscore_row(m, None) for m in catalogue], sort_keys=True).encode())
+    h.update(json.dumps([obscore_rows(m, None) for m in catalogue], sort_keys=True).encode())
+    h.update(repr((sorted(CYCLE_1_4_PACKING), sorted(UNKNOWN_SIZES), sorted(SECOND_TARGET.items()))).encode())
     h.update(CASA_SCRIPT.read_bytes())
     return h.hexdigest()[:16]
 
@@ -494,13 +495,26 @@ def _tar_add_tree(tar: tarfile.TarFile, source: Path, name: str) -> None:
     tar.add(source, arcname=name, filter=tidy)
 
 
+# How some MOUS are packed, beside their CASA build (by uid, so catalogue entries stay as they are):
+# Cycle 1-4 packing (calibration, scripts, QA and logs inside the product tar, no auxiliary tar),
+# DataLink sizes unknown (content_length -1, as recent request-handler answers give), and obscore
+# rows that name a second target (the MOUS's secondary source, catalogued as its own source).
+CYCLE_1_4_PACKING = frozenset({"uid://A001/X1296/X1d5"})
+UNKNOWN_SIZES = frozenset({"uid://A001/X1296/X1d7", "uid://A001/X1296/X1d5"})
+SECOND_TARGET = {"uid://A001/X1296/X1d3": "NGC1234_SE"}
+ARCHIVE_FOLDERS = ("calibration", "script", "qa", "log")
+
+
 def pack_archive(staging: Path, results: dict, catalogue: tuple[DemoMous, ...] = CATALOGUE) -> dict:
     """Pack every built MOUS into ``staging/files`` and return the manifest."""
     manifest = {"recipe_version": RECIPE_VERSION, "recipe_hash": recipe_hash(catalogue), "mous": {}}
     for index, mous in enumerate(catalogue):
         result = results.get(mous.uid)
-        entry = {"obscore": obscore_row(mous, result), "truth": truth(mous, index),
-                 "hints": recipe_hints(mous), "case": mous.case, "built": mous.built, "files": []}
+        rows = obscore_rows(mous, result)
+        entry = {"obscore": obscore_row(mous, result), "obscore_rows": rows, "truth": truth(mous, index),
+                 "hints": recipe_hints(mous), "case": mous.case, "built": mous.built, "files": [],
+                 "packing": "cycle1-4" if mous.uid in CYCLE_1_4_PACKING else "standard",
+                 "sizes_known": mous.uid not in UNKNOWN_SIZES}
         if result:
             folder = staging / "files" / uid_filename(mous.uid)
             folder.mkdir(parents=True)
@@ -514,64 +528,141 @@ def pack_archive(staging: Path, results: dict, catalogue: tuple[DemoMous, ...] =
 
 
 def _file_entry(path: Path, semantics: str, mous: DemoMous) -> dict:
+    """A file of the manifest: where it is, its size and sha256 (the demo's own record), faults,
+    and the members a recursive DataLink document lists one by one."""
     faults = {}
-    if semantics == "#this" and mous.case == "corrupt_download":
-        faults["corrupt_once"] = True
-    if semantics == "#this" and mous.case == "dropped_download":
+    if semantics == "#progenitor" and mous.case == "corrupt_download":
+        # A flipped byte in a tar header: what a node can catch without a checksum (reading the tar through).
+        with tarfile.open(path) as tar:
+            last = tar.getmembers()[-1]
+        faults.update(corrupt_once=True, corrupt_at=last.offset + 10)
+    if semantics == "#progenitor" and mous.case == "dropped_download":
         faults["drop_once_after"] = path.stat().st_size // 3
-    return {"name": path.name, "path": f"files/{path.parent.name}/{path.name}", "size": path.stat().st_size,
-            "sha256": sha256_file(path), "semantics": semantics, **faults}
+    entry = {"name": path.name, "path": f"files/{path.parent.name}/{path.name}", "size": path.stat().st_size,
+             "sha256": sha256_file(path), "semantics": semantics, **faults}
+    if path.name.endswith(".tar") and semantics in ("#this", "#auxiliary"):
+        entry["members"] = listed_members(path)
+    return entry
+
+
+def listed_members(tar_path: Path) -> list[dict]:
+    """The files of a product or auxiliary tar that its DataLink document lists one by one.
+
+    Regular files directly in a member folder's ``product/``, ``calibration/``, ``script/``,
+    ``qa/`` or ``log/`` (the contents of calibration tables, which are folders, are not
+    listed; the archive lists files). Semantics as the archive gives them: products
+    ``#this``, logs ``#documentation``, the rest ``#auxiliary``.
+    """
+    members = []
+    with tarfile.open(tar_path) as tar:
+        for info in tar.getmembers():
+            parts = info.name.split("/")
+            if not info.isfile() or len(parts) != 6:
+                continue
+            folder = parts[4]
+            semantics = "#this" if folder == "product" else "#documentation" if folder == "log" else "#auxiliary"
+            members.append({"name": parts[-1], "member": info.name, "size": info.size, "semantics": semantics,
+                            "folder": folder})
+    return members
 
 
 def pack_mous(mous: DemoMous, work: Path, folder: Path, result: dict) -> list[tuple[str, str]]:
-    """The archive files of one MOUS in ``folder``: [(file name, datalink semantics)]."""
+    """The archive files of one MOUS in ``folder``: [(file name, DataLink semantics)].
+
+    As the ALMA archive delivers a MOUS: one ``<PROJECT>_<asdm>.asdm.sdm.tar`` per
+    execution block (``#progenitor``), the ``<PROJECT>_<mous>_auxiliary.tar`` with
+    ``calibration/ script/ qa/ log/`` and the README (``#auxiliary``), the
+    ``<PROJECT>_<mous>_001_of_001.tar`` with ``product/`` (``#this``), and the README
+    (``#documentation``); every tar member under
+    ``<project>/science_goal.<uid>/group.<uid>/member.<uid>/``. A Cycle 1-4 style MOUS
+    has no auxiliary tar: its product tar carries the calibration, scripts, QA and logs.
+    Whatever the CASA build left in the MOUS's ``calibration/``, ``script/``, ``qa/``,
+    ``log/`` and ``product/`` folders is packed, so new kinds of files need no change here.
+    """
     member = member_path(mous)
-    asdm = uid_filename(asdm_uid(mous))
     casa = casa_version_text(result["casa_version"])
-    readme = readme_text(mous, result, casa)
     files = []
-    raw_name = f"{asdm}.asdm.sdm.tar"
-    with tarfile.open(folder / raw_name, "w") as tar:
-        _tar_add_tree(tar, work / "raw" / result["raw_entry"], f"{member}/raw/{result['raw_entry']}")
-    files.append((raw_name, "#this"))
-    aux_name = f"{mous.project}_{uid_filename(mous.uid)}_auxiliary.tar"
-    with tarfile.open(folder / aux_name, "w") as tar:
+    raws = sorted(p for p in (work / "raw").iterdir()) if (work / "raw").is_dir() else []
+    for raw in raws:
+        stem = raw.name.split(".")[0]
+        raw_name = f"{mous.project}_{stem}.asdm.sdm.tar"
+        with tarfile.open(folder / raw_name, "w") as tar:
+            _tar_add_tree(tar, raw, f"{member}/raw/{raw.name}")
+        files.append((raw_name, "#progenitor"))
+    readme = readme_text(mous, result, [name for name, _ in files])
+    cycle_1_4 = mous.uid in CYCLE_1_4_PACKING
+    missing = set(result["caltables"]) if mous.case == "missing_caltable" else set()
+
+    def add_auxiliary(tar: tarfile.TarFile) -> None:
         _tar_add_text(tar, f"{member}/README", readme)
-        for table in result["caltables"]:
-            if mous.case != "missing_caltable":
-                _tar_add_tree(tar, work / "calibration" / table, f"{member}/calibration/{table}")
-        _tar_add_tree(tar, work / "log", f"{member}/log")
-        _tar_add_text(tar, f"{member}/qa/{uid_filename(mous.uid)}.qa2_report.txt", qa2_report(mous, result))
-        _tar_add_text(tar, f"{member}/script/scriptForPI.py", restore_script(mous, result, casa))
+        for sub in ARCHIVE_FOLDERS:
+            for entry in sorted((work / sub).iterdir()) if (work / sub).is_dir() else []:
+                if entry.name not in missing:
+                    _tar_add_tree(tar, entry, f"{member}/{sub}/{entry.name}")
+        written = {p.name for p in (work / "script").iterdir()} if (work / "script").is_dir() else set()
+        if not any(n.endswith("scriptForPI.py") for n in written):
+            _tar_add_text(tar, f"{member}/script/member.{uid_filename(mous.uid)}.scriptForPI.py",
+                          restore_script(mous, result, casa))
+        if not result.get("manual_calibration"):
+            _tar_add_text(tar, f"{member}/script/{uid_filename(mous.uid)}.pipeline_manifest.xml",
+                          pipeline_manifest(mous, result, casa))
+        if not (work / "qa").is_dir():
+            _tar_add_text(tar, f"{member}/qa/{uid_filename(mous.uid)}.qa2_report.txt", qa2_report(mous, result))
         _tar_add_text(tar, f"{member}/script/demo_hints.json", json.dumps(recipe_hints(mous), indent=1) + "\n")
-    files.append((aux_name, "#auxiliary"))
-    if result["qa2_images"]:
+
+    if not cycle_1_4:
+        aux_name = f"{mous.project}_{uid_filename(mous.uid)}_auxiliary.tar"
+        with tarfile.open(folder / aux_name, "w") as tar:
+            add_auxiliary(tar)
+        files.append((aux_name, "#auxiliary"))
+    if result["qa2_images"] or cycle_1_4:
         product_name = f"{mous.project}_{uid_filename(mous.uid)}_001_of_001.tar"
         with tarfile.open(folder / product_name, "w") as tar:
             for fits in sorted(result["qa2_images"]):
                 _tar_add_tree(tar, work / "product" / fits, f"{member}/product/{fits}")
-        files.append((product_name, "#derivation"))
+            if cycle_1_4:
+                add_auxiliary(tar)
+        files.append((product_name, "#this"))
     readme_name = f"member.{uid_filename(mous.uid)}.README.txt"
     (folder / readme_name).write_text(readme)
     files.append((readme_name, "#documentation"))
     return files
 
 
-def readme_text(mous: DemoMous, result: dict, casa: str) -> str:
-    """The MOUS README as the archive ships it, naming the CASA version calibration needs."""
-    tables = "none (total power)" if not result["caltables"] else ", ".join(result["caltables"])
+def pipeline_manifest(mous: DemoMous, result: dict, casa: str) -> str:
+    """The ``*pipeline_manifest.xml`` of a pipeline-calibrated MOUS: where the archive states the CASA version."""
+    ous = uid_filename(mous.uid)
+    tables = "".join(f'    <caltable name="{t}"/>\n' for t in result["caltables"])
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<piperesults name="pipeline-demo">\n'
+            f'  <ous name="{ous}">\n    <pipeline_version name="demo"/>\n    <casaversion name="{casa}"/>\n'
+            f'{tables}  </ous>\n</piperesults>\n')
+
+
+def readme_text(mous: DemoMous, result: dict, raw_names: list[str]) -> str:
+    """The MOUS README in the archive's form: how-to, data categories, files (no CASA version)."""
     raw_note = ("" if result["raw_format"] == "asdm" else
-                "Note: the raw data of this total-power MOUS are a measurement set (raw/*.ms), because\n"
+                "\nNote: the raw data of this total-power MOUS are a measurement set (raw/*.ms), because\n"
                 "exportasdm cannot write an ASDM without baselines.\n")
-    return (f"This is the README for project {mous.project}, member OUS {mous.uid}\n"
-            f"(demo archive of ari-console, simulated with CASA {casa}).\n\n"
-            f"Target: {mous.target}   Band: {mous.band}   Array: {mous.array}\n"
-            f"ASDM: {asdm_uid(mous)}\n"
-            f"Calibration tables: {tables}\n"
-            f"The data were calibrated with CASA version {casa}.\n"
-            f"To restore the calibrated measurement set, run script/scriptForPI.py with CASA {casa}\n"
-            "from the script/ folder, with the raw/ folder (untarred ASDM) beside it.\n\n"
-            f"{raw_note}Folders: calibration/ log/ product/ qa/ script/\n")
+    where = ("product/*001_of_001.tar (Cycle 1-4 packing: calibration, scripts, qa and logs are in it too)"
+             if mous.uid in CYCLE_1_4_PACKING else "auxiliary/*auxiliary.tar")
+    raw = "".join(f"     raw/{name}\n" for name in raw_names)
+    return (f"ALMA Member ObsUnitSet README\n=============================\n"
+            f"Project {mous.project}, member OUS {mous.uid} (demo archive of ari-console, simulated with CASA).\n\n"
+            "HOW TO\n======\n"
+            "* Get the FITS products:\n     untar the product/*001_of_001.tar file, or fetch the files of the\n"
+            "     'product' category one by one\n\n"
+            "* Create the calibrated measurement sets:\n"
+            f"     1) download and untar {where} and the raw *asdm.sdm.tar files\n"
+            "     2) use the CASA version named in script/*pipeline_manifest.xml (or, for manually\n"
+            "        calibrated data, in the QA2 report and scriptForPI.py)\n"
+            "     3) change into the 'script' folder and run scriptForPI.py\n\n"
+            "DATA CATEGORIES\n===============\n"
+            "* auxiliary          calibration tables, scripts, logs and quality assurance reports\n"
+            "* product            FITS products of the science targets\n"
+            "* raw                uncalibrated raw data that were used to make the final products\n"
+            "* raw (semipass)     uncalibrated raw data that are flawed or incomplete and were not used\n\n"
+            "FILES\n=====\n"
+            f"raw:\n{raw}\nraw (semipass):\n     none\n{raw_note}")
 
 
 def qa2_report(mous: DemoMous, result: dict) -> str:
@@ -695,3 +786,47 @@ def obscore_row(mous: DemoMous, result: dict | None) -> dict:
         "access_url": None,
     }
     return row
+
+
+# The columns of the ALMA archive's ivoa.obscore, in its order (as a real row lists them).
+OBSCORE_COLUMNS = (
+    "obs_publisher_did", "obs_collection", "facility_name", "instrument_name", "obs_id", "dataproduct_type",
+    "calib_level", "target_name", "s_ra", "s_dec", "s_fov", "s_region", "s_resolution", "t_min", "t_max",
+    "t_exptime", "t_resolution", "em_min", "em_max", "em_res_power", "pol_states", "o_ucd", "access_url",
+    "access_format", "proposal_id", "data_rights", "gal_longitude", "gal_latitude", "band_list", "em_resolution",
+    "bandwidth", "antenna_arrays", "is_mosaic", "obs_release_date", "spatial_resolution", "frequency_support",
+    "frequency", "velocity_resolution", "obs_creator_name", "pub_title", "first_author", "authors",
+    "pub_abstract", "publication_year", "proposal_abstract", "schedblock_name", "proposal_authors",
+    "sensitivity_10kms", "cont_sensitivity_bandwidth", "pwv", "group_ous_uid", "member_ous_uid", "asdm_uid",
+    "obs_title", "type", "scan_intent", "science_observation", "spatial_scale_max", "qa2_passed",
+    "bib_reference", "science_keyword", "scientific_category", "spectral_resolution", "lastModified",
+)
+
+
+def obscore_rows(mous: DemoMous, result: dict | None) -> list[dict]:
+    """The MOUS's rows of ``ivoa.obscore`` as the ALMA archive has them: one per source and spw.
+
+    ``obs_id`` is ``<mous uid>.source.<target>.spw.<n>``; each row's
+    ``frequency_support`` and ``frequency`` are its own window's; the columns are
+    exactly the archive's (``OBSCORE_COLUMNS``: no checksum, no QA2 status beyond
+    ``qa2_passed``). A MOUS in ``SECOND_TARGET`` has rows for its secondary source too.
+    """
+    base = obscore_row(mous, result)
+    targets = [(mous.target, base["s_ra"], base["s_dec"])]
+    if mous.uid in SECOND_TARGET and len(mous.sources) > 1:
+        src = mous.sources[1]
+        dec = base["s_dec"] + src["ddec_arcsec"] / 3600
+        ra = base["s_ra"] + src["dra_arcsec"] / 3600 / math.cos(math.radians(base["s_dec"]))
+        targets.append((SECOND_TARGET[mous.uid], round(ra, 7), round(dec, 7)))
+    windows = [w.strip() for w in base["frequency_support"].split(" U ")]
+    rows = []
+    for name, ra, dec in targets:
+        for spw, window in enumerate(windows):
+            lo, hi = (float(x) for x in window[1:].split("GHz")[0].split(".."))
+            row = {c: base.get(c) for c in OBSCORE_COLUMNS}
+            row.update(obs_id=f"{mous.uid}.source.{name}.spw.{spw}", target_name=name, s_ra=ra, s_dec=dec,
+                       s_region=f"Circle ICRS {ra:.6f} {dec:.6f} {base['s_fov'] / 2:.6f}",
+                       frequency_support=window, frequency=round((lo + hi) / 2, 6),
+                       bandwidth=round((hi - lo) * 1e9, 1))
+            rows.append(row)
+    return rows

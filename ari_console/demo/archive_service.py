@@ -9,16 +9,28 @@ real client code is tested against the same requests:
   [WHERE ...] [ORDER BY col [ASC|DESC]]`` with ``= != <> < <= > >=``, ``LIKE``,
   ``ILIKE``, ``IN (...)``, ``NOT``, ``AND``, ``OR`` and parentheses; a VOTable
   out, or a VOTable with ``QUERY_STATUS=ERROR`` and the reason;
-- ``/datalink/sync?ID=<mous uid>``: a DataLink VOTable listing the MOUS's files
-  (``access_url``, ``semantics``, ``content_type``, ``content_length``,
-  ``checksum`` = ``sha256:<hex>``);
-- ``/files/<mous>/<name>``: the file, with ``Accept-Ranges``, ``Range`` ->
-  206 + ``Content-Range``, and its checksum in ``Digest: sha-256=<base64>`` and
-  ``X-Checksum-Sha256``.
+  ``ivoa.obscore`` has the ALMA archive's 64 columns and one row per source and
+  spw (``obs_id`` = ``<mous>.source.<target>.spw.<n>``), so a MOUS has many rows;
+- ``/datalink/sync?ID=<mous uid>``: the DataLink VOTable as the ALMA archive
+  writes it (columns ``ID access_url service_def error_message semantics
+  description content_type content_length readable``, no checksum): the README
+  ``#documentation``, the product tar ``#this``, the auxiliary tar ``#auxiliary``,
+  the raw ASDM tars ``#progenitor``, and for each of the two tars a row with an
+  empty ``access_url`` and a ``service_def`` naming a ``RESOURCE type="meta"``
+  (``standardID`` DataLink, ``accessURL`` ``.../datalink/sync?ID=<tar name>``);
+  ``content_length`` is -1 for a MOUS whose sizes the archive does not know;
+- ``/datalink/sync?ID=<tar name>``: the recursive document: each file in the
+  tar's ``product/`` (``#this``), ``calibration/ script/ qa/`` (``#auxiliary``)
+  and ``log/`` (``#documentation``), downloadable one by one;
+- ``/files/<mous>/<name>`` (and ``/files/<mous>/<tar>/<file>`` for a file inside
+  a tar): the file, with ``Accept-Ranges``, ``Range`` -> 206 + ``Content-Range``;
+  no checksum header, as the archive sends none (``checksum_headers`` adds
+  ``Digest: sha-256=<base64>`` and ``X-Checksum-Sha256`` for tests of that path).
 
 Faults the demo needs (from the manifest, or given to ``make_server``): a file
-with ``corrupt_once`` has one byte flipped in the first response that carries
-its middle byte (``corrupt_times``: in that many responses, so a runner's own
+with ``corrupt_once`` has one byte flipped (at its ``corrupt_at``, else its
+middle byte: the demo archive puts it in a tar header, which a node detects by
+reading the tar through) in the first response that carries that byte (``corrupt_times``: in that many responses, so a runner's own
 download retries all fail and the attempt fails as ``download``); one with
 ``drop_once_after`` has its first response cut (the socket closed) after that
 many bytes.
@@ -31,6 +43,7 @@ import io
 import json
 import re
 import socket
+import tarfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -347,6 +360,7 @@ class Fault:
     corrupt_once: bool = False
     drop_once_after: int | None = None
     corrupt_times: int = 0
+    corrupt_at: int | None = None
 
     @property
     def corruptions(self) -> int:
@@ -366,6 +380,7 @@ class Archive:
     rows: list[dict]
     files: dict[str, list[dict]]
     faults: dict[str, Fault] = field(default_factory=dict)
+    checksum_headers: bool = False
     spent: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -384,53 +399,134 @@ def load_archive(root: Path, faults: dict[str, Fault] | None = None) -> Archive:
     manifest = json.loads((Path(root) / "manifest.json").read_text())
     rows, files, all_faults = [], {}, {}
     for uid, entry in manifest["mous"].items():
-        rows.append(dict(entry["obscore"]))
-        files[uid] = entry["files"]
+        rows += [dict(r) for r in entry.get("obscore_rows") or [entry["obscore"]]]
+        files[uid] = [dict(f, sizes_known=entry.get("sizes_known", True)) for f in entry["files"]]
         for f in entry["files"]:
             if f.get("corrupt_once") or f.get("drop_once_after"):
-                all_faults[f["path"]] = Fault(bool(f.get("corrupt_once")), f.get("drop_once_after"))
+                all_faults[f["path"]] = Fault(bool(f.get("corrupt_once")), f.get("drop_once_after"),
+                                              corrupt_at=f.get("corrupt_at"))
     all_faults.update(faults or {})
     return Archive(Path(root), rows, files, all_faults)
 
 
-def datalink_rows(archive: Archive, ident: str, base_url: str) -> list[dict]:
-    """The DataLink rows for MOUS ``ident``: one per file, or one with an error_message."""
-    base = {"ID": ident, "access_url": None, "service_def": None, "error_message": None, "semantics": None,
-            "description": None, "content_type": None, "content_length": None, "checksum": None,
-            "readable": None}
+DATALINK_COLUMNS = ("ID", "access_url", "service_def", "error_message", "semantics", "description",
+                    "content_type", "content_length", "readable")
+DATALINK_STANDARD_ID = "ivo://ivoa.net/std/DataLink#links-1.0"
+
+
+def _row(ident: str, **values) -> dict:
+    return {**{c: None for c in DATALINK_COLUMNS}, "ID": ident, **values}
+
+
+def datalink_rows(archive: Archive, ident: str, base_url: str) -> tuple[list[dict], dict[str, str]]:
+    """The DataLink rows for ``ident`` (a MOUS uid, or a tar's name) and the ad-hoc services they name.
+
+    Services: {service_def ID: accessURL} of the recursive DataLink documents.
+    """
+    inner = _tar_listing(archive, ident, base_url)
+    if inner is not None:
+        return inner, {}
     try:
         uid = parse_uid(ident)
     except ValueError:
-        return [dict(base, error_message=f"UsageFault: {ident!r} is not a MOUS uid", semantics="#this")]
+        return [_row(ident, error_message=f"UsageFault: {ident!r} is not a MOUS uid", semantics="#this")], {}
     row = next((r for r in archive.rows if r["member_ous_uid"] == uid), None)
     if row is None:
-        return [dict(base, error_message=f"NotFoundFault: no MOUS {uid} in this archive", semantics="#this")]
+        return [_row(ident, error_message=f"NotFoundFault: no MOUS {uid} in this archive", semantics="#this")], {}
     if row.get("data_rights") != "Public":
-        return [dict(base, error_message=f"AuthorizationFault: {uid} is proprietary until "
-                     f"{row.get('obs_release_date')}", semantics="#this", readable=False)]
-    out = []
-    for f in archive.files.get(uid, []):
-        out.append(dict(base, access_url=f"{base_url}/{quote(f['path'])}", semantics=f["semantics"],
+        return [_row(ident, error_message=f"AuthorizationFault: {uid} is proprietary until "
+                     f"{row.get('obs_release_date')}", semantics="#this", readable=False)], {}
+    out, services = [], {}
+    files = sorted(archive.files.get(uid, []), key=lambda f: _ORDER.get(f["semantics"], 9))
+    for f in files:
+        out.append(_row(ident, access_url=f"{base_url}/{quote(f['path'])}", semantics=f["semantics"],
                         description=_describe(f), content_type=_content_type(f["name"]),
-                        content_length=int(f["size"]), checksum=f"sha256:{f['sha256']}", readable=True))
+                        content_length=int(f["size"]) if f.get("sizes_known", True) else -1, readable=True))
+        if f.get("members"):
+            service = f"DataLink.{f['name']}"
+            services[service] = f"{base_url}/datalink/sync?ID={quote(f['name'])}"
+            out.append(_row(ident, service_def=service, semantics=f["semantics"],
+                            content_type="application/x-votable+xml;content=datalink"))
     if not out:
-        out.append(dict(base, error_message=f"NotFoundFault: MOUS {uid} has no files in this archive",
+        out.append(_row(ident, error_message=f"NotFoundFault: MOUS {uid} has no files in this archive",
                         semantics="#this"))
-    return out
+    return out, services
 
 
-_DATALINK_TYPES = {"ID": str, "access_url": str, "service_def": str, "error_message": str, "semantics": str,
-                   "description": str, "content_type": str, "content_length": int, "checksum": str,
-                   "readable": bool}
+_ORDER = {"#documentation": 0, "#this": 1, "#auxiliary": 2, "#progenitor": 3}
+
+
+def _tar_listing(archive: Archive, name: str, base_url: str) -> list[dict] | None:
+    """The recursive DataLink document of the tar called ``name``, or None when no tar has that name."""
+    for files in archive.files.values():
+        for f in files:
+            if f["name"] == name and f.get("members"):
+                folder = f["path"].rsplit("/", 1)[0]
+                return [_row(name, access_url=f"{base_url}/{quote(folder)}/{quote(name)}/{quote(m['name'])}",
+                             semantics=m["semantics"], description=_describe_member(m),
+                             content_type=_content_type(m["name"]),
+                             content_length=int(m["size"]) if f.get("sizes_known", True) else -1, readable=True)
+                        for m in f["members"]]
+    return None
 
 
 def _describe(f: dict) -> str:
-    return {"#this": "raw data (ASDM)", "#auxiliary": "calibration, scripts, logs, QA reports",
-            "#derivation": "QA2 products (FITS images)", "#documentation": "README"}.get(f["semantics"], f["name"])
+    if f["semantics"] == "#documentation":
+        return f"Download documentation for {f['name']}|README."
+    return "Download dataset of type: {}, and class: N/A.".format(
+        {"#progenitor": "", "#this": "null", "#auxiliary": "null"}.get(f["semantics"], "null"))
+
+
+def _describe_member(m: dict) -> str:
+    kind = {"product": ("product", "SCIENCE"), "calibration": ("calibration", "CALIBRATION"),
+            "script": ("script", "SCRIPT"), "qa": ("qa", "QA2"), "log": ("log", "LOG")}.get(m["folder"], ("aux", "AUX"))
+    if m["semantics"] == "#documentation":
+        return f"Download documentation for {m['folder']}/{m['name']}|{kind[1]}."
+    return f"Download dataset of type: {kind[0]}, and class: {kind[1]}."
 
 
 def _content_type(name: str) -> str:
-    return "application/x-tar" if name.endswith(".tar") else "text/plain"
+    low = name.lower()
+    if low.endswith(".tar"):
+        return "application/x-tar"
+    if low.endswith((".txt", ".py", ".json")) or "readme" in low:
+        return "text/plain"
+    if low.endswith(".xml"):
+        return "text/xml"
+    return "application/octet-stream"
+
+
+def datalink_votable(rows: list[dict], services: dict[str, str]) -> bytes:
+    """A DataLink VOTable written as the ALMA archive writes it (TABLEDATA, meta RESOURCEs)."""
+    def td(value) -> str:
+        if value is None:
+            return "<TD />"
+        if isinstance(value, bool):
+            return f"<TD>{'true' if value else 'false'}</TD>"
+        return f"<TD>{escape(str(value))}</TD>"
+
+    fields = "".join(
+        f'      <FIELD name="{c}" datatype="{t}"{a} />\n' for c, t, a in (
+            ("ID", "char", ' arraysize="*" ucd="meta.id;meta.main"'),
+            ("access_url", "char", ' arraysize="*" ucd="meta.ref.url"'),
+            ("service_def", "char", ' arraysize="*" ucd="meta.ref"'),
+            ("error_message", "char", ' arraysize="*" ucd="meta.code.error"'),
+            ("semantics", "char", ' arraysize="*" ucd="meta.code"'),
+            ("description", "char", ' arraysize="*" ucd="meta.note"'),
+            ("content_type", "char", ' arraysize="*" ucd="meta.code.mime"'),
+            ("content_length", "long", ' ucd="phys.size;meta.file" unit="byte"'),
+            ("readable", "boolean", "")))
+    body = "".join("          <TR>" + "".join(td(r[c]) for c in DATALINK_COLUMNS) + "</TR>\n" for r in rows)
+    meta = "".join(
+        f'  <RESOURCE type="meta" ID="{escape(sid)}" utype="adhoc:service">\n'
+        f'    <PARAM name="standardID" datatype="char" arraysize="*" value="{DATALINK_STANDARD_ID}" />\n'
+        f'    <PARAM name="accessURL" datatype="char" arraysize="*" value="{escape(url)}" />\n'
+        '    <GROUP name="inputParams" />\n  </RESOURCE>\n' for sid, url in services.items())
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<VOTABLE xmlns="http://www.ivoa.net/xml/VOTable/v1.3" version="1.4">\n'
+            '  <RESOURCE type="results">\n    <TABLE>\n' + fields +
+            '      <DATA>\n        <TABLEDATA>\n' + body + '        </TABLEDATA>\n      </DATA>\n'
+            '    </TABLE>\n  </RESOURCE>\n' + meta + '</VOTABLE>\n').encode()
 
 
 # ---------------------------------------------------------------- HTTP
@@ -518,17 +614,24 @@ class ArchiveHandler(BaseHTTPRequestHandler):
         if not ident:
             self.send_body(400, error_votable("UsageFault: the ID parameter is missing"), "application/x-votable+xml")
             return
-        rows = datalink_rows(self.archive, ident, self.base_url())
-        body = votable_bytes(list(_DATALINK_TYPES), rows, _DATALINK_TYPES)
-        self.send_body(200, body, "application/x-votable+xml;content=datalink")
+        rows, services = datalink_rows(self.archive, ident, self.base_url())
+        self.send_body(200, datalink_votable(rows, services), "application/x-votable+xml;content=datalink")
 
     def download(self, rel: str) -> None:
         entry = next((f for files in self.archive.files.values() for f in files if f["path"] == rel), None)
+        inner = None
         if entry is None:
-            self.send_body(404, f"no such file: {rel}\n".encode(), "text/plain")
-            return
+            folder, _, member = rel.rpartition("/")
+            tar_entry = next((f for files in self.archive.files.values() for f in files if f["path"] == folder), None)
+            listed = next((m for m in (tar_entry or {}).get("members", []) if m["name"] == member), None)
+            if listed is None:
+                self.send_body(404, f"no such file: {rel}\n".encode(), "text/plain")
+                return
+            with tarfile.open(self.archive.root / folder) as tar:
+                inner = tar.extractfile(listed["member"]).read()
+            entry = {"name": member, "sha256": None}
         path = self.archive.root / rel
-        size = path.stat().st_size
+        size = len(inner) if inner is not None else path.stat().st_size
         first, last = 0, size - 1
         partial = False
         spec = self.headers.get("Range")
@@ -547,23 +650,27 @@ class ArchiveHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", _content_type(entry["name"]))
         self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{entry["sha256"][:32]}"')
-        self.send_header("Digest", "sha-256=" + base64.b64encode(bytes.fromhex(entry["sha256"])).decode())
-        self.send_header("X-Checksum-Sha256", entry["sha256"])
+        if self.archive.checksum_headers and entry.get("sha256"):
+            self.send_header("ETag", f'"{entry["sha256"][:32]}"')
+            self.send_header("Digest", "sha-256=" + base64.b64encode(bytes.fromhex(entry["sha256"])).decode())
+            self.send_header("X-Checksum-Sha256", entry["sha256"])
         self.send_header("Content-Disposition", f'attachment; filename="{entry["name"]}"')
         if partial:
             self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
         self.end_headers()
         if self.command == "HEAD":
             return
+        if inner is not None:
+            self.wfile.write(inner[first:last + 1])
+            return
         fault = self.archive.faults.get(rel, Fault())
         drop_at = None
         if fault.drop_once_after and self.archive.take_fault(rel, "drop"):
             drop_at = first + fault.drop_once_after
         flip_at = None
-        middle = size // 2
-        if fault.corruptions and first <= middle <= last and self.archive.take_fault(rel, "corrupt", fault.corruptions):
-            flip_at = middle
+        target = fault.corrupt_at if fault.corrupt_at is not None else entry.get("corrupt_at", size // 2)
+        if fault.corruptions and first <= target <= last and self.archive.take_fault(rel, "corrupt", fault.corruptions):
+            flip_at = target
         self.send_file(path, first, last, flip_at, drop_at)
 
     def send_file(self, path: Path, first: int, last: int, flip_at: int | None, drop_at: int | None) -> None:
@@ -636,19 +743,21 @@ class RunningService:
 
 
 def make_server(root: Path, host: str = "127.0.0.1", port: int = 0,
-                faults: dict[str, Fault] | None = None, verbose: bool = False) -> ThreadingHTTPServer:
+                faults: dict[str, Fault] | None = None, verbose: bool = False,
+                checksum_headers: bool = False) -> ThreadingHTTPServer:
     """An HTTP server for the archive in ``root`` (not yet serving); port 0 picks a free one."""
     server = ThreadingHTTPServer((host, port), ArchiveHandler)
     server.daemon_threads = True
     server.archive = load_archive(root, faults)  # type: ignore[attr-defined]
+    server.archive.checksum_headers = checksum_headers  # type: ignore[attr-defined]
     server.verbose = verbose  # type: ignore[attr-defined]
     return server
 
 
 def start_service(root: Path, host: str = "127.0.0.1", port: int = 0,
-                  faults: dict[str, Fault] | None = None) -> RunningService:
+                  faults: dict[str, Fault] | None = None, checksum_headers: bool = False) -> RunningService:
     """Serve the archive in ``root`` from a background thread; stop it with ``.stop()``."""
-    server = make_server(root, host, port, faults)
+    server = make_server(root, host, port, faults, checksum_headers=checksum_headers)
     thread = threading.Thread(target=server.serve_forever, name="ari-archive", daemon=True)
     thread.start()
     return RunningService(server, thread)

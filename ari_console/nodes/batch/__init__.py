@@ -16,8 +16,8 @@ find the job again: ``{"batch": "none", "pid": 123}``,
 
 from __future__ import annotations
 
-from .base import (FINAL_STATES, JOB_NAME_PREFIX, BatchSystem, CheckResult, JobRequest, JobState, job_name, mem_mb,
-                   read_status, status_from_json, walltime_hms)
+from .base import (FINAL_STATES, JOB_NAME_PREFIX, BatchSystem, CheckResult, JobRequest, JobState, SpecRejected,
+                   job_name, mem_mb, read_status, status_from_json, walltime_hms)
 from .none import NoBatch, reconcile_none
 from .pbs import Pbs
 from .slurm import Slurm
@@ -51,5 +51,5 @@ def reconcile_batch(status: dict | None, batch_state: str | None, batch: str,
 
 
 __all__ = ["BATCH_SYSTEMS", "FINAL_STATES", "JOB_NAME_PREFIX", "BatchSystem", "CheckResult", "JobRequest", "JobState",
-           "NoBatch", "Pbs", "Slurm", "batch_system", "job_name", "mem_mb", "read_status", "reconcile_batch",
+           "NoBatch", "Pbs", "Slurm", "SpecRejected", "batch_system", "job_name", "mem_mb", "read_status", "reconcile_batch",
            "reconcile_none", "status_from_json", "walltime_hms"]

@@ -21,6 +21,10 @@ JOB_NAME_PREFIX = "ari-"
 FINAL_STATES = ("succeeded", "failed", "cancelled", "lost")
 
 
+class SpecRejected(Exception):
+    """The runner refused the job spec (its exit 2, ``ari-runner: ...``): the console sent it wrong, not the node's fault."""
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """What a batch system needs to start one attempt's runner."""

@@ -7,7 +7,7 @@ import time
 from typing import Iterable
 
 from ..transport import Transport, command_line, sh_quote
-from .base import BatchSystem, JobRequest, JobState, read_status, status_from_json
+from .base import BatchSystem, JobRequest, JobState, SpecRejected, read_status, status_from_json
 
 SUBMIT_TEMPLATE = "cd {work_dir} && {runner_command}"
 
@@ -22,6 +22,8 @@ class NoBatch(BatchSystem):
             [req.python, req.runner, "--detach", req.spec_path]))
         result = transport.run_script(script, timeout=60)
         pid = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        if result.rc == 2 and "ari-runner:" in (result.stderr or ""):
+            raise SpecRejected(result.stderr.strip().splitlines()[-1][:300])
         if not result.ok or not pid.isdigit():
             raise RuntimeError(f"{transport.name}: runner did not start: "
                                f"{(result.stderr or result.stdout).strip()[:300]}")
