@@ -108,8 +108,11 @@ class Engine:
                  progress: Callable[[str], None] | None = None, policy: str = scheduler.DEFAULT_POLICY,
                  resolve_files: Callable[[dict], list[dict]] | None = None,
                  qa2_dir: Callable[[dict], Path | None] | None = None,
-                 adjust_spec: Callable[[dict, Node, dict], dict] | None = None) -> None:
+                 adjust_spec: Callable[[dict, Node, dict], dict] | None = None,
+                 node_lost_after_s: float = NODE_LOST_AFTER_S, stale_heartbeat_s: float = STALE_HEARTBEAT_S) -> None:
         self.cfg = cfg
+        self.node_lost_after_s = node_lost_after_s  # an unreachable node's attempts are lost after this long
+        self.stale_heartbeat_s = stale_heartbeat_s  # a heartbeat that has not moved this long: the runner hung
         self.clock = clock
         self.progress = progress or (lambda msg: None)
         self.policy = policy
@@ -163,7 +166,7 @@ class Engine:
     def close(self) -> None:
         for t in self.transports.values():
             t.close()
-        self.db.conn.close()
+        self.db.close()
         self._lock.close()
 
     def __enter__(self) -> "Engine":
@@ -240,7 +243,7 @@ class Engine:
                 self.unreachable_since.setdefault(name, now)
                 store.set_node_probe(self.db, name, now, error=str(exc))
                 report.errors.append(str(exc))
-                if now - self.unreachable_since[name] >= NODE_LOST_AFTER_S:
+                if now - self.unreachable_since[name] >= self.node_lost_after_s:
                     for a in attempts:
                         lost = JobState(state="lost", stage=a["stage"], category="node_lost",
                                         message=f"node {name} unreachable since "
@@ -270,14 +273,14 @@ class Engine:
                     self._give_up_hung(a, node, transport, js, now, report)
 
     def _heartbeat_stale(self, attempt_id: int, heartbeat_at: float | None, now: float) -> bool:
-        """True when the runner's heartbeat has not moved for ``STALE_HEARTBEAT_S`` of console time."""
+        """True when the runner's heartbeat has not moved for ``stale_heartbeat_s`` of console time."""
         if heartbeat_at is None:
             return False
         seen = self.heartbeats.get(attempt_id)
         if seen is None or seen[0] != heartbeat_at:
             self.heartbeats[attempt_id] = (heartbeat_at, now)
             return False
-        return now - seen[1] >= STALE_HEARTBEAT_S
+        return now - seen[1] >= self.stale_heartbeat_s
 
     def _give_up_hung(self, a: dict, node: Node, transport, js: JobState, now: float, report: TickReport) -> None:
         """A runner alive on an answering node but silent: cancel its job and record the attempt lost."""
@@ -340,7 +343,8 @@ class Engine:
         store.update_attempt(self.db, a["id"], now, state=js.state if js.state != "succeeded" else "failed",
                              ended_at=js.ended_at or now, exit_code=js.exit_code, category=verdict.category,
                              signature=verdict.signature, decisive_line=verdict.line,
-                             excerpt=verdict.excerpt, status=js.status, stage=js.stage or verdict.stage)
+                             excerpt=verdict.excerpt, status=js.status, stage=js.stage or verdict.stage,
+                             triage_rules=triage.rules_version())
         tries = len(store.attempts(self.db, uid=a["uid"]))
         decision = retry_decision(verdict.category, tries, self.cfg.campaign.max_attempts,
                                   a.get("mem_gb") or self._node_value(a["node"], "mem_gb"),
@@ -398,9 +402,10 @@ class Engine:
             qa2 = self.qa2_dir(ds)
             if qa2 is not None:
                 from .qa2 import compare_dirs
+                from .qa2.compare import rules_version
 
                 report = compare_dirs(dest, qa2)
-                store.save_qa2(self.db, a["uid"], a["id"], report.as_dict()["pairs"])
+                store.save_qa2(self.db, a["uid"], a["id"], report.as_dict()["pairs"], rules_version=rules_version())
         except Exception as exc:  # QA2 images missing or unreadable: deliver, and say why there is no verdict
             store.record_event(self.db, "qa2-unavailable", now, uid=a["uid"], attempt_id=a["id"],
                                detail={"error": f"{type(exc).__name__}: {exc}"})

@@ -243,11 +243,11 @@ def campaign_failures(db: store.Database) -> list[dict]:
 def status_report(config_path: Path) -> dict:
     """What `ari status --json` prints: campaign totals, success rates, nodes, running attempts."""
     cfg = load_config(config_path)
-    db = store.open_db(cfg.campaign.db_path)
-    store.sync_nodes(db, cfg.nodes, store.now())
-    summary = stats(db)
-    return {"campaign": cfg.campaign.name, **store.status(db), "success_first_try": summary["success_first_try"],
-            "success_after_retries": summary["success_after_retries"]}
+    with store.open_db(cfg.campaign.db_path) as db:
+        store.sync_nodes(db, cfg.nodes, store.now())
+        summary = stats(db)
+        return {"campaign": cfg.campaign.name, **store.status(db), "success_first_try": summary["success_first_try"],
+                "success_after_retries": summary["success_after_retries"]}
 
 
 def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,

@@ -37,6 +37,16 @@ class Database:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
+    def close(self) -> None:
+        """Close the connection (what every reader and writer does when done)."""
+        self.conn.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def table_names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
 
@@ -170,15 +180,23 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+def _v2_verdict_rules(conn: sqlite3.Connection) -> None:
+    """Verdicts remember the rules that made them: an attempt's triage, a QA2 pair's verdict."""
+    _execute_script(conn, """
+        ALTER TABLE attempts ADD COLUMN triage_rules TEXT;
+        ALTER TABLE qa2_results ADD COLUMN rules_version TEXT;
+        """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def open_db(path: Path | str, create: bool = True) -> Database:
     """The campaign database at ``path``, created and migrated to the current schema.
 
-    >>> db = open_db(":memory:")
-    >>> schema_version(db) == SCHEMA_VERSION
+    >>> with open_db(":memory:") as db:
+    ...     schema_version(db) == SCHEMA_VERSION
     True
     """
     if str(path) != ":memory:":
@@ -497,7 +515,8 @@ def _attempt_rows(db: Database, where: str, args: list) -> list[dict]:
 
 
 _ATTEMPT_COLUMNS = ("state", "stage", "handle", "work_dir", "started_at", "heartbeat_at", "ended_at",
-                    "exit_code", "peak_mem_gb", "category", "signature", "decisive_line", "excerpt", "status")
+                    "exit_code", "peak_mem_gb", "category", "signature", "decisive_line", "excerpt", "status",
+                    "triage_rules")
 
 
 def update_attempt(db: Database, attempt_id: int, now: float, **changes) -> bool:
@@ -582,8 +601,10 @@ def accept_attempt(db: Database, uid: str, attempt_id: int, now: float) -> None:
         set_dataset_state(db, uid, "succeeded", now)
 
 
-def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dict]) -> None:
-    """Store an attempt's QA2 comparison (replacing an earlier one of the same attempt)."""
+def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dict],
+             rules_version: str | None = None) -> None:
+    """Store an attempt's QA2 comparison (replacing an earlier one of the same attempt), each verdict
+    with the version of the rules that made it (``qa2.compare.rules_version``)."""
     keys = ("pl", "qa2", "field", "spw", "specmode", "peak_ratio", "flux_ratio", "rms_ratio", "beam_ratio", "verdict")
     with transaction(db, immediate=True):
         db.conn.execute("DELETE FROM qa2_results WHERE uid = ? AND attempt_id IS ?", (uid, attempt_id))
@@ -592,8 +613,9 @@ def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dic
             values = [pair.get(k) if k != "spw" else (",".join(map(str, spw)) if isinstance(spw, (list, tuple)) else spw)
                       for k in keys]
             detail = json.dumps({k: v for k, v in pair.items() if k not in keys}, default=str)
-            db.conn.execute(f"INSERT INTO qa2_results (uid, attempt_id, {', '.join(keys)}, detail)"
-                            f" VALUES (?,?,{','.join('?' * len(keys))},?)", (uid, attempt_id, *values, detail))
+            db.conn.execute(f"INSERT INTO qa2_results (uid, attempt_id, {', '.join(keys)}, detail, rules_version)"
+                            f" VALUES (?,?,{','.join('?' * len(keys))},?,?)",
+                            (uid, attempt_id, *values, detail, rules_version))
 
 
 def qa2_results(db: Database, uid: str | None = None) -> list[dict]:

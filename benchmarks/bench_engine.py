@@ -87,7 +87,7 @@ def build(base: Path) -> Path:
         have = len(store.events(db, limit=10 ** 7))
         for i in range(N_EVENTS - have):
             store.record_event(db, "stage", now + i, uid=rows[i % N_DATASETS]["uid"], old="restore", new="image")
-    db.conn.close()
+    db.close()
     return base
 
 
@@ -109,7 +109,7 @@ def schedule_tick() -> None:
         store.import_datasets(db, [DataSet(uid=f"uid://A001/X{i // 1000:x}/X{i:x}", project="2016.1.00123.S",
                                            array="12m", band=6, size_gb=5.0 + i % 400)
                                    for i in range(N_QUEUED_BIG)], "bench", now)
-        db.conn.close()
+        db.close()
         with Engine(cfg) as engine:
             launched = []
             engine._launch = lambda ds, node, sds, now, report: launched.append(sds.uid)  # no node round-trip

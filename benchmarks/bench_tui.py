@@ -103,7 +103,7 @@ async def run(n: int, running: int, refreshes: int, per_screen: int) -> dict:
         cache = app.screen.query_one("#queue-table")._cell_render_cache
         out["cell_cache"] = (len(cache), cache.maxsize)
         out.update(screens=screens, reader_ms=reader_ms, memory=marks)
-    db.conn.close()
+    db.close()
     return out
 
 

@@ -23,6 +23,7 @@ leaves running when its process exits is killed before the next stage.
 
 Job spec keys (JSON object)::
 
+    spec_version    1      the spec's format (SPEC_VERSION); absent = 1; a newer one is refused
     attempt_id      "a-000123"                     required, a name for this attempt
     uid             "uid://A001/X1296/X1d3"        required, the MOUS
     work_dir        "/scratch/ari/a-000123"        required, created if missing
@@ -47,8 +48,8 @@ Job spec keys (JSON object)::
     poll_s          1.0    how often /proc is read for RSS and children are checked
 
 ``status.json`` (rewritten atomically: temp + fsync + rename; readers never see
-a torn file) has: ``attempt_id, uid, state`` (running / succeeded / failed /
-cancelled), ``stage, pid, pgid, host, started_at, heartbeat_at, ended_at`` (Unix
+a torn file) has: ``status_version`` (STATUS_VERSION, the format's number),
+``attempt_id, uid, state`` (running / succeeded / failed / cancelled), ``stage, pid, pgid, host, started_at, heartbeat_at, ended_at`` (Unix
 seconds), ``heartbeat_s, exit_code, category, message, rss_bytes,
 peak_rss_bytes, peak_rss_gb, limits, stages`` (per stage: state, started_at,
 ended_at, exit_code, and for download files_fetched / files_skipped).
@@ -105,6 +106,8 @@ KNOWN_CATEGORIES = ("download", "calibration", "importdata", "makeimlist", "find
                     "imaging", "export", "memory", "walltime", "disk_full", "total_power", "node_lost",
                     "unknown")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
+SPEC_VERSION = 1    # the job spec format this runner reads (the console writes it as spec_version)
+STATUS_VERSION = 1  # the status.json format this runner writes (status_version)
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 
 
@@ -130,10 +133,15 @@ def normalise_spec(spec: dict, origin: str = "spec") -> dict:
     >>> normalise_spec({"attempt_id": "a1", "uid": "uid://A001/X1/X1", "work_dir": "/tmp/w", "recipe": {"name": "casa6"}})["stages"]
     ['download', 'restore', 'image', 'export']
     """
+    version = spec.get("spec_version", 1)
+    if not isinstance(version, int) or version < 1 or version > SPEC_VERSION:
+        raise SpecError("%s: spec_version %r is newer than this runner reads (%d) — copy the console's "
+                        "remote/ to the node again (`ari nodes check` does)" % (origin, version, SPEC_VERSION))
     for key in ("attempt_id", "uid", "work_dir"):
         if not spec.get(key):
             raise SpecError("%s: key %r is missing — add it to the job spec" % (origin, key))
     out = dict(spec)
+    out["spec_version"] = version
     out["work_dir"] = os.path.abspath(spec["work_dir"])
     out["stages"] = list(spec.get("stages") or ALL_STAGES)
     for stage in out["stages"]:
@@ -267,7 +275,7 @@ class Attempt(object):
         self.stop_signal = None
         self.child = None
         self.status = {
-            "attempt_id": spec["attempt_id"], "uid": spec["uid"], "state": "running", "stage": None,
+            "status_version": STATUS_VERSION, "attempt_id": spec["attempt_id"], "uid": spec["uid"], "state": "running", "stage": None,
             "pid": os.getpid(), "pgid": os.getpgid(0), "host": socket.gethostname(), "started_at": self.started,
             "heartbeat_at": self.started, "ended_at": None, "heartbeat_s": spec["heartbeat_s"],
             "exit_code": None, "category": None, "message": None, "rss_bytes": 0, "peak_rss_bytes": 0,

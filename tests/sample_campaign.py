@@ -169,7 +169,7 @@ def build(directory: Path, n: int = 60, running: int = 4, now: float = NOW) -> S
         lines.insert(30, FAILURES[0][2])
         _mirror(db, logs, failed_attempt, "here", lines)
         store.update_attempt(db, failed_attempt, now, decisive_line=31)
-    db.conn.close()
+    db.close()
     return SampleCampaign(config, db_path, running_log, running_ids[0] if running_ids else 0,
                           failed_uid or "", failed_attempt or 0, held_uid or "")
 

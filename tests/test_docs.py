@@ -166,6 +166,8 @@ def help_exit_code(path: tuple[str, ...]) -> int:
 
 def check_command(words: list[str]) -> None:
     path, command, rest = resolve(words)
+    if not path and len(words) > 1 and not rest:
+        return  # options of `ari` itself only (`ari --version`): resolve checked each
     assert path, f"{' '.join(words)}: names no command"
     if hasattr(command, "commands"):
         assert not [w for w in rest if not w.startswith("-")], f"{' '.join(words)}: no such subcommand"
@@ -198,6 +200,8 @@ def test_every_inline_command_exists_with_its_options(words):
 def test_a_misspelt_command_or_option_is_caught():
     with pytest.raises(AssertionError, match="no command 'chek'"):
         check_command(["ari", "nodes", "chek"])
+    with pytest.raises(AssertionError, match="no option --versoin"):
+        check_command(["ari", "--versoin"])
     with pytest.raises(AssertionError, match="no option --jsn"):
         check_command(["ari", "status", "--jsn"])
 

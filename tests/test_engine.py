@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ari_console import store
+from ari_console import store, triage
 from ari_console.config import load_config
 from ari_console.engine import Engine, EngineLocked, nodes_to_drain, retry_decision
 
@@ -44,7 +44,7 @@ def make_campaign(tmp_path, rows, nodes_toml=None):
     from ari_console.alma import DataSet
     store.import_datasets(db, [DataSet(uid=u, project="2016.1.00123.S", array=arr, extra=extra, mem_gb=1, hours=0.01)
                                for u, arr, extra in rows], "t.csv", now=time.time())
-    db.conn.close()
+    db.close()
     return cfg
 
 
@@ -95,6 +95,7 @@ def test_a_pipeline_failure_is_triaged_and_held_with_its_excerpt(tmp_path):
         (a,) = store.attempts(engine.db, uid="uid://A001/X1/X1")
     assert ds["state"] == "held" and "imaging" in ds["reason"]
     assert a["category"] == "imaging" and "de/gridding" in a["excerpt"] and a["decisive_line"]
+    assert a["triage_rules"] == triage.rules_version()  # the verdict names the rules that made it
 
 
 def test_a_second_engine_on_the_same_campaign_is_refused_naming_the_holder(tmp_path):
@@ -195,18 +196,16 @@ def test_reads_after_a_campaign_show_rates_failures_attempts_and_logs(tmp_path):
 
 
 @pytest.mark.sshd
-def test_a_node_whose_sshd_stops_mid_attempt_goes_stale_then_its_attempt_is_lost(sshd_factory, tmp_path, monkeypatch):
-    import ari_console.engine as engine_mod
+def test_a_node_whose_sshd_stops_mid_attempt_goes_stale_then_its_attempt_is_lost(sshd_factory, tmp_path):
     server = sshd_factory()
     node = (f'[[node]]\nname = "ws"\ntransport = "ssh"\nhost = "{server.host}"\nport = {server.port}\n'
             f'user = "{server.user}"\nidentity_file = "{server.identity_file}"\nknown_hosts = "{server.known_hosts}"\n'
             f'slots = 1\nmem_gb = 4\nscratch_dir = "{tmp_path / "scratch"}"\npython = "{sys.executable}"\n')
     cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {"sleeper": {"sleep_s": 60}})], nodes_toml=node)
-    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+    with Engine(cfg, adjust_spec=sleeper_spec, node_lost_after_s=5.0) as engine:
         engine.tick()
         (a,) = store.active_attempts(engine.db)
         server.stop()
-        monkeypatch.setattr(engine_mod, "NODE_LOST_AFTER_S", 5.0)
         started = time.monotonic()
         report = engine.tick()
         assert time.monotonic() - started < 30 and report.errors  # an answer, not a hang
@@ -263,13 +262,10 @@ def test_ari_cancel_stops_the_running_attempt_and_the_data_set_is_held(tmp_path)
         assert "nothing to cancel" in str(again.exception)  # `ari` prints it as one line and exits 2
 
 
-def test_a_stopped_runner_whose_heartbeat_stalls_is_lost_and_killed(tmp_path, monkeypatch):
-    import ari_console.engine as engine_mod
-
-    monkeypatch.setattr(engine_mod, "STALE_HEARTBEAT_S", 4.0)
+def test_a_stopped_runner_whose_heartbeat_stalls_is_lost_and_killed(tmp_path):
     uid = "uid://A001/X1/Xa"
     cfg = make_campaign(tmp_path, [(uid, "12m", {"sleeper": {"sleep_s": 120}})])
-    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+    with Engine(cfg, adjust_spec=sleeper_spec, stale_heartbeat_s=4.0) as engine:
         wait_for_launch(engine)
         (attempt,) = store.active_attempts(engine.db)
         pid = attempt["handle"]["pid"]

@@ -500,3 +500,25 @@ def test_runner_needs_only_the_standard_library():
     """)
     proc = subprocess.run([RUNNER_PYTHON, "-S", "-I", "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_status_json_carries_its_format_version_and_a_newer_spec_is_refused(tmp_path, recipe, archive):
+    spec = make_spec(tmp_path, recipe, files=[archive.entry("uid___A002_X1_X1.asdm.sdm.tar")])
+    assert run_runner(spec).returncode == 0
+    from ari_console.nodes.batch import SPEC_VERSION, STATUS_VERSION
+
+    assert status(tmp_path / "work")["status_version"] == STATUS_VERSION
+    newer = json.loads(spec.read_text())
+    newer["spec_version"] = SPEC_VERSION + 1
+    spec.write_text(json.dumps(newer))
+    proc = run_runner(spec)
+    assert proc.returncode == 2
+    assert f"spec_version {SPEC_VERSION + 1} is newer than this runner reads ({SPEC_VERSION})" in proc.stderr
+    assert "copy the console's remote/ to the node again" in proc.stderr
+
+
+def test_the_console_writes_the_spec_version_the_runner_reads():
+    from ari_console.nodes.batch import SPEC_VERSION, STATUS_VERSION
+
+    source = RUNNER.read_text()
+    assert f"SPEC_VERSION = {SPEC_VERSION} " in source and f"STATUS_VERSION = {STATUS_VERSION} " in source

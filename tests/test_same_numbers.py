@@ -82,4 +82,4 @@ def test_cli_console_and_report_show_the_same_numbers(tmp_path):
     assert finish == estimate["finish"] == report["burndown"]["estimate"]["finish"]
     assert round(snap.eta.remaining_h, 3) == estimate["makespan_h"] >= 400.0 / max(n.speed for n in camp.config.nodes)
     assert estimate["unplaceable"] == 0
-    db.conn.close()
+    db.close()

@@ -164,3 +164,21 @@ def test_accepting_an_attempt_delivers_it_and_qa2_results_come_back_discrepant_f
     assert [(r["verdict"], r["spw"]) for r in results] == [("discrepant", "17"), ("consistent", "16,18")]
     assert results[0]["detail"] == {"note": "flux scale"}
     assert [p["path"] for p in store.products(db, a)] == ["x.fits"]
+
+
+def test_a_v1_database_gains_verdict_rule_versions_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "ari.db"
+    raw = sqlite3.connect(path, isolation_level=None)
+    store.MIGRATIONS[0](raw)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO datasets (uid, project, state, created_at, updated_at) "
+                "VALUES ('uid://A001/X1/X1', '2016.1.00123.S', 'queued', 1.0, 1.0)")
+    raw.close()
+    with store.open_db(path) as db:
+        assert store.schema_version(db) == store.SCHEMA_VERSION
+        assert [d["uid"] for d in store.datasets(db)] == ["uid://A001/X1/X1"]
+        aid = store.create_attempt(db, "uid://A001/X1/X1", "n", 2.0)
+        store.update_attempt(db, aid, 3.0, state="failed", category="memory", triage_rules="abc123")
+        assert store.attempt(db, aid)["triage_rules"] == "abc123"
+        store.save_qa2(db, "uid://A001/X1/X1", aid, [{"field": "f", "verdict": "consistent"}], rules_version="q1")
+        assert [r["rules_version"] for r in store.qa2_results(db)] == ["q1"]

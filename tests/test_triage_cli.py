@@ -111,7 +111,7 @@ def test_groups_without_logs_groups_the_campaigns_open_failures_by_signature(tmp
         a = store.create_attempt(db, uid, "n1", 2.0)
         store.update_attempt(db, a, 3.0, state="failed", category=cat, signature=sig)
         store.set_dataset_state(db, uid, final, 3.0)
-    db.conn.close()
+    db.close()
     result = CliRunner().invoke(ari, ["-c", str(tmp_path / "ari.toml"), "triage", "groups", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -140,7 +140,7 @@ def _campaign_with_failed_attempt(tmp_path: Path, log: Path | None) -> Path:
         mirror.parent.mkdir(parents=True)
         shutil.copy(log, mirror)
         store.set_log_offset(db, a, f"/scratch/work/{log.name}", mirror.stat().st_size, str(mirror))
-    db.conn.close()
+    db.close()
     return tmp_path / "ari.toml"
 
 

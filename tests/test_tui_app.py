@@ -55,7 +55,7 @@ def db_state(camp, uid: str) -> str:
     try:
         return store.dataset(db, uid)["state"]
     finally:
-        db.conn.close()
+        db.close()
 
 
 @async_test
@@ -140,7 +140,7 @@ async def test_retry_on_a_chosen_node_pins_the_data_set_to_it(camp):
             await pilot.pause(0.05)
         db = store.open_db(camp.db_path, create=False)
         assert store.dataset(db, camp.failed_uid)["overrides"]["node"] == "hpc"
-        db.conn.close()
+        db.close()
 
 
 @async_test
@@ -163,7 +163,7 @@ async def test_a_mistaken_action_shows_the_one_line_error(camp):
 async def test_hold_and_release_from_the_queue(camp):
     db = store.open_db(camp.db_path, create=False)
     uid = store.datasets(db, state="queued")[-1]["uid"]
-    db.conn.close()
+    db.close()
     app = make_app(camp)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2")

@@ -74,16 +74,13 @@ def _uid_verdict(camp, text: str) -> tuple[dict, triage.Verdict]:
     cfg = camp.config()
     if not cfg.campaign.db_path.exists():
         raise UserError(f"{cfg.campaign.db_path}: no campaign database yet — give log files instead of {text}")
-    db = store.open_db(cfg.campaign.db_path, create=False)
-    try:
+    with store.open_db(cfg.campaign.db_path, create=False) as db:
         uid = actions.canonical_uid(db, text)
         failed = [a for a in store.attempts(db, uid) if a["state"] in ("failed", "lost")]
         if not failed:
             raise UserError(f"{uid}: no failed attempt in this campaign — see `ari datasets show {uid}`")
         attempt = failed[-1]
         mirrors = [Path(m["mirror"]) for m in store.log_mirrors(db, attempt["id"]) if m["mirror"]]
-    finally:
-        db.conn.close()
     logs = [p for p in mirrors if p.is_file()]
     if not logs:
         raise UserError(f"{uid}: attempt {attempt['id']} has no mirrored logs on this machine — "
@@ -173,11 +170,8 @@ def _open_failure_groups(camp) -> list[dict]:
     if not cfg.campaign.db_path.exists():
         raise UserError(f"{cfg.campaign.db_path}: no campaign database yet — run `ari datasets import` first, "
                         f"or give log files")
-    db = store.open_db(cfg.campaign.db_path, create=False)
-    try:
+    with store.open_db(cfg.campaign.db_path, create=False) as db:
         found = readmodel.failure_groups(readmodel.campaign_failures(db), by="signature")
-    finally:
-        db.conn.close()
     return [{"signature": g.signature, "category": g.category, "count": g.count, "example_uids": list(g.uids[:3])}
             for g in found]
 

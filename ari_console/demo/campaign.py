@@ -249,7 +249,7 @@ def cancel_running(cfg: Config, progress: Callable[[str], None]) -> int:
             finally:
                 transport.close()
     finally:
-        db.conn.close()
+        db.close()
     if cancelled:
         progress(f"demo: cancelled {cancelled} attempt(s) still running")
     return cancelled
@@ -286,7 +286,7 @@ def demo_campaign(directory: Path, progress: Callable[[str], None]) -> Iterator[
                 if entry.get("case") in PINNED and ds and ds["state"] == "queued" and not ds["overrides"]:
                     store.set_overrides(db, uid, store.now(), node=PINNED[entry["case"]])
         finally:
-            db.conn.close()
+            db.close()
         yield cfg
 
 
@@ -319,6 +319,6 @@ def run_demo(directory: Path, progress: Callable[[str], None], tui: bool = False
         try:
             result = summary(db)
         finally:
-            db.conn.close()
+            db.close()
     result["minutes"] = round((time.monotonic() - started) / 60, 1)
     return result

@@ -19,7 +19,19 @@ from . import batch as B
 from .probe import probe
 from .transport import NodeUnreachable, Transport, sh_quote
 
-REMOTE_SRC = Path(__file__).resolve().parents[2] / "remote"
+
+
+def remote_source() -> Path:
+    """The node's side to copy: the wheel's ``ari_console.remote`` package, else a checkout's ``remote/``."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("ari_console.remote")))
+    except ModuleNotFoundError:  # a source checkout without an install
+        return Path(__file__).resolve().parents[2] / "remote"
+
+
+REMOTE_SRC = remote_source()
 MIN_PYTHON = (3, 6)
 GONE = "gone"  # the handle of an attempt whose job no batch system knows any more
 
@@ -134,7 +146,7 @@ def launch(node: Node, transport: Transport, campaign: str, attempt: str, spec: 
     set here. Memory and walltime default to the node's.
     """
     work_dir = attempt_dir(node, attempt)
-    spec = {**spec, "attempt_id": attempt, "work_dir": work_dir}
+    spec = {**spec, "spec_version": B.SPEC_VERSION, "attempt_id": attempt, "work_dir": work_dir}
     spec.setdefault("mem_gb", mem_gb or node.mem_gb)
     spec.setdefault("walltime_h", walltime_h or node.walltime_h)
     spec_path = write_spec(transport, work_dir, spec)

@@ -39,6 +39,18 @@ class Rule:
     beam_factor: float = 2.0
 
 
+def rules_version(rule: Rule = Rule()) -> str:
+    """A short fingerprint of the verdict's tolerances, stored with every verdict they made.
+
+    >>> rules_version() == rules_version(Rule()) != rules_version(Rule(flux_floor=0.1))
+    True
+    """
+    import hashlib
+
+    text = ";".join(f"{k}={v!r}" for k, v in sorted(asdict(rule).items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 @dataclass
 class Comparison:
     """One pipeline/QA2 pair: the contract keys, then the evidence (a flat row)."""

@@ -11,7 +11,7 @@ optional *engine* worker runs the campaign engine's ticks; operator actions
 
 from __future__ import annotations
 
-import importlib.util
+from importlib import resources
 import threading
 from collections import deque
 from dataclasses import replace
@@ -41,19 +41,15 @@ from .snapshot import Eta, Snapshot, build_snapshot, compute_eta, read_store
 
 ETA_RETRY_S = 15.0
 
-HERE = Path(__file__).parent
-THEMES_FILE = HERE.parent.parent / "themes" / "ari.py"
+HERE = Path(str(resources.files("ari_console.tui")))  # the .tcss files ship beside their modules
 DEFAULT_THEMES = ("ari-dark", "ari-light")
 
 
-def load_themes(path: Path = THEMES_FILE) -> list:
-    """The Theme objects of ``themes/ari.py`` (empty when the file is not there)."""
-    if not path.exists():
-        return []
-    spec = importlib.util.spec_from_file_location("ari_themes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return list(getattr(module, "THEMES", ()))
+def load_themes() -> list:
+    """The Theme objects of :mod:`ari_console.tui.themes`."""
+    from .themes import THEMES
+
+    return list(THEMES)
 
 
 def css_paths() -> list[Path]:
@@ -160,7 +156,7 @@ class AriApp(App):
                 self._wake_reader.wait(self.refresh_s)
                 self._wake_reader.clear()
         finally:
-            db.conn.close()
+            db.close()
 
     def _set_snapshot(self, snap: Snapshot) -> None:
         self.snapshot = snap
@@ -249,7 +245,7 @@ class AriApp(App):
             self._notify_from_thread(str(exc), "error")
             return
         finally:
-            db.conn.close()
+            db.close()
         self._notify_from_thread(label)
         self._wake_reader.set()
 
@@ -259,7 +255,7 @@ class AriApp(App):
         try:
             return fn(db, *args)
         finally:
-            db.conn.close()
+            db.close()
 
     def show_log(self, attempt_id: int) -> None:
         """Switch to the live log of ``attempt_id``."""

@@ -16,8 +16,8 @@ find the job again: ``{"batch": "none", "pid": 123}``,
 
 from __future__ import annotations
 
-from .base import (FINAL_STATES, JOB_NAME_PREFIX, BatchSystem, CheckResult, JobRequest, JobState, SpecRejected,
-                   job_name, mem_mb, read_status, status_from_json, walltime_hms)
+from .base import (FINAL_STATES, JOB_NAME_PREFIX, SPEC_VERSION, STATUS_VERSION, BatchSystem, CheckResult, JobRequest,
+                   JobState, SpecRejected, job_name, mem_mb, read_status, status_from_json, walltime_hms)
 from .none import NoBatch, reconcile_none
 from .pbs import Pbs
 from .slurm import Slurm
@@ -50,6 +50,7 @@ def reconcile_batch(status: dict | None, batch_state: str | None, batch: str,
     return batch_system(batch).reconcile(status, attrs, output_tail)
 
 
-__all__ = ["BATCH_SYSTEMS", "FINAL_STATES", "JOB_NAME_PREFIX", "BatchSystem", "CheckResult", "JobRequest", "JobState",
-           "NoBatch", "Pbs", "Slurm", "SpecRejected", "batch_system", "job_name", "mem_mb", "read_status", "reconcile_batch",
+__all__ = ["BATCH_SYSTEMS", "FINAL_STATES", "JOB_NAME_PREFIX", "SPEC_VERSION", "STATUS_VERSION", "BatchSystem",
+           "CheckResult", "JobRequest", "JobState", "NoBatch", "Pbs", "Slurm", "SpecRejected", "batch_system", "job_name",
+           "mem_mb", "read_status", "reconcile_batch",
            "reconcile_none", "status_from_json", "walltime_hms"]

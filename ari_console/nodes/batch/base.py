@@ -19,6 +19,9 @@ from ..transport import Transport, sh_quote
 
 JOB_NAME_PREFIX = "ari-"
 FINAL_STATES = ("succeeded", "failed", "cancelled", "lost")
+# The formats the console and remote/runner.py share (runner.SPEC_VERSION, runner.STATUS_VERSION).
+SPEC_VERSION = 1    # the job spec the console writes
+STATUS_VERSION = 1  # the newest status.json the console reads
 
 
 class SpecRejected(Exception):
@@ -105,6 +108,9 @@ def mem_mb(gb: float) -> int:
 def status_from_json(status: dict) -> JobState:
     """A JobState from the runner's ``status.json``."""
     peak = status.get("peak_rss_gb")
+    version = status.get("status_version", 1)
+    newer = (f"status.json format {version} is newer than this console reads ({STATUS_VERSION}) — update the console"
+             if isinstance(version, int) and version > STATUS_VERSION else None)
     return JobState(
         state=status.get("state") or "running",
         stage=status.get("stage"),
@@ -114,7 +120,7 @@ def status_from_json(status: dict) -> JobState:
         heartbeat_at=status.get("heartbeat_at"),
         started_at=status.get("started_at"),
         ended_at=status.get("ended_at"),
-        message=status.get("message"),
+        message=newer or status.get("message"),
         status=status,
     )
 
