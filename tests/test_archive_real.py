@@ -10,6 +10,7 @@ not saved, so every file URL answers 404 except the README.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -121,8 +122,10 @@ class RealArchive(BaseHTTPRequestHandler):
             name = ("astroquery-alma-datalink-recurse-this.xml" if ident == PRODUCT_TAR else
                     "astroquery-alma-datalink-recurse-aux.xml" if ident == AUX_TAR else
                     "astroquery-alma-datalink.xml")
-            self.answer(200, self.here((ARCHIVE / name).read_text()).encode(),
-                        "application/x-votable+xml;content=datalink")
+            text = self.here((ARCHIVE / name).read_text())
+            if self.server.sizes_unknown:  # what recent answers give (SOURCES.md): -1 for every size
+                text = re.sub(r"<TD>\d+</TD>(\s*<TD>true</TD>)", r"<TD>-1</TD>\1", text)
+            self.answer(200, text.encode(), "application/x-votable+xml;content=datalink")
         elif url.path.endswith(".README.txt"):
             self.answer(200, (ARCHIVE / "member.README.excerpt.txt").read_bytes(), "text/plain")
         else:
@@ -137,6 +140,7 @@ def real_archive():
     server.daemon_threads = True
     server.requests = []
     server.extra_rows = 2
+    server.sizes_unknown = False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -243,3 +247,17 @@ def test_a_tap_service_that_never_answers_ends_the_import_with_one_line(tmp_path
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "did not answer within 2 s" in lines[0] and str(port) in lines[0]
     assert took < 30
+
+
+def test_sizes_the_archive_gives_as_minus_one_are_unknown_never_negative(tmp_path, real_archive):
+    real_archive.sizes_unknown = True
+    host, port = real_archive.server_address[:2]
+    campaign(tmp_path, f"http://{host}:{port}")
+    dry = json.loads(ari(tmp_path, "datasets", "import", "--mous", MOUS, "--dry-run", "--json").stdout)
+    assert dry["size_gb"] == 0 and dry["size_unknown"] == 1 and dry["mous"][0]["size_gb"] is None
+    assert ari(tmp_path, "datasets", "import", "--mous", MOUS).returncode == 0
+    detail = json.loads(ari(tmp_path, "datasets", "show", MOUS, "--json").stdout)
+    assert len(detail["inputs"]) == 5 and all(f["size_bytes"] is None for f in detail["inputs"])
+    assert json.loads(ari(tmp_path, "datasets", "list", "--json").stdout)[0]["size_gb"] is None
+    text = ari(tmp_path, "datasets", "show", MOUS).stdout
+    assert "unknown" in text and "-1" not in text

@@ -382,7 +382,10 @@ def recipe_hash(catalogue: tuple[DemoMous, ...] = CATALOGUE) -> str:
 
 
 def default_root() -> Path:
-    """Where the demo archive is cached: ``$XDG_CACHE_HOME/ari-console/demo-archive-v<N>``."""
+    """Where the demo archive is cached: ``$ARI_DEMO_ARCHIVE`` when set, else
+    ``$XDG_CACHE_HOME/ari-console/demo-archive-v<N>``."""
+    if os.environ.get("ARI_DEMO_ARCHIVE"):
+        return Path(os.environ["ARI_DEMO_ARCHIVE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ari-console" / f"demo-archive-v{RECIPE_VERSION}"
 
