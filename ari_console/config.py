@@ -247,7 +247,7 @@ def parse_config(text: str, path: Path) -> Config:
     if not isinstance(selection, dict):
         raise UserError(f"{file}: selection must be a table — write [selection]")
     if selection:
-        from .archive.client import rules_from_mapping  # noqa: PLC0415 (validation only)
+        from .archive.selection import rules_from_mapping  # noqa: PLC0415 (validation only)
 
         rules_from_mapping(selection, source=f"{file}: [selection]")
     camp_table = data.get("campaign", {})

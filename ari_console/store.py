@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypedDict
 
 from .alma import DataSet
 from .errors import UserError
@@ -30,8 +30,8 @@ ACTIVE_ATTEMPT_STATES = ("pending", "running")
 class Database:
     """The campaign database: one sqlite3 connection in autocommit mode; transactions are explicit.
 
-    (sqlite-utils' Database was the first choice, but importing it loads numpy,
-    ~200 ms that every `ari status` would pay; the store needs only the connection.)
+    (Not sqlite-utils: importing it loads numpy, click and pluggy, which every
+    `ari status` would pay; docs/design.md, "The store", says why in full.)
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -332,7 +332,7 @@ def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
     return ImportResult(added, updated, unchanged)
 
 
-def datasets(db: Database, state: str | None = None, project: str | None = None) -> list[dict]:
+def datasets(db: Database, state: str | None = None, project: str | None = None) -> list[DataSetRow]:
     """Data sets in queue order (oldest first), optionally of one state and/or project."""
     clauses, args = [], []
     if state:
@@ -342,21 +342,81 @@ def datasets(db: Database, state: str | None = None, project: str | None = None)
         clauses.append("project = ?")
         args.append(project)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = _dicts(db, f"SELECT * FROM datasets {where} ORDER BY created_at, uid", args)
-    for row in rows:
-        row["overrides"] = json.loads(row["overrides"])
-        row["extra"] = json.loads(row["extra"])
-    return rows
+    return [_decode_dataset(row) for row in _dicts(db, f"SELECT * FROM datasets {where} ORDER BY created_at, uid", args)]
 
 
-def queue(db: Database) -> list[dict]:
-    """Queued data sets with just what placement needs (cheap at 10,000 rows: no ``extra``)."""
-    rows = _dicts(db, "SELECT uid, array, band, size_gb, mem_gb, hours, casa_version, overrides FROM datasets"
-                      " WHERE state = 'queued' ORDER BY created_at, uid")
-    for row in rows:
+class Handle(TypedDict, total=False):
+    """How a new console finds an attempt's job again (``nodes.batch``: one per batch system)."""
+
+    batch: str            # none, slurm, pbs (or gone: the job is unknown, only status.json speaks)
+    work_dir: str
+    node: str
+    pid: int              # batch none
+    job_id: str           # slurm, pbs
+
+
+class DataSetRow(TypedDict, total=False):
+    """A ``datasets`` row as the store's readers return it (JSON columns decoded)."""
+
+    uid: str
+    project: str
+    array: str | None
+    band: int | None
+    size_gb: float | None
+    mem_gb: float | None
+    hours: float | None
+    casa_version: str | None
+    state: str
+    reason: str | None
+    overrides: dict       # mem_gb, walltime_h, hours, node, casa_version, params, not_before
+    accepted_attempt: int | None
+    extra: dict           # archive metadata and files, CSV columns
+    source: str | None
+    created_at: float
+    updated_at: float
+
+
+class AttemptRow(TypedDict, total=False):
+    """An ``attempts`` row as the store's readers return it (JSON columns decoded)."""
+
+    id: int
+    uid: str
+    node: str
+    state: str
+    stage: str | None
+    handle: Handle | None
+    work_dir: str | None
+    mem_gb: float | None
+    walltime_h: float | None
+    created_at: float
+    started_at: float | None
+    heartbeat_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    peak_mem_gb: float | None
+    category: str | None
+    signature: str | None
+    decisive_line: int | None
+    excerpt: str | None
+    status: dict | None   # the last status.json
+    triage_rules: str | None
+
+
+def _decode_dataset(row: dict) -> DataSetRow:
+    """A datasets row with its JSON columns (``overrides``, ``extra``) decoded: the one place that does it."""
+    if "overrides" in row:
         raw = row["overrides"]
-        row["overrides"] = json.loads(raw) if raw != "{}" else {}
-    return rows
+        row["overrides"] = json.loads(raw) if raw and raw != "{}" else {}
+    if "extra" in row:
+        row["extra"] = json.loads(row["extra"]) if row["extra"] else {}
+    return row
+
+
+def queue(db: Database) -> list[DataSetRow]:
+    """Queued data sets with just what placement needs (cheap at 10,000 rows: no ``extra``)."""
+    return [_decode_dataset(row) for row in _dicts(
+        db, "SELECT uid, array, band, size_gb, mem_gb, hours, casa_version, overrides FROM datasets"
+            " WHERE state = 'queued' ORDER BY created_at, uid")]
 
 
 def queue_signature(db: Database) -> tuple[int, float | None, int]:
@@ -382,14 +442,10 @@ def counts(db: Database) -> dict[str, int]:
     return {state: found.get(state, 0) for state in DATASET_STATES}
 
 
-def dataset(db: Database, uid: str) -> dict | None:
+def dataset(db: Database, uid: str) -> DataSetRow | None:
     """One data set by canonical uid, or None."""
     rows = _dicts(db, "SELECT * FROM datasets WHERE uid = ?", [uid])
-    if not rows:
-        return None
-    rows[0]["overrides"] = json.loads(rows[0]["overrides"])
-    rows[0]["extra"] = json.loads(rows[0]["extra"])
-    return rows[0]
+    return _decode_dataset(rows[0]) if rows else None
 
 
 def set_dataset_state(db: Database, uid: str, state: str, now: float,
@@ -482,13 +538,13 @@ def create_attempt(db: Database, uid: str, node: str, now: float, *,
         return attempt_id
 
 
-def attempt(db: Database, attempt_id: int) -> dict | None:
+def attempt(db: Database, attempt_id: int) -> AttemptRow | None:
     """One attempt by id, with its handle and status decoded."""
     rows = _attempt_rows(db, "WHERE id = ?", [attempt_id])
     return rows[0] if rows else None
 
 
-def attempts(db: Database, uid: str | None = None, states: Iterable[str] | None = None) -> list[dict]:
+def attempts(db: Database, uid: str | None = None, states: Iterable[str] | None = None) -> list[AttemptRow]:
     """Attempts in creation order, optionally of one data set and/or some states."""
     clauses, args = [], []
     if uid:
@@ -501,17 +557,20 @@ def attempts(db: Database, uid: str | None = None, states: Iterable[str] | None 
     return _attempt_rows(db, f"WHERE {' AND '.join(clauses)}" if clauses else "", args)
 
 
-def active_attempts(db: Database) -> list[dict]:
+def active_attempts(db: Database) -> list[AttemptRow]:
     """Attempts pending or running: what a console re-attaches to."""
     return attempts(db, states=ACTIVE_ATTEMPT_STATES)
 
 
-def _attempt_rows(db: Database, where: str, args: list) -> list[dict]:
-    rows = _dicts(db, f"SELECT * FROM attempts {where} ORDER BY id", args)
-    for row in rows:
-        row["handle"] = json.loads(row["handle"]) if row["handle"] else None
-        row["status"] = json.loads(row["status"]) if row["status"] else None
-    return rows
+def _attempt_rows(db: Database, where: str, args: list) -> list[AttemptRow]:
+    return [_decode_attempt(row) for row in _dicts(db, f"SELECT * FROM attempts {where} ORDER BY id", args)]
+
+
+def _decode_attempt(row: dict) -> AttemptRow:
+    """An attempts row with its JSON columns (``handle``, ``status``) decoded: the one place that does it."""
+    row["handle"] = json.loads(row["handle"]) if row["handle"] else None
+    row["status"] = json.loads(row["status"]) if row["status"] else None
+    return row
 
 
 _ATTEMPT_COLUMNS = ("state", "stage", "handle", "work_dir", "started_at", "heartbeat_at", "ended_at",

@@ -1,4 +1,9 @@
-"""The `ari` command as an operator types it: init, import, list, status, and one-line errors."""
+"""The `ari` command as an operator types it: init, import, list, status, and one-line errors.
+
+Behaviour runs in process (typer's CliRunner); the installed `ari` runs as a process only for what
+only the entry point does: a user mistake is one line on stderr and exit 2, and the fast
+`ari status --json` path.
+"""
 
 import json
 import os
@@ -6,7 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from ari_console.cli import app
+
 ARI = str(Path(sys.executable).parent / "ari")
+
+
+def invoke(*args: str):
+    """``ari ARGS`` in this process; the result must be a success."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result
 
 
 def ari(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -14,31 +30,32 @@ def ari(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "COLUMNS": "200"})
 
 
-def test_init_import_list_and_status_round_trip(tmp_path):
-    assert ari("init", cwd=tmp_path).returncode == 0
+def test_init_import_list_and_status_round_trip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    invoke("init")
     (tmp_path / "cat.csv").write_text(
         "uid,project,array,band,size_gb\n"
         "uid___A001_X1296_X1d3,2016.1.00123.S,12m,6,12.5\n"
         "uid://A001/X1296/X1d5,2016.1.00123.S,7m,3,2\n"
     )
-    dry = json.loads(ari("datasets", "import", "cat.csv", "--dry-run", "--json", cwd=tmp_path).stdout)
+    dry = json.loads(invoke("datasets", "import", "cat.csv", "--dry-run", "--json").stdout)
     assert {k: dry[k] for k in ("dry_run", "datasets", "new", "size_gb", "excluded")} == {
         "dry_run": True, "datasets": 2, "new": 2, "size_gb": 14.5, "excluded": {}}
     assert [(m["uid"], m["new"]) for m in dry["mous"]] == [("uid://A001/X1296/X1d3", True),
                                                             ("uid://A001/X1296/X1d5", True)]  # which MOUS, not only how many
-    first = json.loads(ari("datasets", "import", "cat.csv", "--json", cwd=tmp_path).stdout)
+    first = json.loads(invoke("datasets", "import", "cat.csv", "--json").stdout)
     assert (first["added"], first["unchanged"]) == (2, 0)
-    again = json.loads(ari("datasets", "import", "cat.csv", "--json", cwd=tmp_path).stdout)
+    again = json.loads(invoke("datasets", "import", "cat.csv", "--json").stdout)
     assert (again["added"], again["unchanged"]) == (0, 2)
-    listed = json.loads(ari("datasets", "list", "--json", cwd=tmp_path).stdout)
+    listed = json.loads(invoke("datasets", "list", "--json").stdout)
     assert [(d["uid"], d["array"], d["band"], d["state"]) for d in listed] == [
         ("uid://A001/X1296/X1d3", "12m", 6, "queued"), ("uid://A001/X1296/X1d5", "7m", 3, "queued")]
-    nodes = json.loads(ari("nodes", "list", "--json", cwd=tmp_path).stdout)
+    nodes = json.loads(invoke("nodes", "list", "--json").stdout)
     assert [(n["name"], n["transport"], n["batch"], n["running"]) for n in nodes] == [("local", "local", "none", 0)]
-    st = json.loads(ari("status", "--json", cwd=tmp_path).stdout)
+    st = json.loads(invoke("status", "--json").stdout)
     assert st["datasets"] == 2 and st["totals"]["queued"] == 2 and st["running"] == []
     assert [n["name"] for n in st["nodes"]] == ["local"]
-    human = ari("status", cwd=tmp_path)
+    human = invoke("status")
     assert "queued 2" in human.stdout
 
 
@@ -71,8 +88,8 @@ def test_commands_without_a_config_say_how_to_start(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-def test_config_reference_lists_every_key(tmp_path):
-    rows = json.loads(ari("config", "reference", "--json", cwd=tmp_path).stdout)
+def test_config_reference_lists_every_key():
+    rows = json.loads(invoke("config", "reference", "--json").stdout)
     keys = {(r["table"], r["key"]) for r in rows}
     assert ("[[node]]", "walltime_h") in keys and ("[campaign]", "archive_url") in keys
     assert all(r["help"] for r in rows)
@@ -91,10 +108,10 @@ def test_the_fast_status_path_prints_what_the_full_cli_prints(tmp_path):
     assert missing.returncode == 2 and "nowhere/ari.toml: no such file" in missing.stderr
 
 
-def test_the_fast_status_path_loads_neither_typer_nor_rich_with_config_after_the_subcommand(tmp_path):
+def test_the_fast_status_path_loads_neither_typer_rich_nor_network_code_with_config_after_the_subcommand(tmp_path):
     ari("init", cwd=tmp_path)
     probe = ("import sys; from ari_console.entry import main; sys.argv = ['ari', 'status', '-c', 'ari.toml', '--json']\n"
-             "main(); sys.stderr.write(' '.join(m for m in ('typer', 'rich', 'click') if m in sys.modules))")
+             "main(); sys.stderr.write(' '.join(m for m in ('typer', 'rich', 'click', 'urllib.request') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["datasets"] == 0 and proc.stderr == ""

@@ -182,3 +182,10 @@ def test_a_v1_database_gains_verdict_rule_versions_and_keeps_its_rows(tmp_path):
         assert store.attempt(db, aid)["triage_rules"] == "abc123"
         store.save_qa2(db, "uid://A001/X1/X1", aid, [{"field": "f", "verdict": "consistent"}], rules_version="q1")
         assert [r["rules_version"] for r in store.qa2_results(db)] == ["q1"]
+
+
+def test_the_typed_records_name_every_column_of_their_table(tmp_path):
+    with store.open_db(tmp_path / "ari.db") as db:
+        for table, record in (("attempts", store.AttemptRow), ("datasets", store.DataSetRow)):
+            columns = [r[1] for r in db.conn.execute(f"PRAGMA table_info({table})")]
+            assert columns == list(record.__annotations__), table

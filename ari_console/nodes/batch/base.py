@@ -185,7 +185,32 @@ class BatchSystem:
 
 
 class QueuedBatch(BatchSystem):
-    """A batch system with a queue (Slurm, PBS): one query for the states of all of a campaign's jobs."""
+    """A batch system with a queue (Slurm, PBS): a job script submitted, one query for the states of all
+    of a campaign's jobs."""
+
+    SCRIPT_NAME = "job.sh"  # the job script, in the attempt's work dir
+
+    def job_script(self, req: JobRequest) -> str:
+        """The job script for ``req`` (the system's SUBMIT_TEMPLATE filled in)."""
+        raise NotImplementedError
+
+    def submit_argv(self, req: JobRequest, script_path: str) -> list[str]:
+        """The command that submits the job script."""
+        raise NotImplementedError
+
+    def job_id_of(self, stdout: str) -> str | None:
+        """The job id in what the submit command printed."""
+        return stdout.strip() or None
+
+    def submit(self, transport: Transport, req: JobRequest) -> dict:
+        script_path = f"{req.work_dir}/{self.SCRIPT_NAME}"
+        transport.write_file(script_path, self.job_script(req).encode(), mode=0o755)
+        argv = self.submit_argv(req, script_path)
+        result = transport.run(argv, timeout=60)
+        job_id = self.job_id_of(result.stdout)
+        if not result.ok or not job_id:
+            raise RuntimeError(f"{transport.name}: {argv[0]} failed: {(result.stderr or result.stdout).strip()[:300]}")
+        return {"batch": self.name, "job_id": job_id}
 
     def job_attributes(self, transport: Transport, campaign: str, job_ids: list[str],
                        since: float) -> dict[str, dict[str, str]]:

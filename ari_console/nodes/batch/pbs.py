@@ -63,14 +63,13 @@ class Pbs(QueuedBatch):
     name = "pbs"
     TRANSLATE = TRANSLATE
 
-    def submit(self, transport: Transport, req: JobRequest) -> dict:
-        script_path = f"{req.work_dir}/job.pbs"
-        transport.write_file(script_path, job_script(req).encode(), mode=0o755)
-        result = transport.run(qsub_argv(req, script_path), timeout=60)
-        job_id = result.stdout.strip()
-        if not result.ok or not job_id:
-            raise RuntimeError(f"{transport.name}: qsub failed: {(result.stderr or result.stdout).strip()[:300]}")
-        return {"batch": self.name, "job_id": job_id}
+    SCRIPT_NAME = "job.pbs"
+
+    def job_script(self, req: JobRequest) -> str:
+        return job_script(req)
+
+    def submit_argv(self, req: JobRequest, script_path: str) -> list[str]:
+        return qsub_argv(req, script_path)
 
     def job_attributes(self, transport: Transport, campaign: str, job_ids: list[str],
                        since: float) -> dict[str, dict[str, str]]:

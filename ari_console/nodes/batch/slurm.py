@@ -65,14 +65,18 @@ class Slurm(QueuedBatch):
     name = "slurm"
     TRANSLATE = TRANSLATE
 
-    def submit(self, transport: Transport, req: JobRequest) -> dict:
-        script_path = f"{req.work_dir}/job.sbatch"
-        transport.write_file(script_path, job_script(req).encode(), mode=0o755)
-        result = transport.run(["sbatch", "--parsable", script_path], timeout=60)
-        job_id = result.stdout.strip().split(";")[0]
-        if not result.ok or not job_id.isdigit():
-            raise RuntimeError(f"{transport.name}: sbatch failed: {(result.stderr or result.stdout).strip()[:300]}")
-        return {"batch": self.name, "job_id": job_id}
+    SCRIPT_NAME = "job.sbatch"
+
+    def job_script(self, req: JobRequest) -> str:
+        return job_script(req)
+
+    def submit_argv(self, req: JobRequest, script_path: str) -> list[str]:
+        return ["sbatch", "--parsable", script_path]
+
+    def job_id_of(self, stdout: str) -> str | None:
+        """``42`` of sbatch --parsable's ``42`` or ``42;cluster``."""
+        job_id = stdout.strip().split(";")[0]
+        return job_id if job_id.isdigit() else None
 
     def job_attributes(self, transport: Transport, campaign: str, job_ids: list[str],
                        since: float) -> dict[str, dict[str, str]]:
