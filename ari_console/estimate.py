@@ -46,7 +46,7 @@ MAX_ATTEMPTS = 3
 
 FORECAST_AT = (0.1, 0.25, 0.5, 0.75, 0.9)
 """Fractions of the work done at which a replay forecasts its finish."""
-FORECAST_SAMPLES = 200
+FORECAST_SAMPLES = 120
 """Draws from the predictions' spread per forecast."""
 REFIT_GROWTH = 4.0
 """A learning replay refits its predictions whenever its history has grown by this factor."""
@@ -124,9 +124,10 @@ class SimResult:
 def _truth(ds: DataSet, pred: Prediction, given: tuple[float | None, float | None] = (None, None),
            ) -> tuple[float, float]:
     """(hours, mem) the simulated data set really takes: the hidden truth ``given``,
-    else explicit values, else the prediction."""
+    else explicit values, else the prediction (its expected hours; its memory quantile,
+    so that a replay without truth kills nothing for memory)."""
     hours, mem = given
-    return (hours if hours is not None else ds.hours if ds.hours is not None else pred.hours,
+    return (hours if hours is not None else ds.hours if ds.hours is not None else pred.plan_h,
             mem if mem is not None else ds.mem_gb if ds.mem_gb is not None else pred.mem_gb)
 
 
@@ -166,6 +167,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
              progress: Callable[[int, int], None] | None = None,
              actual: Mapping[str, tuple[float, float]] | None = None,
              learn: bool | None = None, tuning: sch.Tuning = sch.DEFAULT_TUNING,
+             search: sch.Search = sch.DEFAULT_SEARCH,
              refit_growth: float = REFIT_GROWTH, memory_kill_after: float = MEMORY_KILL_AFTER,
              forecast_at: Sequence[float] = (), forecast_samples: int = FORECAST_SAMPLES,
              seed: int = 0) -> SimResult:
@@ -185,7 +187,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
 
     ``forecast_at``: fractions of the work at which to forecast the finish
     from the predictions of that moment (:func:`forecast_finish`).
-    Nodes' ``busy_h`` (running attempts) occupy their slots until those hours.
+    Nodes' ``busy_h`` (running attempts) occupy their slots until those hours;
+    slots taken (``free`` below ``slots``) with no hours given free at once.
     ``progress(done, total)`` is called now and then with finished data sets.
 
     >>> r = simulate([DataSet("a", hours=4, mem_gb=8), DataSet("b", hours=2, mem_gb=8)],
@@ -210,7 +213,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     running: dict[int, tuple[DataSet, float, int]] = {}  # event seq -> (data set, start, node)
     seq = 0
     for i, n in enumerate(nodes):
-        for b in n.busy_h[: n.slots - (n.free or 0)]:
+        occupied = n.slots - (n.free or 0)  # a running attempt without its hours left ends now, as unknown
+        for b in (list(n.busy_h) + [0.0] * occupied)[:occupied]:
             events.append((max(0.0, b), seq, i, None, "ok"))
             seq += 1
     heapq.heapify(events)
@@ -241,7 +245,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                     left.setdefault(i, []).append(end - now)
                 state = [replace(variants[i][s.free], busy_h=tuple(left.get(i, ())))
                          for i, s in enumerate(state)]
-            placement = sch.place(queue.values(), state, now, policy, model, plan, preds, tuning)
+            placement = sch.place(queue.values(), state, now, policy, model, plan, preds, tuning, search)
             if replanning:
                 state = [variants[i][s.free] for i, s in enumerate(state)]
             plan = placement.plan
@@ -287,8 +291,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                     progress(completed, total)
                 continue
             failures[outcome] = failures.get(outcome, 0) + 1
-            wall = node.walltime_h if outcome == "walltime" else (
-                min(hours / node.speed * memory_kill_after, node.walltime_h or math.inf) if outcome == "memory" else 0.0)
+            wall = _outcome(ds, hours, mem, node, memory_kill_after)[1]
             wasted += wall * node.cpus_per_slot
             again = replace(ds, attempts=ds.attempts + 1)
             if again.attempts >= max_attempts:
@@ -363,7 +366,8 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
                     samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
-                    tuning: sch.Tuning = sch.DEFAULT_TUNING, overhead: float = 0.0) -> tuple[float, float, float]:
+                    tuning: sch.Tuning = sch.DEFAULT_TUNING,
+                    memory_kill_after: float = MEMORY_KILL_AFTER) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
@@ -376,9 +380,9 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     fluid bound of its work on the node classes (the most loaded set of
     classes), each data set only where placement would send it once the fit
     has settled (its quantiles around the drawn median with the history's
-    scatter, not today's wider spread), or its longest data set, times the
-    packing loss of a longest-first list schedule of the expected hours, and
-    the ``overhead`` of killed attempts so far (wasted / useful hours).
+    scatter, not today's wider spread; ``tuning`` holds the quantiles), plus
+    the kills that truth would cost there, or its longest data set, times the
+    packing loss of a longest-first list schedule of the expected hours.
     Deterministic for a given ``seed``.
 
     >>> forecast_finish([(DataSet("a"), Prediction(4.0, 8.0))], [], [NodeState("n", mem_gb=16)])
@@ -396,9 +400,11 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     mems = np.array([c.rep.mem_gb for c in classes])
     walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
     entries, fixed, done = [], [], []  # prediction; classes allowed whatever the hours (bitmask); hours run
+    anything, every = Prediction(0.0, 0.0), (1 << n) - 1
     for ds, pred in waiting:
-        anything = Prediction(0.0, 0.0)
-        fixed.append(sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
+        free = ds.node is None and ds.recipe is None and ds.casa_version is None and ds.walltime_h is None
+        fixed.append(every if free else
+                     sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
         entries.append(pred)
         done.append(0.0)
     for pred, ran, name in running:
@@ -413,7 +419,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
                           tuning.hours_quantile)
-    _, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
+    mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
     left = np.maximum(hours - np.array(done)[None, :], 0.0)  # work still to do, speed 1.0
@@ -422,6 +428,16 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     for ci in range(n):
         fits |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(np.int64) << ci
     mask = np.where(fixed < 0, -fixed, fits & np.maximum(fixed, 0))
+    # the kills this truth would cost: on each class a data set may be sent to (in proportion to
+    # capacity), the walltime lost if its hours exceed it, part of its run if its memory exceeds the node's
+    kill_work, weight = np.zeros(hours.shape), np.zeros(hours.shape)
+    for ci in range(n):
+        share = np.where(((mask >> ci) & 1).astype(bool) & (fixed >= 0)[None, :], caps[ci], 0.0)
+        cost = (np.where(hours / speeds[ci] > walls[ci], walls[ci] * speeds[ci], 0.0)
+                + np.where(mem > mems[ci], memory_kill_after * hours, 0.0))
+        kill_work += share * cost
+        weight += share
+    left = left + kill_work / np.maximum(weight, 1e-12)
     fastest = np.array([max([speeds[ci] for ci in range(n) if m >> ci & 1], default=np.inf) for m in range(1 << n)])
     span = np.where(mask > 0, left / fastest[mask], 0.0).max(axis=1)
     subsets = range(1, 1 << n) if n <= 12 else ((1 << n) - 1,)
@@ -430,7 +446,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
         cap = caps[[ci for ci in range(n) if inside >> ci & 1]].sum()
         span = np.maximum(span, np.where(within, left, 0.0).sum(axis=1) / cap)
     mean_left = [max(0.0, p.plan_h - d) for p, d in zip(entries, done)]
-    span = span * _packing(mean_left, [(-m if m < 0 else m) for m in fixed], classes) * (1 + overhead)
+    span = span * _packing(mean_left, [(-m if m < 0 else m) for m in fixed], classes)
     p10, p50, p90 = np.percentile(span, [10, 50, 90])
     return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
 
@@ -470,22 +486,24 @@ def _packing(hours: Sequence[float], masks: Sequence[int], classes: Sequence[sch
     speeds = [c.rep.speed for c in classes]
     span = fluid = 0.0
     work: dict[int, float] = {}
+    members = {m: [ci for ci in range(n) if m >> ci & 1] for m in set(masks)}
+    fastest = {m: max((speeds[ci] for ci in cs), default=0.0) for m, cs in members.items()}
     for j in sorted(range(len(hours)), key=lambda j: -hours[j]):
         best, best_f = -1, math.inf
-        for ci in range(n):
-            if masks[j] >> ci & 1:
-                f = slots[ci][0] + hours[j] / speeds[ci]
-                if f < best_f:
-                    best, best_f = ci, f
+        for ci in members[masks[j]]:
+            f = slots[ci][0] + hours[j] / speeds[ci]
+            if f < best_f:
+                best, best_f = ci, f
         if best < 0:
             continue
         heapq.heapreplace(slots[best], best_f)
-        span = max(span, best_f)
-        fluid = max(fluid, hours[j] / max(speeds[ci] for ci in range(n) if masks[j] >> ci & 1))
+        if best_f > span:
+            span = best_f
         work[masks[j]] = work.get(masks[j], 0.0) + hours[j]
-    for inside in range(1, 1 << n) if n <= 12 else ((1 << n) - 1,):
-        within = sum(w for m, w in work.items() if m & ~inside == 0)
-        fluid = max(fluid, within / sum(c.capacity for ci, c in enumerate(classes) if inside >> ci & 1))
+        if hours[j] / fastest[masks[j]] > fluid:
+            fluid = hours[j] / fastest[masks[j]]
+    fluid = max(fluid, sch.fluid_bound({tuple(members[m]): w for m, w in work.items()},
+                                       [c.capacity for c in classes]))
     return max(1.0, span / fluid) if fluid > 0 else 1.0
 
 
@@ -800,7 +818,8 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
             kind = WORKLOAD_COLUMNS[col]
             if kind == "bool":
                 if cell.lower() not in _BOOLS:
-                    raise UserError(f'{name}: line {line}: {col} must be true or false, got "{cell}" — write true or false')
+                    raise UserError(f'{name}: line {line}: {col} must be true or false, got "{cell}" '
+                                    "— write true or false")
                 values[col] = _BOOLS[cell.lower()]
             else:
                 values[col] = cell if kind == "str" else _number(f"{name}: line {line}: ", col, kind, cell)

@@ -58,13 +58,15 @@ def _memory(m: dict, rng: np.random.Generator, cube_weight: float = 0.5) -> np.n
 
 def loglinear(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     chans = m["n_spw"] * m["n_chan"] / 7680.0
-    raw = m["size_gb"] ** 0.8 * chans ** 0.3 * np.where(m["is_mosaic"], 1.4, 1.0) * np.where(m["array"] == "7m", 0.5, 1.0)
+    raw = (m["size_gb"] ** 0.8 * chans ** 0.3 * np.where(m["is_mosaic"], 1.4, 1.0)
+           * np.where(m["array"] == "7m", 0.5, 1.0))
     return _scaled(raw * np.exp(rng.normal(0, 0.5, len(raw)))), _memory(m, rng)
 
 
 def cubes(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     chans = m["n_spw"] * m["n_chan"] / 7680.0
-    raw = m["size_gb"] ** 0.3 * chans ** 0.5 * np.where(chans > 2, chans ** 0.4, 1.0) * np.where(m["is_mosaic"], 2.0, 1.0)
+    raw = (m["size_gb"] ** 0.3 * chans ** 0.5 * np.where(chans > 2, chans ** 0.4, 1.0)
+           * np.where(m["is_mosaic"], 2.0, 1.0))
     return _scaled(raw * np.exp(rng.normal(0, 0.6, len(raw)))), _memory(m, rng, 0.7)
 
 

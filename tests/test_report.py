@@ -200,6 +200,8 @@ def test_report_shows_every_plot_and_the_numbers_of_its_json(campaign, browser):
                                                   "drain": 1, "undrain": 1}
     assert out["burndown"]["remaining"] == 3 and out["burndown"]["held"] == 1
     assert out["burndown"]["estimate"]["finish"] and out["burndown"]["estimate"]["queued"] == 2
+    est = out["burndown"]["estimate"]
+    assert est["finish_p10"] <= est["finish_p90"]  # the band an operator can quote: "done between X and Y"
     assert sorted(out["plots"]) == sorted(PLOTS)
     assert Path(out["html"]) == (campaign / "report" / "report.html").resolve()
 

@@ -133,8 +133,8 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
                         + (" from the hidden truth" if truth else "")),
         ("gap to bound", f"{gap:.2%}"),
         ("assumes", f"{sim.mean_hours:,.2f} h per data set at speed 1.0 on {sim.slots} slots "
-                    f"(speed-weighted {sim.capacity:,.1f}): {sim.jobs * sim.mean_hours / max(sim.capacity, 1e-9):,.0f} h "
-                    f"if no slot ever idled"),
+                    f"(speed-weighted {sim.capacity:,.1f}): "
+                    f"{sim.jobs * sim.mean_hours / max(sim.capacity, 1e-9):,.0f} h if no slot ever idled"),
         ("avoidable failures", f"{sim.failures_avoidable} (memory kills {sim.kills['memory']}, "
                                f"walltime kills {sim.kills['walltime']})"),
         ("CPU-hours", f"{sim.cpu_hours:,.0f}, {sim.wasted_cpu_hours:,.0f} on killed attempts "

@@ -40,21 +40,25 @@ node's walltime, or where the recipe / CASA version it needs is missing. Data
 sets no node can run come back in :attr:`Placement.unplaceable` with a reason.
 """
 
-from .eligibility import eligibility, node_classes, nodes_key, unplaceable_reason, why_not
-from .lpt import DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, Search
+from .eligibility import (eligibility, fluid_bound, node_classes, nodes_key, settle_risk, unplaceable_reason,
+                          why_not)
+from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, RELAX_QUANTILES,
+                  RELAX_TOLERANCE, Search)
 from .placement import DEFAULT_POLICY, POLICIES, make_plan, place, requeue
-from .prediction import (DEFAULT_TUNING, FEATURES, PRIOR_QUANTILE, Fit, features, means_above, quantiles_above, HOURS_QUANTILE, MEM_QUANTILE, MIN_HISTORY, PRIOR_HOURS_FACTOR,
-                         PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB,
-                         PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Model, Tuning, fit_history,
-                         predict, predict_all, prior)
+from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE, MIN_HISTORY,
+                         PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
+                         PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, features,
+                         fit_history, means_above, predict, predict_all, prior, quantiles_above)
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
 
 __all__ = [
-    "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Measured", "Model",
+    "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
-    "eligibility", "fit_history", "make_plan", "node_classes", "nodes_key", "place", "predict",
-    "predict_all", "prior", "requeue", "unplaceable_reason", "why_not",
-    "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_HOURS_FACTOR", "PRIOR_MEDIAN_HOURS",
-    "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_SIZE_EXPONENT",
-    "REFERENCE_CHANNELS", "FEATURES", "PRIOR_QUANTILE", "Fit", "features", "means_above", "quantiles_above", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",
+    "eligibility", "features", "fit_history", "fluid_bound", "make_plan", "means_above", "node_classes",
+    "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above", "requeue", "settle_risk",
+    "unplaceable_reason", "why_not",
+    "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
+    "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
+    "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",
+    "RELAX_QUANTILES", "RELAX_TOLERANCE",
 ]

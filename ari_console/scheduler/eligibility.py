@@ -152,14 +152,15 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     median_h = np.array([p.median_h or p.hours for p in spread])
     median_m = np.array([p.mem_median_gb or p.mem_gb for p in spread])
     sigma_h, sigma_m = np.array([p.sigma for p in spread]), np.array([p.mem_sigma for p in spread])
+    tail_h, tail_m = np.array([p.tail[0] for p in spread]), np.array([p.tail[1] for p in spread])
     floor_h, floor_m = np.array([p.floor_h for p in spread]), np.array([p.mem_floor_gb for p in spread])
     base_h, base_m = np.array([p.hours for p in spread]), np.array([p.mem_gb for p in spread])
 
     def placement_values(q_hours: float | None, q_mem: float | None):
         if q_hours is None:
             return base_h, base_m
-        hours = np.where(sigma_h > 0, quantiles_above(median_h, sigma_h, floor_h, q_hours, margin), base_h)
-        mem = np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, q_mem, margin), base_m)
+        hours = np.where(sigma_h > 0, quantiles_above(median_h, sigma_h * tail_h, floor_h, q_hours, margin), base_h)
+        mem = np.where(sigma_m > 0, quantiles_above(median_m, sigma_m * tail_m, floor_m, q_mem, margin), base_m)
         return hours, mem
 
     def bound(hours, mem) -> float:

@@ -198,7 +198,8 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                             back, k_back = partner_row[j]
                             shifted = out - back
                             if back < out and shifted < room * partner_speed and latest_class in elig[k_back]:
-                                end = max(latest_end - shifted / latest_speed, finish[partner] + shifted / partner_speed)
+                                end = max(latest_end - shifted / latest_speed,
+                                          finish[partner] + shifted / partner_speed)
                                 if end < best_end:
                                     best_end, best_step = end, (partner, k_out, k_back)
         if best_step is None:

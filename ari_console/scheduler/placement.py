@@ -112,7 +112,8 @@ def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
     ``fifo``: at the end of the queue. ``lpt`` (given ``nodes``): next in line
     on the node, among those it may now run on, that would finish it first
     after its planned work (a retried data set is a long or big one: it goes
-    early). Otherwise None: plan again. ``prediction`` is what the failure
+    early). ``greedy`` (given ``nodes``): into the group of the nodes it may
+    now run on, by its hours. Otherwise None: plan again. ``prediction`` is what the failure
     taught (it replaces the plan's).
     """
     preds = plan.predictions
@@ -120,6 +121,8 @@ def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
         preds = {**preds, ds.uid: prediction}
     if plan.policy == "lpt" and nodes and ds.uid not in plan.taken:
         return _requeue_lpt(plan, ds, preds, nodes)
+    if plan.policy == "greedy" and nodes:
+        return _requeue_greedy(plan, ds, preds, nodes)
     if plan.policy != "fifo":
         return None
     seq, c = plan.sequence[""], plan.cursor[""]
@@ -149,6 +152,24 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
         sums.append(acc)
     return replace(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
                    suffix_h={**plan.suffix_h, name: tuple(reversed(sums))},
+                   predictions=preds, remaining=plan.remaining + 1)
+
+
+def _requeue_greedy(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
+                    nodes: Sequence[NodeState]) -> Plan | None:
+    """``ds`` into the eligibility group of exactly the nodes it may now run on, by its hours."""
+    may = frozenset(n.name for n in nodes if not n.drained and why_not(ds, preds[ds.uid], n) is None)
+    members: dict[str, set[str]] = {}
+    for name, keys in plan.groups.items():
+        for key in keys:
+            members.setdefault(key, set()).add(name)
+    key = next((k for k, names in members.items() if names == may), None)
+    if key is None:
+        return None
+    c, seq = plan.cursor[key], plan.sequence[key]
+    hours = preds[ds.uid].plan_h
+    at = next((i for i in range(c, len(seq)) if preds[seq[i].uid].plan_h < hours), len(seq))
+    return replace(plan, sequence={**plan.sequence, key: seq[:at] + (ds,) + seq[at:]},
                    predictions=preds, remaining=plan.remaining + 1)
 
 

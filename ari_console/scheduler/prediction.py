@@ -5,16 +5,16 @@ passed in (``tuning=``); the module constants below are only its defaults.
 
 A prediction is a distribution, not a number: log(hours) is normal around a
 fit of the archive's metadata (log size, log channels, mosaic, 7 m array, log
-execution blocks), with the fit's residual spread plus its coefficient
+execution blocks, band), with the fit's residual spread plus its coefficient
 uncertainty, and cut below at what the data set is known to need (a
 walltime kill after W h: more than W; a memory kill at P GB: more than P;
 an attempt still running after R h: more than R). Placement checks a high
 quantile against walltimes and memory; plans add up the expected value;
 forecasts draw from the whole distribution.
 
-The fit treats attempts killed by the walltime and attempts still running as
-censored (they needed *at least* what they used), so a history of the quick
-ones does not teach that everything is quick.
+The fit treats attempts killed (by the walltime, or for memory part-way) and
+attempts still running as censored (they needed *at least* the hours they
+ran), so a history of the quick ones does not teach that everything is quick.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ PRIOR_SIZE_EXPONENT = 0.9
 """Runtime grows a little slower than linearly with data size (assumed)."""
 PRIOR_HOURS_SIGMA = 0.8
 """Log-sd of hours around the prior (study: lognormal, spread ~0.8)."""
-PRIOR_HOURS_FACTOR = 2.0
-"""What the prior's placement quantile makes of the median (~80th pct for sigma 0.8), kept for reference."""
 PRIOR_QUANTILE = 0.8
 """Quantile of the prior placement checks (the median x ~2 for hours)."""
 PRIOR_MEM_GB = 12.0
@@ -61,7 +59,7 @@ RETRY_MARGIN = 1.25
 RIDGE = 1e-4
 """Ridge penalty per finished attempt on the fit's slopes (keeps thin histories stable)."""
 
-FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks")
+FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks", "band")
 """What the fits regress log(hours) and log(peak memory) on; a missing value counts as the history's mean."""
 
 @dataclass(frozen=True)
@@ -124,7 +122,7 @@ def features(x: DataSet | Measured) -> list[float]:
     """The metadata of a data set (or of an attempt's data set) as numbers; NaN where unknown.
 
     >>> features(DataSet("u", size_gb=math.e, n_spw=4, n_chan=1, is_mosaic=True, array="12m"))
-    [1.0, 1.3862943611198906, 1.0, 0.0, nan]
+    [1.0, 1.3862943611198906, 1.0, 0.0, nan, nan]
     """
     nan = math.nan
     size = x.size_gb
@@ -133,7 +131,8 @@ def features(x: DataSet | Measured) -> list[float]:
             math.log(channels) if channels else nan,
             nan if x.is_mosaic is None else float(bool(x.is_mosaic)),
             nan if not x.array else float(x.array == "7m"),
-            math.log(x.n_eb) if x.n_eb else nan]
+            math.log(x.n_eb) if x.n_eb else nan,
+            float(x.band) if x.band else nan]
 
 
 def _design(rows, fit: Fit):
@@ -211,12 +210,12 @@ def fit_history(history: Iterable[Measured], tuning: Tuning = DEFAULT_TUNING) ->
     own: dict[str, tuple[float, float]] = {}
     for m in history:
         h, g = own.get(m.uid, (0.0, 0.0))
-        if m.outcome in ("walltime", "running", "ok"):
+        if m.outcome in ("walltime", "running", "memory", "ok"):
             h = max(h, m.hours * m.speed)
         if m.outcome in ("memory", "ok") and m.peak_mem_gb:
             g = max(g, m.peak_mem_gb)
         own[m.uid] = (h, g)
-    timed = [m for m in history if m.outcome in ("ok", "walltime", "running") and m.hours > 0]
+    timed = [m for m in history if m.outcome in ("ok", "walltime", "running", "memory") and m.hours > 0]
     hours = mem = None
     if timed:
         rows = np.array([features(m) for m in timed], dtype=float)
@@ -352,7 +351,7 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     out = {}
     for i, ds in enumerate(queue):
         p = Prediction(hours[i], mem[i], source, mean[i], med_h[i], sig_h[i], own[i][0], sig_m[i], own[i][1],
-                       shifts[i], med_m[i], mem_shifts[i])
+                       shifts[i], med_m[i], mem_shifts[i], (tail_h, tail_m))
         if ds.hours is not None:
             p = replace(p, hours=ds.hours, mean_h=ds.hours, median_h=ds.hours, sigma=0.0, floor_h=0.0,
                         source="explicit", shift=())

@@ -118,9 +118,10 @@ class Prediction:
     forecasts add up (None: ``hours``). The spread: hours are lognormal with
     median ``median_h`` and log-sd ``sigma``, known to be at least ``floor_h``
     (what a walltime kill or a running attempt taught); memory likewise with
-    median ``mem_median_gb``, ``mem_sigma`` and ``mem_floor_gb``. ``shift`` holds the data set's row of
-    the fit's coefficient uncertainty (log-hours per unit of each coefficient
-    draw), so forecasts can move all predictions together.
+    median ``mem_median_gb``, ``mem_sigma`` and ``mem_floor_gb``. ``shift``
+    (``mem_shift``) holds the data set's row of the fit's coefficient
+    uncertainty (log-hours per unit of each coefficient draw), so forecasts
+    can move all predictions together.
     """
 
     hours: float
@@ -135,6 +136,7 @@ class Prediction:
     shift: tuple[float, ...] = ()
     mem_median_gb: float | None = None
     mem_shift: tuple[float, ...] = ()
+    tail: tuple[float, float] = (1.0, 1.0)  # placement quantiles use sigma x tail (hours, memory): heavy tails
 
     @property
     def plan_h(self) -> float:
