@@ -661,9 +661,11 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
 class CampaignEstimate:
     """When a campaign's queue will be done, on its nodes as they are now.
 
-    ``finish_at`` is the replay's answer on the expected hours; ``band`` the
-    P10 / P50 / P90 finish from the predictions' spread (:func:`forecast_finish`),
-    so an operator can say "done between P10 and P90". ``mean_hours`` (per
+    ``band`` is the P10 / P50 / P90 finish from the predictions' spread
+    (:func:`forecast_finish`, which also counts what the running attempts still
+    need), so an operator can say "done between P10 and P90"; ``finish_at`` is
+    its P50, so the one finish shown always lies inside the band shown beside
+    it (the replay on the expected hours, ``simulation``, when there is no band). ``mean_hours`` (per
     data set, speed 1.0) and ``slots`` are what the answer assumes.
     """
 
@@ -694,9 +696,12 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     preds = sch.predict_all(list(queue) + [ds for ds, _, _ in running], model)
     speed = {n.name: n.speed for n in nodes}
     busy = [(preds[ds.uid], ran * speed.get(name, 1.0), name) for ds, name, ran in running]
+    # Work a node is known to hold for a while yet (its busy_h), at its speed, fits where it runs.
+    busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
                              residuals=model.hours.residuals if model.hours is not None else ())
-    return CampaignEstimate(now + timedelta(hours=sim.makespan_h), sim.makespan_h, bound.hours,
+    remaining_h = band_h[1] if band_h[2] > 0 else sim.makespan_h
+    return CampaignEstimate(now + timedelta(hours=remaining_h), remaining_h, bound.hours,
                             sim.cpu_hours, sim.disk_peak_gb, sim.unplaceable, sim, band_h,
                             tuple(now + timedelta(hours=h) for h in band_h),
                             sum(preds[ds.uid].plan_h for ds in queue) / len(queue) if queue else 0.0, sim.slots)
