@@ -8,6 +8,8 @@ engine did; the engine picks the change up on its next tick.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from . import alma, store
 from .errors import UserError
 
@@ -41,6 +43,7 @@ def retry(db: store.Database, text: str, now: float, node: str | None = None,
         raise UserError(f"{uid} already succeeded — its accepted attempt stays; nothing to retry")
     if node is not None and node not in {n["name"] for n in store.nodes(db)}:
         raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
+    check_amounts(mem_gb=mem_gb, walltime_h=walltime_h)
     given = {k: v for k, v in (("node", node), ("mem_gb", mem_gb), ("walltime_h", walltime_h)) if v is not None}
     with store.transaction(db, immediate=True):
         if given:
@@ -105,11 +108,13 @@ def undrain(db: store.Database, node: str, now: float) -> None:
 
 def override(db: store.Database, text: str, now: float, *, mem_gb: float | None = None,
              walltime_h: float | None = None, node: str | None = None, casa_version: str | None = None,
-             params: dict | None = None, clear: bool = False) -> dict:
+             params: dict | None = None, clear: bool = False, recipes: Iterable[str] | None = None) -> dict:
     """Set what the next attempt of a data set uses (memory, walltime, node, CASA version, recipe parameters)."""
     uid = canonical_uid(db, text)
     if node is not None and node not in {n["name"] for n in store.nodes(db)}:
         raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
+    check_amounts(mem_gb=mem_gb, walltime_h=walltime_h)
+    check_params(params or {}, recipes)
     with store.transaction(db, immediate=True):
         if clear:
             current = store.dataset(db, uid)["overrides"]
@@ -123,6 +128,64 @@ def override(db: store.Database, text: str, now: float, *, mem_gb: float | None 
         if clear or changes:
             _record(db, "override", now, uid, cleared=clear or None, **changes)
     return store.dataset(db, uid)
+
+
+def check_amounts(**amounts: float | None) -> None:
+    """Memory and walltime an operator gives: finite and positive, else a UserError naming the option.
+
+    >>> check_amounts(mem_gb=float("nan"))
+    Traceback (most recent call last):
+    ...
+    ari_console.errors.UserError: --mem-gb must be a positive number of GB, got nan — write e.g. --mem-gb 16
+    """
+    import math
+
+    for key, value in amounts.items():
+        if value is None:
+            continue
+        if not math.isfinite(value) or value <= 0:
+            unit, example = ("GB", 16) if key.endswith("_gb") else ("hours", 48)
+            option = "--" + key.replace("_", "-")
+            raise UserError(f"{option} must be a positive number of {unit}, got {value:g} — write e.g. "
+                            f"{option} {example}")
+
+
+def recipe_parameters(recipe: str) -> set[str]:
+    """The parameters a recipe of ``remote/recipes/`` knows: its ``DEFAULTS`` keys and every
+    ``params.get("...")`` it reads (read from its source; the recipe is not imported here)."""
+    import ast
+
+    from .nodes.ops import REMOTE_SRC
+
+    path = REMOTE_SRC / "recipes" / f"{recipe.replace('-', '_')}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    known: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "DEFAULTS" for t in node.targets) \
+                and isinstance(node.value, ast.Dict):
+            known |= {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "params" and node.args \
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            known.add(node.args[0].value)
+    return known
+
+
+def check_params(params: dict, recipes: Iterable[str] | None = None) -> None:
+    """``--param`` names the campaign's recipes know (all shipped recipes when not given), else a UserError."""
+    import difflib
+
+    from .config import RECIPES
+
+    if not params:
+        return
+    names = sorted(set(recipes or RECIPES))
+    known = set().union(*(recipe_parameters(r) for r in names))
+    for key in params:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f'did you mean "{close[0]}"?' if close else f"known: {', '.join(sorted(known))}"
+            raise UserError(f'--param "{key}": the {"/".join(names)} recipe has no such parameter — {hint}')
 
 
 def parse_params(pairs: list[str]) -> dict:

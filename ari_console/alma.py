@@ -8,6 +8,7 @@ how the store keys data sets. Project codes look like ``2016.1.00123.S``.
 from __future__ import annotations
 
 import csv
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,42 @@ _PARSERS = {
 }
 
 
+def check_files(files: object) -> list[dict]:
+    """The ``files`` of a catalogue row (JSON text or a list) as a list of entries, or ValueError saying why.
+
+    Each entry needs a ``url`` and a plain file ``name`` (no directory, no
+    ``..``): the node writes it inside the attempt's download dir, never elsewhere.
+
+    >>> check_files('[{"url": "https://a/x.tar", "name": "x.tar"}]')[0]["name"]
+    'x.tar'
+    >>> check_files('[{"url": "https://a/x", "name": "../../x"}]')
+    Traceback (most recent call last):
+    ...
+    ValueError: entry 1: name "../../x" must be a plain file name (no "/", no "..")
+    """
+    if isinstance(files, str):
+        try:
+            files = json.loads(files)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(files, list):
+        raise ValueError(f"must be a JSON list of files, got {type(files).__name__}")
+    out = []
+    for i, item in enumerate(files, start=1):
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item.get("url"):
+            raise ValueError(f"entry {i} needs a \"url\" (and a \"name\")")
+        name = item.get("name")
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", "..") \
+                or ".." in name.split("/") or "\0" in name:
+            raise ValueError(f'entry {i}: name "{name}" must be a plain file name (no "/", no "..")')
+        size = item.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float)) or not size >= 0
+                                 or size == float("inf")):
+            raise ValueError(f"entry {i}: size {size!r} must be a number of bytes")
+        out.append(dict(item))
+    return out
+
+
 def read_datasets_csv(path: Path) -> list[DataSet]:
     """Every data set in a catalogue CSV, or a UserError naming the first bad row.
 
@@ -191,6 +228,12 @@ def _parse_rows(name: str, reader: Iterable[list[str]]) -> Iterator[DataSet]:
             raise UserError(f"{name}: line {lineno}: {uid} is already on line {seen[uid]} — keep one row per MOUS")
         seen[uid] = lineno
         extra = {k: v for k, v in values.items() if k not in _PARSERS and v != ""}
+        if "files" in extra:
+            try:
+                check_files(extra["files"])
+            except ValueError as exc:
+                raise UserError(f"{name}: line {lineno}: files {exc} — write a JSON list like "
+                                f'[{{"url": "https://...", "name": "x.tar"}}]') from None
         yield DataSet(**parsed, extra=extra)
     if header is None:
         raise UserError(f"{name}: the file is empty — it needs a header row uid,project and one row per MOUS")

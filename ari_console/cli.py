@@ -56,10 +56,17 @@ def root(
 
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2; our bugs keep their traceback."""
+    import sqlite3
+
     try:
         app(standalone_mode=True)
     except UserError as exc:
         err.print(f"ari: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except sqlite3.DatabaseError as exc:  # the state file failed under a command: name it and say what to do
+        from . import store
+
+        err.print(f"ari: {store.db_error(store.last_path(), exc)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

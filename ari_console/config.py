@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -171,6 +172,10 @@ def _type_name(tp: Any, key: str) -> str:
             str: "a string", Path: "a path"}.get(tp, "a list of strings")
 
 
+NONZERO = ("slots", "speed", "cpus_per_slot", "max_attempts", "mem_gb", "walltime_h", "poll_interval_s", "port")
+FLOORS = {"poll_interval_s": 0.5}  # below this an engine tick would busy-loop the console and the nodes
+
+
 def _coerce(where: str, key: str, tp: str, value: Any) -> Any:
     """``value`` as type ``tp`` or a UserError naming where, key, and the fix."""
     base = {"str": str, "int": int, "float": float, "bool": bool, "Path": Path}
@@ -181,7 +186,13 @@ def _coerce(where: str, key: str, tp: str, value: Any) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
         ok = ok or (kind is float and isinstance(value, float))
         if ok:
-            if value < 0 or (value == 0 and key in ("slots", "speed", "cpus_per_slot", "max_attempts")):
+            if not math.isfinite(value):
+                raise UserError(f"{where}{key} must be a finite number, got {value!r} — write a number like "
+                                f"{_fmt(FLOORS.get(key, 1))}")
+            if key in FLOORS and value < FLOORS[key]:
+                raise UserError(f"{where}{key} must be at least {_fmt(FLOORS[key])}, got {value!r} — "
+                                f"write {_fmt(FLOORS[key])} or more")
+            if value < 0 or (value == 0 and key in NONZERO):
                 raise UserError(f"{where}{key} must be positive, got {value!r}")
             return kind(value)
         fix = _number_fix(value, hours=key.endswith("_h"))
@@ -268,12 +279,24 @@ def parse_config(text: str, path: Path) -> Config:
         where = f'node "{label}": ' if isinstance(label, str) and label else f"node #{i}: "
         if "name" not in table:
             raise UserError(f'{file}: {where}name is missing — add name = "node{i}"')
-        node = _build(Node, table, where, file)
+        node = _anchor_paths(_build(Node, table, where, file), path.parent)
         _check_node(node, where, file)
         if any(n.name == node.name for n in nodes):
             raise UserError(f'{file}: {where}name is used by two nodes — give each node its own name')
         nodes.append(node)
     return Config(path=path, campaign=campaign, nodes=tuple(nodes), selection=dict(selection))
+
+
+def _anchor_paths(node: Node, base: Path) -> Node:
+    """The node with its paths on this machine resolved against ari.toml's directory (never the shell's)."""
+    changes: dict[str, Any] = {}
+    for key in ("identity_file", "known_hosts"):
+        value = getattr(node, key)
+        if value is not None and not value.is_absolute():
+            changes[key] = (base / value).resolve()
+    if node.transport == "local" and not node.scratch_dir.startswith(("/", "~")):
+        changes["scratch_dir"] = str((base / node.scratch_dir).resolve())
+    return dataclasses.replace(node, **changes) if changes else node
 
 
 def _check_node(node: Node, where: str, file: str) -> None:
@@ -287,6 +310,9 @@ def _check_node(node: Node, where: str, file: str) -> None:
             raise UserError(f'{file}: {where}{key} must be one of {", ".join(allowed)}, got "{value}" — {fix}')
     if node.transport == "ssh" and not node.host:
         raise UserError(f'{file}: {where}host is missing — an ssh node needs host = "name.or.address"')
+    if node.transport == "ssh" and not node.scratch_dir.startswith("/"):
+        raise UserError(f'{file}: {where}scratch_dir must be an absolute path on the node, got "{node.scratch_dir}" '
+                        f'— write e.g. "/scratch/{node.user or "ari"}/ari"')
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", node.name):
         raise UserError(f'{file}: {where}name may hold only letters, digits, "_", "." and "-"')
 

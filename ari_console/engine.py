@@ -46,6 +46,12 @@ NODE_LOST_AFTER_S = 600.0
 # while its node answers is hung or stopped: its attempt is lost (node_lost) and the job is cancelled.
 STALE_HEARTBEAT_S = 900.0
 LOG_CHUNK = 4 << 20
+# A launch failing this many times in a row on one node drains it (an operator's `ari nodes undrain` resets it).
+LAUNCH_FAILURES_DRAIN = 3
+# Scratch an attempt needs on its node per GB of its data set (raw tars, the restored MS, images), plus a floor.
+SCRATCH_PER_GB = 3.0
+SCRATCH_FLOOR_GB = 0.05
+BACKUP_INTERVAL_S = 900.0
 REFIT_GROWTH = 1.25
 """The engine refits predictions (and plans again) when the attempts ended have grown by this factor."""
 PIPELINE_CATEGORIES = ("calibration", "importdata", "makeimlist", "findcont", "uvcontfit", "imaging", "export")
@@ -67,19 +73,24 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     queued: int = 0
     running: int = 0
+    blocked: str | None = None  # why queued data sets cannot go anywhere until an operator acts
 
     @property
     def idle(self) -> bool:
-        """Nothing queued, nothing running: the campaign has nothing left to do."""
-        return self.queued == 0 and self.running == 0
+        """Nothing running, and nothing queued that could run without an operator: nothing left to do."""
+        return self.running == 0 and (self.queued == 0 or self.blocked is not None)
 
 
 # -- the lock ------------------------------------------------------------------------
 
 def acquire_lock(path: Path, now: float):
     """An open, flock'ed lock file naming this process; EngineLocked naming the holder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the engine's lock file ({exc.strerror}) — the engine needs a "
+                        f"writable campaign directory; check the mount (`findmnt -T {path.parent}`)") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -121,7 +132,14 @@ class Engine:
         self.adjust_spec = adjust_spec or (lambda spec, node, ds: spec)
         self.work = cfg.campaign.work_dir
         self._lock = acquire_lock(self.work / "engine.lock", clock())
-        self.db = store.open_db(cfg.campaign.db_path)
+        try:
+            self.db = store.open_db(cfg.campaign.db_path)
+            store.verify(self.db)
+            if self.db.readonly:
+                raise store.db_error(cfg.campaign.db_path, store.sqlite3.OperationalError("readonly database"))
+        except UserError:
+            self._lock.close()
+            raise
         store.sync_nodes(self.db, cfg.nodes, clock())
         self.nodes: dict[str, Node] = {n.name: n for n in cfg.nodes}
         self.transports = {n.name: connect(n) for n in cfg.nodes}
@@ -135,6 +153,12 @@ class Engine:
         self._plan_model: scheduler.Model | None = None
         self._plan_signature: tuple | None = None
         self._plan_until = float("inf")  # a data set's not_before passes: plan again
+        self.node_faults: dict[str, str] = {}  # node -> the kind of fault the operator was last told of
+        self.unconfigured_since: dict[str, float] = {}  # removed node -> when this engine first saw it
+        self.scratch_short: dict[str, float] = {}  # node -> free GB when a data set's need did not fit
+        self.last_backup = -1e18
+        for line in store.reconcile(self.db, clock()):
+            self.progress(f"reconciled: {line}")
         self._recover_interrupted_launches(clock())
 
     def _recover_interrupted_launches(self, now: float) -> None:
@@ -151,17 +175,39 @@ class Engine:
             if node is not None:
                 try:
                     handle = ops.find_attempt(node, self.transports[node.name], self.cfg.campaign.name,
-                                              f"a-{a['id']:06d}")
-                except NodeUnreachable:
+                                              f"a-{a['id']:06d}", space=self.space)
+                except (NodeUnreachable, UserError, RuntimeError) as exc:
+                    self.progress(f"warning: {a['node']}: cannot look for interrupted launch {a['id']}: {exc}")
                     continue  # ask again at the next start; the attempt stays pending
             if handle:
                 store.update_attempt(self.db, a["id"], now, state="running", handle=handle,
                                      work_dir=handle["work_dir"], started_at=a["created_at"])
                 self.progress(f"re-attached attempt {a['id']} of {a['uid']} found on {a['node']}")
             else:
-                store.update_attempt(self.db, a["id"], now, state="cancelled", ended_at=now,
-                                     excerpt="the console stopped before the job was launched")
-                store.set_dataset_state(self.db, a["uid"], "queued", now, reason="launch interrupted")
+                # Nothing started (or its node left the config): not a try; the data set is queued again.
+                why = "the console stopped before the job was launched" if node is not None else \
+                    f"its node {a['node']} is no longer configured"
+                store.undo_launch(self.db, a["id"], now, kind="launch-interrupted",
+                                  reason="launch interrupted by a console stop (not counted as a try)",
+                                  detail={"excerpt": why})
+
+    @property
+    def space(self) -> str:
+        """This campaign's directory name on every node's scratch (campaigns can share a scratch)."""
+        return ops.campaign_space(self.cfg.campaign.name, self.cfg.campaign.db_path)
+
+    def _tell(self, node: str, message: str, now: float, report: TickReport) -> None:
+        """Mark ``node`` with a fault and tell the operator once per kind of fault (not at every tick)."""
+        kind = fault_kind(message)
+        store.set_node_probe(self.db, node, now, error=message)
+        if self.node_faults.get(node) == kind:
+            return
+        self.node_faults[node] = kind
+        store.record_event(self.db, "node-fault", now, node=node, new=kind, detail={"error": message})
+        report.errors.append(message if message.startswith((node, f'node "{node}"')) else f"{node}: {message}")
+
+    def _healthy(self, node: str) -> None:
+        self.node_faults.pop(node, None)
 
     def close(self) -> None:
         for t in self.transports.values():
@@ -180,11 +226,15 @@ class Engine:
         """One round of probe, poll, finish, place and launch."""
         now = self.clock() if now is None else now
         report = TickReport()
+        self._backup(now)
         self._probe(now, report)
         self._poll(now, report)
         self._schedule(now, report)
         totals = store.counts(self.db)
         report.queued, report.running = totals["queued"], totals["running"]
+        if report.queued and not node_states(self.db, self.nodes.values()):
+            report.blocked = (f"{report.queued} data set(s) queued but every node is drained or gone — fix the "
+                              f"nodes, then `ari nodes undrain NAME` (see `ari nodes list`)")
         return report
 
     def run(self, stop: Callable[[], bool] = lambda: False, until_idle: bool = False) -> TickReport:
@@ -198,10 +248,22 @@ class Engine:
             for err in report.errors:
                 self.progress(f"warning: {err}")
             if stop() or (until_idle and report.idle):
+                if report.blocked:
+                    self.progress(f"stopped: {report.blocked}")
                 return report
             deadline = time.monotonic() + self.cfg.campaign.poll_interval_s
             while time.monotonic() < deadline and not stop():
                 time.sleep(min(0.2, self.cfg.campaign.poll_interval_s))
+
+    def _backup(self, now: float) -> None:
+        """Keep the rolling online backup of ari.db fresh (at start, then every ``BACKUP_INTERVAL_S``)."""
+        if now - self.last_backup < BACKUP_INTERVAL_S:
+            return
+        self.last_backup = now
+        try:
+            store.backup(self.db)
+        except (OSError, store.sqlite3.Error) as exc:
+            self.progress(f"warning: backup of {self.cfg.campaign.db_path} failed: {exc}")
 
     # probing -----------------------------------------------------------------
     def _probe(self, now: float, report: TickReport) -> None:
@@ -215,15 +277,18 @@ class Engine:
                 p = probe(self.transports[name], node.scratch_dir)
                 store.set_node_probe(self.db, name, now, probe=p.row())
                 self.unreachable_since.pop(name, None)
+                self._healthy(name)
+                if p.scratch_free_gb is not None and p.scratch_free_gb > self.scratch_short.get(name, 1e18):
+                    self.scratch_short.pop(name, None)  # space was freed: launches may go there again
                 report.probed += 1
-            except (NodeUnreachable, ValueError, UserError) as exc:
-                store.set_node_probe(self.db, name, now, error=str(exc))
+            except (NodeUnreachable, ValueError, UserError, RuntimeError) as exc:
                 self.unreachable_since.setdefault(name, now)
-                report.errors.append(str(exc))
+                self._tell(name, str(exc), now, report)
 
     def _reachable(self, name: str, now: float) -> bool:
         """Whether new attempts may go to ``name`` at ``now``: it answers, and no recent launch there failed."""
-        return name not in self.unreachable_since and now >= self.launch_backoff.get(name, (0.0, 0))[0]
+        return (name not in self.unreachable_since and name not in self.scratch_short
+                and now >= self.launch_backoff.get(name, (0.0, 0))[0])
 
     # polling -----------------------------------------------------------------
     def _poll(self, now: float, report: TickReport) -> None:
@@ -231,18 +296,21 @@ class Engine:
         for a in store.active_attempts(self.db):
             if a["handle"]:
                 by_node.setdefault(a["node"], []).append(a)
+        for name in set(self.unconfigured_since) - set(by_node):
+            self.unconfigured_since.pop(name)
         for name, attempts in by_node.items():
             node = self.nodes.get(name)
             if node is None:
+                self._unconfigured(name, attempts, now, report)
                 continue
             transport = self.transports[name]
             try:
                 states = ops.poll(node, transport, self.cfg.campaign.name, [a["handle"] for a in attempts],
                                   since=min(a["created_at"] for a in attempts))
-            except (NodeUnreachable, RuntimeError) as exc:
+            except (NodeUnreachable, RuntimeError, UserError, OSError, ValueError) as exc:
+                # This node's problem only: marked, told once, the other nodes are polled as usual.
                 self.unreachable_since.setdefault(name, now)
-                store.set_node_probe(self.db, name, now, error=str(exc))
-                report.errors.append(str(exc))
+                self._tell(name, str(exc), now, report)
                 if now - self.unreachable_since[name] >= self.node_lost_after_s:
                     for a in attempts:
                         lost = JobState(state="lost", stage=a["stage"], category="node_lost",
@@ -251,6 +319,7 @@ class Engine:
                         self._finish(a, lost, now, report)
                 continue
             self.unreachable_since.pop(name, None)
+            self._healthy(name)
             for a in attempts:
                 js = states.get(a["handle"]["work_dir"])
                 if js is None:
@@ -258,8 +327,8 @@ class Engine:
                 report.polled += 1
                 try:
                     self._mirror_logs(a, transport)
-                except NodeUnreachable as exc:
-                    report.errors.append(str(exc))
+                except (NodeUnreachable, UserError, OSError) as exc:
+                    self._tell(name, str(exc), now, report)
                 changes = {"state": "running" if js.state in ("pending", "running") else a["state"],
                            "stage": js.stage or a["stage"], "heartbeat_at": js.heartbeat_at,
                            "peak_mem_gb": js.peak_mem_gb}
@@ -271,6 +340,25 @@ class Engine:
                     self._finish(store.attempt(self.db, a["id"]), js, now, report)
                 elif js.state == "running" and self._heartbeat_stale(a["id"], js.heartbeat_at, now):
                     self._give_up_hung(a, node, transport, js, now, report)
+
+    def _unconfigured(self, name: str, attempts: list[dict], now: float, report: TickReport) -> None:
+        """Attempts on a node no longer in ari.toml: reported once, lost after the grace period."""
+        since = self.unconfigured_since.setdefault(name, now)
+        ids = ", ".join(str(a["id"]) for a in attempts)
+        if now == since:
+            report.errors.append(
+                f'{name}: no longer in {self.cfg.path.name}, but attempt(s) {ids} still run there — put the node '
+                f"back within {self.node_lost_after_s:g} s to watch them, or they are counted lost and their data sets "
+                f"queued again")
+            store.record_event(self.db, "node-fault", now, node=name, new="unconfigured", detail={"attempts": ids})
+        if now - since < self.node_lost_after_s:
+            return
+        for a in attempts:
+            lost = JobState(state="lost", stage=a["stage"], category="node_lost",
+                            message=f"node {name} was removed from {self.cfg.path.name} while attempt {a['id']} "
+                                    f"ran there; not watched since")
+            self._finish(a, lost, now, report)
+        self.unconfigured_since.pop(name, None)
 
     def _heartbeat_stale(self, attempt_id: int, heartbeat_at: float | None, now: float) -> bool:
         """True when the runner's heartbeat has not moved for ``stale_heartbeat_s`` of console time."""
@@ -287,7 +375,7 @@ class Engine:
         silent_min = (now - self.heartbeats.pop(a["id"])[1]) / 60
         try:
             ops.cancel(node, transport, a["handle"], force=True)
-        except (NodeUnreachable, RuntimeError) as exc:
+        except (NodeUnreachable, RuntimeError, UserError) as exc:
             report.errors.append(f"{node.name}: could not cancel hung attempt {a['id']}: {exc}")
         lost = JobState(state="lost", stage=js.stage or a["stage"], category="node_lost",
                         message=f"heartbeat lost: the runner on {node.name} has been silent for "
@@ -330,32 +418,41 @@ class Engine:
         ds = store.dataset(self.db, a["uid"])
         if js.state == "succeeded":
             try:
-                self._deliver(a, ds, now)
-            except (NodeUnreachable, OSError, ValueError) as exc:
+                self._deliver(a, ds, now, js)
+            except (NodeUnreachable, UserError) as exc:
+                # The node cannot be asked now (down, host key changed): fetch at a later tick.
+                self._tell(a["node"], str(exc), now, report)
+                return
+            except (OSError, ValueError) as exc:
                 js = JobState(state="failed", stage="export", category="export",
                               message=f"products could not be fetched: {exc}", status=js.status)
             else:
-                store.update_attempt(self.db, a["id"], now, state="succeeded", ended_at=js.ended_at or now,
-                                     exit_code=js.exit_code, status=js.status)
                 report.finished.append((a["uid"], "succeeded", None))
                 return
         verdict = self._triage(a, js)
-        store.update_attempt(self.db, a["id"], now, state=js.state if js.state != "succeeded" else "failed",
-                             ended_at=js.ended_at or now, exit_code=js.exit_code, category=verdict.category,
-                             signature=verdict.signature, decisive_line=verdict.line,
-                             excerpt=verdict.excerpt, status=js.status, stage=js.stage or verdict.stage,
-                             triage_rules=triage.rules_version())
         tries = len(store.attempts(self.db, uid=a["uid"]))
         decision = retry_decision(verdict.category, tries, self.cfg.campaign.max_attempts,
                                   a.get("mem_gb") or self._node_value(a["node"], "mem_gb"),
                                   a.get("walltime_h") or self._node_value(a["node"], "walltime_h"),
                                   peak_mem_gb=js.peak_mem_gb, cancelled=js.state == "cancelled", now=now,
                                   backoff_s=self.cfg.campaign.retry_backoff_s)
-        if decision.overrides:
-            store.set_overrides(self.db, a["uid"], now, **decision.overrides)
-        store.set_dataset_state(self.db, a["uid"], decision.state, now, reason=decision.reason)
-        store.record_event(self.db, "retry-policy", now, uid=a["uid"], attempt_id=a["id"],
-                           new=decision.state, detail={"category": verdict.category, "reason": decision.reason})
+        with store.decision(self.db, "finish"):  # the attempt's end, the retry policy's answer: at once
+            store.update_attempt(self.db, a["id"], now, state=js.state if js.state != "succeeded" else "failed",
+                                 ended_at=js.ended_at or now, exit_code=js.exit_code, category=verdict.category,
+                                 signature=verdict.signature, decisive_line=verdict.line,
+                                 excerpt=verdict.excerpt, status=js.status, stage=js.stage or verdict.stage,
+                                 triage_rules=triage.rules_version())
+            if decision.overrides:
+                store.set_overrides(self.db, a["uid"], now, **decision.overrides)
+            store.set_dataset_state(self.db, a["uid"], decision.state, now, reason=decision.reason)
+            store.record_event(self.db, "retry-policy", now, uid=a["uid"], attempt_id=a["id"],
+                               new=decision.state, detail={"category": verdict.category, "reason": decision.reason})
+        if verdict.category == "disk_full":
+            free = ((store.node_row(self.db, a["node"]) or {}).get("probe") or {}).get("scratch_free_gb")
+            self.scratch_short[a["node"]] = free or 0.0
+            self._tell(a["node"], f"scratch {self._node_value(a['node'], 'scratch_dir')} is full "
+                                  f"(attempt {a['id']} of {a['uid']}): no launch there until space is freed",
+                       now, report)
         report.finished.append((a["uid"], js.state, verdict.category))
         self._maybe_drain(now)
 
@@ -373,6 +470,8 @@ class Engine:
         if js.message:
             logs.append(("status", [f"ari-runner: {js.message}"]))
         verdict = triage.classify_many(logs, hint=js.category) if logs else None
+        if verdict is not None and not verdict.excerpt and js.message:
+            verdict.excerpt = js.message  # the console's own finding (node lost, removed, silent) is the excerpt
         if verdict is None or verdict.category == "unknown":
             if js.category:
                 return triage.Verdict(category=js.category, stage=js.stage, line=None,
@@ -380,15 +479,19 @@ class Engine:
         return verdict or triage.Verdict(category="unknown", stage=js.stage, line=None,
                                          excerpt=js.message or "", evidence=[], signature="unknown")
 
-    def _deliver(self, a: dict, ds: dict, now: float) -> None:
-        """Fetch the products named in the manifest, verify their checksums, compare with QA2, accept."""
+    def _deliver(self, a: dict, ds: dict, now: float, js: JobState | None = None) -> None:
+        """Fetch the products named in the manifest, verify their checksums, compare with QA2, accept.
+
+        The fetching happens first; what it decides (products, QA2 verdict, the
+        accepted attempt, the attempt's success) is written as one decision.
+        """
         transport = self.transports[a["node"]]
         work_dir = a["handle"]["work_dir"]
         manifest = json.loads(transport.read_file(f"{work_dir}/products/manifest.json"))
         dest = self.work / "products" / uid_filename(a["uid"]) / f"a-{a['id']:06d}"
         fetched = []
         for item in manifest.get("products", []):
-            name = item.get("file") or item.get("name") or item["path"]
+            name = product_name(item)
             local = dest / Path(name).name
             transport.get(f"{work_dir}/products/{name}", local)
             digest = _sha256(local)
@@ -397,23 +500,32 @@ class Engine:
             fetched.append({"path": str(local), "kind": item.get("kind"), "sha256": digest,
                             "size": local.stat().st_size})
         (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        store.add_products(self.db, a["id"], a["uid"], fetched)
+        pairs, qa2_error, qa2_rules = None, None, None
         try:
             qa2 = self.qa2_dir(ds)
             if qa2 is not None:
                 from .qa2 import compare_dirs
                 from .qa2.compare import rules_version
 
-                report = compare_dirs(dest, qa2)
-                store.save_qa2(self.db, a["uid"], a["id"], report.as_dict()["pairs"], rules_version=rules_version())
+                pairs = compare_dirs(dest, qa2).as_dict()["pairs"]
+                qa2_rules = rules_version()
         except Exception as exc:  # QA2 images missing or unreadable: deliver, and say why there is no verdict
-            store.record_event(self.db, "qa2-unavailable", now, uid=a["uid"], attempt_id=a["id"],
-                               detail={"error": f"{type(exc).__name__}: {exc}"})
-        store.accept_attempt(self.db, a["uid"], a["id"], now)
+            qa2_error = f"{type(exc).__name__}: {exc}"
+        with store.decision(self.db, "deliver"):
+            store.add_products(self.db, a["id"], a["uid"], fetched)
+            if pairs is not None:
+                store.save_qa2(self.db, a["uid"], a["id"], pairs, rules_version=qa2_rules)
+            if qa2_error:
+                store.record_event(self.db, "qa2-unavailable", now, uid=a["uid"], attempt_id=a["id"],
+                                   detail={"error": qa2_error})
+            store.accept_attempt(self.db, a["uid"], a["id"], now)
+            if js is not None:
+                store.update_attempt(self.db, a["id"], now, state="succeeded", ended_at=js.ended_at or now,
+                                     exit_code=js.exit_code, status=js.status)
         if self.cfg.campaign.clean_scratch:
             try:
                 ops.clean_work_dir(transport, work_dir)
-            except (NodeUnreachable, RuntimeError) as exc:  # scratch left as it is: say so, deliver anyway
+            except (NodeUnreachable, RuntimeError, UserError) as exc:  # scratch left as it is: say so, deliver anyway
                 store.record_event(self.db, "clean-failed", now, uid=a["uid"], attempt_id=a["id"],
                                    detail={"error": str(exc)})
 
@@ -452,10 +564,13 @@ class Engine:
         self.plan = placement.plan
         for bad in placement.unplaceable:
             if self._plan_queue.pop(bad.dataset.uid, None) is not None:
-                store.set_dataset_state(self.db, bad.dataset.uid, "held", now, reason=f"fits no node: {bad.reason}")
+                with store.decision(self.db, "hold"):
+                    store.set_dataset_state(self.db, bad.dataset.uid, "held", now,
+                                            reason=f"fits no node: {bad.reason}")
         for sds, nstate in placement.pairs:
             self._plan_queue.pop(sds.uid, None)
-            self._launch(store.dataset(self.db, sds.uid), self.nodes[nstate.name], sds, now, report)
+            if not self._launch(store.dataset(self.db, sds.uid), self.nodes[nstate.name], sds, now, report):
+                self._plan_until = now  # not launched (queued again, or waiting for scratch): plan again next tick
         # our own launches and holds changed the queue: that is no reason to plan again
         count, latest, _ = store.queue_signature(self.db)
         self._plan_signature = (count, latest, self._plan_signature[2])
@@ -485,24 +600,38 @@ class Engine:
         self._plan_signature = (count, latest, ended)
         self.plan = None
 
-    def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> None:
+    def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> bool:
+        """Launch ``ds`` on ``node``; True when its job started."""
         transport = self.transports[node.name]
         overrides = ds["overrides"]
         # Overrides are what a node must offer (placement saw to it); an attempt gets the node's slot.
         mem_gb, walltime_h = node.mem_gb, node.walltime_h
+        short = self._scratch_shortfall(node, ds)
+        if short is not None:
+            self.scratch_short[node.name] = short[0]
+            self._tell(node.name, f"disk_full: scratch {node.scratch_dir} has {short[0]:.2f} GB free, "
+                                  f"{ds['uid']} needs {short[1]:.2f} GB — free space there (or point scratch_dir "
+                                  f"elsewhere); no launch there until a probe shows more", now, report)
+            return False
         try:
             attempt_id = store.create_attempt(self.db, ds["uid"], node.name, now, mem_gb=mem_gb, walltime_h=walltime_h)
         except store.AlreadyRunning as exc:
             report.errors.append(str(exc))
-            return
+            return False
         name = f"a-{attempt_id:06d}"
+        store.crash_window("launch")  # the attempt is pending, nothing on the node yet
         try:
+            try:
+                files = self.resolve_files(ds)
+            except ValueError as exc:  # a bad catalogue cell imported by an older console: this data set only
+                raise SpecRejected(f"files {exc} — fix the catalogue row, import it again, "
+                                   f"then `ari release {ds['uid']}`") from None
             if node.name not in self.prepared:
                 ops.copy_remote(transport, node)
                 self.prepared.add(node.name)
             spec = {
                 "uid": ds["uid"],
-                "files": self.resolve_files(ds),
+                "files": files,
                 "recipe": recipe_spec(node, ds["extra"].get("recipe_params"), overrides.get("params")),
                 "env": dict(node.env),
                 "heartbeat_s": min(5.0, max(1.0, self.cfg.campaign.poll_interval_s)),
@@ -512,31 +641,103 @@ class Engine:
             if problem:
                 raise SpecRejected(problem)
             handle = ops.launch(node, transport, self.cfg.campaign.name, name, spec,
-                                mem_gb=mem_gb, walltime_h=walltime_h)
+                                mem_gb=mem_gb, walltime_h=walltime_h, space=self.space)
         except SpecRejected as exc:
             # The console's fault (a bad file entry, a wrong key): the node is fine, the data set
             # waits for an operator; never node_lost, never counted toward draining the node.
-            store.update_attempt(self.db, attempt_id, now, state="failed", category="unknown",
-                                 excerpt=f"job spec rejected (the console's fault, not the node's): {exc}",
-                                 ended_at=now)
-            store.set_dataset_state(self.db, ds["uid"], "held", now, reason=f"bad job spec: {exc}")
+            with store.decision(self.db, "hold"):
+                store.update_attempt(self.db, attempt_id, now, state="failed", category="unknown",
+                                     excerpt=f"job spec rejected (the console's fault, not the node's): {exc}",
+                                     ended_at=now)
+                store.set_dataset_state(self.db, ds["uid"], "held", now, reason=f"bad job spec: {exc}")
             report.errors.append(f"{ds['uid']}: bad job spec, held: {exc}")
-            return
-        except (NodeUnreachable, RuntimeError, OSError) as exc:
-            # The node's fault, not the data set's: the node waits (doubling), the data set may go elsewhere.
-            failures = self.launch_backoff.get(node.name, (0.0, 0))[1] + 1
-            wait = self.cfg.campaign.retry_backoff_s * 2 ** min(failures - 1, 6)
-            self.launch_backoff[node.name] = (now + wait, failures)
-            store.update_attempt(self.db, attempt_id, now, state="failed", category="node_lost",
-                                 excerpt=f"launch failed: {exc}", ended_at=now)
-            store.set_dataset_state(self.db, ds["uid"], "queued", now,
-                                    reason=f"launch on {node.name} failed; no launch there for {wait:g} s")
-            report.errors.append(f"{node.name}: launch of {ds['uid']} failed: {exc} (no launch there for {wait:g} s)")
-            return
+            return False
+        except (NodeUnreachable, RuntimeError, OSError, UserError) as exc:
+            self._launch_failed(ds["uid"], node, attempt_id, exc, now, report)
+            return False
         self.launch_backoff.pop(node.name, None)
         store.update_attempt(self.db, attempt_id, now, state="running", handle=handle,
                              work_dir=handle["work_dir"], started_at=now)
         report.launched.append((ds["uid"], node.name))
+        return True
+
+    def _launch_failed(self, uid: str, node: Node, attempt_id: int, exc: Exception, now: float,
+                       report: TickReport) -> None:
+        """The node's fault, not the data set's: no try is spent; the node waits (doubling) and is
+        drained after ``LAUNCH_FAILURES_DRAIN`` failures in a row; the data set may go elsewhere."""
+        failures = self.launch_backoff.get(node.name, (0.0, 0))[1] + 1
+        wait = self.cfg.campaign.retry_backoff_s * 2 ** min(failures - 1, 6)
+        self.launch_backoff[node.name] = (now + wait, failures)
+        store.undo_launch(self.db, attempt_id, now, kind="launch-failed",
+                          reason=f"launch on {node.name} failed; no launch there for {wait:g} s",
+                          detail={"error": str(exc)[:500]})
+        in_a_row = store.launch_failures_in_a_row(self.db, node.name)
+        if in_a_row >= LAUNCH_FAILURES_DRAIN:
+            reason = f"{in_a_row} launches in a row failed, the last: {str(exc)[:200]}"
+            store.set_drained(self.db, node.name, True, now, reason)
+            self.progress(f"drained node {node.name}: {reason} — fix it, then `ari nodes undrain {node.name}`")
+        if fault_kind(str(exc)) == "disk_full":
+            self.scratch_short[node.name] = 0.0  # no launch there until a probe shows space again
+        if fault_kind(str(exc)) != "other":
+            self._tell(node.name, str(exc), now, report)
+        else:
+            report.errors.append(f"{node.name}: launch of {uid} failed: {exc} (no launch there for {wait:g} s)")
+
+    def _scratch_shortfall(self, node: Node, ds: dict) -> tuple[float, float] | None:
+        """(free GB, needed GB) when the node's last probe shows less scratch than the data set needs, else None."""
+        if ds.get("size_gb") is None:
+            return None
+        probe = (store.node_row(self.db, node.name) or {}).get("probe") or {}
+        free = probe.get("scratch_free_gb")
+        need = scratch_need_gb(ds["size_gb"])
+        if free is None or free >= need:
+            return None
+        return free, need
+
+
+def scratch_need_gb(size_gb: float) -> float:
+    """Scratch one attempt of a data set of ``size_gb`` needs on its node.
+
+    >>> scratch_need_gb(10)
+    30.05
+    """
+    return round(size_gb * SCRATCH_PER_GB + SCRATCH_FLOOR_GB, 3)
+
+
+FAULT_KINDS = (
+    ("host_key", ("host key",)),
+    ("auth", ("refused the key", "authentication")),
+    ("dns", ("name or service not known", "name resolution", "nodename nor servname", "no address associated")),
+    ("disk_full", ("disk_full", "no space left", "disk quota")),
+    ("timeout", ("timed out", "timeout")),
+    ("unreachable", ("cannot connect", "connection lost", "unreachable", "refused")),
+)
+
+
+def fault_kind(message: str) -> str:
+    """Which kind of node fault a message tells of (the operator is told once per kind).
+
+    >>> fault_kind('node "ws": the host key of h:22 does not match'), fault_kind("x: command timed out after 30 s")
+    ('host_key', 'timeout')
+    """
+    low = message.lower()
+    for kind, words in FAULT_KINDS:
+        if any(w in low for w in words):
+            return kind
+    return "other"
+
+
+def product_name(item: dict) -> str:
+    """A manifest entry's file, checked to lie inside the attempt's products/ (ValueError if not).
+
+    >>> product_name({"file": "img.fits"})
+    'img.fits'
+    """
+    name = str(item.get("file") or item.get("name") or item.get("path") or "")
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith("/") or ".." in parts or any(p in ("", ".") for p in parts):
+        raise ValueError(f"manifest entry {name!r} is not a file inside products/ — refused")
+    return name
 
 
 def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = scheduler.DEFAULT_POLICY,
@@ -591,12 +792,14 @@ def recipe_spec(node: Node, dataset_params: object, override_params: object) -> 
 
 def dataset_files(ds: dict) -> list[dict]:
     """The files an attempt downloads: raw data and the calibration tar (the archive's DataLink
-    listing, classified at import), or ``files`` as a catalogue CSV gave them."""
+    listing, classified at import), or ``files`` as a catalogue CSV gave them (checked: ValueError
+    naming what is wrong)."""
+    from .alma import check_files
     from .archive.client import stored_files
 
     files = ds["extra"].get("files")
     if files:
-        return json.loads(files) if isinstance(files, str) else list(files)
+        return check_files(files)
     return [{"url": f["url"], "name": f["name"], "sha256": f.get("sha256"), "size": f.get("size")}
             for f in stored_files(ds["extra"].get("archive", {}), "inputs")]
 

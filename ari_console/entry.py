@@ -60,8 +60,15 @@ def main() -> None:
     from .jsonout import emit_json
     from .readmodel import status_report
 
+    import sqlite3
+
     try:
         emit_json(status_report(config))
     except UserError as exc:
         sys.stderr.write(f"ari: {exc}\n")
+        sys.exit(2)
+    except sqlite3.DatabaseError as exc:
+        from . import store
+
+        sys.stderr.write(f"ari: {store.db_error(store.last_path(), exc)}\n")
         sys.exit(2)

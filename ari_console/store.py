@@ -12,6 +12,8 @@ tests control the clock.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -34,8 +36,10 @@ class Database:
     `ari status` would pay; docs/design.md, "The store", says why in full.)
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None, readonly: bool = False) -> None:
         self.conn = conn
+        self.path = path
+        self.readonly = readonly
 
     def close(self) -> None:
         """Close the connection (what every reader and writer does when done)."""
@@ -195,24 +199,148 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def open_db(path: Path | str, create: bool = True) -> Database:
     """The campaign database at ``path``, created and migrated to the current schema.
 
+    A state file that cannot serve (0 bytes, not a database, truncated,
+    unreadable) is a UserError naming the file, what is wrong and what to do;
+    on a read-only mount (or a file we may not write) it opens read-only, so
+    every read works.
+
     >>> with open_db(":memory:") as db:
     ...     schema_version(db) == SCHEMA_VERSION
     True
     """
-    if str(path) != ":memory:":
-        path = Path(path)
-        if not path.exists() and not create:
+    if str(path) == ":memory:":
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.execute("PRAGMA foreign_keys = ON")
+        db = Database(conn)
+        _migrate(db)
+        return db
+    path = Path(path)
+    global _last_path
+    _last_path = path
+    if not path.exists():
+        if not create:
             raise UserError(f"{path}: no campaign database yet — run `ari datasets import` first")
         path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA busy_timeout = 30000")
-    db = Database(conn)
-    if str(path) != ":memory:":
+    elif path.stat().st_size == 0:
+        raise UserError(f"{path}: the campaign state file is empty (0 bytes), not a new campaign — "
+                        f"{restore_hint(path)}, or move it away to start an empty campaign")
+    elif not os.access(path, os.R_OK):
+        raise UserError(f"{path}: cannot read the campaign state file (permission denied) — "
+                        f"check its owner and mode (`ls -l {path}`)")
+    readonly = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    try:
+        db = _connect(path, readonly)
+        _migrate(db)
+    except sqlite3.DatabaseError as exc:
+        if readonly or not _is_readonly_error(exc):
+            raise db_error(path, exc) from None
+        db = _connect(path, readonly=True)  # a read-only mount that access() did not see
+        try:
+            _migrate(db)
+        except sqlite3.DatabaseError as exc2:
+            raise db_error(path, exc2) from None
+    return db
+
+
+_last_path: Path | None = None
+
+
+def last_path() -> Path | None:
+    """The state file opened last in this process (to name it when SQLite fails later)."""
+    return _last_path
+
+
+def verify(db: Database) -> None:
+    """Read every page of the state file once (``PRAGMA quick_check``); a UserError saying what to do if damaged.
+
+    For long-lived openers (the engine, the TUI): a damaged file is named at
+    the start, not as an empty dashboard or a traceback an hour later.
+    """
+    try:
+        rows = [r[0] for r in db.conn.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        raise db_error(db.path, exc) from None
+    if rows != ["ok"]:
+        raise db_error(db.path, sqlite3.DatabaseError("; ".join(rows)[:200]))
+
+
+def _connect(path: Path, readonly: bool) -> Database:
+    """A connection to ``path``: read-write in WAL mode, or read-only (immutable when even -shm cannot be made)."""
+    if not readonly:
+        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-    _migrate(db)
-    return db
+        conn.execute("PRAGMA foreign_keys = ON")
+        return Database(conn, path)
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.OperationalError:
+        # WAL on a read-only mount without a -shm file: read the file as it is (no writer can run there).
+        conn.close()
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+    return Database(conn, path, readonly=True)
+
+
+def _is_readonly_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def backup_path(path: Path) -> Path:
+    """Where the rolling online backup of the state file ``path`` lives.
+
+    >>> backup_path(Path("/c/ari.db"))
+    PosixPath('/c/ari.db.backup')
+    """
+    return path.with_name(path.name + ".backup")
+
+
+def restore_hint(path: Path) -> str:
+    """What to do about a broken state file: restore the backup if there is one."""
+    backup = backup_path(path)
+    if backup.exists():
+        return f"restore the automatic backup (`cp {backup} {path}`, with the engine stopped)"
+    return "restore it from your own backup (no automatic backup exists yet)"
+
+
+def db_error(path: Path | None, exc: BaseException) -> UserError:
+    """One line for a state file SQLite cannot use: the file, what is wrong, what to do."""
+    text = str(exc)
+    low = text.lower()
+    where = path or "ari.db"
+    if "readonly" in low or "read-only" in low:
+        return UserError(f"{where}: the campaign state file is read-only ({text}) — reads work; to run the "
+                         f"engine or change anything, check the mount (`findmnt -T {where}`) and the file's mode")
+    if "locked" in low or "busy" in low:
+        return UserError(f"{where}: the campaign state file stays locked ({text}) — another process holds it; "
+                         f"wait, or stop it (`fuser {where}`)")
+    if "disk i/o" in low or "unable to open" in low:
+        return UserError(f"{where}: cannot read or write the campaign state file ({text}) — "
+                         f"check the disk and the mount, then {restore_hint(Path(where))}")
+    return UserError(f"{where}: the campaign state file is damaged ({text}) — {restore_hint(Path(where))}")
+
+
+def backup(db: Database, dest: Path | None = None) -> Path:
+    """Copy the live state file to ``dest`` (default: its rolling backup) with SQLite's online backup API.
+
+    Readers and the engine go on meanwhile; the copy is written beside the
+    target and renamed over it, so a crash mid-backup leaves the previous backup.
+    """
+    dest = Path(dest or backup_path(db.path))
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.unlink(missing_ok=True)
+    target = sqlite3.connect(str(tmp))
+    try:
+        db.conn.backup(target, pages=4096)
+    finally:
+        target.close()
+    os.replace(tmp, dest)
+    return dest
 
 
 def schema_version(db: Database) -> int:
@@ -223,6 +351,9 @@ def schema_version(db: Database) -> int:
 def _migrate(db: Database) -> None:
     if schema_version(db) == SCHEMA_VERSION:
         return  # the usual case: no write lock for a read-only command
+    if db.readonly:
+        raise UserError(f"{db.path}: the campaign state file is read-only and needs an upgrade of its schema "
+                        f"(v{schema_version(db)} -> v{SCHEMA_VERSION}) — open it once where it is writable")
     with transaction(db, immediate=True):
         current = schema_version(db)
         if current > SCHEMA_VERSION:
@@ -252,6 +383,33 @@ def transaction(db: Database, immediate: bool = False) -> Iterator[Database]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+KILL_IN_ENV = "ARI_TEST_KILL_IN"
+DECISION_WINDOWS = ("finish", "deliver", "launch-failed", "launch-interrupted", "hold", "reconcile")
+
+
+def crash_window(name: str) -> None:
+    """A fault-injection hook: with ``ARI_TEST_KILL_IN=<name>`` in its environment, the process is
+    SIGKILLed here (inside decision ``name``'s transaction, or at the named point of a launch).
+
+    The fault tests run an engine with it to stop it at every moment where a
+    decision is half-written; a real campaign never sets it.
+    """
+    if os.environ.get(KILL_IN_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def decision(db: Database, name: str) -> Iterator[Database]:
+    """One engine decision (finish, deliver, retry, hold, launch failure): every write inside, or none.
+
+    ``name`` is the decision's window for :func:`crash_window`, called after the
+    last write and before the commit.
+    """
+    with transaction(db, immediate=True):
+        yield db
+        crash_window(name)
 
 
 # -- events ------------------------------------------------------------------
@@ -477,8 +635,8 @@ def sync_nodes(db: Database, nodes: Iterable, now: float) -> None:
              None if n.walltime_h is None else float(n.walltime_h), float(n.speed), 1) for n in nodes}
     have = set(db.conn.execute("SELECT name, transport, batch, host, slots, mem_gb, walltime_h, speed, in_config"
                                " FROM nodes WHERE in_config = 1").fetchall())
-    if want == have:
-        return
+    if want == have or db.readonly:
+        return  # a read-only state file shows the nodes it knows
     with transaction(db, immediate=True):
         names = []
         for n in nodes:
@@ -511,6 +669,14 @@ def nodes(db: Database, include_removed: bool = False) -> list[dict]:
     return rows
 
 
+def node_row(db: Database, name: str) -> dict | None:
+    """One node's row (probe decoded, running count), configured or not; None if unknown."""
+    for row in nodes(db, include_removed=True):
+        if row["name"] == name:
+            return row
+    return None
+
+
 # -- attempts ----------------------------------------------------------------
 
 class AlreadyRunning(Exception):
@@ -529,13 +695,92 @@ def create_attempt(db: Database, uid: str, node: str, now: float, *,
                                  (uid,)).fetchone()
         if active:
             raise AlreadyRunning(f"{uid} already has attempt {active[0]} running")
-        cur = db.conn.execute(
-            "INSERT INTO attempts (uid, node, state, mem_gb, walltime_h, created_at) VALUES (?,?,?,?,?,?)",
-            (uid, node, "pending", mem_gb, walltime_h, now))
-        attempt_id = cur.lastrowid
+        # Never reuse the id of an undone launch (its events, and maybe a spec on the node, carry it).
+        attempt_id = db.conn.execute("SELECT MAX(x) FROM (SELECT MAX(id) AS x FROM attempts"
+                                     " UNION ALL SELECT MAX(attempt_id) FROM events)").fetchone()[0] or 0
+        attempt_id += 1
+        db.conn.execute(
+            "INSERT INTO attempts (id, uid, node, state, mem_gb, walltime_h, created_at) VALUES (?,?,?,?,?,?,?)",
+            (attempt_id, uid, node, "pending", mem_gb, walltime_h, now))
         record_event(db, "attempt", now, uid=uid, attempt_id=attempt_id, node=node, new="pending")
         set_dataset_state(db, uid, "running", now)
         return attempt_id
+
+
+def undo_launch(db: Database, attempt_id: int, now: float, *, kind: str, reason: str,
+                detail: dict | None = None) -> None:
+    """A launch that never started a job: its pending attempt goes, the data set is queued again.
+
+    A launch is not a try: nothing ran, so nothing counts toward
+    ``max_attempts``; the event ``kind`` (``launch-failed``,
+    ``launch-interrupted``) keeps the node's side of the story. One decision.
+    """
+    with decision(db, kind):
+        row = db.conn.execute("SELECT uid, node, state FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+        if row is None or row[2] not in ACTIVE_ATTEMPT_STATES:
+            return
+        uid, node, _ = row
+        db.conn.execute("DELETE FROM log_offsets WHERE attempt_id = ?", (attempt_id,))
+        db.conn.execute("DELETE FROM attempts WHERE id = ?", (attempt_id,))
+        record_event(db, kind, now, uid=uid, attempt_id=attempt_id, node=node, detail=detail)
+        set_dataset_state(db, uid, "queued", now, reason=reason)
+
+
+def launch_failures_in_a_row(db: Database, node: str) -> int:
+    """Launches on ``node`` that failed since its last started attempt (or its last undrain).
+
+    >>> db = open_db(":memory:"); record_event(db, "launch-failed", 1.0, node="n")
+    >>> launch_failures_in_a_row(db, "n")
+    1
+    """
+    return db.conn.execute(
+        "SELECT COUNT(*) FROM events WHERE node = ? AND kind = 'launch-failed' AND id > COALESCE("
+        "(SELECT MAX(id) FROM events WHERE node = ? AND ((kind = 'attempt' AND new = 'running')"
+        " OR kind = 'undrain')), 0)", (node, node)).fetchone()[0]
+
+
+def reconcile(db: Database, now: float) -> list[str]:
+    """Repair what a crash between two writes of one decision could leave (older consoles wrote them apart).
+
+    - an accepted attempt not marked succeeded: marked, the data set succeeds;
+    - a delivered data set queued again (its accepted attempt finished as a
+      failure afterwards, no operator asked for a re-run): succeeded again;
+    - a running data set without an active attempt: queued.
+
+    One line per repair, for the engine to report.
+    """
+    fixed = []
+    if db.readonly:
+        return fixed
+    with decision(db, "reconcile"):
+        rows = db.conn.execute(
+            "SELECT d.uid, d.state, a.id, a.state FROM datasets d JOIN attempts a ON a.id = d.accepted_attempt"
+            " WHERE a.state != 'succeeded' OR d.state IN ('queued', 'running', 'held', 'failed')").fetchall()
+        for uid, ds_state, attempt_id, a_state in rows:
+            accepted_at = db.conn.execute("SELECT MAX(id) FROM events WHERE uid = ? AND kind = 'accepted'",
+                                          (uid,)).fetchone()[0] or 0
+            asked = db.conn.execute("SELECT COUNT(*) FROM events WHERE uid = ? AND id > ? AND kind IN"
+                                    " ('operator', 'retry', 'overrides')", (uid, accepted_at)).fetchone()[0]
+            later = db.conn.execute("SELECT COUNT(*) FROM attempts WHERE uid = ? AND id > ?",
+                                    (uid, attempt_id)).fetchone()[0]
+            if asked or later:
+                continue  # an operator's re-run, or a newer attempt: not a crash's leftover
+            if a_state != "succeeded":
+                db.conn.execute("UPDATE attempts SET state = 'succeeded', category = NULL, signature = NULL,"
+                                " excerpt = NULL, ended_at = COALESCE(ended_at, ?) WHERE id = ?", (now, attempt_id))
+                record_event(db, "reconciled", now, uid=uid, attempt_id=attempt_id, old=a_state, new="succeeded",
+                             detail={"reason": "accepted attempt not marked succeeded"})
+                fixed.append(f"{uid}: accepted attempt {attempt_id} marked succeeded (was {a_state})")
+            if ds_state != "succeeded":
+                set_dataset_state(db, uid, "succeeded", now, reason="delivered (reconciled after a crash)")
+                fixed.append(f"{uid}: delivered, {ds_state} -> succeeded")
+        stuck = db.conn.execute(
+            "SELECT uid FROM datasets d WHERE state = 'running' AND NOT EXISTS (SELECT 1 FROM attempts a"
+            " WHERE a.uid = d.uid AND a.state IN ('pending', 'running'))").fetchall()
+        for (uid,) in stuck:
+            set_dataset_state(db, uid, "queued", now, reason="reconciled: running without an active attempt")
+            fixed.append(f"{uid}: running without an active attempt -> queued")
+    return fixed
 
 
 def attempt(db: Database, attempt_id: int) -> AttemptRow | None:

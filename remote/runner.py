@@ -45,6 +45,9 @@ Job spec keys (JSON object)::
     download_attempts 6    tries per file (when remote/download.py takes ``attempts``)
     download_backoff_s 1.0 first wait between tries (when it takes ``backoff_base``)
     heartbeat_s     5.0    how often status.json is rewritten while a stage runs
+    reserve_bytes   1048576  scratch the runner holds back (``.ari-reserve``) so that a full disk
+                           can still be reported: when a write fails with ENOSPC the runner
+                           stops the stage, frees the reserve and writes its final status there
     poll_s          1.0    how often /proc is read for RSS and children are checked
 
 ``status.json`` (rewritten atomically: temp + fsync + rename; readers never see
@@ -55,7 +58,8 @@ peak_rss_bytes, peak_rss_gb, limits, stages`` (per stage: state, started_at,
 ended_at, exit_code, and for download files_fetched / files_skipped).
 
 ``category`` is set when the runner knows the cause: ``memory``, ``walltime``,
-``disk_full``, ``download``, or what the recipe reported in
+``disk_full`` (a stage refused for lack of space, a write that failed with ENOSPC, or a
+stage that failed while the scratch was full), ``download``, or what the recipe reported in
 ``<work_dir>/<stage>.failure.json`` (``{"category", "message"}``); else null
 (the failure line then says ``category=unknown``) and triage reads the logs. A
 stage's own state is running, succeeded, failed, cancelled or refused.
@@ -85,6 +89,7 @@ is refused (``runner.lock``, flock).
 Exit codes: 0 succeeded, 1 failed, 3 cancelled, 2 bad spec / already running.
 """
 
+import errno
 import fcntl
 import inspect
 import json
@@ -106,6 +111,9 @@ KNOWN_CATEGORIES = ("download", "calibration", "importdata", "makeimlist", "find
                     "imaging", "export", "memory", "walltime", "disk_full", "total_power", "node_lost",
                     "unknown")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
+RESERVE_NAME = ".ari-reserve"
+DEFAULT_RESERVE_BYTES = 1 << 20
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 SPEC_VERSION = 1    # the job spec format this runner reads (the console writes it as spec_version)
 STATUS_VERSION = 1  # the status.json format this runner writes (status_version)
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
@@ -151,6 +159,10 @@ def normalise_spec(spec: dict, origin: str = "spec") -> dict:
     for item in out["files"]:
         if not item.get("url") or not item.get("name"):
             raise SpecError("%s: every entry of 'files' needs 'url' and 'name', got %r" % (origin, item))
+        name = str(item["name"])
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise SpecError("%s: file name %r must be a plain file name (no '/', no '..')" % (origin, name))
+    out["reserve_bytes"] = int(spec.get("reserve_bytes", DEFAULT_RESERVE_BYTES) or 0)
     out["download_dir"] = os.path.abspath(spec.get("download_dir") or os.path.join(out["work_dir"], "raw"))
     out["scratch_dir"] = os.path.abspath(spec.get("scratch_dir") or out["work_dir"])
     out["recipe"] = dict(spec.get("recipe") or {})
@@ -274,6 +286,7 @@ class Attempt(object):
         self.started = time.time()
         self.stop_signal = None
         self.child = None
+        self.disk_full = None  # the failed write's message once the scratch is full
         self.status = {
             "status_version": STATUS_VERSION, "attempt_id": spec["attempt_id"], "uid": spec["uid"], "state": "running", "stage": None,
             "pid": os.getpid(), "pgid": os.getpgid(0), "host": socket.gethostname(), "started_at": self.started,
@@ -288,12 +301,46 @@ class Attempt(object):
         return os.path.join(self.work_dir, name)
 
     def write_status(self) -> None:
-        """Rewrite status.json atomically, with a fresh heartbeat."""
+        """Rewrite status.json atomically, with a fresh heartbeat (on a full scratch: in the reserve)."""
         self.status["heartbeat_at"] = time.time()
+        self.guarded("status.json", lambda: procutil.write_json_atomic(self.path("status.json"), self.status))
+
+    def guarded(self, what: str, write) -> None:
+        """Run ``write``; on a full scratch stop the stage, free the reserve and write again there."""
         try:
-            procutil.write_json_atomic(self.path("status.json"), self.status)
-        except OSError as exc:  # e.g. scratch full: keep the job going, the heartbeat goes stale
-            print("ari-runner: cannot write status.json: %s" % exc, file=sys.stderr)
+            write()
+            return
+        except OSError as exc:
+            if exc.errno not in FULL_ERRNOS:
+                print("ari-runner: cannot write %s: %s" % (what, exc), file=sys.stderr)
+                return
+            self.disk_full = self.disk_full or "cannot write %s: %s" % (what, exc.strerror)
+        if self.child is not None and self.child.poll() is None:
+            self.kill_children()  # it would eat the reserve
+        self.release_reserve()
+        try:
+            write()
+        except OSError as exc:  # even the reserve is gone: the console sees a stale heartbeat (node_lost)
+            print("ari-runner: cannot write %s on a full scratch: %s" % (what, exc), file=sys.stderr)
+
+    def hold_reserve(self) -> None:
+        """Hold ``reserve_bytes`` of scratch (real blocks, not a sparse file) for the last words."""
+        hold_reserve(self.path(RESERVE_NAME), self.spec["reserve_bytes"])
+
+    def release_reserve(self) -> None:
+        try:
+            os.remove(self.path(RESERVE_NAME))
+        except OSError:
+            pass
+
+    def scratch_full(self) -> bool:
+        """True when a write failed for space, or the scratch has less free than the reserve."""
+        if self.disk_full:
+            return True
+        try:
+            return procutil.free_bytes(self.spec["scratch_dir"]) < max(self.spec["reserve_bytes"], 1 << 16)
+        except OSError:
+            return False
 
     def log(self, line: str, stage: str = None) -> None:
         """Append ``line`` to runner.log and, given a stage, to that stage's log.
@@ -302,14 +349,17 @@ class Attempt(object):
         text triage matches; informational lines carry their own UTC time.
         """
         for name in ["runner.log"] + (["%s.log" % stage] if stage else []):
-            with open(self.path(name), "a") as fh:
-                fh.write(line + "\n")
+            def append(name=name):
+                with open(self.path(name), "a") as fh:
+                    fh.write(line + "\n")
+            self.guarded(name, append)
 
     # -- outcome
     def finish(self, state: str, exit_code: int, category=None, message=None) -> int:
         """Record the final state and return the runner's exit code."""
         self.status.update(state=state, exit_code=exit_code, category=category, message=message,
                            ended_at=time.time())
+        self.release_reserve()  # the last words need no reserve after them
         self.write_status()
         self.log("ari-runner: attempt %s %s at %s (exit %d)" % (self.spec["attempt_id"], state, utc_now(), exit_code))
         return exit_code
@@ -360,8 +410,18 @@ class Attempt(object):
     # -- the stages
     def run(self) -> int:
         """Run every stage; the runner's exit code."""
-        os.makedirs(self.spec["download_dir"], exist_ok=True)
-        procutil.write_json_atomic(self.path("recipe_params.json"), recipe_params(self.spec))
+        try:
+            self.hold_reserve()
+            os.makedirs(self.spec["download_dir"], exist_ok=True)
+            procutil.write_json_atomic(self.path("recipe_params.json"), recipe_params(self.spec))
+        except OSError as exc:
+            if exc.errno not in FULL_ERRNOS:
+                raise
+            self.release_reserve()
+            line = "ari-runner: refused: scratch is full (%s) — free space in %s" % (
+                exc.strerror, self.spec["scratch_dir"])
+            self.log(line)
+            return self.finish("failed", EXIT_FAILED, "disk_full", line)
         self.log("ari-runner: attempt %s of %s started at %s, pid %d, stages %s" % (
             self.spec["attempt_id"], self.spec["uid"], utc_now(), os.getpid(), ",".join(self.spec["stages"])))
         self.write_status()
@@ -412,6 +472,13 @@ class Attempt(object):
             return self.finish("failed", EXIT_FAILED, "walltime", line)
         if outcome["kind"] == "signal":
             return self.stopped(stage, record)
+        if outcome["kind"] == "disk_full" or self.scratch_full():
+            line = "ari-runner: stage %s failed: category=disk_full: scratch %s is full (%s)" % (
+                stage, self.spec["scratch_dir"], self.disk_full or "%s bytes free" % procutil.free_bytes(
+                    self.spec["scratch_dir"]))
+            self.release_reserve()
+            self.log(line, stage)
+            return self.finish("failed", EXIT_FAILED, "disk_full", line)
         category, message = stage_failure(stage, outcome["exit_code"], failure_file)
         if outcome.get("error"):
             message = outcome["error"]
@@ -466,6 +533,9 @@ class Attempt(object):
             if time.time() - last_beat >= self.spec["heartbeat_s"]:
                 self.write_status()
                 last_beat = time.time()
+            if self.disk_full:
+                self.kill_children()
+                return {"kind": "disk_full", "exit_code": self.child.returncode}
             time.sleep(self.spec["poll_s"])
 
     def kill_children(self) -> None:
@@ -483,6 +553,20 @@ class Attempt(object):
         if [p for p in procutil.descendants(os.getpid()) if procutil.alive(p)]:
             procutil.kill_tree(os.getpid(), grace_s=1.0, include_self=False)
             procutil.reap_orphans(keep=(self.child.pid,))
+
+
+def hold_reserve(path: str, size: int) -> None:
+    """Make ``path`` a file of ``size`` real bytes (kept if it already is); OSError (ENOSPC) if the disk is full."""
+    if size <= 0 or (os.path.isfile(path) and os.path.getsize(path) >= size):
+        return
+    with open(path, "wb") as fh:
+        chunk = b"\0" * min(size, 1 << 16)
+        left = size
+        while left > 0:
+            fh.write(chunk[:left])
+            left -= len(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def stage_result(path: str) -> dict:
@@ -614,6 +698,16 @@ def detach(spec_path: str) -> int:
     """Start the runner in a new session (setsid), stdio to runner.out, and print its pid."""
     spec = load_spec(spec_path)
     os.makedirs(spec["work_dir"], exist_ok=True)
+    try:  # hold the reserve before the runner starts: a launch onto a full disk fails now, visibly
+        hold_reserve(os.path.join(spec["work_dir"], RESERVE_NAME), spec["reserve_bytes"])
+    except OSError as exc:
+        try:
+            os.remove(os.path.join(spec["work_dir"], RESERVE_NAME))
+        except OSError:
+            pass
+        print("ari-runner: disk_full: cannot hold %d bytes of scratch in %s (%s) — free space there"
+              % (spec["reserve_bytes"], spec["work_dir"], exc.strerror), file=sys.stderr)
+        return EXIT_FAILED
     out = open(os.path.join(spec["work_dir"], "runner.out"), "ab")
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), os.path.abspath(spec_path)],
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

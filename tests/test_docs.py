@@ -288,3 +288,20 @@ def guide_toml_blocks() -> list[str]:
 @pytest.mark.parametrize("text", guide_toml_blocks(), ids=[t.splitlines()[0] + f" #{i}" for i, t in enumerate(guide_toml_blocks())])
 def test_every_toml_example_in_the_operator_guide_is_a_valid_ari_toml(text):
     parse_config(text, Path("/campaign/ari.toml"))
+
+
+# -- what the console promises --------------------------------------------------------------------
+
+PROMISES = DOCS / "promises.md"
+CHECKED_BY = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")
+
+
+def test_promises_md_is_indexed_and_names_its_tests():
+    assert "(promises.md)" in (DOCS / "README.md").read_text(encoding="utf-8")
+    assert len(CHECKED_BY.findall(PROMISES.read_text(encoding="utf-8"))) >= 20
+
+
+@pytest.mark.parametrize("path, name", sorted(set(CHECKED_BY.findall(PROMISES.read_text(encoding="utf-8")))))
+def test_every_test_a_promise_names_exists(path, name):
+    source = (ROOT / path).read_text(encoding="utf-8")
+    assert re.search(rf"^def {name}\(", source, re.M), f"promises.md names {path}::{name}, which does not exist"

@@ -290,9 +290,10 @@ def test_a_failed_launch_backs_off_the_node_instead_of_burning_attempts(tmp_path
         first = engine.tick()
         for _ in range(3):
             engine.tick()
-        attempts = store.attempts(engine.db, uid=uid)
-        assert [(a["state"], a["category"]) for a in attempts] == [("failed", "node_lost")]
-        assert "launch failed" in attempts[0]["excerpt"]
+        # A launch that never started a job is not a try: no attempt row, the node's event tells it.
+        assert store.attempts(engine.db, uid=uid) == []
+        failed = [e for e in store.events(engine.db, uid=uid) if e["kind"] == "launch-failed"]
+        assert len(failed) == 1 and failed[0]["node"] == "broken" and failed[0]["detail"]["error"]
         assert store.dataset(engine.db, uid)["state"] == "queued"
         assert any("no launch there for" in e for e in first.errors), first.errors
 

@@ -7,7 +7,10 @@ on the node by ``prepare`` and the runner started from there.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from ..config import Node
 from ..errors import UserError
 from . import batch as B
 from .probe import probe
-from .transport import NodeUnreachable, Transport, sh_quote
+from .transport import CommandResult, NodeUnreachable, Transport, sh_quote
 
 
 
@@ -45,9 +48,24 @@ def runner_path(node: Node) -> str:
     return f"{remote_root(node)}/remote/runner.py"
 
 
-def attempt_dir(node: Node, attempt: str) -> str:
-    """The work dir of one attempt on ``node``."""
-    return f"{node.scratch_dir.rstrip('/')}/{attempt}"
+def campaign_space(name: str, db_path: str | os.PathLike) -> str:
+    """The campaign's directory on a node's scratch: its name and a digest of its state file's path.
+
+    Two campaigns sharing a scratch (the default ``/tmp/ari-scratch``) never
+    share a work dir, even with the same name.
+
+    >>> campaign_space("Cycle 4, band 7", "/data/c4/ari.db")[:16]
+    'Cycle_4_band_7-'
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "campaign"
+    digest = hashlib.sha256(str(Path(db_path).resolve()).encode()).hexdigest()[:8]
+    return f"{safe[:40]}-{digest}"
+
+
+def attempt_dir(node: Node, attempt: str, space: str | None = None) -> str:
+    """The work dir of one attempt on ``node`` (inside the campaign's ``space`` when given)."""
+    root = node.scratch_dir.rstrip("/")
+    return f"{root}/{space}/{attempt}" if space else f"{root}/{attempt}"
 
 
 @dataclass(frozen=True)
@@ -71,9 +89,17 @@ def copy_remote(transport: Transport, node: Node) -> int:
     return len(files)
 
 
-def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0) -> list[Check]:
-    """Check a node end to end; one Check per aspect, each failure with its fix. Copies the runner."""
+def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0,
+               timeout_s: float | None = None) -> list[Check]:
+    """Check a node end to end; one Check per aspect, each failure with its fix. Copies the runner.
+
+    Every command has a timeout (``timeout_s`` caps them all); one that hangs
+    is killed with its process group and reported as a failed check.
+    """
     checks: list[Check] = []
+
+    def _ask(transport: Transport, argv: list[str], timeout: float) -> CommandResult:
+        return ask(transport, argv, timeout if timeout_s is None else min(timeout, timeout_s))
 
     def add(name: str, ok: bool, detail: str, fix: str = "") -> None:
         checks.append(Check(node.name, name, ok, detail, "" if ok else fix))
@@ -88,31 +114,34 @@ def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0) -
         detail, _, fix = str(exc).partition(" — ")
         add("reach", False, detail, fix)
         return checks
-    py = transport.run([node.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=30)
+    py = _ask(transport, [node.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=30)
     version = py.stdout.strip()
     ok = py.ok and tuple(int(x) for x in version.split(".")) >= MIN_PYTHON
     add("python", ok, f"{node.python} is Python {version}" if py.ok else f"{node.python}: {py.stderr.strip()[:120]}",
         f'set python = "/path/to/python3" (3.6 or newer) for node "{node.name}" in ari.toml')
     if node.recipe == "casa6":
         casa_py = node.casa_path or node.python
-        casa = transport.run([casa_py, "-c", "import casatools; print(casatools.version_string())"], timeout=120)
+        casa = _ask(transport, [casa_py, "-c", "import casatools; print(casatools.version_string())"], timeout=120)
         last = (casa.stderr.strip().splitlines() or [""])[-1][:160]
         add("casa", casa.ok, f"casatools {casa.stdout.strip()}" if casa.ok else
             f"{casa_py} cannot import casatools ({last})", f"install CASA 6 there (`{casa_py} -m pip install casatools==6.7.0.31 "
             f"casatasks==6.7.0.31 casadata`) or set casa_path to a Python that has it")
     else:
         casa_bin = node.casa_path or "casa"
-        casa = transport.run(["sh", "-c", f"command -v {sh_quote(casa_bin)}"], timeout=30)
+        casa = _ask(transport, ["sh", "-c", f"command -v {sh_quote(casa_bin)}"], timeout=30)
         add("casa", casa.ok, f"casa at {casa.stdout.strip()}" if casa.ok else f"{casa_bin} not found",
             'set casa_path = "/path/to/casa-pipeline/bin/casa" for the alma-pipeline recipe')
     try:
-        p = probe(transport, node.scratch_dir)
+        p = probe(transport, node.scratch_dir, **({"timeout": timeout_s} if timeout_s else {}))
         free = p.scratch_free_gb or 0.0
         add("scratch", free >= scratch_need_gb, f"{node.scratch_dir}: {free:.1f} GB free",
             f"free space in {node.scratch_dir} (needs {scratch_need_gb:g} GB) or point scratch_dir elsewhere")
     except (ValueError, NodeUnreachable) as exc:
         add("scratch", False, str(exc), f"make {node.scratch_dir} exist and be writable")
-    batch = B.batch_system(node.batch).check(transport)
+    try:
+        batch = B.batch_system(node.batch).check(_Capped(transport, timeout_s) if timeout_s else transport)
+    except NodeUnreachable as exc:  # the batch command hung (killed with its process group) or the node went
+        batch = (False, str(exc), f"make the batch system answer on {node.name} (its commands did not)")
     if batch is not None:
         add("batch", *batch)
     try:
@@ -121,6 +150,31 @@ def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0) -
     except (OSError, NodeUnreachable) as exc:
         add("runner", False, str(exc), f"make {node.scratch_dir} writable for {node.user or 'the user'}")
     return checks
+
+
+class _Capped:
+    """A transport whose commands wait at most ``cap`` seconds (``ari nodes check --timeout``-like use)."""
+
+    def __init__(self, transport: Transport, cap: float) -> None:
+        self._transport, self._cap = transport, cap
+
+    def run(self, argv, timeout: float = 30.0) -> CommandResult:
+        return self._transport.run(argv, timeout=min(timeout, self._cap))
+
+    def run_script(self, script: str, timeout: float = 30.0) -> CommandResult:
+        return self._transport.run_script(script, timeout=min(timeout, self._cap))
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+def ask(transport: Transport, argv: list[str], timeout: float) -> CommandResult:
+    """``transport.run`` for a check: a command that hangs or a connection that drops is a failed check
+    (exit 124, the reason as its stderr), not an exception."""
+    try:
+        return transport.run(argv, timeout=timeout)
+    except NodeUnreachable as exc:
+        return CommandResult(124, "", f"{argv[0]}: {exc}")
 
 
 def _reach_fix(node: Node, message: str) -> str:
@@ -139,13 +193,13 @@ def write_spec(transport: Transport, work_dir: str, spec: dict) -> str:
 
 
 def launch(node: Node, transport: Transport, campaign: str, attempt: str, spec: dict,
-           mem_gb: float | None = None, walltime_h: float | None = None) -> dict:
+           mem_gb: float | None = None, walltime_h: float | None = None, space: str | None = None) -> dict:
     """Start one attempt detached on ``node``; the handle to store.
 
     ``spec`` is the runner's job spec (see remote/runner.py); its work_dir is
     set here. Memory and walltime default to the node's.
     """
-    work_dir = attempt_dir(node, attempt)
+    work_dir = attempt_dir(node, attempt, space)
     spec = {**spec, "spec_version": B.SPEC_VERSION, "attempt_id": attempt, "work_dir": work_dir}
     spec.setdefault("mem_gb", mem_gb or node.mem_gb)
     spec.setdefault("walltime_h", walltime_h or node.walltime_h)
@@ -179,14 +233,15 @@ def poll(node: Node, transport: Transport, campaign: str, handles: Iterable[dict
     return states
 
 
-def find_attempt(node: Node, transport: Transport, campaign: str, attempt: str) -> dict | None:
+def find_attempt(node: Node, transport: Transport, campaign: str, attempt: str,
+                 space: str | None = None) -> dict | None:
     """The handle of an attempt whose launch was interrupted before its handle was stored, or None.
 
     Asks the node's batch system (``BatchSystem.find``: a runner process started
     for its spec, a Slurm job carrying its name as comment), then looks for a
     status.json the runner already wrote in the attempt's (deterministic) work dir.
     """
-    work_dir = attempt_dir(node, attempt)
+    work_dir = attempt_dir(node, attempt, space)
     system = B.batch_system(node.batch)
     found = system.find(transport, campaign, attempt, work_dir)
     if found is None:

@@ -124,13 +124,19 @@ class LocalTransport:
         return self.run_script(command_line(argv), timeout)
 
     def run_script(self, script: str, timeout: float = DEFAULT_TIMEOUT_S) -> CommandResult:
+        """Run ``script`` in its own process group; on timeout the whole group is killed (nothing left running)."""
+        proc = subprocess.Popen(["/bin/sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            proc = subprocess.run(["/bin/sh", "-c", script], capture_output=True, timeout=timeout,
-                                  env={**os.environ, **self.env}, stdin=subprocess.DEVNULL)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise NodeUnreachable(f"{self.name}: command timed out after {timeout:g} s") from None
-        return CommandResult(proc.returncode, proc.stdout.decode(errors="replace"),
-                             proc.stderr.decode(errors="replace"))
+            kill_group(proc)
+            first = script.split()[0] if script.split() else "command"
+            raise NodeUnreachable(f"{self.name}: {first} timed out after {timeout:g} s (killed)") from None
+        except BaseException:
+            kill_group(proc)
+            raise
+        return CommandResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         target = Path(path)
@@ -155,6 +161,20 @@ class LocalTransport:
                 dst.write(chunk)
 
     def close(self) -> None:
+        pass
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc``'s process group (it was started with ``start_new_session``) and reap it."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # a grandchild in another group keeps the pipes open: stop waiting
         pass
 
 
@@ -262,6 +282,8 @@ class SSHTransport:
         client = self._connected()
         if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:
             self._sftp = client.open_sftp()
+            # A node that stops answering mid-transfer must not hang the console: no read waits longer.
+            self._sftp.get_channel().settimeout(max(DEFAULT_TIMEOUT_S, self.target.connect_timeout))
         return self._sftp
 
     def close(self) -> None:

@@ -19,6 +19,10 @@ def open_console(config_path: Path, theme: str = "ari-dark", engine: bool = True
     cfg = load_config(config_path)
     if not cfg.campaign.db_path.exists():
         raise UserError(f"{cfg.campaign.db_path}: no campaign database yet — run `ari datasets import` first")
+    from .. import store
+
+    with store.open_db(cfg.campaign.db_path, create=False) as db:
+        store.verify(db)  # a damaged state file is one line now, not an empty dashboard
     from .app import AriApp
 
     AriApp(cfg.campaign.db_path, cfg, theme=theme, engine=engine, refresh_s=refresh).run()

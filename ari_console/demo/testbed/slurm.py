@@ -198,6 +198,8 @@ ClusterName={CLUSTER}
 SlurmctldHost={node}(127.0.0.1)
 SlurmctldPort={ports[0]}
 SlurmdPort={ports[1]}
+# Bind to the addresses above (loopback), not every interface: the testbed is private to this machine.
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge

@@ -111,10 +111,11 @@ class Slurm(QueuedBatch):
 
     def find(self, transport: Transport, campaign: str, attempt: str, work_dir: str) -> dict | None:
         """The job whose comment is the attempt's name (sbatch --comment)."""
-        r = transport.run(["squeue", "-h", f"--name={job_name(campaign)}", "-t", "all", "-o", "%i|%k"], timeout=30)
+        r = transport.run(["squeue", "-h", f"--name={job_name(campaign)}", "-t", "all", "-o", "%i|%k|%Z"], timeout=30)
         for line in r.stdout.splitlines():
-            job, _, comment = line.partition("|")
-            if comment.strip() == attempt:
+            job, comment, chdir = (line.split("|") + ["", ""])[:3]
+            # Another campaign of the same name numbers its attempts alike: the work dir tells them apart.
+            if comment.strip() == attempt and chdir.strip() in ("", work_dir):
                 return {"batch": self.name, "job_id": job.strip()}
         return None
 
