@@ -1,4 +1,4 @@
-"""What an operator does to a campaign: retry, hold, release, drain, undrain, override.
+"""What an operator does to a campaign: retry, hold, release, accept, reject, drain, undrain, override.
 
 The CLI and the TUI call these same functions; each is one transaction in the
 store and leaves an ``operator`` event (``detail.action`` names it) beside the
@@ -41,6 +41,9 @@ def retry(db: store.Database, text: str, now: float, node: str | None = None,
         raise UserError(f"{uid} is running now — wait for it, or stop it first with `ari cancel {uid}`")
     if row["state"] == "succeeded":
         raise UserError(f"{uid} already succeeded — its accepted attempt stays; nothing to retry")
+    if row["state"] == "review":
+        raise UserError(f"{uid} waits for a QA2 decision — `ari reject {uid} --retry` re-images it, "
+                        f"`ari accept {uid}` delivers it")
     if node is not None and node not in {n["name"] for n in store.nodes(db)}:
         raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
     check_amounts(mem_gb=mem_gb, walltime_h=walltime_h)
@@ -51,6 +54,56 @@ def retry(db: store.Database, text: str, now: float, node: str | None = None,
         store.set_dataset_state(db, uid, "queued", now, reason="operator retry")
         store.record_event(db, "retry", now, uid=uid, detail={"node": node} if node else None)
         _record(db, "retry", now, uid, **given)
+    return store.dataset(db, uid)
+
+
+def _in_review(db: store.Database, text: str) -> tuple[str, dict]:
+    """The uid and the attempt waiting for a QA2 decision, or a UserError saying why there is none."""
+    uid = canonical_uid(db, text)
+    state = store.dataset(db, uid)["state"]
+    candidate = store.review_attempt(db, uid)
+    if state != "review" or candidate is None:
+        raise UserError(f"{uid} is {state}, not waiting for a QA2 decision — `ari datasets list --state review` "
+                        "lists those that are")
+    return uid, candidate
+
+
+def accept(db: store.Database, text: str, now: float, note: str | None = None) -> dict:
+    """Deliver the products waiting in review (QA2 discrepant or unverifiable): the data set succeeds."""
+    uid, candidate = _in_review(db, text)
+    with store.transaction(db, immediate=True):
+        uncalibrated = bool(candidate["review"].get("uncalibrated"))
+        how = "accepted by an operator at QA2 review" + (" — UNCALIBRATED products" if uncalibrated else "")
+        store.accept_attempt(db, uid, candidate["id"], now, reason=how + (f": {note}" if note else ""))
+        _record(db, "accept", now, uid, attempt=candidate["id"], note=note,
+                uncalibrated=True if candidate["review"].get("uncalibrated") else None)
+    return store.dataset(db, uid)
+
+
+def reject(db: store.Database, text: str, now: float, retry: bool = False, reason: str = "rejected at QA2 review",
+           node: str | None = None, mem_gb: float | None = None, walltime_h: float | None = None) -> dict:
+    """Refuse the products waiting in review; hold the data set, or with ``retry`` queue it again.
+
+    The rejected attempt stays in the history; a data set delivered before keeps its accepted attempt
+    (and is ``succeeded`` again when not retried).
+    """
+    uid, candidate = _in_review(db, text)
+    if node is not None and node not in {n["name"] for n in store.nodes(db)}:
+        raise UserError(f'no node "{node}" in this campaign — see `ari nodes list`')
+    given = {k: v for k, v in (("node", node), ("mem_gb", mem_gb), ("walltime_h", walltime_h)) if v is not None}
+    delivered_before = store.dataset(db, uid)["accepted_attempt"] is not None
+    with store.transaction(db, immediate=True):
+        store.record_event(db, "rejected", now, uid=uid, attempt_id=candidate["id"], detail={"reason": reason})
+        _record(db, "reject", now, uid, attempt=candidate["id"], reason=reason, retry=retry or None, **given)
+        if retry:
+            if given:
+                store.set_overrides(db, uid, now, **given)
+            store.set_dataset_state(db, uid, "queued", now, reason=f"QA2 rejected, retried: {reason}")
+            store.record_event(db, "retry", now, uid=uid, detail={"node": node} if node else None)
+        elif delivered_before:
+            store.set_dataset_state(db, uid, "succeeded", now, reason=f"re-run rejected: {reason}")
+        else:
+            store.set_dataset_state(db, uid, "held", now, reason=f"QA2 rejected: {reason}")
     return store.dataset(db, uid)
 
 

@@ -500,17 +500,25 @@ class Engine:
             fetched.append({"path": str(local), "kind": item.get("kind"), "sha256": digest,
                             "size": local.stat().st_size})
         (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        pairs, qa2_error, qa2_rules = None, None, None
+        pairs, qa2_error, qa2_rules, problem = None, None, None, None
         try:
             qa2 = self.qa2_dir(ds)
-            if qa2 is not None:
+            if qa2 is None:
+                problem = "no QA2 products to compare: unverifiable"
+            else:
                 from .qa2 import compare_dirs
                 from .qa2.compare import rules_version
 
                 pairs = compare_dirs(dest, qa2).as_dict()["pairs"]
                 qa2_rules = rules_version()
-        except Exception as exc:  # QA2 images missing or unreadable: deliver, and say why there is no verdict
+                problem = qa2_problem(pairs)
+        except Exception as exc:  # QA2 images missing or unreadable: no verdict, an operator decides
             qa2_error = f"{type(exc).__name__}: {exc}"
+            problem = f"QA2 comparison failed ({qa2_error}): unverifiable"
+        uncalibrated = skips_calibration(ds)
+        if uncalibrated:
+            problem = "; ".join(p for p in ("uncalibrated: an override skipped calibration (caltables=[])", problem)
+                                if p)
         with store.decision(self.db, "deliver"):
             store.add_products(self.db, a["id"], a["uid"], fetched)
             if pairs is not None:
@@ -518,7 +526,10 @@ class Engine:
             if qa2_error:
                 store.record_event(self.db, "qa2-unavailable", now, uid=a["uid"], attempt_id=a["id"],
                                    detail={"error": qa2_error})
-            store.accept_attempt(self.db, a["uid"], a["id"], now)
+            if problem:
+                store.send_to_review(self.db, a["uid"], a["id"], now, problem, uncalibrated=uncalibrated)
+            else:
+                store.accept_attempt(self.db, a["uid"], a["id"], now)
             if js is not None:
                 store.update_attempt(self.db, a["id"], now, state="succeeded", ended_at=js.ended_at or now,
                                      exit_code=js.exit_code, status=js.status)
@@ -921,6 +932,34 @@ def _remote_module(name: str):
 def _lines(path: Path):
     with open(path, encoding="utf-8", errors="replace") as fh:
         yield from fh
+
+
+def qa2_problem(pairs: list[dict]) -> str | None:
+    """Why a data set's QA2 comparison keeps it from delivery (None when every pair is consistent).
+
+    >>> qa2_problem([{"verdict": "consistent"}]) is None, qa2_problem([])
+    (True, 'no pipeline/QA2 image pair to compare: unverifiable')
+    """
+    if not pairs:
+        return "no pipeline/QA2 image pair to compare: unverifiable"
+    bad = [p for p in pairs if p.get("verdict") != "consistent"]
+    if not bad:
+        return None
+    first = bad[0]
+    return (f"QA2 discrepant in {len(bad)} of {len(pairs)} pairs: {first.get('field')} {first.get('specmode')}"
+            f" {first.get('reasons') or ''}").strip()
+
+
+def skips_calibration(ds: dict) -> bool:
+    """True when the data set's recipe parameters (override first) say ``caltables=[]``: imaged uncalibrated.
+
+    >>> skips_calibration({"extra": {}, "overrides": {"params": {"caltables": []}}})
+    True
+    >>> skips_calibration({"extra": {"recipe_params": {"caltables": []}}, "overrides": {"params": {"caltables": ["a.G"]}}})
+    False
+    """
+    params = {**(ds.get("extra", {}).get("recipe_params") or {}), **(ds.get("overrides", {}).get("params") or {})}
+    return params.get("caltables", None) == []
 
 
 def _sha256(path: Path) -> str:

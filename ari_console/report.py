@@ -42,7 +42,7 @@ STUDY_UNSUPERVISED = 0.5
 """About half of the data sets went through unsupervised at first in the 2017 study."""
 
 FINISHED = readmodel.TRIED_ATTEMPT_STATES  # the attempts `ari stats` counts
-REMAINING = ("queued", "running", "held")   # data-set states still to do
+REMAINING = ("queued", "running", "held", "review")   # data-set states still to do
 EVENT_KINDS = ("imported", "state", "operator")
 
 
@@ -219,7 +219,8 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
         events = store.events_of_kinds(db, EVENT_KINDS)
         delivered = store.deliveries(db)
         disk = store.product_bytes(db)
-        pairs = store.qa2_results(db)
+        pairs = all_pairs = store.qa2_results(db)
+        uncalibrated = store.uncalibrated_attempts(db)
         estimate = completion_estimate(db, cfg, now, policy)
 
     cpus = {n.name: n.cpus_per_slot for n in cfg.nodes}
@@ -230,6 +231,7 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
     points = [(p["detail"].get("snr_min"), p["flux_ratio"], p["verdict"]) for p in pairs]
     points = [(s, r, v) for s, r, v in points if _finite(s) and s > 0 and _finite(r)]
     consistent = sum(p["verdict"] == "consistent" for p in pairs)
+    by_eye = qa2_by_eye(all_pairs)
     runtimes: dict[str, list[float]] = {}
     for a in finished:
         if a["state"] == "succeeded" and a["started_at"] is not None and a["ended_at"] is not None:
@@ -251,15 +253,19 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
         "failures_by_category": failures,
         "runtime_h_by_node": summary["runtime_h_by_node"],
         "qa2": {"pairs": len(pairs), "consistent": consistent, "discrepant": len(pairs) - consistent,
-                "consistent_share": round(consistent / len(pairs), 4) if pairs else None},
+                "consistent_share": round(consistent / len(pairs), 4) if pairs else None,
+                "by_eye": by_eye},
         "burndown": {"remaining": sum(totals[s] for s in REMAINING), "queued": totals["queued"],
-                     "running": totals["running"], "held": totals["held"], "estimate": estimate},
+                     "running": totals["running"], "held": totals["held"], "review": totals.get("review", 0),
+                     "estimate": estimate},
         "attempt_hours": summary["attempt_hours"],
         "cpu_hours": round(sum(h * cpus.get(n, 1) for n, h in summary["attempt_hours_by_node"].items()), 4),
         "disk": {"products_bytes": disk["all"], "products_gb": round(disk["all"] / 1e9, 3),
                  "accepted_products_gb": round(disk["accepted"] / 1e9, 3)},
         "coverage": {"eligible": eligible, "with_product": len(delivered),
                      "share": round(len(delivered) / eligible, 4) if eligible else None,
+                     "review": totals.get("review", 0),
+                     "uncalibrated": len(accepted & uncalibrated),
                      "reference": REFERENCE_COVERAGE},
         "time_to_product_h": spread(to_product),
         "operator": {"held_datasets": len({uid for uid, _, _ in episodes}), "held_now": totals["held"],
@@ -267,6 +273,61 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
                      "actions": sum(actions.values()), "actions_by_kind": actions},
     }
     return ReportData(numbers, success_over_time(finished), remaining_over_time(events), runtimes, points, now)
+
+
+BY_EYE_DISCREPANT = 20  # at most this many discrepant pairs get pictures (the worst first)
+BY_EYE_CONSISTENT = 3   # and a sample of this many consistent ones
+
+
+def qa2_by_eye(pairs: Sequence[Mapping], discrepant: int = BY_EYE_DISCREPANT,
+               consistent: int = BY_EYE_CONSISTENT) -> list[dict]:
+    """The pairs the report shows as pictures with their per-source table: every discrepant
+    pair (up to ``discrepant``, furthest flux ratio first) and a sample of consistent ones
+    (evenly spread over the list).
+
+    >>> rows = [dict(uid="a", verdict="discrepant", flux_ratio=1.4, detail={}), dict(uid="b", verdict="consistent",
+    ...         flux_ratio=1.0, detail={}), dict(uid="c", verdict="consistent", flux_ratio=1.01, detail={})]
+    >>> [p["uid"] for p in qa2_by_eye(rows, consistent=1)]
+    ['a', 'b']
+    """
+    def far(p):
+        r = p.get("flux_ratio")
+        return -abs(math.log(r)) if _finite(r) and r > 0 else -math.inf
+
+    bad = sorted((p for p in pairs if p.get("verdict") == "discrepant"), key=far)[:discrepant]
+    good = [p for p in pairs if p.get("verdict") == "consistent"]
+    step = max(1, len(good) // consistent) if consistent else 1
+    sample = good[::step][:consistent]
+    keys = ("uid", "attempt_id", "pl", "qa2", "field", "specmode", "verdict", "flux_ratio", "peak_ratio", "rms_ratio")
+    return [{**{k: p.get(k) for k in keys}, "reasons": (p.get("detail") or {}).get("reasons", ""),
+             "sources": (p.get("detail") or {}).get("sources", [])} for p in bad + sample]
+
+
+def draw_pair(entry: Mapping) -> bytes | None:
+    """PNG of a pair's two images side by side with their sources marked; None when a file is gone."""
+    from .qa2 import thumbs
+
+    if not all(entry.get(k) and Path(entry[k]).is_file() for k in ("pl", "qa2")):
+        return None
+    try:
+        left, right = thumbs.pair(entry["pl"], entry["qa2"], entry.get("sources"), 96, 96)
+    except Exception:  # an unreadable image: the table still shows the numbers
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.4), dpi=90, layout="constrained")
+    for k, thumb in enumerate((left, right)):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.imshow(thumb.values, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+        for x, y, ident, verdict in thumb.marks:
+            ax.plot(x - 0.5, y - 0.5, "+", ms=10, mew=1.5, color="lime" if verdict == "consistent" else "red")
+            ax.annotate(str(ident), (x + 1, y - 1), color="white", fontsize=7)
+        ax.set_title(thumb.title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def completion_estimate(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -> dict:
@@ -476,6 +537,8 @@ def display(value: Any, kind: str) -> str:
 HEADLINES = (
     ("Coverage", "coverage.share", "pct"),
     ("With an accepted product", "coverage.with_product", "int"),
+    ("Waiting for a QA2 decision (review)", "coverage.review", "int"),
+    ("Delivered uncalibrated (accepted by an operator)", "coverage.uncalibrated", "int"),
     ("Eligible data sets", "coverage.eligible", "int"),
     ("Succeeded unsupervised", "success.first_try", "pct"),
     ("Succeeded after retries", "success.after_retries", "pct"),
@@ -561,6 +624,7 @@ def render_html(numbers: Mapping, pngs: Mapping[str, tuple[bytes, bool]]) -> str
         for label, key, kind in HEADLINES)
     ref = numbers["coverage"]["reference"]
     cov = numbers["coverage"]
+    waiting = f"; {cov['review']} more wait for an operator's QA2 decision (review)" if cov.get("review") else ""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -572,7 +636,9 @@ def render_html(numbers: Mapping, pngs: Mapping[str, tuple[bytes, bool]]) -> str
         f"selection rules.</p>",
         f'<dl class="headline">{cards}</dl>',
         f'<p class="note" id="coverage-reference">Coverage: {cov["with_product"]} of {cov["eligible"]} eligible MOUS '
-        f"({e(display(cov['share'], 'pct'))}) have an accepted product; for reference, {ref['project']} delivered "
+        f"({e(display(cov['share'], 'pct'))}) have an accepted product"
+        f"{waiting}"
+        f"; for reference, {ref['project']} delivered "
         f"products for {display(ref['share'], 'pct')} of {ref['mous']:,} Cycle {ref['cycles']} MOUS.</p>",
     ]
     for name, title in PLOTS.items():
@@ -605,8 +671,43 @@ def render_html(numbers: Mapping, pngs: Mapping[str, tuple[bytes, bool]]) -> str
          f"{display(op['hold_to_release_h']['median'], 'h')}, {display(op['hold_to_release_h']['p90'], 'h')}"),
         ("operator actions", ", ".join(f"{k} {v}" for k, v in op["actions_by_kind"].items()) or "none"),
     ]))
+    parts.append(_by_eye_html(numbers["qa2"].get("by_eye", [])))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _by_eye_html(entries: Sequence[Mapping]) -> str:
+    """The "QA2 by eye" section: per pair, both images (when on disk) and the per-source table."""
+    e = html.escape
+    if not entries:
+        return f'<h3>QA2 by eye</h3><p class="empty">{NO_DATA}</p>'
+    out = ['<section id="qa2-by-eye"><h3>QA2 by eye: every discrepant pair and a sample of consistent ones</h3>']
+    for entry in entries:
+        png = draw_pair(entry)
+        ratio = _num(entry.get("flux_ratio"))
+        out.append(f'<div class="pair"><h4>{e(str(entry["uid"]))} {e(str(entry.get("field") or ""))} '
+                   f'{e(str(entry.get("specmode") or ""))}: {e(str(entry["verdict"]))}, flux ratio {e(ratio)}</h4>')
+        if entry.get("reasons"):
+            out.append(f'<p class="note">{e(str(entry["reasons"]))}</p>')
+        if png:
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            out.append(f'<img src="{uri}" alt="pipeline and QA2 images of {e(str(entry["uid"]))}">')
+        else:
+            out.append('<p class="empty">images not on this machine</p>')
+        rows = [(s.get("id"), s.get("found_in"), _num(s.get("pl_flux")), _num(s.get("qa2_flux")),
+                 _num(s.get("flux_ratio")), _num(s.get("offset_arcsec")), _num(s.get("snr")),
+                 s.get("verdict") if s.get("covered", True) else "not covered")
+                for s in entry.get("sources", []) if s.get("snr", 0) >= 5 or s.get("verdict") == "discrepant"]
+        if rows:
+            out.append(_table(["source", "found in", "pipeline Jy", "QA2 Jy", "ratio", 'offset "', "snr", "verdict"],
+                              rows))
+        out.append("</div>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if _finite(x) else "-"
 
 
 def write_report(db: store.Database, cfg, out_dir: Path, now: float, policy: str = DEFAULT_POLICY) -> dict:

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, TypedDict
 from .alma import DataSet
 from .errors import UserError
 
-DATASET_STATES = ("queued", "running", "succeeded", "failed", "held", "excluded", "skipped")
+DATASET_STATES = ("queued", "running", "succeeded", "review", "failed", "held", "excluded", "skipped")
 ATTEMPT_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
 ACTIVE_ATTEMPT_STATES = ("pending", "running")
 
@@ -894,15 +894,48 @@ def products(db: Database, attempt_id: int) -> list[dict]:
     return _dicts(db, "SELECT * FROM products WHERE attempt_id = ? ORDER BY path", [attempt_id])
 
 
-def accept_attempt(db: Database, uid: str, attempt_id: int, now: float) -> None:
-    """Make ``attempt_id`` the one delivered attempt of ``uid`` (the data set succeeds)."""
+def accept_attempt(db: Database, uid: str, attempt_id: int, now: float, reason: str | None = None) -> None:
+    """Make ``attempt_id`` the one delivered attempt of ``uid`` (the data set succeeds, ``reason`` says how)."""
     with transaction(db, immediate=True):
         old = db.conn.execute("SELECT accepted_attempt FROM datasets WHERE uid = ?", (uid,)).fetchone()
         db.conn.execute("UPDATE datasets SET accepted_attempt = ?, updated_at = ? WHERE uid = ?",
                         (attempt_id, now, uid))
         record_event(db, "accepted", now, uid=uid, attempt_id=attempt_id,
                      old=str(old[0]) if old and old[0] else None, new=str(attempt_id))
-        set_dataset_state(db, uid, "succeeded", now)
+        set_dataset_state(db, uid, "succeeded", now, reason=reason)
+
+
+def send_to_review(db: Database, uid: str, attempt_id: int, now: float, reason: str,
+                   uncalibrated: bool = False) -> None:
+    """Put ``attempt_id``'s products before an operator: the data set waits in ``review``.
+
+    The accepted attempt (if an earlier one was) stays delivered until this one is accepted.
+    """
+    with transaction(db, immediate=True):
+        record_event(db, "review", now, uid=uid, attempt_id=attempt_id, new=str(attempt_id),
+                     detail={"reason": reason, "uncalibrated": uncalibrated})
+        if uncalibrated:
+            record_event(db, "uncalibrated", now, uid=uid, attempt_id=attempt_id,
+                         detail={"reason": "an override skipped calibration (caltables=[])"})
+        set_dataset_state(db, uid, "review", now, reason=reason)
+
+
+def review_attempt(db: Database, uid: str) -> dict | None:
+    """The attempt waiting for an operator's QA2 decision (the last one sent to review), or None."""
+    row = db.conn.execute("SELECT attempt_id, detail FROM events WHERE uid = ? AND kind = 'review'"
+                          " ORDER BY id DESC LIMIT 1", (uid,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    found = attempt(db, row[0])
+    if found is not None:
+        found["review"] = json.loads(row[1]) if row[1] else {}
+    return found
+
+
+def uncalibrated_attempts(db: Database) -> set[int]:
+    """Ids of the attempts whose products were made without calibration (an override skipped it)."""
+    return {r[0] for r in db.conn.execute("SELECT attempt_id FROM events WHERE kind = 'uncalibrated'"
+                                          " AND attempt_id IS NOT NULL")}
 
 
 def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dict],

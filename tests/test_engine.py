@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ari_console import store, triage
+from ari_console import actions, store, triage
 from ari_console.config import load_config
 from ari_console.engine import Engine, EngineLocked, nodes_to_drain, retry_decision
 
@@ -67,9 +67,14 @@ def test_campaign_runs_to_the_end_skipping_total_power_and_delivering_products(t
         run_until_idle(engine)
         db = engine.db
         states = {d["uid"]: d["state"] for d in store.datasets(db)}
-        assert states == {"uid://A001/X1/X1": "succeeded", "uid://A001/X1/X2": "succeeded",
+        # These data sets have no QA2 images: nothing checked the products, so an operator decides.
+        assert states == {"uid://A001/X1/X1": "review", "uid://A001/X1/X2": "review",
                           "uid://A001/X1/X3": "skipped"}
+        assert "no QA2 products" in store.dataset(db, "uid://A001/X1/X1")["reason"]
+        assert store.dataset(db, "uid://A001/X1/X1")["accepted_attempt"] is None
         assert "total power" in store.dataset(db, "uid://A001/X1/X3")["reason"]
+        actions.accept(db, "uid://A001/X1/X1", time.time())
+        assert store.dataset(db, "uid://A001/X1/X1")["state"] == "succeeded"
         acc = store.dataset(db, "uid://A001/X1/X1")["accepted_attempt"]
         prods = store.products(db, acc)
         assert len(prods) == 1 and Path(prods[0]["path"]).read_text() == "ok\n"
@@ -188,7 +193,7 @@ def test_reads_after_a_campaign_show_rates_failures_attempts_and_logs(tmp_path):
     assert stats["failures_by_category"] == {"findcont": 1}
     assert stats["cpu_hours"] == pytest.approx(stats["attempt_hours"]) and stats["cpu_hours"] > 0  # 1 CPU per slot
     status = json.loads(ari("status", "--json"))
-    assert status["totals"]["succeeded"] == 1 and status["totals"]["held"] == 1
+    assert status["totals"]["review"] == 1 and status["totals"]["held"] == 1  # no QA2 images: review
     assert status["success_first_try"] == 0.5
     attempts = json.loads(ari("attempts", "uid___A001_X1_X2", "--json"))
     assert [(a["state"], a["category"]) for a in attempts] == [("failed", "findcont")]

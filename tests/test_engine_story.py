@@ -53,7 +53,8 @@ def test_memory_and_walltime_failures_are_retried_elsewhere_and_succeed(tmp_path
                     for uid in (HOG, SLOW)}
         states = {d["uid"]: d["state"] for d in store.datasets(engine.db)}
         qa2 = {uid: [r["verdict"] for r in store.qa2_results(engine.db, uid)] for uid in (HOG, SLOW)}
-    assert states == {HOG: "succeeded", SLOW: "succeeded", TP: "skipped"}, attempts
+    # The hog (Orion_KL) is imaged, but its QA2 cube's noise is far from the pipeline's: review, not delivered.
+    assert states == {HOG: "review", SLOW: "succeeded", TP: "skipped"}, attempts
     assert attempts[HOG] == [("ws-old", "failed", "memory"), ("cluster", "succeeded", None)]
     (first, second) = attempts[SLOW]
     assert first == ("short", "failed", "walltime") and second[0] != "short" and second[1:] == ("succeeded", None)

@@ -72,3 +72,48 @@ def test_overrides_for_the_next_attempt_are_set_merged_and_cleared(tmp_path):
     assert row["overrides"] == {"node": "big"}
     bad = ari(tmp_path, "override", "uid://A001/X1/X1", "--param", "robust")
     assert bad.returncode == 2 and "is not KEY=VALUE" in bad.stderr
+
+
+def _made_products_waiting_for_review(tmp_path, uid, reason, uncalibrated=False):
+    """What the engine leaves after a run whose QA2 was discrepant: a succeeded attempt, the data set in review."""
+    import time
+
+    from ari_console import store
+
+    db = store.open_db(tmp_path / "ari.db")
+    now = time.time()
+    store.sync_nodes(db, [], now)
+    attempt = store.create_attempt(db, uid, "small", now, mem_gb=4, walltime_h=1)
+    store.update_attempt(db, attempt, now, state="succeeded", ended_at=now)
+    store.send_to_review(db, uid, attempt, now, reason, uncalibrated=uncalibrated)
+    db.conn.close()
+    return attempt
+
+
+def test_accept_delivers_a_data_set_waiting_in_review_and_says_when_it_is_uncalibrated(tmp_path):
+    campaign(tmp_path)
+    ari(tmp_path, "hold", "uid://A001/X1/X1")  # not queued: the engine is not running here anyway
+    attempt = _made_products_waiting_for_review(tmp_path, "uid://A001/X1/X1", "uncalibrated: caltables=[]",
+                                                uncalibrated=True)
+    rows = {d["uid"]: d for d in json.loads(ari(tmp_path, "datasets", "list", "--state", "review", "--json").stdout)}
+    assert list(rows) == ["uid://A001/X1/X1"] and "uncalibrated" in rows["uid://A001/X1/X1"]["reason"]
+    assert "ari reject" in ari(tmp_path, "retry", "uid://A001/X1/X1").stderr
+    row = json.loads(ari(tmp_path, "accept", "uid://A001/X1/X1", "--json").stdout)
+    assert row["state"] == "succeeded" and row["accepted_attempt"] == attempt
+    assert "UNCALIBRATED" in row["reason"]
+    proc = ari(tmp_path, "accept", "uid://A001/X1/X1")
+    assert proc.returncode == 2 and "not waiting for a QA2 decision" in proc.stderr
+
+
+def test_reject_holds_the_data_set_or_queues_it_again_keeping_the_rejected_attempt(tmp_path):
+    campaign(tmp_path)
+    first = _made_products_waiting_for_review(tmp_path, "uid://A001/X1/X1", "QA2 discrepant: flux ratio 1.43")
+    row = json.loads(ari(tmp_path, "reject", "uid://A001/X1/X1", "--reason", "wrong flux scale", "--json").stdout)
+    assert row["state"] == "held" and row["accepted_attempt"] is None and "wrong flux scale" in row["reason"]
+    second = _made_products_waiting_for_review(tmp_path, "uid://A001/X1/X2", "no QA2 products to compare")
+    row = json.loads(ari(tmp_path, "reject", "uid://A001/X1/X2", "--retry", "--node", "big", "--json").stdout)
+    assert row["state"] == "queued" and row["overrides"] == {"node": "big"}
+    listed = json.loads(ari(tmp_path, "attempts", "uid://A001/X1/X2", "--json").stdout)
+    assert [a["id"] for a in listed] == [second] and first != second
+    proc = ari(tmp_path, "reject", "uid://A001/X1/X2")
+    assert proc.returncode == 2 and "not waiting for a QA2 decision" in proc.stderr

@@ -183,3 +183,51 @@ def test_band_array_and_weighting_words_around_the_field_are_ignored(qa2_name):
     pl_name = f"{UID}.NGC1234_sci.spw16_18_20_22.cont.I.pbcor.fits"
     result = associate([describe(pl_name)], [describe("M87_cont.pbcor.fits"), describe(qa2_name)])
     assert pairs_of(result) == [(pl_name, qa2_name)]
+
+
+REAL_QA2 = "/work/shared/data/real/archive/astroquery-alma-datalink-recurse-this.xml"
+
+
+def _real_qa2_names() -> list[str]:
+    """The QA2 FITS names the real archive lists for MOUS uid://A001/X12a3/Xe9 (4 EBs)."""
+    import re
+    from pathlib import Path
+
+    text = Path(REAL_QA2).read_text()
+    return sorted({m for m in re.findall(r"member\.uid[^<\"&]*?\.fits(?:\.gz)?", text)})
+
+
+def test_real_multi_eb_qa2_names_pair_with_pipeline_names_despite_renumbered_spws():
+    qa2 = _real_qa2_names()
+    assert any("spw0_4_8_12.cube" in n for n in qa2)  # the renumbering this test is about
+    stem = "member.uid___A001_X12a3_Xe9.50_kms_cloud_sci"
+    pl = [f"{stem}.spw25_27_29_31.cont.I.pbcor.fits", f"{stem}.spw25.cube.I.pbcor.fits",
+          f"{stem}.spw27.cube.I.pbcor.fits", f"{stem}.spw25_27_29_31.cont.I.tt1.pbcor.fits"]
+    result = associate([describe(f) for f in pl], [describe(f) for f in qa2])
+    paired = {Path_name(p.pl.file): Path_name(p.qa2.file) for p in result.pairs}
+    assert paired[pl[1]].startswith(f"{stem}.spw0_4_8_12.cube")
+    assert paired[pl[0]].startswith(f"{stem}.spw0_1_2_3_4_5_6_7_8_9_10_11_12_13_14_15.mfs")
+    assert pl[3] not in paired, "a Taylor-term image is never compared as flux"
+    assert [Path_name(i.file) for i in result.unmatched_pl] == [pl[2]]
+
+
+def Path_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def test_a_taylor_term_or_spectral_index_image_is_never_a_flux_image(tmp_path):
+    assert describe(f"{UID}.NGC1234_sci.spw16_18.cont.I.tt1.pbcor.fits").kind == "tt1"
+    assert describe(f"{UID}.NGC1234_sci.spw16_18.cont.I.tt0.pbcor.fits").kind == "pbcor"
+    path = _header_only_fits(tmp_path / "ngc1234_cont.fits", "NGC1234")
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["BTYPE"] = "Spectral index"
+    from ari_console.qa2.measure import describe_file
+    assert describe_file(path).kind == "alpha" and not describe_file(path).measured
+
+
+def test_dotted_source_names_and_pipeline_stage_prefixes_keep_the_whole_name():
+    assert describe(f"{UID}.G10.6-0.4_sci.spw25.cube.I.pbcor.fits").field == "g106-04"
+    assert describe("oussid.s38_0.G10.6-0.4_sci.spw25.cube.I.iter1.image.pbcor.fits").field == "g106-04"
+    result = associate([describe(f"member.{UID}.G10.6-0.4_sci.spw25.cube.I.pbcor.fits")],
+                       [describe("G10.6-0.4.spw25.cube.image.pbcor.fits"), describe("G10_cube.pbcor.fits")])
+    assert [Path_name(p.qa2.file) for p in result.pairs] == ["G10.6-0.4.spw25.cube.image.pbcor.fits"]

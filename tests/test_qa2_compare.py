@@ -66,7 +66,8 @@ def test_compare_pairs_every_real_product_and_finds_them_consistent(qa2_images: 
     assert result.exit_code == 0, result.stderr
     assert {"pairs", "unmatched_pl", "unmatched_qa2"} <= set(report)
     pairs = {(qa2_images.of(p["pl"])["sky"], qa2_images.of(p["pl"])["kind"]): p for p in report["pairs"]}
-    assert set(pairs) == {(s, k) for s in ("point", "disk", "faint", "cube") for k in ("pbcor", "image")}
+    assert set(pairs) == {(s, k) for s in ("point", "disk", "faint", "cube", "double", "line")
+                          for k in ("pbcor", "image")}
     for (sky, kind), pair in pairs.items():
         assert PAIR_KEYS <= set(pair)
         truth_pl, truth_qa2 = qa2_images.of(pair["pl"]), qa2_images.of(pair["qa2"])
@@ -113,7 +114,7 @@ def test_compare_names_an_unreadable_qa2_image_and_still_compares_the_rest(qa2_i
     assert result.exit_code == 1
     said = "".join(result.stderr.split())  # rich may wrap a long line on a narrow terminal
     assert said.count(f"{broken}:truncated") == 1
-    assert len(report["pairs"]) == 7 and len(report["errors"]) == 1
+    assert len(report["pairs"]) == 11 and len(report["errors"]) == 1
 
 
 def test_compare_of_a_missing_directory_is_a_user_error(tmp_path):
@@ -130,4 +131,4 @@ def test_compare_prints_verdicts_and_orphans_as_tables_for_people(qa2_images: Qa
     result = CliRunner().invoke(app, ["compare", str(qa2_images.pl), str(qa2)])
     assert result.exit_code == 0
     assert "pipeline / QA2" in result.stdout and "without a partner" in result.stdout
-    assert result.stdout.count("consistent") == 7
+    assert result.stdout.count("consistent") >= 11  # the verdicts, and the rows of the sources

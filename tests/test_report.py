@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ari_console import actions as operator, store
+from ari_console import actions, store
 from ari_console.alma import DataSet
 from ari_console.cli import app
 from ari_console.config import load_config
@@ -119,7 +120,7 @@ def campaign(tmp_path):
     c1 = store.create_attempt(db, C, "ws", t0 + 3 * H)
     end = finish(db, c1, t0 + 3 * H, 2, "failed", "uvcontfit")
     engine_decides(db, C, c1, end, "held", "uvcontfit: needs an operator (see the excerpt)")
-    operator.release(db, C, now=end + 5 * H)
+    actions.release(db, C, now=end + 5 * H)
     c2 = store.create_attempt(db, C, "cluster", t0 + 27 * H)
     end = finish(db, c2, t0 + 27 * H, 3, "succeeded")
     deliver(db, C, c2, end, 500_000_000, [])
@@ -127,12 +128,12 @@ def campaign(tmp_path):
     d = store.create_attempt(db, D, "cluster", t0 + 40 * H)
     end = finish(db, d, t0 + 40 * H, 2, "failed", "walltime")
     engine_decides(db, D, d, end, "queued", "walltime: retry where 8 h are allowed", walltime_h=8.0)
-    operator.retry(db, D, now=end + 1 * H, node="cluster")
+    actions.retry(db, D, now=end + 1 * H, node="cluster")
     # E: an operator holds it and sets its memory; ws is drained and undrained by an operator
-    operator.hold(db, E, now=t0 + 50 * H, reason="calibration tables missing")
-    operator.override(db, E, now=t0 + 50.5 * H, mem_gb=24.0)
-    operator.drain(db, "ws", now=t0 + 60 * H, reason="disk errors")
-    operator.undrain(db, "ws", now=t0 + 61 * H)
+    actions.hold(db, E, now=t0 + 50 * H, reason="calibration tables missing")
+    actions.override(db, E, now=t0 + 50.5 * H, mem_gb=24.0)
+    actions.drain(db, "ws", now=t0 + 60 * H, reason="disk errors")
+    actions.undrain(db, "ws", now=t0 + 61 * H)
     return tmp_path
 
 
@@ -193,7 +194,9 @@ def test_report_shows_every_plot_and_the_numbers_of_its_json(campaign, browser):
     assert out["cpu_hours"] == pytest.approx(7 * 2 + 11 * 4)  # ws 4+1+2 h x 2 CPUs, cluster 6+3+2 h x 4
     assert out["disk"]["products_gb"] == 2.0 and out["disk"]["products_bytes"] == 2_000_000_000
     assert out["time_to_product_h"] == {"count": 3, "median": 12.0, "p90": 26.4}
+    by_eye = out["qa2"].pop("by_eye")
     assert out["qa2"] == {"pairs": 3, "consistent": 2, "discrepant": 1, "consistent_share": 0.6667}
+    assert [p["verdict"] for p in by_eye] == ["discrepant", "consistent", "consistent"]
     assert out["operator"]["held_datasets"] == 2 and out["operator"]["held_now"] == 1
     assert out["operator"]["hold_to_release_h"] == {"count": 1, "median": 5.0, "p90": 5.0}
     assert out["operator"]["actions_by_kind"] == {"release": 1, "retry": 1, "hold": 1, "override": 1,
@@ -278,3 +281,37 @@ def test_report_mistakes_are_one_line_each(tmp_path):
     assert taken.returncode == 2 and "--out taken: is a file" in taken.stderr
     for proc in (missing, taken):
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_discrepant_pair_is_shown_by_eye_with_both_images_and_its_sources(campaign, browser):
+    import numpy as np
+
+    from ari_console.qa2 import compare_dirs
+    from tests.test_qa2_sky import _gauss, _sky_fits
+
+    rng = np.random.default_rng(9)
+    (campaign / "pl").mkdir(), (campaign / "qa2").mkdir()
+    sky = _gauss((150, 150), 75, 75, 3, 0.05) + _gauss((150, 150), 50, 95, 3, 0.02)
+    _sky_fits(campaign / "pl" / "field1_cont.pbcor.fits", rng.normal(0, 1e-4, sky.shape) + sky)
+    _sky_fits(campaign / "qa2" / "field1_cont.pbcor.fits", rng.normal(0, 1e-4, sky.shape) + 0.7 * sky)
+    pairs = compare_dirs(campaign / "pl", campaign / "qa2").as_dict()["pairs"]
+    assert [p["verdict"] for p in pairs] == ["discrepant"]
+    db = store.open_db(campaign / "ari.db")
+    uid = "uid://A001/X1/X5"
+    a = store.create_attempt(db, uid, "ws", time.time() - H)
+    end = finish(db, a, time.time() - H, 0.5, "succeeded")
+    store.save_qa2(db, uid, a, pairs)
+    store.send_to_review(db, uid, a, end, "QA2 discrepant")
+    db.conn.close()
+    out = report(campaign)
+    assert out["coverage"]["review"] == 1 and out["burndown"]["review"] == 1
+    shown_pairs = [p for p in out["qa2"]["by_eye"] if p["uid"] == uid]
+    assert len(shown_pairs) == 1 and len(shown_pairs[0]["sources"]) >= 2
+    page, _ = open_page(browser, Path(out["html"]))
+    section = page.locator("#qa2-by-eye")
+    pictures = section.locator("img")
+    assert pictures.count() == 1 and not_blank(pictures.first.screenshot())
+    text = section.inner_text()
+    assert uid in text and "discrepant" in text and re.search(r"flux ratio 1\.4[0-9]", text)
+    assert "wait for an operator's QA2 decision" in page.inner_text("#coverage-reference")
+    page.close()

@@ -307,3 +307,96 @@ async def test_console_only_watches_when_another_engine_holds_the_campaign_lock(
             await settle(app, pilot, lambda: "watching only" in app.export_screenshot().replace("&#160;", " "))
     finally:
         lock.close()
+
+
+def _waiting_in_review(camp, uid: str) -> int:
+    """A data set whose products wait for a QA2 decision (as the engine leaves it)."""
+    db = store.open_db(camp.db_path, create=False)
+    try:
+        aid = store.create_attempt(db, uid, "ws01", sample.NOW - 3600, mem_gb=8, walltime_h=4)
+        store.update_attempt(db, aid, sample.NOW - 60, state="succeeded", ended_at=sample.NOW - 60)
+        store.send_to_review(db, uid, aid, sample.NOW - 60, "QA2 discrepant in 1 of 1 pairs")
+        return aid
+    finally:
+        db.conn.close()
+
+
+async def _select_qa2_pair_of(app, pilot, uid: str) -> None:
+    await pilot.press("6")
+    await settle(app, pilot, lambda: table(app, "qa2-table").row_count > 0)
+    await pilot.press("slash", *uid.split("/")[-1] + "$", "enter")
+    await settle(app, pilot, lambda: 0 < table(app, "qa2-table").row_count
+                 and all(cells[0] == uid for cells in table(app, "qa2-table").shown.values()))
+
+
+@async_test
+async def test_accepting_on_the_qa2_screen_delivers_the_products_waiting_in_review(camp):
+    uid = sample.uid_of(4)  # has QA2 pairs in the sample
+    _waiting_in_review(camp, uid)
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _select_qa2_pair_of(app, pilot, uid)
+        await pilot.press("a")
+        end = time.monotonic() + 10
+        while db_state(camp, uid) != "succeeded" and time.monotonic() < end:
+            await pilot.pause(0.05)
+        assert db_state(camp, uid) == "succeeded"
+
+
+@async_test
+async def test_rejecting_on_the_qa2_screen_asks_first_and_keeps_the_earlier_delivery(camp):
+    uid = sample.uid_of(4)  # delivered before; a re-run of it waits in review
+    db = store.open_db(camp.db_path, create=False)
+    delivered = store.dataset(db, uid)["accepted_attempt"]
+    db.conn.close()
+    assert delivered is not None
+    _waiting_in_review(camp, uid)
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _select_qa2_pair_of(app, pilot, uid)
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "NodePicker"
+        await pilot.press("escape")  # changed my mind: nothing happens
+        await pilot.pause(0.3)
+        assert db_state(camp, uid) == "review"
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        await pilot.press("enter")  # the first choice: do not deliver these products
+        end = time.monotonic() + 10
+        while db_state(camp, uid) == "review" and time.monotonic() < end:
+            await pilot.pause(0.05)
+        db = store.open_db(camp.db_path, create=False)
+        row = store.dataset(db, uid)
+        db.conn.close()
+        assert row["state"] == "succeeded" and row["accepted_attempt"] == delivered
+        assert "rejected" in row["reason"]
+
+
+@async_test
+async def test_the_qa2_screen_draws_both_images_of_the_selected_pair_with_their_sources(camp, tmp_path):
+    import numpy as np
+
+    from tests.test_qa2_sky import _gauss, _sky_fits
+
+    rng = np.random.default_rng(8)
+    pl = _sky_fits(tmp_path / "pl.fits", rng.normal(0, 1e-4, (120, 120)) + _gauss((120, 120), 60, 60, 3, 0.05))
+    qa2 = _sky_fits(tmp_path / "qa2.fits", rng.normal(0, 1e-4, (120, 120)) + _gauss((120, 120), 60, 60, 4, 0.04))
+    uid = sample.uid_of(4)
+    db = store.open_db(camp.db_path, create=False)
+    store.save_qa2(db, uid, None, [{"pl": str(pl), "qa2": str(qa2), "field": "FIELD1", "spw": "0",
+                                    "specmode": "cont", "flux_ratio": 0.7, "verdict": "discrepant",
+                                    "sources": [{"id": 1, "ra_deg": 150.0, "dec_deg": -30.0,
+                                                 "verdict": "discrepant"}]}])
+    db.conn.close()
+    app = make_app(camp)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await _select_qa2_pair_of(app, pilot, uid)
+        sky = app.screen.query_one("#qa2-sky")
+        end = time.monotonic() + 10
+        while "▀" not in str(sky.content) and time.monotonic() < end:
+            await pilot.pause(0.1)
+        text = sky.content
+        assert "pipeline" in str(text) and "QA2" in str(text) and str(text).count("▀") > 500
+        marked = [span for span in text.spans if "red" in str(span.style)]
+        assert len(marked) >= 3, "the source in each picture and its id below"

@@ -1,4 +1,4 @@
-"""Root commands an operator takes on one data set: retry, cancel, override, hold, release."""
+"""Root commands an operator takes on one data set: retry, cancel, override, hold, release, accept, reject."""
 
 from __future__ import annotations
 
@@ -92,3 +92,29 @@ def release(ctx: typer.Context, uid: UidArg, config: ConfigOpt = None, as_json: 
     """Let a held data set be scheduled again."""
     row = run_action(campaign(ctx, config), "release", uid)
     emit_json(row) if as_json else out.print(f"{row['uid']}: queued")
+
+
+@app.command()
+def accept(ctx: typer.Context, uid: UidArg,
+           note: Annotated[Optional[str], typer.Option(help="Why, kept in the history.")] = None,
+           config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Deliver a data set waiting in review (QA2 discrepant or unverifiable): it becomes succeeded."""
+    row = run_action(campaign(ctx, config), "accept", uid, note=note)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: accepted, attempt {row['accepted_attempt']} delivered")
+
+
+@app.command()
+def reject(
+    ctx: typer.Context,
+    uid: UidArg,
+    retry: Annotated[bool, flag("--retry", help="Queue it again (re-image) instead of holding it.")] = False,
+    reason: Annotated[str, typer.Option(help="Why, kept in the history.")] = "rejected at QA2 review",
+    node: NodeOpt = None, mem_gb: MemOpt = None, walltime_h: WalltimeOpt = None,
+    config: ConfigOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Refuse the products of a data set waiting in review: hold it, or with --retry queue it again."""
+    if not retry and (node or mem_gb or walltime_h):
+        raise UserError("--node, --mem-gb and --walltime-h apply to the next attempt — add --retry")
+    row = run_action(campaign(ctx, config), "reject", uid, retry=retry, reason=reason, node=node, mem_gb=mem_gb,
+                     walltime_h=walltime_h)
+    emit_json(row) if as_json else out.print(f"{row['uid']}: rejected, now {row['state']}")

@@ -38,7 +38,8 @@ def demo(
     failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
     out.print(f"demo: {summary['succeeded']} of {summary['datasets']} data sets imaged "
               f"({summary['retried_ok']} after a retry) in {summary['minutes']} min; failures by category: {failed}; "
-              f"QA2: {summary['qa2']['consistent']} consistent, {summary['qa2']['discrepant']} discrepant",
+              f"QA2: {summary['qa2']['consistent']} consistent, {summary['qa2']['discrepant']} discrepant; "
+              f"{summary['review']} waiting for a QA2 decision (ari accept / ari reject)",
               markup=False, highlight=False, soft_wrap=True)
     for uid, reason in summary["held"].items():
         out.print(f"  held for an operator: {uid}: {reason}", markup=False, highlight=False, soft_wrap=True)

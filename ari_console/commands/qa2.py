@@ -98,6 +98,18 @@ def _print_report(report: Report) -> None:
                   for p in report.pairs])
     clikit.table("paired files", ["field", "mode", "kind", "pipeline", "QA2"],
                  [[p.field, p.specmode, p.kind, Path(p.pl).name, Path(p.qa2).name] for p in report.pairs])
+    rows = [[p.field, p.specmode, s["id"], s["found_in"], _fmt(s["pl_flux"]), _fmt(s["qa2_flux"]),
+             _fmt(s["flux_ratio"], ".3f"), _fmt(s["offset_arcsec"], ".2f"), _fmt(s["snr"], ".0f"),
+             s["verdict"] if s["covered"] else "not covered", s["reasons"] or None]
+            for p in report.pairs for s in p.sources
+            if s["found_in"] != "both" or s["verdict"] == "discrepant" or s["snr"] >= 5]
+    if rows:
+        clikit.table("sources, measured over the same sky in both images (flux in Jy; cubes: line flux)",
+                     ["field", "mode", "source", "found in", "pipeline", "QA2", "ratio", "offset\"", "snr",
+                      "verdict", "why"], rows)
+    for p in report.pairs:
+        if p.channels:
+            clikit.out.print(f"{p.field} {p.specmode}: {p.channels['explanation']}", markup=False, highlight=False)
     if report.unmatched_pl or report.unmatched_qa2:
         clikit.table("without a partner", ["side", "file"],
                      [["pipeline", Path(f).name] for f in report.unmatched_pl]

@@ -187,6 +187,7 @@ def summary(db: store.Database) -> dict:
         "failed": dict(sorted(failed.items())),
         "retried_ok": sum(1 for d in succeeded if len(per_uid.get(d["uid"], [])) > 1),
         "qa2": {"consistent": verdicts.count("consistent"), "discrepant": verdicts.count("discrepant")},
+        "review": sum(1 for d in rows if d["state"] == "review"),
         "held": {d["uid"]: d["reason"] for d in rows if d["state"] == "held"},
     }
 

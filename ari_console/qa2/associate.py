@@ -44,6 +44,9 @@ _NOISE_TOKENS = {
 _SPW_RE = re.compile(r"(?<![a-z])spws?[_\-.]?((?:\d+)(?:[_,\-+]\d+)*)", re.IGNORECASE)
 _UID_RE = re.compile(r"uid___a\d+_x[0-9a-f]+_x[0-9a-f]+", re.IGNORECASE)
 _TOKEN_SPLIT = re.compile(r"[._\s]+")
+# A dot separates name parts, except between two digits (``G10.6-0.4``).
+_CHUNK_SPLIT = re.compile(r"(?<!\d)\.|\.(?!\d)")
+_PREFIX_RE = re.compile(r"^\s*(member|group|oussid)[._\s]+(s\d+_\d+[._\s]+)?", re.IGNORECASE)
 _PROJECT_RE = re.compile(r"\d{4}\.\d\.\d{5}\.[a-z]", re.IGNORECASE)
 _NOISE_RE = re.compile(r"iter\d+|r(obust)?[-_]?\d+(\.\d+)?|tt\d|band\d+|b\d|\d+m|tm\d|aca|"
                        r"\d+(\.\d+)?ghz|\d{8}|\d{4}-\d{2}-\d{2}", re.IGNORECASE)
@@ -73,6 +76,7 @@ class ImageInfo:
     fov_deg: float | None = None
     freq_ghz: tuple[float, float] | None = None
     nchan: int | None = None
+    spw_rank: int | None = None  # rank of its spw set among its side's images of one field and mode
 
     @property
     def measured(self) -> bool:
@@ -130,25 +134,43 @@ def parse_spws(filename: str) -> tuple[int, ...]:
 
 
 def parse_kind(filename: str) -> str:
-    """``pbcor``, ``image``, or the product type that is not compared (``pb``, ``mask``...).
+    """``pbcor``, ``image``, or the product type that is not compared (``pb``, ``mask``, ``tt1``...).
+
+    Higher Taylor terms (``tt1``, ``tt2``) and spectral-index images are not flux images, even
+    when primary-beam corrected.
 
     >>> parse_kind("a.cont.I.pbcor.fits"), parse_kind("a.cont.I.pb.fits"), parse_kind("b.fits")
     ('pbcor', 'pb', 'image')
+    >>> parse_kind("a.cont.I.tt1.pbcor.fits"), parse_kind("a.cont.I.tt0.pbcor.fits"), parse_kind("a.alpha.error.fits")
+    ('tt1', 'pbcor', 'alpha.error')
     """
     tokens = [t.lower() for t in _TOKEN_SPLIT.split(_strip_extension(filename)) if t]
     joined = ".".join(tokens)
-    if any(t in ("pbcor", "pbcorr", "pbcorrected") for t in tokens) or "pbcor" in joined:
-        if "alpha" in tokens:
-            return "alpha"
-        return "pbcor"
-    if "alpha" in tokens:
+    if "alpha" in tokens or "spectral_index" in joined or "spindex" in tokens:
         return "alpha.error" if "error" in tokens else "alpha"
+    for term in ("tt1", "tt2", "tt3"):
+        if term in tokens:
+            return term
+    if any(t in ("pbcor", "pbcorr", "pbcorrected") for t in tokens) or "pbcor" in joined:
+        return "pbcor"
     for kind in ("pb", "mask", "psf", "residual", "model", "sumwt", "weight", "flux"):
         if kind in tokens[1:] or (tokens and tokens[-1] == kind):
             return kind
-    if "tt1" in tokens or "tt2" in tokens:
-        return "tt1" if "tt1" in tokens else "tt2"
     return "image"
+
+
+def header_kind(header: Mapping) -> str | None:
+    """What the header says the image is when it is not a flux image (``alpha``), else None.
+
+    >>> header_kind({"BTYPE": "Spectral index"}), header_kind({"BTYPE": "Intensity", "BUNIT": "Jy/beam"})
+    ('alpha', None)
+    """
+    btype = str(header.get("BTYPE", "")).strip().lower()
+    if "spectral" in btype and "index" in btype or btype in ("alpha", "spectral_index"):
+        return "alpha"
+    if btype in ("optical depth", "beam", "weight"):
+        return btype
+    return None
 
 
 def parse_specmode(filename: str) -> str:
@@ -172,8 +194,8 @@ def _field_words(filename: str) -> list[str]:
     stem = _UID_RE.sub(" ", _strip_extension(filename))
     stem = _PROJECT_RE.sub(" ", stem)
     stem = _SPW_RE.sub(" ", stem)
-    stem = re.sub(r"^\s*member[._\s]*", " ", stem, flags=re.IGNORECASE)
-    for chunk in stem.split("."):
+    stem = _PREFIX_RE.sub(" ", stem)
+    for chunk in _CHUNK_SPLIT.split(stem):
         words = [w for w in re.split(r"[_\s]+", chunk)
                  if w and w.lower() not in _NOISE_TOKENS and not _NOISE_RE.fullmatch(w)]
         if words:
@@ -193,6 +215,10 @@ def parse_field(filename: str) -> str:
     'ngc1234'
     >>> parse_field("2016.1.00123.S_ngc1234_spw17_line.image.fits")
     'ngc1234'
+    >>> parse_field("member.uid___A001_X1_X2.G10.6-0.4_sci.spw25.cube.I.pbcor.fits")
+    'g106-04'
+    >>> parse_field("oussid.s38_0.NGC253_sci.spw17.mfs.I.iter1.image.pbcor.fits")
+    'ngc253'
     """
     return normalise_field("".join(_field_words(filename)))
 
@@ -301,9 +327,12 @@ def describe(filename: str, header: Mapping | None = None) -> ImageInfo:
         else:
             mode = "cont"
     ra, dec, fov = _centre(header) if header else (None, None, None)
+    kind = parse_kind(filename)
+    if header and kind in MEASURED_KINDS:
+        kind = header_kind(header) or kind
     return ImageInfo(
         file=str(filename), field=field, field_from=source, spws=spws, specmode=mode,
-        kind=parse_kind(filename), label=_label(header, filename), name_field=name_field, name_fields=name_candidates(filename),
+        kind=kind, label=_label(header, filename), name_field=name_field, name_fields=name_candidates(filename),
         header_field=head_field, ra_deg=ra,
         dec_deg=dec, fov_deg=fov, freq_ghz=header_frequency_ghz(header) if header else None, nchan=nchan,
     )
@@ -338,10 +367,14 @@ def _field_score(a: ImageInfo, b: ImageInfo, position_tol_arcsec: float) -> tupl
     return None
 
 
-def _overlap_fraction(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Overlap of two frequency ranges as a fraction of the narrower one."""
+def _overlap_fraction(a: tuple[float, float], b: tuple[float, float], of_wider: bool = False) -> float:
+    """Overlap of two frequency ranges as a fraction of the narrower one (or of the wider one).
+
+    >>> _overlap_fraction((100, 110), (105, 106)), _overlap_fraction((100, 110), (105, 106), of_wider=True)
+    (1.0, 0.1)
+    """
     low, high = max(a[0], b[0]), min(a[1], b[1])
-    narrow = min(a[1] - a[0], b[1] - b[0])
+    narrow = (max if of_wider else min)(a[1] - a[0], b[1] - b[0])
     if narrow <= 0:
         return 1.0 if low <= high else 0.0
     return max(0.0, high - low) / narrow
@@ -352,15 +385,47 @@ def _spectral_score(a: ImageInfo, b: ImageInfo) -> tuple[float, str] | None:
     if a.specmode != b.specmode:
         return None
     overlap = _overlap_fraction(a.freq_ghz, b.freq_ghz) if a.freq_ghz and b.freq_ghz else None
-    if a.specmode == "cube" and overlap is not None and overlap < 0.5:
-        return None
+    if a.specmode == "cube" and a.freq_ghz and b.freq_ghz:
+        # Cubes cover the same spw: the overlap is most of what either covers (a narrow line cube
+        # inside a wide one is another spw).
+        overlap = _overlap_fraction(a.freq_ghz, b.freq_ghz, of_wider=True)
+        if overlap < 0.5:
+            return None
     if a.spws and b.spws and a.spws == b.spws:
         return 2.0, f"spw {','.join(map(str, a.spws))}"
     if overlap is not None and overlap > 0.5:
         return 1.0, f"frequencies overlap {overlap:.0%}"
     if a.spws and b.spws:
+        # Multi-EB QA2 products renumber spws (``spw0_4_8_12`` is one spw of four EBs): with no
+        # frequencies to tell, the k-th spw set of one side may be the k-th of the other when
+        # one side lists n times as many spws as the other.
+        short, long_ = sorted((len(a.spws), len(b.spws)))
+        renumbered = short != long_ and long_ % short == 0  # n EBs x the same spws
+        if overlap is None and renumbered and a.spw_rank is not None and a.spw_rank == b.spw_rank:
+            return 0.3, f"spws renumbered ({_spw_text(a)} ~ {_spw_text(b)}, same rank; no frequencies)"
         return None  # named spws that differ and nothing says they are the same data
     return 0.5, "spws not named on one side"
+
+
+def _spw_text(info: ImageInfo) -> str:
+    return "spw" + "_".join(map(str, info.spws))
+
+
+def rank_spws(infos: Sequence[ImageInfo]) -> None:
+    """Set ``spw_rank``: the rank of each image's spw set among those of its field and spec mode.
+
+    >>> a, b = describe("x.NGC1_sci.spw27.cube.I.pbcor.fits"), describe("x.NGC1_sci.spw25.cube.I.pbcor.fits")
+    >>> rank_spws([a, b]); a.spw_rank, b.spw_rank
+    (1, 0)
+    """
+    groups: dict[tuple, list[ImageInfo]] = {}
+    for info in infos:
+        if info.spws:
+            groups.setdefault((info.field, info.specmode), []).append(info)
+    for members in groups.values():
+        order = sorted({m.spws for m in members})
+        for m in members:
+            m.spw_rank = order.index(m.spws)
 
 
 def pair_score(a: ImageInfo, b: ImageInfo, position_tol_arcsec: float = 5.0) -> tuple[float, list[str]] | None:
@@ -389,6 +454,8 @@ def associate(pl: Sequence[ImageInfo], qa2: Sequence[ImageInfo], position_tol_ar
     """
     pl_measured = [i for i in pl if i.measured]
     qa2_measured = [i for i in qa2 if i.measured]
+    rank_spws(pl_measured)
+    rank_spws(qa2_measured)
     ignored = [i for i in (*pl, *qa2) if not i.measured]
     candidates = []
     for i, a in enumerate(pl_measured):

@@ -12,6 +12,13 @@ larger flux region in beams:
 - rms and beam (sqrt(bmaj bmin)) ratios within a factor 2.
 
 Anything outside is ``discrepant`` and the row's ``reasons`` says why.
+
+When the two images were also compared over the same sky (:mod:`ari_console.qa2.sky`), the
+``flux_ratio`` is the one of the field totals over the union of both images' source regions,
+its tolerance the one of that total, and every matched source must agree within its own
+tolerance; the row then carries ``sources`` (one dict per source: flux, peak, offset, found in
+``both``/``pl``/``qa2``, verdict), ``unmatched_sources`` and, for cubes, ``channels`` (the
+spectra on a common frequency axis and which channels differ).
 """
 
 from __future__ import annotations
@@ -75,6 +82,12 @@ class Comparison:
     pl_peak: float = float("nan")
     qa2_peak: float = float("nan")
     reasons: str = ""
+    pl_total: float = float("nan")
+    qa2_total: float = float("nan")
+    sources: list = dc_field(default_factory=list)
+    unmatched_sources: list = dc_field(default_factory=list)
+    channels: dict | None = None
+    notes: list = dc_field(default_factory=list)
 
     def as_dict(self) -> dict:
         """Plain dict with the contract keys first."""
@@ -110,7 +123,7 @@ def _compact(m: Mapping, rule: Rule) -> bool:
     return math.isfinite(per_beam) and per_beam <= rule.compact_flux_per_peak
 
 
-def compare(pl: Mapping, qa2: Mapping, rule: Rule = Rule()) -> Comparison:
+def compare(pl: Mapping, qa2: Mapping, rule: Rule = Rule(), sky=None) -> Comparison:
     """Ratios pipeline / QA2 and the verdict for one pair of measurements.
 
     >>> pl = dict(file="a", field="f", spw="17", specmode="cube", peak=1.0, flux=1.0, rms=0.01,
@@ -145,16 +158,50 @@ def compare(pl: Mapping, qa2: Mapping, rule: Rule = Rule()) -> Comparison:
         reasons.append(f"rms ratio {rms_ratio:.3f} beyond a factor {rule.rms_factor:g}")
     if _outside_factor(beam_ratio, rule.beam_factor):
         reasons.append(f"beam ratio {beam_ratio:.3f} beyond a factor {rule.beam_factor:g}")
+    extra: dict = {}
+    if sky is not None:
+        flux_ratio, extra = _with_sky(sky, reasons, detected, rule, flux_ratio)
     discrepant = any(not r.startswith("no source") for r in reasons)
     return Comparison(
         pl=str(pl.get("file", "")), qa2=str(qa2.get("file", "")), field=str(pl.get("field") or qa2.get("field", "")),
         spw=str(pl.get("spw") or qa2.get("spw") or ""), specmode=str(pl.get("specmode", "")),
         peak_ratio=peak_ratio, flux_ratio=flux_ratio, rms_ratio=rms_ratio, beam_ratio=beam_ratio,
         verdict=DISCREPANT if discrepant else CONSISTENT, kind=str(pl.get("kind", "")), snr_min=snr,
-        flux_tolerance=flux_tol, peak_tolerance=peak_tol, peak_judged=peak_judged,
+        flux_tolerance=extra.pop("flux_tolerance", flux_tol), peak_tolerance=peak_tol, peak_judged=peak_judged,
         pl_flux=_num(pl, "flux"), qa2_flux=_num(qa2, "flux"), pl_peak=_num(pl, "peak"),
-        qa2_peak=_num(qa2, "peak"), reasons="; ".join(reasons),
+        qa2_peak=_num(qa2, "peak"), reasons="; ".join(reasons), **extra,
     )
+
+
+def _with_sky(sky, reasons: list[str], detected: bool, rule: Rule, peak_region_ratio: float) -> tuple[float, dict]:
+    """Replace the peak-region flux judgement by the same-sky one: field total and every source.
+
+    With no source covered by both images there is no field total: the peak regions' ratio stays
+    (and its judgement), and a note says why."""
+    covered = [s for s in sky.sources if s.covered]
+    if not covered:
+        notes = [*sky.notes, "no source covered by both images: flux ratio of the peak regions"]
+        return peak_region_ratio, dict(sources=[s.as_dict() for s in sky.sources], notes=notes,
+                                       channels=sky.channels)
+    # Cubes: the spectra on one axis replace the peak channel's peak (channels of other widths
+    # sample a line's peak differently).
+    dropped = ("flux ratio", "peak ratio") if sky.channels else ("flux ratio",)
+    reasons[:] = [r for r in reasons if not r.startswith(dropped)]
+    total = sky.total_ratio
+    if detected and (not math.isfinite(total) or abs(total - 1) > sky.total_tolerance):
+        reasons.append(f"field total ratio {total:.3f} outside 1 ± {sky.total_tolerance:.3f} "
+                       f"(union of both images' sources)")
+    bad = sky.discrepant_sources
+    if bad:
+        reasons.append("; ".join(f"source {s.id} ({s.found_in}): {s.reasons}" for s in bad[:5])
+                       + (f"; {len(bad) - 5} more" if len(bad) > 5 else ""))
+    if sky.channels and sky.channels.get("differing_channels"):
+        reasons.append(sky.channels["explanation"])
+    unmatched = [{"id": s.id, "found_in": s.found_in, "ra_deg": s.ra_deg, "dec_deg": s.dec_deg,
+                  "flux": s.pl_flux if s.found_in == "pl" else s.qa2_flux} for s in sky.unmatched]
+    return total, dict(pl_total=sky.pl_total, qa2_total=sky.qa2_total, sources=[s.as_dict() for s in sky.sources],
+                       unmatched_sources=unmatched, channels=sky.channels, notes=list(sky.notes),
+                       flux_tolerance=sky.total_tolerance)
 
 
 @dataclass
@@ -181,11 +228,13 @@ class Report:
 
 
 def compare_association(association: Association, measurements: Mapping[str, Mapping],
-                        errors: Mapping[str, str] | None = None, rule: Rule = Rule()) -> Report:
+                        errors: Mapping[str, str] | None = None, rule: Rule = Rule(),
+                        skies: Mapping | None = None) -> Report:
     """Compare every pair whose two files were measured; a pair with a failed side goes to errors.
 
     ``measurements`` maps a file to its measurement dict; ``errors`` maps a file to the line
-    that says why it could not be measured.
+    that says why it could not be measured; ``skies`` maps (pipeline file, QA2 file) to their
+    same-sky comparison (:func:`ari_console.qa2.sky.compare_images`).
     """
     errors = dict(errors or {})
     pairs: list[Comparison] = []
@@ -197,7 +246,7 @@ def compare_association(association: Association, measurements: Mapping[str, Map
             failed.append(f"pair {pair.pl.file} / {pair.qa2.file} not compared: "
                           + "; ".join(errors.get(f, f"{f}: not measured") for f in bad))
             continue
-        pairs.append(compare(a, b, rule))
+        pairs.append(compare(a, b, rule, sky=(skies or {}).get((pair.pl.file, pair.qa2.file))))
     return Report(
         pairs=pairs,
         unmatched_pl=[i.file for i in association.unmatched_pl],

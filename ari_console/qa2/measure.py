@@ -53,11 +53,10 @@ from astropy.utils.exceptions import AstropyWarning
 from scipy import ndimage
 
 from ari_console.qa2.associate import ImageInfo, describe
+from ari_console.qa2.sources import disk as _disk, emission_free_rms, robust_rms, sample as _sample, source_mask
 
-MAD_TO_SIGMA = 1.4826
 FOUR_LN2 = 4 * math.log(2)
 BLOCK_BYTES = 64 * 2**20
-RMS_SAMPLE = 1_000_000
 _BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
@@ -136,6 +135,7 @@ class _Layout:
     bscale: float
     bzero: float
     blank: int | None
+    sentinels: tuple[float, ...] = ()  # values written for blank pixels (float BLANK card, -999...)
 
     @property
     def nchan(self) -> int:
@@ -201,6 +201,7 @@ def _layout(path: str, hdul: fits.HDUList, index: int) -> _Layout:
         x_axis=numpy_axis[lon], y_axis=numpy_axis[lat], chan_axis=numpy_axis[chan] if chan else None,
         fixed=fixed, bscale=float(header.get("BSCALE", 1.0)), bzero=float(header.get("BZERO", 0.0)),
         blank=header.get("BLANK") if bitpix > 0 else None,
+        sentinels=(float(header["BLANK"]),) if bitpix < 0 and isinstance(header.get("BLANK"), (int, float)) else (),
     )
 
 
@@ -224,7 +225,33 @@ def _read(layout: _Layout, start: int, stop: int) -> np.ndarray:
         block[block == layout.blank] = np.nan
     if layout.bscale != 1.0 or layout.bzero != 0.0:
         block = block * np.float32(layout.bscale) + np.float32(layout.bzero)
+    for value in layout.sentinels:
+        block[block == np.float32(value)] = np.nan
     return block
+
+
+def find_sentinels(sample: np.ndarray, float_blank: float | None = None, min_fraction: float = 0.01) -> tuple[float, ...]:
+    """Values that stand for blank pixels in a float image: the ``BLANK`` card (which the FITS
+    standard allows for integer images only, yet some writers put on float ones) and one constant
+    repeated in at least ``min_fraction`` of the pixels while lying at the data's edge (-999, 0
+    outside the primary beam...). Measured data never repeat one float that often.
+
+    >>> rng = np.random.default_rng(0); x = rng.normal(0, 1, 10000).astype(np.float32); x[:2000] = -999
+    >>> find_sentinels(x), find_sentinels(x[2000:]), find_sentinels(x[2000:], float_blank=-1)
+    ((-999.0,), (), (-1.0,))
+    """
+    found: list[float] = []
+    if float_blank is not None and math.isfinite(float_blank):
+        found.append(float(float_blank))
+    v = sample[np.isfinite(sample)].ravel()
+    if v.size >= 100:
+        values, counts = np.unique(v, return_counts=True)
+        top = int(np.argmax(counts))
+        value = float(values[top])
+        at_edge = value in (float(values[0]), float(values[-1])) or value == 0.0
+        if counts[top] >= max(10, min_fraction * v.size) and values.size > 1 and at_edge and value not in found:
+            found.append(value)
+    return tuple(found)
 
 
 def _blocks(layout: _Layout) -> Iterator[tuple[int, np.ndarray]]:
@@ -357,42 +384,6 @@ def central_mask(valid: np.ndarray) -> np.ndarray:
     return valid & (x * x + y * y <= radius * radius)
 
 
-def robust_rms(values: np.ndarray, clip: float = 4.0, iterations: int = 4) -> float:
-    """Noise sigma of ``values``: MAD x 1.4826 about the median, with iterated ``clip``-sigma clipping.
-
-    >>> rng = np.random.default_rng(1); x = rng.normal(0, 2.0, 200000); x[:500] += 50
-    >>> round(robust_rms(x), 1)
-    2.0
-    """
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return float("nan")
-    for _ in range(iterations):
-        med = np.median(v)
-        sigma = MAD_TO_SIGMA * np.median(np.abs(v - med))
-        if sigma == 0:
-            return float(np.std(v))
-        kept = v[np.abs(v - med) <= clip * sigma]
-        if kept.size == v.size or kept.size < 10:
-            break
-        v = kept
-    med = np.median(v)
-    return float(MAD_TO_SIGMA * np.median(np.abs(v - med)))
-
-
-def _sample(plane: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """At most ~RMS_SAMPLE masked pixels of ``plane`` on a regular stride."""
-    step = max(1, int(math.sqrt(plane.size / RMS_SAMPLE)))
-    return plane[::step, ::step][mask[::step, ::step]]
-
-
-def _disk(radius: float) -> np.ndarray:
-    """A boolean disk structuring element of ``radius`` pixels."""
-    r = max(1, int(math.ceil(radius)))
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
-    return x * x + y * y <= radius * radius + 1e-9
-
-
 def integrated_flux(plane: np.ndarray, peak_yx: tuple[int, int], rms: float, peak: float,
                     beam_pixels: float, fwhm_pixels: float, nsigma: float = 3.0) -> tuple[float, float]:
     """Sum over the source region grown from the peak, in beam units; returns (sum/beam, region beams).
@@ -480,10 +471,54 @@ def _to_jansky(unit: str, freq: float | None, beam: Beam | None, path: str, note
     return jy_per_k
 
 
-def measure_file(path: str | os.PathLike) -> Measurement:
-    """Measure the image in ``path`` (see the module docstring for the method).
+@dataclass
+class Image:
+    """An opened image: where its pixels are, its header, beams, pixel size, unit and notes."""
 
-    Raises MeasureError, whose message is one line naming the file, the problem and the fix.
+    path: str
+    header: fits.Header
+    layout: _Layout
+    beams: list[Beam] | None
+    pixel: float
+    unit: str
+    notes: list[str]
+
+    def plane(self, channel: int) -> np.ndarray:
+        """One channel as float32 [y, x], blanks as NaN."""
+        return _plane(self.layout, channel)
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first channel, [n, y, x]) blocks of channels, blanks as NaN."""
+        return _blocks(self.layout)
+
+    def channel_max(self) -> np.ndarray:
+        """The plane (float64), or for a cube the maximum over channels of every pixel."""
+        best = None
+        for _, block in self.blocks():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-blank pixel stays NaN
+                m = np.nanmax(block, axis=0)
+            best = m if best is None else np.fmax(best, m)
+        return best.astype(np.float64)
+
+    def fwhm_pixels(self, channel: int = 0) -> float:
+        """The beam's geometric-mean FWHM in pixels (3 without a beam)."""
+        beam = self.beams[channel] if self.beams else None
+        return math.sqrt(beam.major * beam.minor) / self.pixel if beam else 3.0
+
+    def beam_pixels(self, channel: int = 0) -> float:
+        """The beam area in pixels (1 for a Jy/pixel image)."""
+        if self.unit == "Jy/pixel" or not self.beams:
+            return 1.0
+        return self.beams[channel].area_pixels(self.pixel)
+
+
+def open_image(path: str | os.PathLike) -> Image:
+    """Open ``path`` for measuring: layout, beams, unit, and the values that stand for blanks.
+
+    Blank pixels are NaN, the ``BLANK`` value of an integer image, the ``BLANK`` card of a float
+    image (not standard, but written), and a constant repeated over much of the image at the
+    edge of the data's range (-999...); each one found adds a note.
     """
     path = str(path)
     with _open(path) as hdul:
@@ -497,10 +532,33 @@ def measure_file(path: str | os.PathLike) -> Measurement:
     if beams is None and unit != "Jy/pixel":
         raise _fail(path, "no restoring beam (no BMAJ/BMIN in the header, no BEAMS table)",
                     "export it from the CASA image with exportfits, which writes the beam")
-    peaks, rms_all = _scan(layout, max(3.0, beams[0].major / pixel) if beams else 3.0)
+    if layout.dtype.startswith(">f"):
+        raw = _read(_Layout(**{**layout.__dict__, "sentinels": ()}), layout.nchan // 2, layout.nchan // 2 + 1)[0]
+        float_blank = layout.sentinels[0] if layout.sentinels else None
+        layout.sentinels = find_sentinels(raw, float_blank)
+        for value in layout.sentinels:
+            count = int(np.count_nonzero(raw == np.float32(value)))
+            if count:
+                source = "the BLANK card of this float image" if value == float_blank else "a constant fill value"
+                notes.append(f"{path}: {count} of {raw.size} pixels equal {value:g} ({source}) — taken as blank, "
+                             "not measured")
+    return Image(path, header, layout, beams, pixel, unit, notes)
+
+
+def measure_file(path: str | os.PathLike) -> Measurement:
+    """Measure the image in ``path`` (see the module docstring for the method).
+
+    Raises MeasureError, whose message is one line naming the file, the problem and the fix.
+    """
+    image = open_image(path)
+    path, header, layout, beams, pixel, unit, notes = (image.path, image.header, image.layout, image.beams,
+                                                        image.pixel, image.unit, image.notes)
+    fwhm_guess = math.sqrt(beams[0].major * beams[0].minor) / pixel if beams else 3.0
+    peaks, rms_all, maxmap, noise = _scan(layout, max(3.0, fwhm_guess))
     if not np.isfinite(peaks["value"]).any():
-        raise _fail(path, "every pixel is NaN (blank image)", "re-image or re-export it")
+        raise _fail(path, "every pixel is NaN or a blank value", "re-image or re-export it")
     chan = int(np.nanargmax(peaks["value"]))
+    rms_all, _ = _emission_free(layout, rms_all, maxmap, noise, chan, max(1.0, fwhm_guess))
     peak, rms = float(peaks["value"][chan]), float(rms_all[chan])
     y, x = int(peaks["y"][chan]), int(peaks["x"][chan])
     beam = beams[chan] if beams else None
@@ -538,8 +596,10 @@ def _plane(layout: _Layout, channel: int) -> np.ndarray:
     return _read(layout, channel, channel + 1)[0]
 
 
-def _scan(layout: _Layout, fwhm_pixels: float) -> tuple[dict, np.ndarray]:
-    """Per-channel peak (value, y, x) over the interior and robust rms excluding the source."""
+def _scan(layout: _Layout, fwhm_pixels: float) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel peak (value, y, x) over the interior, the clipped robust rms of a 2-D image (NaN
+    for a cube's channels); the channel-max map and the noise region (interior of the valid
+    region, central disk) of the last channel."""
     n = layout.nchan
     values = np.full(n, np.nan)
     ys = np.zeros(n, int)
@@ -549,24 +609,62 @@ def _scan(layout: _Layout, fwhm_pixels: float) -> tuple[dict, np.ndarray]:
     margin = int(max(2 * fwhm_pixels, 0.05 * min(ny, nx)))
     cached_valid: np.ndarray | None = None
     inner = noise = np.zeros((ny, nx), bool)
+    maxmap = np.full((ny, nx), -np.inf, np.float32)
     for start, block in _blocks(layout):
         for k, plane in enumerate(block):
             c = start + k
             valid = np.isfinite(plane)
             if cached_valid is None or not np.array_equal(valid, cached_valid):
                 inner = interior_mask(valid, margin)
-                noise = inner & central_mask(valid)
-                if noise.sum() < 1000:
-                    noise = inner
+                noise = noise_region(valid, inner)
                 cached_valid = valid
             if not inner.any():
                 continue
             masked = np.where(inner, plane, -np.inf)
+            np.maximum(maxmap, np.where(valid, plane, -np.inf), out=maxmap)
             flat = int(np.argmax(masked))
             values[c] = float(masked.flat[flat])
             ys[c], xs[c] = divmod(flat, nx)
-            rms[c] = robust_rms(_sample(plane, noise))
-    return {"value": values, "y": ys, "x": xs}, rms
+            if n == 1:  # a cube's channels get their rms once, in _emission_free
+                rms[c] = robust_rms(_sample(plane, noise))
+    return {"value": values, "y": ys, "x": xs}, rms, maxmap, noise
+
+
+def noise_region(valid: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Where the noise is measured: the central disk of the valid interior (the primary beam's
+    inner part, where a primary-beam corrected image has nearly its pointing-centre noise)."""
+    noise = inner & central_mask(valid)
+    return noise if noise.sum() >= 1000 else inner
+
+
+def _emission_free(layout: _Layout, rms: np.ndarray, maxmap: np.ndarray, noise: np.ndarray,
+                   chan: int, fwhm_pixels: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel rms of the emission-free pixels: the sources of the peak channel and of the
+    channel-max map (a line in any channel), with a beam around them, are left out.
+
+    Returns (rms per channel, source mask)."""
+    plane = _plane(layout, chan)
+    valid = np.isfinite(plane)
+    if layout.nchan == 1:
+        found = emission_free_rms(plane, noise, fwhm_pixels, valid, rounds=3)
+        return np.array([found]), source_mask(plane, valid, found, fwhm_pixels)
+    first = rms[chan] if math.isfinite(rms[chan]) else robust_rms(_sample(plane, noise))
+    sources = source_mask(plane, valid, first, fwhm_pixels)
+    if layout.nchan > 1:
+        finite = np.isfinite(maxmap)
+        level = float(np.median(maxmap[finite])) if finite.any() else 0.0
+        spread = robust_rms(_sample(maxmap - level, noise & finite & ~sources))
+        if math.isfinite(spread) and spread > 0:
+            sources |= source_mask(maxmap - level, finite, spread, fwhm_pixels)
+    free = noise & ~sources
+    if free.sum() < 50:  # a source fills the central disk: emission-free pixels anywhere, else the disk
+        anywhere = np.isfinite(plane) & ~sources
+        free = anywhere if anywhere.sum() >= 50 else noise
+    out = np.full(layout.nchan, np.nan)
+    for start, block in _blocks(layout):
+        for k, p in enumerate(block):
+            out[start + k] = robust_rms(_sample(p, free))
+    return out, sources
 
 
 def describe_file(path: str | os.PathLike) -> ImageInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from ari_console import actions as operator
+from ari_console import actions
 
 from .. import views
 from ..snapshot import Snapshot
@@ -45,11 +45,11 @@ class NodesScreen(AriScreen):
 
     def action_drain(self) -> None:
         if name := self._node():
-            self.app.operate(f"{name}: drained", operator.drain, name, reason="drained from the console")
+            self.app.operate(f"{name}: drained", actions.drain, name, reason="drained from the console")
 
     def action_undrain(self) -> None:
         if name := self._node():
-            self.app.operate(f"{name}: undrained", operator.undrain, name)
+            self.app.operate(f"{name}: undrained", actions.undrain, name)
 
     def action_copy(self) -> None:
         if name := self._node():

@@ -1,33 +1,96 @@
-"""Pipeline images against the archive's QA2 images: ratios and verdicts, discrepant first."""
+"""Pipeline images against the archive's QA2 images: ratios and verdicts, discrepant first.
+
+The operator decides here what waits in review (``a`` accepts, ``r`` rejects: hold it or
+re-image it, chosen in a list that Esc cancels), as ``ari accept`` / ``ari reject`` do.
+"""
 
 from __future__ import annotations
 
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
+
+from ari_console import actions
 
 from .. import views
 from ..snapshot import Snapshot
 from ..widgets.keyed_table import KeyedTable
+from ..widgets.sky_pair import SkyPair
 from .base import AriScreen
+from .node_picker import NodePicker
+
+REJECT_CHOICES = [("hold", "hold it: the products are not delivered"),
+                  ("retry", "queue it again: re-image (the rejected attempt stays in the history)")]
 
 
 class Qa2Screen(AriScreen):
     """The QA2 pairs table and a plot of each pair's flux ratio (pipeline / QA2)."""
 
     FILTER_FIELDS = ("verdict", "specmode")
+    BINDINGS = [
+        Binding("a", "accept", "Accept", tooltip="Deliver the selected data set's products waiting in review"),
+        Binding("r", "reject", "Reject", tooltip="Refuse the products waiting in review: hold or re-image"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self._plotted: tuple = ()
+        self._drawn_key: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield KeyedTable(views.QA2_COLUMNS, id="qa2-table")
-        yield PlotextPlot(id="qa2-plot")
+        with Horizontal(id="qa2-lower"):
+            yield SkyPair("select a pair to see both images", id="qa2-sky")
+            yield PlotextPlot(id="qa2-plot")
+
+    @on(DataTable.RowHighlighted, "#qa2-table")
+    def _pair_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._follow_selection()
+
+    def _follow_selection(self) -> None:
+        """Draw the selected pair's images when the selection changed (after a filter too)."""
+        key = self.query_one("#qa2-table", KeyedTable).selected_key
+        if key == self._drawn_key:
+            return
+        self._drawn_key = key
+        snap = self.app.snapshot
+        row = next((r for r in (snap.qa2 if snap else []) if str(r["id"]) == key), None)
+        if row is not None:
+            self._draw_pair(row, key)
+
+    @work(thread=True, group="qa2-sky")
+    def _draw_pair(self, row: dict, key: str) -> None:
+        """Read both images (a worker: FITS files may be large) and draw them side by side."""
+        from pathlib import Path
+
+        from ari_console.qa2 import thumbs
+
+        missing = [f for f in (row.get("pl"), row.get("qa2")) if not f or not Path(f).is_file()]
+        if missing:
+            self.app.call_from_thread(self._show_sky, key, f"images not on this machine: {', '.join(map(str, missing))}")
+            return
+        try:
+            pictures = thumbs.pair(row["pl"], row["qa2"], (row.get("detail") or {}).get("sources"), 40, 28)
+        except Exception as exc:  # an unreadable image: say so in the panel, keep the console
+            self.app.call_from_thread(self._show_sky, key, f"cannot draw this pair: {type(exc).__name__}: {exc}")
+            return
+        self.app.call_from_thread(self._show_sky, key, pictures)
+
+    def _show_sky(self, key: str, what) -> None:
+        """Show pictures or a message, unless another pair was selected meanwhile."""
+        if key != self._drawn_key:
+            return
+        sky = self.query_one("#qa2-sky", SkyPair)
+        sky.show_message(what) if isinstance(what, str) else sky.show_pair(*what)
 
     def show(self, snap: Snapshot, data: object = None) -> None:
         fields = {str(r["id"]): {"verdict": r.get("verdict"), "specmode": r.get("specmode")} for r in snap.qa2}
         rows = views.filter_rows(self.flt, snap.qa2_rows, fields)
         self.query_one("#qa2-table", KeyedTable).sync(rows)
+        self._follow_selection()
         by_id = {str(r["id"]): r for r in snap.qa2}
         points = tuple((by_id[k].get("flux_ratio"), by_id[k].get("verdict")) for k in rows
                        if by_id[k].get("flux_ratio") is not None)
@@ -36,6 +99,35 @@ class Qa2Screen(AriScreen):
             self._plot(points)
         discrepant = sum(1 for r in snap.qa2 if r.get("verdict") == "discrepant")
         self.set_status(f"{len(snap.qa2)} pairs · {discrepant} discrepant · {len(rows)} shown")
+
+    def _selected_uid(self) -> str | None:
+        key = self.query_one("#qa2-table", KeyedTable).selected_key
+        snap = self.app.snapshot
+        row = next((r for r in (snap.qa2 if snap else []) if str(r["id"]) == key), None)
+        if row is None:
+            self.notify("no QA2 pair selected", severity="warning")
+            return None
+        return row["uid"]
+
+    def action_accept(self) -> None:
+        if uid := self._selected_uid():
+            self.app.operate(f"{uid}: accepted, products delivered", actions.accept, uid)
+
+    def action_reject(self) -> None:
+        uid = self._selected_uid()
+        if uid is None:
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "retry":
+                self.app.operate(f"{uid}: rejected, queued again", actions.reject, uid, retry=True,
+                                 reason="rejected at QA2 review in the console")
+            elif choice == "hold":
+                self.app.operate(f"{uid}: rejected, held", actions.reject, uid,
+                                 reason="rejected at QA2 review in the console")
+
+        self.app.push_screen(NodePicker(f"Reject the products of {uid}? (Esc: keep them in review)",
+                                        REJECT_CHOICES), chosen)
 
     def _plot(self, points: tuple) -> None:
         plot = self.query_one("#qa2-plot", PlotextPlot)

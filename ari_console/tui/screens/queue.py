@@ -7,14 +7,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from ari_console import actions as operator, store
+from ari_console import actions, store
 
 from .. import views
 from ..snapshot import Snapshot
 from ..widgets.keyed_table import KeyedTable
 from .base import AriScreen
 
-STATE_CYCLE = ("", "failed", "running", "queued", "held", "succeeded")
+STATE_CYCLE = ("", "failed", "running", "queued", "held", "review", "succeeded")
 
 
 class QueueScreen(AriScreen):
@@ -86,15 +86,15 @@ class QueueScreen(AriScreen):
 
     def action_retry(self) -> None:
         if uid := self._selected_uid():
-            self.app.operate(f"{uid}: queued again", operator.retry, uid)
+            self.app.operate(f"{uid}: queued again", actions.retry, uid)
 
     def action_hold(self) -> None:
         if uid := self._selected_uid():
-            self.app.operate(f"{uid}: held", operator.hold, uid)
+            self.app.operate(f"{uid}: held", actions.hold, uid)
 
     def action_release(self) -> None:
         if uid := self._selected_uid():
-            self.app.operate(f"{uid}: released", operator.release, uid)
+            self.app.operate(f"{uid}: released", actions.release, uid)
 
     def action_log(self) -> None:
         if uid := self._selected_uid():

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ari_console import actions as operator
+from ari_console import actions
 from ari_console import readmodel
 
 from .. import views
@@ -113,7 +113,7 @@ class TriageScreen(AriScreen):
 
     def action_retry(self) -> None:
         if f := self._selected():
-            self.app.operate(f"{f['uid']}: queued again", operator.retry, f["uid"])
+            self.app.operate(f"{f['uid']}: queued again", actions.retry, f["uid"])
 
     def action_retry_on(self) -> None:
         f = self._selected()
@@ -125,17 +125,17 @@ class TriageScreen(AriScreen):
 
         def chosen(node: str | None) -> None:
             if node:
-                self.app.operate(f"{f['uid']}: queued again on {node}", operator.retry, f["uid"], node=node)
+                self.app.operate(f"{f['uid']}: queued again on {node}", actions.retry, f["uid"], node=node)
 
         self.app.push_screen(NodePicker(f"Retry {f['uid']} on", nodes), chosen)
 
     def action_hold(self) -> None:
         if f := self._selected():
-            self.app.operate(f"{f['uid']}: held", operator.hold, f["uid"])
+            self.app.operate(f"{f['uid']}: held", actions.hold, f["uid"])
 
     def action_release(self) -> None:
         if f := self._selected():
-            self.app.operate(f"{f['uid']}: released", operator.release, f["uid"])
+            self.app.operate(f"{f['uid']}: released", actions.release, f["uid"])
 
     def action_log(self) -> None:
         if f := self._selected():
