@@ -62,6 +62,10 @@ def write_campaign(directory: Path, nodes: str, rows: list[tuple], name: str = "
     return cfg
 
 
+DONE = "review"
+"""Where a sleeper's data set ends: its products made, no QA2 images to check them, an operator decides."""
+
+
 def campaign_is_sound(db, expected: dict[str, str]) -> list[dict]:
     """Every data set ended as expected; none stuck, lost or duplicated; no attempt ran twice. The attempts."""
     states = {d["uid"]: d["state"] for d in store.datasets(db)}
@@ -72,9 +76,10 @@ def campaign_is_sound(db, expected: dict[str, str]) -> list[dict]:
     for d in store.datasets(db):
         mine = [a for a in attempts if a["uid"] == d["uid"]]
         won = [a for a in mine if a["state"] == "succeeded"]
-        assert len(won) == (1 if d["state"] == "succeeded" else 0), shown
-        if won:
-            assert d["accepted_attempt"] == won[0]["id"]
+        assert len(won) == (1 if d["state"] in ("succeeded", "review") else 0), shown
+        if won:  # delivered, or (no QA2 images to check it) its products wait for an operator's decision
+            held_for = d["accepted_attempt"] if d["state"] == "succeeded" else store.review_attempt(db, d["uid"])["id"]
+            assert held_for == won[0]["id"]
             assert len(store.products(db, won[0]["id"])) == 1
         ran = sorted((a["started_at"], a["ended_at"]) for a in mine if a["started_at"])
         assert all(prev[1] <= nxt[0] for prev, nxt in zip(ran, ran[1:])), f"{d['uid']} ran twice at once: {shown}"
@@ -115,7 +120,7 @@ def engine_killed_in(directory: Path, window: str, timeout: float = 90) -> None:
 @pytest.mark.parametrize("window", ["launch", "finish", "deliver", "hold", "launch-failed"])
 def test_an_engine_killed_inside_a_decision_leaves_it_whole_and_the_next_engine_finishes(tmp_path, window):
     rows = [("uid://A001/X1/X1", OK)]
-    expected = {"uid://A001/X1/X1": "succeeded"}
+    expected = {"uid://A001/X1/X1": DONE}
     nodes = local_node("here", tmp_path / "scratch")
     if window == "finish":
         rows.append(("uid://A001/X1/X2", FAILS))
@@ -126,7 +131,7 @@ def test_an_engine_killed_inside_a_decision_leaves_it_whole_and_the_next_engine_
     if window == "launch-failed":
         nodes += local_node("broken", tmp_path / "broken").replace(sys.executable, "/no/such/python3")
         rows.append(("uid://A001/X1/X4", OK))
-        expected["uid://A001/X1/X4"] = "succeeded"
+        expected["uid://A001/X1/X4"] = DONE
     cfg = write_campaign(tmp_path, nodes, rows)
     engine_killed_in(tmp_path, window)
 
@@ -162,6 +167,8 @@ def test_start_up_reconciles_what_a_crash_between_separate_writes_left(tmp_path)
         run_until_idle(engine)
         db, now = engine.db, time.time()
         first, second, third = (store.attempts(db, uid=u)[0] for u, _ in rows)
+        for a in (first, second, third):  # delivered (as a QA2-consistent attempt is)
+            store.accept_attempt(db, a["uid"], a["id"], now)
         # 1: delivered, but the attempt not yet marked succeeded when the console died
         db.conn.execute("UPDATE attempts SET state = 'running' WHERE id = ?", (first["id"],))
         # 2: the next console then took the delivered data set for a failure and queued it again
@@ -177,7 +184,8 @@ def test_start_up_reconciles_what_a_crash_between_separate_writes_left(tmp_path)
         assert any("accepted attempt" in line for line in lines), lines
         assert any("running without an active attempt" in line for line in lines), lines
         run_until_idle(engine)
-        attempts = campaign_is_sound(engine.db, {u: "succeeded" for u, _ in rows})
+        attempts = campaign_is_sound(engine.db, {"uid://A001/X1/X1": "succeeded", "uid://A001/X1/X2": "succeeded",
+                                                 "uid://A001/X1/X3": DONE})
     assert [a["uid"] for a in attempts].count("uid://A001/X1/X3") == 2  # decided again, ran again
     assert [a["uid"] for a in attempts].count("uid://A001/X1/X2") == 1  # not re-run: it was delivered
 
@@ -212,7 +220,7 @@ def test_a_host_key_swapped_mid_run_stays_that_nodes_problem(sshd_factory, tmp_p
             if report.idle:
                 break
             time.sleep(0.3)
-        attempts = campaign_is_sound(engine.db, {u: "succeeded" for u, _ in rows})
+        attempts = campaign_is_sound(engine.db, {u: DONE for u, _ in rows})
         faults = node_faults(engine.db, "ws")
     told = [e for e in errors if "host key" in e]
     assert len(told) == 1 and "\n" not in told[0] and "ssh-keygen" in told[0], errors
@@ -242,7 +250,7 @@ def test_attempts_on_a_node_removed_from_the_config_are_reported_then_lost_and_r
         deadline = time.time() + 90
         report = engine.run(stop=lambda: time.time() > deadline, until_idle=True)
         assert report.idle, lines
-        attempts = campaign_is_sound(engine.db, {"uid://A001/X1/X1": "succeeded", "uid://A001/X1/X2": "succeeded"})
+        attempts = campaign_is_sound(engine.db, {"uid://A001/X1/X1": DONE, "uid://A001/X1/X2": DONE})
         kill_runners(engine.db)
     told = [line for line in lines if "no longer in ari.toml" in line]
     assert len(told) == 1, lines
@@ -276,7 +284,7 @@ def test_a_scratch_too_small_for_a_data_set_is_disk_full_before_launch_and_the_d
             if report.idle:
                 break
             time.sleep(0.3)
-        attempts = campaign_is_sound(engine.db, {u: "succeeded" for u, _, _ in rows})
+        attempts = campaign_is_sound(engine.db, {u: DONE for u, _, _ in rows})
         faults = node_faults(engine.db, "small")
         row = store.node_row(engine.db, "small")
     assert [a["node"] for a in attempts] == ["big"] * 3  # never launched where it cannot fit, never a try
@@ -300,7 +308,7 @@ def test_a_scratch_that_fills_while_the_runner_works_is_disk_full_reported_from_
         # Someone else fills the disk while the stage runs.
         subprocess.run(["dd", "if=/dev/zero", f"of={small_scratch / 'filler'}", "bs=64k"], capture_output=True)
         run_until_idle(engine)
-        attempts = campaign_is_sound(engine.db, {uid: "succeeded"})
+        attempts = campaign_is_sound(engine.db, {uid: DONE})
     first, second = attempts
     assert (first["node"], first["state"], first["category"]) == ("small", "failed", "disk_full"), first
     assert "full" in first["excerpt"]
@@ -324,8 +332,8 @@ def test_two_campaigns_on_one_scratch_never_share_a_work_dir_or_a_result(tmp_pat
             if ra.idle and rb.idle:
                 break
             time.sleep(0.3)
-        (att_a,) = campaign_is_sound(a.db, {uid_a: "succeeded"})
-        (att_b,) = campaign_is_sound(b.db, {uid_b: "succeeded"})
+        (att_a,) = campaign_is_sound(a.db, {uid_a: DONE})
+        (att_b,) = campaign_is_sound(b.db, {uid_b: DONE})
     assert att_a["id"] == att_b["id"] == 1  # both campaigns number their first attempt alike
     assert att_a["work_dir"] != att_b["work_dir"]
     assert att_a["status"]["uid"] == uid_a and att_b["status"]["uid"] == uid_b  # each accepted its own result
@@ -340,7 +348,7 @@ def test_an_engine_killed_inside_delivery_of_a_slurm_job_delivers_it_once_after_
     engine_killed_in(tmp_path, "deliver", timeout=120)
     with Engine(cfg, adjust_spec=sleeper_spec) as engine:
         run_until_idle(engine, timeout=120)
-        attempts = campaign_is_sound(engine.db, {uid: "succeeded", "uid://A001/X1/X2": "succeeded"})
+        attempts = campaign_is_sound(engine.db, {uid: DONE, "uid://A001/X1/X2": DONE})
     assert len(attempts) == 2 and all(a["handle"]["batch"] == "slurm" for a in attempts)
 
 
@@ -373,7 +381,7 @@ def test_a_launch_onto_a_full_scratch_fails_without_an_attempt_and_the_data_set_
             if report.idle:
                 break
             time.sleep(0.3)
-        attempts = campaign_is_sound(engine.db, {u: "succeeded" for u, _ in rows})
+        attempts = campaign_is_sound(engine.db, {u: DONE for u, _ in rows})
         failed = [e for e in store.events(engine.db, limit=100000) if e["kind"] == "launch-failed"]
     assert [a["node"] for a in attempts] == ["big"] * 3
     assert failed and all(e["node"] == "small" for e in failed)
