@@ -145,6 +145,31 @@ def attempts_to_cancel(db: store.Database, text: str, now: float) -> list[dict]:
     return active
 
 
+def cancel(db: store.Database, text: str, now: float, config) -> list[dict]:
+    """Stop the data set's running attempts on their nodes (``ari cancel`` and the console's ``c``).
+
+    ``[{uid, attempt, node}]`` of the attempts told to stop; the data set is held once they ended.
+    """
+    from .nodes import NodeUnreachable, connect, ops
+
+    stopped = []
+    for a in attempts_to_cancel(db, text, now):
+        node = config.node(a["node"])
+        if not a["handle"]:
+            raise UserError(f"{a['uid']}: attempt {a['id']} is still being launched on {node.name} — "
+                            f"cancel again in a few seconds")
+        transport = connect(node)
+        try:
+            ops.cancel(node, transport, a["handle"])
+        except NodeUnreachable as exc:
+            raise UserError(f"{a['uid']}: node {node.name} is unreachable ({exc}) — the attempt may still run there; "
+                            f"`ari nodes check` says why") from None
+        finally:
+            transport.close()
+        stopped.append({"uid": a["uid"], "attempt": a["id"], "node": node.name})
+    return stopped
+
+
 def drain(db: store.Database, node: str, now: float, reason: str = "drained by operator") -> None:
     """Stop placing new attempts on ``node`` (running ones finish)."""
     with store.transaction(db, immediate=True):

@@ -237,16 +237,38 @@ class Engine:
                               f"nodes, then `ari nodes undrain NAME` (see `ari nodes list`)")
         return report
 
-    def run(self, stop: Callable[[], bool] = lambda: False, until_idle: bool = False) -> TickReport:
-        """Tick every poll interval until ``stop()`` or, with ``until_idle``, nothing is left."""
+    def run(self, stop: Callable[[], bool] = lambda: False, until_idle: bool = False,
+            summary_every_s: float = 60.0) -> TickReport:
+        """Tick every poll interval until ``stop()`` or, with ``until_idle``, nothing is left.
+
+        Says which running attempts it re-attaches to, and prints a one-line summary
+        (totals and what needs a person) every ``summary_every_s`` when nothing else was said.
+        """
+        from .readmodel import attention_line, attention
+
+        active = store.active_attempts(self.db)
+        if active:
+            self.progress(f"re-attaching to {len(active)} attempt(s) left running: "
+                          + ", ".join(f"{a['uid']} on {a['node']}" for a in active[:5])
+                          + (", ..." if len(active) > 5 else ""))
+        said_at = time.monotonic()
         while True:
             report = self.tick()
             for uid, node in report.launched:
                 self.progress(f"launched {uid} on {node}")
             for uid, state, category in report.finished:
-                self.progress(f"{uid}: {state}" + (f" ({category})" if category else ""))
+                now_state = (store.dataset(self.db, uid) or {}).get("state")
+                waits = " — held for an operator (`ari datasets show UID`)" if now_state == "held" else ""
+                self.progress(f"{uid}: {state}" + (f" ({category})" if category else "") + waits)
             for err in report.errors:
                 self.progress(f"warning: {err}")
+            if report.launched or report.finished or report.errors:
+                said_at = time.monotonic()
+            elif time.monotonic() - said_at >= summary_every_s:
+                totals = store.counts(self.db)
+                att = attention(self.db, time.time(), max(600.0, 3 * self.cfg.campaign.poll_interval_s))
+                self.progress(", ".join(f"{k} {v}" for k, v in totals.items() if v) + f" · {attention_line(att)}")
+                said_at = time.monotonic()
             if stop() or (until_idle and report.idle):
                 if report.blocked:
                     self.progress(f"stopped: {report.blocked}")
@@ -763,7 +785,17 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
         progress(f"engine: campaign {cfg.campaign.name}, {len(cfg.nodes)} node(s), tick every "
                  f"{cfg.campaign.poll_interval_s:g} s (Ctrl-C stops the console; jobs go on)")
         report = engine.run(stop=lambda: once or bool(stopping), until_idle=until_idle)
+        from .readmodel import attention
+
+        att = attention(engine.db, time.time(), max(600.0, 3 * cfg.campaign.poll_interval_s))
     progress(f"engine stopped: {report.queued} queued, {report.running} running")
+    for h in att["held"]:
+        progress(f"held {h['uid']}: {h['reason']} — {h['fix']}")
+    for r in att["review"]:
+        progress(f"review {r['uid']}: {r['reason']} — {r['fix']}")
+    for n in att["nodes"]:
+        progress(f"node {n['name']}: {n['problem']} — {n['fix']}")
+    progress(att["line"])
     return report
 
 

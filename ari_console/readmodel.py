@@ -162,13 +162,18 @@ def burndown(datasets: Sequence[dict], success_at: Mapping[str, float], now: flo
     ([2, 1], (0.0, 10.0))
     """
     counted = [d for d in datasets if d["state"] not in ("excluded", "skipped")]
-    if not counted:
-        return [], (now, now)
     created = sorted(now if d.get("created_at") is None else d["created_at"] for d in counted)
-    done = sorted(t for uid, t in success_at.items())
+    return burndown_series(created, sorted(success_at.values()), now, bins)
+
+
+def burndown_series(created: Sequence[float], done: Sequence[float], now: float,
+                    bins: int = 40) -> tuple[list[int], tuple[float, float]]:
+    """``burndown`` from sorted creation times and sorted first-success times (the console keeps both)."""
+    if not created:
+        return [], (now, now)
     start = created[0]
     if start >= now:
-        return [len(counted)], (start, now)
+        return [len(created)], (start, now)
     step = (now - start) / (bins - 1) if bins > 1 else 0.0
     series = []
     for i in range(bins):
@@ -245,9 +250,96 @@ def status_report(config_path: Path) -> dict:
     cfg = load_config(config_path)
     with store.open_db(cfg.campaign.db_path) as db:
         store.sync_nodes(db, cfg.nodes, store.now())
-        summary = stats(db)
-        return {"campaign": cfg.campaign.name, **store.status(db), "success_first_try": summary["success_first_try"],
-                "success_after_retries": summary["success_after_retries"]}
+        now = store.now()
+        stale = max(600.0, 3 * cfg.campaign.poll_interval_s)
+        return {"campaign": cfg.campaign.name, **store.status(db),  # rates from each data set's first try
+                "attention": attention(db, now, stale)}
+
+
+# -- what needs a person ------------------------------------------------------------------------
+
+def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> dict:
+    """What waits for an operator: held data sets (reason, category, fix), QA2 reviews, stale or drained nodes.
+
+    ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason}],
+    nodes: [{name, problem, fix}], count}``; ``line`` is the one-line summary (``attention_line``).
+    """
+    from .triage.rules import fix_for
+
+    with store.transaction(db):
+        held = store.newest_attempts_in_state(db, "held")
+        review = store.newest_attempts_in_state(db, "review")
+        nodes = store.nodes(db)
+    out_held = []
+    for h in held:
+        category = h["category"] or None
+        fix = (fix_for(category) if category else "read `ari datasets show UID`, fix the cause") + \
+            f"; then `ari release {h['uid']}` (or `ari retry {h['uid']} --mem-gb/--walltime-h/--node`)"
+        excerpt = next((ln.strip() for ln in (h["excerpt"] or "").splitlines() if ln.strip()), "")
+        out_held.append({"uid": h["uid"], "reason": h["reason"] or (f"{category} failure" if category else "held"),
+                         "category": category, "node": h["node"], "excerpt": excerpt, "fix": fix})
+    out_review = [{"uid": r["uid"], "reason": r["reason"] or "QA2 discrepant or unverifiable",
+                   "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`"}
+                  for r in review]
+    out_nodes = []
+    for n in nodes:
+        at = n.get("probed_at")
+        if n.get("drained"):
+            out_nodes.append({"name": n["name"], "problem": "drained" + (f": {n['drained_reason']}"
+                                                                       if n.get("drained_reason") else ""),
+                              "fix": f"`ari nodes undrain {n['name']}` when it may take work again"})
+        elif n.get("probe_error") or (at is not None and now - at > stale_after_s):
+            problem = f"unreachable: {n['probe_error']}" if n.get("probe_error") else \
+                f"no probe for {duration_text(now - at)}"
+            out_nodes.append({"name": n["name"], "problem": problem,
+                              "fix": f"`ari nodes check {n['name']}` says what is wrong"})
+    result = {"held": out_held, "review": out_review, "nodes": out_nodes,
+              "count": len(out_held) + len(out_review) + len(out_nodes)}
+    result["line"] = attention_line(result)
+    return result
+
+
+def attention_line(att: Mapping) -> str:
+    """One line: what needs a person, or that nothing does.
+
+    >>> attention_line({"held": [1, 2], "review": [], "nodes": [{"name": "ws1"}], "count": 3})
+    'needs a person: 2 held data sets, 1 node (ws1) — see `ari status`'
+    """
+    if not att["count"]:
+        return "nothing needs a person"
+    parts = []
+    if att["held"]:
+        parts.append(f"{len(att['held'])} held data set{'s' if len(att['held']) != 1 else ''}")
+    if att["review"]:
+        parts.append(f"{len(att['review'])} QA2 review{'s' if len(att['review']) != 1 else ''}")
+    if att["nodes"]:
+        names = ", ".join(n["name"] for n in att["nodes"][:3]) + (", ..." if len(att["nodes"]) > 3 else "")
+        parts.append(f"{len(att['nodes'])} node{'s' if len(att['nodes']) != 1 else ''} ({names})")
+    return "needs a person: " + ", ".join(parts) + " — see `ari status`"
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration for people, one formatter for the CLI, the console and the report: ``"3 hours"``.
+
+    >>> duration_text(11100), duration_text(59), duration_text(None)
+    ('3 hours', '59 seconds', '')
+    """
+    import datetime as _dt
+
+    import humanize
+
+    return "" if seconds is None else humanize.naturaldelta(_dt.timedelta(seconds=max(0.0, seconds)))
+
+
+def size_text(nbytes: float | None) -> str:
+    """A size for people (decimal units, as the archive gives them): ``"12.3 GB"``.
+
+    >>> size_text(12.34e9), size_text(None)
+    ('12.3 GB', '')
+    """
+    import humanize
+
+    return "" if nbytes is None else humanize.naturalsize(nbytes, format="%.1f")
 
 
 def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
@@ -293,6 +385,8 @@ def dataset_detail(db: store.Database, uid: str) -> dict:
     ds = store.dataset(db, uid)
     extra = ds.get("extra") or {}
     archive = extra.get("archive", {})
+    attempts = store.attempts(db, uid=uid)
+    failed = attempts[-1] if attempts and attempts[-1]["state"] in FAILED_ATTEMPT_STATES else None
     if extra.get("files"):  # a catalogue CSV named the files
         listed = extra["files"]
         inputs = [dict(f, semantics=f.get("semantics")) for f in (json.loads(listed) if isinstance(listed, str)
@@ -307,5 +401,34 @@ def dataset_detail(db: store.Database, uid: str) -> dict:
                    for f in inputs],
         "qa2_files": [{"name": f["name"], "url": f["url"]} for f in stored_files(archive, "qa2_files")],
         "targets": archive.get("targets"), "datalink_error": archive.get("datalink_error"),
-        "attempts": store.attempts(db, uid=uid),
+        "attempts": attempts, "overrides": ds.get("overrides") or {},
+        "excerpt": (failed or {}).get("excerpt"), "category": (failed or {}).get("category"),
+        "fix": _fix_of(ds, failed), "qa2": store.qa2_results(db, uid),
     }
+
+
+def detail_notes(detail: dict) -> list[str]:
+    """Overrides, the failure's excerpt and fix, the QA2 verdicts: what `datasets show` and the console's
+    detail screen both print under the attempts."""
+    lines = []
+    if detail["overrides"]:
+        lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in sorted(detail["overrides"].items())))
+    if detail["excerpt"]:
+        lines.append(f"failure ({detail['category'] or 'unknown'}):")
+        lines += [f"  {ln}" for ln in detail["excerpt"].splitlines() if ln.strip()]
+    if detail["fix"]:
+        lines.append(f"fix: {detail['fix']}")
+    for q in detail["qa2"]:
+        lines.append(f"QA2 {q.get('field') or ''} spw {q.get('spw') or ''}: {q.get('verdict') or ''} "
+                     f"(peak {q.get('peak_ratio')}, flux {q.get('flux_ratio')})")
+    return lines
+
+
+def _fix_of(ds: Mapping, failed: Mapping | None) -> str | None:
+    """What an operator does about a held or failed data set (None for the others)."""
+    if ds["state"] not in ("held", "failed"):
+        return None
+    from .triage.rules import fix_for
+
+    return (fix_for(failed["category"] or "unknown") if failed else "read the reason") + \
+        f"; then `ari release {ds['uid']}` or `ari retry {ds['uid']}` (with --mem-gb, --walltime-h or --node)"

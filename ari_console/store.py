@@ -192,7 +192,39 @@ def _v2_verdict_rules(conn: sqlite3.Connection) -> None:
         """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules]
+
+
+def _revisions(conn: sqlite3.Connection) -> None:
+    """Row revisions: every insert or update of a data set or an attempt stamps the row with
+    the next number of ``revision``, so a reader that keeps a copy (the console) re-reads only
+    the rows newer than the last revision it saw (``datasets_since``, ``attempts_since``)."""
+    conn.execute("CREATE TABLE revision (n INTEGER NOT NULL)")
+    conn.execute("INSERT INTO revision VALUES (0)")
+    for table, key in (("datasets", "uid"), ("attempts", "id")):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN rev INTEGER NOT NULL DEFAULT 0")
+        conn.execute(f"CREATE INDEX {table}_rev ON {table}(rev)")
+        stamp = (f"BEGIN UPDATE revision SET n = n + 1;"
+                 f" UPDATE {table} SET rev = (SELECT n FROM revision) WHERE {key} = NEW.{key}; END")
+        conn.execute(f"CREATE TRIGGER {table}_rev_insert AFTER INSERT ON {table} {stamp}")
+        # WHEN: the trigger's own UPDATE changes rev and must not stamp again
+        conn.execute(f"CREATE TRIGGER {table}_rev_update AFTER UPDATE ON {table} WHEN NEW.rev = OLD.rev {stamp}")
+
+
+def _first_outcomes(conn: sqlite3.Connection) -> None:
+    """Each data set's first finished attempt's state (succeeded, failed or lost), kept by
+    trigger: ``ari status`` reads success rates from 100,000 data sets instead of a million attempts."""
+    conn.execute("ALTER TABLE datasets ADD COLUMN first_outcome TEXT")
+    conn.execute("UPDATE datasets SET first_outcome = (SELECT a.state FROM attempts a WHERE a.uid = datasets.uid"
+                 " AND a.state IN ('succeeded','failed','lost') ORDER BY a.id LIMIT 1)")
+    for event in ("INSERT", "UPDATE OF state"):
+        name = event.split()[0].lower()
+        conn.execute(f"CREATE TRIGGER attempts_first_outcome_{name} AFTER {event} ON attempts"
+                     " WHEN NEW.state IN ('succeeded','failed','lost') BEGIN"
+                     " UPDATE datasets SET first_outcome = NEW.state WHERE uid = NEW.uid AND first_outcome IS NULL;"
+                     " END")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -532,6 +564,8 @@ class DataSetRow(TypedDict, total=False):
     source: str | None
     created_at: float
     updated_at: float
+    rev: int                     # the revision of its last write (``_revisions``)
+    first_outcome: str | None    # its first finished attempt's state (``_first_outcomes``)
 
 
 class AttemptRow(TypedDict, total=False):
@@ -558,6 +592,7 @@ class AttemptRow(TypedDict, total=False):
     excerpt: str | None
     status: dict | None   # the last status.json
     triage_rules: str | None
+    rev: int              # the revision of its last write (``_revisions``)
 
 
 def _decode_dataset(row: dict) -> DataSetRow:
@@ -592,6 +627,80 @@ def queue_signature(db: Database) -> tuple[int, float | None, int]:
 def data_version(db: Database) -> int:
     """A number that changes whenever another connection commits (readers re-read only then)."""
     return db.conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def revision(db: Database) -> int:
+    """The revision of the newest data-set or attempt write (see ``_revisions``)."""
+    return db.conn.execute("SELECT n FROM revision").fetchone()[0]
+
+
+DATASET_VIEW_COLUMNS = ("uid", "project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version", "state",
+                        "reason", "overrides", "accepted_attempt", "created_at", "first_outcome")
+ATTEMPT_VIEW_COLUMNS = ("id", "uid", "node", "state", "stage", "mem_gb", "walltime_h", "created_at", "started_at",
+                        "heartbeat_at", "ended_at", "exit_code", "peak_mem_gb", "category", "signature",
+                        "decisive_line", "excerpt", "work_dir", "handle")
+
+
+def datasets_since(db: Database, rev: int) -> list[dict]:
+    """Data sets written after revision ``rev`` (all for -1), without ``extra``: what the console shows."""
+    rows = _dicts(db, f"SELECT {', '.join(DATASET_VIEW_COLUMNS)} FROM datasets WHERE rev > ?"
+                      " ORDER BY created_at, uid", [rev])
+    for row in rows:
+        raw = row["overrides"]
+        row["overrides"] = json.loads(raw) if raw != "{}" else {}
+    return rows
+
+
+def attempts_since(db: Database, rev: int) -> list[dict]:
+    """Attempts written after revision ``rev``, in id order, without handle and status."""
+    return _with_handles(_dicts(db, f"SELECT {', '.join(ATTEMPT_VIEW_COLUMNS)} FROM attempts WHERE rev > ?"
+                                    " ORDER BY id", [rev]))
+
+
+def _with_handles(rows: list[dict]) -> list[dict]:
+    for row in rows:
+        row["handle"] = json.loads(row["handle"]) if row["handle"] else None
+    return rows
+
+
+def attempt_summary(db: Database, now: float) -> dict:
+    """What the console needs of the whole attempt history, aggregated in SQL (one pass each).
+
+    ``per_uid``: uid -> (attempts, first id, first success's end);
+    ``failures``: category -> failed or lost attempts;
+    ``latest``: the newest attempt of each data set (as ``attempts_since`` rows);
+    ``recent``: the ``200`` newest ended attempts.
+    """
+    ended = "('succeeded','failed','cancelled','lost')"
+    per_uid = {r[0]: tuple(r[1:]) for r in db.conn.execute(
+        "SELECT uid, COUNT(*), MIN(id), MIN(CASE WHEN state = 'succeeded' THEN COALESCE(ended_at, ?) END)"
+        " FROM attempts GROUP BY uid", (now,))}
+    failures = attempt_summary_failures(db)
+    cols = ", ".join(ATTEMPT_VIEW_COLUMNS)
+    latest = _with_handles(_dicts(db, f"SELECT {cols} FROM attempts WHERE id IN"
+                                      " (SELECT MAX(id) FROM attempts GROUP BY uid)"))
+    recent = _with_handles(_dicts(db, f"SELECT {cols} FROM attempts WHERE state IN {ended} ORDER BY id DESC LIMIT 200"))
+    return {"per_uid": per_uid, "failures": failures, "latest": latest,
+            "recent": recent[::-1]}
+
+
+def attempt_summary_failures(db: Database) -> dict[str, int]:
+    """category -> failed or lost attempts (``unknown`` for those without a category)."""
+    return dict(db.conn.execute("SELECT COALESCE(category, 'unknown'), COUNT(*) FROM attempts"
+                                " WHERE state IN ('failed','lost') GROUP BY 1").fetchall())
+
+
+def newest_attempts_in_state(db: Database, state: str) -> list[dict]:
+    """The data sets in ``state`` with their reason and newest attempt's node, category, signature, excerpt."""
+    return _dicts(db, "SELECT d.uid, d.project, d.reason, d.updated_at, a.id AS attempt_id, a.node, a.category,"
+                      " a.signature, a.excerpt FROM datasets d LEFT JOIN attempts a ON a.id ="
+                      " (SELECT MAX(id) FROM attempts WHERE uid = d.uid) WHERE d.state = ? ORDER BY d.updated_at, d.uid",
+                  [state])
+
+
+def qa2_mark(db: Database) -> tuple:
+    """(count, newest id) of the QA2 pairs: changes whenever a comparison is saved or replaced."""
+    return tuple(db.conn.execute("SELECT COUNT(*), MAX(id) FROM qa2_results").fetchone())
 
 
 def counts(db: Database) -> dict[str, int]:
@@ -1006,13 +1115,18 @@ def set_overrides(db: Database, uid: str, now: float, **overrides) -> dict:
         return merged
 
 
-def finished_history(db: Database) -> list[dict]:
-    """Finished attempts with the data set's size: what runtime and memory predictions learn from."""
-    return _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
+def finished_history(db: Database, limit: int | None = None) -> list[dict]:
+    """Finished attempts with the data set's size: what runtime and memory predictions learn from.
+
+    ``limit``: only the newest that many (in id order still).
+    """
+    rows = _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
                       " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band FROM attempts a"
                       " JOIN datasets d ON d.uid = a.uid"
                       " WHERE a.state IN ('succeeded','failed') AND a.started_at IS NOT NULL"
-                      " AND a.ended_at IS NOT NULL ORDER BY a.id")
+                      " AND a.ended_at IS NOT NULL ORDER BY a.id" + (" DESC LIMIT ?" if limit else ""),
+                  [limit] if limit else [])
+    return rows[::-1] if limit else rows
 
 
 # -- status ------------------------------------------------------------------
@@ -1028,7 +1142,12 @@ def status(db: Database) -> dict:
             " WHERE state IN ('pending','running') ORDER BY started_at, id",
         )
         node_rows = nodes(db)
-    return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running}
+        tried, first_ok, ok = db.conn.execute(
+            "SELECT COUNT(first_outcome), SUM(first_outcome = 'succeeded'),"
+            " SUM(first_outcome IS NOT NULL AND state = 'succeeded') FROM datasets").fetchone()
+    return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running,
+            "success_first_try": round(first_ok / tried, 4) if tried else None,
+            "success_after_retries": round(ok / tried, 4) if tried else None}
 
 
 def tried_attempts(db: Database, states: Iterable[str]) -> list[dict]:

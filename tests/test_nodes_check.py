@@ -95,3 +95,16 @@ def test_missing_casa_and_full_scratch_each_give_one_line_with_the_fix(tmp_path)
     assert "pip install casatools" in failed["casa"]["fix"]
     assert "GB free" in failed["scratch"]["detail"] and "needs 1 GB" in failed["scratch"]["fix"]
     assert sum(line.startswith("FAIL") for line in human.splitlines()) == 2
+
+
+@pytest.mark.casa
+def test_checking_casa_leaves_its_log_under_the_node_scratch_not_in_the_current_directory(casa, tmp_path):
+    scratch = tmp_path / "scratch"
+    write_config(tmp_path, [{"name": "here", "transport": "local", "python": sys.executable,
+                             "casa_path": sys.executable, "scratch_dir": str(scratch)}])
+    with open(tmp_path / "ari.toml", "a") as fh:
+        fh.write(f"env = {casa_env(casa)}\n")
+    rc, checks, human = check(tmp_path)
+    assert rc == 0, human
+    assert not list(tmp_path.glob("casa-*.log")), "no CASA log in the directory the operator ran the check from"
+    assert list((scratch / ".ari" / "check").glob("casa-*.log"))

@@ -90,7 +90,11 @@ def test_groups_json_counts_attempts_per_signature_with_uids_from_paths(tmp_path
     rows = json.loads(result.stdout)
     assert [(r["category"], r["count"]) for r in rows] == [("disk_full", 3), ("walltime", 1)]
     assert rows[0]["example_uids"] == ["uid://A001/X1/X1", "uid://A001/X1/X2", "uid://A001/X1/X3"]
-    assert set(rows[0]) == {"signature", "category", "count", "example_uids"}
+    assert set(rows[0]) == {"signature", "category", "count", "example_uids", "fix"}
+    assert rows[0]["fix"] == triage.fix_for("disk_full")
+    text = run("groups", *logs)
+    words = " ".join(text.stdout.replace("│", " ").split())
+    assert " ".join(triage.fix_for("disk_full").split()) in words, "the fix is printed whole (wrapped, not cut)"
 
 
 def test_groups_without_logs_groups_the_campaigns_open_failures_by_signature(tmp_path):

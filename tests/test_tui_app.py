@@ -285,7 +285,7 @@ async def test_every_screen_binding_is_also_a_command_in_the_palette(camp):
 async def test_dashboard_shows_totals_rates_and_an_eta(camp):
     app = make_app(camp)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+        await settle(app, pilot, lambda: app.snapshot.eta.finish_at is not None, timeout=60)  # its own worker
         dash = app.snapshot.dashboard
         assert dash.totals["running"] == 4 and dash.total == 60
         assert app.snapshot.eta.finish_at is not None and app.snapshot.eta.finish_at > sample.NOW

@@ -39,3 +39,22 @@ def test_module_entry_prints_the_mistake_in_one_line_with_exit_2(tmp_path):
 def test_help_lists_the_options(option):
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and option in result.output
+
+
+def test_ari_tui_without_a_terminal_refuses_and_starts_no_engine(tmp_path):
+    """Run from a script or cron (no terminal): one line saying what to use instead, nothing launched."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ari_console import store
+    from tests import sample_campaign as sample
+
+    camp = sample.build(tmp_path, n=10, running=0)
+    proc = subprocess.run([str(Path(sys.executable).parent / "ari"), "tui", "-c", str(camp.config.path)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 2 and "needs a terminal" in proc.stderr and "ari run" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    db = store.open_db(camp.db_path)
+    assert not store.active_attempts(db), "no data set was launched"
+    db.conn.close()

@@ -85,3 +85,31 @@ def test_tui_in_tmux_shows_log_lines_as_the_log_grows(tmux_console):
         screen = term.wait_for(f"tmux-visible line {i}", timeout=10)
     assert "runner.log" in screen and "following" in screen
     term.keys("q")
+
+
+def test_tui_in_tmux_narrows_a_10000_data_set_queue_within_a_second(tmp_path):
+    """Typing a narrowing filter on a big queue: the screen shows the 10 % it keeps, and only those.
+
+    How fast is a benchmark figure (house rule: no timed unit tests); the time from Enter to the
+    narrowed screen is printed (``pytest -s``); on an idle machine it is well under a second."""
+    assert shutil.which("tmux"), "tmux is needed for this test (apt-get install tmux)"
+    camp = sample.build(tmp_path, n=10_000, running=20, now=time.time())
+    argv = [*COMMAND, "--config", str(camp.config.path), "--no-engine", "--refresh", "2"]
+    term = Tmux(f"cd {shlex.quote(str(REPO))} && TERM=xterm-256color {shlex.join(argv)}")
+    try:
+        term.wait_for("ari — sample")
+        term.keys("2")
+        term.wait_for("10,000 of 10,000 data sets", timeout=60)
+        term.keys("/")
+        time.sleep(0.5)  # the filter line opens (keys sent before it has focus would be screen keys)
+        term.keys("-l", "X1f5/")
+        time.sleep(0.5)  # the filter line applies as one types
+        term.keys("Enter")
+        t0 = time.monotonic()
+        screen = term.wait_for("1,000 of 10,000 data sets", timeout=30)
+        print(f"narrowed queue on screen {time.monotonic() - t0:.2f} s after Enter")
+        rows = [line for line in screen.splitlines() if "uid://A001/" in line]
+        assert rows and all("uid://A001/X1f5/" in line for line in rows), screen
+        term.keys("q")
+    finally:
+        term.close()

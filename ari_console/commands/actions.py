@@ -28,25 +28,8 @@ def retry(ctx: typer.Context, uid: UidArg, node: NodeOpt = None, mem_gb: MemOpt 
 @app.command()
 def cancel(ctx: typer.Context, uid: UidArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Stop a data set's running attempt on its node; the data set is then held until released."""
-    from ..nodes import NodeUnreachable, connect, ops
-
     camp = campaign(ctx, config)
-    cfg = camp.config()
-    stopped = []
-    for a in run_action(camp, "attempts_to_cancel", uid):
-        node = cfg.node(a["node"])
-        if not a["handle"]:
-            raise UserError(f"{a['uid']}: attempt {a['id']} is still being launched on {node.name} — "
-                            f"cancel again in a few seconds")
-        transport = connect(node)
-        try:
-            ops.cancel(node, transport, a["handle"])
-        except NodeUnreachable as exc:
-            raise UserError(f"{a['uid']}: node {node.name} is unreachable ({exc}) — the attempt may still run there; "
-                            f"`ari nodes check` says why") from None
-        finally:
-            transport.close()
-        stopped.append({"uid": a["uid"], "attempt": a["id"], "node": node.name})
+    stopped = run_action(camp, "cancel", uid, config=camp.config())
     if as_json:
         emit_json(stopped)
         return

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import humanize
 import typer
 
 from .. import store
 from ..clikit import emit_json, err, out, table
 from ..config import CONFIG_NAME, load_config, starter_config
 from ..errors import UserError
+from ..readmodel import duration_text, size_text
 from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag
 
 app = typer.Typer()
@@ -44,7 +44,8 @@ def init(
     )
     path.write_text(text)
     load_config(path)  # the starter must itself be valid
-    out.print(f"wrote {path} — next: ari datasets import CATALOGUE.csv")
+    out.print(f"wrote {path} — next: `ari nodes check` (can each node run the recipe?), then "
+              "`ari datasets import CATALOGUE.csv`, then `ari run` or `ari tui`")
 
 
 def _local_mem_gb() -> float:
@@ -69,6 +70,13 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
     table("nodes", ["name", "transport/batch", "slots", "running", "drained"],
           [(n["name"], f"{n['transport']}/{n['batch']}", n["slots"], n["running"],
             "yes" if n["drained"] else "") for n in result["nodes"]])
+    att = result["attention"]
+    if att["count"]:
+        table("needs a person", ["what", "which", "why", "fix"],
+              [("held", h["uid"], h["reason"], h["fix"]) for h in att["held"]]
+              + [("QA2 review", r["uid"], r["reason"], r["fix"]) for r in att["review"]]
+              + [("node", n["name"], n["problem"], n["fix"]) for n in att["nodes"]])
+    out.print(att["line"])
 
 
 @app.command()
@@ -104,9 +112,10 @@ def attempts(
     if as_json:
         emit_json(rows)
         return
-    table(f"{len(rows)} attempts", ["id", "uid", "node", "state", "stage", "category", "elapsed"],
+    table(f"{len(rows)} attempts", ["id", "uid", "node", "state", "stage", "category", "elapsed", "excerpt"],
           [(a["id"], a["uid"], a["node"], a["state"], a["stage"], a["category"],
-            humanize.naturaldelta((a["ended_at"] or store.now()) - a["started_at"]) if a["started_at"] else None)
+            duration_text((a["ended_at"] or store.now()) - a["started_at"]) if a["started_at"] else None,
+            next((ln.strip() for ln in (a["excerpt"] or "").splitlines() if ln.strip()), ""))
            for a in rows])
 
 

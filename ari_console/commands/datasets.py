@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import humanize
 import typer
 
 from .. import alma, store
 from ..clikit import emit_json, out, table
 from ..errors import UserError
+from ..readmodel import duration_text, size_text
 from .common import ConfigOpt, JsonOpt, campaign, flag
 
 app = typer.Typer(help="The campaign's queue of data sets (MOUS).", no_args_is_help=True)
@@ -68,10 +68,10 @@ def import_(
         else:
             unknown = f", {result['size_unknown']} of unknown size" if result["size_unknown"] else ""
             out.print(f"{source}: {len(take)} data sets, {len(new)} new "
-                      f"({humanize.naturalsize(result['size_gb'] * 1e9)}{unknown}) would be queued; "
+                      f"({size_text(result['size_gb'] * 1e9)}{unknown}) would be queued; "
                       f"{len(excluded)} excluded")
             for d in take:
-                size = humanize.naturalsize(d.size_gb * 1e9) if d.size_gb is not None else "size unknown"
+                size = size_text(d.size_gb * 1e9) if d.size_gb is not None else "size unknown"
                 out.print(f"  {'queue' if d.uid in new_uids else 'known'} {d.uid} {d.project} ({size})", markup=False)
             _print_excluded(excluded)
         return
@@ -83,7 +83,7 @@ def import_(
         emit_json(summary)
         return
     out.print(f"{source}: {summary['added']} added, {summary['updated']} updated, "
-              f"{summary['unchanged']} unchanged ({humanize.naturalsize(total_gb * 1e9)} to image); "
+              f"{summary['unchanged']} unchanged ({size_text(total_gb * 1e9)} to image); "
               f"{len(excluded)} excluded")
     _print_excluded(excluded)
 
@@ -106,7 +106,7 @@ def show(
     size_bytes}], qa2_files [{name, url}], targets, datalink_error, attempts.
     """
     from ..actions import canonical_uid
-    from ..readmodel import dataset_detail
+    from ..readmodel import dataset_detail, detail_notes
 
     cfg = campaign(ctx, config).config()
     if not cfg.campaign.db_path.exists():
@@ -121,13 +121,16 @@ def show(
               + f"; CASA {detail['casa_version'] or 'unknown'}", markup=False)
 
     def size(b):
-        return humanize.naturalsize(b) if b is not None else "unknown"
+        return size_text(b) if b is not None else "unknown"
 
     table("files for the node", ["name", "semantics", "size"],
           [(f["name"], f["semantics"], size(f["size_bytes"])) for f in detail["inputs"]])
     table("QA2 products (fetched by the console)", ["name"], [(f["name"],) for f in detail["qa2_files"]])
     table("attempts", ["id", "node", "state", "category"],
           [(a["id"], a["node"], a["state"], a["category"]) for a in detail["attempts"]])
+    for line in detail_notes(detail):
+        out.print(line, markup=False, highlight=False)
+
 
 
 @app.command("list")
@@ -152,7 +155,8 @@ def list_(
     if as_json:
         emit_json(rows)
         return
-    table(f"{len(rows)} data sets", ["uid", "project", "array", "band", "size", "state"],
+    reasons = any(r["reason"] for r in rows if r["state"] in ("held", "failed", "excluded", "review"))
+    table(f"{len(rows)} data sets", ["uid", "project", "array", "band", "size", "state"] + (["reason"] if reasons else []),
           [(r["uid"], r["project"], r["array"], r["band"],
-            humanize.naturalsize(r["size_gb"] * 1e9) if r["size_gb"] is not None else None, r["state"])
-           for r in rows])
+            size_text(r["size_gb"] * 1e9) if r["size_gb"] is not None else None, r["state"],
+            *([r["reason"] or ""] if reasons else [])) for r in rows])

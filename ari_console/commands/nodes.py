@@ -65,14 +65,16 @@ def check(
 
 @app.command("drain")
 def drain(ctx: typer.Context, name: NodeArg, config: ConfigOpt = None,
-          reason: Annotated[str, typer.Option(help="Why, shown in the console.")] = "drained by operator") -> None:
+          reason: Annotated[str, typer.Option(help="Why, shown in the console.")] = "drained by operator",
+          as_json: JsonOpt = False) -> None:
     """Place no new attempts on a node (running ones finish)."""
     run_action(campaign(ctx, config), "drain", name, reason=reason)
-    out.print(f"{name}: drained ({reason})")
+    emit_json({"node": name, "drained": True, "reason": reason}) if as_json else \
+        out.print(f"{name}: drained ({reason})")
 
 
 @app.command("undrain")
-def undrain(ctx: typer.Context, name: NodeArg, config: ConfigOpt = None) -> None:
+def undrain(ctx: typer.Context, name: NodeArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Place attempts on a drained node again."""
     run_action(campaign(ctx, config), "undrain", name)
-    out.print(f"{name}: undrained")
+    emit_json({"node": name, "drained": False, "reason": None}) if as_json else out.print(f"{name}: undrained")

@@ -198,10 +198,12 @@ def groups(
                 for g in triage.group((triage.uid_from_path(str(p)) or str(p), v) for p, v in results)]
     else:
         rows = _open_failure_groups(campaign(ctx, config))
+    for r in rows:
+        r["fix"] = triage.fix_for(r["category"])
     if as_json:
         emit_json(rows)
-    else:
-        table("failure groups", ["count", "category", "signature", "examples"],
-              [(r["count"], r["category"], _short(r["signature"], 90), ", ".join(r["example_uids"])) for r in rows])
+    else:  # the signature and its fix wrap, never cut: the fix is what the operator came for
+        table("failure groups", ["count", "category", "signature", "fix", "examples"],
+              [(r["count"], r["category"], r["signature"], r["fix"], ", ".join(r["example_uids"])) for r in rows])
     if failed:
         raise typer.Exit(1)

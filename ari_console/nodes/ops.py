@@ -20,7 +20,7 @@ from ..config import Node
 from ..errors import UserError
 from . import batch as B
 from .probe import probe
-from .transport import CommandResult, NodeUnreachable, Transport, sh_quote
+from .transport import CommandResult, NodeUnreachable, Transport, command_line, sh_quote
 
 
 
@@ -121,7 +121,11 @@ def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0,
         f'set python = "/path/to/python3" (3.6 or newer) for node "{node.name}" in ari.toml')
     if node.recipe == "casa6":
         casa_py = node.casa_path or node.python
-        casa = _ask(transport, [casa_py, "-c", "import casatools; print(casatools.version_string())"], timeout=120)
+        # CASA writes casa-*.log where it starts: in the node's scratch, never the operator's directory
+        where = sh_quote(f"{node.scratch_dir.rstrip('/')}/.ari/check")
+        casa = _ask(transport, ["sh", "-c", f"mkdir -p {where} && cd {where} && exec "
+                                + command_line([casa_py, "-c", "import casatools; print(casatools.version_string())"])],
+                    timeout=120)
         last = (casa.stderr.strip().splitlines() or [""])[-1][:160]
         add("casa", casa.ok, f"casatools {casa.stdout.strip()}" if casa.ok else
             f"{casa_py} cannot import casatools ({last})", f"install CASA 6 there (`{casa_py} -m pip install casatools==6.7.0.31 "

@@ -9,10 +9,18 @@ command.
 
 Transport failures (refused, timed out, authentication) raise
 ``NodeUnreachable``; a command that ran and failed returns its exit code.
+
+SSH reads the operator's ``~/.ssh/config`` as ``ssh`` would (paramiko's
+``SSHConfig``): ``Host`` aliases, ``HostName``, ``User``, ``Port``,
+``IdentityFile``, ``ProxyJump`` (several hops: ``a,b``) and ``ProxyCommand``.
+What the node's entry in ``ari.toml`` sets wins over the file. Connection
+errors name their cause (DNS, refused, timeout, no SSH banner, key refused),
+each with its own fix; paramiko's own logger stays quiet.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import socket
@@ -28,6 +36,12 @@ from ..errors import UserError
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_BACKOFF_S = 300.0
+
+# paramiko logs a traceback for a host that does not speak SSH before raising; the console's
+# own one-line error says it better
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 
 class NodeUnreachable(Exception):
@@ -193,6 +207,84 @@ class SSHTarget:
     trust_new_host_keys: bool = False
     connect_timeout: float = 10.0
     keepalive_s: int = 30
+    ssh_config: Path | None = None
+    """The OpenSSH client config to honour (default ``~/.ssh/config``, when it exists)."""
+    proxy_jump: tuple[str, ...] = ()
+    proxy_command: str | None = None
+
+
+def ssh_config_path(target: SSHTarget) -> Path:
+    return (target.ssh_config or Path("~/.ssh/config")).expanduser()
+
+
+def resolve_target(target: SSHTarget) -> SSHTarget:
+    """``target`` with what ``~/.ssh/config`` says of its host filled in (the node's own settings win).
+
+    ``host`` may be a ``Host`` alias; the result connects to its ``HostName``.
+    """
+    from dataclasses import replace
+
+    path = ssh_config_path(target)
+    if not path.exists():
+        return target
+    try:
+        found = paramiko.SSHConfig.from_path(str(path)).lookup(target.host)
+    except Exception as exc:  # a config paramiko cannot read: say which file
+        raise UserError(f"{path}: cannot read it ({exc}) — fix the file or point ssh_config elsewhere") from None
+    identity = target.identity_file
+    if identity is None and found.get("identityfile"):
+        identity = Path(found["identityfile"][0])
+    jump = target.proxy_jump
+    if not jump and found.get("proxyjump") and found["proxyjump"].lower() != "none":
+        jump = tuple(h.strip() for h in found["proxyjump"].split(",") if h.strip())
+    command = target.proxy_command
+    if command is None and found.get("proxycommand") and found["proxycommand"].lower() != "none":
+        command = found["proxycommand"]
+    return replace(target, host=found.get("hostname", target.host),
+                   port=int(found["port"]) if target.port == 22 and "port" in found else target.port,
+                   user=target.user or found.get("user"), identity_file=identity,
+                   proxy_jump=jump, proxy_command=command,
+                   connect_timeout=float(found["connecttimeout"]) if "connecttimeout" in found
+                   else target.connect_timeout)
+
+
+def jump_target(spec: str, via: SSHTarget) -> SSHTarget:
+    """The SSHTarget of one ``ProxyJump`` hop (``[user@]host[:port]``), resolved through the same config."""
+    user, _, hostport = spec.rpartition("@")
+    host, port = hostport, 22
+    if hostport.startswith("["):  # [::1]:2222
+        host, _, rest = hostport[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else 22
+    elif hostport.count(":") == 1:
+        host, p = hostport.split(":")
+        port = int(p)
+    hop = SSHTarget(name=f"{via.name} (jump {spec})", host=host, port=port, user=user or None,
+                    known_hosts=via.known_hosts, trust_new_host_keys=via.trust_new_host_keys,
+                    connect_timeout=via.connect_timeout, ssh_config=via.ssh_config)
+    return resolve_target(hop)
+
+
+def describe_connect_error(exc: BaseException, t: SSHTarget) -> str:
+    """What went wrong reaching ``t`` and what to do, one line (DNS, refused, timeout, banner, other).
+
+    >>> describe_connect_error(ConnectionRefusedError(111, "refused"), SSHTarget("n", "h", 2222))
+    'connection refused by h:2222 — check that sshd runs there and listens on port 2222'
+    """
+    where = f"{t.host}:{t.port}"
+    text = str(exc)
+    if isinstance(exc, socket.gaierror):
+        return (f"cannot resolve the host name {t.host!r} ({exc.strerror or exc}) — check the node's host in "
+                f"ari.toml, or its HostName in {ssh_config_path(t)}")
+    if isinstance(exc, ConnectionRefusedError) or isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return f"connection refused by {where} — check that sshd runs there and listens on port {t.port}"
+    if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in text:
+        return (f"no answer from {where} within {t.connect_timeout:g} s — check the network and firewalls, "
+                f"or reach it through a bastion (ProxyJump in {ssh_config_path(t)})")
+    if "protocol banner" in text or "SSH protocol" in text:
+        return f"{where} does not speak SSH (no SSH banner) — check the port: is it sshd's?"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot connect to {where}: {exc.strerror or exc} — check the host, port and network"
+    return f"cannot connect to {where}: {_describe(exc)}"
 
 
 def known_hosts_fix(target: SSHTarget) -> str:
@@ -213,6 +305,8 @@ class SSHTransport:
         self.backoff = Backoff(clock=clock)
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._jumps: list[paramiko.SSHClient] = []
+        self._open_logs: dict[str, paramiko.SFTPFile] = {}
 
     # connection ------------------------------------------------------------
     def _connected(self) -> paramiko.SSHClient:
@@ -228,15 +322,41 @@ class SSHTransport:
         except UserError:
             self.backoff.failed("host key refused")
             raise
+        except _Unreachable as exc:
+            self.backoff.failed(str(exc))
+            self.close()
+            raise NodeUnreachable(f"{self.name}: {exc}") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             self.backoff.failed(_describe(exc))
-            raise NodeUnreachable(f"{self.name}: cannot connect to {self.target.host}:{self.target.port}: "
-                                  f"{_describe(exc)}") from None
+            self.close()
+            raise NodeUnreachable(f"{self.name}: {describe_connect_error(exc, resolve_target(self.target))}") from None
         self.backoff.succeeded()
         return self._client
 
     def _connect(self) -> paramiko.SSHClient:
-        t = self.target
+        """Connect to the node, through its ProxyJump hops or ProxyCommand when it has them."""
+        t = resolve_target(self.target)
+        sock = None
+        if t.proxy_jump:
+            for spec, nxt in zip(t.proxy_jump, [*t.proxy_jump[1:], None]):
+                hop = jump_target(spec, t)
+                try:
+                    client = self._connect_one(hop, sock)
+                except (OSError, paramiko.SSHException, EOFError) as exc:
+                    raise _Unreachable(f"jump host {spec}: {describe_connect_error(exc, hop)}") from None
+                self._jumps.append(client)
+                dest = (jump_target(nxt, t).host, jump_target(nxt, t).port) if nxt else (t.host, t.port)
+                try:
+                    sock = client.get_transport().open_channel("direct-tcpip", dest, ("127.0.0.1", 0),
+                                                               timeout=t.connect_timeout)
+                except (OSError, paramiko.SSHException, EOFError) as exc:
+                    raise _Unreachable(f"jump host {spec} cannot reach {dest[0]}:{dest[1]}: {_describe(exc)}"
+                                       " — check the host and port as the jump host sees them") from None
+        elif t.proxy_command:
+            sock = paramiko.ProxyCommand(t.proxy_command)
+        return self._connect_one(t, sock)
+
+    def _connect_one(self, t: SSHTarget, sock) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         known = t.known_hosts.expanduser() if t.known_hosts else Path("~/.ssh/known_hosts").expanduser()
         if known.exists():
@@ -253,7 +373,7 @@ class SSHTransport:
                 t.host, port=t.port, username=t.user,
                 key_filename=str(t.identity_file.expanduser()) if t.identity_file else None,
                 timeout=t.connect_timeout, banner_timeout=t.connect_timeout, auth_timeout=t.connect_timeout,
-                allow_agent=True, look_for_keys=t.identity_file is None,
+                allow_agent=True, look_for_keys=t.identity_file is None, sock=sock,
             )
         except paramiko.BadHostKeyException:
             raise UserError(
@@ -282,12 +402,13 @@ class SSHTransport:
         client = self._connected()
         if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:
             self._sftp = client.open_sftp()
+            self._open_logs = {}
             # A node that stops answering mid-transfer must not hang the console: no read waits longer.
             self._sftp.get_channel().settimeout(max(DEFAULT_TIMEOUT_S, self.target.connect_timeout))
         return self._sftp
 
     def close(self) -> None:
-        for thing in (self._sftp, self._client):
+        for thing in (self._sftp, self._client, *reversed(self._jumps)):
             try:
                 if thing is not None:
                     thing.close()
@@ -295,6 +416,8 @@ class SSHTransport:
                 pass
         self._sftp = None
         self._client = None
+        self._jumps = []
+        self._open_logs = {}
 
     # commands --------------------------------------------------------------
     def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S) -> CommandResult:
@@ -351,9 +474,22 @@ class SSHTransport:
 
     def read_from(self, path: str, offset: int, limit: int) -> bytes:
         def read(sftp: paramiko.SFTPClient) -> bytes:
-            with sftp.open(path, "rb") as fh:
+            fh = self._open_logs.pop(path, None)
+            if fh is None:
+                fh = sftp.open(path, "rb")
+            self._open_logs[path] = fh  # kept open: a tail of a growing log costs one stat and the reads
+            while len(self._open_logs) > 16:
+                self._open_logs.pop(next(iter(self._open_logs))).close()
+            try:
+                end = min(fh.stat().st_size, offset + limit)
+                if end <= offset:
+                    return b""
                 fh.seek(offset)
-                return fh.read(limit)
+                fh.prefetch(end)  # all the 32 KiB reads in flight at once, not one round trip each
+                return fh.read(end - offset)
+            except BaseException:
+                self._open_logs.pop(path, None)
+                raise
 
         return self._sftp_call(f"reading {path}", read)
 
@@ -383,6 +519,10 @@ def _collect(chan: paramiko.Channel, deadline: float, name: str) -> CommandResul
     rc = chan.recv_exit_status()
     chan.close()
     return CommandResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+class _Unreachable(Exception):
+    """A connection step failed; the message already says which and what to do."""
 
 
 def _describe(exc: BaseException) -> str:

@@ -37,7 +37,7 @@ from .screens.nodes import NodesScreen
 from .screens.qa2 import Qa2Screen
 from .screens.queue import QueueScreen
 from .screens.triage import TriageScreen
-from .snapshot import Eta, Snapshot, build_snapshot, compute_eta, read_store
+from .snapshot import Eta, Snapshot, StoreCopy, build_snapshot, compute_eta
 
 ETA_RETRY_S = 15.0
 
@@ -73,6 +73,7 @@ class AriApp(App):
         Binding("5", "switch_mode('triage')", "Triage", tooltip="Failures by category or signature"),
         Binding("6", "switch_mode('qa2')", "QA2", tooltip="Pipeline vs QA2 image ratios"),
         Binding("ctrl+t", "toggle_theme", "Light/dark", tooltip="Switch between the light and dark theme"),
+        Binding("question_mark,f1", "help", "Help", key_display="?", tooltip="Every key of this screen"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -95,11 +96,13 @@ class AriApp(App):
         self.node_history: dict[str, views.NodeHistory] = {}
         self.pending_log: int | None = None
         self.engine_state = "watching the store"
+        self.eta = Eta("estimating…")
+        self._eta_busy = False
         self._wake_reader = threading.Event()
         self._stop = threading.Event()
         self._initial_theme = theme
         self.ui_ms: deque[float] = deque(maxlen=1000)
-        """UI-thread milliseconds of each screen render (the benchmark reads them)."""
+        """UI-thread CPU milliseconds of each screen render (the benchmark reads them)."""
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -124,30 +127,28 @@ class AriApp(App):
 
     @work(thread=True, exclusive=True, group="reader", exit_on_error=False)
     def _reader(self) -> None:
-        """Read the store every ``refresh_s`` and pass each Snapshot to the UI thread."""
+        """Read what changed in the store every ``refresh_s`` and pass each Snapshot to the UI thread."""
         worker = get_current_worker()
         db = store.open_db(self.db_path, create=False)
-        version, eta, eta_due = 0, Eta(), 0.0
-        raw, seen = None, None
+        version, eta_due = 0, 0.0
+        copy = StoreCopy()
         try:
             while not worker.is_cancelled and not self._stop.is_set():
                 try:
                     t0 = time.perf_counter()
                     now = self.clock()
-                    changed = store.data_version(db)
-                    if raw is None or changed != seen:
-                        raw, seen = read_store(db), changed
-                    eta_ms = 0.0
-                    if time.monotonic() >= eta_due:
-                        t_eta = time.perf_counter()
-                        eta = compute_eta(db, raw, now, self._node_configs())
-                        # An estimate that could not be made is tried again soon (nodes appear, a queue fills).
-                        eta_due = time.monotonic() + (self.eta_every_s if eta.finish_at is not None
-                                                      else min(self.eta_every_s, ETA_RETRY_S))
-                        eta_ms = (time.perf_counter() - t_eta) * 1000
+                    changed = copy.read(db, now)
+                    if time.monotonic() >= eta_due and not self._eta_busy:
+                        self._eta_busy = True
+                        self.call_from_thread(self._estimate, copy.nodes, now)  # workers start on the UI thread
+                        eta_due = time.monotonic() + self.eta_every_s
+                    if self.eta.finish_at is None and self.eta.computed_at is not None:
+                        # an estimate that could not be made is tried again soon (nodes appear, a queue fills)
+                        eta_due = min(eta_due, self.eta.computed_at_mono + ETA_RETRY_S)
                     version += 1
-                    snap = build_snapshot(raw, now, version, self.node_history, self.stale_after_s, eta)
-                    snap = _with_load_ms(snap, (time.perf_counter() - t0) * 1000 - eta_ms)
+                    snap = build_snapshot(copy, now, version, self.node_history, self.stale_after_s, self.eta,
+                                          changed)
+                    snap = _with_load_ms(snap, (time.perf_counter() - t0) * 1000)
                     self.call_from_thread(self._set_snapshot, snap)
                 except RuntimeError:  # the app is closing
                     return
@@ -157,6 +158,20 @@ class AriApp(App):
                 self._wake_reader.clear()
         finally:
             db.close()
+
+    @work(thread=True, exclusive=True, group="eta", exit_on_error=False)
+    def _estimate(self, nodes: list[dict], now: float) -> None:
+        """The ETA off the reader thread (it replays the queue through the scheduler: seconds at 100,000)."""
+        try:
+            db = store.open_db(self.db_path, create=False)
+            try:
+                eta = compute_eta(db, nodes, now, self._node_configs())
+            finally:
+                db.conn.close()
+            self.eta = replace(eta, computed_at_mono=time.monotonic())
+        finally:
+            self._eta_busy = False
+        self._wake_reader.set()
 
     def _set_snapshot(self, snap: Snapshot) -> None:
         self.snapshot = snap
@@ -270,6 +285,28 @@ class AriApp(App):
             return
         self.copy_to_clipboard(commands[0])
         self.notify("copied: " + "\n".join(commands), timeout=10)
+
+    def action_help(self) -> None:
+        """Show every key of the current screen (its own, the shared ones and the app's)."""
+        from .screens.detail import HelpScreen
+
+        rows, seen = [], set()
+        for key, active in self.screen.active_bindings.items():
+            b = active.binding
+            if not b.description or (b.action, b.description) in seen:
+                continue
+            seen.add((b.action, b.description))
+            text = b.tooltip or b.description
+            if b.action == "select_cursor":  # a table's Enter opens the row (the detail of a data set)
+                text = "Open the selected row: a data set's detail (reason, attempts, excerpt, fix, QA2)"
+            rows.append((b.key_display or key, text))
+        self.push_screen(HelpScreen(rows))
+
+    def show_dataset(self, uid: str) -> None:
+        """Open the detail screen of ``uid`` (Enter on a queue or triage row)."""
+        from .screens.detail import DatasetScreen
+
+        self.push_screen(DatasetScreen(uid))
 
     # -- themes and the command palette ------------------------------------------------------------------
 

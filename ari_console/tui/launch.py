@@ -23,6 +23,11 @@ def open_console(config_path: Path, theme: str = "ari-dark", engine: bool = True
 
     with store.open_db(cfg.campaign.db_path, create=False) as db:
         store.verify(db)  # a damaged state file is one line now, not an empty dashboard
+    import sys
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("ari tui needs a terminal (stdin and stdout are not one) — run `ari run` to run the "
+                        "campaign headless, or `ari status` to look at it")
     from .app import AriApp
 
     AriApp(cfg.campaign.db_path, cfg, theme=theme, engine=engine, refresh_s=refresh).run()

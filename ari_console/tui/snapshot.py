@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections import Counter
+from typing import Iterable, Mapping
 
 
 from ari_console import readmodel, store
@@ -25,6 +26,7 @@ class Eta:
     finish_at: float | None = None
     remaining_h: float | None = None
     computed_at: float | None = None
+    computed_at_mono: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -44,36 +46,224 @@ class Snapshot:
     qa2_rows: dict[str, tuple[str, ...]]
     eta: Eta = field(default_factory=Eta)
     load_ms: float = 0.0
+    attention: list[tuple[str, str, str]] = field(default_factory=list)   # (what, which, why): needs a person
 
 
-def read_store(db: store.Database) -> dict:
-    """The raw rows of one consistent read: data sets, attempts, nodes, QA2, history."""
-    with store.transaction(db):
-        return {"datasets": store.datasets(db), "attempts": store.attempts(db), "nodes": store.nodes(db),
-                "qa2": store.qa2_results(db)}
+class StoreCopy:
+    """The console's copy of the store, kept up to date by reading only what changed.
+
+    The first ``read`` aggregates the attempt history in SQL (counts, first and
+    newest attempt per data set, failures per category); every later read asks
+    for the data sets and attempts written after the last revision it saw
+    (``store.datasets_since`` / ``attempts_since``) and folds them in, so a
+    refresh costs what changed, not the size of the campaign. Queue rows are
+    rebuilt only for the data sets that changed and those with an active
+    attempt (their elapsed time moves with the clock).
+    """
+
+    RECENT = 200
+
+    def __init__(self, heartbeat_stale_s: float = 300.0) -> None:
+        self.rev: int | None = None
+        self.heartbeat_stale_s = heartbeat_stale_s
+        self.datasets: dict[str, dict] = {}
+        self.latest: dict[str, dict] = {}           # newest attempt per data set
+        self.counts: dict[str, int] = {}
+        self.first: dict[str, int] = {}               # uid -> first attempt id (failures list in that order)
+        self.success_at: dict[str, float] = {}
+        self.failures: Counter = Counter()            # failed or lost attempts per category
+        self.active: dict[int, dict] = {}             # pending or running attempts by id
+        self.recent: dict[int, dict] = {}             # the newest ended attempts by id
+        self.totals: Counter = Counter()
+        self.rows: dict[str, tuple[str, ...]] = {}
+        self.open_failures: dict[str, dict] = {}
+        self.waiting: dict[str, dict] = {}            # held (or in QA2 review): waiting for an operator
+        self.nodes: list[dict] = []
+        self.qa2: list[dict] = []
+        self._qa2_mark: tuple | None = None
+        self._created: list[float] | None = None
+        self._done: list[float] | None = None
+        self._rates: tuple | None = None
+        self._reorder = True
+
+    def read(self, db: store.Database, now: float) -> set[str] | None:
+        """Fold in what changed since the last read: the uids whose data set or attempts changed
+        (None the first time: everything)."""
+        with store.transaction(db):
+            rev = store.revision(db)
+            self.nodes = store.nodes(db)
+            mark = store.qa2_mark(db)
+            if mark != self._qa2_mark:
+                self.qa2, self._qa2_mark = store.qa2_results(db), mark
+            if self.rev is None:
+                self._first_read(db, now)
+                changed = None
+            elif rev != self.rev:
+                changed = self._fold(store.datasets_since(db, self.rev), store.attempts_since(db, self.rev), db)
+            else:
+                changed = set()
+        self.rev = rev
+        return changed
+
+    def _first_read(self, db: store.Database, now: float) -> None:
+        summary = store.attempt_summary(db, now)
+        for d in store.datasets_since(db, -1):
+            self.datasets[d["uid"]] = d
+        self.totals = Counter(d["state"] for d in self.datasets.values())
+        for uid, (count, first_id, success) in summary["per_uid"].items():
+            self.counts[uid] = count
+            self.first[uid] = first_id
+            if success is not None:
+                self.success_at[uid] = success
+        self.failures = Counter(summary["failures"])
+        for a in summary["latest"]:
+            self.latest[a["uid"]] = a
+            if a["state"] in store.ACTIVE_ATTEMPT_STATES:
+                self.active[a["id"]] = a
+        self.recent = {a["id"]: a for a in summary["recent"]}
+        for uid, d in self.datasets.items():
+            self._update_failure(uid)
+            self._update_waiting(d)
+        self._created = self._done = self._rates = None
+        self._reorder = True
+
+    def _fold(self, datasets: list[dict], attempts: list[dict], db: store.Database) -> set[str]:
+        """Fold changed rows in; an ended attempt that changes again makes the failure counts re-aggregate."""
+        for d in datasets:
+            old = self.datasets.get(d["uid"])
+            if old is None:
+                self._created, self._reorder = None, True
+            else:
+                self.totals[old["state"]] -= 1
+            self.totals[d["state"]] += 1
+            self.datasets[d["uid"]] = d
+        recount = False
+        for a in attempts:
+            aid, uid, state = a["id"], a["uid"], a["state"]
+            before = self.active.pop(aid, None)
+            newest = self.latest.get(uid)
+            is_new = before is None and (newest is None or aid > newest["id"]) and aid not in self.recent
+            if is_new:
+                self.counts[uid] = self.counts.get(uid, 0) + 1
+            if uid not in self.first or aid < self.first[uid]:
+                self.first[uid] = aid
+            if newest is None or aid >= newest["id"]:
+                self.latest[uid] = a
+            if state in store.ACTIVE_ATTEMPT_STATES:
+                self.active[aid] = a
+                continue
+            if before is None and not is_new:
+                recount = True  # an attempt that had ended changed again (reclassified)
+            elif state in readmodel.FAILED_ATTEMPT_STATES:
+                self.failures[a.get("category") or "unknown"] += 1
+            if state == "succeeded":
+                t = a.get("ended_at") or 0.0
+                if t < self.success_at.get(uid, float("inf")):
+                    self.success_at[uid] = t
+                    self._done = None
+            self.recent[aid] = a
+        if len(self.recent) > self.RECENT:
+            for aid in sorted(self.recent)[:-self.RECENT]:
+                del self.recent[aid]
+        if recount:
+            self.failures = Counter(store.attempt_summary_failures(db))
+        changed = {d["uid"] for d in datasets} | {a["uid"] for a in attempts}
+        for uid in changed:
+            self._update_failure(uid)
+        if datasets:  # rates read each data set's first_outcome: a heartbeat does not change them
+            self._rates = None
+            for d in datasets:
+                self._update_waiting(d)
+        return changed
+
+    def _update_waiting(self, d: dict) -> None:
+        if d["state"] in ("held", "review"):
+            self.waiting[d["uid"]] = d
+        else:
+            self.waiting.pop(d["uid"], None)
+
+    def _update_failure(self, uid: str) -> None:
+        """Keep ``open_failures``: the newest attempt failed and the data set neither succeeded nor runs."""
+        a, d = self.latest.get(uid), self.datasets.get(uid)
+        if a and d and a["state"] in readmodel.FAILED_ATTEMPT_STATES and d["state"] not in ("succeeded", "running"):
+            self.open_failures[uid] = {**a, "dataset_state": d["state"], "attempts": self.counts.get(uid, 1)}
+        else:
+            self.open_failures.pop(uid, None)
+
+    def queue_rows(self, now: float, changed: set[str] | None) -> dict[str, tuple[str, ...]]:
+        """The queue rows at ``now``: rebuilt for ``changed`` data sets (None: all) and active attempts."""
+        if changed is None or not self.rows:
+            todo: Iterable[str] = self.datasets
+            self.rows = {}
+        else:
+            todo = changed | {a["uid"] for a in self.active.values()}
+            self.rows = dict(self.rows)  # the previous snapshot keeps its own
+        stale = self.heartbeat_stale_s
+        for uid in todo:
+            d = self.datasets.get(uid)
+            if d is not None:
+                self.rows[uid] = views.queue_row(d, self.latest.get(uid), self.counts.get(uid, 0), now, stale)
+        if self._reorder:  # new data sets: queue order again (oldest first)
+            order = sorted(self.datasets.values(), key=lambda d: (d.get("created_at") or 0.0, d["uid"]))
+            self.rows = {d["uid"]: self.rows[d["uid"]] for d in order}
+            self._reorder = False
+        return self.rows
+
+    def dashboard(self, now: float, bins: int = 40) -> readmodel.Dashboard:
+        """The dashboard from the aggregates (no pass over the attempt history)."""
+        if self._created is None:
+            self._created = sorted(now if d.get("created_at") is None else d["created_at"]
+                                   for d in self.datasets.values() if d["state"] not in ("excluded", "skipped"))
+        if self._done is None:
+            self._done = sorted(self.success_at.values())
+        if self._rates is None:  # each data set's first try is kept by the store (first_outcome)
+            tried = first_ok = ok = 0
+            for d in self.datasets.values():
+                if d.get("first_outcome"):
+                    tried += 1
+                    first_ok += d["first_outcome"] == "succeeded"
+                    ok += d["state"] == "succeeded"
+            self._rates = ((first_ok, tried), (ok, tried))
+        series, span = readmodel.burndown_series(self._created, self._done, now, bins)
+        return readmodel.Dashboard(len(self.datasets), {k: v for k, v in self.totals.items() if v}, *self._rates,
+                               sorted(((k, v) for k, v in self.failures.items() if v), key=lambda kv: (-kv[1], kv[0])),
+                               series, span, running=len(self.active))
+
+    def attempt_list(self) -> list[dict]:
+        """Active attempts and the newest ended ones, in id order (what the log screen lists)."""
+        return sorted([*self.active.values(), *self.recent.values()], key=lambda a: a["id"])
 
 
-def build_snapshot(raw: dict, now: float, version: int, history: Mapping[str, views.NodeHistory],
-                   stale_after_s: float, eta: Eta) -> Snapshot:
-    """The Snapshot of raw store rows (pure; ``history`` is updated with new probes first)."""
-    for n in raw["nodes"]:
+def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[str, views.NodeHistory],
+                   stale_after_s: float, eta: Eta, changed: set[str] | None = None) -> Snapshot:
+    """The Snapshot of the store copy at ``now`` (``history`` is updated with new probes first).
+
+    ``changed``: the data sets whose rows must be rebuilt (None: every one).
+    """
+    for n in copy.nodes:
         history.setdefault(n["name"], views.NodeHistory()).add(n)
-    attempts = raw["attempts"]
-    attempt_rows = views.attempt_rows(attempts, now)
+    attempts = copy.attempt_list()
+    attempt_rows = views.attempt_rows(attempts, now, recent=StoreCopy.RECENT)
+    attention = [(d["state"], d["uid"], d.get("reason") or d["state"]) for d in copy.waiting.values()]
+    for n in copy.nodes:
+        stale = views.node_staleness(n, now, stale_after_s)
+        if n.get("drained") or stale:
+            attention.append(("node", n["name"], ("drained: " + (n.get("drained_reason") or "")) if n.get("drained")
+                              else stale + (f" ({n['probe_error']})" if n.get("probe_error") else "")))
     shown = {int(k) for k in attempt_rows}
     return Snapshot(
         now=now, version=version,
-        queue=views.queue_view(raw["datasets"], attempts, now),
-        dashboard=readmodel.dashboard(raw["datasets"], attempts, now),
-        nodes=raw["nodes"],
-        node_rows=views.node_rows(raw["nodes"], history, now, stale_after_s),
+        queue=views.QueueView(copy.queue_rows(now, changed)),
+        dashboard=copy.dashboard(now),
+        nodes=copy.nodes,
+        node_rows=views.node_rows(copy.nodes, history, now, stale_after_s),
         attempts={a["id"]: a for a in attempts if a["id"] in shown},
         attempt_rows=attempt_rows,
-        failures=readmodel.open_failures(raw["datasets"], attempts),
-        qa2=raw["qa2"], qa2_rows=views.qa2_rows(raw["qa2"]), eta=eta)
+        failures=sorted(copy.open_failures.values(), key=lambda f: copy.first[f["uid"]]),
+        qa2=copy.qa2, qa2_rows=views.qa2_rows(copy.qa2), eta=eta, attention=attention)
 
 
-def compute_eta(db: store.Database, raw: dict, now: float, node_configs: Mapping[str, object]) -> Eta:
+def compute_eta(db: store.Database, nodes: list[dict], now: float, node_configs: Mapping[str, object]) -> Eta:
     """The estimator's finish time for the queued data sets on the nodes as they are now.
 
     Returns ``Eta("n/a ...")`` when there is nothing to estimate or the estimator fails:
@@ -85,7 +275,7 @@ def compute_eta(db: store.Database, raw: dict, now: float, node_configs: Mapping
         return Eta(f"n/a ({exc.__class__.__name__})", computed_at=now)
     if not queue:
         return Eta("nothing queued", computed_at=now)
-    if not raw["nodes"] or not node_configs:
+    if not nodes or not node_configs:
         return Eta("n/a (no node known yet)", computed_at=now)
     if est is None:
         return Eta("n/a (every node drained)", computed_at=now)

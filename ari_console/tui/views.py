@@ -164,12 +164,34 @@ def attempt_elapsed(a: dict | None, now: float) -> float | None:
 
 # -- queue ---------------------------------------------------------------------------
 
+class QueueFields(Mapping):
+    """The ``key:value`` filter fields of queue rows, read from their cells (no copy per row)."""
+
+    NAMES = {"state": 5, "project": 1, "category": 10, "node": 7, "array": 2}
+
+    def __init__(self, rows: Mapping[str, tuple]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, key: str) -> dict:
+        cells = self._rows[key]
+        return {name: cells[i] for name, i in self.NAMES.items()}
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 @dataclass(frozen=True)
 class QueueView:
-    """Every data set as a row: uid -> cells (QUEUE_COLUMNS), with fields to filter and sort on."""
+    """Every data set as a row: uid -> cells (QUEUE_COLUMNS); ``fields`` are what ``key:value`` filters read."""
 
     rows: dict[str, tuple[str, ...]]
-    fields: dict[str, dict]
+
+    @property
+    def fields(self) -> QueueFields:
+        return QueueFields(self.rows)
 
 
 def queue_view(datasets: Iterable[dict], attempts: Iterable[dict], now: float,
@@ -184,25 +206,32 @@ def queue_view(datasets: Iterable[dict], attempts: Iterable[dict], now: float,
     """
     latest, counts = latest_attempts(attempts)
     rows: dict[str, tuple[str, ...]] = {}
-    fields: dict[str, dict] = {}
     for d in datasets:
-        uid = d["uid"]
-        a = latest.get(uid)
-        category = (a.get("category") or "") if a and a.get("state") in FAILED_ATTEMPT_STATES else ""
-        elapsed = attempt_elapsed(a, now)
-        stage = (a or {}).get("stage") or ""
-        beat = (a or {}).get("heartbeat_at")
-        if a and a["state"] not in ENDED_ATTEMPT_STATES and beat is not None and now - beat > heartbeat_stale_s:
-            stage = f"{stage} (stale {human_duration(now - beat)})"
-        rows[uid] = (uid, d.get("project") or "", d.get("array") or "",
-                     "" if d.get("band") is None else str(d["band"]), human_size(d.get("size_gb")),
-                     d["state"], str(counts.get(uid, 0)), (a or {}).get("node") or "",
-                     stage, human_duration(elapsed), category)
-        fields[uid] = {"state": d["state"], "project": d.get("project") or "", "category": category,
-                       "node": (a or {}).get("node") or "", "array": d.get("array") or "",
-                       "size": d.get("size_gb") or 0.0, "elapsed": elapsed or 0.0,
-                       "att": counts.get(uid, 0), "band": d.get("band") or 0}
-    return QueueView(rows, fields)
+        rows[d["uid"]] = queue_row(d, latest.get(d["uid"]), counts.get(d["uid"], 0), now, heartbeat_stale_s)
+    return QueueView(rows)
+
+
+STATE_STYLES = {"failed": "bold red", "held": "bold yellow", "review": "bold magenta", "running": "cyan",
+                "succeeded": "green", "excluded": "dim", "skipped": "dim"}
+
+
+def state_style(state: str) -> str | None:
+    """The colour of a data-set state in tables (queued: none). NO_COLOR turns colours off in Textual."""
+    return STATE_STYLES.get(state)
+
+
+def queue_row(d: Mapping, a: Mapping | None, count: int, now: float,
+              heartbeat_stale_s: float = 300.0) -> tuple[str, ...]:
+    """One data set as QUEUE_COLUMNS cells, given its newest attempt ``a`` and its number of attempts."""
+    category = (a.get("category") or "") if a and a.get("state") in FAILED_ATTEMPT_STATES else ""
+    stage = (a or {}).get("stage") or ""
+    beat = (a or {}).get("heartbeat_at")
+    if a and a["state"] not in ENDED_ATTEMPT_STATES and beat is not None and now - beat > heartbeat_stale_s:
+        stage = f"{stage} (stale {human_duration(now - beat)})"
+    return (d["uid"], d.get("project") or "", d.get("array") or "",
+            "" if d.get("band") is None else str(d["band"]), human_size(d.get("size_gb")),
+            d["state"], str(count), (a or {}).get("node") or "",
+            stage, human_duration(attempt_elapsed(a, now)), category)
 
 
 _UNITS = {"MB": 1e-3, "GB": 1.0, "TB": 1e3}
@@ -225,6 +254,18 @@ def sort_value(column: str, cell: object) -> object:
     if column in ("att", "band", "id"):
         return int(text) if text.isdigit() else -1
     return text.lower()
+
+
+def sort_rows(rows: Mapping[str, tuple], columns: Sequence[str], column: str,
+              reverse: bool = False) -> dict[str, tuple]:
+    """``rows`` ordered on ``column`` (numbers as numbers, see ``sort_value``); ties keep their order.
+
+    >>> list(sort_rows({"a": ("2 GB",), "b": ("850 MB",)}, ("size",), "size"))
+    ['b', 'a']
+    """
+    i = columns.index(column)
+    ordered = sorted(rows.items(), key=lambda kv: sort_value(column, kv[1][i]), reverse=reverse)
+    return dict(ordered)
 
 
 # -- dashboard -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 from textual.widgets import Sparkline, Static
@@ -75,6 +76,9 @@ class DashboardScreen(AriScreen):
             with Vertical(classes="card"):
                 yield Static("Failed attempts by category", classes="title")
                 yield Static(id="failures")
+            with Vertical(classes="card", id="attention-card"):
+                yield Static("Needs a person", classes="title")
+                yield Static(id="attention")
             with Vertical(classes="card", id="burn-card"):
                 yield Static("Remaining data sets (burn-down)", classes="title")
                 yield Sparkline([], id="burndown")
@@ -86,6 +90,11 @@ class DashboardScreen(AriScreen):
         self.query_one("#rates", Static).update(rates_table(dash, snap.eta.text, self.app.engine_state))
         shown = [(c, n) for c, n in dash.failures if views.matches(self.flt, (c,))]
         self.query_one("#failures", Static).update(failures_table(shown))
+        att = snap.attention
+        self.query_one("#attention", Static).update(
+            Text("\n".join(f"{what} {which}: {why}" for what, which, why in att[:8])
+                 + (f"\n… {len(att) - 8} more (ari status)" if len(att) > 8 else ""), style="yellow")
+            if att else Text("nothing", style="green"))
         self.query_one("#burndown", Sparkline).data = dash.burndown or [0]
         start, end = dash.burndown_span
         left = views.clock_text(start)

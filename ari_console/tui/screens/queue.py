@@ -29,17 +29,17 @@ class QueueScreen(AriScreen):
         Binding("u", "release", "Release", tooltip="Let a held data set be scheduled again"),
         Binding("l", "log", "Log", tooltip="Stream the latest attempt's log"),
         Binding("c", "copy", "Copy cmd", tooltip="Copy the shell command that shows the latest attempt by hand"),
+        Binding("enter", "detail", "Detail", tooltip="Reason, overrides, attempts, excerpt, fix, QA2; act on it"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.state_filter = ""
-        self.last_ui_ms = 0.0
+        self.sort_column: str | None = None
+        self.sort_reverse = False
 
     def compose_body(self) -> ComposeResult:
-        table = KeyedTable(views.QUEUE_COLUMNS, id="queue-table")
-        table.sort_key = views.sort_value
-        yield table
+        yield KeyedTable(views.QUEUE_COLUMNS, styles={"state": views.state_style}, id="queue-table")
 
     @property
     def table(self) -> KeyedTable:
@@ -50,13 +50,16 @@ class QueueScreen(AriScreen):
         rows = snap.queue.rows
         if self.state_filter:
             state = self.state_filter
-            rows = {k: v for k, v in rows.items() if snap.queue.fields[k]["state"] == state}
-        return views.filter_rows(flt, rows, snap.queue.fields)
+            rows = {k: v for k, v in rows.items() if v[5] == state}
+        rows = views.filter_rows(flt, rows, snap.queue.fields)
+        if self.sort_column:
+            rows = views.sort_rows(rows, views.QUEUE_COLUMNS, self.sort_column, self.sort_reverse)
+        return rows
 
     def show(self, snap: Snapshot, rows: dict[str, tuple]) -> None:
         self.table.sync(rows)
-        sort = f" · sorted by {self.table.sort_column}{' ↓' if self.table.sort_reverse else ''}" \
-            if self.table.sort_column else ""
+        sort = f" · sorted by {self.sort_column}{' ↓' if self.sort_reverse else ''}" \
+            if self.sort_column else ""
         state = f" · state {self.state_filter}" if self.state_filter else ""
         self.set_status(f"{len(rows):,} of {len(snap.queue.rows):,} data sets{state}{sort}")
 
@@ -74,15 +77,26 @@ class QueueScreen(AriScreen):
     def action_cycle_sort(self) -> None:
         """Sort by the next column; on the last column, back to the first reversed."""
         cols = views.QUEUE_COLUMNS
-        current = self.table.sort_column
-        nxt = cols[(cols.index(current) + 1) % len(cols)] if current else cols[0]
-        self.table.sort_by(nxt, reverse=False)
+        current = self.sort_column
+        self.sort_column = cols[(cols.index(current) + 1) % len(cols)] if current else cols[0]
+        self.sort_reverse = False
         self.filter_changed()
 
     @on(DataTable.HeaderSelected)
     def _header(self, event: DataTable.HeaderSelected) -> None:
-        self.table.sort_by(str(event.column_key.value))
+        """Sort on the clicked column (again: reverse)."""
+        column = str(event.column_key.value)
+        self.sort_reverse = not self.sort_reverse if column == self.sort_column else False
+        self.sort_column = column
         self.filter_changed()
+
+    def action_detail(self) -> None:
+        if uid := self._selected_uid():
+            self.app.show_dataset(uid)
+
+    @on(DataTable.RowSelected, "#queue-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_detail()
 
     def action_retry(self) -> None:
         if uid := self._selected_uid():

@@ -35,6 +35,9 @@ class FilterBar(Horizontal):
         """Show the bar and focus its input."""
         self.add_class("open")
         self.query_one(Input).focus()
+        # a hidden input cannot take focus: ask again once the bar is laid out, or the keys typed
+        # next would reach the screen's bindings (``5`` of ``X1f5`` switching to the triage screen)
+        self.call_after_refresh(self.query_one(Input).focus)
 
     def close(self, clear: bool = False) -> None:
         """Hide the bar (keeping the filter unless ``clear``)."""

@@ -1,17 +1,30 @@
-"""A DataTable kept in step with a dict of rows by row key.
+"""A DataTable kept in step with an ordered dict of rows by row key.
 
-``sync(rows)`` adds the new keys, removes the gone ones and updates only the
-cells that changed: a 10,000-row table is never cleared and refilled, so the
-cursor and scroll position stay where the operator left them.
+``sync(rows)`` makes the table show ``rows`` in their order: it adds the new
+keys, drops the gone ones and updates only the cells that changed, so the
+cursor stays on the row the operator left it on. Whatever the number of rows
+that leave, the row order is rebuilt once (Textual's ``remove_row`` re-indexes
+every row for each removal: 16 ms a row at 10,000 rows), and new rows are
+added within a time budget per frame, the rest on the next frames.
+
+Sorting is the caller's: it orders ``rows`` (in a thread, see
+``AriScreen.prepare``) and the table follows. Column widths are measured from
+the cells' text (plain strings), not by rendering every cell.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
+from rich.cells import cell_len
+from rich.text import Text
+from textual._two_way_dict import TwoWayDict
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+from textual.widgets._data_table import Row
+from textual.widgets.data_table import CellKey, RowKey
 
 
 @dataclass(frozen=True)
@@ -25,19 +38,20 @@ class SyncStats:
 
 
 class KeyedTable(DataTable):
-    """A DataTable whose rows follow a ``key -> cells`` mapping."""
+    """A DataTable whose rows follow an ordered ``key -> cells`` mapping."""
 
-
-    def __init__(self, columns: Sequence[str], **kw) -> None:
+    def __init__(self, columns: Sequence[str], styles: Mapping[str, Callable[[str], str | None]] | None = None,
+                 **kw) -> None:
+        """``styles``: column -> function of a cell's text giving its style (e.g. the state's colour)."""
         kw.setdefault("cursor_type", "row")
         kw.setdefault("zebra_stripes", True)
         super().__init__(**kw)
         self._column_names = tuple(columns)
+        self._styles = dict(styles or {})
         self._shown: dict[str, tuple] = {}
         self._generation = 0
-        self.sort_column: str | None = None
-        self.sort_reverse = False
-        self.sort_key: Callable[[str, object], object] | None = None
+        self.filling = False
+        """True while rows of the last sync are still being added (on the next frames)."""
 
     def on_mount(self) -> None:
         for name in self._column_names:
@@ -45,7 +59,7 @@ class KeyedTable(DataTable):
 
     @property
     def shown(self) -> Mapping[str, tuple]:
-        """The rows on screen (key -> cells)."""
+        """The rows on screen (key -> cells), in table order."""
         return self._shown
 
     @property
@@ -55,62 +69,153 @@ class KeyedTable(DataTable):
             return None
         return self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
 
-    def sync(self, rows: Mapping[str, tuple], batch: int = 500) -> SyncStats:
-        """Make the table show ``rows`` (key -> cells), touching only what changed.
+    def sync(self, rows: Mapping[str, tuple], budget_ms: float = 15.0) -> SyncStats:
+        """Make the table show ``rows`` (key -> cells) in their order, touching only what changed.
 
-        At most ``batch`` new rows are added per call; the rest follow on the
-        next frames (unless a newer sync comes first), so a first fill of
-        10,000 rows never freezes the UI.
+        New rows are added for at most ``budget_ms`` per call; the rest follow
+        on the next frames (unless a newer sync comes first), so a first fill
+        of 100,000 rows never freezes the UI.
         """
         self._generation += 1
+        deadline = time.thread_time() + budget_ms / 1000
+        selected = self.selected_key
         old = self._shown
         removed = [k for k in old if k not in rows]
-        for key in removed:
-            self.remove_row(key)
-        added = updated = 0
+        if removed:
+            self._drop_rows(removed, [k for k in old if k in rows])
+        updated = added = 0
         pending = False
         shown: dict[str, tuple] = {}
+        new: list[tuple[str, tuple]] = []
         columns = self._column_names
         for key, cells in rows.items():
             before = old.get(key)
             if before is None:
-                if added >= batch:
-                    pending = True
+                if pending:
                     continue
-                self.add_row(*cells, key=key)
-                added += 1
+                new.append((key, cells))
+                if len(new) == 256:  # add in chunks, and stop when the frame's time is spent
+                    self._add_rows(new)
+                    added += len(new)
+                    new = []
+                    pending = time.thread_time() > deadline
             elif before != cells:
                 for name, a, b in zip(columns, before, cells):
                     if a != b:
-                        self.update_cell(key, name, b)
+                        self.update_cell(key, name, self._styled(name, b))
                         updated += 1
             shown[key] = cells
+        if new:
+            self._add_rows(new)
+            added += len(new)
+        if removed or added or list(shown) != list(old):
+            self._set_order(shown, selected)
         self._shown = shown
-        if self.sort_column and (added or updated):
-            self._resort()
+        self.filling = pending
         if pending:
             generation = self._generation
-            self.set_timer(0.02, lambda: self._continue(rows, generation))
+            self.set_timer(0.01, lambda: self._continue(rows, generation, budget_ms))
         return SyncStats(added, len(removed), updated, pending)
 
-    def _continue(self, rows: Mapping[str, tuple], generation: int) -> None:
+    def _continue(self, rows: Mapping[str, tuple], generation: int, budget_ms: float) -> None:
         if generation == self._generation:
-            t0 = time.perf_counter()
-            self.sync(rows)
+            t0 = time.thread_time()
+            self.sync(rows, budget_ms)
             timings = getattr(self.app, "ui_ms", None)
             if timings is not None:
-                timings.append((time.perf_counter() - t0) * 1000)
+                timings.append((time.thread_time() - t0) * 1000)
 
-    def sort_by(self, column: str, reverse: bool | None = None) -> None:
-        """Sort on ``column`` (again: flip the order); keeps sorting as rows change."""
-        if reverse is None:
-            reverse = not self.sort_reverse if column == self.sort_column else False
-        self.sort_column, self.sort_reverse = column, reverse
-        self._resort()
-
-    def _resort(self) -> None:
-        column, key_fn = self.sort_column, self.sort_key
-        if key_fn is None:
-            self.sort(column, reverse=self.sort_reverse)
+    def _drop_rows(self, keys: list[str], keep: Iterable[str]) -> None:
+        """Remove many rows at once (the order is rebuilt after, by ``_set_order``)."""
+        if self._updated_cells:
+            gone = {RowKey(k) for k in keys}
+            self._updated_cells = {c for c in self._updated_cells if c.row_key not in gone}
+        if len(keys) > len(self.rows) // 2:  # most rows leave: rebuild from those that stay
+            stay = [RowKey(k) for k in keep]
+            self.rows = {rk: self.rows[rk] for rk in stay}
+            self._data = {rk: self._data[rk] for rk in stay}
         else:
-            self.sort(column, key=lambda cell: key_fn(column, cell), reverse=self.sort_reverse)
+            for key in keys:
+                row_key = RowKey(key)
+                self._data.pop(row_key, None)
+                self.rows.pop(row_key, None)
+        if self._new_rows:
+            self._new_rows = {rk for rk in self._new_rows if rk in self.rows}
+
+    def _add_rows(self, new: list[tuple[str, tuple]]) -> None:
+        """Add rows at once (what ``add_row`` does per row, without re-clamping the cursor each time)."""
+        keys = [c.key for c in self.ordered_columns]
+        was_empty = not self.rows
+        styled = [i for i, name in enumerate(self._column_names) if name in self._styles]
+        for key, cells in new:
+            row_key = RowKey(key)
+            if styled:
+                cells = list(cells)
+                for i in styled:
+                    cells[i] = self._styled(self._column_names[i], cells[i])
+            self._data[row_key] = dict(zip(keys, cells))
+            self.rows[row_key] = Row(row_key, 1)
+            self._new_rows.add(row_key)
+        if was_empty and self.show_cursor and self.cursor_type != "none" and self.columns:
+            self.call_after_refresh(self._highlight_cursor)
+
+    def _styled(self, column: str, value):
+        fn = self._styles.get(column)
+        style = fn(value) if fn is not None and isinstance(value, str) else None
+        return Text(value, style=style) if style else value
+
+    def _set_order(self, shown: Mapping[str, tuple], selected: str | None) -> None:
+        """Index the rows in the order of ``shown``; keep the cursor on ``selected`` when it stays."""
+        self._row_locations = TwoWayDict({RowKey(key): index for index, key in enumerate(shown)})
+        self._require_update_dimensions = True
+        self._update_count += 1
+        self.check_idle()
+        self.refresh(layout=True)
+        if selected is not None and selected in shown:
+            row = self._row_locations.get(RowKey(selected))
+            if row != self.cursor_row:
+                self.cursor_coordinate = Coordinate(row, self.cursor_column)
+        else:
+            self.cursor_coordinate = self.cursor_coordinate  # clamped to the rows left
+
+    # -- column widths from the text, not from rendering each cell ---------------------
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        columns = self.ordered_columns
+        widths = {c.key: c.content_width for c in columns}
+        other = []
+        for row_key in new_rows:
+            data = self._data.get(row_key)
+            if data is None:
+                continue
+            if not all(isinstance(v, (str, Text)) for v in data.values()):
+                other.append(row_key)
+                continue
+            for column_key, value in data.items():
+                w = _width(value)
+                if w > widths.get(column_key, 0):
+                    widths[column_key] = w
+        for c in columns:
+            c.content_width = widths[c.key]
+        super()._update_dimensions(other)  # measures only the rows with rich cells; sets the virtual size
+
+    def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
+        plain = set()
+        for cell in updated_cells:
+            value = self._data.get(cell.row_key, {}).get(cell.column_key)
+            if isinstance(value, (str, Text)):
+                column = self.columns.get(cell.column_key)
+                if column is not None and _width(value) > column.content_width:
+                    column.content_width = _width(value)
+                    self._require_update_dimensions = True
+                plain.add(cell)
+        rest = updated_cells - plain
+        if rest:
+            super()._update_column_widths(rest)
+        elif plain:
+            self.refresh()
+
+
+def _width(value: str | Text) -> int:
+    """Terminal cells a plain string or a rich Text takes (columns grow to fit; they never shrink)."""
+    return value.cell_len if isinstance(value, Text) else cell_len(value)

@@ -1,0 +1,172 @@
+"""One data set in full (Enter on a queue or triage row): what `ari datasets show UID` prints, and the
+actions an operator takes on it: retry, cancel, hold, release, override."""
+
+from __future__ import annotations
+
+import io
+import shlex
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input, Static
+
+from ari_console import actions, readmodel
+
+from .. import views
+
+
+def detail_renderable(detail: dict) -> Group:
+    """The detail of ``readmodel.dataset_detail`` as the console shows it (same content as the CLI)."""
+    head = Text(f"{detail['uid']} {detail['project']}: {detail['state']}", style="bold")
+    if detail["reason"]:
+        head.append(f" ({detail['reason']})")
+    head.append(f"; CASA {detail['casa_version'] or 'unknown'}")
+    attempts = Table("id", "node", "state", "category", "elapsed", title="attempts", expand=True)
+    for a in detail["attempts"]:
+        attempts.add_row(str(a["id"]), a["node"], a["state"], a["category"] or "",
+                         views.human_duration(views.attempt_elapsed(a, a.get("ended_at") or a.get("heartbeat_at")
+                                                                   or a.get("started_at") or 0.0)))
+    files = f"{len(detail['inputs'])} files for the node, {len(detail['qa2_files'])} QA2 products"
+    notes = Text("\n".join(readmodel.detail_notes(detail)))
+    return Group(head, Text(files, style="dim"), attempts, notes)
+
+
+class DatasetScreen(ModalScreen):
+    """A data set's reason, overrides, attempts, failure excerpt, fix and QA2 verdicts."""
+
+    BINDINGS = [
+        Binding("escape,enter", "dismiss", "Back"),
+        Binding("r", "act('retry')", "Retry", tooltip="Queue it again"),
+        Binding("c", "act('cancel')", "Cancel", tooltip="Stop its running attempt (asks first: the work is lost)"),
+        Binding("h", "act('hold')", "Hold", tooltip="Keep it out of scheduling"),
+        Binding("u", "act('release')", "Release", tooltip="Let a held data set be scheduled again"),
+        Binding("o", "override", "Override", tooltip="Memory, walltime, node or recipe parameters for the next attempt"),
+    ]
+
+    def __init__(self, uid: str) -> None:
+        super().__init__()
+        self.uid = uid
+        self.text = ""
+        """What the screen shows, as plain text (tests read it)."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="detail-box"):
+            with VerticalScroll():
+                yield Static("reading…", id="detail")
+            yield Input(placeholder="mem_gb=32 walltime_h=48 node=hpc niter=1000 (Enter applies, Escape drops)",
+                        id="override-input", classes="hidden")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="detail")
+    def _load(self) -> None:
+        detail = self.app.read_db(readmodel.dataset_detail, self.uid)
+        renderable = detail_renderable(detail)
+        console = Console(width=120, record=True, file=io.StringIO())
+        console.print(renderable)
+        self.text = console.export_text()
+        self.app.call_from_thread(self.query_one("#detail", Static).update, renderable)
+
+    def action_act(self, what: str) -> None:
+        if what == "cancel":
+            self.app.push_screen(ConfirmScreen(f"Stop the running attempt of {self.uid}? Its work so far is lost."),
+                                 lambda yes: yes and self._do("cancel"))
+            return
+        self._do(what)
+
+    def _do(self, what: str) -> None:
+        kw = {"config": self.app.config} if what == "cancel" else {}
+        self.app.operate(f"{self.uid}: {what} done", getattr(actions, what), self.uid, **kw)
+        self.set_timer(0.5, self._load)
+
+    def action_override(self) -> None:
+        box = self.query_one("#override-input", Input)
+        box.remove_class("hidden")
+        box.focus()
+        self.call_after_refresh(box.focus)  # a hidden input takes focus only once laid out
+
+    @on(Input.Submitted, "#override-input")
+    def _override(self, event: Input.Submitted) -> None:
+        event.input.add_class("hidden")
+        try:
+            kw = parse_override(event.value)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if kw:
+            self.app.operate(f"{self.uid}: override {event.value}", actions.override, self.uid, **kw)
+            self.set_timer(0.5, self._load)
+        event.input.value = ""
+
+
+def parse_override(text: str) -> dict:
+    """``key=value`` words as ``actions.override`` keywords: mem_gb, walltime_h, node; the rest are recipe params.
+
+    >>> parse_override("mem_gb=32 node=hpc niter=1000")
+    {'mem_gb': 32.0, 'node': 'hpc', 'params': {'niter': 1000}}
+    """
+    out: dict = {}
+    params: dict = {}
+    for word in shlex.split(text):
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{word!r}: write key=value, e.g. mem_gb=32")
+        if key in ("mem_gb", "walltime_h"):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{word!r}: {key} must be a number, e.g. {key}=32") from None
+        elif key == "node":
+            out["node"] = value
+        else:
+            for cast in (int, float):
+                try:
+                    params[key] = cast(value)
+                    break
+                except ValueError:
+                    continue
+            else:
+                params[key] = value
+    if params:
+        out["params"] = params
+    return out
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask before an action that discards work: y confirms, n or Escape does nothing."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"{self.question}  [b]y[/]es / [b]n[/]o", id="confirm")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class HelpScreen(ModalScreen):
+    """Every key of the screen underneath, with what it does (``?`` or F1)."""
+
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
+
+    def __init__(self, rows: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        t = Table("key", "what it does", title="Keys of this screen", expand=True)
+        for key, text in self.rows:
+            t.add_row(key, text)
+        yield VerticalScroll(Static(t), id="help-box")

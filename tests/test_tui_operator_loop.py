@@ -1,0 +1,79 @@
+"""The operator's loop entirely in the console: a failure appears under "Needs a person", Enter shows
+why, an override is applied from the console, the retry succeeds (the console runs the engine).
+
+The node is this machine; the recipe is the sleeper stand-in (tests/data/recipes/sleeper.py), made
+to fail its image stage with a CASA findcont line; the retry policy holds it for an operator.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ari_console import store
+from ari_console.tui.app import AriApp
+from ari_console.tui.screens.detail import DatasetScreen
+from tests.test_engine import make_campaign, sleeper_spec
+from tests.test_tui_app import async_test
+
+UID = "uid://A001/X1/X7"
+FINDCONT = "2026-05-20 11:00:00 SEVERE findcont::::casa no continuum found in spw 1"
+
+
+async def _until(pilot, cond, timeout=90.0, what="") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        await pilot.pause(0.2)
+        if cond():
+            return
+    raise AssertionError(f"not in time: {what}")
+
+
+@async_test
+async def test_operator_loop_in_the_console_from_failure_to_success(tmp_path, monkeypatch):
+    import ari_console.engine as engine_mod
+
+    cfg = make_campaign(tmp_path, [(UID, "12m", {"sleeper": {"sleep_s": 0.5, "fail_stage": "image",
+                                                             "fail_message": FINDCONT}})])
+    monkeypatch.setattr(engine_mod.Engine, "__init__", _with_sleeper(engine_mod.Engine.__init__))
+    app = AriApp(cfg.campaign.db_path, cfg, engine=True, refresh_s=0.3)
+    db = store.open_db(cfg.campaign.db_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # 1. the failure appears under "Needs a person" on the dashboard
+        await _until(pilot, lambda: app.snapshot and any(w == "held" and u == UID for w, u, _ in app.snapshot.attention),
+                     what="the held data set on the dashboard")
+        screen = app.export_screenshot().replace("&#160;", " ")
+        assert "Needs a person" in screen and UID in screen
+        # 2. Enter on its queue row shows why: the decisive line and the fix
+        await pilot.press("2")
+        await _until(pilot, lambda: UID in app.screen.query_one("#queue-table").shown)
+        await pilot.press("enter")
+        await _until(pilot, lambda: isinstance(app.screen, DatasetScreen) and "fix:" in app.screen.text,
+                     what="the detail screen")
+        assert "no continuum found in spw 1" in app.screen.text
+        # 3. the operator overrides the walltime from the console, 4. and retries
+        await pilot.press("o")
+        await _until(pilot, lambda: app.screen.query_one("#override-input").has_focus, what="the override line")
+        await pilot.press(*"walltime_h=2", "enter")
+        await _until(pilot, lambda: store.dataset(db, UID)["overrides"].get("walltime_h") == 2.0,
+                     what="the override in the store")
+        await pilot.press("r")
+        await _until(pilot, lambda: store.dataset(db, UID)["state"] == "succeeded", what="the retry to succeed")
+    attempts = store.attempts(db, uid=UID)
+    db.conn.close()
+    assert [a["state"] for a in attempts] == ["failed", "succeeded"]
+    assert "no continuum found in spw 1" in (attempts[0]["excerpt"] or "")
+
+
+def _sleeper_with_overrides(spec, node, ds):
+    """The sleeper stand-in: it fails as told until the operator gives the data set a walltime."""
+    out = sleeper_spec(spec, node, ds)
+    if (ds.get("overrides") or {}).get("walltime_h"):
+        out["recipe"]["params"].pop("fail_stage", None)
+    return out
+
+
+def _with_sleeper(init):
+    def patched(self, cfg, *args, **kw):
+        kw.setdefault("adjust_spec", _sleeper_with_overrides)
+        init(self, cfg, *args, **kw)
+    return patched

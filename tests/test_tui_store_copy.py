@@ -1,0 +1,55 @@
+"""The console's store copy: reading only what changed gives what a full read gives."""
+
+from __future__ import annotations
+
+from ari_console import alma, readmodel, store
+from ari_console.tui.snapshot import StoreCopy, build_snapshot, Eta
+from tests import sample_campaign as sample
+
+
+def _snapshot(copy: StoreCopy, now: float, changed=None):
+    return build_snapshot(copy, now, 1, {}, 120.0, Eta(), changed)
+
+
+def _same(a, b) -> None:
+    assert a.queue.rows == b.queue.rows
+    assert list(a.queue.rows) == list(b.queue.rows), "queue order (oldest first) is kept"
+    assert a.dashboard == b.dashboard
+    assert sorted(f["id"] for f in a.failures) == sorted(f["id"] for f in b.failures)
+    assert a.attempt_rows == b.attempt_rows
+
+
+def test_a_refresh_that_reads_only_changed_rows_shows_what_a_full_read_shows(tmp_path):
+    camp = sample.build(tmp_path, n=60, running=4)
+    db = store.open_db(camp.db_path)
+    now = sample.NOW
+    copy = StoreCopy()
+    copy.read(db, now)
+    queued = [d["uid"] for d in store.datasets(db, state="queued")]
+    running = store.active_attempts(db)
+    # what an engine does between two refreshes: launch, fail, hold, reclassify, import
+    aid = store.create_attempt(db, queued[0], "here", now + 1)
+    store.update_attempt(db, aid, now + 1, state="running", stage="download", started_at=now + 1, heartbeat_at=now + 1)
+    store.update_attempt(db, running[0]["id"], now + 2, state="failed", ended_at=now + 2, category="memory",
+                         signature="Killed", excerpt="out of memory")
+    store.set_dataset_state(db, running[0]["uid"], "held", now + 2, reason="memory failure")
+    store.update_attempt(db, camp.failed_attempt, now + 3, category="walltime")  # an ended attempt changes again
+    store.update_attempt(db, running[1]["id"], now + 3, state="succeeded", ended_at=now + 3)
+    store.set_dataset_state(db, running[1]["uid"], "succeeded", now + 3)
+    store.import_datasets(db, [alma.DataSet("uid://A001/X9/X1", "2019.1.00001.S", "12m", 6, 3.0)], "more.csv", now + 4)
+    changed = copy.read(db, now + 10)
+    assert queued[0] in changed and running[0]["uid"] in changed and "uid://A001/X9/X1" in changed
+    fresh = StoreCopy()
+    fresh.read(db, now + 10)
+    _same(_snapshot(copy, now + 10, changed), _snapshot(fresh, now + 10))
+    assert copy.read(db, now + 12) == set(), "nothing written: nothing re-read"
+    db.conn.close()
+
+
+def test_status_success_rates_match_the_full_statistics(tmp_path):
+    camp = sample.build(tmp_path, n=120, running=4)
+    db = store.open_db(camp.db_path)
+    full, fast = readmodel.stats(db), store.status(db)
+    assert fast["success_first_try"] == full["success_first_try"] is not None
+    assert fast["success_after_retries"] == full["success_after_retries"]
+    db.conn.close()
