@@ -38,6 +38,7 @@ from .config import Config, Node
 from .errors import UserError
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
+from .readmodel import attention, attention_line, history, node_states, scheduler_queue
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -244,8 +245,6 @@ class Engine:
         Says which running attempts it re-attaches to, and prints a one-line summary
         (totals and what needs a person) every ``summary_every_s`` when nothing else was said.
         """
-        from .readmodel import attention_line, attention
-
         active = store.active_attempts(self.db)
         if active:
             self.progress(f"re-attaching to {len(active)} attempt(s) left running: "
@@ -785,8 +784,6 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
         progress(f"engine: campaign {cfg.campaign.name}, {len(cfg.nodes)} node(s), tick every "
                  f"{cfg.campaign.poll_interval_s:g} s (Ctrl-C stops the console; jobs go on)")
         report = engine.run(stop=lambda: once or bool(stopping), until_idle=until_idle)
-        from .readmodel import attention
-
         att = attention(engine.db, time.time(), max(600.0, 3 * cfg.campaign.poll_interval_s))
     progress(f"engine stopped: {report.queued} queued, {report.running} running")
     for h in att["held"]:
@@ -896,55 +893,6 @@ def _unpack_qa2(local: Path, fits_dir: Path) -> None:
         local.unlink()
     elif name.endswith(".fits"):
         local.replace(fits_dir / local.name)
-
-
-def node_states(db: store.Database, nodes, usable: Callable[[str], bool] = lambda name: True,
-                busy_h: dict[str, tuple[float, ...]] | None = None) -> list[scheduler.NodeState]:
-    """The scheduler's view of the configured nodes: free slots from the store, drained and unusable left out."""
-    rows = {n["name"]: n for n in store.nodes(db)}
-    states = []
-    for node in nodes:
-        row = rows.get(node.name)
-        if row is None or row["drained"] or not usable(node.name):
-            continue
-        states.append(scheduler.NodeState(
-            name=node.name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
-            recipes=(node.recipe,), casa_versions=node.casa_versions, cpus_per_slot=node.cpus_per_slot,
-            **({"busy_h": busy_h.get(node.name, ())} if busy_h is not None
-               else {"free": max(0, node.slots - row["running"])})))
-    return states
-
-
-def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
-    """Queued store rows as the scheduler's data sets, with their failed tries counted."""
-    tries: dict[str, int] = {}
-    for a in store.attempts(db, states=("failed", "lost", "cancelled")):
-        tries[a["uid"]] = tries.get(a["uid"], 0) + 1
-    return [_to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
-
-
-def history(db: store.Database, nodes: dict[str, Node]) -> list[scheduler.Measured]:
-    """Finished attempts as the scheduler's history (what predictions learn from)."""
-    return [m for m in (_measured(h, nodes) for h in store.finished_history(db)) if m is not None]
-
-
-def _to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
-    o = ds["overrides"]
-    return scheduler.DataSet(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds["hours"],
-                             mem_gb=o.get("mem_gb") or ds["mem_gb"], array=ds["array"], band=ds["band"],
-                             casa_version=o.get("casa_version") or ds["casa_version"], attempts=tries,
-                             node=o.get("node"), walltime_h=o.get("walltime_h"))
-
-
-def _measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
-    node = nodes.get(h["node"])
-    if node is None or h["ended_at"] is None or h["started_at"] is None:
-        return None
-    outcome = "ok" if h["state"] == "succeeded" else (h["category"] or "unknown")
-    if outcome not in ("ok", "memory", "walltime"):
-        return None
-    return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
-                              speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
 
 
 def _remote_module(name: str):

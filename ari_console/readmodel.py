@@ -354,7 +354,6 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
 
     from . import estimate as est
     from . import scheduler
-    from .engine import _to_scheduler, history, node_states, scheduler_queue
 
     policy = policy or scheduler.DEFAULT_POLICY
     by_name = {n.name: n for n in nodes}
@@ -368,7 +367,7 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
         return queue, states, None
     ran = [(a["uid"], a["node"], max(0.0, now - a["started_at"]) / 3600) for a in active if a.get("started_at")]
     rows = {r["uid"]: r for r in store.datasets(db, state="running")} if ran else {}
-    attempts_running = [(_to_scheduler(rows[uid], 0), node, hours) for uid, node, hours in ran if uid in rows]
+    attempts_running = [(to_scheduler(rows[uid], 0), node, hours) for uid, node, hours in ran if uid in rows]
     result = est.estimate_campaign(queue, history(db, by_name), states, datetime.fromtimestamp(now, timezone.utc),
                                    policy=policy, running=attempts_running)
     return queue, states, result
@@ -432,3 +431,62 @@ def _fix_of(ds: Mapping, failed: Mapping | None) -> str | None:
 
     return (fix_for(failed["category"] or "unknown") if failed else "read the reason") + \
         f"; then `ari release {ds['uid']}` or `ari retry {ds['uid']}` (with --mem-gb, --walltime-h or --node)"
+
+
+# -- the scheduler's inputs, read from the store (the engine places with them; estimates replay them) --
+
+def node_states(db: store.Database, nodes, usable=lambda name: True,
+                busy_h: dict[str, tuple[float, ...]] | None = None) -> list[scheduler.NodeState]:
+    """The scheduler's view of the configured nodes: free slots from the store, drained and unusable left out."""
+    from . import scheduler
+
+    rows = {n["name"]: n for n in store.nodes(db)}
+    states = []
+    for node in nodes:
+        row = rows.get(node.name)
+        if row is None or row["drained"] or not usable(node.name):
+            continue
+        states.append(scheduler.NodeState(
+            name=node.name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
+            recipes=(node.recipe,), casa_versions=node.casa_versions, cpus_per_slot=node.cpus_per_slot,
+            **({"busy_h": busy_h.get(node.name, ())} if busy_h is not None
+               else {"free": max(0, node.slots - row["running"])})))
+    return states
+
+
+def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
+    """Queued store rows as the scheduler's data sets, with their failed tries counted."""
+    tries: dict[str, int] = {}
+    for a in store.attempts(db, states=("failed", "lost", "cancelled")):
+        tries[a["uid"]] = tries.get(a["uid"], 0) + 1
+    return [to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
+
+
+def history(db: store.Database, nodes: dict[str, Node]) -> list[scheduler.Measured]:
+    """Finished attempts as the scheduler's history (what predictions learn from)."""
+    return [m for m in (measured(h, nodes) for h in store.finished_history(db)) if m is not None]
+
+
+def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
+    """A store row as the scheduler's data set (the operator's overrides win over the archive's values)."""
+    from . import scheduler
+
+    o = ds["overrides"]
+    return scheduler.DataSet(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds["hours"],
+                             mem_gb=o.get("mem_gb") or ds["mem_gb"], array=ds["array"], band=ds["band"],
+                             casa_version=o.get("casa_version") or ds["casa_version"], attempts=tries,
+                             node=o.get("node"), walltime_h=o.get("walltime_h"))
+
+
+def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
+    """A finished attempt as the scheduler's measurement; None when it teaches nothing about hours or memory."""
+    from . import scheduler
+
+    node = nodes.get(h["node"])
+    if node is None or h["ended_at"] is None or h["started_at"] is None:
+        return None
+    outcome = "ok" if h["state"] == "succeeded" else (h["category"] or "unknown")
+    if outcome not in ("ok", "memory", "walltime"):
+        return None
+    return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
+                              speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])

@@ -45,7 +45,7 @@ def test_a_campaign_whose_only_node_sits_behind_a_proxyjump_host_runs_an_attempt
         run_until_idle(engine)
         (attempt,) = store.attempts(engine.db)
         assert (attempt["node"], attempt["state"]) == ("cluster", "succeeded")
-        assert store.dataset(engine.db, "uid://A001/X1/X1")["state"] == "succeeded"
+        assert store.dataset(engine.db, "uid://A001/X1/X1")["state"] == "review"  # products made; the sleeper has no QA2 images
     # the way in is the bastion: without it, the node cannot be reached, and the error says so
     bastion.stop()
     try:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from ari_console import readmodel, store
 from ari_console.cli import app
 from ari_console.tui import views
-from ari_console.tui.snapshot import build_snapshot, compute_eta, read_store
+from ari_console.tui.snapshot import StoreCopy, build_snapshot, compute_eta
 from tests import sample_campaign as sample
 
 
@@ -57,8 +57,10 @@ def test_cli_console_and_report_show_the_same_numbers(tmp_path):
     stats, status, groups, estimate = cli("stats"), cli("status"), cli("triage", "groups"), cli("estimate", "campaign")
     report = cli("report", "--out", str(tmp_path / "report"))
 
-    raw = read_store(db)
-    snap = build_snapshot(raw, now, 1, {}, 120.0, compute_eta(db, raw, now, {n.name: n for n in camp.config.nodes}))
+    copy = StoreCopy()
+    copy.read(db, now)
+    snap = build_snapshot(copy, now, 1, {}, 120.0,
+                          compute_eta(db, copy.nodes, now, {n.name: n for n in camp.config.nodes}))
     dash = snap.dashboard
 
     # success rates: the cancelled launch is not a failed first try, anywhere

@@ -57,7 +57,8 @@ async def test_operator_loop_in_the_console_from_failure_to_success(tmp_path, mo
         await _until(pilot, lambda: store.dataset(db, UID)["overrides"].get("walltime_h") == 2.0,
                      what="the override in the store")
         await pilot.press("r")
-        await _until(pilot, lambda: store.dataset(db, UID)["state"] == "succeeded", what="the retry to succeed")
+        # the retry succeeds; its products (the sleeper makes no QA2 images) wait for a QA2 decision
+        await _until(pilot, lambda: store.dataset(db, UID)["state"] == "review", what="the retry to succeed")
     attempts = store.attempts(db, uid=UID)
     db.conn.close()
     assert [a["state"] for a in attempts] == ["failed", "succeeded"]
