@@ -105,10 +105,21 @@ class Node:
     casa_versions: tuple[str, ...] = _key(
         "CASA versions installed on the node, for data sets that need a given one.", default=()
     )
+    casa: dict[str, str] = _key(
+        "CASA installs by version, e.g. { \"6.5.4-9\" = \"/opt/casa-6.5.4/bin/casa\" } (casa6: a Python with "
+        "casatasks; alma-pipeline: the casa executable): a data set that needs one of these versions runs with it, "
+        "and only on a node that lists it.",
+        default_factory=dict,
+    )
     env: dict[str, str] = _key(
         "Environment variables for every command on the node, e.g. { SLURM_CONF = \"/etc/slurm/slurm.conf\" }.",
         default_factory=dict,
     )
+
+    @property
+    def installed_casa_versions(self) -> tuple[str, ...]:
+        """Every CASA version the node offers: ``casa_versions`` and the keys of ``casa``."""
+        return tuple(dict.fromkeys(tuple(self.casa_versions) + tuple(self.casa)))
 
 
 @dataclass(frozen=True)

@@ -664,7 +664,8 @@ class Engine:
             spec = {
                 "uid": ds["uid"],
                 "files": files,
-                "recipe": recipe_spec(node, ds["extra"].get("recipe_params"), overrides.get("params")),
+                "recipe": recipe_spec(node, ds["extra"].get("recipe_params"), overrides.get("params"),
+                                      sds.casa_version),
                 "env": dict(node.env),
                 "heartbeat_s": min(5.0, max(1.0, self.cfg.campaign.poll_interval_s)),
             }
@@ -812,22 +813,27 @@ def spec_problem(spec: dict) -> str | None:
     return None
 
 
-def recipe_spec(node: Node, dataset_params: object, override_params: object) -> dict:
+def recipe_spec(node: Node, dataset_params: object, override_params: object, casa_version: str | None = None) -> dict:
     """The job spec's ``recipe``: which script, run by which Python, with which CASA and parameters.
 
     casa6 runs in the node's Python that has casatasks (``casa_path``, else
     ``python``); alma-pipeline is a stdlib script run by ``python`` that drives
-    the ``casa`` executable (``casa_path``). Parameters: the data set's, then the
-    operator's overrides; anything that is not a table is ignored.
+    the ``casa`` executable (``casa_path``). A data set that needs a CASA version
+    the node lists in ``casa`` runs with that install instead. Parameters: the
+    data set's, then the operator's overrides; anything that is not a table is ignored.
 
-    >>> node = Node(name="n", recipe="alma-pipeline", python="python3", casa_path="/opt/casa/bin/casa")
+    >>> node = Node(name="n", recipe="alma-pipeline", python="python3", casa_path="/opt/casa/bin/casa",
+    ...             casa={"4.7.2": "/opt/casa-4.7.2/bin/casa"})
     >>> recipe_spec(node, "niter=5", {"robust": 0.5})
     {'name': 'alma-pipeline', 'python': 'python3', 'casa': '/opt/casa/bin/casa', 'params': {'robust': 0.5}}
+    >>> recipe_spec(node, {}, {}, casa_version="4.7.2")["casa"]
+    '/opt/casa-4.7.2/bin/casa'
     """
-    python = (node.casa_path or node.python) if node.recipe == "casa6" else node.python
+    install = (node.casa or {}).get(casa_version or "") or node.casa_path
+    python = (install or node.python) if node.recipe == "casa6" else node.python
     params = {**(dataset_params if isinstance(dataset_params, dict) else {}),
               **(override_params if isinstance(override_params, dict) else {})}
-    return {"name": node.recipe, "python": python, "casa": node.casa_path, "params": params}
+    return {"name": node.recipe, "python": python, "casa": install, "params": params}
 
 
 def dataset_files(ds: dict) -> list[dict]:

@@ -842,7 +842,7 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
 
 
 NODE_KEYS = ("name", "slots", "mem_gb", "walltime_h", "speed", "count", "class", "recipe",
-             "recipes", "casa_versions", "cpus_per_slot", "drained")
+             "recipes", "casa_versions", "casa", "cpus_per_slot", "drained")
 """Keys of a ``[[node]]`` table the estimator reads."""
 
 
@@ -903,6 +903,8 @@ def parse_nodes(text: str, name: str = "nodes.toml") -> list[NodeState]:
         recipes = _strings(where, "recipes", t["recipes"]) if "recipes" in t else (
             (_string(where, "recipe", t["recipe"]),) if "recipe" in t else ("casa6",))
         versions = _strings(where, "casa_versions", t.get("casa_versions", []))
+        if isinstance(t.get("casa"), dict):  # CASA installs by version, as ari.toml's node tables list them
+            versions = tuple(dict.fromkeys(tuple(versions) + tuple(str(v) for v in t["casa"])))
         klass = _string(where, "class", t["class"]) if "class" in t else label
         drained = t.get("drained", False)
         if not isinstance(drained, bool):

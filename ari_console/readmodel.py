@@ -448,7 +448,7 @@ def node_states(db: store.Database, nodes, usable=lambda name: True,
             continue
         states.append(scheduler.NodeState(
             name=node.name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
-            recipes=(node.recipe,), casa_versions=node.casa_versions, cpus_per_slot=node.cpus_per_slot,
+            recipes=(node.recipe,), casa_versions=node.installed_casa_versions, cpus_per_slot=node.cpus_per_slot,
             **({"busy_h": busy_h.get(node.name, ())} if busy_h is not None
                else {"free": max(0, node.slots - row["running"])})))
     return states

@@ -139,6 +139,18 @@ def test_an_ari_toml_serves_as_a_nodes_file():
         "ws1", 24.0, 0.6, ("alma-pipeline",), ("6.5.4",))
 
 
+def test_casa_installs_by_version_count_as_the_nodes_casa_versions_and_the_rest_fits_no_node():
+    text = ('[campaign]\nname = "c"\n\n[[node]]\nname = "ws1"\nslots = 1\nmem_gb = 24\n'
+            'casa = { "6.5.4-9" = "/opt/casa-6.5.4/bin/python3", "4.7.2" = "/opt/casa-4.7.2/bin/casa" }\n')
+    (node,) = est.parse_nodes(text, "ari.toml")
+    assert node.casa_versions == ("6.5.4-9", "4.7.2")
+    queue = [DataSet("old", hours=1.0, mem_gb=4.0, casa_version="4.7.2"),
+             DataSet("odd", hours=1.0, mem_gb=4.0, casa_version="5.1.1")]
+    sim = est.simulate(queue, [node])
+    assert [u.dataset.uid for u in sim.unplaceable] == ["odd"]
+    assert sim.unplaceable[0].reason.startswith("needs CASA 5.1.1")
+
+
 def test_node_count_makes_identical_nodes_of_one_class():
     nodes = est.parse_nodes(NODES_TOML, "n.toml")
     assert [n.name for n in nodes] == ["ws01", "ws02", "ws03", "mup", "hpc"]

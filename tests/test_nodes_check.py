@@ -108,3 +108,19 @@ def test_checking_casa_leaves_its_log_under_the_node_scratch_not_in_the_current_
     assert rc == 0, human
     assert not list(tmp_path.glob("casa-*.log")), "no CASA log in the directory the operator ran the check from"
     assert list((scratch / ".ari" / "check").glob("casa-*.log"))
+
+
+@pytest.mark.casa
+def test_each_casa_install_a_node_lists_by_version_is_checked(tmp_path, casa):
+    (tmp_path / "scratch").mkdir()
+    path = write_config(tmp_path, [{"name": "here", "python": sys.executable, "casa_path": sys.executable,
+                                    "scratch_dir": str(tmp_path / "scratch")}])
+    path.write_text(path.read_text() + f'env = {casa_env(casa)}\n'
+                    f'casa = {{ "6.7.0" = "{sys.executable}", "6.5.4" = "{sys.executable}", '
+                    f'"4.7.2" = "/opt/casa-4.7.2/bin/python" }}\n')
+    rc, checks, human = check(tmp_path)
+    by_check = {c["check"]: c for c in checks}
+    assert rc == 1
+    assert by_check["casa 6.7.0"]["ok"]
+    assert not by_check["casa 6.5.4"]["ok"] and "not 6.5.4" in by_check["casa 6.5.4"]["detail"]
+    assert not by_check["casa 4.7.2"]["ok"] and 'casa."4.7.2"' in by_check["casa 4.7.2"]["fix"]

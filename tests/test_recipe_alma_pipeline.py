@@ -1,11 +1,14 @@
-"""The alma-pipeline recipe, run by the runner against a stand-in ``casa``.
+"""The alma-pipeline recipe, run by the runner against a strict stand-in ``casa``.
 
 The ALMA pipeline cannot run here (it ships only inside a full CASA tarball),
-so ``tests/data/fake_casa/casa`` stands in for ``casa --pipeline`` (its
-docstring says what it imitates). For the same reason the raw data tar holds a
-skeleton ASDM (a directory with ``ASDM.xml``): only the stand-in reads it.
-Everything else is real: the runner, the HTTP download, the tars, the recipe's
-PPR and pipescript, the errorexit detection and the product collection.
+so ``tests/data/fake_casa/casa`` stands in for ``casa --pipeline``; its docstring
+says which of the pipeline's source files it models and where it fails as the real
+tasks fail. For the same reason the raw data tar holds a skeleton ASDM (a directory
+with ``ASDM.xml``) and the auxiliary tar the pipeline's restore products in the
+archive's nested layout: a pipeline manifest, a session's caltables tar, the EB's
+final flag versions (with ``Pipeline_Final``) and calapply list. Everything else is
+real: the runner, the HTTP download, the tars, the recipe's PPR and pipescript, the
+errorexit detection and the product collection.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
@@ -26,8 +30,31 @@ from tests.test_runner import Archive, run_runner, status
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_CASA = ROOT / "tests" / "data" / "fake_casa" / "casa"
 UID = "uid://A001/X1296/X1d3"
-RAW_TAR = "uid___A002_X1_X1.asdm.sdm.tar"
-AUX_TAR = "2016.1.00123.S_uid___A001_X1296_X1d3_auxiliary.tar"
+OUS = "uid___A001_X1296_X1d3"
+EB = "uid___A002_X1_X1"
+RAW_TAR = f"{EB}.asdm.sdm.tar"
+AUX_TAR = f"2016.1.00123.S_{OUS}_auxiliary.tar"
+MEMBER = f"2016.1.00123.S/science_goal.uid___A001_X1296_X1d1/group.uid___A001_X1296_X1d2/member.{OUS}"
+
+
+def restore_products(folder: Path, session: str = "session_1") -> None:
+    """The pipeline's restore products for one EB in ``session``, as its calibration run exports them."""
+    folder.mkdir(parents=True)
+    flags = folder.parent / "_flags" / f"{EB}.ms.flagversions" / "flags.Pipeline_Final"
+    flags.mkdir(parents=True)
+    (flags / "table.dat").write_bytes(b"flags")
+    (flags.parent / "FLAG_VERSION_LIST").write_text("Pipeline_Final : final flags\n")
+    with tarfile.open(folder / f"{EB}.ms.flagversions.tgz", "w:gz") as tar:
+        tar.add(flags.parent, arcname=f"{EB}.ms.flagversions")
+    with tarfile.open(folder / f"{OUS}.{session}.caltables.tgz", "w:gz") as tar:
+        tar.add(flags / "table.dat", arcname=f"{EB}.ms.hifa_timegaincal.g.tbl/table.dat")
+    (folder / f"{EB}.ms.calapply.txt").write_text(
+        f"applycal(vis='{EB}.ms', intent='TARGET,CHECK', gaintable=['{EB}.ms.hifa_timegaincal.g.tbl'])\n")
+    (folder / f"{OUS}.hifa_calimage.pipeline_manifest.xml").write_text(
+        f'<piperesults name="{UID}"><ous name="{UID}"><casaversion name="6.5.4.9"/>'
+        f'<session name="{session}"><caltables name="{OUS}.{session}.caltables.tgz" session="{session}"/>'
+        f'<asdm name="{EB}.ms"><finalflags name="{EB}.ms.flagversions.tgz"/>'
+        f'<applycmds name="{EB}.ms.calapply.txt"/></asdm></session></ous></piperesults>\n')
 
 
 @pytest.fixture
@@ -35,25 +62,24 @@ def served(tmp_path):
     src = tmp_path / "src"
     (src / "uid___A002_X1_X1.asdm.sdm").mkdir(parents=True)
     (src / "uid___A002_X1_X1.asdm.sdm" / "ASDM.xml").write_text("<ASDM/>\n")
-    (src / "aux" / "calibration").mkdir(parents=True)
-    (src / "aux" / "calibration" / "uid___A001_X1296_X1d3.hifa_calimage.auxproducts.tgz").write_bytes(b"aux")
+    restore_products(src / "aux" / "calibration", session="session_2")
     root = tmp_path / "archive"
     root.mkdir()
     with tarfile.open(root / RAW_TAR, "w") as tar:
-        tar.add(src / "uid___A002_X1_X1.asdm.sdm", arcname="uid___A002_X1_X1.asdm.sdm")
+        tar.add(src / "uid___A002_X1_X1.asdm.sdm", arcname=f"{MEMBER}/raw/uid___A002_X1_X1.asdm.sdm")
     with tarfile.open(root / AUX_TAR, "w") as tar:
-        tar.add(src / "aux", arcname="2016.1.00123.S_uid___A001_X1296_X1d3_auxiliary")
+        tar.add(src / "aux" / "calibration", arcname=f"{MEMBER}/calibration")
     archive = Archive(root)
     yield archive
     archive.server.shutdown()
 
 
 def pipeline_spec(tmp_path: Path, served: Archive, casa: Path = FAKE_CASA, env: dict | None = None,
-                  files: list | None = None) -> Path:
+                  files: list | None = None, params: dict | None = None) -> Path:
     spec = {
         "attempt_id": "a-pl", "uid": UID, "work_dir": str(tmp_path / "work"),
         "files": files if files is not None else [served.entry(RAW_TAR), served.entry(AUX_TAR)],
-        "recipe": {"name": "alma-pipeline", "python": sys.executable, "casa": str(casa), "params": {}},
+        "recipe": {"name": "alma-pipeline", "python": sys.executable, "casa": str(casa), "params": params or {}},
         "env": env or {}, "heartbeat_s": 0.5, "poll_s": 0.1, "mem_gb": 2.0, "walltime_h": 1.0,
     }
     path = tmp_path / "spec.json"
@@ -78,9 +104,16 @@ def test_pipeline_run_collects_products_weblog_commands_and_manifest(tmp_path, s
     assert manifest["recipe"] == "alma-pipeline" and manifest["casa_version"] == "6.5.4.9"
     for item in manifest["products"]:
         assert alma_pipeline.sha256_file(str(products / item["file"])) == item["sha256"]
-    called = [line.split("(")[0] for line in (products / "casa_commands.log").read_text().splitlines()]
+    commands = (products / "casa_commands.log").read_text().splitlines()
+    called = [line.split("(")[0] for line in commands]
     assert called == [task for task, _ in alma_pipeline.pipeline_tasks(False, {})]
     assert called.index("hif_findcont") < called.index("hif_uvcontsub") < called.index("hifa_exportdata")
+    assert "copytoraw=False" in commands[0] and "session=['session_2']" in commands[0]
+    assert "imaging_products_only=True" in commands[-1]
+    rawdata = work / "pipeline" / "rawdata"
+    for name in (f"{OUS}.hifa_calimage.pipeline_manifest.xml", f"{OUS}.session_2.caltables.tgz",
+                 f"{EB}.ms.flagversions.tgz", f"{EB}.ms.calapply.txt", f"{EB}/ASDM.xml"):
+        assert (rawdata / name).is_file(), name
 
 
 def test_the_processing_request_names_project_ous_procedure_and_asdm(tmp_path, served):
@@ -89,9 +122,13 @@ def test_the_processing_request_names_project_ous_procedure_and_asdm(tmp_path, s
     assert root.findtext("ProjectSummary/ProposalCode") == "2016.1.00123.S"
     assert root.find("ProjectStructure/OUSStatusRef").get("entityId") == UID
     assert root.findtext("ProcessingRequests/ProcessingRequest/ProcessingProcedure/ProcedureTitle") == "hifa_image"
-    ids = [e.text for e in root.iter("ResourceId")]
+    assert root.find("ProjectStructure/ObsUnitSetRef").get("entityTypeName")
+    assert root.find("ProjectStructure/ProjectStatusRef").get("entityId")
+    ids = [e.text for e in root.iter("ExecBlockId")]
     assert ids == ["uid://A002/X1/X1"]
     assert [a.text for a in root.iter("AsdmDiskName")] == ["uid___A002_X1_X1"]
+    intents = {i.findtext("Keyword"): i.findtext("Value") for i in root.iter("Intents")}
+    assert intents["SESSION_2"] == "uid://A002/X1/X1" and not intents["SESSION_1"]
     assert (tmp_path / "work" / "pipeline" / "rawdata" / "uid___A002_X1_X1" / "ASDM.xml").is_file()
 
 
@@ -123,10 +160,10 @@ def test_raw_data_without_an_asdm_fails_restore_with_importdata(tmp_path, served
 
 
 def test_older_pipeline_releases_fit_the_continuum_with_uvcontfit(tmp_path):
-    casa = "/opt/casa-6.4.1-12-pipeline-2022.2.0.64/bin/casa"
+    casa = "/opt/casa-6.5.4-9-pipeline-2023.1.0.57/bin/casa"
     assert alma_pipeline.needs_uvcontfit(casa)
     tasks = alma_pipeline.pipeline_tasks(alma_pipeline.needs_uvcontfit(casa), {})
-    script = alma_pipeline.pipescript_text("2016.1.00123.S", UID, ["uid___A002_X1_X1"], tasks)
+    script = alma_pipeline.pipescript_text("2016.1.00123.S", UID, ["uid___A002_X1_X1"], ["session_1"], tasks)
     order = re.findall(r"^    (h\w+)\(", script, re.M)
     assert order.index("hif_findcont") < order.index("hif_uvcontfit") < order.index("hif_uvcontsub")
     compile(script, "casa_pipescript.py", "exec")
@@ -162,3 +199,77 @@ def test_the_engine_runs_an_alma_pipeline_node_with_its_python_driving_its_casa(
         assert (attempt["state"], attempt["category"]) == ("succeeded", None), attempt["excerpt"]
         names = [Path(p["path"]).name for p in store.products(engine.db, attempt["id"])]
         assert "member.uid___A001_X1296_X1d3.NGC1234_sci.spw16_18.cont.I.pbcor.fits" in names
+
+
+def run_fake_casa(tmp_path: Path, script: str, served_root: Path | None = None) -> Path:
+    """Run the stand-in on ``script`` in a pipeline layout whose rawdata holds the ASDM; the working dir."""
+    base = tmp_path / "pl"
+    (base / "rawdata" / EB).mkdir(parents=True)
+    (base / "rawdata" / EB / "ASDM.xml").write_text("<ASDM/>\n")
+    restore_products(base / "calibration" / MEMBER / "calibration")
+    (base / "working").mkdir()
+    (base / "working" / "script.py").write_text(script)
+    subprocess.run([str(FAKE_CASA), "--pipeline", "--nogui", "-c", "script.py"], cwd=base / "working",
+                   capture_output=True, text=True, timeout=60, check=True)
+    return base / "working"
+
+
+def errorexit(working: Path) -> str:
+    found = list(working.glob("errorexit-*.txt"))
+    return found[0].read_text() if found else ""
+
+
+def test_the_stand_in_fails_the_restore_the_recipe_used_to_ask_for(tmp_path):
+    """products_dir pointing at the nested calibration folder, copytoraw left True: no manifest at its top."""
+    working = run_fake_casa(tmp_path, (
+        "context = h_init()\ncontext.set_state('ProjectStructure', 'ous_entity_id', %r)\n"
+        "hifa_restoredata(vis=[%r], session=['session_1'], ocorr_mode='ca', rawdata_dir='../rawdata', "
+        "products_dir='../calibration')\n" % (UID, EB)))
+    assert "'NoneType' object has no attribute 'get_ous'" in errorexit(working)
+
+
+def test_the_stand_in_fails_a_session_the_manifest_does_not_list(tmp_path):
+    script = ("import glob, shutil\n"
+              "for p in glob.glob('../calibration/**/calibration/*', recursive=True): shutil.copy(p, '../rawdata')\n"
+              "hifa_restoredata(vis=[%r], session=['session_3'], copytoraw=False)\n" % EB)
+    working = run_fake_casa(tmp_path, script)
+    assert "KeyError: 'default'" in errorexit(working)
+
+
+def test_the_stand_in_fails_an_argument_the_task_does_not_take(tmp_path):
+    working = run_fake_casa(tmp_path, "hifa_exportdata(products_dir='../products', imaging_only=True)\n")
+    assert "unexpected keyword argument 'imaging_only'" in errorexit(working)
+
+
+def test_the_stand_in_names_products_oussid_without_the_ousstatus_entity_id(tmp_path):
+    working = run_fake_casa(tmp_path, "context = h_init()\ncontext.set_state('ProjectStructure', 'ous_entity_id', "
+                                      "%r)\nhifa_exportdata(products_dir='../products')\n" % UID)
+    assert errorexit(working) == ""
+    assert sorted(p.name for p in (working.parent / "products").glob("*.xml")) == ["oussid.pipeline_manifest.xml"]
+
+
+def test_the_processing_request_runs_through_executeppr(tmp_path, served):
+    proc = run_runner(pipeline_spec(tmp_path, served, params={"mode": "ppr"}))
+    work = tmp_path / "work"
+    assert proc.returncode == 0, (work / "image.log").read_text()[-3000:]
+    commands = (work / "products" / "casa_commands.log").read_text().splitlines()
+    assert commands[0].startswith("hifa_restoredata(") and "session=['session_2']" in commands[0]
+    assert "copytoraw=False" in commands[0] and "imaging_products_only=True" in commands[-1]
+    assert (work / "products" / "member.uid___A001_X1296_X1d3.NGC1234_sci.spw16_18.cont.I.pbcor.fits").is_file()
+
+
+def test_a_ppr_without_what_executeppr_reads_fails(tmp_path):
+    base = tmp_path / "pl"
+    (base / "working").mkdir(parents=True)
+    (base / "PPR.xml").write_text("<SciPipeRequest><ProjectSummary><ProposalCode>x</ProposalCode></ProjectSummary>"
+                                  "</SciPipeRequest>\n")
+    code = "import pipeline.infrastructure.executeppr as eppr; eppr.executeppr('../PPR.xml', importonly=False)"
+    subprocess.run([str(FAKE_CASA), "--pipeline", "-c", code], cwd=base / "working", capture_output=True,
+                   timeout=60, check=True)
+    assert "PPR has no" in errorexit(base / "working")
+
+
+def test_sessions_come_from_the_archives_restore_script_without_a_manifest():
+    text = ("h_init()\nhifa_restoredata(vis=['uid___A002_X1_X1', 'uid___A002_X1_X2'], "
+            "session=['session_1', 'session_2'], ocorr_mode='ca')\n")
+    assert alma_pipeline.sessions_from_restore_script(text) == {EB: "session_1", "uid___A002_X1_X2": "session_2"}

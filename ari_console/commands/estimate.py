@@ -107,6 +107,7 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
         "failures_by_cause": dict(sim.failures_by_cause),
         "gave_up": list(sim.gave_up),
         "unplaceable": [{"uid": u.dataset.uid, "reason": u.reason} for u in sim.unplaceable],
+        "no_casa_version": sum(1 for u in sim.unplaceable if u.reason.startswith("needs CASA")),
         "cpu_hours": _h(sim.cpu_hours),
         "wasted_cpu_hours": _h(sim.wasted_cpu_hours),
         "kills": sim.kills,
@@ -215,7 +216,7 @@ def campaign_cmd(
         if as_json:
             clikit.emit_json({"queued": len(queue), "nodes": len(states), "policy": policy, "finish": None,
                               "makespan_h": None, "lower_bound_h": None, "cpu_hours": 0.0, "disk_peak_gb": {},
-                              "unplaceable": 0, "note": note})
+                              "unplaceable": 0, "no_casa_version": 0, "note": note})
         else:
             clikit.out.print(note, markup=False)
         return
@@ -224,6 +225,7 @@ def campaign_cmd(
            "lower_bound_h": round(result.lower_bound_h, 3), "cpu_hours": round(result.cpu_hours, 2),
            "disk_peak_gb": {k: round(v, 2) for k, v in result.disk_peak_gb.items()},
            "unplaceable": len(result.unplaceable),
+           "no_casa_version": sum(1 for u in result.unplaceable if u.reason.startswith("needs CASA")),
            "finish_p10": result.band[0].isoformat(timespec="minutes") if result.band else None,
            "finish_p50": result.band[1].isoformat(timespec="minutes") if result.band else None,
            "finish_p90": result.band[2].isoformat(timespec="minutes") if result.band else None,
@@ -236,7 +238,9 @@ def campaign_cmd(
                      f"(makespan {out['makespan_h']:.1f} h, lower bound {out['lower_bound_h']:.1f} h); "
                      f"{out['cpu_hours']:.0f} CPU-hours, disk peak {max(out['disk_peak_gb'].values(), default=0):.0f} GB "
                      f"on one node; "
-                     f"{out['unplaceable']} fit no node")
+                     f"{out['unplaceable']} fit no node"
+                     + (f" ({out['no_casa_version']} for want of the CASA version they need)"
+                        if out["no_casa_version"] else ""))
     if result.band:
         clikit.out.print(f"forecast from the predictions' spread: done between {out['finish_p10']} (P10) and "
                          f"{out['finish_p90']} (P90), most likely {out['finish_p50']}; it assumes "

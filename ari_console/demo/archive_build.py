@@ -121,6 +121,14 @@ class DemoMous:
     pol_states: str = "/XX/YY/"
     built: bool = True
     release: str = "2018-03-01T00:00:00"
+    calibration: str = "pipeline"  # or "manual": per-EB scriptForCalibration.py run by scriptForPI.py
+    sessions: tuple = (1,)  # the session of each EB (one EB per entry)
+    pointings: tuple = ((0.0, 0.0),)  # (dra, ddec) arcsec of each pointing; more than one: a mosaic
+    bad_antenna: int | None = None  # an antenna whose data are ruined and flagged (Pipeline_Final)
+
+    @property
+    def is_mosaic(self) -> bool:
+        return len(self.pointings) > 1
 
 
 def _point(flux, dra=0.0, ddec=0.0):
@@ -136,9 +144,9 @@ P1, P2, P3 = "2016.1.00123.S", "2017.1.00456.S", "2018.1.00789.S"
 
 CATALOGUE: tuple[DemoMous, ...] = (
     DemoMous("uid://A001/X1296/X1d3", P1, "NGC1234", "10h00m00.0s", "-30d00m00.0s", 6, "12m",
-             (_point(0.5), _point(0.05, 6.0, -4.0))),
+             (_point(0.5), _point(0.05, 6.0, -4.0)), bad_antenna=3),
     DemoMous("uid://A001/X1296/X1d5", P1, "NGC_5678", "10h20m00.0s", "-31d00m00.0s", 6, "12m",
-             (_gauss(0.3, 5.0, 3.5),), qa2_weighting="briggs"),
+             (_gauss(0.3, 5.0, 3.5),), qa2_weighting="briggs", calibration="manual", bad_antenna=5),
     DemoMous("uid://A001/X1296/X1d7", P1, "J1610-3958", "16h10m00.0s", "-39d58m00.0s", 6, "12m",
              (_point(0.004),), noise_jy=0.025, line_peak_jy=0.05),
     DemoMous("uid://A001/X1296/X1d9", P1, "IRAS16293", "16h32m22.9s", "-24d28m36.0s", 6, "12m",
@@ -161,7 +169,9 @@ CATALOGUE: tuple[DemoMous, ...] = (
              (_point(0.6),), case="walltime_long",
              hints=(("exptime_s", 12.0), ("demo_slowdown_s", 8))),
     DemoMous("uid://A001/X133d/X3a5", P3, "TW_Hya", "11h01m51.9s", "-34d42m17.0s", 7, "12m",
-             (_gauss(0.5, 2.5, 2.0),), case="dropped_download"),
+             (_gauss(0.5, 2.5, 2.0),), case="dropped_download", sessions=(1, 2)),
+    DemoMous("uid://A001/X133d/X3ad", P3, "NGC4038", "12h01m53.0s", "-18d52m10.0s", 6, "12m",
+             (_point(0.3, 8.0, 3.0),), pointings=((0.0, 0.0), (-13.0, 0.0), (13.0, 0.0)), line_peak_jy=0.0),
     # Rows the archive lists but a campaign never takes (selection rules exclude them).
     DemoMous("uid://A001/X133d/X3a7", P3, "TW_Hya", "11h01m51.9s", "-34d42m17.0s", 7, "12m",
              (_point(0.5),), data_rights="Proprietary", release="2099-01-01T00:00:00", built=False),
@@ -182,6 +192,17 @@ def asdm_uid(mous: DemoMous) -> str:
     """
     _, a, b = parse_uid(mous.uid).split("//")[1].split("/")
     return f"uid://A002/Xc{a[1:]}/{b}"
+
+
+def asdm_uids(mous: DemoMous) -> list[str]:
+    """The uids of the MOUS's execution blocks, one per entry of ``sessions``.
+
+    >>> asdm_uids(CATALOGUE[0])
+    ['uid://A002/Xc1296/X1d3']
+    """
+    first = asdm_uid(mous)
+    head, serial = first.rsplit("/X", 1)
+    return [first] + [f"{head}/X{int(serial, 16) + 0x1000 * k:x}" for k in range(1, len(mous.sessions))]
 
 
 def group_uid(mous: DemoMous) -> str:
@@ -313,9 +334,14 @@ def qa2_plan(mous: DemoMous, cell: float) -> dict:
     nint = TRACK_S // INTEGRATION_S
     cont_noise = thermal_noise_jy(mous.noise_jy, nant, nint, [(cont_nchan, cont_width / line_width), (len(free), 1.0)])
     chan_noise = thermal_noise_jy(mous.noise_jy, nant, nint, [(1, 1.0)])
+    # every EB adds its integrations; a mosaic shares them among its pointings
+    nint = nint * len(mous.sessions) // len(mous.pointings)
+    cont_noise = thermal_noise_jy(mous.noise_jy, nant, nint, [(cont_nchan, cont_width / line_width), (len(free), 1.0)])
+    chan_noise = thermal_noise_jy(mous.noise_jy, nant, nint, [(1, 1.0)])
     pb_arcsec = _PRIMARY_BEAM_ARCSEC[mous.array] / ((cont_freq + line_freq) / 2)
+    extent = max(math.hypot(dra, ddec) for dra, ddec in mous.pointings)
     cont_name, cube_name = qa2_names(mous)
-    imsize = efficient_imsize(math.ceil(QA2_FIELD_PB * pb_arcsec / cell))
+    imsize = efficient_imsize(math.ceil((QA2_FIELD_PB * pb_arcsec + 2 * extent) / cell))
     line_at_centre = [{"dra_arcsec": 0.0, "ddec_arcsec": 0.0}]
     return {
         "cell_arcsec": cell, "imsize": imsize,
@@ -343,7 +369,12 @@ def casa_spec(mous: DemoMous, index: int) -> dict:
     cont_freq, cont_nchan, cont_width = band["cont"]
     line_freq, line_nchan, line_width, _ = band["line"]
     cell = band["cell"].get(mous.array, band["cell"]["12m"])
+    date = f"2017/0{1 + index % 9}/1{index % 10}"
+    ebs = [{"asdm_file": uid_filename(u), "session": session, "date": f"{date}/0{2 * k}:00:00", "seed": 1000 + index + 50 * k}
+           for k, (u, session) in enumerate(zip(asdm_uids(mous), mous.sessions))]
     return {
+        "ebs": ebs, "calibration": mous.calibration, "pointings": [list(p) for p in mous.pointings],
+        "bad_antenna": mous.bad_antenna, "omit_caltables": mous.case == "missing_caltable",
         "uid": mous.uid, "uid_file": uid_filename(mous.uid), "asdm_file": uid_filename(asdm_uid(mous)),
         "kind": "tp" if mous.array == "TP" else "int", "target": mous.target, "ra": mous.ra, "dec": mous.dec,
         "config": config, "nant": nant, "antenna_prefix": prefix, "refant": "0",
@@ -594,7 +625,8 @@ def pack_mous(mous: DemoMous, work: Path, folder: Path, result: dict) -> list[tu
         files.append((raw_name, "#progenitor"))
     readme = readme_text(mous, result, [name for name, _ in files])
     cycle_1_4 = mous.uid in CYCLE_1_4_PACKING
-    missing = set(result["caltables"]) if mous.case == "missing_caltable" else set()
+    # the CASA build leaves the missing-caltable MOUS's session tar without its tables
+    missing = set(result["caltables"]) if mous.case == "missing_caltable" and "ebs" not in result else set()
 
     def add_auxiliary(tar: tarfile.TarFile) -> None:
         _tar_add_text(tar, f"{member}/README", readme)
@@ -606,7 +638,8 @@ def pack_mous(mous: DemoMous, work: Path, folder: Path, result: dict) -> list[tu
         if not any(n.endswith("scriptForPI.py") for n in written):
             _tar_add_text(tar, f"{member}/script/member.{uid_filename(mous.uid)}.scriptForPI.py",
                           restore_script(mous, result, casa))
-        if not result.get("manual_calibration"):
+        shipped = [p for sub in ARCHIVE_FOLDERS if (work / sub).is_dir() for p in (work / sub).iterdir()]
+        if result.get("calibration") != "manual" and not any(p.name.endswith("pipeline_manifest.xml") for p in shipped):
             _tar_add_text(tar, f"{member}/script/{uid_filename(mous.uid)}.pipeline_manifest.xml",
                           pipeline_manifest(mous, result, casa))
         if not (work / "qa").is_dir():
@@ -678,26 +711,39 @@ def qa2_report(mous: DemoMous, result: dict) -> str:
 
 
 def restore_script(mous: DemoMous, result: dict, casa: str) -> str:
-    """A scriptForPI.py that restores the calibrated MS: importasdm + applycal."""
-    asdm = uid_filename(asdm_uid(mous))
-    tables = [f"../calibration/{t}" for t in result["caltables"]]
-    return f'''# scriptForPI.py for {mous.uid} ({mous.project})
+    """The scriptForPI.py of a pipeline-calibrated MOUS: the pipeline's restore, as the archive ships it.
+
+    Run with ``casa --pipeline -c scriptForPI.py`` from ``script/``: it lays out
+    ``../calibrated/{rawdata,working}`` (the calibration products and the ASDMs in
+    ``rawdata``) and runs the ``*casa_piperestorescript.py`` (``hifa_restoredata`` with
+    each EB's session) in ``working``.
+    """
+    return f'''# scriptForPI.py for {mous.uid} ({mous.project}), pipeline calibration
 # CASA version: {casa}
-# Restores the calibrated measurement set from the raw ASDM and the calibration tables.
+# Run from this script/ folder with the raw/ folder (untarred ASDMs) beside it:
+#     casa --pipeline -c scriptForPI.py
+# It restores ../calibrated/working/<asdm>.ms with the pipeline's hifa_restoredata.
+import glob
 import os
-from casatasks import applycal, importasdm
+import shutil
 
-ASDM = "../raw/{asdm}.asdm.sdm"
-VIS = "../calibrated/{asdm}.ms"
-GAINTABLES = {tables!r}
-
-os.makedirs("../calibrated", exist_ok=True)
-importasdm(asdm=ASDM, vis=VIS, overwrite=True)
-for table in GAINTABLES:
-    if not os.path.isdir(table):
-        raise RuntimeError("calibration table missing: " + table)
-if GAINTABLES:
-    applycal(vis=VIS, gaintable=GAINTABLES, calwt=False, flagbackup=False)
+here = os.path.abspath(os.getcwd())
+restore = glob.glob(os.path.join(here, "*casa_piperestorescript.py"))
+if not restore:
+    raise RuntimeError("no *casa_piperestorescript.py beside scriptForPI.py")
+for sub in ("rawdata", "working"):
+    os.makedirs(os.path.join("..", "calibrated", sub), exist_ok=True)
+for path in glob.glob("../calibration/*"):
+    shutil.copy(path, "../calibrated/rawdata")
+for asdm in glob.glob("../raw/*.asdm.sdm"):
+    link = os.path.join("../calibrated/rawdata", os.path.basename(asdm)[:-len(".asdm.sdm")])
+    if not os.path.exists(link):
+        os.symlink(os.path.abspath(asdm), link)
+os.chdir("../calibrated/working")
+try:
+    exec(compile(open(restore[0]).read(), restore[0], "exec"))
+finally:
+    os.chdir(here)
 '''
 
 
@@ -769,7 +815,7 @@ def obscore_row(mous: DemoMous, result: dict | None) -> dict:
         "proposal_id": mous.project, "data_rights": mous.data_rights, "gal_longitude": None, "gal_latitude": None,
         "band_list": str(mous.band), "em_resolution": round(0.2998 / line_freq / 1e9 * line_width / line_freq / 1e3, 12),
         "bandwidth": (cont_nchan * cont_width + line_nchan * line_width) * 1e6,
-        "antenna_arrays": antennas, "is_mosaic": "F", "obs_release_date": mous.release,
+        "antenna_arrays": antennas, "is_mosaic": "T" if mous.is_mosaic else "F", "obs_release_date": mous.release,
         "spatial_resolution_unit": "arcsec", "frequency_support": support, "frequency": round(freq, 4),
         "velocity_resolution": round(line_width / line_freq * 299792.458 * 1000, 1),
         "obs_creator_name": "Demo, A.", "pub_title": None, "first_author": None,

@@ -27,6 +27,7 @@ attempt still running is cancelled and every daemon the demo started is stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -189,7 +190,58 @@ def summary(db: store.Database) -> dict:
         "qa2": {"consistent": verdicts.count("consistent"), "discrepant": verdicts.count("discrepant")},
         "review": sum(1 for d in rows if d["state"] == "review"),
         "held": {d["uid"]: d["reason"] for d in rows if d["state"] == "held"},
+        "kinds": kinds_imaged(db, succeeded),
     }
+
+
+KINDS = ("pipeline_intents", "two_sessions", "manual", "mosaic", "mtmfs")
+
+
+def mous_kinds(manifest: dict) -> set[str]:
+    """The calibration and imaging kinds a products manifest (casa6 recipe) shows.
+
+    >>> sorted(mous_kinds({"calibration": {"kind": "pipeline", "eb": {
+    ...     "a.ms": {"session": "session_1", "calapply": "a.ms.calapply.txt", "flags": "a.ms.flagversions.tgz"},
+    ...     "b.ms": {"session": "session_2", "calapply": "b.ms.calapply.txt", "flags": "b.ms.flagversions.tgz"}}},
+    ...     "imaging": {"M83": {"gridder": "mosaic", "cont_deconvolver": "hogbom"}}}))
+    ['mosaic', 'pipeline_intents', 'two_sessions']
+    >>> sorted(mous_kinds({"calibration": {"kind": "manual"}, "imaging": {"x": {"cont_deconvolver": "mtmfs"}}}))
+    ['manual', 'mtmfs']
+    """
+    found = set()
+    calibration = manifest.get("calibration") or {}
+    ebs = (calibration.get("eb") or {}).values()
+    if calibration.get("kind") == "pipeline" and ebs and all(e.get("calapply") and e.get("flags") for e in ebs):
+        found.add("pipeline_intents")
+    if len({e.get("session") for e in ebs if e.get("session")}) >= 2:
+        found.add("two_sessions")
+    if calibration.get("kind") == "manual":
+        found.add("manual")
+    for choice in (manifest.get("imaging") or {}).values():
+        if choice.get("gridder") == "mosaic":
+            found.add("mosaic")
+        if choice.get("cont_deconvolver") == "mtmfs":
+            found.add("mtmfs")
+    return found
+
+
+def kinds_imaged(db: store.Database, succeeded: list[dict]) -> dict[str, int]:
+    """Per kind, the MOUS of that kind imaged and found QA2-consistent (the accepted attempt's manifest)."""
+    counts = {kind: 0 for kind in KINDS}
+    for d in succeeded:
+        verdicts = {r["verdict"] for r in store.qa2_results(db, d["uid"])}
+        if verdicts != {"consistent"} or not d.get("accepted_attempt"):
+            continue
+        paths = [Path(p["path"]) for p in store.products(db, d["accepted_attempt"])]
+        manifests = [p.parent / "manifest.json" for p in paths[:1]]
+        for path in manifests:
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            for kind in mous_kinds(manifest):
+                counts[kind] += 1
+    return counts
 
 
 def kill_leftovers(directory: Path) -> list[int]:

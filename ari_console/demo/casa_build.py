@@ -111,9 +111,10 @@ def make_line_cube(path, m):
     ia.close()
 
 
-def observe(ms, m, auto_only=False):
-    """An empty MS of MOUS ``m``: its antennas, a continuum and a line window, one scan."""
-    from casatools import measures, simulator
+def observe(ms, m, eb, auto_only=False):
+    """An empty MS of EB ``eb`` of MOUS ``m``: its antennas, a continuum and a line window, one
+    scan per pointing (a mosaic's pointings are fields of one name, as ALMA names them)."""
+    from casatools import measures, simulator, table
 
     x, y, z, d, pads, tel, pos = antenna_subset(m["config"], m["nant"])
     shutil.rmtree(ms, ignore_errors=True)
@@ -128,15 +129,32 @@ def observe(ms, m, auto_only=False):
     sm.setspwindow(spwname="line", freq=f"{line['freq_ghz']}GHz", deltafreq=f"{line['width_mhz']}MHz",
                    freqresolution=f"{line['width_mhz']}MHz", nchannels=line["nchan"], stokes="XX YY")
     sm.setfeed("perfect X Y")
-    sm.setfield(sourcename=m["target"], sourcedirection=me.direction("J2000", m["ra"], m["dec"]))
+    pointings = m.get("pointings") or [[0.0, 0.0]]
+    fields = [m["target"]] if len(pointings) == 1 else [f"{m['target']}_{k}" for k in range(len(pointings))]
+    for name, (dra, ddec) in zip(fields, pointings):
+        sm.setfield(sourcename=name, sourcedirection=offset_direction(m["ra"], m["dec"], dra, ddec)
+                    if (dra or ddec) else me.direction("J2000", m["ra"], m["dec"]))
     sm.setlimits(shadowlimit=0.001, elevationlimit="8.0deg")
     sm.setauto(1.0 if auto_only else 0.0)
     sm.settimes(integrationtime=f"{m['integration_s']}s", usehourangle=True,
-                referencetime=me.epoch("utc", m["date"]))
+                referencetime=me.epoch("utc", eb["date"]))
     half = m["track_s"] / 2
-    for spw in ("cont", "line"):
-        sm.observe(m["target"], spw, starttime=f"{-half}s", stoptime=f"{half}s")
+    step = m["track_s"] / len(fields)
+    for k, name in enumerate(fields):
+        start = -half + k * step if len(fields) > 1 else -half
+        stop = start + step if len(fields) > 1 else half
+        for spw in ("cont", "line"):
+            sm.observe(name, spw, starttime=f"{start}s", stoptime=f"{stop}s")
     sm.close()
+    if len(fields) > 1:
+        # one target name for every pointing, as a mosaic's fields have
+        tb = table()
+        tb.open(ms + "/FIELD", nomodify=False)
+        tb.putcol("NAME", np.array([m["target"]] * tb.nrows()))
+        tb.close()
+        tb.open(ms + "/SOURCE", nomodify=False)
+        tb.putcol("NAME", np.array([m["target"]] * tb.nrows()))
+        tb.close()
 
 
 def tidy_for_asdm(ms, intent):
@@ -186,14 +204,59 @@ def set_correlator_weights(ms, m):
 
 
 def predict_model(ms, m):
-    """Fill MODEL_DATA with the true sky: components in both windows, the line in the line window."""
+    """Fill MODEL_DATA with the true sky: components in both windows, the line in the line window.
+
+    A mosaic's pointings see the sky through their primary beam (the simulator's voltage
+    pattern), so its model is predicted with it; a single pointing's sources sit near the
+    phase centre and ``ft`` predicts them as they are.
+    """
     from casatasks import ft
 
     make_componentlist("sky.cl", m)
     make_line_cube("line.im", m)
+    if len(m.get("pointings") or [0]) > 1:
+        predict_mosaic(ms, m)
+        return
     ft(vis=ms, complist="sky.cl", spw="0", usescratch=True)
     ft(vis=ms, complist="sky.cl", spw="1", usescratch=True)
     ft(vis=ms, model="line.im", spw="1", usescratch=True, incremental=True)
+
+
+def predict_mosaic(ms, m):
+    """MODEL_DATA of a mosaic: the sky seen through each pointing's primary beam.
+
+    ``tclean`` with the mosaic gridder predicts a model image of the components (flat
+    spectrum, so one plane serves both windows) into the model column: the same primary
+    beam the images are later made with.
+    """
+    from casatasks import tclean
+    from casatools import componentlist, image, measures
+
+    me, cl, ia = measures(), componentlist(), image()
+    cell = m["qa2"]["cell_arcsec"]
+    n = m["qa2"]["imsize"]
+    shutil.rmtree("sky.im", ignore_errors=True)
+    ia.fromshape("sky.im", [n, n, 1, 1], overwrite=True)
+    cs = ia.coordsys()
+    centre = me.direction("J2000", m["ra"], m["dec"])
+    cs.setunits(["rad", "rad", "", "Hz"])
+    rad = np.radians(cell / 3600.0)
+    cs.setincrement([-rad, rad, 1, 1e9])
+    cs.setreferencevalue([centre["m0"]["value"], centre["m1"]["value"], 1, m["cont"]["freq_ghz"] * 1e9])
+    cs.setreferencepixel([n // 2, n // 2, 0, 0])
+    ia.setcoordsys(cs.torecord())
+    ia.setbrightnessunit("Jy/pixel")
+    cl.open("sky.cl")
+    ia.modify(cl.torecord(), subtract=False)
+    cl.close()
+    ia.close()
+    for old in [p for p in os.listdir(".") if p.startswith("predict.")]:
+        shutil.rmtree(old)
+    tclean(vis=ms, imagename="predict", startmodel="sky.im", imsize=n, cell=f"{cell}arcsec", specmode="mfs",
+           gridder="mosaic", phasecenter=0, niter=0, savemodel="modelcolumn", calcres=False, calcpsf=True,
+           pbcor=False)
+    for old in [p for p in os.listdir(".") if p.startswith("predict.")] + ["sky.im"]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def corrupt_gains(ms, m, rng):
@@ -212,6 +275,10 @@ def corrupt_gains(ms, m, rng):
         a1, a2 = sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2")
         amp = rng.uniform(0.75, 1.25, (2, m["nant"]))
         phase = rng.uniform(-50, 50, (2, m["nant"]))
+        if m["calibration"] == "manual" and ddid == 1:
+            # the atmosphere's phase is the same in both windows: a manual calibration solves
+            # it in the continuum window and maps it to the line window (spwmap)
+            phase = np.array([[p for _, p in pol] for pol in applied["0"]])
         g = amp * np.exp(1j * np.radians(phase))
         gij = g[:, a1] * np.conj(g[:, a2])
         sub.putcol("DATA", model * gij[:, None, :])
@@ -266,7 +333,7 @@ def solve_gains(ms, caltable, nant):
     """``gaincal`` against the model, trying reference antennas until the table restores the data.
 
     Returns the restore quality; raises when no reference antenna gives a table that
-    brings every unflagged visibility within 1 % of the model.
+    brings every unflagged visibility within 1 % of the model and solves every window.
     """
     from casatasks import applycal, gaincal
 
@@ -275,11 +342,24 @@ def solve_gains(ms, caltable, nant):
         gaincal(vis=ms, caltable=caltable, solint="inf", calmode="ap", refant=str(refant), minsnr=2.0)
         if not os.path.isdir(caltable):
             continue
-        applycal(vis=ms, gaintable=[caltable], calwt=False, flagbackup=False)
+        # calonly: a table that fails the check must not flag data the next try then cannot solve
+        applycal(vis=ms, gaintable=[caltable], calwt=False, flagbackup=False, applymode="calonly")
         quality = restore_quality(ms)
-        if quality["corrected_data"]["worst_amp_error"] < 0.01:
+        if quality["corrected_data"]["worst_amp_error"] < 0.01 and table_spws(caltable) == {0, 1}:
             return dict(quality, refant=refant)
     raise RuntimeError(f"gaincal found no table that restores {ms}")
+
+
+def table_spws(caltable):
+    """The spectral windows a calibration table has solutions for."""
+    from casatools import table
+
+    tb = table()
+    tb.open(caltable)
+    try:
+        return {int(s) for s in tb.getcol("SPECTRAL_WINDOW_ID")}
+    finally:
+        tb.close()
 
 
 def image_stats(image):
@@ -292,7 +372,7 @@ def image_stats(image):
             "rms": float(stats["rms"][0]), "flux": float(flux[0]) if flux is not None and len(flux) else None}
 
 
-def qa2_line_ms(ms, qa2):
+def qa2_line_ms(mss, qa2):
     """The continuum-subtracted line window, as QA2 analysts image cubes: ``uvcontsub`` of spw 1.
 
     Fits ``qa2["contsub_fitspec"]`` (the line-free channels, or the window's edges when the
@@ -300,16 +380,19 @@ def qa2_line_ms(ms, qa2):
     """
     from casatasks import uvcontsub
 
-    out = "qa2_line.ms"
-    shutil.rmtree(out, ignore_errors=True)
-    uvcontsub(vis=ms, outputvis=out, spw="1", fitspec=qa2["contsub_fitspec"], fitorder=0,
-              datacolumn="corrected")
-    if not os.path.isdir(out):
-        raise RuntimeError(f"uvcontsub wrote no {out}")
-    return out
+    outs = []
+    for k, ms in enumerate(mss):
+        out = f"qa2_line{k}.ms"
+        shutil.rmtree(out, ignore_errors=True)
+        uvcontsub(vis=ms, outputvis=out, spw="1", fitspec=qa2["contsub_fitspec"], fitorder=0,
+                  datacolumn="corrected")
+        if not os.path.isdir(out):
+            raise RuntimeError(f"uvcontsub wrote no {out}")
+        outs.append(out)
+    return outs
 
 
-def qa2_images(ms, m, folder):
+def qa2_images(mss, m, folder):
     """The QA2 analyst's images, exported as named FITS: aggregate continuum and line cube.
 
     Continuum (mfs) from the line-free channels of both windows (``qa2["cont_spw"]``),
@@ -320,8 +403,8 @@ def qa2_images(ms, m, folder):
 
     qa2 = m["qa2"]
     out = {}
-    line_ms = qa2_line_ms(ms, qa2)
-    plans = [("cont", ms, qa2["cont_spw"], "mfs", "corrected", qa2["cont_name"]),
+    line_ms = qa2_line_ms(mss, qa2)
+    plans = [("cont", mss, qa2["cont_spw"], "mfs", "corrected", qa2["cont_name"]),
              ("cube", line_ms, "", "cube", "data", qa2["cube_name"])]
     for kind, vis, spw, specmode, column, name in plans:
         base = f"qa2_{kind}"
@@ -332,7 +415,9 @@ def qa2_images(ms, m, folder):
                niter=qa2["niter"], threshold=f"{qa2[kind + '_threshold_mjy']}mJy", deconvolver="hogbom",
                cyclefactor=qa2.get("cyclefactor", 1.0), minpsffraction=qa2.get("minpsffraction", 0.05),
                nmajor=qa2.get("nmajor", -1),
-               datacolumn=column, pbcor=True, usemask="user", mask=qa2[kind + "_mask"])
+               datacolumn=column, pbcor=True, usemask="user", mask=qa2[kind + "_mask"],
+               gridder="mosaic" if len(m.get("pointings") or [0]) > 1 else "standard",
+               phasecenter=0 if len(m.get("pointings") or [0]) > 1 else "")
         pbcor = f"{base}.image.pbcor"
         if qa2["flux_scale"] != 1.0:
             # The QA2 analyst's flux scale was wrong: the delivered image carries it.
@@ -344,33 +429,270 @@ def qa2_images(ms, m, folder):
             exportfits(imagename=image, fitsimage=fits, overwrite=True)
             out[os.path.basename(fits)] = {"kind": kind, "suffix": suffix,
                                            **(image_stats(image) if suffix == "pbcor" else {})}
-    shutil.rmtree(line_ms)
+    for path in line_ms:
+        shutil.rmtree(path)
     return out
 
 
-def build_interferometric(m, here):
-    """Simulate, corrupt, calibrate and QA2-image one interferometric MOUS in ``here``."""
-    from casatasks import applycal, exportasdm
+# What the pipeline's restore gives importasdm (the casa6 recipe imports the raw data alike,
+# so the flag versions saved here line up with its rows).
+IMPORTASDM_ARGS = {
+    "ocorr_mode": "ca", "bdfflags": True, "lazy": False, "process_caldevice": False, "savecmds": False,
+    "with_pointing_correction": False,
+    "asis": "SBSummary ExecBlock Antenna Annotation Station Receiver Source CalAtmosphere CalWVR CalPointing",
+}
+TARGET_INTENT = "OBSERVE_TARGET#ON_SOURCE"
 
-    asdm = m["asdm_file"]
-    ms = asdm + ".ms"
-    observe(ms, m)
+
+def spoil_antenna(ms, antenna, rng):
+    """Ruin every visibility of ``antenna`` (a broken receiver): what QA2 flagged, and the pipeline too."""
+    from casatools import table
+
+    tb = table()
+    tb.open(ms, nomodify=False)
+    for ddid in (0, 1):
+        sub = tb.query(f"DATA_DESC_ID=={ddid} && (ANTENNA1=={antenna} || ANTENNA2=={antenna})")
+        data = sub.getcol("DATA")
+        junk = 3.0 * np.exp(1j * rng.uniform(-np.pi, np.pi, data.shape))
+        sub.putcol("DATA", data * junk)
+        sub.close()
+    tb.close()
+
+
+def antenna_name(m, index):
+    return f"{m['antenna_prefix']}{index + 1:02d}"
+
+
+def simulate_eb(m, eb):
+    """One EB of MOUS ``m``: simulated, corrupted, solved; leaves ``<asdm>.ms`` with CORRECTED_DATA."""
+    from casatasks import applycal, flagdata
+
+    ms = eb["asdm_file"] + ".ms"
+    observe(ms, m, eb)
     set_correlator_weights(ms, m)
     predict_model(ms, m)
-    rng = np.random.default_rng(m["seed"])
+    rng = np.random.default_rng(eb["seed"])
     gains = corrupt_gains(ms, m, rng)
     # Calibrator scans are not simulated: the gains are solved on the corrupted target data
-    # before the noise goes in, against the true model, so the table undoes them exactly.
-    caltable = os.path.join("calibration", f"{asdm}.ms.ampphase_inf.tbl")
-    quality = solve_gains(ms, caltable, m["nant"])
+    # before the noise goes in, against the true model, so the tables undo them exactly.
+    if m["calibration"] == "manual":
+        tables, quality = solve_manual(ms, eb["asdm_file"], m["nant"])
+    else:
+        table = os.path.join("calibration", f"{eb['asdm_file']}.ms.hifa_timegaincal.g.tbl")
+        quality = solve_gains(ms, table, m["nant"])
+        tables = [table]
     add_noise(ms, m["noise_jy"], rng)
-    applycal(vis=ms, gaintable=[caltable], calwt=False, flagbackup=False)
-    tidy_for_asdm(ms, "OBSERVE_TARGET#ON_SOURCE")
-    exportasdm(vis=ms, asdm=os.path.join("raw", asdm + ".asdm.sdm"), datacolumn="data")
-    images = qa2_images(ms, m, "product")
-    shutil.rmtree(ms)
-    return {"gains_applied": gains, "restore_quality": quality, "qa2_images": images,
-            "caltables": [os.path.basename(caltable)], "raw_format": "asdm", "raw_entry": asdm + ".asdm.sdm"}
+    if m.get("bad_antenna") is not None:
+        spoil_antenna(ms, m["bad_antenna"], rng)
+    tidy_for_asdm(ms, TARGET_INTENT)
+    from casatasks import exportasdm
+    exportasdm(vis=ms, asdm=os.path.join("raw", eb["asdm_file"] + ".asdm.sdm"), datacolumn="data")
+    if m.get("bad_antenna") is not None:
+        flagdata(vis=ms, mode="manual", antenna=antenna_name(m, m["bad_antenna"]), flagbackup=False)
+    if m["calibration"] == "manual":
+        applycal(vis=ms, gaintable=tables, interp=["linear", "nearest"], spwmap=[[0, 0], []], calwt=False,
+                 flagbackup=False)
+    else:
+        applycal(vis=ms, gaintable=tables, calwt=False, flagbackup=False)
+    return ms, {"gains_applied": gains, "restore_quality": quality, "caltables": [os.path.basename(t) for t in tables]}
+
+
+def solve_manual(ms, asdm, nant):
+    """A manual calibration's tables: phase per integration in the continuum window (mapped to the
+    line window), then amplitude per window over the scan; checked to restore the data."""
+    from casatasks import applycal, gaincal
+
+    folder = os.path.join("calibration", f"{asdm}.calibration")
+    os.makedirs(folder, exist_ok=True)
+    phase, ampli = os.path.join(folder, f"{asdm}.ms.phase_int"), os.path.join(folder, f"{asdm}.ms.ampli_inf")
+    for refant in range(nant):
+        for table in (phase, ampli):
+            shutil.rmtree(table, ignore_errors=True)
+        gaincal(vis=ms, caltable=phase, spw="0", solint="int", calmode="p", refant=str(refant), minsnr=2.0)
+        gaincal(vis=ms, caltable=ampli, solint="inf", calmode="a", refant=str(refant), minsnr=2.0,
+                gaintable=[phase], spwmap=[[0, 0]], interp=["linear"])
+        if not (os.path.isdir(phase) and os.path.isdir(ampli)):
+            continue
+        applycal(vis=ms, gaintable=[phase, ampli], interp=["linear", "nearest"], spwmap=[[0, 0], []], calwt=False,
+                 flagbackup=False, applymode="calonly")
+        quality = restore_quality(ms)
+        if quality["corrected_data"]["worst_amp_error"] < 0.01:
+            return [phase, ampli], dict(quality, refant=refant)
+    raise RuntimeError(f"the manual calibration found no tables that restore {ms}")
+
+
+def pipeline_products(m, ebs, casa_version):
+    """What the pipeline's calibration leaves for the archive, per EB and session.
+
+    ``<asdm>.ms.flagversions.tgz`` (flag version ``Pipeline_Final``, saved on the MS as
+    importasdm makes it from the raw ASDM, with what QA2 flagged), ``<asdm>.ms.calapply.txt``
+    (applycal calls with the pipeline's intent names), ``<ous>.session_<n>.caltables.tgz``
+    (each session's tables), ``<ous>.hifa_calimage.pipeline_manifest.xml`` and the restore
+    script naming each EB's session.
+    """
+    import tarfile
+    import xml.etree.ElementTree as ET
+
+    from casatasks import flagdata, flagmanager, importasdm
+
+    ous = m["uid_file"]
+    root = ET.Element("piperesults", name=m["uid"])
+    node = ET.SubElement(root, "ous", name=m["uid"])
+    ET.SubElement(node, "casaversion", name=casa_version)
+    ET.SubElement(node, "pipeline_version", name="demo")
+    ET.SubElement(node, "procedure_name", name="hifa_calimage")
+    sessions = {}
+    for eb in ebs:
+        sessions.setdefault(eb["session"], []).append(eb)
+    for session, members in sorted(sessions.items()):
+        name = f"session_{session}"
+        element = ET.SubElement(node, "session", name=name)
+        tgz = f"{ous}.{name}.caltables.tgz"
+        with tarfile.open(os.path.join("calibration", tgz), "w:gz") as tar:
+            for eb in members:
+                for table in eb["caltables"]:
+                    if not m.get("omit_caltables"):  # the archive lost them: restore must fail naming one
+                        tar.add(os.path.join("calibration", table), arcname=table)
+        for eb in members:
+            for table in eb["caltables"]:
+                shutil.rmtree(os.path.join("calibration", table))
+        ET.SubElement(element, "caltables", name=tgz, session=name, datatype="caltables", format="tgz")
+        for eb in members:
+            asdm = eb["asdm_file"]
+            flags, applycmds = f"{asdm}.ms.flagversions.tgz", f"{asdm}.ms.calapply.txt"
+            # the pipeline names each EB by its MS
+            entry = ET.SubElement(element, "asdm", name=asdm + ".ms", datatype="asdm", format="sdm")
+            ET.SubElement(entry, "finalflags", name=flags, asdm=asdm + ".ms", datatype="ms.flagversions", format="tgz")
+            ET.SubElement(entry, "applycmds", name=applycmds, asdm=asdm + ".ms", datatype="ms.calapply", format="txt")
+            scratch = os.path.join("flagging", asdm + ".ms")
+            shutil.rmtree(os.path.dirname(scratch), ignore_errors=True)
+            os.makedirs(os.path.dirname(scratch))
+            importasdm(asdm=os.path.join("raw", asdm + ".asdm.sdm"), vis=scratch, **IMPORTASDM_ARGS)
+            if m.get("bad_antenna") is not None:
+                flagdata(vis=scratch, mode="manual", antenna=antenna_name(m, m["bad_antenna"]), flagbackup=False)
+            flagmanager(vis=scratch, mode="save", versionname="Pipeline_Final",
+                        comment="flags of the pipeline's final calibrated MS")
+            with tarfile.open(os.path.join("calibration", flags), "w:gz") as tar:
+                tar.add(scratch + ".flagversions", arcname=asdm + ".ms.flagversions")
+            shutil.rmtree(os.path.dirname(scratch))
+            with open(os.path.join("calibration", applycmds), "w") as fh:
+                fh.write(calapply_text(asdm, eb["caltables"]))
+    ET.indent(root)
+    with open(os.path.join("calibration", f"{ous}.hifa_calimage.pipeline_manifest.xml"), "w") as fh:
+        fh.write(ET.tostring(root, encoding="unicode") + "\n")
+    vis = [eb["asdm_file"] for eb in ebs]
+    session_names = ["session_%d" % eb["session"] for eb in ebs]
+    with open(os.path.join("script", f"{ous}.hifa_calimage.casa_piperestorescript.py"), "w") as fh:
+        fh.write("__rethrow_casa_exceptions = True\nh_init()\ntry:\n"
+                 f"    hifa_restoredata(vis={vis!r}, session={session_names!r}, "
+                 "ocorr_mode='ca')\nfinally:\n    h_save()\n")
+
+
+def calapply_text(asdm, tables):
+    """The pipeline's ``<asdm>.ms.calapply.txt``: one applycal per intent group, pipeline intent names.
+
+    The calibrators' line names intents this simulated EB never observed (only its target
+    was simulated); the target's line carries the tables.
+    """
+    paths = [f"/lustre/naasc/pipeline/working/{t}" for t in tables]
+    n = len(tables)
+    return (f"applycal(vis='/lustre/naasc/pipeline/working/{asdm}.ms', field='', intent='BANDPASS,PHASE,AMPLITUDE', "
+            f"spw='', antenna='', gaintable={paths!r}, gainfield={[''] * n!r}, spwmap={[[]] * n!r}, "
+            f"interp={['linear,linearflag'] * n!r}, calwt={[False] * n!r}, applymode='calflagstrict')\n"
+            f"applycal(vis='/lustre/naasc/pipeline/working/{asdm}.ms', field='', intent='TARGET,CHECK', "
+            f"spw='', antenna='', gaintable={paths!r}, gainfield={['nearest'] * n!r}, spwmap={[[]] * n!r}, "
+            f"interp={['linear,linearflag'] * n!r}, calwt={[False] * n!r}, applymode='calflagstrict')\n")
+
+
+def manual_products(m, ebs, casa_version):
+    """What a manual calibration leaves for the archive: per EB ``<asdm>.calibration.tgz`` (its
+    tables) and ``<asdm>.ms.scriptForCalibration.py``, and ``member.<ous>.scriptForPI.py``."""
+    import tarfile
+
+    for eb in ebs:
+        asdm = eb["asdm_file"]
+        folder = os.path.join("calibration", f"{asdm}.calibration")
+        with tarfile.open(os.path.join("calibration", f"{asdm}.calibration.tgz"), "w:gz") as tar:
+            tar.add(folder, arcname=f"{asdm}.calibration")
+        shutil.rmtree(folder)
+        with open(os.path.join("script", f"{asdm}.ms.scriptForCalibration.py"), "w") as fh:
+            fh.write(script_for_calibration(m, asdm, casa_version))
+    with open(os.path.join("script", f"member.{m['uid_file']}.scriptForPI.py"), "w") as fh:
+        fh.write(script_for_pi(m, casa_version))
+
+
+def script_for_calibration(m, asdm, casa_version):
+    bad = antenna_name(m, m["bad_antenna"]) if m.get("bad_antenna") is not None else None
+    flag = f"flagdata(vis=vis, mode='manual', antenna={bad!r}, flagbackup=False)  # a broken receiver\n" if bad else ""
+    return f"""# Calibration script for {asdm} ({m['uid']}), written by the QA2 analyst
+# CASA version: {casa_version}
+# Run by scriptForPI.py from the calibrated/ folder (applyonly: the tables are in {asdm}.calibration/).
+try:
+    from casatasks import applycal, flagdata, importasdm, split
+except ImportError:
+    pass  # monolithic CASA: the tasks are already here
+
+asdm = {asdm!r}
+vis = asdm + '.ms'
+importasdm(asdm='../raw/' + asdm + '.asdm.sdm', vis=vis, asis='Antenna Station Receiver Source CalAtmosphere CalWVR',
+           bdfflags=True, ocorr_mode='ca', process_caldevice=False, overwrite=True)
+{flag}tables = [asdm + '.calibration/' + vis + '.phase_int', asdm + '.calibration/' + vis + '.ampli_inf']
+applycal(vis=vis, intent='*OBSERVE_TARGET*', gaintable=tables, interp=['linear', 'nearest'], spwmap=[[0, 0], []],
+         gainfield=['', ''], calwt=False, flagbackup=False)
+split(vis=vis, outputvis=vis + '.split.cal', datacolumn='corrected', keepflags=True)
+"""
+
+
+def script_for_pi(m, casa_version):
+    return f"""# scriptForPI.py for {m['uid']} (manual calibration)
+# CASA version: {casa_version}
+# From this script/ folder, with the raw/ folder (untarred ASDMs) beside it: restores
+# ../calibrated/<asdm>.ms.split.cal for every EB by running its scriptForCalibration.py.
+import glob
+import os
+import tarfile
+
+here = os.path.abspath(os.getcwd())
+os.makedirs('../calibrated', exist_ok=True)
+for tgz in sorted(glob.glob('../calibration/*.calibration.tgz')):
+    asdm = os.path.basename(tgz)[:-len('.calibration.tgz')]
+    if not os.path.isdir('../raw/' + asdm + '.asdm.sdm'):
+        raise RuntimeError('raw data missing: ../raw/' + asdm + '.asdm.sdm')
+    with tarfile.open(tgz) as tar:
+        tar.extractall('../calibrated')
+    script = os.path.join(here, asdm + '.ms.scriptForCalibration.py')
+    os.chdir('../calibrated')
+    try:
+        exec(compile(open(script).read(), script, 'exec'), dict(globals(), __name__='__main__'))
+    finally:
+        os.chdir(here)
+print('scriptForPI: calibrated', sorted(glob.glob('../calibrated/*.split.cal')))
+"""
+
+
+def build_interferometric(m, here):
+    """Simulate, corrupt, calibrate and QA2-image one interferometric MOUS in ``here`` (one or more EBs)."""
+    import casatools
+
+    casa_version = casatools.version_string()
+    mss, ebs, raw = [], [], []
+    for eb in m["ebs"]:
+        ms, result = simulate_eb(m, eb)
+        mss.append(ms)
+        ebs.append(dict(eb, **result))
+        raw.append(eb["asdm_file"] + ".asdm.sdm")
+    if m["calibration"] == "manual":
+        manual_products(m, ebs, casa_version)
+    else:
+        pipeline_products(m, ebs, casa_version)
+    images = qa2_images(mss, m, "product")
+    for ms in mss:
+        shutil.rmtree(ms)
+    first = ebs[0]
+    return {"gains_applied": first["gains_applied"], "restore_quality": first["restore_quality"],
+            "qa2_images": images, "caltables": sorted(os.listdir("calibration")), "raw_format": "asdm",
+            "raw_entry": raw[0], "raw_entries": raw, "calibration": m["calibration"],
+            "ebs": [{k: eb[k] for k in ("asdm_file", "session", "caltables", "restore_quality")} for eb in ebs]}
 
 
 def build_total_power(m, here):
@@ -380,7 +702,7 @@ def build_total_power(m, here):
 
     asdm = m["asdm_file"]
     ms = asdm + ".ms"
-    observe("with_baselines.ms", m, auto_only=True)
+    observe("with_baselines.ms", m, m["ebs"][0], auto_only=True)
     # Single dishes: keep the autocorrelations only (no baseline at all).
     shutil.rmtree(ms, ignore_errors=True)
     split(vis="with_baselines.ms", outputvis=ms, antenna="*&&&", datacolumn="data", keepflags=True)
@@ -420,7 +742,7 @@ def build_one(m, work_dir):
 
     here = os.path.join(work_dir, m["uid_file"])
     shutil.rmtree(here, ignore_errors=True)
-    for sub in ("raw", "calibration", "product", "log"):
+    for sub in ("raw", "calibration", "product", "log", "script"):
         os.makedirs(os.path.join(here, sub))
     cwd = os.getcwd()
     os.chdir(here)

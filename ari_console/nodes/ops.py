@@ -135,6 +135,8 @@ def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0,
         casa = _ask(transport, ["sh", "-c", f"command -v {sh_quote(casa_bin)}"], timeout=30)
         add("casa", casa.ok, f"casa at {casa.stdout.strip()}" if casa.ok else f"{casa_bin} not found",
             'set casa_path = "/path/to/casa-pipeline/bin/casa" for the alma-pipeline recipe')
+    for version, path in sorted((node.casa or {}).items()):
+        add(f"casa {version}", *check_casa_install(transport, node, version, path))
     try:
         p = probe(transport, node.scratch_dir, **({"timeout": timeout_s} if timeout_s else {}))
         free = p.scratch_free_gb or 0.0
@@ -284,3 +286,21 @@ def clean_work_dir(transport: Transport, work_dir: str) -> None:
 def cancel(node: Node, transport: Transport, handle: dict, force: bool = False) -> None:
     """Stop an attempt; the runner records the stage it was in (``force``: kill a hung runner outright)."""
     B.batch_system(node.batch).cancel(transport, handle, force=force)
+
+
+def check_casa_install(transport, node: Node, version: str, path: str) -> tuple[bool, str, str]:
+    """(ok, detail, fix) for one install of a node's ``casa`` table: it runs and is that version.
+
+    casa6: the Python imports casatools and reports ``version``; alma-pipeline: the
+    executable exists (``casa --version`` would start CASA's whole shell).
+    """
+    fix = f'fix or remove casa."{version}" = "{path}" of node "{node.name}" in ari.toml'
+    if node.recipe == "casa6":
+        r = transport.run([path, "-c", "import casatools; print(casatools.version_string())"], timeout=120)
+        found = r.stdout.strip()
+        if not r.ok:
+            return False, f"{path} cannot import casatools", fix
+        same = found.replace("-", ".").startswith(version.replace("-", "."))
+        return same, f"{path}: casatools {found}" + ("" if same else f", not {version}"), fix
+    r = transport.run(["sh", "-c", f"command -v {sh_quote(path)}"], timeout=30)
+    return r.ok, (f"casa {version} at {r.stdout.strip()}" if r.ok else f"{path} not found"), fix

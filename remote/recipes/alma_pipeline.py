@@ -9,13 +9,17 @@ own: ``rawdata/`` (ASDMs), ``calibration/`` (the auxiliary products the
 archive ships), ``working/`` (where CASA runs), ``products/`` (what
 hifa_exportdata writes).
 
-- ``restore``: untar the raw data (``<ASDM>.asdm.sdm.tar``) into ``rawdata/``
-  (an ASDM directory named by its uid, suffixes dropped) and the auxiliary tar
-  into ``calibration/``; write the processing request ``PPR.xml``
-  (ProjectSummary/ProposalCode, ProjectStructure/OUSStatusRef,
-  ProcessingRequests with the ``hifa_image`` procedure,
-  DataSet/SchedBlockSet/.../AsdmIdentifier) and ``working/casa_pipescript.py``
-  with the imaging stages in the pipeline's order (``pipeline_tasks``).
+- ``restore``: untar the raw data into ``rawdata/`` (each ASDM a directory named
+  by its uid, suffixes dropped) and the auxiliary tar into ``calibration/``;
+  copy the restore products (pipeline manifest, ``*.caltables.tgz``,
+  ``*.flagversions.tgz``, ``*.calapply.txt``, wherever the tar puts them) to the
+  top of ``rawdata/``, where ``hifa_restoredata(copytoraw=False)`` reads them, as
+  the ``hifa_image`` procedure calls it; take each EB's session from the manifest
+  (or the archive's ``*casa_piperestorescript.py``); write the processing request
+  ``PPR.xml`` in the form ``executeppr`` reads (``ppr_xml``) and
+  ``working/casa_pipescript.py`` with the procedure's stages (``pipeline_tasks``:
+  the shape of the pipeline release, ``hif_uvcontfit`` up to 2023.1.0.57) and the
+  MOUS as ``ousstatus_entity_id`` (the products' names come from it).
 - ``image``: ``casa --pipeline --nogui --nologger --agg -c casa_pipescript.py``
   in ``working/``. It fails when CASA exits non-zero or leaves an ``errorexit*``
   file; the category comes from the pipeline task that was running (the
@@ -27,8 +31,8 @@ hifa_exportdata writes).
 
 Params: ``project_code`` (default: from the auxiliary tar's name
 ``<PROJECT>_<OUS>_auxiliary.tar``), ``uvcontfit`` (true for pipeline releases
-before 2023 that need ``hif_uvcontfit`` before ``hif_uvcontsub``; default: true
-when the CASA path names a pipeline release before 2023), ``maxcubesize_gb``
+up to 2023.1.0.57 that need ``hif_uvcontfit`` before ``hif_uvcontsub``; default:
+true when the CASA path names such a release), ``maxcubesize_gb``
 (40), ``maxcubelimit_gb`` (60), ``maxproductsize_gb`` (500), ``mode``
 (``pipescript``, or ``ppr`` to run ``PPR.xml`` through ``executeppr``).
 
@@ -51,7 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from remote.procutil import sha256_file  # noqa: E402  (remote/ is copied whole to the node)
 
 RECIPE = "alma-pipeline"
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 DEFAULTS = {"project_code": None, "uvcontfit": None, "maxcubesize_gb": 40.0, "maxcubelimit_gb": 60.0,
             "maxproductsize_gb": 500.0, "mode": "pipescript"}
 # The category of a failure in each task: the same as the console's triage (triage.stage_category),
@@ -77,48 +81,71 @@ class RecipeFailure(Exception):
 # ------------------------------------------------------------- pure parts
 
 def pipeline_tasks(uvcontfit: bool, limits: dict) -> list:
-    """The imaging stages of the hifa_image procedure, in order, as ``(task, kwargs)``.
+    """The stages of the ``hifa_image`` procedure, in order, as ``(task, kwargs)``.
 
-    >>> [t for t, _ in pipeline_tasks(False, {})][:6]
-    ['hifa_restoredata', 'hif_mstransform', 'hifa_flagtargets', 'hifa_imageprecheck', 'hif_checkproductsize', 'hif_makeimlist']
-    >>> [t for t, _ in pipeline_tasks(True, {})][6:9]
-    ['hif_findcont', 'hif_uvcontfit', 'hif_uvcontsub']
+    Two shapes, after ``pipeline/recipes/procedure_hifa_image.xml``: releases up to
+    2023.1.0.57 list ``hif_makeimlist`` (mfs) before ``hif_findcont`` and fit the
+    continuum with ``hif_uvcontfit`` before ``hif_uvcontsub``; later ones find the
+    continuum first and let ``hif_uvcontsub`` fit it. Both restore with
+    ``copytoraw=False`` and export the imaging products only.
+
+    >>> [t for t, _ in pipeline_tasks(False, {})][:7]
+    ['hifa_restoredata', 'hif_mstransform', 'hifa_flagtargets', 'hifa_imageprecheck', 'hif_checkproductsize', 'hif_findcont', 'hif_uvcontsub']
+    >>> [t for t, _ in pipeline_tasks(True, {})][5:9]
+    ['hif_makeimlist', 'hif_findcont', 'hif_uvcontfit', 'hif_uvcontsub']
     """
     tasks = [
-        ("hifa_restoredata", {}),
+        ("hifa_restoredata", {"copytoraw": False}),
         ("hif_mstransform", {}),
         ("hifa_flagtargets", {}),
         ("hifa_imageprecheck", {}),
         ("hif_checkproductsize", {"maxcubesize": float(limits.get("maxcubesize_gb", 40.0)),
                                   "maxcubelimit": float(limits.get("maxcubelimit_gb", 60.0)),
                                   "maxproductsize": float(limits.get("maxproductsize_gb", 500.0))}),
-        ("hif_makeimlist", {"specmode": "mfs"}),
-        ("hif_findcont", {}),
     ]
-    tasks += [("hif_uvcontfit", {}), ("hif_uvcontsub", {})] if uvcontfit else [("hif_uvcontsub", {})]
+    if uvcontfit:
+        tasks += [("hif_makeimlist", {"specmode": "mfs"}), ("hif_findcont", {}), ("hif_uvcontfit", {}),
+                  ("hif_uvcontsub", {}), ("hif_makeimages", {})]
+    else:
+        tasks += [("hif_findcont", {}), ("hif_uvcontsub", {}), ("hif_makeimlist", {"specmode": "mfs"}),
+                  ("hif_makeimages", {})]
     tasks += [
-        ("hif_makeimages", {}),
         ("hif_makeimlist", {"specmode": "cont"}),
         ("hif_makeimages", {}),
         ("hif_makeimlist", {"specmode": "cube"}),
         ("hif_makeimages", {}),
         ("hif_makeimlist", {"specmode": "repBW"}),
         ("hif_makeimages", {}),
-        ("hifa_exportdata", {}),
+        ("hifa_exportdata", {"imaging_products_only": True}),
     ]
     return tasks
 
 
+LAST_UVCONTFIT_RELEASE = (2023, 1, 0, 57)
+
+
+def pipeline_release(casa_path: str):
+    """The pipeline release a CASA path names (``...-pipeline-2023.1.0.124``) as a tuple, or None.
+
+    >>> pipeline_release("/opt/casa-6.5.4-9-pipeline-2023.1.0.124/bin/casa")
+    (2023, 1, 0, 124)
+    """
+    match = re.search(r"pipeline-(\d{4})\.(\d+)\.(\d+)\.(\d+)", casa_path or "")
+    return tuple(int(g) for g in match.groups()) if match else None
+
+
 def needs_uvcontfit(casa_path: str) -> bool:
-    """True if the CASA path names a pipeline release before 2023 (hif_uvcontfit era).
+    """True if the CASA path names a pipeline release up to 2023.1.0.57 (the hif_uvcontfit shape).
 
     >>> needs_uvcontfit("/opt/casa-6.4.1-12-pipeline-2022.2.0.64/bin/casa")
+    True
+    >>> needs_uvcontfit("/opt/casa-6.5.4-9-pipeline-2023.1.0.57/bin/casa")
     True
     >>> needs_uvcontfit("/opt/casa-6.5.4-9-pipeline-2023.1.0.124/bin/casa")
     False
     """
-    match = re.search(r"pipeline-(\d{4})\.", casa_path or "")
-    return bool(match) and int(match.group(1)) < 2023
+    release = pipeline_release(casa_path)
+    return release is not None and release <= LAST_UVCONTFIT_RELEASE
 
 
 def asdm_name(path: str) -> str:
@@ -152,19 +179,72 @@ def project_code_from(inputs: list):
     return None
 
 
-def ppr_xml(project_code: str, ous_uid: str, asdms: list, tasks: list) -> str:
-    """The pipeline processing request for ``hifa_image`` on ``asdms`` (uid names)."""
+def sessions_from_manifest(path: str) -> dict:
+    """``{asdm name: session}`` from a ``*pipeline_manifest.xml`` (it names EBs by MS or ASDM)."""
+    out = {}
+    for session in ET.parse(path).getroot().iter("session"):
+        for asdm in session.iter("asdm"):
+            out[asdm_name(asdm.get("name", "").replace(".ms", ""))] = session.get("name")
+    return out
+
+
+def sessions_from_restore_script(text: str) -> dict:
+    """``{asdm name: session}`` from the ``hifa_restoredata(vis=[...], session=[...])`` of a restore script.
+
+    >>> sessions_from_restore_script("hifa_restoredata(vis=['uid___A002_X1_X1', 'uid___A002_X1_X2'], "
+    ...                              "session=['session_1', 'session_2'], ocorr_mode='ca')")
+    {'uid___A002_X1_X1': 'session_1', 'uid___A002_X1_X2': 'session_2'}
+    """
+    import ast
+
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "hifa_restoredata":
+            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in ("vis", "session")}
+            vis, session = kw.get("vis") or [], kw.get("session") or []
+            vis = [vis] if isinstance(vis, str) else vis
+            session = [session] * len(vis) if isinstance(session, str) else session
+            return {asdm_name(v): s for v, s in zip(vis, session)}
+    return {}
+
+
+def ppr_xml(project_code: str, ous_uid: str, asdms: list, sessions: list, tasks: list) -> str:
+    """The pipeline processing request in the form ``executeppr`` reads.
+
+    ProjectSummary (ProposalCode, Observatory, Telescope); ProjectStructure with
+    ObsUnitSetRef, ObsUnitSetTitle/Type, ProjectStatusRef and OUSStatusRef (the MOUS:
+    ``ousstatus_entity_id`` names the products); one ProcessingRequest with
+    ProcessingIntents (``INTERFEROMETRY``, ``SESSION_1`` ... ``SESSION_n`` = each
+    session's EB uids joined by `` | ``, none skipped), the procedure's commands, and the DataSet's AsdmIdentifiers (AsdmRef/ExecBlockId,
+    AsdmDiskName) under a SchedBlockIdentifier's RelativePath.
+    """
     root = ET.Element("SciPipeRequest")
     summary = ET.SubElement(root, "ProjectSummary")
     ET.SubElement(summary, "ProposalCode").text = project_code
     ET.SubElement(summary, "Observatory").text = "ALMA"
     ET.SubElement(summary, "Telescope").text = "ALMA"
     structure = ET.SubElement(root, "ProjectStructure")
-    ET.SubElement(structure, "OUSStatusRef", entityId=ous_uid, partId="X00000000",
-                  entityTypeName="OUSStatus", documentVersion="1")
+    ET.SubElement(structure, "ObsUnitSetRef", entityId=ous_uid, partId="X00000000", entityTypeName="ObsProject",
+                  documentVersion="1")
+    ET.SubElement(structure, "ObsUnitSetTitle").text = "ari-console re-imaging"
+    ET.SubElement(structure, "ObsUnitSetType").text = "Member"
+    ET.SubElement(structure, "ProjectStatusRef", entityId="uid://A001/X0/X0", entityTypeName="ProjectStatus",
+                  documentVersion="1")
+    ET.SubElement(structure, "OUSStatusRef", entityId=ous_uid, partId="X00000000", entityTypeName="OUSStatus",
+                  documentVersion="1")
     requests = ET.SubElement(root, "ProcessingRequests")
     ET.SubElement(requests, "RootDirectory").text = ".."
     request = ET.SubElement(requests, "ProcessingRequest")
+    intents = ET.SubElement(request, "ProcessingIntents")
+    pairs = [("INTERFEROMETRY", "true")]
+    # executeppr reads SESSION_1, SESSION_2, ... up to the first missing one: list every number
+    numbered = dict(session_numbers(sessions))
+    for number in range(1, max(numbered or [1]) + 1):
+        members = [uid_of(a) for a, s in zip(asdms, sessions) if s == numbered.get(number)]
+        pairs.append(("SESSION_%d" % number, " | ".join(members)))
+    for key, value in pairs:
+        intent = ET.SubElement(intents, "Intents")
+        ET.SubElement(intent, "Keyword").text = key
+        ET.SubElement(intent, "Value").text = value
     procedure = ET.SubElement(request, "ProcessingProcedure")
     ET.SubElement(procedure, "ProcedureTitle").text = "hifa_image"
     for task, kwargs in tasks:
@@ -178,17 +258,27 @@ def ppr_xml(project_code: str, ous_uid: str, asdms: list, tasks: list) -> str:
     dataset = ET.SubElement(request, "DataSet")
     sbset = ET.SubElement(dataset, "SchedBlockSet")
     sb = ET.SubElement(sbset, "SchedBlockIdentifier")
-    ET.SubElement(sb, "RelativePath").text = "rawdata"
+    ET.SubElement(sb, "RelativePath").text = "."
     ET.SubElement(sb, "SchedBlockName").text = "ari"
-    asdmset = ET.SubElement(sb, "AsdmSet")
     for name in asdms:
-        ident = ET.SubElement(asdmset, "AsdmIdentifier")
-        ET.SubElement(ident, "ResourceId").text = uid_of(name)
+        ident = ET.SubElement(sb, "AsdmIdentifier")
+        ref = ET.SubElement(ident, "AsdmRef")
+        ET.SubElement(ref, "ExecBlockId").text = uid_of(name)
         ET.SubElement(ident, "AsdmDiskName").text = name
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def pipescript_text(project_code: str, ous_uid: str, asdms: list, tasks: list) -> str:
+def session_numbers(sessions: list) -> list:
+    """``[(n, name)]`` for the distinct ``session_n`` names, in order.
+
+    >>> session_numbers(["session_2", "session_1", "session_2"])
+    [(1, 'session_1'), (2, 'session_2')]
+    """
+    names = sorted(set(sessions), key=lambda n: int(re.sub(r"\D", "", n) or 0))
+    return [(int(re.sub(r"\D", "", n) or 0), n) for n in names]
+
+
+def pipescript_text(project_code: str, ous_uid: str, asdms: list, sessions: list, tasks: list) -> str:
     """A ``casa_pipescript.py`` like the archive's, recording each task it starts."""
     lines = [
         "# casa_pipescript.py written by ari-console's alma-pipeline recipe (hifa_image procedure)",
@@ -200,17 +290,16 @@ def pipescript_text(project_code: str, ous_uid: str, asdms: list, tasks: list) -
         "",
         "context = h_init()",
         "context.set_state('ProjectSummary', 'proposal_code', %r)" % project_code,
-        "context.set_state('ProjectStructure', 'ous_entity_id', %r)" % ous_uid,
+        "context.set_state('ProjectStructure', 'ousstatus_entity_id', %r)" % ous_uid,
         "context.set_state('ProjectStructure', 'recipe_name', 'hifa_image')",
         "try:",
     ]
     for task, kwargs in tasks:
         args = dict(kwargs)
         if task == "hifa_restoredata":
-            args = {"vis": list(asdms), "session": ["session_1"] * len(asdms), "ocorr_mode": "ca",
-                    "rawdata_dir": "../rawdata", "products_dir": "../calibration"}
+            args.update(vis=list(asdms), session=list(sessions), rawdata_dir="../rawdata", ocorr_mode="ca")
         if task == "hifa_exportdata":
-            args = {"products_dir": "../products"}
+            args.update(products_dir="../products")
         call = ", ".join("%s=%r" % (k, v) for k, v in args.items())
         lines.append("    _ari_progress(%r)" % task)
         lines.append("    %s(%s)" % (task, call))
@@ -254,7 +343,9 @@ def say(text: str) -> None:
 
 def layout(job: dict) -> dict:
     base = os.path.join(job["work_dir"], "pipeline")
-    return {k: os.path.join(base, k) for k in ("rawdata", "calibration", "working", "products")}
+    out = {k: os.path.join(base, k) for k in ("rawdata", "calibration", "working", "products")}
+    out["work"] = base
+    return out
 
 
 def untar(path: str, dest: str) -> None:
@@ -268,8 +359,19 @@ def untar(path: str, dest: str) -> None:
         tar.extractall(dest)
 
 
+# What hifa_restoredata with copytoraw=False looks for in rawdata/ (the restore products)
+RESTORE_PRODUCTS = ("*pipeline_manifest.xml", "*.caltables.tgz", "*.flagversions.tgz", "*.calapply.txt",
+                    "*auxproducts.tgz")
+
+
 def stage_restore(job: dict) -> None:
-    """Untar raw data and auxiliary products; write PPR.xml and casa_pipescript.py."""
+    """Untar raw data and auxiliary products into the pipeline's layout; write PPR.xml and casa_pipescript.py.
+
+    ``rawdata/`` gets each ASDM (named by its uid) and, at its top level, the restore
+    products found anywhere in the auxiliary data (``RESTORE_PRODUCTS``): what
+    ``hifa_restoredata(copytoraw=False)`` reads. Each EB's session comes from the
+    pipeline manifest, else from the archive's restore script, else ``session_1``.
+    """
     dirs = layout(job)
     for path in dirs.values():
         os.makedirs(path, exist_ok=True)
@@ -281,17 +383,27 @@ def stage_restore(job: dict) -> None:
         say("untar %s -> %s" % (name, os.path.relpath(dest, job["work_dir"])))
         untar(path, dest)
     asdms = []
-    for found in sorted(glob.glob(os.path.join(dirs["rawdata"], "**", "ASDM.xml"), recursive=True)):
+    for found in sorted(glob.glob(os.path.join(dirs["work"], "**", "ASDM.xml"), recursive=True)):
         folder = os.path.dirname(found)
         target = os.path.join(dirs["rawdata"], asdm_name(folder))
         if folder != target:
             if os.path.exists(target):
                 shutil.rmtree(target)
             os.rename(folder, target)
-        asdms.append(asdm_name(target))
+        if asdm_name(target) not in asdms:
+            asdms.append(asdm_name(target))
     if not asdms:
         raise RecipeFailure("importdata", "no ASDM (a directory with ASDM.xml) in %s" % ", ".join(
             os.path.basename(p) for p in job["inputs"]))
+    placed = []
+    for pattern in RESTORE_PRODUCTS:
+        for path in sorted(glob.glob(os.path.join(dirs["calibration"], "**", pattern), recursive=True)):
+            shutil.copy(path, os.path.join(dirs["rawdata"], os.path.basename(path)))
+            placed.append(os.path.basename(path))
+    if not any(p.endswith("pipeline_manifest.xml") for p in placed):
+        say("no pipeline manifest among the auxiliary data: hifa_restoredata will find the products by name")
+    sessions_of = session_map(dirs)
+    sessions = [sessions_of.get(a, "session_1") for a in asdms]
     params = job["params"]
     code = params["project_code"] or project_code_from(job["inputs"])
     if not code:
@@ -299,12 +411,34 @@ def stage_restore(job: dict) -> None:
                                           "<PROJECT>_<OUS>_auxiliary.tar")
     old = params["uvcontfit"] if params["uvcontfit"] is not None else needs_uvcontfit(job.get("casa") or "")
     tasks = pipeline_tasks(bool(old), params)
-    with open(os.path.join(job["work_dir"], "pipeline", "PPR.xml"), "w") as fh:
-        fh.write(ppr_xml(code, job["uid"], asdms, tasks))
+    with open(os.path.join(dirs["work"], "PPR.xml"), "w") as fh:
+        fh.write(ppr_xml(code, job["uid"], asdms, sessions, tasks))
     with open(os.path.join(dirs["working"], "casa_pipescript.py"), "w") as fh:
-        fh.write(pipescript_text(code, job["uid"], asdms, tasks))
-    say("PPR.xml and casa_pipescript.py written: %d ASDM(s), %d pipeline tasks%s" % (
-        len(asdms), len(tasks), " (hif_uvcontfit era)" if old else ""))
+        fh.write(pipescript_text(code, job["uid"], asdms, sessions, tasks))
+    say("rawdata: %d ASDM(s) in %s, restore products %s" % (
+        len(asdms), ", ".join(sorted(set(sessions))), ", ".join(placed) or "none"))
+    say("PPR.xml and casa_pipescript.py written: %d pipeline tasks (%s shape)" % (
+        len(tasks), "hif_uvcontfit" if old else "hif_uvcontsub"))
+
+
+def session_map(dirs: dict) -> dict:
+    """``{asdm: session}`` from the pipeline manifest in rawdata/, else the archive's restore script."""
+    for path in sorted(glob.glob(os.path.join(dirs["rawdata"], "*pipeline_manifest.xml"))):
+        try:
+            found = sessions_from_manifest(path)
+        except ET.ParseError as exc:
+            raise RecipeFailure("calibration", "%s is not valid XML: %s" % (os.path.basename(path), exc))
+        if found:
+            return found
+    for path in sorted(glob.glob(os.path.join(dirs["calibration"], "**", "*piperestorescript.py"), recursive=True)):
+        with open(path, errors="replace") as fh:
+            try:
+                found = sessions_from_restore_script(fh.read())
+            except (SyntaxError, ValueError):
+                found = {}
+        if found:
+            return found
+    return {}
 
 
 def casa_command(job: dict) -> list:

@@ -11,22 +11,50 @@ naming) without CASA.
 Stages and the steps in each:
 
 - ``restore``: untar every input tar (raw data ``<ASDM>.asdm.sdm.tar``, the
-  auxiliary ``..._auxiliary.tar``) into ``restore/``; ``importasdm`` each ASDM
-  (a directory with ``ASDM.xml``; a Measurement Set is used as it is); applycal
-  with the calibration tables (``params.caltables``: names that must all be
-  present, else the stage fails naming the missing one; default: the
-  archive's ``<eb>.ms.calapply.txt`` when the auxiliary data has one (its
-  applycal calls, with gainfield/spwmap/interp, run as written), else every
-  table whose ``table.info`` says ``Type = Calibration``; ``[]``: apply none).
-  Nested ``*.tgz`` (``caltables.tgz``, ``auxproducts.tgz``) are extracted too.
+  auxiliary ``..._auxiliary.tar``) into ``restore/`` (nested ``*caltables.tgz``
+  each into its own ``<tar>.d/``, ``auxproducts.tgz`` beside it); then restore
+  the calibration the way the MOUS was calibrated, finding its inputs by what
+  they are, wherever they sit in the tree:
+
+  * manual (``*scriptForPI.py`` with per-EB ``*.scriptForCalibration.py`` or
+    ``*.calibration.tgz``, no ``*.calapply.txt``): run ``scriptForPI.py`` from its
+    folder with the ASDMs in ``../raw/``, as the archive's README says, under the
+    CASA version it names (a node's monolithic ``casa`` when the job gives one,
+    else this CASA's Python; another version fails with the fix); its
+    ``calibrated/*.split.cal`` (or ``calibrated_final.ms``) are the data;
+  * pipeline: ``importasdm`` each ASDM with the arguments the pipeline's restore
+    gives it (``IMPORTASDM_ARGS``); restore the final flags (flag version
+    ``Pipeline_Final`` of ``<vis>.flagversions.tgz``) before any calibration;
+    run ``<vis>.calapply.txt`` line by line, each ``intent`` translated from the
+    pipeline's names to CASA's (``casa_intents``: ``TARGET`` ->
+    ``*OBSERVE_TARGET*`` ...; lines for intents the EB never observed are
+    skipped), with gainfield/spwmap/interp as written and each EB's tables from
+    its session's ``caltables.tgz`` (``*pipeline_manifest.xml`` names sessions,
+    flag and apply files; without one, the files are found by name);
+  * ``params.caltables``: names that must all be present, else the stage fails
+    naming the missing one, applied with ``interp``; ``[]``: apply none. Without
+    any of the above, every table whose ``table.info`` says ``Type =
+    Calibration`` is applied, and the log says this is not the archive's recipe.
 - ``image``: split the science targets (intent ``OBSERVE_TARGET*``, corrected
   data) -> ``<eb>_targets.ms``; find the continuum channels (heuristic below)
   and write ``cont.dat``; uvcontsub -> ``<eb>_targets_line.ms``; check the
-  product size (below); tclean per field: an aggregate continuum image (mfs,
-  every spw's continuum channels) and one cube per spw (line data), pbcor.
+  product size (below); tclean per target: an aggregate continuum image (every
+  spw's continuum channels) and one cube per spw (line data), pbcor. Imaging
+  choices (``image_plan``, ``clean_to_noise``), each written with its reason in
+  the log and in the manifest's ``imaging``: ``gridder='mosaic'`` (phase centre
+  the central pointing) when a target has several pointings or the archive says
+  ``is_mosaic``; ``mtmfs`` with ``nterms=2`` for the continuum when its
+  fractional bandwidth exceeds ``mtmfs_fraction`` (10 %); cell a fifth of the
+  beam (lambda / longest baseline), field 1.5 primary beams plus the pointings'
+  extent; Briggs robust 0.5; a threshold of ``threshold_nsigma`` (3) times the
+  dirty image's robust rms, refined in up to ``clean_rounds`` (4) rounds from the
+  residual's; auto-multithresh masking (the pipeline's 12 m / 7 m settings),
+  falling back to the primary-beam mask when it finds no region around
+  significant emission.
 - ``export``: exportfits every product with the pipeline's names into
   ``products/`` and write ``products/manifest.json`` (sha256 of every product,
-  recipe, CASA version, parameters, continuum ranges, size check).
+  recipe, CASA version, parameters, continuum ranges, size check, how the
+  calibration was restored, the imaging choices).
 
 Continuum heuristic (``continuum_channels``): per spw, the amplitude of every
 unflagged visibility is averaged over all baselines, times and correlations
@@ -54,8 +82,8 @@ default 0.5, of the planned size); if still too large, fail with category
 Other params: ``field`` (default: the science fields), ``spw`` (original ids,
 default every science spw: WVR, channel-average and SQLD spws are skipped), ``imsize`` (default: 1.5 x the primary-beam FWHM), ``cell``
 (default: a fifth of lambda / longest baseline), ``max_imsize`` (2048),
-``niter`` (500), ``threshold`` ("0mJy"), ``weighting`` ("briggs"), ``robust``
-(0.5), ``fitorder`` (0), ``interp`` ("linear"), ``slowdown_s`` (0: seconds to
+``niter`` (1000 per round), ``threshold`` (unset: from the noise), ``weighting``
+("briggs"), ``robust`` (0.5), ``is_mosaic`` (the archive's flag), ``fitorder`` (0), ``interp`` ("linear"), ``slowdown_s`` (0: seconds to
 sleep after each step, so the demo can exceed a short walltime; alias
 ``demo_slowdown_s``), ``alloc_gb`` (0: GB to allocate and hold while imaging,
 so the demo can exceed a memory budget; alias ``demo_alloc_gb``).
@@ -70,7 +98,9 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -80,11 +110,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from remote.procutil import sha256_file  # noqa: E402  (remote/ is copied whole to the node)
 
 RECIPE = "casa6"
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 STATE_FILE = "casa6_state.json"
 DEFAULTS = {
     "caltables": None, "interp": "linear", "field": None, "spw": None, "imsize": None, "cell": None,
-    "max_imsize": 2048, "niter": 500, "threshold": "0mJy", "weighting": "briggs", "robust": 0.5,
+    "max_imsize": 2048, "niter": 1000, "threshold": None, "threshold_nsigma": 3.0, "clean_rounds": 4,
+    "mtmfs_fraction": 0.1, "is_mosaic": None, "weighting": "briggs", "robust": 0.5,
     "fitorder": 0, "cont_nsigma": 3.0, "cont_pad": 1, "cont_min_fraction": 0.1, "contranges": {},
     "maxcubesize_gb": 40.0, "maxproductsize_gb": 500.0, "max_nbin": 4, "min_imsize_fraction": 0.5,
     "slowdown_s": 0.0, "alloc_gb": 0.0, "cont_level_ratio_max": 1.5,
@@ -346,11 +377,20 @@ def say(text: str) -> None:
     print("ari-recipe: %s" % text, flush=True)
 
 
+def slow_down(job: dict) -> None:
+    """Sleep ``slowdown_s`` after a step (the demo's way to outlive a short walltime)."""
+    params = job["params"]
+    pause = float(params.get("slowdown_s") or params.get("demo_slowdown_s") or 0)
+    if pause > 0:
+        say("slowdown: sleeping %.1f s" % pause)
+        time.sleep(pause)
+
+
 class Step(object):
     """``with Step("applycal", "calibration", job):`` — turns an exception into a RecipeFailure."""
 
-    def __init__(self, name: str, category: str, job: dict):
-        self.name, self.category, self.job = name, category, job
+    def __init__(self, name: str, category: str, job: dict, pause: bool = True):
+        self.name, self.category, self.job, self.pause = name, category, job, pause
 
     def __enter__(self):
         say("step %s started" % self.name)
@@ -360,11 +400,8 @@ class Step(object):
     def __exit__(self, kind, exc, tb):
         if exc is None:
             say("step %s done in %.1f s" % (self.name, time.time() - self.started))
-            params = self.job["params"]
-            pause = float(params.get("slowdown_s") or params.get("demo_slowdown_s") or 0)
-            if pause > 0:
-                say("slowdown: sleeping %.1f s" % pause)
-                time.sleep(pause)
+            if self.pause:
+                slow_down(self.job)
             return False
         if isinstance(exc, RecipeFailure):
             return False
@@ -408,19 +445,79 @@ def safe_extract(tar, out: str) -> None:
 
 
 def extract_nested(root: str) -> None:
-    """Extract the ``*.tgz`` / ``*.tar.gz`` the archive nests in its tars (caltables, auxproducts), once."""
+    """Extract the ``*.tgz`` / ``*.tar.gz`` the archive nests in its tars, once.
+
+    ``*caltables.tgz`` go into a folder of their own (``<name>.d/``), so a session's
+    tables stay apart from another session's; the rest (``auxproducts.tgz``) beside
+    the tar. Left alone: weblogs, ``*.flagversions.tgz`` (restored per MS, see
+    ``restore_final_flags``) and ``*.calibration.tgz`` (the manual calibration's
+    ``scriptForPI.py`` unpacks them itself).
+    """
     for dirpath, _dirs, filenames in os.walk(root):
         for name in filenames:
             if not (name.endswith(".tgz") or name.endswith(".tar.gz")) or "weblog" in name:
+                continue
+            if name.endswith(".flagversions.tgz") or name.endswith(".calibration.tgz"):
                 continue
             path = os.path.join(dirpath, name)
             marker = os.path.join(dirpath, "." + name + ".extracted")
             if os.path.exists(marker) or not tarfile.is_tarfile(path):
                 continue
+            dest = os.path.join(dirpath, name + ".d") if "caltables" in name else dirpath
+            os.makedirs(dest, exist_ok=True)
             say("untar nested %s" % name)
             with tarfile.open(path) as tar:
-                safe_extract(tar, dirpath)
+                safe_extract(tar, dest)
             open(marker, "w").close()
+
+
+# The pipeline's intent names (what it writes in ``*.calapply.txt``) -> CASA scan-intent
+# patterns, after the obs_mode -> intent table of the pipeline's ALMA state domain.
+PIPELINE_INTENTS = {
+    "TARGET": ["*OBSERVE_TARGET*"],
+    "PHASE": ["*CALIBRATE_PHASE*"],
+    "BANDPASS": ["*CALIBRATE_BANDPASS*"],
+    "AMPLITUDE": ["*CALIBRATE_FLUX*", "*CALIBRATE_AMPLI*"],
+    "CHECK": ["*OBSERVE_CHECK_SOURCE*", "*CALIBRATE_DELAY*"],
+    "POLARIZATION": ["*CALIBRATE_POLARIZATION*"],
+    "POLANGLE": ["*CALIBRATE_POL_ANGLE*"],
+    "POLLEAKAGE": ["*CALIBRATE_POL_LEAKAGE*"],
+    "POINTING": ["*CALIBRATE_POINTING*"],
+    "FOCUS": ["*CALIBRATE_FOCUS*"],
+    "WVR": ["*CALIBRATE_WVR*"],
+    "ATMOSPHERE": ["*CALIBRATE_ATMOSPHERE*"],
+    "SIDEBAND": ["*CALIBRATE_SIDEBAND_RATIO*"],
+    "DIFFGAINREF": ["*CALIBRATE_DIFFGAIN#REFERENCE*"],
+    "DIFFGAINSRC": ["*CALIBRATE_DIFFGAIN#ON_SOURCE*"],
+}
+
+
+def casa_intents(intent: str, present=None) -> str:
+    """CASA's scan-intent selection for a calapply line's ``intent`` (pipeline names).
+
+    Names CASA already knows (``*OBSERVE_TARGET*``) pass unchanged; with ``present``
+    (the MS's scan intents) patterns that match none of them are dropped, because
+    CASA's selection fails on a pattern that matches nothing.
+
+    >>> casa_intents("TARGET,CHECK")
+    '*OBSERVE_TARGET*,*OBSERVE_CHECK_SOURCE*,*CALIBRATE_DELAY*'
+    >>> casa_intents("PHASE,TARGET", ["CALIBRATE_PHASE#ON_SOURCE", "OBSERVE_TARGET#ON_SOURCE"])
+    '*CALIBRATE_PHASE*,*OBSERVE_TARGET*'
+    >>> casa_intents("CHECK", ["OBSERVE_TARGET#ON_SOURCE"])
+    ''
+    >>> casa_intents("")
+    ''
+    """
+    import fnmatch
+
+    patterns = []
+    for name in [part.strip() for part in str(intent or "").split(",") if part.strip()]:
+        for pattern in PIPELINE_INTENTS.get(name.upper(), [name]):
+            if pattern not in patterns:
+                patterns.append(pattern)
+    if present is not None:
+        patterns = [p for p in patterns if any(fnmatch.fnmatchcase(i, p) for i in present)]
+    return ",".join(patterns)
 
 
 def parse_calapply(text: str) -> list:
@@ -444,15 +541,87 @@ def parse_calapply(text: str) -> list:
     return calls
 
 
-def calapply_for(vis: str, root: str):
-    """The ``<eb>.ms.calapply.txt`` shipped for this EB, or None."""
+def read_pipeline_manifest(root: str):
+    """What a ``*pipeline_manifest.xml`` under ``root`` says of each EB, or None without one.
+
+    ``{"ous": uid, "casa_version": str|None, "asdms": {asdm: {"session", "finalflags",
+    "applycmds", "caltables"}}}``; ``caltables`` is the session's tar. The manifest of
+    the calibration run wins over the imaging one when both are there.
+    """
+    import xml.etree.ElementTree as ET
+
+    found = sorted(glob.glob(os.path.join(root, "**", "*pipeline_manifest.xml"), recursive=True))
+    if len(found) > 1:
+        found = [p for p in found if "cal" in os.path.basename(p)] or found
+    if not found:
+        return None
+    try:
+        top = ET.parse(found[0]).getroot()
+    except ET.ParseError as exc:
+        raise RecipeFailure("calibration", "%s is not valid XML: %s" % (os.path.basename(found[0]), exc))
+    ous = top.find("ous") if top.tag != "ous" else top
+    if ous is None:
+        ous = top
+    version = ous.find("casaversion")
+    out = {"file": found[0], "ous": ous.get("name"), "casa_version": version.get("name") if version is not None else None,
+           "asdms": {}}
+    for session in ous.iter("session"):
+        tar = session.find("caltables")
+        for asdm in session.iter("asdm"):
+            flags, cmds = asdm.find("finalflags"), asdm.find("applycmds")
+            out["asdms"][asdm.get("name")] = {
+                "session": session.get("name"), "caltables": tar.get("name") if tar is not None else None,
+                "finalflags": flags.get("name") if flags is not None else None,
+                "applycmds": cmds.get("name") if cmds is not None else None}
+    return out
+
+
+def manifest_entry(manifest, vis_name: str) -> dict:
+    """What the pipeline manifest says of the EB whose MS is ``vis_name`` (it names EBs by MS or ASDM).
+
+    >>> manifest_entry({"asdms": {"uid___A002_X1_X2.ms": {"session": "session_2"}}}, "uid___A002_X1_X2.ms")
+    {'session': 'session_2'}
+    >>> manifest_entry(None, "a.ms")
+    {}
+    """
+    asdms = (manifest or {}).get("asdms", {})
+    stem = vis_name[:-3] if vis_name.endswith(".ms") else vis_name
+    return asdms.get(vis_name) or asdms.get(stem) or {}
+
+
+def find_named(root: str, name: str):
+    """The first file or folder called ``name`` under ``root`` (sorted), or None."""
+    found = sorted(glob.glob(os.path.join(root, "**", glob.escape(name)), recursive=True))
+    return found[0] if found else None
+
+
+def calapply_for(vis: str, root: str, manifest=None):
+    """The ``<eb>.ms.calapply.txt`` shipped for this EB (the manifest's name first), or None."""
     name = os.path.basename(vis)
-    found = glob.glob(os.path.join(root, "**", name + ".calapply.txt"), recursive=True)
-    return sorted(found)[0] if found else None
+    entry = manifest_entry(manifest, name)
+    return find_named(root, entry.get("applycmds") or name + ".calapply.txt")
+
+
+def session_tables(root: str, tar_name, caltables: list) -> list:
+    """The tables extracted from the session's ``caltables.tgz`` (``<tar>.d/``), else all of them."""
+    if not tar_name:
+        return list(caltables)
+    folders = glob.glob(os.path.join(root, "**", glob.escape(tar_name) + ".d"), recursive=True)
+    if not folders:
+        raise RecipeFailure("calibration", "the pipeline manifest names %s, which the auxiliary data lack" % tar_name)
+    mine = [t for t in caltables if any(t.startswith(f + os.sep) for f in folders)]
+    return mine or list(caltables)
 
 
 def apply_calapply(vis: str, calapply: str, caltables: list, job: dict) -> list:
-    """Run the archive's applycal calls for ``vis`` with the tables found; the tables used."""
+    """Run the archive's applycal calls for ``vis``, intents translated; the tables used."""
+    from casatools import msmetadata
+    md = msmetadata()
+    md.open(vis)
+    try:
+        present = list(md.intents())
+    finally:
+        md.close()
     with open(calapply) as fh:
         calls = parse_calapply(fh.read())
     if not calls:
@@ -468,12 +637,52 @@ def apply_calapply(vis: str, calapply: str, caltables: list, job: dict) -> list:
                 ", ".join(os.path.basename(t) for t in missing), os.path.basename(calapply)))
         kwargs["gaintable"] = [by_name[os.path.basename(t)] for t in tables]
         kwargs["vis"] = vis
-        kwargs.setdefault("flagbackup", False)
+        kwargs["flagbackup"] = False
+        if kwargs.get("intent"):
+            wanted = kwargs["intent"]
+            kwargs["intent"] = casa_intents(wanted, present)
+            if not kwargs["intent"]:
+                say("calapply line for intent %s: %s has no such scans, skipped" % (wanted, os.path.basename(vis)))
+                continue
+            say("intent %s -> %s" % (wanted, kwargs["intent"]))
         with Step("applycal %s (calapply)" % os.path.basename(vis), "calibration", job):
             from casatasks import applycal
             applycal(**kwargs)
-        used.extend(kwargs["gaintable"])
+        used.extend(t for t in kwargs["gaintable"] if t not in used)
     return used
+
+
+def restore_final_flags(vis: str, root: str, manifest, job: dict, version: str = "Pipeline_Final"):
+    """Restore the pipeline's final flags (``<vis>.flagversions.tgz``) before any calibration.
+
+    The tar holds ``<vis>.flagversions/``; it replaces the one importasdm made and
+    ``flagmanager`` restores ``version`` from it. Returns the tar's path, or None
+    when the archive ships none for this EB. A tar without ``version`` fails.
+    """
+    name = os.path.basename(vis)
+    entry = manifest_entry(manifest, name)
+    tgz = find_named(root, entry.get("finalflags") or name + ".flagversions.tgz")
+    if not tgz:
+        if entry.get("finalflags"):
+            raise RecipeFailure("calibration", "the pipeline manifest names %s, which the auxiliary data lack"
+                                % entry["finalflags"])
+        return None
+    target = vis + ".flagversions"
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    with tarfile.open(tgz) as tar:
+        safe_extract(tar, os.path.dirname(vis))
+    if not os.path.isdir(target):
+        raise RecipeFailure("calibration", "%s holds no %s" % (os.path.basename(tgz), os.path.basename(target)))
+    from casatasks import flagmanager
+    versions = flagmanager(vis=vis, mode="list") or {}
+    names = [v.get("name") for v in versions.values() if isinstance(v, dict)]
+    if version not in names:
+        raise RecipeFailure("calibration", "%s has no flag version %s (it has: %s)" % (
+            os.path.basename(tgz), version, ", ".join(n for n in names if n) or "none"))
+    with Step("flagmanager restore %s %s" % (version, name), "calibration", job):
+        flagmanager(vis=vis, mode="restore", versionname=version)
+    return tgz
 
 
 def find_tables(root: str) -> dict:
@@ -521,56 +730,185 @@ def caltables_for(vis: str, caltables: list, all_vis: list) -> list:
     return chosen
 
 
+def manual_calibration(root: str):
+    """The ``scriptForPI.py`` of a manually calibrated MOUS, or None.
+
+    Manual: the archive ships per-EB ``*.scriptForCalibration.py`` or
+    ``*.calibration.tgz`` and no pipeline ``*.calapply.txt``.
+    """
+    pattern = lambda p: glob.glob(os.path.join(root, "**", p), recursive=True)  # noqa: E731
+    scripts = sorted(pattern("*scriptForPI.py"))
+    if not scripts or pattern("*.calapply.txt"):
+        return None
+    if pattern("*scriptForCalibration.py") or pattern("*.calibration.tgz"):
+        return scripts[0]
+    return None
+
+
+def needed_casa_version(texts: list):
+    """The CASA version a restore script or README names (``CASA version 4.7.2``), or None.
+
+    >>> needed_casa_version(["# CASA version: 6.7.0.31", "x"])
+    '6.7.0.31'
+    >>> needed_casa_version(["run it with CASA 4.7.2-el7 from the script folder"]) is None
+    True
+    """
+    for text in texts:
+        match = re.search(r"CASA version[:\s]+(\d+\.\d+\.\d+[\w.\-]*)", text, re.I)
+        if match:
+            return match.group(1).rstrip(".")
+    return None
+
+
+def same_release(needed: str, running: str) -> bool:
+    """True when the running CASA is the release ``needed`` names (major.minor.patch).
+
+    >>> same_release("6.7.0", "6.7.0.31"), same_release("4.7.2", "6.7.0.31")
+    (True, False)
+    """
+    return needed.split("-")[0].split(".")[:3] == running.split("-")[0].split(".")[:3]
+
+
+def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
+    """Run a manual MOUS's ``scriptForPI.py`` as the archive's README says; the calibrated MSs.
+
+    From its own folder, the untarred ASDMs in ``../raw/`` (linked there when the tars put
+    them elsewhere), with the job's ``casa`` (``casa --nogui -c``) when the node gives one,
+    else this CASA's Python with the tasks in the script's globals, as ``casa -c`` has them.
+    The CASA version the script or README names must be the one running.
+    """
+    import casatools
+    here = os.path.dirname(script)
+    member = os.path.dirname(here)
+    texts = []
+    for path in [script] + glob.glob(os.path.join(member, "README*")) + glob.glob(os.path.join(member, "*", "*README*")):
+        with open(path, errors="replace") as fh:
+            texts.append(fh.read())
+    needed = needed_casa_version(texts)
+    running = casatools.version_string()
+    casa = job.get("casa")
+    if casa and not os.path.basename(casa).startswith("casa"):
+        casa = None  # the node's casa6 Python (this one), not a monolithic casa executable
+    if needed and not casa and not same_release(needed, running):
+        raise RecipeFailure("calibration", "%s needs CASA %s; this node runs CASA %s — list a %s install in the "
+                            "node's casa versions" % (os.path.basename(script), needed, running, needed))
+    raw = os.path.join(member, "raw")
+    os.makedirs(raw, exist_ok=True)
+    for asdm in asdms:
+        link = os.path.join(raw, os.path.basename(asdm.rstrip("/")))
+        if not os.path.exists(link):
+            os.symlink(os.path.abspath(asdm), link)
+    if casa:
+        argv = [casa, "--nogui", "--nologger", "--agg", "-c", os.path.basename(script)]
+    else:
+        runner = ("import sys, runpy, casatasks, casatools\n"
+                  "g = {n: getattr(casatasks, n) for n in casatasks.__all__}\n"
+                  "g.update({n: getattr(casatools, n) for n in dir(casatools) if not n.startswith('_')})\n"
+                  "runpy.run_path(sys.argv[1], init_globals=g, run_name='__main__')\n")
+        argv = [sys.executable, "-c", runner, os.path.basename(script)]
+    say("manual calibration: running %s with CASA %s (needs %s) in %s" % (
+        os.path.basename(script), casa or running, needed or "any", os.path.relpath(here, job["work_dir"])))
+    with Step("scriptForPI", "calibration", job):
+        sys.stdout.flush()
+        code = subprocess.call(argv, cwd=here)
+        if code != 0:
+            raise RecipeFailure("calibration", "%s exited %d — see the restore log" % (os.path.basename(script), code))
+    calibrated = find_tables(os.path.join(member, "calibrated"))["ms"]
+    final = [p for p in calibrated if os.path.basename(p) == "calibrated_final.ms"]
+    split = [p for p in calibrated if p.endswith(".split.cal")]
+    chosen = final or split or calibrated
+    if not chosen:
+        raise RecipeFailure("calibration", "%s made no calibrated measurement set in %s" % (
+            os.path.basename(script), os.path.join(member, "calibrated")))
+    return chosen, needed
+
+
+def import_asdm(asdm: str, job: dict) -> str:
+    """``importasdm`` as the pipeline's restore calls it; the MS path (in the work dir)."""
+    name = os.path.basename(asdm.rstrip("/"))
+    for suffix in (".asdm.sdm", ".sdm", ".asdm"):
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    ms = os.path.join(job["work_dir"], name + ".ms")
+    if not os.path.exists(ms):
+        with Step("importasdm %s" % name, "importdata", job):
+            from casatasks import importasdm
+            importasdm(asdm=asdm, vis=ms, **IMPORTASDM_ARGS)
+            if not os.path.isdir(ms):
+                raise RecipeFailure("importdata", "importasdm wrote no measurement set for %s" % name)
+    return ms
+
+
+# What the pipeline's restore gives importasdm (hifa_restoredata's defaults; the ALMA
+# tables it copies as they are, BDF flags on, cross + auto correlations).
+IMPORTASDM_ARGS = {
+    "ocorr_mode": "ca", "bdfflags": True, "lazy": False, "process_caldevice": False, "savecmds": False,
+    "with_pointing_correction": False,
+    "asis": "SBSummary ExecBlock Antenna Annotation Station Receiver Source CalAtmosphere CalWVR CalPointing",
+}
+
+
 def stage_restore(job: dict) -> None:
-    """Untar, importasdm, applycal; records the restored MSs in the state file."""
+    """Untar; then the MOUS's own calibration: manual (scriptForPI.py) or pipeline (calapply)."""
     params = job["params"]
     root = extract_inputs(job)
     found = find_tables(root)
-    scripts = glob.glob(os.path.join(root, "**", "*scriptForPI*"), recursive=True)
-    if scripts:
-        say("archive restore script present (not run): %s" % ", ".join(os.path.basename(s) for s in scripts))
-    vis = list(found["ms"])
-    for asdm in found["asdm"]:
-        name = os.path.basename(asdm.rstrip("/"))
-        for suffix in (".asdm.sdm", ".sdm", ".asdm"):
-            if name.endswith(suffix):
-                name = name[:-len(suffix)]
-        ms = os.path.join(job["work_dir"], name + ".ms")
-        if ms in vis:  # the same ASDM shipped in two tars (raw tar and the MOUS tar)
-            continue
-        if not os.path.exists(ms):
-            with Step("importasdm %s" % name, "importdata", job):
-                from casatasks import importasdm
-                importasdm(asdm=asdm, vis=ms)
-                if not os.path.isdir(ms):
-                    raise RecipeFailure("importdata", "importasdm wrote no measurement set for %s" % name)
-        vis.append(ms)
-    if not vis:
+    if not found["asdm"] and not found["ms"]:
         raise RecipeFailure("importdata", "no ASDM or measurement set found in the inputs (%s)" % (
             ", ".join(os.path.basename(p) for p in job["inputs"]) or "no inputs"))
+    state = load_state(job)
+    script = manual_calibration(root) if params["caltables"] is None else None
+    if script:
+        vis, needed = run_script_for_pi(script, found["asdm"], job)
+        say("calibration: manual (%s): %s" % (os.path.basename(script), ", ".join(os.path.basename(v) for v in vis)))
+        state.update(vis=vis, caltables=[], calibration={"kind": "manual", "script": os.path.relpath(script, root),
+                                                          "casa_version_needed": needed})
+        save_state(job, state)
+        return
+    vis = list(found["ms"])
+    for asdm in found["asdm"]:
+        ms = import_asdm(asdm, job)
+        if ms not in vis:  # the same ASDM shipped in two tars (raw tar and the MOUS tar)
+            vis.append(ms)
+    manifest = read_pipeline_manifest(root) if params["caltables"] is None else None
     caltables = choose_caltables(found["caltables"], params["caltables"])
     if params["caltables"] is None and not caltables:
         raise RecipeFailure("calibration", "no calibration tables in the inputs — pass caltables: [] to image the raw data")
+    record = {"kind": "pipeline" if manifest else "tables", "eb": {}}
     for ms in vis:
-        calapply = calapply_for(ms, root) if params["caltables"] is None else None
+        name = os.path.basename(ms)
+        entry = manifest_entry(manifest, name)
+        flags = restore_final_flags(ms, root, manifest, job) if params["caltables"] is None else None
+        if flags:
+            say("flags of %s restored from %s (Pipeline_Final)" % (name, os.path.basename(flags)))
+        calapply = calapply_for(ms, root, manifest) if params["caltables"] is None else None
         if calapply:
-            used = apply_calapply(ms, calapply, found["caltables"], job)
-            say("applied %s to %s as %s says" % (", ".join(os.path.basename(t) for t in used),
-                                                  os.path.basename(ms), os.path.basename(calapply)))
+            tables = session_tables(root, entry.get("caltables"), found["caltables"])
+            used = apply_calapply(ms, calapply, tables, job)
+            say("applied %s to %s as %s says%s" % (
+                ", ".join(os.path.basename(t) for t in used), name, os.path.basename(calapply),
+                " (%s, %s)" % (entry["session"], entry.get("caltables")) if entry.get("session") else ""))
+            record["eb"][name] = {"session": entry.get("session"), "calapply": os.path.basename(calapply),
+                                  "flags": os.path.basename(flags) if flags else None,
+                                  "caltables": [os.path.basename(t) for t in used]}
             continue
         tables = caltables_for(ms, caltables, vis)
         if not tables:
-            say("no caltables for %s: imaging its DATA column" % os.path.basename(ms))
+            say("no caltables for %s: imaging its DATA column" % name)
             continue
-        with Step("applycal %s" % os.path.basename(ms), "calibration", job):
+        if params["caltables"] is None:
+            say("no calapply.txt for %s: applying every table it names with interp %s (not the archive's "
+                "calibration recipe)" % (name, params["interp"]))
+        with Step("applycal %s" % name, "calibration", job):
             from casatasks import applycal
             applycal(vis=ms, gaintable=tables, interp=[params["interp"]] * len(tables), calwt=[False] * len(tables),
                      flagbackup=False)
             if not has_column(ms, "CORRECTED_DATA"):
                 raise RecipeFailure("calibration", "applycal left no CORRECTED_DATA in %s" % ms)
-        say("applied %s to %s" % (", ".join(os.path.basename(t) for t in tables), os.path.basename(ms)))
-    state = load_state(job)
-    state.update(vis=vis, caltables=caltables)
+        say("applied %s to %s" % (", ".join(os.path.basename(t) for t in tables), name))
+        record["eb"][name] = {"caltables": [os.path.basename(t) for t in tables],
+                              "flags": os.path.basename(flags) if flags else None}
+    state.update(vis=vis, caltables=caltables, calibration=record)
     save_state(job, state)
 
 
@@ -667,8 +1005,103 @@ def pb_fwhm_arcsec(freq_hz: float, dish_m: float) -> float:
     return 1.13 * (299792458.0 / freq_hz) / dish_m * 206264.806
 
 
-def auto_cell_and_imsize(vis: str, freq_hz: float, params: dict):
-    """(cell arcsec, imsize): a fifth of lambda/Bmax, and 1.5 PB FWHM (or the params)."""
+def efficient_size(n: int) -> int:
+    """The smallest even size >= ``n`` whose prime factors are 2, 3, 5 or 7 (fast FFTs).
+
+    >>> efficient_size(67), efficient_size(49), efficient_size(1)
+    (70, 50, 2)
+    """
+    size = max(2, n + n % 2)
+    while True:
+        rest = size
+        for p in (2, 3, 5, 7):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return size
+        size += 2
+
+
+def fractional_bandwidth(freqs: list) -> float:
+    """(highest - lowest) / centre frequency of the channels ``freqs`` (Hz).
+
+    >>> round(fractional_bandwidth([100e9, 101e9, 115e9]), 3)
+    0.14
+    """
+    lo, hi = min(freqs), max(freqs)
+    return (hi - lo) / (0.5 * (hi + lo))
+
+
+def image_plan(bmax_m: float, dish_m: float, freq_hz: float, extent_arcsec: float, frac_bw: float,
+               params: dict) -> dict:
+    """Cell, image size, deconvolver and their reasons, from the beam, the primary beam and the band.
+
+    The beam is lambda / longest baseline and the cell a fifth of it (``cell`` overrides);
+    the field covers 1.5 primary-beam FWHMs plus the pointings' extent (a mosaic), rounded
+    to a fast FFT size (``imsize`` overrides, ``max_imsize`` caps); continuum wider than
+    ``mtmfs_fraction`` (10 %) of its frequency is imaged with ``mtmfs`` and two Taylor terms.
+
+    >>> p = image_plan(100.0, 12.0, 230e9, 0.0, 0.05, {"cell": None, "imsize": None, "max_imsize": 2048,
+    ...                "mtmfs_fraction": 0.1})
+    >>> (p["cell_arcsec"], p["imsize"], p["deconvolver"], p["nterms"])
+    (0.54, 72, 'hogbom', 1)
+    >>> image_plan(100.0, 12.0, 230e9, 20.0, 0.15, {"cell": 0.5, "imsize": None, "max_imsize": 2048,
+    ...            "mtmfs_fraction": 0.1})["deconvolver"]
+    'mtmfs'
+    """
+    beam = (299792458.0 / freq_hz) / max(bmax_m, 1.0) * 206264.806
+    pb = pb_fwhm_arcsec(freq_hz, dish_m)
+    why = {}
+    if params.get("cell"):
+        cell = float(str(params["cell"]).replace("arcsec", ""))
+        why["cell"] = "given"
+    else:
+        cell = float("%.2g" % (beam / 5.0))
+        why["cell"] = "beam %.3g arcsec (lambda / %.0f m) / 5" % (beam, bmax_m)
+    if params.get("imsize"):
+        imsize = int(params["imsize"])
+        why["imsize"] = "given"
+    else:
+        field = 1.5 * pb + 2.0 * extent_arcsec
+        imsize = efficient_size(int(math.ceil(field / cell)))
+        why["imsize"] = "1.5 x primary beam %.1f arcsec%s / cell" % (
+            pb, (" + 2 x pointing extent %.1f arcsec" % extent_arcsec) if extent_arcsec else "")
+    if imsize > int(params["max_imsize"]):
+        imsize = int(params["max_imsize"])
+        why["imsize"] += ", capped at max_imsize"
+    wide = frac_bw > float(params.get("mtmfs_fraction", 0.1))
+    why["deconvolver"] = "fractional bandwidth %.1f %% %s %.0f %%" % (
+        100 * frac_bw, ">" if wide else "<=", 100 * float(params.get("mtmfs_fraction", 0.1)))
+    return {"cell_arcsec": cell, "imsize": imsize, "beam_arcsec": round(beam, 4), "pb_arcsec": round(pb, 2),
+            "deconvolver": "mtmfs" if wide else "hogbom", "nterms": 2 if wide else 1,
+            "fractional_bandwidth": round(frac_bw, 4), "why": why}
+
+
+def target_layout(vis: str, names: list) -> dict:
+    """Per target name: its field ids, whether it is a mosaic, the central field, the extent (arcsec)."""
+    from casatools import msmetadata
+    md = msmetadata()
+    md.open(vis)
+    try:
+        out = {}
+        for name in names:
+            ids = sorted(int(i) for i in md.fieldsforname(name))
+            dirs = []
+            for i in ids:
+                pc = md.phasecenter(i)
+                dirs.append((float(pc["m0"]["value"]), float(pc["m1"]["value"])))
+            ra0 = sum(d[0] for d in dirs) / len(dirs)
+            dec0 = sum(d[1] for d in dirs) / len(dirs)
+            seps = [math.degrees(math.hypot((d[0] - ra0) * math.cos(dec0), d[1] - dec0)) * 3600 for d in dirs]
+            centre = ids[seps.index(min(seps))]
+            out[name] = {"ids": ids, "mosaic": len(ids) > 1, "phasecenter": centre,
+                         "extent_arcsec": round(max(seps), 2)}
+        return out
+    finally:
+        md.close()
+
+
+def longest_baseline_and_dish(vis: str):
     from casatools import msmetadata, table
     tb = table()
     tb.open(vis)
@@ -683,21 +1116,130 @@ def auto_cell_and_imsize(vis: str, freq_hz: float, params: dict):
         dish = float(md.antennadiameter(0)["value"])
     finally:
         md.close()
-    if params["cell"]:
-        cell = float(str(params["cell"]).replace("arcsec", ""))
+    return bmax, dish
+
+
+def image_pixels(image: str):
+    """The finite pixels of a CASA image as a flat numpy array (empty when the image is missing)."""
+    import numpy as np
+    from casatools import image as imagetool
+    if not os.path.isdir(image):
+        return np.zeros(0)
+    ia = imagetool()
+    ia.open(image)
+    try:
+        pix = ia.getchunk()
+    finally:
+        ia.close()
+    return pix[np.isfinite(pix)]
+
+
+def robust_rms(image: str) -> float:
+    """1.4826 x the median absolute deviation of an image's finite pixels (sources barely move it)."""
+    import numpy as np
+    pix = image_pixels(image)
+    pix = pix[pix != 0]
+    if pix.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(pix - np.median(pix))))
+
+
+# auto-multithresh settings the ALMA pipeline uses for 12 m and 7 m arrays
+AUTOMASK = {
+    12.0: dict(sidelobethreshold=2.0, noisethreshold=4.25, lownoisethreshold=1.5, minbeamfrac=0.3,
+               negativethreshold=0.0),
+    7.0: dict(sidelobethreshold=1.25, noisethreshold=5.0, lownoisethreshold=2.0, minbeamfrac=0.1,
+              negativethreshold=0.0),
+}
+
+
+def clean_to_noise(tclean_args: dict, imagename: str, params: dict, job: dict, label: str) -> dict:
+    """tclean with a threshold from the measured noise: a dirty image first, then rounds.
+
+    The dirty image's robust rms gives the first threshold (``threshold_nsigma`` sigma);
+    each round cleans down to it within the auto-multithresh mask, and when the
+    residual's rms has fallen well below the noise the threshold came from (sidelobes
+    of bright emission cleaned away), the next round cleans deeper, at most
+    ``clean_rounds`` rounds. When auto-multithresh finds no region while the residual
+    still holds emission above the threshold (sparse uv coverage: the PSF's sidelobes
+    lift its sidelobe threshold above the peak), or stops with emission left above
+    5 sigma of the residual outside its mask (extended sources), the clean falls back
+    to the primary beam mask (``pbmask`` 0.2) and says so. A ``threshold`` parameter skips the measuring.
+    """
+    from casatasks import tclean
+    args = dict(tclean_args)
+    nsigma = float(params["threshold_nsigma"])
+    ext = ".tt0" if args.get("deconvolver") == "mtmfs" else ""
+    with Step("tclean %s dirty" % label, "imaging", job, pause=False):
+        tclean(imagename=imagename, niter=0, **args)
+        require_image(imagename, ext, pbcor=False)
+    rounds, mask = [], "auto-multithresh"
+    peak = image_peak(imagename + ".residual" + ext)  # the dirty image's peak
+    dirty_rms = noise = robust_rms(imagename + ".residual" + ext)
+    if params.get("threshold"):
+        threshold, noise = str(params["threshold"]), None
+        why = "given"
     else:
-        beam = (299792458.0 / freq_hz) / bmax * 206264.806
-        cell = float("%.2g" % (beam / 5.0))
-    if params["imsize"]:
-        imsize = int(params["imsize"])
-    else:
-        imsize = even(int(math.ceil(1.5 * pb_fwhm_arcsec(freq_hz, dish) / cell)))
-    return cell, min(imsize, int(params["max_imsize"]))
+        threshold = "%.4gmJy" % (nsigma * noise * 1e3)
+        why = "%.3g x dirty-image rms %.4g mJy/beam" % (nsigma, noise * 1e3)
+    n = 0
+    while n < int(params["clean_rounds"]):
+        with Step("tclean %s to %s" % (label, threshold), "imaging", job, pause=False):
+            tclean(imagename=imagename, niter=int(params["niter"]), threshold=threshold, calcpsf=False,
+                   calcres=False, restart=True, pbcor=True, **args)
+            require_image(imagename, ext)
+        # the noise: the dirty image's rms, or less when a given threshold says so (an extended
+        # source lifts the dirty image's rms)
+        sigma = min(dirty_rms, to_jy(threshold) / nsigma)
+        left, left_rms = image_peak(imagename + ".residual" + ext), robust_rms(imagename + ".residual" + ext)
+        empty = image_peak(imagename + ".mask") == 0 and peak > max(to_jy(threshold), 5.0 * sigma)
+        stuck = left > max(to_jy(threshold), 5.0 * min(left_rms, sigma)) and left_rms > to_jy(threshold)
+        if mask == "auto-multithresh" and (empty or stuck):
+            say("%s: auto-multithresh %s though the residual peaks at %.4g Jy/beam: cleaning within the primary "
+                "beam (pbmask 0.2)" % (label, "found no region above its thresholds" if empty else
+                                       "stopped with emission left outside its mask", max(peak if empty else left, 0)))
+            mask = "pb (auto-multithresh %s)" % ("found no region" if empty else "left emission unmasked")
+            for key in list(AUTOMASK[12.0]):
+                args.pop(key, None)
+            args.update(usemask="pb", pbmask=0.2)
+            shutil.rmtree(imagename + ".mask", ignore_errors=True)
+            continue
+        n += 1
+        residual = robust_rms(imagename + ".residual" + ext)
+        rounds.append({"threshold": threshold, "residual_rms_mjy": round(residual * 1e3, 5)})
+        say("%s: cleaned to %s, residual rms %.4g mJy/beam" % (label, threshold, residual * 1e3))
+        if noise is None or residual > noise / 1.5:
+            break
+        noise = residual
+        threshold = "%.4gmJy" % (nsigma * noise * 1e3)
+    slow_down(job)  # one step for the demo's slowdown, however many rounds it took
+    return {"threshold": threshold, "threshold_from": why, "rounds": rounds, "mask": mask}
+
+
+def to_jy(quantity: str) -> float:
+    """Jy of a CASA flux quantity.
+
+    >>> to_jy("2.5mJy"), to_jy("0.1Jy")
+    (0.0025, 0.1)
+    """
+    text = str(quantity).strip()
+    scale = {"uJy": 1e-6, "mJy": 1e-3, "Jy": 1.0}
+    for unit in ("uJy", "mJy", "Jy"):
+        if text.endswith(unit):
+            return float(text[:-len(unit)]) * scale[unit]
+    return float(text)
+
+
+def image_peak(image: str) -> float:
+    """The largest absolute pixel of an image (0 when it is missing)."""
+    import numpy as np
+    pix = image_pixels(image)
+    return float(np.abs(pix).max()) if pix.size else 0.0
 
 
 def stage_image(job: dict) -> None:
-    """split -> findcont -> uvcontsub -> checkproductsize -> tclean (cont + cubes) per field."""
-    from casatasks import split, tclean, uvcontsub
+    """split -> findcont -> uvcontsub -> checkproductsize -> tclean (cont + cubes) per target."""
+    from casatasks import split, uvcontsub
     params = job["params"]
     state = load_state(job)
     if not state.get("vis"):
@@ -708,7 +1250,8 @@ def stage_image(job: dict) -> None:
     say("science fields %s, spws %s" % (",".join(sel["fields"]), ",".join(str(s) for s in sel["spws"])))
     targets, lines = [], []
     for vis in state["vis"]:
-        out = vis[:-3] + "_targets.ms" if vis.endswith(".ms") else vis + "_targets.ms"
+        base = vis[:-3] if vis.endswith(".ms") else vis
+        out = base + "_targets.ms"
         if os.path.exists(out):
             shutil.rmtree(out)
         with Step("split %s" % os.path.basename(vis), "imaging", job):
@@ -757,8 +1300,14 @@ def stage_image(job: dict) -> None:
             if not os.path.isdir(out):
                 raise RecipeFailure("uvcontfit", "uvcontsub wrote no %s" % out)
         lines.append(out)
+    cont_chan_freqs = [sel["freqs"][s][c] for s in sel["spws"] for c in parse_ranges(contranges[str(s)])]
     ref_freq = sum(sel["freqs"][s][len(sel["freqs"][s]) // 2] for s in sel["spws"]) / len(sel["spws"])
-    cell, imsize = auto_cell_and_imsize(targets[0], ref_freq, params)
+    layout = target_layout(targets[0], sel["fields"])
+    mosaic_hint = str(params.get("is_mosaic") or "").upper() in ("T", "TRUE", "1")
+    bmax, dish = longest_baseline_and_dish(targets[0])
+    extent = max(v["extent_arcsec"] for v in layout.values())
+    plan_img = image_plan(bmax, dish, ref_freq, extent, fractional_bandwidth(cont_chan_freqs), params)
+    cell, imsize = plan_img["cell_arcsec"], plan_img["imsize"]
     nchans = [len(sel["freqs"][s]) for s in sel["spws"]]
     with Step("checkproductsize", "imaging", job):
         plan = plan_product_size(imsize, nchans, len(sel["fields"]), float(params["maxcubesize_gb"]),
@@ -772,29 +1321,53 @@ def stage_image(job: dict) -> None:
     ballast = hold_memory(float(params.get("alloc_gb") or params.get("demo_alloc_gb") or 0))
     imdir = os.path.join(job["work_dir"], "images")
     os.makedirs(imdir, exist_ok=True)
-    common = dict(imsize=[plan["imsize"], plan["imsize"]], cell="%garcsec" % cell, niter=int(params["niter"]),
-                  threshold=params["threshold"], weighting=params["weighting"], robust=float(params["robust"]),
-                  gridder="standard", deconvolver="hogbom", pbcor=True, interactive=False)
-    images = []
+    automask = AUTOMASK[7.0] if dish < 10 else AUTOMASK[12.0]
+    common = dict(imsize=[plan["imsize"], plan["imsize"]], cell="%garcsec" % cell, weighting=params["weighting"],
+                  robust=float(params["robust"]), interactive=False, usemask="auto-multithresh", **automask)
+    images, choices = [], {}
     cont_spw = ",".join("%d:%s" % (i, contranges[str(spw)]) for i, spw in enumerate(sel["spws"]))
     for field in sel["fields"]:
+        where = layout[field]
+        mosaic = where["mosaic"] or mosaic_hint
+        gridding = dict(gridder="mosaic" if mosaic else "standard")
+        if mosaic:
+            gridding["phasecenter"] = where["phasecenter"]
+        choice = {
+            "gridder": gridding["gridder"], "phasecenter_field": where["phasecenter"] if mosaic else None,
+            "pointings": len(where["ids"]), "cell_arcsec": cell, "imsize": plan["imsize"],
+            "weighting": params["weighting"], "robust": float(params["robust"]), "usemask": "auto-multithresh",
+            "automask": automask, "cont_deconvolver": plan_img["deconvolver"], "cont_nterms": plan_img["nterms"],
+            "fractional_bandwidth": plan_img["fractional_bandwidth"], "beam_arcsec": plan_img["beam_arcsec"],
+            "pb_arcsec": plan_img["pb_arcsec"],
+            "why": dict(plan_img["why"], gridder=("%d pointings of %s" % (len(where["ids"]), field)) if where["mosaic"]
+                        else ("is_mosaic in the archive's metadata" if mosaic else "one pointing")),
+        }
+        say("imaging %s: gridder %s (%s), cont %s nterms %d (%s), cell %g arcsec (%s), imsize %d (%s), "
+            "robust %.1f, auto-multithresh" % (
+                field, choice["gridder"], choice["why"]["gridder"], plan_img["deconvolver"], plan_img["nterms"],
+                plan_img["why"]["deconvolver"], cell, plan_img["why"]["cell"], plan["imsize"],
+                plan_img["why"]["imsize"], float(params["robust"])))
         name = os.path.join(imdir, "%s.cont" % safe_name(field))
         clear_image(name)
-        with Step("tclean %s cont" % field, "imaging", job):
-            tclean(vis=targets, imagename=name, field=field, spw=cont_spw, specmode="mfs", **common)
-            require_image(name)
-        images.append({"field": field, "spws": sel["spws"], "specmode": "cont", "imagename": name})
+        cont_args = dict(common, vis=targets, field=field, spw=cont_spw, specmode="mfs",
+                         deconvolver=plan_img["deconvolver"], **gridding)
+        if plan_img["nterms"] > 1:
+            cont_args.update(nterms=plan_img["nterms"], reffreq="%.6fGHz" % (ref_freq / 1e9))
+        choice["cont"] = clean_to_noise(cont_args, name, params, job, "%s cont" % field)
+        images.append({"field": field, "spws": sel["spws"], "specmode": "cont", "imagename": name,
+                       "nterms": plan_img["nterms"]})
+        choice["cubes"] = {}
         for i, spw in enumerate(sel["spws"]):
             name = os.path.join(imdir, "%s.spw%d.cube" % (safe_name(field), spw))
             clear_image(name)
-            with Step("tclean %s spw%d cube" % (field, spw), "imaging", job):
-                tclean(vis=lines, imagename=name, field=field, spw=str(i), specmode="cube", width=plan["nbin"],
-                       outframe="LSRK", **common)
-                require_image(name)
-            images.append({"field": field, "spws": [spw], "specmode": "cube", "imagename": name})
+            cube_args = dict(common, vis=lines, field=field, spw=str(i), specmode="cube", width=plan["nbin"],
+                             outframe="LSRK", deconvolver="hogbom", **gridding)
+            choice["cubes"][str(spw)] = clean_to_noise(cube_args, name, params, job, "%s spw%d cube" % (field, spw))
+            images.append({"field": field, "spws": [spw], "specmode": "cube", "imagename": name, "nterms": 1})
+        choices[field] = choice
     del ballast
     state.update(targets=targets, lines=lines, contranges=contranges, fields=sel["fields"], spws=sel["spws"],
-                 cell_arcsec=cell, size_plan=plan, images=images)
+                 cell_arcsec=cell, size_plan=plan, images=images, imaging=choices)
     save_state(job, state)
 
 
@@ -817,15 +1390,18 @@ def clear_image(name: str) -> None:
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
-def require_image(name: str) -> None:
-    for ext in (".image", ".pb", ".image.pbcor"):
-        if not os.path.isdir(name + ext):
-            raise RecipeFailure("imaging", "tclean made no %s%s" % (os.path.basename(name), ext))
+def require_image(name: str, ext: str = "", pbcor: bool = True) -> None:
+    for suffix in (".image" + ext, ".pb" + ext) + ((".image%s.pbcor" % ext,) if pbcor else ()):
+        if not os.path.isdir(name + suffix):
+            raise RecipeFailure("imaging", "tclean made no %s%s" % (os.path.basename(name), suffix))
 
 
 # ----------------------------------------------------------------- export
 
 EXPORTS = ((".image.pbcor", ".pbcor.fits"), (".pb", ".pb.fits"), (".image", ".image.fits"), (".mask", ".mask.fits"))
+# mtmfs images: the Taylor term 0 images and the spectral index, named as the pipeline names them
+EXPORTS_MTMFS = ((".image.tt0.pbcor", ".tt0.pbcor.fits"), (".pb.tt0", ".pb.tt0.fits"), (".image.tt0", ".tt0.fits"),
+                 (".mask", ".mask.fits"), (".alpha", ".alpha.fits"))
 
 
 def stage_export(job: dict) -> None:
@@ -840,10 +1416,10 @@ def stage_export(job: dict) -> None:
     products = []
     for image in state["images"]:
         base = product_base(job["uid"], image["field"], image["spws"], image["specmode"])
-        for ext, suffix in EXPORTS:
+        for ext, suffix in (EXPORTS_MTMFS if image.get("nterms", 1) > 1 else EXPORTS):
             source = image["imagename"] + ext
             if not os.path.isdir(source):
-                if ext == ".mask":
+                if ext in (".mask", ".alpha"):
                     continue
                 raise RecipeFailure("export", "image %s is missing" % source)
             target = os.path.join(out, base + suffix)
@@ -866,6 +1442,7 @@ def stage_export(job: dict) -> None:
         "casa_version": casatools.version_string(), "python": sys.version.split()[0],
         "parameters": job["params"], "contranges": state.get("contranges"), "size_plan": state.get("size_plan"),
         "cell_arcsec": state.get("cell_arcsec"), "caltables": [os.path.basename(t) for t in state.get("caltables", [])],
+        "calibration": state.get("calibration"), "imaging": state.get("imaging"),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "products": products,
     }
     write_json(os.path.join(out, "manifest.json"), manifest)
