@@ -275,15 +275,21 @@ def test_a_stopped_runner_whose_heartbeat_stalls_is_lost_and_killed(tmp_path):
         (attempt,) = store.active_attempts(engine.db)
         pid = attempt["handle"]["pid"]
         os.kill(pid, signal.SIGSTOP)  # alive, answering nothing: what a hung runner looks like
-        deadline = time.time() + 40
-        while time.time() < deadline and store.attempt(engine.db, attempt["id"])["state"] in ("pending", "running"):
-            engine.tick()
+        try:
+            deadline = time.time() + 120  # ends as soon as the attempt is lost (seconds on a quiet machine)
+            while time.time() < deadline and store.attempt(engine.db, attempt["id"])["state"] in ("pending", "running"):
+                engine.tick()
+                time.sleep(0.5)
+            lost = store.attempt(engine.db, attempt["id"])
+            assert (lost["state"], lost["category"]) == ("lost", "node_lost"), lost
+            assert "heartbeat lost" in lost["excerpt"]
             time.sleep(0.5)
-        lost = store.attempt(engine.db, attempt["id"])
-        assert (lost["state"], lost["category"]) == ("lost", "node_lost"), lost
-        assert "heartbeat lost" in lost["excerpt"]
-        time.sleep(0.5)
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        finally:  # never leave a stopped runner behind, whatever the test found
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def test_a_failed_launch_backs_off_the_node_instead_of_burning_attempts(tmp_path):
