@@ -78,10 +78,11 @@ def test_the_wheel_runs_from_a_fresh_venv_without_the_checkout(installed, tmp_pa
 
     _run([ari, "run", "--once"], cwd=camp)
     [attempt] = json.loads(_run([ari, "attempts", "--json"], cwd=camp).stdout)
-    status = camp / "scratch" / f"a-{attempt['id']:06d}" / "status.json"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        final = json.loads(status.read_text()) if status.exists() else {}
+    while time.monotonic() < deadline:  # the attempt's work dir sits in the campaign's space on the scratch
+        found = list((camp / "scratch").glob(f"*/a-{attempt['id']:06d}/status.json"))
+        status = found[0] if found else camp / "scratch"
+        final = json.loads(status.read_text()) if found else {}
         if final.get("state") in ("succeeded", "failed", "cancelled"):
             break
         time.sleep(1)
