@@ -32,7 +32,7 @@ def test_memory_and_walltime_failures_are_retried_elsewhere_and_succeed(tmp_path
         f'[[node]]\nname = "ws-old"\ntransport = "ssh"\nhost = "{sshd.host}"\nport = {sshd.port}\n'
         f'user = "{sshd.user}"\nidentity_file = "{sshd.identity_file}"\nknown_hosts = "{sshd.known_hosts}"\n'
         f'slots = 1\nmem_gb = 4\nscratch_dir = "{tmp_path / "ws"}"\n{common}\n'
-        f'[[node]]\nname = "short"\nslots = 1\nmem_gb = 12\nwalltime_h = 0.02\n'
+        f'[[node]]\nname = "short"\nslots = 1\nmem_gb = 12\nwalltime_h = 0.012\n'
         f'scratch_dir = "{tmp_path / "short"}"\n{common}\n'
         f'[[node]]\nname = "cluster"\nbatch = "slurm"\npartition = "{slurm.partition}"\nslots = 2\nmem_gb = 12\n'
         f'scratch_dir = "{tmp_path / "cluster"}"\n{common}')
@@ -42,9 +42,9 @@ def test_memory_and_walltime_failures_are_retried_elsewhere_and_succeed(tmp_path
                                       SelectionRules(exclude_total_power=False))
     store.import_datasets(db, rows, "archive", now=time.time(), excluded=excluded)
     # The naive placement the retries recover from: the hog on the 4 GB workstation, and the slow one,
-    # believed short (an operator's estimate), on the node with a 72 s walltime; it sleeps 2 s per step.
+    # believed short (an operator's estimate), on the node with a 43 s walltime; it sleeps 3 s per step.
     store.set_overrides(db, HOG, time.time(), node="ws-old")
-    store.set_overrides(db, SLOW, time.time(), node="short", hours=0.01, params={"demo_slowdown_s": 2})
+    store.set_overrides(db, SLOW, time.time(), node="short", hours=0.005, params={"demo_slowdown_s": 3})
     with Engine(cfg) as engine:
         deadline = time.time() + 900
         while time.time() < deadline and not engine.tick().idle:

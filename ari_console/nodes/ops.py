@@ -54,7 +54,7 @@ def campaign_space(name: str, db_path: str | os.PathLike) -> str:
     Two campaigns sharing a scratch (the default ``/tmp/ari-scratch``) never
     share a work dir, even with the same name.
 
-    >>> campaign_space("Cycle 4, band 7", "/data/c4/ari.db")[:16]
+    >>> campaign_space("Cycle 4, band 7", "/data/c4/ari.db")[:15]
     'Cycle_4_band_7-'
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "campaign"
