@@ -62,6 +62,19 @@ def write_campaign(directory: Path, nodes: str, rows: list[tuple], name: str = "
     return cfg
 
 
+def tick_until_idle(engine, timeout: float = 120) -> list[str]:
+    """Tick ``engine`` until it is idle (or ``timeout``); every error line the ticks reported."""
+    errors = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        report = engine.tick()
+        errors += report.errors
+        if report.idle:
+            break
+        time.sleep(0.3)
+    return errors
+
+
 DONE = "review"
 """Where a sleeper's data set ends: its products made, no QA2 images to check them, an operator decides."""
 
@@ -212,14 +225,7 @@ def test_a_host_key_swapped_mid_run_stays_that_nodes_problem(sshd_factory, tmp_p
             f.unlink()
         generate_key(server.directory / "host_ed25519", "reinstalled")
         server.start()
-        errors = []
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            report = engine.tick()
-            errors += report.errors
-            if report.idle:
-                break
-            time.sleep(0.3)
+        errors = tick_until_idle(engine)
         attempts = campaign_is_sound(engine.db, {u: DONE for u, _ in rows})
         faults = node_faults(engine.db, "ws")
     told = [e for e in errors if "host key" in e]
@@ -276,14 +282,7 @@ def test_a_scratch_too_small_for_a_data_set_is_disk_full_before_launch_and_the_d
     nodes = local_node("small", small_scratch, slots=2) + local_node("big", tmp_path / "big")
     cfg = write_campaign(tmp_path, nodes, rows)
     with Engine(cfg, adjust_spec=sleeper_spec) as engine:
-        errors = []
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            report = engine.tick()
-            errors += report.errors
-            if report.idle:
-                break
-            time.sleep(0.3)
+        errors = tick_until_idle(engine)
         attempts = campaign_is_sound(engine.db, {u: DONE for u, _, _ in rows})
         faults = node_faults(engine.db, "small")
         row = store.node_row(engine.db, "small")
@@ -373,14 +372,7 @@ def test_a_launch_onto_a_full_scratch_fails_without_an_attempt_and_the_data_set_
     cfg = write_campaign(tmp_path, local_node("small", small_scratch, slots=2) + local_node("big", tmp_path / "big"),
                          rows)
     with Engine(cfg, adjust_spec=sleeper_spec) as engine:
-        errors = []
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            report = engine.tick()
-            errors += report.errors
-            if report.idle:
-                break
-            time.sleep(0.3)
+        errors = tick_until_idle(engine)
         attempts = campaign_is_sound(engine.db, {u: DONE for u, _ in rows})
         failed = [e for e in store.events(engine.db, limit=100000) if e["kind"] == "launch-failed"]
     assert [a["node"] for a in attempts] == ["big"] * 3
