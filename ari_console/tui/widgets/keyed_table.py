@@ -195,9 +195,15 @@ class KeyedTable(DataTable):
                 w = _width(value)
                 if w > widths.get(column_key, 0):
                     widths[column_key] = w
+        before = [c.content_width for c in columns]
         for c in columns:
             c.content_width = widths[c.key]
         super()._update_dimensions(other)  # measures only the rows with rich cells; sets the virtual size
+        if [c.content_width for c in columns] != before:
+            # Cells drawn before this idle pass are cached under the current update count at
+            # their old widths (DataTable does not count a width change): count one, draw again.
+            self._update_count += 1
+            self.refresh()
 
     def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
         plain = set()
