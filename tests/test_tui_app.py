@@ -12,6 +12,7 @@ from ari_console import store
 from tests import sample_campaign as sample
 from ari_console.tui.app import AriApp
 from ari_console.tui.widgets.keyed_table import KeyedTable
+from ari_console.tui.widgets.virtual_table import VirtualTable
 from ari_console.tui.widgets.log_view import LogView
 
 
@@ -46,8 +47,8 @@ async def settle(app, pilot, until=lambda: True, timeout: float = 15.0) -> None:
     raise AssertionError("the console did not show what was expected in time")
 
 
-def table(app, id: str) -> KeyedTable:
-    return app.screen.query_one(f"#{id}", KeyedTable)
+def table(app, id: str) -> KeyedTable | VirtualTable:
+    return app.screen.query_one(f"#{id}", (KeyedTable, VirtualTable))
 
 
 def db_state(camp, uid: str) -> str:
