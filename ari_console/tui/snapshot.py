@@ -29,9 +29,13 @@ class Eta:
     computed_at_mono: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Snapshot:
-    """Everything the screens show, from one read of the store at ``now``."""
+    """Everything the screens show, from one read of the store at ``now``.
+
+    Its ``repr`` is short: Textual names each worker after the repr of its arguments, and a
+    screen starts one per snapshot (the full repr of 100,000 rows took 90 ms of the UI thread).
+    """
 
     now: float
     version: int
@@ -47,6 +51,9 @@ class Snapshot:
     eta: Eta = field(default_factory=Eta)
     load_ms: float = 0.0
     attention: list[tuple[str, str, str]] = field(default_factory=list)   # (what, which, why): needs a person
+
+    def __repr__(self) -> str:
+        return f"Snapshot(version={self.version}, now={self.now}, data_sets={len(self.queue.rows)})"
 
 
 class StoreCopy:

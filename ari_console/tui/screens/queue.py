@@ -55,7 +55,7 @@ class QueueScreen(AriScreen):
         if self.state_filter:
             state = self.state_filter
             rows = {k: v for k, v in rows.items() if v[5] == state}
-        rows = views.filter_rows(flt, rows, snap.queue.fields)
+        rows = views.filter_rows(flt, rows, snap.queue.fields, views.QueueFields.NAMES)
         if self.sort_column:
             rows = views.sort_rows(rows, views.QUEUE_COLUMNS, self.sort_column, self.sort_reverse)
         return rows, measure(rows.values(), views.QUEUE_COLUMNS)

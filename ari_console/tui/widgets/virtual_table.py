@@ -48,7 +48,9 @@ def measure(rows: Iterable[Sequence[str]], columns: Sequence[str]) -> list[int]:
     widths = [cell_len(c) for c in columns]
     for i, column in enumerate(zip(*rows)):
         if i < len(widths):
-            widths[i] = max(widths[i], max(map(cell_len, column), default=0))
+            # plain ASCII (uids, numbers, states): one character, one cell; count the rest cell by cell
+            size = len if "".join(column).isascii() else cell_len
+            widths[i] = max(widths[i], max(map(size, column), default=0))
     return widths
 
 
@@ -123,6 +125,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._column_names = tuple(columns)
         self._styles = {self._column_names.index(name): fn for name, fn in (styles or {}).items()}
         self._style_cache: dict[str, Style | None] = {}
+        self._line_styles: tuple[Style, ...] | None = None
         self._rows: Mapping[str, tuple] = {}
         self._keys: list[str] = []
         self._index: dict[str, int] | None = None
@@ -237,19 +240,17 @@ class VirtualTable(ScrollView, can_focus=True):
         """Line ``y`` of the window: the header on line 0, then the rows under the scroll position."""
         scroll_x, scroll_y = round(self.scroll_x), round(self.scroll_y)
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        if self._line_styles is None:
+            self._line_styles = self._compute_line_styles()
+        base, header, odd, even, cursor = self._line_styles
         if y == 0:
-            style = base + self.get_component_rich_style("virtual-table--header")
+            style = header
             strip = self._line(self._column_names, style, False)
         else:
             row = y - 1 + scroll_y
             if row >= len(self._keys):
                 return Strip.blank(width, base)
-            style = base
-            if row % 2:
-                style += self.get_component_rich_style("virtual-table--even-row")
-            if row == self._cursor:
-                style += self.get_component_rich_style("virtual-table--cursor")
+            style = cursor if row == self._cursor else even if row % 2 else odd
             strip = self._line(self._rows[self._keys[row]], style, row == self._cursor)
         return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 
@@ -275,9 +276,25 @@ class VirtualTable(ScrollView, can_focus=True):
             self._style_cache[name] = Style.parse(name)
         return self._style_cache[name]
 
+    def _compute_line_styles(self) -> tuple[Style, Style, Style, Style, Style]:
+        """(base, header, odd row, even row, cursor row): read from the CSS once per style change."""
+        base = self.rich_style
+        even = base + self.get_component_rich_style("virtual-table--even-row")
+        return (base, base + self.get_component_rich_style("virtual-table--header"), base, even,
+                base + self.get_component_rich_style("virtual-table--cursor"))
+
     def notify_style_update(self) -> None:
         super().notify_style_update()
+        self._line_styles = None
         self.refresh()
+
+    def _on_focus(self, event: events.Focus) -> None:
+        self._line_styles = None  # the cursor's colours follow the focus
+        super()._on_focus(event)
+
+    def _on_blur(self, event: events.Blur) -> None:
+        self._line_styles = None
+        super()._on_blur(event)
 
     # -- helpers ---------------------------------------------------------------------------
 
