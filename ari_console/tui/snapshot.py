@@ -66,15 +66,26 @@ class StoreCopy:
     refresh costs what changed, not the size of the campaign. Queue rows are
     rebuilt only for the data sets that changed and those with an active
     attempt (their elapsed time moves with the clock).
+
+    At 100,000 data sets the copy is most of the console's memory, so each data
+    set is one tuple of the fields the screens use (``DATASET_FIELDS``) and its
+    newest attempt another (``LATEST_FIELDS``), not a dict each; the strings
+    that repeat (states, projects, nodes, stages, categories, queue cells) are
+    kept once. Full rows stay only where a screen shows them: active and recent
+    attempts, open failures, data sets waiting for an operator.
     """
 
     RECENT = 200
+    DATASET_FIELDS = ("uid", "project", "array", "band", "size_gb", "state", "created_at", "first_outcome")
+    LATEST_FIELDS = ("id", "uid", "node", "state", "stage", "created_at", "started_at", "heartbeat_at", "ended_at",
+                     "category")
 
     def __init__(self, heartbeat_stale_s: float = 300.0) -> None:
         self.rev: int | None = None
         self.heartbeat_stale_s = heartbeat_stale_s
-        self.datasets: dict[str, dict] = {}
-        self.latest: dict[str, dict] = {}           # newest attempt per data set
+        self.datasets: dict[str, tuple] = {}         # uid -> DATASET_FIELDS
+        self.latest: dict[str, tuple] = {}           # uid -> its newest attempt's LATEST_FIELDS
+        self._strings: dict[str, str] = {}            # one copy of each repeated string
         self.counts: dict[str, int] = {}
         self.first: dict[str, int] = {}               # uid -> first attempt id (failures list in that order)
         self.success_at: dict[str, float] = {}
@@ -92,6 +103,8 @@ class StoreCopy:
         self._done: list[float] | None = None
         self._rates: tuple | None = None
         self._reorder = True
+        self._attention: list[tuple[str, str, str]] | None = None
+        self._failure_list: list[dict] | None = None
 
     def read(self, db: store.Database, now: float) -> set[str] | None:
         """Fold in what changed since the last read: the uids whose data set or attempts changed
@@ -112,25 +125,53 @@ class StoreCopy:
         self.rev = rev
         return changed
 
+    # -- compact rows ------------------------------------------------------------------
+
+    _SHARED = {"project", "array", "state", "first_outcome", "node", "stage", "category"}
+
+    def _compact(self, row: Mapping, fields: tuple[str, ...]) -> tuple:
+        """``row``'s ``fields`` as a tuple, each repeated string kept once."""
+        strings = self._strings
+        return tuple(strings.setdefault(v, v) if f in self._SHARED and isinstance(v, str) else v
+                     for f, v in zip(fields, map(row.get, fields)))
+
+    def _shared_cells(self, cells: tuple[str, ...]) -> tuple[str, ...]:
+        """Queue cells with their repeated strings kept once (the uid, first, is unique)."""
+        strings = self._strings
+        if len(strings) > 200_000:  # elapsed times of a long session: start again rather than grow
+            strings.clear()
+        return (cells[0], *(strings.setdefault(c, c) for c in cells[1:]))
+
+    def dataset(self, uid: str) -> dict | None:
+        """The data set ``uid`` as a dict of ``DATASET_FIELDS``."""
+        t = self.datasets.get(uid)
+        return None if t is None else dict(zip(self.DATASET_FIELDS, t))
+
+    def newest_attempt(self, uid: str) -> dict | None:
+        """The newest attempt of ``uid`` as a dict of ``LATEST_FIELDS`` (the active one in full)."""
+        t = self.latest.get(uid)
+        if t is None:
+            return None
+        return self.active.get(t[0]) or dict(zip(self.LATEST_FIELDS, t))
+
     def _first_read(self, db: store.Database, now: float) -> None:
         summary = store.attempt_summary(db, now)
         for d in store.datasets_since(db, -1):
-            self.datasets[d["uid"]] = d
-        self.totals = Counter(d["state"] for d in self.datasets.values())
+            self.datasets[d["uid"]] = self._compact(d, self.DATASET_FIELDS)
+            self._update_waiting(d)
+        self.totals = Counter(d[5] for d in self.datasets.values())
         for uid, (count, first_id, success) in summary["per_uid"].items():
             self.counts[uid] = count
             self.first[uid] = first_id
             if success is not None:
                 self.success_at[uid] = success
         self.failures = Counter(summary["failures"])
-        for a in summary["latest"]:
-            self.latest[a["uid"]] = a
+        for a in summary.pop("latest"):
+            self.latest[a["uid"]] = self._compact(a, self.LATEST_FIELDS)
             if a["state"] in store.ACTIVE_ATTEMPT_STATES:
                 self.active[a["id"]] = a
+            self._update_failure(a["uid"], a, db)
         self.recent = {a["id"]: a for a in summary["recent"]}
-        for uid, d in self.datasets.items():
-            self._update_failure(uid)
-            self._update_waiting(d)
         self._created = self._done = self._rates = None
         self._reorder = True
 
@@ -141,21 +182,23 @@ class StoreCopy:
             if old is None:
                 self._created, self._reorder = None, True
             else:
-                self.totals[old["state"]] -= 1
+                self.totals[old[5]] -= 1
             self.totals[d["state"]] += 1
-            self.datasets[d["uid"]] = d
+            self.datasets[d["uid"]] = self._compact(d, self.DATASET_FIELDS)
         recount = False
+        newest_full: dict[str, dict] = {}
         for a in attempts:
             aid, uid, state = a["id"], a["uid"], a["state"]
             before = self.active.pop(aid, None)
             newest = self.latest.get(uid)
-            is_new = before is None and (newest is None or aid > newest["id"]) and aid not in self.recent
+            is_new = before is None and (newest is None or aid > newest[0]) and aid not in self.recent
             if is_new:
                 self.counts[uid] = self.counts.get(uid, 0) + 1
             if uid not in self.first or aid < self.first[uid]:
                 self.first[uid] = aid
-            if newest is None or aid >= newest["id"]:
-                self.latest[uid] = a
+            if newest is None or aid >= newest[0]:
+                self.latest[uid] = self._compact(a, self.LATEST_FIELDS)
+                newest_full[uid] = a
             if state in store.ACTIVE_ATTEMPT_STATES:
                 self.active[aid] = a
                 continue
@@ -176,7 +219,7 @@ class StoreCopy:
             self.failures = Counter(store.attempt_summary_failures(db))
         changed = {d["uid"] for d in datasets} | {a["uid"] for a in attempts}
         for uid in changed:
-            self._update_failure(uid)
+            self._update_failure(uid, newest_full.get(uid), db)
         if datasets:  # rates read each data set's first_outcome: a heartbeat does not change them
             self._rates = None
             for d in datasets:
@@ -186,16 +229,43 @@ class StoreCopy:
     def _update_waiting(self, d: dict) -> None:
         if d["state"] in ("held", "review"):
             self.waiting[d["uid"]] = d
-        else:
-            self.waiting.pop(d["uid"], None)
+            self._attention = None
+        elif self.waiting.pop(d["uid"], None) is not None:
+            self._attention = None
 
-    def _update_failure(self, uid: str) -> None:
-        """Keep ``open_failures``: the newest attempt failed and the data set neither succeeded nor runs."""
+    def waiting_attention(self) -> list[tuple[str, str, str]]:
+        """(state, uid, reason) of the data sets waiting for an operator (kept until one changes)."""
+        if self._attention is None:
+            self._attention = [(d["state"], d["uid"], d.get("reason") or d["state"]) for d in self.waiting.values()]
+        return self._attention
+
+    def failure_list(self) -> list[dict]:
+        """The open failures in the order of each data set's first attempt (kept until one changes)."""
+        if self._failure_list is None:
+            first = self.first
+            self._failure_list = sorted(self.open_failures.values(), key=lambda f: first[f["uid"]])
+        return self._failure_list
+
+    def _update_failure(self, uid: str, full: dict | None, db: store.Database) -> None:
+        """Keep ``open_failures``: the newest attempt failed and the data set neither succeeded nor runs.
+
+        ``full``: the newest attempt's whole row when the caller has it (the excerpt, the
+        signature and the work dir are not in the compact copy); else the one kept, else
+        read from the store (a data set that changed state under an attempt that had failed).
+        """
         a, d = self.latest.get(uid), self.datasets.get(uid)
-        if a and d and a["state"] in readmodel.FAILED_ATTEMPT_STATES and d["state"] not in ("succeeded", "running"):
-            self.open_failures[uid] = {**a, "dataset_state": d["state"], "attempts": self.counts.get(uid, 1)}
-        else:
-            self.open_failures.pop(uid, None)
+        if a and d and a[3] in readmodel.FAILED_ATTEMPT_STATES and d[5] not in ("succeeded", "running"):
+            if full is None or full["id"] != a[0]:
+                kept = self.open_failures.get(uid)
+                full = kept if kept is not None and kept["id"] == a[0] else store.attempt(db, a[0])
+            if full is None:  # gone from the store meanwhile
+                self.open_failures.pop(uid, None)
+                self._failure_list = None
+                return
+            self.open_failures[uid] = {**full, "dataset_state": d[5], "attempts": self.counts.get(uid, 1)}
+            self._failure_list = None
+        elif self.open_failures.pop(uid, None) is not None:
+            self._failure_list = None
 
     def queue_rows(self, now: float, changed: set[str] | None) -> dict[str, tuple[str, ...]]:
         """The queue rows at ``now``: rebuilt for ``changed`` data sets (None: all) and active attempts."""
@@ -207,29 +277,30 @@ class StoreCopy:
             self.rows = dict(self.rows)  # the previous snapshot keeps its own
         stale = self.heartbeat_stale_s
         for uid in todo:
-            d = self.datasets.get(uid)
+            d = self.dataset(uid)
             if d is not None:
-                self.rows[uid] = views.queue_row(d, self.latest.get(uid), self.counts.get(uid, 0), now, stale)
+                cells = views.queue_row(d, self.newest_attempt(uid), self.counts.get(uid, 0), now, stale)
+                self.rows[uid] = self._shared_cells(cells)
         if self._reorder:  # new data sets: queue order again (oldest first)
-            order = sorted(self.datasets.values(), key=lambda d: (d.get("created_at") or 0.0, d["uid"]))
-            self.rows = {d["uid"]: self.rows[d["uid"]] for d in order}
+            order = sorted(self.datasets.values(), key=lambda d: (d[6] or 0.0, d[0]))
+            self.rows = {d[0]: self.rows[d[0]] for d in order}
             self._reorder = False
         return self.rows
 
     def dashboard(self, now: float, bins: int = 40) -> readmodel.Dashboard:
         """The dashboard from the aggregates (no pass over the attempt history)."""
         if self._created is None:
-            self._created = sorted(now if d.get("created_at") is None else d["created_at"]
-                                   for d in self.datasets.values() if d["state"] not in ("excluded", "skipped"))
+            self._created = sorted(now if d[6] is None else d[6]
+                                   for d in self.datasets.values() if d[5] not in ("excluded", "skipped"))
         if self._done is None:
             self._done = sorted(self.success_at.values())
         if self._rates is None:  # each data set's first try is kept by the store (first_outcome)
             tried = first_ok = ok = 0
             for d in self.datasets.values():
-                if d.get("first_outcome"):
+                if d[7]:
                     tried += 1
-                    first_ok += d["first_outcome"] == "succeeded"
-                    ok += d["state"] == "succeeded"
+                    first_ok += d[7] == "succeeded"
+                    ok += d[5] == "succeeded"
             self._rates = ((first_ok, tried), (ok, tried))
         series, span = readmodel.burndown_series(self._created, self._done, now, bins)
         return readmodel.Dashboard(len(self.datasets), {k: v for k, v in self.totals.items() if v}, *self._rates,
@@ -251,7 +322,7 @@ def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[s
         history.setdefault(n["name"], views.NodeHistory()).add(n)
     attempts = copy.attempt_list()
     attempt_rows = views.attempt_rows(attempts, now, recent=StoreCopy.RECENT)
-    attention = [(d["state"], d["uid"], d.get("reason") or d["state"]) for d in copy.waiting.values()]
+    attention = list(copy.waiting_attention())
     for n in copy.nodes:
         stale = views.node_staleness(n, now, stale_after_s)
         if n.get("drained") or stale:
@@ -266,7 +337,7 @@ def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[s
         node_rows=views.node_rows(copy.nodes, history, now, stale_after_s),
         attempts={a["id"]: a for a in attempts if a["id"] in shown},
         attempt_rows=attempt_rows,
-        failures=sorted(copy.open_failures.values(), key=lambda f: copy.first[f["uid"]]),
+        failures=copy.failure_list(),
         qa2=copy.qa2, qa2_rows=views.qa2_rows(copy.qa2), eta=eta, attention=attention)
 
 
