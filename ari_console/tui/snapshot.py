@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from collections import Counter
+from operator import itemgetter
 from typing import Iterable, Mapping
 
 
@@ -103,6 +104,7 @@ class StoreCopy:
         self._done: list[float] | None = None
         self._rates: tuple | None = None
         self._reorder = True
+        self._rows_at: float | None = None
         self._attention: list[tuple[str, str, str]] | None = None
         self._failure_list: list[dict] | None = None
 
@@ -127,13 +129,22 @@ class StoreCopy:
 
     # -- compact rows ------------------------------------------------------------------
 
-    _SHARED = {"project", "array", "state", "first_outcome", "node", "stage", "category"}
+    _DATASET_ROW = itemgetter(*DATASET_FIELDS)
+    _LATEST_ROW = itemgetter(*LATEST_FIELDS)
 
-    def _compact(self, row: Mapping, fields: tuple[str, ...]) -> tuple:
-        """``row``'s ``fields`` as a tuple, each repeated string kept once."""
-        strings = self._strings
-        return tuple(strings.setdefault(v, v) if f in self._SHARED and isinstance(v, str) else v
-                     for f, v in zip(fields, map(row.get, fields)))
+    def _compact_dataset(self, d: Mapping) -> tuple:
+        """``DATASET_FIELDS`` of ``d``, its repeated strings kept once."""
+        one = self._strings.setdefault
+        uid, project, array, band, size, state, created, first = self._DATASET_ROW(d)
+        return uid, one(project, project), one(array, array), band, size, one(state, state), created, \
+            one(first, first)
+
+    def _compact_attempt(self, a: Mapping) -> tuple:
+        """``LATEST_FIELDS`` of ``a``, its repeated strings kept once."""
+        one = self._strings.setdefault
+        aid, uid, node, state, stage, created, started, beat, ended, category = self._LATEST_ROW(a)
+        return aid, uid, one(node, node), one(state, state), one(stage, stage), created, started, beat, ended, \
+            one(category, category)
 
     def _shared_cells(self, cells: tuple[str, ...]) -> tuple[str, ...]:
         """Queue cells with their repeated strings kept once (the uid, first, is unique)."""
@@ -155,25 +166,31 @@ class StoreCopy:
         return self.active.get(t[0]) or dict(zip(self.LATEST_FIELDS, t))
 
     def _first_read(self, db: store.Database, now: float) -> None:
+        """Everything, once; the queue rows are made here from the full rows (at ``now``)."""
         summary = store.attempt_summary(db, now)
-        for d in store.datasets_since(db, -1):
-            self.datasets[d["uid"]] = self._compact(d, self.DATASET_FIELDS)
-            self._update_waiting(d)
-        self.totals = Counter(d[5] for d in self.datasets.values())
         for uid, (count, first_id, success) in summary["per_uid"].items():
             self.counts[uid] = count
             self.first[uid] = first_id
             if success is not None:
                 self.success_at[uid] = success
         self.failures = Counter(summary["failures"])
-        for a in summary.pop("latest"):
-            self.latest[a["uid"]] = self._compact(a, self.LATEST_FIELDS)
+        latest = {a["uid"]: a for a in summary.pop("latest")}
+        stale, rows = self.heartbeat_stale_s, {}
+        for d in store.datasets_since(db, -1):  # oldest first: the queue's order
+            uid = d["uid"]
+            self.datasets[uid] = self._compact_dataset(d)
+            self._update_waiting(d)
+            rows[uid] = self._shared_cells(views.queue_row(d, latest.get(uid), self.counts.get(uid, 0), now, stale))
+        self.totals = Counter(d[5] for d in self.datasets.values())
+        for uid, a in latest.items():
+            self.latest[uid] = self._compact_attempt(a)
             if a["state"] in store.ACTIVE_ATTEMPT_STATES:
                 self.active[a["id"]] = a
-            self._update_failure(a["uid"], a, db)
+            self._update_failure(uid, a, db)
         self.recent = {a["id"]: a for a in summary["recent"]}
+        self.rows, self._rows_at = rows, now
         self._created = self._done = self._rates = None
-        self._reorder = True
+        self._reorder = False  # read oldest first: already in queue order
 
     def _fold(self, datasets: list[dict], attempts: list[dict], db: store.Database) -> set[str]:
         """Fold changed rows in; an ended attempt that changes again makes the failure counts re-aggregate."""
@@ -184,7 +201,7 @@ class StoreCopy:
             else:
                 self.totals[old[5]] -= 1
             self.totals[d["state"]] += 1
-            self.datasets[d["uid"]] = self._compact(d, self.DATASET_FIELDS)
+            self.datasets[d["uid"]] = self._compact_dataset(d)
         recount = False
         newest_full: dict[str, dict] = {}
         for a in attempts:
@@ -197,7 +214,7 @@ class StoreCopy:
             if uid not in self.first or aid < self.first[uid]:
                 self.first[uid] = aid
             if newest is None or aid >= newest[0]:
-                self.latest[uid] = self._compact(a, self.LATEST_FIELDS)
+                self.latest[uid] = self._compact_attempt(a)
                 newest_full[uid] = a
             if state in store.ACTIVE_ATTEMPT_STATES:
                 self.active[aid] = a
@@ -269,8 +286,10 @@ class StoreCopy:
 
     def queue_rows(self, now: float, changed: set[str] | None) -> dict[str, tuple[str, ...]]:
         """The queue rows at ``now``: rebuilt for ``changed`` data sets (None: all) and active attempts."""
-        if changed is None or not self.rows:
-            todo: Iterable[str] = self.datasets
+        if changed is None and self._rows_at == now:  # made by the first read, at this instant
+            todo: Iterable[str] = ()
+        elif changed is None or not self.rows:
+            todo = self.datasets
             self.rows = {}
         else:
             todo = changed | {a["uid"] for a in self.active.values()}
