@@ -104,8 +104,16 @@ class VirtualTable(ScrollView, can_focus=True):
         def control(self) -> "VirtualTable":
             return self.table
 
-    class RowSelected(RowHighlighted):
-        """Enter, or a click on the cursor row."""
+    class RowSelected(Message):
+        """A click on the cursor row (or ``action_select``)."""
+
+        def __init__(self, table: "VirtualTable", key: str, row: int) -> None:
+            super().__init__()
+            self.table, self.key, self.row = table, key, row
+
+        @property
+        def control(self) -> "VirtualTable":
+            return self.table
 
     class HeaderSelected(Message):
         """A click on the header of ``column``."""
@@ -250,7 +258,7 @@ class VirtualTable(ScrollView, can_focus=True):
             row = y - 1 + scroll_y
             if row >= len(self._keys):
                 return Strip.blank(width, base)
-            style = cursor if row == self._cursor else even if row % 2 else odd
+            style = cursor if row == self._cursor else odd if row % 2 else even  # 0-based, as DataTable
             strip = self._line(self._rows[self._keys[row]], style, row == self._cursor)
         return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 
