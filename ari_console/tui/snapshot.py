@@ -100,6 +100,7 @@ class StoreCopy:
         self.nodes: list[dict] = []
         self.qa2: list[dict] = []
         self._qa2_mark: tuple | None = None
+        self.qa2_rows: dict[str, tuple[str, ...]] = {}  # made when the pairs change, not each refresh
         self._created: list[float] | None = None
         self._done: list[float] | None = None
         self._rates: tuple | None = None
@@ -117,6 +118,7 @@ class StoreCopy:
             mark = store.qa2_mark(db)
             if mark != self._qa2_mark:
                 self.qa2, self._qa2_mark = store.qa2_results(db), mark
+                self.qa2_rows = views.qa2_rows(self.qa2)
             if self.rev is None:
                 self._first_read(db, now)
                 changed = None
@@ -357,7 +359,7 @@ def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[s
         attempts={a["id"]: a for a in attempts if a["id"] in shown},
         attempt_rows=attempt_rows,
         failures=copy.failure_list(),
-        qa2=copy.qa2, qa2_rows=views.qa2_rows(copy.qa2), eta=eta, attention=attention)
+        qa2=copy.qa2, qa2_rows=copy.qa2_rows, eta=eta, attention=attention)
 
 
 def compute_eta(db: store.Database, nodes: list[dict], now: float, node_configs: Mapping[str, object]) -> Eta:
