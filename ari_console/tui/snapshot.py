@@ -252,6 +252,21 @@ class StoreCopy:
         elif self.waiting.pop(d["uid"], None) is not None:
             self._attention = None
 
+    FAILURE_FIELDS = ("id", "uid", "node", "state", "stage", "category", "signature", "decisive_line", "excerpt",
+                      "work_dir", "handle", "created_at", "started_at", "ended_at", "exit_code", "peak_mem_gb")
+    _FAILURE_SHARED = ("node", "state", "stage", "category", "signature", "excerpt")
+
+    def _failure(self, a: Mapping, dataset_state: str) -> dict:
+        """An open failure as the triage screen shows it: the attempt's ``FAILURE_FIELDS``, the data
+        set's state and its number of attempts; the strings that repeat across failures kept once."""
+        f = {k: a.get(k) for k in self.FAILURE_FIELDS}
+        one = self._strings.setdefault
+        for k in self._FAILURE_SHARED:
+            if f[k] is not None:
+                f[k] = one(f[k], f[k])
+        f["dataset_state"], f["attempts"] = dataset_state, self.counts.get(a["uid"], 1)
+        return f
+
     def waiting_attention(self) -> list[tuple[str, str, str]]:
         """(state, uid, reason) of the data sets waiting for an operator (kept until one changes)."""
         if self._attention is None:
@@ -281,7 +296,7 @@ class StoreCopy:
                 self.open_failures.pop(uid, None)
                 self._failure_list = None
                 return
-            self.open_failures[uid] = {**full, "dataset_state": d[5], "attempts": self.counts.get(uid, 1)}
+            self.open_failures[uid] = self._failure(full, d[5])
             self._failure_list = None
         elif self.open_failures.pop(uid, None) is not None:
             self._failure_list = None
