@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 
 from . import store
 from .config import Node, load_config
+from .formatting import duration_text
 
 # Attempt states. A *try* is an attempt that ran the recipe to a verdict: a cancelled attempt
 # (an operator's SIGTERM, or a launch the engine closed because it never started) is not one, so
@@ -316,30 +317,6 @@ def attention_line(att: Mapping) -> str:
         names = ", ".join(n["name"] for n in att["nodes"][:3]) + (", ..." if len(att["nodes"]) > 3 else "")
         parts.append(f"{len(att['nodes'])} node{'s' if len(att['nodes']) != 1 else ''} ({names})")
     return "needs a person: " + ", ".join(parts) + " — see `ari status`"
-
-
-def duration_text(seconds: float | None) -> str:
-    """A duration for people, one formatter for the CLI, the console and the report: ``"3 hours"``.
-
-    >>> duration_text(11100), duration_text(59), duration_text(None)
-    ('3 hours', '59 seconds', '')
-    """
-    import datetime as _dt
-
-    import humanize
-
-    return "" if seconds is None else humanize.naturaldelta(_dt.timedelta(seconds=max(0.0, seconds)))
-
-
-def size_text(nbytes: float | None) -> str:
-    """A size for people (decimal units, as the archive gives them): ``"12.3 GB"``.
-
-    >>> size_text(12.34e9), size_text(None)
-    ('12.3 GB', '')
-    """
-    import humanize
-
-    return "" if nbytes is None else humanize.naturalsize(nbytes, format="%.1f")
 
 
 def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,

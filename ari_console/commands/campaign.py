@@ -13,7 +13,7 @@ from .. import store
 from ..clikit import emit_json, err, out, table
 from ..config import CONFIG_NAME, load_config, starter_config
 from ..errors import UserError
-from ..readmodel import duration_text, size_text
+from ..formatting import duration_text, size_text
 from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag
 
 app = typer.Typer()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
+from ..formatting import duration_text, gb_text
 from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -24,37 +25,8 @@ QUEUE_COLUMNS = ("uid", "project", "array", "band", "size", "state", "att", "nod
 
 # -- formatting ----------------------------------------------------------------
 
-def human_duration(seconds: float | None) -> str:
-    """A short duration: ``"45s"``, ``"12m"``, ``"3h05m"``, ``"2d04h"``; ``""`` when unknown.
-
-    >>> human_duration(11100), human_duration(59), human_duration(None)
-    ('3h05m', '59s', '')
-    """
-    if seconds is None:
-        return ""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def human_size(gb: float | None) -> str:
-    """A data size given in GB: ``"850 MB"``, ``"12.3 GB"``, ``"1.2 TB"``; ``""`` when unknown.
-
-    >>> human_size(0.85), human_size(12.34), human_size(1234)
-    ('850 MB', '12.3 GB', '1.2 TB')
-    """
-    if gb is None:
-        return ""
-    if gb < 1:
-        return f"{gb * 1000:.0f} MB"
-    if gb < 1000:
-        return f"{gb:.1f} GB"
-    return f"{gb / 1000:.1f} TB"
+human_duration = duration_text  # the one formatter (ari_console.formatting), short names the screens use
+human_size = gb_text
 
 
 def sparkline(values: Sequence[float], width: int = 12, top: float | None = None) -> str:
@@ -202,7 +174,7 @@ def queue_view(datasets: Iterable[dict], attempts: Iterable[dict], now: float,
     ...                 "state": "running"}], [{"uid": "u1", "node": "ws1", "state": "running",
     ...                 "stage": "image", "started_at": 0.0}], now=90.0)
     >>> v.rows["u1"]
-    ('u1', 'p', '12m', '6', '2.0 GB', 'running', '1', 'ws1', 'image', '1m', '')
+    ('u1', 'p', '12m', '6', '2 GB', 'running', '1', 'ws1', 'image', '1m', '')
     """
     latest, counts = latest_attempts(attempts)
     rows: dict[str, tuple[str, ...]] = {}

@@ -1,0 +1,67 @@
+"""The operator's day on the command line: import previews that match the import, completion of
+uids and node names, plans that name what can never run, one way to read sizes and durations."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ari_console.cli import app
+from ari_console.errors import UserError
+
+
+def run(*args: str):
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result
+
+
+def refused(*args: str) -> str:
+    """The one-line message of a user mistake (`ari` prints it and exits 2)."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    assert isinstance(result.exception, UserError), (args, result.output, result.exception)
+    return str(result.exception)
+
+
+CATALOGUE = ("uid,project,array,band,size_gb\n"
+             "uid://A001/X1296/X1d3,2016.1.00123.S,12m,6,12.5\n"
+             "uid://A001/X1296/X1d5,2016.1.00123.S,7m,3,2\n")
+
+
+def test_a_dry_run_counts_what_the_import_then_does_new_updated_and_unchanged(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run("init")
+    Path("first.csv").write_text(CATALOGUE)
+    run("datasets", "import", "first.csv")
+    # one row as before, one with a new size, two new MOUS
+    Path("second.csv").write_text("uid,project,array,band,size_gb\n"
+                                  "uid://A001/X1296/X1d3,2016.1.00123.S,12m,6,12.5\n"
+                                  "uid://A001/X1296/X1d5,2016.1.00123.S,7m,3,3\n"
+                                  "uid://A001/X1296/X1d7,2016.1.00123.S,7m,3,1\n"
+                                  "uid://A001/X1296/X1d9,2016.1.00123.S,12m,7,4\n")
+    dry = json.loads(run("datasets", "import", "second.csv", "--dry-run", "--json").stdout)
+    assert json.loads(run("datasets", "list", "--json").stdout)[1]["size_gb"] == 2  # the dry run wrote nothing
+    real = json.loads(run("datasets", "import", "second.csv", "--json").stdout)
+    counts = ("added", "updated", "unchanged")
+    assert [dry[k] for k in counts] == [real[k] for k in counts] == [2, 1, 1]
+    assert [m["uid"] for m in dry["mous"] if m["new"]] == ["uid://A001/X1296/X1d7", "uid://A001/X1296/X1d9"]
+    assert [m["uid"] for m in dry["mous"] if m["updated"]] == ["uid://A001/X1296/X1d5"]
+    text = run("datasets", "import", "second.csv", "--dry-run").stdout
+    assert "0 would be added, 0 would be updated, 4 would stay unchanged" in text
+
+
+def test_a_dry_run_and_the_import_reject_the_same_bad_and_duplicate_rows_naming_each(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run("init")
+    Path("bad.csv").write_text(CATALOGUE + "uid://A001/X1296,2016.1.00123.S,12m,6,1\n"
+                               "uid://A001/X1296/X1d3,2016.1.00123.S,12m,6,12.5\n")
+    message = refused("datasets", "import", "bad.csv", "--json")
+    assert refused("datasets", "import", "bad.csv", "--dry-run", "--json") == message
+    assert 'line 4: uid "uid://A001/X1296" is not valid' in message
+    assert "line 5: uid://A001/X1296/X1d3 is already on line 2 — keep one row per MOUS" in message
+    assert "2 rows rejected, nothing imported" in message
+    assert json.loads(run("datasets", "list", "--json").stdout) == []
+    Path("bad.csv").write_text(CATALOGUE)  # fixed: the preview and the import agree again
+    dry = json.loads(run("datasets", "import", "bad.csv", "--dry-run", "--json").stdout)
+    real = json.loads(run("datasets", "import", "bad.csv", "--json").stdout)
+    assert (dry["added"], dry["new"], real["added"]) == (2, 2, 2)
