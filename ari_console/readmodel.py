@@ -252,9 +252,13 @@ def status_report(config_path: Path) -> dict:
     with store.open_db(cfg.campaign.db_path) as db:
         store.sync_nodes(db, cfg.nodes, store.now())
         now = store.now()
-        stale = max(600.0, 3 * cfg.campaign.poll_interval_s)
         return {"campaign": cfg.campaign.name, **store.status(db),  # rates from each data set's first try
-                "attention": attention(db, now, stale)}
+                "attention": attention(db, now, stale_probe_s(cfg))}
+
+
+def stale_probe_s(cfg) -> float:
+    """How long without a probe before a node counts as stale: three polls, at least ten minutes."""
+    return max(600.0, 3 * cfg.campaign.poll_interval_s)
 
 
 # -- what needs a person ------------------------------------------------------------------------
@@ -262,7 +266,7 @@ def status_report(config_path: Path) -> dict:
 def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> dict:
     """What waits for an operator: held data sets (reason, category, fix), QA2 reviews, stale or drained nodes.
 
-    ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason}],
+    ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason, fix, pairs}],
     nodes: [{name, problem, fix}], count}``; ``line`` is the one-line summary (``attention_line``).
     """
     from .triage.rules import fix_for
@@ -271,6 +275,7 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
         held = store.newest_attempts_in_state(db, "held")
         review = store.newest_attempts_in_state(db, "review")
         nodes = store.nodes(db)
+        pairs = {r["uid"]: store.qa2_results(db, r["uid"]) for r in review}
     out_held = []
     for h in held:
         category = h["category"] or None
@@ -280,7 +285,8 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
         out_held.append({"uid": h["uid"], "reason": h["reason"] or (f"{category} failure" if category else "held"),
                          "category": category, "node": h["node"], "excerpt": excerpt, "fix": fix})
     out_review = [{"uid": r["uid"], "reason": r["reason"] or "QA2 discrepant or unverifiable",
-                   "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`"}
+                   "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`",
+                   "pairs": discrepant_pairs(p for p in pairs[r["uid"]] if p["attempt_id"] in (r["attempt_id"], None))}
                   for r in review]
     out_nodes = []
     for n in nodes:
@@ -467,3 +473,28 @@ def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
         return None
     return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
                               speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
+
+
+QA2_MEASURES = ("flux", "peak", "rms", "beam")
+
+
+def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
+    """The discrepant pipeline/QA2 image pairs of a review: image, field, spw, the measure that failed and its ratio.
+
+    The measure is the first one the verdict's reasons name (``measure`` None and ``ratio`` None when
+    the pair failed on something else, e.g. a source that moved; ``why`` says what).
+
+    >>> discrepant_pairs([{"pl": "/p/a.image.pbcor.fits", "field": "M100", "spw": "25", "verdict": "discrepant",
+    ...     "flux_ratio": 1.41, "detail": {"reasons": "flux ratio 1.410 outside 1 ± 0.050"}}])[0]["measure"]
+    'flux'
+    """
+    out = []
+    for p in pairs:
+        if p.get("verdict") != "discrepant":
+            continue
+        why = (p.get("detail") or {}).get("reasons") or ""
+        measure = min((m for m in QA2_MEASURES if f"{m} ratio" in why), key=lambda m: why.index(f"{m} ratio"),
+                      default=None)
+        out.append({"image": Path(p.get("pl") or "").name, "field": p.get("field"), "spw": p.get("spw"),
+                    "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
+    return out

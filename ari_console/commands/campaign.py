@@ -74,7 +74,9 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
     if att["count"]:
         table("needs a person", ["what", "which", "why", "fix"],
               [("held", h["uid"], h["reason"], h["fix"]) for h in att["held"]]
-              + [("QA2 review", r["uid"], r["reason"], r["fix"]) for r in att["review"]]
+              + [("QA2 review", r["uid"], "; ".join([r["reason"]] + [
+                  f"{p['image']}: {p['measure']} ratio {p['ratio']:.3g}" if p["ratio"] is not None else
+                  f"{p['image']}: {p['why']}" for p in r["pairs"]]), r["fix"]) for r in att["review"]]
               + [("node", n["name"], n["problem"], n["fix"]) for n in att["nodes"]])
     out.print(att["line"])
 

@@ -42,6 +42,24 @@ def sparkline(values: Sequence[float], width: int = 12, top: float | None = None
     return "".join(SPARK[min(len(SPARK) - 1, max(0, round(v / hi * (len(SPARK) - 1))))] for v in values)
 
 
+def bar_chart(values: Sequence[float], top: float, height: int = 3) -> str:
+    """``values`` as columns ``height`` rows tall on a fixed axis: 0 is an empty column, ``top`` a full one.
+
+    A burn-down drawn this way cannot look finished while data sets remain (a min-max scale would
+    draw the last few held ones at the bottom).
+
+    >>> print(bar_chart([4, 2, 1, 0], top=4, height=2))
+    █   
+    ██▄ 
+    """
+    rows = []
+    levels = [0 if top <= 0 else round(max(0.0, min(v, top)) / top * height * 8) for v in values]
+    for r in range(height - 1, -1, -1):
+        cells = [max(0, min(8, lv - r * 8)) for lv in levels]
+        rows.append("".join(SPARK[c - 1] if c else " " for c in cells))
+    return "\n".join(rows)
+
+
 def clock_text(ts: float | None) -> str:
     """A UTC time of day with date, for ETAs: ``"2026-12-01 14:00 UTC"``."""
     if ts is None:
