@@ -65,3 +65,52 @@ def test_a_dry_run_and_the_import_reject_the_same_bad_and_duplicate_rows_naming_
     dry = json.loads(run("datasets", "import", "bad.csv", "--dry-run", "--json").stdout)
     real = json.loads(run("datasets", "import", "bad.csv", "--json").stdout)
     assert (dry["added"], dry["new"], real["added"]) == (2, 2, 2)
+
+
+def completions(args: list[str], incomplete: str) -> list[str]:
+    """What bash offers for ``ari ARGS INCOMPLETE<TAB>``: the completion protocol the installed script speaks
+    (``_ARI_COMPLETE``, ``COMP_WORDS``, ``COMP_CWORD``), answered in process; nothing on stderr."""
+    words = ["ari", *args, incomplete]
+    result = CliRunner().invoke(app, [], prog_name="ari", env={
+        "_ARI_COMPLETE": "complete_bash", "COMP_WORDS": " ".join(words), "COMP_CWORD": str(len(words) - 1)})
+    assert result.exit_code == 0 and not result.stderr, (result.output, result.exception)
+    return result.stdout.split()
+
+
+TWO_NODES = """[campaign]
+name = "c"
+[[node]]
+name = "ws-old"
+[[node]]
+name = "cluster"
+batch = "slurm"
+"""
+
+
+def test_uids_and_node_names_complete_from_the_campaign_in_the_spelling_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("ari.toml").write_text(TWO_NODES)
+    Path("c.csv").write_text(CATALOGUE + "uid://A001/X12/X1,2016.1.00123.S,12m,6,1\n")
+    run("datasets", "import", "c.csv")
+    assert completions(["retry"], "uid://A001/X1296") == ["uid://A001/X1296/X1d3", "uid://A001/X1296/X1d5"]
+    assert completions(["datasets", "show"], "uid___A001_X12_") == ["uid___A001_X12_X1"]
+    assert completions(["logs"], "uid://A001/X9") == []
+    assert completions(["nodes", "drain"], "") == ["ws-old", "cluster"]
+    assert completions(["nodes", "check", "cluster"], "w") == ["ws-old"]
+    assert completions(["retry", "uid://A001/X12/X1", "--node"], "c") == ["cluster"]
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the campaign named by -c after the subcommand, as the command would use it
+    assert completions(["nodes", "undrain", "-c", str(tmp_path / "ari.toml")], "ws") == ["ws-old"]
+    assert completions(["-c", str(tmp_path / "ari.toml"), "accept"], "uid://A001/X12/") == ["uid://A001/X12/X1"]
+
+
+def test_completion_offers_nothing_and_says_nothing_without_a_usable_campaign(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert completions(["retry"], "uid") == [] and completions(["nodes", "drain"], "") == []  # no ari.toml
+    Path("ari.toml").write_text('[[node]]\nname = "a"\nslots = "two"\n')  # invalid config
+    assert completions(["nodes", "drain"], "") == []
+    Path("ari.toml").write_text(TWO_NODES)
+    Path("ari.db").write_bytes(b"not a database at all" * 100)  # a broken state file
+    assert completions(["retry"], "uid") == []
+    assert completions(["nodes", "drain"], "") == ["ws-old", "cluster"]

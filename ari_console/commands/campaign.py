@@ -14,7 +14,7 @@ from ..clikit import emit_json, err, out, table
 from ..config import CONFIG_NAME, load_config, starter_config
 from ..errors import UserError
 from ..formatting import duration_text, size_text
-from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag
+from .common import ConfigOpt, JsonOpt, UidArg, campaign, complete_uid, flag
 
 app = typer.Typer()
 
@@ -102,7 +102,8 @@ def run(
 @app.command()
 def attempts(
     ctx: typer.Context,
-    uid: Annotated[Optional[str], typer.Argument(metavar="[UID]", help="Only this data set's attempts.")] = None,
+    uid: Annotated[Optional[str], typer.Argument(metavar="[UID]", autocompletion=complete_uid,
+                                                          help="Only this data set's attempts.")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

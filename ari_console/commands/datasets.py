@@ -11,7 +11,7 @@ from .. import alma, store
 from ..clikit import emit_json, out, table
 from ..errors import UserError
 from ..formatting import gb_text, size_text
-from .common import ConfigOpt, JsonOpt, campaign, flag
+from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag
 
 app = typer.Typer(help="The campaign's queue of data sets (MOUS).", no_args_is_help=True)
 
@@ -91,7 +91,7 @@ def _print_excluded(excluded: dict[str, str]) -> None:
 @app.command("show")
 def show(
     ctx: typer.Context,
-    uid: Annotated[str, typer.Argument(metavar="UID", help="The data set's MOUS uid (any spelling).")],
+    uid: UidArg,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
