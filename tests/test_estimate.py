@@ -380,7 +380,7 @@ def test_simulate_table_says_what_fifo_gave_up_beside_its_makespan(files):
     result = CliRunner().invoke(app, ["simulate", "--workload", str(files / "w.csv"),
                                       "--nodes", str(files / "n.toml"), "--policy", "fifo"])
     assert result.exit_code == 0, result.output
-    assert "given up" in result.stdout and "h per data set at speed 1.0" in result.stdout
+    assert "given up" in result.stdout and "per data set at speed 1.0" in result.stdout
 
 
 def test_campaign_estimate_gives_a_band_around_its_finish():

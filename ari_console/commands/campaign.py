@@ -13,7 +13,7 @@ from .. import store
 from ..clikit import emit_json, err, out, table
 from ..config import CONFIG_NAME, load_config, starter_config
 from ..errors import UserError
-from ..formatting import duration_text, size_text
+from ..formatting import duration_text, hours_text
 from .common import ConfigOpt, JsonOpt, UidArg, campaign, complete_uid, flag
 
 app = typer.Typer()
@@ -139,8 +139,8 @@ def stats(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False
               f"unsupervised, {pct(result['success_after_retries'])} after retries; "
               f"{result['attempt_hours']:.1f} attempt-hours, {result['cpu_hours']:.1f} CPU-hours")
     table("failures by category", ["category", "attempts"], result["failures_by_category"].items())
-    table("runtime of successful attempts (h)", ["node", "count", "median", "max"],
-          [(n, v["count"], v["median"], v["max"]) for n, v in result["runtime_h_by_node"].items()])
+    table("runtime of successful attempts", ["node", "count", "median", "max"],
+          [(n, v["count"], hours_text(v["median"]), hours_text(v["max"])) for n, v in result["runtime_h_by_node"].items()])
 
 
 @app.command()

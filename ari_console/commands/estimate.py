@@ -134,9 +134,9 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
         ("lower bound", f"{hours_text(bound.hours)} (LP {hours_text(bound.lp_h)}, longest {hours_text(bound.longest_h)})"
                         + (" from the hidden truth" if truth else "")),
         ("gap to bound", f"{gap:.2%}"),
-        ("assumes", f"{sim.mean_hours:,.2f} h per data set at speed 1.0 on {sim.slots} slots "
+        ("assumes", f"{hours_text(sim.mean_hours)} per data set at speed 1.0 on {sim.slots} slots "
                     f"(speed-weighted {sim.capacity:,.1f}): "
-                    f"{sim.jobs * sim.mean_hours / max(sim.capacity, 1e-9):,.0f} h if no slot ever idled"),
+                    f"{hours_text(sim.jobs * sim.mean_hours / max(sim.capacity, 1e-9))} if no slot ever idled"),
         ("avoidable failures", f"{sim.failures_avoidable} (memory kills {sim.kills['memory']}, "
                                f"walltime kills {sim.kills['walltime']})"),
         ("CPU-hours", f"{sim.cpu_hours:,.0f}, {sim.wasted_cpu_hours:,.0f} on killed attempts "
@@ -256,5 +256,5 @@ def campaign_cmd(
     if result.band:
         clikit.out.print(f"forecast from the predictions' spread: done between {out['finish_p10']} (P10) and "
                          f"{out['finish_p90']} (P90), most likely {out['finish_p50']}; it assumes "
-                         f"{out['mean_hours_per_dataset']:.2f} h per data set at speed 1.0 on {out['slots']} slots",
+                         f"{hours_text(out['mean_hours_per_dataset'])} per data set at speed 1.0 on {out['slots']} slots",
                          markup=False)

@@ -224,7 +224,7 @@ def queue_row(d: Mapping, a: Mapping | None, count: int, now: float,
             stage, human_duration(attempt_elapsed(a, now)), category)
 
 
-_UNITS = {"MB": 1e-3, "GB": 1.0, "TB": 1e3}
+_UNITS = {"Byte": 1e-9, "Bytes": 1e-9, "kB": 1e-6, "MB": 1e-3, "GB": 1.0, "TB": 1e3, "PB": 1e6}  # formatting.gb_text's units
 _DURATION_PARTS = re.compile(r"(\d+)([dhms])")
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
