@@ -101,6 +101,6 @@ class DashboardScreen(AriScreen):
         first, now_left = (dash.burndown[0], dash.burndown[-1]) if dash.burndown else (0, 0)
         waiting = [f"{dash.totals[s]:,} {s}" for s in ("held", "review") if dash.totals.get(s)]
         self.query_one("#burn-axis", Static).update(
-            f"[dim]{views.clock_text(start)} → now, axis 0 to {counted:,}[/]  {first:,} → {now_left:,} remaining"
-            + (f" [yellow]({', '.join(waiting)}: wait for a person)[/]" if waiting else ""))
+            f"[dim]{views.clock_text(start)} → now:[/] {first:,} → {now_left:,} of {counted:,} left"
+            + (f" [yellow]({', '.join(waiting)})[/]" if waiting else ""))
         self.set_status(f"{snap.dashboard.total:,} data sets · as of {views.clock_text(snap.now)}")
