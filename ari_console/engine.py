@@ -39,7 +39,7 @@ from .errors import UserError
 from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
-from .readmodel import attention, attention_line, history, node_states, scheduler_queue
+from .readmodel import attention, attention_line, history, node_states, scheduler_queue, stale_probe_s
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -786,7 +786,7 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
         progress(f"engine: campaign {cfg.campaign.name}, {len(cfg.nodes)} node(s), tick every "
                  f"{cfg.campaign.poll_interval_s:g} s (Ctrl-C stops the console; jobs go on)")
         report = engine.run(stop=lambda: once or bool(stopping), until_idle=until_idle)
-        att = attention(engine.db, time.time(), max(600.0, 3 * cfg.campaign.poll_interval_s))
+        att = attention(engine.db, time.time(), stale_probe_s(cfg))
     progress(f"engine stopped: {report.queued} queued, {report.running} running")
     for h in att["held"]:
         progress(f"held {h['uid']}: {h['reason']} — {h['fix']}")

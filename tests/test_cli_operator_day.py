@@ -114,3 +114,30 @@ def test_completion_offers_nothing_and_says_nothing_without_a_usable_campaign(tm
     Path("ari.db").write_bytes(b"not a database at all" * 100)  # a broken state file
     assert completions(["retry"], "uid") == []
     assert completions(["nodes", "drain"], "") == ["ws-old", "cluster"]
+
+
+def test_every_command_that_reads_or_changes_state_takes_json():
+    import typer
+
+    streams = {"logs", "tui", "archive serve"}  # a log stream, the console, a server: no document to print
+    missing = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, path + [name])
+        if not hasattr(command, "commands") and " ".join(path) not in streams:
+            if "--json" not in {o for p in command.params for o in getattr(p, "opts", [])}:
+                missing.append(" ".join(path))
+
+    walk(typer.main.get_command(app), [])
+    assert missing == []
+
+
+def test_init_and_a_headless_run_answer_in_json_and_init_points_to_the_node_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    started = json.loads(run("init", "--json").stdout)
+    assert started["config"] == str((tmp_path / "ari.toml").resolve()) and started["next"][0] == "ari nodes check"
+    assert "`ari nodes check`" in run("init", "again").stdout
+    done = json.loads(run("run", "--once", "--json").stdout)
+    assert done["stopped"] == {"queued": 0, "running": 0, "blocked": None}
+    assert done["attention"]["line"] == "nothing needs a person" and done["datasets"] == 0

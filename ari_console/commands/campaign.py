@@ -24,6 +24,7 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Campaign directory to create ari.toml in.")] = Path("."),
     name: Annotated[Optional[str], typer.Option(help="Campaign name (default: the directory's name).")] = None,
     force: Annotated[bool, flag("--force", help="Overwrite an existing ari.toml.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a commented starter ari.toml with one local node."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -44,8 +45,12 @@ def init(
     )
     path.write_text(text)
     load_config(path)  # the starter must itself be valid
-    out.print(f"wrote {path} — next: `ari nodes check` (can each node run the recipe?), then "
-              "`ari datasets import CATALOGUE.csv`, then `ari run` or `ari tui`")
+    steps = ["ari nodes check", "ari datasets import CATALOGUE.csv", "ari run"]
+    if as_json:
+        emit_json({"config": str(path.resolve()), "next": steps})
+        return
+    out.print(f"wrote {path} — next: `{steps[0]}` (can each node run the recipe?), then "
+              f"`{steps[1]}`, then `{steps[2]}` or `ari tui`")
 
 
 def _local_mem_gb() -> float:
@@ -87,7 +92,8 @@ def run(
     config: ConfigOpt = None,
     once: Annotated[bool, flag("--once", help="Do one tick and stop.")] = False,
     until_idle: Annotated[bool, flag("--until-idle", help="Stop when nothing is queued or running.")] = False,
-    policy: Annotated[str, typer.Option(help="Placement policy: lpt, greedy or fifo.")] = "lpt",
+    policy: Annotated[str, typer.Option(metavar="POLICY", help="Placement policy: lpt, greedy or fifo.")] = "lpt",
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the campaign headless: schedule, launch, watch, retry. Ctrl-C stops the console, not the jobs."""
     from ..engine import run_headless
@@ -95,8 +101,14 @@ def run(
 
     if policy not in POLICIES:
         raise UserError(f'--policy "{policy}" is not a policy — use one of {", ".join(POLICIES)}')
-    run_headless(campaign(ctx, config).config(), progress=lambda m: err.print(m, markup=False, highlight=False),
-                 policy=policy, once=once, until_idle=until_idle)
+    camp = campaign(ctx, config)
+    report = run_headless(camp.config(), progress=lambda m: err.print(m, markup=False, highlight=False),
+                          policy=policy, once=once, until_idle=until_idle)
+    if as_json:  # progress stays on stderr; what the run left behind, as `ari status --json` says it
+        from ..readmodel import status_report
+
+        emit_json({**status_report(camp.config_path), "stopped": {"queued": report.queued, "running": report.running,
+                                                                 "blocked": report.blocked}})
 
 
 @app.command()
