@@ -141,3 +141,19 @@ def test_init_and_a_headless_run_answer_in_json_and_init_points_to_the_node_chec
     done = json.loads(run("run", "--once", "--json").stdout)
     assert done["stopped"] == {"queued": 0, "running": 0, "blocked": None}
     assert done["attention"]["line"] == "nothing needs a person" and done["datasets"] == 0
+
+
+def test_no_help_screen_shows_a_flag_as_taking_a_value():
+    import typer
+
+    paths = [[]]
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            paths.append(path + [name])
+            walk(sub, path + [name])
+
+    walk(typer.main.get_command(app), [])
+    for path in paths:
+        text = run(*path, "--help").stdout
+        assert "<bool>" not in text, (path, [ln for ln in text.splitlines() if "<bool>" in ln])
