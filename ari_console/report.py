@@ -107,7 +107,7 @@ def success_over_time(attempts: Iterable[Mapping]) -> list[dict]:
 
 
 def remaining_over_time(events: Iterable[Mapping]) -> list[tuple[float, int]]:
-    """Data sets still to do (queued, running or held) after each import or state change, as steps.
+    """Data sets still to do (queued, running, held or in review) after each import or state change, as steps.
 
     >>> ev = [dict(ts=0.0, uid="a", kind="imported", new="queued"),
     ...       dict(ts=0.0, uid="b", kind="imported", new="excluded"),
@@ -473,12 +473,13 @@ def _plot_burndown(ax, data: ReportData) -> bool:
         return False
     steps = list(data.remaining) + [(data.now, data.remaining[-1][1])]
     ax.step([_dt(t) for t, _ in steps], [n for _, n in steps], where="post", color="#1c7ed6", lw=2,
-            label="remaining (queued, running, held)")
+            label="remaining (queued, running, held, review)")
     est = data.numbers["burndown"]["estimate"]
-    held = data.numbers["burndown"]["held"]
+    b = data.numbers["burndown"]
+    waiting = b["held"] + b["review"]  # what the nodes leave when the queue is done
     if est["finish"]:
         finish = datetime.fromisoformat(est["finish"])
-        ax.plot([_dt(data.now), finish], [steps[-1][1], held], ls="--", color="#e8590c",
+        ax.plot([_dt(data.now), finish], [steps[-1][1], waiting], ls="--", color="#e8590c",
                 label=f"estimated ({est['policy']}): done {finish:%Y-%m-%d %H:%M} UTC")
         ax.axvline(finish, color="#e8590c", lw=0.8, ls=":")
         if est.get("finish_p10") and est.get("finish_p90"):
@@ -487,8 +488,6 @@ def _plot_burndown(ax, data: ReportData) -> bool:
     else:
         ax.text(0.98, 0.95, f"no completion estimate: {est['note']}", transform=ax.transAxes, ha="right", va="top",
                 fontsize=8, color="#c92a2a", wrap=True)
-    b = data.numbers["burndown"]
-    waiting = b["held"] + b["review"]
     if waiting:  # what no node will finish on its own, apart from the line, so the plot never looks done
         ax.axhspan(0, waiting, color="#fab005", alpha=0.25,
                    label=f"held ({b['held']}) or in QA2 review ({b['review']}) now: wait for a person")
@@ -610,7 +609,8 @@ def _notes(name: str, n: Mapping) -> str:
                 f"tolerance of the verdict (docs/qa2.md) for a source of one beam.")
     est = n["burndown"]["estimate"]
     b = n["burndown"]
-    text = f"{b['remaining']} data sets remain ({b['queued']} queued, {b['running']} running, {b['held']} held). "
+    text = (f"{b['remaining']} data sets remain ({b['queued']} queued, {b['running']} running, {b['held']} held, "
+            f"{b['review']} in QA2 review). ")
     if est["finish"]:
         text += (f"Estimated completion {est['finish']} on {est['nodes']} nodes ({est['policy']}, makespan "
                  f"{hours_text(est['makespan_h'])}, lower bound {hours_text(est['lower_bound_h'])})"
@@ -620,8 +620,9 @@ def _notes(name: str, n: Mapping) -> str:
         text += f"No completion estimate: {est['note']}."
     if est["finish"] and est["note"]:
         text += f" {est['note']}."
-    if b["held"]:
-        text += " Held data sets wait for an operator and are not in the estimate."
+    if b["held"] or b["review"]:
+        text += (" Held data sets and those in QA2 review wait for an operator and are not in the estimate"
+                 " (the shaded band; see Needs a person).")
     return text
 
 

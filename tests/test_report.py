@@ -351,3 +351,13 @@ def test_the_report_names_what_needs_a_person_in_tables_with_the_numbers_of_stat
     assert f"ari accept {F}" in review_row
     assert "needs a person: 1 held data set, 1 QA2 review" in page.inner_text("#attention")
     page.close()
+
+    # the burn-down's axis runs to every eligible data set, and what waits for a person is shaded apart
+    from ari_console import report as report_module
+
+    with store.open_db(campaign / "ari.db") as db:
+        data = report_module.collect(db, load_config(campaign / "ari.toml"), time.time())
+    fig, ax = report_module._figure()
+    assert report_module._plot_burndown(ax, data)
+    assert ax.get_ylim() == (0, pytest.approx(6 * 1.05))  # 6 eligible, though only 3 remain
+    assert any("held (1) or in QA2 review (1)" in t.get_text() for t in ax.get_legend().get_texts())
