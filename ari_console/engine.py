@@ -39,7 +39,8 @@ from .errors import UserError
 from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
-from .readmodel import attention, attention_line, history, node_states, scheduler_queue, stale_probe_s
+from .readmodel import (attention, attention_line, history, node_states, review_text, scheduler_queue,
+                        stale_probe_s)
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -791,7 +792,7 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
     for h in att["held"]:
         progress(f"held {h['uid']}: {h['reason']} — {h['fix']}")
     for r in att["review"]:
-        progress(f"review {r['uid']}: {r['reason']} — {r['fix']}")
+        progress(f"review {r['uid']}: {review_text(r)} — {r['fix']}")
     for n in att["nodes"]:
         progress(f"node {n['name']}: {n['problem']} — {n['fix']}")
     progress(att["line"])

@@ -475,6 +475,18 @@ def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
                               speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
 
 
+def review_text(review: Mapping) -> str:
+    """Why a data set waits for a QA2 decision, with each discrepant image's failing measure (`ari status`, `ari run`).
+
+    >>> review_text({"reason": "QA2 discrepant", "pairs": [{"image": "a.fits", "measure": "flux", "ratio": 1.41,
+    ...     "why": "flux ratio 1.410 outside 1 ± 0.050"}]})
+    'QA2 discrepant; a.fits: flux ratio 1.41'
+    """
+    return "; ".join([review["reason"]] + [f"{p['image']}: {p['measure']} ratio {p['ratio']:.3g}"
+                                           if p["ratio"] is not None else f"{p['image']}: {p['why']}"
+                                           for p in review.get("pairs", [])])
+
+
 QA2_MEASURES = ("flux", "peak", "rms", "beam")
 
 

@@ -63,7 +63,7 @@ def _local_mem_gb() -> float:
 @app.command()
 def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Campaign totals by state, per-node state and running attempts."""
-    from ..readmodel import status_report
+    from ..readmodel import review_text, status_report
 
     result = status_report(campaign(ctx, config).config_path)
     if as_json:
@@ -79,9 +79,7 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
     if att["count"]:
         table("needs a person", ["what", "which", "why", "fix"],
               [("held", h["uid"], h["reason"], h["fix"]) for h in att["held"]]
-              + [("QA2 review", r["uid"], "; ".join([r["reason"]] + [
-                  f"{p['image']}: {p['measure']} ratio {p['ratio']:.3g}" if p["ratio"] is not None else
-                  f"{p['image']}: {p['why']}" for p in r["pairs"]]), r["fix"]) for r in att["review"]]
+              + [("QA2 review", r["uid"], review_text(r), r["fix"]) for r in att["review"]]
               + [("node", n["name"], n["problem"], n["fix"]) for n in att["nodes"]])
     out.print(att["line"])
 
