@@ -275,7 +275,9 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
         held = store.newest_attempts_in_state(db, "held")
         review = store.newest_attempts_in_state(db, "review")
         nodes = store.nodes(db)
-        pairs = {r["uid"]: store.qa2_results(db, r["uid"]) for r in review}
+        pairs: dict[str, list[dict]] = defaultdict(list)
+        for p in store.discrepant_qa2_in_state(db, "review"):
+            pairs[p["uid"]].append(p)
     out_held = []
     for h in held:
         category = h["category"] or None
@@ -505,8 +507,8 @@ def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
         if p.get("verdict") != "discrepant":
             continue
         why = (p.get("detail") or {}).get("reasons") or ""
-        measure = min((m for m in QA2_MEASURES if f"{m} ratio" in why), key=lambda m: why.index(f"{m} ratio"),
-                      default=None)
+        found = sorted((why.find(f"{m} ratio"), m) for m in QA2_MEASURES if f"{m} ratio" in why)
+        measure = found[0][1] if found else None
         out.append({"image": Path(p.get("pl") or "").name, "field": p.get("field"), "spw": p.get("spw"),
                     "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
     return out

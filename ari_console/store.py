@@ -1069,6 +1069,15 @@ def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dic
                             (uid, attempt_id, *values, detail, rules_version))
 
 
+def discrepant_qa2_in_state(db: Database, state: str) -> list[dict]:
+    """The discrepant QA2 pairs of every data set in ``state``, in one query (the attention view's reviews)."""
+    rows = _dicts(db, "SELECT q.* FROM qa2_results q JOIN datasets d ON d.uid = q.uid"
+                      " WHERE d.state = ? AND q.verdict = 'discrepant' ORDER BY q.uid, q.id", [state])
+    for row in rows:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+    return rows
+
+
 def qa2_results(db: Database, uid: str | None = None) -> list[dict]:
     """Stored QA2 pairs, discrepant first."""
     where, args = ("WHERE uid = ?", [uid]) if uid else ("", [])
