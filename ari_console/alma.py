@@ -177,11 +177,12 @@ def check_files(files: object) -> list[dict]:
 
 
 def read_datasets_csv(path: Path) -> list[DataSet]:
-    """Every data set in a catalogue CSV, or a UserError naming the first bad row.
+    """Every data set in a catalogue CSV, or a UserError naming every rejected row and why.
 
     Columns: at least ``uid,project``; optionally ``array,band,size_gb,mem_gb,hours``
     (other columns are kept as ``extra``). The whole file is checked before
-    anything is returned, so a caller never half-imports it.
+    anything is returned, so a caller never half-imports it, and one error names
+    all its bad rows (an operator fixes them in one go).
     """
     path = Path(path)
     try:
@@ -195,9 +196,15 @@ def read_datasets_csv(path: Path) -> list[DataSet]:
         raise UserError(f"{path}: not readable as CSV ({exc}) — check its quoting") from None
 
 
+class _Rejected(Exception):
+    """One catalogue row that cannot be imported: the reason and its fix."""
+
+
 def _parse_rows(name: str, reader: Iterable[list[str]]) -> Iterator[DataSet]:
     header: list[str] | None = None
     seen: dict[str, int] = {}
+    rows: list[DataSet] = []
+    rejected: list[str] = []
     for lineno, cells in enumerate(reader, start=1):
         if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
             continue
@@ -208,32 +215,43 @@ def _parse_rows(name: str, reader: Iterable[list[str]]) -> Iterator[DataSet]:
                 raise UserError(f"{name}: line {lineno}: header lacks {', '.join(missing)} — "
                                 f"the first row must name the columns, at least uid,project")
             continue
-        if len(cells) > len(header):
-            raise UserError(f"{name}: line {lineno}: {len(cells)} values for {len(header)} columns — "
-                            f"quote values that contain commas")
-        values = dict(zip(header, (c.strip() for c in cells)))
-        parsed: dict = {}
-        for column, (parse, expected) in _PARSERS.items():
-            raw = values.get(column, "")
-            if raw == "":
-                if column in CSV_REQUIRED:
-                    raise UserError(f"{name}: line {lineno}: {column} is empty — write {expected}")
-                continue
-            try:
-                parsed[column] = parse(raw)
-            except ValueError:
-                raise UserError(f'{name}: line {lineno}: {column} "{raw}" is not valid — write {expected}') from None
-        uid = parsed["uid"]
-        if uid in seen:
-            raise UserError(f"{name}: line {lineno}: {uid} is already on line {seen[uid]} — keep one row per MOUS")
-        seen[uid] = lineno
-        extra = {k: v for k, v in values.items() if k not in _PARSERS and v != ""}
-        if "files" in extra:
-            try:
-                check_files(extra["files"])
-            except ValueError as exc:
-                raise UserError(f"{name}: line {lineno}: files {exc} — write a JSON list like "
-                                f'[{{"url": "https://...", "name": "x.tar"}}]') from None
-        yield DataSet(**parsed, extra=extra)
+        try:
+            rows.append(_parse_row(header, cells, lineno, seen))
+        except _Rejected as exc:
+            rejected.append(f"line {lineno}: {exc}")
     if header is None:
         raise UserError(f"{name}: the file is empty — it needs a header row uid,project and one row per MOUS")
+    if rejected:
+        more = f" ({len(rejected)} rows rejected, nothing imported)" if len(rejected) > 1 else ""
+        raise UserError(f"{name}: " + "; ".join(rejected) + more)
+    yield from rows
+
+
+def _parse_row(header: list[str], cells: list[str], lineno: int, seen: dict[str, int]) -> DataSet:
+    """One catalogue row as a data set, or _Rejected saying what is wrong and the fix."""
+    if len(cells) > len(header):
+        raise _Rejected(f"{len(cells)} values for {len(header)} columns — quote values that contain commas")
+    values = dict(zip(header, (c.strip() for c in cells)))
+    parsed: dict = {}
+    for column, (parse, expected) in _PARSERS.items():
+        raw = values.get(column, "")
+        if raw == "":
+            if column in CSV_REQUIRED:
+                raise _Rejected(f"{column} is empty — write {expected}")
+            continue
+        try:
+            parsed[column] = parse(raw)
+        except ValueError:
+            raise _Rejected(f'{column} "{raw}" is not valid — write {expected}') from None
+    uid = parsed["uid"]
+    if uid in seen:
+        raise _Rejected(f"{uid} is already on line {seen[uid]} — keep one row per MOUS")
+    seen[uid] = lineno
+    extra = {k: v for k, v in values.items() if k not in _PARSERS and v != ""}
+    if "files" in extra:
+        try:
+            check_files(extra["files"])
+        except ValueError as exc:
+            raise _Rejected(f'files {exc} — write a JSON list like [{{"url": "https://...", "name": "x.tar"}}]') \
+                from None
+    return DataSet(**parsed, extra=extra)

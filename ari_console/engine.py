@@ -36,9 +36,11 @@ from . import scheduler, store, triage
 from .alma import uid_filename
 from .config import Config, Node
 from .errors import UserError
+from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
-from .readmodel import attention, attention_line, history, node_states, scheduler_queue
+from .readmodel import (attention, attention_line, history, node_states, review_text, scheduler_queue,
+                        stale_probe_s)
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -400,7 +402,7 @@ class Engine:
             report.errors.append(f"{node.name}: could not cancel hung attempt {a['id']}: {exc}")
         lost = JobState(state="lost", stage=js.stage or a["stage"], category="node_lost",
                         message=f"heartbeat lost: the runner on {node.name} has been silent for "
-                                f"{silent_min:.0f} min (hung or stopped); its job was killed")
+                                f"{duration_text(silent_min * 60)} (hung or stopped); its job was killed")
         self._finish(store.attempt(self.db, a["id"]), lost, now, report)
 
     def mirror_dir(self, a: dict) -> Path:
@@ -641,8 +643,8 @@ class Engine:
         short = self._scratch_shortfall(node, ds)
         if short is not None:
             self.scratch_short[node.name] = short[0]
-            self._tell(node.name, f"disk_full: scratch {node.scratch_dir} has {short[0]:.2f} GB free, "
-                                  f"{ds['uid']} needs {short[1]:.2f} GB — free space there (or point scratch_dir "
+            self._tell(node.name, f"disk_full: scratch {node.scratch_dir} has {gb_text(short[0])} free, "
+                                  f"{ds['uid']} needs {gb_text(short[1])} — free space there (or point scratch_dir "
                                   f"elsewhere); no launch there until a probe shows more", now, report)
             return False
         try:
@@ -785,12 +787,12 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
         progress(f"engine: campaign {cfg.campaign.name}, {len(cfg.nodes)} node(s), tick every "
                  f"{cfg.campaign.poll_interval_s:g} s (Ctrl-C stops the console; jobs go on)")
         report = engine.run(stop=lambda: once or bool(stopping), until_idle=until_idle)
-        att = attention(engine.db, time.time(), max(600.0, 3 * cfg.campaign.poll_interval_s))
+        att = attention(engine.db, time.time(), stale_probe_s(cfg))
     progress(f"engine stopped: {report.queued} queued, {report.running} running")
     for h in att["held"]:
         progress(f"held {h['uid']}: {h['reason']} — {h['fix']}")
     for r in att["review"]:
-        progress(f"review {r['uid']}: {r['reason']} — {r['fix']}")
+        progress(f"review {r['uid']}: {review_text(r)} — {r['fix']}")
     for n in att["nodes"]:
         progress(f"node {n['name']}: {n['problem']} — {n['fix']}")
     progress(att["line"])

@@ -587,6 +587,54 @@ class NodesNeeded:
     makespan_h: float
     lower_bound_h: float
     reason: str = ""
+    never_run: tuple[sch.Unplaceable, ...] = ()
+    """Data sets no node can run, not even one of ``node_class``: adding nodes of it never finishes them."""
+
+
+NEVER_RUN_FIXES = {
+    "memory": "add a node with that much memory, or lower the data set's mem_gb if the prediction is too high",
+    "walltime": "add a node that allows that walltime (or is faster), or raise a node's walltime_h",
+    "casa": "install that CASA version on a node and list it in the node's casa table",
+    "recipe": "give a node that recipe",
+    "pinned": "unpin the data set (ari retry UID --node NAME) or add the node it is pinned to",
+    "drained": "undrain the node that can run it",
+    "other": "read the reason, then change the nodes or the data set",
+}
+"""Why a data set can never run (the kind of its unplaceable reason) -> what an operator does about it."""
+
+
+def never_run_kind(reason: str) -> str:
+    """The kind of an unplaceable reason (a key of ``NEVER_RUN_FIXES``).
+
+    >>> never_run_kind("needs 900 GB memory; the largest node (hpc) has 512 GB"), never_run_kind("needs CASA 4.7.2, ws has 6.6")
+    ('memory', 'casa')
+    """
+    kinds = (("GB memory", "memory"), (" h at speed", "walltime"), ("walltime", "walltime"), ("needs CASA", "casa"),
+             ("needs recipe", "recipe"), ("pinned", "pinned"), ("only drained", "drained"))
+    return next((kind for text, kind in kinds if text in reason), "other")
+
+
+def never_run_groups(never: Sequence[sch.Unplaceable]) -> list[dict]:
+    """Data sets that can never run, grouped by kind, biggest group first: ``{kind, count, example, fix, uids}``.
+
+    >>> g = never_run_groups([sch.Unplaceable(DataSet("a"), "needs 900 GB memory; the largest node (x) has 512 GB")])
+    >>> (g[0]["kind"], g[0]["count"], g[0]["fix"].split(",")[0])
+    ('memory', 1, 'add a node with that much memory')
+    """
+    groups: dict[str, list[sch.Unplaceable]] = {}
+    for u in never:
+        groups.setdefault(never_run_kind(u.reason), []).append(u)
+    return [{"kind": kind, "count": len(us), "example": us[0].reason, "fix": NEVER_RUN_FIXES[kind],
+             "uids": [u.dataset.uid for u in us]}
+            for kind, us in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+
+
+def never_runs(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_class: str,
+               predictions: Mapping[str, Prediction]) -> tuple[sch.Unplaceable, ...]:
+    """The data sets no node can run even with one more node of ``node_class`` (so with any number of them)."""
+    with_class = add_nodes(nodes, node_class, 1)
+    found = ((ds, sch.unplaceable_reason(ds, predictions[ds.uid], with_class)) for ds in datasets)
+    return tuple(sch.Unplaceable(ds, why) for ds, why in found if why is not None)
 
 
 def add_nodes(nodes: Sequence[NodeState], node_class: str, count: int) -> list[NodeState]:
@@ -609,10 +657,12 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
     """The fewest nodes of ``node_class`` to add so the simulated makespan <= ``deadline_h``.
 
     Exponential search then bisection on the count; the lower bound rules a
-    count out before any simulation does.
+    count out before any simulation does. The makespan is of what can run at
+    all: ``never_run`` holds the data sets no node (nor one of the class) can run.
     """
     model = history if isinstance(history, sch.Model) else sch.fit_history(history)
     preds = sch.predict_all(datasets, model)
+    never = never_runs(datasets, nodes, node_class, preds)
     memo: dict[int, tuple[bool, float, float]] = {}
 
     def check(k: int) -> tuple[bool, float, float]:
@@ -634,17 +684,17 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
                if floor.longest_h >= floor.lp_h else
                f"what {node_class} cannot run keeps the other nodes busy {floor.lp_h:.4g} h")
         return NodesNeeded(node_class, deadline_h, None, math.inf, floor.hours,
-                           f"even {limit} more {node_class} nodes cannot: {why}")
+                           f"even {limit} more {node_class} nodes cannot: {why}", never)
     ok, span, lb = check(0)
     if ok:
-        return NodesNeeded(node_class, deadline_h, 0, span, lb)
+        return NodesNeeded(node_class, deadline_h, 0, span, lb, never_run=never)
     lo, hi = 0, 1
     while not check(hi)[0]:
         lo, hi = hi, hi * 2
         if hi > limit:
             _, span, lb = check(lo)
             return NodesNeeded(node_class, deadline_h, None, span, lb,
-                               f"the simulation needs more than {limit} more {node_class} nodes")
+                               f"the simulation needs more than {limit} more {node_class} nodes", never)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if check(mid)[0]:
@@ -652,7 +702,7 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
         else:
             lo = mid
     _, span, lb = check(hi)
-    return NodesNeeded(node_class, deadline_h, hi, span, lb)
+    return NodesNeeded(node_class, deadline_h, hi, span, lb, never_run=never)
 
 
 # -- a live campaign ---------------------------------------------------------------

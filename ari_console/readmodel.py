@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 
 from . import store
 from .config import Node, load_config
+from .formatting import duration_text
 
 # Attempt states. A *try* is an attempt that ran the recipe to a verdict: a cancelled attempt
 # (an operator's SIGTERM, or a launch the engine closed because it never started) is not one, so
@@ -251,9 +252,13 @@ def status_report(config_path: Path) -> dict:
     with store.open_db(cfg.campaign.db_path) as db:
         store.sync_nodes(db, cfg.nodes, store.now())
         now = store.now()
-        stale = max(600.0, 3 * cfg.campaign.poll_interval_s)
         return {"campaign": cfg.campaign.name, **store.status(db),  # rates from each data set's first try
-                "attention": attention(db, now, stale)}
+                "attention": attention(db, now, stale_probe_s(cfg))}
+
+
+def stale_probe_s(cfg) -> float:
+    """How long without a probe before a node counts as stale: three polls, at least ten minutes."""
+    return max(600.0, 3 * cfg.campaign.poll_interval_s)
 
 
 # -- what needs a person ------------------------------------------------------------------------
@@ -261,7 +266,7 @@ def status_report(config_path: Path) -> dict:
 def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> dict:
     """What waits for an operator: held data sets (reason, category, fix), QA2 reviews, stale or drained nodes.
 
-    ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason}],
+    ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason, fix, pairs}],
     nodes: [{name, problem, fix}], count}``; ``line`` is the one-line summary (``attention_line``).
     """
     from .triage.rules import fix_for
@@ -270,6 +275,9 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
         held = store.newest_attempts_in_state(db, "held")
         review = store.newest_attempts_in_state(db, "review")
         nodes = store.nodes(db)
+        pairs: dict[str, list[dict]] = defaultdict(list)
+        for p in store.discrepant_qa2_in_state(db, "review"):
+            pairs[p["uid"]].append(p)
     out_held = []
     for h in held:
         category = h["category"] or None
@@ -279,7 +287,8 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
         out_held.append({"uid": h["uid"], "reason": h["reason"] or (f"{category} failure" if category else "held"),
                          "category": category, "node": h["node"], "excerpt": excerpt, "fix": fix})
     out_review = [{"uid": r["uid"], "reason": r["reason"] or "QA2 discrepant or unverifiable",
-                   "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`"}
+                   "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`",
+                   "pairs": discrepant_pairs(p for p in pairs[r["uid"]] if p["attempt_id"] in (r["attempt_id"], None))}
                   for r in review]
     out_nodes = []
     for n in nodes:
@@ -316,30 +325,6 @@ def attention_line(att: Mapping) -> str:
         names = ", ".join(n["name"] for n in att["nodes"][:3]) + (", ..." if len(att["nodes"]) > 3 else "")
         parts.append(f"{len(att['nodes'])} node{'s' if len(att['nodes']) != 1 else ''} ({names})")
     return "needs a person: " + ", ".join(parts) + " — see `ari status`"
-
-
-def duration_text(seconds: float | None) -> str:
-    """A duration for people, one formatter for the CLI, the console and the report: ``"3 hours"``.
-
-    >>> duration_text(11100), duration_text(59), duration_text(None)
-    ('3 hours', '59 seconds', '')
-    """
-    import datetime as _dt
-
-    import humanize
-
-    return "" if seconds is None else humanize.naturaldelta(_dt.timedelta(seconds=max(0.0, seconds)))
-
-
-def size_text(nbytes: float | None) -> str:
-    """A size for people (decimal units, as the archive gives them): ``"12.3 GB"``.
-
-    >>> size_text(12.34e9), size_text(None)
-    ('12.3 GB', '')
-    """
-    import humanize
-
-    return "" if nbytes is None else humanize.naturalsize(nbytes, format="%.1f")
 
 
 def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
@@ -490,3 +475,40 @@ def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
         return None
     return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
                               speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
+
+
+def review_text(review: Mapping) -> str:
+    """Why a data set waits for a QA2 decision, with each discrepant image's failing measure (`ari status`, `ari run`).
+
+    >>> review_text({"reason": "QA2 discrepant", "pairs": [{"image": "a.fits", "measure": "flux", "ratio": 1.41,
+    ...     "why": "flux ratio 1.410 outside 1 ± 0.050"}]})
+    'QA2 discrepant; a.fits: flux ratio 1.41'
+    """
+    return "; ".join([review["reason"]] + [f"{p['image']}: {p['measure']} ratio {p['ratio']:.3g}"
+                                           if p["ratio"] is not None else f"{p['image']}: {p['why']}"
+                                           for p in review.get("pairs", [])])
+
+
+QA2_MEASURES = ("flux", "peak", "rms", "beam")
+
+
+def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
+    """The discrepant pipeline/QA2 image pairs of a review: image, field, spw, the measure that failed and its ratio.
+
+    The measure is the first one the verdict's reasons name (``measure`` None and ``ratio`` None when
+    the pair failed on something else, e.g. a source that moved; ``why`` says what).
+
+    >>> discrepant_pairs([{"pl": "/p/a.image.pbcor.fits", "field": "M100", "spw": "25", "verdict": "discrepant",
+    ...     "flux_ratio": 1.41, "detail": {"reasons": "flux ratio 1.410 outside 1 ± 0.050"}}])[0]["measure"]
+    'flux'
+    """
+    out = []
+    for p in pairs:
+        if p.get("verdict") != "discrepant":
+            continue
+        why = (p.get("detail") or {}).get("reasons") or ""
+        found = sorted((why.find(f"{m} ratio"), m) for m in QA2_MEASURES if f"{m} ratio" in why)
+        measure = found[0][1] if found else None
+        out.append({"image": Path(p.get("pl") or "").name, "field": p.get("field"), "spw": p.get("spw"),
+                    "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
+    return out

@@ -480,23 +480,27 @@ _META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa
 
 
 def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
-                    now: float, excluded: dict[str, str] | None = None) -> ImportResult:
+                    now: float, excluded: dict[str, str] | None = None, dry_run: bool = False) -> ImportResult:
     """Add new data sets as ``queued`` and refresh the metadata of known ones, atomically.
 
     Importing the same catalogue twice changes nothing; the state and history of
     a known data set are never touched by an import. ``excluded`` maps uids the
     selection rules turned away to their reason: they are kept as ``excluded``
-    with it, never silently dropped.
+    with it, never silently dropped. ``dry_run`` decides every row the same way
+    and writes nothing (what ``ari datasets import --dry-run`` counts).
     """
     excluded = excluded or {}
     added, updated, unchanged = [], [], []
-    with transaction(db, immediate=True):
+    with transaction(db, immediate=not dry_run):
         known = {r["uid"]: r for r in _dicts(db, f"SELECT uid, {', '.join(_META_COLUMNS)}, extra FROM datasets")}
         for ds in datasets:
             row = ds.row()
             extra = json.dumps(ds.extra, sort_keys=True)
             old = known.get(ds.uid)
             if old is None:
+                added.append(ds.uid)
+                if dry_run:
+                    continue
                 state = "excluded" if ds.uid in excluded else "queued"
                 db.conn.execute(
                     "INSERT INTO datasets (uid, project, array, band, size_gb, mem_gb, hours, casa_version, extra,"
@@ -506,7 +510,6 @@ def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
                 )
                 record_event(db, "imported", now, uid=ds.uid, new=state,
                              detail={"source": source, **({"reason": excluded[ds.uid]} if ds.uid in excluded else {})})
-                added.append(ds.uid)
                 continue
             changes = {c: row[c] for c in _META_COLUMNS if row[c] is not None and row[c] != old[c]}
             if extra != old["extra"] and ds.extra:
@@ -514,11 +517,13 @@ def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
             if not changes:
                 unchanged.append(ds.uid)
                 continue
+            updated.append(ds.uid)
+            if dry_run:
+                continue
             sets = ", ".join(f"{c} = ?" for c in changes)
             db.conn.execute(f"UPDATE datasets SET {sets}, updated_at = ? WHERE uid = ?",
                             (*changes.values(), now, ds.uid))
             record_event(db, "metadata", now, uid=ds.uid, detail={"changed": sorted(changes)})
-            updated.append(ds.uid)
     return ImportResult(added, updated, unchanged)
 
 
@@ -1062,6 +1067,15 @@ def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dic
             db.conn.execute(f"INSERT INTO qa2_results (uid, attempt_id, {', '.join(keys)}, detail, rules_version)"
                             f" VALUES (?,?,{','.join('?' * len(keys))},?,?)",
                             (uid, attempt_id, *values, detail, rules_version))
+
+
+def discrepant_qa2_in_state(db: Database, state: str) -> list[dict]:
+    """The discrepant QA2 pairs of every data set in ``state``, in one query (the attention view's reviews)."""
+    rows = _dicts(db, "SELECT q.* FROM qa2_results q JOIN datasets d ON d.uid = q.uid"
+                      " WHERE d.state = ? AND q.verdict = 'discrepant' ORDER BY q.uid, q.id", [state])
+    for row in rows:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+    return rows
 
 
 def qa2_results(db: Database, uid: str | None = None) -> list[dict]:

@@ -225,6 +225,10 @@ def test_a_dry_run_lists_which_mous_it_would_queue(tmp_path, real_archive):
     assert [m["uid"] for m in dry["mous"]] == [MOUS] and dry["mous"][0]["new"]
     text = ari(tmp_path, "datasets", "import", "--mous", MOUS, "--dry-run").stdout
     assert MOUS in text
+    real = json.loads(ari(tmp_path, "datasets", "import", "--mous", MOUS, "--json").stdout)
+    assert [real[k] for k in ("added", "updated", "unchanged")] == [dry[k] for k in ("added", "updated", "unchanged")]
+    again = json.loads(ari(tmp_path, "datasets", "import", "--mous", MOUS, "--dry-run", "--json").stdout)
+    assert (again["added"], again["unchanged"], again["mous"][0]["new"]) == (0, 1, False)
 
 
 def test_the_ari_l_preset_excludes_a_cycle_5_project_with_the_reason(tmp_path, real_archive):

@@ -380,7 +380,7 @@ def test_simulate_table_says_what_fifo_gave_up_beside_its_makespan(files):
     result = CliRunner().invoke(app, ["simulate", "--workload", str(files / "w.csv"),
                                       "--nodes", str(files / "n.toml"), "--policy", "fifo"])
     assert result.exit_code == 0, result.output
-    assert "given up" in result.stdout and "h per data set at speed 1.0" in result.stdout
+    assert "given up" in result.stdout and "per data set at speed 1.0" in result.stdout
 
 
 def test_campaign_estimate_gives_a_band_around_its_finish():
@@ -395,3 +395,23 @@ def test_campaign_estimate_gives_a_band_around_its_finish():
     assert 0 < p10 < p50 < p90
     assert p10 * 0.9 <= result.remaining_h <= p90 * 1.1
     assert result.band[1] == now + timedelta(hours=p50) and result.slots == 4
+
+
+def test_plan_names_what_can_never_run_instead_of_answering_add_0_alone(files):
+    args = ["plan", "--deadline", "365d", "--workload", str(files / "w.csv"), "--nodes", str(files / "n.toml"),
+            "--add-class", "mup"]
+    data = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert data["add"] == 0 and data["datasets"] == 151 and data["never_run"] == 1
+    [group] = data["never_run_groups"]
+    assert (group["kind"], group["count"], group["uids"]) == ("memory", 1, ["uid://A001/X1/Xhuge"])
+    assert "2000 GB" in group["example"] and group["fix"].startswith("add a node with that much memory")
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "add 0 × mup for the 150 that can run; 1 of 151 can never run" in result.stdout
+    assert "1 can never run (memory: needs 2000 GB memory" in result.output and "uid://A001/X1/Xhuge" in result.output
+    # a node big enough for it, added as the class, leaves nothing that can never run
+    bigger = NODES_TOML + '\n[[node]]\nname = "fat"\nslots = 1\nmem_gb = 4096\nwalltime_h = 48\nspeed = 1.0\n'
+    (files / "n2.toml").write_text(bigger)
+    args2 = [a if a != str(files / "n.toml") else str(files / "n2.toml") for a in args]
+    args2[args2.index("mup")] = "fat"
+    assert json.loads(CliRunner().invoke(app, [*args2, "--json"]).stdout)["never_run"] == 0

@@ -173,3 +173,11 @@ def test_running_attempt_without_a_recent_heartbeat_shows_stale_in_the_queue():
     view = views.queue_view([_ds("u1", "running")], [_att(1, "u1", "running", heartbeat_at=NOW - 720)], NOW,
                             heartbeat_stale_s=300)
     assert view.rows["u1"][8] == "image (stale 12m)"
+
+
+def test_a_burn_down_stuck_on_held_data_sets_stays_above_zero_on_an_axis_to_the_total():
+    rows = views.bar_chart([60, 30, 3, 3, 3], top=60, height=3).split("\n")
+    assert [r[0] for r in rows] == ["█", "█", "█"]          # all 60 left: full column
+    assert [r[-1] for r in rows] == [" ", " ", "▁"]         # 3 held of 60: a sliver, not empty, not full
+    assert views.bar_chart([3, 3], top=60, height=1) != views.bar_chart([60, 60], top=60, height=1)
+    assert views.bar_chart([0], top=60, height=2) == " \n "  # done means an empty column

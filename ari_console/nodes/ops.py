@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..config import Node
+from ..formatting import gb_text
 from ..errors import UserError
 from . import batch as B
 from .probe import probe
@@ -140,7 +141,7 @@ def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0,
     try:
         p = probe(transport, node.scratch_dir, **({"timeout": timeout_s} if timeout_s else {}))
         free = p.scratch_free_gb or 0.0
-        add("scratch", free >= scratch_need_gb, f"{node.scratch_dir}: {free:.1f} GB free",
+        add("scratch", free >= scratch_need_gb, f"{node.scratch_dir}: {gb_text(free)} free",
             f"free space in {node.scratch_dir} (needs {scratch_need_gb:g} GB) or point scratch_dir elsewhere")
     except (ValueError, NodeUnreachable) as exc:
         add("scratch", False, str(exc), f"make {node.scratch_dir} exist and be writable")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
+from ..formatting import duration_text, gb_text
 from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -24,37 +25,8 @@ QUEUE_COLUMNS = ("uid", "project", "array", "band", "size", "state", "att", "nod
 
 # -- formatting ----------------------------------------------------------------
 
-def human_duration(seconds: float | None) -> str:
-    """A short duration: ``"45s"``, ``"12m"``, ``"3h05m"``, ``"2d04h"``; ``""`` when unknown.
-
-    >>> human_duration(11100), human_duration(59), human_duration(None)
-    ('3h05m', '59s', '')
-    """
-    if seconds is None:
-        return ""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def human_size(gb: float | None) -> str:
-    """A data size given in GB: ``"850 MB"``, ``"12.3 GB"``, ``"1.2 TB"``; ``""`` when unknown.
-
-    >>> human_size(0.85), human_size(12.34), human_size(1234)
-    ('850 MB', '12.3 GB', '1.2 TB')
-    """
-    if gb is None:
-        return ""
-    if gb < 1:
-        return f"{gb * 1000:.0f} MB"
-    if gb < 1000:
-        return f"{gb:.1f} GB"
-    return f"{gb / 1000:.1f} TB"
+human_duration = duration_text  # the one formatter (ari_console.formatting), short names the screens use
+human_size = gb_text
 
 
 def sparkline(values: Sequence[float], width: int = 12, top: float | None = None) -> str:
@@ -68,6 +40,24 @@ def sparkline(values: Sequence[float], width: int = 12, top: float | None = None
         return ""
     hi = top if top else max(values) or 1.0
     return "".join(SPARK[min(len(SPARK) - 1, max(0, round(v / hi * (len(SPARK) - 1))))] for v in values)
+
+
+def bar_chart(values: Sequence[float], top: float, height: int = 3) -> str:
+    """``values`` as columns ``height`` rows tall on a fixed axis: 0 is an empty column, ``top`` a full one.
+
+    A burn-down drawn this way cannot look finished while data sets remain (a min-max scale would
+    draw the last few held ones at the bottom).
+
+    >>> print(bar_chart([4, 2, 1, 0], top=4, height=2))
+    █   
+    ██▄ 
+    """
+    rows = []
+    levels = [0 if top <= 0 else round(max(0.0, min(v, top)) / top * height * 8) for v in values]
+    for r in range(height - 1, -1, -1):
+        cells = [max(0, min(8, lv - r * 8)) for lv in levels]
+        rows.append("".join(SPARK[c - 1] if c else " " for c in cells))
+    return "\n".join(rows)
 
 
 def clock_text(ts: float | None) -> str:
@@ -202,7 +192,7 @@ def queue_view(datasets: Iterable[dict], attempts: Iterable[dict], now: float,
     ...                 "state": "running"}], [{"uid": "u1", "node": "ws1", "state": "running",
     ...                 "stage": "image", "started_at": 0.0}], now=90.0)
     >>> v.rows["u1"]
-    ('u1', 'p', '12m', '6', '2.0 GB', 'running', '1', 'ws1', 'image', '1m', '')
+    ('u1', 'p', '12m', '6', '2 GB', 'running', '1', 'ws1', 'image', '1m', '')
     """
     latest, counts = latest_attempts(attempts)
     rows: dict[str, tuple[str, ...]] = {}
@@ -234,7 +224,7 @@ def queue_row(d: Mapping, a: Mapping | None, count: int, now: float,
             stage, human_duration(attempt_elapsed(a, now)), category)
 
 
-_UNITS = {"MB": 1e-3, "GB": 1.0, "TB": 1e3}
+_UNITS = {"Byte": 1e-9, "Bytes": 1e-9, "kB": 1e-6, "MB": 1e-3, "GB": 1.0, "TB": 1e3, "PB": 1e6}  # formatting.gb_text's units
 _DURATION_PARTS = re.compile(r"(\d+)([dhms])")
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 

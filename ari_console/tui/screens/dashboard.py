@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from ... import readmodel
 from .. import views
@@ -81,7 +81,7 @@ class DashboardScreen(AriScreen):
                 yield Static(id="attention")
             with Vertical(classes="card", id="burn-card"):
                 yield Static("Remaining data sets (burn-down)", classes="title")
-                yield Sparkline([], id="burndown")
+                yield Static(id="burndown")
                 yield Static(id="burn-axis")
 
     def show(self, snap: Snapshot, data: object = None) -> None:
@@ -95,10 +95,12 @@ class DashboardScreen(AriScreen):
             Text("\n".join(f"{what} {which}: {why}" for what, which, why in att[:8])
                  + (f"\n… {len(att) - 8} more (ari status)" if len(att) > 8 else ""), style="yellow")
             if att else Text("nothing", style="green"))
-        self.query_one("#burndown", Sparkline).data = dash.burndown or [0]
+        counted = dash.total - dash.totals.get("excluded", 0) - dash.totals.get("skipped", 0)
+        self.query_one("#burndown", Static).update(Text(views.bar_chart(dash.burndown, top=counted), style="cyan"))
         start, end = dash.burndown_span
-        left = views.clock_text(start)
-        now_left = dash.burndown[-1] if dash.burndown else 0
+        first, now_left = (dash.burndown[0], dash.burndown[-1]) if dash.burndown else (0, 0)
+        waiting = [f"{dash.totals[s]:,} {s}" for s in ("held", "review") if dash.totals.get(s)]
         self.query_one("#burn-axis", Static).update(
-            f"[dim]{left} → now[/]  {dash.burndown[0] if dash.burndown else 0:,} → {now_left:,}")
+            f"[dim]{views.clock_text(start)} → now:[/] {first:,} → {now_left:,} of {counted:,} left"
+            + (f" [yellow]({', '.join(waiting)})[/]" if waiting else ""))
         self.set_status(f"{snap.dashboard.total:,} data sets · as of {views.clock_text(snap.now)}")
