@@ -76,6 +76,11 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
               [("held", h["uid"], h["reason"], h["fix"]) for h in att["held"]]
               + [("QA2 review", r["uid"], r["reason"], r["fix"]) for r in att["review"]]
               + [("node", n["name"], n["problem"], n["fix"]) for n in att["nodes"]])
+        for what, listed, total in (("held", att["held"], att["held_total"]),
+                                    ("review", att["review"], att["review_total"])):
+            if total > len(listed):
+                out.print(f"... and {total - len(listed):,} more {what} (longest waiting listed first): "
+                          f"`ari datasets list --state {what}`")
     out.print(att["line"])
 
 
