@@ -19,10 +19,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypedDict
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypedDict
 
-from .alma import DataSet
 from .errors import UserError
+
+if TYPE_CHECKING:  # a hint only: `ari status --json` never compiles alma's patterns
+    from .alma import DataSet
 
 DATASET_STATES = ("queued", "running", "succeeded", "review", "failed", "held", "excluded", "skipped")
 ATTEMPT_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
