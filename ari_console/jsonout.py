@@ -35,8 +35,8 @@ def dumps(value: Any) -> str:
     """``value`` as JSON text: indented when short, compact when long.
 
     Why: ``json`` encodes with its C encoder only without ``indent``; indented, a 2 MB
-    answer (``ari status --json`` with thousands of held data sets) takes ten times as long.
-    Values that are already JSON-safe skip ``plain``'s walk.
+    answer (``ari attempts --json`` on a big campaign) takes ten times as long. Values that
+    are already JSON-safe skip ``plain``'s walk.
 
     >>> print(dumps({"a": [1]}))
     {

@@ -356,3 +356,33 @@ def test_the_log_mirror_follows_a_log_truncated_or_rotated_on_the_node(tmp_path)
         log.rename(work / "image.log.1")  # rotated: a new file, already longer than the old one
         log.write_text("".join(f"third run {i}\n" for i in range(600)))
         assert mirrored() == log.read_text()
+
+
+def test_logs_follow_starts_again_when_the_mirrored_log_was_truncated(tmp_path):
+    import threading
+
+    from tests import sample_campaign as sample
+
+    camp = sample.build(tmp_path, n=60, running=4)
+    db = store.open_db(camp.db_path)
+    uid = store.attempt(db, camp.running_attempt)["uid"]
+    db.conn.close()
+    ari = Path(sys.executable).parent / "ari"
+    proc = subprocess.Popen([str(ari), "-c", str(camp.config.path), "logs", uid, "-f"], stdout=subprocess.PIPE,
+                            text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+
+    def printed(text: str) -> bool:
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(text in ln for ln in lines):
+            time.sleep(0.1)
+        return any(text in ln for ln in lines)
+
+    try:
+        assert printed("Major cycle 2")  # the whole mirror
+        camp.running_log.write_text("a new run 1\n")  # shorter than what it printed: truncated
+        assert printed("a new run 1")
+    finally:
+        proc.kill()
+        proc.wait()

@@ -172,6 +172,8 @@ def logs(
     offset = 0
     while True:
         with open(mirrors[name], "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset:  # the node's log was truncated or rotated: anew
+                offset = 0
             fh.seek(offset)
             data = fh.read()
         if data:
