@@ -722,7 +722,7 @@ def newest_attempts_in_state(db: Database, state: str, limit: int | None = None)
     # before any attempt is looked up, so 5,000 held data sets cost 100 lookups, not 5,000.
     return _dicts(db, "SELECT d.uid, d.project, d.reason, d.updated_at, a.id AS attempt_id, a.node, a.category,"
                       " a.signature, a.excerpt FROM (SELECT uid, project, reason, updated_at FROM datasets"
-                      " WHERE state = ? ORDER BY updated_at, uid LIMIT ?) d LEFT JOIN attempts a ON a.id ="
+                      " INDEXED BY datasets_state_updated WHERE state = ? ORDER BY updated_at, uid LIMIT ?) d LEFT JOIN attempts a ON a.id ="
                       " (SELECT MAX(id) FROM attempts WHERE uid = d.uid) ORDER BY d.updated_at, d.uid",
                   [state, -1 if limit is None else limit])
 
