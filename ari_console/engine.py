@@ -422,16 +422,17 @@ class Engine:
             path = f"{handle['work_dir']}/{name}"
             offset = offsets.get(path, 0)
             while True:
-                data = ops.tail(transport, path, offset, LOG_CHUNK)
-                if not data:
+                # a log truncated or rotated on the node comes again from 0: the mirror follows it
+                start, data = ops.follow(transport, path, offset, LOG_CHUNK)
+                if not data and start == offset:
                     break
                 mirror.mkdir(parents=True, exist_ok=True)
                 local = mirror / name
                 with open(local, "r+b" if local.exists() else "wb") as fh:
-                    fh.seek(offset)
+                    fh.seek(start)
                     fh.write(data)
                     fh.truncate()
-                offset += len(data)
+                offset = start + len(data)
                 store.set_log_offset(self.db, a["id"], path, offset, str(local))
                 if len(data) < LOG_CHUNK:
                     break

@@ -246,14 +246,19 @@ def campaign_failures(db: store.Database) -> list[dict]:
 
 # -- status and the estimate ------------------------------------------------------------------
 
+STATUS_LISTS = 100
+"""Held data sets and QA2 reviews `ari status` lists at most (longest waiting first); it counts all."""
+
+
 def status_report(config_path: Path) -> dict:
-    """What `ari status --json` prints: campaign totals, success rates, nodes, running attempts."""
+    """What `ari status --json` prints: campaign totals, success rates, nodes, running attempts,
+    what needs a person (its lists cut to ``STATUS_LISTS``: the answer stays small at any size)."""
     cfg = load_config(config_path)
     with store.open_db(cfg.campaign.db_path) as db:
         store.sync_nodes(db, cfg.nodes, store.now())
         now = store.now()
         return {"campaign": cfg.campaign.name, **store.status(db),  # rates from each data set's first try
-                "attention": attention(db, now, stale_probe_s(cfg))}
+                "attention": attention(db, now, stale_probe_s(cfg), limit=STATUS_LISTS)}
 
 
 def stale_probe_s(cfg) -> float:
@@ -263,21 +268,24 @@ def stale_probe_s(cfg) -> float:
 
 # -- what needs a person ------------------------------------------------------------------------
 
-def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> dict:
+def attention(db: store.Database, now: float, stale_after_s: float = 600.0, limit: int | None = None) -> dict:
     """What waits for an operator: held data sets (reason, category, fix), QA2 reviews, stale or drained nodes.
 
     ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason, fix, pairs}],
-    nodes: [{name, problem, fix}], count}``; ``line`` is the one-line summary (``attention_line``).
+    nodes: [{name, problem, fix}], held_total, review_total, count}``; ``line`` is the one-line
+    summary (``attention_line``). ``limit``: list at most that many held data sets and reviews (the
+    longest waiting); ``held_total`` and ``review_total`` count them all, ``count`` everything.
     """
-    from .triage.rules import fix_for
+    from .triage import fix_for
 
     with store.transaction(db):
-        held = store.newest_attempts_in_state(db, "held")
-        review = store.newest_attempts_in_state(db, "review")
+        held = store.newest_attempts_in_state(db, "held", limit)
+        review = store.newest_attempts_in_state(db, "review", limit)
         nodes = store.nodes(db)
         pairs: dict[str, list[dict]] = defaultdict(list)
         for p in store.discrepant_qa2_in_state(db, "review"):
             pairs[p["uid"]].append(p)
+        totals = store.counts(db) if limit is not None else {"held": len(held), "review": len(review)}
     out_held = []
     for h in held:
         category = h["category"] or None
@@ -302,14 +310,15 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
                 f"no probe for {duration_text(now - at)}"
             out_nodes.append({"name": n["name"], "problem": problem,
                               "fix": f"`ari nodes check {n['name']}` says what is wrong"})
-    result = {"held": out_held, "review": out_review, "nodes": out_nodes,
-              "count": len(out_held) + len(out_review) + len(out_nodes)}
+    result = {"held": out_held, "review": out_review, "nodes": out_nodes, "held_total": totals["held"],
+              "review_total": totals["review"], "count": totals["held"] + totals["review"] + len(out_nodes)}
     result["line"] = attention_line(result)
     return result
 
 
 def attention_line(att: Mapping) -> str:
-    """One line: what needs a person, or that nothing does.
+    """One line: what needs a person, or that nothing does (``held_total``/``review_total`` when the
+    lists were cut).
 
     >>> attention_line({"held": [1, 2], "review": [], "nodes": [{"name": "ws1"}], "count": 3})
     'needs a person: 2 held data sets, 1 node (ws1) — see `ari status`'
@@ -317,10 +326,11 @@ def attention_line(att: Mapping) -> str:
     if not att["count"]:
         return "nothing needs a person"
     parts = []
-    if att["held"]:
-        parts.append(f"{len(att['held'])} held data set{'s' if len(att['held']) != 1 else ''}")
-    if att["review"]:
-        parts.append(f"{len(att['review'])} QA2 review{'s' if len(att['review']) != 1 else ''}")
+    held, review = att.get("held_total", len(att["held"])), att.get("review_total", len(att["review"]))
+    if held:
+        parts.append(f"{held:,} held data set{'s' if held != 1 else ''}")
+    if review:
+        parts.append(f"{review:,} QA2 review{'s' if review != 1 else ''}")
     if att["nodes"]:
         names = ", ".join(n["name"] for n in att["nodes"][:3]) + (", ..." if len(att["nodes"]) > 3 else "")
         parts.append(f"{len(att['nodes'])} node{'s' if len(att['nodes']) != 1 else ''} ({names})")

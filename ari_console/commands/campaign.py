@@ -81,6 +81,11 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
               [("held", h["uid"], h["reason"], h["fix"]) for h in att["held"]]
               + [("QA2 review", r["uid"], review_text(r), r["fix"]) for r in att["review"]]
               + [("node", n["name"], n["problem"], n["fix"]) for n in att["nodes"]])
+        for what, listed, total in (("held", att["held"], att["held_total"]),
+                                    ("review", att["review"], att["review_total"])):
+            if total > len(listed):
+                out.print(f"... and {total - len(listed):,} more {what} (longest waiting listed first): "
+                          f"`ari datasets list --state {what}`")
     out.print(att["line"])
 
 
@@ -180,6 +185,8 @@ def logs(
     offset = 0
     while True:
         with open(mirrors[name], "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset:  # the node's log was truncated or rotated: anew
+                offset = 0
             fh.seek(offset)
             data = fh.read()
         if data:

@@ -21,7 +21,7 @@ from ..formatting import gb_text
 from ..errors import UserError
 from . import batch as B
 from .probe import probe
-from .transport import CommandResult, NodeUnreachable, Transport, command_line, sh_quote
+from .transport import CommandResult, LogRestarted, NodeUnreachable, Transport, command_line, sh_quote
 
 
 
@@ -265,11 +265,26 @@ def batch_output_tail(transport: Transport, handle: dict, limit: int = 65536) ->
 
 
 def tail(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> bytes:
-    """The bytes of ``path`` after ``offset`` (at most ``limit``); b'' when nothing new or no file yet."""
+    """The bytes of ``path`` after ``offset`` (at most ``limit``); b'' when nothing new, no file yet,
+    or a file shorter than ``offset`` (``follow`` reads that one again from its start)."""
     try:
         return transport.read_from(path, offset, limit)
-    except FileNotFoundError:
+    except (FileNotFoundError, LogRestarted):
         return b""
+
+
+def follow(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> tuple[int, bytes]:
+    """``(start, data)``: at most ``limit`` bytes of ``path`` from ``start``.
+
+    ``start`` is ``offset``, or 0 when the file is now shorter than ``offset`` (truncated, or
+    rotated and started anew): the log is read again from its beginning, so no line is lost.
+    """
+    try:
+        return offset, transport.read_from(path, offset, limit)
+    except FileNotFoundError:
+        return offset, b""
+    except LogRestarted:
+        return 0, tail(transport, path, 0, limit)
 
 
 KEPT_AFTER_CLEAN = ("*.log", "*.out", "status.json", "spec.json")
