@@ -22,10 +22,11 @@ IMPROVE_MIN_GAIN = 1e-4
 """A local-search step must shorten the makespan by at least this fraction."""
 IMPROVE_PARTNERS = 12
 """Least loaded slots per node class the local search tries as partners of the latest slot."""
-RELAX_QUANTILES = ((0.95, 0.9), (0.95, 0.8), (0.95, 0.7), (0.9, 0.7), (0.85, 0.7), (0.8, 0.7), (0.75, 0.7))
-"""(hours, memory) placement quantiles tried in turn when the safe ones overload the roomy nodes (settle_risk)."""
-RELAX_TOLERANCE = 0.03
-"""How far above the fluid bound at the median a safe placement quantile may push it."""
+RELAX_QUANTILES = ((0.95, 0.9), (0.95, 0.8), (0.95, 0.7), (0.92, 0.7), (0.9, 0.7), (0.87, 0.7), (0.85, 0.7),
+                   (0.82, 0.7), (0.8, 0.7), (0.75, 0.7), (0.7, 0.7))
+"""(hours, memory) placement quantiles weighed against the safe ones, kills counted (settle_risk)."""
+RELAX_TOLERANCE = 0.01
+"""How far above the best fluid bound (kills counted) a safer placement quantile may push it."""
 
 
 @dataclass(frozen=True)
