@@ -202,7 +202,11 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
     cov = sigma ** 2 * gram_inv
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(p))
     resid = target - x @ beta
-    spread = _spread(x[exact], resid[exact], sigma, tuning)
+    square = resid ** 2
+    if censored.any():  # a censored value's expected squared residual above its limit (it is long: often far)
+        a = (y[censored] - x[censored] @ beta) / sigma
+        square[censored] = sigma ** 2 * (1 + a * _mills(a))
+    spread = _spread(x, square, ~censored, sigma, tuning)
     scale = _scale(x, spread, tuning) if spread else np.ones(len(y))
     unit = (resid / (sigma * scale)).round(5)
     from scipy.special import ndtri
@@ -212,14 +216,17 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
                tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread)
 
 
-def _spread(x, resid, sigma: float, tuning: Tuning) -> tuple[float, ...]:
+def _spread(x, square, drawn, sigma: float, tuning: Tuning) -> tuple[float, ...]:
     """Coefficients of log(squared residual / sigma^2) on the design rows ``x`` (a
-    ridge fit, corrected for the mean of a log chi-square), or () with too little history."""
+    ridge fit), or () with too little history; ``square`` holds the squared
+    residuals, ``drawn`` says which are one draw each (finished attempts: their
+    log is corrected for the mean of a log chi-square) rather than an expectation
+    (censored ones)."""
     import numpy as np
 
-    if len(resid) < tuning.spread_min_history:
+    if len(square) < tuning.spread_min_history:
         return ()
-    z = np.log(resid ** 2 / sigma ** 2 + 1e-6) + 1.2704  # E[log chi2(1)] = -1.2704
+    z = np.log(square / sigma ** 2 + 1e-6) + np.where(drawn, 1.2704, 0.0)  # E[log chi2(1)] = -1.2704
     penalty = tuning.spread_ridge * len(z) * np.eye(x.shape[1])
     penalty[0, 0] = 0.0
     gamma = np.linalg.solve(x.T @ x + penalty, x.T @ z)
