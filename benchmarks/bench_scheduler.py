@@ -9,7 +9,7 @@ data sets with 0 avoidable failures; 6000 data sets x 31 nodes simulated in
 under 2 s. Run: ``.venv/bin/python -m benchmarks.bench_scheduler [seeds...]``.
 
 Hidden truth (issue 22; ``--hidden``): workloads from :mod:`benchmarks.hidden`
-(four generators with different hidden models) whose runtimes and memory
+(seven generators with different hidden models) whose runtimes and memory
 the scheduler never sees; the replay learns them. Printed per generator and
 seed, every policy on the same replay: makespan against the clairvoyant LP
 lower bound (target <= 1.10x), CPU-hours wasted on killed attempts (target
