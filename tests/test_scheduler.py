@@ -258,3 +258,16 @@ def test_risky_quantile_is_refused_when_its_kills_would_only_cost_work_the_clust
     risk = sch.settle_risk(queue, preds, sch.node_classes(cramped), sch.RELAX_QUANTILES, sch.RELAX_TOLERANCE,
                            1.25)[1]
     assert risk is not None and risk[0] < 0.95
+
+
+def test_wide_spread_alone_never_makes_a_data_set_unplaceable():
+    """Its 95th percentile outruns every walltime, its median does not: it is tried on the longest one."""
+    rng = random.Random(5)
+    hist = [Measured(f"h{i}", 40.0, 30.0 * math.exp(rng.gauss(0, 1.2)), 1.0, 8.0) for i in range(80)]
+    nodes = [NodeState("mup", 2, 64.0, 48.0, 1.0), NodeState("hpc", 1, 512.0, 100.0, 1.0)]
+    assert predict(DataSet("u", size_gb=40.0), hist).hours > 100  # the cautious quantile fits nowhere
+    result = place([DataSet("u", size_gb=40.0)], nodes, 0.0, history=hist)
+    assert result.unplaceable == () and [(d.uid, n.name) for d, n in result.pairs] == [("u", "hpc")]
+    killed = hist + [Measured("u", 100.0, 100.0, 1.0, None, "walltime")]
+    result = place([DataSet("u", size_gb=40.0)], nodes, 0.0, history=killed)
+    assert result.pairs == () and "100 h" in result.unplaceable[0].reason  # a kill showed it needs more

@@ -13,7 +13,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 
 from .eligibility import eligibility, node_classes, nodes_key, settle_risk, unplaceable_reason, why_not
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
-from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all
+from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
 
 POLICIES = ("lpt", "greedy", "fifo")
@@ -43,7 +43,7 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         preds, risk_q = settle_risk(list(queue), preds, classes, search.relax_quantiles, search.relax_tolerance,
                                     tuning.retry_margin)
     placeable, bad = [], []
-    for ds, elig in eligibility(queue, preds, classes):
+    for ds, elig in _eligible_or_worth_a_try(queue, preds, classes, tuning):
         if elig:
             placeable.append((ds, elig))
         else:
@@ -88,6 +88,27 @@ def _pilots_first(plan: Plan, count: int) -> Plan:
             sums.append(acc)
         suffix[name] = tuple(reversed(sums))
     return replace(plan, sequence=sequence, suffix_h=suffix)
+
+
+def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Prediction],
+                             classes: Sequence[NodeClass], tuning: Tuning) -> list[tuple[DataSet, tuple[int, ...]]]:
+    """:func:`eligibility`, except that a data set whose cautious quantiles fit no node but
+    whose medians (above what it is known to need) fit one is tried there: a wide spread
+    alone never makes a data set unplaceable, a kill that shows it needs more does.
+    ``preds`` is updated with the median placement values of those data sets (the mean
+    hours when higher)."""
+    out = eligibility(queue, preds, classes)
+    hopeless = [ds for ds, elig in out if not elig and (preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0)]
+    if not hopeless:
+        return out
+    for ds in hopeless:
+        p = preds[ds.uid]
+        hours, mem = (float(v) for v in (
+            quantiles_above(p.median_h or p.hours, p.sigma, p.floor_h, 0.5, tuning.retry_margin),
+            quantiles_above(p.mem_median_gb or p.mem_gb, p.mem_sigma, p.mem_floor_gb, 0.5, tuning.retry_margin)))
+        preds[ds.uid] = replace(p, hours=round(max(hours, p.plan_h), 4), mem_gb=round(mem, 4))
+    second = {ds.uid: elig for ds, elig in eligibility(hopeless, preds, classes)}
+    return [(ds, elig or second.get(ds.uid, ())) for ds, elig in out]
 
 
 def _greedy_plan(placeable: list[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
