@@ -312,9 +312,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             plan = sch.requeue(plan, again, taught, state) if plan is not None else None
         if learn and finished >= next_refit:
             next_refit = max(next_refit + 1, math.ceil(finished * refit_growth))
-            censored = [attempt(d, now - start, nodes[i].speed, "running") for d, start, i in running.values()
-                        if now > start]
-            model = sch.fit_history(hist + censored, tuning)
+            model = _refit(hist, running, nodes, now, tuning)
             queue.update({uid: u.dataset for uid, u in parked.items()})
             parked.clear()
             preds.update(sch.predict_all(queue.values(), model, tuning))
@@ -324,8 +322,12 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             forecast_at.pop(0)
             risk = tuning if plan is None or plan.risk_quantile is None else replace(
                 tuning, hours_quantile=plan.risk_quantile[0], mem_quantile=plan.risk_quantile[1])
-            forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, preds, nodes,
-                                              model, risk, forecast_samples, seed + len(forecasts)))
+            known, known_preds = model, preds
+            if learn:  # forecast from all that is known now, not from the plan's last refit
+                known = _refit(hist, running, nodes, now, tuning)
+                known_preds = sch.predict_all(list(queue.values()) + [d for d, _, _ in running.values()], known, tuning)
+            forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
+                                              known, risk, forecast_samples, seed + len(forecasts)))
     unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
@@ -346,6 +348,13 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         wasted_cpu_hours=wasted, forecasts=tuple(forecasts),
         mean_hours=sum(h for h, _ in truth.values()) / total if total else 0.0,
         slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits)
+
+
+def _refit(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],
+           nodes: Sequence[NodeState], now: float, tuning: sch.Tuning) -> sch.Model:
+    """The model fitted on the replay's history so far, its running attempts as lower limits."""
+    censored = [attempt(d, now - start, nodes[i].speed, "running") for d, start, i in running.values() if now > start]
+    return sch.fit_history(list(hist) + censored, tuning)
 
 
 def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
@@ -374,8 +383,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     Each draw is one possible truth: every data set's hours and memory come
     from its prediction's spread — one draw of the fit's coefficient error
     shared by all (a fit that is off is off for every data set), then each
-    data set's own scatter, resampled from the history's ``residuals`` when
-    given (so a skewed or heavy tail is kept), cut below at what it is known
+    data set's own scatter, resampled from the history's ``residuals`` (in
+    units of each one's spread) when given (so a skewed or heavy tail is kept), cut below at what it is known
     to need (a running attempt: what it has run). A draw's finish is the
     fluid bound of its work on the node classes (the most loaded set of
     classes), each data set only where placement would send it once the fit
@@ -473,7 +482,7 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     if len(residuals):  # the history's own scatter where nothing cuts it below
         pool = np.asarray(residuals, dtype=float)
         use = np.asarray(resample) & (floor <= 0)
-        values = np.where(use[None, :], np.exp(mu + pool[rng.integers(0, len(pool), mu.shape)]), values)
+        values = np.where(use[None, :], np.exp(mu + own * pool[rng.integers(0, len(pool), mu.shape)]), values)
     settled = np.maximum(np.exp(mu + own * ndtri(q)), floor)
     return np.where(own > 0, values, np.maximum(np.exp(mu), floor)), settled
 

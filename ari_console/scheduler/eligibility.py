@@ -125,18 +125,25 @@ def fluid_bound(work: Mapping[tuple[int, ...], float], capacity: Sequence[float]
 
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
                 quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
+                memory_kill_cost: float = 0.5,
                 ) -> tuple[dict[str, Prediction], tuple[float, float] | None]:
     """Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
 
     High quantiles keep long uncertain data sets off walltime-limited nodes
     and big uncertain ones off small nodes; but when that leaves the roomy
-    nodes with more than their share (the fluid bound exceeds the one at the
-    median by more than ``tolerance``), the quantiles are lowered step by
-    step (``quantiles``: memory first, as a memory kill costs part of a run
-    and a walltime kill the whole walltime) until it does not: a few kills
-    cost less than a cluster waiting on its biggest nodes. None: ``preds`` unchanged.
+    nodes with more than their share, lower quantiles (``quantiles``, tried
+    in turn) may finish sooner even though some attempts get killed. Each
+    choice is judged by its fluid bound *with the kills it risks*: a data set
+    allowed on a class with a walltime W adds P(hours > W x speed) x W x
+    speed of lost work, one allowed where its memory may not fit adds
+    P(memory > the node's) x ``memory_kill_cost`` x its hours (a memory kill
+    comes part-way), spread over its classes by capacity; the killed share
+    runs again where it is safe. The safest choice within ``tolerance`` of
+    the best bound wins (a kill also costs an operator's look and a retry's
+    queueing). None: ``preds`` unchanged.
     """
     import numpy as np
+    from scipy.special import ndtr
 
     from .prediction import quantiles_above
 
@@ -155,6 +162,28 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     tail_h, tail_m = np.array([p.tail[0] for p in spread]), np.array([p.tail[1] for p in spread])
     floor_h, floor_m = np.array([p.floor_h for p in spread]), np.array([p.mem_floor_gb for p in spread])
     base_h, base_m = np.array([p.hours for p in spread]), np.array([p.mem_gb for p in spread])
+    walls = [math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes]
+
+    def exceed(median, sigma, floor, limit):
+        """P(value > limit | value > floor) for lognormals; 0 or 1 without a spread."""
+        s = np.maximum(sigma, 1e-9)
+        with np.errstate(divide="ignore"):
+            log_m = np.log(np.maximum(median, 1e-300))
+            above_floor = np.where(floor > 0, 1 - ndtr((np.log(np.maximum(floor, 1e-300)) - log_m) / s), 1.0)
+            above = np.minimum(1 - ndtr((math.log(limit) - log_m) / s), above_floor)
+        p = above / np.maximum(above_floor, 1e-300)
+        return np.where(sigma > 0, p, (np.maximum(median, floor) > limit).astype(float))
+
+    # per class: the chance an attempt there is killed, and the speed-1.0 hours a kill loses
+    kill_p = np.zeros((len(classes), len(queue)))
+    kill_cost = np.zeros((len(classes), len(queue)))
+    for i, c in enumerate(classes):
+        p_mem = exceed(median_m, sigma_m * tail_m, floor_m, c.rep.mem_gb)
+        p_wall = (exceed(median_h, sigma_h * tail_h, floor_h, walls[i] * c.rep.speed) if walls[i] < math.inf
+                  else np.zeros(len(queue)))
+        kill_p[i] = 1 - (1 - p_mem) * (1 - p_wall)
+        kill_cost[i] = p_wall * walls[i] * c.rep.speed if walls[i] < math.inf else 0.0
+        kill_cost[i] += p_mem * memory_kill_cost * work
 
     def placement_values(q_hours: float | None, q_mem: float | None):
         if q_hours is None:
@@ -164,24 +193,34 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         return hours, mem
 
     def bound(hours, mem) -> float:
+        """The fluid bound of the work, each data set's kills counted: the share of its
+        runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static.copy()
         for i, c in enumerate(classes):
-            wall = math.inf if c.rep.walltime_h is None else c.rep.walltime_h
-            mask &= ~((~((mem <= c.rep.mem_gb) & (hours / c.rep.speed <= wall))).astype(np.int64) << i)
-        totals: dict[tuple[int, ...], float] = {}
-        sums = np.bincount(mask, weights=work)
-        for m in np.nonzero(sums)[0]:
-            if m:
-                totals[tuple(i for i in range(len(classes)) if m >> i & 1)] = float(sums[m])
+            mask &= ~((~((mem <= c.rep.mem_gb) & (hours / c.rep.speed <= walls[i]))).astype(np.int64) << i)
+        inside = np.array([(mask >> i) & 1 for i in range(len(classes))], dtype=bool)
+        share = np.where(inside, np.array(capacity)[:, None], 0.0)
+        total = np.maximum(share.sum(axis=0), 1e-12)
+        lost = np.sum(share * kill_cost, axis=0) / total
+        killed = np.sum(share * kill_p, axis=0) / total
+        worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
+        safe = mask.copy()
+        for i in range(len(classes)):
+            safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
+        safe = np.where(safe > 0, safe, mask)
+        sums = (np.bincount(mask, weights=(1 - killed) * work + lost, minlength=1 << len(classes))
+                + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
+        totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
+                  for m in np.nonzero(sums)[0] if m}
         return fluid_bound(totals, capacity)
 
-    target = bound(*placement_values(0.5, 0.5)) * (1 + tolerance)
-    if bound(*placement_values(None, None)) <= target:
+    choices = [(None, None)] + list(quantiles)
+    bounds = [bound(*placement_values(qh, qm)) for qh, qm in choices]
+    pick = next(k for k, b in enumerate(bounds) if b <= min(bounds) * (1 + tolerance))
+    if pick == 0:
         return dict(preds), None
-    for q_hours, q_mem in quantiles:
-        hours, mem = placement_values(q_hours, q_mem)
-        if bound(hours, mem) <= target:
-            break
+    q_hours, q_mem = choices[pick]
+    hours, mem = placement_values(q_hours, q_mem)
     out = dict(preds)
     for ds, p, h, m in zip(queue, spread, hours.round(4).tolist(), mem.round(4).tolist()):
         if h != p.hours or m != p.mem_gb:

@@ -22,10 +22,14 @@ IMPROVE_MIN_GAIN = 1e-4
 """A local-search step must shorten the makespan by at least this fraction."""
 IMPROVE_PARTNERS = 12
 """Least loaded slots per node class the local search tries as partners of the latest slot."""
-RELAX_QUANTILES = ((0.95, 0.9), (0.95, 0.8), (0.95, 0.7), (0.9, 0.7), (0.85, 0.7), (0.8, 0.7), (0.75, 0.7))
-"""(hours, memory) placement quantiles tried in turn when the safe ones overload the roomy nodes (settle_risk)."""
-RELAX_TOLERANCE = 0.03
-"""How far above the fluid bound at the median a safe placement quantile may push it."""
+RELAX_QUANTILES = ((0.95, 0.9), (0.95, 0.8), (0.95, 0.7), (0.92, 0.7), (0.9, 0.7), (0.87, 0.7), (0.85, 0.7),
+                   (0.82, 0.7), (0.8, 0.7), (0.75, 0.7), (0.7, 0.7))
+"""(hours, memory) placement quantiles weighed against the safe ones, kills counted (settle_risk)."""
+PILOTS = 60
+"""While the hours fit has fewer finished attempts than this, a new plan starts the missing
+number of data sets first, spread over the queue's predicted hours (see placement._pilots_first)."""
+RELAX_TOLERANCE = 0.01
+"""How far above the best fluid bound (kills counted) a safer placement quantile may push it."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Search:
     partners: int = IMPROVE_PARTNERS
     relax_quantiles: tuple[tuple[float, float], ...] = RELAX_QUANTILES
     relax_tolerance: float = RELAX_TOLERANCE
+    pilots: int = PILOTS
 
 
 DEFAULT_SEARCH = Search()
