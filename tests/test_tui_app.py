@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 import time
 
 import pytest
@@ -302,11 +304,96 @@ async def test_console_only_watches_when_another_engine_holds_the_campaign_lock(
     try:
         app = make_app(camp, engine=True)
         async with app.run_test(size=(120, 40)) as pilot:
-            await settle(app, pilot, lambda: app.engine_state.startswith("watching only"))
-            assert "already runs" in app.engine_state
-            await settle(app, pilot, lambda: "watching only" in app.export_screenshot().replace("&#160;", " "))
+            await settle(app, pilot, lambda: app.engine_state.startswith("watching;"))
+            assert f"engine runs in pid {os.getpid()} on host {socket.gethostname()}" in app.engine_state
+            await settle(app, pilot, lambda: "watching; engine runs in pid" in _screen_text(app))
+            assert not app.engine_here
     finally:
         lock.close()
+
+
+def _screen_text(app) -> str:
+    return app.export_screenshot().replace("&#160;", " ")
+
+
+def _attempt_count(camp) -> int:
+    db = store.open_db(camp.db_path, create=False)
+    try:
+        return len(store.attempts(db))
+    finally:
+        db.close()
+
+
+@async_test
+async def test_console_opened_to_look_runs_no_engine_and_says_so_in_its_header(camp):
+    before = _attempt_count(camp)
+    app = make_app(camp)  # as `ari tui` without --engine
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot, lambda: "no engine runs" in _screen_text(app))
+        version = app.snapshot.version
+        await settle(app, pilot, lambda: app.snapshot.version > version + 3)
+        assert not app.engine_here and app.engine_state.startswith("watching; no engine runs")
+    assert _attempt_count(camp) == before, "nothing was launched"
+
+
+@async_test
+async def test_watcher_names_the_engine_that_starts_elsewhere_and_still_acts_on_the_store(camp):
+    from ari_console.engine import acquire_lock
+
+    app = make_app(camp)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot, lambda: "no engine runs" in app.engine_state)
+        lock = acquire_lock(camp.config.campaign.work_dir / "engine.lock", sample.NOW)  # `ari run` starts
+        try:
+            await settle(app, pilot, lambda: f"engine runs in pid {os.getpid()}" in _screen_text(app))
+            await pilot.press("5")  # watch-only actions write the store: retry a failure
+            await pilot.press("slash", *camp.failed_uid.replace("/", "."), "enter")
+            await settle(app, pilot, lambda: list(table(app, "failures-table").shown) == [str(camp.failed_attempt)])
+            await pilot.press("r")
+            end = time.monotonic() + 10
+            while db_state(camp, camp.failed_uid) != "queued" and time.monotonic() < end:
+                await pilot.pause(0.05)
+            assert db_state(camp, camp.failed_uid) == "queued"
+        finally:
+            lock.close()
+        await settle(app, pilot, lambda: "no engine runs" in app.engine_state)
+
+
+def _set_reachable(camp, node: str, reachable: bool, now: float) -> None:
+    db = store.open_db(camp.db_path, create=False)
+    try:
+        if reachable:
+            store.set_node_probe(db, node, now, {"load1": 0.5, "cpus": 4, "mem_total_gb": 64.0, "mem_free_gb": 40.0})
+        else:
+            store.set_node_probe(db, node, now, error=f"ssh: connect to {node}: Connection refused")
+    finally:
+        db.close()
+
+
+@async_test
+async def test_a_node_unreachable_over_many_refreshes_makes_one_notification_and_one_status_line(camp):
+    clock = {"now": sample.NOW}
+    app = AriApp(camp.db_path, camp.config, clock=lambda: clock["now"], refresh_s=0.1, log_poll_s=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        told: list[str] = []
+        notify = app.notify
+        app.notify = lambda message, **kw: (told.append(str(message)), notify(message, **kw))[1]
+        toasts = lambda: [m for m in told if "hpc" in m]  # noqa: E731  (kept: toasts expire on screen)
+        assert "ws01 unreachable" in _screen_text(app), "a node unreachable at start has its line, no toast"
+        _set_reachable(camp, "hpc", False, clock["now"])
+        for _ in range(20):  # a weekend of refreshes, in short
+            clock["now"] += 60
+            version = app.snapshot.version
+            await settle(app, pilot, lambda: app.snapshot.version > version)
+        assert len(toasts()) == 1 and "hpc unreachable" in toasts()[0]
+        assert not [m for m in told if "ws01" in m]
+        screen = _screen_text(app)
+        assert screen.count("hpc unreachable") == 1 and "Connection refused" in screen
+        _set_reachable(camp, "hpc", True, clock["now"])
+        await settle(app, pilot, lambda: len(toasts()) == 2)
+        assert toasts()[1] == "hpc answers again"
+        await settle(app, pilot, lambda: "hpc unreachable" not in _screen_text(app))
 
 
 def _waiting_in_review(camp, uid: str) -> int:

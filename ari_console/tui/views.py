@@ -149,6 +149,33 @@ def filter_rows(flt: RowFilter, rows: Mapping[str, tuple], fields: Mapping[str, 
     return {k: cells for k, cells in rows.items() if matches(flt, cells, fields.get(k))}
 
 
+# -- what fits on screen (80x24 and up) -----------------------------------------------------
+
+def footer_keys(items: Sequence[tuple[str, int]], width: int, always: Iterable[str] = (),
+                first: Iterable[str] = ()) -> set[str]:
+    """The footer items (``(name, cells)`` in footer order) that fit in ``width`` cells.
+
+    The ``always`` items are kept (``?`` help lists the keys left out), then the ``first``
+    ones, then the others in footer order until one does not fit: the footer is never cut in
+    the middle of a key, and what goes is what the screen lists last.
+
+    >>> sorted(footer_keys([("filter", 9), ("retry", 8), ("copy", 11), ("help", 7)], 26, always=["help"]))
+    ['filter', 'help', 'retry']
+    """
+    always, first = set(always), list(first)
+    kept = {name for name, _ in items if name in always}
+    room = width - sum(cells for name, cells in items if name in kept)
+    cells_of = dict(items)
+    for name in [*(n for n in first if n in cells_of), *(n for n, _ in items if n not in first)]:
+        if name in kept:
+            continue
+        if cells_of[name] > room:
+            break
+        kept.add(name)
+        room -= cells_of[name]
+    return kept
+
+
 # -- attempts ----------------------------------------------------------------------
 
 def attempt_elapsed(a: dict | None, now: float) -> float | None:
@@ -349,6 +376,50 @@ def node_rows(nodes: Sequence[dict], history: Mapping[str, NodeHistory], now: fl
                            load, sparkline(h.load, top=1.0), mem, sparkline(h.mem_used, top=1.0), scratch,
                            sparkline(h.scratch_used, top=1.0), state)
     return rows
+
+
+def unreachable_nodes(nodes: Sequence[dict], now: float) -> dict[str, str]:
+    """The nodes whose last probe failed: name -> the one status line the console shows for each.
+
+    >>> unreachable_nodes([{"name": "ws01", "probed_at": 0.0, "probe_error": "ssh: timed out"},
+    ...                    {"name": "hpc", "probed_at": 0.0, "probe_error": None}], now=600.0)
+    {'ws01': 'ws01 unreachable (last answer 10m ago): ssh: timed out'}
+    """
+    lines = {}
+    for n in nodes:
+        if n.get("probe_error"):
+            at = n.get("probed_at")
+            since = "never answered" if at is None else f"last answer {human_duration(now - at)} ago"
+            lines[n["name"]] = f"{n['name']} unreachable ({since}): {n['probe_error']}"
+    return lines
+
+
+def reachability_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """What to toast between two refreshes: (node, message, severity) for each node that became
+    unreachable, or answered again; a node that stays unreachable says nothing (its line stays).
+
+    >>> reachability_changes({"ws01": "ws01 unreachable (last answer 1m ago): x"},
+    ...                      {"ws01": "ws01 unreachable (last answer 2m ago): x", "hpc": "hpc unreachable ..."})
+    [('hpc', 'hpc unreachable ...', 'warning')]
+    >>> reachability_changes({"ws01": "ws01 unreachable ..."}, {})
+    [('ws01', 'ws01 answers again', 'information')]
+    """
+    changes = [(name, line, "warning") for name, line in after.items() if name not in before]
+    changes += [(name, f"{name} answers again", "information") for name in before if name not in after]
+    return changes
+
+
+def engine_line(holder: Mapping | None) -> str:
+    """What a console that does not run the engine says about it (``holder``: the engine lock's owner).
+
+    >>> engine_line({"pid": 4242, "host": "opshost", "since": 0.0})
+    'watching; engine runs in pid 4242 on host opshost'
+    >>> engine_line(None)
+    'watching; no engine runs (--engine starts one)'
+    """
+    if holder is None:
+        return "watching; no engine runs (--engine starts one)"
+    return f"watching; engine runs in pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
 
 
 # -- triage -------------------------------------------------------------------------------

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 from textual.worker import get_current_worker
 
 from ..snapshot import Snapshot
 from ..views import RowFilter, parse_filter
 from ..widgets.filter_bar import FilterBar
+from ..widgets.fit_footer import FitFooter
 
 
 class AriScreen(Screen):
@@ -37,9 +39,10 @@ class AriScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield from self.compose_body()
+        yield Static("", id="alerts", classes="alerts")
         yield Static("", id="status", classes="status")
         yield FilterBar()
-        yield Footer()
+        yield FitFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -54,7 +57,17 @@ class AriScreen(Screen):
     def _snapshot_changed(self, snap: Snapshot | None) -> None:
         if snap is None or not self.is_current:
             return
+        self._show_alerts(getattr(self.app, "unreachable", None) or {})
         self._prepare(snap, self.flt)
+
+    def _show_alerts(self, lines: dict[str, str], most: int = 3) -> None:
+        """One line per unreachable node (at most ``most``, then how many more), on every screen."""
+        alerts = self.query_one("#alerts", Static)
+        shown = list(lines.values())[:most]
+        if len(lines) > most:
+            shown.append(f"… {len(lines) - most} more nodes unreachable (3: nodes)")
+        alerts.update(Text("\n".join(shown), no_wrap=True, overflow="ellipsis"))
+        alerts.display = bool(shown)
 
     @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
     def _prepare(self, snap: Snapshot, flt: RowFilter) -> None:
