@@ -487,3 +487,29 @@ async def test_the_qa2_screen_draws_both_images_of_the_selected_pair_with_their_
         assert "pipeline" in str(text) and "QA2" in str(text) and str(text).count("▀") > 500
         marked = [span for span in text.spans if "red" in str(span.style)]
         assert len(marked) >= 3, "the source in each picture and its id below"
+
+
+@pytest.mark.parametrize("key, table_id, wanted", [
+    ("2", "queue-table", {"uid", "state", "failure"}), ("3", "nodes-table", {"node", "state"}),
+    ("5", "groups-table", {"group", "fix"}), ("5", "failures-table", {"uid", "category"}),
+    ("6", "qa2-table", {"uid", "verdict", "outside"})])
+@async_test
+async def test_at_80x24_each_table_keeps_the_columns_that_matter_and_the_footer_keeps_help_and_quit(
+        camp, key, table_id, wanted):
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(camp)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(key)
+        await settle(app, pilot, lambda: table(app, table_id).row_count > 0)
+        await pilot.pause(0.2)
+        t = table(app, table_id)
+        names = {str(c.key.value) for c in t.ordered_columns}
+        assert wanted <= names, names
+        assert sum(c.get_render_width(t) for c in t.ordered_columns) <= t.scrollable_content_region.width
+        keys = [k for k in app.screen.query(FooterKey) if k.display]
+        assert {"question_mark", "q"} <= {k.key for k in keys}
+        assert max(k.region.right for k in keys) <= 80, "no key of the footer is cut"
+        every = len(next(iter(t.shown.values())))  # a row keeps all its cells, shown or not
+        await pilot.resize_terminal(160, 40)  # wider: the columns come back
+        await settle(app, pilot, lambda: len(t.ordered_columns) > len(names) or len(names) == every)

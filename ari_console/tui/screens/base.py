@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Mapping, Sequence
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -13,6 +14,7 @@ from textual.widgets import Header, Static
 from textual.worker import get_current_worker
 
 from ..snapshot import Snapshot
+from .. import views
 from ..views import RowFilter, parse_filter
 from ..widgets.filter_bar import FilterBar
 from ..widgets.fit_footer import FitFooter
@@ -35,6 +37,7 @@ class AriScreen(Screen):
         super().__init__()
         self.flt = RowFilter()
         self.shown_version = -1
+        self._fits: dict[str, tuple] = {}  # table id -> (layout, cell widths): refitted on resize
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -94,6 +97,23 @@ class AriScreen(Screen):
 
     def show(self, snap: Snapshot, data: object) -> None:
         """Render ``snap`` and what ``prepare`` made of it (UI thread: only renders)."""
+
+    def fit_table(self, table, layout: Sequence[views.Col], widths: Mapping[str, int]) -> None:
+        """Show the columns of ``layout`` that fit ``table``'s width, given the widths of its cells.
+
+        Any table with ``show_columns(name -> width)`` will do; the choice is ``views.fit_columns``.
+        """
+        self._fits[table.id] = (table, layout, widths)
+        width = table.size.width or self.app.size.width  # before the first layout: the screen's
+        available = width - table.styles.scrollbar_size_vertical
+        table.show_columns(views.fit_columns(layout, widths, available, gap=2 * table.cell_padding))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._refit)
+
+    def _refit(self) -> None:
+        for table, layout, widths in list(self._fits.values()):
+            self.fit_table(table, layout, widths)
 
     def set_status(self, text: str) -> None:
         error = f"  [b red]{self.flt.error}[/]" if self.flt.error else ""
