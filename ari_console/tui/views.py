@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
 
@@ -121,13 +121,18 @@ class Col:
     cut: int | None = None
 
 
-def cell_widths(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> dict[str, int]:
+def cell_widths(columns: Sequence[str], rows: Collection[Sequence[object]], most: int = 20_000) -> dict[str, int]:
     """The widest cell of each column (its header included), in terminal cells.
+
+    Of more than ``most`` rows, an even sample of ``most`` is measured (a table's columns
+    are of a few kinds of text: 100,000 rows add nothing but time).
 
     >>> cell_widths(("uid", "state"), [("uid://A001/X1/X2", "queued"), ("u", "succeeded")])
     {'uid': 16, 'state': 9}
     """
     widths = {name: len(name) for name in columns}
+    if len(rows) > most:
+        rows = list(rows)[::len(rows) // most + 1]
     for name, cells in zip(columns, zip(*rows)):  # column by column: C loops, 100,000 rows in milliseconds
         widths[name] = max(widths[name], max(map(len, map(str, cells))))
     return widths

@@ -101,8 +101,12 @@ class AriScreen(Screen):
     def fit_table(self, table, layout: Sequence[views.Col], widths: Mapping[str, int]) -> None:
         """Show the columns of ``layout`` that fit ``table``'s width, given the widths of its cells.
 
-        Any table with ``show_columns(name -> width)`` will do; the choice is ``views.fit_columns``.
+        Widths only grow (the widest seen on this screen), so the columns stay put while the
+        operator filters; a resize chooses again. Any table with ``show_columns(name -> width)``
+        will do; the choice is ``views.fit_columns``.
         """
+        seen = self._fits.get(table.id, (None, None, {}))[2]
+        widths = {name: max(w, seen.get(name, 0)) for name, w in widths.items()}
         self._fits[table.id] = (table, layout, widths)
         width = table.size.width or self.app.size.width  # before the first layout: the screen's
         available = width - table.styles.scrollbar_size_vertical
