@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import socket
 import time
 
@@ -296,20 +295,37 @@ async def test_dashboard_shows_totals_rates_and_an_eta(camp):
         assert app.snapshot.eta.text[:16] in screen  # "2026-05-29 02:50" (wraps at 80 columns)
 
 
+class OtherEngine:
+    """Another process holding the campaign's engine lock, as a running `ari run` does (its real lock)."""
+
+    def __init__(self, camp) -> None:
+        import subprocess
+        import sys
+
+        path = camp.config.campaign.work_dir / "engine.lock"
+        code = ("import sys, time; from pathlib import Path; from ari_console.engine import acquire_lock; "
+                "lock = acquire_lock(Path(sys.argv[1]), time.time()); print('locked', flush=True); sys.stdin.read()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
 @async_test
 async def test_console_only_watches_when_another_engine_holds_the_campaign_lock(camp):
-    from ari_console.engine import acquire_lock
-
-    lock = acquire_lock(camp.config.campaign.work_dir / "engine.lock", sample.NOW)
+    other = OtherEngine(camp)
     try:
-        app = make_app(camp, engine=True)
+        app = make_app(camp, engine=True)  # asked for an engine, but one runs already
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(app, pilot, lambda: app.engine_state.startswith("watching;"))
-            assert f"engine runs in pid {os.getpid()} on host {socket.gethostname()}" in app.engine_state
+            assert f"engine runs in pid {other.proc.pid} on host {socket.gethostname()}" in app.engine_state
             await settle(app, pilot, lambda: "watching; engine runs in pid" in _screen_text(app))
             assert not app.engine_here
     finally:
-        lock.close()
+        other.stop()
 
 
 def _screen_text(app) -> str:
@@ -338,14 +354,12 @@ async def test_console_opened_to_look_runs_no_engine_and_says_so_in_its_header(c
 
 @async_test
 async def test_watcher_names_the_engine_that_starts_elsewhere_and_still_acts_on_the_store(camp):
-    from ari_console.engine import acquire_lock
-
     app = make_app(camp)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot, lambda: "no engine runs" in app.engine_state)
-        lock = acquire_lock(camp.config.campaign.work_dir / "engine.lock", sample.NOW)  # `ari run` starts
+        other = OtherEngine(camp)  # `ari run` starts
         try:
-            await settle(app, pilot, lambda: f"engine runs in pid {os.getpid()}" in _screen_text(app))
+            await settle(app, pilot, lambda: f"engine runs in pid {other.proc.pid}" in _screen_text(app))
             await pilot.press("5")  # watch-only actions write the store: retry a failure
             await pilot.press("slash", *camp.failed_uid.replace("/", "."), "enter")
             await settle(app, pilot, lambda: list(table(app, "failures-table").shown) == [str(camp.failed_attempt)])
@@ -355,8 +369,18 @@ async def test_watcher_names_the_engine_that_starts_elsewhere_and_still_acts_on_
                 await pilot.pause(0.05)
             assert db_state(camp, camp.failed_uid) == "queued"
         finally:
-            lock.close()
+            other.stop()
         await settle(app, pilot, lambda: "no engine runs" in app.engine_state)
+
+
+def test_engine_reports_of_node_faults_are_left_to_the_node_lines_and_the_rest_are_toasted(camp):
+    from ari_console.engine import fault_kind
+
+    app = make_app(camp)
+    assert app._node_fault("ws01: ssh: connect to ws01.example.org port 2222: Connection timed out", fault_kind)
+    assert app._node_fault('node "hpc": cannot connect (Connection refused)', fault_kind)
+    assert not app._node_fault("ws01: launch of uid://A001/X1/X2 failed: bad spec", fault_kind)
+    assert not app._node_fault("uid://A001/X1/X2: bad job spec, held: timed out", fault_kind), "not a node's"
 
 
 def _set_reachable(camp, node: str, reachable: bool, now: float) -> None:

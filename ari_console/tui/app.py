@@ -14,6 +14,8 @@ whether and where the engine runs, read from the engine's lock); operator action
 from __future__ import annotations
 
 from importlib import resources
+import os
+import socket
 import threading
 from collections import deque
 from dataclasses import replace
@@ -159,8 +161,9 @@ class AriApp(App):
                     snap = build_snapshot(copy, now, version, self.node_history, self.stale_after_s, self.eta,
                                           changed)
                     snap = _with_load_ms(snap, (time.perf_counter() - t0) * 1000)
-                    if not self.engine_here:  # whether (and where) an engine runs changes under a watcher
-                        self.engine_state = views.engine_line(engine_mod_lock_holder(self.lock_path))
+                    # whether (and where) an engine runs changes under a watcher: the lock says
+                    self.engine_state = views.engine_line(engine_mod_lock_holder(self.lock_path),
+                                                          (os.getpid(), socket.gethostname()))
                     self.call_from_thread(self._set_snapshot, snap)
                 except RuntimeError:  # the app is closing
                     return

@@ -494,16 +494,19 @@ def reachability_changes(before: Mapping[str, str], after: Mapping[str, str]) ->
     return changes
 
 
-def engine_line(holder: Mapping | None) -> str:
-    """What a console that does not run the engine says about it (``holder``: the engine lock's owner).
+def engine_line(holder: Mapping | None, me: tuple[int, str] | None = None) -> str:
+    """Whether and where the campaign engine runs (``holder``: the engine lock's owner; ``me``:
+    this console's pid and host).
 
     >>> engine_line({"pid": 4242, "host": "opshost", "since": 0.0})
     'watching; engine runs in pid 4242 on host opshost'
-    >>> engine_line(None)
-    'watching; no engine runs (--engine starts one)'
+    >>> engine_line(None), engine_line({"pid": 7, "host": "h"}, me=(7, "h"))
+    ('watching; no engine runs (--engine starts one)', 'engine running in this console')
     """
     if holder is None:
         return "watching; no engine runs (--engine starts one)"
+    if me is not None and (holder.get("pid"), holder.get("host")) == me:
+        return "engine running in this console"
     return f"watching; engine runs in pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
 
 
