@@ -113,6 +113,31 @@ def acquire_lock(path: Path, now: float):
     return fh
 
 
+def lock_holder(path: Path) -> dict | None:
+    """Who holds the engine lock at ``path`` (``{pid, host, since}``), or None when no engine runs.
+
+    Looks without taking the lock for longer than the look (a shared lock, dropped at once), so
+    a watcher (``ari tui`` without ``--engine``) can ask at every refresh.
+    """
+    try:
+        fh = open(path)
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(fh.read() or "{}")
+            except json.JSONDecodeError:
+                holder = {}
+            return holder if isinstance(holder, dict) else {}
+        except OSError:
+            return None
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
 # -- the engine ----------------------------------------------------------------------
 
 class Engine:

@@ -32,8 +32,8 @@ def totals_table(dash: readmodel.Dashboard) -> Table:
     return t
 
 
-def rates_table(dash: readmodel.Dashboard, eta: str, engine: str) -> Table:
-    """Success rates, running attempts, ETA and whether this console runs the engine."""
+def rates_table(dash: readmodel.Dashboard, eta: str) -> Table:
+    """Success rates, running attempts and the ETA (whether an engine runs is in every screen's header)."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
@@ -41,7 +41,6 @@ def rates_table(dash: readmodel.Dashboard, eta: str, engine: str) -> Table:
     t.add_row("after retries", views.rate_text(dash.after_retries))
     t.add_row("attempts active", str(dash.running))
     t.add_row("ETA", eta)
-    t.add_row("engine", engine)
     return t
 
 
@@ -87,7 +86,7 @@ class DashboardScreen(AriScreen):
     def show(self, snap: Snapshot, data: object = None) -> None:
         dash = snap.dashboard
         self.query_one("#totals", Static).update(totals_table(dash))
-        self.query_one("#rates", Static).update(rates_table(dash, snap.eta.text, self.app.engine_state))
+        self.query_one("#rates", Static).update(rates_table(dash, snap.eta.text))
         shown = [(c, n) for c, n in dash.failures if views.matches(self.flt, (c,))]
         self.query_one("#failures", Static).update(failures_table(shown))
         att = snap.attention
