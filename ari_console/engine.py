@@ -154,6 +154,7 @@ class Engine:
         self._plan_model: scheduler.Model | None = None
         self._plan_signature: tuple | None = None
         self._plan_until = float("inf")  # a data set's not_before passes: plan again
+        self._predicted: dict[str, tuple[scheduler.DataSet, scheduler.Prediction]] = {}  # by the model of the plan
         self.node_faults: dict[str, str] = {}  # node -> the kind of fault the operator was last told of
         self.unconfigured_since: dict[str, float] = {}  # removed node -> when this engine first saw it
         self.scratch_short: dict[str, float] = {}  # node -> free GB when a data set's need did not fit
@@ -592,7 +593,9 @@ class Engine:
         if not self._plan_queue:
             return
         placement = scheduler.place(self._plan_queue.values(), states, now / 3600.0, policy=self.policy,
-                                    history=self._plan_model, plan=self.plan)
+                                    history=self._plan_model, plan=self.plan,
+                                    predictions=self._predictions() if scheduler.needs_plan(
+                                        len(self._plan_queue), states, self.policy, self.plan) else None)
         self.plan = placement.plan
         for bad in placement.unplaceable:
             if self._plan_queue.pop(bad.dataset.uid, None) is not None:
@@ -606,6 +609,22 @@ class Engine:
         # our own launches and holds changed the queue: that is no reason to plan again
         count, latest, _ = store.queue_signature(self.db)
         self._plan_signature = (count, latest, self._plan_signature[2])
+
+    def _predictions(self) -> dict[str, scheduler.Prediction]:
+        """The current model's predictions for the planned queue, each made once.
+
+        A re-plan (a node drained, an import, an operator's edit) predicts only the
+        data sets that are new or changed since the model was fitted; a refit empties this.
+        """
+        known = self._predicted
+        fresh = [sds for uid, sds in self._plan_queue.items()
+                 if uid not in known or (known[uid][0] is not sds and known[uid][0] != sds)]
+        if fresh:
+            made = scheduler.predict_all(fresh, self._plan_model)
+            known.update((sds.uid, (sds, made[sds.uid])) for sds in fresh)
+        if len(known) > 2 * len(self._plan_queue) + 1000:  # launched and gone: forget them now and then
+            self._predicted = known = {uid: known[uid] for uid in self._plan_queue}
+        return {uid: known[uid][1] for uid in self._plan_queue}
 
     def _read_queue(self, signature: tuple, now: float) -> None:
         """Read the queue and history, refit, and drop the plan (the next place() makes one)."""
@@ -624,6 +643,7 @@ class Engine:
         ended = signature[2]
         if self._plan_model is None or ended >= self._plan_signature[2]:
             self._plan_model = scheduler.fit_history(history(self.db, self.nodes))
+            self._predicted = {}
             ended = max(ended + 1, math.ceil(ended * REFIT_GROWTH))  # refit when the history has grown so much
         else:
             ended = self._plan_signature[2]

@@ -9,6 +9,7 @@ here writes the store. Imports stay light at the top (the hot read
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -467,17 +468,23 @@ def history(db: store.Database, nodes: dict[str, Node]) -> list[scheduler.Measur
     return [m for m in (measured(h, nodes) for h in store.finished_history(db)) if m is not None]
 
 
+@functools.cache
+def _scheduler_dataset() -> type:
+    """The scheduler's DataSet class, imported once (``to_scheduler`` runs 100,000 times in a re-plan)."""
+    from .scheduler.values import DataSet
+
+    return DataSet
+
+
 def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
     """A store row as the scheduler's data set (the operator's overrides win over the archive's values).
 
     The archive's metadata (size, array, band, spws, channels, mosaic, execution
     blocks; None where unknown) goes along: what predictions learn from, as in the replay.
     """
-    from . import scheduler
-
     o = ds.get("overrides") or {}
     mosaic = ds.get("is_mosaic")
-    return scheduler.DataSet(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds.get("hours"),
+    return _scheduler_dataset()(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds.get("hours"),
                              mem_gb=o.get("mem_gb") or ds.get("mem_gb"), array=ds["array"], band=ds["band"],
                              casa_version=o.get("casa_version") or ds.get("casa_version"), attempts=tries,
                              node=o.get("node"), walltime_h=o.get("walltime_h"),

@@ -91,15 +91,19 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
         if job.classes not in capacity:
             capacity[job.classes] = sum(classes[i].capacity for i in job.classes)
             fastest[job.classes] = max(speeds[i] for i in job.classes)
-    orders = {
-        "longest-first": lambda j: -j.hours / fastest[j.classes],
-        "scarcest-first": lambda j: (capacity[j.classes], -j.hours),
-        "long-or-scarce": lambda j: -(j.hours / fastest[j.classes]) * (total_capacity / capacity[j.classes]),
+    import numpy as np
+
+    hours_a = np.array([j.hours for j in jobs], dtype=float)
+    fastest_a = np.array([fastest[j.classes] for j in jobs], dtype=float)
+    capacity_a = np.array([capacity[j.classes] for j in jobs], dtype=float)
+    orders = {  # stable sorts on arrays: the order sorted() would give with these keys, 100,000 jobs in ms
+        "longest-first": lambda: np.argsort(-hours_a / fastest_a, kind="stable"),
+        "scarcest-first": lambda: np.lexsort((-hours_a, capacity_a)),
+        "long-or-scarce": lambda: np.argsort(-(hours_a / fastest_a) * (total_capacity / capacity_a), kind="stable"),
     }
     best_span, variant, lists = math.inf, "", []
     for name, order in orders.items():
-        span, per_slot = _eft_schedule(sorted(range(len(jobs)), key=lambda k: order(jobs[k])),
-                                       jobs, slots, speeds)
+        span, per_slot = _eft_schedule(order().tolist(), jobs, slots, speeds)
         if span < best_span - 1e-9:
             best_span, variant, lists = span, name, per_slot
     hours = [j.hours for j in jobs]
@@ -142,8 +146,7 @@ def _eft_schedule(order: Sequence[int], jobs: Sequence[Job], slots: Slots,
             finish = heaps[ci][0][0] + job.hours / speeds[ci]
             if finish < best_finish - 1e-9:
                 best_class, best_finish = ci, finish
-        _, slot = heapq.heappop(heaps[best_class])
-        heapq.heappush(heaps[best_class], (best_finish, slot))
+        slot = heapq.heapreplace(heaps[best_class], (best_finish, heaps[best_class][0][1]))[1]
         lists[slot].append(k)
         makespan = max(makespan, best_finish)
     return makespan, lists
