@@ -154,6 +154,7 @@ class Engine:
         self._plan_model: scheduler.Model | None = None
         self._plan_signature: tuple | None = None
         self._plan_until = float("inf")  # a data set's not_before passes: plan again
+        self._queue_rev: int | None = None  # the store's revision the kept queue was read at
         self._predicted: dict[str, tuple[scheduler.DataSet, scheduler.Prediction]] = {}  # by the model of the plan
         self.node_faults: dict[str, str] = {}  # node -> the kind of fault the operator was last told of
         self.unconfigured_since: dict[str, float] = {}  # removed node -> when this engine first saw it
@@ -627,10 +628,23 @@ class Engine:
         return {uid: known[uid][1] for uid in self._plan_queue}
 
     def _read_queue(self, signature: tuple, now: float) -> None:
-        """Read the queue and history, refit, and drop the plan (the next place() makes one)."""
+        """Read the queue and history, refit, and drop the plan (the next place() makes one).
+
+        The queue is read whole at first and when a ``not_before`` passed or a
+        launch did not happen; otherwise only the data sets written since the
+        last read (an import, a retry, an operator's edit) update the queue kept.
+        """
+        whole = self._queue_rev is None or now >= self._plan_until
+        if whole:
+            self._queue_rev, rows = store.queue_changes(self.db, -1)
+            self._plan_queue, self._plan_until = {}, float("inf")
+        else:
+            self._queue_rev, rows = store.queue_changes(self.db, self._queue_rev)
         waiting = []
-        self._plan_until = float("inf")
-        for ds in store.queue(self.db):
+        for ds in rows:
+            self._plan_queue.pop(ds["uid"], None)
+            if ds["state"] != "queued":
+                continue
             if ds["array"] == "TP":
                 store.set_dataset_state(self.db, ds["uid"], "skipped", now,
                                         reason="total power: this console images interferometric data only")
@@ -647,7 +661,7 @@ class Engine:
             ended = max(ended + 1, math.ceil(ended * REFIT_GROWTH))  # refit when the history has grown so much
         else:
             ended = self._plan_signature[2]
-        self._plan_queue = {sds.uid: sds for sds in scheduler_queue(self.db, waiting)}
+        self._plan_queue.update((sds.uid, sds) for sds in scheduler_queue(self.db, waiting))
         count, latest, _ = store.queue_signature(self.db)
         self._plan_signature = (count, latest, ended)
         self.plan = None

@@ -457,9 +457,7 @@ def node_states(db: store.Database, nodes, usable=lambda name: True,
 
 def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
     """Queued store rows as the scheduler's data sets, with their failed tries counted."""
-    tries: dict[str, int] = {}
-    for a in store.attempts(db, states=("failed", "lost", "cancelled")):
-        tries[a["uid"]] = tries.get(a["uid"], 0) + 1
+    tries = store.failed_tries(db, [ds["uid"] for ds in waiting] if len(waiting) <= 2000 else None)
     return [to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
 
 

@@ -648,11 +648,42 @@ def _decode_dataset(row: dict) -> DataSetRow:
     return row
 
 
+_QUEUE_COLUMNS = f"uid, state, array, band, size_gb, mem_gb, hours, casa_version, {', '.join(META_TYPES)}, overrides"
+
+
 def queue(db: Database) -> list[DataSetRow]:
     """Queued data sets with just what placement needs (cheap at 10,000 rows: no ``extra``)."""
     return [_decode_dataset(row) for row in _dicts(
-        db, f"SELECT uid, array, band, size_gb, mem_gb, hours, casa_version, {', '.join(META_TYPES)}, overrides"
-            " FROM datasets WHERE state = 'queued' ORDER BY created_at, uid")]
+        db, f"SELECT {_QUEUE_COLUMNS} FROM datasets WHERE state = 'queued' ORDER BY created_at, uid")]
+
+
+def queue_changes(db: Database, rev: int) -> tuple[int, list[DataSetRow]]:
+    """(the revision now, the data sets written after revision ``rev`` in any state), with what
+    :func:`queue` gives: a reader that keeps the queue updates it from these alone.
+
+    >>> with open_db(":memory:") as db:
+    ...     _ = import_datasets(db, [DataSet("uid://A001/X1/X1", "2016.1.00123.S")], "a.csv", now=1.0)
+    ...     rev, rows = queue_changes(db, 0)
+    ...     rev, [(r["uid"], r["state"]) for r in rows], queue_changes(db, rev)[1]
+    (1, [('uid://A001/X1/X1', 'queued')], [])
+    """
+    with transaction(db):
+        now_rev = revision(db)
+        rows = _dicts(db, f"SELECT {_QUEUE_COLUMNS} FROM datasets WHERE rev > ? ORDER BY created_at, uid", [rev])
+    return now_rev, [_decode_dataset(row) for row in rows]
+
+
+def failed_tries(db: Database, uids: Iterable[str] | None = None) -> dict[str, int]:
+    """uid -> attempts that failed, were lost or cancelled (of ``uids``, or of every data set)."""
+    sql = ("SELECT uid, COUNT(*) FROM attempts WHERE state IN ('failed', 'lost', 'cancelled')")
+    if uids is None:
+        return dict(db.conn.execute(sql + " GROUP BY uid").fetchall())
+    uids, out = list(uids), {}
+    for i in range(0, len(uids), 500):
+        chunk = uids[i:i + 500]
+        out.update(db.conn.execute(sql + f" AND uid IN ({', '.join('?' * len(chunk))}) GROUP BY uid",
+                                   chunk).fetchall())
+    return out
 
 
 def queue_signature(db: Database) -> tuple[int, float | None, int]:

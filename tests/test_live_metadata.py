@@ -119,3 +119,27 @@ def test_per_spw_obscore_rows_of_two_sources_count_each_window_once():
                                                       (27, "[232.0..233.875GHz,15625.0kHz,XX YY]"))]
     ds = dataset_from_row(aggregate_rows(rows))
     assert (ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb) == (2, (1024 + 120) // 2, False, None)
+
+
+def test_a_kept_queue_takes_in_an_import_and_an_operators_edit_without_reading_the_rest(tmp_path):
+    from ari_console.config import load_config
+    from ari_console.engine import Engine, TickReport
+
+    (tmp_path / "ari.toml").write_text('[campaign]\nname = "t"\n[[node]]\nname = "n1"\nslots = 1\nmem_gb = 64\n')
+    cfg = load_config(tmp_path / "ari.toml")
+    db = store.open_db(cfg.campaign.db_path)
+    store.import_datasets(db, [DataSet(uid(n), "2016.1.00123.S", "12m", 6, 10.0 * n) for n in (1, 2, 3)], "a", 1.0)
+    with Engine(cfg) as engine:
+        launched = []
+        engine._launch = lambda ds, node, sds, now, report: launched.append(sds.uid) or True  # no job: the plan alone
+        engine._schedule(10.0, TickReport())
+        assert launched == [uid(3)]  # the longest first
+        store.import_datasets(db, [DataSet(uid(9), "2016.1.00123.S", "12m", 6, 40.0, n_spw=8, n_chan=3840)],
+                              "b", 20.0)
+        store.set_overrides(db, uid(1), 20.0, mem_gb=100.0)  # more than any node has
+        engine._schedule(30.0, TickReport())
+        assert launched == [uid(3), uid(9)]  # the new one, longer for its channels, goes next
+        assert store.dataset(db, uid(1))["state"] == "held"  # the edit was seen: it fits no node now
+        assert "100 GB" in store.dataset(db, uid(1))["reason"]
+        engine._schedule(40.0, TickReport())
+        assert launched == [uid(3), uid(9), uid(2)] and set(engine._plan_queue) == set()
