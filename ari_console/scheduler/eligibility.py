@@ -166,13 +166,10 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
                        and ds.walltime_h is None else
                        sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
                        for ds in queue], dtype=np.int64)
-    work = np.array([p.plan_h for p in spread])
-    median_h = np.array([p.median_h or p.hours for p in spread])
-    median_m = np.array([p.mem_median_gb or p.mem_gb for p in spread])
-    sigma_h, sigma_m = np.array([p.sigma for p in spread]), np.array([p.mem_sigma for p in spread])
-    tail_h, tail_m = np.array([p.tail[0] for p in spread]), np.array([p.tail[1] for p in spread])
-    floor_h, floor_m = np.array([p.floor_h for p in spread]), np.array([p.mem_floor_gb for p in spread])
-    base_h, base_m = np.array([p.hours for p in spread]), np.array([p.mem_gb for p in spread])
+    columns = np.array([(p.plan_h, p.median_h or p.hours, p.mem_median_gb or p.mem_gb, p.sigma, p.mem_sigma,
+                         p.tail[0], p.tail[1], p.floor_h, p.mem_floor_gb, p.hours, p.mem_gb) for p in spread],
+                       dtype=float).reshape(len(spread), 11).T  # one pass over 100,000 predictions, not eleven
+    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
 
     def placement_values(q_hours: float | None, q_mem: float | None):
         if q_hours is None:
