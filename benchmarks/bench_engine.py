@@ -118,7 +118,8 @@ def schedule_tick() -> None:
         db.close()
         with Engine(cfg) as engine:
             launched = []
-            engine._launch = lambda ds, node, sds, now, report: launched.append(sds.uid)  # no node round-trip
+            # launched, without the node round-trip (a falsy answer means "not launched: plan again")
+            engine._launch = lambda ds, node, sds, now, report: launched.append(sds.uid) or True
             t0 = time.process_time()
             engine._schedule(now, TickReport())
             first = time.process_time() - t0

@@ -105,7 +105,8 @@ def place(queue: Collection[DataSet], nodes: Sequence[NodeState], now: float,
 
 
 def needs_plan(queued: int, nodes: Sequence[NodeState], policy: str, plan: Plan | None) -> bool:
-    """True when :func:`place` must plan the queue (of ``queued`` data sets) anew rather than take ``plan``'s next pairs.
+    """True when :func:`place` must plan the queue (of ``queued`` data sets) anew,
+    rather than take ``plan``'s next pairs.
 
     >>> needs_plan(3, [NodeState("n")], "lpt", None)
     True

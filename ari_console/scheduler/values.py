@@ -147,8 +147,10 @@ class Prediction:
         """This prediction with other placement values: ``replace(self, hours=..., mem_gb=...)``,
         made without the dataclass machinery (a re-plan makes 100,000 of them).
 
-        >>> Prediction(5.0, 8.0, mean_h=4.0).placed_at(9.0, 12.0)
-        Prediction(hours=9.0, mem_gb=12.0, source='prior', mean_h=4.0, median_h=None, sigma=0.0, floor_h=0.0, mem_sigma=0.0, mem_floor_gb=0.0, shift=(), mem_median_gb=None, mem_shift=(), tail=(1.0, 1.0))
+        >>> from dataclasses import replace
+        >>> p = Prediction(5.0, 8.0, mean_h=4.0, sigma=0.3)
+        >>> p.placed_at(9.0, 12.0) == replace(p, hours=9.0, mem_gb=12.0)
+        True
         """
         new = object.__new__(Prediction)
         new.__dict__.update(self.__dict__, hours=hours, mem_gb=mem_gb)
