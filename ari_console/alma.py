@@ -110,16 +110,26 @@ class DataSet:
     hours: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
     casa_version: str | None = None
+    n_spw: int | None = None
+    n_chan: int | None = None
+    is_mosaic: bool | None = None
+    n_eb: int | None = None
 
     def row(self) -> dict:
-        """The columns the store keeps for this data set."""
+        """The columns the store keeps for this data set (None: unknown).
+
+        The archive's metadata runtime predictions learn from: spectral windows
+        (``n_spw``), channels per window (``n_chan``, their mean, so
+        ``n_spw x n_chan`` is the total), mosaic or not, execution blocks (``n_eb``).
+        """
         return {"uid": self.uid, "project": self.project, "array": self.array, "band": self.band,
                 "size_gb": self.size_gb, "mem_gb": self.mem_gb, "hours": self.hours,
-                "casa_version": self.casa_version}
+                "casa_version": self.casa_version, "n_spw": self.n_spw, "n_chan": self.n_chan,
+                "is_mosaic": self.is_mosaic, "n_eb": self.n_eb}
 
 
 CSV_REQUIRED = ("uid", "project")
-CSV_OPTIONAL = ("array", "band", "size_gb", "mem_gb", "hours")
+CSV_OPTIONAL = ("array", "band", "size_gb", "mem_gb", "hours", "n_spw", "n_chan", "is_mosaic", "n_eb")
 
 
 def _positive(text: str) -> float:
@@ -127,6 +137,28 @@ def _positive(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError(text)
     return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (``4`` or ``4.0``), or ValueError."""
+    value = float(text)
+    if not value >= 1 or not value.is_integer() or value == float("inf"):
+        raise ValueError(text)
+    return int(value)
+
+
+def parse_flag(text: str) -> bool:
+    """True or false as a catalogue or the archive writes it (``T``, ``yes``, ``1``, ``false`` ...).
+
+    >>> parse_flag("T"), parse_flag("no")
+    (True, False)
+    """
+    key = str(text).strip().lower()
+    if key in ("t", "true", "yes", "y", "1"):
+        return True
+    if key in ("f", "false", "no", "n", "0"):
+        return False
+    raise ValueError(f"not true or false: {text!r}")
 
 
 _PARSERS = {
@@ -137,6 +169,10 @@ _PARSERS = {
     "size_gb": (_positive, "a size in GB, e.g. 12.5"),
     "mem_gb": (_positive, "a memory in GB, e.g. 16"),
     "hours": (_positive, "hours on a speed-1.0 node, e.g. 6"),
+    "n_spw": (_count, "a number of spectral windows, e.g. 4"),
+    "n_chan": (_count, "channels per spectral window, e.g. 1920"),
+    "is_mosaic": (parse_flag, "true or false"),
+    "n_eb": (_count, "a number of execution blocks, e.g. 2"),
 }
 
 
@@ -180,7 +216,8 @@ def read_datasets_csv(path: Path) -> list[DataSet]:
     """Every data set in a catalogue CSV, or a UserError naming every rejected row and why.
 
     Columns: at least ``uid,project``; optionally ``array,band,size_gb,mem_gb,hours``
-    (other columns are kept as ``extra``). The whole file is checked before
+    and the archive's metadata ``n_spw,n_chan,is_mosaic,n_eb`` (an empty cell is
+    unknown; other columns are kept as ``extra``). The whole file is checked before
     anything is returned, so a caller never half-imports it, and one error names
     all its bad rows (an operator fixes them in one go).
     """

@@ -662,15 +662,19 @@ def add_nodes(nodes: Sequence[NodeState], node_class: str, count: int) -> list[N
 def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_class: str,
                  deadline_h: float, policy: str = sch.DEFAULT_POLICY,
                  history: Iterable[Measured] | sch.Model = (), limit: int = 4096,
-                 progress: Callable[[int, int], None] | None = None) -> NodesNeeded:
+                 progress: Callable[[int, int], None] | None = None,
+                 actual: Mapping[str, tuple[float | None, float | None]] | None = None) -> NodesNeeded:
     """The fewest nodes of ``node_class`` to add so the simulated makespan <= ``deadline_h``.
 
     Exponential search then bisection on the count; the lower bound rules a
     count out before any simulation does. The makespan is of what can run at
     all: ``never_run`` holds the data sets no node (nor one of the class) can run.
+    ``actual`` is the hidden truth of a workload (as in :func:`simulate`): each
+    count is replayed on it, learning as the engine does, and the bound comes
+    from it; the predictions never read it.
     """
     model = history if isinstance(history, sch.Model) else sch.fit_history(history)
-    preds = sch.predict_all(datasets, model)
+    preds = truth_predictions(datasets, actual, model) if actual else sch.predict_all(datasets, model)
     never = never_runs(datasets, nodes, node_class, preds)
     memo: dict[int, tuple[bool, float, float]] = {}
 
@@ -681,7 +685,7 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
             if lb > deadline_h:
                 memo[k] = (False, math.inf, lb)
             else:
-                sim = simulate(datasets, ns, policy, model)
+                sim = simulate(datasets, ns, policy, model, actual=actual or None)
                 memo[k] = (sim.makespan_h <= deadline_h, sim.makespan_h, lb)
             if progress is not None:
                 progress(len(memo), len(memo) + 1)

@@ -9,6 +9,7 @@ here writes the store. Imports stay light at the top (the hot read
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -451,9 +452,7 @@ def node_states(db: store.Database, nodes, usable=lambda name: True,
 
 def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
     """Queued store rows as the scheduler's data sets, with their failed tries counted."""
-    tries: dict[str, int] = {}
-    for a in store.attempts(db, states=("failed", "lost", "cancelled")):
-        tries[a["uid"]] = tries.get(a["uid"], 0) + 1
+    tries = store.failed_tries(db, [ds["uid"] for ds in waiting] if len(waiting) <= 2000 else None)
     return [to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
 
 
@@ -462,20 +461,38 @@ def history(db: store.Database, nodes: dict[str, Node]) -> list[scheduler.Measur
     return [m for m in (measured(h, nodes) for h in store.finished_history(db)) if m is not None]
 
 
-def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
-    """A store row as the scheduler's data set (the operator's overrides win over the archive's values)."""
-    from . import scheduler
+@functools.cache
+def _scheduler_dataset() -> type:
+    """The scheduler's DataSet class, imported once (``to_scheduler`` runs 100,000 times in a re-plan)."""
+    from .scheduler.values import DataSet
 
-    o = ds["overrides"]
-    return scheduler.DataSet(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds["hours"],
-                             mem_gb=o.get("mem_gb") or ds["mem_gb"], array=ds["array"], band=ds["band"],
-                             casa_version=o.get("casa_version") or ds["casa_version"], attempts=tries,
-                             node=o.get("node"), walltime_h=o.get("walltime_h"))
+    return DataSet
+
+
+def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
+    """A store row as the scheduler's data set (the operator's overrides win over the archive's values).
+
+    The archive's metadata (size, array, band, spws, channels, mosaic, execution
+    blocks; None where unknown) goes along: what predictions learn from, as in the replay.
+    """
+    o = ds.get("overrides") or {}
+    mosaic = ds.get("is_mosaic")
+    return _scheduler_dataset()(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds.get("hours"),
+                             mem_gb=o.get("mem_gb") or ds.get("mem_gb"), array=ds["array"], band=ds["band"],
+                             casa_version=o.get("casa_version") or ds.get("casa_version"), attempts=tries,
+                             node=o.get("node"), walltime_h=o.get("walltime_h"),
+                             n_spw=ds.get("n_spw"), n_chan=ds.get("n_chan"), n_eb=ds.get("n_eb"),
+                             is_mosaic=None if mosaic is None else bool(mosaic))
 
 
 def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
-    """A finished attempt as the scheduler's measurement; None when it teaches nothing about hours or memory."""
-    from . import scheduler
+    """A finished attempt as the scheduler's measurement; None when it teaches nothing about hours or memory.
+
+    Made as the replay makes its history (:func:`ari_console.estimate.attempt`), with the
+    data set's metadata; a memory kill teaches the memory it was killed at (its
+    peak, or the limit it ran under when the runner measured none).
+    """
+    from .estimate import attempt
 
     node = nodes.get(h["node"])
     if node is None or h["ended_at"] is None or h["started_at"] is None:
@@ -483,8 +500,11 @@ def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
     outcome = "ok" if h["state"] == "succeeded" else (h["category"] or "unknown")
     if outcome not in ("ok", "memory", "walltime"):
         return None
-    return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
-                              speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
+    peak = h["peak_mem_gb"]
+    if outcome == "memory":
+        peak = max(peak or 0.0, h.get("mem_gb") or node.mem_gb or 0.0) or None
+    ds = to_scheduler({**h, "hours": None, "mem_gb": None, "casa_version": None}, 0)
+    return attempt(ds, (h["ended_at"] - h["started_at"]) / 3600, node.speed, outcome, peak)
 
 
 def review_text(review: Mapping) -> str:

@@ -248,8 +248,47 @@ def _tally(conn: sqlite3.Connection) -> None:
                  f" BEGIN {drop} {add} END")
 
 
+def _archive_metadata(conn: sqlite3.Connection) -> None:
+    """What runtime predictions learn from beside size, array and band: spectral windows,
+    channels per window, mosaic, execution blocks (NULL: unknown, never a guessed 0).
+
+    Data sets imported before keep NULL unless their catalogue row carried the column
+    (kept in ``extra`` then): an import of the same catalogue or archive query fills the rest.
+    """
+    for column, kind in META_TYPES.items():
+        conn.execute(f"ALTER TABLE datasets ADD COLUMN {column} {kind}")
+    named = " OR ".join(f"instr(extra, '\"{c}\"') > 0" for c in META_TYPES)  # only rows whose extra names one
+    rows = conn.execute(f"SELECT uid, extra FROM datasets WHERE {named}").fetchall()
+    for uid, extra in rows:
+        values = _metadata_of_extra(json.loads(extra or "{}"))
+        if values:
+            sets = ", ".join(f"{c} = ?" for c in values)
+            conn.execute(f"UPDATE datasets SET {sets} WHERE uid = ?", (*values.values(), uid))
+
+
+META_TYPES = {"n_spw": "INTEGER", "n_chan": "INTEGER", "is_mosaic": "INTEGER", "n_eb": "INTEGER"}
+"""The archive's metadata columns of ``datasets`` (``_archive_metadata``); is_mosaic is 0/1."""
+
+
+def _metadata_of_extra(extra: dict) -> dict:
+    """The metadata columns a catalogue row kept in ``extra`` before they were columns (valid ones only)."""
+    from .alma import _PARSERS
+
+    out = {}
+    for column in META_TYPES:
+        raw = extra.get(column)
+        if raw in (None, ""):
+            continue
+        try:
+            out[column] = _PARSERS[column][0](str(raw))
+        except ValueError:
+            continue
+    return out
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
-                                                          _tally]
+                                                          _tally,
+                                                          _archive_metadata]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -501,7 +540,7 @@ class ImportResult:
     unchanged: list[str]
 
 
-_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version")
+_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version", *META_TYPES)
 
 
 def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
@@ -528,8 +567,8 @@ def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
                     continue
                 state = "excluded" if ds.uid in excluded else "queued"
                 db.conn.execute(
-                    "INSERT INTO datasets (uid, project, array, band, size_gb, mem_gb, hours, casa_version, extra,"
-                    " source, state, reason, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO datasets (uid, {', '.join(_META_COLUMNS)}, extra, source, state, reason,"
+                    f" created_at, updated_at) VALUES ({', '.join('?' * (len(_META_COLUMNS) + 7))})",
                     (*[row[c] for c in ("uid", *_META_COLUMNS)], extra, source, state, excluded.get(ds.uid),
                      now, now),
                 )
@@ -596,6 +635,10 @@ class DataSetRow(TypedDict, total=False):
     updated_at: float
     rev: int                     # the revision of its last write (``_revisions``)
     first_outcome: str | None    # its first finished attempt's state (``_first_outcomes``)
+    n_spw: int | None            # spectral windows (None: unknown; ``_archive_metadata``)
+    n_chan: int | None           # channels per window, their mean
+    is_mosaic: int | None        # 1 mosaic, 0 single field, None unknown
+    n_eb: int | None             # execution blocks
 
 
 class AttemptRow(TypedDict, total=False):
@@ -635,11 +678,42 @@ def _decode_dataset(row: dict) -> DataSetRow:
     return row
 
 
+_QUEUE_COLUMNS = f"uid, state, array, band, size_gb, mem_gb, hours, casa_version, {', '.join(META_TYPES)}, overrides"
+
+
 def queue(db: Database) -> list[DataSetRow]:
     """Queued data sets with just what placement needs (cheap at 10,000 rows: no ``extra``)."""
     return [_decode_dataset(row) for row in _dicts(
-        db, "SELECT uid, array, band, size_gb, mem_gb, hours, casa_version, overrides FROM datasets"
-            " WHERE state = 'queued' ORDER BY created_at, uid")]
+        db, f"SELECT {_QUEUE_COLUMNS} FROM datasets WHERE state = 'queued' ORDER BY created_at, uid")]
+
+
+def queue_changes(db: Database, rev: int) -> tuple[int, list[DataSetRow]]:
+    """(the revision now, the data sets written after revision ``rev`` in any state), with what
+    :func:`queue` gives: a reader that keeps the queue updates it from these alone.
+
+    >>> with open_db(":memory:") as db:
+    ...     _ = import_datasets(db, [DataSet("uid://A001/X1/X1", "2016.1.00123.S")], "a.csv", now=1.0)
+    ...     rev, rows = queue_changes(db, 0)
+    ...     rev, [(r["uid"], r["state"]) for r in rows], queue_changes(db, rev)[1]
+    (1, [('uid://A001/X1/X1', 'queued')], [])
+    """
+    with transaction(db):
+        now_rev = revision(db)
+        rows = _dicts(db, f"SELECT {_QUEUE_COLUMNS} FROM datasets WHERE rev > ? ORDER BY created_at, uid", [rev])
+    return now_rev, [_decode_dataset(row) for row in rows]
+
+
+def failed_tries(db: Database, uids: Iterable[str] | None = None) -> dict[str, int]:
+    """uid -> attempts that failed, were lost or cancelled (of ``uids``, or of every data set)."""
+    sql = ("SELECT uid, COUNT(*) FROM attempts WHERE state IN ('failed', 'lost', 'cancelled')")
+    if uids is None:
+        return dict(db.conn.execute(sql + " GROUP BY uid").fetchall())
+    uids, out = list(uids), {}
+    for i in range(0, len(uids), 500):
+        chunk = uids[i:i + 500]
+        out.update(db.conn.execute(sql + f" AND uid IN ({', '.join('?' * len(chunk))}) GROUP BY uid",
+                                   chunk).fetchall())
+    return out
 
 
 def queue_signature(db: Database) -> tuple[int, float | None, int]:
@@ -1178,7 +1252,8 @@ def finished_history(db: Database, limit: int | None = None) -> list[dict]:
     ``limit``: only the newest that many (in id order still).
     """
     rows = _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
-                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band FROM attempts a"
+                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb"
+                      " FROM attempts a"
                       " JOIN datasets d ON d.uid = a.uid"
                       " WHERE a.state IN ('succeeded','failed') AND a.started_at IS NOT NULL"
                       " AND a.ended_at IS NOT NULL ORDER BY a.id" + (" DESC LIMIT ?" if limit else ""),

@@ -270,3 +270,23 @@ def test_sizes_the_archive_gives_as_minus_one_are_unknown_never_negative(tmp_pat
     assert json.loads(ari(tmp_path, "datasets", "list", "--json").stdout)[0]["size_gb"] is None
     text = ari(tmp_path, "datasets", "show", MOUS).stdout
     assert "unknown" in text and "-1" not in text
+
+
+def test_a_real_mous_brings_its_windows_channels_mosaic_and_execution_blocks(tmp_path, real_archive):
+    host, port = real_archive.server_address[:2]
+    campaign(tmp_path, f"http://{host}:{port}")
+    assert ari(tmp_path, "datasets", "import", "--mous", MOUS).returncode == 0
+    (row,) = json.loads(ari(tmp_path, "datasets", "list", "--json").stdout)
+    # The real row's four windows (963, 63, 963 and 1966 channels at their resolution) and the two
+    # windows of the other rows (512 each): six windows, 830 channels each on average.
+    assert (row["n_spw"], row["n_chan"]) == (6, 830)
+    assert row["is_mosaic"] == 1  # obscore says T
+    assert row["n_eb"] == 4  # the four raw ASDMs DataLink lists
+
+
+def test_without_datalink_the_execution_blocks_stay_unknown(tmp_path, real_archive):
+    from ari_console.archive.client import query_mous
+
+    host, port = real_archive.server_address[:2]
+    mous = query_mous(f"http://{host}:{port}/tap", MOUS, with_datalink=False, timeout=10)
+    assert mous.dataset.n_eb is None and mous.dataset.n_spw == 6 and mous.dataset.is_mosaic is True

@@ -364,6 +364,33 @@ def test_hidden_truth_csv_replays_on_the_truth_and_reports_kills_waste_and_forec
     assert all(f["p10_h"] <= f["p50_h"] <= f["p90_h"] for f in data["forecasts"])
 
 
+def test_plan_sizes_the_cluster_on_the_hidden_truth_never_on_the_predictions(tmp_path):
+    queue, truth, _ = hidden_case(120, seed=5)
+    truth = {u: (3 * h, m) for u, (h, m) in truth.items()}  # the archive's data sets are slower than the prior says
+    rows = ["uid,size_gb,n_spw,n_chan,array,true_hours,true_mem_gb"]
+    rows += [f"{d.uid},{d.size_gb},{d.n_spw},{d.n_chan},{d.array},{truth[d.uid][0]:.4f},{truth[d.uid][1]:.2f}"
+             for d in queue]
+    (tmp_path / "w.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "n.toml").write_text(NODES_TOML)
+    work = est.read_workload((tmp_path / "w.csv").read_text())
+    nodes = est.parse_nodes(NODES_TOML)
+    deadline_h = 0.5 * est.simulate(work.datasets, nodes, actual=work.truth).makespan_h
+    result = CliRunner().invoke(app, ["plan", "--deadline", f"{deadline_h:.3f}", "--workload", str(tmp_path / "w.csv"),
+                                      "--nodes", str(tmp_path / "n.toml"), "--add-class", "mup", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["hidden_truth"] is True and data["add"] >= 1
+    # the answer holds on the truth: with one node fewer the replay on the truth misses the deadline
+    assert data["makespan_h"] <= data["deadline_h"] < est.simulate(
+        work.datasets, est.add_nodes(nodes, "mup", data["add"] - 1), actual=work.truth).makespan_h
+    assert data["lower_bound_h"] >= est.lower_bound(
+        work.datasets, est.add_nodes(nodes, "mup", data["add"]),
+        predictions=est.truth_predictions(work.datasets, work.truth)).hours - 1e-3
+    # sizing on the predictions alone (the truth read as unknown) would have bought too few nodes
+    blind = est.nodes_needed(work.datasets, nodes, "mup", float(f"{deadline_h:.3f}"))
+    assert blind.add is not None and blind.add < data["add"]
+
+
 def test_workload_truth_columns_stay_out_of_the_data_sets():
     work = est.read_workload("uid,size_gb,hours,is_mosaic,n_eb,true_hours,true_mem_gb\na,10,4,true,2,7.5,30\n")
     ds = work.datasets[0]

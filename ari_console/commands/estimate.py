@@ -38,11 +38,10 @@ def _read(path: Path, what: str) -> str:
         raise UserError(f"{path}: cannot read it ({exc.__class__.__name__}) — give {what} a text file") from None
 
 
-def _inputs(workload: Path, nodes: Path) -> tuple[list[sch.DataSet], list[sch.NodeState]]:
-    """The parsed workload and node set."""
-    datasets = est.parse_workload(_read(workload, "--workload"), Path(workload).name)
-    node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
-    return datasets, node_list
+def _inputs(workload: Path, nodes: Path) -> tuple[list[sch.DataSet], dict, list[sch.NodeState]]:
+    """The parsed workload (its data sets, and the hidden truth kept apart from them) and node set."""
+    work = est.read_workload(_read(workload, "--workload"), Path(workload).name)
+    return work.datasets, work.truth, est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
 
 
 def _forecast_json(f) -> dict:
@@ -86,9 +85,7 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
              as_json: JsonOpt = False) -> None:
     """Replay a workload on a node set: makespan, how close to the lower bound, failures, disk."""
     policy = _policy(policy)
-    work = est.read_workload(_read(workload, "--workload"), Path(workload).name)
-    datasets, truth = work.datasets, work.truth
-    node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
+    datasets, truth, node_list = _inputs(workload, nodes)
     with _progress(f"simulating {len(datasets)} data sets ({policy})", as_json) as progress:
         sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress,
                            actual=truth or None, forecast_at=est.FORECAST_AT)
@@ -163,9 +160,10 @@ def plan(deadline: Annotated[str, typer.Option(help="When it must be done: 180d,
     """How many more nodes of a class finish the workload by the deadline."""
     policy = _policy(policy)
     deadline_h = est.parse_duration_h(deadline)
-    datasets, node_list = _inputs(workload, nodes)
+    datasets, truth, node_list = _inputs(workload, nodes)
     with _progress(f"sizing {add_class} for {deadline}", as_json) as progress:
-        need = est.nodes_needed(datasets, node_list, add_class, deadline_h, policy, progress=progress)
+        need = est.nodes_needed(datasets, node_list, add_class, deadline_h, policy, progress=progress,
+                                actual=truth or None)
     result = {
         "node_class": add_class,
         "add": need.add,
@@ -178,6 +176,7 @@ def plan(deadline: Annotated[str, typer.Option(help="When it must be done: 180d,
         "datasets": len(datasets),
         "never_run": len(need.never_run),  # no node, not even one of the class, can run these: not in the makespan
         "never_run_groups": est.never_run_groups(need.never_run),
+        "hidden_truth": bool(truth),
     }
     if as_json:
         clikit.emit_json(result)
@@ -242,7 +241,8 @@ def campaign_cmd(
            "finish_p50": result.band[1].isoformat(timespec="minutes") if result.band else None,
            "finish_p90": result.band[2].isoformat(timespec="minutes") if result.band else None,
            "p10_h": _h(result.band_h[0]), "p50_h": _h(result.band_h[1]), "p90_h": _h(result.band_h[2]),
-           "mean_hours_per_dataset": _h(result.mean_hours), "slots": result.slots}
+           "mean_hours_per_dataset": _h(result.mean_hours), "slots": result.slots,
+           "slot_capacity": _h(result.simulation.capacity)}
     if as_json:
         clikit.emit_json(out)
         return

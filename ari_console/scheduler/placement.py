@@ -152,14 +152,24 @@ def place(queue: Collection[DataSet], nodes: Sequence[NodeState], now: float,
     >>> [(d.uid, n.name) for d, n in place(q, nodes, now=0.0).pairs]
     [('small', 'ws'), ('big', 'hpc')]
     """
-    if (plan is None or plan.policy != policy or plan.nodes_key != nodes_key(nodes)
-            or len(queue) not in (plan.remaining, plan.remaining + len(plan.unplaceable))):
+    if needs_plan(len(queue), nodes, policy, plan):
         plan = make_plan(queue, nodes, policy, history, predictions, tuning, search)
     if policy == "fifo":
         return _place_fifo(nodes, plan)
     if policy == "greedy":
         return _place_greedy(nodes, plan)
     return _place_lpt(nodes, now, plan)
+
+
+def needs_plan(queued: int, nodes: Sequence[NodeState], policy: str, plan: Plan | None) -> bool:
+    """True when :func:`place` must plan the queue (of ``queued`` data sets) anew,
+    rather than take ``plan``'s next pairs.
+
+    >>> needs_plan(3, [NodeState("n")], "lpt", None)
+    True
+    """
+    return (plan is None or plan.policy != policy or plan.nodes_key != nodes_key(nodes)
+            or queued not in (plan.remaining, plan.remaining + len(plan.unplaceable)))
 
 
 def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
