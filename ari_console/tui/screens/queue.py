@@ -15,7 +15,7 @@ from ari_console import actions, store
 
 from .. import views
 from ..snapshot import Snapshot
-from ..widgets.virtual_table import VirtualTable, measure
+from ..widgets.virtual_table import VirtualTable
 from .base import AriScreen
 
 STATE_CYCLE = ("", "failed", "running", "queued", "held", "review", "succeeded")
@@ -49,13 +49,8 @@ class QueueScreen(AriScreen):
     def table(self) -> VirtualTable:
         return self.query_one("#queue-table", VirtualTable)
 
-<<<<<<< HEAD
-    def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[dict[str, tuple], list[int]]:
-        """The queue rows that pass the state key and the ``/`` filter, and their column widths (in a thread)."""
-=======
     def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[dict[str, tuple], dict[str, int]]:
         """The queue rows that pass the state key and the ``/`` filter, and their cells' widths (in a thread)."""
->>>>>>> main
         rows = snap.queue.rows
         if self.state_filter:
             state = self.state_filter
@@ -63,20 +58,12 @@ class QueueScreen(AriScreen):
         rows = views.filter_rows(flt, rows, snap.queue.fields, views.QueueFields.NAMES)
         if self.sort_column:
             rows = views.sort_rows(rows, views.QUEUE_COLUMNS, self.sort_column, self.sort_reverse)
-<<<<<<< HEAD
-        return rows, measure(rows.values(), views.QUEUE_COLUMNS)
-
-    def show(self, snap: Snapshot, data: tuple[dict[str, tuple], list[int]]) -> None:
-        rows, widths = data
-        self.table.sync(rows, widths)
-=======
         return rows, views.cell_widths(views.QUEUE_COLUMNS, rows.values())
 
     def show(self, snap: Snapshot, data: tuple[dict[str, tuple], dict[str, int]]) -> None:
         rows, widths = data
         self.fit_table(self.table, views.QUEUE_LAYOUT, widths)
-        self.table.sync(rows)
->>>>>>> main
+        self.table.sync(rows, [widths[c] for c in views.QUEUE_COLUMNS])
         sort = f" · sorted by {self.sort_column}{' ↓' if self.sort_reverse else ''}" \
             if self.sort_column else ""
         state = f" · state {self.state_filter}" if self.state_filter else ""

@@ -41,13 +41,8 @@ class TriageScreen(AriScreen):
         self.by_id: dict[int, dict] = {}
 
     def compose_body(self) -> ComposeResult:
-<<<<<<< HEAD
-        yield KeyedTable(GROUP_COLUMNS, id="groups-table")
-        yield VirtualTable(views.TRIAGE_COLUMNS, id="failures-table")  # one group can hold thousands
-=======
         yield KeyedTable(views.GROUP_COLUMNS, id="groups-table")
-        yield KeyedTable(views.TRIAGE_COLUMNS, id="failures-table")
->>>>>>> main
+        yield VirtualTable(views.TRIAGE_COLUMNS, id="failures-table")  # one group can hold thousands
         yield Static("", id="excerpt")
 
     @property

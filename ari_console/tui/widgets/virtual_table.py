@@ -140,6 +140,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._widths = [cell_len(c) for c in self._column_names]
         self._cursor = 0
         self._highlighted: str | None = None
+        self._visible: list[tuple[int, int | None]] | None = None  # None: every column at its cells' width
         self.filling = False
         """Always False: a sync is complete when it returns (the KeyedTable it replaces filled in steps)."""
 
@@ -196,6 +197,22 @@ class VirtualTable(ScrollView, can_focus=True):
         self._move(row, scroll=row != self._cursor)
         self.refresh()
         return len(self._keys)
+
+    cell_padding = PADDING
+
+    def show_columns(self, columns: Mapping[str, int | None]) -> None:
+        """Draw only ``columns`` (name -> width, None: as wide as its cells), in table order
+        (what ``AriScreen.fit_table`` chooses for the table's width)."""
+        self._visible = sorted((self._column_names.index(n), w) for n, w in columns.items()
+                               if n in self._column_names)
+        self.virtual_size = Size(self._total_width(), len(self._keys) + 1)
+        self.refresh()
+
+    def _layout(self) -> list[tuple[int, int]]:
+        """(column index, width) of each drawn column."""
+        if self._visible is None:
+            return list(enumerate(self._widths))
+        return [(i, self._widths[i] if w is None else w) for i, w in self._visible]
 
     def move_cursor(self, row: int) -> None:
         """Put the cursor on ``row`` (clamped to the rows there are) and scroll it into view."""
@@ -265,8 +282,8 @@ class VirtualTable(ScrollView, can_focus=True):
     def _line(self, cells: Sequence[str], style: Style, cursor: bool) -> Strip:
         segments = []
         pad = " " * PADDING
-        for i, (text, w) in enumerate(zip(cells, self._widths)):
-            text = str(text)
+        for i, w in self._layout():
+            text = str(cells[i])
             n = cell_len(text)
             cell = pad + (text + " " * (w - n) if n <= w else _cut(text, w)) + pad
             fn = self._styles.get(i)
@@ -307,14 +324,15 @@ class VirtualTable(ScrollView, can_focus=True):
     # -- helpers ---------------------------------------------------------------------------
 
     def _total_width(self) -> int:
-        return sum(self._widths) + 2 * PADDING * len(self._widths)
+        layout = self._layout()
+        return sum(w for _, w in layout) + 2 * PADDING * len(layout)
 
     def _column_at(self, x: int) -> str | None:
         edge = 0
-        for name, w in zip(self._column_names, self._widths):
+        for i, w in self._layout():
             edge += w + 2 * PADDING
             if x < edge:
-                return name
+                return self._column_names[i]
         return None
 
     def _window_rows(self) -> int:
