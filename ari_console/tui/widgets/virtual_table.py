@@ -208,6 +208,11 @@ class VirtualTable(ScrollView, can_focus=True):
         self.virtual_size = Size(self._total_width(), len(self._keys) + 1)
         self.refresh()
 
+    @property
+    def drawn_columns(self) -> dict[str, int]:
+        """The columns on screen: name -> cells each takes (padding included), in table order."""
+        return {self._column_names[i]: w + 2 * PADDING for i, w in self._layout()}
+
     def _layout(self) -> list[tuple[int, int]]:
         """(column index, width) of each drawn column."""
         if self._visible is None:
