@@ -757,8 +757,10 @@ def datasets_since(db: Database, rev: int) -> list[dict]:
 
 def attempts_since(db: Database, rev: int) -> list[dict]:
     """Attempts written after revision ``rev``, in id order, without handle and status."""
-    return _with_handles(_dicts(db, f"SELECT {', '.join(ATTEMPT_VIEW_COLUMNS)} FROM attempts WHERE rev > ?"
-                                    " ORDER BY id", [rev]))
+    # INDEXED BY: without statistics SQLite walks the whole table in id order (to skip the
+    # sort) instead of the few new revisions: 580 ms instead of 1 ms at a million attempts
+    return _with_handles(_dicts(db, f"SELECT {', '.join(ATTEMPT_VIEW_COLUMNS)} FROM attempts INDEXED BY attempts_rev"
+                                    " WHERE rev > ? ORDER BY id", [rev]))
 
 
 def _with_handles(rows: list[dict]) -> list[dict]:

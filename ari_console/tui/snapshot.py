@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from collections import Counter
+from operator import itemgetter
 from typing import Iterable, Mapping
 
 
@@ -29,9 +30,13 @@ class Eta:
     computed_at_mono: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Snapshot:
-    """Everything the screens show, from one read of the store at ``now``."""
+    """Everything the screens show, from one read of the store at ``now``.
+
+    Its ``repr`` is short: Textual names each worker after the repr of its arguments, and a
+    screen starts one per snapshot (the full repr of 100,000 rows took 90 ms of the UI thread).
+    """
 
     now: float
     version: int
@@ -48,6 +53,9 @@ class Snapshot:
     load_ms: float = 0.0
     attention: list[tuple[str, str, str]] = field(default_factory=list)   # (what, which, why): needs a person
 
+    def __repr__(self) -> str:
+        return f"Snapshot(version={self.version}, now={self.now}, data_sets={len(self.queue.rows)})"
+
 
 class StoreCopy:
     """The console's copy of the store, kept up to date by reading only what changed.
@@ -59,15 +67,26 @@ class StoreCopy:
     refresh costs what changed, not the size of the campaign. Queue rows are
     rebuilt only for the data sets that changed and those with an active
     attempt (their elapsed time moves with the clock).
+
+    At 100,000 data sets the copy is most of the console's memory, so each data
+    set is one tuple of the fields the screens use (``DATASET_FIELDS``) and its
+    newest attempt another (``LATEST_FIELDS``), not a dict each; the strings
+    that repeat (states, projects, nodes, stages, categories, queue cells) are
+    kept once. Full rows stay only where a screen shows them: active and recent
+    attempts, open failures, data sets waiting for an operator.
     """
 
     RECENT = 200
+    DATASET_FIELDS = ("uid", "project", "array", "band", "size_gb", "state", "created_at", "first_outcome")
+    LATEST_FIELDS = ("id", "uid", "node", "state", "stage", "created_at", "started_at", "heartbeat_at", "ended_at",
+                     "category")
 
     def __init__(self, heartbeat_stale_s: float = 300.0) -> None:
         self.rev: int | None = None
         self.heartbeat_stale_s = heartbeat_stale_s
-        self.datasets: dict[str, dict] = {}
-        self.latest: dict[str, dict] = {}           # newest attempt per data set
+        self.datasets: dict[str, tuple] = {}         # uid -> DATASET_FIELDS
+        self.latest: dict[str, tuple] = {}           # uid -> its newest attempt's LATEST_FIELDS
+        self._strings: dict[str, str] = {}            # one copy of each repeated string
         self.counts: dict[str, int] = {}
         self.first: dict[str, int] = {}               # uid -> first attempt id (failures list in that order)
         self.success_at: dict[str, float] = {}
@@ -81,10 +100,14 @@ class StoreCopy:
         self.nodes: list[dict] = []
         self.qa2: list[dict] = []
         self._qa2_mark: tuple | None = None
+        self.qa2_rows: dict[str, tuple[str, ...]] = {}  # made when the pairs change, not each refresh
         self._created: list[float] | None = None
         self._done: list[float] | None = None
         self._rates: tuple | None = None
         self._reorder = True
+        self._rows_at: float | None = None
+        self._attention: list[tuple[str, str, str]] | None = None
+        self._failure_list: list[dict] | None = None
 
     def read(self, db: store.Database, now: float) -> set[str] | None:
         """Fold in what changed since the last read: the uids whose data set or attempts changed
@@ -95,6 +118,7 @@ class StoreCopy:
             mark = store.qa2_mark(db)
             if mark != self._qa2_mark:
                 self.qa2, self._qa2_mark = store.qa2_results(db), mark
+                self.qa2_rows = views.qa2_rows(self.qa2)
             if self.rev is None:
                 self._first_read(db, now)
                 changed = None
@@ -105,27 +129,70 @@ class StoreCopy:
         self.rev = rev
         return changed
 
+    # -- compact rows ------------------------------------------------------------------
+
+    _DATASET_ROW = itemgetter(*DATASET_FIELDS)
+    _LATEST_ROW = itemgetter(*LATEST_FIELDS)
+
+    def _compact_dataset(self, d: Mapping) -> tuple:
+        """``DATASET_FIELDS`` of ``d``, its repeated strings kept once."""
+        one = self._strings.setdefault
+        uid, project, array, band, size, state, created, first = self._DATASET_ROW(d)
+        return uid, one(project, project), one(array, array), band, size, one(state, state), created, \
+            one(first, first)
+
+    def _compact_attempt(self, a: Mapping) -> tuple:
+        """``LATEST_FIELDS`` of ``a``, its repeated strings kept once."""
+        one = self._strings.setdefault
+        aid, uid, node, state, stage, created, started, beat, ended, category = self._LATEST_ROW(a)
+        return aid, uid, one(node, node), one(state, state), one(stage, stage), created, started, beat, ended, \
+            one(category, category)
+
+    def _shared_cells(self, cells: tuple[str, ...]) -> tuple[str, ...]:
+        """Queue cells with their repeated strings kept once (the uid, first, is unique)."""
+        strings = self._strings
+        if len(strings) > 200_000:  # elapsed times of a long session: start again rather than grow
+            strings.clear()
+        return (cells[0], *(strings.setdefault(c, c) for c in cells[1:]))
+
+    def dataset(self, uid: str) -> dict | None:
+        """The data set ``uid`` as a dict of ``DATASET_FIELDS``."""
+        t = self.datasets.get(uid)
+        return None if t is None else dict(zip(self.DATASET_FIELDS, t))
+
+    def newest_attempt(self, uid: str) -> dict | None:
+        """The newest attempt of ``uid`` as a dict of ``LATEST_FIELDS`` (the active one in full)."""
+        t = self.latest.get(uid)
+        if t is None:
+            return None
+        return self.active.get(t[0]) or dict(zip(self.LATEST_FIELDS, t))
+
     def _first_read(self, db: store.Database, now: float) -> None:
+        """Everything, once; the queue rows are made here from the full rows (at ``now``)."""
         summary = store.attempt_summary(db, now)
-        for d in store.datasets_since(db, -1):
-            self.datasets[d["uid"]] = d
-        self.totals = Counter(d["state"] for d in self.datasets.values())
         for uid, (count, first_id, success) in summary["per_uid"].items():
             self.counts[uid] = count
             self.first[uid] = first_id
             if success is not None:
                 self.success_at[uid] = success
         self.failures = Counter(summary["failures"])
-        for a in summary["latest"]:
-            self.latest[a["uid"]] = a
+        latest = {a["uid"]: a for a in summary.pop("latest")}
+        stale, rows = self.heartbeat_stale_s, {}
+        for d in store.datasets_since(db, -1):  # oldest first: the queue's order
+            uid = d["uid"]
+            self.datasets[uid] = self._compact_dataset(d)
+            self._update_waiting(d)
+            rows[uid] = self._shared_cells(views.queue_row(d, latest.get(uid), self.counts.get(uid, 0), now, stale))
+        self.totals = Counter(d[5] for d in self.datasets.values())
+        for uid, a in latest.items():
+            self.latest[uid] = self._compact_attempt(a)
             if a["state"] in store.ACTIVE_ATTEMPT_STATES:
                 self.active[a["id"]] = a
+            self._update_failure(uid, a, db)
         self.recent = {a["id"]: a for a in summary["recent"]}
-        for uid, d in self.datasets.items():
-            self._update_failure(uid)
-            self._update_waiting(d)
+        self.rows, self._rows_at = rows, now
         self._created = self._done = self._rates = None
-        self._reorder = True
+        self._reorder = False  # read oldest first: already in queue order
 
     def _fold(self, datasets: list[dict], attempts: list[dict], db: store.Database) -> set[str]:
         """Fold changed rows in; an ended attempt that changes again makes the failure counts re-aggregate."""
@@ -134,21 +201,23 @@ class StoreCopy:
             if old is None:
                 self._created, self._reorder = None, True
             else:
-                self.totals[old["state"]] -= 1
+                self.totals[old[5]] -= 1
             self.totals[d["state"]] += 1
-            self.datasets[d["uid"]] = d
+            self.datasets[d["uid"]] = self._compact_dataset(d)
         recount = False
+        newest_full: dict[str, dict] = {}
         for a in attempts:
             aid, uid, state = a["id"], a["uid"], a["state"]
             before = self.active.pop(aid, None)
             newest = self.latest.get(uid)
-            is_new = before is None and (newest is None or aid > newest["id"]) and aid not in self.recent
+            is_new = before is None and (newest is None or aid > newest[0]) and aid not in self.recent
             if is_new:
                 self.counts[uid] = self.counts.get(uid, 0) + 1
             if uid not in self.first or aid < self.first[uid]:
                 self.first[uid] = aid
-            if newest is None or aid >= newest["id"]:
-                self.latest[uid] = a
+            if newest is None or aid >= newest[0]:
+                self.latest[uid] = self._compact_attempt(a)
+                newest_full[uid] = a
             if state in store.ACTIVE_ATTEMPT_STATES:
                 self.active[aid] = a
                 continue
@@ -169,7 +238,7 @@ class StoreCopy:
             self.failures = Counter(store.attempt_summary_failures(db))
         changed = {d["uid"] for d in datasets} | {a["uid"] for a in attempts}
         for uid in changed:
-            self._update_failure(uid)
+            self._update_failure(uid, newest_full.get(uid), db)
         if datasets:  # rates read each data set's first_outcome: a heartbeat does not change them
             self._rates = None
             for d in datasets:
@@ -179,50 +248,95 @@ class StoreCopy:
     def _update_waiting(self, d: dict) -> None:
         if d["state"] in ("held", "review"):
             self.waiting[d["uid"]] = d
-        else:
-            self.waiting.pop(d["uid"], None)
+            self._attention = None
+        elif self.waiting.pop(d["uid"], None) is not None:
+            self._attention = None
 
-    def _update_failure(self, uid: str) -> None:
-        """Keep ``open_failures``: the newest attempt failed and the data set neither succeeded nor runs."""
+    FAILURE_FIELDS = ("id", "uid", "node", "state", "stage", "category", "signature", "decisive_line", "excerpt",
+                      "work_dir", "handle", "created_at", "started_at", "ended_at", "exit_code", "peak_mem_gb")
+    _FAILURE_SHARED = ("node", "state", "stage", "category", "signature", "excerpt")
+
+    def _failure(self, a: Mapping, dataset_state: str) -> dict:
+        """An open failure as the triage screen shows it: the attempt's ``FAILURE_FIELDS``, the data
+        set's state and its number of attempts; the strings that repeat across failures kept once."""
+        f = {k: a.get(k) for k in self.FAILURE_FIELDS}
+        one = self._strings.setdefault
+        for k in self._FAILURE_SHARED:
+            if f[k] is not None:
+                f[k] = one(f[k], f[k])
+        f["dataset_state"], f["attempts"] = dataset_state, self.counts.get(a["uid"], 1)
+        return f
+
+    def waiting_attention(self) -> list[tuple[str, str, str]]:
+        """(state, uid, reason) of the data sets waiting for an operator (kept until one changes)."""
+        if self._attention is None:
+            self._attention = [(d["state"], d["uid"], d.get("reason") or d["state"]) for d in self.waiting.values()]
+        return self._attention
+
+    def failure_list(self) -> list[dict]:
+        """The open failures in the order of each data set's first attempt (kept until one changes)."""
+        if self._failure_list is None:
+            first = self.first
+            self._failure_list = sorted(self.open_failures.values(), key=lambda f: first[f["uid"]])
+        return self._failure_list
+
+    def _update_failure(self, uid: str, full: dict | None, db: store.Database) -> None:
+        """Keep ``open_failures``: the newest attempt failed and the data set neither succeeded nor runs.
+
+        ``full``: the newest attempt's whole row when the caller has it (the excerpt, the
+        signature and the work dir are not in the compact copy); else the one kept, else
+        read from the store (a data set that changed state under an attempt that had failed).
+        """
         a, d = self.latest.get(uid), self.datasets.get(uid)
-        if a and d and a["state"] in readmodel.FAILED_ATTEMPT_STATES and d["state"] not in ("succeeded", "running"):
-            self.open_failures[uid] = {**a, "dataset_state": d["state"], "attempts": self.counts.get(uid, 1)}
-        else:
-            self.open_failures.pop(uid, None)
+        if a and d and a[3] in readmodel.FAILED_ATTEMPT_STATES and d[5] not in ("succeeded", "running"):
+            if full is None or full["id"] != a[0]:
+                kept = self.open_failures.get(uid)
+                full = kept if kept is not None and kept["id"] == a[0] else store.attempt(db, a[0])
+            if full is None:  # gone from the store meanwhile
+                self.open_failures.pop(uid, None)
+                self._failure_list = None
+                return
+            self.open_failures[uid] = self._failure(full, d[5])
+            self._failure_list = None
+        elif self.open_failures.pop(uid, None) is not None:
+            self._failure_list = None
 
     def queue_rows(self, now: float, changed: set[str] | None) -> dict[str, tuple[str, ...]]:
         """The queue rows at ``now``: rebuilt for ``changed`` data sets (None: all) and active attempts."""
-        if changed is None or not self.rows:
-            todo: Iterable[str] = self.datasets
+        if changed is None and self._rows_at == now:  # made by the first read, at this instant
+            todo: Iterable[str] = ()
+        elif changed is None or not self.rows:
+            todo = self.datasets
             self.rows = {}
         else:
             todo = changed | {a["uid"] for a in self.active.values()}
             self.rows = dict(self.rows)  # the previous snapshot keeps its own
         stale = self.heartbeat_stale_s
         for uid in todo:
-            d = self.datasets.get(uid)
+            d = self.dataset(uid)
             if d is not None:
-                self.rows[uid] = views.queue_row(d, self.latest.get(uid), self.counts.get(uid, 0), now, stale)
+                cells = views.queue_row(d, self.newest_attempt(uid), self.counts.get(uid, 0), now, stale)
+                self.rows[uid] = self._shared_cells(cells)
         if self._reorder:  # new data sets: queue order again (oldest first)
-            order = sorted(self.datasets.values(), key=lambda d: (d.get("created_at") or 0.0, d["uid"]))
-            self.rows = {d["uid"]: self.rows[d["uid"]] for d in order}
+            order = sorted(self.datasets.values(), key=lambda d: (d[6] or 0.0, d[0]))
+            self.rows = {d[0]: self.rows[d[0]] for d in order}
             self._reorder = False
         return self.rows
 
     def dashboard(self, now: float, bins: int = 40) -> readmodel.Dashboard:
         """The dashboard from the aggregates (no pass over the attempt history)."""
         if self._created is None:
-            self._created = sorted(now if d.get("created_at") is None else d["created_at"]
-                                   for d in self.datasets.values() if d["state"] not in ("excluded", "skipped"))
+            self._created = sorted(now if d[6] is None else d[6]
+                                   for d in self.datasets.values() if d[5] not in ("excluded", "skipped"))
         if self._done is None:
             self._done = sorted(self.success_at.values())
         if self._rates is None:  # each data set's first try is kept by the store (first_outcome)
             tried = first_ok = ok = 0
             for d in self.datasets.values():
-                if d.get("first_outcome"):
+                if d[7]:
                     tried += 1
-                    first_ok += d["first_outcome"] == "succeeded"
-                    ok += d["state"] == "succeeded"
+                    first_ok += d[7] == "succeeded"
+                    ok += d[5] == "succeeded"
             self._rates = ((first_ok, tried), (ok, tried))
         series, span = readmodel.burndown_series(self._created, self._done, now, bins)
         return readmodel.Dashboard(len(self.datasets), {k: v for k, v in self.totals.items() if v}, *self._rates,
@@ -244,7 +358,7 @@ def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[s
         history.setdefault(n["name"], views.NodeHistory()).add(n)
     attempts = copy.attempt_list()
     attempt_rows = views.attempt_rows(attempts, now, recent=StoreCopy.RECENT)
-    attention = [(d["state"], d["uid"], d.get("reason") or d["state"]) for d in copy.waiting.values()]
+    attention = list(copy.waiting_attention())
     for n in copy.nodes:
         stale = views.node_staleness(n, now, stale_after_s)
         if n.get("drained") or stale:
@@ -259,8 +373,8 @@ def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[s
         node_rows=views.node_rows(copy.nodes, history, now, stale_after_s),
         attempts={a["id"]: a for a in attempts if a["id"] in shown},
         attempt_rows=attempt_rows,
-        failures=sorted(copy.open_failures.values(), key=lambda f: copy.first[f["uid"]]),
-        qa2=copy.qa2, qa2_rows=views.qa2_rows(copy.qa2), eta=eta, attention=attention)
+        failures=copy.failure_list(),
+        qa2=copy.qa2, qa2_rows=copy.qa2_rows, eta=eta, attention=attention)
 
 
 def compute_eta(db: store.Database, nodes: list[dict], now: float, node_configs: Mapping[str, object]) -> Eta:

@@ -235,10 +235,27 @@ def matches(flt: RowFilter, cells: Sequence[object], fields: Mapping[str, object
     return ok != flt.invert
 
 
-def filter_rows(flt: RowFilter, rows: Mapping[str, tuple], fields: Mapping[str, Mapping] | None = None) -> dict[str, tuple]:
-    """The rows of ``rows`` (key -> cells) that pass ``flt``, in order."""
+def filter_rows(flt: RowFilter, rows: Mapping[str, tuple], fields: Mapping[str, Mapping] | None = None,
+                field_cells: Mapping[str, int] | None = None) -> dict[str, tuple]:
+    """The rows of ``rows`` (key -> cells) that pass ``flt``, in order.
+
+    ``field_cells``: the ``key:value`` fields that are cells of the row (name -> index), read
+    from the cells without a dict per row; the regex then searches each row's cells at once
+    (joined by newlines, ``^``/``$`` at each cell), as fast at 100,000 rows as the regex allows.
+
+    >>> rows = {"a": ("a", "failed"), "b": ("b", "queued")}
+    >>> list(filter_rows(parse_filter("state:fail ^a$", ["state"]), rows, field_cells={"state": 1}))
+    ['a']
+    """
     if not flt.active:
         return dict(rows)
+    if field_cells is not None and all(k in field_cells for k, _ in flt.fields):
+        terms = [(field_cells[k], pattern.search) for k, pattern in flt.fields]
+        search = re.compile(flt.regex.pattern, re.I | re.M).search if flt.regex is not None else None
+        invert = flt.invert
+        return {k: cells for k, cells in rows.items()
+                if (all(s(cells[i]) for i, s in terms) and (search is None or search("\n".join(cells)) is not None))
+                != invert}
     fields = fields or {}
     return {k: cells for k, cells in rows.items() if matches(flt, cells, fields.get(k))}
 

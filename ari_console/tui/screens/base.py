@@ -31,7 +31,7 @@ class AriScreen(Screen):
 
     BINDINGS = [Binding("slash", "filter", "Filter", key_display="/", tooltip="Regex filter; key:value terms; ! inverts")]
     FILTER_FIELDS: tuple[str, ...] = ()
-    AUTO_FOCUS = "KeyedTable"
+    AUTO_FOCUS = "KeyedTable, VirtualTable"
 
     def __init__(self) -> None:
         super().__init__()

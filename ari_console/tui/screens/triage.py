@@ -14,6 +14,7 @@ from ari_console.triage.rules import fix_for
 from .. import views
 from ..snapshot import Snapshot
 from ..widgets.keyed_table import KeyedTable
+from ..widgets.virtual_table import VirtualTable
 from .base import AriScreen
 from .node_picker import NodePicker
 
@@ -41,7 +42,7 @@ class TriageScreen(AriScreen):
 
     def compose_body(self) -> ComposeResult:
         yield KeyedTable(views.GROUP_COLUMNS, id="groups-table")
-        yield KeyedTable(views.TRIAGE_COLUMNS, id="failures-table")
+        yield VirtualTable(views.TRIAGE_COLUMNS, id="failures-table")  # one group can hold thousands
         yield Static("", id="excerpt")
 
     @property
@@ -49,8 +50,8 @@ class TriageScreen(AriScreen):
         return self.query_one("#groups-table", KeyedTable)
 
     @property
-    def failures_table(self) -> KeyedTable:
-        return self.query_one("#failures-table", KeyedTable)
+    def failures_table(self) -> VirtualTable:
+        return self.query_one("#failures-table", VirtualTable)
 
     def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[list[dict], list[readmodel.FailureGroup]]:
         """The failures that pass the filter, and their groups (in a thread)."""
@@ -98,8 +99,8 @@ class TriageScreen(AriScreen):
             self.group_key = event.row_key.value
             self._show_group()
 
-    @on(DataTable.RowHighlighted, "#failures-table")
-    def _failure_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(VirtualTable.RowHighlighted, "#failures-table")
+    def _failure_highlighted(self, event: VirtualTable.RowHighlighted) -> None:
         self._show_excerpt()
 
     def _selected(self, quiet: bool = False) -> dict | None:

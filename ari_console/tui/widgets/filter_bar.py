@@ -45,7 +45,7 @@ class FilterBar(Horizontal):
             self.query_one(Input).value = ""
         if not self.query_one(Input).value:
             self.remove_class("open")
-        tables = self.screen.query("DataTable")
+        tables = self.screen.query("DataTable, VirtualTable")
         self.screen.set_focus(tables.first() if tables else None)
 
     @on(Input.Changed)

@@ -1,4 +1,8 @@
-"""A DataTable kept in step with an ordered dict of rows by row key.
+"""A DataTable kept in step with an ordered dict of rows by row key (the small tables).
+
+Tables that can hold thousands of rows (the queue, a triage group's failures)
+use ``VirtualTable`` instead, which keeps nothing per row; this one serves the
+tables of tens to hundreds of rows (nodes, attempts, failure groups, QA2 pairs).
 
 ``sync(rows)`` makes the table show ``rows`` in their order: it adds the new
 keys, drops the gone ones and updates only the cells that changed, so the
