@@ -178,10 +178,10 @@ def test_qa2_images_are_noise_limited_at_the_expected_thermal_noise(demo_archive
             assert expected < rms_mjy < 2.5 * expected, (mous.uid, kind, rms_mjy, expected)
 
 
-def test_the_archive_tells_the_recipe_no_clean_depth(manifest):
-    """The recipe's threshold comes from the noise of its own dirty image, not from the archive."""
+def test_the_pipeline_is_told_to_clean_as_deep_as_the_qa2_analyst(manifest):
     for mous in build.CATALOGUE:
-        assert "threshold" not in manifest["mous"][mous.uid]["hints"], mous.uid
+        threshold = manifest["mous"][mous.uid]["hints"]["threshold"]
+        assert threshold == f"{build.casa_spec(mous, 0)['qa2']['cont_threshold_mjy']}mJy"
 
 
 def test_the_calibration_table_really_undoes_the_gain_errors(manifest):
