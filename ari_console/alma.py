@@ -110,16 +110,26 @@ class DataSet:
     hours: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
     casa_version: str | None = None
+    n_spw: int | None = None
+    n_chan: int | None = None
+    is_mosaic: bool | None = None
+    n_eb: int | None = None
 
     def row(self) -> dict:
-        """The columns the store keeps for this data set."""
+        """The columns the store keeps for this data set (None: unknown).
+
+        The archive's metadata runtime predictions learn from: spectral windows
+        (``n_spw``), channels per window (``n_chan``, their mean, so
+        ``n_spw x n_chan`` is the total), mosaic or not, execution blocks (``n_eb``).
+        """
         return {"uid": self.uid, "project": self.project, "array": self.array, "band": self.band,
                 "size_gb": self.size_gb, "mem_gb": self.mem_gb, "hours": self.hours,
-                "casa_version": self.casa_version}
+                "casa_version": self.casa_version, "n_spw": self.n_spw, "n_chan": self.n_chan,
+                "is_mosaic": self.is_mosaic, "n_eb": self.n_eb}
 
 
 CSV_REQUIRED = ("uid", "project")
-CSV_OPTIONAL = ("array", "band", "size_gb", "mem_gb", "hours")
+CSV_OPTIONAL = ("array", "band", "size_gb", "mem_gb", "hours", "n_spw", "n_chan", "is_mosaic", "n_eb")
 
 
 def _positive(text: str) -> float:
@@ -127,6 +137,28 @@ def _positive(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError(text)
     return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (``4`` or ``4.0``), or ValueError."""
+    value = float(text)
+    if not value >= 1 or not value.is_integer() or value == float("inf"):
+        raise ValueError(text)
+    return int(value)
+
+
+def parse_flag(text: str) -> bool:
+    """True or false as a catalogue or the archive writes it (``T``, ``yes``, ``1``, ``false`` ...).
+
+    >>> parse_flag("T"), parse_flag("no")
+    (True, False)
+    """
+    key = str(text).strip().lower()
+    if key in ("t", "true", "yes", "y", "1"):
+        return True
+    if key in ("f", "false", "no", "n", "0"):
+        return False
+    raise ValueError(f"not true or false: {text!r}")
 
 
 _PARSERS = {
@@ -137,6 +169,10 @@ _PARSERS = {
     "size_gb": (_positive, "a size in GB, e.g. 12.5"),
     "mem_gb": (_positive, "a memory in GB, e.g. 16"),
     "hours": (_positive, "hours on a speed-1.0 node, e.g. 6"),
+    "n_spw": (_count, "a number of spectral windows, e.g. 4"),
+    "n_chan": (_count, "channels per spectral window, e.g. 1920"),
+    "is_mosaic": (parse_flag, "true or false"),
+    "n_eb": (_count, "a number of execution blocks, e.g. 2"),
 }
 
 
@@ -177,11 +213,13 @@ def check_files(files: object) -> list[dict]:
 
 
 def read_datasets_csv(path: Path) -> list[DataSet]:
-    """Every data set in a catalogue CSV, or a UserError naming the first bad row.
+    """Every data set in a catalogue CSV, or a UserError naming every rejected row and why.
 
     Columns: at least ``uid,project``; optionally ``array,band,size_gb,mem_gb,hours``
-    (other columns are kept as ``extra``). The whole file is checked before
-    anything is returned, so a caller never half-imports it.
+    and the archive's metadata ``n_spw,n_chan,is_mosaic,n_eb`` (an empty cell is
+    unknown; other columns are kept as ``extra``). The whole file is checked before
+    anything is returned, so a caller never half-imports it, and one error names
+    all its bad rows (an operator fixes them in one go).
     """
     path = Path(path)
     try:
@@ -195,9 +233,15 @@ def read_datasets_csv(path: Path) -> list[DataSet]:
         raise UserError(f"{path}: not readable as CSV ({exc}) — check its quoting") from None
 
 
+class _Rejected(Exception):
+    """One catalogue row that cannot be imported: the reason and its fix."""
+
+
 def _parse_rows(name: str, reader: Iterable[list[str]]) -> Iterator[DataSet]:
     header: list[str] | None = None
     seen: dict[str, int] = {}
+    rows: list[DataSet] = []
+    rejected: list[str] = []
     for lineno, cells in enumerate(reader, start=1):
         if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
             continue
@@ -208,32 +252,43 @@ def _parse_rows(name: str, reader: Iterable[list[str]]) -> Iterator[DataSet]:
                 raise UserError(f"{name}: line {lineno}: header lacks {', '.join(missing)} — "
                                 f"the first row must name the columns, at least uid,project")
             continue
-        if len(cells) > len(header):
-            raise UserError(f"{name}: line {lineno}: {len(cells)} values for {len(header)} columns — "
-                            f"quote values that contain commas")
-        values = dict(zip(header, (c.strip() for c in cells)))
-        parsed: dict = {}
-        for column, (parse, expected) in _PARSERS.items():
-            raw = values.get(column, "")
-            if raw == "":
-                if column in CSV_REQUIRED:
-                    raise UserError(f"{name}: line {lineno}: {column} is empty — write {expected}")
-                continue
-            try:
-                parsed[column] = parse(raw)
-            except ValueError:
-                raise UserError(f'{name}: line {lineno}: {column} "{raw}" is not valid — write {expected}') from None
-        uid = parsed["uid"]
-        if uid in seen:
-            raise UserError(f"{name}: line {lineno}: {uid} is already on line {seen[uid]} — keep one row per MOUS")
-        seen[uid] = lineno
-        extra = {k: v for k, v in values.items() if k not in _PARSERS and v != ""}
-        if "files" in extra:
-            try:
-                check_files(extra["files"])
-            except ValueError as exc:
-                raise UserError(f"{name}: line {lineno}: files {exc} — write a JSON list like "
-                                f'[{{"url": "https://...", "name": "x.tar"}}]') from None
-        yield DataSet(**parsed, extra=extra)
+        try:
+            rows.append(_parse_row(header, cells, lineno, seen))
+        except _Rejected as exc:
+            rejected.append(f"line {lineno}: {exc}")
     if header is None:
         raise UserError(f"{name}: the file is empty — it needs a header row uid,project and one row per MOUS")
+    if rejected:
+        more = f" ({len(rejected)} rows rejected, nothing imported)" if len(rejected) > 1 else ""
+        raise UserError(f"{name}: " + "; ".join(rejected) + more)
+    yield from rows
+
+
+def _parse_row(header: list[str], cells: list[str], lineno: int, seen: dict[str, int]) -> DataSet:
+    """One catalogue row as a data set, or _Rejected saying what is wrong and the fix."""
+    if len(cells) > len(header):
+        raise _Rejected(f"{len(cells)} values for {len(header)} columns — quote values that contain commas")
+    values = dict(zip(header, (c.strip() for c in cells)))
+    parsed: dict = {}
+    for column, (parse, expected) in _PARSERS.items():
+        raw = values.get(column, "")
+        if raw == "":
+            if column in CSV_REQUIRED:
+                raise _Rejected(f"{column} is empty — write {expected}")
+            continue
+        try:
+            parsed[column] = parse(raw)
+        except ValueError:
+            raise _Rejected(f'{column} "{raw}" is not valid — write {expected}') from None
+    uid = parsed["uid"]
+    if uid in seen:
+        raise _Rejected(f"{uid} is already on line {seen[uid]} — keep one row per MOUS")
+    seen[uid] = lineno
+    extra = {k: v for k, v in values.items() if k not in _PARSERS and v != ""}
+    if "files" in extra:
+        try:
+            check_files(extra["files"])
+        except ValueError as exc:
+            raise _Rejected(f'files {exc} — write a JSON list like [{{"url": "https://...", "name": "x.tar"}}]') \
+                from None
+    return DataSet(**parsed, extra=extra)

@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from typer.completion import completion_init, install_callback, show_callback
+
 from . import __version__
 from .clikit import err
 from .commands import actions, archive, campaign, config, datasets, demo, estimate, nodes, qa2, report, triage, tui
@@ -25,7 +27,24 @@ app = typer.Typer(
     help="Re-image the ALMA archive in bulk: queue, schedule, launch, triage, compare.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    add_completion=False,  # declared on the root below, shown as flags (typer's own show a <bool> placeholder)
 )
+completion_init()  # the shells `ari --install-completion` and `_ARI_COMPLETE=...` speak
+
+
+def _help_as_a_flag(get_help_option):
+    """typer (0.29) shows its ``--help`` as ``--help <bool>``, as if it took a value: show it as the flag it is."""
+    def get(self, ctx):
+        option = get_help_option(self, ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+    return get
+
+
+_CommandBase = next(c for c in typer.core.TyperCommand.__mro__ if "get_help_option" in c.__dict__)
+_CommandBase.get_help_option = _help_as_a_flag(_CommandBase.get_help_option)  # every command and group
+
 for root_commands in (campaign.app, actions.app, tui.app, report.app, demo.app):
     app.add_typer(root_commands)  # no name: their commands sit at the root (`ari status`, `ari retry`, ...)
 app.add_typer(datasets.app, name="datasets")
@@ -49,6 +68,12 @@ def root(
     config_path: ConfigOpt = None,
     version: Annotated[Optional[bool], typer.Option(
         "--version", metavar="", callback=_print_version, is_eager=True, help="Print the version and exit.")] = None,
+    install_completion: Annotated[Optional[bool], typer.Option(
+        "--install-completion", metavar="", callback=install_callback, expose_value=False,
+        help="Install completion (commands, uids, node names) for the current shell.")] = None,
+    show_completion: Annotated[Optional[bool], typer.Option(
+        "--show-completion", metavar="", callback=show_callback, expose_value=False,
+        help="Show the completion script for the current shell, to install it by hand.")] = None,
 ) -> None:
     """ari: the ALMA re-imaging operations console."""
     ctx.obj = resolve_campaign(None, config_path)

@@ -21,7 +21,9 @@ The retry and drain policies are pure functions at the bottom of this module.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import gc
 import hashlib
 import json
 import math
@@ -36,9 +38,11 @@ from . import scheduler, store, triage
 from .alma import uid_filename
 from .config import Config, Node
 from .errors import UserError
+from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
-from .readmodel import attention, attention_line, history, node_states, scheduler_queue
+from .readmodel import (attention, attention_line, history, node_states, review_text, scheduler_queue,
+                        stale_probe_s)
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -111,6 +115,31 @@ def acquire_lock(path: Path, now: float):
     return fh
 
 
+def lock_holder(path: Path) -> dict | None:
+    """Who holds the engine lock at ``path`` (``{pid, host, since}``), or None when no engine runs.
+
+    Looks without taking the lock for longer than the look (a shared lock, dropped at once), so
+    a watcher (``ari tui`` without ``--engine``) can ask at every refresh.
+    """
+    try:
+        fh = open(path)
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(fh.read() or "{}")
+            except json.JSONDecodeError:
+                holder = {}
+            return holder if isinstance(holder, dict) else {}
+        except OSError:
+            return None
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
 # -- the engine ----------------------------------------------------------------------
 
 class Engine:
@@ -154,6 +183,8 @@ class Engine:
         self._plan_model: scheduler.Model | None = None
         self._plan_signature: tuple | None = None
         self._plan_until = float("inf")  # a data set's not_before passes: plan again
+        self._queue_rev: int | None = None  # the store's revision the kept queue was read at
+        self._predicted: dict[str, tuple[scheduler.DataSet, scheduler.Prediction]] = {}  # by the model of the plan
         self.node_faults: dict[str, str] = {}  # node -> the kind of fault the operator was last told of
         self.unconfigured_since: dict[str, float] = {}  # removed node -> when this engine first saw it
         self.scratch_short: dict[str, float] = {}  # node -> free GB when a data set's need did not fit
@@ -400,7 +431,7 @@ class Engine:
             report.errors.append(f"{node.name}: could not cancel hung attempt {a['id']}: {exc}")
         lost = JobState(state="lost", stage=js.stage or a["stage"], category="node_lost",
                         message=f"heartbeat lost: the runner on {node.name} has been silent for "
-                                f"{silent_min:.0f} min (hung or stopped); its job was killed")
+                                f"{duration_text(silent_min * 60)} (hung or stopped); its job was killed")
         self._finish(store.attempt(self.db, a["id"]), lost, now, report)
 
     def mirror_dir(self, a: dict) -> Path:
@@ -420,16 +451,17 @@ class Engine:
             path = f"{handle['work_dir']}/{name}"
             offset = offsets.get(path, 0)
             while True:
-                data = ops.tail(transport, path, offset, LOG_CHUNK)
-                if not data:
+                # a log truncated or rotated on the node comes again from 0: the mirror follows it
+                start, data = ops.follow(transport, path, offset, LOG_CHUNK)
+                if not data and start == offset:
                     break
                 mirror.mkdir(parents=True, exist_ok=True)
                 local = mirror / name
                 with open(local, "r+b" if local.exists() else "wb") as fh:
-                    fh.seek(offset)
+                    fh.seek(start)
                     fh.write(data)
                     fh.truncate()
-                offset += len(data)
+                offset = start + len(data)
                 store.set_log_offset(self.db, a["id"], path, offset, str(local))
                 if len(data) < LOG_CHUNK:
                     break
@@ -586,13 +618,16 @@ class Engine:
         if not any(s.free for s in states):
             return  # every slot busy: the queue need not even be read
         signature = store.queue_signature(self.db)
-        if (self.plan is None or self._plan_model is None or now >= self._plan_until
-                or signature[:2] != self._plan_signature[:2] or signature[2] >= self._plan_signature[2]):
-            self._read_queue(signature, now)
-        if not self._plan_queue:
-            return
-        placement = scheduler.place(self._plan_queue.values(), states, now / 3600.0, policy=self.policy,
-                                    history=self._plan_model, plan=self.plan)
+        with _collector_paused():  # a re-plan makes ~10 objects per data set: no collections meanwhile
+            if (self.plan is None or self._plan_model is None or now >= self._plan_until
+                    or signature[:2] != self._plan_signature[:2] or signature[2] >= self._plan_signature[2]):
+                self._read_queue(signature, now)
+            if not self._plan_queue:
+                return
+            replan = scheduler.needs_plan(len(self._plan_queue), states, self.policy, self.plan)
+            placement = scheduler.place(self._plan_queue.values(), states, now / 3600.0, policy=self.policy,
+                                        history=self._plan_model, plan=self.plan,
+                                        predictions=self._predictions() if replan else None)
         self.plan = placement.plan
         for bad in placement.unplaceable:
             if self._plan_queue.pop(bad.dataset.uid, None) is not None:
@@ -607,11 +642,40 @@ class Engine:
         count, latest, _ = store.queue_signature(self.db)
         self._plan_signature = (count, latest, self._plan_signature[2])
 
+    def _predictions(self) -> dict[str, scheduler.Prediction]:
+        """The current model's predictions for the planned queue, each made once.
+
+        A re-plan (a node drained, an import, an operator's edit) predicts only the
+        data sets that are new or changed since the model was fitted; a refit empties this.
+        """
+        known = self._predicted
+        fresh = [sds for uid, sds in self._plan_queue.items()
+                 if uid not in known or (known[uid][0] is not sds and known[uid][0] != sds)]
+        if fresh:
+            made = scheduler.predict_all(fresh, self._plan_model)
+            known.update((sds.uid, (sds, made[sds.uid])) for sds in fresh)
+        if len(known) > 2 * len(self._plan_queue) + 1000:  # launched and gone: forget them now and then
+            self._predicted = known = {uid: known[uid] for uid in self._plan_queue}
+        return {uid: known[uid][1] for uid in self._plan_queue}
+
     def _read_queue(self, signature: tuple, now: float) -> None:
-        """Read the queue and history, refit, and drop the plan (the next place() makes one)."""
+        """Read the queue and history, refit, and drop the plan (the next place() makes one).
+
+        The queue is read whole at first and when a ``not_before`` passed or a
+        launch did not happen; otherwise only the data sets written since the
+        last read (an import, a retry, an operator's edit) update the queue kept.
+        """
+        whole = self._queue_rev is None or now >= self._plan_until
+        if whole:
+            self._queue_rev, rows = store.queue_changes(self.db, -1)
+            self._plan_queue, self._plan_until = {}, float("inf")
+        else:
+            self._queue_rev, rows = store.queue_changes(self.db, self._queue_rev)
         waiting = []
-        self._plan_until = float("inf")
-        for ds in store.queue(self.db):
+        for ds in rows:
+            self._plan_queue.pop(ds["uid"], None)
+            if ds["state"] != "queued":
+                continue
             if ds["array"] == "TP":
                 store.set_dataset_state(self.db, ds["uid"], "skipped", now,
                                         reason="total power: this console images interferometric data only")
@@ -624,10 +688,11 @@ class Engine:
         ended = signature[2]
         if self._plan_model is None or ended >= self._plan_signature[2]:
             self._plan_model = scheduler.fit_history(history(self.db, self.nodes))
+            self._predicted = {}
             ended = max(ended + 1, math.ceil(ended * REFIT_GROWTH))  # refit when the history has grown so much
         else:
             ended = self._plan_signature[2]
-        self._plan_queue = {sds.uid: sds for sds in scheduler_queue(self.db, waiting)}
+        self._plan_queue.update((sds.uid, sds) for sds in scheduler_queue(self.db, waiting))
         count, latest, _ = store.queue_signature(self.db)
         self._plan_signature = (count, latest, ended)
         self.plan = None
@@ -641,8 +706,8 @@ class Engine:
         short = self._scratch_shortfall(node, ds)
         if short is not None:
             self.scratch_short[node.name] = short[0]
-            self._tell(node.name, f"disk_full: scratch {node.scratch_dir} has {short[0]:.2f} GB free, "
-                                  f"{ds['uid']} needs {short[1]:.2f} GB — free space there (or point scratch_dir "
+            self._tell(node.name, f"disk_full: scratch {node.scratch_dir} has {gb_text(short[0])} free, "
+                                  f"{ds['uid']} needs {gb_text(short[1])} — free space there (or point scratch_dir "
                                   f"elsewhere); no launch there until a probe shows more", now, report)
             return False
         try:
@@ -728,6 +793,23 @@ class Engine:
         return free, need
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off for a block (as it was after).
+
+    A re-plan of 100,000 queued data sets allocates about a million objects; each
+    allocation burst would start a collection that walks every live object again
+    (40% of a re-plan's CPU). Nothing it makes is cyclic garbage, so pausing loses nothing.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def scratch_need_gb(size_gb: float) -> float:
     """Scratch one attempt of a data set of ``size_gb`` needs on its node.
 
@@ -785,12 +867,12 @@ def run_headless(cfg: Config, progress: Callable[[str], None], policy: str = sch
         progress(f"engine: campaign {cfg.campaign.name}, {len(cfg.nodes)} node(s), tick every "
                  f"{cfg.campaign.poll_interval_s:g} s (Ctrl-C stops the console; jobs go on)")
         report = engine.run(stop=lambda: once or bool(stopping), until_idle=until_idle)
-        att = attention(engine.db, time.time(), max(600.0, 3 * cfg.campaign.poll_interval_s))
+        att = attention(engine.db, time.time(), stale_probe_s(cfg))
     progress(f"engine stopped: {report.queued} queued, {report.running} running")
     for h in att["held"]:
         progress(f"held {h['uid']}: {h['reason']} — {h['fix']}")
     for r in att["review"]:
-        progress(f"review {r['uid']}: {r['reason']} — {r['fix']}")
+        progress(f"review {r['uid']}: {review_text(r)} — {r['fix']}")
     for n in att["nodes"]:
         progress(f"node {n['name']}: {n['problem']} — {n['fix']}")
     progress(att["line"])

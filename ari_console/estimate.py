@@ -312,9 +312,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             plan = sch.requeue(plan, again, taught, state) if plan is not None else None
         if learn and finished >= next_refit:
             next_refit = max(next_refit + 1, math.ceil(finished * refit_growth))
-            censored = [attempt(d, now - start, nodes[i].speed, "running") for d, start, i in running.values()
-                        if now > start]
-            model = sch.fit_history(hist + censored, tuning)
+            model = _refit(hist, running, nodes, now, tuning)
             queue.update({uid: u.dataset for uid, u in parked.items()})
             parked.clear()
             preds.update(sch.predict_all(queue.values(), model, tuning))
@@ -324,8 +322,12 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             forecast_at.pop(0)
             risk = tuning if plan is None or plan.risk_quantile is None else replace(
                 tuning, hours_quantile=plan.risk_quantile[0], mem_quantile=plan.risk_quantile[1])
-            forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, preds, nodes,
-                                              model, risk, forecast_samples, seed + len(forecasts)))
+            known, known_preds = model, preds
+            if learn:  # forecast from all that is known now, not from the plan's last refit
+                known = _refit(hist, running, nodes, now, tuning)
+                known_preds = sch.predict_all(list(queue.values()) + [d for d, _, _ in running.values()], known, tuning)
+            forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
+                                              known, risk, forecast_samples, seed + len(forecasts)))
     unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
@@ -346,6 +348,13 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         wasted_cpu_hours=wasted, forecasts=tuple(forecasts),
         mean_hours=sum(h for h, _ in truth.values()) / total if total else 0.0,
         slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits)
+
+
+def _refit(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],
+           nodes: Sequence[NodeState], now: float, tuning: sch.Tuning) -> sch.Model:
+    """The model fitted on the replay's history so far, its running attempts as lower limits."""
+    censored = [attempt(d, now - start, nodes[i].speed, "running") for d, start, i in running.values() if now > start]
+    return sch.fit_history(list(hist) + censored, tuning)
 
 
 def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
@@ -374,8 +383,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     Each draw is one possible truth: every data set's hours and memory come
     from its prediction's spread — one draw of the fit's coefficient error
     shared by all (a fit that is off is off for every data set), then each
-    data set's own scatter, resampled from the history's ``residuals`` when
-    given (so a skewed or heavy tail is kept), cut below at what it is known
+    data set's own scatter, resampled from the history's ``residuals`` (in
+    units of each one's spread) when given (so a skewed or heavy tail is kept), cut below at what it is known
     to need (a running attempt: what it has run). A draw's finish is the
     fluid bound of its work on the node classes (the most loaded set of
     classes), each data set only where placement would send it once the fit
@@ -473,7 +482,7 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     if len(residuals):  # the history's own scatter where nothing cuts it below
         pool = np.asarray(residuals, dtype=float)
         use = np.asarray(resample) & (floor <= 0)
-        values = np.where(use[None, :], np.exp(mu + pool[rng.integers(0, len(pool), mu.shape)]), values)
+        values = np.where(use[None, :], np.exp(mu + own * pool[rng.integers(0, len(pool), mu.shape)]), values)
     settled = np.maximum(np.exp(mu + own * ndtri(q)), floor)
     return np.where(own > 0, values, np.maximum(np.exp(mu), floor)), settled
 
@@ -587,6 +596,54 @@ class NodesNeeded:
     makespan_h: float
     lower_bound_h: float
     reason: str = ""
+    never_run: tuple[sch.Unplaceable, ...] = ()
+    """Data sets no node can run, not even one of ``node_class``: adding nodes of it never finishes them."""
+
+
+NEVER_RUN_FIXES = {
+    "memory": "add a node with that much memory, or lower the data set's mem_gb if the prediction is too high",
+    "walltime": "add a node that allows that walltime (or is faster), or raise a node's walltime_h",
+    "casa": "install that CASA version on a node and list it in the node's casa table",
+    "recipe": "give a node that recipe",
+    "pinned": "unpin the data set (ari retry UID --node NAME) or add the node it is pinned to",
+    "drained": "undrain the node that can run it",
+    "other": "read the reason, then change the nodes or the data set",
+}
+"""Why a data set can never run (the kind of its unplaceable reason) -> what an operator does about it."""
+
+
+def never_run_kind(reason: str) -> str:
+    """The kind of an unplaceable reason (a key of ``NEVER_RUN_FIXES``).
+
+    >>> never_run_kind("needs 900 GB memory; the largest node (hpc) has 512 GB"), never_run_kind("needs CASA 4.7.2, ws has 6.6")
+    ('memory', 'casa')
+    """
+    kinds = (("GB memory", "memory"), (" h at speed", "walltime"), ("walltime", "walltime"), ("needs CASA", "casa"),
+             ("needs recipe", "recipe"), ("pinned", "pinned"), ("only drained", "drained"))
+    return next((kind for text, kind in kinds if text in reason), "other")
+
+
+def never_run_groups(never: Sequence[sch.Unplaceable]) -> list[dict]:
+    """Data sets that can never run, grouped by kind, biggest group first: ``{kind, count, example, fix, uids}``.
+
+    >>> g = never_run_groups([sch.Unplaceable(DataSet("a"), "needs 900 GB memory; the largest node (x) has 512 GB")])
+    >>> (g[0]["kind"], g[0]["count"], g[0]["fix"].split(",")[0])
+    ('memory', 1, 'add a node with that much memory')
+    """
+    groups: dict[str, list[sch.Unplaceable]] = {}
+    for u in never:
+        groups.setdefault(never_run_kind(u.reason), []).append(u)
+    return [{"kind": kind, "count": len(us), "example": us[0].reason, "fix": NEVER_RUN_FIXES[kind],
+             "uids": [u.dataset.uid for u in us]}
+            for kind, us in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+
+
+def never_runs(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_class: str,
+               predictions: Mapping[str, Prediction]) -> tuple[sch.Unplaceable, ...]:
+    """The data sets no node can run even with one more node of ``node_class`` (so with any number of them)."""
+    with_class = add_nodes(nodes, node_class, 1)
+    found = ((ds, sch.unplaceable_reason(ds, predictions[ds.uid], with_class)) for ds in datasets)
+    return tuple(sch.Unplaceable(ds, why) for ds, why in found if why is not None)
 
 
 def add_nodes(nodes: Sequence[NodeState], node_class: str, count: int) -> list[NodeState]:
@@ -605,14 +662,20 @@ def add_nodes(nodes: Sequence[NodeState], node_class: str, count: int) -> list[N
 def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_class: str,
                  deadline_h: float, policy: str = sch.DEFAULT_POLICY,
                  history: Iterable[Measured] | sch.Model = (), limit: int = 4096,
-                 progress: Callable[[int, int], None] | None = None) -> NodesNeeded:
+                 progress: Callable[[int, int], None] | None = None,
+                 actual: Mapping[str, tuple[float | None, float | None]] | None = None) -> NodesNeeded:
     """The fewest nodes of ``node_class`` to add so the simulated makespan <= ``deadline_h``.
 
     Exponential search then bisection on the count; the lower bound rules a
-    count out before any simulation does.
+    count out before any simulation does. The makespan is of what can run at
+    all: ``never_run`` holds the data sets no node (nor one of the class) can run.
+    ``actual`` is the hidden truth of a workload (as in :func:`simulate`): each
+    count is replayed on it, learning as the engine does, and the bound comes
+    from it; the predictions never read it.
     """
     model = history if isinstance(history, sch.Model) else sch.fit_history(history)
-    preds = sch.predict_all(datasets, model)
+    preds = truth_predictions(datasets, actual, model) if actual else sch.predict_all(datasets, model)
+    never = never_runs(datasets, nodes, node_class, preds)
     memo: dict[int, tuple[bool, float, float]] = {}
 
     def check(k: int) -> tuple[bool, float, float]:
@@ -622,7 +685,7 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
             if lb > deadline_h:
                 memo[k] = (False, math.inf, lb)
             else:
-                sim = simulate(datasets, ns, policy, model)
+                sim = simulate(datasets, ns, policy, model, actual=actual or None)
                 memo[k] = (sim.makespan_h <= deadline_h, sim.makespan_h, lb)
             if progress is not None:
                 progress(len(memo), len(memo) + 1)
@@ -634,17 +697,17 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
                if floor.longest_h >= floor.lp_h else
                f"what {node_class} cannot run keeps the other nodes busy {floor.lp_h:.4g} h")
         return NodesNeeded(node_class, deadline_h, None, math.inf, floor.hours,
-                           f"even {limit} more {node_class} nodes cannot: {why}")
+                           f"even {limit} more {node_class} nodes cannot: {why}", never)
     ok, span, lb = check(0)
     if ok:
-        return NodesNeeded(node_class, deadline_h, 0, span, lb)
+        return NodesNeeded(node_class, deadline_h, 0, span, lb, never_run=never)
     lo, hi = 0, 1
     while not check(hi)[0]:
         lo, hi = hi, hi * 2
         if hi > limit:
             _, span, lb = check(lo)
             return NodesNeeded(node_class, deadline_h, None, span, lb,
-                               f"the simulation needs more than {limit} more {node_class} nodes")
+                               f"the simulation needs more than {limit} more {node_class} nodes", never)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if check(mid)[0]:
@@ -652,7 +715,7 @@ def nodes_needed(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_c
         else:
             lo = mid
     _, span, lb = check(hi)
-    return NodesNeeded(node_class, deadline_h, hi, span, lb)
+    return NodesNeeded(node_class, deadline_h, hi, span, lb, never_run=never)
 
 
 # -- a live campaign ---------------------------------------------------------------

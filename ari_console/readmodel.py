@@ -9,6 +9,7 @@ here writes the store. Imports stay light at the top (the hot read
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Iterable, Mapping, Sequence
 
 from . import store
 from .config import Node, load_config
+from .formatting import duration_text
 
 # Attempt states. A *try* is an attempt that ran the recipe to a verdict: a cancelled attempt
 # (an operator's SIGTERM, or a launch the engine closed because it never started) is not one, so
@@ -245,31 +247,46 @@ def campaign_failures(db: store.Database) -> list[dict]:
 
 # -- status and the estimate ------------------------------------------------------------------
 
+STATUS_LISTS = 100
+"""Held data sets and QA2 reviews `ari status` lists at most (longest waiting first); it counts all."""
+
+
 def status_report(config_path: Path) -> dict:
-    """What `ari status --json` prints: campaign totals, success rates, nodes, running attempts."""
+    """What `ari status --json` prints: campaign totals, success rates, nodes, running attempts,
+    what needs a person (its lists cut to ``STATUS_LISTS``: the answer stays small at any size)."""
     cfg = load_config(config_path)
     with store.open_db(cfg.campaign.db_path) as db:
         store.sync_nodes(db, cfg.nodes, store.now())
         now = store.now()
-        stale = max(600.0, 3 * cfg.campaign.poll_interval_s)
         return {"campaign": cfg.campaign.name, **store.status(db),  # rates from each data set's first try
-                "attention": attention(db, now, stale)}
+                "attention": attention(db, now, stale_probe_s(cfg), limit=STATUS_LISTS)}
+
+
+def stale_probe_s(cfg) -> float:
+    """How long without a probe before a node counts as stale: three polls, at least ten minutes."""
+    return max(600.0, 3 * cfg.campaign.poll_interval_s)
 
 
 # -- what needs a person ------------------------------------------------------------------------
 
-def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> dict:
+def attention(db: store.Database, now: float, stale_after_s: float = 600.0, limit: int | None = None) -> dict:
     """What waits for an operator: held data sets (reason, category, fix), QA2 reviews, stale or drained nodes.
 
-    ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason}],
-    nodes: [{name, problem, fix}], count}``; ``line`` is the one-line summary (``attention_line``).
+    ``{held: [{uid, reason, category, node, excerpt, fix}], review: [{uid, reason, fix, pairs}],
+    nodes: [{name, problem, fix}], held_total, review_total, count}``; ``line`` is the one-line
+    summary (``attention_line``). ``limit``: list at most that many held data sets and reviews (the
+    longest waiting); ``held_total`` and ``review_total`` count them all, ``count`` everything.
     """
-    from .triage.rules import fix_for
+    from .triage import fix_for
 
     with store.transaction(db):
-        held = store.newest_attempts_in_state(db, "held")
-        review = store.newest_attempts_in_state(db, "review")
+        held = store.newest_attempts_in_state(db, "held", limit)
+        review = store.newest_attempts_in_state(db, "review", limit)
         nodes = store.nodes(db)
+        pairs: dict[str, list[dict]] = defaultdict(list)
+        for p in store.discrepant_qa2_in_state(db, "review"):
+            pairs[p["uid"]].append(p)
+        totals = store.counts(db) if limit is not None else {"held": len(held), "review": len(review)}
     out_held = []
     for h in held:
         category = h["category"] or None
@@ -279,7 +296,8 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
         out_held.append({"uid": h["uid"], "reason": h["reason"] or (f"{category} failure" if category else "held"),
                          "category": category, "node": h["node"], "excerpt": excerpt, "fix": fix})
     out_review = [{"uid": r["uid"], "reason": r["reason"] or "QA2 discrepant or unverifiable",
-                   "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`"}
+                   "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`",
+                   "pairs": discrepant_pairs(p for p in pairs[r["uid"]] if p["attempt_id"] in (r["attempt_id"], None))}
                   for r in review]
     out_nodes = []
     for n in nodes:
@@ -293,14 +311,15 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0) -> d
                 f"no probe for {duration_text(now - at)}"
             out_nodes.append({"name": n["name"], "problem": problem,
                               "fix": f"`ari nodes check {n['name']}` says what is wrong"})
-    result = {"held": out_held, "review": out_review, "nodes": out_nodes,
-              "count": len(out_held) + len(out_review) + len(out_nodes)}
+    result = {"held": out_held, "review": out_review, "nodes": out_nodes, "held_total": totals["held"],
+              "review_total": totals["review"], "count": totals["held"] + totals["review"] + len(out_nodes)}
     result["line"] = attention_line(result)
     return result
 
 
 def attention_line(att: Mapping) -> str:
-    """One line: what needs a person, or that nothing does.
+    """One line: what needs a person, or that nothing does (``held_total``/``review_total`` when the
+    lists were cut).
 
     >>> attention_line({"held": [1, 2], "review": [], "nodes": [{"name": "ws1"}], "count": 3})
     'needs a person: 2 held data sets, 1 node (ws1) — see `ari status`'
@@ -308,38 +327,15 @@ def attention_line(att: Mapping) -> str:
     if not att["count"]:
         return "nothing needs a person"
     parts = []
-    if att["held"]:
-        parts.append(f"{len(att['held'])} held data set{'s' if len(att['held']) != 1 else ''}")
-    if att["review"]:
-        parts.append(f"{len(att['review'])} QA2 review{'s' if len(att['review']) != 1 else ''}")
+    held, review = att.get("held_total", len(att["held"])), att.get("review_total", len(att["review"]))
+    if held:
+        parts.append(f"{held:,} held data set{'s' if held != 1 else ''}")
+    if review:
+        parts.append(f"{review:,} QA2 review{'s' if review != 1 else ''}")
     if att["nodes"]:
         names = ", ".join(n["name"] for n in att["nodes"][:3]) + (", ..." if len(att["nodes"]) > 3 else "")
         parts.append(f"{len(att['nodes'])} node{'s' if len(att['nodes']) != 1 else ''} ({names})")
     return "needs a person: " + ", ".join(parts) + " — see `ari status`"
-
-
-def duration_text(seconds: float | None) -> str:
-    """A duration for people, one formatter for the CLI, the console and the report: ``"3 hours"``.
-
-    >>> duration_text(11100), duration_text(59), duration_text(None)
-    ('3 hours', '59 seconds', '')
-    """
-    import datetime as _dt
-
-    import humanize
-
-    return "" if seconds is None else humanize.naturaldelta(_dt.timedelta(seconds=max(0.0, seconds)))
-
-
-def size_text(nbytes: float | None) -> str:
-    """A size for people (decimal units, as the archive gives them): ``"12.3 GB"``.
-
-    >>> size_text(12.34e9), size_text(None)
-    ('12.3 GB', '')
-    """
-    import humanize
-
-    return "" if nbytes is None else humanize.naturalsize(nbytes, format="%.1f")
 
 
 def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
@@ -456,9 +452,7 @@ def node_states(db: store.Database, nodes, usable=lambda name: True,
 
 def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
     """Queued store rows as the scheduler's data sets, with their failed tries counted."""
-    tries: dict[str, int] = {}
-    for a in store.attempts(db, states=("failed", "lost", "cancelled")):
-        tries[a["uid"]] = tries.get(a["uid"], 0) + 1
+    tries = store.failed_tries(db, [ds["uid"] for ds in waiting] if len(waiting) <= 2000 else None)
     return [to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
 
 
@@ -467,20 +461,38 @@ def history(db: store.Database, nodes: dict[str, Node]) -> list[scheduler.Measur
     return [m for m in (measured(h, nodes) for h in store.finished_history(db)) if m is not None]
 
 
-def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
-    """A store row as the scheduler's data set (the operator's overrides win over the archive's values)."""
-    from . import scheduler
+@functools.cache
+def _scheduler_dataset() -> type:
+    """The scheduler's DataSet class, imported once (``to_scheduler`` runs 100,000 times in a re-plan)."""
+    from .scheduler.values import DataSet
 
-    o = ds["overrides"]
-    return scheduler.DataSet(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds["hours"],
-                             mem_gb=o.get("mem_gb") or ds["mem_gb"], array=ds["array"], band=ds["band"],
-                             casa_version=o.get("casa_version") or ds["casa_version"], attempts=tries,
-                             node=o.get("node"), walltime_h=o.get("walltime_h"))
+    return DataSet
+
+
+def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
+    """A store row as the scheduler's data set (the operator's overrides win over the archive's values).
+
+    The archive's metadata (size, array, band, spws, channels, mosaic, execution
+    blocks; None where unknown) goes along: what predictions learn from, as in the replay.
+    """
+    o = ds.get("overrides") or {}
+    mosaic = ds.get("is_mosaic")
+    return _scheduler_dataset()(uid=ds["uid"], size_gb=ds["size_gb"], hours=o.get("hours") or ds.get("hours"),
+                             mem_gb=o.get("mem_gb") or ds.get("mem_gb"), array=ds["array"], band=ds["band"],
+                             casa_version=o.get("casa_version") or ds.get("casa_version"), attempts=tries,
+                             node=o.get("node"), walltime_h=o.get("walltime_h"),
+                             n_spw=ds.get("n_spw"), n_chan=ds.get("n_chan"), n_eb=ds.get("n_eb"),
+                             is_mosaic=None if mosaic is None else bool(mosaic))
 
 
 def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
-    """A finished attempt as the scheduler's measurement; None when it teaches nothing about hours or memory."""
-    from . import scheduler
+    """A finished attempt as the scheduler's measurement; None when it teaches nothing about hours or memory.
+
+    Made as the replay makes its history (:func:`ari_console.estimate.attempt`), with the
+    data set's metadata; a memory kill teaches the memory it was killed at (its
+    peak, or the limit it ran under when the runner measured none).
+    """
+    from .estimate import attempt
 
     node = nodes.get(h["node"])
     if node is None or h["ended_at"] is None or h["started_at"] is None:
@@ -488,5 +500,45 @@ def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
     outcome = "ok" if h["state"] == "succeeded" else (h["category"] or "unknown")
     if outcome not in ("ok", "memory", "walltime"):
         return None
-    return scheduler.Measured(uid=h["uid"], size_gb=h["size_gb"], hours=(h["ended_at"] - h["started_at"]) / 3600,
-                              speed=node.speed, peak_mem_gb=h["peak_mem_gb"], outcome=outcome, array=h["array"])
+    peak = h["peak_mem_gb"]
+    if outcome == "memory":
+        peak = max(peak or 0.0, h.get("mem_gb") or node.mem_gb or 0.0) or None
+    ds = to_scheduler({**h, "hours": None, "mem_gb": None, "casa_version": None}, 0)
+    return attempt(ds, (h["ended_at"] - h["started_at"]) / 3600, node.speed, outcome, peak)
+
+
+def review_text(review: Mapping) -> str:
+    """Why a data set waits for a QA2 decision, with each discrepant image's failing measure (`ari status`, `ari run`).
+
+    >>> review_text({"reason": "QA2 discrepant", "pairs": [{"image": "a.fits", "measure": "flux", "ratio": 1.41,
+    ...     "why": "flux ratio 1.410 outside 1 ± 0.050"}]})
+    'QA2 discrepant; a.fits: flux ratio 1.41'
+    """
+    return "; ".join([review["reason"]] + [f"{p['image']}: {p['measure']} ratio {p['ratio']:.3g}"
+                                           if p["ratio"] is not None else f"{p['image']}: {p['why']}"
+                                           for p in review.get("pairs", [])])
+
+
+QA2_MEASURES = ("flux", "peak", "rms", "beam")
+
+
+def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
+    """The discrepant pipeline/QA2 image pairs of a review: image, field, spw, the measure that failed and its ratio.
+
+    The measure is the first one the verdict's reasons name (``measure`` None and ``ratio`` None when
+    the pair failed on something else, e.g. a source that moved; ``why`` says what).
+
+    >>> discrepant_pairs([{"pl": "/p/a.image.pbcor.fits", "field": "M100", "spw": "25", "verdict": "discrepant",
+    ...     "flux_ratio": 1.41, "detail": {"reasons": "flux ratio 1.410 outside 1 ± 0.050"}}])[0]["measure"]
+    'flux'
+    """
+    out = []
+    for p in pairs:
+        if p.get("verdict") != "discrepant":
+            continue
+        why = (p.get("detail") or {}).get("reasons") or ""
+        found = sorted((why.find(f"{m} ratio"), m) for m in QA2_MEASURES if f"{m} ratio" in why)
+        measure = found[0][1] if found else None
+        out.append({"image": Path(p.get("pl") or "").name, "field": p.get("field"), "spw": p.get("spw"),
+                    "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
+    return out

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import readmodel, store
 from .errors import UserError
+from .formatting import gb_text, hours_text
 from .scheduler import DEFAULT_POLICY
 from .triage import CATEGORIES
 
@@ -106,7 +107,7 @@ def success_over_time(attempts: Iterable[Mapping]) -> list[dict]:
 
 
 def remaining_over_time(events: Iterable[Mapping]) -> list[tuple[float, int]]:
-    """Data sets still to do (queued, running or held) after each import or state change, as steps.
+    """Data sets still to do (queued, running, held or in review) after each import or state change, as steps.
 
     >>> ev = [dict(ts=0.0, uid="a", kind="imported", new="queued"),
     ...       dict(ts=0.0, uid="b", kind="imported", new="excluded"),
@@ -222,6 +223,7 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
         pairs = all_pairs = store.qa2_results(db)
         uncalibrated = store.uncalibrated_attempts(db)
         estimate = completion_estimate(db, cfg, now, policy)
+        attention = readmodel.attention(db, now, readmodel.stale_probe_s(cfg))
 
     cpus = {n.name: n.cpus_per_slot for n in cfg.nodes}
     imported = sum(totals.values())
@@ -268,6 +270,7 @@ def collect(db: store.Database, cfg, now: float, policy: str = DEFAULT_POLICY) -
                      "uncalibrated": len(accepted & uncalibrated),
                      "reference": REFERENCE_COVERAGE},
         "time_to_product_h": spread(to_product),
+        "attention": attention,
         "operator": {"held_datasets": len({uid for uid, _, _ in episodes}), "held_now": totals["held"],
                      "released": len(waits), "hold_to_release_h": spread(waits),
                      "actions": sum(actions.values()), "actions_by_kind": actions},
@@ -470,12 +473,13 @@ def _plot_burndown(ax, data: ReportData) -> bool:
         return False
     steps = list(data.remaining) + [(data.now, data.remaining[-1][1])]
     ax.step([_dt(t) for t, _ in steps], [n for _, n in steps], where="post", color="#1c7ed6", lw=2,
-            label="remaining (queued, running, held)")
+            label="remaining (queued, running, held, review)")
     est = data.numbers["burndown"]["estimate"]
-    held = data.numbers["burndown"]["held"]
+    b = data.numbers["burndown"]
+    waiting = b["held"] + b["review"]  # what the nodes leave when the queue is done
     if est["finish"]:
         finish = datetime.fromisoformat(est["finish"])
-        ax.plot([_dt(data.now), finish], [steps[-1][1], held], ls="--", color="#e8590c",
+        ax.plot([_dt(data.now), finish], [steps[-1][1], waiting], ls="--", color="#e8590c",
                 label=f"estimated ({est['policy']}): done {finish:%Y-%m-%d %H:%M} UTC")
         ax.axvline(finish, color="#e8590c", lw=0.8, ls=":")
         if est.get("finish_p10") and est.get("finish_p90"):
@@ -484,9 +488,12 @@ def _plot_burndown(ax, data: ReportData) -> bool:
     else:
         ax.text(0.98, 0.95, f"no completion estimate: {est['note']}", transform=ax.transAxes, ha="right", va="top",
                 fontsize=8, color="#c92a2a", wrap=True)
-    ax.set_ylim(bottom=0)
+    if waiting:  # what no node will finish on its own, apart from the line, so the plot never looks done
+        ax.axhspan(0, waiting, color="#fab005", alpha=0.25,
+                   label=f"held ({b['held']}) or in QA2 review ({b['review']}) now: wait for a person")
+    ax.set_ylim(0, max(data.numbers["datasets"]["eligible"], steps[0][1], 1) * 1.05)  # fixed axis: the total
     ax.set_ylabel("data sets")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
     _dates(ax)
     return True
 
@@ -522,15 +529,16 @@ def _get(numbers: Mapping, key: str) -> Any:
 
 
 def display(value: Any, kind: str) -> str:
-    """How the page shows a number: ``pct`` 66.7%, ``h`` 12.0 h, ``gb`` 2.00 GB, ``num`` 58.0, ``int``, text.
+    """How the page shows a number: ``pct`` 66.7%, ``h`` (hours) 1d02h, ``gb`` 2 GB, ``num`` 58.0, ``int``, text.
 
-    >>> display(0.6667, "pct"), display(26.4, "h"), display(None, "h"), display(2.0, "gb")
-    ('66.7%', '26.4 h', '—', '2.00 GB')
+    Durations and sizes read as everywhere else (:mod:`ari_console.formatting`).
+
+    >>> display(0.6667, "pct"), display(26.4, "h"), display(0.04, "h"), display(None, "h"), display(2.0, "gb")
+    ('66.7%', '1d02h', '2m', '—', '2 GB')
     """
     if value is None:
         return "—"
-    formats = {"pct": lambda v: f"{100 * v:.1f}%", "h": lambda v: f"{v:.1f} h", "gb": lambda v: f"{v:.2f} GB",
-               "num": lambda v: f"{v:,.1f}"}
+    formats = {"pct": lambda v: f"{100 * v:.1f}%", "h": hours_text, "gb": gb_text, "num": lambda v: f"{v:,.1f}"}
     return formats[kind](value) if kind in formats else str(value)
 
 
@@ -601,18 +609,20 @@ def _notes(name: str, n: Mapping) -> str:
                 f"tolerance of the verdict (docs/qa2.md) for a source of one beam.")
     est = n["burndown"]["estimate"]
     b = n["burndown"]
-    text = f"{b['remaining']} data sets remain ({b['queued']} queued, {b['running']} running, {b['held']} held). "
+    text = (f"{b['remaining']} data sets remain ({b['queued']} queued, {b['running']} running, {b['held']} held, "
+            f"{b['review']} in QA2 review). ")
     if est["finish"]:
         text += (f"Estimated completion {est['finish']} on {est['nodes']} nodes ({est['policy']}, makespan "
-                 f"{est['makespan_h']:.1f} h, lower bound {est['lower_bound_h']:.1f} h)"
+                 f"{hours_text(est['makespan_h'])}, lower bound {hours_text(est['lower_bound_h'])})"
                  + (f"; between {est['finish_p10']} and {est['finish_p90']} (P10-P90)." if est.get("finish_p10")
                     else "."))
     else:
         text += f"No completion estimate: {est['note']}."
     if est["finish"] and est["note"]:
         text += f" {est['note']}."
-    if b["held"]:
-        text += " Held data sets wait for an operator and are not in the estimate."
+    if b["held"] or b["review"]:
+        text += (" Held data sets and those in QA2 review wait for an operator and are not in the estimate"
+                 " (the shaded band; see Needs a person).")
     return text
 
 
@@ -653,27 +663,50 @@ def render_html(numbers: Mapping, pngs: Mapping[str, tuple[bytes, bool]]) -> str
     parts.append("<h2>Details</h2><h3>Failures by category</h3>"
                  + (_table(["category", "attempts"], failures) if failures else f'<p class="empty">{NO_DATA}</p>'))
     runtimes = numbers["runtime_h_by_node"]
-    parts.append("<h3>Runtime of successful attempts (hours)</h3>"
+    parts.append("<h3>Runtime of successful attempts</h3>"
                  + (_table(["node", "attempts", "median", "max"],
-                           [(k, v["count"], v["median"], v["max"]) for k, v in runtimes.items()])
+                           [(k, v["count"], hours_text(v["median"]), hours_text(v["max"])) for k, v in runtimes.items()])
                     if runtimes else f'<p class="empty">{NO_DATA}</p>'))
     t, op, disk = numbers["time_to_product_h"], numbers["operator"], numbers["disk"]
     parts.append("<h3>Time, hardware and operator effort</h3>" + _table(["", "value"], [
         ("queue to accepted product: data sets", t["count"]),
-        ("queue to accepted product: median h", t["median"]),
-        ("queue to accepted product: p90 h", t["p90"]),
-        ("attempt hours", numbers["attempt_hours"]),
+        ("queue to accepted product: median", display(t["median"], "h")),
+        ("queue to accepted product: p90", display(t["p90"], "h")),
+        ("attempt time", display(numbers["attempt_hours"], "h")),
         ("CPU-hours", numbers["cpu_hours"]),
-        ("products on disk, GB (of accepted attempts)",
-         f"{disk['products_gb']:.3f} ({disk['accepted_products_gb']:.3f})"),
+        ("products on disk (of accepted attempts)",
+         f"{display(disk['products_gb'], 'gb')} ({display(disk['accepted_products_gb'], 'gb')})"),
         ("data sets ever held / held now", f"{op['held_datasets']} / {op['held_now']}"),
-        ("hold to release: count, median h, p90 h", f"{op['hold_to_release_h']['count']}, "
+        ("hold to release: count, median, p90", f"{op['hold_to_release_h']['count']}, "
          f"{display(op['hold_to_release_h']['median'], 'h')}, {display(op['hold_to_release_h']['p90'], 'h')}"),
         ("operator actions", ", ".join(f"{k} {v}" for k, v in op["actions_by_kind"].items()) or "none"),
     ]))
+    parts.append(_attention_html(numbers["attention"]))
     parts.append(_by_eye_html(numbers["qa2"].get("by_eye", [])))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _attention_html(att: Mapping) -> str:
+    """The "Needs a person" section: every held data set, QA2 review pair and stale or drained node, as tables."""
+    e = html.escape
+    out = [f'<section id="attention"><h3>Needs a person</h3><p class="note">{e(att["line"])}</p>']
+    if att["held"]:
+        out.append(f"<h4>Held data sets ({len(att['held'])})</h4>")
+        out.append(_table(["uid", "reason", "category", "node", "decisive line", "fix"],
+                          [(h["uid"], h["reason"], h["category"], h["node"], h["excerpt"], h["fix"])
+                           for h in att["held"]]))
+    if att["review"]:
+        out.append(f"<h4>Waiting for a QA2 decision ({len(att['review'])})</h4>")
+        out.append(_table(["uid", "image", "field", "spw", "measure", "ratio", "why", "fix"],
+                          [(r["uid"], p["image"], p["field"], p["spw"], p["measure"], _num(p["ratio"]), p["why"], r["fix"])
+                           for r in att["review"] for p in r["pairs"] or [{"image": None, "field": None,
+                           "spw": None, "measure": None, "ratio": None, "why": r["reason"]}]]))
+    if att["nodes"]:
+        out.append(f"<h4>Nodes ({len(att['nodes'])})</h4>")
+        out.append(_table(["node", "problem", "fix"], [(n["name"], n["problem"], n["fix"]) for n in att["nodes"]]))
+    out.append("</section>")
+    return "\n".join(out)
 
 
 def _by_eye_html(entries: Sequence[Mapping]) -> str:

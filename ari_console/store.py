@@ -19,10 +19,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypedDict
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypedDict
 
-from .alma import DataSet
 from .errors import UserError
+
+if TYPE_CHECKING:  # a hint only: `ari status --json` never compiles alma's patterns
+    from .alma import DataSet
 
 DATASET_STATES = ("queued", "running", "succeeded", "review", "failed", "held", "excluded", "skipped")
 ATTEMPT_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
@@ -224,7 +226,69 @@ def _first_outcomes(conn: sqlite3.Connection) -> None:
                      " END")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes]
+def _tally(conn: sqlite3.Connection) -> None:
+    """Data sets counted by (state, first outcome), kept by trigger: ``ari status`` reads totals and
+    success rates from a dozen rows instead of scanning 100,000 data sets (``tally``); and the data
+    sets of one state in the order they entered it (the held and review lists) from an index.
+
+    ``outcome`` is ``''`` for a data set not tried yet (NULL would never meet its row again).
+    """
+    conn.execute("CREATE INDEX datasets_state_updated ON datasets(state, updated_at, uid)")
+    conn.execute("CREATE TABLE dataset_tally (state TEXT NOT NULL, outcome TEXT NOT NULL,"
+                 " n INTEGER NOT NULL, PRIMARY KEY (state, outcome))")
+    conn.execute("INSERT INTO dataset_tally SELECT state, COALESCE(first_outcome, ''), COUNT(*) FROM datasets"
+                 " GROUP BY 1, 2")
+    add = ("INSERT INTO dataset_tally VALUES (NEW.state, COALESCE(NEW.first_outcome, ''), 1)"
+           " ON CONFLICT (state, outcome) DO UPDATE SET n = n + 1;")
+    drop = "UPDATE dataset_tally SET n = n - 1 WHERE state = OLD.state AND outcome = COALESCE(OLD.first_outcome, '');"
+    conn.execute(f"CREATE TRIGGER datasets_tally_insert AFTER INSERT ON datasets BEGIN {add} END")
+    conn.execute(f"CREATE TRIGGER datasets_tally_delete AFTER DELETE ON datasets BEGIN {drop} END")
+    conn.execute("CREATE TRIGGER datasets_tally_update AFTER UPDATE OF state, first_outcome ON datasets"
+                 " WHEN OLD.state IS NOT NEW.state OR OLD.first_outcome IS NOT NEW.first_outcome"
+                 f" BEGIN {drop} {add} END")
+
+
+def _archive_metadata(conn: sqlite3.Connection) -> None:
+    """What runtime predictions learn from beside size, array and band: spectral windows,
+    channels per window, mosaic, execution blocks (NULL: unknown, never a guessed 0).
+
+    Data sets imported before keep NULL unless their catalogue row carried the column
+    (kept in ``extra`` then): an import of the same catalogue or archive query fills the rest.
+    """
+    for column, kind in META_TYPES.items():
+        conn.execute(f"ALTER TABLE datasets ADD COLUMN {column} {kind}")
+    named = " OR ".join(f"instr(extra, '\"{c}\"') > 0" for c in META_TYPES)  # only rows whose extra names one
+    rows = conn.execute(f"SELECT uid, extra FROM datasets WHERE {named}").fetchall()
+    for uid, extra in rows:
+        values = _metadata_of_extra(json.loads(extra or "{}"))
+        if values:
+            sets = ", ".join(f"{c} = ?" for c in values)
+            conn.execute(f"UPDATE datasets SET {sets} WHERE uid = ?", (*values.values(), uid))
+
+
+META_TYPES = {"n_spw": "INTEGER", "n_chan": "INTEGER", "is_mosaic": "INTEGER", "n_eb": "INTEGER"}
+"""The archive's metadata columns of ``datasets`` (``_archive_metadata``); is_mosaic is 0/1."""
+
+
+def _metadata_of_extra(extra: dict) -> dict:
+    """The metadata columns a catalogue row kept in ``extra`` before they were columns (valid ones only)."""
+    from .alma import _PARSERS
+
+    out = {}
+    for column in META_TYPES:
+        raw = extra.get(column)
+        if raw in (None, ""):
+            continue
+        try:
+            out[column] = _PARSERS[column][0](str(raw))
+        except ValueError:
+            continue
+    return out
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
+                                                          _tally,
+                                                          _archive_metadata]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -476,37 +540,40 @@ class ImportResult:
     unchanged: list[str]
 
 
-_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version")
+_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version", *META_TYPES)
 
 
 def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
-                    now: float, excluded: dict[str, str] | None = None) -> ImportResult:
+                    now: float, excluded: dict[str, str] | None = None, dry_run: bool = False) -> ImportResult:
     """Add new data sets as ``queued`` and refresh the metadata of known ones, atomically.
 
     Importing the same catalogue twice changes nothing; the state and history of
     a known data set are never touched by an import. ``excluded`` maps uids the
     selection rules turned away to their reason: they are kept as ``excluded``
-    with it, never silently dropped.
+    with it, never silently dropped. ``dry_run`` decides every row the same way
+    and writes nothing (what ``ari datasets import --dry-run`` counts).
     """
     excluded = excluded or {}
     added, updated, unchanged = [], [], []
-    with transaction(db, immediate=True):
+    with transaction(db, immediate=not dry_run):
         known = {r["uid"]: r for r in _dicts(db, f"SELECT uid, {', '.join(_META_COLUMNS)}, extra FROM datasets")}
         for ds in datasets:
             row = ds.row()
             extra = json.dumps(ds.extra, sort_keys=True)
             old = known.get(ds.uid)
             if old is None:
+                added.append(ds.uid)
+                if dry_run:
+                    continue
                 state = "excluded" if ds.uid in excluded else "queued"
                 db.conn.execute(
-                    "INSERT INTO datasets (uid, project, array, band, size_gb, mem_gb, hours, casa_version, extra,"
-                    " source, state, reason, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO datasets (uid, {', '.join(_META_COLUMNS)}, extra, source, state, reason,"
+                    f" created_at, updated_at) VALUES ({', '.join('?' * (len(_META_COLUMNS) + 7))})",
                     (*[row[c] for c in ("uid", *_META_COLUMNS)], extra, source, state, excluded.get(ds.uid),
                      now, now),
                 )
                 record_event(db, "imported", now, uid=ds.uid, new=state,
                              detail={"source": source, **({"reason": excluded[ds.uid]} if ds.uid in excluded else {})})
-                added.append(ds.uid)
                 continue
             changes = {c: row[c] for c in _META_COLUMNS if row[c] is not None and row[c] != old[c]}
             if extra != old["extra"] and ds.extra:
@@ -514,11 +581,13 @@ def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
             if not changes:
                 unchanged.append(ds.uid)
                 continue
+            updated.append(ds.uid)
+            if dry_run:
+                continue
             sets = ", ".join(f"{c} = ?" for c in changes)
             db.conn.execute(f"UPDATE datasets SET {sets}, updated_at = ? WHERE uid = ?",
                             (*changes.values(), now, ds.uid))
             record_event(db, "metadata", now, uid=ds.uid, detail={"changed": sorted(changes)})
-            updated.append(ds.uid)
     return ImportResult(added, updated, unchanged)
 
 
@@ -566,6 +635,10 @@ class DataSetRow(TypedDict, total=False):
     updated_at: float
     rev: int                     # the revision of its last write (``_revisions``)
     first_outcome: str | None    # its first finished attempt's state (``_first_outcomes``)
+    n_spw: int | None            # spectral windows (None: unknown; ``_archive_metadata``)
+    n_chan: int | None           # channels per window, their mean
+    is_mosaic: int | None        # 1 mosaic, 0 single field, None unknown
+    n_eb: int | None             # execution blocks
 
 
 class AttemptRow(TypedDict, total=False):
@@ -605,11 +678,42 @@ def _decode_dataset(row: dict) -> DataSetRow:
     return row
 
 
+_QUEUE_COLUMNS = f"uid, state, array, band, size_gb, mem_gb, hours, casa_version, {', '.join(META_TYPES)}, overrides"
+
+
 def queue(db: Database) -> list[DataSetRow]:
     """Queued data sets with just what placement needs (cheap at 10,000 rows: no ``extra``)."""
     return [_decode_dataset(row) for row in _dicts(
-        db, "SELECT uid, array, band, size_gb, mem_gb, hours, casa_version, overrides FROM datasets"
-            " WHERE state = 'queued' ORDER BY created_at, uid")]
+        db, f"SELECT {_QUEUE_COLUMNS} FROM datasets WHERE state = 'queued' ORDER BY created_at, uid")]
+
+
+def queue_changes(db: Database, rev: int) -> tuple[int, list[DataSetRow]]:
+    """(the revision now, the data sets written after revision ``rev`` in any state), with what
+    :func:`queue` gives: a reader that keeps the queue updates it from these alone.
+
+    >>> with open_db(":memory:") as db:
+    ...     _ = import_datasets(db, [DataSet("uid://A001/X1/X1", "2016.1.00123.S")], "a.csv", now=1.0)
+    ...     rev, rows = queue_changes(db, 0)
+    ...     rev, [(r["uid"], r["state"]) for r in rows], queue_changes(db, rev)[1]
+    (1, [('uid://A001/X1/X1', 'queued')], [])
+    """
+    with transaction(db):
+        now_rev = revision(db)
+        rows = _dicts(db, f"SELECT {_QUEUE_COLUMNS} FROM datasets WHERE rev > ? ORDER BY created_at, uid", [rev])
+    return now_rev, [_decode_dataset(row) for row in rows]
+
+
+def failed_tries(db: Database, uids: Iterable[str] | None = None) -> dict[str, int]:
+    """uid -> attempts that failed, were lost or cancelled (of ``uids``, or of every data set)."""
+    sql = ("SELECT uid, COUNT(*) FROM attempts WHERE state IN ('failed', 'lost', 'cancelled')")
+    if uids is None:
+        return dict(db.conn.execute(sql + " GROUP BY uid").fetchall())
+    uids, out = list(uids), {}
+    for i in range(0, len(uids), 500):
+        chunk = uids[i:i + 500]
+        out.update(db.conn.execute(sql + f" AND uid IN ({', '.join('?' * len(chunk))}) GROUP BY uid",
+                                   chunk).fetchall())
+    return out
 
 
 def queue_signature(db: Database) -> tuple[int, float | None, int]:
@@ -690,12 +794,16 @@ def attempt_summary_failures(db: Database) -> dict[str, int]:
                                 " WHERE state IN ('failed','lost') GROUP BY 1").fetchall())
 
 
-def newest_attempts_in_state(db: Database, state: str) -> list[dict]:
-    """The data sets in ``state`` with their reason and newest attempt's node, category, signature, excerpt."""
+def newest_attempts_in_state(db: Database, state: str, limit: int | None = None) -> list[dict]:
+    """The data sets in ``state`` (least recently changed first; the first ``limit``) with their reason and newest
+    attempt's node, category, signature, excerpt."""
+    # Why the inner SELECT: it picks the ``limit`` data sets along the (state, updated_at, uid) index
+    # before any attempt is looked up, so 5,000 held data sets cost 100 lookups, not 5,000.
     return _dicts(db, "SELECT d.uid, d.project, d.reason, d.updated_at, a.id AS attempt_id, a.node, a.category,"
-                      " a.signature, a.excerpt FROM datasets d LEFT JOIN attempts a ON a.id ="
-                      " (SELECT MAX(id) FROM attempts WHERE uid = d.uid) WHERE d.state = ? ORDER BY d.updated_at, d.uid",
-                  [state])
+                      " a.signature, a.excerpt FROM (SELECT uid, project, reason, updated_at FROM datasets"
+                      " INDEXED BY datasets_state_updated WHERE state = ? ORDER BY updated_at, uid LIMIT ?) d LEFT JOIN attempts a ON a.id ="
+                      " (SELECT MAX(id) FROM attempts WHERE uid = d.uid) ORDER BY d.updated_at, d.uid",
+                  [state, -1 if limit is None else limit])
 
 
 def qa2_mark(db: Database) -> tuple:
@@ -704,9 +812,23 @@ def qa2_mark(db: Database) -> tuple:
 
 
 def counts(db: Database) -> dict[str, int]:
-    """Data sets per state (one indexed query)."""
-    found = dict(db.conn.execute("SELECT state, COUNT(*) FROM datasets GROUP BY state").fetchall())
+    """Data sets per state (from the tally the triggers keep: a dozen rows at any size).
+
+    >>> db = open_db(":memory:"); counts(db)["queued"]
+    0
+    """
+    found = dict(db.conn.execute("SELECT state, SUM(n) FROM dataset_tally GROUP BY state").fetchall())
     return {state: found.get(state, 0) for state in DATASET_STATES}
+
+
+def tally(db: Database) -> dict[tuple[str, str | None], int]:
+    """(state, first outcome) -> data sets; the outcome None for data sets never tried.
+
+    >>> db = open_db(":memory:"); tally(db)
+    {}
+    """
+    return {(state, outcome or None): n for state, outcome, n in
+            db.conn.execute("SELECT state, outcome, n FROM dataset_tally WHERE n > 0")}
 
 
 def dataset(db: Database, uid: str) -> DataSetRow | None:
@@ -1064,6 +1186,15 @@ def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dic
                             (uid, attempt_id, *values, detail, rules_version))
 
 
+def discrepant_qa2_in_state(db: Database, state: str) -> list[dict]:
+    """The discrepant QA2 pairs of every data set in ``state``, in one query (the attention view's reviews)."""
+    rows = _dicts(db, "SELECT q.* FROM qa2_results q JOIN datasets d ON d.uid = q.uid"
+                      " WHERE d.state = ? AND q.verdict = 'discrepant' ORDER BY q.uid, q.id", [state])
+    for row in rows:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+    return rows
+
+
 def qa2_results(db: Database, uid: str | None = None) -> list[dict]:
     """Stored QA2 pairs, discrepant first."""
     where, args = ("WHERE uid = ?", [uid]) if uid else ("", [])
@@ -1121,7 +1252,8 @@ def finished_history(db: Database, limit: int | None = None) -> list[dict]:
     ``limit``: only the newest that many (in id order still).
     """
     rows = _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
-                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band FROM attempts a"
+                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb"
+                      " FROM attempts a"
                       " JOIN datasets d ON d.uid = a.uid"
                       " WHERE a.state IN ('succeeded','failed') AND a.started_at IS NOT NULL"
                       " AND a.ended_at IS NOT NULL ORDER BY a.id" + (" DESC LIMIT ?" if limit else ""),
@@ -1142,9 +1274,10 @@ def status(db: Database) -> dict:
             " WHERE state IN ('pending','running') ORDER BY started_at, id",
         )
         node_rows = nodes(db)
-        tried, first_ok, ok = db.conn.execute(
-            "SELECT COUNT(first_outcome), SUM(first_outcome = 'succeeded'),"
-            " SUM(first_outcome IS NOT NULL AND state = 'succeeded') FROM datasets").fetchone()
+        by = tally(db)
+    tried = sum(n for (_, outcome), n in by.items() if outcome)
+    first_ok = sum(n for (_, outcome), n in by.items() if outcome == "succeeded")
+    ok = sum(n for (state, outcome), n in by.items() if outcome and state == "succeeded")
     return {"datasets": sum(totals.values()), "totals": totals, "nodes": node_rows, "running": running,
             "success_first_try": round(first_ok / tried, 4) if tried else None,
             "success_after_retries": round(ok / tried, 4) if tried else None}

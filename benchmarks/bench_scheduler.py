@@ -9,14 +9,14 @@ data sets with 0 avoidable failures; 6000 data sets x 31 nodes simulated in
 under 2 s. Run: ``.venv/bin/python -m benchmarks.bench_scheduler [seeds...]``.
 
 Hidden truth (issue 22; ``--hidden``): workloads from :mod:`benchmarks.hidden`
-(four generators with different hidden models) whose runtimes and memory
+(seven generators with different hidden models) whose runtimes and memory
 the scheduler never sees; the replay learns them. Printed per generator and
 seed, every policy on the same replay: makespan against the clairvoyant LP
 lower bound (target <= 1.10x), CPU-hours wasted on killed attempts (target
 <= 3%), kills, data sets completed / given up, the forecast made at 10% of
 the work (the actual finish inside P10-P90 and within 10% of P50), and the
 CPU seconds of the replay (target < 3 s).
-Run: ``.venv/bin/python -m benchmarks.bench_scheduler --hidden [seeds...]``.
+Run: ``.venv/bin/python -m benchmarks.bench_scheduler --hidden [seeds...] [models...]``.
 """
 
 from __future__ import annotations
@@ -130,8 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     """Print the figures for the seeds given (default: the tuning seed and five others)."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "--hidden":
-        seeds = [int(a) for a in args[1:]] or [1, 2]
-        hidden(seeds, list(hidden_models.MODELS))
+        seeds = [int(a) for a in args[1:] if a.isdigit()] or [1, 2]
+        models = [a for a in args[1:] if not a.isdigit()] or list(hidden_models.MODELS)
+        unknown = [m for m in models if m not in hidden_models.MODELS]
+        if unknown:
+            raise SystemExit(f"--hidden: unknown model {unknown[0]!r} — known: {', '.join(hidden_models.MODELS)}")
+        hidden(seeds, models)
         return
     seeds = [int(a) for a in args] or [1, 2, 3, 4, 5, 6]
     print(f"{'seed':>4} {'policy':>7} {'makespan_h':>10} {'bound_h':>8} {'gap':>7} "

@@ -16,6 +16,15 @@ on the others:
   for reasons no metadata shows (a restarted pipeline stage, a slow disk).
 - ``bands``: band and array effects the predictor has no feature for
   (bands 9-10 twice as slow, 7 m much faster), memory growing with band.
+- ``heavy``: hours driven by the cube (spws x channels), hardly by size,
+  with heavy-tailed scatter (Student t, 3 degrees of freedom, in log hours):
+  a few data sets take 5-20x their like.
+- ``imsize``: memory grows with the image (channels x mosaic x a field of
+  view that widens at low band), runtime grows with memory (swapping
+  cubes); the big-memory data sets are also the long ones.
+- ``hetero``: hours a power law of size and execution blocks whose scatter
+  grows with size (small data sets predictable, the biggest ones spread
+  0.9 in log hours): the long ones are exactly the uncertain ones.
 """
 
 from __future__ import annotations
@@ -84,7 +93,31 @@ def bands(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return _scaled(raw * np.exp(rng.normal(0, 0.45, len(raw)))), mem
 
 
-MODELS = {"loglinear": loglinear, "cubes": cubes, "hiccups": hiccups, "bands": bands}
+def heavy(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    chans = m["n_spw"] * m["n_chan"] / 7680.0
+    raw = (m["size_gb"] ** 0.2 * chans ** 0.7 * np.where(m["is_mosaic"], 1.6, 1.0)
+           * np.where(m["array"] == "7m", 0.6, 1.0))
+    noise = np.clip(0.35 * rng.standard_t(3, len(raw)), -2.0, 3.0)
+    return _scaled(raw * np.exp(noise)), _memory(m, rng, 0.6)
+
+
+def imsize(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    chans = m["n_spw"] * m["n_chan"] / 7680.0
+    field = (7.0 / m["band"]) ** 1.2 * np.where(m["is_mosaic"], 3.0, 1.0) * np.where(m["array"] == "7m", 0.5, 1.0)
+    mem = np.clip(10.0 * (chans * field) ** 0.6 * np.exp(rng.normal(0, 0.35, len(chans))), 2.0, 900.0)
+    raw = (m["size_gb"] ** 0.5 * (mem / 10.0) ** 0.6 * np.where(m["array"] == "7m", 0.6, 1.0))
+    return _scaled(raw * np.exp(rng.normal(0, 0.45, len(raw)))), mem
+
+
+def hetero(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    chans = m["n_spw"] * m["n_chan"] / 7680.0
+    raw = m["size_gb"] ** 0.6 * m["n_eb"] ** 0.5 * chans ** 0.2 * np.where(m["is_mosaic"], 1.3, 1.0)
+    spread = np.clip(0.15 + 0.25 * np.log(m["size_gb"] / 5.0), 0.1, 0.9)
+    return _scaled(raw * np.exp(rng.normal(0, 1, len(raw)) * spread)), _memory(m, rng, 0.4)
+
+
+MODELS = {"loglinear": loglinear, "cubes": cubes, "hiccups": hiccups, "bands": bands,
+          "heavy": heavy, "imsize": imsize, "hetero": hetero}
 
 
 def workload(model: str, n: int = 6000, seed: int = 1

@@ -37,17 +37,20 @@ def test_project_codes_arrays_and_bands_normalise():
 def test_catalogue_csv_reads_every_column(tmp_path):
     path = tmp_path / "cat.csv"
     path.write_text(
-        "uid,project,array,band,size_gb,mem_gb,hours,note\n"
-        "uid___A001_X1296_X1d3,2016.1.00123.S,12m,6,12.5,16,6,first\n"
+        "uid,project,array,band,size_gb,mem_gb,hours,n_spw,n_chan,is_mosaic,n_eb,note\n"
+        "uid___A001_X1296_X1d3,2016.1.00123.S,12m,6,12.5,16,6,4,1920,T,2,first\n"
         "# a comment line\n"
         "\n"
-        "uid://A001/X1296/X1d5,2016.1.00123.S,7m,B3,,,,\n"
+        "uid://A001/X1296/X1d5,2016.1.00123.S,7m,B3,,,,,,,,\n"
     )
     first, second = read_datasets_csv(path)
     assert first.row() == {"uid": "uid://A001/X1296/X1d3", "project": "2016.1.00123.S", "array": "12m",
-                           "band": 6, "size_gb": 12.5, "mem_gb": 16.0, "hours": 6.0, "casa_version": None}
+                           "band": 6, "size_gb": 12.5, "mem_gb": 16.0, "hours": 6.0, "casa_version": None,
+                           "n_spw": 4, "n_chan": 1920, "is_mosaic": True, "n_eb": 2}
     assert first.extra == {"note": "first"}
     assert (second.array, second.band, second.size_gb) == ("7m", 3, None)
+    # empty metadata cells are unknown, never a guessed 0 or false
+    assert (second.n_spw, second.n_chan, second.is_mosaic, second.n_eb) == (None, None, None, None)
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,10 @@ def test_catalogue_csv_reads_every_column(tmp_path):
         ("uid,project\nuid://A001/X1/X2,2016.1.123.S\n", 'line 2: project "2016.1.123.S" is not valid'),
         ("uid,project,size_gb\nuid://A001/X1/X2,2016.1.00123.S,-3\n", 'line 2: size_gb "-3" is not valid'),
         ("uid,project,band\nuid://A001/X1/X2,2016.1.00123.S,12\n", 'line 2: band "12" is not valid'),
+        ("uid,project,n_spw\nuid://A001/X1/X2,2016.1.00123.S,0\n",
+         'line 2: n_spw "0" is not valid — write a number of spectral windows, e.g. 4'),
+        ("uid,project,is_mosaic\nuid://A001/X1/X2,2016.1.00123.S,maybe\n",
+         'line 2: is_mosaic "maybe" is not valid — write true or false'),
         ("uid,array\nuid://A001/X1/X2,12m\n", "line 1: header lacks project"),
         ("uid,project\nuid://A001/X1/X2,2016.1.00123.S\nuid___A001_X1_X2,2016.1.00123.S\n",
          "line 3: uid://A001/X1/X2 is already on line 2"),

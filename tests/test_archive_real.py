@@ -225,6 +225,10 @@ def test_a_dry_run_lists_which_mous_it_would_queue(tmp_path, real_archive):
     assert [m["uid"] for m in dry["mous"]] == [MOUS] and dry["mous"][0]["new"]
     text = ari(tmp_path, "datasets", "import", "--mous", MOUS, "--dry-run").stdout
     assert MOUS in text
+    real = json.loads(ari(tmp_path, "datasets", "import", "--mous", MOUS, "--json").stdout)
+    assert [real[k] for k in ("added", "updated", "unchanged")] == [dry[k] for k in ("added", "updated", "unchanged")]
+    again = json.loads(ari(tmp_path, "datasets", "import", "--mous", MOUS, "--dry-run", "--json").stdout)
+    assert (again["added"], again["unchanged"], again["mous"][0]["new"]) == (0, 1, False)
 
 
 def test_the_ari_l_preset_excludes_a_cycle_5_project_with_the_reason(tmp_path, real_archive):
@@ -266,3 +270,23 @@ def test_sizes_the_archive_gives_as_minus_one_are_unknown_never_negative(tmp_pat
     assert json.loads(ari(tmp_path, "datasets", "list", "--json").stdout)[0]["size_gb"] is None
     text = ari(tmp_path, "datasets", "show", MOUS).stdout
     assert "unknown" in text and "-1" not in text
+
+
+def test_a_real_mous_brings_its_windows_channels_mosaic_and_execution_blocks(tmp_path, real_archive):
+    host, port = real_archive.server_address[:2]
+    campaign(tmp_path, f"http://{host}:{port}")
+    assert ari(tmp_path, "datasets", "import", "--mous", MOUS).returncode == 0
+    (row,) = json.loads(ari(tmp_path, "datasets", "list", "--json").stdout)
+    # The real row's four windows (963, 63, 963 and 1966 channels at their resolution) and the two
+    # windows of the other rows (512 each): six windows, 830 channels each on average.
+    assert (row["n_spw"], row["n_chan"]) == (6, 830)
+    assert row["is_mosaic"] == 1  # obscore says T
+    assert row["n_eb"] == 4  # the four raw ASDMs DataLink lists
+
+
+def test_without_datalink_the_execution_blocks_stay_unknown(tmp_path, real_archive):
+    from ari_console.archive.client import query_mous
+
+    host, port = real_archive.server_address[:2]
+    mous = query_mous(f"http://{host}:{port}/tap", MOUS, with_datalink=False, timeout=10)
+    assert mous.dataset.n_eb is None and mous.dataset.n_spw == 6 and mous.dataset.is_mosaic is True

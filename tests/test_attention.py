@@ -44,3 +44,19 @@ def test_held_list_shows_the_reason_and_attempts_show_the_excerpt(tmp_path):
     first_line = store.attempt(db, camp.failed_attempt)["excerpt"].splitlines()[0]
     db.conn.close()
     assert "excerpt" in attempts and first_line[:40] in attempts
+
+
+def test_status_lists_the_longest_waiting_and_counts_every_held_data_set(tmp_path):
+    camp = sample.build(tmp_path, n=2300, running=4)
+    db = store.open_db(camp.db_path)
+    held = store.datasets(db, state="held")
+    db.conn.close()
+    assert len(held) > 100
+    att = json.loads(_ari(camp, "status", "--json"))["attention"]
+    assert att["held_total"] == len(held) and len(att["held"]) == 100
+    oldest = sorted(held, key=lambda d: (d["updated_at"], d["uid"]))[:100]
+    assert [h["uid"] for h in att["held"]] == [d["uid"] for d in oldest]
+    assert att["line"].startswith(f"needs a person: {len(held):,} held data sets")
+    assert att["count"] == len(held) + att["review_total"] + len(att["nodes"])
+    text = _ari(camp, "status")
+    assert f"and {len(held) - 100:,} more held" in text and "ari datasets list --state held" in text

@@ -329,3 +329,60 @@ def test_a_spec_the_console_got_wrong_holds_the_data_set_and_never_blames_the_no
         assert not any("no launch there" in e for r in reports for e in r.errors)  # no backoff of the node
         assert not any(n["drained"] for n in store.nodes(engine.db))
         assert nodes_to_drain({"local": ["unknown"] * 5, "other": [None]}) == {}
+
+
+def test_the_log_mirror_follows_a_log_truncated_or_rotated_on_the_node(tmp_path):
+    from ari_console.nodes.transport import LocalTransport
+
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {})])
+    work = tmp_path / "scratch" / "a1"
+    work.mkdir(parents=True)
+    with Engine(cfg) as engine:
+        aid = store.create_attempt(engine.db, "uid://A001/X1/X1", "local", time.time())
+        store.update_attempt(engine.db, aid, time.time(), state="running", work_dir=str(work),
+                             handle={"batch": "none", "pid": 1, "work_dir": str(work), "node": "local"})
+        log, transport = work / "image.log", LocalTransport()
+
+        def mirrored() -> str:
+            engine._mirror_logs(store.attempt(engine.db, aid), transport)
+            m = {Path(m["mirror"]).name: m for m in store.log_mirrors(engine.db, aid)}["image.log"]
+            assert m["offset"] == Path(m["mirror"]).stat().st_size
+            return Path(m["mirror"]).read_text()
+
+        log.write_text("".join(f"first run {i}\n" for i in range(500)))
+        assert mirrored() == log.read_text()
+        log.write_text("second run 0\n")  # truncated and written again
+        assert mirrored() == "second run 0\n"
+        log.rename(work / "image.log.1")  # rotated: a new file, already longer than the old one
+        log.write_text("".join(f"third run {i}\n" for i in range(600)))
+        assert mirrored() == log.read_text()
+
+
+def test_logs_follow_starts_again_when_the_mirrored_log_was_truncated(tmp_path):
+    import threading
+
+    from tests import sample_campaign as sample
+
+    camp = sample.build(tmp_path, n=60, running=4)
+    db = store.open_db(camp.db_path)
+    uid = store.attempt(db, camp.running_attempt)["uid"]
+    db.conn.close()
+    ari = Path(sys.executable).parent / "ari"
+    proc = subprocess.Popen([str(ari), "-c", str(camp.config.path), "logs", uid, "-f"], stdout=subprocess.PIPE,
+                            text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+
+    def printed(text: str) -> bool:
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(text in ln for ln in lines):
+            time.sleep(0.1)
+        return any(text in ln for ln in lines)
+
+    try:
+        assert printed("Major cycle 2")  # the whole mirror
+        camp.running_log.write_text("a new run 1\n")  # shorter than what it printed: truncated
+        assert printed("a new run 1")
+    finally:
+        proc.kill()
+        proc.wait()

@@ -364,6 +364,33 @@ def test_hidden_truth_csv_replays_on_the_truth_and_reports_kills_waste_and_forec
     assert all(f["p10_h"] <= f["p50_h"] <= f["p90_h"] for f in data["forecasts"])
 
 
+def test_plan_sizes_the_cluster_on_the_hidden_truth_never_on_the_predictions(tmp_path):
+    queue, truth, _ = hidden_case(120, seed=5)
+    truth = {u: (3 * h, m) for u, (h, m) in truth.items()}  # the archive's data sets are slower than the prior says
+    rows = ["uid,size_gb,n_spw,n_chan,array,true_hours,true_mem_gb"]
+    rows += [f"{d.uid},{d.size_gb},{d.n_spw},{d.n_chan},{d.array},{truth[d.uid][0]:.4f},{truth[d.uid][1]:.2f}"
+             for d in queue]
+    (tmp_path / "w.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "n.toml").write_text(NODES_TOML)
+    work = est.read_workload((tmp_path / "w.csv").read_text())
+    nodes = est.parse_nodes(NODES_TOML)
+    deadline_h = 0.5 * est.simulate(work.datasets, nodes, actual=work.truth).makespan_h
+    result = CliRunner().invoke(app, ["plan", "--deadline", f"{deadline_h:.3f}", "--workload", str(tmp_path / "w.csv"),
+                                      "--nodes", str(tmp_path / "n.toml"), "--add-class", "mup", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["hidden_truth"] is True and data["add"] >= 1
+    # the answer holds on the truth: with one node fewer the replay on the truth misses the deadline
+    assert data["makespan_h"] <= data["deadline_h"] < est.simulate(
+        work.datasets, est.add_nodes(nodes, "mup", data["add"] - 1), actual=work.truth).makespan_h
+    assert data["lower_bound_h"] >= est.lower_bound(
+        work.datasets, est.add_nodes(nodes, "mup", data["add"]),
+        predictions=est.truth_predictions(work.datasets, work.truth)).hours - 1e-3
+    # sizing on the predictions alone (the truth read as unknown) would have bought too few nodes
+    blind = est.nodes_needed(work.datasets, nodes, "mup", float(f"{deadline_h:.3f}"))
+    assert blind.add is not None and blind.add < data["add"]
+
+
 def test_workload_truth_columns_stay_out_of_the_data_sets():
     work = est.read_workload("uid,size_gb,hours,is_mosaic,n_eb,true_hours,true_mem_gb\na,10,4,true,2,7.5,30\n")
     ds = work.datasets[0]
@@ -380,7 +407,7 @@ def test_simulate_table_says_what_fifo_gave_up_beside_its_makespan(files):
     result = CliRunner().invoke(app, ["simulate", "--workload", str(files / "w.csv"),
                                       "--nodes", str(files / "n.toml"), "--policy", "fifo"])
     assert result.exit_code == 0, result.output
-    assert "given up" in result.stdout and "h per data set at speed 1.0" in result.stdout
+    assert "given up" in result.stdout and "per data set at speed 1.0" in result.stdout
 
 
 def test_campaign_estimate_gives_a_band_around_its_finish():
@@ -395,3 +422,23 @@ def test_campaign_estimate_gives_a_band_around_its_finish():
     assert 0 < p10 < p50 < p90
     assert p10 * 0.9 <= result.remaining_h <= p90 * 1.1
     assert result.band[1] == now + timedelta(hours=p50) and result.slots == 4
+
+
+def test_plan_names_what_can_never_run_instead_of_answering_add_0_alone(files):
+    args = ["plan", "--deadline", "365d", "--workload", str(files / "w.csv"), "--nodes", str(files / "n.toml"),
+            "--add-class", "mup"]
+    data = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert data["add"] == 0 and data["datasets"] == 151 and data["never_run"] == 1
+    [group] = data["never_run_groups"]
+    assert (group["kind"], group["count"], group["uids"]) == ("memory", 1, ["uid://A001/X1/Xhuge"])
+    assert "2000 GB" in group["example"] and group["fix"].startswith("add a node with that much memory")
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "add 0 × mup for the 150 that can run; 1 of 151 can never run" in result.stdout
+    assert "1 can never run (memory: needs 2000 GB memory" in result.output and "uid://A001/X1/Xhuge" in result.output
+    # a node big enough for it, added as the class, leaves nothing that can never run
+    bigger = NODES_TOML + '\n[[node]]\nname = "fat"\nslots = 1\nmem_gb = 4096\nwalltime_h = 48\nspeed = 1.0\n'
+    (files / "n2.toml").write_text(bigger)
+    args2 = [a if a != str(files / "n.toml") else str(files / "n2.toml") for a in args]
+    args2[args2.index("mup")] = "fat"
+    assert json.loads(CliRunner().invoke(app, [*args2, "--json"]).stdout)["never_run"] == 0

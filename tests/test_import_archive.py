@@ -35,6 +35,10 @@ def test_project_import_fills_the_queue_with_its_mous_and_metadata(tmp_path, arc
     archive = first["extra"]["archive"]
     assert any(f["name"].endswith(".asdm.sdm.tar") and f["semantics"] == "#progenitor" for f in archive["inputs"])
     assert all(not f["name"].endswith(".fits") for f in archive["inputs"]) and archive["qa2_files"]
+    for r in queued:  # what runtime predictions learn from, as the archive's rows and DataLink give it
+        raws = [f for f in r["extra"]["archive"]["inputs"] if f["semantics"] == "#progenitor"]
+        assert r["n_spw"] == 2 and r["n_chan"] >= 1 and r["n_eb"] == len(raws) >= 1
+        assert r["is_mosaic"] == (1 if r["extra"]["archive"]["is_mosaic"] == "T" else 0)
     for r in rows:
         if r["state"] == "excluded":
             assert r["reason"]  # never silently dropped

@@ -6,7 +6,7 @@ import pytest
 
 from ari_console.config import parse_config
 from ari_console.errors import UserError
-from ari_console.nodes import NodeUnreachable, connect
+from ari_console.nodes import NodeUnreachable, connect, ops
 from ari_console.nodes.probe import probe
 from ari_console.nodes.transport import LocalTransport, SSHTarget, SSHTransport
 
@@ -49,6 +49,59 @@ def test_files_write_read_and_tail_from_an_offset_over_ssh(sshd, tmp_path):
     t.get(path, tmp_path / "copy.log")
     assert (tmp_path / "copy.log").read_bytes() == Path(path).read_bytes()
     t.close()
+
+
+@pytest.mark.sshd
+def test_a_log_tail_follows_growth_truncation_and_rotation_without_losing_a_line(sshd, tmp_path):
+    for t in transports(sshd):
+        log = tmp_path / f"{t.name}.log"
+        path = str(log)
+        assert ops.follow(t, path, 0) == (0, b"")  # no file yet
+        written, mirror = [], bytearray()
+
+        def write(lines, mode="ab"):
+            with open(log, mode) as fh:
+                fh.write("".join(f"{x}\n" for x in lines).encode())
+            written.extend(lines)
+
+        def catch_up(limit=1 << 20):
+            """What the engine's mirror does: write each answer at its start, drop what follows."""
+            while True:
+                start, data = ops.follow(t, path, len(mirror), limit)
+                if not data and start == len(mirror):
+                    return
+                del mirror[start:]
+                mirror.extend(data)
+
+        write([f"line {i} " + "x" * 100 for i in range(30_000)])  # 3.3 MB: several reads of 1 MB
+        catch_up()
+        assert mirror == log.read_bytes()
+        write(["one more"])
+        catch_up()
+        assert mirror.decode().splitlines()[-2:] == [written[-2], "one more"]
+        # truncated in place (same file): read again from its start
+        written.clear()
+        write(["after truncation 1", "after truncation 2"], mode="wb")
+        catch_up()
+        assert mirror.decode().splitlines() == written
+        # rotated: the old file renamed away (still open on the node's side), a new one started
+        write([f"old {i}" for i in range(2000)])
+        catch_up()
+        log.rename(tmp_path / f"{t.name}.log.1")
+        written.clear()
+        write(["new file 1"], mode="wb")
+        catch_up()
+        assert mirror.decode().splitlines() == ["new file 1"]
+        write([f"new file {i}" for i in range(2, 500)])
+        catch_up(limit=4096)  # small reads: a partial last line comes whole on the next read
+        assert mirror.decode().splitlines() == written
+        # rotated again, and the new file outgrew the old one before the next read
+        log.rename(tmp_path / f"{t.name}.log.2")
+        written.clear()
+        write([f"newer {i} " + "y" * 40 for i in range(1000)], mode="wb")
+        catch_up()
+        assert mirror.decode().splitlines() == written
+        t.close()
 
 
 @pytest.mark.sshd

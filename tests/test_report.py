@@ -17,6 +17,7 @@ from ari_console import actions, store
 from ari_console.alma import DataSet
 from ari_console.cli import app
 from ari_console.config import load_config
+from ari_console.formatting import gb_text, hours_text
 from ari_console.qa2.compare import compare
 
 ARI = str(Path(sys.executable).parent / "ari")
@@ -167,6 +168,8 @@ def shown(text: str, value):
     text = text.strip()
     if value is None:
         return text == "—"
+    if isinstance(value, float) and text in (hours_text(value), gb_text(value)):  # read as everywhere else
+        return True
     if text.endswith("%"):
         return abs(float(text[:-1]) / 100 - value) <= 0.0005 + 1e-9
     if text.endswith(" GB"):
@@ -227,7 +230,7 @@ def test_report_shows_every_plot_and_the_numbers_of_its_json(campaign, browser):
         assert shown(text, value), (key, text, value)
     keys = dict(headline)
     assert keys["coverage.share"] == "50.0%" and keys["success.first_try"] == "25.0%"
-    assert keys["success.after_retries"] == "75.0%" and keys["time_to_product_h.p90"] == "26.4 h"
+    assert keys["success.after_retries"] == "75.0%" and keys["time_to_product_h.p90"] == "1d02h"
     assert "86.0% of 3,202" in page.inner_text("#coverage-reference")
     assert not_blank(page.screenshot(full_page=True))
     page.close()
@@ -315,3 +318,46 @@ def test_a_discrepant_pair_is_shown_by_eye_with_both_images_and_its_sources(camp
     assert uid in text and "discrepant" in text and re.search(r"flux ratio 1\.4[0-9]", text)
     assert "wait for an operator's QA2 decision" in page.inner_text("#coverage-reference")
     page.close()
+
+
+def test_the_report_names_what_needs_a_person_in_tables_with_the_numbers_of_status(campaign, browser):
+    db = store.open_db(campaign / "ari.db")
+    F = "uid://A001/X1/X6"  # F: imaged, one of its two pairs discrepant in flux: waits for a QA2 decision
+    f = store.create_attempt(db, F, "cluster", time.time() - 3 * H)
+    finish(db, f, time.time() - 3 * H, 2, "succeeded")
+    pairs = qa2_pairs((200.0, 1.0), (200.0, 1.4))
+    pairs[1]["pl"] = "/p/X6/member.uid___A001_X1_X6.NGC1234_sci.spw17.cont.I.pbcor.fits"
+    store.save_qa2(db, F, f, pairs)
+    store.set_dataset_state(db, F, "review", time.time(), reason="QA2 discrepant")
+    db.conn.close()
+
+    out = report(campaign)
+    status = json.loads(CliRunner().invoke(app, ["-c", str(campaign / "ari.toml"), "status", "--json"]).stdout)
+    assert out["attention"]["held"] == status["attention"]["held"]  # the same numbers as `ari status`
+    assert [h["uid"] for h in out["attention"]["held"]] == ["uid://A001/X1/X5"]
+    assert out["attention"]["held"][0]["reason"] == "calibration tables missing"
+    review = out["attention"]["review"]
+    assert [r["uid"] for r in review] == [F] and len(review[0]["pairs"]) == 1
+    pair = review[0]["pairs"][0]
+    assert (pair["image"], pair["measure"], pair["ratio"]) == (Path(pairs[1]["pl"]).name, "flux",
+                                                                pytest.approx(1.4, abs=0.01))
+
+    page, _ = open_page(browser, Path(out["html"]))
+    rows = page.eval_on_selector_all("#attention tr", "els => els.map(e => e.innerText)")
+    held_row = next(r for r in rows if "uid://A001/X1/X5" in r)
+    assert "calibration tables missing" in held_row and "ari release uid://A001/X1/X5" in held_row
+    review_row = next(r for r in rows if F in r)
+    assert Path(pairs[1]["pl"]).name in review_row and "flux" in review_row and "1.4" in review_row
+    assert f"ari accept {F}" in review_row
+    assert "needs a person: 1 held data set, 1 QA2 review" in page.inner_text("#attention")
+    page.close()
+
+    # the burn-down's axis runs to every eligible data set, and what waits for a person is shaded apart
+    from ari_console import report as report_module
+
+    with store.open_db(campaign / "ari.db") as db:
+        data = report_module.collect(db, load_config(campaign / "ari.toml"), time.time())
+    fig, ax = report_module._figure()
+    assert report_module._plot_burndown(ax, data)
+    assert ax.get_ylim() == (0, pytest.approx(6 * 1.05))  # 6 eligible, though only 3 remain
+    assert any("held (1) or in QA2 review (1)" in t.get_text() for t in ax.get_legend().get_texts())

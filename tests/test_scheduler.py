@@ -205,3 +205,69 @@ def test_prior_without_history_follows_the_study_figures():
     assert 6.0 <= p.hours <= 24.0  # median 6 h, taken conservatively
     assert 4.0 <= p.mem_gb <= 24.0  # memory mostly 4-24 GB
     assert predict(DataSet("y", size_gb=400.0)).hours > p.hours
+
+
+# -- learning under unknown runtimes ---------------------------------------------------
+
+def test_young_history_starts_pilots_across_the_predicted_hours_not_only_the_longest():
+    queue = [DataSet(f"u{i}", size_gb=1.0 + 4 * i) for i in range(200)]  # the prior ranks them by size
+    nodes = [NodeState(f"n{i}", 2, 512.0, None, 1.0) for i in range(30)]
+    first = place(queue, nodes, 0.0, search=sch.Search(pilots=60)).pairs
+    sizes = sorted(d.size_gb for d, _ in first)
+    assert len(first) == 60
+    assert sizes[0] < 40 and sizes[-1] > 760  # the smallest and the biggest start: the fit learns the whole range
+    assert sum(s < 400 for s in sizes) >= 25
+    longest = place(queue, nodes, 0.0, search=sch.Search(pilots=0)).pairs
+    assert min(d.size_gb for d, _ in longest) > 500  # without pilots, the 60 longest go first
+
+
+def test_settled_history_starts_the_longest_first_again():
+    hist = [Measured(f"h{i}", 5.0 + i, 0.2 * (5.0 + i), 1.0, 8.0) for i in range(80)]
+    queue = [DataSet(f"u{i}", size_gb=1.0 + 4 * i) for i in range(200)]
+    nodes = [NodeState(f"n{i}", 2, 512.0, None, 1.0) for i in range(30)]
+    first = place(queue, nodes, 0.0, history=hist, search=sch.Search(pilots=60)).pairs
+    assert min(d.size_gb for d, _ in first) > 500
+
+
+def test_big_data_sets_get_a_wider_spread_when_history_shows_they_scatter_more():
+    rng = random.Random(3)
+    hist = []
+    for i in range(300):
+        size = rng.lognormvariate(math.log(30), 1.0)
+        noise = rng.gauss(0, 0.1 if size < 30 else 0.8)
+        hist.append(Measured(f"h{i}", size, 0.2 * size * math.exp(noise), 1.0, 8.0))
+    small, big = predict(DataSet("s", size_gb=5.0), hist), predict(DataSet("b", size_gb=200.0), hist)
+    assert big.sigma > 2.5 * small.sigma
+    pooled = predict(DataSet("b", size_gb=200.0), hist, sch.Tuning(spread_min_history=10_000))
+    assert big.hours > pooled.hours  # its placement quantile is the more cautious
+
+
+def test_risky_quantile_is_refused_when_its_kills_would_only_cost_work_the_cluster_needs():
+    """Uncertain ~15 h data sets and a 24 h node that quick data sets keep busy anyway: one in
+    five of the long ones sent there would be killed after 24 h and run again, so they stay
+    off it; with two roomy slots only, the same kills are worth it."""
+    history = [Measured(f"h{i}", 40.0, 15.0 * math.exp(0.9 * ((i * 37) % 21 - 10) / 10), 1.0, 8.0)
+               for i in range(100)]
+    queue = [DataSet(f"u{i}", size_gb=40.0) for i in range(40)]
+    queue += [DataSet(f"q{i}", size_gb=40.0, hours=4.0, mem_gb=4.0) for i in range(80)]
+    preds = sch.predict_all(queue, history)
+    busy = [NodeState("short", 8, 64.0, 24.0, 1.0), NodeState("long", 30, 64.0, None, 1.0)]
+    assert sch.settle_risk(queue, preds, sch.node_classes(busy), sch.RELAX_QUANTILES, sch.RELAX_TOLERANCE,
+                           1.25)[1] is None
+    cramped = [NodeState("short", 8, 64.0, 24.0, 1.0), NodeState("long", 2, 64.0, None, 1.0)]
+    risk = sch.settle_risk(queue, preds, sch.node_classes(cramped), sch.RELAX_QUANTILES, sch.RELAX_TOLERANCE,
+                           1.25)[1]
+    assert risk is not None and risk[0] < 0.95
+
+
+def test_wide_spread_alone_never_makes_a_data_set_unplaceable():
+    """Its 95th percentile outruns every walltime, its median does not: it is tried on the longest one."""
+    rng = random.Random(5)
+    hist = [Measured(f"h{i}", 40.0, 30.0 * math.exp(rng.gauss(0, 1.2)), 1.0, 8.0) for i in range(80)]
+    nodes = [NodeState("mup", 2, 64.0, 48.0, 1.0), NodeState("hpc", 1, 512.0, 100.0, 1.0)]
+    assert predict(DataSet("u", size_gb=40.0), hist).hours > 100  # the cautious quantile fits nowhere
+    result = place([DataSet("u", size_gb=40.0)], nodes, 0.0, history=hist)
+    assert result.unplaceable == () and [(d.uid, n.name) for d, n in result.pairs] == [("u", "hpc")]
+    killed = hist + [Measured("u", 100.0, 100.0, 1.0, None, "walltime")]
+    result = place([DataSet("u", size_gb=40.0)], nodes, 0.0, history=killed)
+    assert result.pairs == () and "100 h" in result.unplaceable[0].reason  # a kill showed it needs more

@@ -189,3 +189,38 @@ def test_the_typed_records_name_every_column_of_their_table(tmp_path):
         for table, record in (("attempts", store.AttemptRow), ("datasets", store.DataSetRow)):
             columns = [r[1] for r in db.conn.execute(f"PRAGMA table_info({table})")]
             assert columns == list(record.__annotations__), table
+
+
+def _counted(db) -> dict:
+    """(state, first outcome) -> data sets, counted the slow way (a scan of every data set)."""
+    return {(s, o): n for s, o, n in db.conn.execute(
+        "SELECT state, first_outcome, COUNT(*) FROM datasets GROUP BY 1, 2")}
+
+
+def test_the_status_tally_follows_every_transition_and_an_older_file_gains_it(tmp_path):
+    from tests import sample_campaign as sample
+
+    camp = sample.build(tmp_path / "c", n=120, running=5)
+    with store.open_db(camp.db_path) as db:
+        assert store.tally(db) == _counted(db) and len(store.tally(db)) > 4
+        queued = store.datasets(db, state="queued")[0]["uid"]
+        aid = store.create_attempt(db, queued, "here", 10.0)  # queued -> running
+        assert store.tally(db) == _counted(db)
+        store.update_attempt(db, aid, 11.0, state="lost", ended_at=11.0)  # first outcome: lost
+        store.set_dataset_state(db, queued, "held", 11.0, reason="node_lost failure")
+        assert store.tally(db) == _counted(db)
+        assert store.counts(db)["held"] == len(store.datasets(db, state="held"))
+        with store.transaction(db, immediate=True):
+            for table in ("events", "attempts", "datasets"):  # a data set removed by hand
+                db.conn.execute(f"DELETE FROM {table} WHERE uid = ?", (queued,))
+        assert store.tally(db) == _counted(db)
+        want = store.tally(db)
+        # a file from before the tally: the migration counts what is there
+        with store.transaction(db, immediate=True):
+            for name in ("insert", "delete", "update"):
+                db.conn.execute(f"DROP TRIGGER datasets_tally_{name}")
+            db.conn.execute("DROP TABLE dataset_tally")
+            db.conn.execute("DROP INDEX datasets_state_updated")
+            db.conn.execute(f"PRAGMA user_version = {store.MIGRATIONS.index(store._tally)}")
+    with store.open_db(camp.db_path) as db:
+        assert store.schema_version(db) == store.SCHEMA_VERSION and store.tally(db) == want

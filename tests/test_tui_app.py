@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import time
 
 import pytest
@@ -294,19 +295,129 @@ async def test_dashboard_shows_totals_rates_and_an_eta(camp):
         assert app.snapshot.eta.text[:16] in screen  # "2026-05-29 02:50" (wraps at 80 columns)
 
 
+class OtherEngine:
+    """Another process holding the campaign's engine lock, as a running `ari run` does (its real lock)."""
+
+    def __init__(self, camp) -> None:
+        import subprocess
+        import sys
+
+        path = camp.config.campaign.work_dir / "engine.lock"
+        code = ("import sys, time; from pathlib import Path; from ari_console.engine import acquire_lock; "
+                "lock = acquire_lock(Path(sys.argv[1]), time.time()); print('locked', flush=True); sys.stdin.read()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
 @async_test
 async def test_console_only_watches_when_another_engine_holds_the_campaign_lock(camp):
-    from ari_console.engine import acquire_lock
-
-    lock = acquire_lock(camp.config.campaign.work_dir / "engine.lock", sample.NOW)
+    other = OtherEngine(camp)
     try:
-        app = make_app(camp, engine=True)
+        app = make_app(camp, engine=True)  # asked for an engine, but one runs already
         async with app.run_test(size=(120, 40)) as pilot:
-            await settle(app, pilot, lambda: app.engine_state.startswith("watching only"))
-            assert "already runs" in app.engine_state
-            await settle(app, pilot, lambda: "watching only" in app.export_screenshot().replace("&#160;", " "))
+            await settle(app, pilot, lambda: app.engine_state.startswith("watching;"))
+            assert f"engine runs in pid {other.proc.pid} on host {socket.gethostname()}" in app.engine_state
+            await settle(app, pilot, lambda: "watching; engine runs in pid" in _screen_text(app))
+            assert not app.engine_here
     finally:
-        lock.close()
+        other.stop()
+
+
+def _screen_text(app) -> str:
+    return app.export_screenshot().replace("&#160;", " ")
+
+
+def _attempt_count(camp) -> int:
+    db = store.open_db(camp.db_path, create=False)
+    try:
+        return len(store.attempts(db))
+    finally:
+        db.close()
+
+
+@async_test
+async def test_console_opened_to_look_runs_no_engine_and_says_so_in_its_header(camp):
+    before = _attempt_count(camp)
+    app = make_app(camp)  # as `ari tui` without --engine
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot, lambda: "no engine runs" in _screen_text(app))
+        version = app.snapshot.version
+        await settle(app, pilot, lambda: app.snapshot.version > version + 3)
+        assert not app.engine_here and app.engine_state.startswith("watching; no engine runs")
+    assert _attempt_count(camp) == before, "nothing was launched"
+
+
+@async_test
+async def test_watcher_names_the_engine_that_starts_elsewhere_and_still_acts_on_the_store(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot, lambda: "no engine runs" in app.engine_state)
+        other = OtherEngine(camp)  # `ari run` starts
+        try:
+            await settle(app, pilot, lambda: f"engine runs in pid {other.proc.pid}" in _screen_text(app))
+            await pilot.press("5")  # watch-only actions write the store: retry a failure
+            await pilot.press("slash", *camp.failed_uid.replace("/", "."), "enter")
+            await settle(app, pilot, lambda: list(table(app, "failures-table").shown) == [str(camp.failed_attempt)])
+            await pilot.press("r")
+            end = time.monotonic() + 10
+            while db_state(camp, camp.failed_uid) != "queued" and time.monotonic() < end:
+                await pilot.pause(0.05)
+            assert db_state(camp, camp.failed_uid) == "queued"
+        finally:
+            other.stop()
+        await settle(app, pilot, lambda: "no engine runs" in app.engine_state)
+
+
+def test_engine_reports_of_node_faults_are_left_to_the_node_lines_and_the_rest_are_toasted(camp):
+    from ari_console.engine import fault_kind
+
+    app = make_app(camp)
+    assert app._node_fault("ws01: ssh: connect to ws01.example.org port 2222: Connection timed out", fault_kind)
+    assert app._node_fault('node "hpc": cannot connect (Connection refused)', fault_kind)
+    assert not app._node_fault("ws01: launch of uid://A001/X1/X2 failed: bad spec", fault_kind)
+    assert not app._node_fault("uid://A001/X1/X2: bad job spec, held: timed out", fault_kind), "not a node's"
+
+
+def _set_reachable(camp, node: str, reachable: bool, now: float) -> None:
+    db = store.open_db(camp.db_path, create=False)
+    try:
+        if reachable:
+            store.set_node_probe(db, node, now, {"load1": 0.5, "cpus": 4, "mem_total_gb": 64.0, "mem_free_gb": 40.0})
+        else:
+            store.set_node_probe(db, node, now, error=f"ssh: connect to {node}: Connection refused")
+    finally:
+        db.close()
+
+
+@async_test
+async def test_a_node_unreachable_over_many_refreshes_makes_one_notification_and_one_status_line(camp):
+    clock = {"now": sample.NOW}
+    app = AriApp(camp.db_path, camp.config, clock=lambda: clock["now"], refresh_s=0.1, log_poll_s=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        told: list[str] = []
+        notify = app.notify
+        app.notify = lambda message, **kw: (told.append(str(message)), notify(message, **kw))[1]
+        toasts = lambda: [m for m in told if "hpc" in m]  # noqa: E731  (kept: toasts expire on screen)
+        assert "ws01 unreachable" in _screen_text(app), "a node unreachable at start has its line, no toast"
+        _set_reachable(camp, "hpc", False, clock["now"])
+        for _ in range(20):  # a weekend of refreshes, in short
+            clock["now"] += 60
+            version = app.snapshot.version
+            await settle(app, pilot, lambda: app.snapshot.version > version)
+        assert len(toasts()) == 1 and "hpc unreachable" in toasts()[0]
+        assert not [m for m in told if "ws01" in m]
+        screen = _screen_text(app)
+        assert screen.count("hpc unreachable") == 1 and "Connection refused" in screen
+        _set_reachable(camp, "hpc", True, clock["now"])
+        await settle(app, pilot, lambda: len(toasts()) == 2)
+        assert toasts()[1] == "hpc answers again"
+        await settle(app, pilot, lambda: "hpc unreachable" not in _screen_text(app))
 
 
 def _waiting_in_review(camp, uid: str) -> int:
@@ -400,3 +511,29 @@ async def test_the_qa2_screen_draws_both_images_of_the_selected_pair_with_their_
         assert "pipeline" in str(text) and "QA2" in str(text) and str(text).count("▀") > 500
         marked = [span for span in text.spans if "red" in str(span.style)]
         assert len(marked) >= 3, "the source in each picture and its id below"
+
+
+@pytest.mark.parametrize("key, table_id, wanted", [
+    ("2", "queue-table", {"uid", "state", "failure"}), ("3", "nodes-table", {"node", "state"}),
+    ("5", "groups-table", {"group", "fix"}), ("5", "failures-table", {"uid", "category"}),
+    ("6", "qa2-table", {"uid", "verdict", "outside"})])
+@async_test
+async def test_at_80x24_each_table_keeps_the_columns_that_matter_and_the_footer_keeps_help_and_quit(
+        camp, key, table_id, wanted):
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(camp)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(key)
+        await settle(app, pilot, lambda: table(app, table_id).row_count > 0)
+        await pilot.pause(0.2)
+        t = table(app, table_id)
+        names = {str(c.key.value) for c in t.ordered_columns}
+        assert wanted <= names, names
+        assert sum(c.get_render_width(t) for c in t.ordered_columns) <= t.scrollable_content_region.width
+        keys = [k for k in app.screen.query(FooterKey) if k.display]
+        assert {"question_mark", "q"} <= {k.key for k in keys}
+        assert max(k.region.right for k in keys) <= 80, "no key of the footer is cut"
+        every = len(next(iter(t.shown.values())))  # a row keeps all its cells, shown or not
+        await pilot.resize_terminal(160, 40)  # wider: the columns come back
+        await settle(app, pilot, lambda: len(t.ordered_columns) > len(names) or len(names) == every)

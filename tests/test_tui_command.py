@@ -58,3 +58,16 @@ def test_ari_tui_without_a_terminal_refuses_and_starts_no_engine(tmp_path):
     db = store.open_db(camp.db_path)
     assert not store.active_attempts(db), "no data set was launched"
     db.conn.close()
+
+
+@pytest.mark.parametrize("args, engine", [([], False), (["--engine"], True), (["--no-engine"], False)])
+def test_the_console_runs_the_engine_only_when_asked(tmp_path, monkeypatch, args, engine):
+    """Opening the console to look must not launch anything: the engine runs only with --engine."""
+    import ari_console.tui.launch as launch
+
+    asked = {}
+    monkeypatch.setattr(launch, "open_console", lambda path, **kw: asked.update(kw))
+    camp = sample.build(tmp_path, n=5, running=0)
+    result = CliRunner().invoke(app, ["--config", str(camp.config.path), *args])
+    assert result.exit_code == 0, result.output
+    assert asked["engine"] is engine

@@ -43,6 +43,7 @@ async def test_operator_loop_in_the_console_from_failure_to_success(tmp_path, mo
                      what="the held data set on the dashboard")
         screen = app.export_screenshot().replace("&#160;", " ")
         assert "Needs a person" in screen and UID in screen
+        assert "engine running in this console" in screen  # asked for (--engine): the header says so
         # 2. Enter on its queue row shows why: the decisive line and the fix
         await pilot.press("2")
         await _until(pilot, lambda: UID in app.screen.query_one("#queue-table").shown)

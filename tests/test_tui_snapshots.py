@@ -67,6 +67,35 @@ def test_queue_filtered_snapshot_in_80x24(camp, snap_compare):
                         run_before=settled(lambda app: 0 < app.screen.query_one("#queue-table").row_count < 60, keys))
 
 
+def test_queue_snapshot_in_80x24(camp, snap_compare):
+    """uid, state and failure stay; the columns that matter less leave, the footer keeps ? and q."""
+    assert snap_compare(make_app(camp), terminal_size=(80, 24),
+                        run_before=settled(lambda app: app.screen.query_one("#queue-table").row_count == 60, ("2",)))
+
+
+def test_nodes_snapshot_in_80x24(camp, snap_compare):
+    assert snap_compare(make_app(camp), terminal_size=(80, 24),
+                        run_before=settled(lambda app: app.screen.query_one("#nodes-table").row_count == 4, ("3",)))
+
+
+def test_live_log_snapshot_in_80x24(camp, snap_compare):
+    app = make_app(camp)
+    app.pending_log = camp.running_attempt
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settled(
+        lambda app: app.screen.query(LogView) and app.screen.query_one(LogView).line_count == len(sample.LOG_LINES),
+        ("4",)))
+
+
+def test_triage_snapshot_in_80x24(camp, snap_compare):
+    assert snap_compare(make_app(camp), terminal_size=(80, 24),
+                        run_before=settled(lambda app: app.screen.query_one("#failures-table").row_count > 0, ("5",)))
+
+
+def test_qa2_snapshot_in_80x24(camp, snap_compare):
+    assert snap_compare(make_app(camp), terminal_size=(80, 24),
+                        run_before=settled(lambda app: app.screen.query_one("#qa2-table").row_count == 10, ("6",)))
+
+
 def test_nodes_snapshot(camp, snap_compare):
     assert snap_compare(make_app(camp), terminal_size=(120, 40),
                         run_before=settled(lambda app: app.screen.query_one("#nodes-table").row_count == 4, ("3",)))

@@ -173,3 +173,102 @@ def test_running_attempt_without_a_recent_heartbeat_shows_stale_in_the_queue():
     view = views.queue_view([_ds("u1", "running")], [_att(1, "u1", "running", heartbeat_at=NOW - 720)], NOW,
                             heartbeat_stale_s=300)
     assert view.rows["u1"][8] == "image (stale 12m)"
+
+
+def test_a_burn_down_stuck_on_held_data_sets_stays_above_zero_on_an_axis_to_the_total():
+    rows = views.bar_chart([60, 30, 3, 3, 3], top=60, height=3).split("\n")
+    assert [r[0] for r in rows] == ["█", "█", "█"]          # all 60 left: full column
+    assert [r[-1] for r in rows] == [" ", " ", "▁"]         # 3 held of 60: a sliver, not empty, not full
+    assert views.bar_chart([3, 3], top=60, height=1) != views.bar_chart([60, 60], top=60, height=1)
+    assert views.bar_chart([0], top=60, height=2) == " \n "  # done means an empty column
+
+
+# -- what fits at 80 and 120 columns ---------------------------------------------------------------
+
+def _real_uids() -> list[str]:
+    """MOUS uids as the real archive writes them (shared real material), longest first."""
+    import re
+    from pathlib import Path
+
+    found = set()
+    for f in Path("/work/shared/data/real/archive").glob("*"):
+        found |= set(re.findall(r"uid://A00\d/X[0-9a-f]+/X[0-9a-f]+", f.read_text(errors="replace")))
+    assert found, "the real archive material names MOUS uids"
+    return sorted(found, key=len, reverse=True)
+
+
+def _queue_rows(uids):
+    """Queue rows of real uids in the widest states: a stale running stage, a failure category."""
+    rows = {}
+    for i, uid in enumerate(uids):
+        a = _att(i, uid, "failed" if i % 2 else "running", node="hpc-login", category="uvcontfit",
+                 ended=NOW - 60 if i % 2 else None, heartbeat_at=NOW - 900)
+        rows[uid] = views.queue_row(_ds(uid, state="failed" if i % 2 else "running", size=1234.0), a, 3, NOW)
+    return rows
+
+
+def _fit(layout, columns, rows, terminal):
+    fit = views.fit_columns(layout, views.cell_widths(columns, rows.values()), terminal - 2)  # the scrollbar
+    widths = views.cell_widths(columns, rows.values())
+    used = sum((w if w is not None else widths[n]) + 2 for n, w in fit.items())
+    assert used <= terminal - 2, (fit, used)
+    return fit
+
+
+def test_queue_keeps_uid_state_and_failure_at_80_and_120_columns_with_real_uids():
+    rows = _queue_rows(_real_uids())
+    assert any("stale" in r[8] for r in rows.values()) and any(r[10] == "uvcontfit" for r in rows.values())
+    narrow, wide = _fit(views.QUEUE_LAYOUT, views.QUEUE_COLUMNS, rows, 80), \
+        _fit(views.QUEUE_LAYOUT, views.QUEUE_COLUMNS, rows, 120)
+    for fit in (narrow, wide):
+        assert {"uid", "state", "failure"} <= set(fit) and fit["uid"] is None and fit["failure"] is None
+    assert list(wide) == [c for c in views.QUEUE_COLUMNS if c in wide], "columns keep their order"
+    assert {"project", "node", "elapsed", "size"} <= set(wide), "at 120 columns only the least needed leave"
+    assert len(wide) > len(narrow)
+
+
+def test_a_column_is_shortened_before_a_more_important_one_is_dropped_and_gets_freed_space_back():
+    layout = (views.Col("node"), views.Col("via", 6), views.Col("state", shrink=10, cut=9))
+    widths = {"node": 6, "via": 10, "state": 60}
+    assert views.fit_columns(layout, widths, 50) == {"node": None, "via": None, "state": 28}
+    assert views.fit_columns(layout, widths, 30) == {"node": None, "state": 20}, "via left: state takes its room"
+    assert views.fit_columns(layout, widths, 200) == {"node": None, "via": None, "state": None}
+
+
+def test_nodes_keep_node_and_state_and_the_probe_numbers_before_their_history_at_80_columns():
+    nodes = [{"name": "ws01", "transport": "ssh", "batch": "none", "slots": 1, "running": 1, "probed_at": NOW - 600,
+              "probe_error": "ssh: connect to ws01.example.org port 2222: Connection timed out",
+              "probe": {"load1": 2.5, "cpus": 4, "mem_free_gb": 10.0, "mem_total_gb": 64.0}}]
+    rows = views.node_rows(nodes, {}, NOW, stale_after_s=120)
+    fit = _fit(views.NODE_LAYOUT, views.NODE_COLUMNS, rows, 80)
+    assert list(fit)[0] == "node" and "state" in fit and fit["state"] >= 24
+    assert {"load", "mem free"} <= set(fit) and not {"load hist", "mem hist"} & set(fit)
+
+
+def test_triage_groups_keep_the_fix_beside_the_group_at_80_columns():
+    from ari_console.triage.rules import fix_for
+
+    rows = {k: ("12", k, fix_for(c)) for k, c in (("uvcontfit: SEVERE uvcontfit::::casa Fit failed for spw <N>: "
+                                                   "singular matrix", "uvcontfit"), ("download", "download"))}
+    fit = _fit(views.GROUP_LAYOUT, views.GROUP_COLUMNS, rows, 80)
+    assert list(fit) == ["n", "group", "fix"] and fit["fix"] >= 24
+
+
+def test_qa2_rows_say_which_measure_was_outside_its_tolerance():
+    rows = views.qa2_rows([
+        {"id": 1, "uid": "u1", "verdict": "discrepant", "flux_ratio": 0.62, "peak_ratio": 0.9,
+         "detail": {"reasons": "flux ratio 0.620 outside 1 ± 0.150; rms ratio 2.100 beyond a factor 2"}},
+        {"id": 2, "uid": "u2", "verdict": "consistent", "flux_ratio": 1.01, "detail": {"reasons": ""}},
+        {"id": 3, "uid": "u3", "verdict": "discrepant", "flux_ratio": 1.0, "beam_ratio": 1.6, "detail": {}}])
+    outside = {cells[0]: cells[-1] for cells in rows.values()}
+    assert outside == {"u1": "flux 0.620, rms 2.100", "u2": "", "u3": "beam 1.600"}
+    fit = _fit(views.QA2_LAYOUT, views.QA2_COLUMNS, rows, 40)
+    assert {"uid", "verdict", "outside"} <= set(fit)
+
+
+def test_footer_keeps_help_and_quit_and_whole_keys_in_order():
+    items = [("filter", 9), ("state", 8), ("retry", 8), ("copy", 11), ("switch_mode", 15), ("help", 7),
+             ("quit", 7)]
+    kept = views.footer_keys(items, 50, always=("help", "quit"), first=("switch_mode",))
+    assert kept == {"help", "quit", "switch_mode", "filter", "state"}
+    assert views.footer_keys(items, 10, always=("help", "quit")) == {"help", "quit"}

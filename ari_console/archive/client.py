@@ -191,11 +191,40 @@ def channel_count(frequency_support: str) -> int:
     >>> channel_count("[230.40..230.53GHz,4000.00kHz,XX YY] U [232.00..234.00GHz,500000.00kHz,XX YY]")
     32
     """
-    best = 1
+    return max(window_channels(frequency_support), default=1)
+
+
+def window_channels(frequency_support: str) -> list[int]:
+    """The channel count of each window in obscore's ``frequency_support`` (its span / its resolution).
+
+    >>> window_channels("[230.40..230.53GHz,4000.00kHz,XX YY] U [232.00..234.00GHz,500000.00kHz,XX YY]")
+    [32, 4]
+    """
+    out = []
     for lo, hi, width, unit in re.findall(r"\[([\d.]+)\.\.([\d.]+)GHz,([\d.]+)(kHz|MHz)", frequency_support or ""):
         width_ghz = float(width) / (1e6 if unit == "kHz" else 1e3)
-        best = max(best, int(round((float(hi) - float(lo)) / width_ghz)))
-    return best
+        if width_ghz > 0:
+            out.append(max(1, int(round((float(hi) - float(lo)) / width_ghz))))
+    return out
+
+
+def spectral_setup(row: dict) -> tuple[int | None, int | None]:
+    """(spectral windows, mean channels per window) of an aggregated obscore row; None when unknown.
+
+    Where the rows are per spw (``obs_id`` ending ``.spw.<n>``) their spw numbers count the
+    windows; otherwise the windows of ``frequency_support`` do. The channels are the mean
+    over the windows listed, so windows x channels is the MOUS's total.
+
+    >>> spectral_setup({"frequency_support": "[1..2GHz,1000kHz,XX] U [3..4GHz,500kHz,XX]"})
+    (2, 1500)
+    >>> spectral_setup({"frequency_support": ""})
+    (None, None)
+    """
+    channels = window_channels(row.get("frequency_support") or "")
+    if not channels:
+        return None, None
+    spws = row.get("spw_ids") or ()
+    return (len(spws) or len(channels)), int(round(sum(channels) / len(channels)))
 
 
 def predicted_imsize(fov_deg: float | None, resolution_arcsec: float | None) -> int:
@@ -225,6 +254,10 @@ def dataset_from_row(row: dict, inputs: Iterable[ArchiveFile] | None = None) -> 
     sizes = [f.size for f in inputs] if inputs else [None]
     size = sum(sizes) / 1e9 if None not in sizes else None
     band = str(row.get("band_list") or "").split()
+    n_spw, n_chan = spectral_setup(row)
+    mosaic = row.get("is_mosaic")
+    # Execution blocks: the raw ASDMs DataLink lists for the node (obscore's asdm_uid names only one per row).
+    ebs = sum(f.kind == "raw" for f in inputs) if inputs else 0
     return DataSet(
         uid=parse_uid(row["member_ous_uid"]), project=parse_project(row["proposal_id"]),
         array=array_of(row.get("antenna_arrays", ""), row.get("scan_intent", "")),
@@ -232,15 +265,19 @@ def dataset_from_row(row: dict, inputs: Iterable[ArchiveFile] | None = None) -> 
         size_gb=round(size, 6) if size is not None else None,
         mem_gb=predicted_memory_gb(row), hours=predicted_hours(row),
         extra={"target": row.get("target_name"), "source": "archive"},
+        n_spw=n_spw, n_chan=n_chan, n_eb=ebs or None,
+        is_mosaic=None if mosaic in (None, "") else str(mosaic).strip().upper() in ("T", "TRUE", "1"),
     )
 
 
 def aggregate_rows(rows: list[dict]) -> dict:
     """One obscore row for a MOUS from its many (one per source and spw), nothing dropped.
 
-    Targets and frequency windows are united, ``is_mosaic`` is true if any row is,
-    the field, exposure and release date are the largest, the resolution the finest;
-    ``targets`` lists every target, ``obscore_rows`` counts the rows.
+    Targets and frequency windows are united, ``is_mosaic`` is true if any row is
+    (None if no row says), the field, exposure and release date are the largest, the
+    resolution the finest; ``targets`` lists every target, ``spw_ids`` the spw numbers
+    of per-spw rows (``obs_id`` ``<mous>.source.<target>.spw.<n>``), ``obscore_rows``
+    counts the rows.
 
     >>> r = aggregate_rows([
     ...     {"target_name": "A", "frequency_support": "[1..2GHz,1kHz,XX YY]", "is_mosaic": "F", "s_fov": 0.01},
@@ -261,7 +298,10 @@ def aggregate_rows(rows: list[dict]) -> dict:
     pols = _unique(p for r in rows for p in str(r.get("pol_states") or "").split("/"))
     if pols:
         out["pol_states"] = "/" + "/".join(pols) + "/"
-    out["is_mosaic"] = "T" if any(str(r.get("is_mosaic")).upper() in ("T", "TRUE", "1") for r in rows) else "F"
+    flags = [str(r.get("is_mosaic")).upper() for r in rows if r.get("is_mosaic") not in (None, "")]
+    out["is_mosaic"] = ("T" if any(f in ("T", "TRUE", "1") for f in flags) else "F") if flags else None
+    out["spw_ids"] = _unique(m.group(1) for r in rows for m in [re.search(r"\.spw\.(\w+)$", str(r.get("obs_id") or ""))]
+                             if m)
     for key in ("s_fov", "t_exptime", "obs_release_date"):
         values = [r.get(key) for r in rows if r.get(key) is not None]
         if values:

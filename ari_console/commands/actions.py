@@ -8,11 +8,12 @@ import typer
 
 from ..clikit import emit_json, out
 from ..errors import UserError
-from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag, run_action
+from .common import ConfigOpt, JsonOpt, UidArg, campaign, complete_node, flag, run_action
 
 app = typer.Typer()
 
-NodeOpt = Annotated[Optional[str], typer.Option(metavar="NAME", help="Run the next attempt on this node.")]
+NodeOpt = Annotated[Optional[str], typer.Option(metavar="NAME", autocompletion=complete_node,
+                                                 help="Run the next attempt on this node.")]
 MemOpt = Annotated[Optional[float], typer.Option(metavar="GB", help="Memory for the next attempt, GB.")]
 WalltimeOpt = Annotated[Optional[float], typer.Option(metavar="HOURS", help="Walltime for the next attempt, hours.")]
 

@@ -13,8 +13,8 @@ from .. import store
 from ..clikit import emit_json, err, out, table
 from ..config import CONFIG_NAME, load_config, starter_config
 from ..errors import UserError
-from ..readmodel import duration_text, size_text
-from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag
+from ..formatting import duration_text, hours_text
+from .common import ConfigOpt, JsonOpt, UidArg, campaign, complete_uid, flag
 
 app = typer.Typer()
 
@@ -24,6 +24,7 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Campaign directory to create ari.toml in.")] = Path("."),
     name: Annotated[Optional[str], typer.Option(help="Campaign name (default: the directory's name).")] = None,
     force: Annotated[bool, flag("--force", help="Overwrite an existing ari.toml.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a commented starter ari.toml with one local node."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -44,8 +45,12 @@ def init(
     )
     path.write_text(text)
     load_config(path)  # the starter must itself be valid
-    out.print(f"wrote {path} — next: `ari nodes check` (can each node run the recipe?), then "
-              "`ari datasets import CATALOGUE.csv`, then `ari run` or `ari tui`")
+    steps = ["ari nodes check", "ari datasets import CATALOGUE.csv", "ari run"]
+    if as_json:
+        emit_json({"config": str(path.resolve()), "next": steps})
+        return
+    out.print(f"wrote {path} — next: `{steps[0]}` (can each node run the recipe?), then "
+              f"`{steps[1]}`, then `{steps[2]}` or `ari tui`")
 
 
 def _local_mem_gb() -> float:
@@ -58,7 +63,7 @@ def _local_mem_gb() -> float:
 @app.command()
 def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Campaign totals by state, per-node state and running attempts."""
-    from ..readmodel import status_report
+    from ..readmodel import review_text, status_report
 
     result = status_report(campaign(ctx, config).config_path)
     if as_json:
@@ -74,8 +79,13 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
     if att["count"]:
         table("needs a person", ["what", "which", "why", "fix"],
               [("held", h["uid"], h["reason"], h["fix"]) for h in att["held"]]
-              + [("QA2 review", r["uid"], r["reason"], r["fix"]) for r in att["review"]]
+              + [("QA2 review", r["uid"], review_text(r), r["fix"]) for r in att["review"]]
               + [("node", n["name"], n["problem"], n["fix"]) for n in att["nodes"]])
+        for what, listed, total in (("held", att["held"], att["held_total"]),
+                                    ("review", att["review"], att["review_total"])):
+            if total > len(listed):
+                out.print(f"... and {total - len(listed):,} more {what} (longest waiting listed first): "
+                          f"`ari datasets list --state {what}`")
     out.print(att["line"])
 
 
@@ -85,7 +95,8 @@ def run(
     config: ConfigOpt = None,
     once: Annotated[bool, flag("--once", help="Do one tick and stop.")] = False,
     until_idle: Annotated[bool, flag("--until-idle", help="Stop when nothing is queued or running.")] = False,
-    policy: Annotated[str, typer.Option(help="Placement policy: lpt, greedy or fifo.")] = "lpt",
+    policy: Annotated[str, typer.Option(metavar="POLICY", help="Placement policy: lpt, greedy or fifo.")] = "lpt",
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the campaign headless: schedule, launch, watch, retry. Ctrl-C stops the console, not the jobs."""
     from ..engine import run_headless
@@ -93,14 +104,21 @@ def run(
 
     if policy not in POLICIES:
         raise UserError(f'--policy "{policy}" is not a policy — use one of {", ".join(POLICIES)}')
-    run_headless(campaign(ctx, config).config(), progress=lambda m: err.print(m, markup=False, highlight=False),
-                 policy=policy, once=once, until_idle=until_idle)
+    camp = campaign(ctx, config)
+    report = run_headless(camp.config(), progress=lambda m: err.print(m, markup=False, highlight=False),
+                          policy=policy, once=once, until_idle=until_idle)
+    if as_json:  # progress stays on stderr; what the run left behind, as `ari status --json` says it
+        from ..readmodel import status_report
+
+        emit_json({**status_report(camp.config_path), "stopped": {"queued": report.queued, "running": report.running,
+                                                                 "blocked": report.blocked}})
 
 
 @app.command()
 def attempts(
     ctx: typer.Context,
-    uid: Annotated[Optional[str], typer.Argument(metavar="[UID]", help="Only this data set's attempts.")] = None,
+    uid: Annotated[Optional[str], typer.Argument(metavar="[UID]", autocompletion=complete_uid,
+                                                          help="Only this data set's attempts.")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -136,8 +154,8 @@ def stats(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False
               f"unsupervised, {pct(result['success_after_retries'])} after retries; "
               f"{result['attempt_hours']:.1f} attempt-hours, {result['cpu_hours']:.1f} CPU-hours")
     table("failures by category", ["category", "attempts"], result["failures_by_category"].items())
-    table("runtime of successful attempts (h)", ["node", "count", "median", "max"],
-          [(n, v["count"], v["median"], v["max"]) for n, v in result["runtime_h_by_node"].items()])
+    table("runtime of successful attempts", ["node", "count", "median", "max"],
+          [(n, v["count"], hours_text(v["median"]), hours_text(v["max"])) for n, v in result["runtime_h_by_node"].items()])
 
 
 @app.command()
@@ -167,6 +185,8 @@ def logs(
     offset = 0
     while True:
         with open(mirrors[name], "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset:  # the node's log was truncated or rotated: anew
+                offset = 0
             fh.seek(offset)
             data = fh.read()
         if data:

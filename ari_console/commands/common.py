@@ -21,13 +21,55 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..store import Database
 
+def _completion_config(ctx) -> Config | None:
+    """The campaign's config for shell completion (the command's ``-c``, the root's, else the default), or None."""
+    from ..config import load_config
+
+    path = None
+    while ctx is not None and path is None:
+        path = ctx.params.get("config") or ctx.params.get("config_path")
+        ctx = ctx.parent
+    try:
+        return load_config(Path(path) if path else default_config_path())
+    except Exception:  # noqa: BLE001 — completion never fails loudly: a broken config completes nothing
+        return None
+
+
+def complete_uid(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Uids of the campaign's data sets that start with what is typed, in the spelling typed
+    (``uid://A001/...`` or ``uid___A001_...``); read-only and quiet on any problem."""
+    import sqlite3
+
+    cfg = _completion_config(ctx)
+    if cfg is None or not cfg.campaign.db_path.is_file():
+        return []
+    underscored = incomplete.startswith("uid_")
+    try:
+        conn = sqlite3.connect(f"{cfg.campaign.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+        try:
+            uids = [r[0] for r in conn.execute("SELECT uid FROM datasets ORDER BY uid")]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    spelled = [u.replace("://", "___").replace("/", "_") if underscored else u for u in uids]
+    return [u for u in spelled if u.startswith(incomplete)]
+
+
+def complete_node(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Names of the campaign's nodes that start with what is typed (from ari.toml; quiet on any problem)."""
+    cfg = _completion_config(ctx)
+    return [n.name for n in cfg.nodes if n.name.startswith(incomplete)] if cfg is not None else []
+
+
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", metavar="PATH", show_default=False,
     help="The campaign's ari.toml (default: $ARI_CONFIG, else ./ari.toml).")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", metavar="", help="Print JSON (the documented keys) instead of a table.")]
 UidArg = Annotated[str, typer.Argument(
-    metavar="UID", help="MOUS uid (uid://A001/X1296/X1d3 or uid___A001_X1296_X1d3).")]
+    metavar="UID", autocompletion=complete_uid, help="MOUS uid (uid://A001/X1296/X1d3 or uid___A001_X1296_X1d3).")]
+NodeArg = Annotated[str, typer.Argument(metavar="NAME", autocompletion=complete_node, help="Node name.")]
 
 
 def flag(*names: str, help: str) -> typer.models.OptionInfo:  # noqa: A002 (typer's own keyword)

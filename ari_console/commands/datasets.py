@@ -10,8 +10,8 @@ import typer
 from .. import alma, store
 from ..clikit import emit_json, out, table
 from ..errors import UserError
-from ..readmodel import duration_text, size_text
-from .common import ConfigOpt, JsonOpt, campaign, flag
+from ..formatting import gb_text, size_text
+from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag
 
 app = typer.Typer(help="The campaign's queue of data sets (MOUS).", no_args_is_help=True)
 
@@ -53,38 +53,33 @@ def import_(
         raise UserError("nothing to import — give a CSV file, or --project CODE / --mous UID to query the archive")
     take = [d for d in rows if d.uid not in excluded]
     total_gb = sum(d.size_gb or 0 for d in take)
-    if dry_run:
-        db = store.open_db(cfg.campaign.db_path) if cfg.campaign.db_path.exists() else None
-        known = {d["uid"] for d in store.datasets(db)} if db else set()
-        new = [d for d in take if d.uid not in known]
-        new_uids = {d.uid for d in new}
-        result = {"dry_run": True, "datasets": len(take), "new": len(new),
-                  "size_gb": round(sum(d.size_gb or 0 for d in new), 3),
-                  "size_unknown": sum(1 for d in new if d.size_gb is None), "excluded": excluded,
-                  "mous": [{"uid": d.uid, "project": d.project, "new": d.uid in new_uids, "size_gb": d.size_gb}
-                           for d in take]}
-        if as_json:
-            emit_json(result)
-        else:
-            unknown = f", {result['size_unknown']} of unknown size" if result["size_unknown"] else ""
-            out.print(f"{source}: {len(take)} data sets, {len(new)} new "
-                      f"({size_text(result['size_gb'] * 1e9)}{unknown}) would be queued; "
-                      f"{len(excluded)} excluded")
-            for d in take:
-                size = size_text(d.size_gb * 1e9) if d.size_gb is not None else "size unknown"
-                out.print(f"  {'queue' if d.uid in new_uids else 'known'} {d.uid} {d.project} ({size})", markup=False)
-            _print_excluded(excluded)
-        return
-    db = store.open_db(cfg.campaign.db_path)
-    result = store.import_datasets(db, rows, source=source, now=store.now(), excluded=excluded)
+    # the dry run decides every row through the same store function as the import, so it counts the same
+    db = store.open_db(cfg.campaign.db_path if cfg.campaign.db_path.exists() or not dry_run else ":memory:")
+    result = store.import_datasets(db, rows, source=source, now=store.now(), excluded=excluded, dry_run=dry_run)
     summary = {"file": source, "added": len(result.added), "updated": len(result.updated),
                "unchanged": len(result.unchanged), "size_gb": round(total_gb, 3), "excluded": excluded}
+    added, updated = set(result.added), set(result.updated)
+    if dry_run:
+        queued = [d for d in take if d.uid in added]
+        summary.update(dry_run=True, datasets=len(take), new=len(queued),
+                       size_gb=round(sum(d.size_gb or 0 for d in queued), 3),
+                       size_unknown=sum(1 for d in queued if d.size_gb is None),
+                       mous=[{"uid": d.uid, "project": d.project, "new": d.uid in added,
+                              "updated": d.uid in updated, "size_gb": d.size_gb} for d in take])
     if as_json:
         emit_json(summary)
         return
-    out.print(f"{source}: {summary['added']} added, {summary['updated']} updated, "
-              f"{summary['unchanged']} unchanged ({size_text(total_gb * 1e9)} to image); "
-              f"{len(excluded)} excluded")
+    verb = ("would be added", "would be updated", "would stay unchanged") if dry_run else \
+        ("added", "updated", "unchanged")
+    out.print(f"{source}: {summary['added']} {verb[0]}, {summary['updated']} {verb[1]}, "
+              f"{summary['unchanged']} {verb[2]} ({gb_text(summary['size_gb']) or '0 Bytes'} to image"
+              + (f", {summary['size_unknown']} of unknown size" if dry_run and summary["size_unknown"] else "")
+              + f"); {len(excluded)} excluded", markup=False)
+    if dry_run:
+        for d in take:
+            state = "new" if d.uid in added else "updated" if d.uid in updated else "known"
+            out.print(f"  {state:7} {d.uid} {d.project} ({gb_text(d.size_gb) or 'size unknown'})",
+                      markup=False)
     _print_excluded(excluded)
 
 
@@ -96,7 +91,7 @@ def _print_excluded(excluded: dict[str, str]) -> None:
 @app.command("show")
 def show(
     ctx: typer.Context,
-    uid: Annotated[str, typer.Argument(metavar="UID", help="The data set's MOUS uid (any spelling).")],
+    uid: UidArg,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -158,5 +153,5 @@ def list_(
     reasons = any(r["reason"] for r in rows if r["state"] in ("held", "failed", "excluded", "review"))
     table(f"{len(rows)} data sets", ["uid", "project", "array", "band", "size", "state"] + (["reason"] if reasons else []),
           [(r["uid"], r["project"], r["array"], r["band"],
-            size_text(r["size_gb"] * 1e9) if r["size_gb"] is not None else None, r["state"],
+            gb_text(r["size_gb"]) or None, r["state"],
             *([r["reason"] or ""] if reasons else [])) for r in rows])

@@ -18,7 +18,7 @@ app = typer.Typer()
 @app.command()
 def demo(
     headless: Annotated[Optional[bool], typer.Option(
-        "--headless/--tui", help="Run without the console, printing progress (default when not on a terminal), "
+        "--headless/--tui", metavar="", help="Run without the console, printing progress (default when not on a terminal), "
                                  "or in the console (default on a terminal).")] = None,
     as_json: JsonOpt = False,
     directory: Annotated[Path, typer.Option("--dir", metavar="DIR",

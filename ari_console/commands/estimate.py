@@ -12,6 +12,7 @@ import typer
 from .. import clikit
 from .. import scheduler as sch
 from ..errors import UserError
+from ..formatting import gb_text, hours_text
 from .common import ConfigOpt, JsonOpt, campaign
 
 est = clikit.lazy_module("ari_console.estimate")
@@ -37,11 +38,10 @@ def _read(path: Path, what: str) -> str:
         raise UserError(f"{path}: cannot read it ({exc.__class__.__name__}) — give {what} a text file") from None
 
 
-def _inputs(workload: Path, nodes: Path) -> tuple[list[sch.DataSet], list[sch.NodeState]]:
-    """The parsed workload and node set."""
-    datasets = est.parse_workload(_read(workload, "--workload"), Path(workload).name)
-    node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
-    return datasets, node_list
+def _inputs(workload: Path, nodes: Path) -> tuple[list[sch.DataSet], dict, list[sch.NodeState]]:
+    """The parsed workload (its data sets, and the hidden truth kept apart from them) and node set."""
+    work = est.read_workload(_read(workload, "--workload"), Path(workload).name)
+    return work.datasets, work.truth, est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
 
 
 def _forecast_json(f) -> dict:
@@ -85,9 +85,7 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
              as_json: JsonOpt = False) -> None:
     """Replay a workload on a node set: makespan, how close to the lower bound, failures, disk."""
     policy = _policy(policy)
-    work = est.read_workload(_read(workload, "--workload"), Path(workload).name)
-    datasets, truth = work.datasets, work.truth
-    node_list = est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
+    datasets, truth, node_list = _inputs(workload, nodes)
     with _progress(f"simulating {len(datasets)} data sets ({policy})", as_json) as progress:
         sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress,
                            actual=truth or None, forecast_at=est.FORECAST_AT)
@@ -128,14 +126,14 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
         ("policy", policy),
         ("data sets", f"{sim.jobs} ({sim.completed} completed, {len(sim.unplaceable)} unplaceable, "
                       f"{len(sim.gave_up)} given up)"),
-        ("makespan", f"{sim.makespan_h:,.1f} h = {sim.makespan_h / 24:,.1f} d"
+        ("makespan", hours_text(sim.makespan_h)
                      + (f" — for {sim.completed} of {sim.jobs}: {len(sim.gave_up)} given up" if sim.gave_up else "")),
-        ("lower bound", f"{bound.hours:,.1f} h (LP {bound.lp_h:,.1f} h, longest {bound.longest_h:,.1f} h)"
+        ("lower bound", f"{hours_text(bound.hours)} (LP {hours_text(bound.lp_h)}, longest {hours_text(bound.longest_h)})"
                         + (" from the hidden truth" if truth else "")),
         ("gap to bound", f"{gap:.2%}"),
-        ("assumes", f"{sim.mean_hours:,.2f} h per data set at speed 1.0 on {sim.slots} slots "
+        ("assumes", f"{hours_text(sim.mean_hours)} per data set at speed 1.0 on {sim.slots} slots "
                     f"(speed-weighted {sim.capacity:,.1f}): "
-                    f"{sim.jobs * sim.mean_hours / max(sim.capacity, 1e-9):,.0f} h if no slot ever idled"),
+                    f"{hours_text(sim.jobs * sim.mean_hours / max(sim.capacity, 1e-9))} if no slot ever idled"),
         ("avoidable failures", f"{sim.failures_avoidable} (memory kills {sim.kills['memory']}, "
                                f"walltime kills {sim.kills['walltime']})"),
         ("CPU-hours", f"{sim.cpu_hours:,.0f}, {sim.wasted_cpu_hours:,.0f} on killed attempts "
@@ -146,8 +144,8 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
                      ["at h", "work done", "P10", "P50", "P90"],
                      [(f"{f.at_h:,.0f}", f"{f.done_fraction:.0%}", f"{f.p10_h:,.0f}", f"{f.p50_h:,.0f}",
                        f"{f.p90_h:,.0f}") for f in sim.forecasts])
-    clikit.table("nodes", ["node", "attempts", "busy h", "utilisation", "disk peak GB"], [
-        (n.name, n.attempts, f"{n.busy_h:,.1f}", f"{n.utilisation:.1%}", f"{n.disk_peak_gb:,.0f}")
+    clikit.table("nodes", ["node", "attempts", "busy", "utilisation", "disk peak"], [
+        (n.name, n.attempts, hours_text(n.busy_h), f"{n.utilisation:.1%}", gb_text(n.disk_peak_gb))
         for n in sim.nodes])
     for u in sim.unplaceable:
         clikit.warn(f"{u.dataset.uid}: unplaceable: {u.reason}")
@@ -162,9 +160,10 @@ def plan(deadline: Annotated[str, typer.Option(help="When it must be done: 180d,
     """How many more nodes of a class finish the workload by the deadline."""
     policy = _policy(policy)
     deadline_h = est.parse_duration_h(deadline)
-    datasets, node_list = _inputs(workload, nodes)
+    datasets, truth, node_list = _inputs(workload, nodes)
     with _progress(f"sizing {add_class} for {deadline}", as_json) as progress:
-        need = est.nodes_needed(datasets, node_list, add_class, deadline_h, policy, progress=progress)
+        need = est.nodes_needed(datasets, node_list, add_class, deadline_h, policy, progress=progress,
+                                actual=truth or None)
     result = {
         "node_class": add_class,
         "add": need.add,
@@ -174,11 +173,18 @@ def plan(deadline: Annotated[str, typer.Option(help="When it must be done: 180d,
         "nodes_now": len(node_list),
         "policy": policy,
         "reason": need.reason,
+        "datasets": len(datasets),
+        "never_run": len(need.never_run),  # no node, not even one of the class, can run these: not in the makespan
+        "never_run_groups": est.never_run_groups(need.never_run),
+        "hidden_truth": bool(truth),
     }
     if as_json:
         clikit.emit_json(result)
     else:
         _print_plan(need, len(datasets), deadline, deadline_h)
+        for group in result["never_run_groups"]:
+            clikit.warn(f"{group['count']} can never run ({group['kind']}: {group['example']}) — {group['fix']}; "
+                        f"e.g. {', '.join(group['uids'][:3])}")
     if need.add is None:  # no count of that class can make it: scripts see it in the exit code
         raise typer.Exit(1)
 
@@ -187,11 +193,16 @@ def _print_plan(need: est.NodesNeeded, jobs: int, deadline: str, deadline_h: flo
     """The human answer of `plan`."""
     add_class = need.node_class
     answer = (f"add {need.add} × {add_class}" if need.add is not None else f"not reachable: {need.reason}")
-    clikit.table(f"estimate plan: {jobs} data sets by {deadline}", ["", "value"], [
+    never = len(need.never_run)
+    if never:
+        answer += f" for the {jobs - never:,} that can run; {never:,} of {jobs:,} can never run (below)"
+    clikit.table(f"estimate plan: {jobs:,} data sets by {deadline}", ["", "value"], [
         ("answer", answer),
-        ("makespan then", "-" if need.makespan_h == float("inf") else f"{need.makespan_h / 24:,.1f} d"),
-        ("lower bound then", f"{need.lower_bound_h / 24:,.1f} d"),
-        ("deadline", f"{deadline_h / 24:,.1f} d"),
+        ("makespan then", "-" if need.makespan_h == float("inf") else hours_text(need.makespan_h)),
+        ("lower bound then", hours_text(need.lower_bound_h)),
+        ("deadline", hours_text(deadline_h)),
+        *([("can never run", ", ".join(f"{g['count']:,} {g['kind']}" for g in est.never_run_groups(need.never_run)))]
+          if never else []),
     ])
 
 
@@ -230,13 +241,14 @@ def campaign_cmd(
            "finish_p50": result.band[1].isoformat(timespec="minutes") if result.band else None,
            "finish_p90": result.band[2].isoformat(timespec="minutes") if result.band else None,
            "p10_h": _h(result.band_h[0]), "p50_h": _h(result.band_h[1]), "p90_h": _h(result.band_h[2]),
-           "mean_hours_per_dataset": _h(result.mean_hours), "slots": result.slots}
+           "mean_hours_per_dataset": _h(result.mean_hours), "slots": result.slots,
+           "slot_capacity": _h(result.simulation.capacity)}
     if as_json:
         clikit.emit_json(out)
         return
     clikit.out.print(f"{out['queued']} queued data sets on {out['nodes']} nodes ({policy}): done by {out['finish']} "
-                     f"(makespan {out['makespan_h']:.1f} h, lower bound {out['lower_bound_h']:.1f} h); "
-                     f"{out['cpu_hours']:.0f} CPU-hours, disk peak {max(out['disk_peak_gb'].values(), default=0):.0f} GB "
+                     f"(makespan {hours_text(out['makespan_h'])}, lower bound {hours_text(out['lower_bound_h'])}); "
+                     f"{out['cpu_hours']:.0f} CPU-hours, disk peak {gb_text(max(out['disk_peak_gb'].values(), default=0))} "
                      f"on one node; "
                      f"{out['unplaceable']} fit no node"
                      + (f" ({out['no_casa_version']} for want of the CASA version they need)"
@@ -244,5 +256,5 @@ def campaign_cmd(
     if result.band:
         clikit.out.print(f"forecast from the predictions' spread: done between {out['finish_p10']} (P10) and "
                          f"{out['finish_p90']} (P90), most likely {out['finish_p50']}; it assumes "
-                         f"{out['mean_hours_per_dataset']:.2f} h per data set at speed 1.0 on {out['slots']} slots",
+                         f"{hours_text(out['mean_hours_per_dataset'])} per data set at speed 1.0 on {out['slots']} slots",
                          markup=False)

@@ -8,11 +8,9 @@ import typer
 
 from .. import store
 from ..clikit import emit_json, out, table
-from .common import ConfigOpt, JsonOpt, campaign, run_action
+from .common import ConfigOpt, JsonOpt, NodeArg, campaign, complete_node, run_action
 
 app = typer.Typer(help="The machines attempts run on.", no_args_is_help=True)
-
-NodeArg = Annotated[str, typer.Argument(metavar="NAME", help="Node name.")]
 
 
 @app.command("list")
@@ -35,7 +33,7 @@ def list_(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False
 def check(
     ctx: typer.Context,
     names: Annotated[Optional[list[str]], typer.Argument(
-        metavar="[NAME]...", help="Nodes to check (default: all).")] = None,
+        metavar="[NAME]...", autocompletion=complete_node, help="Nodes to check (default: all).")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -15,8 +15,9 @@ app = typer.Typer(help="The operations console (Textual TUI).")
 def tui(
     ctx: typer.Context,
     theme: Annotated[str, typer.Option(help="Colour theme: ari-dark or ari-light (ctrl+t switches).")] = "ari-dark",
-    engine: Annotated[bool, typer.Option(help="Run the campaign engine inside the console (unless another "
-                                              "process holds the campaign lock; then only watch).")] = True,
+    engine: Annotated[bool, typer.Option(metavar="", help=(
+        "Run the campaign engine inside the console. Without it the console only watches (its header says whether "
+        "and where an engine runs) and the actions still work; an engine running elsewhere is only watched."))] = False,
     refresh: Annotated[float, typer.Option(metavar="SECONDS",
                                            help="Seconds between reads of the campaign store.")] = 2.0,
     config: ConfigOpt = None,

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Iterable
 
 from ..config import Node
+from ..formatting import gb_text
 from ..errors import UserError
 from . import batch as B
 from .probe import probe
-from .transport import CommandResult, NodeUnreachable, Transport, command_line, sh_quote
+from .transport import CommandResult, LogRestarted, NodeUnreachable, Transport, command_line, sh_quote
 
 
 
@@ -140,7 +141,7 @@ def check_node(node: Node, transport: Transport, scratch_need_gb: float = 1.0,
     try:
         p = probe(transport, node.scratch_dir, **({"timeout": timeout_s} if timeout_s else {}))
         free = p.scratch_free_gb or 0.0
-        add("scratch", free >= scratch_need_gb, f"{node.scratch_dir}: {free:.1f} GB free",
+        add("scratch", free >= scratch_need_gb, f"{node.scratch_dir}: {gb_text(free)} free",
             f"free space in {node.scratch_dir} (needs {scratch_need_gb:g} GB) or point scratch_dir elsewhere")
     except (ValueError, NodeUnreachable) as exc:
         add("scratch", False, str(exc), f"make {node.scratch_dir} exist and be writable")
@@ -264,11 +265,26 @@ def batch_output_tail(transport: Transport, handle: dict, limit: int = 65536) ->
 
 
 def tail(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> bytes:
-    """The bytes of ``path`` after ``offset`` (at most ``limit``); b'' when nothing new or no file yet."""
+    """The bytes of ``path`` after ``offset`` (at most ``limit``); b'' when nothing new, no file yet,
+    or a file shorter than ``offset`` (``follow`` reads that one again from its start)."""
     try:
         return transport.read_from(path, offset, limit)
-    except FileNotFoundError:
+    except (FileNotFoundError, LogRestarted):
         return b""
+
+
+def follow(transport: Transport, path: str, offset: int, limit: int = 1 << 20) -> tuple[int, bytes]:
+    """``(start, data)``: at most ``limit`` bytes of ``path`` from ``start``.
+
+    ``start`` is ``offset``, or 0 when the file is now shorter than ``offset`` (truncated, or
+    rotated and started anew): the log is read again from its beginning, so no line is lost.
+    """
+    try:
+        return offset, transport.read_from(path, offset, limit)
+    except FileNotFoundError:
+        return offset, b""
+    except LogRestarted:
+        return 0, tail(transport, path, 0, limit)
 
 
 KEPT_AFTER_CLEAN = ("*.log", "*.out", "status.json", "spec.json")

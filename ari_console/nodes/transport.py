@@ -35,6 +35,13 @@ import paramiko
 from ..errors import UserError
 
 DEFAULT_TIMEOUT_S = 30.0
+SFTP_WINDOW = 16 << 20
+"""Bytes the node may send on the SFTP channel before the console acknowledges them."""
+SFTP_REQUEST = 64 << 10
+"""Bytes per SFTP read request when the server states no limit: the most every OpenSSH
+sftp-server (before 8.7 too) answers in full; paramiko's own is 32 KiB."""
+SFTP_REQUEST_MAX = 256 << 10
+"""Bytes per read request at most, when the server states a higher limit (limits@openssh.com)."""
 MAX_BACKOFF_S = 300.0
 
 # paramiko logs a traceback for a host that does not speak SSH before raising; the console's
@@ -46,6 +53,15 @@ _paramiko_log.propagate = False
 
 class NodeUnreachable(Exception):
     """The node could not be reached (connection, timeout, authentication)."""
+
+
+class LogRestarted(Exception):
+    """``read_from``: the file is shorter than the offset asked for (truncated, or rotated and
+    started anew); ``size`` is its size now. The caller reads it again from 0."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__(f"{path}: {size} bytes now, shorter than what was read (truncated or rotated)")
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,9 @@ class Transport(Protocol):
     def run_script(self, script: str, timeout: float = DEFAULT_TIMEOUT_S) -> CommandResult: ...
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None: ...
     def read_file(self, path: str) -> bytes: ...
-    def read_from(self, path: str, offset: int, limit: int) -> bytes: ...
+    def read_from(self, path: str, offset: int, limit: int) -> bytes:
+        """At most ``limit`` bytes of ``path`` after ``offset`` (b'' when none yet); FileNotFoundError
+        when there is no file; LogRestarted when the file is shorter than ``offset``."""
     def get(self, remote: str, local: Path) -> None: ...
     def close(self) -> None: ...
 
@@ -133,6 +151,7 @@ class LocalTransport:
 
     name: str = "local"
     env: dict[str, str] = field(default_factory=dict)
+    _files: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # path -> inode last read there
 
     def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S) -> CommandResult:
         return self.run_script(command_line(argv), timeout)
@@ -165,8 +184,15 @@ class LocalTransport:
 
     def read_from(self, path: str, offset: int, limit: int) -> bytes:
         with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            seen = self._files.pop(path, st.st_ino)
+            self._files[path] = st.st_ino
+            while len(self._files) > 1024:
+                self._files.pop(next(iter(self._files)))
+            if st.st_size < offset or (offset and seen != st.st_ino):  # truncated, or a new file there
+                raise LogRestarted(path, st.st_size)
             fh.seek(offset)
-            return fh.read(limit)
+            return fh.read(min(limit, st.st_size - offset))
 
     def get(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +333,7 @@ class SSHTransport:
         self._sftp: paramiko.SFTPClient | None = None
         self._jumps: list[paramiko.SSHClient] = []
         self._open_logs: dict[str, paramiko.SFTPFile] = {}
+        self._read_size = SFTP_REQUEST
 
     # connection ------------------------------------------------------------
     def _connected(self) -> paramiko.SSHClient:
@@ -401,7 +428,10 @@ class SSHTransport:
     def _sftp_client(self) -> paramiko.SFTPClient:
         client = self._connected()
         if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:
-            self._sftp = client.open_sftp()
+            # A wide window: the reads of a log tail stay in flight together instead of waiting
+            # for the window to reopen every 2 MB (paramiko's default).
+            self._sftp = paramiko.SFTPClient.from_transport(client.get_transport(), window_size=SFTP_WINDOW)
+            self._read_size = sftp_read_size(self._sftp)
             self._open_logs = {}
             # A node that stops answering mid-transfer must not hang the console: no read waits longer.
             self._sftp.get_channel().settimeout(max(DEFAULT_TIMEOUT_S, self.target.connect_timeout))
@@ -473,29 +503,72 @@ class SSHTransport:
         return self._sftp_call(f"reading {path}", read)
 
     def read_from(self, path: str, offset: int, limit: int) -> bytes:
+        """A log's new bytes: one ``stat`` of the path, then the reads, all in flight at once.
+
+        The file stays open between calls (no open and close round trips for a growing log). The
+        path is what counts: a file shorter than ``offset`` raises LogRestarted, and so does a kept
+        file that ends before the path's size (it was rotated away; the path holds a new file).
+        """
         def read(sftp: paramiko.SFTPClient) -> bytes:
-            fh = self._open_logs.pop(path, None)
-            if fh is None:
-                fh = sftp.open(path, "rb")
-            self._open_logs[path] = fh  # kept open: a tail of a growing log costs one stat and the reads
-            while len(self._open_logs) > 16:
-                self._open_logs.pop(next(iter(self._open_logs))).close()
+            size = sftp.stat(path).st_size
+            if size < offset:
+                self._forget_log(path)
+                raise LogRestarted(path, size)
+            end = min(size, offset + limit)
+            if end == offset:
+                return b""
+            kept = path in self._open_logs
+            fh = self._open_log(sftp, path)
             try:
-                end = min(fh.stat().st_size, offset + limit)
-                if end <= offset:
-                    return b""
                 fh.seek(offset)
-                fh.prefetch(end)  # all the 32 KiB reads in flight at once, not one round trip each
-                return fh.read(end - offset)
+                fh.MAX_REQUEST_SIZE = self._read_size  # for this file's reads only
+                fh.prefetch(end)
+                data = fh.read(end - offset)
             except BaseException:
-                self._open_logs.pop(path, None)
+                self._forget_log(path)
                 raise
+            if len(data) < end - offset and kept:
+                self._forget_log(path)
+                raise LogRestarted(path, size)
+            return data
 
         return self._sftp_call(f"reading {path}", read)
+
+    def _open_log(self, sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
+        fh = self._open_logs.pop(path, None) or sftp.open(path, "rb")
+        self._open_logs[path] = fh  # the newest used last: the least recently used is closed first
+        while len(self._open_logs) > 16:
+            self._open_logs.pop(next(iter(self._open_logs))).close()
+        return fh
+
+    def _forget_log(self, path: str) -> None:
+        fh = self._open_logs.pop(path, None)
+        if fh is not None:
+            try:
+                fh.close()
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
 
     def get(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         self._sftp_call(f"fetching {remote}", lambda sftp: sftp.get(remote, str(local)))
+
+
+def sftp_read_size(sftp: paramiko.SFTPClient) -> int:
+    """Bytes per read request: what the server says it answers in full (OpenSSH 8.7+ states its
+    ``max-read-length`` through the ``limits@openssh.com`` extension), at most ``SFTP_REQUEST_MAX``;
+    ``SFTP_REQUEST`` when it states none."""
+    from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+
+    try:
+        kind, msg = sftp._request(CMD_EXTENDED, "limits@openssh.com")
+        if kind == CMD_EXTENDED_REPLY:
+            msg.get_int64()  # max-packet-length
+            stated = msg.get_int64()
+            return min(stated, SFTP_REQUEST_MAX) if stated > 0 else SFTP_REQUEST
+    except (OSError, paramiko.SFTPError):  # an older server: "unsupported"
+        pass
+    return SFTP_REQUEST
 
 
 def _collect(chan: paramiko.Channel, deadline: float, name: str) -> CommandResult:

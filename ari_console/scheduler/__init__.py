@@ -44,7 +44,7 @@ from .eligibility import (eligibility, fluid_bound, node_classes, nodes_key, set
                           why_not)
 from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, RELAX_QUANTILES,
                   RELAX_TOLERANCE, Search)
-from .placement import DEFAULT_POLICY, POLICIES, make_plan, place, requeue
+from .placement import DEFAULT_POLICY, POLICIES, make_plan, needs_plan, place, requeue
 from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE, MIN_HISTORY,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, features,
@@ -55,7 +55,7 @@ __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
     "eligibility", "features", "fit_history", "fluid_bound", "make_plan", "means_above", "node_classes",
-    "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above", "requeue", "settle_risk",
+    "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above", "requeue", "settle_risk",
     "unplaceable_reason", "why_not",
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",

@@ -8,7 +8,6 @@ version it needs is there; anything else would be an avoidable failure.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Collection, Iterable, Mapping, Sequence
 
 from .values import DataSet, NodeClass, NodeState, Prediction
@@ -88,19 +87,36 @@ def node_classes(nodes: Sequence[NodeState], pinned: Collection[str] = ()) -> li
 def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
                 classes: Sequence[NodeClass]) -> list[tuple[DataSet, tuple[int, ...]]]:
     """(data set, indexes of the classes it may run on) for each data set
-    (the test of :func:`why_not`, without making its reasons)."""
-    limits = [(c.rep.mem_gb, c.rep.speed, math.inf if c.rep.walltime_h is None else c.rep.walltime_h)
-              for c in classes]
+    (the test of :func:`why_not`, without making its reasons; on arrays for the
+    data sets that only memory and hours constrain)."""
+    import numpy as np
+
+    queue = list(queue)
+    masks = _fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
+                       np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes).tolist()
+    as_tuple: dict[int, tuple[int, ...]] = {}
     out = []
-    for ds in queue:
-        p = preds[ds.uid]
+    for ds, m in zip(queue, masks):
         if ds.node is None and ds.recipe is None and ds.casa_version is None and ds.walltime_h is None:
-            elig = tuple(i for i, (mem, speed, wall) in enumerate(limits)
-                         if p.mem_gb <= mem and p.hours / speed <= wall)
+            elig = as_tuple.get(m)
+            if elig is None:
+                elig = as_tuple[m] = tuple(i for i in range(len(classes)) if m >> i & 1)
         else:
+            p = preds[ds.uid]
             elig = tuple(i for i, c in enumerate(classes) if why_not(ds, p, c.rep) is None)
         out.append((ds, elig))
     return out
+
+
+def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
+    """Per data set, the bitmask of the classes whose memory and walltime its ``hours``/``mem`` fit (arrays)."""
+    import numpy as np
+
+    mask = np.zeros(len(hours), dtype=np.int64)
+    for i, c in enumerate(classes):
+        wall = math.inf if c.rep.walltime_h is None else c.rep.walltime_h
+        mask |= ((mem <= c.rep.mem_gb) & (hours / c.rep.speed <= wall)).astype(np.int64) << i
+    return mask
 
 
 def fluid_bound(work: Mapping[tuple[int, ...], float], capacity: Sequence[float]) -> float:
@@ -125,18 +141,25 @@ def fluid_bound(work: Mapping[tuple[int, ...], float], capacity: Sequence[float]
 
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
                 quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
+                memory_kill_cost: float = 0.5,
                 ) -> tuple[dict[str, Prediction], tuple[float, float] | None]:
     """Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
 
     High quantiles keep long uncertain data sets off walltime-limited nodes
     and big uncertain ones off small nodes; but when that leaves the roomy
-    nodes with more than their share (the fluid bound exceeds the one at the
-    median by more than ``tolerance``), the quantiles are lowered step by
-    step (``quantiles``: memory first, as a memory kill costs part of a run
-    and a walltime kill the whole walltime) until it does not: a few kills
-    cost less than a cluster waiting on its biggest nodes. None: ``preds`` unchanged.
+    nodes with more than their share, lower quantiles (``quantiles``, tried
+    in turn) may finish sooner even though some attempts get killed. Each
+    choice is judged by its fluid bound *with the kills it risks*: a data set
+    allowed on a class with a walltime W adds P(hours > W x speed) x W x
+    speed of lost work, one allowed where its memory may not fit adds
+    P(memory > the node's) x ``memory_kill_cost`` x its hours (a memory kill
+    comes part-way), spread over its classes by capacity; the killed share
+    runs again where it is safe. The safest choice within ``tolerance`` of
+    the best bound wins (a kill also costs an operator's look and a retry's
+    queueing). None: ``preds`` unchanged.
     """
     import numpy as np
+    from scipy.special import ndtr
 
     from .prediction import quantiles_above
 
@@ -145,16 +168,37 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     if not any(p.sigma > 0 or p.mem_sigma > 0 for p in spread):
         return dict(preds), None
     capacity = [c.capacity for c in classes]
-    anything = Prediction(0.0, 0.0)
-    static = np.array([sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
-                       for ds in queue])
-    work = np.array([p.plan_h for p in spread])
-    median_h = np.array([p.median_h or p.hours for p in spread])
-    median_m = np.array([p.mem_median_gb or p.mem_gb for p in spread])
-    sigma_h, sigma_m = np.array([p.sigma for p in spread]), np.array([p.mem_sigma for p in spread])
-    tail_h, tail_m = np.array([p.tail[0] for p in spread]), np.array([p.tail[1] for p in spread])
-    floor_h, floor_m = np.array([p.floor_h for p in spread]), np.array([p.mem_floor_gb for p in spread])
-    base_h, base_m = np.array([p.hours for p in spread]), np.array([p.mem_gb for p in spread])
+    anything, every = Prediction(0.0, 0.0), (1 << len(classes)) - 1
+    static = np.array([every if ds.node is None and ds.recipe is None and ds.casa_version is None
+                       and ds.walltime_h is None else
+                       sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
+                       for ds in queue], dtype=np.int64)
+    columns = np.array([(p.plan_h, p.median_h or p.hours, p.mem_median_gb or p.mem_gb, p.sigma, p.mem_sigma,
+                         p.tail[0], p.tail[1], p.floor_h, p.mem_floor_gb, p.hours, p.mem_gb) for p in spread],
+                       dtype=float).reshape(len(spread), 11).T  # one pass over 100,000 predictions, not eleven
+    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
+    walls = [math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes]
+
+    def exceed(median, sigma, floor, limit):
+        """P(value > limit | value > floor) for lognormals; 0 or 1 without a spread."""
+        s = np.maximum(sigma, 1e-9)
+        with np.errstate(divide="ignore"):
+            log_m = np.log(np.maximum(median, 1e-300))
+            above_floor = np.where(floor > 0, 1 - ndtr((np.log(np.maximum(floor, 1e-300)) - log_m) / s), 1.0)
+            above = np.minimum(1 - ndtr((math.log(limit) - log_m) / s), above_floor)
+        p = above / np.maximum(above_floor, 1e-300)
+        return np.where(sigma > 0, p, (np.maximum(median, floor) > limit).astype(float))
+
+    # per class: the chance an attempt there is killed, and the speed-1.0 hours a kill loses
+    kill_p = np.zeros((len(classes), len(queue)))
+    kill_cost = np.zeros((len(classes), len(queue)))
+    for i, c in enumerate(classes):
+        p_mem = exceed(median_m, sigma_m * tail_m, floor_m, c.rep.mem_gb)
+        p_wall = (exceed(median_h, sigma_h * tail_h, floor_h, walls[i] * c.rep.speed) if walls[i] < math.inf
+                  else np.zeros(len(queue)))
+        kill_p[i] = 1 - (1 - p_mem) * (1 - p_wall)
+        kill_cost[i] = p_wall * walls[i] * c.rep.speed if walls[i] < math.inf else 0.0
+        kill_cost[i] += p_mem * memory_kill_cost * work
 
     def placement_values(q_hours: float | None, q_mem: float | None):
         if q_hours is None:
@@ -164,26 +208,34 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         return hours, mem
 
     def bound(hours, mem) -> float:
-        mask = static.copy()
-        for i, c in enumerate(classes):
-            wall = math.inf if c.rep.walltime_h is None else c.rep.walltime_h
-            mask &= ~((~((mem <= c.rep.mem_gb) & (hours / c.rep.speed <= wall))).astype(np.int64) << i)
-        totals: dict[tuple[int, ...], float] = {}
-        sums = np.bincount(mask, weights=work)
-        for m in np.nonzero(sums)[0]:
-            if m:
-                totals[tuple(i for i in range(len(classes)) if m >> i & 1)] = float(sums[m])
+        """The fluid bound of the work, each data set's kills counted: the share of its
+        runs that a kill ends is lost, and runs again only where it is safe."""
+        mask = static & _fit_masks(hours, mem, classes)
+        inside = np.array([(mask >> i) & 1 for i in range(len(classes))], dtype=bool)
+        share = np.where(inside, np.array(capacity)[:, None], 0.0)
+        total = np.maximum(share.sum(axis=0), 1e-12)
+        lost = np.sum(share * kill_cost, axis=0) / total
+        killed = np.sum(share * kill_p, axis=0) / total
+        worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
+        safe = mask.copy()
+        for i in range(len(classes)):
+            safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
+        safe = np.where(safe > 0, safe, mask)
+        sums = (np.bincount(mask, weights=(1 - killed) * work + lost, minlength=1 << len(classes))
+                + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
+        totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
+                  for m in np.nonzero(sums)[0] if m}
         return fluid_bound(totals, capacity)
 
-    target = bound(*placement_values(0.5, 0.5)) * (1 + tolerance)
-    if bound(*placement_values(None, None)) <= target:
+    choices = [(None, None)] + list(quantiles)
+    bounds = [bound(*placement_values(qh, qm)) for qh, qm in choices]
+    pick = next(k for k, b in enumerate(bounds) if b <= min(bounds) * (1 + tolerance))
+    if pick == 0:
         return dict(preds), None
-    for q_hours, q_mem in quantiles:
-        hours, mem = placement_values(q_hours, q_mem)
-        if bound(hours, mem) <= target:
-            break
+    q_hours, q_mem = choices[pick]
+    hours, mem = placement_values(q_hours, q_mem)
     out = dict(preds)
     for ds, p, h, m in zip(queue, spread, hours.round(4).tolist(), mem.round(4).tolist()):
         if h != p.hours or m != p.mem_gb:
-            out[ds.uid] = replace(p, hours=h, mem_gb=m)
+            out[ds.uid] = p.placed_at(h, m)
     return out, (q_hours, q_mem)

@@ -13,7 +13,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 
 from .eligibility import eligibility, node_classes, nodes_key, settle_risk, unplaceable_reason, why_not
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
-from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all
+from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
 
 POLICIES = ("lpt", "greedy", "fifo")
@@ -43,7 +43,7 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         preds, risk_q = settle_risk(list(queue), preds, classes, search.relax_quantiles, search.relax_tolerance,
                                     tuning.retry_margin)
     placeable, bad = [], []
-    for ds, elig in eligibility(queue, preds, classes):
+    for ds, elig in _eligible_or_worth_a_try(queue, preds, classes, tuning):
         if elig:
             placeable.append((ds, elig))
         else:
@@ -51,7 +51,64 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
             bad.append(Unplaceable(ds, reason))
     if policy == "greedy":
         return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
-    return replace(lpt_plan(placeable, tuple(bad), nodes, classes, preds, key, search), risk_quantile=risk_q)
+    plan = lpt_plan(placeable, tuple(bad), nodes, classes, preds, key, search)
+    learned = model.hours.n if model.hours is not None else 0
+    return replace(_pilots_first(plan, search.pilots - learned), risk_quantile=risk_q)
+
+
+def _pilots_first(plan: Plan, count: int) -> Plan:
+    """``plan`` with ``count`` pilot data sets moved to the front of their nodes' sequences.
+
+    ``lpt`` starts the longest first, so a young history holds the long data
+    sets (as lower limits) and the few short ones that finish early: a fit of
+    it extrapolates to the bulk of the queue. Pilots are spread evenly over
+    the queue's predicted hours, smallest to largest, and run first on the
+    node the plan gave them, shortest first (quick exact answers at the low
+    end, the long pilots' lower limits soon after); a node's total work is
+    unchanged, so the plan's makespan barely moves while the fit learns from
+    the whole range.
+    """
+    if count <= 0 or not plan.sequence:
+        return plan
+    preds = plan.predictions
+    waiting = sorted((d for seq in plan.sequence.values() for d in seq), key=lambda d: preds[d.uid].median_h or preds[d.uid].plan_h)
+    if len(waiting) <= count:
+        return plan
+    step = len(waiting) / count
+    pilots = {waiting[int(step * (k + 0.5))].uid for k in range(count)}
+    sequence, suffix = dict(plan.sequence), dict(plan.suffix_h)
+    for name, seq in plan.sequence.items():
+        first = tuple(sorted((d for d in seq if d.uid in pilots), key=lambda d: preds[d.uid].plan_h))
+        if not first:
+            continue
+        sequence[name] = first + tuple(d for d in seq if d.uid not in pilots)
+        sums, acc = [0.0], 0.0
+        for d in reversed(sequence[name]):
+            acc += preds[d.uid].plan_h
+            sums.append(acc)
+        suffix[name] = tuple(reversed(sums))
+    return replace(plan, sequence=sequence, suffix_h=suffix)
+
+
+def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Prediction],
+                             classes: Sequence[NodeClass], tuning: Tuning) -> list[tuple[DataSet, tuple[int, ...]]]:
+    """:func:`eligibility`, except that a data set whose cautious quantiles fit no node but
+    whose medians (above what it is known to need) fit one is tried there: a wide spread
+    alone never makes a data set unplaceable, a kill that shows it needs more does.
+    ``preds`` is updated with the median placement values of those data sets (the mean
+    hours when higher)."""
+    out = eligibility(queue, preds, classes)
+    hopeless = [ds for ds, elig in out if not elig and (preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0)]
+    if not hopeless:
+        return out
+    for ds in hopeless:
+        p = preds[ds.uid]
+        hours, mem = (float(v) for v in (
+            quantiles_above(p.median_h or p.hours, p.sigma, p.floor_h, 0.5, tuning.retry_margin),
+            quantiles_above(p.mem_median_gb or p.mem_gb, p.mem_sigma, p.mem_floor_gb, 0.5, tuning.retry_margin)))
+        preds[ds.uid] = replace(p, hours=round(max(hours, p.plan_h), 4), mem_gb=round(mem, 4))
+    second = {ds.uid: elig for ds, elig in eligibility(hopeless, preds, classes)}
+    return [(ds, elig or second.get(ds.uid, ())) for ds, elig in out]
 
 
 def _greedy_plan(placeable: list[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
@@ -95,14 +152,24 @@ def place(queue: Collection[DataSet], nodes: Sequence[NodeState], now: float,
     >>> [(d.uid, n.name) for d, n in place(q, nodes, now=0.0).pairs]
     [('small', 'ws'), ('big', 'hpc')]
     """
-    if (plan is None or plan.policy != policy or plan.nodes_key != nodes_key(nodes)
-            or len(queue) not in (plan.remaining, plan.remaining + len(plan.unplaceable))):
+    if needs_plan(len(queue), nodes, policy, plan):
         plan = make_plan(queue, nodes, policy, history, predictions, tuning, search)
     if policy == "fifo":
         return _place_fifo(nodes, plan)
     if policy == "greedy":
         return _place_greedy(nodes, plan)
     return _place_lpt(nodes, now, plan)
+
+
+def needs_plan(queued: int, nodes: Sequence[NodeState], policy: str, plan: Plan | None) -> bool:
+    """True when :func:`place` must plan the queue (of ``queued`` data sets) anew,
+    rather than take ``plan``'s next pairs.
+
+    >>> needs_plan(3, [NodeState("n")], "lpt", None)
+    True
+    """
+    return (plan is None or plan.policy != policy or plan.nodes_key != nodes_key(nodes)
+            or queued not in (plan.remaining, plan.remaining + len(plan.unplaceable)))
 
 
 def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,

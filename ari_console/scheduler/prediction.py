@@ -5,8 +5,9 @@ passed in (``tuning=``); the module constants below are only its defaults.
 
 A prediction is a distribution, not a number: log(hours) is normal around a
 fit of the archive's metadata (log size, log channels, mosaic, 7 m array, log
-execution blocks, band), with the fit's residual spread plus its coefficient
-uncertainty, and cut below at what the data set is known to need (a
+execution blocks, band), with the fit's residual spread (itself fitted on the
+metadata once the history is long enough: big data sets are often less
+predictable than small ones) plus its coefficient uncertainty, and cut below at what the data set is known to need (a
 walltime kill after W h: more than W; a memory kill at P GB: more than P;
 an attempt still running after R h: more than R). Placement checks a high
 quantile against walltimes and memory; plans add up the expected value;
@@ -58,6 +59,12 @@ RETRY_MARGIN = 1.25
 """A data set that died for memory/walltime needs at least this times what it used when no spread is known."""
 RIDGE = 1e-4
 """Ridge penalty per finished attempt on the fit's slopes (keeps thin histories stable)."""
+SPREAD_MIN_HISTORY = 60
+"""Finished attempts needed before the scatter is fitted per data set (a function of the metadata)."""
+SPREAD_RIDGE = 0.05
+"""Ridge penalty per finished attempt on the scatter fit's slopes (a variance is noisier than a mean)."""
+SPREAD_RANGE = (0.5, 2.5)
+"""The least and most a data set's scatter may differ from the history's pooled one (a factor)."""
 
 FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks", "band")
 """What the fits regress log(hours) and log(peak memory) on; a missing value counts as the history's mean."""
@@ -82,6 +89,9 @@ class Tuning:
     min_history: int = MIN_HISTORY
     retry_margin: float = RETRY_MARGIN
     ridge: float = RIDGE
+    spread_min_history: int = SPREAD_MIN_HISTORY
+    spread_ridge: float = SPREAD_RIDGE
+    spread_range: tuple[float, float] = SPREAD_RANGE
 
 
 DEFAULT_TUNING = Tuning()
@@ -100,8 +110,11 @@ class Fit:
     sigma: float
     chol: tuple[tuple[float, ...], ...]
     n: int
-    residuals: tuple[float, ...] = ()  # of the history (censored ones at their expectation): for resampling
+    residuals: tuple[float, ...] = ()  # of the history in units of their own spread (censored ones at their
+    # expectation): for resampling
     tail: float = 1.0  # how much wider the residuals' placement quantile is than the normal's (heavy tails)
+    spread: tuple[float, ...] = ()  # log(variance / sigma^2) = spread . design row: scatter that grows with the
+    # metadata (big data sets less predictable than small ones); () for one scatter for all
 
 
 @dataclass(frozen=True)
@@ -188,12 +201,46 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
         sigma = math.sqrt(max(1e-6, sse / max(1, len(y) - p)))
     cov = sigma ** 2 * gram_inv
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(p))
-    resid = (target - x @ beta).round(5)
+    resid = target - x @ beta
+    square = resid ** 2
+    if censored.any():  # a censored value's expected squared residual above its limit (it is long: often far)
+        a = (y[censored] - x[censored] @ beta) / sigma
+        square[censored] = sigma ** 2 * (1 + a * _mills(a))
+    spread = _spread(x, square, ~censored, sigma, tuning)
+    scale = _scale(x, spread, tuning) if spread else np.ones(len(y))
+    unit = (resid / (sigma * scale)).round(5)
     from scipy.special import ndtri
 
-    tail = max(1.0, float(np.quantile(resid, q)) / (float(ndtri(q)) * sigma)) if 0.5 < q < 1 else 1.0
+    tail = max(1.0, float(np.quantile(unit, q)) / float(ndtri(q))) if 0.5 < q < 1 else 1.0
     return Fit(tuple(float(b) for b in beta), used, center, sigma,
-               tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(resid.tolist()), tail)
+               tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread)
+
+
+def _spread(x, square, drawn, sigma: float, tuning: Tuning) -> tuple[float, ...]:
+    """Coefficients of log(squared residual / sigma^2) on the design rows ``x`` (a
+    ridge fit), or () with too little history; ``square`` holds the squared
+    residuals, ``drawn`` says which are one draw each (finished attempts: their
+    log is corrected for the mean of a log chi-square) rather than an expectation
+    (censored ones)."""
+    import numpy as np
+
+    if len(square) < tuning.spread_min_history:
+        return ()
+    z = np.log(square / sigma ** 2 + 1e-6) + np.where(drawn, 1.2704, 0.0)  # E[log chi2(1)] = -1.2704
+    penalty = tuning.spread_ridge * len(z) * np.eye(x.shape[1])
+    penalty[0, 0] = 0.0
+    gamma = np.linalg.solve(x.T @ x + penalty, x.T @ z)
+    scale = _scale(x, gamma, tuning)
+    gamma[0] -= math.log(float(np.mean(scale ** 2)))  # the history's mean variance stays sigma^2
+    return tuple(float(g) for g in gamma)
+
+
+def _scale(x, spread, tuning: Tuning):
+    """Each design row's scatter relative to the pooled sigma (within ``tuning.spread_range``)."""
+    import numpy as np
+
+    low, high = tuning.spread_range
+    return np.clip(np.exp(0.5 * (x @ np.asarray(spread))), low, high)
 
 
 def fit_history(history: Iterable[Measured], tuning: Tuning = DEFAULT_TUNING) -> Model:
@@ -337,10 +384,10 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     if model.hours is not None or model.mem is not None:
         rows = np.array([features(ds) for ds in queue], dtype=float)
         if model.hours is not None:
-            log_h, sig_h, shifts = _evaluate(model.hours, rows)
+            log_h, sig_h, shifts = _evaluate(model.hours, rows, t)
             med_h, q_h, source, tail_h = np.exp(log_h), np.full(n, t.hours_quantile), "history", model.hours.tail
         if model.mem is not None:
-            log_m, sig_m, mem_shifts = _evaluate(model.mem, rows)
+            log_m, sig_m, mem_shifts = _evaluate(model.mem, rows, t)
             med_m, q_m, tail_m = np.exp(log_m), np.full(n, t.mem_quantile), model.mem.tail
     own = np.array([model.own.get(ds.uid, (0.0, 0.0)) for ds in queue]).reshape(n, 2)
     hours = quantiles_above(med_h, sig_h * tail_h, own[:, 0], q_h, t.retry_margin).round(4).tolist()
@@ -362,12 +409,14 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     return out
 
 
-def _evaluate(fit: Fit, rows) -> tuple[Sequence[float], Sequence[float], list[tuple[float, ...]]]:
+def _evaluate(fit: Fit, rows, tuning: Tuning = DEFAULT_TUNING
+              ) -> tuple[Sequence[float], Sequence[float], list[tuple[float, ...]]]:
     """(log medians, predictive log-sds, coefficient-uncertainty rows) of a fit at feature ``rows``."""
     import numpy as np
 
     x = _design(rows, fit)
     mu = x @ np.asarray(fit.coef)
     rows_l = x @ np.asarray(fit.chol)  # each row . z (z standard normal) draws the fit's error there
-    sigma = np.sqrt(fit.sigma ** 2 + np.sum(rows_l ** 2, axis=1))
+    own = fit.sigma * (_scale(x, fit.spread, tuning) if fit.spread else 1.0)
+    sigma = np.sqrt(own ** 2 + np.sum(rows_l ** 2, axis=1))
     return mu, sigma, [tuple(r) for r in rows_l.round(5).tolist()]

@@ -55,16 +55,33 @@ speed; only the few other lines (and task banners) reach the rules, so memory st
 and a 1 GB log takes seconds (``benchmarks/bench_triage.py``).
 """
 
-from ari_console.triage.files import classify_file, read_blocks
-from ari_console.triage.rules import (
-    CATEGORIES, CONTEXT, FIXES, FROM_GROUP, NOISE, RESOURCE_PRIORITY, RULES, STAGE_CATEGORIES, Rule, fix_for, rule_rows,
-    rules_version, stage_category,
-)
-from ari_console.triage.scanner import (
-    CHUNK_CHARS, MAX_EXCERPT_LINE, Verdict, apply_hint, classify, classify_blocks, classify_many, clip,
-    decisive,
-)
-from ari_console.triage.signatures import Group, group, signature, uid_from_path
+import importlib
+
+# The submodules load on first use of a name (PEP 562): `ari status --json` reads one fix
+# (``fix_for``) without compiling the scanner's regexes.
+_EXPORTS = {
+    "files": ("classify_file", "read_blocks"),
+    "rules": ("CATEGORIES", "CONTEXT", "FIXES", "FROM_GROUP", "NOISE", "RESOURCE_PRIORITY", "RULES",
+              "STAGE_CATEGORIES", "Rule", "fix_for", "rule_rows", "rules_version", "stage_category"),
+    "scanner": ("CHUNK_CHARS", "MAX_EXCERPT_LINE", "Verdict", "apply_hint", "classify", "classify_blocks",
+                "classify_many", "clip", "decisive"),
+    "signatures": ("Group", "group", "signature", "uid_from_path"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "CATEGORIES", "CHUNK_CHARS", "CONTEXT", "FIXES", "FROM_GROUP", "Group", "MAX_EXCERPT_LINE", "NOISE",

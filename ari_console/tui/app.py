@@ -3,7 +3,9 @@
 Threads: a *reader* worker reads the store every ``refresh_s`` (its own SQLite
 connection; WAL lets it read while the engine writes) and hands a
 :class:`~.snapshot.Snapshot` to the UI thread, which only renders it; an
-optional *engine* worker runs the campaign engine's ticks; operator actions
+optional *engine* worker runs the campaign engine's ticks (only when asked:
+``ari tui --engine``; opened to look, the console watches and its header says
+whether and where the engine runs, read from the engine's lock); operator actions
 (retry, hold, drain ...) run in short thread workers calling the same
 ``ari_console.actions`` functions as the CLI. Screens receive data through the
 ``snapshot`` reactive and send requests up as method calls on the app.
@@ -12,6 +14,8 @@ optional *engine* worker runs the campaign engine's ticks; operator actions
 from __future__ import annotations
 
 from importlib import resources
+import os
+import socket
 import threading
 from collections import deque
 from dataclasses import replace
@@ -40,6 +44,7 @@ from .screens.triage import TriageScreen
 from .snapshot import Eta, Snapshot, StoreCopy, build_snapshot, compute_eta
 
 ETA_RETRY_S = 15.0
+SCREENS = Binding.Group("Screens", compact=True)  # the footer shows 123456 once; ? lists each
 
 HERE = Path(str(resources.files("ari_console.tui")))  # the .tcss files ship beside their modules
 DEFAULT_THEMES = ("ari-dark", "ari-light")
@@ -65,13 +70,16 @@ class AriApp(App):
     MODES = {"dashboard": DashboardScreen, "queue": QueueScreen, "nodes": NodesScreen,
              "log": LogScreen, "triage": TriageScreen, "qa2": Qa2Screen}
     DEFAULT_MODE = "dashboard"
+    # Screens get -narrow/-wide and -short/-tall classes: the .tcss lays out 80x24 without cutting.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
     BINDINGS = [
-        Binding("1", "switch_mode('dashboard')", "Dash", tooltip="Campaign totals, success rates, ETA"),
-        Binding("2", "switch_mode('queue')", "Queue", tooltip="Every data set"),
-        Binding("3", "switch_mode('nodes')", "Nodes", tooltip="Machines, load, drain"),
-        Binding("4", "switch_mode('log')", "Log", tooltip="Stream an attempt's log"),
-        Binding("5", "switch_mode('triage')", "Triage", tooltip="Failures by category or signature"),
-        Binding("6", "switch_mode('qa2')", "QA2", tooltip="Pipeline vs QA2 image ratios"),
+        Binding("1", "switch_mode('dashboard')", "Dash", tooltip="Campaign totals, success rates, ETA", group=SCREENS),
+        Binding("2", "switch_mode('queue')", "Queue", tooltip="Every data set", group=SCREENS),
+        Binding("3", "switch_mode('nodes')", "Nodes", tooltip="Machines, load, drain", group=SCREENS),
+        Binding("4", "switch_mode('log')", "Log", tooltip="Stream an attempt's log", group=SCREENS),
+        Binding("5", "switch_mode('triage')", "Triage", tooltip="Failures by category or signature", group=SCREENS),
+        Binding("6", "switch_mode('qa2')", "QA2", tooltip="Pipeline vs QA2 image ratios", group=SCREENS),
         Binding("ctrl+t", "toggle_theme", "Light/dark", tooltip="Switch between the light and dark theme"),
         Binding("question_mark,f1", "help", "Help", key_display="?", tooltip="Every key of this screen"),
         Binding("q", "quit", "Quit"),
@@ -96,6 +104,10 @@ class AriApp(App):
         self.node_history: dict[str, views.NodeHistory] = {}
         self.pending_log: int | None = None
         self.engine_state = "watching the store"
+        self.engine_here = False
+        self.lock_path = (config.campaign.work_dir if config else self.db_path.parent) / "engine.lock"
+        self.unreachable: dict[str, str] | None = None
+        """Unreachable nodes (name -> the line shown for it) at the last snapshot; None before the first."""
         self.eta = Eta("estimating…")
         self._eta_busy = False
         self._wake_reader = threading.Event()
@@ -110,7 +122,7 @@ class AriApp(App):
         for t in load_themes():
             self.register_theme(t)
         self.theme = self._initial_theme if self._initial_theme in self.available_themes else "textual-dark"
-        self.sub_title = self.config.campaign.name if self.config else str(self.db_path)
+        self.sub_title = self._sub_title()
         self._reader()
         if self.run_engine and self.config is not None:
             self._engine()
@@ -149,6 +161,9 @@ class AriApp(App):
                     snap = build_snapshot(copy, now, version, self.node_history, self.stale_after_s, self.eta,
                                           changed)
                     snap = _with_load_ms(snap, (time.perf_counter() - t0) * 1000)
+                    # whether (and where) an engine runs changes under a watcher: the lock says
+                    self.engine_state = views.engine_line(engine_mod_lock_holder(self.lock_path),
+                                                          (os.getpid(), socket.gethostname()))
                     self.call_from_thread(self._set_snapshot, snap)
                 except RuntimeError:  # the app is closing
                     return
@@ -174,7 +189,17 @@ class AriApp(App):
         self._wake_reader.set()
 
     def _set_snapshot(self, snap: Snapshot) -> None:
+        unreachable = views.unreachable_nodes(snap.nodes, snap.now)
+        if self.unreachable is not None:  # a toast only when a node's reachability changes, never per refresh
+            for name, text, severity in views.reachability_changes(self.unreachable, unreachable):
+                self.notify(text, severity=severity, timeout=8)
+        self.unreachable = unreachable
+        self.sub_title = self._sub_title()
         self.snapshot = snap
+
+    def _sub_title(self) -> str:
+        name = self.config.campaign.name if self.config else str(self.db_path)
+        return f"{name} · {self.engine_state}"
 
     def _node_configs(self) -> dict[str, object]:
         return {n.name: n for n in self.config.nodes} if self.config else {}
@@ -203,13 +228,14 @@ class AriApp(App):
             return
         try:
             engine = engine_mod.Engine(self.config)
-        except engine_mod.EngineLocked as exc:
-            self._engine_note(f"watching only: {exc}", "warning")
+        except engine_mod.EngineLocked:
+            self._engine_note(views.engine_line(engine_mod.lock_holder(self.lock_path)), "warning")
             return
         except Exception as exc:
             self._engine_note(f"engine did not start: {exc}", "error")
             return
         self.engine_state = "engine running in this console"
+        self.engine_here = True
         said: set[str] = set()
         try:
             while not worker.is_cancelled and not self._stop.is_set():
@@ -220,7 +246,7 @@ class AriApp(App):
                             self._notify_from_thread(f"{uid}: {state}" + (f" ({category})" if category else ""),
                                                      "warning")
                     for err in report.errors:
-                        if err not in said:
+                        if err not in said and not self._node_fault(err, engine_mod.fault_kind):
                             self._notify_from_thread(f"engine: {err}", "warning")
                     said = set(report.errors)
                 except Exception as exc:  # a failed tick is reported; the next one tries again
@@ -228,7 +254,13 @@ class AriApp(App):
                 self._wake_reader.set()
                 self._stop.wait(self.config.campaign.poll_interval_s)
         finally:
+            self.engine_here = False
             engine.close()
+
+    def _node_fault(self, error: str, kind) -> bool:
+        """An engine error that is a node's fault: its status line and change toast tell it, not a toast per tick."""
+        names = [n.name for n in self.config.nodes] if self.config else []
+        return kind(error) != "other" and any(error.startswith((f"{n}:", f'node "{n}"')) for n in names)
 
     def _engine_note(self, text: str, severity: str) -> None:
         self.engine_state = text
@@ -333,6 +365,15 @@ class AriApp(App):
                 await self.run_action(action, node)
 
             yield SystemCommand(f"{b.description} ({b.key_display or key})", b.tooltip or b.description, run)
+
+
+def engine_mod_lock_holder(path: Path) -> dict | None:
+    """The engine lock's holder (None: no engine runs), or None when this install has no engine."""
+    try:
+        from ari_console.engine import lock_holder
+    except ImportError:
+        return None
+    return lock_holder(path)
 
 
 def _with_load_ms(snap: Snapshot, ms: float) -> Snapshot:

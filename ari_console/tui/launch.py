@@ -10,8 +10,12 @@ from ..errors import UserError
 THEMES = ("ari-dark", "ari-light")
 
 
-def open_console(config_path: Path, theme: str = "ari-dark", engine: bool = True, refresh: float = 2.0) -> None:
-    """Run the console on the campaign of ``config_path`` until the operator quits."""
+def open_console(config_path: Path, theme: str = "ari-dark", engine: bool = False, refresh: float = 2.0) -> None:
+    """Run the console on the campaign of ``config_path`` until the operator quits.
+
+    ``engine``: run the campaign engine inside (``ari tui --engine``); by default the console only
+    watches, so opening it to look never launches anything.
+    """
     if theme not in THEMES:
         raise UserError(f'--theme "{theme}": unknown theme — use one of {", ".join(THEMES)}')
     if refresh <= 0:

@@ -9,12 +9,14 @@ tested here without a terminal.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
+from ..formatting import duration_text, gb_text
 from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -24,37 +26,8 @@ QUEUE_COLUMNS = ("uid", "project", "array", "band", "size", "state", "att", "nod
 
 # -- formatting ----------------------------------------------------------------
 
-def human_duration(seconds: float | None) -> str:
-    """A short duration: ``"45s"``, ``"12m"``, ``"3h05m"``, ``"2d04h"``; ``""`` when unknown.
-
-    >>> human_duration(11100), human_duration(59), human_duration(None)
-    ('3h05m', '59s', '')
-    """
-    if seconds is None:
-        return ""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def human_size(gb: float | None) -> str:
-    """A data size given in GB: ``"850 MB"``, ``"12.3 GB"``, ``"1.2 TB"``; ``""`` when unknown.
-
-    >>> human_size(0.85), human_size(12.34), human_size(1234)
-    ('850 MB', '12.3 GB', '1.2 TB')
-    """
-    if gb is None:
-        return ""
-    if gb < 1:
-        return f"{gb * 1000:.0f} MB"
-    if gb < 1000:
-        return f"{gb:.1f} GB"
-    return f"{gb / 1000:.1f} TB"
+human_duration = duration_text  # the one formatter (ari_console.formatting), short names the screens use
+human_size = gb_text
 
 
 def sparkline(values: Sequence[float], width: int = 12, top: float | None = None) -> str:
@@ -70,11 +43,132 @@ def sparkline(values: Sequence[float], width: int = 12, top: float | None = None
     return "".join(SPARK[min(len(SPARK) - 1, max(0, round(v / hi * (len(SPARK) - 1))))] for v in values)
 
 
+def bar_chart(values: Sequence[float], top: float, height: int = 3) -> str:
+    """``values`` as columns ``height`` rows tall on a fixed axis: 0 is an empty column, ``top`` a full one.
+
+    A burn-down drawn this way cannot look finished while data sets remain (a min-max scale would
+    draw the last few held ones at the bottom).
+
+    >>> print(bar_chart([4, 2, 1, 0], top=4, height=2))
+    █   
+    ██▄ 
+    """
+    rows = []
+    levels = [0 if top <= 0 else round(max(0.0, min(v, top)) / top * height * 8) for v in values]
+    for r in range(height - 1, -1, -1):
+        cells = [max(0, min(8, lv - r * 8)) for lv in levels]
+        rows.append("".join(SPARK[c - 1] if c else " " for c in cells))
+    return "\n".join(rows)
+
+
 def clock_text(ts: float | None) -> str:
     """A UTC time of day with date, for ETAs: ``"2026-12-01 14:00 UTC"``."""
     if ts is None:
         return ""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- what fits on screen (80x24 and up) -----------------------------------------------------
+
+def footer_keys(items: Sequence[tuple[str, int]], width: int, always: Iterable[str] = (),
+                first: Iterable[str] = ()) -> set[str]:
+    """The footer items (``(name, cells)`` in footer order) that fit in ``width`` cells.
+
+    The ``always`` items are kept (``?`` help lists the keys left out), then the ``first``
+    ones, then the others in footer order until one does not fit: the footer is never cut in
+    the middle of a key, and what goes is what the screen lists last.
+
+    >>> sorted(footer_keys([("filter", 9), ("retry", 8), ("copy", 11), ("help", 7)], 26, always=["help"]))
+    ['filter', 'help', 'retry']
+    """
+    always, first = set(always), list(first)
+    kept = {name for name, _ in items if name in always}
+    room = width - sum(cells for name, cells in items if name in kept)
+    cells_of = dict(items)
+    for name in [*(n for n in first if n in cells_of), *(n for n, _ in items if n not in first)]:
+        if name in kept:
+            continue
+        if cells_of[name] > room:
+            break
+        kept.add(name)
+        room -= cells_of[name]
+    return kept
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column as the layout sees it.
+
+    ``drop``: the order in which columns leave a narrow table (0: never; the highest goes
+    first). ``shrink``: the narrowest the column may be cut to; None: never cut. ``cut``:
+    when in that order it is cut (default: at its ``drop``, before it would leave), so a
+    long text that matters can be shortened while short columns of a lower rank stay.
+    """
+
+    name: str
+    drop: int = 0
+    shrink: int | None = None
+    cut: int | None = None
+
+
+def cell_widths(columns: Sequence[str], rows: Collection[Sequence[object]], most: int = 20_000) -> dict[str, int]:
+    """The widest cell of each column (its header included), in terminal cells.
+
+    Of more than ``most`` rows, an even sample of ``most`` is measured (a table's columns
+    are of a few kinds of text: 100,000 rows add nothing but time).
+
+    >>> cell_widths(("uid", "state"), [("uid://A001/X1/X2", "queued"), ("u", "succeeded")])
+    {'uid': 16, 'state': 9}
+    """
+    widths = {name: len(name) for name in columns}
+    if len(rows) > most:
+        rows = list(rows)[::len(rows) // most + 1]
+    for name, cells in zip(columns, zip(*rows)):  # column by column: C loops, 100,000 rows in milliseconds
+        widths[name] = max(widths[name], max(map(len, map(str, cells))))
+    return widths
+
+
+def fit_columns(layout: Sequence[Col], widths: Mapping[str, int], available: int,
+                gap: int = 2) -> dict[str, int | None]:
+    """The columns a table ``available`` cells wide shows: name -> width (None: as wide as its
+    cells), in table order.
+
+    When the cells do not fit, the least important columns go first (highest ``drop``): each
+    is cut to its ``shrink`` width if it has one, and dropped if that is not enough; the
+    columns that are never dropped are cut last. ``gap``: the cells a column adds to its
+    text (the table's padding).
+
+    >>> layout = (Col("uid"), Col("project", 3), Col("stage", 2, shrink=6), Col("state"), Col("failure", shrink=8))
+    >>> widths = {"uid": 20, "project": 14, "stage": 20, "state": 9, "failure": 9}
+    >>> fit_columns(layout, widths, 90)
+    {'uid': None, 'project': None, 'stage': None, 'state': None, 'failure': None}
+    >>> fit_columns(layout, widths, 60)
+    {'uid': None, 'stage': 14, 'state': None, 'failure': None}
+    """
+    width = {c.name: max(1, widths.get(c.name, len(c.name))) for c in layout}
+    cut: dict[str, int] = {}
+    shown = [c.name for c in layout]
+
+    def excess() -> int:
+        return sum(cut.get(n, width[n]) + gap for n in shown) - available
+
+    steps = [(c.drop if c.cut is None else c.cut, 1, i, "cut") for i, c in enumerate(layout) if c.shrink is not None]
+    steps += [(c.drop, 0, i, "drop") for i, c in enumerate(layout) if c.drop]
+    for _, _, i, step in sorted(steps, reverse=True):  # highest rank first; at one rank cut, then drop; rightmost first
+        c = layout[i]
+        if excess() <= 0:
+            break
+        if step == "cut" and c.name in shown and width[c.name] > c.shrink:
+            cut[c.name] = max(c.shrink, width[c.name] - excess())
+        elif step == "drop":
+            shown.remove(c.name)
+            cut.pop(c.name, None)
+    room = -excess()
+    for n in [n for n in shown if n in cut]:  # what later drops freed goes back to the cut columns
+        grow = max(0, min(room, width[n] - cut[n]))
+        cut[n] += grow
+        room -= grow
+    return {n: cut[n] if n in cut and cut[n] < width[n] else None for n in shown}
 
 
 # -- filters (`/` everywhere) -----------------------------------------------------
@@ -202,7 +296,7 @@ def queue_view(datasets: Iterable[dict], attempts: Iterable[dict], now: float,
     ...                 "state": "running"}], [{"uid": "u1", "node": "ws1", "state": "running",
     ...                 "stage": "image", "started_at": 0.0}], now=90.0)
     >>> v.rows["u1"]
-    ('u1', 'p', '12m', '6', '2.0 GB', 'running', '1', 'ws1', 'image', '1m', '')
+    ('u1', 'p', '12m', '6', '2 GB', 'running', '1', 'ws1', 'image', '1m', '')
     """
     latest, counts = latest_attempts(attempts)
     rows: dict[str, tuple[str, ...]] = {}
@@ -234,7 +328,12 @@ def queue_row(d: Mapping, a: Mapping | None, count: int, now: float,
             stage, human_duration(attempt_elapsed(a, now)), category)
 
 
-_UNITS = {"MB": 1e-3, "GB": 1.0, "TB": 1e3}
+QUEUE_LAYOUT = (Col("uid"), Col("project", 6), Col("array", 8), Col("band", 7), Col("size", 5), Col("state"),
+                Col("att", 4), Col("node", 2, shrink=6), Col("stage", 3, shrink=8), Col("elapsed", 1),
+                Col("failure", shrink=9))
+"""What a narrow queue keeps: uid, state and failure always; array, band, project go first."""
+
+_UNITS = {"Byte": 1e-9, "Bytes": 1e-9, "kB": 1e-6, "MB": 1e-3, "GB": 1.0, "TB": 1e3, "PB": 1e6}  # formatting.gb_text's units
 _DURATION_PARTS = re.compile(r"(\d+)([dhms])")
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -284,6 +383,9 @@ def rate_text(pair: tuple[int, int]) -> str:
 
 NODE_COLUMNS = ("node", "via", "slots", "load", "load hist", "mem free", "mem hist", "scratch free",
                 "scratch hist", "state")
+NODE_LAYOUT = (Col("node"), Col("via", 6), Col("slots", 3), Col("load", 2), Col("load hist", 7), Col("mem free", 4),
+               Col("mem hist", 8), Col("scratch free", 5), Col("scratch hist", 9), Col("state", shrink=24, cut=10))
+"""A narrow nodes table keeps node and state (its probe error cut) and the probe's numbers before their history."""
 
 
 @dataclass
@@ -351,9 +453,61 @@ def node_rows(nodes: Sequence[dict], history: Mapping[str, NodeHistory], now: fl
     return rows
 
 
+def unreachable_nodes(nodes: Sequence[dict], now: float) -> dict[str, str]:
+    """The nodes whose last probe failed: name -> the one status line the console shows for each.
+
+    >>> unreachable_nodes([{"name": "ws01", "probed_at": 0.0, "probe_error": "ssh: timed out"},
+    ...                    {"name": "hpc", "probed_at": 0.0, "probe_error": None}], now=600.0)
+    {'ws01': 'ws01 unreachable (last answer 10m ago): ssh: timed out'}
+    """
+    lines = {}
+    for n in nodes:
+        if n.get("probe_error"):
+            at = n.get("probed_at")
+            since = "never answered" if at is None else f"last answer {human_duration(now - at)} ago"
+            lines[n["name"]] = f"{n['name']} unreachable ({since}): {n['probe_error']}"
+    return lines
+
+
+def reachability_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """What to toast between two refreshes: (node, message, severity) for each node that became
+    unreachable, or answered again; a node that stays unreachable says nothing (its line stays).
+
+    >>> reachability_changes({"ws01": "ws01 unreachable (last answer 1m ago): x"},
+    ...                      {"ws01": "ws01 unreachable (last answer 2m ago): x", "hpc": "hpc unreachable ..."})
+    [('hpc', 'hpc unreachable ...', 'warning')]
+    >>> reachability_changes({"ws01": "ws01 unreachable ..."}, {})
+    [('ws01', 'ws01 answers again', 'information')]
+    """
+    changes = [(name, line, "warning") for name, line in after.items() if name not in before]
+    changes += [(name, f"{name} answers again", "information") for name in before if name not in after]
+    return changes
+
+
+def engine_line(holder: Mapping | None, me: tuple[int, str] | None = None) -> str:
+    """Whether and where the campaign engine runs (``holder``: the engine lock's owner; ``me``:
+    this console's pid and host).
+
+    >>> engine_line({"pid": 4242, "host": "opshost", "since": 0.0})
+    'watching; engine runs in pid 4242 on host opshost'
+    >>> engine_line(None), engine_line({"pid": 7, "host": "h"}, me=(7, "h"))
+    ('watching; no engine runs (--engine starts one)', 'engine running in this console')
+    """
+    if holder is None:
+        return "watching; no engine runs (--engine starts one)"
+    if me is not None and (holder.get("pid"), holder.get("host")) == me:
+        return "engine running in this console"
+    return f"watching; engine runs in pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+
+
 # -- triage -------------------------------------------------------------------------------
 
 TRIAGE_COLUMNS = ("uid", "state", "node", "category", "att", "excerpt")
+TRIAGE_LAYOUT = (Col("uid"), Col("state", 3), Col("node", 2, shrink=6), Col("category"), Col("att", 4),
+                 Col("excerpt", 1, shrink=16, cut=5))
+GROUP_COLUMNS = ("n", "group", "fix")
+GROUP_LAYOUT = (Col("n"), Col("group", shrink=16), Col("fix", shrink=24))
+"""A failure group and its fix stay side by side at 80 columns (both cut, the fix less)."""
 
 
 def failure_row(f: dict) -> tuple[str, ...]:
@@ -365,7 +519,42 @@ def failure_row(f: dict) -> tuple[str, ...]:
 
 # -- QA2 --------------------------------------------------------------------------------------
 
-QA2_COLUMNS = ("uid", "field", "spw", "specmode", "peak", "flux", "rms", "beam", "verdict")
+QA2_COLUMNS = ("uid", "field", "spw", "specmode", "peak", "flux", "rms", "beam", "verdict", "outside")
+QA2_LAYOUT = (Col("uid"), Col("field", 2, shrink=8), Col("spw", 7), Col("specmode", 8), Col("peak", 4), Col("flux", 3),
+              Col("rms", 5), Col("beam", 6), Col("verdict"), Col("outside", shrink=12))
+"""A narrow QA2 table keeps uid, verdict and what was outside its tolerance."""
+
+_REASON = re.compile(r"^(field total|flux|peak|rms|beam) ratio (\S+)|^(source \S+)|^(no source)")
+
+
+def qa2_outside(r: Mapping) -> str:
+    """What of a QA2 pair was outside its tolerance, shortly: ``"flux 1.420, rms 2.100"``.
+
+    Read from the verdict's reasons (``ari qa2 compare``); a discrepant pair stored without
+    them names its ratio farthest from 1.
+
+    >>> qa2_outside({"verdict": "discrepant", "detail": {"reasons": "flux ratio 1.420 outside 1 ± 0.100; "
+    ...              "source 2 (both): peak ratio 0.5"}})
+    'flux 1.420, source 2'
+    >>> qa2_outside({"verdict": "discrepant", "peak_ratio": 1.02, "flux_ratio": 1.42, "rms_ratio": 1.0})
+    'flux 1.420'
+    """
+    reasons = str((r.get("detail") or {}).get("reasons") or "")
+    parts = []
+    for reason in filter(None, (x.strip() for x in reasons.split(";"))):
+        m = _REASON.match(reason)
+        if m is None:
+            parts.append(" ".join(reason.split()[:3]))
+        elif m.group(1):
+            parts.append(f"{m.group(1)} {m.group(2)}")
+        else:
+            parts.append(m.group(3) or m.group(4))
+    if parts or r.get("verdict") != "discrepant":
+        return ", ".join(dict.fromkeys(parts))
+    ratios = [(abs(math.log(x)), name, x) for name in ("flux", "peak", "rms", "beam")
+              if isinstance(x := r.get(f"{name}_ratio"), (int, float)) and x > 0]
+    worst = max(ratios, key=lambda t: t[0]) if ratios else None  # ties: the first named
+    return f"{worst[1]} {worst[2]:.3f}" if worst else ""
 
 
 def ratio_text(x: float | None) -> str:
@@ -379,7 +568,7 @@ def qa2_rows(results: Sequence[dict]) -> dict[str, tuple[str, ...]]:
     return {str(r["id"]): (r["uid"], r.get("field") or "", r.get("spw") or "", r.get("specmode") or "",
                            ratio_text(r.get("peak_ratio")), ratio_text(r.get("flux_ratio")),
                            ratio_text(r.get("rms_ratio")), ratio_text(r.get("beam_ratio")),
-                           r.get("verdict") or "") for r in ordered}
+                           r.get("verdict") or "", qa2_outside(r)) for r in ordered}
 
 
 # -- attempts list and shell commands ------------------------------------------------------------

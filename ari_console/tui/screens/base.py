@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from typing import Mapping, Sequence
 
-from textual import on, work
+from rich.text import Text
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 from textual.worker import get_current_worker
 
 from ..snapshot import Snapshot
+from .. import views
 from ..views import RowFilter, parse_filter
 from ..widgets.filter_bar import FilterBar
+from ..widgets.fit_footer import FitFooter
 
 
 class AriScreen(Screen):
@@ -33,13 +37,15 @@ class AriScreen(Screen):
         super().__init__()
         self.flt = RowFilter()
         self.shown_version = -1
+        self._fits: dict[str, tuple] = {}  # table id -> (layout, cell widths): refitted on resize
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield from self.compose_body()
+        yield Static("", id="alerts", classes="alerts")
         yield Static("", id="status", classes="status")
         yield FilterBar()
-        yield Footer()
+        yield FitFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -54,7 +60,17 @@ class AriScreen(Screen):
     def _snapshot_changed(self, snap: Snapshot | None) -> None:
         if snap is None or not self.is_current:
             return
+        self._show_alerts(getattr(self.app, "unreachable", None) or {})
         self._prepare(snap, self.flt)
+
+    def _show_alerts(self, lines: dict[str, str], most: int = 3) -> None:
+        """One line per unreachable node (at most ``most``, then how many more), on every screen."""
+        alerts = self.query_one("#alerts", Static)
+        shown = list(lines.values())[:most]
+        if len(lines) > most:
+            shown.append(f"… {len(lines) - most} more nodes unreachable (3: nodes)")
+        alerts.update(Text("\n".join(shown), no_wrap=True, overflow="ellipsis"))
+        alerts.display = bool(shown)
 
     @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
     def _prepare(self, snap: Snapshot, flt: RowFilter) -> None:
@@ -81,6 +97,27 @@ class AriScreen(Screen):
 
     def show(self, snap: Snapshot, data: object) -> None:
         """Render ``snap`` and what ``prepare`` made of it (UI thread: only renders)."""
+
+    def fit_table(self, table, layout: Sequence[views.Col], widths: Mapping[str, int]) -> None:
+        """Show the columns of ``layout`` that fit ``table``'s width, given the widths of its cells.
+
+        Widths only grow (the widest seen on this screen), so the columns stay put while the
+        operator filters; a resize chooses again. Any table with ``show_columns(name -> width)``
+        will do; the choice is ``views.fit_columns``.
+        """
+        seen = self._fits.get(table.id, (None, None, {}))[2]
+        widths = {name: max(w, seen.get(name, 0)) for name, w in widths.items()}
+        self._fits[table.id] = (table, layout, widths)
+        width = table.size.width or self.app.size.width  # before the first layout: the screen's
+        available = width - table.styles.scrollbar_size_vertical
+        table.show_columns(views.fit_columns(layout, widths, available, gap=2 * table.cell_padding))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._refit)
+
+    def _refit(self) -> None:
+        for table, layout, widths in list(self._fits.values()):
+            self.fit_table(table, layout, widths)
 
     def set_status(self, text: str) -> None:
         error = f"  [b red]{self.flt.error}[/]" if self.flt.error else ""

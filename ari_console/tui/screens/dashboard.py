@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from ... import readmodel
 from .. import views
@@ -32,8 +32,8 @@ def totals_table(dash: readmodel.Dashboard) -> Table:
     return t
 
 
-def rates_table(dash: readmodel.Dashboard, eta: str, engine: str) -> Table:
-    """Success rates, running attempts, ETA and whether this console runs the engine."""
+def rates_table(dash: readmodel.Dashboard, eta: str) -> Table:
+    """Success rates, running attempts and the ETA (whether an engine runs is in every screen's header)."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
@@ -41,7 +41,6 @@ def rates_table(dash: readmodel.Dashboard, eta: str, engine: str) -> Table:
     t.add_row("after retries", views.rate_text(dash.after_retries))
     t.add_row("attempts active", str(dash.running))
     t.add_row("ETA", eta)
-    t.add_row("engine", engine)
     return t
 
 
@@ -81,13 +80,13 @@ class DashboardScreen(AriScreen):
                 yield Static(id="attention")
             with Vertical(classes="card", id="burn-card"):
                 yield Static("Remaining data sets (burn-down)", classes="title")
-                yield Sparkline([], id="burndown")
+                yield Static(id="burndown")
                 yield Static(id="burn-axis")
 
     def show(self, snap: Snapshot, data: object = None) -> None:
         dash = snap.dashboard
         self.query_one("#totals", Static).update(totals_table(dash))
-        self.query_one("#rates", Static).update(rates_table(dash, snap.eta.text, self.app.engine_state))
+        self.query_one("#rates", Static).update(rates_table(dash, snap.eta.text))
         shown = [(c, n) for c, n in dash.failures if views.matches(self.flt, (c,))]
         self.query_one("#failures", Static).update(failures_table(shown))
         att = snap.attention
@@ -95,10 +94,12 @@ class DashboardScreen(AriScreen):
             Text("\n".join(f"{what} {which}: {why}" for what, which, why in att[:8])
                  + (f"\n… {len(att) - 8} more (ari status)" if len(att) > 8 else ""), style="yellow")
             if att else Text("nothing", style="green"))
-        self.query_one("#burndown", Sparkline).data = dash.burndown or [0]
+        counted = dash.total - dash.totals.get("excluded", 0) - dash.totals.get("skipped", 0)
+        self.query_one("#burndown", Static).update(Text(views.bar_chart(dash.burndown, top=counted), style="cyan"))
         start, end = dash.burndown_span
-        left = views.clock_text(start)
-        now_left = dash.burndown[-1] if dash.burndown else 0
+        first, now_left = (dash.burndown[0], dash.burndown[-1]) if dash.burndown else (0, 0)
+        waiting = [f"{dash.totals[s]:,} {s}" for s in ("held", "review") if dash.totals.get(s)]
         self.query_one("#burn-axis", Static).update(
-            f"[dim]{left} → now[/]  {dash.burndown[0] if dash.burndown else 0:,} → {now_left:,}")
+            f"[dim]{views.clock_text(start)} → now:[/] {first:,} → {now_left:,} of {counted:,} left"
+            + (f" [yellow]({', '.join(waiting)})[/]" if waiting else ""))
         self.set_status(f"{snap.dashboard.total:,} data sets · as of {views.clock_text(snap.now)}")

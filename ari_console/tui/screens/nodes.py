@@ -31,6 +31,7 @@ class NodesScreen(AriScreen):
 
     def show(self, snap: Snapshot, data: object = None) -> None:
         rows = views.filter_rows(self.flt, snap.node_rows)
+        self.fit_table(self.table, views.NODE_LAYOUT, views.cell_widths(views.NODE_COLUMNS, rows.values()))
         self.table.sync(rows)
         stale = sum(1 for r in snap.node_rows.values() if r[-1].startswith(("stale", "unreachable", "never")))
         drained = sum(1 for n in snap.nodes if n.get("drained"))

@@ -89,7 +89,9 @@ class Qa2Screen(AriScreen):
     def show(self, snap: Snapshot, data: object = None) -> None:
         fields = {str(r["id"]): {"verdict": r.get("verdict"), "specmode": r.get("specmode")} for r in snap.qa2}
         rows = views.filter_rows(self.flt, snap.qa2_rows, fields)
-        self.query_one("#qa2-table", KeyedTable).sync(rows)
+        table = self.query_one("#qa2-table", KeyedTable)
+        self.fit_table(table, views.QA2_LAYOUT, views.cell_widths(views.QA2_COLUMNS, rows.values()))
+        table.sync(rows)
         self._follow_selection()
         by_id = {str(r["id"]): r for r in snap.qa2}
         points = tuple((by_id[k].get("flux_ratio"), by_id[k].get("verdict")) for k in rows

@@ -45,8 +45,8 @@ class QueueScreen(AriScreen):
     def table(self) -> KeyedTable:
         return self.query_one("#queue-table", KeyedTable)
 
-    def prepare(self, snap: Snapshot, flt: views.RowFilter) -> dict[str, tuple]:
-        """The queue rows that pass the state key and the ``/`` filter (in a thread)."""
+    def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[dict[str, tuple], dict[str, int]]:
+        """The queue rows that pass the state key and the ``/`` filter, and their cells' widths (in a thread)."""
         rows = snap.queue.rows
         if self.state_filter:
             state = self.state_filter
@@ -54,9 +54,11 @@ class QueueScreen(AriScreen):
         rows = views.filter_rows(flt, rows, snap.queue.fields)
         if self.sort_column:
             rows = views.sort_rows(rows, views.QUEUE_COLUMNS, self.sort_column, self.sort_reverse)
-        return rows
+        return rows, views.cell_widths(views.QUEUE_COLUMNS, rows.values())
 
-    def show(self, snap: Snapshot, rows: dict[str, tuple]) -> None:
+    def show(self, snap: Snapshot, data: tuple[dict[str, tuple], dict[str, int]]) -> None:
+        rows, widths = data
+        self.fit_table(self.table, views.QUEUE_LAYOUT, widths)
         self.table.sync(rows)
         sort = f" · sorted by {self.sort_column}{' ↓' if self.sort_reverse else ''}" \
             if self.sort_column else ""

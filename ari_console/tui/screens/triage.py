@@ -9,14 +9,13 @@ from textual.widgets import DataTable, Static
 
 from ari_console import actions
 from ari_console import readmodel
+from ari_console.triage.rules import fix_for
 
 from .. import views
 from ..snapshot import Snapshot
 from ..widgets.keyed_table import KeyedTable
 from .base import AriScreen
 from .node_picker import NodePicker
-
-GROUP_COLUMNS = ("n", "group")
 
 
 class TriageScreen(AriScreen):
@@ -41,7 +40,7 @@ class TriageScreen(AriScreen):
         self.by_id: dict[int, dict] = {}
 
     def compose_body(self) -> ComposeResult:
-        yield KeyedTable(GROUP_COLUMNS, id="groups-table")
+        yield KeyedTable(views.GROUP_COLUMNS, id="groups-table")
         yield KeyedTable(views.TRIAGE_COLUMNS, id="failures-table")
         yield Static("", id="excerpt")
 
@@ -64,7 +63,9 @@ class TriageScreen(AriScreen):
     def show(self, snap: Snapshot, data: tuple) -> None:
         failures, self.groups = data
         self.by_id = {f["id"]: f for f in failures}
-        self.groups_table.sync({g.key: (str(len(g.attempt_ids)), g.key) for g in self.groups})
+        groups = {g.key: (str(len(g.attempt_ids)), g.key, fix_for(g.category)) for g in self.groups}
+        self.fit_table(self.groups_table, views.GROUP_LAYOUT, views.cell_widths(views.GROUP_COLUMNS, groups.values()))
+        self.groups_table.sync(groups)
         keys = [g.key for g in self.groups]
         if self.group_key not in keys:
             self.group_key = keys[0] if keys else None
@@ -74,7 +75,9 @@ class TriageScreen(AriScreen):
     def _show_group(self) -> None:
         group = next((g for g in self.groups if g.key == self.group_key), None)
         ids = group.attempt_ids if group else ()
-        self.failures_table.sync({str(i): views.failure_row(self.by_id[i]) for i in ids})
+        rows = {str(i): views.failure_row(self.by_id[i]) for i in ids}
+        self.fit_table(self.failures_table, views.TRIAGE_LAYOUT, views.cell_widths(views.TRIAGE_COLUMNS, rows.values()))
+        self.failures_table.sync(rows)
         self._show_excerpt()
 
     def _show_excerpt(self) -> None:

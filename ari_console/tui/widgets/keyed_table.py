@@ -7,6 +7,10 @@ that leave, the row order is rebuilt once (Textual's ``remove_row`` re-indexes
 every row for each removal: 16 ms a row at 10,000 rows), and new rows are
 added within a time budget per frame, the rest on the next frames.
 
+Which columns show is the caller's too (``show_columns``, with the widths
+``views.fit_columns`` chose for the terminal): ``shown`` keeps every cell of
+a row, the table draws the chosen columns.
+
 Sorting is the caller's: it orders ``rows`` (in a thread, see
 ``AriScreen.prepare``) and the table follows. Column widths are measured from
 the cells' text (plain strings), not by rendering every cell.
@@ -47,6 +51,7 @@ class KeyedTable(DataTable):
         kw.setdefault("zebra_stripes", True)
         super().__init__(**kw)
         self._column_names = tuple(columns)
+        self._visible: dict[str, int | None] = {name: None for name in self._column_names}
         self._styles = dict(styles or {})
         self._shown: dict[str, tuple] = {}
         self._generation = 0
@@ -54,8 +59,30 @@ class KeyedTable(DataTable):
         """True while rows of the last sync are still being added (on the next frames)."""
 
     def on_mount(self) -> None:
-        for name in self._column_names:
-            self.add_column(name, key=name)
+        for name, width in self._visible.items():
+            self.add_column(name, key=name, width=width)
+
+    def show_columns(self, widths: Mapping[str, int | None]) -> None:
+        """Draw only these columns (name -> width; None: as wide as the cells), in this order.
+
+        Rare (a resize, or cells much wider than before): the table is refilled, the cursor
+        stays on its row.
+        """
+        widths = {name: w for name, w in widths.items() if name in self._column_names}
+        if list(widths.items()) == list(self._visible.items()):
+            return
+        self._visible = widths
+        if not self.is_mounted:
+            return
+        rows, selected = self._shown, self.selected_key
+        self.clear(columns=True)
+        self._shown = {}
+        for name, width in widths.items():
+            self.add_column(name, key=name, width=width)
+        if rows:
+            self.sync(rows)
+            if selected in self._shown:
+                self.move_cursor(row=self.get_row_index(selected))
 
     @property
     def shown(self) -> Mapping[str, tuple]:
@@ -101,7 +128,7 @@ class KeyedTable(DataTable):
                     pending = time.thread_time() > deadline
             elif before != cells:
                 for name, a, b in zip(columns, before, cells):
-                    if a != b:
+                    if a != b and name in self._visible:
                         self.update_cell(key, name, self._styled(name, b))
                         updated += 1
             shown[key] = cells
@@ -146,13 +173,15 @@ class KeyedTable(DataTable):
         """Add rows at once (what ``add_row`` does per row, without re-clamping the cursor each time)."""
         keys = [c.key for c in self.ordered_columns]
         was_empty = not self.rows
-        styled = [i for i, name in enumerate(self._column_names) if name in self._styles]
+        names = self._column_names
+        index = [names.index(k.value) for k in keys]
+        styled = [(j, names[i]) for j, i in enumerate(index)
+                  if names[i] in self._styles or self._visible.get(names[i]) is not None]
         for key, cells in new:
             row_key = RowKey(key)
-            if styled:
-                cells = list(cells)
-                for i in styled:
-                    cells[i] = self._styled(self._column_names[i], cells[i])
+            cells = [cells[i] for i in index]
+            for j, name in styled:
+                cells[j] = self._styled(name, cells[j])
             self._data[row_key] = dict(zip(keys, cells))
             self.rows[row_key] = Row(row_key, 1)
             self._new_rows.add(row_key)
@@ -160,8 +189,11 @@ class KeyedTable(DataTable):
             self.call_after_refresh(self._highlight_cursor)
 
     def _styled(self, column: str, value):
+        """A cell as drawn: in its style, and ending in … when its column is cut narrower than it."""
         fn = self._styles.get(column)
         style = fn(value) if fn is not None and isinstance(value, str) else None
+        if self._visible.get(column) is not None and isinstance(value, str):
+            return Text(value, style=style or "", no_wrap=True, overflow="ellipsis")
         return Text(value, style=style) if style else value
 
     def _set_order(self, shown: Mapping[str, tuple], selected: str | None) -> None:

@@ -1,0 +1,74 @@
+"""A footer that keeps its keys whole at any width (80 columns included).
+
+Textual's Footer scrolls its keys off the right edge when they do not fit,
+cutting ``? Help`` and ``q Quit`` first. This one goes compact on narrow
+terminals, groups the screen keys ``1``-``6``, and leaves out the screen's
+last keys when they still do not fit (:func:`~ari_console.tui.views.footer_keys`
+decides); ``?`` lists every key, the left-out ones included.
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.app import ComposeResult
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
+
+from .. import views
+
+COMPACT_BELOW = 100
+"""Terminal columns under which the footer packs its keys (no padding around each key)."""
+ALWAYS = ("help", "quit")
+FIRST = ("switch_mode",)  # the screen keys (a group): moving between screens comes before a screen's extras
+PALETTE_CELLS = 14
+
+
+class FitFooter(Footer):
+    """The footer of every console screen: whole keys only, ``?`` and ``q`` always."""
+
+    DEFAULT_CSS = """
+    FitFooter.-compact FooterLabel {
+        margin: 0 1 0 0;
+    }
+    """
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.compact = self.app.size.width < COMPACT_BELOW
+
+    def on_resize(self, event: events.Resize) -> None:
+        compact = self.app.size.width < COMPACT_BELOW
+        if compact != self.compact:
+            self.compact = compact
+        self.call_after_refresh(self.recompose)
+
+    def compose(self) -> ComposeResult:
+        width = self.app.size.width
+        self.show_command_palette = width >= COMPACT_BELOW  # ctrl+p works anyway; its key is in the ? help
+        keep = views.footer_keys(self._items(), width - (PALETTE_CELLS if self.show_command_palette else 0),
+                                 ALWAYS, FIRST)
+        for widget in super().compose():
+            if isinstance(widget, FooterKey) and "-command-palette" not in widget.classes \
+                    and _name(widget.action) not in keep:
+                continue
+            yield widget
+
+    def _items(self) -> list[tuple[str, int]]:
+        """(name, cells) of each footer key in order; a binding group is one item, named by its action."""
+        items: dict[str, int] = {}
+        pad = 2 if self.compact else 3  # " key desc" and a margin, or " key " and "desc "
+        for _, binding, _, _ in self.screen.active_bindings.values():
+            if not binding.show:
+                continue
+            name = _name(binding.action)
+            key = len(self.app.get_key_display(binding))
+            if binding.group is not None:  # keys side by side, then the group's label once
+                items[name] = items.get(name, len(binding.group.description) + 3) + key
+            elif name not in items:
+                items[name] = key + len(binding.description) + pad
+        return list(items.items())
+
+
+def _name(action: str) -> str:
+    """A binding's action without its arguments: ``switch_mode('queue')`` -> ``switch_mode``."""
+    return action.split("(", 1)[0]
