@@ -39,7 +39,9 @@ Stages and the steps in each:
   data) -> ``<eb>_targets.ms``; find the continuum channels (heuristic below)
   and write ``cont.dat``; uvcontsub -> ``<eb>_targets_line.ms``; check the
   product size (below); tclean per target: an aggregate continuum image (every
-  spw's continuum channels) and one cube per spw (line data), pbcor. Imaging
+  spw's continuum channels) and one cube per spw (line data), pbcor; a cube's
+  edge channels that the data fill only in part (``full_weight_channels``) are
+  left out of its products, and the manifest says which. Imaging
   choices (``image_plan``, ``clean_to_noise``), each written with its reason in
   the log and in the manifest's ``imaging``: ``gridder='mosaic'`` (phase centre
   the central pointing) when a target has several pointings or the archive says
@@ -1144,6 +1146,39 @@ def robust_rms(image: str) -> float:
     return float(1.4826 * np.median(np.abs(pix - np.median(pix))))
 
 
+def channel_weights(sumwt_image: str) -> list:
+    """The sum of weights of each channel of a cube (its ``.sumwt`` image, Stokes I)."""
+    from casatools import image as imagetool
+    ia = imagetool()
+    ia.open(sumwt_image)
+    try:
+        pix = ia.getchunk()
+    finally:
+        ia.close()
+    return [float(v) for v in pix.reshape(-1, pix.shape[-1])[0]]
+
+
+def full_weight_channels(sumwt: list, fraction: float = 0.5) -> tuple:
+    """First and last channel of a cube, leaving out edge channels the data cover only in part.
+
+    tclean's LSRK channel grid is the window's own shifted by the Doppler correction, so an
+    edge channel can get only part of the data (its noise several times the others', or
+    no PSF at all): such a channel is noise, not a measurement, and a QA2 comparison that
+    meets it compares noise levels that say nothing about the image.
+    Edge channels whose sum of weights is below ``fraction`` of the median (noise over 1.4
+    times the others') are left out.
+
+    >>> full_weight_channels([0.2, 1.0, 1.0, 0.98, 0.4])
+    (1, 3)
+    >>> full_weight_channels([1.0, 0.1, 1.0]), full_weight_channels([0.0, 0.0])
+    ((0, 2), (0, 1))
+    """
+    ordered = sorted(sumwt)
+    median = ordered[len(ordered) // 2] if ordered else 0.0
+    good = [i for i, w in enumerate(sumwt) if median > 0 and w >= fraction * median]
+    return (good[0], good[-1]) if good else (0, len(sumwt) - 1)
+
+
 # auto-multithresh settings the ALMA pipeline uses for 12 m and 7 m arrays
 AUTOMASK = {
     12.0: dict(sidelobethreshold=2.0, noisethreshold=4.25, lownoisethreshold=1.5, minbeamfrac=0.3,
@@ -1362,8 +1397,20 @@ def stage_image(job: dict) -> None:
             clear_image(name)
             cube_args = dict(common, vis=lines, field=field, spw=str(i), specmode="cube", width=plan["nbin"],
                              outframe="LSRK", deconvolver="hogbom", **gridding)
-            choice["cubes"][str(spw)] = clean_to_noise(cube_args, name, params, job, "%s spw%d cube" % (field, spw))
-            images.append({"field": field, "spws": [spw], "specmode": "cube", "imagename": name, "nterms": 1})
+            cube = clean_to_noise(cube_args, name, params, job, "%s spw%d cube" % (field, spw))
+            sumwt = channel_weights(name + ".sumwt")
+            first, last = full_weight_channels(sumwt)
+            cube["channels"] = "%d~%d" % (first, last)
+            if (first, last) != (0, len(sumwt) - 1):
+                median = sorted(sumwt)[len(sumwt) // 2]
+                cube["channels_why"] = "edge channels %s hold %s of the median weight: partly outside the window in " \
+                    "LSRK" % (",".join(str(c) for c in range(len(sumwt)) if not first <= c <= last),
+                              ",".join("%.0f%%" % (100 * sumwt[c] / median) for c in range(len(sumwt))
+                                       if not first <= c <= last))
+                say("%s spw%d cube: channels %s delivered (%s)" % (field, spw, cube["channels"], cube["channels_why"]))
+            choice["cubes"][str(spw)] = cube
+            images.append({"field": field, "spws": [spw], "specmode": "cube", "imagename": name, "nterms": 1,
+                           "chans": cube["channels"] if (first, last) != (0, len(sumwt) - 1) else None})
         choices[field] = choice
     del ballast
     state.update(targets=targets, lines=lines, contranges=contranges, fields=sel["fields"], spws=sel["spws"],
@@ -1424,7 +1471,15 @@ def stage_export(job: dict) -> None:
                 raise RecipeFailure("export", "image %s is missing" % source)
             target = os.path.join(out, base + suffix)
             with Step("exportfits %s" % os.path.basename(target), "export", job):
+                if image.get("chans"):  # only the channels the data fill (stage_image says why)
+                    from casatasks import imsubimage
+                    part = source + ".chans"
+                    shutil.rmtree(part, ignore_errors=True)
+                    imsubimage(imagename=source, outfile=part, chans=image["chans"])
+                    source = part
                 exportfits(imagename=source, fitsimage=target, overwrite=True, dropdeg=False)
+                if source.endswith(".chans"):
+                    shutil.rmtree(source, ignore_errors=True)
                 if not os.path.isfile(target):
                     raise RecipeFailure("export", "exportfits wrote no %s" % target)
             products.append({"file": os.path.basename(target), "field": image["field"], "spw": image["spws"],
