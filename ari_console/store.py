@@ -287,8 +287,8 @@ def _metadata_of_extra(extra: dict) -> dict:
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
-                                                          _tally,
-                                                          _archive_metadata]
+                                                          _archive_metadata,
+                                                          _tally]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
