@@ -691,6 +691,7 @@ def queue_changes(db: Database, rev: int) -> tuple[int, list[DataSetRow]]:
     """(the revision now, the data sets written after revision ``rev`` in any state), with what
     :func:`queue` gives: a reader that keeps the queue updates it from these alone.
 
+    >>> from ari_console.alma import DataSet
     >>> with open_db(":memory:") as db:
     ...     _ = import_datasets(db, [DataSet("uid://A001/X1/X1", "2016.1.00123.S")], "a.csv", now=1.0)
     ...     rev, rows = queue_changes(db, 0)
