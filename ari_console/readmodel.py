@@ -284,7 +284,7 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0, limi
         review = store.newest_attempts_in_state(db, "review", limit)
         nodes = store.nodes(db)
         pairs: dict[str, list[dict]] = defaultdict(list)
-        for p in store.discrepant_qa2_in_state(db, "review"):
+        for p in store.discrepant_qa2_of(db, [r["uid"] for r in review]):
             pairs[p["uid"]].append(p)
         totals = store.counts(db) if limit is not None else {"held": len(held), "review": len(review)}
     out_held = []

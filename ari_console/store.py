@@ -1189,19 +1189,20 @@ def save_qa2(db: Database, uid: str, attempt_id: int | None, pairs: Iterable[dic
                             (uid, attempt_id, *values, detail, rules_version))
 
 
-def discrepant_qa2_in_state(db: Database, state: str) -> list[dict]:
-    """The discrepant QA2 pairs of every data set in ``state``, in one query (the attention view's reviews)."""
-    rows = _dicts(db, "SELECT q.* FROM qa2_results q JOIN datasets d ON d.uid = q.uid"
-                      " WHERE d.state = ? AND q.verdict = 'discrepant' ORDER BY q.uid, q.id", [state])
-    for row in rows:
-        row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
-    return rows
+def discrepant_qa2_of(db: Database, uids: Iterable[str]) -> list[dict]:
+    """The discrepant QA2 pairs of the data sets ``uids``, in one query (the attention view's reviews)."""
+    return _qa2_rows(_dicts(db, "SELECT * FROM qa2_results WHERE uid IN (SELECT value FROM json_each(?))"
+                                " AND verdict = 'discrepant' ORDER BY uid, id", [json.dumps(list(uids))]))
 
 
 def qa2_results(db: Database, uid: str | None = None) -> list[dict]:
     """Stored QA2 pairs, discrepant first."""
     where, args = ("WHERE uid = ?", [uid]) if uid else ("", [])
-    rows = _dicts(db, f"SELECT * FROM qa2_results {where} ORDER BY verdict = 'consistent', uid, id", args)
+    return _qa2_rows(_dicts(db, f"SELECT * FROM qa2_results {where} ORDER BY verdict = 'consistent', uid, id", args))
+
+
+def _qa2_rows(rows: list[dict]) -> list[dict]:
+    """QA2 rows with their ``detail`` JSON decoded."""
     for row in rows:
         row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
     return rows
