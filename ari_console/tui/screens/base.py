@@ -38,6 +38,8 @@ class AriScreen(Screen):
         self.flt = RowFilter()
         self.shown_version = -1
         self._fits: dict[str, tuple] = {}  # table id -> (layout, cell widths): refitted on resize
+        self._alerts: list[str] = []  # the lines of the alerts shown
+        self._status = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -65,12 +67,15 @@ class AriScreen(Screen):
 
     def _show_alerts(self, lines: dict[str, str], most: int = 3) -> None:
         """One line per unreachable node (at most ``most``, then how many more), on every screen."""
-        alerts = self.query_one("#alerts", Static)
         shown = list(lines.values())[:most]
         if len(lines) > most:
             shown.append(f"… {len(lines) - most} more nodes unreachable (3: nodes)")
-        alerts.update(Text("\n".join(shown), no_wrap=True, overflow="ellipsis"))
+        if shown == self._alerts:  # unchanged (every filter key passes here): no layout, no drawing
+            return
+        alerts = self.query_one("#alerts", Static)
+        alerts.update(Text("\n".join(shown), no_wrap=True, overflow="ellipsis"), layout=len(shown) != len(self._alerts))
         alerts.display = bool(shown)
+        self._alerts = shown
 
     @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
     def _prepare(self, snap: Snapshot, flt: RowFilter) -> None:
@@ -122,11 +127,24 @@ class AriScreen(Screen):
     def set_status(self, text: str) -> None:
         error = f"  [b red]{self.flt.error}[/]" if self.flt.error else ""
         flt = f"  filter /{self.flt.text}" if self.flt.active else ""
-        self.query_one("#status", Static).update(f"{text}{flt}{error}")
+        status = f"{text}{flt}{error}"
+        if status != self._status:  # one line high, whatever it says: drawn again, not laid out again
+            self._status = status
+            self.query_one("#status", Static).update(status, layout=False)
 
     def action_filter(self) -> None:
         """Open the filter line."""
         self.query_one(FilterBar).open()
+
+    @on(FilterBar.Opened)
+    def _filter_opened(self) -> None:
+        self.query_one(FitFooter).display = False  # the filter line stands in its place
+
+    @on(FilterBar.Closed)
+    def _filter_closed(self) -> None:
+        footer = self.query_one(FitFooter)
+        footer.display = True
+        footer.update_keys()
 
     @on(FilterBar.Changed)
     def _filter(self, event: FilterBar.Changed) -> None:
