@@ -10,6 +10,8 @@ screen's worker thread (``prepare``), as on the queue; the UI thread hands them 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -29,6 +31,29 @@ QA2_FIELD_CELLS = {"specmode": views.QA2_COLUMNS.index("specmode"), "verdict": v
 """The ``key:value`` filter fields of a pair that are cells of its row."""
 REJECT_CHOICES = [("hold", "hold it: the products are not delivered"),
                   ("retry", "queue it again: re-image (the rejected attempt stays in the history)")]
+
+
+def plot_points(points: Sequence[tuple[float, str]], most: int = 1000) -> tuple[tuple[int, float, str], ...]:
+    """The (x, ratio, verdict) points to plot of the pairs' (ratio, verdict), x counting from 1.
+
+    Of more than ``most`` pairs, each run of ``len // most + 1`` consecutive pairs keeps only
+    its lowest and highest ratio of each verdict: a plot a hundred cells wide shows the same
+    (the outliers included), and drawing 10,000 points on the UI thread would take longer
+    than a key press may.
+
+    >>> plot_points([(1.0, "consistent"), (1.4, "discrepant"), (0.9, "consistent")], most=1)
+    ((1, 0.9, 'consistent'), (1, 1.0, 'consistent'), (1, 1.4, 'discrepant'))
+    """
+    if len(points) <= most:
+        return tuple((i + 1, r, v) for i, (r, v) in enumerate(points))
+    step = len(points) // most + 1
+    out = []
+    for start in range(0, len(points), step):
+        run = points[start:start + step]
+        for verdict in sorted({v for _, v in run}, key=str):
+            ratios = [r for r, v in run if v == verdict]
+            out.extend(sorted({(start + 1, min(ratios), verdict), (start + 1, max(ratios), verdict)}))
+    return tuple(out)
 
 
 class Qa2Screen(AriScreen):
@@ -69,8 +94,8 @@ class Qa2Screen(AriScreen):
         """The pairs that pass the filter, their cells' widths, the plot's points and the counts (in a thread)."""
         by_id, discrepant = self._pairs_of(snap)
         rows = views.filter_rows(flt, snap.qa2_rows, field_cells=QA2_FIELD_CELLS)
-        points = tuple((by_id[k].get("flux_ratio"), by_id[k].get("verdict")) for k in rows
-                       if by_id[k].get("flux_ratio") is not None)
+        points = plot_points([(by_id[k].get("flux_ratio"), by_id[k].get("verdict")) for k in rows
+                              if by_id[k].get("flux_ratio") is not None])
         return rows, self.widths_of(snap, views.QA2_COLUMNS, snap.qa2_rows), points, discrepant, len(snap.qa2)
 
     def show(self, snap: Snapshot, data: tuple) -> None:
@@ -161,8 +186,8 @@ class Qa2Screen(AriScreen):
         plt.clear_figure()
         plt.title("flux ratio (pipeline / QA2) per pair")
         for verdict, color in (("consistent", "green"), ("discrepant", "red")):
-            xs = [i + 1 for i, (_, v) in enumerate(points) if v == verdict]
-            ys = [r for r, v in points if v == verdict]
+            xs = [x for x, _, v in points if v == verdict]
+            ys = [r for _, r, v in points if v == verdict]
             if xs:
                 plt.scatter(xs, ys, label=verdict, color=color, marker="dot")
         if points:
