@@ -168,10 +168,10 @@ async def _settled(app: AriApp, pilot, rows: int | None = None, timeout_s: float
 async def _narrowing(app: AriApp, pilot, n: int) -> dict:
     """UI-thread time of each way of narrowing or widening the queue (filter, state, sort, Escape).
 
-    Each step is timed from its first key until the queue shows the result: every key of a
-    typed filter applies it once more. The ``/`` bar is opened before a typed step (untimed):
-    opening and closing it moves the focus, and Textual's footer rebuilds its keys on each
-    focus change, which is measured on its own line.
+    Each step is timed from its first key until the queue shows the result: a key of a typed
+    filter applies it once more, or waits with the keys after it while a filter runs (one
+    request, the newest). The ``/`` line is opened before a typed step (untimed): opening and
+    closing it, each key on its own, is ``_filter_line``'s measure.
     """
     out = {}
     keep = sum("X1f5/" in sample.uid_of(i) for i in range(n))
