@@ -130,6 +130,11 @@ async def test_the_filter_line_stands_where_the_footer_was_and_the_table_keeps_i
         await pilot.press("escape")
         await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
         assert "filter" not in str(app.screen.query_one("#status").content)
+        await pilot.press("slash")
+        await pilot.pause(0.2)
+        await pilot.click("#queue-table", offset=(5, 5))
+        await pilot.pause(0.2)
+        assert footer.display and not bar.display and app.focused is queue, "a click elsewhere closes the line"
 
 
 @async_test

@@ -4,7 +4,8 @@ The line takes the footer's place while the operator types (both are docked at t
 bottom, one line high): opening and closing it changes no other widget's size, so the
 tables above are not laid out or drawn again, and the footer, hidden meanwhile, does
 not rebuild its keys for the input's focus. Enter keeps the filter (the screen's status
-line names it), Esc clears it; ``/`` again edits it.
+line names it), Esc clears it; ``/`` again edits it; a click elsewhere closes the line as
+Enter does.
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ class FilterBar(Horizontal):
     def _changed(self, event: Input.Changed) -> None:
         event.stop()
         self.post_message(self.Changed(event.value))
+
+    @on(Input.Blurred)
+    def _blurred(self, event: Input.Blurred) -> None:
+        """A click elsewhere on the screen closes the line too (the filter stays); the app losing
+        the terminal's focus does not (the focus comes back to the input)."""
+        event.stop()
+        focused = self.screen.focused
+        if self.display and focused is not None and focused is not event.input:
+            self.display = False
+            self.post_message(self.Closed())
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
