@@ -297,7 +297,7 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0, limi
                          "category": category, "node": h["node"], "excerpt": excerpt, "fix": fix})
     out_review = [{"uid": r["uid"], "reason": r["reason"] or "QA2 discrepant or unverifiable",
                    "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`",
-                   "pairs": discrepant_pairs(p for p in pairs[r["uid"]] if p["attempt_id"] in (r["attempt_id"], None))}
+                   "pairs": review_pairs(pairs[r["uid"]], r["attempt_id"])}
                   for r in review]
     out_nodes = []
     for n in nodes:
@@ -522,6 +522,13 @@ def review_text(review: Mapping) -> str:
 QA2_MEASURES = ("flux", "peak", "rms", "beam")
 
 
+def review_pairs(rows: Iterable[Mapping], attempt_id: int | None) -> list[dict]:
+    """The discrepant pairs a review is about: :func:`discrepant_pairs` of the stored QA2 rows of its
+    attempt ``attempt_id`` (and of rows tied to no attempt), as `ari status` and the console's
+    attention card show them."""
+    return discrepant_pairs(p for p in rows if p.get("attempt_id") in (attempt_id, None))
+
+
 def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
     """The discrepant pipeline/QA2 image pairs of a review: image, field, spw, the measure that failed and its ratio.
 
@@ -540,5 +547,5 @@ def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
         found = sorted((why.find(f"{m} ratio"), m) for m in QA2_MEASURES if f"{m} ratio" in why)
         measure = found[0][1] if found else None
         out.append({"image": Path(p.get("pl") or "").name, "field": p.get("field"), "spw": p.get("spw"),
-                    "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
+                    "specmode": p.get("specmode"), "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
     return out

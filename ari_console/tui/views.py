@@ -576,6 +576,29 @@ def ratio_text(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
+def pair_brief(pair: Mapping) -> str:
+    """One discrepant pair of a QA2 review in a few words (a :func:`readmodel.discrepant_pairs` entry):
+    where (field, spw, mode), the measure that failed and its ratio pipeline / QA2.
+
+    >>> pair_brief({"image": "a.fits", "field": "NGC253", "spw": "17", "specmode": "cont", "measure": "flux",
+    ...             "ratio": 0.5213, "why": "flux ratio 0.521 outside 1 ± 0.100"})
+    'NGC253 spw17 cont flux ×0.521'
+    """
+    spw = pair.get("spw")
+    where = " ".join(x for x in (pair.get("field"), f"spw{spw}" if spw not in (None, "") else None,
+                                 pair.get("specmode")) if x) or pair.get("image") or "?"
+    if pair.get("ratio") is not None:
+        return f"{where} {pair['measure']} ×{pair['ratio']:.3g}"
+    why = pair.get("why") or "discrepant"
+    return f"{where}: {why if len(why) <= 40 else why[:39] + '…'}"
+
+
+def review_why(reason: str, pairs: Sequence[Mapping], most: int = 3) -> str:
+    """A review's reason and its first ``most`` discrepant pairs (:func:`pair_brief`), for the attention card."""
+    briefs = [pair_brief(p) for p in pairs[:most]] + ([f"{len(pairs) - most} more"] if len(pairs) > most else [])
+    return "; ".join([reason] + ([", ".join(briefs)] if briefs else []))
+
+
 def qa2_rows(results: Sequence[dict]) -> dict[str, tuple[str, ...]]:
     """QA2 pairs (id -> QA2_COLUMNS cells), discrepant first, as the store orders them."""
     ordered = sorted(results, key=lambda r: (r.get("verdict") == "consistent", r["uid"], r["id"]))
