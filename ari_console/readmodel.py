@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -433,7 +434,8 @@ def _fix_of(ds: Mapping, failed: Mapping | None) -> str | None:
 
 def node_states(db: store.Database, nodes, usable=lambda name: True,
                 busy_h: dict[str, tuple[float, ...]] | None = None) -> list[scheduler.NodeState]:
-    """The scheduler's view of the configured nodes: free slots from the store, drained and unusable left out."""
+    """The scheduler's view of the configured nodes: free slots from the store, drained and unusable left out;
+    scratch from the node's ``scratch_gb`` or its last probe (:func:`node_scratch_gb`)."""
     from . import scheduler
 
     rows = {n["name"]: n for n in store.nodes(db)}
@@ -445,9 +447,27 @@ def node_states(db: store.Database, nodes, usable=lambda name: True,
         states.append(scheduler.NodeState(
             name=node.name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
             recipes=(node.recipe,), casa_versions=node.installed_casa_versions, cpus_per_slot=node.cpus_per_slot,
+            scratch_gb=node_scratch_gb(node.scratch_gb, row.get("probe")),
             **({"busy_h": busy_h.get(node.name, ())} if busy_h is not None
                else {"free": max(0, node.slots - row["running"])})))
     return states
+
+
+def node_scratch_gb(configured: float | None, probe: Mapping | None) -> float | None:
+    """The most scratch one attempt can have on a node: its ``scratch_gb`` key, else the size of its
+    scratch file system as the last probe measured it, rounded down to two significant digits (nodes
+    with nearly equal disks stay one class for the scheduler); None when neither is known.
+
+    >>> node_scratch_gb(None, {"scratch_total_gb": 270.55}), node_scratch_gb(500.0, {"scratch_total_gb": 270.5})
+    (270.0, 500.0)
+    """
+    if configured is not None:
+        return configured
+    total = (probe or {}).get("scratch_total_gb")
+    if not total or total <= 0:
+        return None
+    step = 10.0 ** (math.floor(math.log10(total)) - 1)
+    return math.floor(total / step) * step
 
 
 def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:

@@ -36,7 +36,9 @@ Policies (``policy=`` in :func:`place`)
 
 Every policy except ``fifo`` never places a data set where its predicted
 memory exceeds the node's, where predicted hours / node speed exceed the
-node's walltime, or where the recipe / CASA version it needs is missing. Data
+node's walltime, where the scratch disk it needs (size x ``SCRATCH_PER_GB``)
+exceeds the node's known scratch, or where the recipe / CASA version it
+needs is missing. Data
 sets no node can run come back in :attr:`Placement.unplaceable` with a reason.
 """
 
@@ -49,7 +51,8 @@ from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, features,
                          fit_history, means_above, predict, predict_all, prior, quantiles_above)
-from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
+from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, DataSet, Measured, NodeClass, NodeState, Placement, Plan,
+                     Prediction, Unplaceable)
 
 __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
@@ -60,5 +63,5 @@ __all__ = [
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
     "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",
-    "RELAX_QUANTILES", "RELAX_TOLERANCE",
+    "RELAX_QUANTILES", "RELAX_TOLERANCE", "SCRATCH_FLOOR_GB", "SCRATCH_PER_GB",
 ]
