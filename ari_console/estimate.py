@@ -433,6 +433,9 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                      sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
         entries.append(pred)
         done.append(0.0)
+    if waiting:  # where its scratch fits (a data set that fits nowhere is the plan's unplaceable, not here)
+        disk = sch.scratch_masks([ds for ds, _ in waiting], classes).tolist()
+        fixed = [f & d or f for f, d in zip(fixed, disk)]
     for pred, ran, name in running:
         if name in class_of:
             entries.append(replace(pred, mem_median_gb=0.0, mem_sigma=0.0, mem_floor_gb=0.0))

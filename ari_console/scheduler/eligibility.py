@@ -114,7 +114,7 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     queue = list(queue)
     masks = (_fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
                         np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes)
-             & _scratch_masks(queue, classes)).tolist()
+             & scratch_masks(queue, classes)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
     out = []
     for ds, m in zip(queue, masks):
@@ -140,8 +140,8 @@ def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
     return mask
 
 
-def _scratch_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
-    """Per data set, the bitmask of the classes whose scratch its need fits (a class or a data set
+def scratch_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
+    """Per data set (an array), the bitmask of the classes whose scratch its need fits (a class or a data set
     whose scratch is unknown fits); all ones when no class knows its scratch."""
     import numpy as np
 
@@ -231,7 +231,7 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     static = np.array([every if ds.node is None and ds.recipe is None and ds.casa_version is None
                        and ds.walltime_h is None else
                        sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
-                       for ds in queue], dtype=np.int64) & _scratch_masks(queue, classes)
+                       for ds in queue], dtype=np.int64) & scratch_masks(queue, classes)
     columns = np.array([(p.plan_h, p.median_h or p.hours, p.mem_median_gb or p.mem_gb, p.sigma, p.mem_sigma,
                          p.tail[0], p.tail[1], p.floor_h, p.mem_floor_gb, p.hours, p.mem_gb) for p in spread],
                        dtype=float).reshape(len(spread), 11).T  # one pass over 100,000 predictions, not eleven
