@@ -34,10 +34,11 @@ from . import scheduler as sch
 from .errors import UserError
 from .scheduler import DataSet, Measured, NodeState, Prediction
 
-DISK_EXPANSION = 3.0
+DISK_EXPANSION = sch.SCRATCH_PER_GB
 """Scratch disk a running data set holds, per GB of its archive size: the
 downloaded tarballs (1x) + the restored calibrated measurement sets (~1.5x) +
-images and products (~0.5x)."""
+images and products (~0.5x); placement checks the same need against a node's
+``scratch_gb``."""
 MAX_ATTEMPTS = 3
 """Attempts before a data set is given up (as the campaign default)."""
 
@@ -155,6 +156,22 @@ def _outcome(ds: DataSet, hours: float, mem: float, node: NodeState,
     return "ok", wall
 
 
+def _scratch_held(ds: DataSet, expansion: float) -> float:
+    """Scratch ``ds`` holds while it runs: its own ``scratch_gb``, else size x ``expansion``."""
+    return ds.scratch_gb if ds.scratch_gb is not None else (ds.size_gb or 0.0) * expansion
+
+
+def with_expansion(datasets: Sequence[DataSet], expansion: float) -> list[DataSet]:
+    """``datasets`` needing ``expansion`` x their size of scratch where they give no ``scratch_gb``
+    (so placement checks nodes' scratch with the factor a replay counts disk with).
+
+    >>> with_expansion([DataSet("a", size_gb=10)], 5.0)[0].scratch_need_gb
+    50.0
+    """
+    return [replace(ds, scratch_gb=ds.size_gb * expansion) if ds.scratch_gb is None and ds.size_gb is not None
+            else ds for ds in datasets]
+
+
 def attempt(ds: DataSet, hours: float, speed: float, outcome: str, peak_mem_gb: float | None = None) -> Measured:
     """The history entry of an attempt of ``ds`` (its metadata with it, for the fits)."""
     return Measured(ds.uid, ds.size_gb, hours, speed, peak_mem_gb, outcome, ds.array, ds.band,
@@ -264,7 +281,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                 seq += 1
                 busy[i] += wall
                 attempts[i] += 1
-                disk[i] += (ds.size_gb or 0.0) * expansion
+                disk[i] += _scratch_held(ds, expansion)
                 disk_peak[i] = max(disk_peak[i], disk[i])
                 state[i] = variants[i][state[i].free - 1]
                 free_slots -= 1
@@ -278,7 +295,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             free_slots += 0 if state[i].drained else 1
             if ds is None:
                 continue
-            disk[i] -= (ds.size_gb or 0.0) * expansion
+            disk[i] -= _scratch_held(ds, expansion)
             node = nodes[i]
             hours, mem = truth[ds.uid]
             if outcome == "ok":
@@ -416,6 +433,9 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                      sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
         entries.append(pred)
         done.append(0.0)
+    if waiting:  # where its scratch fits (a data set that fits nowhere is the plan's unplaceable, not here)
+        disk = sch.scratch_masks([ds for ds, _ in waiting], classes).tolist()
+        fixed = [f & d or f for f, d in zip(fixed, disk)]
     for pred, ran, name in running:
         if name in class_of:
             entries.append(replace(pred, mem_median_gb=0.0, mem_sigma=0.0, mem_floor_gb=0.0))
@@ -603,6 +623,8 @@ class NodesNeeded:
 NEVER_RUN_FIXES = {
     "memory": "add a node with that much memory, or lower the data set's mem_gb if the prediction is too high",
     "walltime": "add a node that allows that walltime (or is faster), or raise a node's walltime_h",
+    "disk": "add a node with at least {need} GB of scratch, or give a node a larger scratch_dir disk and set "
+            "its scratch_gb",
     "casa": "install that CASA version on a node and list it in the node's casa table",
     "recipe": "give a node that recipe",
     "pinned": "unpin the data set (ari retry UID --node NAME) or add the node it is pinned to",
@@ -617,9 +639,11 @@ def never_run_kind(reason: str) -> str:
 
     >>> never_run_kind("needs 900 GB memory; the largest node (hpc) has 512 GB"), never_run_kind("needs CASA 4.7.2, ws has 6.6")
     ('memory', 'casa')
+    >>> never_run_kind("needs 3000 GB of scratch; the largest scratch (hpc) has 2000 GB")
+    'disk'
     """
-    kinds = (("GB memory", "memory"), (" h at speed", "walltime"), ("walltime", "walltime"), ("needs CASA", "casa"),
-             ("needs recipe", "recipe"), ("pinned", "pinned"), ("only drained", "drained"))
+    kinds = (("GB memory", "memory"), ("GB of scratch", "disk"), (" h at speed", "walltime"), ("walltime", "walltime"),
+             ("needs CASA", "casa"), ("needs recipe", "recipe"), ("pinned", "pinned"), ("only drained", "drained"))
     return next((kind for text, kind in kinds if text in reason), "other")
 
 
@@ -633,9 +657,17 @@ def never_run_groups(never: Sequence[sch.Unplaceable]) -> list[dict]:
     groups: dict[str, list[sch.Unplaceable]] = {}
     for u in never:
         groups.setdefault(never_run_kind(u.reason), []).append(u)
-    return [{"kind": kind, "count": len(us), "example": us[0].reason, "fix": NEVER_RUN_FIXES[kind],
+    return [{"kind": kind, "count": len(us), "example": us[0].reason, "fix": _never_run_fix(kind, us),
              "uids": [u.dataset.uid for u in us]}
             for kind, us in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+
+
+def _never_run_fix(kind: str, group: Sequence[sch.Unplaceable]) -> str:
+    """What an operator does about a group of one kind (the scratch a disk fix needs: the group's largest need)."""
+    if kind != "disk":
+        return NEVER_RUN_FIXES[kind]
+    need = max((u.dataset.scratch_need_gb or 0.0 for u in group), default=0.0)
+    return NEVER_RUN_FIXES[kind].format(need=f"{math.ceil(need):,}")
 
 
 def never_runs(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_class: str,
@@ -776,7 +808,7 @@ WORKLOAD_COLUMNS = {
     "uid": "str", "size_gb": "float", "hours": "float", "mem_gb": "float",
     "array": "str", "band": "int", "n_spw": "int", "n_chan": "int", "recipe": "str",
     "casa_version": "str", "node": "str", "walltime_h": "float",
-    "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float",
+    "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float", "scratch_gb": "float",
 }
 """Columns a workload CSV may have; uid is required, empty cells mean unknown.
 ``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from)."""
@@ -905,7 +937,7 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
 
 
 NODE_KEYS = ("name", "slots", "mem_gb", "walltime_h", "speed", "count", "class", "recipe",
-             "recipes", "casa_versions", "casa", "cpus_per_slot", "drained")
+             "recipes", "casa_versions", "casa", "cpus_per_slot", "drained", "scratch_gb")
 """Keys of a ``[[node]]`` table the estimator reads."""
 
 
@@ -963,6 +995,8 @@ def parse_nodes(text: str, name: str = "nodes.toml") -> list[NodeState]:
         wall = None if wall is None else _number(where, "walltime_h", "float", wall)
         wall = None if wall == 0 else wall
         cpus = _number(where, "cpus_per_slot", "int", t.get("cpus_per_slot", 1))
+        scratch = None if t.get("scratch_gb") is None else _number(where, "scratch_gb", "float", t["scratch_gb"])
+        scratch = scratch or None  # 0 (as absent): not checked
         recipes = _strings(where, "recipes", t["recipes"]) if "recipes" in t else (
             (_string(where, "recipe", t["recipe"]),) if "recipe" in t else ("casa6",))
         versions = _strings(where, "casa_versions", t.get("casa_versions", []))
@@ -977,7 +1011,7 @@ def parse_nodes(text: str, name: str = "nodes.toml") -> list[NodeState]:
             if any(x.name == n for x in nodes):
                 raise UserError(f'{where}name "{n}" is used twice — give each node its own name')
             nodes.append(NodeState(n, slots, mem, wall, speed, recipes, versions, drained, klass,
-                                   cpus_per_slot=cpus))
+                                   cpus_per_slot=cpus, scratch_gb=scratch))
     return nodes
 
 

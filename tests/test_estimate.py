@@ -442,3 +442,55 @@ def test_plan_names_what_can_never_run_instead_of_answering_add_0_alone(files):
     args2 = [a if a != str(files / "n.toml") else str(files / "n2.toml") for a in args]
     args2[args2.index("mup")] = "fat"
     assert json.loads(CliRunner().invoke(app, [*args2, "--json"]).stdout)["never_run"] == 0
+
+
+def test_plan_counts_a_data_set_no_nodes_scratch_can_hold_as_never_run_disk_with_the_scratch_to_add(files):
+    scratch = NODES_TOML.replace('name = "ws"\n', 'name = "ws"\nscratch_gb = 200\n') \
+        .replace('name = "mup"\n', 'name = "mup"\nscratch_gb = 500\n').replace('name = "hpc"\n', 'name = "hpc"\nscratch_gb = 2000\n')
+    (files / "s.toml").write_text(scratch)
+    with (files / "w.csv").open("a") as f:
+        f.write("uid://A001/X1/Xbig,800,5,8\n")  # 800 GB from the archive: 2,400 GB of scratch
+    args = ["plan", "--deadline", "365d", "--workload", str(files / "w.csv"), "--nodes", str(files / "s.toml"),
+            "--add-class", "mup"]
+    data = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert data["datasets"] == 152 and data["never_run"] == 2
+    groups = {g["kind"]: g for g in data["never_run_groups"]}
+    assert set(groups) == {"memory", "disk"} and groups["disk"]["uids"] == ["uid://A001/X1/Xbig"]
+    assert groups["disk"]["example"] == "needs 2,400 GB of scratch; the largest scratch (hpc) has 2,000 GB"
+    assert groups["disk"]["fix"].startswith("add a node with at least 2,401 GB of scratch")
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and "1 can never run (disk: needs 2,400 GB of scratch" in result.output
+    # the same nodes without scratch_gb: nothing known about their disks, nothing refused for it
+    (files / "n.toml").write_text(NODES_TOML)
+    plain = json.loads(CliRunner().invoke(app, [*args[:-4], "--nodes", str(files / "n.toml"), "--add-class", "mup",
+                                                 "--json"]).stdout)
+    assert plain["never_run"] == 1 and [g["kind"] for g in plain["never_run_groups"]] == ["memory"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_replay_never_places_a_data_set_where_its_scratch_cannot_fit(seed):
+    from ari_console import scheduler as sch
+
+    queue, nodes = random_case(seed)
+    rng = random.Random(seed)
+    nodes = [replace_node(n, scratch_gb=rng.choice([None, 60.0, 150.0, 400.0])) for n in nodes]
+    placed = sch.place(queue, nodes, 0.0, policy="lpt")
+    by_name = {n.name: n for n in nodes}
+    for ds, node in placed.pairs:
+        assert by_name[node.name].scratch_gb is None or ds.size_gb * 3 <= by_name[node.name].scratch_gb
+    for u in placed.unplaceable:
+        assert u.reason
+    sim = est.simulate(queue, nodes, "lpt")
+    assert sim.failures_avoidable == 0 and sim.completed + len(sim.unplaceable) == len(queue)
+    roomiest = max((math.inf if n.scratch_gb is None else n.scratch_gb) for n in nodes)
+    too_big = {ds.uid for ds in queue if ds.size_gb * 3 + 0.05 > roomiest}
+    assert too_big <= {u.dataset.uid for u in sim.unplaceable}
+    for u in sim.unplaceable:
+        if u.dataset.uid in too_big and u.dataset.mem_gb <= 512:
+            assert "GB of scratch" in u.reason
+
+
+def replace_node(node, **kw):
+    from dataclasses import replace
+
+    return replace(node, **kw)

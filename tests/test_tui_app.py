@@ -632,3 +632,26 @@ async def test_at_80x24_each_table_keeps_the_columns_that_matter_and_the_footer_
         every = len(next(iter(t.shown.values())))  # a row keeps all its cells, shown or not
         await pilot.resize_terminal(160, 40)  # wider: the columns come back
         await settle(app, pilot, lambda: len(drawn_columns(t)) > len(names) or len(names) == every)
+
+
+@async_test
+async def test_the_attention_card_shows_each_discrepant_pair_of_a_review_with_the_ratio_of_ari_status(camp):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ari_console.cli import app as cli
+
+    uid = sample.uid_of(12)  # the sample's QA2 pairs of it: spw 1 (cube) discrepant in flux and peak, 1.42
+    _waiting_in_review(camp, uid)
+    status = json.loads(CliRunner().invoke(cli, ["-c", str(camp.config.path), "status", "--json"]).stdout)
+    [review] = [r for r in status["attention"]["review"] if r["uid"] == uid]
+    [pair] = review["pairs"]
+    app = make_app(camp)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot, lambda: any(w == "review" and u == uid for w, u, _ in app.snapshot.attention))
+        [why] = [why for w, u, why in app.snapshot.attention if u == uid]
+        brief = f"{pair['field']} spw{pair['spw']} {pair['specmode']} {pair['measure']} ×{pair['ratio']:.3g}"
+        assert brief == "NGC253 spw1 cube flux ×1.42" and why == f"{review['reason']}; {brief}"
+        card = str(app.screen.query_one("#attention").render())
+        assert f"review {uid}: {review['reason']}; {brief}" in card.replace("\n", " ")

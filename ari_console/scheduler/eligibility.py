@@ -1,16 +1,19 @@
 """Which node classes may run which data set, and why not (pure).
 
 A data set may run on a node when its predicted memory fits the node's,
-its predicted hours / node speed fit the walltime, and the recipe / CASA
-version it needs is there; anything else would be an avoidable failure.
+its predicted hours / node speed fit the walltime, the scratch disk it needs
+(:attr:`DataSet.scratch_need_gb`: size x 3, or its own ``scratch_gb``) fits the
+node's scratch (when the node's is known), and the recipe / CASA version it
+needs is there; anything else would be an avoidable failure.
 """
 
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .values import DataSet, NodeClass, NodeState, Prediction
+from .values import SCRATCH_FLOOR_GB, SCRATCH_PER_GB, DataSet, NodeClass, NodeState, Prediction
 
 def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
     """Why ``ds`` must not run on ``node`` (an avoidable failure), or None if it may.
@@ -22,6 +25,10 @@ def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
         return f"pinned to {ds.node}"
     if pred.mem_gb > node.mem_gb:
         return f"needs {pred.mem_gb:g} GB memory, {node.name} has {node.mem_gb:g} GB"
+    if node.scratch_gb is not None:
+        need = ds.scratch_need_gb
+        if need is not None and need > node.scratch_gb:
+            return f"needs {_gb(need)} GB of scratch, {node.name} has {_gb(node.scratch_gb)} GB"
     if node.walltime_h is not None:
         wall = pred.hours / node.speed
         if wall > node.walltime_h:
@@ -34,6 +41,15 @@ def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
     if ds.casa_version is not None and ds.casa_version not in node.casa_versions:
         return f"needs CASA {ds.casa_version}, {node.name} has {', '.join(node.casa_versions) or 'none listed'}"
     return None
+
+
+def _gb(x: float) -> str:
+    """GB in a reason: whole GB with thousands separators from 100 GB, 3 digits below.
+
+    >>> _gb(300000.05), _gb(30.05), _gb(1.0)
+    ('300,000', '30.1', '1')
+    """
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]) -> str | None:
@@ -56,6 +72,10 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
     big = max(cands, key=lambda n: n.mem_gb)
     if pred.mem_gb > big.mem_gb:
         return f"needs {pred.mem_gb:g} GB memory; the largest node ({big.name}) has {big.mem_gb:g} GB"
+    need = ds.scratch_need_gb
+    disk = max(cands, key=lambda n: math.inf if n.scratch_gb is None else n.scratch_gb)
+    if need is not None and disk.scratch_gb is not None and need > disk.scratch_gb:
+        return f"needs {_gb(need)} GB of scratch; the largest scratch ({disk.name}) has {_gb(disk.scratch_gb)} GB"
     roomy = [n for n in cands if n.mem_gb >= pred.mem_gb]
     longest = max(roomy, key=lambda n: math.inf if n.walltime_h is None else n.walltime_h * n.speed)
     reason = why_not(ds, pred, longest)
@@ -77,7 +97,7 @@ def node_classes(nodes: Sequence[NodeState], pinned: Collection[str] = ()) -> li
     groups: dict[tuple, list[int]] = {}
     for i, n in enumerate(nodes):
         if not n.drained:
-            key = (n.mem_gb, n.walltime_h, n.speed, n.recipes, n.casa_versions)
+            key = (n.mem_gb, n.walltime_h, n.speed, n.recipes, n.casa_versions, n.scratch_gb)
             groups.setdefault(key + ((n.name,) if n.name in pinned else ()), []).append(i)
     out = [NodeClass(k, nodes[m[0]], tuple(m), sum(nodes[i].slots for i in m)) for k, m in groups.items()]
     return sorted(out, key=lambda c: (c.rep.mem_gb, math.inf if c.rep.walltime_h is None else c.rep.walltime_h,
@@ -92,8 +112,9 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     import numpy as np
 
     queue = list(queue)
-    masks = _fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
-                       np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes).tolist()
+    masks = (_fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
+                        np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes)
+             & scratch_masks(queue, classes)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
     out = []
     for ds, m in zip(queue, masks):
@@ -117,6 +138,44 @@ def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
         wall = math.inf if c.rep.walltime_h is None else c.rep.walltime_h
         mask |= ((mem <= c.rep.mem_gb) & (hours / c.rep.speed <= wall)).astype(np.int64) << i
     return mask
+
+
+def scratch_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
+    """Per data set (an array), the bitmask of the classes whose scratch its need fits (a class or a data set
+    whose scratch is unknown fits); all ones when no class knows its scratch."""
+    import numpy as np
+
+    every = (1 << len(classes)) - 1
+    if all(c.rep.scratch_gb is None for c in classes):
+        return np.full(len(queue), every, dtype=np.int64)
+    need = _scratch_needs(queue)
+    mask = np.zeros(len(queue), dtype=np.int64)
+    for i, c in enumerate(classes):
+        room = math.inf if c.rep.scratch_gb is None else c.rep.scratch_gb
+        mask |= (~(need > room)).astype(np.int64) << i
+    return mask
+
+
+def _scratch_needs(queue: Sequence[DataSet]):
+    """:attr:`DataSet.scratch_need_gb` of each data set as an array (nan: unknown), without a property
+    call per data set (a re-plan of 100,000 would spend 50 ms in them).
+
+    >>> _scratch_needs([DataSet("a", size_gb=10), DataSet("b"), DataSet("c", size_gb=1, scratch_gb=7)]).tolist()
+    [30.05, nan, 7.0]
+    """
+    import numpy as np
+
+    try:
+        size = np.fromiter(map(attrgetter("size_gb"), queue), dtype=float, count=len(queue))
+    except TypeError:  # some sizes unknown (None): nan
+        size = np.array([ds.size_gb for ds in queue], dtype=float)
+    need = np.round(size * SCRATCH_PER_GB + SCRATCH_FLOOR_GB, 3)
+    given = list(map(attrgetter("scratch_gb"), queue))
+    if set(given) != {None}:  # some data sets say their own need (a set is built in C; the loop only then)
+        for i, g in enumerate(given):
+            if g is not None:
+                need[i] = g
+    return need
 
 
 def fluid_bound(work: Mapping[tuple[int, ...], float], capacity: Sequence[float]) -> float:
@@ -172,7 +231,7 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     static = np.array([every if ds.node is None and ds.recipe is None and ds.casa_version is None
                        and ds.walltime_h is None else
                        sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
-                       for ds in queue], dtype=np.int64)
+                       for ds in queue], dtype=np.int64) & scratch_masks(queue, classes)
     columns = np.array([(p.plan_h, p.median_h or p.hours, p.mem_median_gb or p.mem_gb, p.sigma, p.mem_sigma,
                          p.tail[0], p.tail[1], p.floor_h, p.mem_floor_gb, p.hours, p.mem_gb) for p in spread],
                        dtype=float).reshape(len(spread), 11).T  # one pass over 100,000 predictions, not eleven
