@@ -79,6 +79,18 @@ class Forecast:
 
 
 @dataclass(frozen=True)
+class Kill:
+    """One killed attempt of a replay: where (the node's class), which attempt of the
+    data set it was (1: its first), why, the CPU-hours it wasted and when it ended."""
+
+    node_class: str
+    attempt: int
+    outcome: str
+    cpu_hours: float
+    at_h: float
+
+
+@dataclass(frozen=True)
 class SimResult:
     """The outcome of :func:`simulate` (hours from the start).
 
@@ -106,6 +118,7 @@ class SimResult:
     slots: int = 0
     capacity: float = 0.0
     refits: int = 0
+    killed: tuple["Kill", ...] = ()
 
     @property
     def disk_peak_gb(self) -> dict[str, float]:
@@ -226,6 +239,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     attempts = [0] * len(nodes)
     failures: dict[str, int] = {}
     wasted = 0.0
+    killed: list[Kill] = []
     gave_up: list[str] = []
     last_reported: tuple[sch.Unplaceable, ...] | None = None
     plan = None
@@ -293,6 +307,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             failures[outcome] = failures.get(outcome, 0) + 1
             wall = _outcome(ds, hours, mem, node, memory_kill_after)[1]
             wasted += wall * node.cpus_per_slot
+            killed.append(Kill(node.klass, ds.attempts + 1, outcome, wall * node.cpus_per_slot, now))
             again = replace(ds, attempts=ds.attempts + 1)
             if again.attempts >= max_attempts:
                 gave_up.append(ds.uid)
@@ -300,8 +315,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             queue[ds.uid] = again
             taught = None
             if learn and outcome in ("memory", "walltime"):
-                killed = attempt(ds, wall, node.speed, outcome, node.mem_gb if outcome == "memory" else None)
-                hist.append(killed)
+                lesson = attempt(ds, wall, node.speed, outcome, node.mem_gb if outcome == "memory" else None)
+                hist.append(lesson)
                 need_h, need_mem = model.own.get(ds.uid, (0.0, 0.0))
                 if outcome == "walltime":
                     need_h = max(need_h, wall * node.speed)
@@ -347,7 +362,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         plan_variant=plan.variant if plan is not None else "",
         wasted_cpu_hours=wasted, forecasts=tuple(forecasts),
         mean_hours=sum(h for h, _ in truth.values()) / total if total else 0.0,
-        slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits)
+        slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits,
+        killed=tuple(killed))
 
 
 def _refit(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],
