@@ -9,7 +9,8 @@ workload CSV or a nodes TOML (the command module reads the files).
   also the predictions). Placements that exceed a node's memory fail at once,
   those that exceed its walltime are killed at the walltime; both count as
   avoidable failures and the data set goes back to the queue (given up after
-  ``max_attempts``).
+  ``max_attempts``); each kill is kept (:class:`Kill`: node class, attempt
+  number, cause, CPU-hours, when) so waste can be traced to its cause.
 - :func:`lower_bound` = max(LP relaxation over node classes, longest single
   data set on its fastest eligible node): no schedule can beat it.
 - :func:`nodes_needed` bisects how many nodes of a class meet a deadline.

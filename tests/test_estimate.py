@@ -294,6 +294,7 @@ def test_walltime_kill_teaches_a_floor_and_the_retry_goes_where_it_fits():
     assert sim.completed == 1 and sim.gave_up == ()
     assert sim.makespan_h == pytest.approx(20.0 + 30.0 / 0.5)  # killed at 20 h, then 60 h where nothing kills it
     assert sim.wasted_cpu_hours == pytest.approx(20.0)
+    assert sim.killed == (est.Kill("mup", 1, "walltime", 20.0, 20.0),)  # where, which attempt, why, cost, when
 
 
 def test_memory_kill_costs_part_of_a_run_and_the_retry_goes_to_a_bigger_node():

@@ -205,9 +205,24 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     speed of lost work, one allowed where its memory may not fit adds
     P(memory > the node's) x ``memory_kill_cost`` x its hours (a memory kill
     comes part-way), spread over its classes by capacity; the killed share
-    runs again where it is safe. The safest choice within ``tolerance`` of
-    the best bound wins (a kill also costs an operator's look and a retry's
-    queueing). None: ``preds`` unchanged.
+    runs again where it is safe.
+
+    Beside the quantiles, ``ratios`` are tried: a data set may run on a class
+    where a kill's expected loss (in hours of that slot, until an attempt
+    there succeeds) is at most that fraction of its work, and where none is
+    that cheap, only where the loss is least (an expected-cost comparison: an
+    uncertain giant goes to the unlimited small-memory workstations rather
+    than the 240 h node when running out of memory there is the smaller
+    risk; a class where it is sure to be killed is never the cheapest). A
+    threshold on the loss per unit of work, not on the kill chance, keeps
+    the long predictable data sets on walltime-limited nodes and sends the
+    uncertain ones elsewhere: the same kill chance costs a short data set
+    more of its work.
+
+    Of the choices within ``tolerance`` of the best bound, the one that
+    loses least to kills in expectation wins (a kill also costs an
+    operator's look and a retry's queueing; wasted CPU-hours are a figure
+    of their own). None: ``preds`` unchanged.
     """
     import numpy as np
 
@@ -237,13 +252,17 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         mem = np.where(sigma_m > 0, quantiles_above(median_m, sigma_m * tail_m, floor_m, q_mem, margin), base_m)
         return hours, mem
 
-    fallback = static & _fit_masks(base_h, base_m, classes)
+    # what fits nowhere is tried where its medians fit (as placement._eligible_or_worth_a_try does)
+    fallback = static & _fit_masks(
+        np.where(sigma_h > 0, np.maximum(quantiles_above(median_h, sigma_h, floor_h, 0.5, margin), work), base_h),
+        np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, 0.5, margin), base_m), classes)
 
     speeds = np.array([c.rep.speed for c in classes])[:, None]
-    lost_wall = kill_cost / speeds  # a kill's expected loss in hours of the slot it ran on
+    with np.errstate(divide="ignore"):  # the loss to kills until an attempt there succeeds (a sure kill: inf)
+        lost_wall = np.where(kill_p < 1 - 1e-6, kill_cost / speeds / np.maximum(1 - kill_p, 1e-6), np.inf)
     allowed = np.array([(static >> i) & 1 for i in range(len(classes))], dtype=bool)
     cheapest = np.min(np.where(allowed, lost_wall, np.inf), axis=0)
-    least = allowed & (lost_wall <= cheapest * 1.25 + 1e-9)  # where a data set loses least to kills
+    least = allowed & np.isfinite(lost_wall) & (lost_wall <= cheapest * 1.01 + 1e-9)  # where it loses least
     mems = np.array([c.rep.mem_gb for c in classes])[:, None]
     walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h * c.rep.speed
                       for c in classes])[:, None]
@@ -266,7 +285,7 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         """The fluid bound of the work, each data set's kills counted: the share of its
         runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static & _fit_masks(hours, mem, classes)
-        mask = np.where(mask == 0, fallback, mask)  # what fits nowhere is tried where the base values fit
+        mask = np.where(mask == 0, fallback, mask)
         inside = np.array([(mask >> i) & 1 for i in range(len(classes))], dtype=bool)
         share = np.where(inside, np.array(capacity)[:, None], 0.0)
         total = np.maximum(share.sum(axis=0), 1e-12)

@@ -32,7 +32,7 @@ RISK_RATIOS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
 """Expected losses to kills, as a fraction of a data set's work, that placement may accept on a class
 (weighed against the quantiles above by settle_risk; a data set affordable nowhere goes where it loses least)."""
 RELAX_TOLERANCE = 0.01
-"""How far above the best fluid bound (kills counted) a safer placement quantile may push it."""
+"""How far above the best fluid bound (kills counted) a placement choice that wastes less may push it."""
 
 
 @dataclass(frozen=True)
