@@ -130,6 +130,20 @@ class SimResult:
         return {n.name: round(n.utilisation, 4) for n in self.nodes}
 
     @property
+    def waste_by(self) -> dict[tuple[str, int, str], tuple[int, float]]:
+        """(node class, attempt number, cause) -> (kills, CPU-hours wasted), most wasteful first.
+
+        >>> SimResult("lpt", 1, 1, 60.0, 80.0, 1, {"walltime": 1}, (), (), (),
+        ...           killed=(Kill("mup", 1, "walltime", 20.0, 20.0),)).waste_by
+        {('mup', 1, 'walltime'): (1, 20.0)}
+        """
+        groups: dict[tuple[str, int, str], tuple[int, float]] = {}
+        for k in self.killed:
+            n, h = groups.get((k.node_class, k.attempt, k.outcome), (0, 0.0))
+            groups[(k.node_class, k.attempt, k.outcome)] = (n + 1, h + k.cpu_hours)
+        return dict(sorted(groups.items(), key=lambda kv: -kv[1][1]))
+
+    @property
     def kills(self) -> dict[str, int]:
         """Attempts killed for memory and by the walltime."""
         return {k: self.failures_by_cause.get(k, 0) for k in ("memory", "walltime")}

@@ -135,15 +135,9 @@ def waste_breakdown(sim) -> str:
     ``mup#1 walltime 62 (3.6%)`` = 62 first attempts killed by the walltime on the
     ``mup`` nodes, wasting 3.6 % of all CPU-hours; then the share wasted in the
     last fifth of the makespan (kills that come late make stragglers)."""
-    groups: dict[tuple[str, int, str], list[float]] = {}
-    for k in sim.killed:
-        g = groups.setdefault((k.node_class, k.attempt, k.outcome), [0, 0.0])
-        g[0] += 1
-        g[1] += k.cpu_hours
     total = sim.cpu_hours or 1.0
     late = sum(k.cpu_hours for k in sim.killed if k.at_h > 0.8 * sim.makespan_h) / total
-    parts = [f"{c}#{a} {o} {n} ({h / total:.1%})" for (c, a, o), (n, h) in
-             sorted(groups.items(), key=lambda kv: -kv[1][1])]
+    parts = [f"{c}#{a} {o} {n} ({h / total:.1%})" for (c, a, o), (n, h) in sim.waste_by.items()]
     return (", ".join(parts) or "none") + f"; in the last fifth {late:.1%}"
 
 
