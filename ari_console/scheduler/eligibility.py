@@ -173,21 +173,19 @@ def kill_risk(columns, classes: Sequence[NodeClass], memory_kill_cost: float = 0
     """Per class (rows) and data set (columns, from :func:`risk_columns`): the chance an
     attempt there is killed, and the speed-1.0 hours of work such a kill loses in
     expectation (a walltime kill the whole walltime, a memory kill ``memory_kill_cost``
-    of the data set's hours); and the part of the latter the walltime accounts for."""
+    of the data set's hours)."""
     import numpy as np
 
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m = columns[:9]
     kill_p = np.zeros((len(classes), len(work)))
     kill_cost = np.zeros((len(classes), len(work)))
-    wall_cost = np.zeros((len(classes), len(work)))
     for i, c in enumerate(classes):
         wall = c.rep.walltime_h
         p_mem = exceed(median_m, sigma_m * tail_m, floor_m, c.rep.mem_gb)
         p_wall = exceed(median_h, sigma_h * tail_h, floor_h, wall * c.rep.speed) if wall is not None else 0.0
         kill_p[i] = 1 - (1 - p_mem) * (1 - p_wall)
-        wall_cost[i] = p_wall * wall * c.rep.speed if wall is not None else 0.0
-        kill_cost[i] = wall_cost[i] + p_mem * memory_kill_cost * work
-    return kill_p, kill_cost, wall_cost
+        kill_cost[i] = (p_wall * wall * c.rep.speed if wall is not None else 0.0) + p_mem * memory_kill_cost * work
+    return kill_p, kill_cost
 
 
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
@@ -240,7 +238,7 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
                        for ds in queue], dtype=np.int64)
     columns = risk_columns(spread)
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
-    kill_p, kill_cost, wall_cost = kill_risk(columns, classes, memory_kill_cost)
+    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
     limits = [c.rep.walltime_h * c.rep.speed for c in classes if c.rep.walltime_h is not None]
 
     def placement_values(q_hours: float | None, q_mem: float | None, ratio: float | None = None):
