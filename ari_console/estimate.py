@@ -9,7 +9,8 @@ workload CSV or a nodes TOML (the command module reads the files).
   also the predictions). Placements that exceed a node's memory fail at once,
   those that exceed its walltime are killed at the walltime; both count as
   avoidable failures and the data set goes back to the queue (given up after
-  ``max_attempts``).
+  ``max_attempts``); each kill is kept (:class:`Kill`: node class, attempt
+  number, cause, CPU-hours, when) so waste can be traced to its cause.
 - :func:`lower_bound` = max(LP relaxation over node classes, longest single
   data set on its fastest eligible node): no schedule can beat it.
 - :func:`nodes_needed` bisects how many nodes of a class meet a deadline.
@@ -80,6 +81,18 @@ class Forecast:
 
 
 @dataclass(frozen=True)
+class Kill:
+    """One killed attempt of a replay: where (the node's class), which attempt of the
+    data set it was (1: its first), why, the CPU-hours it wasted and when it ended."""
+
+    node_class: str
+    attempt: int
+    outcome: str
+    cpu_hours: float
+    at_h: float
+
+
+@dataclass(frozen=True)
 class SimResult:
     """The outcome of :func:`simulate` (hours from the start).
 
@@ -107,6 +120,7 @@ class SimResult:
     slots: int = 0
     capacity: float = 0.0
     refits: int = 0
+    killed: tuple["Kill", ...] = ()
 
     @property
     def disk_peak_gb(self) -> dict[str, float]:
@@ -115,6 +129,20 @@ class SimResult:
     @property
     def utilisation(self) -> dict[str, float]:
         return {n.name: round(n.utilisation, 4) for n in self.nodes}
+
+    @property
+    def waste_by(self) -> dict[tuple[str, int, str], tuple[int, float]]:
+        """(node class, attempt number, cause) -> (kills, CPU-hours wasted), most wasteful first.
+
+        >>> SimResult("lpt", 1, 1, 60.0, 80.0, 1, {"walltime": 1}, (), (), (),
+        ...           killed=(Kill("mup", 1, "walltime", 20.0, 20.0),)).waste_by
+        {('mup', 1, 'walltime'): (1, 20.0)}
+        """
+        groups: dict[tuple[str, int, str], tuple[int, float]] = {}
+        for k in self.killed:
+            n, h = groups.get((k.node_class, k.attempt, k.outcome), (0, 0.0))
+            groups[(k.node_class, k.attempt, k.outcome)] = (n + 1, h + k.cpu_hours)
+        return dict(sorted(groups.items(), key=lambda kv: -kv[1][1]))
 
     @property
     def kills(self) -> dict[str, int]:
@@ -243,6 +271,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     attempts = [0] * len(nodes)
     failures: dict[str, int] = {}
     wasted = 0.0
+    killed: list[Kill] = []
     gave_up: list[str] = []
     last_reported: tuple[sch.Unplaceable, ...] | None = None
     plan = None
@@ -310,6 +339,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             failures[outcome] = failures.get(outcome, 0) + 1
             wall = _outcome(ds, hours, mem, node, memory_kill_after)[1]
             wasted += wall * node.cpus_per_slot
+            killed.append(Kill(node.klass, ds.attempts + 1, outcome, wall * node.cpus_per_slot, now))
             again = replace(ds, attempts=ds.attempts + 1)
             if again.attempts >= max_attempts:
                 gave_up.append(ds.uid)
@@ -317,8 +347,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             queue[ds.uid] = again
             taught = None
             if learn and outcome in ("memory", "walltime"):
-                killed = attempt(ds, wall, node.speed, outcome, node.mem_gb if outcome == "memory" else None)
-                hist.append(killed)
+                lesson = attempt(ds, wall, node.speed, outcome, node.mem_gb if outcome == "memory" else None)
+                hist.append(lesson)
                 need_h, need_mem = model.own.get(ds.uid, (0.0, 0.0))
                 if outcome == "walltime":
                     need_h = max(need_h, wall * node.speed)
@@ -364,7 +394,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         plan_variant=plan.variant if plan is not None else "",
         wasted_cpu_hours=wasted, forecasts=tuple(forecasts),
         mean_hours=sum(h for h, _ in truth.values()) / total if total else 0.0,
-        slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits)
+        slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits,
+        killed=tuple(killed))
 
 
 def _refit(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],

@@ -45,7 +45,7 @@ sets no node can run come back in :attr:`Placement.unplaceable` with a reason.
 from .eligibility import (eligibility, fluid_bound, node_classes, nodes_key, scratch_masks, settle_risk,
                           unplaceable_reason, why_not)
 from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, RELAX_QUANTILES,
-                  RELAX_TOLERANCE, Search)
+                  RELAX_TOLERANCE, RISK_RATIOS, Search)
 from .placement import DEFAULT_POLICY, POLICIES, make_plan, needs_plan, place, requeue
 from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE, MIN_HISTORY,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
@@ -63,5 +63,5 @@ __all__ = [
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
     "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",
-    "RELAX_QUANTILES", "RELAX_TOLERANCE", "SCRATCH_FLOOR_GB", "SCRATCH_PER_GB",
+    "RELAX_QUANTILES", "RELAX_TOLERANCE", "RISK_RATIOS", "SCRATCH_FLOOR_GB", "SCRATCH_PER_GB",
 ]
