@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Iterable, Mapping, Sequence
 
 from .values import DataSet, Measured, Prediction
@@ -148,6 +149,35 @@ def features(x: DataSet | Measured) -> list[float]:
             float(x.band) if x.band else nan]
 
 
+_METADATA = attrgetter("size_gb", "n_spw", "n_chan", "is_mosaic", "array", "n_eb", "band")
+
+
+def feature_rows(items: Sequence[DataSet | Measured]):
+    """:func:`features` of many data sets (or attempts) at once, as an (n, 6) array.
+
+    Column by column, with the same arithmetic as :func:`features` (``math.log``,
+    not numpy's, whose last bit may differ), so each row equals ``features(x)``;
+    about ten times faster on a long queue.
+
+    >>> feature_rows([DataSet("u", size_gb=math.e, n_spw=4, n_chan=1, is_mosaic=True, array="12m")]).tolist()
+    [[1.0, 1.3862943611198906, 1.0, 0.0, nan, nan]]
+    """
+    import numpy as np
+
+    out = np.empty((len(items), len(FEATURES)))
+    if not len(items):
+        return out
+    size, spw, chan, mosaic, array, eb, band = zip(*map(_METADATA, items))
+    log, nan = math.log, math.nan
+    out[:, 0] = [log(s) if s and s > 0 else nan for s in size]
+    out[:, 1] = [log(w * c) if w and c and w * c else nan for w, c in zip(spw, chan)]
+    out[:, 2] = [nan if m is None else float(bool(m)) for m in mosaic]
+    out[:, 3] = [float(a == "7m") if a else nan for a in array]
+    out[:, 4] = [log(e) if e else nan for e in eb]
+    out[:, 5] = [float(b) if b else nan for b in band]
+    return out
+
+
 def _design(rows, fit: Fit):
     """The fit's design matrix for feature rows (missing values at the center)."""
     import numpy as np
@@ -265,12 +295,12 @@ def fit_history(history: Iterable[Measured], tuning: Tuning = DEFAULT_TUNING) ->
     timed = [m for m in history if m.outcome in ("ok", "walltime", "running", "memory") and m.hours > 0]
     hours = mem = None
     if timed:
-        rows = np.array([features(m) for m in timed], dtype=float)
+        rows = feature_rows(timed)
         y = np.log([m.hours * m.speed for m in timed])
         hours = _fit(rows, y, np.array([m.outcome != "ok" for m in timed]), tuning, tuning.hours_quantile)
     sized = [m for m in history if m.outcome in ("ok", "memory") and m.peak_mem_gb]
     if sized:
-        rows = np.array([features(m) for m in sized], dtype=float)
+        rows = feature_rows(sized)
         y = np.log([m.peak_mem_gb for m in sized])
         mem = _fit(rows, y, np.array([m.outcome == "memory" for m in sized]), tuning, tuning.mem_quantile)
     return Model(hours=hours, mem=mem, own=own)
@@ -364,7 +394,13 @@ def predict(ds: DataSet, history: Iterable[Measured] | Model = (), tuning: Tunin
 def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = (),
                 tuning: Tuning = DEFAULT_TUNING) -> dict[str, Prediction]:
     """uid -> :func:`predict` for every data set, fitting the history once and
-    evaluating the fits and distributions for all data sets at once."""
+    evaluating the fits and distributions for all data sets at once.
+
+    Vectorised over the metadata columns (:func:`feature_rows`,
+    :func:`_prior_medians_of`): the numbers are those of one data set at a time
+    (``tests/test_scheduler.py`` compares them on a random queue), at a tenth
+    of the cost: a re-plan predicts 100,000 of them.
+    """
     import numpy as np
 
     t = tuning
@@ -373,40 +409,68 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     if not queue:
         return {}
     n = len(queue)
-    medians = np.array([_prior_medians(ds, t) for ds in queue]).reshape(n, 2)
-    med_h, med_m = medians[:, 0], medians[:, 1]
+    med_h, med_m = _prior_medians_of(queue, t)
     sig_h, sig_m = np.full(n, t.hours_sigma), np.full(n, t.mem_sigma)
-    q_h, q_m = np.full(n, t.prior_quantile), np.full(n, t.prior_quantile)
+    q_h, q_m = t.prior_quantile, t.prior_quantile
     shifts: list[tuple[float, ...]] = [(t.prior_shift_sigma,)] * n
     mem_shifts: list[tuple[float, ...]] = [()] * n
     source = "prior"
     tail_h = tail_m = 1.0
     if model.hours is not None or model.mem is not None:
-        rows = np.array([features(ds) for ds in queue], dtype=float)
+        rows = feature_rows(queue)
         if model.hours is not None:
             log_h, sig_h, shifts = _evaluate(model.hours, rows, t)
-            med_h, q_h, source, tail_h = np.exp(log_h), np.full(n, t.hours_quantile), "history", model.hours.tail
+            med_h, q_h, source, tail_h = np.exp(log_h), t.hours_quantile, "history", model.hours.tail
         if model.mem is not None:
             log_m, sig_m, mem_shifts = _evaluate(model.mem, rows, t)
-            med_m, q_m, tail_m = np.exp(log_m), np.full(n, t.mem_quantile), model.mem.tail
-    own = np.array([model.own.get(ds.uid, (0.0, 0.0)) for ds in queue]).reshape(n, 2)
-    hours = quantiles_above(med_h, sig_h * tail_h, own[:, 0], q_h, t.retry_margin).round(4).tolist()
-    mean = means_above(med_h, sig_h, own[:, 0], t.retry_margin).round(4).tolist()
-    mem = quantiles_above(med_m, sig_m * tail_m, own[:, 1], q_m, t.retry_margin).round(4).tolist()
-    med_h, sig_h, sig_m, own = med_h.tolist(), np.asarray(sig_h).tolist(), np.asarray(sig_m).tolist(), own.tolist()
-    med_m = np.asarray(med_m).tolist()
+            med_m, q_m, tail_m = np.exp(log_m), t.mem_quantile, model.mem.tail
+    own_h = np.zeros(n)
+    own_m = np.zeros(n)
+    if model.own:
+        for i, ds in enumerate(queue):
+            need = model.own.get(ds.uid)
+            if need is not None:
+                own_h[i], own_m[i] = need
+    hours = quantiles_above(med_h, sig_h * tail_h, own_h, q_h, t.retry_margin).round(4).tolist()
+    mean = means_above(med_h, sig_h, own_h, t.retry_margin).round(4).tolist()
+    mem = quantiles_above(med_m, sig_m * tail_m, own_m, q_m, t.retry_margin).round(4).tolist()
+    sig_h = np.broadcast_to(sig_h, (n,)).tolist()
+    sig_m = np.broadcast_to(sig_m, (n,)).tolist()
+    columns = zip(hours, mem, mean, med_h.tolist(), sig_h, own_h.tolist(), sig_m, own_m.tolist(), shifts,
+                  med_m.tolist(), mem_shifts)
+    tails = (tail_h, tail_m)
     out = {}
-    for i, ds in enumerate(queue):
-        p = Prediction(hours[i], mem[i], source, mean[i], med_h[i], sig_h[i], own[i][0], sig_m[i], own[i][1],
-                       shifts[i], med_m[i], mem_shifts[i], (tail_h, tail_m))
+    for ds, (h, g, mh, md, sh, fh, sm, fm, shift, mm, mshift) in zip(queue, columns):
+        p = object.__new__(Prediction)  # as Prediction(...), without a frozen dataclass's 13 setattr calls
+        p.__dict__.update(hours=h, mem_gb=g, source=source, mean_h=mh, median_h=md, sigma=sh, floor_h=fh,
+                          mem_sigma=sm, mem_floor_gb=fm, shift=shift, mem_median_gb=mm, mem_shift=mshift, tail=tails)
         if ds.hours is not None:
-            p = replace(p, hours=ds.hours, mean_h=ds.hours, median_h=ds.hours, sigma=0.0, floor_h=0.0,
-                        source="explicit", shift=())
+            p.__dict__.update(hours=ds.hours, mean_h=ds.hours, median_h=ds.hours, sigma=0.0, floor_h=0.0,
+                              source="explicit", shift=())
         if ds.mem_gb is not None:
-            p = replace(p, mem_gb=ds.mem_gb, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=ds.mem_gb, mem_shift=(),
-                        source="explicit" if ds.hours is not None else p.source)
+            p.__dict__.update(mem_gb=ds.mem_gb, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=ds.mem_gb,
+                              mem_shift=(), source="explicit" if ds.hours is not None else source)
         out[ds.uid] = p
     return out
+
+
+def _prior_medians_of(queue: Sequence[DataSet], t: Tuning):
+    """:func:`_prior_medians` of every data set of ``queue``, as two arrays (hours, memory)."""
+    import numpy as np
+
+    size, spw, chan, mosaic, array = zip(*map(_PRIOR_METADATA, queue))
+    ref = t.median_size_gb
+    size = np.array([s if s and s > 0 else ref for s in size], dtype=float)
+    hours = t.median_hours * np.array([(s / ref) ** t.size_exponent for s in size.tolist()])
+    cube = np.array([w * c if w and c else 0 for w, c in zip(spw, chan)], dtype=float)
+    hours = np.where(cube > 0, hours * np.maximum(0.5, np.sqrt(cube / t.reference_channels)), hours)
+    hours = np.where(np.array([a == "7m" for a in array]), hours * 0.5, hours)
+    mem = t.mem_gb + t.mem_per_gb * np.maximum(0.0, size - ref)
+    mosaic = np.array([bool(m) for m in mosaic])
+    return np.where(mosaic, hours * t.mosaic_factor, hours), np.where(mosaic, mem * t.mosaic_factor, mem)
+
+
+_PRIOR_METADATA = attrgetter("size_gb", "n_spw", "n_chan", "is_mosaic", "array")
 
 
 def _evaluate(fit: Fit, rows, tuning: Tuning = DEFAULT_TUNING
@@ -419,4 +483,4 @@ def _evaluate(fit: Fit, rows, tuning: Tuning = DEFAULT_TUNING
     rows_l = x @ np.asarray(fit.chol)  # each row . z (z standard normal) draws the fit's error there
     own = fit.sigma * (_scale(x, fit.spread, tuning) if fit.spread else 1.0)
     sigma = np.sqrt(own ** 2 + np.sum(rows_l ** 2, axis=1))
-    return mu, sigma, [tuple(r) for r in rows_l.round(5).tolist()]
+    return mu, sigma, list(map(tuple, rows_l.round(5).tolist()))
