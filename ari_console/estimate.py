@@ -322,12 +322,14 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             forecast_at.pop(0)
             risk = tuning if plan is None or plan.risk_quantile is None else replace(
                 tuning, hours_quantile=plan.risk_quantile[0], mem_quantile=plan.risk_quantile[1])
-            known, known_preds = model, preds
+            known, known_preds, known_hist = model, preds, hist
             if learn:  # forecast from all that is known now, not from the plan's last refit
-                known = _refit(hist, running, nodes, now, tuning)
+                known_hist = _known_history(hist, running, nodes, now)
+                known = sch.fit_history(known_hist, tuning)
                 known_preds = sch.predict_all(list(queue.values()) + [d for d, _, _ in running.values()], known, tuning)
+            draws = sch.coefficient_draws(known_hist, known, forecast_samples, seed + len(forecasts), tuning)
             forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
-                                              known, risk, forecast_samples, seed + len(forecasts)))
+                                              known, risk, forecast_samples, seed + len(forecasts), draws))
     unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
@@ -353,20 +355,26 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
 def _refit(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],
            nodes: Sequence[NodeState], now: float, tuning: sch.Tuning) -> sch.Model:
     """The model fitted on the replay's history so far, its running attempts as lower limits."""
-    censored = [attempt(d, now - start, nodes[i].speed, "running") for d, start, i in running.values() if now > start]
-    return sch.fit_history(list(hist) + censored, tuning)
+    return sch.fit_history(_known_history(hist, running, nodes, now), tuning)
+
+
+def _known_history(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],
+                   nodes: Sequence[NodeState], now: float) -> list[Measured]:
+    """The replay's history so far with its running attempts as lower limits."""
+    return list(hist) + [attempt(d, now - start, nodes[i].speed, "running")
+                         for d, start, i in running.values() if now > start]
 
 
 def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
                      running: Mapping[int, tuple[DataSet, float, int]], preds: Mapping[str, Prediction],
                      nodes: Sequence[NodeState], model: sch.Model,
-                     tuning: sch.Tuning, samples: int, seed: int) -> Forecast:
+                     tuning: sch.Tuning, samples: int, seed: int, draws=None) -> Forecast:
     """A :class:`Forecast` from inside a replay: what it knows now, nothing of the truth
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
     residuals = model.hours.residuals if model.hours is not None else ()
-    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning)
+    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning, coefficients=draws)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
@@ -376,7 +384,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
                     samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
                     tuning: sch.Tuning = sch.DEFAULT_TUNING,
-                    memory_kill_after: float = MEMORY_KILL_AFTER) -> tuple[float, float, float]:
+                    memory_kill_after: float = MEMORY_KILL_AFTER, schedule: bool = True,
+                    coefficients=None) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
@@ -427,7 +436,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
-                          tuning.hours_quantile)
+                          tuning.hours_quantile, coefficients)
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
@@ -437,6 +446,27 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     for ci in range(n):
         fits |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(np.int64) << ci
     mask = np.where(fixed < 0, -fixed, fits & np.maximum(fixed, 0))
+    if schedule:
+        span = _list_finish(left, mem, mask, fixed < 0, [max(0.0, p.plan_h - d) for p, d in zip(entries, done)],
+                            classes, memory_kill_after)
+    else:
+        span = _fluid_finish(hours, left, mem, mask, fixed, classes, memory_kill_after)
+        mean_left = [max(0.0, p.plan_h - d) for p, d in zip(entries, done)]
+        span = span * _packing(mean_left, [(-m if m < 0 else m) for m in fixed], classes)
+    p10, p50, p90 = np.percentile(span, [10, 50, 90])
+    return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
+
+
+def _fluid_finish(hours, left, mem, mask, fixed, classes: Sequence[sch.NodeClass], memory_kill_after: float):
+    """Per draw, the fluid bound of the work ``left`` on the node classes (each data set
+    where ``mask`` allows), plus the kills its truth would cost there, or its longest data set."""
+    import numpy as np
+
+    n = len(classes)
+    speeds = np.array([c.rep.speed for c in classes])
+    caps = np.array([c.capacity for c in classes])
+    mems = np.array([c.rep.mem_gb for c in classes])
+    walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
     # the kills this truth would cost: on each class a data set may be sent to (in proportion to
     # capacity), the walltime lost if its hours exceed it, part of its run if its memory exceeds the node's
     kill_work, weight = np.zeros(hours.shape), np.zeros(hours.shape)
@@ -454,13 +484,70 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
         within = (mask > 0) & ((mask & ~inside) == 0)
         cap = caps[[ci for ci in range(n) if inside >> ci & 1]].sum()
         span = np.maximum(span, np.where(within, left, 0.0).sum(axis=1) / cap)
-    mean_left = [max(0.0, p.plan_h - d) for p, d in zip(entries, done)]
-    span = span * _packing(mean_left, [(-m if m < 0 else m) for m in fixed], classes)
-    p10, p50, p90 = np.percentile(span, [10, 50, 90])
-    return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
+    return span
 
 
-def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float):
+def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: Sequence[sch.NodeClass],
+                 memory_kill_after: float):
+    """Per draw (rows of ``left``), the finish of a list schedule that knows only the predictions.
+
+    What the replay (and the engine) does, played out on each drawn truth at once: the
+    running attempts (``placed``, their class the one bit of ``mask``) finish on their
+    slots; the waiting data sets go longest-predicted first (``plan_left``), each to the
+    slot of its classes (``mask``, per draw) that would finish it first *by its
+    prediction*, and then take their drawn hours there. A data set the prediction
+    calls short but whose truth is long starts late and ends late: the straggler a
+    fluid bound cannot see. One over the walltime is killed at it (one over the
+    node's memory part-way) and runs again, at once, on the slot of a class that
+    can hold it that frees first.
+    """
+    import numpy as np
+
+    draws, jobs = left.shape
+    slot_class = np.array([ci for ci, c in enumerate(classes) for _ in range(c.slots)])
+    speed = np.array([classes[ci].rep.speed for ci in slot_class])
+    wall = np.array([math.inf if classes[ci].rep.walltime_h is None else classes[ci].rep.walltime_h
+                     for ci in slot_class])
+    slot_mem = np.array([classes[ci].rep.mem_gb for ci in slot_class])
+    bit = (1 << slot_class)[None, :]
+    free = np.zeros((draws, len(slot_class)))
+    rows = np.arange(draws)
+    fastest = np.array([max((c.rep.speed for ci, c in enumerate(classes) if m >> ci & 1), default=1.0)
+                        for m in range(1 << len(classes))]) if len(classes) <= 12 else None
+    plan_left = np.asarray(plan_left, dtype=float)
+    first = mask[0] if draws else np.zeros(jobs, dtype=np.int64)
+    speed_of = fastest[first] if fastest is not None else np.ones(jobs)
+    order = list(np.flatnonzero(placed)) + sorted(np.flatnonzero(~placed).tolist(),
+                                                  key=lambda j: (-plan_left[j] / speed_of[j], j))
+    inf = np.inf
+    for j in order:
+        allowed = (mask[:, j, None] & bit) > 0
+        if not allowed.any():
+            continue
+        guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
+        slot = np.where(allowed, guess, inf).argmin(axis=1)
+        ok = allowed[rows, slot]
+        run = left[:, j] / speed[slot]
+        start = free[rows, slot]
+        killed = ~placed[j] & ok & ((run > wall[slot]) | (mem[:, j] > slot_mem[slot]))
+        if killed.any():
+            over_mem = mem[:, j] > slot_mem[slot]
+            lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall[slot]), wall[slot])
+            end = start + lost
+            free[rows[ok], slot[ok]] = np.where(killed, end, start + run)[ok]
+            holds = allowed & (left[:, j, None] / speed[None, :] <= wall[None, :]) & (mem[:, j, None] <= slot_mem[None, :])
+            again = killed & holds.any(axis=1)
+            if again.any():
+                later = np.maximum(free, end[:, None])
+                slot2 = np.where(holds, later, inf).argmin(axis=1)
+                r = rows[again]
+                free[r, slot2[again]] = later[r, slot2[again]] + left[again, j] / speed[slot2[again]]
+        else:
+            free[rows[ok], slot[ok]] = (start + run)[ok]
+    return free.max(axis=1)
+
+
+def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None):
     """(values, what placement would take them for) per draw and data set: draws
     of lognormal predictions, and their ``q`` quantile around the drawn median
     with the scatter alone (see :func:`forecast_finish`)."""
@@ -473,7 +560,12 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     for j, s in enumerate(shift):
         rows[j, :len(s)] = s
     own = np.sqrt(np.maximum(sigma ** 2 - np.sum(rows ** 2, axis=1), 0.0))
-    mu = np.log(np.maximum(median, 1e-12))[None, :] + rng.standard_normal((samples, dim)) @ rows.T
+    z = rng.standard_normal((samples, dim))
+    if coefficients is not None and dim:  # the fit's error as a bootstrap over its attempts measured it
+        z = np.zeros((samples, dim))
+        given = np.asarray(coefficients)[:samples, :dim]
+        z[:len(given), :given.shape[1]] = given
+    mu = np.log(np.maximum(median, 1e-12))[None, :] + z @ rows.T
     spread = np.maximum(own, 1e-9)
     with np.errstate(divide="ignore"):
         low = np.where(floor > 0, ndtr((np.log(np.maximum(floor, 1e-300))[None, :] - mu) / spread), 0.0)
@@ -753,6 +845,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     (their running attempts in ``busy_h``) starting at ``now``, and forecast
     the finish with its spread; ``running`` holds (data set, node, wall hours
     run) of the attempts running now (the forecast counts what they still need)."""
+    history = list(history)
     model = sch.fit_history(history)
     sim = simulate(queue, nodes, policy, model)
     bound = lower_bound(queue, nodes, model)
@@ -762,7 +855,8 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     # Work a node is known to hold for a while yet (its busy_h), at its speed, fits where it runs.
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
-                             residuals=model.hours.residuals if model.hours is not None else ())
+                             residuals=model.hours.residuals if model.hours is not None else (),
+                             coefficients=sch.coefficient_draws(history, model, samples))
     remaining_h = band_h[1] if band_h[2] > 0 else sim.makespan_h
     return CampaignEstimate(now + timedelta(hours=remaining_h), remaining_h, bound.hours,
                             sim.cpu_hours, sim.disk_peak_gb, sim.unplaceable, sim, band_h,

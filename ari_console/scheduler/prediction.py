@@ -212,6 +212,31 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
     fit = Fit((), used, center, 0.0, (), int(exact.sum()))
     x = _design(rows, fit)
     p = x.shape[1]
+    beta, sigma, gram_inv, target = _tobit(x, y, censored, tuning)
+    cov = sigma ** 2 * gram_inv
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(p))
+    resid = target - x @ beta
+    square = resid ** 2
+    if censored.any():  # a censored value's expected squared residual above its limit (it is long: often far)
+        a = (y[censored] - x[censored] @ beta) / sigma
+        square[censored] = sigma ** 2 * (1 + a * _mills(a))
+    spread = _spread(x, square, ~censored, sigma, tuning)
+    scale = _scale(x, spread, tuning) if spread else np.ones(len(y))
+    unit = (resid / (sigma * scale)).round(5)
+    from scipy.special import ndtri
+
+    tail = max(1.0, float(np.quantile(unit, q)) / float(ndtri(q))) if 0.5 < q < 1 else 1.0
+    return Fit(tuple(float(b) for b in beta), used, center, sigma,
+               tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread)
+
+
+def _tobit(x, y, censored, tuning: Tuning):
+    """(coefficients, sigma, inverse penalised Gram matrix, targets) of a ridge least-squares fit of
+    ``y`` on the design ``x``, censored values replaced by their expectation above their limit (EM)."""
+    import numpy as np
+
+    exact = ~censored
+    p = x.shape[1]
     penalty = tuning.ridge * len(y) * np.eye(p)
     penalty[0, 0] = 0.0
     gram_inv = np.linalg.inv(x.T @ x + penalty)
@@ -229,21 +254,7 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
         extra = sigma ** 2 * (1 + a * lam - lam ** 2) + (target[censored] - mu_new[censored]) ** 2
         sse = float(np.sum((y[exact] - mu_new[exact]) ** 2) + np.sum(extra))
         sigma = math.sqrt(max(1e-6, sse / max(1, len(y) - p)))
-    cov = sigma ** 2 * gram_inv
-    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(p))
-    resid = target - x @ beta
-    square = resid ** 2
-    if censored.any():  # a censored value's expected squared residual above its limit (it is long: often far)
-        a = (y[censored] - x[censored] @ beta) / sigma
-        square[censored] = sigma ** 2 * (1 + a * _mills(a))
-    spread = _spread(x, square, ~censored, sigma, tuning)
-    scale = _scale(x, spread, tuning) if spread else np.ones(len(y))
-    unit = (resid / (sigma * scale)).round(5)
-    from scipy.special import ndtri
-
-    tail = max(1.0, float(np.quantile(unit, q)) / float(ndtri(q))) if 0.5 < q < 1 else 1.0
-    return Fit(tuple(float(b) for b in beta), used, center, sigma,
-               tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread)
+    return beta, sigma, gram_inv, target
 
 
 def _spread(x, square, drawn, sigma: float, tuning: Tuning) -> tuple[float, ...]:
@@ -292,18 +303,64 @@ def fit_history(history: Iterable[Measured], tuning: Tuning = DEFAULT_TUNING) ->
         if m.outcome in ("memory", "ok") and m.peak_mem_gb:
             g = max(g, m.peak_mem_gb)
         own[m.uid] = (h, g)
-    timed = [m for m in history if m.outcome in ("ok", "walltime", "running", "memory") and m.hours > 0]
     hours = mem = None
-    if timed:
-        rows = feature_rows(timed)
-        y = np.log([m.hours * m.speed for m in timed])
-        hours = _fit(rows, y, np.array([m.outcome != "ok" for m in timed]), tuning, tuning.hours_quantile)
+    timed = _hours_data(history)
+    if timed is not None:
+        hours = _fit(*timed, tuning, tuning.hours_quantile)
     sized = [m for m in history if m.outcome in ("ok", "memory") and m.peak_mem_gb]
     if sized:
         rows = feature_rows(sized)
         y = np.log([m.peak_mem_gb for m in sized])
         mem = _fit(rows, y, np.array([m.outcome == "memory" for m in sized]), tuning, tuning.mem_quantile)
     return Model(hours=hours, mem=mem, own=own)
+
+
+def _hours_data(history: Sequence[Measured]):
+    """(feature rows, log hours at speed 1.0, censored) of the attempts that say something about hours."""
+    import numpy as np
+
+    timed = [m for m in history if m.outcome in ("ok", "walltime", "running", "memory") and m.hours > 0]
+    if not timed:
+        return None
+    return (feature_rows(timed), np.log([m.hours * m.speed for m in timed]),
+            np.array([m.outcome != "ok" for m in timed]))
+
+
+def coefficient_draws(history: Iterable[Measured], model: Model, samples: int, seed: int = 0,
+                      tuning: Tuning = DEFAULT_TUNING):
+    """Draws of the hours fit's coefficient error from a bootstrap over the attempts, in the
+    units of :attr:`Prediction.shift` (``shift @ z`` is a data set's log-hours error under
+    draw ``z``), as a (samples, coefficients) array; None without a fit.
+
+    The fit's own covariance assumes its log-linear form is right and its history a
+    fair sample of the queue; neither holds early in a campaign (the quick data sets
+    finish first, the long ones are still running). Refitting on resampled attempts
+    measures the error of the fit as it was made, which is wider where it matters.
+
+    >>> hist = [Measured(f"u{i}", 10.0 * (i + 1), 2.0 * (i + 1) * (1.1 if i % 2 else 0.9), 1.0, 8.0)
+    ...         for i in range(20)]
+    >>> coefficient_draws(hist, fit_history(hist), 50).shape
+    (50, 2)
+    """
+    import numpy as np
+
+    fit = model.hours
+    data = _hours_data(list(history))
+    if fit is None or data is None:
+        return None
+    rows, y, censored = data
+    x = _design(rows, fit)
+    chol = np.asarray(fit.chol)
+    coef = np.asarray(fit.coef)
+    rng = np.random.default_rng(seed)
+    out = np.zeros((samples, len(coef)))
+    for b in range(samples):
+        pick = rng.integers(0, len(y), len(y))
+        if (~censored[pick]).sum() < tuning.min_history:
+            continue
+        beta = _tobit(x[pick], y[pick], censored[pick], tuning)[0]
+        out[b] = np.linalg.solve(chol, beta - coef)  # chol is lower triangular: chol @ z = the coefficient error
+    return out
 
 
 # -- distributions ------------------------------------------------------------------
