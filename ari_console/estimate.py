@@ -158,7 +158,7 @@ def _outcome(ds: DataSet, hours: float, mem: float, node: NodeState,
 def attempt(ds: DataSet, hours: float, speed: float, outcome: str, peak_mem_gb: float | None = None) -> Measured:
     """The history entry of an attempt of ``ds`` (its metadata with it, for the fits)."""
     return Measured(ds.uid, ds.size_gb, hours, speed, peak_mem_gb, outcome, ds.array, ds.band,
-                    ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb)
+                    ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb, ds.prior_hours, ds.prior_mem_gb)
 
 
 def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: str = sch.DEFAULT_POLICY,
@@ -871,9 +871,11 @@ WORKLOAD_COLUMNS = {
     "array": "str", "band": "int", "n_spw": "int", "n_chan": "int", "recipe": "str",
     "casa_version": "str", "node": "str", "walltime_h": "float",
     "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float",
+    "archive_hours": "float", "archive_mem_gb": "float",
 }
 """Columns a workload CSV may have; uid is required, empty cells mean unknown.
-``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from)."""
+``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from);
+``archive_hours``/``archive_mem_gb`` the archive's guesses (a prior the replay learns past)."""
 TRUTH_COLUMNS = ("true_hours", "true_mem_gb")
 _BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
           "false": False, "f": False, "no": False, "n": False, "0": False}
@@ -992,6 +994,9 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
             raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per data set')
         seen[uid] = line
         hidden = (values.pop("true_hours", None), values.pop("true_mem_gb", None))
+        for column, field_name in (("archive_hours", "prior_hours"), ("archive_mem_gb", "prior_mem_gb")):
+            if column in values:
+                values[field_name] = values.pop(column)
         if hidden != (None, None):
             truth[uid] = hidden
         out.append(DataSet(**values))

@@ -67,8 +67,10 @@ SPREAD_RIDGE = 0.05
 SPREAD_RANGE = (0.5, 2.5)
 """The least and most a data set's scatter may differ from the history's pooled one (a factor)."""
 
-FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks", "band")
-"""What the fits regress log(hours) and log(peak memory) on; a missing value counts as the history's mean."""
+FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks", "band",
+            "log archive hours", "log archive memory")
+"""What the fits regress log(hours) and log(peak memory) on; a missing value counts as the history's mean.
+The archive's own guesses are features like the rest: the fit learns how far to trust them."""
 
 @dataclass(frozen=True)
 class Tuning:
@@ -136,7 +138,7 @@ def features(x: DataSet | Measured) -> list[float]:
     """The metadata of a data set (or of an attempt's data set) as numbers; NaN where unknown.
 
     >>> features(DataSet("u", size_gb=math.e, n_spw=4, n_chan=1, is_mosaic=True, array="12m"))
-    [1.0, 1.3862943611198906, 1.0, 0.0, nan, nan]
+    [1.0, 1.3862943611198906, 1.0, 0.0, nan, nan, nan, nan]
     """
     nan = math.nan
     size = x.size_gb
@@ -146,10 +148,13 @@ def features(x: DataSet | Measured) -> list[float]:
             nan if x.is_mosaic is None else float(bool(x.is_mosaic)),
             nan if not x.array else float(x.array == "7m"),
             math.log(x.n_eb) if x.n_eb else nan,
-            float(x.band) if x.band else nan]
+            float(x.band) if x.band else nan,
+            math.log(x.prior_hours) if x.prior_hours and x.prior_hours > 0 else nan,
+            math.log(x.prior_mem_gb) if x.prior_mem_gb and x.prior_mem_gb > 0 else nan]
 
 
-_METADATA = attrgetter("size_gb", "n_spw", "n_chan", "is_mosaic", "array", "n_eb", "band")
+_METADATA = attrgetter("size_gb", "n_spw", "n_chan", "is_mosaic", "array", "n_eb", "band", "prior_hours",
+                       "prior_mem_gb")
 
 
 def feature_rows(items: Sequence[DataSet | Measured]):
@@ -160,14 +165,14 @@ def feature_rows(items: Sequence[DataSet | Measured]):
     about ten times faster on a long queue.
 
     >>> feature_rows([DataSet("u", size_gb=math.e, n_spw=4, n_chan=1, is_mosaic=True, array="12m")]).tolist()
-    [[1.0, 1.3862943611198906, 1.0, 0.0, nan, nan]]
+    [[1.0, 1.3862943611198906, 1.0, 0.0, nan, nan, nan, nan]]
     """
     import numpy as np
 
     out = np.empty((len(items), len(FEATURES)))
     if not len(items):
         return out
-    size, spw, chan, mosaic, array, eb, band = zip(*map(_METADATA, items))
+    size, spw, chan, mosaic, array, eb, band, guess_h, guess_m = zip(*map(_METADATA, items))
     log, nan = math.log, math.nan
     out[:, 0] = [log(s) if s and s > 0 else nan for s in size]
     out[:, 1] = [log(w * c) if w and c and w * c else nan for w, c in zip(spw, chan)]
@@ -175,6 +180,8 @@ def feature_rows(items: Sequence[DataSet | Measured]):
     out[:, 3] = [float(a == "7m") if a else nan for a in array]
     out[:, 4] = [log(e) if e else nan for e in eb]
     out[:, 5] = [float(b) if b else nan for b in band]
+    out[:, 6] = [log(g) if g and g > 0 else nan for g in guess_h]
+    out[:, 7] = [log(g) if g and g > 0 else nan for g in guess_m]
     return out
 
 
@@ -421,6 +428,8 @@ def prior(ds: DataSet, tuning: Tuning = DEFAULT_TUNING) -> Prediction:
 
 
 def _prior_medians(ds: DataSet, t: Tuning) -> tuple[float, float]:
+    """(hours, memory) medians of the prior for one data set: the archive's guess where it
+    gives one, else the study's medians scaled by the metadata."""
     size = ds.size_gb if ds.size_gb and ds.size_gb > 0 else t.median_size_gb
     hours = t.median_hours * (size / t.median_size_gb) ** t.size_exponent
     if ds.n_spw and ds.n_chan:
@@ -431,7 +440,8 @@ def _prior_medians(ds: DataSet, t: Tuning) -> tuple[float, float]:
     if ds.is_mosaic:
         hours *= t.mosaic_factor
         mem *= t.mosaic_factor
-    return hours, mem
+    return (ds.prior_hours if ds.prior_hours and ds.prior_hours > 0 else hours,
+            ds.prior_mem_gb if ds.prior_mem_gb and ds.prior_mem_gb > 0 else mem)
 
 
 def predict(ds: DataSet, history: Iterable[Measured] | Model = (), tuning: Tuning = DEFAULT_TUNING) -> Prediction:
@@ -488,25 +498,36 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
             need = model.own.get(ds.uid)
             if need is not None:
                 own_h[i], own_m[i] = need
-    hours = quantiles_above(med_h, sig_h * tail_h, own_h, q_h, t.retry_margin).round(4).tolist()
-    mean = means_above(med_h, sig_h, own_h, t.retry_margin).round(4).tolist()
-    mem = quantiles_above(med_m, sig_m * tail_m, own_m, q_m, t.retry_margin).round(4).tolist()
+    # The archive's guess is placed as it stands until a fit exists (the archive knows the data set,
+    # the study's prior does not); its spread stays the prior's, for forecasts.
+    place_h, place_m, sources = sig_h, sig_m, None
+    if model.hours is None or model.mem is None:
+        guess_h, guess_m = _guessed(queue)
+        if model.hours is None and guess_h.any():
+            place_h = np.where(guess_h, 0.0, sig_h)
+            sources = np.where(guess_h, "archive", source).tolist()
+        if model.mem is None and guess_m.any():
+            place_m = np.where(guess_m, 0.0, sig_m)
+    hours = quantiles_above(med_h, place_h * tail_h, own_h, q_h, t.retry_margin).round(4).tolist()
+    mean = means_above(med_h, place_h, own_h, t.retry_margin).round(4).tolist()
+    mem = quantiles_above(med_m, place_m * tail_m, own_m, q_m, t.retry_margin).round(4).tolist()
     sig_h = np.broadcast_to(sig_h, (n,)).tolist()
     sig_m = np.broadcast_to(sig_m, (n,)).tolist()
     columns = zip(hours, mem, mean, med_h.tolist(), sig_h, own_h.tolist(), sig_m, own_m.tolist(), shifts,
                   med_m.tolist(), mem_shifts)
     tails = (tail_h, tail_m)
     out = {}
-    for ds, (h, g, mh, md, sh, fh, sm, fm, shift, mm, mshift) in zip(queue, columns):
+    for i, (ds, (h, g, mh, md, sh, fh, sm, fm, shift, mm, mshift)) in enumerate(zip(queue, columns)):
         p = object.__new__(Prediction)  # as Prediction(...), without a frozen dataclass's 13 setattr calls
-        p.__dict__.update(hours=h, mem_gb=g, source=source, mean_h=mh, median_h=md, sigma=sh, floor_h=fh,
-                          mem_sigma=sm, mem_floor_gb=fm, shift=shift, mem_median_gb=mm, mem_shift=mshift, tail=tails)
+        p.__dict__.update(hours=h, mem_gb=g, source=source if sources is None else sources[i], mean_h=mh,
+                          median_h=md, sigma=sh, floor_h=fh, mem_sigma=sm, mem_floor_gb=fm, shift=shift,
+                          mem_median_gb=mm, mem_shift=mshift, tail=tails)
         if ds.hours is not None:
             p.__dict__.update(hours=ds.hours, mean_h=ds.hours, median_h=ds.hours, sigma=0.0, floor_h=0.0,
                               source="explicit", shift=())
         if ds.mem_gb is not None:
             p.__dict__.update(mem_gb=ds.mem_gb, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=ds.mem_gb,
-                              mem_shift=(), source="explicit" if ds.hours is not None else source)
+                              mem_shift=(), source="explicit" if ds.hours is not None else p.source)
         out[ds.uid] = p
     return out
 
@@ -524,10 +545,25 @@ def _prior_medians_of(queue: Sequence[DataSet], t: Tuning):
     hours = np.where(np.array([a == "7m" for a in array]), hours * 0.5, hours)
     mem = t.mem_gb + t.mem_per_gb * np.maximum(0.0, size - ref)
     mosaic = np.array([bool(m) for m in mosaic])
-    return np.where(mosaic, hours * t.mosaic_factor, hours), np.where(mosaic, mem * t.mosaic_factor, mem)
+    hours, mem = np.where(mosaic, hours * t.mosaic_factor, hours), np.where(mosaic, mem * t.mosaic_factor, mem)
+    guess_h, guess_m = _guessed(queue)
+    if guess_h.any():
+        hours = np.where(guess_h, [g if g else 0.0 for g in map(_GUESS_H, queue)], hours)
+    if guess_m.any():
+        mem = np.where(guess_m, [g if g else 0.0 for g in map(_GUESS_M, queue)], mem)
+    return hours, mem
+
+
+def _guessed(queue: Sequence[DataSet]):
+    """(has an archive guess of hours, of memory) per data set, as boolean arrays."""
+    import numpy as np
+
+    return (np.array([bool(g and g > 0) for g in map(_GUESS_H, queue)], dtype=bool),
+            np.array([bool(g and g > 0) for g in map(_GUESS_M, queue)], dtype=bool))
 
 
 _PRIOR_METADATA = attrgetter("size_gb", "n_spw", "n_chan", "is_mosaic", "array")
+_GUESS_H, _GUESS_M = attrgetter("prior_hours"), attrgetter("prior_mem_gb")
 
 
 def _evaluate(fit: Fit, rows, tuning: Tuning = DEFAULT_TUNING

@@ -20,7 +20,10 @@ class DataSet:
     ``node`` pins the data set to one node; ``walltime_h`` is a wall-clock
     limit the data set needs at least (an operator's override). The archive's
     metadata (size, spws, channels per spw, array, band, mosaic, execution
-    blocks) is what predictions learn from.
+    blocks) is what predictions learn from. ``prior_hours``/``prior_mem_gb``
+    are the archive's own guess: where the prediction starts (placed as it
+    stands while there is no history) and a feature the history fit learns
+    how far to trust; unlike ``hours``/``mem_gb`` they never win over history.
 
     >>> DataSet("uid://A001/X1/X1", size_gb=30.0).hours is None
     True
@@ -41,6 +44,8 @@ class DataSet:
     walltime_h: float | None = None
     is_mosaic: bool | None = None
     n_eb: int | None = None
+    prior_hours: float | None = None
+    prior_mem_gb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class Measured:
     n_chan: int | None = None
     is_mosaic: bool | None = None
     n_eb: int | None = None
+    prior_hours: float | None = None
+    prior_mem_gb: float | None = None
 
 
 @dataclass(frozen=True)
