@@ -101,3 +101,31 @@ def test_a_fit_learns_how_far_to_trust_the_archives_guess():
     slow, quick = predict(ds("a", 2.0), grown), predict(ds("b", 4.0), grown)
     assert slow.source == quick.source == "history"
     assert 8.5 < slow.median_h < 11.5 and 3.4 < quick.median_h < 4.6
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_bootstrap_over_attempts_sees_the_error_of_a_wrong_fit_far_from_its_history(seed):
+    """Forty attempts of 5-50 GB data sets, predicted for one of 500 GB. Where hours are a power law
+    of size (the fit's own form) the bootstrap's spread there is the fit's covariance's; where they
+    curve upwards (a form the fit does not have) it is wider by a fifth or more, as the error is."""
+    def spread_far(curved: bool) -> tuple[float, float]:
+        rng = random.Random(seed)
+        history = []
+        for i in range(40):
+            size = rng.uniform(5.0, 50.0)
+            hours = (size / 10) ** (1 + (size / 50 if curved else 0)) * math.exp(rng.gauss(0, 0.1))
+            history.append(Measured(f"h{i}", size, hours, 1.0, 8.0))
+        model = sch.fit_history(history)
+        shift = np.array(predict(DataSet("far", size_gb=500.0), model).shift)
+        normal = np.random.default_rng(0).standard_normal((400, len(shift))) @ shift
+        return normal.std(), (sch.coefficient_draws(history, model, 400, seed=0) @ shift).std()
+
+    normal, boot = spread_far(curved=False)
+    assert 0.8 < boot / normal < 1.25
+    normal, boot = spread_far(curved=True)
+    assert boot > 1.2 * normal
+
+
+def test_no_fit_no_coefficient_draws():
+    few = [Measured(f"h{i}", 10.0, 3.0, 1.0, 8.0) for i in range(3)]
+    assert sch.coefficient_draws(few, sch.fit_history(few), 10) is None
