@@ -476,7 +476,9 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     if not queue:
         return {}
     n = len(queue)
-    med_h, med_m = _prior_medians_of(queue, t)
+    med_h = med_m = None
+    if model.hours is None or model.mem is None:  # a fitted history needs no prior
+        med_h, med_m = _prior_medians_of(queue, t)
     sig_h, sig_m = np.full(n, t.hours_sigma), np.full(n, t.mem_sigma)
     q_h, q_m = t.prior_quantile, t.prior_quantile
     shifts: list[tuple[float, ...]] = [(t.prior_shift_sigma,)] * n
@@ -576,4 +578,4 @@ def _evaluate(fit: Fit, rows, tuning: Tuning = DEFAULT_TUNING
     rows_l = x @ np.asarray(fit.chol)  # each row . z (z standard normal) draws the fit's error there
     own = fit.sigma * (_scale(x, fit.spread, tuning) if fit.spread else 1.0)
     sigma = np.sqrt(own ** 2 + np.sum(rows_l ** 2, axis=1))
-    return mu, sigma, list(map(tuple, rows_l.round(5).tolist()))
+    return mu, sigma, list(zip(*rows_l.round(5).T.tolist()))  # one tuple per row, made by zip: no row lists
