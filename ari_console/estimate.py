@@ -950,7 +950,7 @@ def _fmt(x: float) -> str:
 
 
 def _what(key: str, kind: str) -> str:
-    if key.endswith("_h") or key == "hours":
+    if key.endswith(("_h", "hours")):
         return "a number of hours"
     if key.endswith("_gb"):
         return "a number of GB"
@@ -970,7 +970,7 @@ def _number(where: str, key: str, kind: str, value: object) -> float | int:
             fix = ""
             if m:
                 n, unit = float(m.group(1)), m.group(2).lower()
-                if key.endswith("_h") or key == "hours":
+                if key.endswith(("_h", "hours")):
                     fix = _fmt(n * _HOURS[unit]) if unit in _HOURS else ""
                 elif key.endswith("_gb") and unit in ("g", "gb", "gib"):
                     fix = _fmt(n)

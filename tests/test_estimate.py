@@ -442,3 +442,11 @@ def test_plan_names_what_can_never_run_instead_of_answering_add_0_alone(files):
     args2 = [a if a != str(files / "n.toml") else str(files / "n2.toml") for a in args]
     args2[args2.index("mup")] = "fat"
     assert json.loads(CliRunner().invoke(app, [*args2, "--json"]).stdout)["never_run"] == 0
+
+
+def test_a_workload_may_carry_the_archives_guesses_as_a_prior_and_a_bad_one_names_the_fix():
+    work = est.read_workload("uid,size_gb,archive_hours,archive_mem_gb,true_hours\na,10,2,8,5\n")
+    ds = work.datasets[0]
+    assert (ds.hours, ds.mem_gb, ds.prior_hours, ds.prior_mem_gb, work.truth) == (None, None, 2.0, 8.0, {"a": (5.0, None)})
+    with pytest.raises(UserError, match='w.csv: line 2: archive_hours must be a number of hours, got "2h" — write 2'):
+        est.read_workload("uid,archive_hours\na,2h\n", "w.csv")
