@@ -391,24 +391,25 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
                     samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
                     tuning: sch.Tuning = sch.DEFAULT_TUNING,
-                    memory_kill_after: float = MEMORY_KILL_AFTER, schedule: bool = True,
+                    memory_kill_after: float = MEMORY_KILL_AFTER,
                     coefficients=None, model_sigma: float = 0.0) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
     Each draw is one possible truth: every data set's hours and memory come
     from its prediction's spread — one draw of the fit's coefficient error
-    shared by all (a fit that is off is off for every data set), then each
-    data set's own scatter, resampled from the history's ``residuals`` (in
-    units of each one's spread) when given (so a skewed or heavy tail is kept), cut below at what it is known
-    to need (a running attempt: what it has run). A draw's finish is the
-    fluid bound of its work on the node classes (the most loaded set of
-    classes), each data set only where placement would send it once the fit
-    has settled (its quantiles around the drawn median with the history's
-    scatter, not today's wider spread; ``tuning`` holds the quantiles), plus
-    the kills that truth would cost there, or its longest data set, times the
-    packing loss of a longest-first list schedule of the expected hours.
-    Deterministic for a given ``seed``.
+    shared by all (a fit that is off is off for every data set: ``coefficients``,
+    from :func:`~ari_console.scheduler.coefficient_draws`, else normal draws of the
+    fit's covariance), plus one more error of log-sd ``model_sigma`` common to
+    every predicted waiting data set (what the fit cannot see: FORECAST_MODEL_SIGMA),
+    then each data set's own scatter, resampled from the history's ``residuals``
+    (in units of each one's spread) when given (so a skewed or heavy tail is
+    kept), cut below at what it is known to need (a running attempt: what it has
+    run). A draw's finish is that truth played through a list schedule that knows
+    only the predictions (:func:`_list_finish`), each data set only where
+    placement would send it once the fit has settled (its quantiles around the
+    drawn median with the history's scatter, not today's wider spread;
+    ``tuning`` holds the quantiles). Deterministic for a given ``seed``.
 
     >>> forecast_finish([(DataSet("a"), Prediction(4.0, 8.0))], [], [NodeState("n", mem_gb=16)])
     (4.0, 4.0, 4.0)
@@ -421,7 +422,6 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     n = len(classes)
     class_of = {nodes[i].name: ci for ci, c in enumerate(classes) for i in c.members}
     speeds = np.array([c.rep.speed for c in classes])
-    caps = np.array([c.capacity for c in classes])
     mems = np.array([c.rep.mem_gb for c in classes])
     walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
     entries, fixed, done = [], [], []  # prediction; classes allowed whatever the hours (bitmask); hours run
@@ -457,45 +457,10 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     for ci in range(n):
         fits |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(np.int64) << ci
     mask = np.where(fixed < 0, -fixed, fits & np.maximum(fixed, 0))
-    if schedule:
-        span = _list_finish(left, mem, mask, fixed < 0, [max(0.0, p.plan_h - d) for p, d in zip(entries, done)],
-                            classes, memory_kill_after, np.where(fixed < 0, -fixed, fixed), retry_margin=tuning.retry_margin)
-    else:
-        span = _fluid_finish(hours, left, mem, mask, fixed, classes, memory_kill_after)
-        mean_left = [max(0.0, p.plan_h - d) for p, d in zip(entries, done)]
-        span = span * _packing(mean_left, [(-m if m < 0 else m) for m in fixed], classes)
+    span = _list_finish(left, mem, mask, fixed < 0, [max(0.0, p.plan_h - d) for p, d in zip(entries, done)],
+                        classes, memory_kill_after, np.where(fixed < 0, -fixed, fixed), retry_margin=tuning.retry_margin)
     p10, p50, p90 = np.percentile(span, [10, 50, 90])
     return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
-
-
-def _fluid_finish(hours, left, mem, mask, fixed, classes: Sequence[sch.NodeClass], memory_kill_after: float):
-    """Per draw, the fluid bound of the work ``left`` on the node classes (each data set
-    where ``mask`` allows), plus the kills its truth would cost there, or its longest data set."""
-    import numpy as np
-
-    n = len(classes)
-    speeds = np.array([c.rep.speed for c in classes])
-    caps = np.array([c.capacity for c in classes])
-    mems = np.array([c.rep.mem_gb for c in classes])
-    walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
-    # the kills this truth would cost: on each class a data set may be sent to (in proportion to
-    # capacity), the walltime lost if its hours exceed it, part of its run if its memory exceeds the node's
-    kill_work, weight = np.zeros(hours.shape), np.zeros(hours.shape)
-    for ci in range(n):
-        share = np.where(((mask >> ci) & 1).astype(bool) & (fixed >= 0)[None, :], caps[ci], 0.0)
-        cost = (np.where(hours / speeds[ci] > walls[ci], walls[ci] * speeds[ci], 0.0)
-                + np.where(mem > mems[ci], memory_kill_after * hours, 0.0))
-        kill_work += share * cost
-        weight += share
-    left = left + kill_work / np.maximum(weight, 1e-12)
-    fastest = np.array([max([speeds[ci] for ci in range(n) if m >> ci & 1], default=np.inf) for m in range(1 << n)])
-    span = np.where(mask > 0, left / fastest[mask], 0.0).max(axis=1)
-    subsets = range(1, 1 << n) if n <= 12 else ((1 << n) - 1,)
-    for inside in subsets:
-        within = (mask > 0) & ((mask & ~inside) == 0)
-        cap = caps[[ci for ci in range(n) if inside >> ci & 1]].sum()
-        span = np.maximum(span, np.where(within, left, 0.0).sum(axis=1) / cap)
-    return span
 
 
 def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: Sequence[sch.NodeClass],
@@ -611,35 +576,6 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         values = np.where(use[None, :], np.exp(mu + own * pool[rng.integers(0, len(pool), mu.shape)]), values)
     settled = np.maximum(np.exp(mu + own * ndtri(q)), floor)
     return np.where(own > 0, values, np.maximum(np.exp(mu), floor)), settled
-
-
-def _packing(hours: Sequence[float], masks: Sequence[int], classes: Sequence[sch.NodeClass]) -> float:
-    """How much longer than its fluid bound a longest-first list schedule of ``hours`` takes (>= 1);
-    ``masks`` are the classes each data set may run on (bitmasks)."""
-    slots = [[0.0] * c.slots for c in classes]
-    n = len(classes)
-    speeds = [c.rep.speed for c in classes]
-    span = fluid = 0.0
-    work: dict[int, float] = {}
-    members = {m: [ci for ci in range(n) if m >> ci & 1] for m in set(masks)}
-    fastest = {m: max((speeds[ci] for ci in cs), default=0.0) for m, cs in members.items()}
-    for j in sorted(range(len(hours)), key=lambda j: -hours[j]):
-        best, best_f = -1, math.inf
-        for ci in members[masks[j]]:
-            f = slots[ci][0] + hours[j] / speeds[ci]
-            if f < best_f:
-                best, best_f = ci, f
-        if best < 0:
-            continue
-        heapq.heapreplace(slots[best], best_f)
-        if best_f > span:
-            span = best_f
-        work[masks[j]] = work.get(masks[j], 0.0) + hours[j]
-        if hours[j] / fastest[masks[j]] > fluid:
-            fluid = hours[j] / fastest[masks[j]]
-    fluid = max(fluid, sch.fluid_bound({tuple(members[m]): w for m, w in work.items()},
-                                       [c.capacity for c in classes]))
-    return max(1.0, span / fluid) if fluid > 0 else 1.0
 
 
 # -- lower bound -----------------------------------------------------------------
