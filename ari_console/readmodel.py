@@ -490,10 +490,11 @@ def _scheduler_dataset() -> type:
 
 
 def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
-    """A store row as the scheduler's data set (the operator's overrides win over the archive's values).
+    """A store row as the scheduler's data set (the operator's overrides win over the catalogue's values).
 
     The archive's metadata (size, array, band, spws, channels, mosaic, execution
-    blocks; None where unknown) goes along: what predictions learn from, as in the replay.
+    blocks; None where unknown) goes along: what predictions learn from, as in the replay;
+    so does the archive's guess of hours and memory, as the prior it is (never explicit).
     """
     o = ds.get("overrides") or {}
     mosaic = ds.get("is_mosaic")
@@ -502,7 +503,8 @@ def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
                              casa_version=o.get("casa_version") or ds.get("casa_version"), attempts=tries,
                              node=o.get("node"), walltime_h=o.get("walltime_h"),
                              n_spw=ds.get("n_spw"), n_chan=ds.get("n_chan"), n_eb=ds.get("n_eb"),
-                             is_mosaic=None if mosaic is None else bool(mosaic))
+                             is_mosaic=None if mosaic is None else bool(mosaic),
+                             prior_hours=ds.get("archive_hours"), prior_mem_gb=ds.get("archive_mem_gb"))
 
 
 def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:

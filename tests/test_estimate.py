@@ -514,3 +514,11 @@ def test_learning_replay_wastes_little_and_finishes_near_the_clairvoyant_bound(m
     assert runs["lpt"].completed == len(work)
     assert waste["lpt"] <= 0.05 and runs["lpt"].makespan_h <= 1.06 * bound
     assert waste["fifo"] > waste["lpt"] and runs["fifo"].makespan_h > runs["lpt"].makespan_h
+
+
+def test_a_workload_may_carry_the_archives_guesses_as_a_prior_and_a_bad_one_names_the_fix():
+    work = est.read_workload("uid,size_gb,archive_hours,archive_mem_gb,true_hours\na,10,2,8,5\n")
+    ds = work.datasets[0]
+    assert (ds.hours, ds.mem_gb, ds.prior_hours, ds.prior_mem_gb, work.truth) == (None, None, 2.0, 8.0, {"a": (5.0, None)})
+    with pytest.raises(UserError, match='w.csv: line 2: archive_hours must be a number of hours, got "2h" — write 2'):
+        est.read_workload("uid,archive_hours\na,2h\n", "w.csv")

@@ -49,7 +49,8 @@ from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_RO
 from .placement import DEFAULT_POLICY, POLICIES, make_plan, needs_plan, place, requeue
 from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE, MIN_HISTORY,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
-                         PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, features,
+                         PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
+                         features,
                          fit_history, means_above, predict, predict_all, prior, quantiles_above)
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, DataSet, Measured, NodeClass, NodeState, Placement, Plan,
                      Prediction, Unplaceable)
@@ -57,9 +58,9 @@ from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, DataSet, Measured, NodeCl
 __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
-    "eligibility", "features", "fit_history", "fluid_bound", "make_plan", "means_above", "node_classes",
-    "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above", "requeue",
-    "scratch_masks", "settle_risk", "unplaceable_reason", "why_not",
+    "coefficient_draws", "eligibility", "features", "fit_history", "fluid_bound", "make_plan", "means_above",
+    "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
+    "requeue", "scratch_masks", "settle_risk", "unplaceable_reason", "why_not",
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
     "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",

@@ -28,7 +28,10 @@ class DataSet:
     metadata (size, spws, channels per spw, array, band, mosaic, execution
     blocks) is what predictions learn from. ``scratch_gb`` is the scratch disk
     it needs on its node when known better than its size says (a workload
-    column); see :attr:`scratch_need_gb`.
+    column); see :attr:`scratch_need_gb`. ``prior_hours``/``prior_mem_gb``
+    are the archive's own guess: where the prediction starts (placed as it
+    stands while there is no history) and a feature the history fit learns
+    how far to trust; unlike ``hours``/``mem_gb`` they never win over history.
 
     >>> DataSet("uid://A001/X1/X1", size_gb=30.0).hours is None
     True
@@ -50,6 +53,9 @@ class DataSet:
     is_mosaic: bool | None = None
     n_eb: int | None = None
     scratch_gb: float | None = None
+
+    prior_hours: float | None = None
+    prior_mem_gb: float | None = None
 
     @property
     def scratch_need_gb(self) -> float | None:
@@ -87,6 +93,8 @@ class Measured:
     n_chan: int | None = None
     is_mosaic: bool | None = None
     n_eb: int | None = None
+    prior_hours: float | None = None
+    prior_mem_gb: float | None = None
 
 
 @dataclass(frozen=True)
