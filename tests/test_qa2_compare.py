@@ -132,3 +132,18 @@ def test_compare_prints_verdicts_and_orphans_as_tables_for_people(qa2_images: Qa
     assert result.exit_code == 0
     assert "pipeline / QA2" in result.stdout and "without a partner" in result.stdout
     assert result.stdout.count("consistent") >= 11  # the verdicts, and the rows of the sources
+
+
+def test_two_cubes_are_compared_by_their_median_noise_not_by_one_noisy_peak_channel():
+    """A line-free cube's peak channel is a noise spike whose rms is one draw: two cubes with the
+    same noise per channel must not be called discrepant because their peak channels differ."""
+    cube = dict(file="pl.fits", field="f", spw="17", specmode="cube", peak=0.01, flux=0.01, snr=4.0,
+                beam_major=1.0, beam_minor=1.0, nchan=40)
+    pl = {**cube, "rms": 0.0025, "rms_median": 0.0021}
+    qa2 = {**cube, "file": "qa2.fits", "rms": 0.0011, "rms_median": 0.0020}
+    c = compare(pl, qa2)
+    assert c.verdict == "consistent" and round(c.rms_ratio, 3) == 1.05
+    # a cube whose noise really is three times the other's still is discrepant
+    assert compare({**pl, "rms_median": 0.006}, qa2).verdict == "discrepant"
+    # a plane (or a measurement without rms_median) keeps the rms of its one channel
+    assert round(compare({**pl, "nchan": 1}, {**qa2, "nchan": 1}).rms_ratio, 2) == 2.27

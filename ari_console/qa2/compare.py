@@ -9,7 +9,9 @@ larger flux region in beams:
 - peak (only when both images show a compact source, flux/peak <= 1.5 beam):
   ``|peak_ratio - 1| <= max(0.05, 3 / snr)``;
 - when ``snr < 5`` no source is detected: flux and peak are not judged;
-- rms and beam (sqrt(bmaj bmin)) ratios within a factor 2.
+- rms and beam (sqrt(bmaj bmin)) ratios within a factor 2; a cube's rms is
+  compared by its median over channels (``rms_median``) when both images have
+  it, since one channel's rms is a single draw of the noise.
 
 Anything outside is ``discrepant`` and the row's ``reasons`` says why.
 
@@ -123,6 +125,11 @@ def _compact(m: Mapping, rule: Rule) -> bool:
     return math.isfinite(per_beam) and per_beam <= rule.compact_flux_per_peak
 
 
+def _is_cube(m: Mapping) -> bool:
+    """True for a measurement of several channels that carries its median rms over them."""
+    return _num(m, "nchan") > 1 and math.isfinite(_num(m, "rms_median"))
+
+
 def compare(pl: Mapping, qa2: Mapping, rule: Rule = Rule(), sky=None) -> Comparison:
     """Ratios pipeline / QA2 and the verdict for one pair of measurements.
 
@@ -136,7 +143,8 @@ def compare(pl: Mapping, qa2: Mapping, rule: Rule = Rule(), sky=None) -> Compari
     """
     peak_ratio = ratio(_num(pl, "peak"), _num(qa2, "peak"))
     flux_ratio = ratio(_num(pl, "flux"), _num(qa2, "flux"))
-    rms_ratio = ratio(_num(pl, "rms"), _num(qa2, "rms"))
+    noise = "rms_median" if _is_cube(pl) and _is_cube(qa2) else "rms"  # one channel's rms is one draw
+    rms_ratio = ratio(_num(pl, noise), _num(qa2, noise))
     beam_ratio = ratio(math.sqrt(max(_num(pl, "beam_major") * _num(pl, "beam_minor"), 0.0)),
                        math.sqrt(max(_num(qa2, "beam_major") * _num(qa2, "beam_minor"), 0.0)))
     snrs = [s for s in (_num(pl, "snr"), _num(qa2, "snr")) if not math.isnan(s)]
