@@ -64,7 +64,8 @@ into one value per channel. Channels further than ``cont_nsigma`` (default 3)
 robust sigmas (1.4826 x median absolute deviation, floored at 0.1 % of the
 median so noise-free data works) from the median are line channels; the clip
 repeats on the remaining channels until nothing changes, then each line range
-is widened by ``cont_pad`` (default 1) channels. If fewer than
+is widened by ``cont_pad`` (default 1) channels; a window of fewer than 8
+channels is all continuum (too few for a robust sigma). If fewer than
 ``cont_min_fraction`` (default 0.1) of the channels are left, the stage fails
 with category ``findcont``. ``params.contranges`` (``{"16": "0~2;5~7"}``, keyed
 by the original spw id) overrides it per spw. A line wider than its window
@@ -136,6 +137,9 @@ class RecipeFailure(Exception):
 
 # ------------------------------------------------------------- pure parts
 
+MIN_CLIP_CHANNELS = 8  # fewer channels than this give no robust sigma for the clip
+
+
 def continuum_channels(spectrum: list, nsigma: float = 3.0, pad: int = 1) -> list:
     """Indices of the continuum channels of an amplitude spectrum (sigma-clipping).
 
@@ -143,9 +147,19 @@ def continuum_channels(spectrum: list, nsigma: float = 3.0, pad: int = 1) -> lis
 
     >>> continuum_channels([1.0, 1.02, 0.98, 3.0, 3.2, 1.01, 0.99, 1.0])
     [0, 1, 6, 7]
+
+    Fewer than ``MIN_CLIP_CHANNELS`` (8) channels give no robust sigma (the median absolute
+    deviation of four values can be almost zero, and a wide window's spectral slope then
+    reads as a line): such a window is all continuum, and a line filling it is caught by
+    its level against the other spws' (``line_filled_spws``):
+
+    >>> continuum_channels([1.0, 1.0004, 1.0121, 1.0125])
+    [0, 1, 2, 3]
     """
     values = [float(v) for v in spectrum]
     keep = [i for i, v in enumerate(values) if v == v]  # drop NaN (fully flagged) channels
+    if len(keep) < MIN_CLIP_CHANNELS:
+        return keep
     while True:
         sample = sorted(values[i] for i in keep)
         if not sample:
