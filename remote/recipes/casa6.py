@@ -49,8 +49,11 @@ Stages and the steps in each:
   fractional bandwidth exceeds ``mtmfs_fraction`` (10 %); cell a fifth of the
   beam (lambda / longest baseline), field 1.5 primary beams plus the pointings'
   extent; Briggs robust 0.5; a threshold of ``threshold_nsigma`` (3) times the
-  dirty image's robust rms, refined in up to ``clean_rounds`` (4) rounds from the
-  residual's; auto-multithresh masking (the pipeline's 12 m / 7 m settings),
+  noise, measured as the robust rms of a dirty image of the Stokes parameter that
+  holds no source (Q from XX and YY, V from RR and LL: ``polarisation_noise``),
+  so a bright source's sidelobes do not count as noise (without a second
+  correlation: the dirty Stokes I image's robust rms, refined in up to
+  ``clean_rounds`` (4) rounds from the residual's); auto-multithresh masking (the pipeline's 12 m / 7 m settings),
   falling back to the primary-beam mask when it finds no region around
   significant emission.
 - ``export``: exportfits every product with the pipeline's names into
