@@ -50,7 +50,7 @@ class QueueScreen(AriScreen):
         return self.query_one("#queue-table", VirtualTable)
 
     def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[dict[str, tuple], dict[str, int]]:
-        """The queue rows that pass the state key and the ``/`` filter, and their cells' widths (in a thread)."""
+        """The queue rows that pass the state key and the ``/`` filter, and the widths of all rows' cells (in a thread)."""
         rows = snap.queue.rows
         if self.state_filter:
             state = self.state_filter
@@ -58,7 +58,7 @@ class QueueScreen(AriScreen):
         rows = views.filter_rows(flt, rows, snap.queue.fields, views.QueueFields.NAMES)
         if self.sort_column:
             rows = views.sort_rows(rows, views.QUEUE_COLUMNS, self.sort_column, self.sort_reverse)
-        return rows, views.cell_widths(views.QUEUE_COLUMNS, rows.values())
+        return rows, self.widths_of(snap, views.QUEUE_COLUMNS, snap.queue.rows)
 
     def show(self, snap: Snapshot, data: tuple[dict[str, tuple], dict[str, int]]) -> None:
         rows, widths = data
