@@ -219,3 +219,34 @@ def test_a_wide_band_continuum_is_imaged_with_mtmfs_and_two_taylor_terms(tmp_pat
     assert any(n.endswith(".cont.I.tt0.pbcor.fits") for n in names)
     assert any(n.endswith(".cont.I.alpha.fits") for n in names)
     assert "cont mtmfs nterms 2 (fractional bandwidth" in (work / "image.log").read_text()
+
+
+def test_without_a_threshold_a_bright_source_is_cleaned_down_to_the_thermal_noise(tmp_path, served, casa):
+    """The archive ships no clean depth, so the recipe measures one. Ten antennas for five minutes
+    give the 0.5 Jy source sidelobes that lift the dirty image's rms ~70 times above the thermal
+    noise; a threshold from that rms, refined from the residual's in a few rounds, stopped at
+    three times the noise. The image must reach the noise the demo archive made the visibilities
+    with (natural weighting: the archive's formula applies as it is) and keep the source's flux."""
+    from ari_console.qa2.measure import measure_file
+    from remote.recipes.casa6 import parse_ranges
+
+    m = mous(PIPELINE)
+    work = run_mous(tmp_path, served, casa, PIPELINE, ["download", "restore", "image", "export"],
+                    {"weighting": "natural"})
+    manifest = json.loads((work / "products" / "manifest.json").read_text())
+    assert not manifest["parameters"].get("threshold")
+    _, cont_nchan, cont_width = build._BANDS[m.band]["cont"]
+    line_width = build._BANDS[m.band]["line"][2]
+    windows = [(len(parse_ranges(manifest["contranges"]["0"])), cont_width / line_width),
+               (len(parse_ranges(manifest["contranges"]["1"])), 1.0)]
+    nant = build._CONFIGS[m.array][1]
+    thermal = build.thermal_noise_jy(m.noise_jy, nant, build.TRACK_S // build.INTEGRATION_S, windows)
+    (cont,) = (work / "products").glob("*.cont.I.image.fits")
+    rms = measure_file(cont).rms
+    (choice,) = manifest["imaging"].values()
+    assert rms < 1.5 * thermal, (rms, thermal, choice["cont"])
+    assert 0.8 * thermal < choice["cont"]["noise_mjy"] / 1e3 < 1.25 * thermal, (choice["cont"], thermal)
+    assert "Stokes Q" in choice["cont"]["threshold_from"]
+    assert choice["cont"]["dirty_rms_mjy"] > 20 * choice["cont"]["noise_mjy"]  # the case the old rule failed
+    (pbcor,) = (work / "products").glob("*.cont.I.pbcor.fits")
+    assert abs(measure_file(pbcor).peak / m.sources[0]["flux_jy"] - 1) < 0.03

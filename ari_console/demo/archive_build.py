@@ -54,10 +54,10 @@ continuum-subtracted (``uvcontsub``) line window, a field of 1.6 primary beams,
 a clean mask around the sources and a clean down to 3x the thermal noise; the
 simulated MS carries the weights ``importasdm`` gives the archive's data (2 x
 channel width x integration time), so QA2 and pipeline weight the windows
-alike. The pipeline is told the same depth: ``recipe_hints`` ships a
-``threshold`` (3x the expected continuum noise, as a pipeline derives it from
-the observation's sensitivity) that the casa6 recipe reads as a parameter. So
-both images are noise-limited and a normal MOUS compares as ``consistent``.
+alike. The archive tells the pipeline nothing of that depth (a real archive
+never does): the casa6 recipe measures the noise itself (on a dirty image of
+the Stokes parameter that holds no source) and cleans to 3x it, so both
+images are noise-limited and a normal MOUS compares as ``consistent``.
 The visibility noise (``noise_jy``, 0.05 Jy in every channel) gives a 0.5 Jy
 source a continuum SNR of ~900 and a 0.2 Jy line ~170 in its peak channel.
 """
@@ -82,7 +82,7 @@ from typing import Callable
 from ..alma import parse_uid, uid_filename
 from ..casa_install import casa_version_text
 
-RECIPE_VERSION = 3  # bump when the packing (not the catalogue or the CASA script) changes
+RECIPE_VERSION = 4  # bump when the packing (not the catalogue or the CASA script) changes
 CASA_SCRIPT = Path(__file__).resolve().parent / "casa_build.py"
 MANIFEST = "manifest.json"
 
@@ -392,17 +392,11 @@ def casa_spec(mous: DemoMous, index: int) -> dict:
 def recipe_hints(mous: DemoMous) -> dict:
     """The processing hints the archive ships for ``mous`` (``script/demo_hints.json``).
 
-    The case's knobs (``demo_alloc_gb``, ``demo_slowdown_s``, ...) and the clean
-    ``threshold`` a pipeline derives from the observation's sensitivity: 3 x the expected
-    continuum noise, the depth the QA2 analyst cleans to (the casa6 recipe reads hints as
-    parameters). Without it the recipe's own threshold, from the noise of its dirty image,
-    stops short on these few-antenna continuum images: without the hint, a demo run found
-    6 of the 9 continuum images that should agree with QA2 discrepant (rms 2.3-17 times
-    QA2's, or a source's flux), cleaned in 4 rounds that each halved the residual, or in a
-    first round that cleaned nothing; so the hint stays until that heuristic is fixed.
+    Only the case's knobs (``demo_alloc_gb``, ``demo_slowdown_s``, ...): no clean
+    threshold, as a real archive ships none, so the recipe's own stopping rule images
+    every demo MOUS.
     """
-    plan = casa_spec(mous, 0)["qa2"]
-    return {**dict(mous.hints), "threshold": f"{plan['cont_threshold_mjy']}mJy"}
+    return dict(mous.hints)
 
 
 def recipe_hash(catalogue: tuple[DemoMous, ...] = CATALOGUE) -> str:

@@ -49,8 +49,11 @@ Stages and the steps in each:
   fractional bandwidth exceeds ``mtmfs_fraction`` (10 %); cell a fifth of the
   beam (lambda / longest baseline), field 1.5 primary beams plus the pointings'
   extent; Briggs robust 0.5; a threshold of ``threshold_nsigma`` (3) times the
-  dirty image's robust rms, refined in up to ``clean_rounds`` (4) rounds from the
-  residual's; auto-multithresh masking (the pipeline's 12 m / 7 m settings),
+  noise, measured as the robust rms of a dirty image of the Stokes parameter that
+  holds no source (Q from XX and YY, V from RR and LL: ``polarisation_noise``),
+  so a bright source's sidelobes do not count as noise (without a second
+  correlation: the dirty Stokes I image's robust rms, refined in up to
+  ``clean_rounds`` (4) rounds from the residual's); auto-multithresh masking (the pipeline's 12 m / 7 m settings),
   falling back to the primary-beam mask when it finds no region around
   significant emission.
 - ``export``: exportfits every product with the pipeline's names into
@@ -64,7 +67,8 @@ into one value per channel. Channels further than ``cont_nsigma`` (default 3)
 robust sigmas (1.4826 x median absolute deviation, floored at 0.1 % of the
 median so noise-free data works) from the median are line channels; the clip
 repeats on the remaining channels until nothing changes, then each line range
-is widened by ``cont_pad`` (default 1) channels. If fewer than
+is widened by ``cont_pad`` (default 1) channels; a window of fewer than 8
+channels is all continuum (too few for a robust sigma). If fewer than
 ``cont_min_fraction`` (default 0.1) of the channels are left, the stage fails
 with category ``findcont``. ``params.contranges`` (``{"16": "0~2;5~7"}``, keyed
 by the original spw id) overrides it per spw. A line wider than its window
@@ -136,6 +140,9 @@ class RecipeFailure(Exception):
 
 # ------------------------------------------------------------- pure parts
 
+MIN_CLIP_CHANNELS = 8  # fewer channels than this give no robust sigma for the clip
+
+
 def continuum_channels(spectrum: list, nsigma: float = 3.0, pad: int = 1) -> list:
     """Indices of the continuum channels of an amplitude spectrum (sigma-clipping).
 
@@ -143,9 +150,19 @@ def continuum_channels(spectrum: list, nsigma: float = 3.0, pad: int = 1) -> lis
 
     >>> continuum_channels([1.0, 1.02, 0.98, 3.0, 3.2, 1.01, 0.99, 1.0])
     [0, 1, 6, 7]
+
+    Fewer than ``MIN_CLIP_CHANNELS`` (8) channels give no robust sigma (the median absolute
+    deviation of four values can be almost zero, and a wide window's spectral slope then
+    reads as a line): such a window is all continuum, and a line filling it is caught by
+    its level against the other spws' (``line_filled_spws``):
+
+    >>> continuum_channels([1.0, 1.0004, 1.0121, 1.0125])
+    [0, 1, 2, 3]
     """
     values = [float(v) for v in spectrum]
     keep = [i for i, v in enumerate(values) if v == v]  # drop NaN (fully flagged) channels
+    if len(keep) < MIN_CLIP_CHANNELS:
+        return keep
     while True:
         sample = sorted(values[i] for i in keep)
         if not sample:
@@ -1188,18 +1205,95 @@ AUTOMASK = {
 }
 
 
-def clean_to_noise(tclean_args: dict, imagename: str, params: dict, job: dict, label: str) -> dict:
-    """tclean with a threshold from the measured noise: a dirty image first, then rounds.
+# casacore's Stokes codes of the correlations an MS can hold
+CORR_CODES = {5: "RR", 6: "RL", 7: "LR", 8: "LL", 9: "XX", 10: "XY", 11: "YX", 12: "YY"}
 
-    The dirty image's robust rms gives the first threshold (``threshold_nsigma`` sigma);
-    each round cleans down to it within the auto-multithresh mask, and when the
-    residual's rms has fallen well below the noise the threshold came from (sidelobes
-    of bright emission cleaned away), the next round cleans deeper, at most
-    ``clean_rounds`` rounds. When auto-multithresh finds no region while the residual
-    still holds emission above the threshold (sparse uv coverage: the PSF's sidelobes
-    lift its sidelobe threshold above the peak), or stops with emission left above
-    5 sigma of the residual outside its mask (extended sources), the clean falls back
-    to the primary beam mask (``pbmask`` 0.2) and says so. A ``threshold`` parameter skips the measuring.
+
+def noise_stokes(corrs: list):
+    """The Stokes parameter whose image holds only noise for an unpolarised sky, or None.
+
+    Circular feeds give V from RR and LL; linear feeds V from XY and YX when they are
+    there, else Q from XX and YY (Q is zero for an unpolarised source, and its noise,
+    (XX - YY) / 2, is the noise of I = (XX + YY) / 2 with the same weights); one
+    correlation gives none.
+
+    >>> noise_stokes(["XX", "YY"]), noise_stokes(["RR", "LL"]), noise_stokes(["XX", "XY", "YX", "YY"])
+    ('Q', 'V', 'V')
+    >>> noise_stokes(["XX"]) is None
+    True
+    """
+    have = set(corrs)
+    if {"RR", "LL"} <= have:
+        return "V"
+    if {"XY", "YX"} <= have:
+        return "V"
+    if {"XX", "YY"} <= have:
+        return "Q"
+    return None
+
+
+def correlations(vis: str) -> list:
+    """The correlation names (``XX``, ``YY``, ...) of the first polarization setup of ``vis``."""
+    from casatools import table
+    tb = table()
+    tb.open(os.path.join(vis, "POLARIZATION"))
+    try:
+        codes = tb.getcell("CORR_TYPE", 0)
+    finally:
+        tb.close()
+    return [CORR_CODES.get(int(c), str(c)) for c in codes]
+
+
+def polarisation_noise(tclean_args: dict, imagename: str, job: dict, label: str):
+    """The thermal noise of an image, measured on its noise-only Stokes image: (Jy/beam, why) or None.
+
+    A dirty Stokes Q (or V) image made with the same data, weighting, gridder and
+    channels as the Stokes I image has the I image's noise but none of its sources,
+    so none of their sidelobes: its robust rms is the noise the clean can reach, where
+    the dirty I image's rms is the sidelobes' level for a bright source seen by few
+    antennas (80 times the noise for a 0.5 Jy source and ten 12 m antennas). The ALMA
+    pipeline takes the same number from a sensitivity calculation on the visibility
+    weights, which only a pipeline calibration makes meaningful; this measures it.
+    """
+    from casatasks import tclean
+    vis = tclean_args["vis"][0] if isinstance(tclean_args["vis"], list) else tclean_args["vis"]
+    corrs = correlations(vis)
+    stokes = noise_stokes(corrs)
+    if stokes is None:
+        return None
+    args = dict(tclean_args, stokes=stokes, usemask="user", mask="", pbcor=False)
+    for key in list(AUTOMASK[12.0]) + ["nterms", "reffreq"]:
+        args.pop(key, None)
+    if args.get("deconvolver") == "mtmfs":
+        args["deconvolver"] = "hogbom"
+    name = imagename + "_noise" + stokes
+    clear_image(name)
+    with Step("tclean %s dirty Stokes %s" % (label, stokes), "imaging", job, pause=False):
+        tclean(imagename=name, niter=0, **args)
+    rms = robust_rms(name + ".residual")
+    clear_image(name)
+    if rms <= 0:
+        return None
+    return rms, "robust rms of the dirty Stokes %s image (%s - %s)" % (stokes, corrs[0], corrs[-1])
+
+
+def clean_to_noise(tclean_args: dict, imagename: str, params: dict, job: dict, label: str) -> dict:
+    """tclean with a threshold from the measured noise: dirty images first, then rounds.
+
+    The noise is the robust rms of a dirty image of the Stokes parameter that holds
+    only noise (``polarisation_noise``: Q from XX and YY); the clean goes to
+    ``threshold_nsigma`` (3) times it in one round. Without two correlations the
+    dirty Stokes I image's robust rms is the first estimate, refined in up to
+    ``clean_rounds`` rounds from the residual's (a bright source's sidelobes lift the
+    dirty image's rms far above the noise: each round cleans deeper while the
+    residual's rms keeps falling). Each round cleans within the auto-multithresh mask;
+    when it finds no region while the residual still holds emission above the
+    threshold (sparse uv coverage: the PSF's sidelobes lift its sidelobe threshold
+    above the peak), or stops with emission left above 5 sigma of the residual outside
+    its mask (extended sources), the clean falls back to the primary beam mask
+    (``pbmask`` 0.2) and says so. A ``threshold`` parameter skips the measuring. The
+    result says where the threshold came from, the noise of each estimate, each
+    round's residual rms and tclean's stopping reason.
     """
     from casatasks import tclean
     args = dict(tclean_args)
@@ -1211,24 +1305,37 @@ def clean_to_noise(tclean_args: dict, imagename: str, params: dict, job: dict, l
     rounds, mask = [], "auto-multithresh"
     peak = image_peak(imagename + ".residual" + ext)  # the dirty image's peak
     dirty_rms = noise = robust_rms(imagename + ".residual" + ext)
+    out = {"dirty_rms_mjy": round(dirty_rms * 1e3, 5)}
+    measured = None if params.get("threshold") else polarisation_noise(args, imagename, job, label)
     if params.get("threshold"):
         threshold, noise = str(params["threshold"]), None
         why = "given"
+    elif measured:
+        noise = measured[0]
+        threshold = "%.4gmJy" % (nsigma * noise * 1e3)
+        why = "%.3g x %s %.4g mJy/beam (the dirty Stokes I image's rms %.4g mJy/beam is %.3g x that)" % (
+            nsigma, measured[1], noise * 1e3, dirty_rms * 1e3, dirty_rms / noise)
+        out["noise_mjy"] = round(noise * 1e3, 5)
     else:
         threshold = "%.4gmJy" % (nsigma * noise * 1e3)
-        why = "%.3g x dirty-image rms %.4g mJy/beam" % (nsigma, noise * 1e3)
+        why = "%.3g x dirty-image rms %.4g mJy/beam (no second correlation for a noise-only image)" % (
+            nsigma, noise * 1e3)
+    say("%s: threshold %s from %s" % (label, threshold, why))
     n = 0
     while n < int(params["clean_rounds"]):
         with Step("tclean %s to %s" % (label, threshold), "imaging", job, pause=False):
-            tclean(imagename=imagename, niter=int(params["niter"]), threshold=threshold, calcpsf=False,
-                   calcres=False, restart=True, pbcor=True, **args)
+            result = tclean(imagename=imagename, niter=int(params["niter"]), threshold=threshold, calcpsf=False,
+                            calcres=False, restart=True, pbcor=True, **args)
             require_image(imagename, ext)
-        # the noise: the dirty image's rms, or less when a given threshold says so (an extended
-        # source lifts the dirty image's rms)
-        sigma = min(dirty_rms, to_jy(threshold) / nsigma)
+        # the noise: measured, else the dirty image's rms, or less when a given threshold says so
+        # (an extended source lifts the dirty image's rms)
+        sigma = measured[0] if measured else min(dirty_rms, to_jy(threshold) / nsigma)
         left, left_rms = image_peak(imagename + ".residual" + ext), robust_rms(imagename + ".residual" + ext)
         empty = image_peak(imagename + ".mask") == 0 and peak > max(to_jy(threshold), 5.0 * sigma)
-        stuck = left > max(to_jy(threshold), 5.0 * min(left_rms, sigma)) and left_rms > to_jy(threshold)
+        if measured:  # a residual of noise alone has the noise's rms: more is emission the mask left out
+            stuck = left > to_jy(threshold) and left_rms > 1.25 * sigma
+        else:
+            stuck = left > max(to_jy(threshold), 5.0 * min(left_rms, sigma)) and left_rms > to_jy(threshold)
         if mask == "auto-multithresh" and (empty or stuck):
             say("%s: auto-multithresh %s though the residual peaks at %.4g Jy/beam: cleaning within the primary "
                 "beam (pbmask 0.2)" % (label, "found no region above its thresholds" if empty else
@@ -1240,15 +1347,36 @@ def clean_to_noise(tclean_args: dict, imagename: str, params: dict, job: dict, l
             shutil.rmtree(imagename + ".mask", ignore_errors=True)
             continue
         n += 1
-        residual = robust_rms(imagename + ".residual" + ext)
-        rounds.append({"threshold": threshold, "residual_rms_mjy": round(residual * 1e3, 5)})
-        say("%s: cleaned to %s, residual rms %.4g mJy/beam" % (label, threshold, residual * 1e3))
-        if noise is None or residual > noise / 1.5:
+        residual = left_rms
+        stop = stop_reason(result)
+        rounds.append({"threshold": threshold, "residual_rms_mjy": round(residual * 1e3, 5), "stopcode": stop})
+        say("%s: cleaned to %s, residual rms %.4g mJy/beam, tclean stopped: %s" % (
+            label, threshold, residual * 1e3, stop))
+        if measured or noise is None or residual > noise / 1.5:
             break
         noise = residual
         threshold = "%.4gmJy" % (nsigma * noise * 1e3)
     slow_down(job)  # one step for the demo's slowdown, however many rounds it took
-    return {"threshold": threshold, "threshold_from": why, "rounds": rounds, "mask": mask}
+    return dict(out, threshold=threshold, threshold_from=why, rounds=rounds, mask=mask)
+
+
+# tclean's stopcode (its summary's ``stopcode``) in words, as CASA 6 names them
+STOPCODES = {1: "iteration limit", 2: "threshold", 3: "force stop", 4: "no change in peak residual",
+             5: "peak residual grew 3x in a major cycle", 6: "peak residual grew 3x from its minimum",
+             7: "zero mask", 8: "n-sigma", 9: "nmajor"}
+
+
+def stop_reason(result) -> str:
+    """tclean's stopping reason from its return value (a summary dict in CASA 6), or "unknown".
+
+    >>> stop_reason({"stopcode": 2}), stop_reason({"stopcode": 7, "stopDescription": "zero mask"}), stop_reason(None)
+    ('threshold', 'zero mask', 'unknown')
+    """
+    if isinstance(result, dict) and result.get("stopDescription"):
+        return str(result["stopDescription"])
+    if isinstance(result, dict) and "stopcode" in result:
+        return STOPCODES.get(int(result["stopcode"]), "stopcode %s" % result["stopcode"])
+    return "unknown"
 
 
 def to_jy(quantity: str) -> float:
