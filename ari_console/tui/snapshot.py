@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from collections import Counter
 from operator import itemgetter
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 
 from ari_console import readmodel, store
@@ -77,9 +77,8 @@ class StoreCopy:
     """
 
     RECENT = 200
-    DATASET_FIELDS = ("uid", "project", "array", "band", "size_gb", "state", "created_at", "first_outcome")
-    LATEST_FIELDS = ("id", "uid", "node", "state", "stage", "created_at", "started_at", "heartbeat_at", "ended_at",
-                     "category")
+    DATASET_FIELDS = (*views.QUEUE_DATASET, "created_at", "first_outcome")  # the queue's cells read the first ones
+    LATEST_FIELDS = views.QUEUE_ATTEMPT
 
     def __init__(self, heartbeat_stale_s: float = 300.0) -> None:
         self.rev: int | None = None
@@ -136,24 +135,25 @@ class StoreCopy:
 
     def _compact_dataset(self, d: Mapping) -> tuple:
         """``DATASET_FIELDS`` of ``d``, its repeated strings kept once."""
+        return self._compact_dataset_row(self._DATASET_ROW(d))
+
+    def _compact_dataset_row(self, row: Sequence) -> tuple:
+        """The ``DATASET_FIELDS`` values ``row``, its repeated strings kept once."""
         one = self._strings.setdefault
-        uid, project, array, band, size, state, created, first = self._DATASET_ROW(d)
+        uid, project, array, band, size, state, created, first = row
         return uid, one(project, project), one(array, array), band, size, one(state, state), created, \
             one(first, first)
 
     def _compact_attempt(self, a: Mapping) -> tuple:
         """``LATEST_FIELDS`` of ``a``, its repeated strings kept once."""
+        return self._compact_attempt_row(self._LATEST_ROW(a))
+
+    def _compact_attempt_row(self, row: Sequence) -> tuple:
+        """The ``LATEST_FIELDS`` values ``row``, its repeated strings kept once."""
         one = self._strings.setdefault
-        aid, uid, node, state, stage, created, started, beat, ended, category = self._LATEST_ROW(a)
+        aid, uid, node, state, stage, created, started, beat, ended, category = row
         return aid, uid, one(node, node), one(state, state), one(stage, stage), created, started, beat, ended, \
             one(category, category)
-
-    def _shared_cells(self, cells: tuple[str, ...]) -> tuple[str, ...]:
-        """Queue cells with their repeated strings kept once (the uid, first, is unique)."""
-        strings = self._strings
-        if len(strings) > 200_000:  # elapsed times of a long session: start again rather than grow
-            strings.clear()
-        return (cells[0], *(strings.setdefault(c, c) for c in cells[1:]))
 
     def dataset(self, uid: str) -> dict | None:
         """The data set ``uid`` as a dict of ``DATASET_FIELDS``."""
@@ -168,34 +168,41 @@ class StoreCopy:
         return self.active.get(t[0]) or dict(zip(self.LATEST_FIELDS, t))
 
     def _first_read(self, db: store.Database, now: float) -> None:
-        """Everything, once; the queue rows are made here from the full rows (at ``now``)."""
-        summary = store.attempt_summary(db, now)
-        for uid, (count, first_id, success) in summary["per_uid"].items():
-            self.counts[uid] = count
-            self.first[uid] = first_id
-            if success is not None:
-                self.success_at[uid] = success
-        self.failures = Counter(summary["failures"])
-        latest = {a["uid"]: a for a in summary.pop("latest")}
-        stale, rows = self.heartbeat_stale_s, {}
-        for d in store.datasets_since(db, -1):  # oldest first: the queue's order
-            uid = d["uid"]
-            self.datasets[uid] = self._compact_dataset(d)
+        """Everything, once: one row per data set with its attempts' tally and newest attempt
+        (``store.dataset_summaries``), full rows only where a screen shows them; the queue rows
+        are made here (at ``now``)."""
+        n = len(self.DATASET_FIELDS)
+        compact_dataset, compact_attempt = self._compact_dataset_row, self._compact_attempt_row
+        stale, texts, cells = self.heartbeat_stale_s, self._strings, views.queue_cells
+        datasets, latest, rows = self.datasets, self.latest, {}
+        counts, first, success_at = self.counts, self.first, self.success_at
+        for r in store.dataset_summaries(db, self.DATASET_FIELDS, self.LATEST_FIELDS):  # oldest first: queue order
+            d = compact_dataset(r[:n])
+            uid, count = d[0], r[n] or 0
+            datasets[uid] = d
+            a = None
+            if count:
+                counts[uid], first[uid] = count, r[n + 1]
+                if r[n + 2] is not None:
+                    success_at[uid] = r[n + 2]
+                if r[n + 3] is not None:
+                    a = latest[uid] = compact_attempt(r[n + 3:])
+            rows[uid] = cells(d, a, count, now, stale, texts)
+        self.totals = Counter(d[5] for d in datasets.values())
+        self.failures = Counter(store.attempt_summary_failures(db))
+        for d in store.datasets_in_states(db, ("held", "review")):
             self._update_waiting(d)
-            rows[uid] = self._shared_cells(views.queue_row(d, latest.get(uid), self.counts.get(uid, 0), now, stale))
-        self.totals = Counter(d[5] for d in self.datasets.values())
-        for uid, a in latest.items():
-            self.latest[uid] = self._compact_attempt(a)
-            if a["state"] in store.ACTIVE_ATTEMPT_STATES:
-                self.active[a["id"]] = a
-            self._update_failure(uid, a, db)
-        self.recent = {a["id"]: a for a in summary["recent"]}
+        self.active = {a["id"]: a for a in store.newest_attempts_active(db)}
+        for a in store.newest_attempts_open(db):
+            self.open_failures[a["uid"]] = self._failure(a, datasets[a["uid"]][5])
+        self._failure_list = None
+        self.recent = {a["id"]: a for a in store.recent_attempts(db, self.RECENT)}
         self.rows, self._rows_at = rows, now
         self._created = self._done = self._rates = None
         self._reorder = False  # read oldest first: already in queue order
 
     def _fold(self, datasets: list[dict], attempts: list[dict], db: store.Database) -> set[str]:
-        """Fold changed rows in; an ended attempt that changes again makes the failure counts re-aggregate."""
+        """Fold changed rows in; the failure counts are read again from the store's tally when attempts changed."""
         for d in datasets:
             old = self.datasets.get(d["uid"])
             if old is None:
@@ -204,7 +211,6 @@ class StoreCopy:
                 self.totals[old[5]] -= 1
             self.totals[d["state"]] += 1
             self.datasets[d["uid"]] = self._compact_dataset(d)
-        recount = False
         newest_full: dict[str, dict] = {}
         for a in attempts:
             aid, uid, state = a["id"], a["uid"], a["state"]
@@ -221,10 +227,6 @@ class StoreCopy:
             if state in store.ACTIVE_ATTEMPT_STATES:
                 self.active[aid] = a
                 continue
-            if before is None and not is_new:
-                recount = True  # an attempt that had ended changed again (reclassified)
-            elif state in readmodel.FAILED_ATTEMPT_STATES:
-                self.failures[a.get("category") or "unknown"] += 1
             if state == "succeeded":
                 t = a.get("ended_at") or 0.0
                 if t < self.success_at.get(uid, float("inf")):
@@ -234,7 +236,7 @@ class StoreCopy:
         if len(self.recent) > self.RECENT:
             for aid in sorted(self.recent)[:-self.RECENT]:
                 del self.recent[aid]
-        if recount:
+        if attempts:  # a dozen rows, exact also when an ended attempt is reclassified
             self.failures = Counter(store.attempt_summary_failures(db))
         changed = {d["uid"] for d in datasets} | {a["uid"] for a in attempts}
         for uid in changed:
@@ -311,12 +313,14 @@ class StoreCopy:
         else:
             todo = changed | {a["uid"] for a in self.active.values()}
             self.rows = dict(self.rows)  # the previous snapshot keeps its own
-        stale = self.heartbeat_stale_s
+        stale, texts, datasets, latest, counts = self.heartbeat_stale_s, self._strings, self.datasets, self.latest, \
+            self.counts
+        if len(texts) > 200_000:  # elapsed times of a long session: start again rather than grow
+            texts.clear()
         for uid in todo:
-            d = self.dataset(uid)
+            d = datasets.get(uid)
             if d is not None:
-                cells = views.queue_row(d, self.newest_attempt(uid), self.counts.get(uid, 0), now, stale)
-                self.rows[uid] = self._shared_cells(cells)
+                self.rows[uid] = views.queue_cells(d, latest.get(uid), counts.get(uid, 0), now, stale, texts)
         if self._reorder:  # new data sets: queue order again (oldest first)
             order = sorted(self.datasets.values(), key=lambda d: (d[6] or 0.0, d[0]))
             self.rows = {d[0]: self.rows[d[0]] for d in order}

@@ -331,18 +331,56 @@ def state_style(state: str) -> str | None:
     return STATE_STYLES.get(state)
 
 
+QUEUE_DATASET = ("uid", "project", "array", "band", "size_gb", "state")
+"""What ``queue_cells`` reads of a data set, in this order."""
+QUEUE_ATTEMPT = ("id", "uid", "node", "state", "stage", "created_at", "started_at", "heartbeat_at", "ended_at",
+                 "category")
+"""What ``queue_cells`` reads of the newest attempt, in this order."""
+
+
 def queue_row(d: Mapping, a: Mapping | None, count: int, now: float,
               heartbeat_stale_s: float = 300.0) -> tuple[str, ...]:
     """One data set as QUEUE_COLUMNS cells, given its newest attempt ``a`` and its number of attempts."""
-    category = (a.get("category") or "") if a and a.get("state") in FAILED_ATTEMPT_STATES else ""
-    stage = (a or {}).get("stage") or ""
-    beat = (a or {}).get("heartbeat_at")
-    if a and a["state"] not in ENDED_ATTEMPT_STATES and beat is not None and now - beat > heartbeat_stale_s:
+    return queue_cells(tuple(d.get(k) for k in QUEUE_DATASET),
+                       None if a is None else tuple(a.get(k) for k in QUEUE_ATTEMPT), count, now, heartbeat_stale_s)
+
+
+_SIZE_TEXTS: dict[float | None, str] = {}
+_NUMBER_TEXTS = tuple(str(i) for i in range(1000))
+
+
+def queue_cells(d: Sequence, a: Sequence | None, count: int, now: float, heartbeat_stale_s: float = 300.0,
+                texts: dict[str, str] | None = None) -> tuple[str, ...]:
+    """``queue_row`` from tuples: ``d`` starting with ``QUEUE_DATASET``, ``a`` of ``QUEUE_ATTEMPT`` (or None).
+
+    What a console at 100,000 data sets calls once per data set: sizes are formatted once per
+    value, and ``texts`` (when given) keeps one copy of each cell that repeats (elapsed times, stages).
+
+    >>> queue_cells(("u1", "p", "12m", 6, 2.0, "failed"), (7, "u1", "ws1", "failed", "image", 0.0, 10.0, 80.0,
+    ...             90.0, "memory"), 2, now=100.0)
+    ('u1', 'p', '12m', '6', '2 GB', 'failed', '2', 'ws1', 'image', '1m', 'memory')
+    """
+    uid, project, array, band, size_gb, state = d[0], d[1], d[2], d[3], d[4], d[5]  # ``d`` may carry more fields
+    size = _SIZE_TEXTS.get(size_gb)
+    if size is None:
+        if len(_SIZE_TEXTS) > 100_000:
+            _SIZE_TEXTS.clear()
+        size = _SIZE_TEXTS[size_gb] = human_size(size_gb)
+    band_text = "" if band is None else _NUMBER_TEXTS[band] if type(band) is int and 0 <= band < 1000 else str(band)
+    count_text = _NUMBER_TEXTS[count] if 0 <= count < 1000 else str(count)
+    if a is None:
+        return uid, project or "", array or "", band_text, size, state, count_text, "", "", "", ""
+    _, _, node, a_state, stage, created, started, beat, ended, category = a
+    ended_state = a_state in ENDED_ATTEMPT_STATES
+    stage = stage or ""
+    if not ended_state and beat is not None and now - beat > heartbeat_stale_s:
         stage = f"{stage} (stale {human_duration(now - beat)})"
-    return (d["uid"], d.get("project") or "", d.get("array") or "",
-            "" if d.get("band") is None else str(d["band"]), human_size(d.get("size_gb")),
-            d["state"], str(count), (a or {}).get("node") or "",
-            stage, human_duration(attempt_elapsed(a, now)), category)
+    start = started if started is not None else created
+    elapsed = "" if start is None else human_duration(((ended if ended_state else None) or now) - start)
+    if texts is not None:
+        stage, elapsed = texts.setdefault(stage, stage), texts.setdefault(elapsed, elapsed)
+    return (uid, project or "", array or "", band_text, size, state, count_text, node or "", stage, elapsed,
+            (category or "") if a_state in FAILED_ATTEMPT_STATES else "")
 
 
 QUEUE_LAYOUT = (Col("uid"), Col("project", 6), Col("array", 8), Col("band", 7), Col("size", 5), Col("state"),
