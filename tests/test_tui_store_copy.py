@@ -53,3 +53,17 @@ def test_status_success_rates_match_the_full_statistics(tmp_path):
     assert fast["success_first_try"] == full["success_first_try"] is not None
     assert fast["success_after_retries"] == full["success_after_retries"]
     db.conn.close()
+
+
+def test_the_eta_made_in_a_child_process_is_the_estimate_of_the_console_and_a_failure_reads_na(tmp_path):
+    from ari_console.tui.snapshot import compute_eta, estimate_apart
+
+    camp = sample.build(tmp_path, n=60, running=4)
+    configs = {n.name: n for n in camp.config.nodes}
+    with store.open_db(camp.db_path) as db:
+        nodes = store.nodes(db)
+        here = compute_eta(db, nodes, sample.NOW, configs)
+    apart = estimate_apart(camp.db_path, nodes, sample.NOW, configs)
+    assert apart == here and apart.finish_at is not None
+    gone = estimate_apart(tmp_path / "elsewhere" / "ari.db", nodes, sample.NOW, configs)
+    assert gone.finish_at is None and gone.text.startswith("n/a (the estimator failed:") and "elsewhere" in gone.text
