@@ -98,6 +98,8 @@ class StoreCopy:
         self.recent: dict[int, dict] = {}             # the newest ended attempts by id
         self.totals: Counter = Counter()
         self.rows: dict[str, tuple[str, ...]] = {}
+        self.texts: dict[str, str] = {}               # uid -> its row as the `/` filter searches it
+        self.widths: dict[str, int] = {}              # the widest cell of each queue column (only grows)
         self.open_failures: dict[str, dict] = {}
         self.waiting: dict[str, dict] = {}            # held (or in QA2 review): waiting for an operator
         self.nodes: list[dict] = []
@@ -202,6 +204,8 @@ class StoreCopy:
         self._failure_list = None
         self.recent = {a["id"]: a for a in store.recent_attempts(db, self.RECENT)}
         self.rows, self._rows_at = rows, now
+        self.texts = {uid: views.search_text(r) for uid, r in rows.items()}
+        self.widths = views.cell_widths(views.QUEUE_COLUMNS, rows.values(), most=len(rows))
         self._created = self._done = self._rates = None
         self._reorder = False  # read oldest first: already in queue order
 
@@ -313,18 +317,23 @@ class StoreCopy:
             todo: Iterable[str] = ()
         elif changed is None or not self.rows:
             todo = self.datasets
-            self.rows = {}
+            self.rows, self.texts = {}, {}
         else:
             todo = changed | {a["uid"] for a in self.active.values()}
-            self.rows = dict(self.rows)  # the previous snapshot keeps its own
+            self.rows, self.texts = dict(self.rows), dict(self.texts)  # the previous snapshot keeps its own
         stale, texts, datasets, latest, counts = self.heartbeat_stale_s, self._strings, self.datasets, self.latest, \
             self.counts
         if len(texts) > 200_000:  # elapsed times of a long session: start again rather than grow
             texts.clear()
+        rows, search, widths = self.rows, self.texts, self.widths
         for uid in todo:
             d = datasets.get(uid)
             if d is not None:
-                self.rows[uid] = views.queue_cells(d, latest.get(uid), counts.get(uid, 0), now, stale, texts)
+                cells = rows[uid] = views.queue_cells(d, latest.get(uid), counts.get(uid, 0), now, stale, texts)
+                search[uid] = views.search_text(cells)
+                for name, cell in zip(views.QUEUE_COLUMNS, cells):
+                    if len(cell) > widths.get(name, 0):
+                        widths[name] = len(cell)
         if self._reorder:  # new data sets: queue order again (oldest first)
             order = sorted(self.datasets.values(), key=lambda d: (d[6] or 0.0, d[0]))
             self.rows = {d[0]: self.rows[d[0]] for d in order}
@@ -375,7 +384,7 @@ def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[s
     shown = {int(k) for k in attempt_rows}
     return Snapshot(
         now=now, version=version,
-        queue=views.QueueView(copy.queue_rows(now, changed)),
+        queue=views.QueueView(copy.queue_rows(now, changed), copy.texts, dict(copy.widths)),
         dashboard=copy.dashboard(now),
         nodes=copy.nodes,
         node_rows=views.node_rows(copy.nodes, history, now, stale_after_s),
