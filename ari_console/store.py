@@ -829,12 +829,15 @@ def attempts_since(db: Database, rev: int) -> list[dict]:
     return _attempt_views(db, "INDEXED BY attempts_rev WHERE rev > ? ORDER BY id", [rev])
 
 
-def _attempt_views(db: Database, where: str, args: list, alias: str = "") -> list[dict]:
-    """``ATTEMPT_VIEW_COLUMNS`` rows of ``attempts {where}`` (``alias``: the attempts table's name in ``where``)."""
-    cols = ", ".join(f"{alias}.{c}" if alias else c for c in ATTEMPT_VIEW_COLUMNS)
+def _attempt_views(db: Database, where: str, args: list, alias: str = "",
+                   columns: Iterable[str] = ATTEMPT_VIEW_COLUMNS) -> list[dict]:
+    """``columns`` (of ``ATTEMPT_VIEW_COLUMNS``) of ``attempts {where}``, the handle decoded
+    (``alias``: the attempts table's name in ``where``)."""
+    cols = ", ".join(f"{alias}.{c}" if alias else c for c in (_known(c, ATTEMPT_VIEW_COLUMNS) for c in columns))
     rows = _dicts(db, f"SELECT {cols} FROM attempts {alias} {where}", args)
-    for row in rows:
-        row["handle"] = json.loads(row["handle"]) if row["handle"] else None
+    if rows and "handle" in rows[0]:
+        for row in rows:
+            row["handle"] = json.loads(row["handle"]) if row["handle"] else None
     return rows
 
 
@@ -863,12 +866,12 @@ def _known(column: str, columns: tuple[str, ...]) -> str:
     return column
 
 
-def newest_attempts_open(db: Database) -> list[dict]:
+def newest_attempts_open(db: Database, columns: Iterable[str] = ATTEMPT_VIEW_COLUMNS) -> list[dict]:
     """The newest attempt of each data set whose newest attempt failed or was lost while the data set
-    neither succeeded nor runs (the open failures), as ``attempts_since`` rows in id order."""
+    neither succeeded nor runs (the open failures), as ``attempts_since`` rows (their ``columns``) in id order."""
     return _attempt_views(db, "JOIN attempt_stats s ON a.id = s.latest_id JOIN datasets d ON d.uid = s.uid"
                               f" WHERE a.state IN {_FAILED} AND d.state NOT IN ('succeeded', 'running')"
-                              " ORDER BY a.id", [], alias="a")
+                              " ORDER BY a.id", [], alias="a", columns=columns)
 
 
 def newest_attempts_active(db: Database) -> list[dict]:

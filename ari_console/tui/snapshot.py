@@ -199,8 +199,8 @@ class StoreCopy:
         for d in store.datasets_in_states(db, ("held", "review")):
             self._update_waiting(d)
         self.active = {a["id"]: a for a in store.newest_attempts_active(db)}
-        for a in store.newest_attempts_open(db):
-            self.open_failures[a["uid"]] = self._failure(a, datasets[a["uid"]][5])
+        for a in store.newest_attempts_open(db, self.FAILURE_FIELDS):
+            self.open_failures[a["uid"]] = self._failure(a, datasets[a["uid"]][5], own=True)
         self._failure_list = None
         self.recent = {a["id"]: a for a in store.recent_attempts(db, self.RECENT)}
         self.rows, self._rows_at = rows, now
@@ -266,10 +266,13 @@ class StoreCopy:
                       "work_dir", "handle", "created_at", "started_at", "ended_at", "exit_code", "peak_mem_gb")
     _FAILURE_SHARED = ("node", "state", "stage", "category", "signature", "excerpt")
 
-    def _failure(self, a: Mapping, dataset_state: str) -> dict:
+    def _failure(self, a: Mapping, dataset_state: str, own: bool = False) -> dict:
         """An open failure as the triage screen shows it: the attempt's ``FAILURE_FIELDS``, the data
-        set's state and its number of attempts; the strings that repeat across failures kept once."""
-        f = {k: a.get(k) for k in self.FAILURE_FIELDS}
+        set's state and its number of attempts; the strings that repeat across failures kept once.
+
+        ``own``: ``a`` is a dict of ``FAILURE_FIELDS`` read for this (completed in place).
+        """
+        f = a if own else {k: a.get(k) for k in self.FAILURE_FIELDS}
         one = self._strings.setdefault
         for k in self._FAILURE_SHARED:
             if f[k] is not None:
