@@ -26,12 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import shutil
+import subprocess
+import sys
 import statistics
 import tempfile
 import time
 import tracemalloc
 from collections import deque
 from pathlib import Path
+from types import SimpleNamespace
 
 from ari_console import store
 from tests import sample_campaign as sample
@@ -45,6 +49,8 @@ TARGET_OPEN_S = 1.0
 TARGET_RSS_MB = 400.0
 TARGET_FIRST_READ_S = 2.0
 TARGET_MATCH_MS = 50.0
+"""Filter matching per typed key at 10,000 rows; at 100,000 rows ten times that ("well under a second":
+it runs in the worker thread, and a key typed meanwhile drops the stale match)."""
 
 
 async def _refresh(app: AriApp, pilot, writer=None) -> None:
@@ -124,6 +130,7 @@ async def run(n: int, running: int, refreshes: int, per_screen: int) -> dict:
                 marks.append((i, _rss_mb()))
         out.update(screens=screens, reader_ms=reader_ms, memory=marks)
     db.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -198,11 +205,15 @@ async def _narrowing(app: AriApp, pilot, n: int) -> dict:
 
 async def run_big(n: int, per_dataset: int, refreshes: int) -> dict:
     """100,000 data sets with ``per_dataset`` attempts each: refresh, queue opening, memory."""
+    from ari_console.config import load_config
+
     tmp = Path(tempfile.mkdtemp(prefix="bench_tui_big_"))
     t0 = time.perf_counter()
-    camp = sample.build(tmp, n=n, running=100)
-    attempts = add_history(camp.db_path, per_dataset - 1)
-    out: dict = {"build_s": time.perf_counter() - t0, "attempts": attempts}
+    # built in a child process: the memory of building 100,000 data sets is not the console's
+    built = subprocess.run([sys.executable, "-c", "import sys; from benchmarks.bench_tui import build_big;"
+                            f" build_big({str(tmp)!r}, {n}, {per_dataset})"], capture_output=True, text=True, check=True)
+    camp = SimpleNamespace(db_path=tmp / "ari.db", config=load_config(tmp / "ari.toml"))
+    out: dict = {"build_s": time.perf_counter() - t0, "attempts": int(built.stdout.split()[-1])}
     clock = {"now": sample.NOW}
     db = store.open_db(camp.db_path)
     running_ids = [a["id"] for a in store.active_attempts(db)]
@@ -258,6 +269,7 @@ async def run_big(n: int, per_dataset: int, refreshes: int) -> dict:
         out["rss_mb"] = _rss_mb()
         out["rss_before_mb"] = rss0
     db.conn.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # 400 MB
     return out
 
 
@@ -293,6 +305,12 @@ def first_read_cost(db: store.Database, now: float) -> tuple[float, float]:
     copy.read(db, now)
     copy.queue_rows(now, None)
     return time.thread_time() - cpu0, time.perf_counter() - t0
+
+
+def build_big(directory: str, n: int, per_dataset: int) -> None:
+    """The big campaign in ``directory``; prints its number of attempts (``run_big`` runs this in a child)."""
+    camp = sample.build(Path(directory), n=n, running=100)
+    print(add_history(camp.db_path, per_dataset - 1))
 
 
 def copy_memory(db: store.Database, now: float) -> tuple[float, float]:
@@ -343,10 +361,11 @@ def add_history(db_path: Path, extra: int) -> int:
 
 
 def _print_matching(matching: dict[str, list[float]], n: int) -> None:
+    target = TARGET_MATCH_MS * max(1.0, n / 10_000)
     for text, times in matching.items():
         worst = max(times)
         print(f"  filter matching on {n:,} rows, typing /{text}: " + ", ".join(f"{t:.0f}" for t in times)
-              + f" ms CPU a key  {'OK' if worst < TARGET_MATCH_MS else 'OVER TARGET'} (< {TARGET_MATCH_MS:.0f} ms)")
+              + f" ms CPU a key  {'OK' if worst < target else 'OVER TARGET'} (< {target:.0f} ms)")
 
 
 def _rss_mb() -> float:
@@ -392,7 +411,11 @@ def main() -> None:
             print(f"  {name:<25} {m['ui_ms']:6.1f} ms for {m['keys']} key(s), {per_key:5.1f} ms a key;"
                   f" longest sync {m['max_step_ms']:4.1f} ms -> {m['rows']:,} rows (on screen after {m['wall_s']:.2f} s)"
                   f"  {'OK' if ok else 'OVER TARGET'}")
-    if args.big:
+    if args.big and args.datasets:  # the big case in a process of its own: its memory figure is the console's
+        sys.stdout.flush()
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_tui", "--datasets", "0", "--big", str(args.big),
+                        "--attempts-each", str(args.attempts_each)], check=True)
+    elif args.big:
         b = asyncio.run(run_big(args.big, args.attempts_each, 10))
         print(f"big campaign: {args.big:,} data sets, {b['attempts']:,} attempts (built in {b['build_s']:.0f} s)")
         print(f"  first store read {b['read_cpu_s']:.2f} s CPU ({b['read_wall_s']:.2f} s wall)"
@@ -412,7 +435,8 @@ def main() -> None:
         print(f"  the ETA (child process): {eta}")
         print(f"  the console's store copy with its queue rows: {b['copy_mb']:.0f} MB"
               f" (peak {b['copy_peak_mb']:.0f} MB during the first read; tracemalloc)")
-        print(f"  resident memory: {b['rss_mb']:.0f} MB (process, after the 10k case: {b['rss_before_mb']:.0f} MB)"
+        print(f"  resident memory: {b['rss_mb']:.0f} MB (process; before the console started, after the store copy's"
+              f" timing and tracemalloc runs: {b['rss_before_mb']:.0f} MB; the campaign is built in a child process)"
               f"  {'OK' if b['rss_mb'] < TARGET_RSS_MB else 'OVER TARGET'} (< {TARGET_RSS_MB:.0f} MB)")
 
 

@@ -64,8 +64,10 @@ class Snapshot:
 class StoreCopy:
     """The console's copy of the store, kept up to date by reading only what changed.
 
-    The first ``read`` aggregates the attempt history in SQL (counts, first and
-    newest attempt per data set, failures per category); every later read asks
+    The first ``read`` takes one row per data set with what the store keeps of
+    its attempts (count, first and newest attempt, first success: ``attempt_stats``,
+    kept by trigger) and the failures per category (``failure_tally``), so opening
+    a campaign costs its data sets, not its attempt history; every later read asks
     for the data sets and attempts written after the last revision it saw
     (``store.datasets_since`` / ``attempts_since``) and folds them in, so a
     refresh costs what changed, not the size of the campaign. Queue rows are
@@ -77,7 +79,9 @@ class StoreCopy:
     newest attempt another (``LATEST_FIELDS``), not a dict each; the strings
     that repeat (states, projects, nodes, stages, categories, queue cells) are
     kept once. Full rows stay only where a screen shows them: active and recent
-    attempts, open failures, data sets waiting for an operator.
+    attempts, open failures, data sets waiting for an operator. Each queue row's
+    ``search_text`` and the widest cell of each column are kept with the rows,
+    so a ``/`` filter and the queue's first show measure nothing.
     """
 
     RECENT = 200
