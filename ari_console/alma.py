@@ -114,6 +114,8 @@ class DataSet:
     n_chan: int | None = None
     is_mosaic: bool | None = None
     n_eb: int | None = None
+    archive_hours: float | None = None
+    archive_mem_gb: float | None = None
 
     def row(self) -> dict:
         """The columns the store keeps for this data set (None: unknown).
@@ -121,11 +123,15 @@ class DataSet:
         The archive's metadata runtime predictions learn from: spectral windows
         (``n_spw``), channels per window (``n_chan``, their mean, so
         ``n_spw x n_chan`` is the total), mosaic or not, execution blocks (``n_eb``).
+        ``hours``/``mem_gb`` are explicit values (a catalogue's, an operator's: they win
+        over any prediction); ``archive_hours``/``archive_mem_gb`` the archive's guess,
+        where predictions start and which the history fit learns past.
         """
         return {"uid": self.uid, "project": self.project, "array": self.array, "band": self.band,
                 "size_gb": self.size_gb, "mem_gb": self.mem_gb, "hours": self.hours,
                 "casa_version": self.casa_version, "n_spw": self.n_spw, "n_chan": self.n_chan,
-                "is_mosaic": self.is_mosaic, "n_eb": self.n_eb}
+                "is_mosaic": self.is_mosaic, "n_eb": self.n_eb, "archive_hours": self.archive_hours,
+                "archive_mem_gb": self.archive_mem_gb}
 
 
 CSV_REQUIRED = ("uid", "project")

@@ -97,6 +97,10 @@ class Node:
     walltime_h: float | None = _key("Longest an attempt may run, in hours (unset: no limit).")
     speed: float = _key("Relative speed; 1.0 is the reference machine of the runtime predictions.", default=1.0)
     scratch_dir: str = _key("Directory on the node where attempts work.", default="/tmp/ari-scratch")
+    scratch_gb: float | None = _key(
+        "Scratch space in scratch_dir one attempt can have, in GB (unset: the size of scratch_dir's file system as "
+        "the last probe measured it). A data set that needs more (3 GB per GB of its size) is never placed here."
+    )
     python: str = _key("Python 3 interpreter on the node that runs the job runner.", default="python3")
     recipe: str = _key("Imaging recipe: casa6 or alma-pipeline.", default="casa6")
     casa_path: str | None = _key(
@@ -183,7 +187,8 @@ def _type_name(tp: Any, key: str) -> str:
             str: "a string", Path: "a path"}.get(tp, "a list of strings")
 
 
-NONZERO = ("slots", "speed", "cpus_per_slot", "max_attempts", "mem_gb", "walltime_h", "poll_interval_s", "port")
+NONZERO = ("slots", "speed", "cpus_per_slot", "max_attempts", "mem_gb", "walltime_h", "poll_interval_s", "port",
+           "scratch_gb")
 FLOORS = {"poll_interval_s": 0.5}  # below this an engine tick would busy-loop the console and the nodes
 
 

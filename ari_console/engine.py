@@ -53,9 +53,6 @@ STALE_HEARTBEAT_S = 900.0
 LOG_CHUNK = 4 << 20
 # A launch failing this many times in a row on one node drains it (an operator's `ari nodes undrain` resets it).
 LAUNCH_FAILURES_DRAIN = 3
-# Scratch an attempt needs on its node per GB of its data set (raw tars, the restored MS, images), plus a floor.
-SCRATCH_PER_GB = 3.0
-SCRATCH_FLOOR_GB = 0.05
 BACKUP_INTERVAL_S = 900.0
 REFIT_GROWTH = 1.25
 """The engine refits predictions (and plans again) when the attempts ended have grown by this factor."""
@@ -811,12 +808,13 @@ def _collector_paused():
 
 
 def scratch_need_gb(size_gb: float) -> float:
-    """Scratch one attempt of a data set of ``size_gb`` needs on its node.
+    """Scratch one attempt of a data set of ``size_gb`` needs on its node (the scheduler's rule,
+    :attr:`ari_console.scheduler.DataSet.scratch_need_gb`, which placement checks against a node's scratch).
 
     >>> scratch_need_gb(10)
     30.05
     """
-    return round(size_gb * SCRATCH_PER_GB + SCRATCH_FLOOR_GB, 3)
+    return scheduler.DataSet("", size_gb=size_gb).scratch_need_gb
 
 
 FAULT_KINDS = (

@@ -9,7 +9,8 @@ workload CSV or a nodes TOML (the command module reads the files).
   also the predictions). Placements that exceed a node's memory fail at once,
   those that exceed its walltime are killed at the walltime; both count as
   avoidable failures and the data set goes back to the queue (given up after
-  ``max_attempts``).
+  ``max_attempts``); each kill is kept (:class:`Kill`: node class, attempt
+  number, cause, CPU-hours, when) so waste can be traced to its cause.
 - :func:`lower_bound` = max(LP relaxation over node classes, longest single
   data set on its fastest eligible node): no schedule can beat it.
 - :func:`nodes_needed` bisects how many nodes of a class meet a deadline.
@@ -34,10 +35,11 @@ from . import scheduler as sch
 from .errors import UserError
 from .scheduler import DataSet, Measured, NodeState, Prediction
 
-DISK_EXPANSION = 3.0
+DISK_EXPANSION = sch.SCRATCH_PER_GB
 """Scratch disk a running data set holds, per GB of its archive size: the
 downloaded tarballs (1x) + the restored calibrated measurement sets (~1.5x) +
-images and products (~0.5x)."""
+images and products (~0.5x); placement checks the same need against a node's
+``scratch_gb``."""
 MAX_ATTEMPTS = 3
 """Attempts before a data set is given up (as the campaign default)."""
 
@@ -48,6 +50,12 @@ FORECAST_AT = (0.1, 0.25, 0.5, 0.75, 0.9)
 """Fractions of the work done at which a replay forecasts its finish."""
 FORECAST_SAMPLES = 120
 """Draws from the predictions' spread per forecast."""
+FORECAST_MODEL_SIGMA = 0.07
+"""Log-sd of an error of the waiting work common to the whole queue that neither the fit's
+covariance nor a bootstrap of its attempts can see: the fit's form is wrong somewhere, and its
+history is not a fair sample of the queue (the quick data sets finish first). On the
+hidden-truth generators the waiting work predicted at 10 % done was off by up to ±12 %.
+Scaled by the share of the work still to do (it shrinks as the history covers the queue)."""
 REFIT_GROWTH = 4.0
 """A learning replay refits its predictions whenever its history has grown by this factor."""
 MEMORY_KILL_AFTER = 0.5
@@ -79,6 +87,18 @@ class Forecast:
 
 
 @dataclass(frozen=True)
+class Kill:
+    """One killed attempt of a replay: where (the node's class), which attempt of the
+    data set it was (1: its first), why, the CPU-hours it wasted and when it ended."""
+
+    node_class: str
+    attempt: int
+    outcome: str
+    cpu_hours: float
+    at_h: float
+
+
+@dataclass(frozen=True)
 class SimResult:
     """The outcome of :func:`simulate` (hours from the start).
 
@@ -106,6 +126,7 @@ class SimResult:
     slots: int = 0
     capacity: float = 0.0
     refits: int = 0
+    killed: tuple["Kill", ...] = ()
 
     @property
     def disk_peak_gb(self) -> dict[str, float]:
@@ -114,6 +135,20 @@ class SimResult:
     @property
     def utilisation(self) -> dict[str, float]:
         return {n.name: round(n.utilisation, 4) for n in self.nodes}
+
+    @property
+    def waste_by(self) -> dict[tuple[str, int, str], tuple[int, float]]:
+        """(node class, attempt number, cause) -> (kills, CPU-hours wasted), most wasteful first.
+
+        >>> SimResult("lpt", 1, 1, 60.0, 80.0, 1, {"walltime": 1}, (), (), (),
+        ...           killed=(Kill("mup", 1, "walltime", 20.0, 20.0),)).waste_by
+        {('mup', 1, 'walltime'): (1, 20.0)}
+        """
+        groups: dict[tuple[str, int, str], tuple[int, float]] = {}
+        for k in self.killed:
+            n, h = groups.get((k.node_class, k.attempt, k.outcome), (0, 0.0))
+            groups[(k.node_class, k.attempt, k.outcome)] = (n + 1, h + k.cpu_hours)
+        return dict(sorted(groups.items(), key=lambda kv: -kv[1][1]))
 
     @property
     def kills(self) -> dict[str, int]:
@@ -155,10 +190,26 @@ def _outcome(ds: DataSet, hours: float, mem: float, node: NodeState,
     return "ok", wall
 
 
+def _scratch_held(ds: DataSet, expansion: float) -> float:
+    """Scratch ``ds`` holds while it runs: its own ``scratch_gb``, else size x ``expansion``."""
+    return ds.scratch_gb if ds.scratch_gb is not None else (ds.size_gb or 0.0) * expansion
+
+
+def with_expansion(datasets: Sequence[DataSet], expansion: float) -> list[DataSet]:
+    """``datasets`` needing ``expansion`` x their size of scratch where they give no ``scratch_gb``
+    (so placement checks nodes' scratch with the factor a replay counts disk with).
+
+    >>> with_expansion([DataSet("a", size_gb=10)], 5.0)[0].scratch_need_gb
+    50.0
+    """
+    return [replace(ds, scratch_gb=ds.size_gb * expansion) if ds.scratch_gb is None and ds.size_gb is not None
+            else ds for ds in datasets]
+
+
 def attempt(ds: DataSet, hours: float, speed: float, outcome: str, peak_mem_gb: float | None = None) -> Measured:
     """The history entry of an attempt of ``ds`` (its metadata with it, for the fits)."""
     return Measured(ds.uid, ds.size_gb, hours, speed, peak_mem_gb, outcome, ds.array, ds.band,
-                    ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb)
+                    ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb, ds.prior_hours, ds.prior_mem_gb)
 
 
 def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: str = sch.DEFAULT_POLICY,
@@ -226,6 +277,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     attempts = [0] * len(nodes)
     failures: dict[str, int] = {}
     wasted = 0.0
+    killed: list[Kill] = []
     gave_up: list[str] = []
     last_reported: tuple[sch.Unplaceable, ...] | None = None
     plan = None
@@ -264,7 +316,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                 seq += 1
                 busy[i] += wall
                 attempts[i] += 1
-                disk[i] += (ds.size_gb or 0.0) * expansion
+                disk[i] += _scratch_held(ds, expansion)
                 disk_peak[i] = max(disk_peak[i], disk[i])
                 state[i] = variants[i][state[i].free - 1]
                 free_slots -= 1
@@ -278,7 +330,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             free_slots += 0 if state[i].drained else 1
             if ds is None:
                 continue
-            disk[i] -= (ds.size_gb or 0.0) * expansion
+            disk[i] -= _scratch_held(ds, expansion)
             node = nodes[i]
             hours, mem = truth[ds.uid]
             if outcome == "ok":
@@ -293,6 +345,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             failures[outcome] = failures.get(outcome, 0) + 1
             wall = _outcome(ds, hours, mem, node, memory_kill_after)[1]
             wasted += wall * node.cpus_per_slot
+            killed.append(Kill(node.klass, ds.attempts + 1, outcome, wall * node.cpus_per_slot, now))
             again = replace(ds, attempts=ds.attempts + 1)
             if again.attempts >= max_attempts:
                 gave_up.append(ds.uid)
@@ -300,8 +353,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             queue[ds.uid] = again
             taught = None
             if learn and outcome in ("memory", "walltime"):
-                killed = attempt(ds, wall, node.speed, outcome, node.mem_gb if outcome == "memory" else None)
-                hist.append(killed)
+                lesson = attempt(ds, wall, node.speed, outcome, node.mem_gb if outcome == "memory" else None)
+                hist.append(lesson)
                 need_h, need_mem = model.own.get(ds.uid, (0.0, 0.0))
                 if outcome == "walltime":
                     need_h = max(need_h, wall * node.speed)
@@ -322,12 +375,14 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             forecast_at.pop(0)
             risk = tuning if plan is None or plan.risk_quantile is None else replace(
                 tuning, hours_quantile=plan.risk_quantile[0], mem_quantile=plan.risk_quantile[1])
-            known, known_preds = model, preds
+            known, known_preds, known_hist = model, preds, hist
             if learn:  # forecast from all that is known now, not from the plan's last refit
-                known = _refit(hist, running, nodes, now, tuning)
+                known_hist = _known_history(hist, running, nodes, now)
+                known = sch.fit_history(known_hist, tuning)
                 known_preds = sch.predict_all(list(queue.values()) + [d for d, _, _ in running.values()], known, tuning)
+            draws = sch.coefficient_draws(known_hist, known, forecast_samples, seed + len(forecasts), tuning)
             forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
-                                              known, risk, forecast_samples, seed + len(forecasts)))
+                                              known, risk, forecast_samples, seed + len(forecasts), draws))
     unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
@@ -347,26 +402,34 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         plan_variant=plan.variant if plan is not None else "",
         wasted_cpu_hours=wasted, forecasts=tuple(forecasts),
         mean_hours=sum(h for h, _ in truth.values()) / total if total else 0.0,
-        slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits)
+        slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits,
+        killed=tuple(killed))
 
 
 def _refit(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],
            nodes: Sequence[NodeState], now: float, tuning: sch.Tuning) -> sch.Model:
     """The model fitted on the replay's history so far, its running attempts as lower limits."""
-    censored = [attempt(d, now - start, nodes[i].speed, "running") for d, start, i in running.values() if now > start]
-    return sch.fit_history(list(hist) + censored, tuning)
+    return sch.fit_history(_known_history(hist, running, nodes, now), tuning)
+
+
+def _known_history(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],
+                   nodes: Sequence[NodeState], now: float) -> list[Measured]:
+    """The replay's history so far with its running attempts as lower limits."""
+    return list(hist) + [attempt(d, now - start, nodes[i].speed, "running")
+                         for d, start, i in running.values() if now > start]
 
 
 def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
                      running: Mapping[int, tuple[DataSet, float, int]], preds: Mapping[str, Prediction],
                      nodes: Sequence[NodeState], model: sch.Model,
-                     tuning: sch.Tuning, samples: int, seed: int) -> Forecast:
+                     tuning: sch.Tuning, samples: int, seed: int, draws=None) -> Forecast:
     """A :class:`Forecast` from inside a replay: what it knows now, nothing of the truth
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
     residuals = model.hours.residuals if model.hours is not None else ()
-    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning)
+    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning, coefficients=draws,
+                                    model_sigma=FORECAST_MODEL_SIGMA * (1 - done))
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
@@ -376,23 +439,25 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
                     samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
                     tuning: sch.Tuning = sch.DEFAULT_TUNING,
-                    memory_kill_after: float = MEMORY_KILL_AFTER) -> tuple[float, float, float]:
+                    memory_kill_after: float = MEMORY_KILL_AFTER,
+                    coefficients=None, model_sigma: float = 0.0) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
     Each draw is one possible truth: every data set's hours and memory come
     from its prediction's spread — one draw of the fit's coefficient error
-    shared by all (a fit that is off is off for every data set), then each
-    data set's own scatter, resampled from the history's ``residuals`` (in
-    units of each one's spread) when given (so a skewed or heavy tail is kept), cut below at what it is known
-    to need (a running attempt: what it has run). A draw's finish is the
-    fluid bound of its work on the node classes (the most loaded set of
-    classes), each data set only where placement would send it once the fit
-    has settled (its quantiles around the drawn median with the history's
-    scatter, not today's wider spread; ``tuning`` holds the quantiles), plus
-    the kills that truth would cost there, or its longest data set, times the
-    packing loss of a longest-first list schedule of the expected hours.
-    Deterministic for a given ``seed``.
+    shared by all (a fit that is off is off for every data set: ``coefficients``,
+    from :func:`~ari_console.scheduler.coefficient_draws`, else normal draws of the
+    fit's covariance), plus one more error of log-sd ``model_sigma`` common to
+    every predicted waiting data set (what the fit cannot see: FORECAST_MODEL_SIGMA),
+    then each data set's own scatter, resampled from the history's ``residuals``
+    (in units of each one's spread) when given (so a skewed or heavy tail is
+    kept), cut below at what it is known to need (a running attempt: what it has
+    run). A draw's finish is that truth played through a list schedule that knows
+    only the predictions (:func:`_list_finish`), each data set only where
+    placement would send it once the fit has settled (its quantiles around the
+    drawn median with the history's scatter, not today's wider spread;
+    ``tuning`` holds the quantiles). Deterministic for a given ``seed``.
 
     >>> forecast_finish([(DataSet("a"), Prediction(4.0, 8.0))], [], [NodeState("n", mem_gb=16)])
     (4.0, 4.0, 4.0)
@@ -405,7 +470,6 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     n = len(classes)
     class_of = {nodes[i].name: ci for ci, c in enumerate(classes) for i in c.members}
     speeds = np.array([c.rep.speed for c in classes])
-    caps = np.array([c.capacity for c in classes])
     mems = np.array([c.rep.mem_gb for c in classes])
     walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
     entries, fixed, done = [], [], []  # prediction; classes allowed whatever the hours (bitmask); hours run
@@ -416,6 +480,9 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                      sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
         entries.append(pred)
         done.append(0.0)
+    if waiting:  # where its scratch fits (a data set that fits nowhere is the plan's unplaceable, not here)
+        disk = sch.scratch_masks([ds for ds, _ in waiting], classes).tolist()
+        fixed = [f & d or f for f, d in zip(fixed, disk)]
     for pred, ran, name in running:
         if name in class_of:
             entries.append(replace(pred, mem_median_gb=0.0, mem_sigma=0.0, mem_floor_gb=0.0))
@@ -427,40 +494,110 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
-                          tuning.hours_quantile)
+                          tuning.hours_quantile, coefficients)
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
+    if model_sigma > 0:  # the error common to the waiting work that the fit cannot see (FORECAST_MODEL_SIGMA)
+        waiting_cols = (np.array(fixed) >= 0) & (np.array([p.sigma for p in entries]) > 0)  # predicted, not given
+        hours = np.where(waiting_cols[None, :], hours * np.exp(model_sigma * rng.standard_normal(samples))[:, None],
+                         hours)
     left = np.maximum(hours - np.array(done)[None, :], 0.0)  # work still to do, speed 1.0
     fixed = np.array(fixed)
     fits = np.zeros(hours.shape, dtype=np.int64)
     for ci in range(n):
         fits |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(np.int64) << ci
     mask = np.where(fixed < 0, -fixed, fits & np.maximum(fixed, 0))
-    # the kills this truth would cost: on each class a data set may be sent to (in proportion to
-    # capacity), the walltime lost if its hours exceed it, part of its run if its memory exceeds the node's
-    kill_work, weight = np.zeros(hours.shape), np.zeros(hours.shape)
-    for ci in range(n):
-        share = np.where(((mask >> ci) & 1).astype(bool) & (fixed >= 0)[None, :], caps[ci], 0.0)
-        cost = (np.where(hours / speeds[ci] > walls[ci], walls[ci] * speeds[ci], 0.0)
-                + np.where(mem > mems[ci], memory_kill_after * hours, 0.0))
-        kill_work += share * cost
-        weight += share
-    left = left + kill_work / np.maximum(weight, 1e-12)
-    fastest = np.array([max([speeds[ci] for ci in range(n) if m >> ci & 1], default=np.inf) for m in range(1 << n)])
-    span = np.where(mask > 0, left / fastest[mask], 0.0).max(axis=1)
-    subsets = range(1, 1 << n) if n <= 12 else ((1 << n) - 1,)
-    for inside in subsets:
-        within = (mask > 0) & ((mask & ~inside) == 0)
-        cap = caps[[ci for ci in range(n) if inside >> ci & 1]].sum()
-        span = np.maximum(span, np.where(within, left, 0.0).sum(axis=1) / cap)
-    mean_left = [max(0.0, p.plan_h - d) for p, d in zip(entries, done)]
-    span = span * _packing(mean_left, [(-m if m < 0 else m) for m in fixed], classes)
+    span = _list_finish(left, mem, mask, fixed < 0, [max(0.0, p.plan_h - d) for p, d in zip(entries, done)],
+                        classes, memory_kill_after, np.where(fixed < 0, -fixed, fixed), retry_margin=tuning.retry_margin)
     p10, p50, p90 = np.percentile(span, [10, 50, 90])
     return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
 
 
-def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float):
+def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: Sequence[sch.NodeClass],
+                 memory_kill_after: float, kinds=None, max_attempts: int = MAX_ATTEMPTS,
+                 retry_margin: float = sch.RETRY_MARGIN):
+    """Per draw (rows of ``left``), the finish of a list schedule that knows only the predictions.
+
+    What the replay (and the engine) does, played out on each drawn truth at once: the
+    running attempts (``placed``, their class the one bit of ``mask``) finish on their
+    slots; the waiting data sets go longest-predicted first (``plan_left``), each to the
+    slot of its classes (``mask``, per draw) that would finish it first *by its
+    prediction*, and then take their drawn hours there. A data set the prediction
+    calls short but whose truth is long starts late and ends late: the straggler a
+    fluid bound cannot see. One over the walltime is killed at it (one over the
+    node's memory part-way) and runs again, as the retry policy sends it: on the
+    first slot to free of the classes its new floor (what the kill taught, x the
+    retry margin) allows, and ``kinds`` (per data set, the classes its recipe,
+    CASA version and pin allow) — killed again if its truth outruns that one too,
+    given up after ``max_attempts``.
+    """
+    import numpy as np
+
+    draws, jobs = left.shape
+    kinds = np.full(jobs, (1 << len(classes)) - 1) if kinds is None else np.asarray(kinds)
+    slot_class = np.array([ci for ci, c in enumerate(classes) for _ in range(c.slots)])
+    speed = np.array([classes[ci].rep.speed for ci in slot_class])
+    wall = np.array([math.inf if classes[ci].rep.walltime_h is None else classes[ci].rep.walltime_h
+                     for ci in slot_class])
+    slot_mem = np.array([classes[ci].rep.mem_gb for ci in slot_class])
+    bit = (1 << slot_class)[None, :]
+    free = np.zeros((draws, len(slot_class)))
+    rows = np.arange(draws)
+    fastest = np.array([max((c.rep.speed for ci, c in enumerate(classes) if m >> ci & 1), default=1.0)
+                        for m in range(1 << len(classes))]) if len(classes) <= 12 else None
+    plan_left = np.asarray(plan_left, dtype=float)
+    first = mask[0] if draws else np.zeros(jobs, dtype=np.int64)
+    speed_of = fastest[first] if fastest is not None else np.ones(jobs)
+    order = list(np.flatnonzero(placed)) + sorted(np.flatnonzero(~placed).tolist(),
+                                                  key=lambda j: (-plan_left[j] / speed_of[j], j))
+    inf = np.inf
+    for j in order:
+        allowed = (mask[:, j, None] & bit) > 0
+        if not allowed.any():
+            continue
+        guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
+        slot = np.where(allowed, guess, inf).argmin(axis=1)
+        ok = allowed[rows, slot]
+        run = left[:, j] / speed[slot]
+        start = free[rows, slot]
+        killed = ~placed[j] & ok & ((run > wall[slot]) | (mem[:, j] > slot_mem[slot]))
+        if not killed.any():
+            free[rows[ok], slot[ok]] = (start + run)[ok]
+            continue
+        # killed: it goes again where what the kill taught allows, and may be killed again there
+        lost = np.where(mem[:, j] > slot_mem[slot], np.minimum(run * memory_kill_after, wall[slot]), wall[slot])
+        free[rows[ok], slot[ok]] = np.where(killed, start + lost, start + run)[ok]
+        need_h = np.where(mem[:, j] > slot_mem[slot], 0.0, wall[slot] * speed[slot]) * retry_margin
+        need_mem = np.where(mem[:, j] > slot_mem[slot], slot_mem[slot] * retry_margin, 0.0)
+        end, active = start + lost, killed
+        for _ in range(max_attempts - 1):
+            r = rows[active]
+            can = (((kinds[j] & bit) > 0) & (need_h[r, None] / speed[None, :] <= wall[None, :])
+                   & (need_mem[r, None] <= slot_mem[None, :]))
+            has = can.any(axis=1)
+            r, can = r[has], can[has]
+            if not len(r):
+                break
+            later = np.maximum(free[r], end[r, None])
+            to = np.where(can, later, inf).argmin(axis=1)
+            begin = later[np.arange(len(r)), to]
+            run = left[r, j] / speed[to]
+            over_mem = mem[r, j] > slot_mem[to]
+            again = (run > wall[to]) | over_mem
+            lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall[to]), wall[to])
+            free[r, to] = begin + np.where(again, lost, run)
+            end[r] = begin + lost
+            need_h[r] = np.where(again & ~over_mem, np.maximum(need_h[r], wall[to] * speed[to] * retry_margin), need_h[r])
+            need_mem[r] = np.where(over_mem, np.maximum(need_mem[r], slot_mem[to] * retry_margin), need_mem[r])
+            active = np.zeros(draws, dtype=bool)
+            active[r[again]] = True
+            if not active.any():
+                break
+    return free.max(axis=1)
+
+
+def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None):
     """(values, what placement would take them for) per draw and data set: draws
     of lognormal predictions, and their ``q`` quantile around the drawn median
     with the scatter alone (see :func:`forecast_finish`)."""
@@ -473,7 +610,12 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     for j, s in enumerate(shift):
         rows[j, :len(s)] = s
     own = np.sqrt(np.maximum(sigma ** 2 - np.sum(rows ** 2, axis=1), 0.0))
-    mu = np.log(np.maximum(median, 1e-12))[None, :] + rng.standard_normal((samples, dim)) @ rows.T
+    z = rng.standard_normal((samples, dim))
+    if coefficients is not None and dim:  # the fit's error as a bootstrap over its attempts measured it
+        z = np.zeros((samples, dim))
+        given = np.asarray(coefficients)[:samples, :dim]
+        z[:len(given), :given.shape[1]] = given
+    mu = np.log(np.maximum(median, 1e-12))[None, :] + z @ rows.T
     spread = np.maximum(own, 1e-9)
     with np.errstate(divide="ignore"):
         low = np.where(floor > 0, ndtr((np.log(np.maximum(floor, 1e-300))[None, :] - mu) / spread), 0.0)
@@ -485,35 +627,6 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         values = np.where(use[None, :], np.exp(mu + own * pool[rng.integers(0, len(pool), mu.shape)]), values)
     settled = np.maximum(np.exp(mu + own * ndtri(q)), floor)
     return np.where(own > 0, values, np.maximum(np.exp(mu), floor)), settled
-
-
-def _packing(hours: Sequence[float], masks: Sequence[int], classes: Sequence[sch.NodeClass]) -> float:
-    """How much longer than its fluid bound a longest-first list schedule of ``hours`` takes (>= 1);
-    ``masks`` are the classes each data set may run on (bitmasks)."""
-    slots = [[0.0] * c.slots for c in classes]
-    n = len(classes)
-    speeds = [c.rep.speed for c in classes]
-    span = fluid = 0.0
-    work: dict[int, float] = {}
-    members = {m: [ci for ci in range(n) if m >> ci & 1] for m in set(masks)}
-    fastest = {m: max((speeds[ci] for ci in cs), default=0.0) for m, cs in members.items()}
-    for j in sorted(range(len(hours)), key=lambda j: -hours[j]):
-        best, best_f = -1, math.inf
-        for ci in members[masks[j]]:
-            f = slots[ci][0] + hours[j] / speeds[ci]
-            if f < best_f:
-                best, best_f = ci, f
-        if best < 0:
-            continue
-        heapq.heapreplace(slots[best], best_f)
-        if best_f > span:
-            span = best_f
-        work[masks[j]] = work.get(masks[j], 0.0) + hours[j]
-        if hours[j] / fastest[masks[j]] > fluid:
-            fluid = hours[j] / fastest[masks[j]]
-    fluid = max(fluid, sch.fluid_bound({tuple(members[m]): w for m, w in work.items()},
-                                       [c.capacity for c in classes]))
-    return max(1.0, span / fluid) if fluid > 0 else 1.0
 
 
 # -- lower bound -----------------------------------------------------------------
@@ -603,6 +716,8 @@ class NodesNeeded:
 NEVER_RUN_FIXES = {
     "memory": "add a node with that much memory, or lower the data set's mem_gb if the prediction is too high",
     "walltime": "add a node that allows that walltime (or is faster), or raise a node's walltime_h",
+    "disk": "add a node with at least {need} GB of scratch, or give a node a larger scratch_dir disk and set "
+            "its scratch_gb",
     "casa": "install that CASA version on a node and list it in the node's casa table",
     "recipe": "give a node that recipe",
     "pinned": "unpin the data set (ari retry UID --node NAME) or add the node it is pinned to",
@@ -617,9 +732,11 @@ def never_run_kind(reason: str) -> str:
 
     >>> never_run_kind("needs 900 GB memory; the largest node (hpc) has 512 GB"), never_run_kind("needs CASA 4.7.2, ws has 6.6")
     ('memory', 'casa')
+    >>> never_run_kind("needs 3000 GB of scratch; the largest scratch (hpc) has 2000 GB")
+    'disk'
     """
-    kinds = (("GB memory", "memory"), (" h at speed", "walltime"), ("walltime", "walltime"), ("needs CASA", "casa"),
-             ("needs recipe", "recipe"), ("pinned", "pinned"), ("only drained", "drained"))
+    kinds = (("GB memory", "memory"), ("GB of scratch", "disk"), (" h at speed", "walltime"), ("walltime", "walltime"),
+             ("needs CASA", "casa"), ("needs recipe", "recipe"), ("pinned", "pinned"), ("only drained", "drained"))
     return next((kind for text, kind in kinds if text in reason), "other")
 
 
@@ -633,9 +750,17 @@ def never_run_groups(never: Sequence[sch.Unplaceable]) -> list[dict]:
     groups: dict[str, list[sch.Unplaceable]] = {}
     for u in never:
         groups.setdefault(never_run_kind(u.reason), []).append(u)
-    return [{"kind": kind, "count": len(us), "example": us[0].reason, "fix": NEVER_RUN_FIXES[kind],
+    return [{"kind": kind, "count": len(us), "example": us[0].reason, "fix": _never_run_fix(kind, us),
              "uids": [u.dataset.uid for u in us]}
             for kind, us in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+
+
+def _never_run_fix(kind: str, group: Sequence[sch.Unplaceable]) -> str:
+    """What an operator does about a group of one kind (the scratch a disk fix needs: the group's largest need)."""
+    if kind != "disk":
+        return NEVER_RUN_FIXES[kind]
+    need = max((u.dataset.scratch_need_gb or 0.0 for u in group), default=0.0)
+    return NEVER_RUN_FIXES[kind].format(need=f"{math.ceil(need):,}")
 
 
 def never_runs(datasets: Sequence[DataSet], nodes: Sequence[NodeState], node_class: str,
@@ -753,6 +878,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     (their running attempts in ``busy_h``) starting at ``now``, and forecast
     the finish with its spread; ``running`` holds (data set, node, wall hours
     run) of the attempts running now (the forecast counts what they still need)."""
+    history = list(history)
     model = sch.fit_history(history)
     sim = simulate(queue, nodes, policy, model)
     bound = lower_bound(queue, nodes, model)
@@ -762,12 +888,30 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     # Work a node is known to hold for a while yet (its busy_h), at its speed, fits where it runs.
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
-                             residuals=model.hours.residuals if model.hours is not None else ())
+                             residuals=model.hours.residuals if model.hours is not None else (),
+                             coefficients=sch.coefficient_draws(history, model, samples),
+                             model_sigma=FORECAST_MODEL_SIGMA * _still_to_do(history, band_work(queue, preds, busy)))
     remaining_h = band_h[1] if band_h[2] > 0 else sim.makespan_h
     return CampaignEstimate(now + timedelta(hours=remaining_h), remaining_h, bound.hours,
                             sim.cpu_hours, sim.disk_peak_gb, sim.unplaceable, sim, band_h,
                             tuple(now + timedelta(hours=h) for h in band_h),
                             sum(preds[ds.uid].plan_h for ds in queue) / len(queue) if queue else 0.0, sim.slots)
+
+
+def band_work(queue: Sequence[DataSet], preds: Mapping[str, Prediction],
+              busy: Sequence[tuple[Prediction, float, str]]) -> float:
+    """Speed-1.0 hours predicted still to do: the waiting queue and what running attempts still need."""
+    return sum(preds[ds.uid].plan_h for ds in queue) + sum(max(0.0, p.plan_h - ran) for p, ran, _ in busy)
+
+
+def _still_to_do(history: Sequence[Measured], waiting_h: float) -> float:
+    """The share of a campaign's work still to do: predicted hours waiting against those finished.
+
+    >>> _still_to_do([Measured("a", 10.0, 3.0, 2.0)], 18.0)
+    0.75
+    """
+    done = sum(m.hours * m.speed for m in history if m.outcome == "ok")
+    return waiting_h / (waiting_h + done) if waiting_h + done > 0 else 1.0
 
 
 # -- loaders (text in, values out; the command reads the files) --------------------
@@ -776,10 +920,12 @@ WORKLOAD_COLUMNS = {
     "uid": "str", "size_gb": "float", "hours": "float", "mem_gb": "float",
     "array": "str", "band": "int", "n_spw": "int", "n_chan": "int", "recipe": "str",
     "casa_version": "str", "node": "str", "walltime_h": "float",
-    "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float",
+    "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float", "scratch_gb": "float",
+    "archive_hours": "float", "archive_mem_gb": "float",
 }
 """Columns a workload CSV may have; uid is required, empty cells mean unknown.
-``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from)."""
+``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from);
+``archive_hours``/``archive_mem_gb`` the archive's guesses (a prior the replay learns past)."""
 TRUTH_COLUMNS = ("true_hours", "true_mem_gb")
 _BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
           "false": False, "f": False, "no": False, "n": False, "0": False}
@@ -803,7 +949,7 @@ def _fmt(x: float) -> str:
 
 
 def _what(key: str, kind: str) -> str:
-    if key.endswith("_h") or key == "hours":
+    if key.endswith(("_h", "hours")):
         return "a number of hours"
     if key.endswith("_gb"):
         return "a number of GB"
@@ -823,7 +969,7 @@ def _number(where: str, key: str, kind: str, value: object) -> float | int:
             fix = ""
             if m:
                 n, unit = float(m.group(1)), m.group(2).lower()
-                if key.endswith("_h") or key == "hours":
+                if key.endswith(("_h", "hours")):
                     fix = _fmt(n * _HOURS[unit]) if unit in _HOURS else ""
                 elif key.endswith("_gb") and unit in ("g", "gb", "gib"):
                     fix = _fmt(n)
@@ -898,6 +1044,9 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
             raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per data set')
         seen[uid] = line
         hidden = (values.pop("true_hours", None), values.pop("true_mem_gb", None))
+        for column, field_name in (("archive_hours", "prior_hours"), ("archive_mem_gb", "prior_mem_gb")):
+            if column in values:
+                values[field_name] = values.pop(column)
         if hidden != (None, None):
             truth[uid] = hidden
         out.append(DataSet(**values))
@@ -905,7 +1054,7 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
 
 
 NODE_KEYS = ("name", "slots", "mem_gb", "walltime_h", "speed", "count", "class", "recipe",
-             "recipes", "casa_versions", "casa", "cpus_per_slot", "drained")
+             "recipes", "casa_versions", "casa", "cpus_per_slot", "drained", "scratch_gb")
 """Keys of a ``[[node]]`` table the estimator reads."""
 
 
@@ -963,6 +1112,8 @@ def parse_nodes(text: str, name: str = "nodes.toml") -> list[NodeState]:
         wall = None if wall is None else _number(where, "walltime_h", "float", wall)
         wall = None if wall == 0 else wall
         cpus = _number(where, "cpus_per_slot", "int", t.get("cpus_per_slot", 1))
+        scratch = None if t.get("scratch_gb") is None else _number(where, "scratch_gb", "float", t["scratch_gb"])
+        scratch = scratch or None  # 0 (as absent): not checked
         recipes = _strings(where, "recipes", t["recipes"]) if "recipes" in t else (
             (_string(where, "recipe", t["recipe"]),) if "recipe" in t else ("casa6",))
         versions = _strings(where, "casa_versions", t.get("casa_versions", []))
@@ -977,7 +1128,7 @@ def parse_nodes(text: str, name: str = "nodes.toml") -> list[NodeState]:
             if any(x.name == n for x in nodes):
                 raise UserError(f'{where}name "{n}" is used twice — give each node its own name')
             nodes.append(NodeState(n, slots, mem, wall, speed, recipes, versions, drained, klass,
-                                   cpus_per_slot=cpus))
+                                   cpus_per_slot=cpus, scratch_gb=scratch))
     return nodes
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,7 +298,7 @@ def attention(db: store.Database, now: float, stale_after_s: float = 600.0, limi
                          "category": category, "node": h["node"], "excerpt": excerpt, "fix": fix})
     out_review = [{"uid": r["uid"], "reason": r["reason"] or "QA2 discrepant or unverifiable",
                    "fix": f"compare the images, then `ari accept {r['uid']}` or `ari reject {r['uid']}`",
-                   "pairs": discrepant_pairs(p for p in pairs[r["uid"]] if p["attempt_id"] in (r["attempt_id"], None))}
+                   "pairs": review_pairs(pairs[r["uid"]], r["attempt_id"])}
                   for r in review]
     out_nodes = []
     for n in nodes:
@@ -433,7 +434,8 @@ def _fix_of(ds: Mapping, failed: Mapping | None) -> str | None:
 
 def node_states(db: store.Database, nodes, usable=lambda name: True,
                 busy_h: dict[str, tuple[float, ...]] | None = None) -> list[scheduler.NodeState]:
-    """The scheduler's view of the configured nodes: free slots from the store, drained and unusable left out."""
+    """The scheduler's view of the configured nodes: free slots from the store, drained and unusable left out;
+    scratch from the node's ``scratch_gb`` or its last probe (:func:`node_scratch_gb`)."""
     from . import scheduler
 
     rows = {n["name"]: n for n in store.nodes(db)}
@@ -445,9 +447,27 @@ def node_states(db: store.Database, nodes, usable=lambda name: True,
         states.append(scheduler.NodeState(
             name=node.name, slots=node.slots, mem_gb=node.mem_gb, walltime_h=node.walltime_h, speed=node.speed,
             recipes=(node.recipe,), casa_versions=node.installed_casa_versions, cpus_per_slot=node.cpus_per_slot,
+            scratch_gb=node_scratch_gb(node.scratch_gb, row.get("probe")),
             **({"busy_h": busy_h.get(node.name, ())} if busy_h is not None
                else {"free": max(0, node.slots - row["running"])})))
     return states
+
+
+def node_scratch_gb(configured: float | None, probe: Mapping | None) -> float | None:
+    """The most scratch one attempt can have on a node: its ``scratch_gb`` key, else the size of its
+    scratch file system as the last probe measured it, rounded down to two significant digits (nodes
+    with nearly equal disks stay one class for the scheduler); None when neither is known.
+
+    >>> node_scratch_gb(None, {"scratch_total_gb": 270.55}), node_scratch_gb(500.0, {"scratch_total_gb": 270.5})
+    (270.0, 500.0)
+    """
+    if configured is not None:
+        return configured
+    total = (probe or {}).get("scratch_total_gb")
+    if not total or total <= 0:
+        return None
+    step = 10.0 ** (math.floor(math.log10(total)) - 1)
+    return math.floor(total / step) * step
 
 
 def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
@@ -470,10 +490,11 @@ def _scheduler_dataset() -> type:
 
 
 def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
-    """A store row as the scheduler's data set (the operator's overrides win over the archive's values).
+    """A store row as the scheduler's data set (the operator's overrides win over the catalogue's values).
 
     The archive's metadata (size, array, band, spws, channels, mosaic, execution
-    blocks; None where unknown) goes along: what predictions learn from, as in the replay.
+    blocks; None where unknown) goes along: what predictions learn from, as in the replay;
+    so does the archive's guess of hours and memory, as the prior it is (never explicit).
     """
     o = ds.get("overrides") or {}
     mosaic = ds.get("is_mosaic")
@@ -482,7 +503,8 @@ def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
                              casa_version=o.get("casa_version") or ds.get("casa_version"), attempts=tries,
                              node=o.get("node"), walltime_h=o.get("walltime_h"),
                              n_spw=ds.get("n_spw"), n_chan=ds.get("n_chan"), n_eb=ds.get("n_eb"),
-                             is_mosaic=None if mosaic is None else bool(mosaic))
+                             is_mosaic=None if mosaic is None else bool(mosaic),
+                             prior_hours=ds.get("archive_hours"), prior_mem_gb=ds.get("archive_mem_gb"))
 
 
 def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
@@ -522,6 +544,13 @@ def review_text(review: Mapping) -> str:
 QA2_MEASURES = ("flux", "peak", "rms", "beam")
 
 
+def review_pairs(rows: Iterable[Mapping], attempt_id: int | None) -> list[dict]:
+    """The discrepant pairs a review is about: :func:`discrepant_pairs` of the stored QA2 rows of its
+    attempt ``attempt_id`` (and of rows tied to no attempt), as `ari status` and the console's
+    attention card show them."""
+    return discrepant_pairs(p for p in rows if p.get("attempt_id") in (attempt_id, None))
+
+
 def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
     """The discrepant pipeline/QA2 image pairs of a review: image, field, spw, the measure that failed and its ratio.
 
@@ -540,5 +569,5 @@ def discrepant_pairs(pairs: Iterable[Mapping]) -> list[dict]:
         found = sorted((why.find(f"{m} ratio"), m) for m in QA2_MEASURES if f"{m} ratio" in why)
         measure = found[0][1] if found else None
         out.append({"image": Path(p.get("pl") or "").name, "field": p.get("field"), "spw": p.get("spw"),
-                    "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
+                    "specmode": p.get("specmode"), "measure": measure, "ratio": p.get(f"{measure}_ratio") if measure else None, "why": why})
     return out

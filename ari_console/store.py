@@ -286,6 +286,25 @@ def _metadata_of_extra(extra: dict) -> dict:
     return out
 
 
+ARCHIVE_GUESSES = {"archive_hours": "REAL", "archive_mem_gb": "REAL"}
+"""The archive's guess of a data set's hours (speed 1.0) and peak memory (``_archive_guesses``):
+where its prediction starts, and a feature the history fit learns from; never an explicit value."""
+
+
+def _archive_guesses(conn: sqlite3.Connection) -> None:
+    """The archive's predicted hours and memory move out of ``hours``/``mem_gb`` (explicit values:
+    a catalogue's columns, which win over any prediction) into columns of their own, which
+    predictions start from and learn past. Rows an archive query imported (``extra.source``) move.
+    Running it again changes nothing (a test re-runs the steps after the status tally)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(datasets)")}
+    for column, kind in ARCHIVE_GUESSES.items():
+        if column not in have:
+            conn.execute(f"ALTER TABLE datasets ADD COLUMN {column} {kind}")
+    conn.execute("UPDATE datasets SET archive_hours = hours, archive_mem_gb = mem_gb, hours = NULL, mem_gb = NULL"
+                 " WHERE json_extract(extra, '$.source') = 'archive' AND archive_hours IS NULL"
+                 " AND archive_mem_gb IS NULL")
+
+
 _STATS_OF_UID = ("INSERT INTO attempt_stats SELECT uid, COUNT(*), MIN(id), MAX(id),"
                  " MIN(CASE WHEN state = 'succeeded' THEN COALESCE(ended_at, created_at) END)"
                  " FROM attempts WHERE uid = {uid} GROUP BY uid;")
@@ -345,7 +364,7 @@ def _attempt_stats(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
                                                           _archive_metadata,
-                                                          _tally, _attempt_stats]
+                                                          _tally, _archive_guesses, _attempt_stats]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -597,7 +616,8 @@ class ImportResult:
     unchanged: list[str]
 
 
-_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version", *META_TYPES)
+_META_COLUMNS = ("project", "array", "band", "size_gb", "mem_gb", "hours", "casa_version", *META_TYPES,
+                 *ARCHIVE_GUESSES)
 
 
 def import_datasets(db: Database, datasets: Iterable[DataSet], source: str,
@@ -696,6 +716,8 @@ class DataSetRow(TypedDict, total=False):
     n_chan: int | None           # channels per window, their mean
     is_mosaic: int | None        # 1 mosaic, 0 single field, None unknown
     n_eb: int | None             # execution blocks
+    archive_hours: float | None  # the archive's guess (``_archive_guesses``): a prior, not an explicit value
+    archive_mem_gb: float | None
 
 
 class AttemptRow(TypedDict, total=False):
@@ -735,7 +757,8 @@ def _decode_dataset(row: dict) -> DataSetRow:
     return row
 
 
-_QUEUE_COLUMNS = f"uid, state, array, band, size_gb, mem_gb, hours, casa_version, {', '.join(META_TYPES)}, overrides"
+_QUEUE_COLUMNS = (f"uid, state, array, band, size_gb, mem_gb, hours, casa_version, {', '.join(META_TYPES)}, "
+                  f"{', '.join(ARCHIVE_GUESSES)}, overrides")
 
 
 def queue(db: Database) -> list[DataSetRow]:
@@ -1355,7 +1378,8 @@ def finished_history(db: Database, limit: int | None = None) -> list[dict]:
     ``limit``: only the newest that many (in id order still).
     """
     rows = _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
-                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb"
+                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb,"
+                      " d.archive_hours, d.archive_mem_gb"
                       " FROM attempts a"
                       " JOIN datasets d ON d.uid = a.uid"
                       " WHERE a.state IN ('succeeded','failed') AND a.started_at IS NOT NULL"

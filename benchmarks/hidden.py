@@ -25,6 +25,20 @@ on the others:
 - ``hetero``: hours a power law of size and execution blocks whose scatter
   grows with size (small data sets predictable, the biggest ones spread
   0.9 in log hours): the long ones are exactly the uncertain ones.
+- ``outliers``: hours driven by the cube (spws x channels, power 0.6) and
+  weakly by size, with a multiplicative noise whose log is Laplace (heavier
+  than normal at every scale, not only far out), and one data set in fifty
+  ten times slower (a pathological clean that never converges).
+- ``bimodal``: a property the archive does not give (a line-rich source
+  imaged channel by channel, more common at bands 6-7 and in big cubes)
+  makes one data set in four take ~4x longer and need ~2x the memory; the
+  metadata only shifts the odds, so each group of like data sets is a
+  mixture of two populations.
+- ``pareto``: a power law of size, channels and EBs with a modest lognormal
+  scatter, and one data set in twenty 8-20x slower, for no reason the
+  metadata shows (8 x a Pareto tail of index 1.5, capped at 20x: a pipeline
+  stage gone round in circles, a cube that swapped): few, very long, unseen
+  until they run, so the forecast's tail has to come from the residuals.
 """
 
 from __future__ import annotations
@@ -116,8 +130,36 @@ def hetero(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return _scaled(raw * np.exp(rng.normal(0, 1, len(raw)) * spread)), _memory(m, rng, 0.4)
 
 
+def outliers(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    chans = m["n_spw"] * m["n_chan"] / 7680.0
+    raw = m["size_gb"] ** 0.3 * chans ** 0.6 * np.where(m["is_mosaic"], 1.7, 1.0) * np.where(m["array"] == "7m", 0.6, 1.0)
+    noise = rng.laplace(0.0, 0.35, len(raw))
+    wild = rng.random(len(raw)) < 0.02
+    return _scaled(raw * np.exp(noise) * np.where(wild, 10.0, 1.0)), _memory(m, rng, 0.6)
+
+
+def bimodal(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    chans = m["n_spw"] * m["n_chan"] / 7680.0
+    odds = 0.15 + 0.15 * np.isin(m["band"], (6, 7)) + 0.1 * (chans > 1)
+    rich = rng.random(len(chans)) < odds
+    raw = (m["size_gb"] ** 0.6 * chans ** 0.3 * np.where(m["is_mosaic"], 1.4, 1.0)
+           * np.where(rich, rng.uniform(3.0, 5.0, len(chans)), 1.0))
+    mem = _memory(m, rng) * np.where(rich, 2.0, 1.0)
+    return _scaled(raw * np.exp(rng.normal(0, 0.35, len(raw)))), mem
+
+
+def pareto(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    chans = m["n_spw"] * m["n_chan"] / 7680.0
+    raw = (m["size_gb"] ** 0.5 * chans ** 0.35 * m["n_eb"] ** 0.3 * np.where(m["is_mosaic"], 1.5, 1.0)
+           * np.where(m["array"] == "7m", 0.5, 1.0)) * np.exp(rng.normal(0, 0.35, len(chans)))
+    stuck = rng.random(len(raw)) < 0.05
+    factor = np.where(stuck, np.minimum(8.0 * (1.0 + rng.pareto(1.5, len(raw))), 20.0), 1.0)
+    return _scaled(raw * factor), _memory(m, rng, 0.5)
+
+
 MODELS = {"loglinear": loglinear, "cubes": cubes, "hiccups": hiccups, "bands": bands,
-          "heavy": heavy, "imsize": imsize, "hetero": hetero}
+          "heavy": heavy, "imsize": imsize, "hetero": hetero, "outliers": outliers, "bimodal": bimodal,
+          "pareto": pareto}
 
 
 def workload(model: str, n: int = 6000, seed: int = 1

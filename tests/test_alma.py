@@ -46,7 +46,8 @@ def test_catalogue_csv_reads_every_column(tmp_path):
     first, second = read_datasets_csv(path)
     assert first.row() == {"uid": "uid://A001/X1296/X1d3", "project": "2016.1.00123.S", "array": "12m",
                            "band": 6, "size_gb": 12.5, "mem_gb": 16.0, "hours": 6.0, "casa_version": None,
-                           "n_spw": 4, "n_chan": 1920, "is_mosaic": True, "n_eb": 2}
+                           "n_spw": 4, "n_chan": 1920, "is_mosaic": True, "n_eb": 2,
+                           "archive_hours": None, "archive_mem_gb": None}  # a catalogue's hours are explicit
     assert first.extra == {"note": "first"}
     assert (second.array, second.band, second.size_gb) == ("7m", 3, None)
     # empty metadata cells are unknown, never a guessed 0 or false

@@ -386,3 +386,33 @@ def test_logs_follow_starts_again_when_the_mirrored_log_was_truncated(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_data_set_is_never_placed_where_its_scratch_cannot_fit_and_one_no_scratch_holds_is_held(tmp_path):
+    """Node "small" says its scratch holds 1 GB (scratch_gb); "roomy" says nothing, so its scratch is the
+    size of its file system as the engine's real probe (df) measures it."""
+    from ari_console.alma import DataSet
+
+    py = sys.executable
+    nodes = (f'[[node]]\nname = "small"\nslots = 2\nmem_gb = 4\nscratch_gb = 1\nscratch_dir = "{tmp_path / "s1"}"\n'
+             f'python = "{py}"\n'
+             f'[[node]]\nname = "roomy"\nslots = 1\nmem_gb = 4\nscratch_dir = "{tmp_path / "s2"}"\npython = "{py}"\n')
+    cfg = make_campaign(tmp_path, [], nodes)
+    db = store.open_db(cfg.campaign.db_path)
+    fit = [f"uid://A001/X1/X{i}" for i in range(1, 4)]
+    huge = "uid://A001/X1/Xff"  # 100 TB from the archive: 300 TB of scratch, more than any disk here
+    store.import_datasets(db, [DataSet(uid=u, project="2016.1.00123.S", array="12m", size_gb=0.5, mem_gb=1,
+                                       hours=0.01) for u in fit]
+                          + [DataSet(uid=huge, project="2016.1.00123.S", array="12m", size_gb=1e5, mem_gb=1,
+                                     hours=0.01)], "t.csv", now=time.time())
+    db.close()
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        run_until_idle(engine)
+        attempts = store.attempts(engine.db)
+        held = store.dataset(engine.db, huge)
+        total = store.node_row(engine.db, "roomy")["probe"]["scratch_total_gb"]
+    # 0.5 GB of archive needs 1.55 GB of scratch: more than small's 1 GB, so all three ran on roomy
+    assert sorted(a["uid"] for a in attempts) == fit and {a["node"] for a in attempts} == {"roomy"}
+    assert held["state"] == "held" and not any(a["uid"] == huge for a in attempts)
+    assert held["reason"].startswith("fits no node: needs 300,000 GB of scratch; the largest scratch (roomy) has ")
+    assert 0.9 * total <= float(held["reason"].rsplit(" has ", 1)[1].split()[0].replace(",", "")) <= total

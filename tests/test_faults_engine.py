@@ -276,20 +276,33 @@ def small_scratch(tmp_path):
     subprocess.run(["umount", "-l", str(point)], check=False)
 
 
-def test_a_scratch_too_small_for_a_data_set_is_disk_full_before_launch_and_the_data_set_goes_elsewhere(
-        tmp_path, small_scratch):
-    rows = [(f"uid://A001/X1/X{i}", OK, 0.01) for i in range(1, 4)]  # 0.01 GB each: ~80 MB of scratch
-    nodes = local_node("small", small_scratch, slots=2) + local_node("big", tmp_path / "big")
+def three_small_ones_on_small_and_big(tmp_path, small_scratch, small_extra: str = ""):
+    """Three data sets of 0.01 GB (~80 MB of scratch each) run on "small" (two slots, scratch on a 4 MB
+    tmpfs) and "big": the engine's error lines, the attempts, small's node faults and its row."""
+    rows = [(f"uid://A001/X1/X{i}", OK, 0.01) for i in range(1, 4)]
+    nodes = local_node("small", small_scratch, slots=2, extra=small_extra) + local_node("big", tmp_path / "big")
     cfg = write_campaign(tmp_path, nodes, rows)
     with Engine(cfg, adjust_spec=sleeper_spec) as engine:
         errors = tick_until_idle(engine)
         attempts = campaign_is_sound(engine.db, {u: DONE for u, _, _ in rows})
-        faults = node_faults(engine.db, "small")
-        row = store.node_row(engine.db, "small")
+        return errors, attempts, node_faults(engine.db, "small"), store.node_row(engine.db, "small")
+
+
+def test_a_scratch_too_small_for_a_data_set_is_disk_full_before_launch_and_the_data_set_goes_elsewhere(
+        tmp_path, small_scratch):
+    # the operator says small's scratch holds 1 GB (placement allows it); the 4 MB it really has free stops the launch
+    errors, attempts, faults, row = three_small_ones_on_small_and_big(tmp_path, small_scratch, "scratch_gb = 1")
     assert [a["node"] for a in attempts] == ["big"] * 3  # never launched where it cannot fit, never a try
     told = [e for e in errors if "disk_full" in e]
     assert len(told) == 1 and str(small_scratch) in told[0] and "needs" in told[0], errors
     assert [f["new"] for f in faults] == ["disk_full"] and "disk_full" in row["probe_error"]
+
+
+def test_a_scratch_file_system_smaller_than_a_data_set_needs_gets_no_placement_and_no_disk_full(
+        tmp_path, small_scratch):
+    errors, attempts, faults, row = three_small_ones_on_small_and_big(tmp_path, small_scratch)
+    assert [a["node"] for a in attempts] == ["big"] * 3  # the probe's df said it cannot fit: never placed there
+    assert not [e for e in errors if "disk_full" in e] and faults == [] and row["probe_error"] is None, errors
 
 
 def test_a_scratch_that_fills_while_the_runner_works_is_disk_full_reported_from_its_reserve(

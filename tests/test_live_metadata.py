@@ -143,3 +143,60 @@ def test_a_kept_queue_takes_in_an_import_and_an_operators_edit_without_reading_t
         assert "100 GB" in store.dataset(db, uid(1))["reason"]
         engine._schedule(40.0, TickReport())
         assert launched == [uid(3), uid(9), uid(2)] and set(engine._plan_queue) == set()
+
+
+def _obscore(n: int, exptime_s: float) -> dict:
+    """One obscore row of a single-field band 6 MOUS observed ``exptime_s`` seconds."""
+    return {"member_ous_uid": uid(n), "proposal_id": "2016.1.00123.S", "obs_id": uid(n), "target_name": "A",
+            "frequency_support": "[230.0..230.5GHz,488.28kHz,XX YY]", "is_mosaic": "F", "band_list": "6",
+            "t_exptime": exptime_s, "s_fov": 0.007, "spatial_resolution": 0.5}
+
+
+def test_the_archives_guess_is_where_a_prediction_starts_and_finished_attempts_move_it(tmp_path):
+    """The archive guesses 1.3 h for every data set of a project that really takes ~9 h: before any
+    history the guess is placed as it stands (not as an explicit value); after ten finished
+    attempts the prediction of one still waiting follows what was measured. An operator's
+    hours stay what the operator said."""
+    from ari_console.archive.client import dataset_from_row
+
+    cfg = parse_config(CONFIG, tmp_path / "ari.toml")
+    nodes = {n.name: n for n in cfg.nodes}
+    db = store.open_db(tmp_path / "ari.db")
+    store.import_datasets(db, [dataset_from_row(_obscore(n, 3600.0)) for n in range(1, 14)], "archive", now=0.0)
+    store.set_overrides(db, uid(13), 1.0, hours=1.5)
+
+    def predicted(n: int) -> scheduler.Prediction:
+        row = next(r for r in store.queue(db) if r["uid"] == uid(n))
+        assert (row["hours"], row["archive_hours"]) == (None, 1.3)  # a guess, not an explicit value
+        return scheduler.predict(readmodel.to_scheduler(row, 0), readmodel.history(db, nodes))
+
+    before = predicted(12)
+    assert (before.hours, before.median_h, before.source) == (1.3, 1.3, "archive")
+    assert before.sigma > 0  # a forecast knows the guess may be off
+    for n in range(1, 11):
+        _finish(db, n, 9.0 * (1.1 if n % 2 else 0.9))
+        store.set_dataset_state(db, uid(n), "succeeded", 9.0 * 3600)
+    after = predicted(12)
+    assert after.source == "history" and 7.0 < after.median_h < 11.0 and after.hours > 9.0
+    overridden = scheduler.predict(readmodel.to_scheduler(next(r for r in store.queue(db) if r["uid"] == uid(13)), 0),
+                                   readmodel.history(db, nodes))
+    assert (overridden.hours, overridden.source) == (1.5, "explicit")
+
+
+def test_an_older_state_file_keeps_the_archives_guesses_as_guesses_and_a_catalogues_hours_as_given(tmp_path):
+    path = tmp_path / "ari.db"
+    raw = sqlite3.connect(path, isolation_level=None)
+    last = store.MIGRATIONS.index(store._archive_guesses)
+    for migration in store.MIGRATIONS[:last]:
+        migration(raw)
+    raw.execute(f"PRAGMA user_version = {last}")
+    for n, source in ((1, "archive"), (2, None)):
+        raw.execute("INSERT INTO datasets (uid, project, state, hours, mem_gb, extra, created_at, updated_at)"
+                    " VALUES (?, '2016.1.00123.S', 'queued', 2.5, 9.0, ?, 1, 1)",
+                    (uid(n), json.dumps({"source": source} if source else {})))
+    raw.close()
+    db = store.open_db(path)
+    assert store.schema_version(db) == store.SCHEMA_VERSION
+    rows = {r["uid"]: r for r in store.queue(db)}
+    assert [rows[uid(1)][k] for k in ("hours", "mem_gb", "archive_hours", "archive_mem_gb")] == [None, None, 2.5, 9.0]
+    assert [rows[uid(2)][k] for k in ("hours", "mem_gb", "archive_hours", "archive_mem_gb")] == [2.5, 9.0, None, None]

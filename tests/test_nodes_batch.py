@@ -34,3 +34,34 @@ def test_the_slurm_job_script_carries_the_request_as_sbatch_lines():
                  "#SBATCH --output=/scratch/a-000007/batch-%j.out"):
         assert line in script.splitlines()
     assert script.splitlines()[-1] == "exec /usr/bin/python3 /scratch/.ari/remote/runner.py /scratch/a-000007/spec.json"
+
+
+@pytest.mark.slurm
+def test_a_forced_slurm_cancel_kills_a_job_that_ignores_term_and_a_plain_one_only_asks(slurm, tmp_path):
+    import os
+    import time
+
+    from ari_console.nodes.transport import LocalTransport
+    from tests.test_slurm_fixture import wait_for_state
+
+    # a hung runner: TERM ignored (by the script and, inherited, by its children)
+    job = slurm.sbatch("#!/bin/sh\ntrap '' TERM\necho $$ > pid\nwhile true; do sleep 1; done\n", "--output=out.txt",
+                       cwd=tmp_path)
+    wait_for_state(slurm, job, "RUNNING")
+    batch, transport = batch_system("slurm"), LocalTransport()
+    batch.cancel(transport, {"job_id": job})
+    time.sleep(3)
+    assert slurm.job_fields(job)["JobState"] == "RUNNING"  # asked with TERM: it may finish its stage
+    pid = int((tmp_path / "pid").read_text())
+    batch.cancel(transport, {"job_id": job}, force=True)
+    result = slurm.wait(job, timeout=60)
+    assert result.state in ("CANCELLED", "FAILED"), result
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the job's script (pid {pid}) survived a forced cancel")

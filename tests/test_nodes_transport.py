@@ -176,3 +176,30 @@ def test_probe_reports_load_cpus_memory_and_scratch_on_both_transports(sshd, tmp
         assert p.scratch_free_gb is not None and 0 < p.scratch_free_gb <= p.scratch_total_gb
         assert p.load1 >= 0
         t.close()
+
+
+@pytest.mark.sshd
+def test_a_command_that_times_out_over_ssh_is_killed_on_the_node_with_its_children(sshd, tmp_path):
+    import os
+    import time
+
+    t = connect(ssh_node(sshd))
+    pids = tmp_path / "pids"
+    with pytest.raises(NodeUnreachable, match="timed out"):  # a hung command: the shell and a child it waits for
+        t.run_script(f"sleep 120 & echo $$ $! > {pids}; wait", timeout=2)
+    shell, child = (int(p) for p in pids.read_text().split())
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        stat = Path(f"/proc/{pid}/stat").read_text()  # a zombie waiting for its parent is dead too
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 15
+    while (alive(shell) or alive(child)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(shell) and not alive(child)
+    assert t.run(["true"]).ok  # the connection stays usable
+    t.close()

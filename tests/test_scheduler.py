@@ -271,3 +271,30 @@ def test_wide_spread_alone_never_makes_a_data_set_unplaceable():
     killed = hist + [Measured("u", 100.0, 100.0, 1.0, None, "walltime")]
     result = place([DataSet("u", size_gb=40.0)], nodes, 0.0, history=killed)
     assert result.pairs == () and "100 h" in result.unplaceable[0].reason  # a kill showed it needs more
+
+
+def _spread(median_h: float, sigma_h: float, median_mem: float, sigma_mem: float) -> sch.Prediction:
+    """A history prediction with the given spreads, its placement values at the 95th percentiles."""
+    from ari_console.scheduler.prediction import means_above, quantiles_above
+
+    return sch.Prediction(round(float(quantiles_above(median_h, sigma_h, 0.0, 0.95)), 4),
+                          round(float(quantiles_above(median_mem, sigma_mem, 0.0, 0.95)), 4), "history",
+                          float(means_above(median_h, sigma_h, 0.0)), median_h, sigma_h, 0.0, sigma_mem, 0.0, (),
+                          median_mem)
+
+
+def test_uncertain_giant_goes_where_a_kill_would_cost_least_when_capacity_allows():
+    """~150 h, perhaps 600 h: on the 240 h node one attempt in five would be killed after 240 h;
+    on the workstations (no walltime) one in eight would run out of memory half-way. Neither
+    risk is small, so the giant goes where it loses least (the workstations) while quick data
+    sets keep the big node busy anyway; when the workstations' memory is the larger risk, to the big node."""
+    queue = [DataSet("giant", size_gb=900.0)] + [DataSet(f"q{i}", size_gb=5.0, hours=4.0, mem_gb=4.0)
+                                                 for i in range(400)]
+    nodes = [NodeState("hpc", 4, 512.0, 240.0, 1.2), NodeState("ws", 2, 24.0, None, 0.6)]
+
+    def giant_on(median_mem: float) -> list[str]:
+        plan = sch.make_plan(queue, nodes, "lpt", predictions={"giant": _spread(150.0, 0.8, median_mem, 0.25)})
+        return [name for name, seq in plan.sequence.items() if any(d.uid == "giant" for d in seq)]
+
+    assert giant_on(18.0) == ["ws"]   # P(memory > 24 GB) ~ 12 %: ~20 h lost there in expectation, ~50 h on hpc
+    assert giant_on(23.0) == ["hpc"]  # ~43 %: ~75 h lost there

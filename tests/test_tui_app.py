@@ -99,6 +99,93 @@ async def test_queue_shows_every_data_set_and_slash_filters_by_state_and_regex(c
 
 
 @async_test
+async def test_the_filter_line_stands_where_the_footer_was_and_the_table_keeps_its_size(camp):
+    from ari_console.tui.widgets.filter_bar import FilterBar
+    from ari_console.tui.widgets.fit_footer import FitFooter
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(camp, refresh_s=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        await pilot.pause(0.2)
+        queue = table(app, "queue-table")
+        region, keys = queue.region, list(app.screen.query(FooterKey))
+        bar, footer = app.screen.query_one(FilterBar), app.screen.query_one(FitFooter)
+        footer_line = footer.region
+        await pilot.press("slash")
+        await pilot.pause(0.2)
+        assert bar.display and not footer.display and bar.region == footer_line
+        assert queue.region == region, "opening the line changes no other widget's size"
+        await pilot.press(*"state:held")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count < 60)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert footer.display and not bar.display and queue.region == region
+        assert "filter /state:held" in str(app.screen.query_one("#status").content)
+        assert list(app.screen.query(FooterKey)) == keys, "the footer's keys were not rebuilt for a focus move"
+        await pilot.press("slash")
+        await pilot.pause(0.2)
+        assert bar.text == "state:held", "/ again edits the filter kept"
+        await pilot.press("escape")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        assert "filter" not in str(app.screen.query_one("#status").content)
+        await pilot.press("slash")
+        await pilot.pause(0.2)
+        await pilot.click("#queue-table", offset=(5, 5))
+        await pilot.pause(0.2)
+        assert footer.display and not bar.display and app.focused is queue, "a click elsewhere closes the line"
+
+
+@async_test
+async def test_keys_typed_while_the_queue_filters_render_once_with_the_last_text(camp, monkeypatch):
+    """A prepare that takes long (100,000 rows): the keys typed meanwhile make one more, not one each."""
+    import threading
+
+    from ari_console.tui.screens.queue import QueueScreen
+
+    release, texts = threading.Event(), []
+    prepare = QueueScreen.prepare
+
+    def slow_prepare(self, snap, flt):
+        texts.append(flt.text)
+        release.wait(10)
+        return prepare(self, snap, flt)
+
+    app = make_app(camp, refresh_s=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        await pilot.press("slash")
+        await pilot.pause(0.2)
+        monkeypatch.setattr(QueueScreen, "prepare", slow_prepare)
+        app.ui_ms.clear()
+        await pilot.press(*"state:held")  # the first key's prepare waits; nine keys follow
+        release.set()
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count < 60)
+        await pilot.pause(0.3)
+        shown = table(app, "queue-table").shown
+        assert shown and all(cells[5] == "held" for cells in shown.values())
+        assert texts == ["s", "state:held"], texts
+        assert len(app.ui_ms) == 1, f"{len(app.ui_ms)} renders for one burst of 10 keys"
+
+
+@async_test
+async def test_qa2_slash_filters_pairs_by_verdict_and_the_status_counts_them(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.press("6")
+        await settle(app, pilot, lambda: table(app, "qa2-table").row_count == 10)
+        await pilot.press("slash", *"verdict:discrepant", "enter")
+        await settle(app, pilot, lambda: table(app, "qa2-table").row_count < 10)
+        shown = table(app, "qa2-table").shown
+        assert len(shown) == 2 and all(cells[8] == "discrepant" for cells in shown.values())
+        assert "10 pairs · 2 discrepant · 2 shown" in str(app.screen.query_one("#status").content)
+        await pilot.press("slash", "escape")
+        await settle(app, pilot, lambda: table(app, "qa2-table").row_count == 10)
+
+
+@async_test
 async def test_queue_keeps_rows_by_key_when_a_refresh_changes_one_cell(camp):
     clock = {"now": sample.NOW}
     app = AriApp(camp.db_path, camp.config, clock=lambda: clock["now"], refresh_s=0.2)
@@ -545,3 +632,26 @@ async def test_at_80x24_each_table_keeps_the_columns_that_matter_and_the_footer_
         every = len(next(iter(t.shown.values())))  # a row keeps all its cells, shown or not
         await pilot.resize_terminal(160, 40)  # wider: the columns come back
         await settle(app, pilot, lambda: len(drawn_columns(t)) > len(names) or len(names) == every)
+
+
+@async_test
+async def test_the_attention_card_shows_each_discrepant_pair_of_a_review_with_the_ratio_of_ari_status(camp):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ari_console.cli import app as cli
+
+    uid = sample.uid_of(12)  # the sample's QA2 pairs of it: spw 1 (cube) discrepant in flux and peak, 1.42
+    _waiting_in_review(camp, uid)
+    status = json.loads(CliRunner().invoke(cli, ["-c", str(camp.config.path), "status", "--json"]).stdout)
+    [review] = [r for r in status["attention"]["review"] if r["uid"] == uid]
+    [pair] = review["pairs"]
+    app = make_app(camp)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot, lambda: any(w == "review" and u == uid for w, u, _ in app.snapshot.attention))
+        [why] = [why for w, u, why in app.snapshot.attention if u == uid]
+        brief = f"{pair['field']} spw{pair['spw']} {pair['specmode']} {pair['measure']} ×{pair['ratio']:.3g}"
+        assert brief == "NGC253 spw1 cube flux ×1.42" and why == f"{review['reason']}; {brief}"
+        card = str(app.screen.query_one("#attention").render())
+        assert f"review {uid}: {review['reason']}; {brief}" in card.replace("\n", " ")

@@ -263,7 +263,7 @@ def dataset_from_row(row: dict, inputs: Iterable[ArchiveFile] | None = None) -> 
         array=array_of(row.get("antenna_arrays", ""), row.get("scan_intent", "")),
         band=parse_band(band[0]) if band else None,
         size_gb=round(size, 6) if size is not None else None,
-        mem_gb=predicted_memory_gb(row), hours=predicted_hours(row),
+        archive_mem_gb=predicted_memory_gb(row), archive_hours=predicted_hours(row),  # a prior, not explicit
         extra={"target": row.get("target_name"), "source": "archive"},
         n_spw=n_spw, n_chan=n_chan, n_eb=ebs or None,
         is_mosaic=None if mosaic in (None, "") else str(mosaic).strip().upper() in ("T", "TRUE", "1"),

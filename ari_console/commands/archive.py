@@ -117,7 +117,8 @@ def query(
     found = client.query_project(url, project) if project else [client.query_mous(url, mous)]
     selected, excluded = client.select(found, client.SelectionRules())
     reasons = {m.uid: reason for m, reason in excluded}
-    rows = [{**{k: m.dataset.row()[k] for k in ("uid", "project", "array", "band", "size_gb", "mem_gb", "hours")},
+    rows = [{**{k: m.dataset.row()[k] for k in ("uid", "project", "array", "band", "size_gb")},
+             "mem_gb": m.dataset.archive_mem_gb, "hours": m.dataset.archive_hours,  # the archive's guesses
              "casa_version": m.casa_version, "selected": m.uid not in reasons, "reason": reasons.get(m.uid)}
             for m in found]
     if as_json:

@@ -86,6 +86,8 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
     """Replay a workload on a node set: makespan, how close to the lower bound, failures, disk."""
     policy = _policy(policy)
     datasets, truth, node_list = _inputs(workload, nodes)
+    if expansion != est.DISK_EXPANSION:  # nodes' scratch_gb is checked with the factor the disk peaks count
+        datasets = est.with_expansion(datasets, expansion)
     with _progress(f"simulating {len(datasets)} data sets ({policy})", as_json) as progress:
         sim = est.simulate(datasets, node_list, policy, expansion=expansion, progress=progress,
                            actual=truth or None, forecast_at=est.FORECAST_AT)

@@ -21,6 +21,7 @@ each with its own fix; paramiko's own logger stays quiet.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shlex
 import socket
@@ -460,7 +461,7 @@ class SSHTransport:
         try:
             chan = client.get_transport().open_session(timeout=timeout)
             chan.settimeout(timeout)
-            chan.exec_command(script)
+            chan.exec_command(killed_after(script, timeout))
             chan.shutdown_write()
             return _collect(chan, time.monotonic() + timeout, self.name)
         except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -571,6 +572,26 @@ def sftp_read_size(sftp: paramiko.SFTPClient) -> int:
     return SFTP_REQUEST
 
 
+REMOTE_KILL_GRACE_S = 2.0
+"""How long after the console gives up on a command the node kills it (the console's own timeout
+must come first, so a command killed on the node is still reported as timed out)."""
+
+
+def killed_after(script: str, timeout: float, grace: float = REMOTE_KILL_GRACE_S) -> str:
+    """``script`` under the node's ``timeout`` (coreutils): ``grace`` seconds after the console stops
+    waiting, SIGKILL goes to the command's whole process group on the node (closing an SSH channel
+    without a terminal kills nothing there). A runner started with ``--detach`` is in a session of its
+    own and lives on. A node without ``timeout`` runs the script as it is.
+
+    >>> killed_after("sleep 9", 5)
+    "if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL 7 /bin/sh -c 'sleep 9'; else exec /bin/sh -c 'sleep 9'; fi"
+    """
+    inner = shlex.quote(script)
+    seconds = max(1, math.ceil(timeout + grace))
+    return (f"if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL {seconds} /bin/sh -c {inner}; "
+            f"else exec /bin/sh -c {inner}; fi")
+
+
 def _collect(chan: paramiko.Channel, deadline: float, name: str) -> CommandResult:
     """Read a channel's stdout and stderr until the command exits or ``deadline`` passes."""
     out, err = bytearray(), bytearray()
@@ -585,8 +606,8 @@ def _collect(chan: paramiko.Channel, deadline: float, name: str) -> CommandResul
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
             break
         if time.monotonic() > deadline:
-            chan.close()
-            raise NodeUnreachable(f"{name}: command timed out")
+            chan.close()  # the node kills it (killed_after)
+            raise NodeUnreachable(f"{name}: command timed out (killed on the node)")
         if not progressed:
             time.sleep(0.005)
     rc = chan.recv_exit_status()

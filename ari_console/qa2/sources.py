@@ -182,7 +182,8 @@ def find_sources(plane: np.ndarray, rms: float, fwhm_pixels: float, valid: np.nd
                               npixels=npixels)
         if segm is None:
             return np.zeros(plane.shape, np.int32)
-        if deblend and segm.n_labels:
+        # max_label, not n_labels: photutils 3.0 renamed nlabels to n_labels (2.x has only nlabels)
+        if deblend and segm.max_label:
             try:
                 segm = deblend_sources(data, segm, npixels=npixels, nlevels=32, contrast=0.01,
                                        progress_bar=False)

@@ -1,16 +1,19 @@
 """Which node classes may run which data set, and why not (pure).
 
 A data set may run on a node when its predicted memory fits the node's,
-its predicted hours / node speed fit the walltime, and the recipe / CASA
-version it needs is there; anything else would be an avoidable failure.
+its predicted hours / node speed fit the walltime, the scratch disk it needs
+(:attr:`DataSet.scratch_need_gb`: size x 3, or its own ``scratch_gb``) fits the
+node's scratch (when the node's is known), and the recipe / CASA version it
+needs is there; anything else would be an avoidable failure.
 """
 
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .values import DataSet, NodeClass, NodeState, Prediction
+from .values import SCRATCH_FLOOR_GB, SCRATCH_PER_GB, DataSet, NodeClass, NodeState, Prediction
 
 def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
     """Why ``ds`` must not run on ``node`` (an avoidable failure), or None if it may.
@@ -22,6 +25,10 @@ def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
         return f"pinned to {ds.node}"
     if pred.mem_gb > node.mem_gb:
         return f"needs {pred.mem_gb:g} GB memory, {node.name} has {node.mem_gb:g} GB"
+    if node.scratch_gb is not None:
+        need = ds.scratch_need_gb
+        if need is not None and need > node.scratch_gb:
+            return f"needs {_gb(need)} GB of scratch, {node.name} has {_gb(node.scratch_gb)} GB"
     if node.walltime_h is not None:
         wall = pred.hours / node.speed
         if wall > node.walltime_h:
@@ -34,6 +41,15 @@ def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
     if ds.casa_version is not None and ds.casa_version not in node.casa_versions:
         return f"needs CASA {ds.casa_version}, {node.name} has {', '.join(node.casa_versions) or 'none listed'}"
     return None
+
+
+def _gb(x: float) -> str:
+    """GB in a reason: whole GB with thousands separators from 100 GB, 3 digits below.
+
+    >>> _gb(300000.05), _gb(30.05), _gb(1.0)
+    ('300,000', '30.1', '1')
+    """
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]) -> str | None:
@@ -56,6 +72,10 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
     big = max(cands, key=lambda n: n.mem_gb)
     if pred.mem_gb > big.mem_gb:
         return f"needs {pred.mem_gb:g} GB memory; the largest node ({big.name}) has {big.mem_gb:g} GB"
+    need = ds.scratch_need_gb
+    disk = max(cands, key=lambda n: math.inf if n.scratch_gb is None else n.scratch_gb)
+    if need is not None and disk.scratch_gb is not None and need > disk.scratch_gb:
+        return f"needs {_gb(need)} GB of scratch; the largest scratch ({disk.name}) has {_gb(disk.scratch_gb)} GB"
     roomy = [n for n in cands if n.mem_gb >= pred.mem_gb]
     longest = max(roomy, key=lambda n: math.inf if n.walltime_h is None else n.walltime_h * n.speed)
     reason = why_not(ds, pred, longest)
@@ -77,7 +97,7 @@ def node_classes(nodes: Sequence[NodeState], pinned: Collection[str] = ()) -> li
     groups: dict[tuple, list[int]] = {}
     for i, n in enumerate(nodes):
         if not n.drained:
-            key = (n.mem_gb, n.walltime_h, n.speed, n.recipes, n.casa_versions)
+            key = (n.mem_gb, n.walltime_h, n.speed, n.recipes, n.casa_versions, n.scratch_gb)
             groups.setdefault(key + ((n.name,) if n.name in pinned else ()), []).append(i)
     out = [NodeClass(k, nodes[m[0]], tuple(m), sum(nodes[i].slots for i in m)) for k, m in groups.items()]
     return sorted(out, key=lambda c: (c.rep.mem_gb, math.inf if c.rep.walltime_h is None else c.rep.walltime_h,
@@ -92,8 +112,9 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     import numpy as np
 
     queue = list(queue)
-    masks = _fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
-                       np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes).tolist()
+    masks = (_fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
+                        np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes)
+             & scratch_masks(queue, classes)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
     out = []
     for ds, m in zip(queue, masks):
@@ -119,6 +140,44 @@ def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
     return mask
 
 
+def scratch_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
+    """Per data set (an array), the bitmask of the classes whose scratch its need fits (a class or a data set
+    whose scratch is unknown fits); all ones when no class knows its scratch."""
+    import numpy as np
+
+    every = (1 << len(classes)) - 1
+    if all(c.rep.scratch_gb is None for c in classes):
+        return np.full(len(queue), every, dtype=np.int64)
+    need = _scratch_needs(queue)
+    mask = np.zeros(len(queue), dtype=np.int64)
+    for i, c in enumerate(classes):
+        room = math.inf if c.rep.scratch_gb is None else c.rep.scratch_gb
+        mask |= (~(need > room)).astype(np.int64) << i
+    return mask
+
+
+def _scratch_needs(queue: Sequence[DataSet]):
+    """:attr:`DataSet.scratch_need_gb` of each data set as an array (nan: unknown), without a property
+    call per data set (a re-plan of 100,000 would spend 50 ms in them).
+
+    >>> _scratch_needs([DataSet("a", size_gb=10), DataSet("b"), DataSet("c", size_gb=1, scratch_gb=7)]).tolist()
+    [30.05, nan, 7.0]
+    """
+    import numpy as np
+
+    try:
+        size = np.fromiter(map(attrgetter("size_gb"), queue), dtype=float, count=len(queue))
+    except TypeError:  # some sizes unknown (None): nan
+        size = np.array([ds.size_gb for ds in queue], dtype=float)
+    need = np.round(size * SCRATCH_PER_GB + SCRATCH_FLOOR_GB, 3)
+    given = list(map(attrgetter("scratch_gb"), queue))
+    if set(given) != {None}:  # some data sets say their own need (a set is built in C; the loop only then)
+        for i, g in enumerate(given):
+            if g is not None:
+                need[i] = g
+    return need
+
+
 def fluid_bound(work: Mapping[tuple[int, ...], float], capacity: Sequence[float]) -> float:
     """The fluid makespan of ``work`` (eligible classes -> speed-1.0 hours) on classes of
     ``capacity`` (work per hour): the most loaded set of classes, each group only
@@ -139,9 +198,58 @@ def fluid_bound(work: Mapping[tuple[int, ...], float], capacity: Sequence[float]
     return best
 
 
+def exceed(median, sigma, floor, limit):
+    """P(value > limit | value > floor) for lognormals (arrays); 0 or 1 without a spread.
+
+    >>> [round(float(p), 3) for p in exceed([10.0, 10.0], [0.5, 0.0], [0.0, 0.0], 20.0)]
+    [0.083, 0.0]
+    """
+    import numpy as np
+    from scipy.special import ndtr
+
+    median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
+    s = np.maximum(sigma, 1e-9)
+    with np.errstate(divide="ignore"):
+        log_m = np.log(np.maximum(median, 1e-300))
+        above_floor = np.where(floor > 0, 1 - ndtr((np.log(np.maximum(floor, 1e-300)) - log_m) / s), 1.0)
+        above = np.minimum(1 - ndtr((math.log(limit) - log_m) / s), above_floor)
+    p = above / np.maximum(above_floor, 1e-300)
+    return np.where(sigma > 0, p, (np.maximum(median, floor) > limit).astype(float))
+
+
+def risk_columns(spread: Sequence[Prediction]):
+    """The columns of ``spread`` that risk is computed from, one array each: work (expected
+    hours), hours median, memory median, hours sigma, memory sigma, hours tail, memory tail,
+    hours floor, memory floor, placement hours, placement memory."""
+    import numpy as np
+
+    return np.array([(p.plan_h, p.median_h or p.hours, p.mem_median_gb or p.mem_gb, p.sigma, p.mem_sigma,
+                      p.tail[0], p.tail[1], p.floor_h, p.mem_floor_gb, p.hours, p.mem_gb) for p in spread],
+                    dtype=float).reshape(len(spread), 11).T  # one pass over 100,000 predictions, not eleven
+
+
+def kill_risk(columns, classes: Sequence[NodeClass], memory_kill_cost: float = 0.5):
+    """Per class (rows) and data set (columns, from :func:`risk_columns`): the chance an
+    attempt there is killed, and the speed-1.0 hours of work such a kill loses in
+    expectation (a walltime kill the whole walltime, a memory kill ``memory_kill_cost``
+    of the data set's hours)."""
+    import numpy as np
+
+    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m = columns[:9]
+    kill_p = np.zeros((len(classes), len(work)))
+    kill_cost = np.zeros((len(classes), len(work)))
+    for i, c in enumerate(classes):
+        wall = c.rep.walltime_h
+        p_mem = exceed(median_m, sigma_m * tail_m, floor_m, c.rep.mem_gb)
+        p_wall = exceed(median_h, sigma_h * tail_h, floor_h, wall * c.rep.speed) if wall is not None else 0.0
+        kill_p[i] = 1 - (1 - p_mem) * (1 - p_wall)
+        kill_cost[i] = (p_wall * wall * c.rep.speed if wall is not None else 0.0) + p_mem * memory_kill_cost * work
+    return kill_p, kill_cost
+
+
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
                 quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
-                memory_kill_cost: float = 0.5,
+                memory_kill_cost: float = 0.5, ratios: Sequence[float] = (),
                 ) -> tuple[dict[str, Prediction], tuple[float, float] | None]:
     """Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
 
@@ -154,12 +262,26 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     speed of lost work, one allowed where its memory may not fit adds
     P(memory > the node's) x ``memory_kill_cost`` x its hours (a memory kill
     comes part-way), spread over its classes by capacity; the killed share
-    runs again where it is safe. The safest choice within ``tolerance`` of
-    the best bound wins (a kill also costs an operator's look and a retry's
-    queueing). None: ``preds`` unchanged.
+    runs again where it is safe.
+
+    Beside the quantiles, ``ratios`` are tried: a data set may run on a class
+    where a kill's expected loss (in hours of that slot, until an attempt
+    there succeeds) is at most that fraction of its work, and where none is
+    that cheap, only where the loss is least (an expected-cost comparison: an
+    uncertain giant goes to the unlimited small-memory workstations rather
+    than the 240 h node when running out of memory there is the smaller
+    risk; a class where it is sure to be killed is never the cheapest). A
+    threshold on the loss per unit of work, not on the kill chance, keeps
+    the long predictable data sets on walltime-limited nodes and sends the
+    uncertain ones elsewhere: the same kill chance costs a short data set
+    more of its work.
+
+    Of the choices within ``tolerance`` of the best bound, the one that
+    loses least to kills in expectation wins (a kill also costs an
+    operator's look and a retry's queueing; wasted CPU-hours are a figure
+    of their own). None: ``preds`` unchanged.
     """
     import numpy as np
-    from scipy.special import ndtr
 
     from .prediction import quantiles_above
 
@@ -172,45 +294,55 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     static = np.array([every if ds.node is None and ds.recipe is None and ds.casa_version is None
                        and ds.walltime_h is None else
                        sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
-                       for ds in queue], dtype=np.int64)
-    columns = np.array([(p.plan_h, p.median_h or p.hours, p.mem_median_gb or p.mem_gb, p.sigma, p.mem_sigma,
-                         p.tail[0], p.tail[1], p.floor_h, p.mem_floor_gb, p.hours, p.mem_gb) for p in spread],
-                       dtype=float).reshape(len(spread), 11).T  # one pass over 100,000 predictions, not eleven
+                       for ds in queue], dtype=np.int64) & scratch_masks(queue, classes)
+    columns = risk_columns(spread)
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
-    walls = [math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes]
+    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
+    limits = [c.rep.walltime_h * c.rep.speed for c in classes if c.rep.walltime_h is not None]
 
-    def exceed(median, sigma, floor, limit):
-        """P(value > limit | value > floor) for lognormals; 0 or 1 without a spread."""
-        s = np.maximum(sigma, 1e-9)
-        with np.errstate(divide="ignore"):
-            log_m = np.log(np.maximum(median, 1e-300))
-            above_floor = np.where(floor > 0, 1 - ndtr((np.log(np.maximum(floor, 1e-300)) - log_m) / s), 1.0)
-            above = np.minimum(1 - ndtr((math.log(limit) - log_m) / s), above_floor)
-        p = above / np.maximum(above_floor, 1e-300)
-        return np.where(sigma > 0, p, (np.maximum(median, floor) > limit).astype(float))
-
-    # per class: the chance an attempt there is killed, and the speed-1.0 hours a kill loses
-    kill_p = np.zeros((len(classes), len(queue)))
-    kill_cost = np.zeros((len(classes), len(queue)))
-    for i, c in enumerate(classes):
-        p_mem = exceed(median_m, sigma_m * tail_m, floor_m, c.rep.mem_gb)
-        p_wall = (exceed(median_h, sigma_h * tail_h, floor_h, walls[i] * c.rep.speed) if walls[i] < math.inf
-                  else np.zeros(len(queue)))
-        kill_p[i] = 1 - (1 - p_mem) * (1 - p_wall)
-        kill_cost[i] = p_wall * walls[i] * c.rep.speed if walls[i] < math.inf else 0.0
-        kill_cost[i] += p_mem * memory_kill_cost * work
-
-    def placement_values(q_hours: float | None, q_mem: float | None):
+    def placement_values(q_hours: float | None, q_mem: float | None, ratio: float | None = None):
+        if ratio is not None:
+            return ratio_values(ratio)
         if q_hours is None:
             return base_h, base_m
         hours = np.where(sigma_h > 0, quantiles_above(median_h, sigma_h * tail_h, floor_h, q_hours, margin), base_h)
         mem = np.where(sigma_m > 0, quantiles_above(median_m, sigma_m * tail_m, floor_m, q_mem, margin), base_m)
         return hours, mem
 
+    # what fits nowhere is tried where its medians fit (as placement._eligible_or_worth_a_try does)
+    fallback = static & _fit_masks(
+        np.where(sigma_h > 0, np.maximum(quantiles_above(median_h, sigma_h, floor_h, 0.5, margin), work), base_h),
+        np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, 0.5, margin), base_m), classes)
+
+    speeds = np.array([c.rep.speed for c in classes])[:, None]
+    with np.errstate(divide="ignore"):  # the loss to kills until an attempt there succeeds (a sure kill: inf)
+        lost_wall = np.where(kill_p < 1 - 1e-6, kill_cost / speeds / np.maximum(1 - kill_p, 1e-6), np.inf)
+    allowed = np.array([(static >> i) & 1 for i in range(len(classes))], dtype=bool)
+    cheapest = np.min(np.where(allowed, lost_wall, np.inf), axis=0)
+    least = allowed & np.isfinite(lost_wall) & (lost_wall <= cheapest * 1.01 + 1e-9)  # where it loses least
+    mems = np.array([c.rep.mem_gb for c in classes])[:, None]
+    walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h * c.rep.speed
+                      for c in classes])[:, None]
+    beyond = max(limits, default=0.0) * 1.001 + 1.0
+
+    def ratio_values(ratio: float):
+        """Placement values that allow a data set on the classes where a kill's expected
+        loss is at most ``ratio`` of its work, or else on those where it is least (an
+        expected-cost comparison between classes, walltime and memory alike)."""
+        mask = allowed & (lost_wall <= ratio * work)
+        mask = np.where(mask.any(axis=0), mask, least)
+        mem = np.min(np.where(mask, mems, np.inf), axis=0)
+        hours = np.min(np.where(mask & np.isfinite(walls), walls - 1e-3, np.inf), axis=0)
+        hours = np.where(np.isfinite(hours), hours, np.maximum(base_h, beyond))
+        hours = np.where(sigma_h > 0, hours, base_h)
+        mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
+        return hours, mem
+
     def bound(hours, mem) -> float:
         """The fluid bound of the work, each data set's kills counted: the share of its
         runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static & _fit_masks(hours, mem, classes)
+        mask = np.where(mask == 0, fallback, mask)
         inside = np.array([(mask >> i) & 1 for i in range(len(classes))], dtype=bool)
         share = np.where(inside, np.array(capacity)[:, None], 0.0)
         total = np.maximum(share.sum(axis=0), 1e-12)
@@ -225,15 +357,19 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
                 + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
         totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
                   for m in np.nonzero(sums)[0] if m}
-        return fluid_bound(totals, capacity)
+        return fluid_bound(totals, capacity), float(np.sum(lost))
 
-    choices = [(None, None)] + list(quantiles)
-    bounds = [bound(*placement_values(qh, qm)) for qh, qm in choices]
-    pick = next(k for k, b in enumerate(bounds) if b <= min(bounds) * (1 + tolerance))
-    if pick == 0:
+    choices = [(qh, qm, None) for qh, qm in [(None, None)] + list(quantiles)]
+    choices += [(None, None, r) for r in ratios]
+    judged = [bound(*placement_values(*c)) for c in choices]
+    best = min(b for b, _ in judged)
+    pick = min((k for k, (b, _) in enumerate(judged) if b <= best * (1 + tolerance)), key=lambda k: judged[k][1])
+    if choices[pick] == (None, None, None):
         return dict(preds), None
-    q_hours, q_mem = choices[pick]
-    hours, mem = placement_values(q_hours, q_mem)
+    q_hours, q_mem, ratio = choices[pick]
+    hours, mem = placement_values(q_hours, q_mem, ratio)
+    if ratio is not None:
+        q_hours, q_mem = min(0.999, max(0.5, 1 - ratio)), min(0.999, max(0.5, 1 - ratio / memory_kill_cost))
     out = dict(preds)
     for ds, p, h, m in zip(queue, spread, hours.round(4).tolist(), mem.round(4).tolist()):
         if h != p.hours or m != p.mem_gb:

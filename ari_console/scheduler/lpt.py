@@ -28,8 +28,11 @@ RELAX_QUANTILES = ((0.95, 0.9), (0.95, 0.8), (0.95, 0.7), (0.92, 0.7), (0.9, 0.7
 PILOTS = 60
 """While the hours fit has fewer finished attempts than this, a new plan starts the missing
 number of data sets first, spread over the queue's predicted hours (see placement._pilots_first)."""
+RISK_RATIOS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
+"""Expected losses to kills, as a fraction of a data set's work, that placement may accept on a class
+(weighed against the quantiles above by settle_risk; a data set affordable nowhere goes where it loses least)."""
 RELAX_TOLERANCE = 0.01
-"""How far above the best fluid bound (kills counted) a safer placement quantile may push it."""
+"""How far above the best fluid bound (kills counted) a placement choice that wastes less may push it."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Search:
     partners: int = IMPROVE_PARTNERS
     relax_quantiles: tuple[tuple[float, float], ...] = RELAX_QUANTILES
     relax_tolerance: float = RELAX_TOLERANCE
+    risk_ratios: tuple[float, ...] = RISK_RATIOS
     pilots: int = PILOTS
 
 

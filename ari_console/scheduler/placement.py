@@ -39,9 +39,9 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         return Plan("fifo", key, {"": seq}, {"": 0}, frozenset(), preds, (), len(seq))
     classes = node_classes(nodes, {ds.node for ds in queue if ds.node})
     risk_q = None
-    if search.relax_quantiles:
+    if search.relax_quantiles or search.risk_ratios:
         preds, risk_q = settle_risk(list(queue), preds, classes, search.relax_quantiles, search.relax_tolerance,
-                                    tuning.retry_margin)
+                                    tuning.retry_margin, ratios=search.risk_ratios)
     placeable, bad = [], []
     for ds, elig in _eligible_or_worth_a_try(queue, preds, classes, tuning):
         if elig:

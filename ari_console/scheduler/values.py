@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping
 
+SCRATCH_PER_GB = 3.0
+"""Scratch disk an attempt holds on its node per GB of the data set's archive size: the downloaded
+tarballs (1x), the restored calibrated measurement sets (~1.5x), images and products (~0.5x)."""
+SCRATCH_FLOOR_GB = 0.05
+"""Scratch an attempt holds whatever its size (job spec, logs, status)."""
+
 
 @dataclass(frozen=True)
 class DataSet:
@@ -20,7 +26,12 @@ class DataSet:
     ``node`` pins the data set to one node; ``walltime_h`` is a wall-clock
     limit the data set needs at least (an operator's override). The archive's
     metadata (size, spws, channels per spw, array, band, mosaic, execution
-    blocks) is what predictions learn from.
+    blocks) is what predictions learn from. ``scratch_gb`` is the scratch disk
+    it needs on its node when known better than its size says (a workload
+    column); see :attr:`scratch_need_gb`. ``prior_hours``/``prior_mem_gb``
+    are the archive's own guess: where the prediction starts (placed as it
+    stands while there is no history) and a feature the history fit learns
+    how far to trust; unlike ``hours``/``mem_gb`` they never win over history.
 
     >>> DataSet("uid://A001/X1/X1", size_gb=30.0).hours is None
     True
@@ -41,6 +52,22 @@ class DataSet:
     walltime_h: float | None = None
     is_mosaic: bool | None = None
     n_eb: int | None = None
+    scratch_gb: float | None = None
+
+    prior_hours: float | None = None
+    prior_mem_gb: float | None = None
+
+    @property
+    def scratch_need_gb(self) -> float | None:
+        """Scratch disk an attempt of it holds on its node (GB): ``scratch_gb`` when given, else its
+        size x :data:`SCRATCH_PER_GB` + :data:`SCRATCH_FLOOR_GB`; None when neither is known.
+
+        >>> DataSet("u", size_gb=10).scratch_need_gb, DataSet("u", size_gb=10, scratch_gb=12.5).scratch_need_gb
+        (30.05, 12.5)
+        """
+        if self.scratch_gb is not None:
+            return self.scratch_gb
+        return None if self.size_gb is None else round(self.size_gb * SCRATCH_PER_GB + SCRATCH_FLOOR_GB, 3)
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,8 @@ class Measured:
     n_chan: int | None = None
     is_mosaic: bool | None = None
     n_eb: int | None = None
+    prior_hours: float | None = None
+    prior_mem_gb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,9 @@ class NodeState:
     ``mem_gb`` is per slot; ``walltime_h`` None means no limit; ``free`` is
     the number of free slots (default: all); ``busy_h`` holds the predicted
     remaining wall hours of each running attempt (used by plans and bounds).
+    ``scratch_gb`` is the most scratch disk one attempt can have there (the
+    node's ``scratch_gb`` key, or the size of its scratch file system); None:
+    unknown, not checked.
 
     >>> NodeState("ws01", slots=1, mem_gb=24, speed=0.6).free
     1
@@ -92,6 +124,7 @@ class NodeState:
     free: int | None = None
     busy_h: tuple[float, ...] = ()
     cpus_per_slot: int = 1
+    scratch_gb: float | None = None
 
     def __post_init__(self) -> None:
         if self.free is None:
@@ -101,7 +134,7 @@ class NodeState:
     def spec(self) -> tuple:
         """What placement depends on, apart from free slots and running work."""
         return (self.name, self.slots, self.mem_gb, self.walltime_h, self.speed, self.recipes,
-                self.casa_versions, self.drained)
+                self.casa_versions, self.drained, self.scratch_gb)
 
     @property
     def klass(self) -> str:
@@ -205,7 +238,7 @@ class Placement:
 
 @dataclass(frozen=True)
 class NodeClass:
-    """Interchangeable live nodes (same memory, walltime, speed, software)."""
+    """Interchangeable live nodes (same memory, walltime, speed, software, scratch)."""
 
     key: tuple
     rep: NodeState

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from collections import Counter
+from collections import Counter, defaultdict
 from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 
 from ari_console import readmodel, store
+from ari_console.formatting import duration_text
 
 from . import views
 
@@ -110,6 +111,7 @@ class StoreCopy:
         self.qa2: list[dict] = []
         self._qa2_mark: tuple | None = None
         self.qa2_rows: dict[str, tuple[str, ...]] = {}  # made when the pairs change, not each refresh
+        self.discrepant: dict[str, list[dict]] = {}    # uid -> its discrepant QA2 pairs (the reviews' ratios)
         self._created: list[float] | None = None
         self._done: list[float] | None = None
         self._rates: tuple | None = None
@@ -128,6 +130,11 @@ class StoreCopy:
             if mark != self._qa2_mark:
                 self.qa2, self._qa2_mark = store.qa2_results(db), mark
                 self.qa2_rows = views.qa2_rows(self.qa2)
+                self.discrepant = defaultdict(list)
+                for p in self.qa2:
+                    if p.get("verdict") == "discrepant":
+                        self.discrepant[p["uid"]].append(p)
+                self._attention = None
             if self.rev is None:
                 self._first_read(db, now)
                 changed = None
@@ -285,9 +292,18 @@ class StoreCopy:
         return f
 
     def waiting_attention(self) -> list[tuple[str, str, str]]:
-        """(state, uid, reason) of the data sets waiting for an operator (kept until one changes)."""
+        """(state, uid, reason) of the data sets waiting for an operator (kept until one changes); a QA2
+        review's reason goes on with its discrepant pairs, each measure and ratio as `ari status` gives them."""
         if self._attention is None:
-            self._attention = [(d["state"], d["uid"], d.get("reason") or d["state"]) for d in self.waiting.values()]
+            out = []
+            for d in self.waiting.values():
+                why = d.get("reason") or d["state"]
+                if d["state"] == "review" and d["uid"] in self.discrepant:
+                    newest = self.latest.get(d["uid"])
+                    why = views.review_why(why, readmodel.review_pairs(self.discrepant[d["uid"]],
+                                                                      newest[0] if newest else None))
+                out.append((d["state"], d["uid"], why))
+            self._attention = out
         return self._attention
 
     def failure_list(self) -> list[dict]:
@@ -418,7 +434,7 @@ def compute_eta(db: store.Database, nodes: list[dict], now: float, node_configs:
     if est is None:
         return Eta("n/a (every node drained)", computed_at=now)
     finish = est.finish_at.timestamp()
-    text = f"{views.clock_text(finish)} (in {views.human_duration(est.remaining_h * 3600)})"
+    text = f"{views.clock_text(finish)} (in {duration_text(est.remaining_h * 3600)})"
     if est.band and est.band_h[2] > est.band_h[0]:
         text += f", P10-P90 {views.clock_text(est.band[0].timestamp())} - {views.clock_text(est.band[2].timestamp())}"
     if est.unplaceable:
@@ -441,7 +457,7 @@ def estimate_apart(db_path: Path, nodes: list[dict], now: float, node_configs: M
         proc = subprocess.run([sys.executable, "-c", "from ari_console.tui.snapshot import _eta_child; _eta_child()"],
                               input=args, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return Eta(f"n/a (the estimate took over {views.human_duration(timeout_s)})", computed_at=now)
+        return Eta(f"n/a (the estimate took over {views.duration_text(timeout_s)})", computed_at=now)
     if proc.returncode != 0:
         last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
         return Eta(f"n/a (the estimator failed: {last[:120]})", computed_at=now)

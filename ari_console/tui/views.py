@@ -24,10 +24,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 QUEUE_COLUMNS = ("uid", "project", "array", "band", "size", "state", "att", "node", "stage", "elapsed", "failure")
 
 
-# -- formatting ----------------------------------------------------------------
-
-human_duration = duration_text  # the one formatter (ari_console.formatting), short names the screens use
-human_size = gb_text
+# -- formatting (sizes and durations: ari_console.formatting, the one formatter) ----------
 
 
 def sparkline(values: Sequence[float], width: int = 12, top: float | None = None) -> str:
@@ -408,7 +405,7 @@ def queue_cells(d: Sequence, a: Sequence | None, count: int, now: float, heartbe
     if size is None:
         if len(_SIZE_TEXTS) > 100_000:
             _SIZE_TEXTS.clear()
-        size = _SIZE_TEXTS[size_gb] = human_size(size_gb)
+        size = _SIZE_TEXTS[size_gb] = gb_text(size_gb)
     band_text = "" if band is None else _NUMBER_TEXTS[band] if type(band) is int and 0 <= band < 1000 else str(band)
     count_text = _NUMBER_TEXTS[count] if 0 <= count < 1000 else str(count)
     if a is None:
@@ -417,9 +414,9 @@ def queue_cells(d: Sequence, a: Sequence | None, count: int, now: float, heartbe
     ended_state = a_state in ENDED_ATTEMPT_STATES
     stage = stage or ""
     if not ended_state and beat is not None and now - beat > heartbeat_stale_s:
-        stage = f"{stage} (stale {human_duration(now - beat)})"
+        stage = f"{stage} (stale {duration_text(now - beat)})"
     start = started if started is not None else created
-    elapsed = "" if start is None else human_duration(((ended if ended_state else None) or now) - start)
+    elapsed = "" if start is None else duration_text(((ended if ended_state else None) or now) - start)
     if texts is not None:
         stage, elapsed = texts.setdefault(stage, stage), texts.setdefault(elapsed, elapsed)
     return (uid, project or "", array or "", band_text, size, state, count_text, node or "", stage, elapsed,
@@ -525,7 +522,7 @@ def node_staleness(node: dict, now: float, stale_after_s: float) -> str | None:
     if at is None:
         return "never probed" if node.get("probe_error") is None else "unreachable"
     if node.get("probe_error") or now - at > stale_after_s:
-        return f"stale {human_duration(now - at)}"
+        return f"stale {duration_text(now - at)}"
     return None
 
 
@@ -562,7 +559,7 @@ def unreachable_nodes(nodes: Sequence[dict], now: float) -> dict[str, str]:
     for n in nodes:
         if n.get("probe_error"):
             at = n.get("probed_at")
-            since = "never answered" if at is None else f"last answer {human_duration(now - at)} ago"
+            since = "never answered" if at is None else f"last answer {duration_text(now - at)} ago"
             lines[n["name"]] = f"{n['name']} unreachable ({since}): {n['probe_error']}"
     return lines
 
@@ -660,6 +657,29 @@ def ratio_text(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
+def pair_brief(pair: Mapping) -> str:
+    """One discrepant pair of a QA2 review in a few words (a :func:`readmodel.discrepant_pairs` entry):
+    where (field, spw, mode), the measure that failed and its ratio pipeline / QA2.
+
+    >>> pair_brief({"image": "a.fits", "field": "NGC253", "spw": "17", "specmode": "cont", "measure": "flux",
+    ...             "ratio": 0.5213, "why": "flux ratio 0.521 outside 1 ± 0.100"})
+    'NGC253 spw17 cont flux ×0.521'
+    """
+    spw = pair.get("spw")
+    where = " ".join(x for x in (pair.get("field"), f"spw{spw}" if spw not in (None, "") else None,
+                                 pair.get("specmode")) if x) or pair.get("image") or "?"
+    if pair.get("ratio") is not None:
+        return f"{where} {pair['measure']} ×{pair['ratio']:.3g}"
+    why = pair.get("why") or "discrepant"
+    return f"{where}: {why if len(why) <= 40 else why[:39] + '…'}"
+
+
+def review_why(reason: str, pairs: Sequence[Mapping], most: int = 3) -> str:
+    """A review's reason and its first ``most`` discrepant pairs (:func:`pair_brief`), for the attention card."""
+    briefs = [pair_brief(p) for p in pairs[:most]] + ([f"{len(pairs) - most} more"] if len(pairs) > most else [])
+    return "; ".join([reason] + ([", ".join(briefs)] if briefs else []))
+
+
 def qa2_rows(results: Sequence[dict]) -> dict[str, tuple[str, ...]]:
     """QA2 pairs (id -> QA2_COLUMNS cells), discrepant first, as the store orders them."""
     ordered = sorted(results, key=lambda r: (r.get("verdict") == "consistent", r["uid"], r["id"]))
@@ -685,11 +705,11 @@ def attempt_rows(attempts: Sequence[dict], now: float, heartbeat_stale_s: float 
     rows = {}
     for a in sorted(active + ended, key=lambda a: -a["id"]):
         hb = a.get("heartbeat_at")
-        beat = "" if hb is None else human_duration(now - hb) + " ago"
+        beat = "" if hb is None else duration_text(now - hb) + " ago"
         if a["state"] not in ENDED_ATTEMPT_STATES and hb is not None and now - hb > heartbeat_stale_s:
-            beat = f"stale {human_duration(now - hb)}"
+            beat = f"stale {duration_text(now - hb)}"
         rows[str(a["id"])] = (str(a["id"]), a["uid"], a["node"], a["state"], a.get("stage") or "",
-                              human_duration(attempt_elapsed(a, now)), beat)
+                              duration_text(attempt_elapsed(a, now)), beat)
     return rows
 
 

@@ -104,7 +104,11 @@ class Slurm(QueuedBatch):
         return {j: {"job_state": s} for j, s in states.items()}
 
     def cancel(self, transport: Transport, handle: dict, force: bool = False) -> None:
-        transport.run(["scancel", "--signal=TERM", "--full", str(handle["job_id"])], timeout=30)
+        """TERM to the batch script and its children (``--full``), so the runner records where it stopped;
+        ``force``: KILL to all of them, for a runner that no longer answers (scancel(1): ``--signal`` names
+        the signal, ``--full`` reaches the batch step's children too)."""
+        signal = "KILL" if force else "TERM"
+        transport.run(["scancel", f"--signal={signal}", "--full", str(handle["job_id"])], timeout=30)
 
     def output_file(self, handle: dict) -> str | None:
         return f"batch-{handle['job_id']}.out"

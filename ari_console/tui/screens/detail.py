@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static
 
 from ari_console import actions, readmodel
+from ari_console.formatting import duration_text
 
 from .. import views
 
@@ -30,7 +31,7 @@ def detail_renderable(detail: dict) -> Group:
     attempts = Table("id", "node", "state", "category", "elapsed", title="attempts", expand=True)
     for a in detail["attempts"]:
         attempts.add_row(str(a["id"]), a["node"], a["state"], a["category"] or "",
-                         views.human_duration(views.attempt_elapsed(a, a.get("ended_at") or a.get("heartbeat_at")
+                         duration_text(views.attempt_elapsed(a, a.get("ended_at") or a.get("heartbeat_at")
                                                                    or a.get("started_at") or 0.0)))
     files = f"{len(detail['inputs'])} files for the node, {len(detail['qa2_files'])} QA2 products"
     notes = Text("\n".join(readmodel.detail_notes(detail)))

@@ -50,8 +50,8 @@ class QueueScreen(AriScreen):
         return self.query_one("#queue-table", VirtualTable)
 
     def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[dict[str, tuple], dict[str, int]]:
-        """The queue rows that pass the state key and the ``/`` filter, and their cells' widths (in a thread):
-        those of every row when the snapshot has them, so filtering never moves a column."""
+        """The queue rows that pass the state key and the ``/`` filter, and the widths of all rows' cells (in a
+        thread): those the store copy keeps when the snapshot has them, else measured once per snapshot."""
         rows = snap.queue.rows
         if self.state_filter:
             state = self.state_filter
@@ -59,9 +59,9 @@ class QueueScreen(AriScreen):
         rows = views.filter_rows(flt, rows, snap.queue.fields, views.QueueFields.NAMES, snap.queue.texts)
         if self.sort_column:
             rows = views.sort_rows(rows, views.QUEUE_COLUMNS, self.sort_column, self.sort_reverse)
-        if snap.queue.widths is not None:  # the copy keeps the widths of every row: the columns stay put
+        if snap.queue.widths is not None:  # the copy keeps the widths of every row: nothing to measure
             return rows, dict(snap.queue.widths)
-        return rows, views.cell_widths(views.QUEUE_COLUMNS, rows.values())
+        return rows, self.widths_of(snap, views.QUEUE_COLUMNS, snap.queue.rows)
 
     def show(self, snap: Snapshot, data: tuple[dict[str, tuple], dict[str, int]]) -> None:
         rows, widths = data

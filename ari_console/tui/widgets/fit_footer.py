@@ -5,6 +5,12 @@ cutting ``? Help`` and ``q Quit`` first. This one goes compact on narrow
 terminals, groups the screen keys ``1``-``6``, and leaves out the screen's
 last keys when they still do not fit (:func:`~ari_console.tui.views.footer_keys`
 decides); ``?`` lists every key, the left-out ones included.
+
+Textual's Footer rebuilds its key widgets whenever the focus moves (opening the ``/``
+filter moves it to the input and back): some thirty widgets mounted and styled, a few
+hundred milliseconds at 10,000 rows. This one rebuilds only when what it would show
+changed (:meth:`FitFooter.shown`: the keys, their labels, whether each is enabled, the
+width), and not while it is hidden (the filter line stands in its place meanwhile).
 """
 
 from __future__ import annotations
@@ -32,17 +38,41 @@ class FitFooter(Footer):
     }
     """
 
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self._composed: tuple | None = None
+        """What the last compose showed (``shown()``); None: nothing yet."""
+
     def on_mount(self) -> None:
         super().on_mount()
         self.compact = self.app.size.width < COMPACT_BELOW
+
+    def bindings_changed(self, screen) -> None:
+        """Rebuild the keys only when the screen's shown keys changed (not on every focus move)."""
+        self._bindings_ready = True
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            self.call_after_refresh(self.update_keys)
+
+    def update_keys(self) -> None:
+        """Rebuild the keys if what they show changed since the last time (and the footer is shown)."""
+        if self.display and self.is_attached and self.shown() != self._composed:
+            self.call_later(self.recompose)
+
+    def shown(self) -> tuple:
+        """What the footer shows: the width, then each shown binding's key, label, action, group and state."""
+        return (self.app.size.width, self.compact, tuple(
+            (key, binding.description, binding.action, binding.group, enabled, tooltip)
+            for key, (_, binding, enabled, tooltip) in self.screen.active_bindings.items() if binding.show))
 
     def on_resize(self, event: events.Resize) -> None:
         compact = self.app.size.width < COMPACT_BELOW
         if compact != self.compact:
             self.compact = compact
-        self.call_after_refresh(self.recompose)
+        self.call_after_refresh(self.update_keys)
 
     def compose(self) -> ComposeResult:
+        if self._bindings_ready:
+            self._composed = self.shown()
         width = self.app.size.width
         self.show_command_palette = width >= COMPACT_BELOW  # ctrl+p works anyway; its key is in the ? help
         keep = views.footer_keys(self._items(), width - (PALETTE_CELLS if self.show_command_palette else 0),

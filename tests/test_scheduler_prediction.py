@@ -1,0 +1,131 @@
+"""Predictions at queue scale: the vectorised path gives each data set's own numbers."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from ari_console import scheduler as sch
+from ari_console.scheduler import DataSet, Measured, predict, predict_all
+from ari_console.scheduler.prediction import _prior_medians, _prior_medians_of, feature_rows, features
+
+
+def random_archive_queue(rng: random.Random, n: int) -> list[DataSet]:
+    """Data sets with the archive's metadata, each field unknown now and then, a few explicit values."""
+    def maybe(p_unknown: float, value):
+        return None if rng.random() < p_unknown else value
+
+    return [DataSet(f"u{i}", size_gb=maybe(0.1, rng.choice([0.0, round(math.exp(rng.gauss(3, 1.2)), 2)])),
+                    hours=maybe(0.9, round(rng.uniform(1, 30), 3)), mem_gb=maybe(0.9, round(rng.uniform(2, 60), 1)),
+                    array=maybe(0.1, rng.choice(["12m", "7m", ""])), band=maybe(0.1, rng.randint(3, 10)),
+                    n_spw=maybe(0.2, rng.choice([1, 2, 4, 8])), n_chan=maybe(0.2, rng.choice([128, 960, 3840])),
+                    is_mosaic=maybe(0.2, rng.random() < 0.2), n_eb=maybe(0.3, rng.randint(1, 4)),
+                    prior_hours=maybe(0.7, round(rng.uniform(0.5, 20), 3)),
+                    prior_mem_gb=maybe(0.7, round(rng.uniform(2, 40), 1)))
+            for i in range(n)]
+
+
+def history_of(rng: random.Random, queue: list[DataSet]) -> list[Measured]:
+    """Finished attempts of the queue's first data sets, some killed (floors), some still running."""
+    return [Measured(d.uid, d.size_gb, rng.lognormvariate(1.8, 0.8), rng.choice([0.6, 1.0, 1.2]),
+                     rng.uniform(4, 30), rng.choice(["ok"] * 6 + ["walltime", "memory", "running"]),
+                     d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb, d.prior_hours, d.prior_mem_gb)
+            for d in queue]
+
+
+def close(p: sch.Prediction, q: sch.Prediction) -> bool:
+    """Every field of two predictions equal, floats to 1e-12 relative."""
+    def same(a, b) -> bool:
+        if isinstance(a, tuple):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, float):
+            return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+        return a == b
+
+    return all(same(getattr(p, f), getattr(q, f)) for f in p.__dataclass_fields__)
+
+
+def test_feature_rows_are_the_features_of_each_data_set():
+    queue = random_archive_queue(random.Random(1), 500)
+    assert np.array_equal(feature_rows(queue), np.array([features(d) for d in queue]), equal_nan=True)
+    assert feature_rows([]).shape == (0, len(sch.FEATURES))
+
+
+def test_prior_medians_of_a_queue_are_each_data_sets_own():
+    queue = random_archive_queue(random.Random(2), 500)
+    hours, mem = _prior_medians_of(queue, sch.DEFAULT_TUNING)
+    assert list(zip(hours.tolist(), mem.tolist())) == [_prior_medians(d, sch.DEFAULT_TUNING) for d in queue]
+
+
+@pytest.mark.parametrize("attempts", [0, 5, 200])
+def test_predicting_a_whole_queue_gives_what_predicting_one_at_a_time_gives(attempts):
+    """Prior (no history), too short a history, and a fitted one with kills, floors and explicit values."""
+    rng = random.Random(attempts)
+    queue = random_archive_queue(rng, 400)
+    model = sch.fit_history(history_of(rng, queue[:attempts]))
+    assert (model.hours is not None) == (attempts >= 200)
+    together = predict_all(queue, model)
+    alone = {d.uid: predict(d, model) for d in queue}
+    assert together.keys() == alone.keys()
+    for uid, p in together.items():  # the placement values to the digit; spreads to the last bits a matrix
+        q = alone[uid]               # product over one row or many may round differently
+        assert (p.hours, p.mem_gb, p.mean_h, p.source, p.tail) == (q.hours, q.mem_gb, q.mean_h, q.source, q.tail)
+        assert close(p, q), uid
+    sources = {p.source for p in together.values()}
+    assert "explicit" in sources
+    assert sources - {"explicit"} == ({"history"} if attempts >= 200 else {"prior", "archive"})
+    if attempts:
+        floored = [d.uid for d in queue[:attempts] if model.own.get(d.uid, (0, 0))[0] > 0 and d.hours is None]
+        assert floored and all(together[u].floor_h > 0 for u in floored)
+
+
+def test_a_fit_learns_how_far_to_trust_the_archives_guess():
+    """Two kinds of data set alike in all the metadata but the archive's guess: it says 2 h for
+    those that take ~10 h and 4 h for those that take ~4 h. Before eight attempts have finished
+    the guesses are placed as they stand; after, each kind is predicted near what it took."""
+    def ds(uid: str, guess: float) -> DataSet:
+        return DataSet(uid, size_gb=40.0, n_spw=4, n_chan=960, prior_hours=guess, prior_mem_gb=8.0)
+
+    def took(i: int, guess: float, hours: float) -> Measured:
+        d = ds(f"h{i}", guess)
+        return Measured(d.uid, d.size_gb, hours * (1.1 if i % 2 else 0.9), 1.0, 8.0, "ok", n_spw=4, n_chan=960,
+                        prior_hours=guess, prior_mem_gb=8.0)
+
+    young = [took(i, 2.0, 10.0) for i in range(3)] + [took(i + 3, 4.0, 4.0) for i in range(3)]
+    slow, quick = predict(ds("a", 2.0), young), predict(ds("b", 4.0), young)
+    assert (slow.hours, slow.source, quick.hours) == (2.0, "archive", 4.0)
+    grown = young + [took(i + 10, 2.0, 10.0) for i in range(10)] + [took(i + 30, 4.0, 4.0) for i in range(10)]
+    slow, quick = predict(ds("a", 2.0), grown), predict(ds("b", 4.0), grown)
+    assert slow.source == quick.source == "history"
+    assert 8.5 < slow.median_h < 11.5 and 3.4 < quick.median_h < 4.6
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_bootstrap_over_attempts_sees_the_error_of_a_wrong_fit_far_from_its_history(seed):
+    """Forty attempts of 5-50 GB data sets, predicted for one of 500 GB. Where hours are a power law
+    of size (the fit's own form) the bootstrap's spread there is the fit's covariance's; where they
+    curve upwards (a form the fit does not have) it is wider by a fifth or more, as the error is."""
+    def spread_far(curved: bool) -> tuple[float, float]:
+        rng = random.Random(seed)
+        history = []
+        for i in range(40):
+            size = rng.uniform(5.0, 50.0)
+            hours = (size / 10) ** (1 + (size / 50 if curved else 0)) * math.exp(rng.gauss(0, 0.1))
+            history.append(Measured(f"h{i}", size, hours, 1.0, 8.0))
+        model = sch.fit_history(history)
+        shift = np.array(predict(DataSet("far", size_gb=500.0), model).shift)
+        normal = np.random.default_rng(0).standard_normal((400, len(shift))) @ shift
+        return normal.std(), (sch.coefficient_draws(history, model, 400, seed=0) @ shift).std()
+
+    normal, boot = spread_far(curved=False)
+    assert 0.8 < boot / normal < 1.25
+    normal, boot = spread_far(curved=True)
+    assert boot > 1.2 * normal
+
+
+def test_no_fit_no_coefficient_draws():
+    few = [Measured(f"h{i}", 10.0, 3.0, 1.0, 8.0) for i in range(3)]
+    assert sch.coefficient_draws(few, sch.fit_history(few), 10) is None
