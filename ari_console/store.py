@@ -305,9 +305,66 @@ def _archive_guesses(conn: sqlite3.Connection) -> None:
                  " AND archive_mem_gb IS NULL")
 
 
+_STATS_OF_UID = ("INSERT INTO attempt_stats SELECT uid, COUNT(*), MIN(id), MAX(id),"
+                 " MIN(CASE WHEN state = 'succeeded' THEN COALESCE(ended_at, created_at) END)"
+                 " FROM attempts WHERE uid = {uid} GROUP BY uid;")
+_FAILED = "('failed','lost')"
+
+
+def _attempt_stats(conn: sqlite3.Connection) -> None:
+    """Each data set's attempts in one row (count, first and newest id, first success's end) and the
+    failed or lost attempts per category, kept by trigger: the console's first read of a campaign
+    with a million attempts reads 100,000 rows and a dozen instead of aggregating the history.
+
+    A data set never tried has no ``attempt_stats`` row; a failure without a category counts as
+    ``unknown``. Launches (insert) cost one upsert each; a heartbeat costs nothing. Running it
+    again (a file whose version was set back) counts afresh.
+    """
+    for table in ("attempt_stats", "failure_tally"):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    for name in ("attempt_stats_insert", "attempt_stats_delete", "attempt_stats_move", "attempt_stats_success",
+                 "attempt_failures_update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+    conn.execute("CREATE TABLE attempt_stats (uid TEXT PRIMARY KEY, n INTEGER NOT NULL, first_id INTEGER NOT NULL,"
+                 " latest_id INTEGER NOT NULL, success_at REAL)")
+    conn.execute("INSERT INTO attempt_stats SELECT uid, COUNT(*), MIN(id), MAX(id),"
+                 " MIN(CASE WHEN state = 'succeeded' THEN COALESCE(ended_at, created_at) END) FROM attempts GROUP BY uid")
+    conn.execute("CREATE TABLE failure_tally (category TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    conn.execute(f"INSERT INTO failure_tally SELECT COALESCE(category, 'unknown'), COUNT(*) FROM attempts"
+                 f" WHERE state IN {_FAILED} GROUP BY 1")
+    success = "CASE WHEN NEW.state = 'succeeded' THEN COALESCE(NEW.ended_at, NEW.created_at) END"
+    conn.execute(
+        "CREATE TRIGGER attempt_stats_insert AFTER INSERT ON attempts BEGIN"
+        f" INSERT INTO attempt_stats VALUES (NEW.uid, 1, NEW.id, NEW.id, {success})"
+        " ON CONFLICT (uid) DO UPDATE SET n = n + 1, first_id = MIN(first_id, excluded.first_id),"
+        " latest_id = MAX(latest_id, excluded.latest_id),"
+        " success_at = COALESCE(MIN(success_at, excluded.success_at), success_at, excluded.success_at);"
+        f" INSERT INTO failure_tally SELECT COALESCE(NEW.category, 'unknown'), 1 WHERE NEW.state IN {_FAILED}"
+        " ON CONFLICT (category) DO UPDATE SET n = n + 1; END")
+    # a data set's row again from its attempts (a delete, or an attempt moved to another id or uid)
+    again = "DELETE FROM attempt_stats WHERE uid = {uid}; " + _STATS_OF_UID
+    conn.execute(f"CREATE TRIGGER attempt_stats_delete AFTER DELETE ON attempts BEGIN {again.format(uid='OLD.uid')}"
+                 f" UPDATE failure_tally SET n = n - 1 WHERE OLD.state IN {_FAILED}"
+                 " AND category = COALESCE(OLD.category, 'unknown'); END")
+    conn.execute("CREATE TRIGGER attempt_stats_move AFTER UPDATE OF id, uid ON attempts"
+                 f" WHEN OLD.id IS NOT NEW.id OR OLD.uid IS NOT NEW.uid BEGIN {again.format(uid='OLD.uid')}"
+                 f" {again.format(uid='NEW.uid')} END")
+    conn.execute("CREATE TRIGGER attempt_stats_success AFTER UPDATE OF state, ended_at ON attempts"
+                 " WHEN (OLD.state = 'succeeded' OR NEW.state = 'succeeded') AND (OLD.state IS NOT NEW.state"
+                 " OR OLD.ended_at IS NOT NEW.ended_at) BEGIN UPDATE attempt_stats SET success_at ="
+                 " (SELECT MIN(COALESCE(ended_at, created_at)) FROM attempts WHERE uid = NEW.uid AND state = 'succeeded')"
+                 " WHERE uid = NEW.uid; END")
+    conn.execute("CREATE TRIGGER attempt_failures_update AFTER UPDATE OF state, category ON attempts"
+                 " WHEN OLD.state IS NOT NEW.state OR OLD.category IS NOT NEW.category BEGIN"
+                 f" UPDATE failure_tally SET n = n - 1 WHERE OLD.state IN {_FAILED}"
+                 " AND category = COALESCE(OLD.category, 'unknown');"
+                 f" INSERT INTO failure_tally SELECT COALESCE(NEW.category, 'unknown'), 1 WHERE NEW.state IN {_FAILED}"
+                 " ON CONFLICT (category) DO UPDATE SET n = n + 1; END")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
                                                           _archive_metadata,
-                                                          _tally, _archive_guesses]
+                                                          _tally, _archive_guesses, _attempt_stats]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -771,8 +828,17 @@ ATTEMPT_VIEW_COLUMNS = ("id", "uid", "node", "state", "stage", "mem_gb", "wallti
 
 def datasets_since(db: Database, rev: int) -> list[dict]:
     """Data sets written after revision ``rev`` (all for -1), without ``extra``: what the console shows."""
-    rows = _dicts(db, f"SELECT {', '.join(DATASET_VIEW_COLUMNS)} FROM datasets WHERE rev > ?"
-                      " ORDER BY created_at, uid", [rev])
+    return _dataset_views(db, "WHERE rev > ? ORDER BY created_at, uid", [rev])
+
+
+def datasets_in_states(db: Database, states: Iterable[str]) -> list[dict]:
+    """The data sets in ``states`` (as ``datasets_since`` rows), oldest first: found by the state index."""
+    states = list(states)
+    return _dataset_views(db, f"WHERE state IN ({', '.join('?' * len(states))}) ORDER BY created_at, uid", states)
+
+
+def _dataset_views(db: Database, where: str, args: list) -> list[dict]:
+    rows = _dicts(db, f"SELECT {', '.join(DATASET_VIEW_COLUMNS)} FROM datasets {where}", args)
     for row in rows:
         raw = row["overrides"]
         row["overrides"] = json.loads(raw) if raw != "{}" else {}
@@ -783,41 +849,74 @@ def attempts_since(db: Database, rev: int) -> list[dict]:
     """Attempts written after revision ``rev``, in id order, without handle and status."""
     # INDEXED BY: without statistics SQLite walks the whole table in id order (to skip the
     # sort) instead of the few new revisions: 580 ms instead of 1 ms at a million attempts
-    return _with_handles(_dicts(db, f"SELECT {', '.join(ATTEMPT_VIEW_COLUMNS)} FROM attempts INDEXED BY attempts_rev"
-                                    " WHERE rev > ? ORDER BY id", [rev]))
+    return _attempt_views(db, "INDEXED BY attempts_rev WHERE rev > ? ORDER BY id", [rev])
 
 
-def _with_handles(rows: list[dict]) -> list[dict]:
-    for row in rows:
-        row["handle"] = json.loads(row["handle"]) if row["handle"] else None
+def _attempt_views(db: Database, where: str, args: list, alias: str = "",
+                   columns: Iterable[str] = ATTEMPT_VIEW_COLUMNS) -> list[dict]:
+    """``columns`` (of ``ATTEMPT_VIEW_COLUMNS``) of ``attempts {where}``, the handle decoded
+    (``alias``: the attempts table's name in ``where``)."""
+    cols = ", ".join(f"{alias}.{c}" if alias else c for c in (_known(c, ATTEMPT_VIEW_COLUMNS) for c in columns))
+    rows = _dicts(db, f"SELECT {cols} FROM attempts {alias} {where}", args)
+    if rows and "handle" in rows[0]:
+        for row in rows:
+            row["handle"] = json.loads(row["handle"]) if row["handle"] else None
     return rows
 
 
-def attempt_summary(db: Database, now: float) -> dict:
-    """What the console needs of the whole attempt history, aggregated in SQL (one pass each).
+def dataset_summaries(db: Database, dataset_columns: Iterable[str], attempt_columns: Iterable[str]) -> list[tuple]:
+    """Every data set, oldest first, as one tuple: its ``dataset_columns``, then its number of attempts,
+    its first attempt's id and its first success's end (``attempt_stats``), then its newest attempt's
+    ``attempt_columns`` (None for a data set never tried).
 
-    ``per_uid``: uid -> (attempts, first id, first success's end);
-    ``failures``: category -> failed or lost attempts;
-    ``latest``: the newest attempt of each data set (as ``attempts_since`` rows);
-    ``recent``: the ``200`` newest ended attempts.
+    One pass over the data sets and one lookup each, whatever the length of the attempt history:
+    what a console needs to open a campaign.
+
+    >>> db = open_db(":memory:"); dataset_summaries(db, ["uid", "state"], ["id", "state"])
+    []
     """
-    ended = "('succeeded','failed','cancelled','lost')"
-    per_uid = {r[0]: tuple(r[1:]) for r in db.conn.execute(
-        "SELECT uid, COUNT(*), MIN(id), MIN(CASE WHEN state = 'succeeded' THEN COALESCE(ended_at, ?) END)"
-        " FROM attempts GROUP BY uid", (now,))}
-    failures = attempt_summary_failures(db)
-    cols = ", ".join(ATTEMPT_VIEW_COLUMNS)
-    latest = _with_handles(_dicts(db, f"SELECT {cols} FROM attempts WHERE id IN"
-                                      " (SELECT MAX(id) FROM attempts GROUP BY uid)"))
-    recent = _with_handles(_dicts(db, f"SELECT {cols} FROM attempts WHERE state IN {ended} ORDER BY id DESC LIMIT 200"))
-    return {"per_uid": per_uid, "failures": failures, "latest": latest,
-            "recent": recent[::-1]}
+    d_cols = [f"d.{_known(c, DATASET_VIEW_COLUMNS)}" for c in dataset_columns]
+    a_cols = [f"a.{_known(c, ATTEMPT_VIEW_COLUMNS)}" for c in attempt_columns]
+    return db.conn.execute(
+        f"SELECT {', '.join([*d_cols, 's.n', 's.first_id', 's.success_at', *a_cols])} FROM datasets d"
+        " LEFT JOIN attempt_stats s ON s.uid = d.uid LEFT JOIN attempts a ON a.id = s.latest_id"
+        " ORDER BY d.created_at, d.uid").fetchall()
+
+
+def _known(column: str, columns: tuple[str, ...]) -> str:
+    if column not in columns:
+        raise ValueError(f"{column!r} is not one of {columns}")
+    return column
+
+
+def newest_attempts_open(db: Database, columns: Iterable[str] = ATTEMPT_VIEW_COLUMNS) -> list[dict]:
+    """The newest attempt of each data set whose newest attempt failed or was lost while the data set
+    neither succeeded nor runs (the open failures), as ``attempts_since`` rows (their ``columns``) in id order."""
+    return _attempt_views(db, "JOIN attempt_stats s ON a.id = s.latest_id JOIN datasets d ON d.uid = s.uid"
+                              f" WHERE a.state IN {_FAILED} AND d.state NOT IN ('succeeded', 'running')"
+                              " ORDER BY a.id", [], alias="a", columns=columns)
+
+
+def newest_attempts_active(db: Database) -> list[dict]:
+    """The attempts pending or running that are their data set's newest, as ``attempts_since`` rows."""
+    return _attempt_views(db, "JOIN attempt_stats s ON a.id = s.latest_id WHERE a.state IN ('pending', 'running')"
+                              " ORDER BY a.id", [], alias="a")
+
+
+def recent_attempts(db: Database, limit: int = 200) -> list[dict]:
+    """The ``limit`` newest ended attempts, oldest first, as ``attempts_since`` rows."""
+    return _attempt_views(db, "WHERE state IN ('succeeded','failed','cancelled','lost') ORDER BY id DESC LIMIT ?",
+                          [limit])[::-1]
 
 
 def attempt_summary_failures(db: Database) -> dict[str, int]:
-    """category -> failed or lost attempts (``unknown`` for those without a category)."""
-    return dict(db.conn.execute("SELECT COALESCE(category, 'unknown'), COUNT(*) FROM attempts"
-                                " WHERE state IN ('failed','lost') GROUP BY 1").fetchall())
+    """category -> failed or lost attempts (``unknown`` for those without a category), from the tally
+    the triggers keep (``_attempt_stats``).
+
+    >>> db = open_db(":memory:"); attempt_summary_failures(db)
+    {}
+    """
+    return dict(db.conn.execute("SELECT category, n FROM failure_tally WHERE n > 0").fetchall())
 
 
 def newest_attempts_in_state(db: Database, state: str, limit: int | None = None) -> list[dict]:

@@ -224,3 +224,50 @@ def test_the_status_tally_follows_every_transition_and_an_older_file_gains_it(tm
             db.conn.execute(f"PRAGMA user_version = {store.MIGRATIONS.index(store._tally)}")
     with store.open_db(camp.db_path) as db:
         assert store.schema_version(db) == store.SCHEMA_VERSION and store.tally(db) == want
+
+
+def _stats_the_slow_way(db) -> tuple[dict, dict]:
+    """(uid -> (attempts, first id, newest id, first success's end), category -> failed or lost attempts),
+    aggregated over every attempt."""
+    per_uid = {r[0]: tuple(r[1:]) for r in db.conn.execute(
+        "SELECT uid, COUNT(*), MIN(id), MAX(id), MIN(CASE WHEN state = 'succeeded' THEN COALESCE(ended_at, created_at)"
+        " END) FROM attempts GROUP BY uid")}
+    failures = dict(db.conn.execute("SELECT COALESCE(category, 'unknown'), COUNT(*) FROM attempts"
+                                    " WHERE state IN ('failed', 'lost') GROUP BY 1"))
+    return per_uid, failures
+
+
+def _stats_kept(db) -> tuple[dict, dict]:
+    per_uid = {r[0]: tuple(r[1:]) for r in db.conn.execute("SELECT uid, n, first_id, latest_id, success_at"
+                                                           " FROM attempt_stats")}
+    return per_uid, store.attempt_summary_failures(db)
+
+
+def test_the_attempt_stats_follow_launches_failures_reclassification_and_undo_and_an_older_file_gains_them(tmp_path):
+    from tests import sample_campaign as sample
+
+    camp = sample.build(tmp_path / "c", n=120, running=5)
+    with store.open_db(camp.db_path) as db:
+        assert _stats_kept(db) == _stats_the_slow_way(db) and len(_stats_kept(db)[1]) >= 3
+        queued = [d["uid"] for d in store.datasets(db, state="queued")]
+        aid = store.create_attempt(db, queued[0], "here", 10.0)  # first attempt of a data set
+        store.update_attempt(db, aid, 11.0, state="failed", ended_at=11.0, category="memory")
+        assert _stats_kept(db) == _stats_the_slow_way(db)
+        store.update_attempt(db, aid, 12.0, category="walltime")  # triage reclassifies it
+        assert _stats_kept(db) == _stats_the_slow_way(db)
+        store.set_dataset_state(db, queued[0], "queued", 12.0)
+        second = store.create_attempt(db, queued[0], "hpc", 13.0)
+        store.update_attempt(db, second, 14.0, state="succeeded", ended_at=20.0)
+        per_uid, failures = _stats_kept(db)
+        assert per_uid[queued[0]] == (2, aid, second, 20.0) and (per_uid, failures) == _stats_the_slow_way(db)
+        launch = store.create_attempt(db, queued[1], "here", 15.0)
+        assert _stats_kept(db)[0][queued[1]] == (1, launch, launch, None)
+        store.undo_launch(db, launch, 16.0, kind="launch-failed", reason="ssh refused")  # the attempt goes
+        assert queued[1] not in _stats_kept(db)[0] and _stats_kept(db) == _stats_the_slow_way(db)
+        want = _stats_kept(db)
+        with store.transaction(db, immediate=True):  # a file from before the stats: the migration counts them
+            db.conn.execute("DROP TABLE attempt_stats")
+            db.conn.execute("DROP TABLE failure_tally")
+            db.conn.execute(f"PRAGMA user_version = {store.MIGRATIONS.index(store._attempt_stats)}")
+    with store.open_db(camp.db_path) as db:
+        assert store.schema_version(db) == store.SCHEMA_VERSION and _stats_kept(db) == want

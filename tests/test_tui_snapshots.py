@@ -44,16 +44,21 @@ def settled(until=lambda app: True, keys: tuple[str, ...] = ()):
     return run_before
 
 
+def estimated(app) -> bool:
+    """The estimate (made in a child process, about a second) is in the snapshot on screen."""
+    return app.snapshot.eta.computed_at is not None
+
+
 def test_dashboard_snapshot(camp, snap_compare):
-    assert snap_compare(make_app(camp), terminal_size=(120, 40), run_before=settled())
+    assert snap_compare(make_app(camp), terminal_size=(120, 40), run_before=settled(estimated))
 
 
 def test_dashboard_snapshot_in_80x24(camp, snap_compare):
-    assert snap_compare(make_app(camp), terminal_size=(80, 24), run_before=settled())
+    assert snap_compare(make_app(camp), terminal_size=(80, 24), run_before=settled(estimated))
 
 
 def test_dashboard_snapshot_light_theme(camp, snap_compare):
-    assert snap_compare(make_app(camp, theme="ari-light"), terminal_size=(120, 40), run_before=settled())
+    assert snap_compare(make_app(camp, theme="ari-light"), terminal_size=(120, 40), run_before=settled(estimated))
 
 
 def test_queue_snapshot(camp, snap_compare):

@@ -17,6 +17,7 @@ def _same(a, b) -> None:
     assert a.dashboard == b.dashboard
     assert sorted(f["id"] for f in a.failures) == sorted(f["id"] for f in b.failures)
     assert a.attempt_rows == b.attempt_rows
+    assert a.queue.texts == b.queue.texts, "the `/` filter searches the rows on screen"
 
 
 def test_a_refresh_that_reads_only_changed_rows_shows_what_a_full_read_shows(tmp_path):
@@ -53,3 +54,35 @@ def test_status_success_rates_match_the_full_statistics(tmp_path):
     assert fast["success_first_try"] == full["success_first_try"] is not None
     assert fast["success_after_retries"] == full["success_after_retries"]
     db.conn.close()
+
+
+def test_the_eta_made_in_a_child_process_is_the_estimate_of_the_console_and_a_failure_reads_na(tmp_path):
+    from ari_console.tui.snapshot import compute_eta, estimate_apart
+
+    camp = sample.build(tmp_path, n=60, running=4)
+    configs = {n.name: n for n in camp.config.nodes}
+    with store.open_db(camp.db_path) as db:
+        nodes = store.nodes(db)
+        here = compute_eta(db, nodes, sample.NOW, configs)
+    apart = estimate_apart(camp.db_path, nodes, sample.NOW, configs)
+    assert apart == here and apart.finish_at is not None
+    gone = estimate_apart(tmp_path / "elsewhere" / "ari.db", nodes, sample.NOW, configs)
+    assert gone.finish_at is None and gone.text.startswith("n/a (the estimator failed:") and "elsewhere" in gone.text
+
+
+def test_the_queue_filter_on_kept_search_texts_keeps_the_rows_the_plain_matcher_keeps(tmp_path):
+    from ari_console.tui import views
+
+    camp = sample.build(tmp_path, n=120, running=4)
+    with store.open_db(camp.db_path) as db:
+        copy = StoreCopy()
+        copy.read(db, sample.NOW)
+    queue = _snapshot(copy, sample.NOW).queue
+    names = views.QueueFields.NAMES
+    for text in ("X1f4/X1", "x1F4/x2", "!x1f4/X3", "uid://A001", "FAILED", "^failed$", "stale", "2 GB", "state:held", "state:fail X1",
+                 "!state:running ws", "memory|walltime", "category:mem !", "project:2016 node:hpc", "X1.", "[", "Ång"):
+        flt = views.parse_filter(text, names)
+        kept = views.filter_rows(flt, queue.rows, queue.fields, names, queue.texts)
+        want = [k for k, cells in queue.rows.items() if views.matches(flt, cells, queue.fields[k])]
+        assert list(kept) == want, text
+    assert 0 < len(views.filter_rows(views.parse_filter("x1F4/x1"), queue.rows, queue.fields, names, queue.texts)) < 120

@@ -42,7 +42,7 @@ from .screens.nodes import NodesScreen
 from .screens.qa2 import Qa2Screen
 from .screens.queue import QueueScreen
 from .screens.triage import TriageScreen
-from .snapshot import Eta, Snapshot, StoreCopy, build_snapshot, compute_eta
+from .snapshot import Eta, Snapshot, StoreCopy, build_snapshot, estimate_apart
 
 ETA_RETRY_S = 15.0
 SCREENS = Binding.Group("Screens", compact=True)  # the footer shows 123456 once; ? lists each
@@ -179,11 +179,7 @@ class AriApp(App):
     def _estimate(self, nodes: list[dict], now: float) -> None:
         """The ETA off the reader thread (it replays the queue through the scheduler: seconds at 100,000)."""
         try:
-            db = store.open_db(self.db_path, create=False)
-            try:
-                eta = compute_eta(db, nodes, now, self._node_configs())
-            finally:
-                db.conn.close()
+            eta = estimate_apart(self.db_path, nodes, now, self._node_configs())  # a child process: see there
             self.eta = replace(eta, computed_at_mono=time.monotonic())
         finally:
             self._eta_busy = False

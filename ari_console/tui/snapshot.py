@@ -7,11 +7,15 @@ the same instant, and hands the rows to the pure functions of ``views``.
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from collections import Counter, defaultdict
 from operator import itemgetter
-from typing import Iterable, Mapping
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 
 from ari_console import readmodel, store
@@ -61,8 +65,10 @@ class Snapshot:
 class StoreCopy:
     """The console's copy of the store, kept up to date by reading only what changed.
 
-    The first ``read`` aggregates the attempt history in SQL (counts, first and
-    newest attempt per data set, failures per category); every later read asks
+    The first ``read`` takes one row per data set with what the store keeps of
+    its attempts (count, first and newest attempt, first success: ``attempt_stats``,
+    kept by trigger) and the failures per category (``failure_tally``), so opening
+    a campaign costs its data sets, not its attempt history; every later read asks
     for the data sets and attempts written after the last revision it saw
     (``store.datasets_since`` / ``attempts_since``) and folds them in, so a
     refresh costs what changed, not the size of the campaign. Queue rows are
@@ -74,13 +80,14 @@ class StoreCopy:
     newest attempt another (``LATEST_FIELDS``), not a dict each; the strings
     that repeat (states, projects, nodes, stages, categories, queue cells) are
     kept once. Full rows stay only where a screen shows them: active and recent
-    attempts, open failures, data sets waiting for an operator.
+    attempts, open failures, data sets waiting for an operator. Each queue row's
+    ``search_text`` and the widest cell of each column are kept with the rows,
+    so a ``/`` filter and the queue's first show measure nothing.
     """
 
     RECENT = 200
-    DATASET_FIELDS = ("uid", "project", "array", "band", "size_gb", "state", "created_at", "first_outcome")
-    LATEST_FIELDS = ("id", "uid", "node", "state", "stage", "created_at", "started_at", "heartbeat_at", "ended_at",
-                     "category")
+    DATASET_FIELDS = (*views.QUEUE_DATASET, "created_at", "first_outcome")  # the queue's cells read the first ones
+    LATEST_FIELDS = views.QUEUE_ATTEMPT
 
     def __init__(self, heartbeat_stale_s: float = 300.0) -> None:
         self.rev: int | None = None
@@ -96,6 +103,8 @@ class StoreCopy:
         self.recent: dict[int, dict] = {}             # the newest ended attempts by id
         self.totals: Counter = Counter()
         self.rows: dict[str, tuple[str, ...]] = {}
+        self.texts: dict[str, str] = {}               # uid -> its row as the `/` filter searches it
+        self.widths: dict[str, int] = {}              # the widest cell of each queue column (only grows)
         self.open_failures: dict[str, dict] = {}
         self.waiting: dict[str, dict] = {}            # held (or in QA2 review): waiting for an operator
         self.nodes: list[dict] = []
@@ -143,24 +152,25 @@ class StoreCopy:
 
     def _compact_dataset(self, d: Mapping) -> tuple:
         """``DATASET_FIELDS`` of ``d``, its repeated strings kept once."""
+        return self._compact_dataset_row(self._DATASET_ROW(d))
+
+    def _compact_dataset_row(self, row: Sequence) -> tuple:
+        """The ``DATASET_FIELDS`` values ``row``, its repeated strings kept once."""
         one = self._strings.setdefault
-        uid, project, array, band, size, state, created, first = self._DATASET_ROW(d)
+        uid, project, array, band, size, state, created, first = row
         return uid, one(project, project), one(array, array), band, size, one(state, state), created, \
             one(first, first)
 
     def _compact_attempt(self, a: Mapping) -> tuple:
         """``LATEST_FIELDS`` of ``a``, its repeated strings kept once."""
+        return self._compact_attempt_row(self._LATEST_ROW(a))
+
+    def _compact_attempt_row(self, row: Sequence) -> tuple:
+        """The ``LATEST_FIELDS`` values ``row``, its repeated strings kept once."""
         one = self._strings.setdefault
-        aid, uid, node, state, stage, created, started, beat, ended, category = self._LATEST_ROW(a)
+        aid, uid, node, state, stage, created, started, beat, ended, category = row
         return aid, uid, one(node, node), one(state, state), one(stage, stage), created, started, beat, ended, \
             one(category, category)
-
-    def _shared_cells(self, cells: tuple[str, ...]) -> tuple[str, ...]:
-        """Queue cells with their repeated strings kept once (the uid, first, is unique)."""
-        strings = self._strings
-        if len(strings) > 200_000:  # elapsed times of a long session: start again rather than grow
-            strings.clear()
-        return (cells[0], *(strings.setdefault(c, c) for c in cells[1:]))
 
     def dataset(self, uid: str) -> dict | None:
         """The data set ``uid`` as a dict of ``DATASET_FIELDS``."""
@@ -175,34 +185,43 @@ class StoreCopy:
         return self.active.get(t[0]) or dict(zip(self.LATEST_FIELDS, t))
 
     def _first_read(self, db: store.Database, now: float) -> None:
-        """Everything, once; the queue rows are made here from the full rows (at ``now``)."""
-        summary = store.attempt_summary(db, now)
-        for uid, (count, first_id, success) in summary["per_uid"].items():
-            self.counts[uid] = count
-            self.first[uid] = first_id
-            if success is not None:
-                self.success_at[uid] = success
-        self.failures = Counter(summary["failures"])
-        latest = {a["uid"]: a for a in summary.pop("latest")}
-        stale, rows = self.heartbeat_stale_s, {}
-        for d in store.datasets_since(db, -1):  # oldest first: the queue's order
-            uid = d["uid"]
-            self.datasets[uid] = self._compact_dataset(d)
+        """Everything, once: one row per data set with its attempts' tally and newest attempt
+        (``store.dataset_summaries``), full rows only where a screen shows them; the queue rows
+        are made here (at ``now``)."""
+        n = len(self.DATASET_FIELDS)
+        compact_dataset, compact_attempt = self._compact_dataset_row, self._compact_attempt_row
+        stale, texts, cells = self.heartbeat_stale_s, self._strings, views.queue_cells
+        datasets, latest, rows = self.datasets, self.latest, {}
+        counts, first, success_at = self.counts, self.first, self.success_at
+        for r in store.dataset_summaries(db, self.DATASET_FIELDS, self.LATEST_FIELDS):  # oldest first: queue order
+            d = compact_dataset(r[:n])
+            uid, count = d[0], r[n] or 0
+            datasets[uid] = d
+            a = None
+            if count:
+                counts[uid], first[uid] = count, r[n + 1]
+                if r[n + 2] is not None:
+                    success_at[uid] = r[n + 2]
+                if r[n + 3] is not None:
+                    a = latest[uid] = compact_attempt(r[n + 3:])
+            rows[uid] = cells(d, a, count, now, stale, texts)
+        self.totals = Counter(d[5] for d in datasets.values())
+        self.failures = Counter(store.attempt_summary_failures(db))
+        for d in store.datasets_in_states(db, ("held", "review")):
             self._update_waiting(d)
-            rows[uid] = self._shared_cells(views.queue_row(d, latest.get(uid), self.counts.get(uid, 0), now, stale))
-        self.totals = Counter(d[5] for d in self.datasets.values())
-        for uid, a in latest.items():
-            self.latest[uid] = self._compact_attempt(a)
-            if a["state"] in store.ACTIVE_ATTEMPT_STATES:
-                self.active[a["id"]] = a
-            self._update_failure(uid, a, db)
-        self.recent = {a["id"]: a for a in summary["recent"]}
+        self.active = {a["id"]: a for a in store.newest_attempts_active(db)}
+        for a in store.newest_attempts_open(db, self.FAILURE_FIELDS):
+            self.open_failures[a["uid"]] = self._failure(a, datasets[a["uid"]][5], own=True)
+        self._failure_list = None
+        self.recent = {a["id"]: a for a in store.recent_attempts(db, self.RECENT)}
         self.rows, self._rows_at = rows, now
+        self.texts = {uid: views.search_text(r) for uid, r in rows.items()}
+        self.widths = views.cell_widths(views.QUEUE_COLUMNS, rows.values(), most=len(rows))
         self._created = self._done = self._rates = None
         self._reorder = False  # read oldest first: already in queue order
 
     def _fold(self, datasets: list[dict], attempts: list[dict], db: store.Database) -> set[str]:
-        """Fold changed rows in; an ended attempt that changes again makes the failure counts re-aggregate."""
+        """Fold changed rows in; the failure counts are read again from the store's tally when attempts changed."""
         for d in datasets:
             old = self.datasets.get(d["uid"])
             if old is None:
@@ -211,7 +230,6 @@ class StoreCopy:
                 self.totals[old[5]] -= 1
             self.totals[d["state"]] += 1
             self.datasets[d["uid"]] = self._compact_dataset(d)
-        recount = False
         newest_full: dict[str, dict] = {}
         for a in attempts:
             aid, uid, state = a["id"], a["uid"], a["state"]
@@ -228,10 +246,6 @@ class StoreCopy:
             if state in store.ACTIVE_ATTEMPT_STATES:
                 self.active[aid] = a
                 continue
-            if before is None and not is_new:
-                recount = True  # an attempt that had ended changed again (reclassified)
-            elif state in readmodel.FAILED_ATTEMPT_STATES:
-                self.failures[a.get("category") or "unknown"] += 1
             if state == "succeeded":
                 t = a.get("ended_at") or 0.0
                 if t < self.success_at.get(uid, float("inf")):
@@ -241,7 +255,7 @@ class StoreCopy:
         if len(self.recent) > self.RECENT:
             for aid in sorted(self.recent)[:-self.RECENT]:
                 del self.recent[aid]
-        if recount:
+        if attempts:  # a dozen rows, exact also when an ended attempt is reclassified
             self.failures = Counter(store.attempt_summary_failures(db))
         changed = {d["uid"] for d in datasets} | {a["uid"] for a in attempts}
         for uid in changed:
@@ -263,10 +277,13 @@ class StoreCopy:
                       "work_dir", "handle", "created_at", "started_at", "ended_at", "exit_code", "peak_mem_gb")
     _FAILURE_SHARED = ("node", "state", "stage", "category", "signature", "excerpt")
 
-    def _failure(self, a: Mapping, dataset_state: str) -> dict:
+    def _failure(self, a: Mapping, dataset_state: str, own: bool = False) -> dict:
         """An open failure as the triage screen shows it: the attempt's ``FAILURE_FIELDS``, the data
-        set's state and its number of attempts; the strings that repeat across failures kept once."""
-        f = {k: a.get(k) for k in self.FAILURE_FIELDS}
+        set's state and its number of attempts; the strings that repeat across failures kept once.
+
+        ``own``: ``a`` is a dict of ``FAILURE_FIELDS`` read for this (completed in place).
+        """
+        f = a if own else {k: a.get(k) for k in self.FAILURE_FIELDS}
         one = self._strings.setdefault
         for k in self._FAILURE_SHARED:
             if f[k] is not None:
@@ -323,16 +340,23 @@ class StoreCopy:
             todo: Iterable[str] = ()
         elif changed is None or not self.rows:
             todo = self.datasets
-            self.rows = {}
+            self.rows, self.texts = {}, {}
         else:
             todo = changed | {a["uid"] for a in self.active.values()}
-            self.rows = dict(self.rows)  # the previous snapshot keeps its own
-        stale = self.heartbeat_stale_s
+            self.rows, self.texts = dict(self.rows), dict(self.texts)  # the previous snapshot keeps its own
+        stale, texts, datasets, latest, counts = self.heartbeat_stale_s, self._strings, self.datasets, self.latest, \
+            self.counts
+        if len(texts) > 200_000:  # elapsed times of a long session: start again rather than grow
+            texts.clear()
+        rows, search, widths = self.rows, self.texts, self.widths
         for uid in todo:
-            d = self.dataset(uid)
+            d = datasets.get(uid)
             if d is not None:
-                cells = views.queue_row(d, self.newest_attempt(uid), self.counts.get(uid, 0), now, stale)
-                self.rows[uid] = self._shared_cells(cells)
+                cells = rows[uid] = views.queue_cells(d, latest.get(uid), counts.get(uid, 0), now, stale, texts)
+                search[uid] = views.search_text(cells)
+                for name, cell in zip(views.QUEUE_COLUMNS, cells):
+                    if len(cell) > widths.get(name, 0):
+                        widths[name] = len(cell)
         if self._reorder:  # new data sets: queue order again (oldest first)
             order = sorted(self.datasets.values(), key=lambda d: (d[6] or 0.0, d[0]))
             self.rows = {d[0]: self.rows[d[0]] for d in order}
@@ -383,7 +407,7 @@ def build_snapshot(copy: StoreCopy, now: float, version: int, history: Mapping[s
     shown = {int(k) for k in attempt_rows}
     return Snapshot(
         now=now, version=version,
-        queue=views.QueueView(copy.queue_rows(now, changed)),
+        queue=views.QueueView(copy.queue_rows(now, changed), copy.texts, dict(copy.widths)),
         dashboard=copy.dashboard(now),
         nodes=copy.nodes,
         node_rows=views.node_rows(copy.nodes, history, now, stale_after_s),
@@ -416,6 +440,41 @@ def compute_eta(db: store.Database, nodes: list[dict], now: float, node_configs:
     if est.unplaceable:
         text += f"; {len(est.unplaceable)} cannot be placed"
     return Eta(text, finish, est.remaining_h, now)
+
+
+def estimate_apart(db_path: Path, nodes: list[dict], now: float, node_configs: Mapping[str, object],
+                   timeout_s: float = 1800.0) -> Eta:
+    """``compute_eta`` in a child process that opens the campaign at ``db_path`` on its own.
+
+    The estimate replays the whole queue through the scheduler and learns from every finished
+    attempt: at 100,000 data sets and a million attempts, tens of seconds of CPU and half a
+    gigabyte. In a thread of the console it held the interpreter lock against the screens (the
+    queue opened and filtered several times slower while it ran) and left its memory to the
+    console's process; in a child it runs on another core and gives its memory back when it ends.
+    """
+    args = pickle.dumps((str(db_path), nodes, now, dict(node_configs)))
+    try:
+        proc = subprocess.run([sys.executable, "-c", "from ari_console.tui.snapshot import _eta_child; _eta_child()"],
+                              input=args, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return Eta(f"n/a (the estimate took over {views.duration_text(timeout_s)})", computed_at=now)
+    if proc.returncode != 0:
+        last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        return Eta(f"n/a (the estimator failed: {last[:120]})", computed_at=now)
+    return pickle.loads(proc.stdout)
+
+
+def _eta_child() -> None:
+    """The child of ``estimate_apart``: its arguments pickled on stdin, the Eta pickled on stdout."""
+    db_path, nodes, now, node_configs = pickle.load(sys.stdin.buffer)
+    out, sys.stdout = sys.stdout, sys.stderr  # whatever the estimate prints must not mix with the answer
+    db = store.open_db(db_path, create=False)
+    try:
+        eta = compute_eta(db, nodes, now, node_configs)
+    finally:
+        db.close()
+    out.buffer.write(pickle.dumps(eta))
+    out.flush()
 
 
 def timed(fn, *args, **kw):

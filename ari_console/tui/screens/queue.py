@@ -50,14 +50,17 @@ class QueueScreen(AriScreen):
         return self.query_one("#queue-table", VirtualTable)
 
     def prepare(self, snap: Snapshot, flt: views.RowFilter) -> tuple[dict[str, tuple], dict[str, int]]:
-        """The queue rows that pass the state key and the ``/`` filter, and the widths of all rows' cells (in a thread)."""
+        """The queue rows that pass the state key and the ``/`` filter, and the widths of all rows' cells (in a
+        thread): those the store copy keeps when the snapshot has them, else measured once per snapshot."""
         rows = snap.queue.rows
         if self.state_filter:
             state = self.state_filter
             rows = {k: v for k, v in rows.items() if v[5] == state}
-        rows = views.filter_rows(flt, rows, snap.queue.fields, views.QueueFields.NAMES)
+        rows = views.filter_rows(flt, rows, snap.queue.fields, views.QueueFields.NAMES, snap.queue.texts)
         if self.sort_column:
             rows = views.sort_rows(rows, views.QUEUE_COLUMNS, self.sort_column, self.sort_reverse)
+        if snap.queue.widths is not None:  # the copy keeps the widths of every row: nothing to measure
+            return rows, dict(snap.queue.widths)
         return rows, self.widths_of(snap, views.QUEUE_COLUMNS, snap.queue.rows)
 
     def show(self, snap: Snapshot, data: tuple[dict[str, tuple], dict[str, int]]) -> None:

@@ -191,8 +191,8 @@ class VirtualTable(ScrollView, can_focus=True):
             widths = measure(rows.values(), self._column_names)
         self._widths = [max(a, b) for a, b in zip(self._widths, widths)]
         row = self._cursor
-        if selected is not None and selected in rows:
-            row = self.get_row_index(selected)
+        if selected is not None and not (row < len(self._keys) and self._keys[row] == selected) and selected in rows:
+            row = self.get_row_index(selected)  # the order changed under the cursor (no index of 100,000 keys else)
         self.virtual_size = Size(self._total_width(), len(self._keys) + 1)
         self._move(row, scroll=row != self._cursor)
         self.refresh()
