@@ -305,9 +305,15 @@ def _archive_guesses(conn: sqlite3.Connection) -> None:
                  " AND archive_mem_gb IS NULL")
 
 
+def _peak_scratch(conn: sqlite3.Connection) -> None:
+    """Each attempt's peak scratch use (GB, the runner's ``peak_scratch_gb``: its work dir measured after
+    each stage); NULL for attempts recorded before, or by a runner that did not measure."""
+    conn.execute("ALTER TABLE attempts ADD COLUMN peak_scratch_gb REAL")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
                                                           _archive_metadata,
-                                                          _tally, _archive_guesses]
+                                                          _tally, _archive_guesses, _peak_scratch]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -681,6 +687,7 @@ class AttemptRow(TypedDict, total=False):
     ended_at: float | None
     exit_code: int | None
     peak_mem_gb: float | None
+    peak_scratch_gb: float | None  # the most scratch its work dir used (``_peak_scratch``)
     category: str | None
     signature: str | None
     decisive_line: int | None
@@ -729,7 +736,19 @@ def queue_changes(db: Database, rev: int) -> tuple[int, list[DataSetRow]]:
 
 def failed_tries(db: Database, uids: Iterable[str] | None = None) -> dict[str, int]:
     """uid -> attempts that failed, were lost or cancelled (of ``uids``, or of every data set)."""
-    sql = ("SELECT uid, COUNT(*) FROM attempts WHERE state IN ('failed', 'lost', 'cancelled')")
+    return _per_uid(db, "SELECT uid, COUNT(*) FROM attempts WHERE state IN ('failed', 'lost', 'cancelled')", uids)
+
+
+def disk_full_scratch(db: Database, uids: Iterable[str] | None = None) -> dict[str, float]:
+    """uid -> the most scratch (GB) an attempt of it had used when it failed for a full scratch
+    (``disk_full`` with a measured peak), of ``uids`` or of every data set: what its retry needs more than."""
+    return _per_uid(db, "SELECT uid, MAX(peak_scratch_gb) FROM attempts WHERE category = 'disk_full'"
+                        " AND peak_scratch_gb > 0", uids)
+
+
+def _per_uid(db: Database, sql: str, uids: Iterable[str] | None) -> dict:
+    """``sql`` (``SELECT uid, <aggregate> FROM attempts WHERE ...``) grouped by uid, of ``uids`` (in
+    chunks of 500: SQLite's variable limit) or of every data set."""
     if uids is None:
         return dict(db.conn.execute(sql + " GROUP BY uid").fetchall())
     uids, out = list(uids), {}
@@ -766,7 +785,7 @@ DATASET_VIEW_COLUMNS = ("uid", "project", "array", "band", "size_gb", "mem_gb", 
                         "reason", "overrides", "accepted_attempt", "created_at", "first_outcome")
 ATTEMPT_VIEW_COLUMNS = ("id", "uid", "node", "state", "stage", "mem_gb", "walltime_h", "created_at", "started_at",
                         "heartbeat_at", "ended_at", "exit_code", "peak_mem_gb", "category", "signature",
-                        "decisive_line", "excerpt", "work_dir", "handle")
+                        "decisive_line", "excerpt", "work_dir", "handle", "peak_scratch_gb")
 
 
 def datasets_since(db: Database, rev: int) -> list[dict]:
@@ -1077,7 +1096,7 @@ def _decode_attempt(row: dict) -> AttemptRow:
 
 _ATTEMPT_COLUMNS = ("state", "stage", "handle", "work_dir", "started_at", "heartbeat_at", "ended_at",
                     "exit_code", "peak_mem_gb", "category", "signature", "decisive_line", "excerpt", "status",
-                    "triage_rules")
+                    "triage_rules", "peak_scratch_gb")
 
 
 def update_attempt(db: Database, attempt_id: int, now: float, **changes) -> bool:
@@ -1279,7 +1298,7 @@ def finished_history(db: Database, limit: int | None = None) -> list[dict]:
     ``limit``: only the newest that many (in id order still).
     """
     rows = _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
-                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb,"
+                      " a.peak_scratch_gb, a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb,"
                       " d.archive_hours, d.archive_mem_gb"
                       " FROM attempts a"
                       " JOIN datasets d ON d.uid = a.uid"

@@ -63,6 +63,7 @@ class JobState:
     category: str | None = None
     exit_code: int | None = None
     peak_mem_gb: float | None = None
+    peak_scratch_gb: float | None = None  # the most disk its work dir used, measured after each stage
     heartbeat_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -117,6 +118,7 @@ def status_from_json(status: dict) -> JobState:
         category=status.get("category"),
         exit_code=status.get("exit_code"),
         peak_mem_gb=peak,
+        peak_scratch_gb=status.get("peak_scratch_gb") or None,  # absent from an older runner; 0: not measured yet
         heartbeat_at=status.get("heartbeat_at"),
         started_at=status.get("started_at"),
         ended_at=status.get("ended_at"),
