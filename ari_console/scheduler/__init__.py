@@ -52,7 +52,7 @@ from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
                          features,
                          fit_history, means_above, predict, predict_all, prior, quantiles_above)
-from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, DataSet, Measured, NodeClass, NodeState, Placement, Plan,
+from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass, NodeState, Placement, Plan,
                      Prediction, Unplaceable)
 
 __all__ = [
@@ -64,5 +64,5 @@ __all__ = [
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
     "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",
-    "RELAX_QUANTILES", "RELAX_TOLERANCE", "RISK_RATIOS", "SCRATCH_FLOOR_GB", "SCRATCH_PER_GB",
+    "RELAX_QUANTILES", "RELAX_TOLERANCE", "RISK_RATIOS", "SCRATCH_FLOOR_GB", "SCRATCH_PER_GB", "SCRATCH_RETRY_MARGIN",
 ]

@@ -118,13 +118,25 @@ def status_from_json(status: dict) -> JobState:
         category=status.get("category"),
         exit_code=status.get("exit_code"),
         peak_mem_gb=peak,
-        peak_scratch_gb=status.get("peak_scratch_gb") or None,  # absent from an older runner; 0: not measured yet
+        peak_scratch_gb=_peak_scratch_gb(status),
         heartbeat_at=status.get("heartbeat_at"),
         started_at=status.get("started_at"),
         ended_at=status.get("ended_at"),
         message=newer or status.get("message"),
         status=status,
     )
+
+
+def _peak_scratch_gb(status: dict) -> float | None:
+    """The runner's peak scratch use in GB (2**30 bytes), from its exact byte count where given
+    (``peak_scratch_gb`` is rounded to 1 MB); None before the first stage ended or from an older runner.
+
+    >>> _peak_scratch_gb({"peak_scratch_bytes": 120 * 2**20, "peak_scratch_gb": 0.117}), _peak_scratch_gb({})
+    (0.1171875, None)
+    """
+    if status.get("peak_scratch_bytes"):
+        return round(status["peak_scratch_bytes"] / 2**30, 9)
+    return status.get("peak_scratch_gb") or None
 
 
 def read_status(transport: Transport, work_dir: str) -> dict | None:
