@@ -307,8 +307,10 @@ def _archive_guesses(conn: sqlite3.Connection) -> None:
 
 def _peak_scratch(conn: sqlite3.Connection) -> None:
     """Each attempt's peak scratch use (GB, the runner's ``peak_scratch_gb``: its work dir measured after
-    each stage); NULL for attempts recorded before, or by a runner that did not measure."""
-    conn.execute("ALTER TABLE attempts ADD COLUMN peak_scratch_gb REAL")
+    each stage); NULL for attempts recorded before, or by a runner that did not measure. Running it
+    again changes nothing (a test re-runs the steps after the status tally)."""
+    if "peak_scratch_gb" not in {r[1] for r in conn.execute("PRAGMA table_info(attempts)")}:
+        conn.execute("ALTER TABLE attempts ADD COLUMN peak_scratch_gb REAL")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
@@ -687,7 +689,6 @@ class AttemptRow(TypedDict, total=False):
     ended_at: float | None
     exit_code: int | None
     peak_mem_gb: float | None
-    peak_scratch_gb: float | None  # the most scratch its work dir used (``_peak_scratch``)
     category: str | None
     signature: str | None
     decisive_line: int | None
@@ -695,6 +696,7 @@ class AttemptRow(TypedDict, total=False):
     status: dict | None   # the last status.json
     triage_rules: str | None
     rev: int              # the revision of its last write (``_revisions``)
+    peak_scratch_gb: float | None  # the most scratch its work dir used, GB (``_peak_scratch``)
 
 
 def _decode_dataset(row: dict) -> DataSetRow:
