@@ -5,6 +5,7 @@ small sleeper recipe (tests/data/recipes/sleeper.py) through the real runner on
 real local and SSH nodes; the imaging itself is tested with real CASA elsewhere.
 """
 
+import io
 import json
 import os
 import signal
@@ -440,6 +441,26 @@ def test_attempts_teach_the_scratch_a_data_set_needs_and_a_node_too_small_for_it
         run_until_idle(engine)
         peaks = [a["peak_scratch_gb"] for a in store.attempts(engine.db)]
     assert len(peaks) == 2 and all(120 / 1024 <= p < 121 / 1024 for p in peaks), peaks
+    # `ari datasets show` and the console's detail screen show it with the one formatter
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from ari_console.cli import app
+    from ari_console.formatting import gb_text
+    from ari_console.readmodel import dataset_detail
+    from ari_console.tui.screens.detail import detail_renderable
+
+    shown = CliRunner().invoke(app, ["datasets", "show", taught[0], "-c", str(tmp_path / "ari.toml")],
+                               env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "peak scratch" in shown.output and gb_text(peaks[0]) in shown.output
+    as_json = CliRunner().invoke(app, ["datasets", "show", taught[0], "--json", "-c", str(tmp_path / "ari.toml")])
+    assert json.loads(as_json.output)["attempts"][0]["peak_scratch_gb"] == peaks[0]
+    with store.open_db(cfg.campaign.db_path) as db:
+        screen = Console(width=120, file=io.StringIO())
+        screen.print(detail_renderable(dataset_detail(db, taught[0])))
+    text = screen.file.getvalue()
+    assert "peak scratch" in text and gb_text(peaks[0]) in text
 
     (tmp_path / "ari.toml").write_text((tmp_path / "ari.toml").read_text().replace(
         'name = "local"\n', 'name = "local"\nscratch_gb = 0.5\n'))
