@@ -507,3 +507,15 @@ def test_a_disk_full_attempt_makes_its_retry_need_more_scratch_than_it_had_when_
     small = scheduler.NodeState("local", mem_gb=4, scratch_gb=4.5)
     assert scheduler.why_not(after, scheduler.Prediction(0.1, 1.0), small) == "needs 5 GB of scratch, local has 4.5 GB"
     assert scheduler.why_not(before, scheduler.Prediction(0.1, 1.0), small) is None
+
+
+def test_an_attempt_over_ssh_records_the_scratch_its_recipe_wrote(sshd_factory, tmp_path):
+    server = sshd_factory()
+    node = (f'[[node]]\nname = "ws"\ntransport = "ssh"\nhost = "{server.host}"\nport = {server.port}\n'
+            f'user = "{server.user}"\nidentity_file = "{server.identity_file}"\nknown_hosts = "{server.known_hosts}"\n'
+            f'slots = 1\nmem_gb = 4\nscratch_dir = "{tmp_path / "scratch"}"\npython = "{sys.executable}"\n')
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {"sleeper": {"write_mb": 40}})], nodes_toml=node)
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        run_until_idle(engine)
+        (a,) = store.attempts(engine.db)
+    assert a["state"] == "succeeded" and 40 / 1024 <= a["peak_scratch_gb"] < 41 / 1024
