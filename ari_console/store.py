@@ -311,6 +311,8 @@ def _peak_scratch(conn: sqlite3.Connection) -> None:
     again changes nothing (a test re-runs the steps after the status tally)."""
     if "peak_scratch_gb" not in {r[1] for r in conn.execute("PRAGMA table_info(attempts)")}:
         conn.execute("ALTER TABLE attempts ADD COLUMN peak_scratch_gb REAL")
+    # what a disk_full retry needs (``disk_full_scratch``), found without a scan of a million attempts
+    conn.execute("CREATE INDEX IF NOT EXISTS attempts_disk_full ON attempts(uid) WHERE category = 'disk_full'")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,

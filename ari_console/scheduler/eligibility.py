@@ -227,7 +227,8 @@ def _scratch_needs(queue: Sequence[DataSet]):
     if set(learned) == {None}:
         factor = SCRATCH_PER_GB
     else:
-        factor = np.array([SCRATCH_PER_GB if f is None else f for f in learned], dtype=float)
+        factor = np.array(learned, dtype=float)  # None -> nan: the documented factor
+        factor[np.isnan(factor)] = SCRATCH_PER_GB
     need = np.round(size * factor + SCRATCH_FLOOR_GB, 3)
     given = list(map(attrgetter("scratch_gb"), queue))
     if set(given) != {None}:  # some data sets say their own need (a set is built in C; the loop only then)
