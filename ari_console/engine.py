@@ -30,7 +30,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -704,10 +704,11 @@ class Engine:
             return
         self._scratch = factors
         pooled = factors.get(None)
+        default = scheduler.SCRATCH_PER_GB
         for uid, sds in self._plan_queue.items():
             factor = factors.get(sds.array, pooled)
-            if sds.scratch_per_gb != factor:
-                self._plan_queue[uid] = replace(sds, scratch_per_gb=factor)
+            if (default if sds.scratch_per_gb is None else sds.scratch_per_gb) != factor:
+                self._plan_queue[uid] = sds.with_scratch_per_gb(factor)
 
     def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> bool:
         """Launch ``ds`` on ``node``; True when its job started."""

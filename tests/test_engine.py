@@ -519,3 +519,29 @@ def test_an_attempt_over_ssh_records_the_scratch_its_recipe_wrote(sshd_factory, 
         run_until_idle(engine)
         (a,) = store.attempts(engine.db)
     assert a["state"] == "succeeded" and 40 / 1024 <= a["peak_scratch_gb"] < 41 / 1024
+
+
+def test_a_running_engine_applies_what_an_attempt_taught_to_the_data_sets_still_queued(tmp_path):
+    """One slot, 0.5 GB of scratch. The 5 MB data set runs first and writes 120 MiB; the 50 MB one, queued
+    all along (0.2 GB by the documented factor: it fits), needs ~0.7 GB once that attempt ended: held."""
+    from ari_console.alma import DataSet
+
+    py = sys.executable
+    node = (f'[[node]]\nname = "local"\nslots = 1\nmem_gb = 4\nscratch_gb = 0.5\n'
+            f'scratch_dir = "{tmp_path / "scratch"}"\npython = "{py}"\n')
+    cfg = make_campaign(tmp_path, [], node)
+    small, big = "uid://A001/X1/X1", "uid://A001/X1/X2"
+    with store.open_db(cfg.campaign.db_path) as db:
+        store.import_datasets(db, [
+            DataSet(uid=small, project="2016.1.00123.S", array="12m", size_gb=0.005, mem_gb=1, hours=0.01,
+                    extra={"sleeper": {"write_mb": 120}}),
+            DataSet(uid=big, project="2016.1.00123.S", array="12m", size_gb=0.05, mem_gb=1, hours=0.001)],
+            "t.csv", now=time.time())
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        engine.tick()
+        assert [a["uid"] for a in store.active_attempts(engine.db)] == [small]  # the longer one first
+        run_until_idle(engine)
+        ran = [a["uid"] for a in store.attempts(engine.db)]
+        held = store.dataset(engine.db, big)
+    assert ran == [small] and held["state"] == "held"
+    assert held["reason"].startswith("fits no node: needs 0.7"), held["reason"]
