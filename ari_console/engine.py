@@ -41,7 +41,7 @@ from .errors import UserError
 from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
-from .readmodel import (attention, attention_line, history, node_states, review_text, scheduler_queue,
+from .readmodel import (attention, attention_line, history, learned_factors, node_states, review_text, scheduler_queue,
                         stale_probe_s)
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
@@ -703,12 +703,10 @@ class Engine:
         if factors == self._scratch:
             return
         self._scratch = factors
-        pooled = factors.get(None)
-        default = scheduler.SCRATCH_PER_GB
+        by_array = learned_factors(factors, {sds.array for sds in self._plan_queue.values()})
         for uid, sds in self._plan_queue.items():
-            factor = factors.get(sds.array, pooled)
-            if (default if sds.scratch_per_gb is None else sds.scratch_per_gb) != factor:
-                self._plan_queue[uid] = sds.with_scratch_per_gb(factor)
+            if sds.scratch_per_gb != by_array[sds.array]:
+                self._plan_queue[uid] = sds.with_scratch_per_gb(by_array[sds.array])
 
     def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> bool:
         """Launch ``ds`` on ``node``; True when its job started."""

@@ -482,11 +482,24 @@ def scheduler_queue(db: store.Database, waiting: list[dict],
     uids = [ds["uid"] for ds in waiting] if len(waiting) <= 2000 else None
     tries = store.failed_tries(db, uids)
     seen = store.disk_full_scratch(db, uids)
-    if not scratch:
-        return [to_scheduler(ds, tries.get(ds["uid"], 0), scratch_seen_gb=seen.get(ds["uid"])) for ds in waiting]
-    pooled = scratch.get(None)
-    return [to_scheduler(ds, tries.get(ds["uid"], 0), scratch.get(ds["array"], pooled), seen.get(ds["uid"]))
-            for ds in waiting]
+    factors = learned_factors(scratch or {}, {ds["array"] for ds in waiting})
+    return [to_scheduler(ds, tries.get(ds["uid"], 0), factors[ds["array"]], seen.get(ds["uid"])) for ds in waiting]
+
+
+def learned_factors(scratch: Mapping[str | None, float], arrays: Iterable[str | None]) -> dict:
+    """Per array, its learned scratch factor (its own, else the campaign's), None where it is the documented
+    default: a queue nothing taught stays on the scheduler's fast path.
+
+    >>> learned_factors({None: 3.0, "7m": 5.0}, ["12m", "7m"]), learned_factors({}, ["12m"])
+    ({'12m': None, '7m': 5.0}, {'12m': None})
+    """
+    from .scheduler.values import SCRATCH_PER_GB
+
+    out = {}
+    for array in arrays:
+        factor = scratch.get(array, scratch.get(None))
+        out[array] = None if factor is None or factor == SCRATCH_PER_GB else factor
+    return out
 
 
 def scratch_factors(history: Iterable[scheduler.Measured]) -> dict[str | None, float]:

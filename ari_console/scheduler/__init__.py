@@ -37,8 +37,8 @@ Policies (``policy=`` in :func:`place`)
 Every policy except ``fifo`` never places a data set where its predicted
 memory exceeds the node's, where predicted hours / node speed exceed the
 node's walltime, where the scratch disk it needs (size x ``SCRATCH_PER_GB``, or
-x the factor finished attempts taught: ``scratch_factors``) exceeds the node's known scratch, or where the recipe / CASA version it
-needs is missing. Data
+x the factor finished attempts taught: ``scratch_factors``) exceeds the node's
+known scratch, or where the recipe / CASA version it needs is missing. Data
 sets no node can run come back in :attr:`Placement.unplaceable` with a reason.
 """
 
@@ -52,15 +52,16 @@ from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
                          features,
                          fit_history, means_above, predict, predict_all, prior, quantiles_above)
-from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass, NodeState, Placement, Plan,
-                     Prediction, Unplaceable)
+from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
+                     NodeState, Placement, Plan, Prediction, Unplaceable)
 
 __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
     "coefficient_draws", "eligibility", "features", "fit_history", "fluid_bound", "make_plan", "means_above",
     "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
-    "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk", "unplaceable_reason", "why_not",
+    "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",
+    "unplaceable_reason", "why_not",
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
     "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",
