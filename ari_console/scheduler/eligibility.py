@@ -223,11 +223,9 @@ def _scratch_needs(queue: Sequence[DataSet]):
         size = np.fromiter(map(attrgetter("size_gb"), queue), dtype=float, count=len(queue))
     except TypeError:  # some sizes unknown (None): nan
         size = np.array([ds.size_gb for ds in queue], dtype=float)
-    learned = list(map(attrgetter("scratch_per_gb"), queue))
-    if set(learned) == {None}:
-        factor = SCRATCH_PER_GB
-    else:
-        factor = np.array(learned, dtype=float)  # None -> nan: the documented factor
+    factor = SCRATCH_PER_GB
+    if any(map(attrgetter("scratch_per_gb"), queue)):  # some learned a factor (any() runs in C: cheap when none did)
+        factor = np.array(list(map(attrgetter("scratch_per_gb"), queue)), dtype=float)  # None -> nan: the default
         factor[np.isnan(factor)] = SCRATCH_PER_GB
     need = np.round(size * factor + SCRATCH_FLOOR_GB, 3)
     given = list(map(attrgetter("scratch_gb"), queue))
@@ -235,9 +233,8 @@ def _scratch_needs(queue: Sequence[DataSet]):
         for i, g in enumerate(given):
             if g is not None:
                 need[i] = g
-    seen = list(map(attrgetter("scratch_seen_gb"), queue))
-    if set(seen) != {None}:  # a full scratch taught some of them: their retry needs more than they had
-        for i, g in enumerate(seen):
+    if any(map(attrgetter("scratch_seen_gb"), queue)):  # a full scratch taught some: their retry needs more
+        for i, g in enumerate(map(attrgetter("scratch_seen_gb"), queue)):
             if g:
                 need[i] = round(g * SCRATCH_RETRY_MARGIN, 3) if np.isnan(need[i]) else max(
                     need[i], round(g * SCRATCH_RETRY_MARGIN, 3))
