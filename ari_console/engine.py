@@ -41,7 +41,7 @@ from .errors import UserError
 from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
-from .readmodel import (attention, attention_line, history, node_states, review_text, scheduler_queue,
+from .readmodel import (attention, attention_line, history, learned_factors, node_states, review_text, scheduler_queue,
                         stale_probe_s)
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
@@ -182,6 +182,7 @@ class Engine:
         self._plan_until = float("inf")  # a data set's not_before passes: plan again
         self._queue_rev: int | None = None  # the store's revision the kept queue was read at
         self._predicted: dict[str, tuple[scheduler.DataSet, scheduler.Prediction]] = {}  # by the model of the plan
+        self._scratch: dict[str | None, float] = {}  # scratch per GB by array, learned at each refit
         self.node_faults: dict[str, str] = {}  # node -> the kind of fault the operator was last told of
         self.unconfigured_since: dict[str, float] = {}  # removed node -> when this engine first saw it
         self.scratch_short: dict[str, float] = {}  # node -> free GB when a data set's need did not fit
@@ -380,7 +381,7 @@ class Engine:
                     self._tell(name, str(exc), now, report)
                 changes = {"state": "running" if js.state in ("pending", "running") else a["state"],
                            "stage": js.stage or a["stage"], "heartbeat_at": js.heartbeat_at,
-                           "peak_mem_gb": js.peak_mem_gb}
+                           "peak_mem_gb": js.peak_mem_gb, "peak_scratch_gb": js.peak_scratch_gb}
                 if js.state == "pending":
                     changes["state"] = "pending"
                 store.update_attempt(self.db, a["id"], now, **{k: v for k, v in changes.items() if v is not None})
@@ -684,15 +685,28 @@ class Engine:
             waiting.append(ds)
         ended = signature[2]
         if self._plan_model is None or ended >= self._plan_signature[2]:
-            self._plan_model = scheduler.fit_history(history(self.db, self.nodes))
+            hist = history(self.db, self.nodes)
+            self._plan_model = scheduler.fit_history(hist)
             self._predicted = {}
+            self._learn_scratch(scheduler.scratch_factors(hist))
             ended = max(ended + 1, math.ceil(ended * REFIT_GROWTH))  # refit when the history has grown so much
         else:
             ended = self._plan_signature[2]
-        self._plan_queue.update((sds.uid, sds) for sds in scheduler_queue(self.db, waiting))
+        self._plan_queue.update((sds.uid, sds) for sds in scheduler_queue(self.db, waiting, self._scratch))
         count, latest, _ = store.queue_signature(self.db)
         self._plan_signature = (count, latest, ended)
         self.plan = None
+
+    def _learn_scratch(self, factors: dict[str | None, float]) -> None:
+        """Keep the scratch factors finished attempts taught; the data sets kept from earlier reads
+        whose factor moved are remade with it (the rest of the queue needs what they showed)."""
+        if factors == self._scratch:
+            return
+        self._scratch = factors
+        by_array = learned_factors(factors, {sds.array for sds in self._plan_queue.values()})
+        for uid, sds in self._plan_queue.items():
+            if sds.scratch_per_gb != by_array[sds.array]:
+                self._plan_queue[uid] = sds.with_scratch_per_gb(by_array[sds.array])
 
     def _launch(self, ds: dict, node: Node, sds: scheduler.DataSet, now: float, report: TickReport) -> bool:
         """Launch ``ds`` on ``node``; True when its job started."""
@@ -700,7 +714,7 @@ class Engine:
         overrides = ds["overrides"]
         # Overrides are what a node must offer (placement saw to it); an attempt gets the node's slot.
         mem_gb, walltime_h = node.mem_gb, node.walltime_h
-        short = self._scratch_shortfall(node, ds)
+        short = self._scratch_shortfall(node, sds)
         if short is not None:
             self.scratch_short[node.name] = short[0]
             self._tell(node.name, f"disk_full: scratch {node.scratch_dir} has {gb_text(short[0])} free, "
@@ -778,13 +792,14 @@ class Engine:
         else:
             report.errors.append(f"{node.name}: launch of {uid} failed: {exc} (no launch there for {wait:g} s)")
 
-    def _scratch_shortfall(self, node: Node, ds: dict) -> tuple[float, float] | None:
-        """(free GB, needed GB) when the node's last probe shows less scratch than the data set needs, else None."""
-        if ds.get("size_gb") is None:
+    def _scratch_shortfall(self, node: Node, sds: scheduler.DataSet) -> tuple[float, float] | None:
+        """(free GB, needed GB) when the node's last probe shows less scratch free than the data set needs
+        (:attr:`~ari_console.scheduler.DataSet.scratch_need_gb`, as placement counted it), else None."""
+        need = sds.scratch_need_gb
+        if need is None:
             return None
         probe = (store.node_row(self.db, node.name) or {}).get("probe") or {}
         free = probe.get("scratch_free_gb")
-        need = scratch_need_gb(ds["size_gb"])
         if free is None or free >= need:
             return None
         return free, need
@@ -805,16 +820,6 @@ def _collector_paused():
     finally:
         if was:
             gc.enable()
-
-
-def scratch_need_gb(size_gb: float) -> float:
-    """Scratch one attempt of a data set of ``size_gb`` needs on its node (the scheduler's rule,
-    :attr:`ari_console.scheduler.DataSet.scratch_need_gb`, which placement checks against a node's scratch).
-
-    >>> scratch_need_gb(10)
-    30.05
-    """
-    return scheduler.DataSet("", size_gb=size_gb).scratch_need_gb
 
 
 FAULT_KINDS = (

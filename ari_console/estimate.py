@@ -191,8 +191,11 @@ def _outcome(ds: DataSet, hours: float, mem: float, node: NodeState,
 
 
 def _scratch_held(ds: DataSet, expansion: float) -> float:
-    """Scratch ``ds`` holds while it runs: its own ``scratch_gb``, else size x ``expansion``."""
-    return ds.scratch_gb if ds.scratch_gb is not None else (ds.size_gb or 0.0) * expansion
+    """Scratch ``ds`` holds while it runs: its own ``scratch_gb``, else size x its learned
+    ``scratch_per_gb`` (a campaign's history taught it), else size x ``expansion``."""
+    if ds.scratch_gb is not None:
+        return ds.scratch_gb
+    return (ds.size_gb or 0.0) * (expansion if ds.scratch_per_gb is None else ds.scratch_per_gb)
 
 
 def with_expansion(datasets: Sequence[DataSet], expansion: float) -> list[DataSet]:
@@ -206,10 +209,11 @@ def with_expansion(datasets: Sequence[DataSet], expansion: float) -> list[DataSe
             else ds for ds in datasets]
 
 
-def attempt(ds: DataSet, hours: float, speed: float, outcome: str, peak_mem_gb: float | None = None) -> Measured:
+def attempt(ds: DataSet, hours: float, speed: float, outcome: str, peak_mem_gb: float | None = None,
+            peak_scratch_gb: float | None = None) -> Measured:
     """The history entry of an attempt of ``ds`` (its metadata with it, for the fits)."""
     return Measured(ds.uid, ds.size_gb, hours, speed, peak_mem_gb, outcome, ds.array, ds.band,
-                    ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb, ds.prior_hours, ds.prior_mem_gb)
+                    ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb, ds.prior_hours, ds.prior_mem_gb, peak_scratch_gb)
 
 
 def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: str = sch.DEFAULT_POLICY,

@@ -354,7 +354,8 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
 
     policy = policy or scheduler.DEFAULT_POLICY
     by_name = {n.name: n for n in nodes}
-    queue = scheduler_queue(db, store.queue(db))
+    hist = history(db, by_name)
+    queue = scheduler_queue(db, store.queue(db), scratch_factors(hist))
     running: dict[str, list[float]] = {}
     active = store.active_attempts(db)
     for a in active:
@@ -365,7 +366,7 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
     ran = [(a["uid"], a["node"], max(0.0, now - a["started_at"]) / 3600) for a in active if a.get("started_at")]
     rows = {r["uid"]: r for r in store.datasets(db, state="running")} if ran else {}
     attempts_running = [(to_scheduler(rows[uid], 0), node, hours) for uid, node, hours in ran if uid in rows]
-    result = est.estimate_campaign(queue, history(db, by_name), states, datetime.fromtimestamp(now, timezone.utc),
+    result = est.estimate_campaign(queue, hist, states, datetime.fromtimestamp(now, timezone.utc),
                                    policy=policy, running=attempts_running)
     return queue, states, result
 
@@ -470,10 +471,42 @@ def node_scratch_gb(configured: float | None, probe: Mapping | None) -> float | 
     return math.floor(total / step) * step
 
 
-def scheduler_queue(db: store.Database, waiting: list[dict]) -> list[scheduler.DataSet]:
-    """Queued store rows as the scheduler's data sets, with their failed tries counted."""
-    tries = store.failed_tries(db, [ds["uid"] for ds in waiting] if len(waiting) <= 2000 else None)
-    return [to_scheduler(ds, tries.get(ds["uid"], 0)) for ds in waiting]
+def scheduler_queue(db: store.Database, waiting: list[dict],
+                    scratch: Mapping[str | None, float] | None = None) -> list[scheduler.DataSet]:
+    """Queued store rows as the scheduler's data sets, with their failed tries counted, the scratch
+    factor of their array from ``scratch`` (:func:`ari_console.scheduler.scratch_factors` of the
+    history; None: the documented default) and the scratch a ``disk_full`` attempt of theirs had used.
+
+    The engine and ``ari estimate`` both read the queue here: their data sets need the same scratch.
+    """
+    uids = [ds["uid"] for ds in waiting] if len(waiting) <= 2000 else None
+    tries = store.failed_tries(db, uids)
+    seen = store.disk_full_scratch(db, uids)
+    factors = learned_factors(scratch or {}, {ds["array"] for ds in waiting})
+    return [to_scheduler(ds, tries.get(ds["uid"], 0), factors[ds["array"]], seen.get(ds["uid"])) for ds in waiting]
+
+
+def learned_factors(scratch: Mapping[str | None, float], arrays: Iterable[str | None]) -> dict:
+    """Per array, its learned scratch factor (its own, else the campaign's), None where it is the documented
+    default: a queue nothing taught stays on the scheduler's fast path.
+
+    >>> learned_factors({None: 3.0, "7m": 5.0}, ["12m", "7m"]), learned_factors({}, ["12m"])
+    ({'12m': None, '7m': 5.0}, {'12m': None})
+    """
+    from .scheduler.values import SCRATCH_PER_GB
+
+    out = {}
+    for array in arrays:
+        factor = scratch.get(array, scratch.get(None))
+        out[array] = None if factor is None or factor == SCRATCH_PER_GB else factor
+    return out
+
+
+def scratch_factors(history: Iterable[scheduler.Measured]) -> dict[str | None, float]:
+    """The scratch per GB learned from ``history`` (:func:`ari_console.scheduler.scratch_factors`)."""
+    from .scheduler.eligibility import scratch_factors as learn
+
+    return learn(history)
 
 
 def history(db: store.Database, nodes: dict[str, Node]) -> list[scheduler.Measured]:
@@ -489,7 +522,8 @@ def _scheduler_dataset() -> type:
     return DataSet
 
 
-def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
+def to_scheduler(ds: dict, tries: int, scratch_per_gb: float | None = None,
+                 scratch_seen_gb: float | None = None) -> scheduler.DataSet:
     """A store row as the scheduler's data set (the operator's overrides win over the catalogue's values).
 
     The archive's metadata (size, array, band, spws, channels, mosaic, execution
@@ -504,7 +538,8 @@ def to_scheduler(ds: dict, tries: int) -> scheduler.DataSet:
                              node=o.get("node"), walltime_h=o.get("walltime_h"),
                              n_spw=ds.get("n_spw"), n_chan=ds.get("n_chan"), n_eb=ds.get("n_eb"),
                              is_mosaic=None if mosaic is None else bool(mosaic),
-                             prior_hours=ds.get("archive_hours"), prior_mem_gb=ds.get("archive_mem_gb"))
+                             prior_hours=ds.get("archive_hours"), prior_mem_gb=ds.get("archive_mem_gb"),
+                             scratch_per_gb=scratch_per_gb, scratch_seen_gb=scratch_seen_gb)
 
 
 def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
@@ -526,7 +561,7 @@ def measured(h: dict, nodes: dict[str, Node]) -> scheduler.Measured | None:
     if outcome == "memory":
         peak = max(peak or 0.0, h.get("mem_gb") or node.mem_gb or 0.0) or None
     ds = to_scheduler({**h, "hours": None, "mem_gb": None, "casa_version": None}, 0)
-    return attempt(ds, (h["ended_at"] - h["started_at"]) / 3600, node.speed, outcome, peak)
+    return attempt(ds, (h["ended_at"] - h["started_at"]) / 3600, node.speed, outcome, peak, h.get("peak_scratch_gb"))
 
 
 def review_text(review: Mapping) -> str:

@@ -362,9 +362,20 @@ def _attempt_stats(conn: sqlite3.Connection) -> None:
                  " ON CONFLICT (category) DO UPDATE SET n = n + 1; END")
 
 
+def _peak_scratch(conn: sqlite3.Connection) -> None:
+    """Each attempt's peak scratch use (GB, the runner's ``peak_scratch_gb``: its work dir measured after
+    each stage); NULL for attempts recorded before, or by a runner that did not measure. Running it
+    again changes nothing (a test re-runs the steps after the status tally)."""
+    if "peak_scratch_gb" not in {r[1] for r in conn.execute("PRAGMA table_info(attempts)")}:
+        conn.execute("ALTER TABLE attempts ADD COLUMN peak_scratch_gb REAL")
+    # what a disk_full retry needs (``disk_full_scratch``), found without a scan of a million attempts
+    conn.execute("CREATE INDEX IF NOT EXISTS attempts_disk_full ON attempts(uid) WHERE category = 'disk_full'")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2_verdict_rules, _revisions, _first_outcomes,
                                                           _archive_metadata,
-                                                          _tally, _archive_guesses, _attempt_stats]
+                                                          _tally, _archive_guesses, _attempt_stats,
+                                                          _peak_scratch]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -745,6 +756,7 @@ class AttemptRow(TypedDict, total=False):
     status: dict | None   # the last status.json
     triage_rules: str | None
     rev: int              # the revision of its last write (``_revisions``)
+    peak_scratch_gb: float | None  # the most scratch its work dir used, GB (``_peak_scratch``)
 
 
 def _decode_dataset(row: dict) -> DataSetRow:
@@ -786,7 +798,19 @@ def queue_changes(db: Database, rev: int) -> tuple[int, list[DataSetRow]]:
 
 def failed_tries(db: Database, uids: Iterable[str] | None = None) -> dict[str, int]:
     """uid -> attempts that failed, were lost or cancelled (of ``uids``, or of every data set)."""
-    sql = ("SELECT uid, COUNT(*) FROM attempts WHERE state IN ('failed', 'lost', 'cancelled')")
+    return _per_uid(db, "SELECT uid, COUNT(*) FROM attempts WHERE state IN ('failed', 'lost', 'cancelled')", uids)
+
+
+def disk_full_scratch(db: Database, uids: Iterable[str] | None = None) -> dict[str, float]:
+    """uid -> the most scratch (GB) an attempt of it had used when it failed for a full scratch
+    (``disk_full`` with a measured peak), of ``uids`` or of every data set: what its retry needs more than."""
+    return _per_uid(db, "SELECT uid, MAX(peak_scratch_gb) FROM attempts WHERE category = 'disk_full'"
+                        " AND peak_scratch_gb > 0", uids)
+
+
+def _per_uid(db: Database, sql: str, uids: Iterable[str] | None) -> dict:
+    """``sql`` (``SELECT uid, <aggregate> FROM attempts WHERE ...``) grouped by uid, of ``uids`` (in
+    chunks of 500: SQLite's variable limit) or of every data set."""
     if uids is None:
         return dict(db.conn.execute(sql + " GROUP BY uid").fetchall())
     uids, out = list(uids), {}
@@ -823,7 +847,7 @@ DATASET_VIEW_COLUMNS = ("uid", "project", "array", "band", "size_gb", "mem_gb", 
                         "reason", "overrides", "accepted_attempt", "created_at", "first_outcome")
 ATTEMPT_VIEW_COLUMNS = ("id", "uid", "node", "state", "stage", "mem_gb", "walltime_h", "created_at", "started_at",
                         "heartbeat_at", "ended_at", "exit_code", "peak_mem_gb", "category", "signature",
-                        "decisive_line", "excerpt", "work_dir", "handle")
+                        "decisive_line", "excerpt", "work_dir", "handle", "peak_scratch_gb")
 
 
 def datasets_since(db: Database, rev: int) -> list[dict]:
@@ -1176,7 +1200,7 @@ def _decode_attempt(row: dict) -> AttemptRow:
 
 _ATTEMPT_COLUMNS = ("state", "stage", "handle", "work_dir", "started_at", "heartbeat_at", "ended_at",
                     "exit_code", "peak_mem_gb", "category", "signature", "decisive_line", "excerpt", "status",
-                    "triage_rules")
+                    "triage_rules", "peak_scratch_gb")
 
 
 def update_attempt(db: Database, attempt_id: int, now: float, **changes) -> bool:
@@ -1378,7 +1402,7 @@ def finished_history(db: Database, limit: int | None = None) -> list[dict]:
     ``limit``: only the newest that many (in id order still).
     """
     rows = _dicts(db, "SELECT a.uid, a.node, a.state, a.category, a.started_at, a.ended_at, a.peak_mem_gb,"
-                      " a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb,"
+                      " a.peak_scratch_gb, a.mem_gb, a.walltime_h, d.size_gb, d.array, d.band, d.n_spw, d.n_chan, d.is_mosaic, d.n_eb,"
                       " d.archive_hours, d.archive_mem_gb"
                       " FROM attempts a"
                       " JOIN datasets d ON d.uid = a.uid"

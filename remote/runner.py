@@ -54,8 +54,16 @@ Job spec keys (JSON object)::
 a torn file) has: ``status_version`` (STATUS_VERSION, the format's number),
 ``attempt_id, uid, state`` (running / succeeded / failed / cancelled), ``stage, pid, pgid, host, started_at, heartbeat_at, ended_at`` (Unix
 seconds), ``heartbeat_s, exit_code, category, message, rss_bytes,
-peak_rss_bytes, peak_rss_gb, limits, stages`` (per stage: state, started_at,
-ended_at, exit_code, and for download files_fetched / files_skipped).
+peak_rss_bytes, peak_rss_gb, scratch_bytes, peak_scratch_bytes, peak_scratch_gb, limits, stages``
+(per stage: state, started_at, ended_at, exit_code, scratch_bytes, and for download
+files_fetched / files_skipped).
+
+Scratch use: when a stage ends (succeeded, failed, killed or refused) the runner adds up the
+disk blocks of the work dir (and of ``download_dir`` when it lies outside), ``du -s`` done
+once per stage, the reserve file left out: the stage's ``scratch_bytes``. ``scratch_bytes``
+is the last such sum, ``peak_scratch_bytes`` / ``peak_scratch_gb`` (GB = 2**30 bytes) the
+largest: what the console learns the scratch a data set needs from. A stage that filled the
+scratch is measured as it died, so a ``disk_full`` attempt's peak is what it had reached.
 
 ``category`` is set when the runner knows the cause: ``memory``, ``walltime``,
 ``disk_full`` (a stage refused for lack of space, a write that failed with ENOSPC, or a
@@ -292,7 +300,8 @@ class Attempt(object):
             "pid": os.getpid(), "pgid": os.getpgid(0), "host": socket.gethostname(), "started_at": self.started,
             "heartbeat_at": self.started, "ended_at": None, "heartbeat_s": spec["heartbeat_s"],
             "exit_code": None, "category": None, "message": None, "rss_bytes": 0, "peak_rss_bytes": 0,
-            "peak_rss_gb": 0.0, "limits": {"mem_gb": spec["mem_gb"], "walltime_h": spec["walltime_h"]},
+            "peak_rss_gb": 0.0, "scratch_bytes": 0, "peak_scratch_bytes": 0, "peak_scratch_gb": 0.0,
+            "limits": {"mem_gb": spec["mem_gb"], "walltime_h": spec["walltime_h"]},
             "stages": {},
         }
 
@@ -389,6 +398,21 @@ class Attempt(object):
             self.status["peak_rss_gb"] = round(rss / procutil.GB, 3)
         return rss
 
+    def measure_scratch(self, record: dict) -> int:
+        """The disk the attempt's directories use now (``du -s``, the reserve left out), kept in
+        ``record`` (a stage's) and in the status as the last and the peak use."""
+        roots = [self.work_dir]
+        download = self.spec["download_dir"]
+        if not (download + os.sep).startswith(self.work_dir + os.sep):
+            roots.append(download)
+        used = sum(disk_usage(root, skip=(self.path(RESERVE_NAME),)) for root in roots)
+        record["scratch_bytes"] = used
+        self.status["scratch_bytes"] = used
+        if used > self.status["peak_scratch_bytes"]:
+            self.status["peak_scratch_bytes"] = used
+            self.status["peak_scratch_gb"] = round(used / procutil.GB, 3)
+        return used
+
     def scratch_need_gb(self, stage: str) -> float:
         """The predicted scratch need of ``stage`` (download: files still missing)."""
         given = self.spec["scratch_need_gb"].get(stage)
@@ -442,6 +466,7 @@ class Attempt(object):
             line = refused_line(free, stage, need)
             self.log(line, stage)
             record.update(state="refused", ended_at=time.time())
+            self.measure_scratch(record)
             return self.finish("failed", EXIT_FAILED, "disk_full", line)
         if self.stop_signal is not None:
             return self.stopped(stage, record)
@@ -454,6 +479,7 @@ class Attempt(object):
         outcome = self.watch(stage, stage_command(self.spec, stage, self.spec_path))
         record["ended_at"] = time.time()
         record["exit_code"] = outcome.get("exit_code")
+        self.measure_scratch(record)  # once per stage: a walk of a large tree is not done every poll
         if outcome["kind"] == "ok":
             record["state"] = "succeeded"
             record.update(stage_result(self.path("%s.result.json" % stage)))
@@ -567,6 +593,34 @@ def hold_reserve(path: str, size: int) -> None:
             left -= len(chunk)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def disk_usage(root: str, skip=()) -> int:
+    """Bytes of disk the files under ``root`` take (``du -s``: allocated blocks, each inode once,
+    symlinks not followed, paths in ``skip`` left out); 0 when ``root`` is missing.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "a"), "wb") as fh:
+    ...     _ = fh.write(b"x" * 100000)
+    >>> 100000 <= disk_usage(d) < 200000, disk_usage(os.path.join(d, "missing"))
+    (True, 0)
+    """
+    total, seen = 0, set()
+    for top, dirs, files in os.walk(root, onerror=lambda exc: None):
+        for name in files + dirs:
+            path = os.path.join(top, name)
+            if path in skip:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:  # removed while walking
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    return total
 
 
 def stage_result(path: str) -> dict:

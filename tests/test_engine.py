@@ -5,6 +5,7 @@ small sleeper recipe (tests/data/recipes/sleeper.py) through the real runner on
 real local and SSH nodes; the imaging itself is tested with real CASA elsewhere.
 """
 
+import io
 import json
 import os
 import signal
@@ -416,3 +417,131 @@ def test_a_data_set_is_never_placed_where_its_scratch_cannot_fit_and_one_no_scra
     assert held["state"] == "held" and not any(a["uid"] == huge for a in attempts)
     assert held["reason"].startswith("fits no node: needs 300,000 GB of scratch; the largest scratch (roomy) has ")
     assert 0.9 * total <= float(held["reason"].rsplit(" has ", 1)[1].split()[0].replace(",", "")) <= total
+
+
+def test_attempts_teach_the_scratch_a_data_set_needs_and_a_node_too_small_for_it_is_then_refused(tmp_path):
+    """Two 5 MB data sets each write 120 MiB into their work dir on the local node: the runner records
+    it, the store keeps it, and the scheduler learns ~13 GB of scratch per GB of size (not the documented 3).
+    A 50 MB data set then needs ~0.7 GB: the node, now configured with 0.5 GB of scratch, is refused,
+    where the default factor (0.2 GB) would have placed it there."""
+    from ari_console import scheduler
+    from ari_console.alma import DataSet
+    from ari_console.readmodel import campaign_estimate, history, scheduler_queue, scratch_factors
+
+    py = sys.executable
+    node = f'[[node]]\nname = "local"\nslots = 2\nmem_gb = 4\nscratch_dir = "{tmp_path / "scratch"}"\npython = "{py}"\n'
+    cfg = make_campaign(tmp_path, [], node)
+    db = store.open_db(cfg.campaign.db_path)
+    taught = ["uid://A001/X1/X1", "uid://A001/X1/X2"]
+    store.import_datasets(db, [DataSet(uid=u, project="2016.1.00123.S", array="12m", size_gb=0.005, mem_gb=1,
+                                       hours=0.01, extra={"sleeper": {"write_mb": 120}}) for u in taught],
+                          "t.csv", now=time.time())
+    db.close()
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        run_until_idle(engine)
+        peaks = [a["peak_scratch_gb"] for a in store.attempts(engine.db)]
+    assert len(peaks) == 2 and all(120 / 1024 <= p < 121 / 1024 for p in peaks), peaks
+    # `ari datasets show` and the console's detail screen show it with the one formatter
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from ari_console.cli import app
+    from ari_console.formatting import gb_text
+    from ari_console.readmodel import dataset_detail
+    from ari_console.tui.screens.detail import detail_renderable
+
+    shown = CliRunner().invoke(app, ["datasets", "show", taught[0], "-c", str(tmp_path / "ari.toml")],
+                               env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "peak scratch" in shown.output and gb_text(peaks[0]) in shown.output
+    as_json = CliRunner().invoke(app, ["datasets", "show", taught[0], "--json", "-c", str(tmp_path / "ari.toml")])
+    assert json.loads(as_json.output)["attempts"][0]["peak_scratch_gb"] == peaks[0]
+    with store.open_db(cfg.campaign.db_path) as db:
+        screen = Console(width=120, file=io.StringIO())
+        screen.print(detail_renderable(dataset_detail(db, taught[0])))
+    text = screen.file.getvalue()
+    assert "peak scratch" in text and gb_text(peaks[0]) in text
+
+    (tmp_path / "ari.toml").write_text((tmp_path / "ari.toml").read_text().replace(
+        'name = "local"\n', 'name = "local"\nscratch_gb = 0.5\n'))
+    cfg = load_config(tmp_path / "ari.toml")
+    big = "uid://A001/X1/X3"
+    db = store.open_db(cfg.campaign.db_path)
+    store.import_datasets(db, [DataSet(uid=big, project="2016.1.00123.S", array="12m", size_gb=0.05, mem_gb=1,
+                                       hours=0.01)], "t.csv", now=time.time())
+    factors = scratch_factors(history(db, {n.name: n for n in cfg.nodes}))
+    (sds,) = scheduler_queue(db, store.queue(db), factors)
+    db.close()
+    assert factors[None] == factors["12m"] == sds.scratch_per_gb
+    assert (max(peaks) - scheduler.SCRATCH_FLOOR_GB) / 0.005 == pytest.approx(sds.scratch_per_gb)
+    assert 0.6 < sds.scratch_need_gb < 0.8  # 0.05 GB x ~13 + 0.05, where the documented 3 would say 0.2
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        estimate_queue, _, _ = campaign_estimate(engine.db, cfg.nodes, time.time())
+        assert [q.scratch_need_gb for q in estimate_queue] == [sds.scratch_need_gb]  # ari estimate: the same need
+        run_until_idle(engine)
+        held = store.dataset(engine.db, big)
+        ran = [a["uid"] for a in store.attempts(engine.db)]
+    assert big not in ran and held["state"] == "held"
+    assert held["reason"].startswith(f"fits no node: needs {sds.scratch_need_gb:g} GB of scratch"), held["reason"]
+
+
+def test_a_disk_full_attempt_makes_its_retry_need_more_scratch_than_it_had_when_it_died(tmp_path):
+    """The runner measured 4 GB in the work dir when the scratch ran full: the data set's next attempt
+    needs more than that, whatever its size says (1 GB of archive: 3.05 GB by the default factor)."""
+    from ari_console import scheduler
+    from ari_console.alma import DataSet
+    from ari_console.readmodel import scheduler_queue
+
+    cfg = make_campaign(tmp_path, [])
+    db = store.open_db(cfg.campaign.db_path)
+    uid, now = "uid://A001/X1/X1", time.time()
+    store.import_datasets(db, [DataSet(uid=uid, project="2016.1.00123.S", array="12m", size_gb=1.0)], "t.csv", now=now)
+    (before,) = scheduler_queue(db, store.queue(db))
+    attempt = store.create_attempt(db, uid, "local", now)
+    store.update_attempt(db, attempt, now, state="failed", category="disk_full", peak_scratch_gb=4.0, ended_at=now)
+    store.set_dataset_state(db, uid, "queued", now, reason="retry after disk_full")
+    (after,) = scheduler_queue(db, store.queue(db))
+    db.close()
+    assert before.scratch_need_gb == 3.05 and after.scratch_seen_gb == 4.0
+    assert after.scratch_need_gb == 4.0 * scheduler.SCRATCH_RETRY_MARGIN
+    small = scheduler.NodeState("local", mem_gb=4, scratch_gb=4.5)
+    assert scheduler.why_not(after, scheduler.Prediction(0.1, 1.0), small) == "needs 5 GB of scratch, local has 4.5 GB"
+    assert scheduler.why_not(before, scheduler.Prediction(0.1, 1.0), small) is None
+
+
+def test_an_attempt_over_ssh_records_the_scratch_its_recipe_wrote(sshd_factory, tmp_path):
+    server = sshd_factory()
+    node = (f'[[node]]\nname = "ws"\ntransport = "ssh"\nhost = "{server.host}"\nport = {server.port}\n'
+            f'user = "{server.user}"\nidentity_file = "{server.identity_file}"\nknown_hosts = "{server.known_hosts}"\n'
+            f'slots = 1\nmem_gb = 4\nscratch_dir = "{tmp_path / "scratch"}"\npython = "{sys.executable}"\n')
+    cfg = make_campaign(tmp_path, [("uid://A001/X1/X1", "12m", {"sleeper": {"write_mb": 40}})], nodes_toml=node)
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        run_until_idle(engine)
+        (a,) = store.attempts(engine.db)
+    assert a["state"] == "succeeded" and 40 / 1024 <= a["peak_scratch_gb"] < 41 / 1024
+
+
+def test_a_running_engine_applies_what_an_attempt_taught_to_the_data_sets_still_queued(tmp_path):
+    """One slot, 0.5 GB of scratch. The 5 MB data set runs first and writes 120 MiB; the 50 MB one, queued
+    all along (0.2 GB by the documented factor: it fits), needs ~0.7 GB once that attempt ended: held."""
+    from ari_console.alma import DataSet
+
+    py = sys.executable
+    node = (f'[[node]]\nname = "local"\nslots = 1\nmem_gb = 4\nscratch_gb = 0.5\n'
+            f'scratch_dir = "{tmp_path / "scratch"}"\npython = "{py}"\n')
+    cfg = make_campaign(tmp_path, [], node)
+    small, big = "uid://A001/X1/X1", "uid://A001/X1/X2"
+    with store.open_db(cfg.campaign.db_path) as db:
+        store.import_datasets(db, [
+            DataSet(uid=small, project="2016.1.00123.S", array="12m", size_gb=0.005, mem_gb=1, hours=0.01,
+                    extra={"sleeper": {"write_mb": 120}}),
+            DataSet(uid=big, project="2016.1.00123.S", array="12m", size_gb=0.05, mem_gb=1, hours=0.001)],
+            "t.csv", now=time.time())
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        engine.tick()
+        assert [a["uid"] for a in store.active_attempts(engine.db)] == [small]  # the longer one first
+        run_until_idle(engine)
+        ran = [a["uid"] for a in store.attempts(engine.db)]
+        held = store.dataset(engine.db, big)
+    assert ran == [small] and held["state"] == "held"
+    assert held["reason"].startswith("fits no node: needs 0.7"), held["reason"]

@@ -50,6 +50,13 @@ if "orphan_mb" in todo:  # a shell that backgrounds a python and exits: the pyth
     subprocess.check_call(["sh", "-c", "%s -c '%s' & echo $! > %s" % (sys.executable, code, pidfile)])
 if todo.get("alloc_mb"):
     hold.append(b"x" * (todo["alloc_mb"] * 2**20))
+for name in todo.get("remove", []):  # what an earlier stage wrote, deleted (a stage cleaning up)
+    os.remove(os.path.join(params["work_dir"], name))
+if todo.get("write_mb"):  # real blocks into the work dir, 1 MiB at a time (a full scratch stops it: ENOSPC)
+    with open(os.path.join(params["work_dir"], stage + ".data"), "wb") as fh:
+        for _ in range(todo["write_mb"]):
+            fh.write(os.urandom(2**20))
+            fh.flush()
 time.sleep(todo.get("sleep", 0))
 if todo.get("fail"):
     with open(os.path.join(params["work_dir"], stage + ".failure.json"), "w") as fh:
@@ -342,6 +349,34 @@ def test_full_scratch_refuses_the_stage_before_it_starts(tmp_path, recipe, small
     line = re.compile(r"^ari-runner: refused: scratch has 0\.00\d+ GB free, stage restore needs 0\.5 GB$", re.M)
     assert line.search((work / "restore.log").read_text())
     assert not (work / "restore.pid").exists()
+
+
+def test_each_stage_records_the_scratch_its_work_dir_uses_and_the_attempt_its_peak(tmp_path, recipe):
+    """restore writes 30 MiB, image deletes it and writes 10 MiB: the peak is restore's 30, the last use 10."""
+    params = {"restore": {"write_mb": 30}, "image": {"remove": ["restore.data"], "write_mb": 10}}
+    spec = make_spec(tmp_path, recipe, params, stages=["restore", "image", "export"])
+    proc = run_runner(spec)
+    assert proc.returncode == 0, proc.stderr
+    doc = status(tmp_path / "work")
+    mib = 2**20
+    stages = doc["stages"]
+    assert 30 * mib <= stages["restore"]["scratch_bytes"] < 31 * mib  # logs, spec and status are a few kB
+    assert 10 * mib <= stages["image"]["scratch_bytes"] < 11 * mib
+    assert stages["export"]["scratch_bytes"] == doc["scratch_bytes"] < 11 * mib
+    assert doc["peak_scratch_bytes"] == stages["restore"]["scratch_bytes"]
+    assert doc["peak_scratch_gb"] == round(doc["peak_scratch_bytes"] / 2**30, 3)
+
+
+def test_a_stage_that_fills_the_scratch_records_what_it_had_written_when_it_died(tmp_path, recipe, small_scratch):
+    work = small_scratch / "work"
+    spec = make_spec(tmp_path, recipe, {"restore": {"write_mb": 20}}, work_dir=str(work), stages=["restore"])
+    proc = run_runner(spec)
+    assert proc.returncode == 1
+    doc = status(work)
+    assert (doc["stage"], doc["category"]) == ("restore", "disk_full")
+    # 5 MiB of tmpfs, 1 MiB of it the runner's reserve (left out of the count): the stage had ~3 MiB
+    assert 2 * 2**20 <= doc["peak_scratch_bytes"] <= 5 * 2**20
+    assert doc["stages"]["restore"]["scratch_bytes"] == doc["peak_scratch_bytes"]
 
 
 def test_download_larger_than_scratch_is_refused_without_fetching(tmp_path, recipe, archive, small_scratch):

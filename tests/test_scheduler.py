@@ -298,3 +298,23 @@ def test_uncertain_giant_goes_where_a_kill_would_cost_least_when_capacity_allows
 
     assert giant_on(18.0) == ["ws"]   # P(memory > 24 GB) ~ 12 %: ~20 h lost there in expectation, ~50 h on hpc
     assert giant_on(23.0) == ["hpc"]  # ~43 %: ~75 h lost there
+
+
+def test_the_scratch_factor_is_learned_from_finished_attempts_and_a_few_small_ones_never_shrink_it():
+    from ari_console.scheduler import SCRATCH_MIN_SAMPLES, SCRATCH_PER_GB, scratch_factors
+
+    def done(n, per_gb, array="12m", outcome="ok"):
+        return [Measured(f"u{i}", size_gb=10.0, hours=1.0, outcome=outcome, array=array,
+                         peak_scratch_gb=10.0 * per_gb + 0.05) for i in range(n)]
+
+    assert scratch_factors([]) == {None: SCRATCH_PER_GB}
+    few = scratch_factors(done(SCRATCH_MIN_SAMPLES - 1, 1.5))
+    assert few[None] == few["12m"] == SCRATCH_PER_GB  # too few to go below the documented default
+    enough = scratch_factors(done(SCRATCH_MIN_SAMPLES, 1.5))
+    assert enough[None] == pytest.approx(1.5) and enough["12m"] == pytest.approx(1.5)
+    assert scratch_factors(done(1, 6.0))[None] == pytest.approx(6.0)  # one large attempt raises it at once
+    # failed attempts and unmeasured ones teach nothing; an array with few attempts falls back on the campaign's
+    mixed = scratch_factors(done(SCRATCH_MIN_SAMPLES, 1.5) + done(3, 9.0, outcome="memory")
+                            + done(2, 1.0, array="7m") + [Measured("x", size_gb=10.0, hours=1.0)])
+    assert mixed["7m"] == pytest.approx(mixed[None]) and 1.0 < mixed[None] <= 1.5
+    assert DataSet("a", size_gb=10.0, scratch_per_gb=enough["12m"]).scratch_need_gb == pytest.approx(15.05)

@@ -98,7 +98,8 @@ def show(
     """One data set: state, CASA version, the files its node downloads, the QA2 products the console fetches.
 
     JSON keys: uid, project, state, reason, casa_version, inputs [{name, url, semantics,
-    size_bytes}], qa2_files [{name, url}], targets, datalink_error, attempts.
+    size_bytes}], qa2_files [{name, url}], targets, datalink_error, attempts (each with
+    peak_mem_gb and peak_scratch_gb: the most memory and scratch disk it used, null when not measured).
     """
     from ..actions import canonical_uid
     from ..readmodel import dataset_detail, detail_notes
@@ -121,8 +122,9 @@ def show(
     table("files for the node", ["name", "semantics", "size"],
           [(f["name"], f["semantics"], size(f["size_bytes"])) for f in detail["inputs"]])
     table("QA2 products (fetched by the console)", ["name"], [(f["name"],) for f in detail["qa2_files"]])
-    table("attempts", ["id", "node", "state", "category"],
-          [(a["id"], a["node"], a["state"], a["category"]) for a in detail["attempts"]])
+    table("attempts", ["id", "node", "state", "category", "peak scratch"],
+          [(a["id"], a["node"], a["state"], a["category"], gb_text(a.get("peak_scratch_gb")))
+           for a in detail["attempts"]])
     for line in detail_notes(detail):
         out.print(line, markup=False, highlight=False)
 

@@ -2,7 +2,8 @@
 
 A data set may run on a node when its predicted memory fits the node's,
 its predicted hours / node speed fit the walltime, the scratch disk it needs
-(:attr:`DataSet.scratch_need_gb`: size x 3, or its own ``scratch_gb``) fits the
+(:attr:`DataSet.scratch_need_gb`: size x 3, or x the factor finished attempts
+taught (:func:`scratch_factors`), or its own ``scratch_gb``) fits the
 node's scratch (when the node's is known), and the recipe / CASA version it
 needs is there; anything else would be an avoidable failure.
 """
@@ -13,7 +14,13 @@ import math
 from operator import attrgetter
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .values import SCRATCH_FLOOR_GB, SCRATCH_PER_GB, DataSet, NodeClass, NodeState, Prediction
+from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
+                     NodeState, Prediction)
+
+SCRATCH_QUANTILE = 0.9
+"""The quantile of finished attempts' scratch per GB that a data set's need is counted with."""
+SCRATCH_MIN_SAMPLES = 5
+"""Finished attempts (with a measured peak) a group needs before its own factor may go below the fallback."""
 
 def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
     """Why ``ds`` must not run on ``node`` (an avoidable failure), or None if it may.
@@ -156,6 +163,53 @@ def scratch_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
     return mask
 
 
+def scratch_factors(history: Iterable[Measured], quantile: float = SCRATCH_QUANTILE,
+                    min_samples: int = SCRATCH_MIN_SAMPLES, default: float = SCRATCH_PER_GB) -> dict[str | None, float]:
+    """The scratch per GB of size data sets need, learned from finished attempts: per array (key
+    None: every array), the ``quantile`` of (peak scratch - :data:`SCRATCH_FLOOR_GB`) / size over the
+    succeeded attempts whose peak was measured.
+
+    A group with fewer than ``min_samples`` is floored at its fallback (an array's: the
+    whole campaign's; the campaign's: ``default``, the documented :data:`SCRATCH_PER_GB`): a few
+    small attempts never shrink the need, a large one raises it at once. Look a data set's factor
+    up with ``factors.get(array, factors[None])``.
+
+    >>> h = [Measured("u", size_gb=10, hours=1, peak_scratch_gb=10 * f + 0.05, array="12m") for f in (1, 1.2, 1.4, 1.5, 1.6)]
+    >>> f = scratch_factors(h + [Measured("v", size_gb=1, hours=1, peak_scratch_gb=7.05, array="7m")])
+    >>> round(f[None], 2), round(f["12m"], 2), round(f["7m"], 2)
+    (4.3, 1.56, 7.0)
+    """
+    groups: dict[str | None, list[float]] = {None: []}
+    for m in history:
+        if m.outcome != "ok" or not m.peak_scratch_gb or not m.size_gb or m.size_gb <= 0:
+            continue
+        ratio = max(0.0, m.peak_scratch_gb - SCRATCH_FLOOR_GB) / m.size_gb
+        groups[None].append(ratio)
+        groups.setdefault(m.array, []).append(ratio)
+    pooled = _learned(groups.pop(None), quantile, min_samples, default)
+    out = {None: pooled}
+    for array, ratios in groups.items():
+        if array is not None:
+            out[array] = _learned(ratios, quantile, min_samples, pooled)
+    return out
+
+
+def _learned(ratios: list[float], quantile: float, min_samples: int, fallback: float) -> float:
+    """The ``quantile`` of ``ratios`` (linear between order statistics), floored at ``fallback`` while
+    there are fewer than ``min_samples``; ``fallback`` when there are none.
+
+    >>> _learned([1.0, 2.0], 0.5, 5, 3.0), _learned([1.0, 2.0, 3.0, 4.0, 5.0], 0.5, 5, 3.0), _learned([], 0.9, 5, 3.0)
+    (3.0, 3.0, 3.0)
+    """
+    if not ratios:
+        return fallback
+    xs = sorted(ratios)
+    pos = quantile * (len(xs) - 1)
+    lo = math.floor(pos)
+    value = xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (pos - lo)
+    return value if len(xs) >= min_samples else max(value, fallback)
+
+
 def _scratch_needs(queue: Sequence[DataSet]):
     """:attr:`DataSet.scratch_need_gb` of each data set as an array (nan: unknown), without a property
     call per data set (a re-plan of 100,000 would spend 50 ms in them).
@@ -169,12 +223,21 @@ def _scratch_needs(queue: Sequence[DataSet]):
         size = np.fromiter(map(attrgetter("size_gb"), queue), dtype=float, count=len(queue))
     except TypeError:  # some sizes unknown (None): nan
         size = np.array([ds.size_gb for ds in queue], dtype=float)
-    need = np.round(size * SCRATCH_PER_GB + SCRATCH_FLOOR_GB, 3)
+    factor = SCRATCH_PER_GB
+    if any(map(attrgetter("scratch_per_gb"), queue)):  # some learned a factor (any() runs in C: cheap when none did)
+        factor = np.array(list(map(attrgetter("scratch_per_gb"), queue)), dtype=float)  # None -> nan: the default
+        factor[np.isnan(factor)] = SCRATCH_PER_GB
+    need = np.round(size * factor + SCRATCH_FLOOR_GB, 3)
     given = list(map(attrgetter("scratch_gb"), queue))
     if set(given) != {None}:  # some data sets say their own need (a set is built in C; the loop only then)
         for i, g in enumerate(given):
             if g is not None:
                 need[i] = g
+    if any(map(attrgetter("scratch_seen_gb"), queue)):  # a full scratch taught some: their retry needs more
+        for i, g in enumerate(map(attrgetter("scratch_seen_gb"), queue)):
+            if g:
+                need[i] = round(g * SCRATCH_RETRY_MARGIN, 3) if np.isnan(need[i]) else max(
+                    need[i], round(g * SCRATCH_RETRY_MARGIN, 3))
     return need
 
 

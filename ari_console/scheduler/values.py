@@ -15,6 +15,9 @@ SCRATCH_PER_GB = 3.0
 tarballs (1x), the restored calibrated measurement sets (~1.5x), images and products (~0.5x)."""
 SCRATCH_FLOOR_GB = 0.05
 """Scratch an attempt holds whatever its size (job spec, logs, status)."""
+SCRATCH_RETRY_MARGIN = 1.25
+"""A data set whose attempt filled its scratch needs at least this times the scratch that attempt had
+used when it died (its ``peak_scratch_gb``): more than it had, so never the same room again."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,11 @@ class DataSet:
     metadata (size, spws, channels per spw, array, band, mosaic, execution
     blocks) is what predictions learn from. ``scratch_gb`` is the scratch disk
     it needs on its node when known better than its size says (a workload
-    column); see :attr:`scratch_need_gb`. ``prior_hours``/``prior_mem_gb``
+    column); see :attr:`scratch_need_gb`. ``scratch_per_gb`` is the scratch per GB of size
+    finished attempts of like data sets used (:func:`~.eligibility.scratch_factors`; None: the
+    documented :data:`SCRATCH_PER_GB`); ``scratch_seen_gb`` the most scratch one of its own
+    attempts had used when the scratch ran full (a ``disk_full`` failure: its retry needs more).
+    ``prior_hours``/``prior_mem_gb``
     are the archive's own guess: where the prediction starts (placed as it
     stands while there is no history) and a feature the history fit learns
     how far to trust; unlike ``hours``/``mem_gb`` they never win over history.
@@ -56,18 +63,44 @@ class DataSet:
 
     prior_hours: float | None = None
     prior_mem_gb: float | None = None
+    scratch_per_gb: float | None = None
+    scratch_seen_gb: float | None = None
 
     @property
     def scratch_need_gb(self) -> float | None:
         """Scratch disk an attempt of it holds on its node (GB): ``scratch_gb`` when given, else its
-        size x :data:`SCRATCH_PER_GB` + :data:`SCRATCH_FLOOR_GB`; None when neither is known.
+        size x ``scratch_per_gb`` (learned; default :data:`SCRATCH_PER_GB`) + :data:`SCRATCH_FLOOR_GB`;
+        at least ``scratch_seen_gb`` x :data:`SCRATCH_RETRY_MARGIN` after a full scratch; None when
+        nothing is known.
 
         >>> DataSet("u", size_gb=10).scratch_need_gb, DataSet("u", size_gb=10, scratch_gb=12.5).scratch_need_gb
         (30.05, 12.5)
+        >>> DataSet("u", size_gb=10, scratch_per_gb=5.0).scratch_need_gb, DataSet("u", size_gb=10, scratch_seen_gb=40).scratch_need_gb
+        (50.05, 50.0)
         """
         if self.scratch_gb is not None:
-            return self.scratch_gb
-        return None if self.size_gb is None else round(self.size_gb * SCRATCH_PER_GB + SCRATCH_FLOOR_GB, 3)
+            need = self.scratch_gb
+        elif self.size_gb is not None:
+            factor = SCRATCH_PER_GB if self.scratch_per_gb is None else self.scratch_per_gb
+            need = round(self.size_gb * factor + SCRATCH_FLOOR_GB, 3)
+        else:
+            need = None
+        if self.scratch_seen_gb:
+            need = max(need or 0.0, round(self.scratch_seen_gb * SCRATCH_RETRY_MARGIN, 3))
+        return need
+
+    def with_scratch_per_gb(self, factor: float | None) -> "DataSet":
+        """This data set with another learned scratch factor: ``replace(self, scratch_per_gb=factor)``,
+        made without the dataclass machinery (a refit may remake 100,000 of them).
+
+        >>> from dataclasses import replace
+        >>> ds = DataSet("u", size_gb=2.0)
+        >>> ds.with_scratch_per_gb(4.0) == replace(ds, scratch_per_gb=4.0)
+        True
+        """
+        new = object.__new__(DataSet)
+        new.__dict__.update(self.__dict__, scratch_per_gb=factor)
+        return new
 
 
 @dataclass(frozen=True)
@@ -95,6 +128,7 @@ class Measured:
     n_eb: int | None = None
     prior_hours: float | None = None
     prior_mem_gb: float | None = None
+    peak_scratch_gb: float | None = None  # the most scratch its work dir used (None: not measured)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class JobState:
     category: str | None = None
     exit_code: int | None = None
     peak_mem_gb: float | None = None
+    peak_scratch_gb: float | None = None  # the most disk its work dir used, measured after each stage
     heartbeat_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -117,12 +118,25 @@ def status_from_json(status: dict) -> JobState:
         category=status.get("category"),
         exit_code=status.get("exit_code"),
         peak_mem_gb=peak,
+        peak_scratch_gb=_peak_scratch_gb(status),
         heartbeat_at=status.get("heartbeat_at"),
         started_at=status.get("started_at"),
         ended_at=status.get("ended_at"),
         message=newer or status.get("message"),
         status=status,
     )
+
+
+def _peak_scratch_gb(status: dict) -> float | None:
+    """The runner's peak scratch use in GB (2**30 bytes), from its exact byte count where given
+    (``peak_scratch_gb`` is rounded to 1 MB); None before the first stage ended or from an older runner.
+
+    >>> _peak_scratch_gb({"peak_scratch_bytes": 120 * 2**20, "peak_scratch_gb": 0.117}), _peak_scratch_gb({})
+    (0.1171875, None)
+    """
+    if status.get("peak_scratch_bytes"):
+        return round(status["peak_scratch_bytes"] / 2**30, 9)
+    return status.get("peak_scratch_gb") or None
 
 
 def read_status(transport: Transport, work_dir: str) -> dict | None:

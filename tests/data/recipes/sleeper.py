@@ -5,6 +5,7 @@
 It stands in for CASA only where a test is about launching, watching and
 restarting jobs, not about imaging (those tests run the real casa6 recipe).
 ``params.fail_stage`` makes that stage print ``params.fail_message`` and fail.
+``params.write_mb`` makes the image stage write that many MiB into the work dir (scratch use).
 """
 
 import json
@@ -18,6 +19,10 @@ with open(params_path) as fh:
 sleep_s = float(params["params"].get("sleep_s", 0))
 print("sleeper: stage %s starts, sleeping %.1f s" % (stage, sleep_s), flush=True)
 time.sleep(sleep_s)
+if stage == "image" and params["params"].get("write_mb"):
+    with open(os.path.join(params["work_dir"], "image.data"), "wb") as fh:
+        for _ in range(int(params["params"]["write_mb"])):
+            fh.write(os.urandom(1 << 20))
 if params["params"].get("fail_stage") == stage:
     print(params["params"].get("fail_message", "sleeper: failing on purpose"), flush=True)
     sys.exit(1)
