@@ -246,7 +246,7 @@ def young(seeds: list[int], models: list[str], n: int = 6000) -> None:
 
 def _kill_probability(p, node, ndtr) -> float:
     """The chance the prediction ``p`` gives that an attempt on ``node`` is killed (walltime or memory),
-    given what the data set is known to need."""
+    given what the data set is known to need (its spread widened by its tail, as placement weighs it)."""
     def above(limit, median, sigma, floor):
         if limit is None or sigma <= 0:
             return float(limit is not None and median > limit)
@@ -255,8 +255,8 @@ def _kill_probability(p, node, ndtr) -> float:
         return max(0.0, (1 - ndtr(z)) / max(1e-12, 1 - low)) if limit > floor else 1.0
 
     wall = node.walltime_h * node.speed if node.walltime_h else None
-    k_h = above(wall, p.median_h, p.sigma, p.floor_h)
-    k_m = above(node.mem_gb, p.mem_median_gb, p.mem_sigma, p.mem_floor_gb)
+    k_h = above(wall, p.median_h, p.sigma * p.tail[0], p.floor_h)
+    k_m = above(node.mem_gb, p.mem_median_gb, p.mem_sigma * p.tail[1], p.mem_floor_gb)
     return 1 - (1 - k_h) * (1 - k_m)
 
 
