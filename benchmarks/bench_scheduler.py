@@ -28,10 +28,22 @@ distribution of |actual / P50 - 1| (median, 90th percentile, worst; the
 target: within 10 % every time).
 Run: ``.venv/bin/python -m benchmarks.bench_scheduler --calibrate [seeds...] [models...]``
 (default: seeds 1-8, every generator).
+
+The young fit (``--young``): the default policy only; per generator and seed,
+the kills the predictions expected in the first 10 % of the makespan (the sum
+of each attempt's kill chance on its node when placed, from its predicted
+distribution above what it is known to need) against the kills that came,
+their ratio (an honest young fit: ~1), the waste, the makespan ratio, the
+forecast's P50 error at 10 % and 25 % of the work, and the expected hours of
+the queue (what plans add up) over its true hours when a quarter and half of
+the data sets have started. Run:
+``.venv/bin/python -m benchmarks.bench_scheduler --young [seeds...] [models...]``
+(default: seeds 1-2, every generator).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -181,16 +193,83 @@ def _calibration_cells(runs: list[tuple[bool, float]]) -> str:
             f"{np.percentile(off, 90):>6.1%} {off.max():>6.1%} {np.mean(off <= TARGET_P50_OFF):>5.0%}")
 
 
+YOUNG_SHARE = 0.1
+"""The first part of the makespan in which kills are counted against the prediction (the young fit)."""
+
+
+def young(seeds: list[int], models: list[str], n: int = 6000) -> None:
+    """Print, per generator and seed, how the young fit's risk compares with what happened
+    (the default policy; see the module docstring)."""
+    import ari_console.estimate as estimate_module
+    from scipy.special import ndtr
+
+    nodes = study_cluster()
+    print(f"{'model':>9} {'seed':>4} {'kills<10%: pred':>15} {'actual':>6} {'x':>5} {'waste':>6} {'ratio':>6} "
+          f"{'at10% off':>9} {'at25%':>6} {'plan/true 25%':>13} {'50%':>6} {'cpu s':>5}")
+    place = sch.place
+    for model in models:
+        for seed in seeds:
+            work, truth = hidden_models.workload(model, n, seed)
+            bound = lower_bound(work, nodes, predictions=truth_predictions(work, truth)).hours
+            placed: list[tuple[float, float]] = []  # (time, kill probability) of each attempt placed
+            remaining: dict[float, float] = {}  # share of data sets left -> predicted / true hours of the queue
+
+            def watch(queue, state, now, policy, model_, plan, preds, *rest):
+                out = place(queue, state, now, policy, model_, plan, preds, *rest)
+                for ds, node in out.pairs:
+                    p = preds[ds.uid]
+                    placed.append((now, _kill_probability(p, node, ndtr)))
+                left = len(out.pairs) and len(preds)
+                for share in (0.75, 0.5):
+                    if share not in remaining and left and len(queue) <= share * n:
+                        uids = [d.uid for d in queue]
+                        true_h = sum(truth[u][0] for u in uids)
+                        remaining[share] = sum(preds[u].mean_h for u in uids) / true_h if true_h else 1.0
+                return out
+
+            t0 = time.process_time()
+            estimate_module.sch.place = watch
+            try:
+                sim = simulate(work, nodes, sch.DEFAULT_POLICY, actual=truth, forecast_at=(0.1, 0.25))
+            finally:
+                estimate_module.sch.place = place
+            took = time.process_time() - t0
+            early = YOUNG_SHARE * sim.makespan_h
+            predicted = sum(q for at, q in placed if at <= early)
+            actual = sum(1 for k in sim.killed if k.at_h <= early)
+            off = [sim.makespan_h / f.p50_h - 1 for f in sim.forecasts]
+            print(f"{model:>9} {seed:>4} {predicted:>15.1f} {actual:>6} {actual / max(predicted, 0.1):>5.1f} "
+                  f"{sim.wasted_cpu_hours / sim.cpu_hours:>6.1%} {sim.makespan_h / bound:>6.3f} "
+                  f"{off[0]:>+9.1%} {off[1]:>+6.1%} {remaining.get(0.75, float('nan')):>13.3f} "
+                  f"{remaining.get(0.5, float('nan')):>6.3f} {took:>5.2f}", flush=True)
+
+
+def _kill_probability(p, node, ndtr) -> float:
+    """The chance the prediction ``p`` gives that an attempt on ``node`` is killed (walltime or memory),
+    given what the data set is known to need (its spread widened by its tail, as placement weighs it)."""
+    def above(limit, median, sigma, floor):
+        if limit is None or sigma <= 0:
+            return float(limit is not None and median > limit)
+        z = (math.log(limit) - math.log(median)) / sigma
+        low = ndtr((math.log(floor) - math.log(median)) / sigma) if floor > 0 else 0.0
+        return max(0.0, (1 - ndtr(z)) / max(1e-12, 1 - low)) if limit > floor else 1.0
+
+    wall = node.walltime_h * node.speed if node.walltime_h else None
+    k_h = above(wall, p.median_h, p.sigma * p.tail[0], p.floor_h)
+    k_m = above(node.mem_gb, p.mem_median_gb, p.mem_sigma * p.tail[1], p.mem_floor_gb)
+    return 1 - (1 - k_h) * (1 - k_m)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the figures for the seeds given (default: the tuning seed and five others)."""
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("--hidden", "--calibrate"):
-        seeds = [int(a) for a in args[1:] if a.isdigit()] or ([1, 2] if args[0] == "--hidden" else list(range(1, 9)))
+    if args and args[0] in ("--hidden", "--calibrate", "--young"):
+        seeds = [int(a) for a in args[1:] if a.isdigit()] or ([1, 2] if args[0] != "--calibrate" else list(range(1, 9)))
         models = [a for a in args[1:] if not a.isdigit()] or list(hidden_models.MODELS)
         unknown = [m for m in models if m not in hidden_models.MODELS]
         if unknown:
             raise SystemExit(f"{args[0]}: unknown model {unknown[0]!r} — known: {', '.join(hidden_models.MODELS)}")
-        (hidden if args[0] == "--hidden" else calibrate)(seeds, models)
+        {"--hidden": hidden, "--calibrate": calibrate, "--young": young}[args[0]](seeds, models)
         return
     seeds = [int(a) for a in args] or [1, 2, 3, 4, 5, 6]
     print(f"{'seed':>4} {'policy':>7} {'makespan_h':>10} {'bound_h':>8} {'gap':>7} "

@@ -129,3 +129,34 @@ def test_a_bootstrap_over_attempts_sees_the_error_of_a_wrong_fit_far_from_its_hi
 def test_no_fit_no_coefficient_draws():
     few = [Measured(f"h{i}", 10.0, 3.0, 1.0, 8.0) for i in range(3)]
     assert sch.coefficient_draws(few, sch.fit_history(few), 10) is None
+
+
+def power_law_history(n: int) -> list[Measured]:
+    """``n`` finished attempts of 10-100 GB data sets whose hours are size / 10 with a lognormal scatter of 0.3
+    (the normal's quantiles, shuffled: the same shape of scatter whatever ``n``)."""
+    from statistics import NormalDist
+
+    scatter = [NormalDist(0, 0.3).inv_cdf((k + 0.5) / n) for k in range(n)]
+    random.Random(n).shuffle(scatter)
+    sizes = [10.0 * 10 ** (i / max(1, n - 1)) for i in range(n)]
+    return [Measured(f"h{i}", s, s / 10 * math.exp(e), 1.0, 8.0) for i, (s, e) in enumerate(zip(sizes, scatter))]
+
+
+def test_a_data_set_far_from_the_attempts_seen_gets_a_wider_spread_and_a_longer_placement():
+    """Twenty attempts of 10-100 GB data sets: one of 3000 GB (the big ones, early) is predicted with a wider
+    spread than one of 30 GB, so placement asks more of a walltime for it than its median alone would."""
+    model = sch.fit_history(power_law_history(20))
+    inside, far = predict(DataSet("in", size_gb=30.0), model), predict(DataSet("far", size_gb=3000.0), model)
+    assert far.sigma > 1.3 * inside.sigma
+    assert far.hours / far.median_h > 1.2 * (inside.hours / inside.median_h)
+
+
+def test_a_young_fit_places_at_a_student_t_quantile_and_it_narrows_as_attempts_come():
+    """The same law and scatter from 10 attempts and from 400: the young fit's sigma is itself uncertain,
+    so its placement quantile sits further out (a Student t with n - p degrees of freedom)."""
+    young, grown = (sch.fit_history(power_law_history(n)).hours for n in (10, 400))
+    assert young.tail > 1.08 * grown.tail
+    ds = DataSet("mid", size_gb=30.0)
+    p_young, p_grown = predict(ds, sch.fit_history(power_law_history(10))), predict(ds, sch.fit_history(
+        power_law_history(400)))
+    assert p_young.hours / p_young.median_h > p_grown.hours / p_grown.median_h

@@ -13,6 +13,13 @@ an attempt still running after R h: more than R). Placement checks a high
 quantile against walltimes and memory; plans add up the expected value;
 forecasts draw from the whole distribution.
 
+A young fit (few attempts) is uncertain twice over, and both widen what
+placement weighs: its coefficients (a data set far from the attempts seen so
+far, such as a big one early in a campaign, gets the wider spread of the
+fit's error there: sigma^2 (1 + h), h its leverage) and its sigma (estimated
+from n - p degrees of freedom, so the placement quantile is a Student t's,
+not a normal's: ``Fit.tail``).
+
 The fit treats attempts killed (by the walltime, or for memory part-way) and
 attempts still running as censored (they needed *at least* the hours they
 ran), so a history of the quick ones does not teach that everything is quick.
@@ -115,7 +122,8 @@ class Fit:
     n: int
     residuals: tuple[float, ...] = ()  # of the history in units of their own spread (censored ones at their
     # expectation): for resampling
-    tail: float = 1.0  # how much wider the residuals' placement quantile is than the normal's (heavy tails)
+    tail: float = 1.0  # how much wider the placement quantile is than the normal's: heavy-tailed residuals, times
+    # a Student t's over the normal's (sigma estimated from n - p degrees of freedom)
     spread: tuple[float, ...] = ()  # log(variance / sigma^2) = spread . design row: scatter that grows with the
     # metadata (big data sets less predictable than small ones); () for one scatter for all
 
@@ -230,9 +238,11 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
     spread = _spread(x, square, ~censored, sigma, tuning)
     scale = _scale(x, spread, tuning) if spread else np.ones(len(y))
     unit = (resid / (sigma * scale)).round(5)
-    from scipy.special import ndtri
+    from scipy.special import ndtri, stdtrit
 
     tail = max(1.0, float(np.quantile(unit, q)) / float(ndtri(q))) if 0.5 < q < 1 else 1.0
+    if 0.5 < q < 1:  # sigma is itself estimated, from n - p degrees of freedom: a Student t's quantile
+        tail *= float(stdtrit(max(1.0, float(exact.sum()) - p), q)) / float(ndtri(q))
     return Fit(tuple(float(b) for b in beta), used, center, sigma,
                tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread)
 
