@@ -106,8 +106,8 @@ def test_pipeline_run_collects_products_weblog_commands_and_manifest(tmp_path, s
         assert alma_pipeline.sha256_file(str(products / item["file"])) == item["sha256"]
     commands = (products / "casa_commands.log").read_text().splitlines()
     called = [line.split("(")[0] for line in commands]
-    assert called == [task for task, _ in alma_pipeline.pipeline_tasks(False, {})]
-    assert called.index("hif_findcont") < called.index("hif_uvcontsub") < called.index("hifa_exportdata")
+    assert called == [task for task, _ in alma_pipeline.pipeline_tasks("uvcontsub", {})]
+    assert called.index("hif_makeimlist") < called.index("hif_findcont") < called.index("hif_uvcontsub")
     assert "copytoraw=False" in commands[0] and "session=['session_2']" in commands[0]
     assert "imaging_products_only=True" in commands[-1]
     rawdata = work / "pipeline" / "rawdata"
@@ -162,7 +162,7 @@ def test_raw_data_without_an_asdm_fails_restore_with_importdata(tmp_path, served
 def test_older_pipeline_releases_fit_the_continuum_with_uvcontfit(tmp_path):
     casa = "/opt/casa-6.5.4-9-pipeline-2023.1.0.57/bin/casa"
     assert alma_pipeline.needs_uvcontfit(casa)
-    tasks = alma_pipeline.pipeline_tasks(alma_pipeline.needs_uvcontfit(casa), {})
+    tasks = alma_pipeline.pipeline_tasks(alma_pipeline.shape_for({}, casa)[0], {})
     script = alma_pipeline.pipescript_text("2016.1.00123.S", UID, ["uid___A002_X1_X1"], ["session_1"], tasks)
     order = re.findall(r"^    (h\w+)\(", script, re.M)
     assert order.index("hif_findcont") < order.index("hif_uvcontfit") < order.index("hif_uvcontsub")
@@ -273,3 +273,55 @@ def test_sessions_come_from_the_archives_restore_script_without_a_manifest():
     text = ("h_init()\nhifa_restoredata(vis=['uid___A002_X1_X1', 'uid___A002_X1_X2'], "
             "session=['session_1', 'session_2'], ocorr_mode='ca')\n")
     assert alma_pipeline.sessions_from_restore_script(text) == {EB: "session_1", "uid___A002_X1_X2": "session_2"}
+
+
+# The commands of pipeline/recipes/procedure_hifa_image.xml at three of the pipeline's release
+# tags (2023.1.0.57, 2023.1.0.124, 2024.1.0.8; the same from 2024.0.0.86 to 2025.1.1.61).
+_COMMON = ["hifa_restoredata", "hif_mstransform", "hifa_flagtargets", "hifa_imageprecheck", "hif_checkproductsize",
+           "hif_makeimlist", "hif_findcont"]
+_IMAGES = ["hif_makeimlist", "hif_makeimages"]
+REAL_PROCEDURES = {
+    (2023, 1, 0, 57): _COMMON + ["hif_uvcontfit", "hif_uvcontsub", "hif_makeimages"] + _IMAGES * 3 + ["hifa_exportdata"],
+    (2023, 1, 0, 124): _COMMON + ["hif_uvcontsub", "hif_makeimages"] + _IMAGES * 3 + ["hifa_exportdata"],
+    (2024, 1, 0, 8): _COMMON + ["hif_uvcontsub", "hif_makeimages"] + _IMAGES * 2 + ["hif_selfcal"] + _IMAGES * 4
+    + ["hifa_exportdata"],
+}
+
+
+@pytest.mark.parametrize("release", sorted(REAL_PROCEDURES))
+def test_the_procedure_of_each_release_is_the_one_the_pipeline_tagged(release):
+    casa = "/opt/casa-6.5.4-9-pipeline-%s/bin/casa" % ".".join(str(n) for n in release)
+    shape, why = alma_pipeline.shape_for({}, casa)
+    assert [task for task, _ in alma_pipeline.pipeline_tasks(shape, {})] == REAL_PROCEDURES[release], why
+
+
+def test_the_release_boundaries_are_where_the_procedure_changed():
+    shape = alma_pipeline.procedure_shape
+    assert [shape((2023, 1, 0, 57)), shape((2023, 1, 0, 58)), shape((2024, 0, 0, 85)), shape((2024, 0, 0, 86))] == [
+        "uvcontfit", "uvcontsub", "uvcontsub", "selfcal"]
+    selfcal = alma_pipeline.pipeline_tasks("selfcal", {})
+    assert ("hif_makeimlist", {"specmode": "cube", "datatype": "best"}) in selfcal
+    assert ("hif_makeimlist", {"specmode": "cube"}) not in selfcal
+
+
+def test_the_stand_in_fails_findcont_before_makeimlist_as_the_recipe_used_to_call_it(tmp_path):
+    working = run_fake_casa(tmp_path, "h_init()\nhif_findcont()\nhif_uvcontsub()\nhif_makeimlist(specmode='mfs')\n")
+    assert "no imaging targets pending" in errorexit(working)
+    working = run_fake_casa(tmp_path / "b", "h_init()\nhif_makeimlist(specmode='mfs')\nhif_findcont()\n")
+    assert errorexit(working) == ""
+
+
+def test_a_self_calibrating_release_runs_its_procedure_through_the_stand_in(tmp_path, served):
+    proc = run_runner(pipeline_spec(tmp_path, served, params={"release": "2024.1.0.8"}))
+    work = tmp_path / "work"
+    assert proc.returncode == 0, (work / "image.log").read_text()[-3000:]
+    called = [line.split("(")[0] for line in (work / "products" / "casa_commands.log").read_text().splitlines()]
+    assert called == REAL_PROCEDURES[(2024, 1, 0, 8)]
+    assert "selfcal shape: pipeline release 2024.1.0.8 (params.release)" in (work / "restore.log").read_text()
+
+
+def test_a_release_that_is_no_release_fails_restore_naming_the_fix(tmp_path, served):
+    proc = run_runner(pipeline_spec(tmp_path, served, params={"release": "2024.1"}))
+    work = tmp_path / "work"
+    assert proc.returncode == 1
+    assert "write it as 2024.1.0.8" in (work / "restore.log").read_text()

@@ -10,7 +10,8 @@ archive ships), ``working/`` (where CASA runs), ``products/`` (what
 hifa_exportdata writes).
 
 - ``restore``: untar the raw data into ``rawdata/`` (each ASDM a directory named
-  by its uid, suffixes dropped) and the auxiliary tar into ``calibration/``;
+  by its uid, suffixes dropped) and the auxiliary tar (or the product tar that
+  carries the calibration in Cycles 1-4) into ``calibration/`` (``input_folder``);
   copy the restore products (pipeline manifest, ``*.caltables.tgz``,
   ``*.flagversions.tgz``, ``*.calapply.txt``, wherever the tar puts them) to the
   top of ``rawdata/``, where ``hifa_restoredata(copytoraw=False)`` reads them, as
@@ -18,7 +19,9 @@ hifa_exportdata writes).
   (or the archive's ``*casa_piperestorescript.py``); write the processing request
   ``PPR.xml`` in the form ``executeppr`` reads (``ppr_xml``) and
   ``working/casa_pipescript.py`` with the procedure's stages (``pipeline_tasks``:
-  the shape of the pipeline release, ``hif_uvcontfit`` up to 2023.1.0.57) and the
+  the shape of the pipeline release, ``procedure_shape``: ``hif_uvcontfit`` up to
+  2023.1.0.57, ``hif_selfcal`` from 2024.0.0.86; ``hif_makeimlist`` before
+  ``hif_findcont`` in all of them) and the
   MOUS as ``ousstatus_entity_id`` (the products' names come from it).
 - ``image``: ``casa --pipeline --nogui --nologger --agg -c casa_pipescript.py``
   in ``working/``. It fails when CASA exits non-zero or leaves an ``errorexit*``
@@ -30,9 +33,11 @@ hifa_exportdata writes).
   version, parameters).
 
 Params: ``project_code`` (default: from the auxiliary tar's name
-``<PROJECT>_<OUS>_auxiliary.tar``), ``uvcontfit`` (true for pipeline releases
-up to 2023.1.0.57 that need ``hif_uvcontfit`` before ``hif_uvcontsub``; default:
-true when the CASA path names such a release), ``maxcubesize_gb``
+``<PROJECT>_<OUS>_auxiliary.tar``), ``release`` (the pipeline release, e.g.
+``2024.1.0.8``, whose ``hifa_image`` shape to run; default: the release the CASA
+path names, else the shape every release since 2023.1.0.58 runs), ``uvcontfit``
+(true / false: the shape with / without ``hif_uvcontfit`` before ``hif_uvcontsub``,
+when ``release`` is not given), ``maxcubesize_gb``
 (40), ``maxcubelimit_gb`` (60), ``maxproductsize_gb`` (500), ``mode``
 (``pipescript``, or ``ppr`` to run ``PPR.xml`` through ``executeppr``).
 
@@ -56,7 +61,7 @@ from remote.procutil import sha256_file  # noqa: E402  (remote/ is copied whole 
 
 RECIPE = "alma-pipeline"
 RECIPE_VERSION = "2"
-DEFAULTS = {"project_code": None, "uvcontfit": None, "maxcubesize_gb": 40.0, "maxcubelimit_gb": 60.0,
+DEFAULTS = {"project_code": None, "uvcontfit": None, "release": None, "maxcubesize_gb": 40.0, "maxcubelimit_gb": 60.0,
             "maxproductsize_gb": 500.0, "mode": "pipescript"}
 # The category of a failure in each task: the same as the console's triage (triage.stage_category),
 # which a test keeps true.
@@ -80,20 +85,54 @@ class RecipeFailure(Exception):
 
 # ------------------------------------------------------------- pure parts
 
-def pipeline_tasks(uvcontfit: bool, limits: dict) -> list:
-    """The stages of the ``hifa_image`` procedure, in order, as ``(task, kwargs)``.
+# Where the ``hifa_image`` procedure changed shape (``pipeline/recipes/procedure_hifa_image.xml``
+# at the pipeline's release tags): ``hif_uvcontfit`` runs before ``hif_uvcontsub`` up to
+# 2023.1.0.57; ``hif_selfcal`` and the self-calibrated images come from 2024.0.0.86 on.
+LAST_UVCONTFIT_RELEASE = (2023, 1, 0, 57)
+FIRST_SELFCAL_RELEASE = (2024, 0, 0, 86)
+SHAPES = ("uvcontfit", "uvcontsub", "selfcal")
 
-    Two shapes, after ``pipeline/recipes/procedure_hifa_image.xml``: releases up to
-    2023.1.0.57 list ``hif_makeimlist`` (mfs) before ``hif_findcont`` and fit the
-    continuum with ``hif_uvcontfit`` before ``hif_uvcontsub``; later ones find the
-    continuum first and let ``hif_uvcontsub`` fit it. Both restore with
-    ``copytoraw=False`` and export the imaging products only.
 
-    >>> [t for t, _ in pipeline_tasks(False, {})][:7]
-    ['hifa_restoredata', 'hif_mstransform', 'hifa_flagtargets', 'hifa_imageprecheck', 'hif_checkproductsize', 'hif_findcont', 'hif_uvcontsub']
-    >>> [t for t, _ in pipeline_tasks(True, {})][5:9]
-    ['hif_makeimlist', 'hif_findcont', 'hif_uvcontfit', 'hif_uvcontsub']
+def procedure_shape(release) -> str:
+    """The shape of the ``hifa_image`` procedure of a pipeline release (a tuple, or None: unknown).
+
+    >>> procedure_shape((2022, 2, 0, 68)), procedure_shape((2023, 1, 0, 124)), procedure_shape((2025, 1, 0, 35))
+    ('uvcontfit', 'uvcontsub', 'selfcal')
+
+    An unknown release gets ``uvcontsub``: it runs on every release since 2023.1.0.58
+    (the later ones only add self-calibration).
+
+    >>> procedure_shape(None)
+    'uvcontsub'
     """
+    if release is not None and release <= LAST_UVCONTFIT_RELEASE:
+        return "uvcontfit"
+    if release is not None and release >= FIRST_SELFCAL_RELEASE:
+        return "selfcal"
+    return "uvcontsub"
+
+
+def pipeline_tasks(shape, limits: dict) -> list:
+    """The stages of the ``hifa_image`` procedure of one ``shape`` (``SHAPES``), in order, as ``(task, kwargs)``.
+
+    Every release lists ``hif_makeimlist`` (mfs) before ``hif_findcont``, which takes its
+    targets from that list. Up to 2023.1.0.57 ``hif_uvcontfit`` fits the continuum before
+    ``hif_uvcontsub``; later ones let ``hif_uvcontsub`` fit it; from 2024.0.0.86 the
+    images are made again after ``hif_selfcal`` (the cubes once, from the best data).
+    All restore with ``copytoraw=False`` and export the imaging products only.
+    ``shape`` True / False stand for ``uvcontfit`` / ``uvcontsub`` (the recipe's ``uvcontfit`` param).
+
+    >>> [t for t, _ in pipeline_tasks("uvcontsub", {})][:9]
+    ['hifa_restoredata', 'hif_mstransform', 'hifa_flagtargets', 'hifa_imageprecheck', 'hif_checkproductsize', 'hif_makeimlist', 'hif_findcont', 'hif_uvcontsub', 'hif_makeimages']
+    >>> [t for t, _ in pipeline_tasks("uvcontfit", {})][5:9]
+    ['hif_makeimlist', 'hif_findcont', 'hif_uvcontfit', 'hif_uvcontsub']
+    >>> [t for t, _ in pipeline_tasks("selfcal", {})][13:15]
+    ['hif_selfcal', 'hif_makeimlist']
+    """
+    if shape is True or shape is False:
+        shape = "uvcontfit" if shape else "uvcontsub"
+    if shape not in SHAPES:
+        raise ValueError("unknown hifa_image shape %r (one of %s)" % (shape, ", ".join(SHAPES)))
     tasks = [
         ("hifa_restoredata", {"copytoraw": False}),
         ("hif_mstransform", {}),
@@ -102,26 +141,27 @@ def pipeline_tasks(uvcontfit: bool, limits: dict) -> list:
         ("hif_checkproductsize", {"maxcubesize": float(limits.get("maxcubesize_gb", 40.0)),
                                   "maxcubelimit": float(limits.get("maxcubelimit_gb", 60.0)),
                                   "maxproductsize": float(limits.get("maxproductsize_gb", 500.0))}),
+        ("hif_makeimlist", {"specmode": "mfs"}),
+        ("hif_findcont", {}),
     ]
-    if uvcontfit:
-        tasks += [("hif_makeimlist", {"specmode": "mfs"}), ("hif_findcont", {}), ("hif_uvcontfit", {}),
-                  ("hif_uvcontsub", {}), ("hif_makeimages", {})]
+    if shape == "uvcontfit":
+        tasks.append(("hif_uvcontfit", {}))
+    tasks += [("hif_uvcontsub", {}), ("hif_makeimages", {})]
+    if shape == "selfcal":
+        images = [{"specmode": "cont"}, {"specmode": "repBW"}]
+        selfcal = [{"specmode": "mfs", "datatype": "selfcal"}, {"specmode": "cont", "datatype": "selfcal"},
+                   {"specmode": "cube", "datatype": "best"}, {"specmode": "repBW", "datatype": "selfcal"}]
     else:
-        tasks += [("hif_findcont", {}), ("hif_uvcontsub", {}), ("hif_makeimlist", {"specmode": "mfs"}),
-                  ("hif_makeimages", {})]
-    tasks += [
-        ("hif_makeimlist", {"specmode": "cont"}),
-        ("hif_makeimages", {}),
-        ("hif_makeimlist", {"specmode": "cube"}),
-        ("hif_makeimages", {}),
-        ("hif_makeimlist", {"specmode": "repBW"}),
-        ("hif_makeimages", {}),
-        ("hifa_exportdata", {"imaging_products_only": True}),
-    ]
+        images = [{"specmode": "cont"}, {"specmode": "cube"}, {"specmode": "repBW"}]
+        selfcal = []
+    for kwargs in images:
+        tasks += [("hif_makeimlist", kwargs), ("hif_makeimages", {})]
+    if selfcal:
+        tasks.append(("hif_selfcal", {}))
+        for kwargs in selfcal:
+            tasks += [("hif_makeimlist", kwargs), ("hif_makeimages", {})]
+    tasks.append(("hifa_exportdata", {"imaging_products_only": True}))
     return tasks
-
-
-LAST_UVCONTFIT_RELEASE = (2023, 1, 0, 57)
 
 
 def pipeline_release(casa_path: str):
@@ -129,8 +169,10 @@ def pipeline_release(casa_path: str):
 
     >>> pipeline_release("/opt/casa-6.5.4-9-pipeline-2023.1.0.124/bin/casa")
     (2023, 1, 0, 124)
+    >>> pipeline_release("2024.1.0.8")
+    (2024, 1, 0, 8)
     """
-    match = re.search(r"pipeline-(\d{4})\.(\d+)\.(\d+)\.(\d+)", casa_path or "")
+    match = re.search(r"(?:pipeline-|^)(\d{4})\.(\d+)\.(\d+)\.(\d+)", casa_path or "")
     return tuple(int(g) for g in match.groups()) if match else None
 
 
@@ -144,8 +186,31 @@ def needs_uvcontfit(casa_path: str) -> bool:
     >>> needs_uvcontfit("/opt/casa-6.5.4-9-pipeline-2023.1.0.124/bin/casa")
     False
     """
+    return procedure_shape(pipeline_release(casa_path)) == "uvcontfit"
+
+
+def shape_for(params: dict, casa_path: str) -> tuple:
+    """``(shape, why)``: ``params.release`` first, then ``params.uvcontfit``, then the release the CASA path names.
+
+    >>> shape_for({"release": "2024.1.0.8", "uvcontfit": None}, "/opt/casa/bin/casa")
+    ('selfcal', 'pipeline release 2024.1.0.8 (params.release)')
+    >>> shape_for({"release": None, "uvcontfit": True}, "/opt/casa/bin/casa")
+    ('uvcontfit', 'params.uvcontfit')
+    >>> shape_for({"release": None, "uvcontfit": None}, "/opt/casa/bin/casa")[1]
+    'pipeline release unknown (the CASA path names none; set params.release)'
+    """
+    if params.get("release"):
+        release = pipeline_release(str(params["release"]))
+        if release is None:
+            raise RecipeFailure("unknown", "params.release %r is no pipeline release — write it as 2024.1.0.8"
+                                % params["release"])
+        return procedure_shape(release), "pipeline release %s (params.release)" % params["release"]
+    if params.get("uvcontfit") is not None:
+        return ("uvcontfit" if params["uvcontfit"] else "uvcontsub"), "params.uvcontfit"
     release = pipeline_release(casa_path)
-    return release is not None and release <= LAST_UVCONTFIT_RELEASE
+    if release is None:
+        return procedure_shape(None), "pipeline release unknown (the CASA path names none; set params.release)"
+    return procedure_shape(release), "pipeline release %s (the CASA path)" % ".".join(str(n) for n in release)
 
 
 def asdm_name(path: str) -> str:
@@ -359,6 +424,21 @@ def untar(path: str, dest: str) -> None:
         tar.extractall(dest)
 
 
+def input_folder(name: str) -> str:
+    """Where an input tar goes: ``rawdata`` for raw ASDM tars, ``calibration`` for every other tar.
+
+    The calibration rides in the auxiliary tar, or (Cycles 1-4) in the product tar
+    ``<PROJECT>_<OUS>_001_of_001.tar``; both are searched for the restore products.
+
+    >>> input_folder("2017.1.01185.S_uid___A002_Xd28a9e_X71b8.asdm.sdm.tar")
+    'rawdata'
+    >>> input_folder("2015.1.00123.S_uid___A001_X2f6_X25d_001_of_001.tar")
+    'calibration'
+    """
+    low = name.lower()
+    return "rawdata" if low.endswith((".asdm.sdm.tar", ".asdm.tar", ".sdm.tar")) else "calibration"
+
+
 # What hifa_restoredata with copytoraw=False looks for in rawdata/ (the restore products)
 RESTORE_PRODUCTS = ("*pipeline_manifest.xml", "*.caltables.tgz", "*.flagversions.tgz", "*.calapply.txt",
                     "*auxproducts.tgz")
@@ -379,7 +459,7 @@ def stage_restore(job: dict) -> None:
         if not os.path.exists(path):
             raise RecipeFailure("importdata", "input %s is missing — run the download stage" % path)
         name = os.path.basename(path)
-        dest = dirs["calibration"] if "_auxiliary" in name else dirs["rawdata"]
+        dest = dirs[input_folder(name)]
         say("untar %s -> %s" % (name, os.path.relpath(dest, job["work_dir"])))
         untar(path, dest)
     asdms = []
@@ -409,16 +489,16 @@ def stage_restore(job: dict) -> None:
     if not code:
         raise RecipeFailure("importdata", "no project code: pass params.project_code or an input named "
                                           "<PROJECT>_<OUS>_auxiliary.tar")
-    old = params["uvcontfit"] if params["uvcontfit"] is not None else needs_uvcontfit(job.get("casa") or "")
-    tasks = pipeline_tasks(bool(old), params)
+    shape, why = shape_for(params, job.get("casa") or "")
+    tasks = pipeline_tasks(shape, params)
     with open(os.path.join(dirs["work"], "PPR.xml"), "w") as fh:
         fh.write(ppr_xml(code, job["uid"], asdms, sessions, tasks))
     with open(os.path.join(dirs["working"], "casa_pipescript.py"), "w") as fh:
         fh.write(pipescript_text(code, job["uid"], asdms, sessions, tasks))
     say("rawdata: %d ASDM(s) in %s, restore products %s" % (
         len(asdms), ", ".join(sorted(set(sessions))), ", ".join(placed) or "none"))
-    say("PPR.xml and casa_pipescript.py written: %d pipeline tasks (%s shape)" % (
-        len(tasks), "hif_uvcontfit" if old else "hif_uvcontsub"))
+    say("PPR.xml and casa_pipescript.py written: %d pipeline tasks (the hifa_image procedure's %s shape: %s)" % (
+        len(tasks), shape, why))
 
 
 def session_map(dirs: dict) -> dict:

@@ -19,18 +19,22 @@ Stages and the steps in each:
   * manual (``*scriptForPI.py`` with per-EB ``*.scriptForCalibration.py`` or
     ``*.calibration.tgz``, no ``*.calapply.txt``): run ``scriptForPI.py`` from its
     folder with the ASDMs in ``../raw/``, as the archive's README says, under the
-    CASA version it names (a node's monolithic ``casa`` when the job gives one,
-    else this CASA's Python; another version fails with the fix); its
-    ``calibrated/*.split.cal`` (or ``calibrated_final.ms``) are the data;
+    CASA version it or its ``*scriptForCalibration.py`` names (a node's monolithic
+    ``casa`` when the job gives one, else this CASA's Python; another version fails
+    with the fix); its ``calibrated/calibrated_final.ms``, else ``calibrated.ms``,
+    else ``*.split.cal`` are the data (``calibrated_result``);
   * pipeline: ``importasdm`` each ASDM with the arguments the pipeline's restore
     gives it (``IMPORTASDM_ARGS``); restore the final flags (flag version
     ``Pipeline_Final`` of ``<vis>.flagversions.tgz``) before any calibration;
     run ``<vis>.calapply.txt`` line by line, each ``intent`` translated from the
     pipeline's names to CASA's (``casa_intents``: ``TARGET`` ->
     ``*OBSERVE_TARGET*`` ...; lines for intents the EB never observed are
-    skipped), with gainfield/spwmap/interp as written and each EB's tables from
+    skipped, an unknown name fails), ``applymode='calflagstrict'`` as the
+    pipeline applies them, with gainfield/spwmap/interp as written and each EB's tables from
     its session's ``caltables.tgz`` (``*pipeline_manifest.xml`` names sessions,
-    flag and apply files; without one, the files are found by name);
+    flag and apply files; without one, the files are found by name); an EB
+    the pipeline renormalised (``hifa_renorm`` in the manifest) is not: the
+    log and the manifest's calibration record say so;
   * ``params.caltables``: names that must all be present, else the stage fails
     naming the missing one, applied with ``interp``; ``[]``: apply none. Without
     any of the above, every table whose ``table.info`` says ``Type =
@@ -463,20 +467,31 @@ def safe_extract(tar, out: str) -> None:
     tar.extractall(out)
 
 
+def nested_tar_wanted(name: str) -> bool:
+    """True for the nested tars the restore needs unpacked: ``*caltables.tgz`` and ``*auxproducts.tgz``.
+
+    The rest stay packed: weblogs, logs, calibration plots and QA tars (nothing the
+    restore reads), ``*.flagversions.tgz`` (restored per MS, ``restore_final_flags``)
+    and ``*.calibration.tgz`` (the manual calibration's scripts unpack them).
+
+    >>> [nested_tar_wanted(n) for n in ("uid___A001_X1_X2.session_1.caltables.tgz", "uid___A001_X1_X2.auxproducts.tgz",
+    ...  "uid___A002_X1_X3.calibration.plots.tgz", "uid___A002_X1_X3.calibration.tgz",
+    ...  "member.uid___A001_X1_X2.Imaging.log.tgz")]
+    [True, True, False, False, False]
+    """
+    low = name.lower()
+    return low.endswith(("caltables.tgz", "caltables.tar.gz", "auxproducts.tgz", "auxproducts.tar.gz"))
+
+
 def extract_nested(root: str) -> None:
-    """Extract the ``*.tgz`` / ``*.tar.gz`` the archive nests in its tars, once.
+    """Extract the nested tars the restore needs (``nested_tar_wanted``), once.
 
     ``*caltables.tgz`` go into a folder of their own (``<name>.d/``), so a session's
-    tables stay apart from another session's; the rest (``auxproducts.tgz``) beside
-    the tar. Left alone: weblogs, ``*.flagversions.tgz`` (restored per MS, see
-    ``restore_final_flags``) and ``*.calibration.tgz`` (the manual calibration's
-    ``scriptForPI.py`` unpacks them itself).
+    tables stay apart from another session's; ``auxproducts.tgz`` beside the tar.
     """
     for dirpath, _dirs, filenames in os.walk(root):
         for name in filenames:
-            if not (name.endswith(".tgz") or name.endswith(".tar.gz")) or "weblog" in name:
-                continue
-            if name.endswith(".flagversions.tgz") or name.endswith(".calibration.tgz"):
+            if not nested_tar_wanted(name):
                 continue
             path = os.path.join(dirpath, name)
             marker = os.path.join(dirpath, "." + name + ".extracted")
@@ -491,9 +506,11 @@ def extract_nested(root: str) -> None:
 
 
 # The pipeline's intent names (what it writes in ``*.calapply.txt``) -> CASA scan-intent
-# patterns, after the obs_mode -> intent table of the pipeline's ALMA state domain.
+# patterns, after the obs_mode -> intent table of the pipeline's ALMA state domain
+# (``pipeline/domain/state.py``, ``StateALMA``): every intent it maps an obs mode to.
 PIPELINE_INTENTS = {
-    "TARGET": ["*OBSERVE_TARGET*"],
+    "TARGET": ["*OBSERVE_TARGET*", "*CALIBRATE_TARGET*"],
+    "REFERENCE": ["*OBSERVE_TARGET#OFF_SOURCE*", "*OBSERVE_TARGET.OFF_SOURCE*", "*OBSERVE_TARGET_OFF_SOURCE*"],
     "PHASE": ["*CALIBRATE_PHASE*"],
     "BANDPASS": ["*CALIBRATE_BANDPASS*"],
     "AMPLITUDE": ["*CALIBRATE_FLUX*", "*CALIBRATE_AMPLI*"],
@@ -514,12 +531,20 @@ PIPELINE_INTENTS = {
 def casa_intents(intent: str, present=None) -> str:
     """CASA's scan-intent selection for a calapply line's ``intent`` (pipeline names).
 
-    Names CASA already knows (``*OBSERVE_TARGET*``) pass unchanged; with ``present``
-    (the MS's scan intents) patterns that match none of them are dropped, because
-    CASA's selection fails on a pattern that matches nothing.
+    Names CASA already knows (``*OBSERVE_TARGET*``, ``CALIBRATE_PHASE#ON_SOURCE``) pass
+    unchanged; with ``present`` (the MS's scan intents) patterns that match none of them
+    are dropped, because CASA's selection fails on a pattern that matches nothing. A name
+    that is neither the pipeline's nor CASA's fails: skipping its line would leave data
+    uncalibrated without a word.
 
     >>> casa_intents("TARGET,CHECK")
-    '*OBSERVE_TARGET*,*OBSERVE_CHECK_SOURCE*,*CALIBRATE_DELAY*'
+    '*OBSERVE_TARGET*,*CALIBRATE_TARGET*,*OBSERVE_CHECK_SOURCE*,*CALIBRATE_DELAY*'
+    >>> casa_intents("TARGET", ["OBSERVE_TARGET#ON_SOURCE"])
+    '*OBSERVE_TARGET*'
+    >>> casa_intents("PHOTON")
+    Traceback (most recent call last):
+    ...
+    remote.recipes.casa6.RecipeFailure: calapply intent PHOTON is none of the pipeline's intent names (AMPLITUDE, ATMOSPHERE, BANDPASS, CHECK, DIFFGAINREF, DIFFGAINSRC, FOCUS, PHASE, POINTING, POLANGLE, POLARIZATION, POLLEAKAGE, REFERENCE, SIDEBAND, TARGET, WVR) nor a CASA scan intent
     >>> casa_intents("PHASE,TARGET", ["CALIBRATE_PHASE#ON_SOURCE", "OBSERVE_TARGET#ON_SOURCE"])
     '*CALIBRATE_PHASE*,*OBSERVE_TARGET*'
     >>> casa_intents("CHECK", ["OBSERVE_TARGET#ON_SOURCE"])
@@ -531,6 +556,9 @@ def casa_intents(intent: str, present=None) -> str:
 
     patterns = []
     for name in [part.strip() for part in str(intent or "").split(",") if part.strip()]:
+        if name.upper() not in PIPELINE_INTENTS and not re.search(r"[*#.]|^(CALIBRATE|OBSERVE)_", name):
+            raise RecipeFailure("calibration", "calapply intent %s is none of the pipeline's intent names (%s) nor a "
+                                               "CASA scan intent" % (name, ", ".join(sorted(PIPELINE_INTENTS))))
         for pattern in PIPELINE_INTENTS.get(name.upper(), [name]):
             if pattern not in patterns:
                 patterns.append(pattern)
@@ -588,11 +616,26 @@ def read_pipeline_manifest(root: str):
         tar = session.find("caltables")
         for asdm in session.iter("asdm"):
             flags, cmds = asdm.find("finalflags"), asdm.find("applycmds")
+            renorm = asdm.find("hifa_renorm")
             out["asdms"][asdm.get("name")] = {
                 "session": session.get("name"), "caltables": tar.get("name") if tar is not None else None,
                 "finalflags": flags.get("name") if flags is not None else None,
-                "applycmds": cmds.get("name") if cmds is not None else None}
+                "applycmds": cmds.get("name") if cmds is not None else None,
+                "renorm": dict(renorm.attrib) if renorm is not None else None}
     return out
+
+
+def renorm_applied(entry: dict) -> bool:
+    """True when the pipeline manifest says the calibration renormalised this EB's amplitudes.
+
+    The pipeline's restore repeats that renormalisation (``hifa_renorm`` parameters in the
+    manifest, since pipeline 2021.2) after applycal; CASA has no task for it.
+
+    >>> renorm_applied({"renorm": {"apply": "True", "threshold": "None"}}), renorm_applied({"renorm": None})
+    (True, False)
+    """
+    params = entry.get("renorm") or {}
+    return str(params.get("apply", "")).strip().lower() == "true"
 
 
 def manifest_entry(manifest, vis_name: str) -> dict:
@@ -632,8 +675,45 @@ def session_tables(root: str, tar_name, caltables: list) -> list:
     return mine or list(caltables)
 
 
+# How the pipeline applies a calapply line (its applycal task's default, which the exported
+# line does not carry): data without a valid solution are flagged, not passed on uncalibrated.
+PIPELINE_APPLYMODE = "calflagstrict"
+
+
+def applycal_kwargs(call: dict, vis: str, caltables: list, present: list, source: str):
+    """The applycal arguments of one calapply line for ``vis``: tables found by name, intents
+    translated, ``applymode`` as the pipeline applies it; None when ``vis`` has no scan of its intents.
+
+    >>> kw = applycal_kwargs({"vis": "/lustre/w/x.ms", "field": "", "intent": "PHASE", "spw": "17",
+    ...     "antenna": "0~43", "gaintable": ["/lustre/w/x.ms.g.tbl"], "gainfield": ["nearest"], "spwmap": [[]],
+    ...     "interp": ["linear,linearflag"], "calwt": [False]}, "/r/x.ms", ["/r/t.d/x.ms.g.tbl"],
+    ...     ["CALIBRATE_PHASE#ON_SOURCE"], "x.ms.calapply.txt")
+    >>> kw["vis"], kw["gaintable"], kw["intent"], kw["applymode"], kw["flagbackup"]
+    ('/r/x.ms', ['/r/t.d/x.ms.g.tbl'], '*CALIBRATE_PHASE*', 'calflagstrict', False)
+    >>> applycal_kwargs({"intent": "CHECK", "gaintable": []}, "/r/x.ms", [], ["OBSERVE_TARGET#ON_SOURCE"], "c") is None
+    True
+    """
+    kwargs = dict(call)
+    by_name = {os.path.basename(p): p for p in caltables}
+    tables = kwargs.get("gaintable") or []
+    tables = [tables] if isinstance(tables, str) else tables
+    missing = [t for t in tables if os.path.basename(t) not in by_name]
+    if missing:
+        raise RecipeFailure("calibration", "caltable %s is missing from the auxiliary data (named in %s)" % (
+            ", ".join(os.path.basename(t) for t in missing), source))
+    kwargs["gaintable"] = [by_name[os.path.basename(t)] for t in tables]
+    kwargs["vis"] = vis
+    kwargs["flagbackup"] = False
+    kwargs.setdefault("applymode", PIPELINE_APPLYMODE)
+    if kwargs.get("intent"):
+        kwargs["intent"] = casa_intents(kwargs["intent"], present)
+        if not kwargs["intent"]:
+            return None
+    return kwargs
+
+
 def apply_calapply(vis: str, calapply: str, caltables: list, job: dict) -> list:
-    """Run the archive's applycal calls for ``vis``, intents translated; the tables used."""
+    """Run the archive's applycal calls for ``vis`` (``applycal_kwargs``); the tables used."""
     from casatools import msmetadata
     md = msmetadata()
     md.open(vis)
@@ -645,25 +725,16 @@ def apply_calapply(vis: str, calapply: str, caltables: list, job: dict) -> list:
         calls = parse_calapply(fh.read())
     if not calls:
         raise RecipeFailure("calibration", "%s holds no applycal call" % os.path.basename(calapply))
-    by_name = {os.path.basename(p): p for p in caltables}
     used = []
-    for kwargs in calls:
-        tables = kwargs.get("gaintable") or []
-        tables = [tables] if isinstance(tables, str) else tables
-        missing = [t for t in tables if os.path.basename(t) not in by_name]
-        if missing:
-            raise RecipeFailure("calibration", "caltable %s is missing from the auxiliary data (named in %s)" % (
-                ", ".join(os.path.basename(t) for t in missing), os.path.basename(calapply)))
-        kwargs["gaintable"] = [by_name[os.path.basename(t)] for t in tables]
-        kwargs["vis"] = vis
-        kwargs["flagbackup"] = False
-        if kwargs.get("intent"):
-            wanted = kwargs["intent"]
-            kwargs["intent"] = casa_intents(wanted, present)
-            if not kwargs["intent"]:
-                say("calapply line for intent %s: %s has no such scans, skipped" % (wanted, os.path.basename(vis)))
-                continue
-            say("intent %s -> %s" % (wanted, kwargs["intent"]))
+    for call in calls:
+        kwargs = applycal_kwargs(call, vis, caltables, present, os.path.basename(calapply))
+        if kwargs is None:
+            say("calapply line for intent %s: %s has no such scans, skipped" % (call["intent"], os.path.basename(vis)))
+            continue
+        if call.get("intent"):
+            say("intent %s -> %s" % (call["intent"], kwargs["intent"]))
+        if "applymode" not in call:
+            say("applymode %s (the pipeline's; the calapply line names none)" % kwargs["applymode"])
         with Step("applycal %s (calapply)" % os.path.basename(vis), "calibration", job):
             from casatasks import applycal
             applycal(**kwargs)
@@ -765,27 +836,66 @@ def manual_calibration(root: str):
 
 
 def needed_casa_version(texts: list):
-    """The CASA version a restore script or README names (``CASA version 4.7.2``), or None.
+    """The CASA version a restore script or README names, or None.
+
+    The archive's calibration scripts stop unless run by the CASA that wrote them
+    (``sys.exit('ERROR: PLEASE USE THE SAME VERSION OF CASA THAT YOU USED FOR GENERATING THE
+    SCRIPT: 4.7.2')``); other files say ``CASA version: 6.7.0.31``.
 
     >>> needed_casa_version(["# CASA version: 6.7.0.31", "x"])
     '6.7.0.31'
+    >>> needed_casa_version(["import re", " sys.exit('ERROR: PLEASE USE THE SAME VERSION OF CASA THAT YOU USED "
+    ...                      "FOR GENERATING THE SCRIPT: 4.2.2')"])
+    '4.2.2'
     >>> needed_casa_version(["run it with CASA 4.7.2-el7 from the script folder"]) is None
     True
     """
-    for text in texts:
-        match = re.search(r"CASA version[:\s]+(\d+\.\d+\.\d+[\w.\-]*)", text, re.I)
-        if match:
-            return match.group(1).rstrip(".")
+    for pattern in (r"VERSION OF CASA[^:\n]*:\s*(\d+\.\d+(?:\.\d+)?)", r"CASA version[:\s]+(\d+\.\d+\.\d+[\w.\-]*)"):
+        for text in texts:
+            match = re.search(pattern, text, re.I)
+            if match:
+                return match.group(1).rstrip(".")
     return None
 
 
 def same_release(needed: str, running: str) -> bool:
-    """True when the running CASA is the release ``needed`` names (major.minor.patch).
+    """True when the running CASA is the release ``needed`` names (as far as it names it, up to major.minor.patch).
 
-    >>> same_release("6.7.0", "6.7.0.31"), same_release("4.7.2", "6.7.0.31")
-    (True, False)
+    >>> same_release("6.7.0", "6.7.0.31"), same_release("4.7.2", "6.7.0.31"), same_release("4.1", "4.1.0")
+    (True, False, True)
     """
-    return needed.split("-")[0].split(".")[:3] == running.split("-")[0].split(".")[:3]
+    wanted = needed.split("-")[0].split(".")[:3]
+    return wanted == running.split("-")[0].split(".")[:len(wanted)]
+
+
+def calibration_script_texts(script: str) -> list:
+    """The texts that may name the CASA version a manual MOUS needs: its ``scriptForPI.py``, the
+    ``*scriptForCalibration.py`` beside it (where the archive's version check is) and the README."""
+    here = os.path.dirname(script)
+    member = os.path.dirname(here)
+    paths = [script] + sorted(glob.glob(os.path.join(here, "*scriptForCalibration.py")))
+    paths += glob.glob(os.path.join(member, "README*")) + glob.glob(os.path.join(member, "*", "*README*"))
+    texts = []
+    for path in paths:
+        with open(path, errors="replace") as fh:
+            texts.append(fh.read())
+    return texts
+
+
+def calibrated_result(mss: list) -> list:
+    """The MSs a manual restore ends with: ``calibrated_final.ms`` (imaging prep), else ``calibrated.ms``
+    (the flux calibration's concatenation), else every ``*.split.cal`` (one per EB), else whatever is there.
+
+    >>> calibrated_result(["c/a.ms.split.cal", "c/b.ms.split.cal", "c/calibrated.ms"])
+    ['c/calibrated.ms']
+    >>> calibrated_result(["c/a.ms.split.cal", "c/b.ms.split.cal"])
+    ['c/a.ms.split.cal', 'c/b.ms.split.cal']
+    """
+    for name in ("calibrated_final.ms", "calibrated.ms"):
+        found = [p for p in mss if os.path.basename(p) == name]
+        if found:
+            return found
+    return [p for p in mss if p.endswith(".split.cal")] or list(mss)
 
 
 def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
@@ -799,11 +909,7 @@ def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
     import casatools
     here = os.path.dirname(script)
     member = os.path.dirname(here)
-    texts = []
-    for path in [script] + glob.glob(os.path.join(member, "README*")) + glob.glob(os.path.join(member, "*", "*README*")):
-        with open(path, errors="replace") as fh:
-            texts.append(fh.read())
-    needed = needed_casa_version(texts)
+    needed = needed_casa_version(calibration_script_texts(script))
     running = casatools.version_string()
     casa = job.get("casa")
     if casa and not os.path.basename(casa).startswith("casa"):
@@ -813,6 +919,8 @@ def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
                             "node's casa versions" % (os.path.basename(script), needed, running, needed))
     raw = os.path.join(member, "raw")
     os.makedirs(raw, exist_ok=True)
+    if os.path.isdir(os.path.join(member, "calibrated")):
+        shutil.rmtree(os.path.join(member, "calibrated"))  # the archive's script stops when it exists
     for asdm in asdms:
         link = os.path.join(raw, os.path.basename(asdm.rstrip("/")))
         if not os.path.exists(link):
@@ -832,10 +940,7 @@ def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
         code = subprocess.call(argv, cwd=here)
         if code != 0:
             raise RecipeFailure("calibration", "%s exited %d — see the restore log" % (os.path.basename(script), code))
-    calibrated = find_tables(os.path.join(member, "calibrated"))["ms"]
-    final = [p for p in calibrated if os.path.basename(p) == "calibrated_final.ms"]
-    split = [p for p in calibrated if p.endswith(".split.cal")]
-    chosen = final or split or calibrated
+    chosen = calibrated_result(find_tables(os.path.join(member, "calibrated"))["ms"])
     if not chosen:
         raise RecipeFailure("calibration", "%s made no calibrated measurement set in %s" % (
             os.path.basename(script), os.path.join(member, "calibrated")))
@@ -910,6 +1015,12 @@ def stage_restore(job: dict) -> None:
             record["eb"][name] = {"session": entry.get("session"), "calapply": os.path.basename(calapply),
                                   "flags": os.path.basename(flags) if flags else None,
                                   "caltables": [os.path.basename(t) for t in used]}
+            if renorm_applied(entry):
+                note = ("not applied: the pipeline renormalised these amplitudes (hifa_renorm %s), which casa6 cannot "
+                        "repeat — image this MOUS on an alma-pipeline node" % ", ".join(
+                            "%s=%s" % kv for kv in sorted(entry["renorm"].items())))
+                say("WARNING %s: renormalisation %s" % (name, note))
+                record["eb"][name]["renorm"] = note
             continue
         tables = caltables_for(ms, caltables, vis)
         if not tables:
