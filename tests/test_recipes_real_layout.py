@@ -90,7 +90,7 @@ def test_casa6_refuses_a_manual_mous_under_another_casa_naming_the_version(real_
     pytest.importorskip("casatools")
     script = casa6.manual_calibration(str(real_aux))
     with pytest.raises(casa6.RecipeFailure) as failure:
-        casa6.run_script_for_pi(script, [], {"work_dir": str(tmp_path), "casa": None})
+        casa6.run_script_for_pi(script, [], {"work_dir": str(tmp_path), "casa": None, "params": {}})
     assert failure.value.category == "calibration"
     assert "needs CASA 5.1.1" in failure.value.message and "casa versions" in failure.value.message
 
@@ -141,3 +141,23 @@ def test_a_renormalised_eb_is_named_in_what_the_manifest_reader_returns(tmp_path
         '</session></ous></piperesults>\n')
     entry = casa6.manifest_entry(casa6.read_pipeline_manifest(str(tmp_path)), "uid___A002_X1_X3.ms")
     assert casa6.renorm_applied(entry) and entry["renorm"]["threshold"] == "None"
+
+
+def test_a_casa6_era_manual_script_passes_its_version_check_under_this_casas_python(tmp_path):
+    """The archive's CASA 6 scripts check the version with ``cu`` or ``casalith``, which monolithic
+    CASA has and a modular Python does not: the recipe gives them both."""
+    casatools = pytest.importorskip("casatools")
+    running = re.match(r"\d+\.\d+\.\d+", casatools.version_string()).group(0)
+    script_dir = tmp_path / "member" / "script"
+    script_dir.mkdir(parents=True)
+    stop = f" sys.exit('ERROR: PLEASE USE THE SAME VERSION OF CASA THAT YOU USED FOR GENERATING THE SCRIPT: {running}')\n"
+    (script_dir / "uid___A002_X1_X1.ms.scriptForCalibration.py").write_text("# stand-in\n")
+    (script_dir / "member.uid___A001_X1_X2.scriptForPI.py").write_text(
+        "import re, sys\n"
+        f"if re.search('^{running}', '.'.join([str(i) for i in cu.version().tolist()[:-1]])) == None:\n" + stop +
+        f"if re.search('^{running}', '.'.join([str(i) for i in casalith.version()[:-1]])) == None:\n" + stop +
+        "open('checked', 'w').write('ok')\n")
+    with pytest.raises(casa6.RecipeFailure, match="made no calibrated measurement set"):
+        casa6.run_script_for_pi(str(script_dir / "member.uid___A001_X1_X2.scriptForPI.py"), [],
+                                {"work_dir": str(tmp_path), "casa": None, "params": {}})
+    assert (script_dir / "checked").read_text() == "ok"

@@ -903,7 +903,8 @@ def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
 
     From its own folder, the untarred ASDMs in ``../raw/`` (linked there when the tars put
     them elsewhere), with the job's ``casa`` (``casa --nogui -c``) when the node gives one,
-    else this CASA's Python with the tasks in the script's globals, as ``casa -c`` has them.
+    else this CASA's Python with the tasks in the script's globals, as ``casa -c`` has them
+    (with ``cu`` and ``casalith.version()``, which the archive's CASA 6 scripts check).
     The CASA version the script or README names must be the one running.
     """
     import casatools
@@ -928,9 +929,11 @@ def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
     if casa:
         argv = [casa, "--nogui", "--nologger", "--agg", "-c", os.path.basename(script)]
     else:
-        runner = ("import sys, runpy, casatasks, casatools\n"
+        runner = ("import sys, runpy, types, casatasks, casatools, casatools.utils\n"
                   "g = {n: getattr(casatasks, n) for n in casatasks.__all__}\n"
                   "g.update({n: getattr(casatools, n) for n in dir(casatools) if not n.startswith('_')})\n"
+                  "g['cu'] = casatools.utils.utils()\n"  # what monolithic CASA 6 has, for the scripts' version check
+                  "g['casalith'] = types.SimpleNamespace(version=g['cu'].version)\n"
                   "runpy.run_path(sys.argv[1], init_globals=g, run_name='__main__')\n")
         argv = [sys.executable, "-c", runner, os.path.basename(script)]
     say("manual calibration: running %s with CASA %s (needs %s) in %s" % (
