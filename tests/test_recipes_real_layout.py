@@ -161,3 +161,23 @@ def test_a_casa6_era_manual_script_passes_its_version_check_under_this_casas_pyt
         casa6.run_script_for_pi(str(script_dir / "member.uid___A001_X1_X2.scriptForPI.py"), [],
                                 {"work_dir": str(tmp_path), "casa": None, "params": {}})
     assert (script_dir / "checked").read_text() == "ok"
+
+
+def test_the_alma_pipeline_recipe_refuses_the_real_manual_mous_naming_the_casa6_recipe(real_aux, tmp_path):
+    """hifa_restoredata restores pipeline calibration only; the real manual MOUS ships none of its products."""
+    aux = tmp_path / "2017.1.01185.S_uid___A001_X12a3_Xe9_auxiliary.tar"
+    raw = tmp_path / "2017.1.01185.S_uid___A002_Xd28a9e_X71b8.asdm.sdm.tar"
+    with tarfile.open(aux, "w") as tar:
+        tar.add(real_aux / "2017.1.01185.S", arcname="2017.1.01185.S")
+    asdm = tmp_path / "src" / "uid___A002_Xd28a9e_X71b8.asdm.sdm"
+    asdm.mkdir(parents=True)
+    (asdm / "ASDM.xml").write_text("<ASDM/>\n")
+    with tarfile.open(raw, "w") as tar:
+        tar.add(asdm, arcname=f"{MEMBER}/raw/{asdm.name}")
+    job = {"work_dir": str(tmp_path / "work"), "uid": "uid://A001/X12a3/Xe9", "inputs": [str(raw), str(aux)],
+           "casa": "/opt/casa-6.5.4-9-pipeline-2023.1.0.124/bin/casa", "params": dict(alma_pipeline.DEFAULTS)}
+    with pytest.raises(alma_pipeline.RecipeFailure) as failure:
+        alma_pipeline.stage_restore(job)
+    assert failure.value.category == "calibration"
+    assert "calibrated by hand" in failure.value.message and "casa6" in failure.value.message
+    assert "uid___A002_Xd28a9e_X71b8.ms.scriptForCalibration.py" in failure.value.message

@@ -15,7 +15,8 @@ hifa_exportdata writes).
   copy the restore products (pipeline manifest, ``*.caltables.tgz``,
   ``*.flagversions.tgz``, ``*.calapply.txt``, wherever the tar puts them) to the
   top of ``rawdata/``, where ``hifa_restoredata(copytoraw=False)`` reads them, as
-  the ``hifa_image`` procedure calls it; take each EB's session from the manifest
+  the ``hifa_image`` procedure calls it (a MOUS calibrated by hand, which ships
+  none of these, fails here naming the casa6 recipe); take each EB's session from the manifest
   (or the archive's ``*casa_piperestorescript.py``); write the processing request
   ``PPR.xml`` in the form ``executeppr`` reads (``ppr_xml``) and
   ``working/casa_pipescript.py`` with the procedure's stages (``pipeline_tasks``:
@@ -480,6 +481,13 @@ def stage_restore(job: dict) -> None:
         for path in sorted(glob.glob(os.path.join(dirs["calibration"], "**", pattern), recursive=True)):
             shutil.copy(path, os.path.join(dirs["rawdata"], os.path.basename(path)))
             placed.append(os.path.basename(path))
+    if not any(p.endswith((".calapply.txt", ".flagversions.tgz")) for p in placed):
+        manual = manual_calibration_files(dirs["calibration"])
+        if manual:
+            raise RecipeFailure("calibration", "%s was calibrated by hand (%s, no calapply.txt or flagversions.tgz): "
+                                "hifa_restoredata restores only pipeline calibration — run it on a casa6 node, "
+                                "which runs its scriptForPI.py: ari override %s --node NODE" % (
+                                    job["uid"], ", ".join(manual[:2]), job["uid"]))
     if not any(p.endswith("pipeline_manifest.xml") for p in placed):
         say("no pipeline manifest among the auxiliary data: hifa_restoredata will find the products by name")
     sessions_of = session_map(dirs)
@@ -499,6 +507,15 @@ def stage_restore(job: dict) -> None:
         len(asdms), ", ".join(sorted(set(sessions))), ", ".join(placed) or "none"))
     say("PPR.xml and casa_pipescript.py written: %d pipeline tasks (the hifa_image procedure's %s shape: %s)" % (
         len(tasks), shape, why))
+
+
+def manual_calibration_files(folder: str) -> list:
+    """The names of a manual calibration's files under ``folder``: per-EB ``*.scriptForCalibration.py``
+    and ``*.calibration.tgz`` (what the archive ships for MOUS calibrated by hand)."""
+    found = []
+    for pattern in ("*.scriptForCalibration.py", "*.calibration.tgz"):
+        found += sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "**", pattern), recursive=True))
+    return found
 
 
 def session_map(dirs: dict) -> dict:
