@@ -111,8 +111,9 @@ class Node:
     )
     casa: dict[str, str] = _key(
         "CASA installs by version, e.g. { \"6.5.4-9\" = \"/opt/casa-6.5.4/bin/casa\" } (casa6: a Python with "
-        "casatasks; alma-pipeline: the casa executable): a data set that needs one of these versions runs with it, "
-        "and only on a node that lists it.",
+        "casatasks, or a release's casa executable that runs a manual MOUS's scriptForPI.py; alma-pipeline: the "
+        "casa executable): a data set that needs one of these versions runs with it, and only on a node that "
+        "lists it.",
         default_factory=dict,
     )
     env: dict[str, str] = _key(

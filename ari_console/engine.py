@@ -898,14 +898,23 @@ def spec_problem(spec: dict) -> str | None:
     return None
 
 
+def _monolithic(path: str | None) -> bool:
+    """True for a monolithic CASA executable (``.../bin/casa``), False for a Python or nothing."""
+    return bool(path) and Path(path).name.startswith("casa")
+
+
 def recipe_spec(node: Node, dataset_params: object, override_params: object, casa_version: str | None = None) -> dict:
     """The job spec's ``recipe``: which script, run by which Python, with which CASA and parameters.
 
     casa6 runs in the node's Python that has casatasks (``casa_path``, else
     ``python``); alma-pipeline is a stdlib script run by ``python`` that drives
     the ``casa`` executable (``casa_path``). A data set that needs a CASA version
-    the node lists in ``casa`` runs with that install instead. Parameters: the
-    data set's, then the operator's overrides; anything that is not a table is ignored.
+    the node lists in ``casa`` runs with that install instead; on a casa6 node an
+    install that is a monolithic ``casa`` executable (CASA 4 and 5 have no Python
+    with casatasks) is only handed to the recipe, which runs the MOUS's
+    ``scriptForPI.py`` with it, while the node's own Python runs the recipe.
+    Parameters: the data set's, then the operator's overrides; anything that is
+    not a table is ignored.
 
     >>> node = Node(name="n", recipe="alma-pipeline", python="python3", casa_path="/opt/casa/bin/casa",
     ...             casa={"4.7.2": "/opt/casa-4.7.2/bin/casa"})
@@ -913,9 +922,16 @@ def recipe_spec(node: Node, dataset_params: object, override_params: object, cas
     {'name': 'alma-pipeline', 'python': 'python3', 'casa': '/opt/casa/bin/casa', 'params': {'robust': 0.5}}
     >>> recipe_spec(node, {}, {}, casa_version="4.7.2")["casa"]
     '/opt/casa-4.7.2/bin/casa'
+    >>> six = Node(name="s", recipe="casa6", python="/v/bin/python", casa={"4.7.2": "/opt/casa-4.7.2/bin/casa",
+    ...            "6.5.4-9": "/opt/casa-6.5.4/bin/python3"})
+    >>> [(r["python"], r["casa"]) for r in (recipe_spec(six, {}, {}, v) for v in ("4.7.2", "6.5.4-9"))]
+    [('/v/bin/python', '/opt/casa-4.7.2/bin/casa'), ('/opt/casa-6.5.4/bin/python3', '/opt/casa-6.5.4/bin/python3')]
     """
     install = (node.casa or {}).get(casa_version or "") or node.casa_path
-    python = (install or node.python) if node.recipe == "casa6" else node.python
+    python = node.python
+    if node.recipe == "casa6":
+        own = node.casa_path if node.casa_path and not _monolithic(node.casa_path) else node.python
+        python = own if _monolithic(install) else (install or node.python)
     params = {**(dataset_params if isinstance(dataset_params, dict) else {}),
               **(override_params if isinstance(override_params, dict) else {})}
     return {"name": node.recipe, "python": python, "casa": install, "params": params}

@@ -916,8 +916,9 @@ def run_script_for_pi(script: str, asdms: list, job: dict) -> list:
     if casa and not os.path.basename(casa).startswith("casa"):
         casa = None  # the node's casa6 Python (this one), not a monolithic casa executable
     if needed and not casa and not same_release(needed, running):
-        raise RecipeFailure("calibration", "%s needs CASA %s; this node runs CASA %s — list a %s install in the "
-                            "node's casa versions" % (os.path.basename(script), needed, running, needed))
+        raise RecipeFailure("calibration", "%s needs CASA %s; this node runs CASA %s — list that release's casa "
+                            "executable in the node's casa table (casa = { \"%s\" = \".../bin/casa\" })" % (
+                                os.path.basename(script), needed, running, needed))
     raw = os.path.join(member, "raw")
     os.makedirs(raw, exist_ok=True)
     if os.path.isdir(os.path.join(member, "calibrated")):
