@@ -92,7 +92,7 @@ def test_casa6_refuses_a_manual_mous_under_another_casa_naming_the_version(real_
     with pytest.raises(casa6.RecipeFailure) as failure:
         casa6.run_script_for_pi(script, [], {"work_dir": str(tmp_path), "casa": None, "params": {}})
     assert failure.value.category == "calibration"
-    assert "needs CASA 5.1.1" in failure.value.message and "casa versions" in failure.value.message
+    assert "needs CASA 5.1.1" in failure.value.message and 'casa = { "5.1.1" = ".../bin/casa" }' in failure.value.message
 
 
 def test_the_alma_pipeline_recipe_puts_each_real_tar_where_the_pipeline_reads_it():
