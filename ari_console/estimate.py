@@ -225,7 +225,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
              search: sch.Search = sch.DEFAULT_SEARCH,
              refit_growth: float = REFIT_GROWTH, memory_kill_after: float = MEMORY_KILL_AFTER,
              forecast_at: Sequence[float] = (), forecast_samples: int = FORECAST_SAMPLES,
-             seed: int = 0) -> SimResult:
+             seed: int = 0, refit: bool = True) -> SimResult:
     """Replay ``datasets`` on ``nodes`` under ``policy``; hours from the start.
 
     The scheduler sees the predictions; the data sets take their explicit
@@ -238,7 +238,9 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     lower limits) whenever that history has grown by ``refit_growth``; a
     memory kill (``memory_kill_after`` into the run) teaches that the data set
     needs more than the node's memory, a walltime kill that it needs more than
-    the walltime, and the retry goes where that floor fits.
+    the walltime, and the retry goes where that floor fits. With ``refit``
+    False the fit stays the one ``history`` gives (kills still teach their
+    floors): a policy that knows each data set's distribution from the start.
 
     ``forecast_at``: fractions of the work at which to forecast the finish
     from the predictions of that moment (:func:`forecast_finish`).
@@ -367,7 +369,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                 model = replace(model, own={**model.own, ds.uid: (need_h, need_mem)})
                 taught = preds[ds.uid] = sch.predict(again, model, tuning)
             plan = sch.requeue(plan, again, taught, state) if plan is not None else None
-        if learn and finished >= next_refit:
+        if learn and refit and finished >= next_refit:
             next_refit = max(next_refit + 1, math.ceil(finished * refit_growth))
             model = _refit(hist, running, nodes, now, tuning)
             queue.update({uid: u.dataset for uid, u in parked.items()})

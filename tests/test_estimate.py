@@ -332,6 +332,19 @@ def hidden_case(n: int = 400, seed: int = 4) -> tuple[list[DataSet], dict, list[
     return queue, truth, nodes
 
 
+def test_replay_without_refits_keeps_the_fit_it_was_given_but_a_kill_still_teaches_the_floor():
+    """refit=False: a policy that knows each data set's distribution from the start (the fit given),
+    whose kills still teach the one data set its floor, so its retry goes where that fits."""
+    queue, truth, nodes = hidden_case(120, seed=5)
+    known = est.sch.fit_history([est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in queue])
+    known = replace_node(known, own={})
+    sim = est.simulate(queue, nodes, history=known, actual=truth, refit=False)
+    assert sim.refits == 0 and sim.completed == len(queue) and sim.gave_up == ()
+    assert all(k.attempt == 1 for k in sim.killed if k.outcome == "walltime")  # the floor sent every retry elsewhere
+    learning = est.simulate(queue, nodes, history=known, actual=truth)
+    assert learning.refits > 0
+
+
 def test_learning_replay_refits_and_forecasts_a_band_that_holds_the_finish():
     queue, truth, nodes = hidden_case()
     sim = est.simulate(queue, nodes, actual=truth, forecast_at=(0.25, 0.5))

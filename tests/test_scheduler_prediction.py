@@ -160,3 +160,20 @@ def test_a_young_fit_places_at_a_student_t_quantile_and_it_narrows_as_attempts_c
     p_young, p_grown = predict(ds, sch.fit_history(power_law_history(10))), predict(ds, sch.fit_history(
         power_law_history(400)))
     assert p_young.hours / p_young.median_h > p_grown.hours / p_grown.median_h
+
+
+def test_walltime_kills_of_big_data_sets_teach_every_big_data_set_not_only_themselves():
+    """Small data sets finished in 2-6 h whatever their size; six big ones were killed at a 48 h walltime.
+    A big data set never tried is then predicted past that walltime and kept off 48 h nodes (the kills,
+    lower limits, moved the whole group), while small ones keep their hours."""
+    rng = random.Random(3)
+    small = [Measured(f"s{i}", rng.uniform(10, 30), rng.uniform(2, 6), 1.0, 8.0, "ok", "12m", 6, 4, 960, False, 1)
+             for i in range(40)]
+    killed = [Measured(f"b{i}", rng.uniform(280, 320), 48.0, 1.0, None, "walltime", "12m", 6, 4, 960, False, 1)
+              for i in range(6)]
+    big, little = (DataSet(uid, size_gb=size, array="12m", band=6, n_spw=4, n_chan=960, is_mosaic=False, n_eb=1)
+                   for uid, size in (("new-big", 300.0), ("new-small", 20.0)))
+    taught, naive = sch.fit_history(small + killed), sch.fit_history(small)
+    assert predict(big, taught).median_h > 48.0 > 4 * predict(big, naive).median_h
+    assert sch.why_not(big, predict(big, taught), sch.NodeState("mup", mem_gb=64.0, walltime_h=48.0)) is not None
+    assert predict(little, taught).median_h < 1.5 * predict(little, naive).median_h
