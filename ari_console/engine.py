@@ -37,6 +37,7 @@ from typing import Callable
 from . import scheduler, store, triage
 from .alma import uid_filename
 from .config import Config, Node
+from .casa_install import casa_install_key
 from .errors import UserError
 from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
@@ -922,12 +923,15 @@ def recipe_spec(node: Node, dataset_params: object, override_params: object, cas
     {'name': 'alma-pipeline', 'python': 'python3', 'casa': '/opt/casa/bin/casa', 'params': {'robust': 0.5}}
     >>> recipe_spec(node, {}, {}, casa_version="4.7.2")["casa"]
     '/opt/casa-4.7.2/bin/casa'
+    >>> recipe_spec(node, {}, {}, casa_version="4.7.2.1")["casa"]  # the spelling of a manifest
+    '/opt/casa-4.7.2/bin/casa'
     >>> six = Node(name="s", recipe="casa6", python="/v/bin/python", casa={"4.7.2": "/opt/casa-4.7.2/bin/casa",
     ...            "6.5.4-9": "/opt/casa-6.5.4/bin/python3"})
     >>> [(r["python"], r["casa"]) for r in (recipe_spec(six, {}, {}, v) for v in ("4.7.2", "6.5.4-9"))]
     [('/v/bin/python', '/opt/casa-4.7.2/bin/casa'), ('/opt/casa-6.5.4/bin/python3', '/opt/casa-6.5.4/bin/python3')]
     """
-    install = (node.casa or {}).get(casa_version or "") or node.casa_path
+    installs = node.casa or {}
+    install = installs.get(casa_install_key(casa_version, installs) or "") or node.casa_path
     python = node.python
     if node.recipe == "casa6":
         own = node.casa_path if node.casa_path and not _monolithic(node.casa_path) else node.python

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import scheduler as sch
+from .casa_install import casa_install_key
 from .errors import UserError
 from .scheduler import DataSet, Measured, NodeState, Prediction
 
@@ -179,7 +180,7 @@ def _outcome(ds: DataSet, hours: float, mem: float, node: NodeState,
     """(outcome, wall hours) of running ``ds`` on ``node``: ok, memory, walltime, recipe."""
     if ds.recipe is not None and ds.recipe not in node.recipes:
         return "recipe", 0.0
-    if ds.casa_version is not None and ds.casa_version not in node.casa_versions:
+    if ds.casa_version is not None and casa_install_key(ds.casa_version, node.casa_versions) is None:
         return "recipe", 0.0
     wall = hours / node.speed
     limit = math.inf if node.walltime_h is None else node.walltime_h

@@ -318,3 +318,21 @@ def test_the_scratch_factor_is_learned_from_finished_attempts_and_a_few_small_on
                             + done(2, 1.0, array="7m") + [Measured("x", size_gb=10.0, hours=1.0)])
     assert mixed["7m"] == pytest.approx(mixed[None]) and 1.0 < mixed[None] <= 1.5
     assert DataSet("a", size_gb=10.0, scratch_per_gb=enough["12m"]).scratch_need_gb == pytest.approx(15.05)
+
+
+def test_a_version_spelled_as_the_archive_spells_it_runs_on_the_node_that_lists_it_as_scripts_do():
+    """The archive says 6.5.4.9 (a pipeline manifest) or 5.1.1 (a manual script); nodes list 6.5.4-9, 5.1.1-5."""
+    from ari_console.config import Node
+    from ari_console.engine import recipe_spec
+
+    casa = {"6.5.4-9": "/opt/casa-6.5.4-9/bin/casa", "5.1.1-5": "/opt/casa-5.1.1-5/bin/casa"}
+    nodes = [NodeState("old", 2, 64.0, None, 1.0, casa_versions=tuple(casa)), NodeState("new", 2, 64.0, None, 1.0)]
+    queue = [DataSet("manifest", hours=5.0, mem_gb=8.0, casa_version="6.5.4.9"),
+             DataSet("script", hours=5.0, mem_gb=8.0, casa_version="5.1.1"),
+             DataSet("other", hours=5.0, mem_gb=8.0, casa_version="6.5.4.10")]
+    result = place(queue, nodes, now=0.0)
+    assert {d.uid: n.name for d, n in result.pairs} == {"manifest": "old", "script": "old"}
+    assert [u.dataset.uid for u in result.unplaceable] == ["other"]
+    node = Node(name="old", recipe="alma-pipeline", casa_path="/opt/casa/bin/casa", casa=casa)
+    assert recipe_spec(node, {}, {}, casa_version="6.5.4.9")["casa"] == "/opt/casa-6.5.4-9/bin/casa"
+    assert recipe_spec(node, {}, {}, casa_version="5.1.1")["casa"] == "/opt/casa-5.1.1-5/bin/casa"

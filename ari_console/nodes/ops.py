@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ..casa_install import casa_install_key
 from ..config import Node
 from ..formatting import gb_text
 from ..errors import UserError
@@ -316,7 +317,7 @@ def check_casa_install(transport, node: Node, version: str, path: str) -> tuple[
         found = r.stdout.strip()
         if not r.ok:
             return False, f"{path} cannot import casatools", fix
-        same = found.replace("-", ".").startswith(version.replace("-", "."))
+        same = casa_install_key(version, (found,)) is not None
         return same, f"{path}: casatools {found}" + ("" if same else f", not {version}"), fix
     r = transport.run(["sh", "-c", f"command -v {sh_quote(path)}"], timeout=30)
     return r.ok, (f"casa {version} at {r.stdout.strip()}" if r.ok else f"{path} not found"), fix

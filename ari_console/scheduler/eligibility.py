@@ -14,6 +14,7 @@ import math
 from operator import attrgetter
 from typing import Collection, Iterable, Mapping, Sequence
 
+from ..casa_install import casa_install_key
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
                      NodeState, Prediction)
 
@@ -45,7 +46,7 @@ def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
             return f"needs a walltime of {ds.walltime_h:g} h, {node.name} allows {node.walltime_h:g} h"
     if ds.recipe is not None and ds.recipe not in node.recipes:
         return f"needs recipe {ds.recipe}, {node.name} has {', '.join(node.recipes) or 'none'}"
-    if ds.casa_version is not None and ds.casa_version not in node.casa_versions:
+    if ds.casa_version is not None and casa_install_key(ds.casa_version, node.casa_versions) is None:
         return f"needs CASA {ds.casa_version}, {node.name} has {', '.join(node.casa_versions) or 'none listed'}"
     return None
 
