@@ -8,7 +8,6 @@ Tunables are fields of :class:`Search`, passed in.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from dataclasses import dataclass
@@ -175,70 +174,119 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
             slots: Slots, speeds: Sequence[float], search: Search = DEFAULT_SEARCH) -> float:
     """Local search on a plan (in place): repeatedly take the slot that finishes
     last and move one of its data sets to a less loaded slot, or swap it for a
-    shorter one there, when that ends both before it; returns the makespan."""
+    shorter one there, when that ends both before it; returns the makespan.
+
+    A step must shorten the makespan by ``search.min_gain`` of it. No step with a
+    partner slot can end both slots before the point where moving work evens them
+    out (``room / (1/speed + 1/partner speed)`` hours of work), so partners whose
+    even point misses that gain, or the best step found so far, are not searched:
+    the search stops as soon as no partner can gain enough. The candidates with a
+    partner are weighed at once (numpy: every data set of the latest slot against
+    the partner's sorted hours); the step taken is the one a scan in order would take.
+    """
+    import numpy as np
+
     speed = [speeds[c] for c in slots.klass]
     finish = [slots.ready_h[s] + sum(hours[k] for k in lists[s]) / speed[s] for s in range(len(lists))]
-    by_len = [sorted((hours[k], k) for k in lst) for lst in lists]
-    n_classes = len(slots.by_class)
+    hours_a = np.asarray(hours, dtype=float)
+    may = _class_mask(elig, len(slots.by_class))  # class x job: may run there
+    by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job)
     for _ in range(search.rounds):
         latest = max(range(len(finish)), key=finish.__getitem__)
         latest_end, latest_class, latest_speed = finish[latest], slots.klass[latest], speed[latest]
-        movable: list[list[tuple[float, int]]] = []  # class -> distinct (hours, job) of latest it may run
-        for ci in range(n_classes):
-            row, last = [], None
-            for h, k in by_len[latest]:
-                if h != last and ci in elig[k]:
-                    row.append((h, k))
-                    last = h
-            movable.append(row)
         best_end = latest_end - max(1e-6, search.min_gain * latest_end)
+        slack = 1e-9 * max(1.0, latest_end)  # rounding: a step's end is never this far below its even point
         best_step: tuple[int, int, int | None] | None = None  # (partner slot, job out, job back)
+        lat_h, lat_k = by_len[latest]
         for ci, ids in enumerate(slots.by_class):
-            if not movable[ci]:
-                continue
+            row_h = row_k = None  # distinct hours (and a job of each) of latest that class ci may run
             partners = heapq.nsmallest(search.partners, (t for t in ids if t != latest), key=finish.__getitem__)
             for partner in partners:
                 room, partner_speed = latest_end - finish[partner], speed[partner]
                 if room <= 1e-9:
                     break
                 balance = room / (1 / latest_speed + 1 / partner_speed)  # work to shift so both end together
-                row = movable[ci]
-                i = bisect.bisect_left(row, (balance, -1))  # move: out ~ balance, out < room * partner_speed
+                if latest_end - balance / latest_speed - slack >= best_end:
+                    continue  # even the perfect step with this partner gains too little
+                if row_h is None:
+                    keep = may[ci, lat_k]
+                    row_h, row_k = lat_h[keep], lat_k[keep]
+                    first = np.ones(len(row_h), dtype=bool)
+                    first[1:] = row_h[1:] != row_h[:-1]
+                    row_h, row_k = row_h[first], row_k[first]
+                if not len(row_h):
+                    break
+                limit = room * partner_speed
+                i = int(np.searchsorted(row_h, balance, "left"))  # move: out ~ balance, out < room * partner_speed
                 for j in (i - 1, i):
-                    if 0 <= j < len(row) and row[j][0] < room * partner_speed:
-                        out = row[j][0]
+                    if 0 <= j < len(row_h) and row_h[j] < limit:
+                        out = float(row_h[j])
                         end = max(latest_end - out / latest_speed, finish[partner] + out / partner_speed)
                         if end < best_end:
-                            best_end, best_step = end, (partner, row[j][1], None)
-                partner_row = by_len[partner]
-                if not partner_row:
+                            best_end, best_step = end, (partner, int(row_k[j]), None)
+                part_h, part_k = by_len[partner]
+                if not len(part_h):
                     continue
-                for out, k_out in row:  # swap: back ~ out - balance, back < out, out - back < room * partner_speed
-                    i = bisect.bisect_left(partner_row, (out - balance, -1))
-                    for j in (i - 1, i):
-                        if 0 <= j < len(partner_row):
-                            back, k_back = partner_row[j]
-                            shifted = out - back
-                            if back < out and shifted < room * partner_speed and latest_class in elig[k_back]:
-                                end = max(latest_end - shifted / latest_speed,
-                                          finish[partner] + shifted / partner_speed)
-                                if end < best_end:
-                                    best_end, best_step = end, (partner, k_out, k_back)
+                # swap: back ~ out - balance, back < out, out - back < room * partner_speed, back may run on latest
+                at = np.searchsorted(part_h, row_h - balance, "left")
+                pick = np.stack((at - 1, at), axis=1)
+                valid = (pick >= 0) & (pick < len(part_h))
+                pick = np.clip(pick, 0, len(part_h) - 1)
+                back = part_h[pick]
+                shifted = row_h[:, None] - back
+                valid &= (back < row_h[:, None]) & (shifted < limit) & may[latest_class, part_k[pick]]
+                if not valid.any():
+                    continue
+                ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,
+                                                  finish[partner] + shifted / partner_speed), np.inf).ravel()
+                a = int(np.argmin(ends))  # the first of the least: what a scan in order keeps
+                if ends[a] < best_end:
+                    best_end = float(ends[a])
+                    best_step = (partner, int(row_k[a // 2]), int(part_k[pick.ravel()[a]]))
         if best_step is None:
             break
         partner, k_out, k_back = best_step
-        _shift(lists, by_len, finish, hours, speed, latest, partner, k_out)
+        _shift(lists, by_len, finish, hours_a, speed, latest, partner, k_out)
         if k_back is not None:
-            _shift(lists, by_len, finish, hours, speed, partner, latest, k_back)
+            _shift(lists, by_len, finish, hours_a, speed, partner, latest, k_back)
     return max(finish) if finish else 0.0
 
 
-def _shift(lists: list[list[int]], by_len: list[list[tuple[float, int]]], finish: list[float],
-           hours: Sequence[float], speed: Sequence[float], src: int, dst: int, k: int) -> None:
+def _class_mask(elig: Sequence[tuple[int, ...]], n_classes: int):
+    """Boolean array (class, job): job may run on class (one row per distinct eligibility, then gathered)."""
+    import numpy as np
+
+    kinds: dict[tuple[int, ...], int] = {}
+    ids = np.fromiter((kinds.setdefault(e, len(kinds)) for e in elig), dtype=np.intp, count=len(elig))
+    table = np.zeros((max(1, len(kinds)), n_classes), dtype=bool)
+    for e, i in kinds.items():
+        table[i, list(e)] = True
+    return table[ids].T.copy() if len(elig) else np.zeros((n_classes, 0), dtype=bool)
+
+
+def _sorted_slot(jobs: Sequence[int], hours):
+    """(hours, jobs) of one slot's jobs as arrays sorted by (hours, job)."""
+    import numpy as np
+
+    ks = np.asarray(jobs, dtype=np.intp)
+    order = np.lexsort((ks, hours[ks]))
+    return hours[ks][order], ks[order]
+
+
+def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, speed: Sequence[float],
+           src: int, dst: int, k: int) -> None:
     """Move data set ``k`` from slot ``src`` to slot ``dst`` (local-search step)."""
+    import numpy as np
+
+    h = float(hours[k])
     lists[src].remove(k)
     lists[dst].append(k)
-    by_len[src].remove((hours[k], k))
-    bisect.insort(by_len[dst], (hours[k], k))
-    finish[src] -= hours[k] / speed[src]
-    finish[dst] += hours[k] / speed[dst]
+    src_h, src_k = by_len[src]
+    at = int(np.flatnonzero(src_k == k)[0])
+    by_len[src] = (np.delete(src_h, at), np.delete(src_k, at))
+    dst_h, dst_k = by_len[dst]
+    lo, hi = np.searchsorted(dst_h, h, "left"), np.searchsorted(dst_h, h, "right")
+    at = int(lo + np.searchsorted(dst_k[lo:hi], k))
+    by_len[dst] = (np.insert(dst_h, at, h), np.insert(dst_k, at, k))
+    finish[src] -= h / speed[src]
+    finish[dst] += h / speed[dst]
