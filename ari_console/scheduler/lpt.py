@@ -50,14 +50,6 @@ class Search:
 DEFAULT_SEARCH = Search()
 
 
-class Job(NamedTuple):
-    """One data set to plan: its predicted hours (speed 1.0) and the classes it may run on."""
-
-    dataset: DataSet
-    hours: float
-    classes: tuple[int, ...]
-
-
 class Slots(NamedTuple):
     """Every slot of the live nodes, numbered class by class."""
 
@@ -86,24 +78,27 @@ def _slots(nodes: Sequence[NodeState], classes: Sequence[NodeClass]) -> Slots:
 def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
              nodes: Sequence[NodeState], classes: Sequence[NodeClass],
              preds: Mapping[str, Prediction], key: tuple, search: Search = DEFAULT_SEARCH) -> Plan:
-    """Earliest-finish list schedules over several orderings; the shortest wins."""
-    slots = _slots(nodes, classes)
-    speeds = [c.rep.speed for c in classes]
-    jobs = [Job(ds, preds[ds.uid].plan_h, elig) for ds, elig in placeable]
-    if not jobs:
-        return Plan("lpt", key, {}, {}, frozenset(), preds, bad, 0, 0.0, "empty")
-    total_capacity = sum(c.capacity for c in classes)
-    capacity: dict[tuple[int, ...], float] = {}  # eligible classes -> their capacity
-    fastest: dict[tuple[int, ...], float] = {}   # eligible classes -> their fastest speed
-    for job in jobs:
-        if job.classes not in capacity:
-            capacity[job.classes] = sum(classes[i].capacity for i in job.classes)
-            fastest[job.classes] = max(speeds[i] for i in job.classes)
+    """Earliest-finish list schedules over several orderings; the shortest wins.
+
+    Data sets are handled as columns (hours, and an id per distinct set of eligible
+    classes), so a re-plan of 100,000 makes few objects; an ordering is dropped as
+    soon as its schedule runs past the best one so far (it could not win).
+    """
     import numpy as np
 
-    hours_a = np.array([j.hours for j in jobs], dtype=float)
-    fastest_a = np.array([fastest[j.classes] for j in jobs], dtype=float)
-    capacity_a = np.array([capacity[j.classes] for j in jobs], dtype=float)
+    slots = _slots(nodes, classes)
+    speeds = [c.rep.speed for c in classes]
+    if not placeable:
+        return Plan("lpt", key, {}, {}, frozenset(), preds, bad, 0, 0.0, "empty")
+    datasets = [ds for ds, _ in placeable]
+    hours = [preds[ds.uid].plan_h for ds in datasets]
+    kinds: dict[tuple[int, ...], int] = {}  # eligible classes -> their id
+    kind = [kinds.setdefault(elig, len(kinds)) for _, elig in placeable]
+    total_capacity = sum(c.capacity for c in classes)
+    kind_a = np.array(kind, dtype=np.intp)
+    hours_a = np.array(hours, dtype=float)
+    fastest_a = np.array([max(speeds[i] for i in e) for e in kinds], dtype=float)[kind_a]
+    capacity_a = np.array([sum(classes[i].capacity for i in e) for e in kinds], dtype=float)[kind_a]
     orders = {  # stable sorts on arrays: the order sorted() would give with these keys, 100,000 jobs in ms
         "longest-first": lambda: np.argsort(-hours_a / fastest_a, kind="stable"),
         "scarcest-first": lambda: np.lexsort((-hours_a, capacity_a)),
@@ -111,67 +106,72 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
     }
     best_span, variant, lists = math.inf, "", []
     for name, order in orders.items():
-        span, per_slot = _eft_schedule(order().tolist(), jobs, slots, speeds)
-        if span < best_span - 1e-9:
+        span, per_slot = _eft_schedule(order().tolist(), hours, kind, list(kinds), slots, speeds,
+                                       stop_at=best_span - 1e-9)
+        if per_slot is not None and span < best_span - 1e-9:
             best_span, variant, lists = span, name, per_slot
-    hours = [j.hours for j in jobs]
-    makespan = improve(lists, hours, [j.classes for j in jobs], slots, speeds, search)
-    per_node: dict[str, list[tuple[float, int]]] = {}
-    for sid, members in enumerate(lists):
-        start = slots.ready_h[sid]
-        speed = speeds[slots.klass[sid]]
-        mine = per_node.setdefault(slots.node[sid], [])
-        for k in sorted(members, key=hours.__getitem__, reverse=True):  # longest first within a slot (stable)
-            mine.append((start, k))
-            start += hours[k] / speed
+    may = _class_mask(kind_a, list(kinds), len(classes))
+    makespan = improve(lists, hours, (), slots, speeds, search, may=may)
     seq, suffix = {}, {}
-    for name, items in per_node.items():
-        order = [k for _, k in sorted(items)]  # by planned start, then job
-        seq[name] = tuple(jobs[k].dataset for k in order)
-        acc, sums = 0.0, [0.0]
-        for k in reversed(order):
-            acc += hours[k]
-            sums.append(acc)
-        suffix[name] = tuple(reversed(sums))
+    starts: dict[str, list] = {}  # node -> per slot: (planned starts, jobs), longest first within a slot
+    for sid, members in enumerate(lists):
+        ks = np.array(members, dtype=np.intp)
+        ks = ks[np.argsort(-hours_a[ks], kind="stable")]
+        start = np.cumsum(np.concatenate(([slots.ready_h[sid]], hours_a[ks] / speeds[slots.klass[sid]])))[:-1]
+        starts.setdefault(slots.node[sid], []).append((start, ks))
+    for name, parts in starts.items():
+        start = np.concatenate([s for s, _ in parts])
+        ks = np.concatenate([k for _, k in parts])
+        order = ks[np.lexsort((ks, start))].tolist()  # by planned start, then job
+        seq[name] = tuple(datasets[k] for k in order)
+        sums = np.cumsum(hours_a[order[::-1]]).tolist()
+        suffix[name] = tuple(reversed([0.0] + sums))
     return Plan("lpt", key, seq, {name: 0 for name in seq}, frozenset(), preds, bad,
                 len(placeable), makespan, variant, suffix_h=suffix)
 
 
-def _eft_schedule(order: Sequence[int], jobs: Sequence[Job], slots: Slots,
-                  speeds: Sequence[float]) -> tuple[float, list[list[int]]]:
+def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[int],
+                  kinds: Sequence[tuple[int, ...]], slots: Slots, speeds: Sequence[float],
+                  stop_at: float = math.inf) -> tuple[float, list[list[int]] | None]:
     """(makespan, job indexes per slot): each job, in ``order``, onto the eligible
-    slot that finishes it first (ties go to the less scarce class, listed first)."""
+    slot that finishes it first (ties go to the less scarce class, listed first).
+    ``kind[k]`` indexes ``kinds``, the classes job ``k`` may run on. Once the
+    makespan reaches ``stop_at``: (that makespan, None)."""
     heaps = []  # per class: (hours until free, slot)
     for ids in slots.by_class:
         h = [(slots.ready_h[s], s) for s in ids]
         heapq.heapify(h)
         heaps.append(h)
+    options = [tuple((heaps[ci], speeds[ci]) for ci in elig) for elig in kinds]
     lists: list[list[int]] = [[] for _ in slots.ready_h]
     makespan = max(slots.ready_h) if slots.ready_h else 0.0
+    if makespan >= stop_at:
+        return makespan, None
     replace_top = heapq.heapreplace
     for k in order:
-        job = jobs[k]
-        hours, classes = job.hours, job.classes
-        if len(classes) == 1:
-            best_class = classes[0]
-            best_finish = heaps[best_class][0][0] + hours / speeds[best_class]
+        h = hours[k]
+        opts = options[kind[k]]
+        if len(opts) == 1:
+            heap, speed = opts[0]
+            best_finish = heap[0][0] + h / speed
         else:
-            best_class, best_finish = -1, math.inf
-            for ci in classes:
-                finish = heaps[ci][0][0] + hours / speeds[ci]
+            best_finish = math.inf
+            for other, speed in opts:
+                finish = other[0][0] + h / speed
                 if finish < best_finish - 1e-9:
-                    best_class, best_finish = ci, finish
-        heap = heaps[best_class]
+                    heap, best_finish = other, finish
         slot = heap[0][1]
         replace_top(heap, (best_finish, slot))
         lists[slot].append(k)
         if best_finish > makespan:
             makespan = best_finish
+            if makespan >= stop_at:
+                return makespan, None
     return makespan, lists
 
 
 def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple[int, ...]],
-            slots: Slots, speeds: Sequence[float], search: Search = DEFAULT_SEARCH) -> float:
+            slots: Slots, speeds: Sequence[float], search: Search = DEFAULT_SEARCH, may=None) -> float:
     """Local search on a plan (in place): repeatedly take the slot that finishes
     last and move one of its data sets to a less loaded slot, or swap it for a
     shorter one there, when that ends both before it; returns the makespan.
@@ -189,7 +189,10 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
     speed = [speeds[c] for c in slots.klass]
     finish = [slots.ready_h[s] + sum(hours[k] for k in lists[s]) / speed[s] for s in range(len(lists))]
     hours_a = np.asarray(hours, dtype=float)
-    may = _class_mask(elig, len(slots.by_class))  # class x job: may run there
+    if may is None:  # class x job: may run there (lpt_plan passes it, from its eligibility ids)
+        kinds: dict[tuple[int, ...], int] = {}
+        ids = np.fromiter((kinds.setdefault(e, len(kinds)) for e in elig), dtype=np.intp, count=len(elig))
+        may = _class_mask(ids, list(kinds), len(slots.by_class))
     by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job)
     for _ in range(search.rounds):
         latest = max(range(len(finish)), key=finish.__getitem__)
@@ -252,16 +255,14 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
     return max(finish) if finish else 0.0
 
 
-def _class_mask(elig: Sequence[tuple[int, ...]], n_classes: int):
-    """Boolean array (class, job): job may run on class (one row per distinct eligibility, then gathered)."""
+def _class_mask(kind, kinds: Sequence[tuple[int, ...]], n_classes: int):
+    """Boolean array (class, job): job ``k`` (of eligibility ``kinds[kind[k]]``) may run on the class."""
     import numpy as np
 
-    kinds: dict[tuple[int, ...], int] = {}
-    ids = np.fromiter((kinds.setdefault(e, len(kinds)) for e in elig), dtype=np.intp, count=len(elig))
     table = np.zeros((max(1, len(kinds)), n_classes), dtype=bool)
-    for e, i in kinds.items():
-        table[i, list(e)] = True
-    return table[ids].T.copy() if len(elig) else np.zeros((n_classes, 0), dtype=bool)
+    for i, elig in enumerate(kinds):
+        table[i, list(elig)] = True
+    return table[np.asarray(kind, dtype=np.intp)].T.copy()
 
 
 def _sorted_slot(jobs: Sequence[int], hours):
