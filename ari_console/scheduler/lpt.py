@@ -123,7 +123,7 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
         start = np.concatenate([s for s, _ in parts])
         ks = np.concatenate([k for _, k in parts])
         order = ks[np.lexsort((ks, start))].tolist()  # by planned start, then job
-        seq[name] = tuple(datasets[k] for k in order)
+        seq[name] = tuple(map(datasets.__getitem__, order))
         sums = np.cumsum(hours_a[order[::-1]]).tolist()
         suffix[name] = tuple(reversed([0.0] + sums))
     return Plan("lpt", key, seq, {name: 0 for name in seq}, frozenset(), preds, bad,
@@ -148,9 +148,8 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
     if makespan >= stop_at:
         return makespan, None
     replace_top = heapq.heapreplace
-    for k in order:
-        h = hours[k]
-        opts = options[kind[k]]
+    per_job = [options[i] for i in kind]
+    for k, h, opts in zip(order, map(hours.__getitem__, order), map(per_job.__getitem__, order)):
         if len(opts) == 1:
             heap, speed = opts[0]
             best_finish = heap[0][0] + h / speed
@@ -187,7 +186,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
     import numpy as np
 
     speed = [speeds[c] for c in slots.klass]
-    finish = [slots.ready_h[s] + sum(hours[k] for k in lists[s]) / speed[s] for s in range(len(lists))]
+    finish = [slots.ready_h[s] + sum(map(hours.__getitem__, lists[s])) / speed[s] for s in range(len(lists))]
     hours_a = np.asarray(hours, dtype=float)
     if may is None:  # class x job: may run there (lpt_plan passes it, from its eligibility ids)
         kinds: dict[tuple[int, ...], int] = {}
