@@ -819,10 +819,14 @@ def _collector_paused():
     alive is moved out of the collector's passes (``gc.freeze``) before it runs again:
     otherwise its next pass walks the new plan's million objects once more (~150 ms at
     100,000 queued) for nothing, since a plan is values without cycles. A plan replaced
-    later is still freed by reference counting; only garbage in cycles made inside the
-    block (none in a re-plan) would stay, as with the TUI's freeze after its first read.
+    later is still freed by reference counting. The young generations are collected on
+    entry (they are small while the collector runs: a millisecond), so what a freeze keeps
+    is at most garbage in cycles made inside the block: none by a re-plan, a little by
+    another thread meanwhile (the TUI), as with the TUI's own freeze after its first read.
     """
     was = gc.isenabled()
+    if was:
+        gc.collect(1)
     gc.disable()
     state = types.SimpleNamespace(keep=False)
     try:
