@@ -19,6 +19,11 @@
   refit (every prediction anew). Target < 1 s each (issue 22). Then the
   prediction step alone (``predict_all`` on 100,000 data sets, from the prior
   and from a fitted history), to show its share of a re-plan.
+- replan phases: where a full re-plan's console CPU goes at 10,000 and
+  100,000 queued on those 31 nodes: ``make_plan``'s steps one by one
+  (predictions, the risk settled over the node classes, eligibility, the
+  earliest-finish schedules of the orderings, the local search), then
+  ``make_plan`` whole.
 """
 
 import json
