@@ -106,3 +106,13 @@ def test_plan_keeps_the_ordering_whose_schedule_is_shortest_though_the_others_st
         best = min(spans, key=spans.get)
         assert plan.variant == best and math.isclose(plan.makespan_h, spans[best], rel_tol=1e-12), \
             f"seed {seed}: plan {plan.variant} {plan.makespan_h}, orderings {spans}"
+
+
+def test_deep_queue_planned_longest_first_alone_ends_within_the_search_step_of_the_best_ordering():
+    nodes = study_nodes()
+    queue = seeded_queue(sum(n.slots for n in nodes) * sch.ORDERINGS_DEPTH, seed=32)
+    deep = sch.make_plan(queue, nodes, "lpt")
+    every = sch.make_plan(queue, nodes, "lpt", search=replace(sch.DEFAULT_SEARCH, orderings_depth=0))
+    assert deep.variant == "longest-first" and every.variant != "longest-first"  # (another ordering won here)
+    assert deep.makespan_h <= every.makespan_h * (1 + sch.IMPROVE_MIN_GAIN), \
+        f"longest-first alone {deep.makespan_h:.2f} h, best of the orderings {every.makespan_h:.2f} h ({every.variant})"
