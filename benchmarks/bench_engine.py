@@ -19,6 +19,11 @@
   refit (every prediction anew). Target < 1 s each (issue 22). Then the
   prediction step alone (``predict_all`` on 100,000 data sets, from the prior
   and from a fitted history), to show its share of a re-plan.
+- replan phases: where a full re-plan's console CPU goes at 10,000 and
+  100,000 queued on those 31 nodes: ``make_plan``'s steps one by one
+  (predictions, the risk settled over the node classes, eligibility, the
+  earliest-finish schedules of the orderings, the local search), then
+  ``make_plan`` whole.
 """
 
 import json
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ari_console import store
@@ -234,7 +240,62 @@ def predictions(rng) -> None:
         print(f"predictions of {len(queue)} data sets from {label}: {took * 1e3:.0f} ms console CPU")
 
 
+def replan_phases() -> None:
+    """Where a full re-plan's console CPU goes, at 10,000 and 100,000 queued on the study's 31 nodes:
+    make_plan's steps called one by one in its order (predictions from a fitted history, the risk
+    settled over the node classes, eligibility, the earliest-finish schedules of the orderings,
+    the local search: the plan with and without it), then make_plan whole. The collector is
+    paused as the engine pauses it around a re-plan."""
+    import gc
+
+    import numpy as np
+
+    from ari_console import scheduler
+    from ari_console.scheduler import lpt, placement
+
+    rng = np.random.default_rng(5)
+    nodes = [scheduler.NodeState(f"ws{i:02d}", 1, 24.0, None, 0.6) for i in range(1, 17)]
+    nodes += [scheduler.NodeState(f"mup{i:02d}", 2, 64.0, 48.0, 1.0) for i in range(1, 13)]
+    nodes += [scheduler.NodeState(f"hpc{i:02d}", 4, 512.0, 240.0, 1.2) for i in range(1, 4)]
+    for n in (10_000, N_QUEUED_BIG):
+        queue = [scheduler.DataSet(d.uid, size_gb=d.size_gb, array=d.array, band=d.band, n_spw=d.n_spw,
+                                   n_chan=d.n_chan, is_mosaic=d.is_mosaic, n_eb=d.n_eb) for d in _metadata_queue(n)]
+        history = [scheduler.Measured(d.uid, d.size_gb, float(rng.lognormal(1.8, 0.8)), 1.0,
+                                      float(rng.uniform(4, 20)), "ok", d.array, d.band, d.n_spw, d.n_chan,
+                                      d.is_mosaic, d.n_eb) for d in queue[:400]]
+        model = scheduler.fit_history(history)
+        search, tuning = scheduler.DEFAULT_SEARCH, scheduler.DEFAULT_TUNING
+        took: dict[str, float] = {}
+
+        def timed(label, f, *args, **kw):
+            gc.disable()
+            t0 = time.process_time()
+            out = f(*args, **kw)
+            took[label] = time.process_time() - t0
+            gc.enable()
+            gc.collect()
+            return out
+
+        preds = timed("predict", scheduler.predict_all, queue, model)
+        classes = scheduler.node_classes(nodes)
+        settled, _ = timed("settle risk", scheduler.settle_risk, queue, preds, classes, search.relax_quantiles,
+                           search.relax_tolerance, tuning.retry_margin, ratios=search.risk_ratios)
+        both = timed("eligibility", placement._eligible_or_worth_a_try, queue, settled, classes, tuning)
+        placeable = [(d, e) for d, e in both if e]
+        key = scheduler.nodes_key(nodes)
+        timed("schedules", lpt.lpt_plan, placeable, (), nodes, classes, settled, key,
+              replace(search, rounds=0))
+        plan = timed("schedules + search", lpt.lpt_plan, placeable, (), nodes, classes, settled, key, search)
+        took["search"] = took.pop("schedules + search") - took["schedules"]
+        whole = timed("whole", scheduler.make_plan, queue, nodes, "lpt", model, preds)
+        parts = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in took.items() if k != "whole")
+        print(f"full re-plan at {n} queued on 31 nodes: make_plan {took['whole'] * 1e3:.0f} ms console CPU "
+              f"(same predictions; a refit adds predict); steps: {parts} ms; makespan {plan.makespan_h:.1f} h "
+              f"({plan.variant}), kept {whole.makespan_h:.1f} h")
+
+
 def main() -> None:
+    replan_phases()
     replan()
     schedule_tick()
     with tempfile.TemporaryDirectory() as tmp:

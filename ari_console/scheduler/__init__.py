@@ -27,7 +27,9 @@ Policies (``policy=`` in :func:`place`)
   (so a long job waits for a fast node rather than crawl on a slow one);
   several orderings are tried (plain longest-first, scarcest-eligibility
   first, longest-first within the capacity split of the LP relaxation) and the
-  plan with the shortest makespan is kept. Each node then runs its planned
+  plan with the shortest makespan is kept (from ``ORDERINGS_DEPTH`` data sets
+  per slot only longest-first: so deep they end alike); a local search then
+  moves or swaps data sets off the slot that ends last. Each node then runs its planned
   sequence; a node that runs dry takes the tail job of the most loaded
   eligible node if it finishes it sooner.
 - ``greedy``: online longest-eligible-first, no plan (a textbook baseline).
@@ -44,7 +46,7 @@ sets no node can run come back in :attr:`Placement.unplaceable` with a reason.
 
 from .eligibility import (SCRATCH_MIN_SAMPLES, SCRATCH_QUANTILE, eligibility, fluid_bound, node_classes, nodes_key,
                           scratch_factors, scratch_masks, settle_risk, unplaceable_reason, why_not)
-from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, RELAX_QUANTILES,
+from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, ORDERINGS_DEPTH, RELAX_QUANTILES,
                   RELAX_TOLERANCE, RISK_RATIOS, Search)
 from .placement import DEFAULT_POLICY, POLICIES, make_plan, needs_plan, place, requeue
 from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE, MIN_HISTORY,
@@ -64,6 +66,6 @@ __all__ = [
     "unplaceable_reason", "why_not",
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
-    "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS",
+    "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS", "ORDERINGS_DEPTH",
     "RELAX_QUANTILES", "RELAX_TOLERANCE", "RISK_RATIOS", "SCRATCH_FLOOR_GB", "SCRATCH_PER_GB", "SCRATCH_RETRY_MARGIN",
 ]

@@ -1,0 +1,118 @@
+"""A full re-plan (a node drained, an import): what the plan made anew still promises.
+
+The re-plan at 100,000 queued is timed in ``benchmarks/bench_engine.py``; here the
+quality a re-plan keeps after a small change, on seeded queues with known hours.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+from ari_console import scheduler as sch
+from ari_console.estimate import lower_bound
+from ari_console.scheduler import DataSet, NodeState, lpt
+from ari_console.scheduler.eligibility import eligibility, node_classes
+
+
+def study_nodes() -> list[NodeState]:
+    """The study's shape, smaller: slow unlimited workstations, 48 h nodes, big 240 h nodes."""
+    return ([NodeState(f"ws{i:02d}", 1, 24.0, None, 0.6) for i in range(6)]
+            + [NodeState(f"mup{i:02d}", 2, 64.0, 48.0, 1.0) for i in range(5)]
+            + [NodeState(f"hpc{i:02d}", 4, 512.0, 240.0, 1.2) for i in range(2)])
+
+
+def seeded_queue(n: int, seed: int, prefix: str = "u") -> list[DataSet]:
+    """Lognormal hours (median 6 h, long tail) and a memory tail, as the study's queue."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        mem = rng.uniform(2, 22) if rng.random() < 0.85 else rng.uniform(24, 480)
+        out.append(DataSet(f"{prefix}{i}", size_gb=rng.uniform(1, 200),
+                           hours=round(rng.lognormvariate(math.log(6), 0.9), 3), mem_gb=round(mem, 1)))
+    return out
+
+
+def plan_gap(queue: list[DataSet], nodes: list[NodeState]) -> float:
+    """The lpt plan's makespan over the LP lower bound of the same queue and nodes, minus 1."""
+    plan = sch.make_plan(queue, nodes, "lpt")
+    return plan.makespan_h / lower_bound(queue, nodes).hours - 1
+
+
+def test_replan_after_a_node_is_drained_stays_as_close_to_the_bound_as_the_first_plan():
+    queue, nodes = seeded_queue(3000, seed=11), study_nodes()
+    before = plan_gap(queue, nodes)
+    drained = [replace(n, drained=True) if n.name == "mup02" else n for n in nodes]
+    after = plan_gap(queue, drained)
+    assert before < 1e-3
+    assert after < 1e-3, f"re-plan after draining mup02 is {after:.3%} above the LP bound"
+
+
+def test_replan_after_an_import_places_the_new_data_sets_without_losing_balance():
+    queue, nodes = seeded_queue(3000, seed=12), study_nodes()
+    first = sch.make_plan(queue, nodes, "lpt")
+    grown = queue + seeded_queue(60, seed=13, prefix="new")
+    again = sch.make_plan(grown, nodes, "lpt")
+    added = sum(d.hours for d in grown[len(queue):] if d.mem_gb <= 512)
+    assert again.makespan_h <= lower_bound(grown, nodes).hours * (1 + 1e-3)
+    assert again.makespan_h <= first.makespan_h + added / sum(n.slots * n.speed for n in nodes) * 1.05
+    planned = {d.uid for seq in again.sequence.values() for d in seq}
+    assert {d.uid for d in grown if d.mem_gb <= 512} <= planned
+
+
+def test_local_search_evens_out_a_plan_that_piled_everything_on_one_slot():
+    nodes = [NodeState("small", 3, 24.0, None, 0.5), NodeState("big", 2, 512.0, None, 1.0)]
+    classes = node_classes(nodes)
+    rng = random.Random(5)
+    queue = [DataSet(f"d{i}", hours=round(rng.uniform(1, 9), 2), mem_gb=rng.choice([8.0, 8.0, 100.0]))
+             for i in range(60)]
+    elig = [e for _, e in eligibility(queue, {d.uid: sch.Prediction(d.hours, d.mem_gb) for d in queue}, classes)]
+    slots = lpt._slots(nodes, classes)
+    lists: list[list[int]] = [[] for _ in slots.node]
+    big = slots.by_class[[c.rep.name for c in classes].index("big")]
+    lists[big[0]] = list(range(len(queue)))  # every data set on one slot of the big node
+    hours = [d.hours for d in queue]
+    speeds = [c.rep.speed for c in classes]
+    span = lpt.improve(lists, hours, elig, slots, speeds, lpt.Search(rounds=400))
+    fluid = sum(hours) / sum(n.slots * n.speed for n in nodes)
+    assert span <= fluid * 1.10 + max(hours), f"makespan {span:.2f} h against a fluid {fluid:.2f} h"
+    for sid, members in enumerate(lists):
+        for k in members:
+            assert slots.klass[sid] in elig[k], f"{queue[k].uid} moved to a class it may not run on"
+    assert sorted(k for members in lists for k in members) == list(range(len(queue)))
+
+
+def test_plan_keeps_the_ordering_whose_schedule_is_shortest_though_the_others_stop_early():
+    for seed in range(4):
+        queue, nodes = seeded_queue(800, seed=20 + seed), study_nodes()
+        plan = sch.make_plan(queue, nodes, "lpt", search=replace(sch.DEFAULT_SEARCH, rounds=0))
+        classes = node_classes(nodes)
+        preds = plan.predictions
+        placeable = [(d, e) for d, e in eligibility(queue, preds, classes) if e]
+        kinds: dict[tuple[int, ...], int] = {}
+        kind = [kinds.setdefault(e, len(kinds)) for _, e in placeable]
+        hours = [preds[d.uid].plan_h for d, _ in placeable]
+        slots = lpt._slots(nodes, classes)
+        speeds = [c.rep.speed for c in classes]
+        fastest = [max(speeds[i] for i in e) for _, e in placeable]
+        capacity = [sum(classes[i].capacity for i in e) for _, e in placeable]
+        total = sum(c.capacity for c in classes)
+        keys = {"longest-first": lambda k: -hours[k] / fastest[k],
+                "scarcest-first": lambda k: (capacity[k], -hours[k]),
+                "long-or-scarce": lambda k: -(hours[k] / fastest[k]) * (total / capacity[k])}
+        spans = {name: lpt._eft_schedule(sorted(range(len(hours)), key=key), hours, kind, list(kinds), slots,
+                                         speeds)[0] for name, key in keys.items()}
+        best = min(spans, key=spans.get)
+        assert plan.variant == best and math.isclose(plan.makespan_h, spans[best], rel_tol=1e-12), \
+            f"seed {seed}: plan {plan.variant} {plan.makespan_h}, orderings {spans}"
+
+
+def test_deep_queue_planned_longest_first_alone_ends_within_the_search_step_of_the_best_ordering():
+    nodes = study_nodes()
+    queue = seeded_queue(sum(n.slots for n in nodes) * sch.ORDERINGS_DEPTH, seed=32)
+    deep = sch.make_plan(queue, nodes, "lpt")
+    every = sch.make_plan(queue, nodes, "lpt", search=replace(sch.DEFAULT_SEARCH, orderings_depth=0))
+    assert deep.variant == "longest-first" and every.variant != "longest-first"  # (another ordering won here)
+    assert deep.makespan_h <= every.makespan_h * (1 + sch.IMPROVE_MIN_GAIN), \
+        f"longest-first alone {deep.makespan_h:.2f} h, best of the orderings {every.makespan_h:.2f} h ({every.variant})"
