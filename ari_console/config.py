@@ -113,7 +113,9 @@ class Node:
         "CASA installs by version, e.g. { \"6.5.4-9\" = \"/opt/casa-6.5.4/bin/casa\" } (casa6: a Python with "
         "casatasks, or a release's casa executable that runs a manual MOUS's scriptForPI.py; alma-pipeline: the "
         "casa executable): a data set that needs one of these versions runs with it, and only on a node that "
-        "lists it.",
+        "lists it. Versions are compared by their numbers, so `6.5.4-9` serves a MOUS whose manifest says "
+        "`6.5.4.9`, and `5.1.1-5` one whose script says `5.1.1`; a node key without the build (`6.5.4`) "
+        "serves any build of that release.",
         default_factory=dict,
     )
     env: dict[str, str] = _key(
