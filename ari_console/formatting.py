@@ -63,14 +63,17 @@ def gb_text(gb: float | None) -> str:
 
 
 def free_text(free_gb: float | None, total_gb: float | None) -> str:
-    """Free of total (a node's memory or scratch from its probe), both read like :func:`gb_text`.
+    """Free / total (a node's memory or scratch from its probe), both read like :func:`gb_text`,
+    the unit written once when they share it.
 
     >>> free_text(20.48, 24.576), free_text(0.85, 1000), free_text(None, 24)
-    ('20.5 GB of 24.6 GB', '850 MB of 1 TB', '')
+    ('20.5/24.6 GB', '850 MB/1 TB', '')
     """
     if free_gb is None or not total_gb:
         return ""
-    return f"{gb_text(free_gb)} of {gb_text(total_gb)}"
+    free, total = gb_text(free_gb), gb_text(total_gb)
+    number, _, unit = free.partition(" ")
+    return f"{number}/{total}" if total.endswith(f" {unit}") else f"{free}/{total}"
 
 
 DETAIL_ATTEMPT_COLUMNS = ("id", "node", "state", "category", "elapsed", "peak memory", "peak scratch")
