@@ -381,12 +381,12 @@ def test_a_stage_that_fills_the_scratch_records_what_it_had_written_when_it_died
 
 def test_download_larger_than_scratch_is_refused_without_fetching(tmp_path, recipe, archive, small_scratch):
     work = small_scratch / "work"
-    entry = dict(archive.entry("uid___A002_X1_X1.asdm.sdm.tar"), size=64 * 2**20)
+    entry = dict(archive.entry("uid___A002_X1_X1.asdm.sdm.tar"), size=64_000_000)
     proc = run_runner(make_spec(tmp_path, recipe, work_dir=str(work), files=[entry]))
     assert proc.returncode == 1
     doc = status(work)
     assert (doc["stage"], doc["category"]) == ("download", "disk_full")
-    assert "stage download needs 0.0625 GB" in (work / "runner.log").read_text()
+    assert "stage download needs 0.064 GB" in (work / "runner.log").read_text()
     assert archive.requests == {}
 
 
