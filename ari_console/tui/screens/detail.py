@@ -25,11 +25,10 @@ def detail_renderable(detail: dict) -> Group:
     head, tables = detail_tables(detail)
     parts: list = [Text(head, style="bold")]
     for title, columns, rows in tables:
-        if rows or title == "attempts":
-            grid = Table(*columns, title=title, expand=True)
-            for row in rows:
-                grid.add_row(*row)
-            parts.append(grid)
+        grid = Table(*columns, title=title, expand=True)
+        for row in rows:
+            grid.add_row(*row)
+        parts.append(grid)
     parts.append(Text("\n".join(readmodel.detail_notes(detail))))
     return Group(*parts)
 
