@@ -658,6 +658,26 @@ async def test_the_attention_card_shows_each_discrepant_pair_of_a_review_with_th
 
 
 @async_test
+async def test_the_attention_card_gives_a_held_data_set_the_fix_ari_status_gives(camp):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ari_console.cli import app as cli
+
+    status = json.loads(CliRunner().invoke(cli, ["-c", str(camp.config.path), "status", "--json"]).stdout)
+    [held] = [h for h in status["attention"]["held"] if h["uid"] == camp.held_uid]
+    fix = held["fix"].split("; then ")[0]
+    assert fix.startswith("retry ")  # the category's fix, not the generic "read the detail"
+    app = make_app(camp)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot, lambda: any(u == camp.held_uid for _, u, _ in app.snapshot.attention))
+        card = str(app.screen.query_one("#attention").render()).splitlines()
+        at = card.index(f"held {camp.held_uid}: {held['reason']}")
+        assert card[at + 1] == f"  fix: {fix}", "the fix on its own line, whole"
+
+
+@async_test
 async def test_a_big_campaign_shows_the_queue_first_page_then_every_row_and_other_screens_wait(tmp_path):
     camp = sample.build(tmp_path, n=60, running=4)
     seen = []

@@ -318,12 +318,19 @@ class StoreCopy:
         return f
 
     def waiting_attention(self) -> list[tuple[str, str, str]]:
-        """(state, uid, reason) of the data sets waiting for an operator (kept until one changes); a QA2
-        review's reason goes on with its discrepant pairs, each measure and ratio as `ari status` gives them."""
+        """(state, uid, reason) of the data sets waiting for an operator (kept until one changes); a held
+        data set's reason goes on with the fix `ari status` gives (from its newest attempt's category), a QA2
+        review's with its discrepant pairs, each measure and ratio as `ari status` gives them."""
         if self._attention is None:
+            from ari_console.triage import fix_for
+
             out = []
             for d in self.waiting.values():
                 why = d.get("reason") or d["state"]
+                if d["state"] == "held":
+                    newest = self.latest.get(d["uid"])
+                    category = newest[9] if newest else None
+                    why += " — fix: " + (fix_for(category) if category else "read the detail (Enter), fix the cause")
                 if d["state"] == "review" and d["uid"] in self.discrepant:
                     newest = self.latest.get(d["uid"])
                     why = views.review_why(why, readmodel.review_pairs(self.discrepant[d["uid"]],
