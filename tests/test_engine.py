@@ -89,6 +89,17 @@ def test_campaign_runs_to_the_end_skipping_total_power_and_delivering_products(t
         assert kinds.count("attempt") >= 3 and "accepted" in kinds
 
 
+def test_a_headless_run_says_which_data_set_waits_for_an_operator_and_how_to_read_it(tmp_path):
+    uid = "uid://A001/X1/X1"
+    bad = {"sleeper": {"fail_stage": "image", "fail_message":
+                       "2026-11-25 10:00:00\tSEVERE\tfindcont::::casa\tno continuum found in spw 1"}}
+    cfg = make_campaign(tmp_path, [(uid, "12m", bad)])
+    lines: list[str] = []
+    with Engine(cfg, adjust_spec=sleeper_spec, progress=lines.append) as engine:
+        engine.run(stop=lambda: False, until_idle=True)
+    assert any(ln.startswith(f"{uid}: failed") and ln.endswith(f"held for an operator (`ari datasets show {uid}`)")
+               for ln in lines), lines
+
 def test_a_pipeline_failure_is_triaged_and_held_with_its_excerpt(tmp_path):
     bad = {"sleeper": {"fail_stage": "image", "fail_message":
                        "2026-11-25 10:00:00\tSEVERE\ttclean::::casa\tTask tclean raised an exception of class "
