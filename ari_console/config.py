@@ -93,7 +93,8 @@ class Node:
     qos: str | None = _key("Batch quality of service (slurm).")
     slots: int = _key("Attempts that may run at once on this node.", default=1)
     cpus_per_slot: int = _key("CPU cores one attempt uses.", default=1)
-    mem_gb: float = _key("Memory one attempt may use, in GB.", default=8.0)
+    mem_gb: float = _key("Memory one attempt may use, in GB (10**9 bytes: a 64 GiB machine has 68.7 GB; "
+                         "`ari nodes list` shows what the node's probe measured).", default=8.0)
     walltime_h: float | None = _key("Longest an attempt may run, in hours (unset: no limit).")
     speed: float = _key("Relative speed; 1.0 is the reference machine of the runtime predictions.", default=1.0)
     scratch_dir: str = _key("Directory on the node where attempts work.", default="/tmp/ari-scratch")

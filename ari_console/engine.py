@@ -288,7 +288,7 @@ class Engine:
                 self.progress(f"launched {uid} on {node}")
             for uid, state, category in report.finished:
                 now_state = (store.dataset(self.db, uid) or {}).get("state")
-                waits = " — held for an operator (`ari datasets show UID`)" if now_state == "held" else ""
+                waits = f" — held for an operator (`ari datasets show {uid}`)" if now_state == "held" else ""
                 self.progress(f"{uid}: {state}" + (f" ({category})" if category else "") + waits)
             for err in report.errors:
                 self.progress(f"warning: {err}")

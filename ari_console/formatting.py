@@ -3,8 +3,9 @@
 One formatter per kind of number, so ``ari attempts``, the console's queue and
 the report's tables never disagree on how long an attempt ran or how big a data
 set is. Durations are compact and exact enough to act on (``3h05m``, not "3
-hours"); sizes are decimal, as the archive gives them, with three significant
-digits (humanize's ``naturalsize``). Unknown values read ``""``; callers that
+hours"); sizes are decimal (1 GB = 10**9 bytes, the one convention of the whole
+project: docs/operator-guide.md, "Sizes"), with three significant digits
+(humanize's ``naturalsize``). Unknown values read ``""``; callers that
 want a placeholder add it. Pure and light: no typer, rich or Textual here (the
 fast ``ari status`` path imports it).
 """
@@ -59,3 +60,53 @@ def gb_text(gb: float | None) -> str:
     ('850 MB', '12.3 GB', '')
     """
     return "" if gb is None else size_text(gb * 1e9)
+
+
+def free_text(free_gb: float | None, total_gb: float | None) -> str:
+    """Free / total (a node's memory or scratch from its probe), both read like :func:`gb_text`,
+    the unit written once when they share it.
+
+    >>> free_text(20.48, 24.576), free_text(0.85, 1000), free_text(None, 24)
+    ('20.5/24.6 GB', '850 MB/1 TB', '')
+    """
+    if free_gb is None or not total_gb:
+        return ""
+    free, total = gb_text(free_gb), gb_text(total_gb)
+    number, _, unit = free.partition(" ")
+    return f"{number}/{total}" if total.endswith(f" {unit}") else f"{free}/{total}"
+
+
+DETAIL_ATTEMPT_COLUMNS = ("id", "node", "state", "category", "elapsed", "peak memory", "peak scratch")
+
+
+def detail_tables(detail: dict) -> tuple[str, list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]]:
+    """``readmodel.dataset_detail`` as a head line and (title, columns, rows) tables: what
+    ``ari datasets show UID`` and the console's detail screen both print, cell for cell.
+
+    >>> head, tables = detail_tables({"uid": "u", "project": "p", "state": "held", "reason": "memory",
+    ...     "casa_version": None, "size_gb": 1.5, "inputs": [{"name": "a.tar", "semantics": "raw", "size_bytes": None}],
+    ...     "qa2_files": [], "attempts": [{"id": 1, "node": "ws", "state": "failed", "category": "memory",
+    ...     "started_at": 0.0, "ended_at": 600.0, "peak_mem_gb": 8.4, "peak_scratch_gb": 4.5}]})
+    >>> head
+    'u p: held (memory); CASA unknown; 1.5 GB'
+    >>> tables[0][2], tables[2][2]
+    ([('a.tar', 'raw', 'unknown')], [('1', 'ws', 'failed', 'memory', '10m', '8.4 GB', '4.5 GB')])
+    """
+    head = f"{detail['uid']} {detail['project']}: {detail['state']}" + \
+        (f" ({detail['reason']})" if detail.get("reason") else "") + \
+        f"; CASA {detail.get('casa_version') or 'unknown'}" + \
+        (f"; {gb_text(detail['size_gb'])}" if detail.get("size_gb") is not None else "")
+    files = [(f["name"], f.get("semantics") or "", size_text(f["size_bytes"]) or "unknown") for f in detail["inputs"]]
+    qa2 = [(f["name"],) for f in detail["qa2_files"]]
+    attempts = [(str(a["id"]), a["node"], a["state"], a.get("category") or "", duration_text(_attempt_seconds(a)),
+                 gb_text(a.get("peak_mem_gb")), gb_text(a.get("peak_scratch_gb"))) for a in detail["attempts"]]
+    return head, [("files for the node", ("name", "semantics", "size"), files),
+                  ("QA2 products (fetched by the console)", ("name",), qa2),
+                  ("attempts", DETAIL_ATTEMPT_COLUMNS, attempts)]
+
+
+def _attempt_seconds(a: dict) -> float | None:
+    """How long an attempt ran: to its end, else to its last heartbeat (no clock read: the text is stable)."""
+    start = a.get("started_at") if a.get("started_at") is not None else a.get("created_at")
+    end = a.get("ended_at") or a.get("heartbeat_at")
+    return None if start is None or end is None else end - start

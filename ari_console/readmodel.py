@@ -392,7 +392,7 @@ def dataset_detail(db: store.Database, uid: str) -> dict:
         inputs = stored_files(archive, "inputs")
     return {
         "uid": ds["uid"], "project": ds["project"], "state": ds["state"], "reason": ds.get("reason"),
-        "casa_version": ds.get("casa_version"),
+        "casa_version": ds.get("casa_version"), "size_gb": ds.get("size_gb"),
         "inputs": [{"name": f["name"], "url": f["url"], "semantics": f.get("semantics"),
                     "size_bytes": f["size"] if isinstance(f.get("size"), int) and f["size"] >= 0 else None}
                    for f in inputs],

@@ -888,23 +888,26 @@ def _attempt_views(db: Database, where: str, args: list, alias: str = "",
     return rows
 
 
-def dataset_summaries(db: Database, dataset_columns: Iterable[str], attempt_columns: Iterable[str]) -> list[tuple]:
-    """Every data set, oldest first, as one tuple: its ``dataset_columns``, then its number of attempts,
-    its first attempt's id and its first success's end (``attempt_stats``), then its newest attempt's
-    ``attempt_columns`` (None for a data set never tried).
+def dataset_summaries(db: Database, dataset_columns: Iterable[str], attempt_columns: Iterable[str],
+                      limit: int | None = None) -> list[tuple]:
+    """Every data set (or the ``limit`` oldest), oldest first, as one tuple: its ``dataset_columns``, then
+    its number of attempts, its first attempt's id and its first success's end (``attempt_stats``), then
+    its newest attempt's ``attempt_columns`` (None for a data set never tried).
 
     One pass over the data sets and one lookup each, whatever the length of the attempt history:
-    what a console needs to open a campaign.
+    what a console needs to open a campaign (``limit``: its first page, before the rest is read).
 
-    >>> db = open_db(":memory:"); dataset_summaries(db, ["uid", "state"], ["id", "state"])
+    >>> db = open_db(":memory:"); dataset_summaries(db, ["uid", "state"], ["id", "state"], limit=10)
     []
     """
     d_cols = [f"d.{_known(c, DATASET_VIEW_COLUMNS)}" for c in dataset_columns]
     a_cols = [f"a.{_known(c, ATTEMPT_VIEW_COLUMNS)}" for c in attempt_columns]
+    # the page is cut before the joins: only its rows are looked up in attempt_stats and attempts
+    source = "datasets" if limit is None else "(SELECT * FROM datasets ORDER BY created_at, uid LIMIT ?)"
     return db.conn.execute(
-        f"SELECT {', '.join([*d_cols, 's.n', 's.first_id', 's.success_at', *a_cols])} FROM datasets d"
+        f"SELECT {', '.join([*d_cols, 's.n', 's.first_id', 's.success_at', *a_cols])} FROM {source} d"
         " LEFT JOIN attempt_stats s ON s.uid = d.uid LEFT JOIN attempts a ON a.id = s.latest_id"
-        " ORDER BY d.created_at, d.uid").fetchall()
+        " ORDER BY d.created_at, d.uid", [] if limit is None else [limit]).fetchall()
 
 
 def _known(column: str, columns: tuple[str, ...]) -> str:

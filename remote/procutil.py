@@ -4,8 +4,10 @@ What the runner needs and nothing more: the RSS of a whole process tree, read
 from ``/proc``; killing that tree; free space on the scratch file system; and
 writing a JSON file atomically so a reader never sees a torn document.
 
-Memory is counted in bytes; ``GB`` in messages means 2**30 bytes (what ``free``
-and Slurm's ``--mem=8G`` mean). Written for Python 3.4+ (no f-strings, no
+Memory and disk are counted in bytes; ``GB`` in limits and messages means 10**9
+bytes, the one convention of the whole project (docs/config.md, "Sizes": the archive
+gives sizes in bytes and the console shows them in decimal units; Slurm's MiB are
+converted on the console's side). Written for Python 3.4+ (no f-strings, no
 dataclasses): old workstations run it with their system ``python3``.
 """
 
@@ -15,7 +17,8 @@ import os
 import signal
 import time
 
-GB = float(2 ** 30)
+GB = 1e9
+"""Bytes in one GB (decimal, as everywhere in the project)."""
 
 
 def page_size() -> int:

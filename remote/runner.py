@@ -35,7 +35,7 @@ Job spec keys (JSON object)::
                      "casa": "/opt/casa-pipeline/bin/casa",   for alma-pipeline
                      "script": optional explicit path, default remote/recipes/<name>.py,
                      "params": {...}}                         passed to the recipe
-    mem_gb          8.0    kill the tree when its RSS passes this (GB = 2**30 bytes); null = no limit
+    mem_gb          8.0    kill the tree when its RSS passes this (GB = 10**9 bytes); null = no limit
     walltime_h      2.0    kill the tree when this runner has run longer; null = no limit
                            (counted from the runner's start: a restart gets a fresh allowance)
     scratch_dir     default work_dir: the file system checked for free space
@@ -61,7 +61,7 @@ files_fetched / files_skipped).
 Scratch use: when a stage ends (succeeded, failed, killed or refused) the runner adds up the
 disk blocks of the work dir (and of ``download_dir`` when it lies outside), ``du -s`` done
 once per stage, the reserve file left out: the stage's ``scratch_bytes``. ``scratch_bytes``
-is the last such sum, ``peak_scratch_bytes`` / ``peak_scratch_gb`` (GB = 2**30 bytes) the
+is the last such sum, ``peak_scratch_bytes`` / ``peak_scratch_gb`` (GB = 10**9 bytes) the
 largest: what the console learns the scratch a data set needs from. A stage that filled the
 scratch is measured as it died, so a ``disk_full`` attempt's peak is what it had reached.
 
@@ -234,7 +234,7 @@ def failed_line(stage: str, category: str, message: str) -> str:
 def memory_line(budget_gb: float, rss_bytes: int) -> str:
     """The line recorded when the tree's RSS passed the budget.
 
-    >>> memory_line(8.0, int(8.4 * 2**30))
+    >>> memory_line(8.0, int(8.4e9))
     'ari-runner: killed: memory budget 8.0 GB exceeded (rss 8.4 GB)'
     """
     return "ari-runner: killed: memory budget %s GB exceeded (rss %s GB)" % (
@@ -253,7 +253,7 @@ def walltime_line(walltime_h: float) -> str:
 def refused_line(free: int, stage: str, need_gb: float) -> str:
     """The line recorded when a stage is refused for lack of scratch space.
 
-    >>> refused_line(int(1.2 * 2**30), "restore", 30)
+    >>> refused_line(int(1.2e9), "restore", 30)
     'ari-runner: refused: scratch has 1.2 GB free, stage restore needs 30.0 GB'
     """
     return "ari-runner: refused: scratch has %s GB free, stage %s needs %s GB" % (

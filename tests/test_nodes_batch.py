@@ -30,7 +30,7 @@ def test_the_slurm_job_script_carries_the_request_as_sbatch_lines():
                      runner="/scratch/.ari/remote/runner.py", mem_gb=16, walltime_h=48, cpus=4, partition="long")
     script = slurm_mod.job_script(req)
     for line in ("#SBATCH --job-name=ari-Cycle4", "#SBATCH --comment=a-000007", "#SBATCH --time=48:00:00",
-                 "#SBATCH --mem=16384M", "#SBATCH --cpus-per-task=4", "#SBATCH --partition=long",
+                 "#SBATCH --mem=15259M", "#SBATCH --cpus-per-task=4", "#SBATCH --partition=long",
                  "#SBATCH --output=/scratch/a-000007/batch-%j.out"):
         assert line in script.splitlines()
     assert script.splitlines()[-1] == "exec /usr/bin/python3 /scratch/.ari/remote/runner.py /scratch/a-000007/spec.json"

@@ -62,7 +62,7 @@ def test_qsub_asks_for_walltime_memory_cpus_queue_and_account(pbs_node):
     assert handle["job_id"] == "1001.pbs01" and handle["batch"] == "pbs"
     argv = json.loads((state / "qsub.log").read_text())
     joined = " ".join(argv)
-    assert "-l walltime=02:00:00" in joined and "select=1:ncpus=4:mem=16384mb" in joined
+    assert "-l walltime=02:00:00" in joined and "select=1:ncpus=4:mem=15259mb" in joined
     assert "-q workq" in joined and "-A ari" in joined and "-N ari-t" in joined
     script = Path(argv[-1]).read_text()
     assert "runner.py" in script and handle["work_dir"] in script

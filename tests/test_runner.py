@@ -287,7 +287,7 @@ def test_memory_budget_counts_the_whole_tree_and_kills_it(tmp_path, recipe):
     assert time.time() - started < 30
     doc = status(work)
     assert (doc["state"], doc["stage"], doc["category"]) == ("failed", "image", "memory")
-    assert doc["peak_rss_bytes"] > 0.2 * 2**30
+    assert doc["peak_rss_bytes"] > 0.2e9  # GB = 10**9 bytes
     line = re.compile(r"^ari-runner: killed: memory budget 0\.2 GB exceeded \(rss 0\.\d+ GB\)$", re.M)
     assert line.search((work / "image.log").read_text())
     assert not pid_alive(int((work / "image.pid").read_text()))
@@ -364,7 +364,7 @@ def test_each_stage_records_the_scratch_its_work_dir_uses_and_the_attempt_its_pe
     assert 10 * mib <= stages["image"]["scratch_bytes"] < 11 * mib
     assert stages["export"]["scratch_bytes"] == doc["scratch_bytes"] < 11 * mib
     assert doc["peak_scratch_bytes"] == stages["restore"]["scratch_bytes"]
-    assert doc["peak_scratch_gb"] == round(doc["peak_scratch_bytes"] / 2**30, 3)
+    assert doc["peak_scratch_gb"] == round(doc["peak_scratch_bytes"] / 1e9, 3)
 
 
 def test_a_stage_that_fills_the_scratch_records_what_it_had_written_when_it_died(tmp_path, recipe, small_scratch):
@@ -381,12 +381,12 @@ def test_a_stage_that_fills_the_scratch_records_what_it_had_written_when_it_died
 
 def test_download_larger_than_scratch_is_refused_without_fetching(tmp_path, recipe, archive, small_scratch):
     work = small_scratch / "work"
-    entry = dict(archive.entry("uid___A002_X1_X1.asdm.sdm.tar"), size=64 * 2**20)
+    entry = dict(archive.entry("uid___A002_X1_X1.asdm.sdm.tar"), size=64_000_000)
     proc = run_runner(make_spec(tmp_path, recipe, work_dir=str(work), files=[entry]))
     assert proc.returncode == 1
     doc = status(work)
     assert (doc["stage"], doc["category"]) == ("download", "disk_full")
-    assert "stage download needs 0.0625 GB" in (work / "runner.log").read_text()
+    assert "stage download needs 0.064 GB" in (work / "runner.log").read_text()
     assert archive.requests == {}
 
 

@@ -655,3 +655,55 @@ async def test_the_attention_card_shows_each_discrepant_pair_of_a_review_with_th
         assert brief == "NGC253 spw1 cube flux ×1.42" and why == f"{review['reason']}; {brief}"
         card = str(app.screen.query_one("#attention").render())
         assert f"review {uid}: {review['reason']}; {brief}" in card.replace("\n", " ")
+
+
+@async_test
+async def test_the_attention_card_gives_a_held_data_set_the_fix_ari_status_gives(camp):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ari_console.cli import app as cli
+
+    status = json.loads(CliRunner().invoke(cli, ["-c", str(camp.config.path), "status", "--json"]).stdout)
+    [held] = [h for h in status["attention"]["held"] if h["uid"] == camp.held_uid]
+    fix = held["fix"].split("; then ")[0]
+    assert fix.startswith("retry ")  # the category's fix, not the generic "read the detail"
+    app = make_app(camp)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(app, pilot, lambda: any(u == camp.held_uid for _, u, _ in app.snapshot.attention))
+        card = str(app.screen.query_one("#attention").render()).splitlines()
+        at = card.index(f"held {camp.held_uid}: {held['reason']}")
+        assert card[at + 1] == f"  fix: {fix}", "the fix on its own line, whole"
+
+
+@async_test
+async def test_a_big_campaign_shows_the_queue_first_page_then_every_row_and_other_screens_wait(tmp_path):
+    camp = sample.build(tmp_path, n=60, running=4)
+    seen = []
+
+    class Recording(AriApp):
+        def _set_snapshot(self, snap):
+            seen.append(snap)
+            super()._set_snapshot(snap)
+
+    app = Recording(camp.db_path, camp.config, clock=lambda: sample.NOW, refresh_s=3600, log_poll_s=0.05,
+                    first_page_above=0, first_page_rows=10)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # the first ETA coming back wakes the reader once more: let it, so no read lands in what follows
+        await settle(app, pilot, lambda: len(seen) >= 2 and app.eta.computed_at is not None, timeout=120)
+        await pilot.pause(0.5)
+        page, whole = seen[0], seen[1]
+        assert (page.pending, len(page.queue.rows)) == (50, 10) and (whole.pending, len(whole.queue.rows)) == (0, 60)
+        assert page.queue.rows == {uid: whole.queue.rows[uid] for uid in page.queue.rows}
+        dashboard = app.screen
+        shown = dashboard.shown_version
+        app.snapshot = page  # a first page reaching a screen that shows the campaign's totals: not shown
+        await pilot.pause(0.3)
+        assert dashboard.shown_version == shown != page.version
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 10)
+        assert "10 of 60 data sets · first 10 shown, reading the rest…" in str(app.screen._status)
+        app.snapshot = seen[-1]
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        assert "reading the rest" not in str(app.screen._status)

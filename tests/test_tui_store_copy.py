@@ -86,3 +86,20 @@ def test_the_queue_filter_on_kept_search_texts_keeps_the_rows_the_plain_matcher_
         want = [k for k, cells in queue.rows.items() if views.matches(flt, cells, queue.fields[k])]
         assert list(kept) == want, text
     assert 0 < len(views.filter_rows(views.parse_filter("x1F4/x1"), queue.rows, queue.fields, names, queue.texts)) < 120
+
+
+def test_the_first_page_shows_the_oldest_rows_exactly_as_the_whole_read_then_does(tmp_path):
+    camp = sample.build(tmp_path, n=60, running=4)
+    db = store.open_db(camp.db_path)
+    page, pending = StoreCopy.first_page(db, sample.NOW, 10)
+    whole = StoreCopy()
+    whole.read(db, sample.NOW)
+    rows = whole.queue_rows(sample.NOW, None)
+    assert pending == 50 and len(page.rows) == 10
+    assert list(page.rows) == list(rows)[:10], "the page is the queue's first rows, in queue order"
+    assert page.rows == {uid: rows[uid] for uid in page.rows}, "its cells do not change when the whole read lands"
+    assert page.texts == {uid: whole.texts[uid] for uid in page.rows}
+    assert page.totals == whole.totals, "the campaign's totals are exact already"
+    snap = build_snapshot(page, sample.NOW, 1, {}, 120.0, Eta(), pending=pending)
+    assert snap.pending == 50 and len(snap.queue.rows) == 10
+    db.conn.close()

@@ -10,7 +10,7 @@ import typer
 from .. import alma, store
 from ..clikit import emit_json, out, table
 from ..errors import UserError
-from ..formatting import gb_text, size_text
+from ..formatting import detail_tables, gb_text
 from .common import ConfigOpt, JsonOpt, UidArg, campaign, flag
 
 app = typer.Typer(help="The campaign's queue of data sets (MOUS).", no_args_is_help=True)
@@ -97,7 +97,7 @@ def show(
 ) -> None:
     """One data set: state, CASA version, the files its node downloads, the QA2 products the console fetches.
 
-    JSON keys: uid, project, state, reason, casa_version, inputs [{name, url, semantics,
+    JSON keys: uid, project, state, reason, casa_version, size_gb, inputs [{name, url, semantics,
     size_bytes}], qa2_files [{name, url}], targets, datalink_error, attempts (each with
     peak_mem_gb and peak_scratch_gb: the most memory and scratch disk it used, null when not measured).
     """
@@ -112,19 +112,10 @@ def show(
     if as_json:
         emit_json(detail)
         return
-    out.print(f"{detail['uid']} {detail['project']}: {detail['state']}"
-              + (f" ({detail['reason']})" if detail["reason"] else "")
-              + f"; CASA {detail['casa_version'] or 'unknown'}", markup=False)
-
-    def size(b):
-        return size_text(b) if b is not None else "unknown"
-
-    table("files for the node", ["name", "semantics", "size"],
-          [(f["name"], f["semantics"], size(f["size_bytes"])) for f in detail["inputs"]])
-    table("QA2 products (fetched by the console)", ["name"], [(f["name"],) for f in detail["qa2_files"]])
-    table("attempts", ["id", "node", "state", "category", "peak scratch"],
-          [(a["id"], a["node"], a["state"], a["category"], gb_text(a.get("peak_scratch_gb")))
-           for a in detail["attempts"]])
+    head, tables = detail_tables(detail)
+    out.print(head, markup=False, highlight=False)
+    for title, columns, rows in tables:
+        table(title, list(columns), rows)
     for line in detail_notes(detail):
         out.print(line, markup=False, highlight=False)
 

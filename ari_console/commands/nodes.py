@@ -8,6 +8,7 @@ import typer
 
 from .. import store
 from ..clikit import emit_json, out, table
+from ..formatting import free_text, gb_text
 from .common import ConfigOpt, JsonOpt, NodeArg, campaign, complete_node, run_action
 
 app = typer.Typer(help="The machines attempts run on.", no_args_is_help=True)
@@ -23,10 +24,17 @@ def list_(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False
     if as_json:
         emit_json(rows)
         return
-    table(f"{len(rows)} nodes", ["name", "transport", "batch", "slots", "running", "mem", "walltime", "speed", "drained"],
-          [(r["name"], r["transport"], r["batch"], r["slots"], r["running"], f"{r['mem_gb']:g} GB",
+    table(f"{len(rows)} nodes", ["name", "transport", "batch", "slots", "running", "mem", "walltime", "speed",
+                                 "memory free", "scratch free", "drained"],
+          [(r["name"], r["transport"], r["batch"], r["slots"], r["running"], gb_text(r["mem_gb"]),
             f"{r['walltime_h']:g} h" if r["walltime_h"] else "none", f"{r['speed']:g}",
-            r["drained_reason"] or "yes" if r["drained"] else "") for r in rows])
+            *_probe_free(r.get("probe") or {}), r["drained_reason"] or "yes" if r["drained"] else "") for r in rows])
+
+
+def _probe_free(probe: dict) -> tuple[str, str]:
+    """Free memory and scratch of the node's last probe, as the console's node table shows them."""
+    return (free_text(probe.get("mem_free_gb"), probe.get("mem_total_gb")),
+            free_text(probe.get("scratch_free_gb"), probe.get("scratch_total_gb")))
 
 
 @app.command("check")

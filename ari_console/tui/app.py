@@ -91,8 +91,12 @@ class AriApp(App):
     def __init__(self, db_path: Path | str, config: Config | None = None, *,
                  clock: Callable[[], float] = time.time, theme: str = "ari-dark", engine: bool = False,
                  refresh_s: float = 2.0, eta_every_s: float = 300.0, stale_after_s: float | None = None,
-                 log_poll_s: float = 0.25) -> None:
+                 log_poll_s: float = 0.25, first_page_above: int | None = 20_000, first_page_rows: int = 500) -> None:
         super().__init__()
+        self.first_page_above = first_page_above
+        """Above this many data sets the queue first shows its ``first_page_rows`` oldest, read by one
+        short query, while the whole store copy is read (None: never)."""
+        self.first_page_rows = first_page_rows
         self.db_path = Path(db_path)
         self.config = config
         self.clock = clock
@@ -150,6 +154,14 @@ class AriApp(App):
                 try:
                     t0 = time.perf_counter()
                     now = self.clock()
+                    if copy.rev is None and self.first_page_above is not None \
+                            and sum(store.counts(db).values()) > self.first_page_above:
+                        page, pending = StoreCopy.first_page(db, now, self.first_page_rows, copy.heartbeat_stale_s)
+                        version += 1
+                        snap = build_snapshot(page, now, version, {}, self.stale_after_s, self.eta, pending=pending)
+                        self.call_from_thread(self._set_snapshot, _with_load_ms(snap, (time.perf_counter() - t0) * 1000))
+                        del page, snap
+                        t0 = time.perf_counter()
                     changed = copy.read(db, now)
                     if time.monotonic() >= eta_due and not self._eta_busy:
                         self._eta_busy = True
@@ -192,7 +204,7 @@ class AriApp(App):
                 self.notify(text, severity=severity, timeout=8)
         self.unreachable = unreachable
         self.sub_title = self._sub_title()
-        first = self.snapshot is None
+        first = not snap.pending and (self.snapshot is None or self.snapshot.pending > 0)  # the first whole one
         self.snapshot = snap
         if first:
             # The first read holds most of what the console keeps (10,000 rows and their cells):

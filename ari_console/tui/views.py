@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Collection, Iterable, Mapping, Sequence
 
-from ..formatting import duration_text, gb_text
+from ..formatting import duration_text, free_text, gb_text
 from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -539,9 +539,8 @@ def node_rows(nodes: Sequence[dict], history: Mapping[str, NodeHistory], now: fl
             state = f"{stale}" + (f" ({n['probe_error']})" if n.get("probe_error") else "") + \
                 ("" if state == "ok" else f"; {state}")
         load = f"{p['load1']:.2f}/{p.get('cpus', '?')}" if "load1" in p else ""
-        mem = f"{p['mem_free_gb']:.0f}/{p['mem_total_gb']:.0f} GB" if "mem_free_gb" in p else ""
-        scratch = (f"{p['scratch_free_gb']:.0f}/{p['scratch_total_gb']:.0f} GB"
-                   if p.get("scratch_free_gb") is not None and p.get("scratch_total_gb") else "")
+        mem = free_text(p.get("mem_free_gb"), p.get("mem_total_gb"))
+        scratch = free_text(p.get("scratch_free_gb"), p.get("scratch_total_gb"))
         rows[n["name"]] = (n["name"], f"{n['transport']}/{n['batch']}", f"{n.get('running', 0)}/{n['slots']}",
                            load, sparkline(h.load, top=1.0), mem, sparkline(h.mem_used, top=1.0), scratch,
                            sparkline(h.scratch_used, top=1.0), state)

@@ -102,8 +102,13 @@ def walltime_hms(hours: float) -> str:
 
 
 def mem_mb(gb: float) -> int:
-    """GB (as in the config: 2**30 bytes, like the runner) as whole MiB for --mem."""
-    return max(1, int(round(gb * 1024)))
+    """GB (10**9 bytes, as everywhere in the console and the runner) as whole MiB for Slurm's ``--mem``
+    and PBS's ``mem=...mb`` (both 2**20 bytes), rounded up so the batch system never kills below the budget.
+
+    >>> mem_mb(16), mem_mb(0.2), mem_mb(0)
+    (15259, 191, 1)
+    """
+    return max(1, -int(-gb * 1e9 // 2**20))
 
 
 def status_from_json(status: dict) -> JobState:
@@ -128,14 +133,14 @@ def status_from_json(status: dict) -> JobState:
 
 
 def _peak_scratch_gb(status: dict) -> float | None:
-    """The runner's peak scratch use in GB (2**30 bytes), from its exact byte count where given
+    """The runner's peak scratch use in GB (10**9 bytes), from its exact byte count where given
     (``peak_scratch_gb`` is rounded to 1 MB); None before the first stage ended or from an older runner.
 
-    >>> _peak_scratch_gb({"peak_scratch_bytes": 120 * 2**20, "peak_scratch_gb": 0.117}), _peak_scratch_gb({})
-    (0.1171875, None)
+    >>> _peak_scratch_gb({"peak_scratch_bytes": 120 * 2**20, "peak_scratch_gb": 0.126}), _peak_scratch_gb({})
+    (0.12582912, None)
     """
     if status.get("peak_scratch_bytes"):
-        return round(status["peak_scratch_bytes"] / 2**30, 9)
+        return round(status["peak_scratch_bytes"] / 1e9, 9)
     return status.get("peak_scratch_gb") or None
 
 

@@ -62,8 +62,11 @@ class AriScreen(Screen):
     def on_screen_resume(self) -> None:
         self._snapshot_changed(self.app.snapshot)
 
+    SHOWS_FIRST_PAGE = False
+    """Whether the screen shows a snapshot of the queue's first page only (``Snapshot.pending``)."""
+
     def _snapshot_changed(self, snap: Snapshot | None) -> None:
-        if snap is None or not self.is_current:
+        if snap is None or not self.is_current or (snap.pending and not self.SHOWS_FIRST_PAGE):
             return
         self._show_alerts(getattr(self.app, "unreachable", None) or {})
         self._wanted = (snap, self.flt)

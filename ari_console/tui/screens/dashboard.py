@@ -59,6 +59,24 @@ def failures_table(failures: list[tuple[str, int]]) -> Table:
     return t
 
 
+
+def attention_text(att: list[tuple[str, str, str]], most_lines: int = 10) -> Text:
+    """The "Needs a person" card: one line per entry, a held data set's fix on a line of its own (the
+    card is narrow: on one line the fix was cut), at most ``most_lines``, then how many more.
+
+    >>> attention_text([("held", "u1", "memory failure — fix: retry with more memory"), ("node", "ws", "stale 3m")]).plain.splitlines()
+    ['held u1: memory failure', '  fix: retry with more memory', 'node ws: stale 3m']
+    """
+    lines: list[str] = []
+    for shown, (what, which, why) in enumerate(att):
+        reason, _, fix = why.partition(" — fix: ")
+        entry = [f"{what} {which}: {reason}"] + ([f"  fix: {fix}"] if fix else [])
+        if len(lines) + len(entry) > most_lines - (shown < len(att) - 1):
+            lines.append(f"… {len(att) - shown} more (ari status)")
+            break
+        lines += entry
+    return Text("\n".join(lines), style="yellow")
+
 class DashboardScreen(AriScreen):
     """Campaign totals, success rates, failures by category, ETA and a burn-down sparkline."""
 
@@ -90,10 +108,7 @@ class DashboardScreen(AriScreen):
         shown = [(c, n) for c, n in dash.failures if views.matches(self.flt, (c,))]
         self.query_one("#failures", Static).update(failures_table(shown))
         att = snap.attention
-        self.query_one("#attention", Static).update(
-            Text("\n".join(f"{what} {which}: {why}" for what, which, why in att[:8])
-                 + (f"\n… {len(att) - 8} more (ari status)" if len(att) > 8 else ""), style="yellow")
-            if att else Text("nothing", style="green"))
+        self.query_one("#attention", Static).update(attention_text(att) if att else Text("nothing", style="green"))
         counted = dash.total - dash.totals.get("excluded", 0) - dash.totals.get("skipped", 0)
         self.query_one("#burndown", Static).update(Text(views.bar_chart(dash.burndown, top=counted), style="cyan"))
         start, end = dash.burndown_span

@@ -17,26 +17,20 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static
 
 from ari_console import actions, readmodel
-from ari_console.formatting import duration_text, gb_text
-
-from .. import views
+from ari_console.formatting import detail_tables
 
 
 def detail_renderable(detail: dict) -> Group:
     """The detail of ``readmodel.dataset_detail`` as the console shows it (same content as the CLI)."""
-    head = Text(f"{detail['uid']} {detail['project']}: {detail['state']}", style="bold")
-    if detail["reason"]:
-        head.append(f" ({detail['reason']})")
-    head.append(f"; CASA {detail['casa_version'] or 'unknown'}")
-    attempts = Table("id", "node", "state", "category", "elapsed", "peak scratch", title="attempts", expand=True)
-    for a in detail["attempts"]:
-        attempts.add_row(str(a["id"]), a["node"], a["state"], a["category"] or "",
-                         duration_text(views.attempt_elapsed(a, a.get("ended_at") or a.get("heartbeat_at")
-                                                                   or a.get("started_at") or 0.0)),
-                         gb_text(a.get("peak_scratch_gb")))
-    files = f"{len(detail['inputs'])} files for the node, {len(detail['qa2_files'])} QA2 products"
-    notes = Text("\n".join(readmodel.detail_notes(detail)))
-    return Group(head, Text(files, style="dim"), attempts, notes)
+    head, tables = detail_tables(detail)
+    parts: list = [Text(head, style="bold")]
+    for title, columns, rows in tables:
+        grid = Table(*columns, title=title, expand=True)
+        for row in rows:
+            grid.add_row(*row)
+        parts.append(grid)
+    parts.append(Text("\n".join(readmodel.detail_notes(detail))))
+    return Group(*parts)
 
 
 class DatasetScreen(ModalScreen):

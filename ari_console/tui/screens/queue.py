@@ -25,6 +25,7 @@ class QueueScreen(AriScreen):
     """The queue: filter (``/``, ``state:``, ``project:``, ``category:``), sort, retry/hold/release."""
 
     FILTER_FIELDS = ("state", "project", "category", "node", "array")
+    SHOWS_FIRST_PAGE = True
     BINDINGS = [
         Binding("s", "cycle_state", "State", tooltip="Show one state at a time: failed, running, queued, ..."),
         Binding("o", "cycle_sort", "Sort", tooltip="Sort by the next column (again: reverse)"),
@@ -70,7 +71,8 @@ class QueueScreen(AriScreen):
         sort = f" · sorted by {self.sort_column}{' ↓' if self.sort_reverse else ''}" \
             if self.sort_column else ""
         state = f" · state {self.state_filter}" if self.state_filter else ""
-        self.set_status(f"{len(rows):,} of {len(snap.queue.rows):,} data sets{state}{sort}")
+        reading = f" · first {len(snap.queue.rows):,} shown, reading the rest…" if snap.pending else ""
+        self.set_status(f"{len(rows):,} of {len(snap.queue.rows) + snap.pending:,} data sets{state}{sort}{reading}")
 
     def _selected_uid(self) -> str | None:
         uid = self.table.selected_key

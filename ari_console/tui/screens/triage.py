@@ -9,6 +9,7 @@ from textual.widgets import DataTable, Static
 
 from ari_console import actions
 from ari_console import readmodel
+from ari_console.formatting import gb_text
 from ari_console.triage.rules import fix_for
 
 from .. import views
@@ -124,7 +125,7 @@ class TriageScreen(AriScreen):
         if f is None:
             return
         snap = self.app.snapshot
-        nodes = [(n["name"], f"{n['running']}/{n['slots']} slots, {n['mem_gb']:g} GB"
+        nodes = [(n["name"], f"{n['running']}/{n['slots']} slots, {gb_text(n['mem_gb'])}"
                   + (" · drained" if n.get("drained") else "")) for n in (snap.nodes if snap else [])]
 
         def chosen(node: str | None) -> None:
