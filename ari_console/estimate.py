@@ -762,10 +762,14 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     from scipy.special import ndtr, ndtri
 
     median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
-    dim = max((len(s) for s in shift), default=0)
-    rows = np.zeros((len(median), dim))
-    for j, s in enumerate(shift):
-        rows[j, :len(s)] = s
+    lengths = {len(s) for s in shift}
+    dim = max(lengths, default=0)
+    if len(lengths) == 1 and dim:
+        rows = np.array(shift, dtype=float)
+    else:
+        rows = np.zeros((len(median), dim))
+        for j, s in enumerate(shift):
+            rows[j, :len(s)] = s
     own = np.sqrt(np.maximum(sigma ** 2 - np.sum(rows ** 2, axis=1), 0.0))
     z = rng.standard_normal((samples, dim))
     if coefficients is not None and dim:  # the fit's error as a bootstrap over its attempts measured it
@@ -777,30 +781,39 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     # Each column is worked out only where it is used (a resampled one needs no ndtri, an uncut one
     # no ndtr): the same numbers, and the same draws from ``rng``, as the whole arrays would give.
     cut = floor > 0
-    low = np.zeros(mu.shape)
+    u = rng.random(mu.shape)
     if cut.any():
+        some = np.flatnonzero(cut)
         with np.errstate(divide="ignore"):
-            low[:, cut] = ndtr((np.log(floor[cut])[None, :] - mu[:, cut]) / spread[cut])
-    u = low + rng.random(mu.shape) * (1 - low)
+            low = ndtr((np.log(floor[some])[None, :] - mu[:, some]) / spread[some])
+        u[:, some] = low + u[:, some] * (1 - low)
     use = np.asarray(resample, dtype=bool) & ~cut if len(residuals) else np.zeros(len(median), dtype=bool)
     values = np.empty(mu.shape)
-    some = slice(None) if not use.any() else np.flatnonzero(~use)
-    if use.all():
-        pass
-    elif isinstance(some, slice):
-        values = np.exp(mu + own * ndtri(np.clip(u, 1e-12, 1 - 1e-12)))
-    else:
-        values[:, some] = np.exp(mu[:, some] + own[some] * ndtri(np.clip(u[:, some], 1e-12, 1 - 1e-12)))
+    if not use.all():
+        some = slice(None) if not use.any() else np.flatnonzero(~use)
+        part = ndtri(np.clip(u[:, some], 1e-12, 1 - 1e-12))
+        part *= own[some]
+        part += mu[:, some]
+        values[:, some] = np.exp(part, out=part)
+    del u
     if len(residuals):  # the history's own scatter where nothing cuts it below
         pool = np.asarray(residuals, dtype=float)
         picks = pool[rng.integers(0, len(pool), mu.shape)]
-        if use.all():
-            values = np.exp(mu + own * picks)
-        elif use.any():
-            some = np.flatnonzero(use)
-            values[:, some] = np.exp(mu[:, some] + own[some] * picks[:, some])
-    settled = np.maximum(np.exp(mu + own * ndtri(q)), floor)
-    return np.where(own > 0, values, np.maximum(np.exp(mu), floor)), settled
+        some = slice(None) if use.all() else np.flatnonzero(use)
+        if use.any():
+            part = picks[:, some] if not isinstance(some, slice) else picks
+            part *= own[some]
+            part += mu[:, some]
+            values[:, some] = np.exp(part, out=part)
+        del picks
+    settled = mu + own * ndtri(q)
+    np.exp(settled, out=settled)
+    np.maximum(settled, floor, out=settled)
+    flat = own <= 0
+    if flat.any():  # no spread: its median, above what it is known to need
+        some = np.flatnonzero(flat)
+        values[:, some] = np.maximum(np.exp(mu[:, some]), floor[some])
+    return values, settled
 
 
 # -- lower bound -----------------------------------------------------------------
