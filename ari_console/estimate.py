@@ -511,14 +511,23 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                         [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
     if model_sigma > 0:  # the error common to the waiting work that the fit cannot see (FORECAST_MODEL_SIGMA)
         waiting_cols = (np.array(fixed) >= 0) & (np.array([p.sigma for p in entries]) > 0)  # predicted, not given
-        hours = np.where(waiting_cols[None, :], hours * np.exp(model_sigma * rng.standard_normal(samples))[:, None],
-                         hours)
+        common = np.exp(model_sigma * rng.standard_normal(samples))[:, None]
+        if waiting_cols.all():
+            hours *= common
+        elif waiting_cols.any():
+            some = np.flatnonzero(waiting_cols)
+            hours[:, some] = hours[:, some] * common
     left = np.maximum(hours - np.array(done)[None, :], 0.0)  # work still to do, speed 1.0
+    del hours
     fixed = np.array(fixed)
-    fits = np.zeros(hours.shape, dtype=np.int64)
+    small = np.uint8 if n <= 8 else np.uint16 if n <= 16 else np.int64  # class bitmasks: as few bytes as hold them
+    mask = np.zeros(left.shape, dtype=small)
     for ci in range(n):
-        fits |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(np.int64) << ci
-    mask = np.where(fixed < 0, -fixed, fits & np.maximum(fixed, 0))
+        mask |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(small) << small(ci)
+    mask &= np.maximum(fixed, 0).astype(small)[None, :]
+    if (fixed < 0).any():  # a running attempt: its node's class alone
+        some = np.flatnonzero(fixed < 0)
+        mask[:, some] = (-fixed[some]).astype(small)[None, :]
     span = _list_finish(left, mem, mask, fixed < 0, [max(0.0, p.plan_h - d) for p, d in zip(entries, done)],
                         classes, memory_kill_after, np.where(fixed < 0, -fixed, fixed), retry_margin=tuning.retry_margin,
                         exact_jobs=exact_jobs)
