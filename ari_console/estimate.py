@@ -60,6 +60,8 @@ REFIT_GROWTH = 4.0
 """A learning replay refits its predictions whenever its history has grown by this factor."""
 MEMORY_KILL_AFTER = 0.5
 """A data set over its node's memory is killed this far into its run (its peak comes late: imaging)."""
+BOOTSTRAP_ATTEMPTS = 8000
+"""A forecast measures the fit's error by a bootstrap over at most this many attempts (:func:`coefficient_draws`)."""
 REPLAY_JOBS = 20_000
 """A live estimate replays a queue through placement up to this many data sets (:func:`estimate_campaign`)."""
 FORECAST_EXACT_JOBS = 3000
@@ -390,7 +392,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                 known_hist = _known_history(hist, running, nodes, now)
                 known = sch.fit_history(known_hist, tuning)
                 known_preds = sch.predict_all(list(queue.values()) + [d for d, _, _ in running.values()], known, tuning)
-            draws = sch.coefficient_draws(known_hist, known, forecast_samples, seed + len(forecasts), tuning)
+            draws = coefficient_draws(known_hist, known, forecast_samples, seed + len(forecasts), tuning)
             forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
                                               known, risk, forecast_samples, seed + len(forecasts), draws))
     unplaceable = list(parked.values())
@@ -1090,7 +1092,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
                              residuals=model.hours.residuals if model.hours is not None else (),
-                             coefficients=sch.coefficient_draws(history, model, samples),
+                             coefficients=coefficient_draws(history, model, samples),
                              model_sigma=FORECAST_MODEL_SIGMA * _still_to_do(history, band_work(queue, preds, busy)))
     sim = (fluid_summary(queue, nodes, preds, policy, band_h[1]) if long_queue
            else simulate(queue, nodes, policy, model))
@@ -1143,6 +1145,29 @@ def fluid_summary(queue: Sequence[DataSet], nodes: Sequence[NodeState], preds: M
                      failures_avoidable=0, failures_by_cause={}, gave_up=(), unplaceable=tuple(unplaceable),
                      nodes=tuple(uses), plan_variant="forecast (not replayed)",
                      mean_hours=work / len(runs) if runs else 0.0, slots=sum(n.slots for n in live), capacity=capacity)
+
+
+def coefficient_draws(history: Sequence[Measured], model: sch.Model, samples: int, seed: int = 0,
+                      tuning: sch.Tuning = sch.DEFAULT_TUNING, most: int = BOOTSTRAP_ATTEMPTS):
+    """:func:`~ari_console.scheduler.coefficient_draws` (the fit's error by a bootstrap over its
+    attempts), on at most ``most`` of them: past that, on ``most`` drawn at random (seeded),
+    the draws scaled by sqrt(most / attempts) (an m-out-of-n bootstrap: a fit's error shrinks as
+    one over the root of its attempts). Each bootstrap draw refits the history: with 18,000
+    attempts 120 draws took 2 s, with a million minutes.
+
+    >>> hist = [Measured(f"u{i}", 10.0 * (i + 1), 2.0 * (i + 1) * (1.1 if i % 2 else 0.9), 1.0, 8.0)
+    ...         for i in range(40)]
+    >>> coefficient_draws(hist, sch.fit_history(hist), 30, most=20).shape
+    (30, 2)
+    """
+    import numpy as np
+
+    history = list(history)
+    if len(history) <= most:
+        return sch.coefficient_draws(history, model, samples, seed, tuning)
+    pick = np.random.default_rng(seed).choice(len(history), most, replace=False)
+    draws = sch.coefficient_draws([history[i] for i in np.sort(pick)], model, samples, seed, tuning)
+    return None if draws is None else draws * math.sqrt(most / len(history))
 
 
 def band_work(queue: Sequence[DataSet], preds: Mapping[str, Prediction],
