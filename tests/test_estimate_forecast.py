@@ -173,3 +173,17 @@ def test_slow_estimate_says_so_on_stderr_only(capsys):
     with _slow_notice("estimating the queue", after_s=5.0):
         pass
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_long_history_is_bootstrapped_on_a_sample_with_the_same_spread():
+    from benchmarks import hidden
+
+    work, truth = hidden.workload("loglinear", 3000, 2)
+    history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work]
+    model = sch.fit_history(history)
+    full = est.coefficient_draws(history, model, 120)
+    sampled = est.coefficient_draws(history, model, 120, most=800)
+    assert sampled.shape == full.shape
+    assert not np.allclose(sampled, full)  # really drawn on fewer attempts
+    ratio = sampled.std(axis=0) / full.std(axis=0)
+    assert ((ratio > 0.75) & (ratio < 1.33)).all(), ratio  # the fit's error, not that of a fit on 800
