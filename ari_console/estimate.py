@@ -841,13 +841,15 @@ class Bound:
 
 def lower_bound(datasets: Sequence[DataSet], nodes: Sequence[NodeState],
                 history: Iterable[Measured] | sch.Model = (),
-                predictions: Mapping[str, Prediction] | None = None) -> Bound:
+                predictions: Mapping[str, Prediction] | None = None,
+                eligible: Sequence[tuple[DataSet, tuple[int, ...]]] | None = None) -> Bound:
     """The LP relaxation over node classes, and the longest single data set.
 
     LP: minimise T such that every data set's work (hours at speed 1.0) is
     split over node classes it may run on, and each class's assigned work
     (plus what is running there) is at most slots x speed x T. Data sets no
-    node can run are left out (they never run).
+    node can run are left out (they never run). ``eligible``: ``sch.eligibility`` of
+    ``datasets`` on ``sch.node_classes(nodes, pinned)`` when the caller has it already.
 
     >>> lower_bound([DataSet("a", hours=4, mem_gb=1), DataSet("b", hours=2, mem_gb=1)],
     ...             [NodeState("n", slots=2, mem_gb=8)]).hours
@@ -863,7 +865,7 @@ def lower_bound(datasets: Sequence[DataSet], nodes: Sequence[NodeState],
     longest = max((b for n in nodes if not n.drained for b in n.busy_h), default=0.0)
     longest_uid = None
     groups: dict[tuple[int, ...], float] = {}
-    for ds, elig in sch.eligibility(datasets, preds, classes):
+    for ds, elig in sch.eligibility(datasets, preds, classes) if eligible is None else eligible:
         if not elig:
             continue
         hours = preds[ds.uid].hours
@@ -1085,7 +1087,9 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     model = sch.fit_history(history)
     preds = sch.predict_all(list(queue) + [ds for ds, _, _ in running], model)
     long_queue = len(queue) > replay_jobs
-    bound = lower_bound(queue, nodes, predictions=preds)
+    eligible = (sch.eligibility(queue, preds, sch.node_classes(nodes, {ds.node for ds in queue if ds.node}))
+                if long_queue else None)
+    bound = lower_bound(queue, nodes, predictions=preds, eligible=eligible)
     speed = {n.name: n.speed for n in nodes}
     busy = [(preds[ds.uid], ran * speed.get(name, 1.0), name) for ds, name, ran in running]
     # Work a node is known to hold for a while yet (its busy_h), at its speed, fits where it runs.
@@ -1094,7 +1098,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
                              residuals=model.hours.residuals if model.hours is not None else (),
                              coefficients=coefficient_draws(history, model, samples),
                              model_sigma=FORECAST_MODEL_SIGMA * _still_to_do(history, band_work(queue, preds, busy)))
-    sim = (fluid_summary(queue, nodes, preds, policy, band_h[1]) if long_queue
+    sim = (fluid_summary(queue, nodes, preds, policy, band_h[1], eligible=eligible) if long_queue
            else simulate(queue, nodes, policy, model))
     remaining_h = band_h[1] if band_h[2] > 0 else sim.makespan_h
     return CampaignEstimate(now + timedelta(hours=remaining_h), remaining_h, bound.hours,
@@ -1104,12 +1108,14 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
 
 
 def fluid_summary(queue: Sequence[DataSet], nodes: Sequence[NodeState], preds: Mapping[str, Prediction],
-                  policy: str, makespan_h: float, expansion: float = DISK_EXPANSION) -> SimResult:
+                  policy: str, makespan_h: float, expansion: float = DISK_EXPANSION,
+                  eligible: Sequence[tuple[DataSet, tuple[int, ...]]] | None = None) -> SimResult:
     """What a replay of a long ``queue`` would report, from its predictions without placing it:
     the data sets no node can run (as placement finds them), CPU-hours as if every live slot
     were busy until the predicted work is done (each slot's ``cpus_per_slot`` counted), and per
     node the scratch its slots would hold running its largest eligible data sets at once (a
-    bound: a replay's peak is at most that). ``makespan_h`` is the finish the caller forecast.
+    bound: a replay's peak is at most that). ``makespan_h`` is the finish the caller forecast;
+    ``eligible`` as :func:`lower_bound` takes it.
 
     >>> s = fluid_summary([DataSet("a", size_gb=10)], [NodeState("n", slots=2, mem_gb=64)],
     ...                   {"a": Prediction(4.0, 8.0)}, "lpt", 4.0)
@@ -1120,7 +1126,7 @@ def fluid_summary(queue: Sequence[DataSet], nodes: Sequence[NodeState], preds: M
 
     classes = sch.node_classes(nodes, {ds.node for ds in queue if ds.node})
     unplaceable, runs = [], []
-    for ds, elig in sch.eligibility(queue, preds, classes):
+    for ds, elig in sch.eligibility(queue, preds, classes) if eligible is None else eligible:
         why = None if elig else sch.unplaceable_reason(ds, preds[ds.uid], nodes)
         if why is not None:
             unplaceable.append(sch.Unplaceable(ds, why))
@@ -1132,9 +1138,11 @@ def fluid_summary(queue: Sequence[DataSet], nodes: Sequence[NodeState], preds: M
     work = sum(preds[ds.uid].plan_h for ds, _ in runs)
     cpu_hours = work / capacity * cpus if capacity else 0.0
     scratch = np.array([_scratch_held(ds, expansion) for ds, _ in runs])
+    where = {elig: np.array([ci in elig for ci in range(len(classes))]) for elig in {e for _, e in runs}}
+    member = np.array([where[elig] for _, elig in runs], dtype=bool).reshape(len(runs), len(classes))
     uses = []
     for ci, c in enumerate(classes):
-        mine = np.sort(scratch[[ci in elig for _, elig in runs]]) if len(runs) else scratch
+        mine = np.sort(scratch[member[:, ci]])
         for i in c.members:
             n = nodes[i]
             share = work / capacity * n.slots * n.speed if capacity else 0.0
