@@ -668,24 +668,32 @@ def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem,
                                      wall[slot][None, :]), run)
     ends = start[None, :] + np.cumsum(held, axis=0)
     free[rows, slot] = ends[-1]
-    for k in np.flatnonzero(killed.any(axis=1)):
-        retry(members[k], ends[k], killed[k], slot)
+    # the killed ones go again in rounds: the first killed of each draw, then the second, ... (so in
+    # each draw in the batch's order, as one by one; the draws do not meet)
+    nth = np.cumsum(killed, axis=0) * killed
+    for k in range(1, int(nth.max() if nth.size else 0) + 1):
+        turn = nth == k
+        who = turn.argmax(axis=0)
+        retry(members[who], ends[who, rows], turn.any(axis=0), slot)
 
 
-def _retry(j: int, end, active, slot, free, rows, speed, wall, slot_mem, bit, kinds, left, mem,
+def _retry(j, end, active, slot, free, rows, speed, wall, slot_mem, bit, kinds, left, mem,
            memory_kill_after: float, max_attempts: int, retry_margin: float) -> None:
-    """Data set ``j``, killed in the draws ``active`` on ``slot`` at ``end``, goes again on the first slot to free that what the kill taught allows (see
+    """Data set ``j`` (or per draw, an array of them), killed in the draws ``active`` on ``slot`` at
+    ``end``, goes again on the first slot to free that what the kill taught allows (see
     :func:`_list_finish`), and again while it is killed, up to ``max_attempts`` in all."""
     import numpy as np
 
     inf = np.inf
     draws = len(rows)
-    need_h = np.where(mem[j] > slot_mem[slot], 0.0, wall[slot] * speed[slot]) * retry_margin
-    need_mem = np.where(mem[j] > slot_mem[slot], slot_mem[slot] * retry_margin, 0.0)
+    who = np.broadcast_to(j, (draws,))
+    mem_of = mem[who, rows]
+    need_h = np.where(mem_of > slot_mem[slot], 0.0, wall[slot] * speed[slot]) * retry_margin
+    need_mem = np.where(mem_of > slot_mem[slot], slot_mem[slot] * retry_margin, 0.0)
     end = end.copy()
     for _ in range(max_attempts - 1):
         r = rows[active]
-        can = (((kinds[j] & bit) > 0) & (need_h[r, None] / speed[None, :] <= wall[None, :])
+        can = (((kinds[who[r]][:, None] & bit) > 0) & (need_h[r, None] / speed[None, :] <= wall[None, :])
                & (need_mem[r, None] <= slot_mem[None, :]))
         has = can.any(axis=1)
         r, can = r[has], can[has]
@@ -694,8 +702,8 @@ def _retry(j: int, end, active, slot, free, rows, speed, wall, slot_mem, bit, ki
         later = np.maximum(free[r], end[r, None])
         to = np.where(can, later, inf).argmin(axis=1)
         begin = later[np.arange(len(r)), to]
-        run = left[j, r] / speed[to]
-        over_mem = mem[j, r] > slot_mem[to]
+        run = left[who[r], r] / speed[to]
+        over_mem = mem[who[r], r] > slot_mem[to]
         again = (run > wall[to]) | over_mem
         lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall[to]), wall[to])
         free[r, to] = begin + np.where(again, lost, run)
