@@ -565,7 +565,7 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     can level; the tail and the running attempts are still placed one by one. A
     schedule's finish is decided by its tail (the slots' ends levelled by the last,
     shortest data sets, and the stragglers among them): the batches only coarsen the
-    middle of the schedule (within 1 % of the exact P10/P50/P90 on the hidden-truth
+    middle of the schedule (within ~1.5 % of the exact P10/P50/P90 on the hidden-truth
     generators; ``tests/test_estimate_forecast.py``).
     """
     import numpy as np
