@@ -69,6 +69,17 @@ the queue (what plans add up) over its true hours when a quarter and half of
 the data sets have started. Run:
 ``.venv/bin/python -m benchmarks.bench_scheduler --young [seeds...] [models...]``
 (default: seeds 1-2, every generator).
+
+The live estimate at scale (``--forecast``): what ``ari estimate campaign`` and the
+dashboard's ETA compute (:func:`ari_console.estimate.estimate_campaign`: the fit, the
+predictions, the lower bound, the P10/P50/P90 forecast, and the replay or, past
+``REPLAY_JOBS``, its summary) on 10,000 and 100,000 queued data sets of a hidden-truth
+generator with 2,000 finished attempts, on the study's 31 nodes: CPU seconds (targets:
+< 0.5 s at 10,000, < 5 s at 100,000) and wall seconds (they grow with the machine's load),
+the forecast's part, and the batched forecast's P10/P50/P90 against the exact list
+schedule's on the same draws at 10,000.
+Run: ``.venv/bin/python -m benchmarks.bench_scheduler --forecast [sizes...] [models...]``
+(default: 10000 100000 loglinear).
 """
 
 from __future__ import annotations
@@ -449,9 +460,62 @@ def _kill_probability(p, node, ndtr) -> float:
     return 1 - (1 - k_h) * (1 - k_m)
 
 
+TARGET_ESTIMATE_S = {10_000: 0.5, 100_000: 5.0}
+FORECAST_HISTORY = 2000
+
+
+def forecast(sizes: list[int], models: list[str]) -> None:
+    """Print the live estimate's figures at scale (see the module docstring)."""
+    from datetime import datetime, timezone
+
+    from ari_console import estimate as est
+
+    nodes = study_cluster()
+    print(f"{'model':>9} {'queued':>7} {'cpu s':>6} {'wall s':>6} {'forecast cpu s':>14} {'P10 h':>8} {'P50 h':>8} "
+          f"{'P90 h':>8} {'target':>7}")
+    for model in models:
+        for n in sizes:
+            work, truth = hidden_models.workload(model, n + FORECAST_HISTORY, 3)
+            history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1])
+                       for ds in work[:FORECAST_HISTORY]]
+            queue = work[FORECAST_HISTORY:]
+            t0, w0 = time.process_time(), time.perf_counter()
+            result = est.estimate_campaign(queue, history, nodes, datetime.now(timezone.utc))
+            took, wall = time.process_time() - t0, time.perf_counter() - w0
+            model_ = sch.fit_history(history)
+            preds = sch.predict_all(queue, model_)
+            inputs = ([(ds, preds[ds.uid]) for ds in queue], [], nodes, est.FORECAST_SAMPLES)
+            kw = dict(residuals=model_.hours.residuals, coefficients=sch.coefficient_draws(history, model_, est.FORECAST_SAMPLES),
+                      model_sigma=est.FORECAST_MODEL_SIGMA * est._still_to_do(history, est.band_work(queue, preds, [])))
+            t1 = time.process_time()
+            batched = est.forecast_finish(*inputs, **kw)
+            part = time.process_time() - t1
+            target = TARGET_ESTIMATE_S.get(n)
+            verdict = "" if target is None else ("OK" if took < target else "OVER") + f" <{target:g}"
+            print(f"{model:>9} {n:>7} {took:>6.2f} {wall:>6.2f} {part:>14.2f} {result.band_h[0]:>8.0f} "
+                  f"{result.band_h[1]:>8.0f} {result.band_h[2]:>8.0f} {verdict:>7}", flush=True)
+            if n <= 20_000:
+                t1 = time.process_time()
+                exact = est.forecast_finish(*inputs, **kw, exact_jobs=len(queue))
+                print(f"{'':>9} {'':>7} exact list schedule: {time.process_time() - t1:.2f} s CPU, P10/P50/P90 "
+                      f"{exact[0]:.0f} / {exact[1]:.0f} / {exact[2]:.0f} h; batched off by "
+                      + " / ".join(f"{b / e - 1:+.2%}" for b, e in zip(batched, exact)), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the figures for the seeds given (default: the tuning seed and five others)."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    if args and args[0] == "--forecast":
+        sizes = [int(a) for a in args[1:] if a.isdigit()] or [10_000, 100_000]
+        models = [a for a in args[1:] if not a.isdigit()] or ["loglinear"]
+        unknown = [m for m in models if m not in hidden_models.MODELS]
+        if unknown:
+            raise SystemExit(f"--forecast: unknown model {unknown[0]!r} — known: {', '.join(hidden_models.MODELS)}")
+        forecast(sizes, models)
+        return
     if args and args[0] in ("--hidden", "--calibrate", "--young", "--frontier", "--lp"):
         seeds = [int(a) for a in args[1:] if a.isdigit()] or ([1, 2] if args[0] != "--calibrate" else list(range(1, 9)))
         models = [a for a in args[1:] if not a.isdigit()] or list(hidden_models.MODELS)

@@ -74,6 +74,31 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
+@contextmanager
+def _slow_notice(label: str, after_s: float = 1.0) -> Iterator[None]:
+    """Say ``label`` on stderr if the work inside takes longer than ``after_s`` (never on stdout,
+    so ``--json`` output stays clean), and how long it took when it is done."""
+    import threading
+    import time
+
+    t0 = time.monotonic()
+    said = threading.Event()
+
+    def say() -> None:
+        said.set()
+        clikit.err.print(f"{label} …", markup=False, highlight=False)
+
+    timer = threading.Timer(after_s, say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if said.is_set():
+            clikit.err.print(f"estimated in {time.monotonic() - t0:.1f} s", markup=False, highlight=False)
+
+
 def _h(x: float) -> float:
     return round(float(x), 3)
 
@@ -222,7 +247,8 @@ def campaign_cmd(
     cfg = campaign(ctx, config).config()
     db = store.open_db(cfg.campaign.db_path, create=False)
     store.sync_nodes(db, cfg.nodes, store.now())
-    queue, states, result = campaign_estimate(db, cfg.nodes, store.now(), policy)
+    with _slow_notice("estimating: the campaign's queue and history, and the forecast's draws of the whole queue"):
+        queue, states, result = campaign_estimate(db, cfg.nodes, store.now(), policy)
     if result is None:
         note = ("nothing queued: no estimate to make (`ari datasets import` fills the queue)" if not queue
                 else "no node can take work (all drained? `ari nodes undrain NAME`): no estimate")

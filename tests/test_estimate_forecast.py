@@ -1,0 +1,189 @@
+"""The finish forecast's list schedule at any queue length: exact up to ``exact_jobs``, batched past it."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from ari_console import estimate as est
+from ari_console import scheduler as sch
+from ari_console.scheduler import DataSet, NodeState, Prediction
+
+BATCH_TOLERANCE = 0.02
+"""How far the batched forecast's P10/P50/P90 may be from the exact one's on the same draws."""
+
+
+def cluster() -> list[NodeState]:
+    """The study's shape, small: old workstations (24 GB, no walltime, slow), 48 h nodes, one big node."""
+    return ([NodeState(f"ws{i}", 1, 24.0, None, 0.6, node_class="ws") for i in range(4)]
+            + [NodeState(f"mup{i}", 2, 64.0, 48.0, 1.0, node_class="mup") for i in range(3)]
+            + [NodeState("hpc", 4, 512.0, 240.0, 1.2, node_class="hpc")])
+
+
+def plain_list_finish(left, mem, mask, placed, plan_left, classes, memory_kill_after, kinds, max_attempts,
+                      retry_margin) -> np.ndarray:
+    """The list schedule of :func:`est._list_finish` written out draw by draw in plain Python
+    (the reference its vectorised quick paths must match to the last bit)."""
+    draws, jobs = left.shape
+    slot_class = [ci for ci, c in enumerate(classes) for _ in range(c.slots)]
+    speed = [classes[ci].rep.speed for ci in slot_class]
+    wall = [math.inf if classes[ci].rep.walltime_h is None else classes[ci].rep.walltime_h for ci in slot_class]
+    smem = [classes[ci].rep.mem_gb for ci in slot_class]
+    fastest = [max((c.rep.speed for ci, c in enumerate(classes) if m >> ci & 1), default=1.0)
+               for m in range(1 << len(classes))]
+    order = [j for j in range(jobs) if placed[j]] + sorted(
+        (j for j in range(jobs) if not placed[j]), key=lambda j: (-plan_left[j] / fastest[mask[0, j]], j))
+    out = []
+    for d in range(draws):
+        free = [0.0] * len(slot_class)
+        for j in order:
+            ok = [s for s in range(len(free)) if mask[d, j] >> slot_class[s] & 1]
+            if not ok:
+                continue
+            p = 0.0 if placed[j] else plan_left[j]
+            s = min(ok, key=lambda s: (free[s] + p / speed[s], s))
+            run = left[d, j] / speed[s]
+            if placed[j] or not (run > wall[s] or mem[d, j] > smem[s]):
+                free[s] = free[s] + run
+                continue
+            over = mem[d, j] > smem[s]
+            lost = min(run * memory_kill_after, wall[s]) if over else wall[s]
+            free[s], end = free[s] + lost, free[s] + lost
+            need_h, need_mem = (0.0, smem[s] * retry_margin) if over else (wall[s] * speed[s] * retry_margin, 0.0)
+            for _ in range(max_attempts - 1):
+                can = [t for t in range(len(free)) if kinds[j] >> slot_class[t] & 1
+                       and need_h / speed[t] <= wall[t] and need_mem <= smem[t]]
+                if not can:
+                    break
+                t = min(can, key=lambda t: (max(free[t], end), t))
+                begin = max(free[t], end)
+                run = left[d, j] / speed[t]
+                over = mem[d, j] > smem[t]
+                lost = min(run * memory_kill_after, wall[t]) if over else wall[t]
+                again = run > wall[t] or over
+                free[t] = begin + (lost if again else run)
+                end = begin + lost
+                if not again:
+                    break
+                need_h = need_h if over else max(need_h, wall[t] * speed[t] * retry_margin)
+                need_mem = max(need_mem, smem[t] * retry_margin) if over else need_mem
+        out.append(max(free))
+    return np.array(out)
+
+
+def drawn_queue(n: int, draws: int, seed: int):
+    """A drawn queue as forecast_finish hands it to the list schedule: hours and memory per draw
+    (some over the walltime or the memory of a class they may go to), the classes each may use
+    per draw, two running attempts first."""
+    rng = np.random.default_rng(seed)
+    classes = sch.node_classes(cluster())
+    median = np.exp(rng.normal(np.log(6.0), 0.9, n))
+    left = median[None, :] * np.exp(rng.normal(0.0, 0.5, (draws, n)))
+    mem = np.exp(rng.normal(np.log(12.0), 0.6, n))[None, :] * np.exp(rng.normal(0.0, 0.3, (draws, n)))
+    mask = np.zeros((draws, n), dtype=np.int64)
+    for ci, c in enumerate(classes):  # where the settled prediction fits (a little below the drawn truth)
+        fits = (mem * 0.8 <= c.rep.mem_gb) & (left * 0.8 / c.rep.speed <= (c.rep.walltime_h or math.inf))
+        mask |= fits.astype(np.int64) << ci
+    placed = np.zeros(n, dtype=bool)
+    placed[:2] = True
+    mask[:, 0], mask[:, 1] = 1 << 0, 1 << 2  # running on a workstation and on the big node
+    return left, mem, mask, placed, median, classes
+
+
+def test_list_schedule_quick_paths_match_the_plain_schedule_to_the_bit():
+    left, mem, mask, placed, median, classes = drawn_queue(160, 12, seed=4)
+    kinds = np.full(len(median), (1 << len(classes)) - 1)
+    kinds[5] = 1 << 2  # one that only the big node's recipe runs
+    args = (left, mem, mask, placed, median, classes, 0.5, kinds, 3, 1.3)
+    fast = est._list_finish(*args[:7], kinds=kinds, max_attempts=3, retry_margin=1.3)
+    killed_somewhere = any(((mask[:, j] >> ci & 1) & ((left[:, j] / c.rep.speed > (c.rep.walltime_h or math.inf))
+                                                      | (mem[:, j] > c.rep.mem_gb))).any()
+                           for j in range(len(median)) for ci, c in enumerate(classes))
+    assert killed_somewhere  # the retry path is exercised, not only the quick one
+    assert fast.tolist() == plain_list_finish(*args).tolist()
+
+
+def forecast_inputs(n: int, seed: int):
+    from benchmarks import hidden
+
+    work, truth = hidden.workload("hetero", n + 400, seed)
+    history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:400]]
+    queue = work[400:]
+    model = sch.fit_history(history)
+    preds = sch.predict_all(queue, model)
+    running = [(preds[queue[0].uid], 2.0, "mup0"), (preds[queue[1].uid], 5.0, "hpc")]
+    return ([(ds, preds[ds.uid]) for ds in queue[2:]], running, dict(
+        residuals=model.hours.residuals, coefficients=sch.coefficient_draws(history, model, 60), model_sigma=0.05))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_batched_forecast_gives_the_exact_band_within_two_percent(seed):
+    waiting, running, kw = forecast_inputs(2400, seed)
+    exact = est.forecast_finish(waiting, running, cluster(), 60, seed, exact_jobs=10 ** 9, **kw)
+    batched = est.forecast_finish(waiting, running, cluster(), 60, seed, exact_jobs=600, **kw)
+    assert exact[0] < exact[1] < exact[2]
+    for got, want in zip(batched, exact):
+        assert abs(got / want - 1) <= BATCH_TOLERANCE, (batched, exact)
+
+
+def test_a_long_queue_is_placed_in_far_fewer_units_than_data_sets():
+    left, mem, mask, placed, median, classes = drawn_queue(3000, 8, seed=5)
+    units = est._batches(np.concatenate([np.flatnonzero(placed), np.flatnonzero(~placed)]), mask, median,
+                         int(placed.sum()), float(sum(c.capacity for c in classes)),
+                         [c.rep.speed for c in classes], 500)
+    members = np.concatenate([np.atleast_1d(u) for u in units])
+    assert sorted(members.tolist()) == list(range(3000))  # every data set placed once
+    assert len(units) < 3000 / 2
+    assert [len(u) for u in units[:2]] == [1, 1]  # the running attempts stay single
+    for u in units:
+        if len(u) > 1:  # a batch: the same classes in every draw
+            assert (mask[:, u] == mask[:, u[:1]]).all()
+
+
+def test_a_queue_over_replay_jobs_is_forecast_not_replayed():
+    queue = [DataSet(f"d{i}", size_gb=10.0, hours=4.0 + i % 5, mem_gb=8.0) for i in range(60)]
+    queue.append(DataSet("huge", size_gb=10.0, hours=5.0, mem_gb=900.0))
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    fluid = est.estimate_campaign(queue, [], cluster(), now, replay_jobs=10)
+    replayed = est.estimate_campaign(queue, [], cluster(), now, replay_jobs=1000)
+    assert fluid.simulation.plan_variant == "forecast (not replayed)"
+    assert [u.dataset.uid for u in fluid.unplaceable] == [u.dataset.uid for u in replayed.unplaceable] == ["huge"]
+    assert fluid.band_h == replayed.band_h  # the same forecast either way
+    assert fluid.finish_at == replayed.finish_at
+    # every live slot busy until the work is done: CPU-hours of the work at the cluster's mean speed
+    capacity = sum(n.slots * n.speed for n in cluster())
+    assert fluid.cpu_hours == pytest.approx(sum(4.0 + i % 5 for i in range(60)) / capacity * 14)
+    assert fluid.cpu_hours == pytest.approx(replayed.cpu_hours, rel=0.25)
+    assert max(fluid.disk_peak_gb.values()) >= max(replayed.disk_peak_gb.values())  # a bound of the replay's
+
+
+def test_slow_estimate_says_so_on_stderr_only(capsys):
+    from ari_console.commands.estimate import _slow_notice
+
+    with _slow_notice("estimating the queue", after_s=0.0):
+        import time
+        time.sleep(0.2)
+        print('{"finish": null}')
+    out, err = capsys.readouterr()
+    assert out == '{"finish": null}\n'
+    assert "estimating the queue" in err and "estimated in" in err
+    with _slow_notice("estimating the queue", after_s=5.0):
+        pass
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_long_history_is_bootstrapped_on_a_sample_with_the_same_spread():
+    from benchmarks import hidden
+
+    work, truth = hidden.workload("loglinear", 3000, 2)
+    history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work]
+    model = sch.fit_history(history)
+    full = est.coefficient_draws(history, model, 120)
+    sampled = est.coefficient_draws(history, model, 120, most=800)
+    assert sampled.shape == full.shape
+    assert not np.allclose(sampled, full)  # really drawn on fewer attempts
+    ratio = sampled.std(axis=0) / full.std(axis=0)
+    assert ((ratio > 0.75) & (ratio < 1.33)).all(), ratio  # the fit's error, not that of a fit on 800
