@@ -1235,6 +1235,8 @@ class Workload:
 _UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
 _HOURS = {"h": 1, "hr": 1, "hrs": 1, "hour": 1, "hours": 1, "d": 24, "day": 24, "days": 24,
           "w": 168, "week": 168, "weeks": 168, "m": 1 / 60, "min": 1 / 60}
+_GB = {"g": 1, "gb": 1, "gib": 2 ** 30 / 1e9, "t": 1000, "tb": 1000, "tib": 2 ** 40 / 1e9}
+"""GB (10**9 bytes, as everywhere in the console) in one of each unit a workload might be written in."""
 
 
 def _fmt(x: float) -> str:
@@ -1264,10 +1266,8 @@ def _number(where: str, key: str, kind: str, value: object) -> float | int:
                 n, unit = float(m.group(1)), m.group(2).lower()
                 if key.endswith(("_h", "hours")):
                     fix = _fmt(n * _HOURS[unit]) if unit in _HOURS else ""
-                elif key.endswith("_gb") and unit in ("g", "gb", "gib"):
-                    fix = _fmt(n)
-                elif key.endswith("_gb") and unit in ("t", "tb", "tib"):
-                    fix = _fmt(n * 1000)
+                elif key.endswith("_gb") and unit in _GB:
+                    fix = _fmt(n * _GB[unit])
             hint = f" — write {fix}" if fix else ""
             raise UserError(f"{where}{key} must be {_what(key, kind)}, got {shown}{hint}") from None
     if not math.isfinite(value) or value < 0:

@@ -192,7 +192,7 @@ def test_product_size_within_limits_needs_no_mitigation():
 
 
 def test_product_size_too_large_bins_channels_then_shrinks_the_field():
-    # one 2000x2000x3840 cube is 57 GB: binning by 2 brings it to 29 GB
+    # one 2000x2000x3840 cube is 61 GB: binning by 2 brings it to 31 GB
     plan = casa6.plan_product_size(2000, [3840], 1, maxcubesize_gb=40, maxproductsize_gb=500)
     assert plan["ok"] and plan["nbin"] == 2 and plan["imsize"] == 2000
     plan = casa6.plan_product_size(2000, [3840], 1, maxcubesize_gb=10, maxproductsize_gb=500)

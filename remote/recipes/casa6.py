@@ -130,7 +130,8 @@ DEFAULTS = {
     "maxcubesize_gb": 40.0, "maxproductsize_gb": 500.0, "max_nbin": 4, "min_imsize_fraction": 0.5,
     "slowdown_s": 0.0, "alloc_gb": 0.0, "cont_level_ratio_max": 1.5,
 }
-GB = float(2 ** 30)
+GB = 1e9
+"""Bytes in one GB: decimal, as the runner, the console and the archive count them."""
 
 
 class RecipeFailure(Exception):
