@@ -347,6 +347,32 @@ def _quantile_levels(quantiles: Sequence[tuple[float, float]], margin: float, *s
     return out
 
 
+def _kill_shares(mask, kill_p, kill_cost, capacity: Sequence[float]):
+    """Per data set allowed on the classes of its ``mask`` (arrays; ``kill_p``/``kill_cost`` from
+    :func:`kill_risk`, a row per class), its runs spread over them by ``capacity``: the expected work
+    lost to kills, the share of runs killed, and the classes a killed run goes again (those whose
+    kill chance is at most a tenth of the worst allowed one; all of ``mask`` when none is).
+
+    >>> import numpy as np
+    >>> lost, killed, safe = _kill_shares(np.array([3, 1]), np.array([[0.0, 0.0], [0.5, 0.5]]),
+    ...                                   np.array([[0.0, 0.0], [4.0, 4.0]]), [1.0, 3.0])
+    >>> lost.tolist(), killed.tolist(), safe.tolist()
+    ([3.0, 0.0], [0.375, 0.0], [1, 1])
+    """
+    import numpy as np
+
+    inside = np.array([(mask >> i) & 1 for i in range(len(capacity))], dtype=bool)
+    share = np.where(inside, np.array(capacity)[:, None], 0.0)
+    total = np.maximum(share.sum(axis=0), 1e-12)
+    lost = np.sum(share * kill_cost, axis=0) / total
+    killed = np.sum(share * kill_p, axis=0) / total
+    worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
+    safe = mask.copy()
+    for i in range(len(capacity)):
+        safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
+    return lost, killed, np.where(safe > 0, safe, mask)
+
+
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
                 quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
                 memory_kill_cost: float = 0.5, ratios: Sequence[float] = (),
@@ -438,21 +464,20 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
         return hours, mem
 
+    last: list = []  # the mask bound() saw last, and its lost, killed and safe
+
     def bound(hours, mem) -> float:
         """The fluid bound of the work, each data set's kills counted: the share of its
         runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static & _fit_masks(hours, mem, classes)
         mask = np.where(mask == 0, fallback, mask)
-        inside = np.array([(mask >> i) & 1 for i in range(len(classes))], dtype=bool)
-        share = np.where(inside, np.array(capacity)[:, None], 0.0)
-        total = np.maximum(share.sum(axis=0), 1e-12)
-        lost = np.sum(share * kill_cost, axis=0) / total
-        killed = np.sum(share * kill_p, axis=0) / total
-        worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
-        safe = mask.copy()
-        for i in range(len(classes)):
-            safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
-        safe = np.where(safe > 0, safe, mask)
+        at = np.flatnonzero(mask != last[0]) if last else None
+        if at is None or len(at) > len(mask) // 4:
+            lost, killed, safe = _kill_shares(mask, kill_p, kill_cost, capacity)
+        else:  # consecutive choices allow most data sets the same classes: only the moved ones' shares are new
+            lost, killed, safe = (v.copy() for v in last[1:])
+            lost[at], killed[at], safe[at] = _kill_shares(mask[at], kill_p[:, at], kill_cost[:, at], capacity)
+        last[:] = mask, lost, killed, safe
         sums = (np.bincount(mask, weights=(1 - killed) * work + lost, minlength=1 << len(classes))
                 + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
         totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
