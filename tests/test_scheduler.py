@@ -260,6 +260,62 @@ def test_risky_quantile_is_refused_when_its_kills_would_only_cost_work_the_clust
     assert risk is not None and risk[0] < 0.95
 
 
+def test_settle_risk_computes_each_placement_quantile_once_with_the_same_values():
+    """All of a side's levels from one call give, bit for bit, what one call per level gives
+    (spread or not, floors above and below the median), so re-plans keep choosing the same."""
+    import numpy as np
+
+    from ari_console.scheduler.eligibility import _quantile_levels
+    from ari_console.scheduler.prediction import quantiles_above
+
+    rng = np.random.default_rng(22)
+    n = 5000
+    median, base = rng.lognormal(1.8, 0.8, n), rng.uniform(1, 60, n)
+    sigma = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0.05, 1.5, n))
+    floor = np.where(rng.random(n) < 0.3, median * rng.uniform(0.5, 3.0, n), 0.0)
+    tail = rng.uniform(1.0, 1.6, n)
+    pairs = sch.RELAX_QUANTILES
+    hours, mem = _quantile_levels(pairs, 1.25, (median, sigma * tail, floor, sigma, base),
+                                  (median * 2, sigma, floor * 2, sigma, base * 2))
+    assert sorted(hours) == sorted({h for h, _ in pairs}) and sorted(mem) == sorted({m for _, m in pairs})
+    for q in hours:
+        one = np.where(sigma > 0, quantiles_above(median, sigma * tail, floor, q, 1.25), base)
+        assert np.array_equal(hours[q], one)
+    for q in mem:
+        one = np.where(sigma > 0, quantiles_above(median * 2, sigma, floor * 2, q, 1.25), base * 2)
+        assert np.array_equal(mem[q], one)
+    assert _quantile_levels((), 1.25, (median, sigma, floor, sigma, base)) == [{}]
+
+
+def test_settle_risk_keeps_pins_and_skips_data_sets_without_a_prediction():
+    """A data set pinned to a node, a recipe or a walltime is only weighed where its pin allows
+    (as why_not says); one without a prediction is left out, the others settle as without it."""
+    from ari_console.scheduler.eligibility import _static_masks
+
+    history = [Measured(f"h{i}", 40.0, 15.0 * math.exp(0.9 * ((i * 37) % 21 - 10) / 10), 1.0, 8.0)
+               for i in range(100)]
+    queue = [DataSet(f"u{i}", size_gb=40.0) for i in range(40)]
+    queue += [DataSet(f"q{i}", size_gb=40.0, hours=4.0, mem_gb=4.0) for i in range(80)]
+    queue[3] = DataSet("u3", size_gb=40.0, node="long0")
+    queue[7] = DataSet("u7", size_gb=40.0, walltime_h=10.0)
+    nodes = [NodeState("short", 8, 64.0, 24.0, 1.0), NodeState("long0", 1, 64.0, None, 1.0),
+             NodeState("long1", 1, 64.0, None, 1.0)]
+    classes = sch.node_classes(nodes, {"long0"})
+    masks = _static_masks(queue, classes).tolist()
+    anything = sch.Prediction(0.0, 0.0)
+    for i in (3, 7):
+        assert masks[i] == sum(1 << k for k, c in enumerate(classes) if sch.why_not(queue[i], anything, c.rep) is None)
+    assert masks[3] == 1 << next(k for k, c in enumerate(classes) if c.rep.name == "long0")
+    assert set(masks[:3]) == {(1 << len(classes)) - 1}
+    preds = sch.predict_all(queue, history)
+    settled, q = sch.settle_risk(queue, preds, classes, sch.RELAX_QUANTILES, sch.RELAX_TOLERANCE, 1.25,
+                                 ratios=sch.RISK_RATIOS)
+    assert q is not None and any(settled[d.uid] is not preds[d.uid] for d in queue)
+    stray = queue[:50] + [DataSet("nobody", size_gb=40.0)] + queue[50:]
+    assert sch.settle_risk(stray, preds, classes, sch.RELAX_QUANTILES, sch.RELAX_TOLERANCE, 1.25,
+                           ratios=sch.RISK_RATIOS) == (settled, q)
+
+
 def test_wide_spread_alone_never_makes_a_data_set_unplaceable():
     """Its 95th percentile outruns every walltime, its median does not: it is tried on the longest one."""
     rng = random.Random(5)

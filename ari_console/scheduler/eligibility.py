@@ -311,6 +311,68 @@ def kill_risk(columns, classes: Sequence[NodeClass], memory_kill_cost: float = 0
     return kill_p, kill_cost
 
 
+def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
+    """Per data set (an array), the bitmask of the classes its pins (node, recipe, CASA version,
+    walltime) allow, whatever its predictions; all ones for the data sets that pin nothing (the
+    common case: one pass in C, :func:`why_not` only for the pinned ones)."""
+    import numpy as np
+
+    every = (1 << len(classes)) - 1
+    out = np.full(len(queue), every, dtype=np.int64)
+    pins = list(map(attrgetter("node", "recipe", "casa_version", "walltime_h"), queue))
+    if set(pins) != {(None, None, None, None)}:
+        anything = Prediction(0.0, 0.0)
+        for i, (ds, pin) in enumerate(zip(queue, pins)):
+            if pin != (None, None, None, None):
+                out[i] = sum(1 << k for k, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
+    return out
+
+
+def _quantile_levels(quantiles: Sequence[tuple[float, float]], margin: float, *sides):
+    """Per side (hours, memory: each ``(median, tail sigma, floor, sigma, base)`` arrays), the placement
+    values at each level ``quantiles`` names for it: :func:`~.prediction.quantiles_above` where there
+    is a spread, the base value elsewhere; each level computed once, all of a side's in one call."""
+    import numpy as np
+
+    from .prediction import quantiles_above
+
+    out = []
+    for side, (median, tail_sigma, floor, sigma, base) in enumerate(sides):
+        qs = sorted({pair[side] for pair in quantiles})
+        if not qs:
+            out.append({})
+            continue
+        values = quantiles_above(median, tail_sigma, floor, np.array(qs)[:, None], margin)
+        out.append({q: np.where(sigma > 0, row, base) for q, row in zip(qs, values)})
+    return out
+
+
+def _kill_shares(mask, kill_p, kill_cost, capacity: Sequence[float]):
+    """Per data set allowed on the classes of its ``mask`` (arrays; ``kill_p``/``kill_cost`` from
+    :func:`kill_risk`, a row per class), its runs spread over them by ``capacity``: the expected work
+    lost to kills, the share of runs killed, and the classes a killed run goes again (those whose
+    kill chance is at most a tenth of the worst allowed one; all of ``mask`` when none is).
+
+    >>> import numpy as np
+    >>> lost, killed, safe = _kill_shares(np.array([3, 1]), np.array([[0.0, 0.0], [0.5, 0.5]]),
+    ...                                   np.array([[0.0, 0.0], [4.0, 4.0]]), [1.0, 3.0])
+    >>> lost.tolist(), killed.tolist(), safe.tolist()
+    ([3.0, 0.0], [0.375, 0.0], [1, 1])
+    """
+    import numpy as np
+
+    inside = np.array([(mask >> i) & 1 for i in range(len(capacity))], dtype=bool)
+    share = np.where(inside, np.array(capacity)[:, None], 0.0)
+    total = np.maximum(share.sum(axis=0), 1e-12)
+    lost = np.sum(share * kill_cost, axis=0) / total
+    killed = np.sum(share * kill_p, axis=0) / total
+    worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
+    safe = mask.copy()
+    for i in range(len(capacity)):
+        safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
+    return lost, killed, np.where(safe > 0, safe, mask)
+
+
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
                 quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
                 memory_kill_cost: float = 0.5, ratios: Sequence[float] = (),
@@ -349,29 +411,29 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
 
     from .prediction import quantiles_above
 
-    queue = [ds for ds in queue if ds.uid in preds]
-    spread = [preds[ds.uid] for ds in queue]
+    uids = list(map(attrgetter("uid"), queue))
+    if not preds.keys() >= set(uids):  # (set operations run in C: the filter only when some lack a prediction)
+        queue = [ds for ds in queue if ds.uid in preds]
+        uids = list(map(attrgetter("uid"), queue))
+    spread = list(map(preds.__getitem__, uids))
     if not any(p.sigma > 0 or p.mem_sigma > 0 for p in spread):
         return dict(preds), None
     capacity = [c.capacity for c in classes]
-    anything, every = Prediction(0.0, 0.0), (1 << len(classes)) - 1
-    static = np.array([every if ds.node is None and ds.recipe is None and ds.casa_version is None
-                       and ds.walltime_h is None else
-                       sum(1 << i for i, c in enumerate(classes) if why_not(ds, anything, c.rep) is None)
-                       for ds in queue], dtype=np.int64) & scratch_masks(queue, classes)
+    static = _static_masks(queue, classes) & scratch_masks(queue, classes)
     columns = risk_columns(spread)
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
     kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
     limits = [c.rep.walltime_h * c.rep.speed for c in classes if c.rep.walltime_h is not None]
+
+    levels = _quantile_levels(quantiles, margin, (median_h, sigma_h * tail_h, floor_h, sigma_h, base_h),
+                              (median_m, sigma_m * tail_m, floor_m, sigma_m, base_m))
 
     def placement_values(q_hours: float | None, q_mem: float | None, ratio: float | None = None):
         if ratio is not None:
             return ratio_values(ratio)
         if q_hours is None:
             return base_h, base_m
-        hours = np.where(sigma_h > 0, quantiles_above(median_h, sigma_h * tail_h, floor_h, q_hours, margin), base_h)
-        mem = np.where(sigma_m > 0, quantiles_above(median_m, sigma_m * tail_m, floor_m, q_mem, margin), base_m)
-        return hours, mem
+        return levels[0][q_hours], levels[1][q_mem]
 
     # what fits nowhere is tried where its medians fit (as placement._eligible_or_worth_a_try does)
     fallback = static & _fit_masks(
@@ -402,21 +464,20 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
         return hours, mem
 
+    last: list = []  # the mask bound() saw last, and its lost, killed and safe
+
     def bound(hours, mem) -> float:
         """The fluid bound of the work, each data set's kills counted: the share of its
         runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static & _fit_masks(hours, mem, classes)
         mask = np.where(mask == 0, fallback, mask)
-        inside = np.array([(mask >> i) & 1 for i in range(len(classes))], dtype=bool)
-        share = np.where(inside, np.array(capacity)[:, None], 0.0)
-        total = np.maximum(share.sum(axis=0), 1e-12)
-        lost = np.sum(share * kill_cost, axis=0) / total
-        killed = np.sum(share * kill_p, axis=0) / total
-        worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
-        safe = mask.copy()
-        for i in range(len(classes)):
-            safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
-        safe = np.where(safe > 0, safe, mask)
+        at = np.flatnonzero(mask != last[0]) if last else None
+        if at is None or len(at) > len(mask) // 4:
+            lost, killed, safe = _kill_shares(mask, kill_p, kill_cost, capacity)
+        else:  # consecutive choices allow most data sets the same classes: only the moved ones' shares are new
+            lost, killed, safe = (v.copy() for v in last[1:])
+            lost[at], killed[at], safe[at] = _kill_shares(mask[at], kill_p[:, at], kill_cost[:, at], capacity)
+        last[:] = mask, lost, killed, safe
         sums = (np.bincount(mask, weights=(1 - killed) * work + lost, minlength=1 << len(classes))
                 + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
         totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
@@ -434,8 +495,9 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     hours, mem = placement_values(q_hours, q_mem, ratio)
     if ratio is not None:
         q_hours, q_mem = min(0.999, max(0.5, 1 - ratio)), min(0.999, max(0.5, 1 - ratio / memory_kill_cost))
+    hours, mem = hours.round(4), mem.round(4)
     out = dict(preds)
-    for ds, p, h, m in zip(queue, spread, hours.round(4).tolist(), mem.round(4).tolist()):
-        if h != p.hours or m != p.mem_gb:
-            out[ds.uid] = p.placed_at(h, m)
+    moved = np.flatnonzero((hours != base_h) | (mem != base_m)).tolist()
+    for i, h, m in zip(moved, hours[moved].tolist(), mem[moved].tolist()):
+        out[uids[i]] = spread[i].placed_at(h, m)
     return out, (q_hours, q_mem)
