@@ -7,7 +7,8 @@ A prediction is a distribution, not a number: log(hours) is normal around a
 fit of the archive's metadata (log size, log channels, mosaic, 7 m array, log
 execution blocks, band), with the fit's residual spread (itself fitted on the
 metadata once the history is long enough: big data sets are often less
-predictable than small ones) plus its coefficient uncertainty, and cut below at what the data set is known to need (a
+predictable than small ones; per group of like data sets, shrunk towards
+the pooled scatter where the group has few attempts) plus its coefficient uncertainty, and cut below at what the data set is known to need (a
 walltime kill after W h: more than W; a memory kill at P GB: more than P;
 an attempt still running after R h: more than R). Placement checks a high
 quantile against walltimes and memory; plans add up the expected value;
