@@ -74,6 +74,10 @@ SPREAD_RIDGE = 0.05
 """Ridge penalty per finished attempt on the scatter fit's slopes (a variance is noisier than a mean)."""
 SPREAD_RANGE = (0.3, 3.0)
 """The least and most a data set's scatter may differ from the history's pooled one (a factor)."""
+SPREAD_ROUNDS = 1
+"""Refits of the scatter with each censored attempt's expected square under a scatter halfway (in log) from the
+pooled one to its own: early in a campaign the noisy long data sets are the ones still running, and their
+squares at the pooled scatter flatten the fit (all the way to its own feeds back on itself and runs away)."""
 SPREAD_BINS = 6
 """Groups per continuous feature (and of the fitted log median) the scatter is looked at in: the history's
 quantiles; a feature with at most twice this many values (band, array, mosaic) is grouped by value."""
@@ -107,6 +111,7 @@ class Tuning:
     spread_ridge: float = SPREAD_RIDGE
     spread_range: tuple[float, float] = SPREAD_RANGE
     spread_bins: int = SPREAD_BINS
+    spread_rounds: int = SPREAD_ROUNDS
 
 
 DEFAULT_TUNING = Tuning()
@@ -246,6 +251,12 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
     mu = x @ beta
     spread, groups = _spread(x, rows, mu, square, ~censored, sigma, tuning)
     scale = _scale(x, rows, mu, spread, groups, tuning) if spread else np.ones(len(y))
+    for _ in range(tuning.spread_rounds if spread and censored.any() else 0):
+        own = sigma * np.sqrt(scale[censored])  # halfway (in log) from the pooled scatter to its own: SPREAD_ROUNDS
+        a = (y[censored] - mu[censored]) / own
+        square[censored] = own ** 2 * (1 + a * _mills(a))
+        spread, groups = _spread(x, rows, mu, square, ~censored, sigma, tuning)
+        scale = _scale(x, rows, mu, spread, groups, tuning)
     unit = (resid / (sigma * scale)).round(5)
     from scipy.special import ndtri, stdtrit
 
