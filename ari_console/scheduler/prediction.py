@@ -72,7 +72,7 @@ SPREAD_MIN_HISTORY = 60
 """Finished attempts needed before the scatter is fitted per data set (a function of the metadata)."""
 SPREAD_RIDGE = 0.05
 """Ridge penalty per finished attempt on the scatter fit's slopes (a variance is noisier than a mean)."""
-SPREAD_RANGE = (0.3, 3.0)
+SPREAD_RANGE = (0.5, 2.5)
 """The least and most a data set's scatter may differ from the history's pooled one (a factor)."""
 SPREAD_ROUNDS = 1
 """Refits of the scatter with each censored attempt's expected square under a scatter halfway (in log) from the
