@@ -1,4 +1,5 @@
-"""A scatter that differs by group of data sets: the fit follows it where the history is long enough."""
+"""A scatter that differs by group of data sets: with per-group scatter on (``Tuning.spread_bins``), the fit
+follows it where the history is long enough."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from ari_console import scheduler as sch
 from ari_console.scheduler import DataSet, Measured
 
+GROUPS = sch.Tuning(spread_bins=6)
+"""Per-group scatter on (off by default)."""
 NOISY_BAND = 7
 """The band whose hours scatter 0.9 in log (the others 0.25): in the middle of the bands, so no straight
 line in band number can carry it."""
@@ -40,9 +43,9 @@ def test_a_noisy_group_gets_a_wider_band_that_holds_its_data_sets(seed):
     bands' hold theirs: a scatter pooled over the bands holds ~40 % of the noisy band and ~95 % of
     the quiet ones."""
     queue, hours = band_workload(3600, seed)
-    model = sch.fit_history(history(queue[:600], hours[:600]))
+    model = sch.fit_history(history(queue[:600], hours[:600]), GROUPS)
     new, truth = queue[600:], hours[600:]
-    preds = sch.predict_all(new, model)
+    preds = sch.predict_all(new, model, GROUPS)
     median = np.array([preds[d.uid].median_h for d in new])
     sigma = np.array([preds[d.uid].sigma for d in new])
     p10, p90 = (sch.quantiles_above(median, sigma, 0.0, q) for q in (0.1, 0.9))
@@ -66,7 +69,7 @@ def test_a_group_with_few_attempts_is_drawn_towards_the_pooled_scatter(seed):
 
     def ratio(few: int) -> float:
         keep = np.flatnonzero(~noisy)[:600 - few].tolist() + np.flatnonzero(noisy)[:few].tolist()
-        preds = sch.predict_all(probe, sch.fit_history(history([queue[i] for i in keep], hours[keep])))
+        preds = sch.predict_all(probe, sch.fit_history(history([queue[i] for i in keep], hours[keep]), GROUPS), GROUPS)
         return preds["n"].sigma / preds["q"].sigma
 
     assert 1.1 < ratio(20) < 2.5

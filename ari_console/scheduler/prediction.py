@@ -7,8 +7,10 @@ A prediction is a distribution, not a number: log(hours) is normal around a
 fit of the archive's metadata (log size, log channels, mosaic, 7 m array, log
 execution blocks, band), with the fit's residual spread (itself fitted on the
 metadata once the history is long enough: big data sets are often less
-predictable than small ones; per group of like data sets, shrunk towards
-the pooled scatter where the group has few attempts) plus its coefficient uncertainty, and cut below at what the data set is known to need (a
+predictable than small ones; optionally per group of like data sets,
+shrunk towards the pooled scatter where the group has few attempts:
+``Tuning.spread_bins``) plus its coefficient uncertainty, and cut below at
+what the data set is known to need (a
 walltime kill after W h: more than W; a memory kill at P GB: more than P;
 an attempt still running after R h: more than R). Placement checks a high
 quantile against walltimes and memory; plans add up the expected value;
@@ -74,12 +76,13 @@ SPREAD_RIDGE = 0.05
 """Ridge penalty per finished attempt on the scatter fit's slopes (a variance is noisier than a mean)."""
 SPREAD_RANGE = (0.5, 2.5)
 """The least and most a data set's scatter may differ from the history's pooled one (a factor)."""
-SPREAD_ROUNDS = 1
-"""Refits of the scatter with each censored attempt's expected square under a scatter halfway (in log) from the
+SPREAD_ROUNDS = 0
+"""(Off by default: on the hidden-truth benchmark it did not make the forecasts better; 1 to use.) Refits of the scatter with each censored attempt's expected square under a scatter halfway (in log) from the
 pooled one to its own: early in a campaign the noisy long data sets are the ones still running, and their
 squares at the pooled scatter flatten the fit (all the way to its own feeds back on itself and runs away)."""
-SPREAD_BINS = 6
-"""Groups per continuous feature (and of the fitted log median) the scatter is looked at in: the history's
+SPREAD_BINS = 0
+"""(0: off, the line alone; 6 to use: on the hidden-truth benchmark the groups made the data sets' own bands
+honest in more groups but not the forecasts better, see docs/estimate.md.) Groups per continuous feature (and of the fitted log median) the scatter is looked at in: the history's
 quantiles; a feature with at most twice this many values (band, array, mosaic) is grouped by value."""
 
 FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks", "band",
