@@ -77,13 +77,14 @@ SPREAD_RIDGE = 0.05
 SPREAD_RANGE = (0.5, 2.5)
 """The least and most a data set's scatter may differ from the history's pooled one (a factor)."""
 SPREAD_ROUNDS = 0
-"""(Off by default: on the hidden-truth benchmark it did not make the forecasts better; 1 to use.) Refits of the scatter with each censored attempt's expected square under a scatter halfway (in log) from the
-pooled one to its own: early in a campaign the noisy long data sets are the ones still running, and their
+"""(Off by default: on the hidden-truth benchmark it did not make the forecasts better; 1 to use.) Refits of
+the scatter with each censored attempt's expected square under a scatter halfway (in log) from the pooled one
+to its own: early in a campaign the noisy long data sets are the ones still running, and their
 squares at the pooled scatter flatten the fit (all the way to its own feeds back on itself and runs away)."""
 SPREAD_BINS = 0
 """(0: off, the line alone; 6 to use: on the hidden-truth benchmark the groups made the data sets' own bands
-honest in more groups but not the forecasts better, see docs/estimate.md.) Groups per continuous feature (and of the fitted log median) the scatter is looked at in: the history's
-quantiles; a feature with at most twice this many values (band, array, mosaic) is grouped by value."""
+honest in more groups but not the forecasts better, see docs/estimate.md.) Groups per continuous feature
+(and of the fitted log median) the scatter is looked at in: the history's quantiles; a feature with at most twice this many values (band, array, mosaic) is grouped by value."""
 
 FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks", "band",
             "log archive hours", "log archive memory")
