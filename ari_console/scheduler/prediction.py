@@ -84,7 +84,8 @@ squares at the pooled scatter flatten the fit (all the way to its own feeds back
 SPREAD_BINS = 0
 """(0: off, the line alone; 6 to use: on the hidden-truth benchmark the groups made the data sets' own bands
 honest in more groups but not the forecasts better, see docs/estimate.md.) Groups per continuous feature
-(and of the fitted log median) the scatter is looked at in: the history's quantiles; a feature with at most twice this many values (band, array, mosaic) is grouped by value."""
+(and of the fitted log median) the scatter is looked at in: the history's quantiles; a feature with at most
+twice this many values (band, array, mosaic) is grouped by value."""
 
 FEATURES = ("log size", "log channels", "mosaic", "7m array", "log execution blocks", "band",
             "log archive hours", "log archive memory")
