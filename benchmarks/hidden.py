@@ -39,6 +39,12 @@ on the others:
   metadata shows (8 x a Pareto tail of index 1.5, capped at 20x: a pipeline
   stage gone round in circles, a cube that swapped): few, very long, unseen
   until they run, so the forecast's tail has to come from the residuals.
+- ``interact``: costs that come from products of features the fits have
+  only as sums: a mosaic's hours grow with its channel count (every
+  pointing imaged per channel, with a number of pointings the archive does
+  not give), 7 m data at high band are much quicker than either alone
+  says; and a scatter that is not monotone in any feature (bands 3 and
+  9-10 noisy: phase calibration, weather; the middle bands quiet).
 """
 
 from __future__ import annotations
@@ -157,9 +163,21 @@ def pareto(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return _scaled(raw * factor), _memory(m, rng, 0.5)
 
 
+def interact(m: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    n = len(m["size_gb"])
+    chans = m["n_spw"] * m["n_chan"] / 7680.0
+    pointings = np.where(m["is_mosaic"], 1.0 + rng.poisson(6.0, n), 1.0)
+    raw = (m["size_gb"] ** 0.5 * chans ** 0.2
+           * np.where(m["is_mosaic"], (pointings / 3.0) ** 0.5 * chans ** 0.5, 1.0)
+           * np.where((m["array"] == "7m") & (m["band"] >= 7), 0.35, 1.0))
+    spread = np.where(m["band"] == 3, 0.7, np.where(m["band"] >= 9, 0.8, 0.3))
+    mem = _memory(m, rng, 0.5) * np.where(m["is_mosaic"], np.maximum(chans, 0.1) ** 0.3, 1.0)
+    return _scaled(raw * np.exp(rng.normal(0, 1, n) * spread)), np.clip(mem, 2.0, 900.0)
+
+
 MODELS = {"loglinear": loglinear, "cubes": cubes, "hiccups": hiccups, "bands": bands,
           "heavy": heavy, "imsize": imsize, "hetero": hetero, "outliers": outliers, "bimodal": bimodal,
-          "pareto": pareto}
+          "pareto": pareto, "interact": interact}
 
 
 def workload(model: str, n: int = 6000, seed: int = 1
