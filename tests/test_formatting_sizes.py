@@ -5,7 +5,6 @@ and in the console."""
 from __future__ import annotations
 
 import re
-import time
 
 from typer.testing import CliRunner
 
@@ -17,7 +16,7 @@ from ari_console.nodes.probe import probe
 from ari_console.nodes.transport import LocalTransport
 from ari_console.tui.screens.detail import DatasetScreen
 from tests import sample_campaign as sample
-from tests.test_tui_app import async_test, make_app, settle, table
+from tests.test_tui_app import async_test, make_app, settle, table, wait_for
 
 
 def _cli(*args: str) -> str:
@@ -30,15 +29,6 @@ def _cells(text: str, needle: str) -> list[str]:
     """The words of the first line of ``text`` that holds ``needle``, table rules left out."""
     line = next(ln for ln in text.splitlines() if needle in ln)
     return [w for w in re.split(r"[\s│┃|]+", line) if w]
-
-
-async def _until(pilot, cond, timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        await pilot.pause(0.05)
-        if cond():
-            return
-    raise AssertionError("not in time")
 
 
 @async_test
@@ -75,7 +65,7 @@ async def test_a_size_from_the_archive_the_runner_and_the_probe_reads_the_same_i
         t = table(app, "queue-table")
         t.move_cursor(row=t.get_row_index(uid))
         await pilot.press("enter")
-        await _until(pilot, lambda: isinstance(app.screen, DatasetScreen) and "fix:" in app.screen.text)
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "fix:" in app.screen.text)
         tui_detail = app.screen.text
         await pilot.press("escape", "3")
         await settle(app, pilot, lambda: table(app, "nodes-table").row_count == 4)

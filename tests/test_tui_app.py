@@ -48,6 +48,16 @@ async def settle(app, pilot, until=lambda: True, timeout: float = 15.0) -> None:
     raise AssertionError("the console did not show what was expected in time")
 
 
+async def wait_for(pilot, cond, timeout: float = 15.0) -> None:
+    """Wait until ``cond()`` holds, whatever screen shows (a modal, a pushed screen)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        await pilot.pause(0.05)
+        if cond():
+            return
+    raise AssertionError("not in time")
+
+
 def table(app, id: str) -> KeyedTable | VirtualTable:
     return app.screen.query_one(f"#{id}", (KeyedTable, VirtualTable))
 

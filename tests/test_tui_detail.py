@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from ari_console import store
 from ari_console.tui.screens.detail import DatasetScreen, HelpScreen, parse_override
 from tests import sample_campaign as sample
-from tests.test_tui_app import async_test, make_app, settle, table
+from tests.test_tui_app import async_test, make_app, settle, table, wait_for
 
 
 @pytest.fixture
 def camp(tmp_path):
     return sample.build(tmp_path, n=60, running=4)
-
-
-async def _wait(pilot, cond, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        await pilot.pause(0.05)
-        if cond():
-            return
-    raise AssertionError("not in time")
 
 
 @async_test
@@ -35,17 +25,17 @@ async def test_enter_on_a_held_row_shows_why_and_an_override_from_the_console_re
         t = table(app, "queue-table")
         t.move_cursor(row=t.get_row_index(camp.held_uid))
         await pilot.press("enter")
-        await _wait(pilot, lambda: isinstance(app.screen, DatasetScreen) and "fix:" in app.screen.text)
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "fix:" in app.screen.text)
         shown = app.screen.text
         assert camp.held_uid in shown and "held" in shown and "(decisive line of the attempt's log)" in shown
         await pilot.press("o")
-        await _wait(pilot, lambda: app.screen.query_one("#override-input").has_focus)
+        await wait_for(pilot, lambda: app.screen.query_one("#override-input").has_focus)
         await pilot.press(*"mem_gb=48 walltime_h=72", "enter")
         db = store.open_db(camp.db_path)
-        await _wait(pilot, lambda: store.dataset(db, camp.held_uid)["overrides"].get("mem_gb") == 48.0)
+        await wait_for(pilot, lambda: store.dataset(db, camp.held_uid)["overrides"].get("mem_gb") == 48.0)
         assert store.dataset(db, camp.held_uid)["overrides"]["walltime_h"] == 72.0
         await pilot.press("u")
-        await _wait(pilot, lambda: store.dataset(db, camp.held_uid)["state"] == "queued")
+        await wait_for(pilot, lambda: store.dataset(db, camp.held_uid)["state"] == "queued")
         db.conn.close()
 
 
@@ -56,7 +46,7 @@ async def test_question_mark_lists_every_key_of_the_screen(camp):
         await pilot.press("2")
         await settle(app, pilot)
         await pilot.press("question_mark")
-        await _wait(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         keys = dict(app.screen.rows)
         assert set("sorhulc/1?") <= set(keys), sorted(keys)
         assert keys["s"].startswith("Show one state at a time") and "detail" in keys["enter"]
