@@ -2,12 +2,15 @@
 why, an override is applied from the console, the retry succeeds (the console runs the engine).
 
 The node is this machine; the recipe is the sleeper stand-in (tests/data/recipes/sleeper.py), made
-to fail its image stage with a CASA findcont line; the retry policy holds it for an operator.
+to fail its image stage by printing a real CASA log (tclean selecting 0 rows of a renumbered spw, from
+the shared real logs); triage calls it an imaging failure, which the retry policy holds for an operator,
+who gives the spw from the console.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ari_console import store
 from ari_console.tui.app import AriApp
@@ -16,7 +19,8 @@ from tests.test_engine import make_campaign, sleeper_spec
 from tests.test_tui_app import async_test
 
 UID = "uid://A001/X1/X7"
-FINDCONT = "2026-05-20 11:00:00 SEVERE findcont::::casa no continuum found in spw 1"
+REAL_LOG = Path(__file__).parent / "data" / "triage" / "real" / "logs" / "kb_tclean_nrows0_parallel_transport.log"  # a copy of the shared real log
+DECISIVE = "Parallel transport layer not initialized"
 
 
 async def _until(pilot, cond, timeout=90.0, what="") -> None:
@@ -33,7 +37,7 @@ async def test_operator_loop_in_the_console_from_failure_to_success(tmp_path, mo
     import ari_console.engine as engine_mod
 
     cfg = make_campaign(tmp_path, [(UID, "12m", {"sleeper": {"sleep_s": 0.5, "fail_stage": "image",
-                                                             "fail_message": FINDCONT}})])
+                                                             "fail_message": REAL_LOG.read_text()}})])
     monkeypatch.setattr(engine_mod.Engine, "__init__", _with_sleeper(engine_mod.Engine.__init__))
     app = AriApp(cfg.campaign.db_path, cfg, engine=True, refresh_s=0.3)
     db = store.open_db(cfg.campaign.db_path)
@@ -50,12 +54,12 @@ async def test_operator_loop_in_the_console_from_failure_to_success(tmp_path, mo
         await pilot.press("enter")
         await _until(pilot, lambda: isinstance(app.screen, DatasetScreen) and "fix:" in app.screen.text,
                      what="the detail screen")
-        assert "no continuum found in spw 1" in app.screen.text
-        # 3. the operator overrides the walltime from the console, 4. and retries
+        assert DECISIVE in app.screen.text and "imaging" in app.screen.text
+        # 3. the operator gives the spw the tclean selection missed, from the console, 4. and retries
         await pilot.press("o")
         await _until(pilot, lambda: app.screen.query_one("#override-input").has_focus, what="the override line")
-        await pilot.press(*"walltime_h=2", "enter")
-        await _until(pilot, lambda: store.dataset(db, UID)["overrides"].get("walltime_h") == 2.0,
+        await pilot.press(*"spw=0", "enter")
+        await _until(pilot, lambda: (store.dataset(db, UID)["overrides"].get("params") or {}).get("spw") == 0,
                      what="the override in the store")
         await pilot.press("r")
         # the retry succeeds; its products (the sleeper makes no QA2 images) wait for a QA2 decision
@@ -63,13 +67,13 @@ async def test_operator_loop_in_the_console_from_failure_to_success(tmp_path, mo
     attempts = store.attempts(db, uid=UID)
     db.conn.close()
     assert [a["state"] for a in attempts] == ["failed", "succeeded"]
-    assert "no continuum found in spw 1" in (attempts[0]["excerpt"] or "")
+    assert DECISIVE in (attempts[0]["excerpt"] or "") and attempts[0]["category"] == "imaging"
 
 
 def _sleeper_with_overrides(spec, node, ds):
-    """The sleeper stand-in: it fails as told until the operator gives the data set a walltime."""
+    """The sleeper stand-in: it fails as told until the operator gives the data set an spw."""
     out = sleeper_spec(spec, node, ds)
-    if (ds.get("overrides") or {}).get("walltime_h"):
+    if "spw" in ((ds.get("overrides") or {}).get("params") or {}):
         out["recipe"]["params"].pop("fail_stage", None)
     return out
 
