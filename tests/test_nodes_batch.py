@@ -48,6 +48,9 @@ def test_a_forced_slurm_cancel_kills_a_job_that_ignores_term_and_a_plain_one_onl
     job = slurm.sbatch("#!/bin/sh\ntrap '' TERM\necho $$ > pid\nwhile true; do sleep 1; done\n", "--output=out.txt",
                        cwd=tmp_path)
     wait_for_state(slurm, job, "RUNNING")
+    deadline = time.monotonic() + 30  # RUNNING comes before the shell has set its trap: wait for its pid file
+    while not (tmp_path / "pid").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
     batch, transport = batch_system("slurm"), LocalTransport()
     batch.cancel(transport, {"job_id": job})
     time.sleep(3)
