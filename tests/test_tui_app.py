@@ -171,6 +171,9 @@ async def test_keys_typed_while_the_queue_filters_render_once_with_the_last_text
         monkeypatch.setattr(QueueScreen, "prepare", slow_prepare)
         app.ui_ms.clear()
         await pilot.press(*"state:held")  # the first key's prepare waits; nine keys follow
+        # every key has reached the screen (its filter) and the first prepare is the one waiting: under
+        # load the last keys' messages can still be on their way when the pilot's press returns
+        await wait_for(pilot, lambda: app.screen.flt.text == "state:held" and texts == ["s"])
         release.set()
         await settle(app, pilot, lambda: table(app, "queue-table").row_count < 60)
         await pilot.pause(0.3)
