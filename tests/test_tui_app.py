@@ -709,6 +709,7 @@ async def test_a_big_campaign_shows_the_queue_first_page_then_every_row_and_othe
         page, whole = seen[0], seen[1]
         assert (page.pending, len(page.queue.rows)) == (50, 10) and (whole.pending, len(whole.queue.rows)) == (0, 60)
         assert page.queue.rows == {uid: whole.queue.rows[uid] for uid in page.queue.rows}
+        assert app.first_read_where == "child process", "the UI thread draws the page while a child reads the rest"
         dashboard = app.screen
         shown = dashboard.shown_version
         app.snapshot = page  # a first page reaching a screen that shows the campaign's totals: not shown

@@ -103,3 +103,45 @@ def test_the_first_page_shows_the_oldest_rows_exactly_as_the_whole_read_then_doe
     snap = build_snapshot(page, sample.NOW, 1, {}, 120.0, Eta(), pending=pending)
     assert snap.pending == 50 and len(snap.queue.rows) == 10
     db.conn.close()
+
+
+def test_a_first_read_made_in_a_child_process_is_the_copy_a_read_here_makes_and_goes_on_folding(tmp_path, monkeypatch):
+    """The console's first read at 100,000 data sets runs in a child (``read_apart``): the copy it hands
+    back, in pieces, must be the one ``read`` makes, its repeated strings still one object each, and
+    later reads must fold in what changed after it as they do for a copy read here."""
+    camp = sample.build(tmp_path, n=60, running=4)
+    monkeypatch.setattr(StoreCopy, "PIECE", 7)  # the big mappings come back in several pieces, as at 100,000
+    db = store.open_db(camp.db_path)
+    now = sample.NOW
+    here = StoreCopy()
+    here.read(db, now)
+    apart = StoreCopy.read_apart(camp.db_path, now)
+    assert apart.rev == here.rev is not None
+    for name in ("datasets", "latest", "counts", "first", "success_at", "rows", "texts", "widths", "totals",
+                 "failures", "open_failures", "waiting", "nodes", "qa2", "qa2_rows", "active", "recent"):
+        assert getattr(apart, name) == getattr(here, name), name
+    assert list(apart.rows) == list(here.rows), "queue order (oldest first) is kept across pieces"
+    states = [cells[5] for cells in apart.rows.values() if cells[5] == "queued"]
+    assert len(states) > 1 and all(s is states[0] for s in states), "a repeated cell stays one string"
+    _same(_snapshot(apart, now), _snapshot(here, now))
+    running = store.active_attempts(db)
+    store.update_attempt(db, running[0]["id"], now + 2, state="failed", ended_at=now + 2, category="memory",
+                         signature="Killed", excerpt="out of memory")
+    store.set_dataset_state(db, running[0]["uid"], "held", now + 2, reason="memory failure")
+    changed_here, changed_apart = here.read(db, now + 10), apart.read(db, now + 10)
+    assert changed_apart == changed_here and running[0]["uid"] in changed_apart
+    _same(_snapshot(apart, now + 10, changed_apart), _snapshot(here, now + 10, changed_here))
+    db.conn.close()
+
+
+def test_a_first_read_apart_that_fails_says_why_and_one_stopped_gives_nothing(tmp_path):
+    import threading
+
+    import pytest
+
+    with pytest.raises(RuntimeError, match="the first read failed: .*elsewhere"):
+        StoreCopy.read_apart(tmp_path / "elsewhere" / "ari.db", sample.NOW)
+    camp = sample.build(tmp_path, n=60, running=4)
+    stop = threading.Event()
+    stop.set()
+    assert StoreCopy.read_apart(camp.db_path, sample.NOW, stop=stop) is None

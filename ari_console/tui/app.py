@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 from importlib import resources
 import os
+import pickle
 import socket
 import threading
 from collections import deque
@@ -118,6 +119,8 @@ class AriApp(App):
         self._wake_reader = threading.Event()
         self._stop = threading.Event()
         self._initial_theme = theme
+        self.first_read_where = "reader thread"
+        """Where the first whole read of the store ran: a child process above ``first_page_above``."""
         self.ui_ms: deque[float] = deque(maxlen=1000)
         """UI-thread CPU milliseconds of each screen render (the benchmark reads them)."""
 
@@ -162,7 +165,10 @@ class AriApp(App):
                         self.call_from_thread(self._set_snapshot, _with_load_ms(snap, (time.perf_counter() - t0) * 1000))
                         del page, snap
                         t0 = time.perf_counter()
-                    changed = copy.read(db, now)
+                        copy = self._read_apart(copy, now)
+                        if copy is None:  # the console closed meanwhile
+                            return
+                    changed = copy.read(db, now)  # after a read apart: what changed while it ran
                     if time.monotonic() >= eta_due and not self._eta_busy:
                         self._eta_busy = True
                         self.call_from_thread(self._estimate, copy.nodes, now)  # workers start on the UI thread
@@ -186,6 +192,17 @@ class AriApp(App):
                 self._wake_reader.clear()
         finally:
             db.close()
+
+    def _read_apart(self, copy: StoreCopy, now: float) -> StoreCopy | None:
+        """``copy`` with its first read made in a child process (``StoreCopy.read_apart``: the UI
+        thread stays free to draw the first page meanwhile); read here when the child fails."""
+        try:
+            apart = StoreCopy.read_apart(self.db_path, now, copy.heartbeat_stale_s, stop=self._stop)
+        except (RuntimeError, OSError, pickle.UnpicklingError, EOFError) as exc:
+            self.first_read_where = f"reader thread (the child failed: {exc})"
+            return copy  # the same read in this thread: slower to show, same rows
+        self.first_read_where = "child process"
+        return apart
 
     @work(thread=True, exclusive=True, group="eta", exit_on_error=False)
     def _estimate(self, nodes: list[dict], now: float) -> None:

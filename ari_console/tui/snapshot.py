@@ -10,6 +10,8 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from collections import Counter, defaultdict
@@ -203,6 +205,73 @@ class StoreCopy:
         page.texts = {uid: views.search_text(r) for uid, r in rows.items()}
         page.widths = views.cell_widths(views.QUEUE_COLUMNS, rows.values(), most=len(rows))
         return page, max(0, sum(page.totals.values()) - len(rows))
+
+    PIECE = 10_000
+    """Entries of a big mapping per piece that ``read_apart`` sends from its child."""
+
+    @classmethod
+    def read_apart(cls, db_path: Path, now: float, heartbeat_stale_s: float = 300.0,
+                   stop: threading.Event | None = None, timeout_s: float = 1800.0) -> "StoreCopy | None":
+        """A copy whose first ``read`` ran in a child process: the same copy as ``read(db, now)`` makes
+        (its later reads fold in what changed since), or None when ``stop`` was set meanwhile.
+
+        At 100,000 data sets the first read is 1.5 s of CPU. In the console's reader thread it held
+        the interpreter lock against the UI thread, which waits for it at each turn of its event loop:
+        the queue's first page, ready in milliseconds, reached the screen only when the whole read
+        had landed. In a child it runs on another core; the copy comes back in pieces of ``PIECE``
+        entries (one pickle stream, so each repeated string stays one object), and the UI thread
+        gets the lock between two pieces. Raises ``RuntimeError`` when the child fails (the caller
+        reads in its own thread instead).
+        """
+        if stop is not None and stop.is_set():
+            return None
+        # the copy comes through a file, read a frame at a time: through a pipe, the whole pickle
+        # (40 MB at 100,000 data sets) would sit in the console's heap beside the copy it makes
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen([sys.executable, "-c", "from ari_console.tui.snapshot import _copy_child;"
+                                     " _copy_child()"], stdin=subprocess.PIPE, stdout=out, stderr=err)
+            with proc.stdin:
+                proc.stdin.write(pickle.dumps((str(db_path), now, heartbeat_stale_s)))
+            end = time.monotonic() + timeout_s
+            while True:
+                try:
+                    proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if (stop is not None and stop.is_set()) or time.monotonic() > end:
+                        proc.kill()
+                        proc.wait()
+                        if stop is not None and stop.is_set():
+                            return None
+                        raise RuntimeError(f"the first read took over {views.duration_text(timeout_s)}") from None
+            if proc.returncode != 0:
+                err.seek(0)
+                last = (err.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+                raise RuntimeError(f"the first read failed: {last[:200]}")
+            out.seek(0)
+            copy, pieces, seen = cls(heartbeat_stale_s), pickle.Unpickler(out), set()
+            while (piece := pieces.load()) is not None:
+                name, value = piece
+                if name in seen:  # the next piece of a big mapping
+                    getattr(copy, name).update(value)
+                else:
+                    setattr(copy, name, value)
+                    seen.add(name)
+                time.sleep(0)  # the UI thread's turn
+        return copy
+
+    def _send(self, out) -> None:
+        """Pickle this copy's attributes to ``out`` as ``read_apart`` reads them: big mappings in
+        pieces of ``PIECE`` entries, then None."""
+        pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+        for name, value in vars(self).items():
+            if type(value) is dict and len(value) > self.PIECE:
+                items = list(value.items())
+                for i in range(0, len(items), self.PIECE):
+                    pickler.dump((name, dict(items[i:i + self.PIECE])))
+            else:
+                pickler.dump((name, value))
+        pickler.dump(None)
 
     def _take_summaries(self, summaries: Iterable[tuple], now: float) -> dict[str, tuple[str, ...]]:
         """Keep ``store.dataset_summaries`` rows (oldest first: queue order); their queue rows at ``now``."""
@@ -508,6 +577,20 @@ def _eta_child() -> None:
     finally:
         db.close()
     out.buffer.write(pickle.dumps(eta))
+    out.flush()
+
+
+def _copy_child() -> None:
+    """The child of ``StoreCopy.read_apart``: its arguments pickled on stdin, the copy's pieces on stdout."""
+    db_path, now, heartbeat_stale_s = pickle.load(sys.stdin.buffer)
+    out, sys.stdout = sys.stdout, sys.stderr  # whatever the read prints must not mix with the copy
+    db = store.open_db(db_path, create=False)
+    try:
+        copy = StoreCopy(heartbeat_stale_s)
+        copy.read(db, now)
+    finally:
+        db.close()
+    copy._send(out.buffer)
     out.flush()
 
 
