@@ -1374,6 +1374,8 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
         if hidden != (None, None):
             truth[uid] = hidden
         out.append(DataSet(**values))
+    if not out:
+        raise UserError(f"{name}: no data sets, only the header — add one row per data set")
     return Workload(out, truth, ignored)
 
 

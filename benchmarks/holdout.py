@@ -31,12 +31,22 @@ dirty cube, its statistics, a mask and a clean per target):
   and imaged jointly, each major cycle over all of them); and, as real archive rows have,
   a share of the data sets comes with metadata missing (NULL channels, size or spws).
 
+Each can be written as an outsider's files (``python -m benchmarks.holdout DIR [seeds...]
+[models...]``: ``DIR/<model>-<seed>.csv`` with the metadata and the ``true_hours`` /
+``true_mem_gb`` columns, NULL metadata as empty cells, and ``DIR/study-nodes.toml``, the
+study's 31 nodes), for ``ari estimate simulate --workload DIR/concat-1.csv --nodes
+DIR/study-nodes.toml``.
+
 >>> ds, truth = workload("concat", 400, seed=2)
 >>> round(float(np.median([h for h, _ in truth.values()])), 1), any(d.n_chan is None for d in ds)
 (6.0, True)
 """
 
 from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -127,3 +137,65 @@ def workload(model: str, n: int = 6000, seed: int = 1
                                is_mosaic=bool(m["is_mosaic"][i]), n_eb=None if eb is None else int(eb)))
         truth[uid] = (round(float(hours[i]), 3), round(float(mem[i]), 1))
     return out, truth
+
+
+STUDY_NODES_TOML = """\
+# The study's cluster (benchmarks.bench_scheduler.study_cluster): 31 nodes.
+[[node]]
+name = "ws"          # old workstations: no walltime
+count = 16
+slots = 1
+mem_gb = 24
+speed = 0.6
+
+[[node]]
+name = "mup"
+count = 12
+slots = 2
+mem_gb = 64
+walltime_h = 48
+speed = 1.0
+
+[[node]]
+name = "hpc"
+count = 3
+slots = 4
+mem_gb = 512
+walltime_h = 240
+speed = 1.2
+"""
+CSV_COLUMNS = ("uid", "size_gb", "n_spw", "n_chan", "array", "band", "is_mosaic", "n_eb", "true_hours", "true_mem_gb")
+
+
+def write_csv(path: Path, datasets: list[sch.DataSet], truth: dict[str, tuple[float, float]]) -> None:
+    """A workload CSV of ``datasets`` with their truth columns (unknown metadata as empty cells)."""
+    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(CSV_COLUMNS)
+        for d in datasets:
+            out.writerow([d.uid, d.size_gb, d.n_spw, d.n_chan, d.array, d.band,
+                          "" if d.is_mosaic is None else str(d.is_mosaic).lower(), d.n_eb, *truth[d.uid]])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write each model's workload for each seed (default: every model, seeds 1-3) and the study's nodes."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    where = Path(args[0])
+    seeds = [int(a) for a in args[1:] if a.isdigit()] or [1, 2, 3]
+    models = [a for a in args[1:] if not a.isdigit()] or list(MODELS)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown model {unknown[0]!r} — known: {', '.join(MODELS)}")
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "study-nodes.toml").write_text(STUDY_NODES_TOML)
+    for model in models:
+        for seed in seeds:
+            write_csv(where / f"{model}-{seed}.csv", *workload(model, 6000, seed))
+            print(where / f"{model}-{seed}.csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -115,6 +115,7 @@ def test_a_row_without_truth_in_a_workload_with_truth_is_named():
     ("uid,hours\nuid___A001_X1_X2,1\nuid://A001/X1/X2,2\n", ['line 3: uid "uid://A001/X1/X2" is also on line 2']),
     ("uid,hours\na,90 min\n", ['line 2: hours must be a number of hours, got "90 min" — write 1.5']),
     ("uid,hours\na\0,1\n", ["w.csv: not a text CSV (it holds NUL bytes)"]),
+    ("uid,size_gb,hours,mem_gb\n\n", ["w.csv: no data sets, only the header — add one row per data set"]),
 ])
 def test_what_cannot_be_read_stops_with_the_line_column_and_fix(text, words):
     with pytest.raises(UserError) as err:
