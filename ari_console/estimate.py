@@ -1322,8 +1322,8 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
     columns ignored (named in ``ignored``), ``band`` as ``6``, ``Band 6`` or ``ALMA_RB_06``,
     ``array`` as ``12m``, ``7m``, ``TP``, ``ACA`` or ``TM1``, flags as ``T``/``F``, ``yes``, ``1``;
     empty, ``NULL`` or ``NaN`` cells unknown; ``size_bytes`` where ``size_gb`` is missing; a
-    byte-order mark, ``#`` comment lines, and ``;`` or tab as the separator when the header has
-    no comma. Anything else stops at the first bad cell with one line naming the file, the line,
+    byte-order mark, ``#`` comment lines, and ``;`` (numbers then may be ``12,5``) or tab as the
+    separator when the header has no comma. Anything else stops at the first bad cell with one line naming the file, the line,
     the column and the fix; a truth column must be filled on every row that has no explicit value.
 
     >>> w = read_workload("uid,size_gb,is_mosaic,true_hours\\na,10,yes,7.5\\n")
@@ -1355,8 +1355,8 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
             row = row[:len(cols)]  # a spreadsheet's trailing empty cells
         if len(row) != len(cols):
             raise UserError(f"{name}: line {line}: {len(row)} values for {len(cols)} columns "
-                            f"({','.join(c or '?' for c in cols)}) — one value per column, empty for unknown")
-        values = _workload_row(cols, row, f"{name}: line {line}: ")
+                            f"({','.join(h.strip() for h in header)}) — one value per column, empty for unknown")
+        values = _workload_row(cols, row, f"{name}: line {line}: ", decimal_comma=delimiter == ";")
         uid = values.get("uid")
         if not uid:
             raise UserError(f"{name}: line {line}: uid is empty — give each data set its uid")
@@ -1410,14 +1410,18 @@ def _workload_header(header: list[str], name: str, line: int) -> tuple[list[str 
     return cols, tuple(ignored)
 
 
-def _workload_row(cols: list[str | None], row: list[str], where: str) -> dict[str, object]:
-    """The values of one row by column (unknown ones left out), or a UserError naming the cell."""
+def _workload_row(cols: list[str | None], row: list[str], where: str, decimal_comma: bool = False
+                  ) -> dict[str, object]:
+    """The values of one row by column (unknown ones left out), or a UserError naming the cell;
+    ``decimal_comma``: numbers may be written ``12,5`` (a spreadsheet's ``;``-separated export)."""
     values: dict[str, object] = {}
     for col, cell in zip(cols, row):
         cell = cell.strip()
         if col is None or not cell or cell.lower() in _NULLS:
             continue
         kind = WORKLOAD_COLUMNS[col]
+        if decimal_comma and kind in ("float", "int", "band") and re.fullmatch(r"-?\d+,\d+", cell):
+            cell = cell.replace(",", ".")
         if kind == "bool":
             if cell.lower() not in _BOOLS:
                 raise UserError(f'{where}{col} must be true or false, got "{cell}" — write true or false')

@@ -85,6 +85,11 @@ def test_size_gb_wins_over_size_bytes_and_bytes_fill_its_gaps():
     assert [d.size_gb for d in work.datasets] == [12.0, 3.5]
 
 
+def test_a_semicolon_export_with_decimal_commas_reads_its_numbers():
+    work = est.read_workload("uid;size_gb;true_hours;band\na;12,5;7,25;6\n")
+    assert (work.datasets[0].size_gb, work.truth["a"], work.datasets[0].band) == (12.5, (7.25, None), 6)
+
+
 def test_a_tab_separated_file_with_trailing_empty_cells_reads():
     work = est.read_workload("uid\tsize_gb\thours\na\t10\t6\t\t\n")
     assert (work.datasets[0].size_gb, work.datasets[0].hours) == (10.0, 6.0)
@@ -114,6 +119,7 @@ def test_a_row_without_truth_in_a_workload_with_truth_is_named():
     ("uid,size_gb,SIZE_GB\na,1,2\n", ['column "size_gb" appears twice']),
     ("uid,hours\nuid___A001_X1_X2,1\nuid://A001/X1/X2,2\n", ['line 3: uid "uid://A001/X1/X2" is also on line 2']),
     ("uid,hours\na,90 min\n", ['line 2: hours must be a number of hours, got "90 min" — write 1.5']),
+    ("uid,size_gb,proposal_id\na,1\n", ["line 2: 2 values for 3 columns (uid,size_gb,proposal_id)"]),
     ("uid,hours\na\0,1\n", ["w.csv: not a text CSV (it holds NUL bytes)"]),
     ("uid,size_gb,hours,mem_gb\n\n", ["w.csv: no data sets, only the header — add one row per data set"]),
 ])
