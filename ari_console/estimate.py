@@ -1361,7 +1361,8 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
         if not uid:
             raise UserError(f"{name}: line {line}: uid is empty — give each data set its uid")
         if uid in seen:
-            raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per data set')
+            raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per data set '
+                            "(an archive query's rows are per spw and EB: aggregate them per MOUS)")
         seen[uid] = line
         hidden = (values.pop("true_hours", None), values.pop("true_mem_gb", None))
         _check_truth(cols, values, hidden, f"{name}: line {line}: ")
