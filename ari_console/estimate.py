@@ -1216,11 +1216,14 @@ WORKLOAD_COLUMNS = {
     "casa_version": "str", "node": "str", "walltime_h": "float",
     "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float", "scratch_gb": "float",
     "archive_hours": "float", "archive_mem_gb": "float", "size_bytes": "float",
+    "antenna_arrays": "antennas", "frequency_support": "spectral",
 }
 """Columns a workload CSV may have; uid is required, empty cells mean unknown.
 ``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from);
 ``archive_hours``/``archive_mem_gb`` the archive's guesses (a prior the replay learns past);
-``size_bytes`` the size as the archive gives it (read where ``size_gb`` is empty or absent)."""
+``size_bytes`` the size as the archive gives it (read where ``size_gb`` is empty or absent);
+``antenna_arrays`` and ``frequency_support`` an archive (obscore) row's antennas and spectral windows,
+read for ``array`` and for ``n_spw``/``n_chan`` where those are empty or absent."""
 COLUMN_ALIASES = {"member_ous_uid": "uid", "mous_uid": "uid", "band_list": "band", "mosaic": "is_mosaic",
                   "nspw": "n_spw", "n_spws": "n_spw", "nchan": "n_chan", "n_chans": "n_chan", "nchans": "n_chan",
                   "n_ebs": "n_eb", "neb": "n_eb"}
@@ -1238,7 +1241,8 @@ _UNREAD = (
       "hours", "days", "walltime", "wallclock"},
      "give hours at speed 1.0 in hours (or true_hours for the hidden truth), e.g. 90 minutes = 1.5"),
     ({"mem", "memory", "ram", "rss"}, "give memory in GB in mem_gb (or true_mem_gb for the hidden truth)"),
-    ({"size", "bytes", "mb", "tb", "kb", "gib", "tib", "mib"}, "give the size in GB in size_gb, or in bytes in size_bytes"),
+    ({"size", "bytes", "mb", "tb", "kb", "gib", "tib", "mib"},
+     "give the size in GB in size_gb, or in bytes in size_bytes"),
     ({"true", "truth", "actual"}, "the hidden truth goes in true_hours (speed 1.0) and true_mem_gb"),
 )
 """Words in the name of a column the reader would otherwise ignore that say it holds a quantity the
@@ -1321,10 +1325,12 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
     Read as an archive query or a spreadsheet writes it: columns in any order and case, other
     columns ignored (named in ``ignored``), ``band`` as ``6``, ``Band 6`` or ``ALMA_RB_06``,
     ``array`` as ``12m``, ``7m``, ``TP``, ``ACA`` or ``TM1``, flags as ``T``/``F``, ``yes``, ``1``;
-    empty, ``NULL`` or ``NaN`` cells unknown; ``size_bytes`` where ``size_gb`` is missing; a
+    empty, ``NULL`` or ``NaN`` cells unknown; ``size_bytes``, an obscore row's ``antenna_arrays``
+    and ``frequency_support`` where ``size_gb``, ``array``, ``n_spw``/``n_chan`` are missing; a
     byte-order mark, ``#`` comment lines, and ``;`` (numbers then may be ``12,5``) or tab as the
-    separator when the header has no comma. Anything else stops at the first bad cell with one line naming the file, the line,
-    the column and the fix; a truth column must be filled on every row that has no explicit value.
+    separator when the header has no comma. Anything else stops at the first bad cell with one
+    line naming the file, the line, the column and the fix; a truth column must be filled on
+    every row that has no explicit value.
 
     >>> w = read_workload("uid,size_gb,is_mosaic,true_hours\\na,10,yes,7.5\\n")
     >>> w.datasets[0].is_mosaic, w.datasets[0].hours, w.truth
@@ -1361,17 +1367,15 @@ def read_workload(text: str, name: str = "workload.csv") -> Workload:
         if not uid:
             raise UserError(f"{name}: line {line}: uid is empty — give each data set its uid")
         if uid in seen:
-            raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per data set '
-                            "(an archive query's rows are per spw and EB: aggregate them per MOUS)")
+            raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per '
+                            "data set (an archive query's rows are per spw and EB: aggregate them per MOUS)")
         seen[uid] = line
         hidden = (values.pop("true_hours", None), values.pop("true_mem_gb", None))
         _check_truth(cols, values, hidden, f"{name}: line {line}: ")
         for column, field_name in (("archive_hours", "prior_hours"), ("archive_mem_gb", "prior_mem_gb")):
             if column in values:
                 values[field_name] = values.pop(column)
-        size_bytes = values.pop("size_bytes", None)
-        if values.get("size_gb") is None and size_bytes is not None:
-            values["size_gb"] = size_bytes / 1e9
+        _archive_fills(values)
         if hidden != (None, None):
             truth[uid] = hidden
         out.append(DataSet(**values))
@@ -1431,11 +1435,33 @@ def _workload_row(cols: list[str | None], row: list[str], where: str, decimal_co
             values[col] = _band(where, cell)
         elif kind == "array":
             values[col] = _array(where, cell)
+        elif kind in ("antennas", "spectral"):
+            values[col] = cell
         elif col == "uid":
             values[col] = alma.parse_uid(cell) if alma.is_uid(cell) else cell
         else:
             values[col] = cell if kind == "str" else _number(where, col, kind, cell)
     return values
+
+
+def _archive_fills(values: dict[str, object]) -> None:
+    """Fill ``size_gb``, ``array``, ``n_spw`` and ``n_chan`` where a row leaves them empty from the
+    archive's own columns (``size_bytes``; obscore's ``antenna_arrays``, ``frequency_support``),
+    read as the archive client reads them; those columns themselves are dropped."""
+    from .archive.client import array_of, spectral_setup
+
+    size_bytes = values.pop("size_bytes", None)
+    if values.get("size_gb") is None and size_bytes is not None:
+        values["size_gb"] = size_bytes / 1e9
+    antennas = values.pop("antenna_arrays", None)
+    if values.get("array") is None and antennas:
+        values["array"] = array_of(str(antennas))
+    support = values.pop("frequency_support", None)
+    if support:
+        n_spw, n_chan = spectral_setup({"frequency_support": support})
+        for key, value in (("n_spw", n_spw), ("n_chan", n_chan)):
+            if values.get(key) is None and value is not None:
+                values[key] = value
 
 
 def _band(where: str, cell: str) -> int:

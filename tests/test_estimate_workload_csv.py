@@ -9,13 +9,19 @@ NULL cells, ``size_bytes``), and what stops with one line naming the file, line,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ari_console import estimate as est
 from ari_console.errors import UserError
+
+REAL = Path(os.environ.get("ARI_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+REAL_ROW = ((REAL if (REAL / "archive").is_dir() else Path("/work/shared/data/real"))
+            / "archive" / "astroquery-alma-onerow.txt")
 
 NODES_TOML = """\
 [[node]]
@@ -78,6 +84,19 @@ def test_array_spellings_give_one_of_the_three_arrays(array, name):
 def test_null_cells_are_unknown_not_zero(cell):
     ds = est.read_workload(f"uid,size_gb,n_chan,is_mosaic,band\na,{cell},{cell},{cell},{cell}\n").datasets[0]
     assert (ds.size_gb, ds.n_chan, ds.is_mosaic, ds.band) == (None, None, None, None)
+
+
+def test_an_archive_query_row_saved_as_csv_gives_band_mosaic_array_and_spectral_setup(tmp_path):
+    """The real TAP answer (one obscore row of a MOUS, astroquery's table) written as CSV by astropy."""
+    from astropy.table import Table
+
+    table = Table.read(REAL_ROW, format="ascii")
+    table.write(tmp_path / "tap.csv", format="csv")
+    work = est.read_workload((tmp_path / "tap.csv").read_text(), "tap.csv")
+    ds = work.datasets[0]
+    assert (ds.uid, ds.band, ds.is_mosaic, ds.array) == ("uid://A001/X1295/X35", 3, True, "12m")
+    assert ds.n_spw == 4 and ds.n_chan > 100  # the four windows of its frequency_support
+    assert "proposal_id" in work.ignored and "t_exptime" in work.ignored and work.truth == {}
 
 
 def test_size_gb_wins_over_size_bytes_and_bytes_fill_its_gaps():
