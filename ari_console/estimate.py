@@ -1233,9 +1233,6 @@ _BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
           "false": False, "f": False, "no": False, "n": False, "0": False}
 _NULLS = frozenset(("null", "none", "nan", "na", "n/a", "--", "-"))
 """Cells that mean unknown besides an empty one (what databases, pandas and astropy write for NULL)."""
-_ARRAY_NAMES = {"tm1": "12m", "tm2": "12m", "cm": "7m", "pm": "TP"}
-"""Array spellings beyond :func:`~ari_console.alma.parse_array`'s: the 12 m configurations' names
-(TM1, TM2), the antenna prefixes of 7 m (CM) and total-power (PM) dishes."""
 _UNREAD = (
     ({"runtime", "duration", "elapsed", "time", "minutes", "minute", "mins", "seconds", "secs", "hour", "hrs",
       "hours", "days", "walltime", "wallclock"},
@@ -1476,7 +1473,7 @@ def _band(where: str, cell: str) -> int:
 def _array(where: str, cell: str) -> str:
     """``12m``, ``7m`` or ``TP`` from the usual spellings of an ALMA array."""
     try:
-        return _ARRAY_NAMES.get(cell.lower()) or alma.parse_array(cell)
+        return alma.parse_array(cell)
     except ValueError:
         raise UserError(f'{where}array must be 12m, 7m or TP, got "{cell}" — write one of them') from None
 
