@@ -9,6 +9,12 @@ whether and where the engine runs, read from the engine's lock); operator action
 (retry, hold, drain ...) run in short thread workers calling the same
 ``ari_console.actions`` functions as the CLI. Screens receive data through the
 ``snapshot`` reactive and send requests up as method calls on the app.
+
+Above ``first_page_above`` data sets the reader first hands over the queue's
+first page (one short query), then makes its first whole read in a child
+process (``StoreCopy.read_apart``): read in the reader thread, it held the
+interpreter lock for seconds and the UI thread, which needs it at each turn of
+its event loop, drew the first page only when the whole read had landed.
 """
 
 from __future__ import annotations
