@@ -10,7 +10,7 @@ Measures, with the real app driven by Textual's pilot (headless):
   changed, target < 200 ms), the time until the queue shows its first rows (< 1 s) and until
   all are in, a typed ``/`` filter, and resident memory (< 400 MB) with the ETA's child process
   done. Wall times on a shared machine grow with its load: the CPU times beside them are the
-  console's own work (the ETA runs in a child process and does not count);
+  console's own work (the ETA and the first whole read run in child processes and do not count);
 - the queue's filter matching per typed key (the worker thread's part of a key press, CPU time),
   at both sizes, for a plain-text filter and a regex;
 - the ``/`` filter line on the queue, the triage and the QA2 screen (10,000 QA2 pairs):

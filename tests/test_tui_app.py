@@ -721,3 +721,30 @@ async def test_a_big_campaign_shows_the_queue_first_page_then_every_row_and_othe
         app.snapshot = seen[-1]
         await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
         assert "reading the rest" not in str(app.screen._status)
+
+
+@async_test
+async def test_a_big_campaign_whose_read_apart_fails_still_shows_the_first_page_then_every_row(tmp_path, monkeypatch):
+    """The child process that reads a big campaign fails (``StoreCopy.read_apart`` raises): the first page
+    is shown all the same, and the reader reads the whole copy in its own thread."""
+    from ari_console.tui.snapshot import ReadApartFailed, StoreCopy
+
+    def failing(*args, **kw):
+        raise ReadApartFailed("the first read failed: no interpreter")
+
+    monkeypatch.setattr(StoreCopy, "read_apart", failing)
+    camp = sample.build(tmp_path, n=60, running=4)
+    seen = []
+
+    class Recording(AriApp):
+        def _set_snapshot(self, snap):
+            seen.append(snap)
+            super()._set_snapshot(snap)
+
+    app = Recording(camp.db_path, camp.config, clock=lambda: sample.NOW, refresh_s=3600,
+                    first_page_above=0, first_page_rows=10)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
+        assert (seen[0].pending, len(seen[0].queue.rows)) == (50, 10), "the page came first"
+        assert app.first_read_where == "reader thread (the child failed: the first read failed: no interpreter)"

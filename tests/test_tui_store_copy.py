@@ -139,7 +139,9 @@ def test_a_first_read_apart_that_fails_says_why_and_one_stopped_gives_nothing(tm
 
     import pytest
 
-    with pytest.raises(RuntimeError, match="the first read failed: .*elsewhere"):
+    from ari_console.tui.snapshot import ReadApartFailed
+
+    with pytest.raises(ReadApartFailed, match="the first read failed: .*elsewhere"):
         StoreCopy.read_apart(tmp_path / "elsewhere" / "ari.db", sample.NOW)
     camp = sample.build(tmp_path, n=60, running=4)
     stop = threading.Event()

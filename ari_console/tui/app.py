@@ -49,7 +49,7 @@ from .screens.nodes import NodesScreen
 from .screens.qa2 import Qa2Screen
 from .screens.queue import QueueScreen
 from .screens.triage import TriageScreen
-from .snapshot import Eta, Snapshot, StoreCopy, build_snapshot, estimate_apart
+from .snapshot import Eta, ReadApartFailed, Snapshot, StoreCopy, build_snapshot, estimate_apart
 
 ETA_RETRY_S = 15.0
 SCREENS = Binding.Group("Screens", compact=True)  # the footer shows 123456 once; ? lists each
@@ -204,7 +204,7 @@ class AriApp(App):
         thread stays free to draw the first page meanwhile); read here when the child fails."""
         try:
             apart = StoreCopy.read_apart(self.db_path, now, copy.heartbeat_stale_s, stop=self._stop)
-        except (RuntimeError, OSError, pickle.UnpicklingError, EOFError) as exc:
+        except (ReadApartFailed, OSError, pickle.UnpicklingError, EOFError) as exc:
             self.first_read_where = f"reader thread (the child failed: {exc})"
             return copy  # the same read in this thread: slower to show, same rows
         self.first_read_where = "child process"

@@ -67,6 +67,10 @@ class Snapshot:
         return f"Snapshot(version={self.version}, now={self.now}, data_sets={len(self.queue.rows)})"
 
 
+class ReadApartFailed(Exception):
+    """The child process of ``StoreCopy.read_apart`` failed or took too long (the message says which)."""
+
+
 class StoreCopy:
     """The console's copy of the store, kept up to date by reading only what changed.
 
@@ -220,7 +224,7 @@ class StoreCopy:
         the queue's first page, ready in milliseconds, reached the screen only when the whole read
         had landed. In a child it runs on another core; the copy comes back in pieces of ``PIECE``
         entries (one pickle stream, so each repeated string stays one object), and the UI thread
-        gets the lock between two pieces. Raises ``RuntimeError`` when the child fails (the caller
+        gets the lock between two pieces. Raises ``ReadApartFailed`` when the child fails (the caller
         reads in its own thread instead).
         """
         if stop is not None and stop.is_set():
@@ -243,11 +247,11 @@ class StoreCopy:
                         proc.wait()
                         if stop is not None and stop.is_set():
                             return None
-                        raise RuntimeError(f"the first read took over {views.duration_text(timeout_s)}") from None
+                        raise ReadApartFailed(f"the first read took over {views.duration_text(timeout_s)}") from None
             if proc.returncode != 0:
                 err.seek(0)
                 last = (err.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-                raise RuntimeError(f"the first read failed: {last[:200]}")
+                raise ReadApartFailed(f"the first read failed: {last[:200]}")
             out.seek(0)
             copy, pieces, seen = cls(heartbeat_stale_s), pickle.Unpickler(out), set()
             while (piece := pieces.load()) is not None:
