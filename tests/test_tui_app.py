@@ -729,7 +729,10 @@ async def test_a_big_campaign_whose_read_apart_fails_still_shows_the_first_page_
     is shown all the same, and the reader reads the whole copy in its own thread."""
     from ari_console.tui.snapshot import ReadApartFailed, StoreCopy
 
+    drawn_before = []
+
     def failing(*args, **kw):
+        drawn_before.append(app._page_drawn.is_set())
         raise ReadApartFailed("the first read failed: no interpreter")
 
     monkeypatch.setattr(StoreCopy, "read_apart", failing)
@@ -737,6 +740,8 @@ async def test_a_big_campaign_whose_read_apart_fails_still_shows_the_first_page_
     seen = []
 
     class Recording(AriApp):
+        DEFAULT_MODE = "queue"  # open on the queue: the whole read waits until its first page is drawn
+
         def _set_snapshot(self, snap):
             seen.append(snap)
             super()._set_snapshot(snap)
@@ -744,7 +749,7 @@ async def test_a_big_campaign_whose_read_apart_fails_still_shows_the_first_page_
     app = Recording(camp.db_path, camp.config, clock=lambda: sample.NOW, refresh_s=3600,
                     first_page_above=0, first_page_rows=10)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("2")
         await settle(app, pilot, lambda: table(app, "queue-table").row_count == 60)
         assert (seen[0].pending, len(seen[0].queue.rows)) == (50, 10), "the page came first"
+        assert drawn_before == [True], "the open queue drew the page before the whole read started"
         assert app.first_read_where == "reader thread (the child failed: the first read failed: no interpreter)"

@@ -52,6 +52,8 @@ from .screens.triage import TriageScreen
 from .snapshot import Eta, ReadApartFailed, Snapshot, StoreCopy, build_snapshot, estimate_apart
 
 ETA_RETRY_S = 15.0
+PAGE_DRAW_WAIT_S = 0.5
+"""How long the reader waits for the open queue to draw its first page before it starts the whole read."""
 SCREENS = Binding.Group("Screens", compact=True)  # the footer shows 123456 once; ? lists each
 
 HERE = Path(str(resources.files("ari_console.tui")))  # the .tcss files ship beside their modules
@@ -123,6 +125,8 @@ class AriApp(App):
         self.eta = Eta("estimating…")
         self._eta_busy = False
         self._wake_reader = threading.Event()
+        self._page_drawn = threading.Event()
+        """Set once a screen has drawn a first page (``Snapshot.pending``): the reader waits for it."""
         self._stop = threading.Event()
         self._initial_theme = theme
         self.first_read_where = "reader thread"
@@ -168,7 +172,10 @@ class AriApp(App):
                         page, pending = StoreCopy.first_page(db, now, self.first_page_rows, copy.heartbeat_stale_s)
                         version += 1
                         snap = build_snapshot(page, now, version, {}, self.stale_after_s, self.eta, pending=pending)
+                        self._page_drawn.clear()
                         self.call_from_thread(self._set_snapshot, _with_load_ms(snap, (time.perf_counter() - t0) * 1000))
+                        if getattr(self.screen, "SHOWS_FIRST_PAGE", False):  # the queue is open: let it draw
+                            self._page_drawn.wait(PAGE_DRAW_WAIT_S)     # the page before the read takes a core
                         del page, snap
                         t0 = time.perf_counter()
                         copy = self._read_apart(copy, now)

@@ -124,6 +124,8 @@ class AriScreen(Screen):
         t0 = time.thread_time()  # CPU time of the UI thread (other processes' load does not count)
         self.show(snap, data)
         self.shown_version = snap.version
+        if snap.pending and hasattr(self.app, "_page_drawn"):  # a first page: the reader waits until it is drawn
+            self.call_after_refresh(self.app._page_drawn.set)
         self.app.ui_ms.append((time.thread_time() - t0) * 1000)
 
     def prepare(self, snap: Snapshot, flt: RowFilter) -> object:
