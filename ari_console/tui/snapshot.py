@@ -2,7 +2,10 @@
 
 ``load_snapshot`` runs in the console's reader thread (never on the UI thread):
 it calls the store's read functions inside one transaction, so all screens see
-the same instant, and hands the rows to the pure functions of ``views``.
+the same instant, and hands the rows to the pure functions of ``views``. A big
+campaign's first whole read runs in a child process instead
+(``StoreCopy.read_apart``), so the UI thread can draw the queue's first page
+meanwhile.
 """
 
 from __future__ import annotations
