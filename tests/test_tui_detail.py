@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from ari_console import store
-from ari_console.tui.screens.detail import DatasetScreen, HelpScreen, parse_override
+from ari_console.tui.screens.detail import ConfirmScreen, DatasetScreen, HelpScreen, parse_override
 from tests import sample_campaign as sample
-from tests.test_tui_app import async_test, make_app, settle, table, wait_for
+from tests.test_tui_app import _select_qa2_pair_of, async_test, db_state, make_app, settle, table, wait_for
 
 
 @pytest.fixture
@@ -50,6 +50,59 @@ async def test_question_mark_lists_every_key_of_the_screen(camp):
         keys = dict(app.screen.rows)
         assert set("sorhulc/1?") <= set(keys), sorted(keys)
         assert keys["s"].startswith("Show one state at a time") and "detail" in keys["enter"]
+
+
+@async_test
+async def test_u_on_the_qa2_screen_asks_then_puts_a_delivery_back_in_review_and_the_attention_card_lists_it(camp):
+    uid = sample.uid_of(4)  # delivered, with QA2 pairs in the sample
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _select_qa2_pair_of(app, pilot, uid)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        keys = dict(app.screen.rows)
+        assert {"a", "r", "U"} <= set(keys) and "QA2 review again" in keys["U"]
+        await pilot.press("escape")
+        await pilot.press("U")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")  # changed my mind: still delivered
+        await pilot.pause(0.3)
+        assert db_state(camp, uid) == "succeeded"
+        await pilot.press("U")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: db_state(camp, uid) == "review")
+        await pilot.press("1")
+        await settle(app, pilot, lambda: any(w == "review" and u == uid for w, u, _ in app.snapshot.attention))
+        card = str(app.screen.query_one("#attention").render()).replace("\n", " ")
+        assert f"review {uid}: un-accepted by an operator" in card
+        await pilot.press("6")  # and it can be accepted again
+        await _select_qa2_pair_of(app, pilot, uid)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: db_state(camp, uid) == "succeeded")
+
+
+@async_test
+async def test_u_on_the_detail_screen_takes_the_delivery_back_and_the_detail_shows_the_decision(camp):
+    uid = sample.uid_of(4)
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        app.show_dataset(uid)
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "succeeded" in app.screen.text)
+        footer = " ".join(str(k.render()) for k in app.screen.query("FooterKey"))
+        assert "Un-accept" in footer
+        await pilot.press("U")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "unaccept attempt" in app.screen.text)
+        assert db_state(camp, uid) == "review" and f"{uid} " in app.screen.text
+        assert "un-accepted in the console" in app.screen.text
+        await pilot.press("U")  # a second time: a clear error, nothing changes
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any("already waits for a QA2 decision" in n.message for n in app._notifications))
+        assert db_state(camp, uid) == "review"
 
 
 def test_override_words_become_resources_node_and_recipe_parameters():

@@ -112,7 +112,7 @@ def show(
     if as_json:
         emit_json(detail)
         return
-    head, tables = detail_tables(detail)
+    head, tables = detail_tables(detail, now=store.now())
     out.print(head, markup=False, highlight=False)
     for title, columns, rows in tables:
         table(title, list(columns), rows)

@@ -1,5 +1,5 @@
 """One data set in full (Enter on a queue or triage row): what `ari datasets show UID` prints, and the
-actions an operator takes on it: retry, cancel, hold, release, override."""
+actions an operator takes on it: retry, cancel, hold, release, override, un-accept."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from ari_console import actions, readmodel
 from ari_console.formatting import detail_tables
 
 
-def detail_renderable(detail: dict) -> Group:
+def detail_renderable(detail: dict, now: float | None = None) -> Group:
     """The detail of ``readmodel.dataset_detail`` as the console shows it (same content as the CLI)."""
-    head, tables = detail_tables(detail)
+    head, tables = detail_tables(detail, now)
     parts: list = [Text(head, style="bold")]
     for title, columns, rows in tables:
         grid = Table(*columns, title=title, expand=True)
@@ -43,6 +43,8 @@ class DatasetScreen(ModalScreen):
         Binding("h", "act('hold')", "Hold", tooltip="Keep it out of scheduling"),
         Binding("u", "act('release')", "Release", tooltip="Let a held data set be scheduled again"),
         Binding("o", "override", "Override", tooltip="Memory, walltime, node or recipe parameters for the next attempt"),
+        Binding("U", "unaccept", "Un-accept", key_display="U",
+                tooltip="Take back its delivery: the accepted attempt waits in QA2 review again (asks first)"),
     ]
 
     def __init__(self, uid: str) -> None:
@@ -65,7 +67,7 @@ class DatasetScreen(ModalScreen):
     @work(thread=True, exclusive=True, group="detail")
     def _load(self) -> None:
         detail = self.app.read_db(readmodel.dataset_detail, self.uid)
-        renderable = detail_renderable(detail)
+        renderable = detail_renderable(detail, self.app.clock())
         console = Console(width=120, record=True, file=io.StringIO())
         console.print(renderable)
         self.text = console.export_text()
@@ -82,6 +84,9 @@ class DatasetScreen(ModalScreen):
         kw = {"config": self.app.config} if what == "cancel" else {}
         self.app.operate(f"{self.uid}: {what} done", getattr(actions, what), self.uid, **kw)
         self.set_timer(0.5, self._load)
+
+    def action_unaccept(self) -> None:
+        confirm_unaccept(self.app, self.uid, then=lambda: self.set_timer(0.5, self._load))
 
     def action_override(self) -> None:
         box = self.query_one("#override-input", Input)
@@ -134,6 +139,20 @@ def parse_override(text: str) -> dict:
     if params:
         out["params"] = params
     return out
+
+
+def confirm_unaccept(app, uid: str, then=None) -> None:
+    """Ask, then take back ``uid``'s delivery (``actions.unaccept``): the QA2 and detail screens' ``U``."""
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            app.operate(f"{uid}: un-accepted, waits in QA2 review again", actions.unaccept, uid,
+                        note="un-accepted in the console")
+            if then is not None:
+                then()
+
+    app.push_screen(ConfirmScreen(f"Take back the delivery of {uid}? Its products wait in QA2 review again "
+                                  "(kept, not deleted)."), answered)
 
 
 class ConfirmScreen(ModalScreen[bool]):

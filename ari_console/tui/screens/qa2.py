@@ -1,7 +1,8 @@
 """Pipeline images against the archive's QA2 images: ratios and verdicts, discrepant first.
 
 The operator decides here what waits in review (``a`` accepts, ``r`` rejects: hold it or
-re-image it, chosen in a list that Esc cancels), as ``ari accept`` / ``ari reject`` do.
+re-image it, chosen in a list that Esc cancels), as ``ari accept`` / ``ari reject`` do; ``U``
+takes a delivery back into review (asking first), as ``ari unaccept`` does.
 
 A campaign of 10,000 data sets holds tens of thousands of pairs: the table is a
 ``VirtualTable`` and the ``/`` filter, the plot's points and the counts are made in the
@@ -25,6 +26,7 @@ from ..snapshot import Snapshot
 from ..widgets.sky_pair import SkyPair
 from ..widgets.virtual_table import VirtualTable
 from .base import AriScreen
+from .detail import confirm_unaccept
 from .node_picker import NodePicker
 
 QA2_FIELD_CELLS = {"specmode": views.QA2_COLUMNS.index("specmode"), "verdict": views.QA2_COLUMNS.index("verdict")}
@@ -63,6 +65,8 @@ class Qa2Screen(AriScreen):
     BINDINGS = [
         Binding("a", "accept", "Accept", tooltip="Deliver the selected data set's products waiting in review"),
         Binding("r", "reject", "Reject", tooltip="Refuse the products waiting in review: hold or re-image"),
+        Binding("U", "unaccept", "Un-accept", key_display="U",
+                tooltip="Take back the selected data set's delivery: it waits in QA2 review again (asks first)"),
     ]
 
     def __init__(self) -> None:
@@ -162,6 +166,10 @@ class Qa2Screen(AriScreen):
     def action_accept(self) -> None:
         if uid := self._selected_uid():
             self.app.operate(f"{uid}: accepted, products delivered", actions.accept, uid)
+
+    def action_unaccept(self) -> None:
+        if uid := self._selected_uid():
+            confirm_unaccept(self.app, uid)
 
     def action_reject(self) -> None:
         uid = self._selected_uid()
