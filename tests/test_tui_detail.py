@@ -92,6 +92,12 @@ async def test_u_on_the_detail_screen_takes_the_delivery_back_and_the_detail_sho
         await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "succeeded" in app.screen.text)
         footer = " ".join(str(k.render()) for k in app.screen.query("FooterKey"))
         assert "Un-accept" in footer
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        keys = dict(app.screen.rows)
+        assert {"r", "c", "h", "u", "o", "U"} <= set(keys) and "QA2 review again" in keys["U"], sorted(keys)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen))
         await pilot.press("U")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")

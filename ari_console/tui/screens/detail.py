@@ -45,6 +45,8 @@ class DatasetScreen(ModalScreen):
         Binding("o", "override", "Override", tooltip="Memory, walltime, node or recipe parameters for the next attempt"),
         Binding("U", "unaccept", "Un-accept", key_display="U",
                 tooltip="Take back its delivery: the accepted attempt waits in QA2 review again (asks first)"),
+        # a modal screen hides the app's keys: its own help key lists this screen's
+        Binding("question_mark,f1", "app.help", "Help", key_display="?", tooltip="Every key of this screen"),
     ]
 
     def __init__(self, uid: str) -> None:
