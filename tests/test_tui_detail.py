@@ -116,3 +116,25 @@ def test_override_words_become_resources_node_and_recipe_parameters():
         "walltime_h": 12.0, "params": {"robust": 0.5, "mask": "auto"}}
     with pytest.raises(ValueError, match="mem_gb must be a number"):
         parse_override("mem_gb=lots")
+
+
+@async_test
+async def test_enter_on_a_triage_failure_or_a_qa2_pair_opens_that_data_sets_detail(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(app, pilot, lambda: table(app, "failures-table").row_count > 0)
+        t = table(app, "failures-table")
+        failed = app.screen.by_id[int(t.selected_key)]["uid"]
+        await pilot.press("enter")  # on the group: into its data sets
+        await wait_for(pilot, lambda: app.focused is t)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and failed in app.screen.text)
+        assert app.screen.uid == failed and "fix:" in app.screen.text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, DatasetScreen))
+        uid = sample.uid_of(4)
+        await _select_qa2_pair_of(app, pilot, uid)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "QA2 " in app.screen.text)
+        assert app.screen.uid == uid

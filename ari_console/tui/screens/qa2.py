@@ -67,6 +67,8 @@ class Qa2Screen(AriScreen):
         Binding("r", "reject", "Reject", tooltip="Refuse the products waiting in review: hold or re-image"),
         Binding("U", "unaccept", "Un-accept", key_display="U",
                 tooltip="Take back the selected data set's delivery: it waits in QA2 review again (asks first)"),
+        Binding("enter", "detail", "Detail", tooltip="Open the data set of the selected pair: its state, attempts, "
+                "every verdict, the operators' decisions"),
     ]
 
     def __init__(self) -> None:
@@ -115,6 +117,11 @@ class Qa2Screen(AriScreen):
     @on(VirtualTable.RowHighlighted, "#qa2-table")
     def _pair_highlighted(self, event: VirtualTable.RowHighlighted) -> None:
         self._follow_selection()
+
+    def action_detail(self) -> None:
+        """Enter: the detail of the pair's data set (its state, attempts, every verdict, the decisions)."""
+        if uid := self._selected_uid():
+            self.app.show_dataset(uid)
 
     def _follow_selection(self) -> None:
         """Draw the selected pair's images when the selection changed (after a filter too)."""
