@@ -48,14 +48,15 @@ def hours_text(hours: float | None) -> str:
 def size_text(nbytes: float | None) -> str:
     """A size in bytes: ``"778 kB"``, ``"12.3 GB"``, ``"1.5 TB"``; ``""`` when unknown.
 
-    >>> size_text(778_000), size_text(12.34e9), size_text(1.5e12), size_text(None)
-    ('778 kB', '12.3 GB', '1.5 TB', '')
+    >>> size_text(778_000), size_text(12.34e9), size_text(1.5e12), size_text(None), size_text(0), size_text(1)
+    ('778 kB', '12.3 GB', '1.5 TB', '', '0 B', '1 B')
     """
     if nbytes is None:
         return ""
     import humanize
 
-    return humanize.naturalsize(nbytes, format="%.3g")
+    text = humanize.naturalsize(nbytes, format="%.3g")
+    return text.replace(" Bytes", " B").replace(" Byte", " B")  # the unit as short as kB, GB: "0 B", not "0 Bytes"
 
 
 def gb_text(gb: float | None) -> str:
