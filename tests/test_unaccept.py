@@ -136,6 +136,7 @@ def test_a_running_attempt_shows_the_same_run_time_in_the_cli_and_the_console(tm
     import asyncio
 
     from ari_console.tui.app import AriApp
+    from ari_console.tui.views import QUEUE_COLUMNS
 
     now = store.now()
     camp = sample.build(tmp_path / "c", n=20, running=0, now=now)
@@ -157,6 +158,8 @@ def test_a_running_attempt_shows_the_same_run_time_in_the_cli_and_the_console(tm
             while (app.snapshot is None or str(aid) not in app.snapshot.attempt_rows) and time.monotonic() < end:
                 await pilot.pause(0.05)
             elapsed = app.snapshot.attempt_rows[str(aid)][5]
+            queue_cell = app.snapshot.queue.rows[uid][QUEUE_COLUMNS.index("elapsed")]
+            assert queue_cell == elapsed, "the queue's elapsed column and the attempts table agree"
             app.show_dataset(uid)
             while "3h" not in getattr(app.screen, "text", "") and time.monotonic() < end:
                 await pilot.pause(0.05)

@@ -397,7 +397,9 @@ def queue_cells(d: Sequence, a: Sequence | None, count: int, now: float, heartbe
     if not ended_state and beat is not None and now - beat > heartbeat_stale_s:
         stage = f"{stage} (stale {duration_text(now - beat)})"
     start = started if started is not None else created
-    elapsed = "" if start is None else duration_text(((ended if ended_state else None) or now) - start)
+    # formatting.attempt_seconds's rule, inline (once per data set at 100,000): active to now, ended to its end
+    end = now if not ended_state else ended if ended is not None else beat
+    elapsed = "" if start is None or end is None else duration_text(end - start)
     if texts is not None:
         stage, elapsed = texts.setdefault(stage, stage), texts.setdefault(elapsed, elapsed)
     return (uid, project or "", array or "", band_text, size, state, count_text, node or "", stage, elapsed,
