@@ -138,3 +138,46 @@ async def test_enter_on_a_triage_failure_or_a_qa2_pair_opens_that_data_sets_deta
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "QA2 " in app.screen.text)
         assert app.screen.uid == uid
+
+
+def _unverifiable_in_review(camp) -> str:
+    """A queued data set whose new products had no QA2 image to compare: in review, on no QA2 screen row."""
+    db = store.open_db(camp.db_path, create=False)
+    try:
+        uid = store.datasets(db, state="queued")[0]["uid"]
+        assert not store.qa2_results(db, uid)
+        aid = store.create_attempt(db, uid, "ws01", sample.NOW - 3600, mem_gb=8, walltime_h=4)
+        store.update_attempt(db, aid, sample.NOW - 60, state="succeeded", ended_at=sample.NOW - 60)
+        store.send_to_review(db, uid, aid, sample.NOW - 60, "no QA2 products to compare: unverifiable")
+        return uid
+    finally:
+        db.conn.close()
+
+
+@async_test
+async def test_a_review_without_qa2_pairs_is_accepted_or_rejected_from_its_detail_screen(camp):
+    from ari_console.tui.screens.node_picker import NodePicker
+
+    uid = _unverifiable_in_review(camp)
+    app = make_app(camp)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        app.show_dataset(uid)
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "unverifiable" in app.screen.text)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, NodePicker))
+        await pilot.press("escape")  # keep it in review
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen))
+        assert db_state(camp, uid) == "review"
+        await pilot.press("a")
+        await wait_for(pilot, lambda: db_state(camp, uid) == "succeeded")
+        await wait_for(pilot, lambda: "accept attempt" in app.screen.text)
+        await pilot.press("U")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: db_state(camp, uid) == "review")
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, NodePicker))
+        await pilot.press("down", "enter")  # the second choice: re-image
+        await wait_for(pilot, lambda: db_state(camp, uid) == "queued")

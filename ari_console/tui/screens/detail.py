@@ -1,5 +1,6 @@
 """One data set in full (Enter on a queue or triage row): what `ari datasets show UID` prints, and the
-actions an operator takes on it: retry, cancel, hold, release, override, un-accept."""
+actions an operator takes on it: retry, cancel, hold, release, override, and at QA2 review accept,
+reject and un-accept (a data set whose products have no QA2 pair to compare is not on the QA2 screen)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ class DatasetScreen(ModalScreen):
         Binding("h", "act('hold')", "Hold", tooltip="Keep it out of scheduling"),
         Binding("u", "act('release')", "Release", tooltip="Let a held data set be scheduled again"),
         Binding("o", "override", "Override", tooltip="Memory, walltime, node or recipe parameters for the next attempt"),
+        Binding("a", "accept", "Accept", tooltip="Deliver the products waiting in QA2 review"),
+        Binding("x", "reject", "Reject", tooltip="Refuse the products waiting in QA2 review: hold or re-image"),
         Binding("U", "unaccept", "Un-accept", key_display="U",
                 tooltip="Take back its delivery: the accepted attempt waits in QA2 review again (asks first)"),
         # a modal screen hides the app's keys: its own help key lists this screen's
@@ -86,6 +89,13 @@ class DatasetScreen(ModalScreen):
         kw = {"config": self.app.config} if what == "cancel" else {}
         self.app.operate(f"{self.uid}: {what} done", getattr(actions, what), self.uid, **kw)
         self.set_timer(0.5, self._load)
+
+    def action_accept(self) -> None:
+        self.app.operate(f"{self.uid}: accepted, products delivered", actions.accept, self.uid)
+        self.set_timer(0.5, self._load)
+
+    def action_reject(self) -> None:
+        choose_reject(self.app, self.uid, then=lambda: self.set_timer(0.5, self._load))
 
     def action_unaccept(self) -> None:
         confirm_unaccept(self.app, self.uid, then=lambda: self.set_timer(0.5, self._load))
@@ -141,6 +151,25 @@ def parse_override(text: str) -> dict:
     if params:
         out["params"] = params
     return out
+
+
+REJECT_CHOICES = [("hold", "hold it: the products are not delivered"),
+                  ("retry", "queue it again: re-image (the rejected attempt stays in the history)")]
+
+
+def choose_reject(app, uid: str, then=None) -> None:
+    """Reject the products waiting in review after a choice, hold or re-image (Esc: keep them in review):
+    the QA2 screen's ``r`` and the detail screen's ``x``, as ``ari reject [--retry]``."""
+    from .node_picker import NodePicker
+
+    def chosen(choice: str | None) -> None:
+        if choice in ("hold", "retry"):
+            app.operate(f"{uid}: rejected, " + ("queued again" if choice == "retry" else "held"), actions.reject, uid,
+                        retry=choice == "retry", reason="rejected at QA2 review in the console")
+            if then is not None:
+                then()
+
+    app.push_screen(NodePicker(f"Reject the products of {uid}? (Esc: keep them in review)", REJECT_CHOICES), chosen)
 
 
 def confirm_unaccept(app, uid: str, then=None) -> None:

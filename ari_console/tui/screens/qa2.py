@@ -26,13 +26,10 @@ from ..snapshot import Snapshot
 from ..widgets.sky_pair import SkyPair
 from ..widgets.virtual_table import VirtualTable
 from .base import AriScreen
-from .detail import confirm_unaccept
-from .node_picker import NodePicker
+from .detail import choose_reject, confirm_unaccept
 
 QA2_FIELD_CELLS = {"specmode": views.QA2_COLUMNS.index("specmode"), "verdict": views.QA2_COLUMNS.index("verdict")}
 """The ``key:value`` filter fields of a pair that are cells of its row."""
-REJECT_CHOICES = [("hold", "hold it: the products are not delivered"),
-                  ("retry", "queue it again: re-image (the rejected attempt stays in the history)")]
 
 
 def plot_points(points: Sequence[tuple[float, str]], most: int = 1000) -> tuple[tuple[int, float, str], ...]:
@@ -179,20 +176,8 @@ class Qa2Screen(AriScreen):
             confirm_unaccept(self.app, uid)
 
     def action_reject(self) -> None:
-        uid = self._selected_uid()
-        if uid is None:
-            return
-
-        def chosen(choice: str | None) -> None:
-            if choice == "retry":
-                self.app.operate(f"{uid}: rejected, queued again", actions.reject, uid, retry=True,
-                                 reason="rejected at QA2 review in the console")
-            elif choice == "hold":
-                self.app.operate(f"{uid}: rejected, held", actions.reject, uid,
-                                 reason="rejected at QA2 review in the console")
-
-        self.app.push_screen(NodePicker(f"Reject the products of {uid}? (Esc: keep them in review)",
-                                        REJECT_CHOICES), chosen)
+        if uid := self._selected_uid():
+            choose_reject(self.app, uid)
 
     def _plot(self, points: tuple) -> None:
         plot = self.query_one("#qa2-plot", PlotextPlot)
