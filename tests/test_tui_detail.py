@@ -181,3 +181,17 @@ async def test_a_review_without_qa2_pairs_is_accepted_or_rejected_from_its_detai
         await wait_for(pilot, lambda: isinstance(app.screen, NodePicker))
         await pilot.press("down", "enter")  # the second choice: re-image
         await wait_for(pilot, lambda: db_state(camp, uid) == "queued")
+
+
+@async_test
+async def test_at_80_columns_the_detail_footer_keeps_whole_keys_and_help(camp):
+    app = make_app(camp)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.show_dataset(sample.uid_of(4))
+        await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "succeeded" in app.screen.text)
+        await pilot.pause(0.3)
+        keys = list(app.screen.query("FooterKey"))
+        shown = {k.key for k in keys}
+        assert {"escape", "r", "c", "h", "u", "question_mark"} <= shown, shown
+        assert max(k.region.right for k in keys) <= 80, "no key of the footer is cut"

@@ -15,10 +15,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from ari_console import actions, readmodel
 from ari_console.formatting import detail_tables
+
+from ..widgets.fit_footer import FitFooter
 
 
 def detail_renderable(detail: dict, now: float | None = None) -> Group:
@@ -64,7 +66,7 @@ class DatasetScreen(ModalScreen):
                 yield Static("reading…", id="detail")
             yield Input(placeholder="mem_gb=32 walltime_h=48 node=hpc niter=1000 (Enter applies, Escape drops)",
                         id="override-input", classes="hidden")
-        yield Footer()
+        yield FitFooter()  # whole keys at 80 columns, ? help always
 
     def on_mount(self) -> None:
         self._load()
