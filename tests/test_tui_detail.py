@@ -103,7 +103,7 @@ async def test_u_on_the_detail_screen_takes_the_delivery_back_and_the_detail_sho
         await pilot.press("y")
         await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "unaccept attempt" in app.screen.text)
         assert db_state(camp, uid) == "review" and f"{uid} " in app.screen.text
-        assert "un-accepted in the console" in app.screen.text
+        assert "un-accepted by an operator: from the console" in app.screen.text
         await pilot.press("U")  # a second time: a clear error, nothing changes
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")

@@ -180,7 +180,7 @@ def confirm_unaccept(app, uid: str, then=None) -> None:
     def answered(yes: bool | None) -> None:
         if yes:
             app.operate(f"{uid}: un-accepted, waits in QA2 review again", actions.unaccept, uid,
-                        note="un-accepted in the console")
+                        note="from the console")
             if then is not None:
                 then()
 
