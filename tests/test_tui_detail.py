@@ -8,7 +8,7 @@ import pytest
 from ari_console import store
 from ari_console.tui.screens.detail import ConfirmScreen, DatasetScreen, HelpScreen, parse_override
 from tests import sample_campaign as sample
-from tests.test_tui_app import _select_qa2_pair_of, async_test, db_state, make_app, settle, table, wait_for
+from tests.test_tui_app import _select_qa2_pair_of, _waiting_in_review, async_test, db_state, make_app, settle, table, wait_for
 
 
 @pytest.fixture
@@ -142,16 +142,11 @@ async def test_enter_on_a_triage_failure_or_a_qa2_pair_opens_that_data_sets_deta
 
 def _unverifiable_in_review(camp) -> str:
     """A queued data set whose new products had no QA2 image to compare: in review, on no QA2 screen row."""
-    db = store.open_db(camp.db_path, create=False)
-    try:
+    with store.open_db(camp.db_path, create=False) as db:
         uid = store.datasets(db, state="queued")[0]["uid"]
         assert not store.qa2_results(db, uid)
-        aid = store.create_attempt(db, uid, "ws01", sample.NOW - 3600, mem_gb=8, walltime_h=4)
-        store.update_attempt(db, aid, sample.NOW - 60, state="succeeded", ended_at=sample.NOW - 60)
-        store.send_to_review(db, uid, aid, sample.NOW - 60, "no QA2 products to compare: unverifiable")
-        return uid
-    finally:
-        db.conn.close()
+    _waiting_in_review(camp, uid, "no QA2 products to compare: unverifiable")
+    return uid
 
 
 @async_test
