@@ -167,3 +167,17 @@ def test_a_running_attempt_shows_the_same_run_time_in_the_cli_and_the_console(tm
 
     elapsed, detail = asyncio.run(console())
     assert elapsed == "3h05m" and "3h05m" in detail
+
+
+def test_products_made_without_calibration_stay_marked_through_an_unaccept_and_a_new_accept(tmp_path):
+    from tests.test_operator import _made_products_waiting_for_review, ari, campaign
+
+    campaign(tmp_path)
+    ari(tmp_path, "hold", "uid://A001/X1/X1")
+    attempt = _made_products_waiting_for_review(tmp_path, "uid://A001/X1/X1", "uncalibrated: caltables=[]",
+                                                uncalibrated=True)
+    assert "UNCALIBRATED" in json.loads(ari(tmp_path, "accept", "uid://A001/X1/X1", "--json").stdout)["reason"]
+    printed = ari(tmp_path, "unaccept", "uid://A001/X1/X1", "--note", "check the flux scale first")
+    assert printed.returncode == 0 and f"attempt {attempt} waits in QA2 review again" in printed.stdout
+    again = json.loads(ari(tmp_path, "accept", "uid://A001/X1/X1", "--json").stdout)
+    assert again["state"] == "succeeded" and again["accepted_attempt"] == attempt and "UNCALIBRATED" in again["reason"]
