@@ -1,4 +1,4 @@
-"""What an operator does to a campaign: retry, hold, release, accept, reject, drain, undrain, override.
+"""What an operator does to a campaign: retry, hold, release, accept, unaccept, reject, drain, undrain, override.
 
 The CLI and the TUI call these same functions; each is one transaction in the
 store and leaves an ``operator`` event (``detail.action`` names it) beside the
@@ -78,6 +78,30 @@ def accept(db: store.Database, text: str, now: float, note: str | None = None) -
         _record(db, "accept", now, uid, attempt=candidate["id"], note=note,
                 uncalibrated=True if candidate["review"].get("uncalibrated") else None)
     return store.dataset(db, uid)
+
+
+def unaccept(db: store.Database, text: str, now: float, note: str | None = None) -> dict:
+    """Take back a delivery: the accepted attempt of a succeeded data set waits in QA2 review again.
+
+    Its products and QA2 verdicts stay; the attempt delivered before it (if one was) is delivered
+    again until this one is accepted anew. The accept (its time, its reason and note) stays in the
+    history beside an ``unaccepted`` event; ``ari accept`` / ``ari reject`` then decide again.
+    The data set's row is returned with ``unaccepted: {attempt, accepted_at, was, restored}``.
+    """
+    uid = canonical_uid(db, text)
+    row = store.dataset(db, uid)
+    if row["state"] == "review":
+        raise UserError(f"{uid} already waits for a QA2 decision — `ari accept {uid}` or `ari reject {uid}` decides it")
+    if row["state"] != "succeeded" or row["accepted_attempt"] is None:
+        raise UserError(f"{uid} is {row['state']}, not accepted — only a delivered data set can be un-accepted; "
+                        "`ari datasets list --state succeeded` lists them")
+    reason = "un-accepted by an operator" + (f": {note}" if note else "") + \
+        (f" (was: {row['reason']})" if row.get("reason") else "")
+    with store.transaction(db, immediate=True):
+        took_back = store.unaccept_attempt(db, uid, now, reason=reason, note=note)
+        _record(db, "unaccept", now, uid, attempt=took_back["attempt"], note=note,
+                restored=took_back["restored"])
+    return {**store.dataset(db, uid), "unaccepted": took_back}
 
 
 def reject(db: store.Database, text: str, now: float, retry: bool = False, reason: str = "rejected at QA2 review",

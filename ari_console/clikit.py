@@ -13,13 +13,22 @@ out = Console()
 err = Console(stderr=True)
 
 
+WHOLE_COLUMNS = ("id", "uid", "which", "state")
+"""Columns whose cells an operator copies into the next command (a uid, an attempt id) or reads first
+(the state): never cut or wrapped; the other columns wrap instead, even at 80 columns."""
+
+
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print a rich table with ``columns`` and ``rows`` (None shown as '-')."""
+    """Print a rich table with ``columns`` and ``rows`` (None shown as '-'), ``WHOLE_COLUMNS`` kept whole."""
+    cells = [["-" if v is None else str(v) for v in row] for row in rows]
     t = Table(title=title, header_style="bold")
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*("-" if v is None else str(v) for v in row))
+    for i, col in enumerate(columns):
+        if col in WHOLE_COLUMNS:
+            t.add_column(col, no_wrap=True, min_width=max([len(col)] + [len(r[i]) for r in cells if i < len(r)]))
+        else:
+            t.add_column(col)
+    for row in cells:
+        t.add_row(*row)
     out.print(t)
 
 

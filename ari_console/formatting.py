@@ -12,6 +12,11 @@ fast ``ari status`` path imports it).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Mapping
+
+from .store import ACTIVE_ATTEMPT_STATES
+
 
 def duration_text(seconds: float | None) -> str:
     """A duration: ``"45s"``, ``"12m"``, ``"3h05m"``, ``"2d04h"``; ``""`` when unknown.
@@ -43,14 +48,15 @@ def hours_text(hours: float | None) -> str:
 def size_text(nbytes: float | None) -> str:
     """A size in bytes: ``"778 kB"``, ``"12.3 GB"``, ``"1.5 TB"``; ``""`` when unknown.
 
-    >>> size_text(778_000), size_text(12.34e9), size_text(1.5e12), size_text(None)
-    ('778 kB', '12.3 GB', '1.5 TB', '')
+    >>> size_text(778_000), size_text(12.34e9), size_text(1.5e12), size_text(None), size_text(0), size_text(1)
+    ('778 kB', '12.3 GB', '1.5 TB', '', '0 B', '1 B')
     """
     if nbytes is None:
         return ""
     import humanize
 
-    return humanize.naturalsize(nbytes, format="%.3g")
+    text = humanize.naturalsize(nbytes, format="%.3g")
+    return text.replace(" Bytes", " B").replace(" Byte", " B")  # the unit as short as kB, GB: "0 B", not "0 Bytes"
 
 
 def gb_text(gb: float | None) -> str:
@@ -79,9 +85,11 @@ def free_text(free_gb: float | None, total_gb: float | None) -> str:
 DETAIL_ATTEMPT_COLUMNS = ("id", "node", "state", "category", "elapsed", "peak memory", "peak scratch")
 
 
-def detail_tables(detail: dict) -> tuple[str, list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]]:
+def detail_tables(detail: dict, now: float | None = None
+                  ) -> tuple[str, list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]]:
     """``readmodel.dataset_detail`` as a head line and (title, columns, rows) tables: what
-    ``ari datasets show UID`` and the console's detail screen both print, cell for cell.
+    ``ari datasets show UID`` and the console's detail screen both print, cell for cell
+    (a running attempt's elapsed time runs to ``now``: :func:`attempt_seconds`).
 
     >>> head, tables = detail_tables({"uid": "u", "project": "p", "state": "held", "reason": "memory",
     ...     "casa_version": None, "size_gb": 1.5, "inputs": [{"name": "a.tar", "semantics": "raw", "size_bytes": None}],
@@ -98,15 +106,41 @@ def detail_tables(detail: dict) -> tuple[str, list[tuple[str, tuple[str, ...], l
         (f"; {gb_text(detail['size_gb'])}" if detail.get("size_gb") is not None else "")
     files = [(f["name"], f.get("semantics") or "", size_text(f["size_bytes"]) or "unknown") for f in detail["inputs"]]
     qa2 = [(f["name"],) for f in detail["qa2_files"]]
-    attempts = [(str(a["id"]), a["node"], a["state"], a.get("category") or "", duration_text(_attempt_seconds(a)),
+    attempts = [(str(a["id"]), a["node"], a["state"], a.get("category") or "", duration_text(attempt_seconds(a, now)),
                  gb_text(a.get("peak_mem_gb")), gb_text(a.get("peak_scratch_gb"))) for a in detail["attempts"]]
     return head, [("files for the node", ("name", "semantics", "size"), files),
                   ("QA2 products (fetched by the console)", ("name",), qa2),
                   ("attempts", DETAIL_ATTEMPT_COLUMNS, attempts)]
 
 
-def _attempt_seconds(a: dict) -> float | None:
-    """How long an attempt ran: to its end, else to its last heartbeat (no clock read: the text is stable)."""
+def attempt_seconds(a: Mapping | None, now: float | None = None) -> float | None:
+    """How long an attempt has run, the one rule of every screen and command that shows it.
+
+    From its start (its creation while it waits to start) to its end; an attempt that ended
+    without a recorded end, to its last heartbeat; an active one (pending, running) to ``now``,
+    or to its last heartbeat when no ``now`` is given (a text that does not move). None when
+    unknown.
+
+    >>> a = {"state": "running", "created_at": 0.0, "started_at": 60.0, "heartbeat_at": 600.0, "ended_at": None}
+    >>> attempt_seconds(a), attempt_seconds(a, now=900.0), attempt_seconds({**a, "state": "lost"}, now=900.0)
+    (540.0, 840.0, 540.0)
+    """
+    if not a:
+        return None
     start = a.get("started_at") if a.get("started_at") is not None else a.get("created_at")
-    end = a.get("ended_at") or a.get("heartbeat_at")
-    return None if start is None or end is None else end - start
+    if a.get("state") in ACTIVE_ATTEMPT_STATES and now is not None:
+        end = now
+    else:
+        end = a.get("ended_at") if a.get("ended_at") is not None else a.get("heartbeat_at")
+    return None if start is None or end is None else max(0.0, end - start)
+
+
+def clock_text(ts: float | None) -> str:
+    """A UTC time of day with date (ETAs, when an operator decided): ``"2026-12-01 14:00 UTC"``.
+
+    >>> clock_text(0.0), clock_text(None)
+    ('1970-01-01 00:00 UTC', '')
+    """
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

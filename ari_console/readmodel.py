@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 
 from . import store
 from .config import Node, load_config
-from .formatting import duration_text
+from .formatting import clock_text, duration_text
 
 # Attempt states. A *try* is an attempt that ran the recipe to a verdict: a cancelled attempt
 # (an operator's SIGTERM, or a launch the engine closed because it never started) is not one, so
@@ -375,7 +375,9 @@ def dataset_detail(db: store.Database, uid: str) -> dict:
     """``ari datasets show UID --json``: the data set, its node inputs, its QA2 products and attempts.
 
     ``inputs`` are the files sent to the node (``size_bytes`` None when the archive
-    gives no size); ``qa2_files`` the QA2 products the console fetches.
+    gives no size); ``qa2_files`` the QA2 products the console fetches; ``decisions`` what
+    operators did to it, oldest first (``{at, action, ...}``: an accept's note, an un-accept's
+    attempt, a reject's reason, a retry's node), never lost when a later decision undoes one.
     """
     from .archive.client import stored_files
 
@@ -401,6 +403,8 @@ def dataset_detail(db: store.Database, uid: str) -> dict:
         "attempts": attempts, "overrides": ds.get("overrides") or {},
         "excerpt": (failed or {}).get("excerpt"), "category": (failed or {}).get("category"),
         "fix": _fix_of(ds, failed), "qa2": store.qa2_results(db, uid),
+        "decisions": [{"at": e["ts"], **e["detail"]} for e in store.events(db, uid)
+                      if e["kind"] == "operator" and e["detail"]],
     }
 
 
@@ -418,7 +422,22 @@ def detail_notes(detail: dict) -> list[str]:
     for q in detail["qa2"]:
         lines.append(f"QA2 {q.get('field') or ''} spw {q.get('spw') or ''}: {q.get('verdict') or ''} "
                      f"(peak {q.get('peak_ratio')}, flux {q.get('flux_ratio')})")
+    lines += [decision_text(d) for d in detail.get("decisions", [])]
     return lines
+
+
+def decision_text(decision: Mapping) -> str:
+    """One operator decision of a data set's history, as `datasets show` and the detail screen list it.
+
+    >>> decision_text({"at": 0.0, "action": "accept", "attempt": 3, "note": "flux calibrator differs"})
+    'operator 1970-01-01 00:00 UTC: accept attempt 3 — flux calibrator differs'
+    """
+    d = dict(decision)
+    at, action, attempt = d.pop("at", None), d.pop("action", "?"), d.pop("attempt", None)
+    why = d.pop("note", None) or d.pop("reason", None)
+    rest = ", ".join(f"{k}={v}" for k, v in sorted(d.items()))
+    return f"operator {clock_text(at)}: {action}" + (f" attempt {attempt}" if attempt is not None else "") + \
+        (f" ({rest})" if rest else "") + (f" — {why}" if why else "")
 
 
 def _fix_of(ds: Mapping, failed: Mapping | None) -> str | None:

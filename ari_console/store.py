@@ -1288,6 +1288,37 @@ def accept_attempt(db: Database, uid: str, attempt_id: int, now: float, reason: 
         set_dataset_state(db, uid, "succeeded", now, reason=reason)
 
 
+def unaccept_attempt(db: Database, uid: str, now: float, reason: str, note: str | None = None) -> dict:
+    """Take back the delivery of ``uid``: its accepted attempt waits in ``review`` again.
+
+    The attempt delivered before it (the accept's ``old``) is delivered again, or none is; the
+    attempt, its products and QA2 verdicts stay. An ``unaccepted`` event keeps what the accept
+    was (its time, the data set's reason then, the operator's note, if any). Returns
+    ``{attempt, accepted_at, was, restored}``; a ``ValueError`` when nothing is accepted.
+    """
+    with transaction(db, immediate=True):
+        row = db.conn.execute("SELECT accepted_attempt, reason FROM datasets WHERE uid = ?", (uid,)).fetchone()
+        if row is None or row[0] is None:
+            raise ValueError(f"{uid}: no accepted attempt")
+        attempt_id, was = row
+        accepted = db.conn.execute("SELECT old, ts FROM events WHERE uid = ? AND kind = 'accepted' AND new = ?"
+                                   " ORDER BY id DESC LIMIT 1", (uid, str(attempt_id))).fetchone()
+        restored = int(accepted[0]) if accepted and accepted[0] else None
+        took_back = {"attempt": attempt_id, "accepted_at": accepted[1] if accepted else None, "was": was,
+                     "restored": restored}
+        db.conn.execute("UPDATE datasets SET accepted_attempt = ?, updated_at = ? WHERE uid = ?",
+                        (restored, now, uid))
+        record_event(db, "unaccepted", now, uid=uid, attempt_id=attempt_id, old=str(attempt_id),
+                     new=None if restored is None else str(restored),
+                     detail={k: v for k, v in (*took_back.items(), ("note", note)) if v is not None})
+        uncalibrated = db.conn.execute("SELECT COUNT(*) FROM events WHERE attempt_id = ? AND kind = 'uncalibrated'",
+                                       (attempt_id,)).fetchone()[0] > 0
+        record_event(db, "review", now, uid=uid, attempt_id=attempt_id, new=str(attempt_id),
+                     detail={"reason": reason, "uncalibrated": uncalibrated, "unaccepted": True})
+        set_dataset_state(db, uid, "review", now, reason=reason)
+    return took_back
+
+
 def send_to_review(db: Database, uid: str, attempt_id: int, now: float, reason: str,
                    uncalibrated: bool = False) -> None:
     """Put ``attempt_id``'s products before an operator: the data set waits in ``review``.

@@ -60,3 +60,14 @@ def test_status_lists_the_longest_waiting_and_counts_every_held_data_set(tmp_pat
     assert att["count"] == len(held) + att["review_total"] + len(att["nodes"])
     text = _ari(camp, "status")
     assert f"and {len(held) - 100:,} more held" in text and "ari datasets list --state held" in text
+
+
+def test_at_80_columns_the_uids_and_states_an_operator_copies_are_printed_whole(tmp_path):
+    camp = sample.build(tmp_path, n=60, running=4)
+    for args in (("datasets", "list", "--state", "held"), ("status",), ("attempts",)):
+        result = CliRunner().invoke(app, ["-c", str(camp.config.path), *args], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert max(len(ln) for ln in lines) <= 80, args
+        assert any(f" {camp.held_uid} " in ln for ln in lines), (args, result.output)
+        assert "uid://A001/…" not in result.output and "succe…" not in result.output, args

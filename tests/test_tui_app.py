@@ -528,13 +528,13 @@ async def test_a_node_unreachable_over_many_refreshes_makes_one_notification_and
         await settle(app, pilot, lambda: "hpc unreachable" not in _screen_text(app))
 
 
-def _waiting_in_review(camp, uid: str) -> int:
+def _waiting_in_review(camp, uid: str, reason: str = "QA2 discrepant in 1 of 1 pairs") -> int:
     """A data set whose products wait for a QA2 decision (as the engine leaves it)."""
     db = store.open_db(camp.db_path, create=False)
     try:
         aid = store.create_attempt(db, uid, "ws01", sample.NOW - 3600, mem_gb=8, walltime_h=4)
         store.update_attempt(db, aid, sample.NOW - 60, state="succeeded", ended_at=sample.NOW - 60)
-        store.send_to_review(db, uid, aid, sample.NOW - 60, "QA2 discrepant in 1 of 1 pairs")
+        store.send_to_review(db, uid, aid, sample.NOW - 60, reason)
         return aid
     finally:
         db.conn.close()

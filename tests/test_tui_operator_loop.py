@@ -83,3 +83,35 @@ def _with_sleeper(init):
         kw.setdefault("adjust_spec", _sleeper_with_overrides)
         init(self, cfg, *args, **kw)
     return patched
+
+
+@async_test
+async def test_cancel_from_the_detail_screen_asks_first_then_stops_the_running_attempt_and_holds_it(tmp_path, monkeypatch):
+    import ari_console.engine as engine_mod
+    from ari_console.tui.screens.detail import ConfirmScreen
+
+    cfg = make_campaign(tmp_path, [(UID, "12m", {"sleeper": {"sleep_s": 120}})])
+    monkeypatch.setattr(engine_mod.Engine, "__init__", _with_sleeper(engine_mod.Engine.__init__))
+    app = AriApp(cfg.campaign.db_path, cfg, engine=True, refresh_s=0.3)
+    db = store.open_db(cfg.campaign.db_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: any(a["handle"] and a["state"] == "running" for a in store.active_attempts(db)),
+                     what="the attempt running")
+        await pilot.press("2")
+        await _until(pilot, lambda: UID in app.screen.query_one("#queue-table").shown)
+        await pilot.press("enter")
+        await _until(pilot, lambda: isinstance(app.screen, DatasetScreen) and "running" in app.screen.text,
+                     what="the detail screen")
+        await pilot.press("c")
+        await _until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("n")  # changed my mind: the attempt goes on
+        await pilot.pause(1.0)
+        assert store.active_attempts(db) and not [e for e in store.events(db, UID) if e["kind"] == "operator"]
+        await pilot.press("c")
+        await _until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
+        await pilot.press("y")
+        await _until(pilot, lambda: store.dataset(db, UID)["state"] == "held", what="the data set held")
+    attempts = store.attempts(db, uid=UID)
+    actions_done = [e["detail"]["action"] for e in store.events(db, UID) if e["kind"] == "operator"]
+    db.conn.close()
+    assert [a["state"] for a in attempts] == ["cancelled"] and actions_done == ["cancel"]

@@ -272,3 +272,18 @@ def test_footer_keeps_help_and_quit_and_whole_keys_in_order():
     kept = views.footer_keys(items, 50, always=("help", "quit"), first=("switch_mode",))
     assert kept == {"help", "quit", "switch_mode", "filter", "state"}
     assert views.footer_keys(items, 10, always=("help", "quit")) == {"help", "quit"}
+
+
+def test_the_queue_and_the_attempt_lists_share_the_run_time_rule_for_running_and_ended_attempts():
+    from ari_console.formatting import attempt_seconds, duration_text
+    from ari_console.tui.views import QUEUE_COLUMNS, attempt_rows, queue_cells
+
+    d = ("u1", "p", "12m", 6, 2.0, "held")
+    column = QUEUE_COLUMNS.index("elapsed")
+    for state, ended in (("running", None), ("failed", 5000.0), ("lost", None)):  # lost: no end recorded
+        a = {"id": 7, "uid": "u1", "node": "ws1", "state": state, "stage": "image", "created_at": 0.0,
+             "started_at": 100.0, "heartbeat_at": 3700.0, "ended_at": ended, "category": None}
+        cells = queue_cells(d, (7, "u1", "ws1", state, "image", 0.0, 100.0, 3700.0, ended, None), 1, now=20000.0)
+        expected = duration_text(attempt_seconds(a, 20000.0))
+        assert cells[column] == attempt_rows([a], 20000.0)["7"][5] == expected, state
+    assert expected == "1h00m"  # the lost attempt: to its last heartbeat, not to now

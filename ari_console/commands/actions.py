@@ -1,4 +1,4 @@
-"""Root commands an operator takes on one data set: retry, cancel, override, hold, release, accept, reject."""
+"""Root commands an operator takes on one data set: retry, cancel, override, hold, release, accept, unaccept, reject."""
 
 from __future__ import annotations
 
@@ -85,6 +85,22 @@ def accept(ctx: typer.Context, uid: UidArg,
     """Deliver a data set waiting in review (QA2 discrepant or unverifiable): it becomes succeeded."""
     row = run_action(campaign(ctx, config), "accept", uid, note=note)
     emit_json(row) if as_json else out.print(f"{row['uid']}: accepted, attempt {row['accepted_attempt']} delivered")
+
+
+@app.command()
+def unaccept(ctx: typer.Context, uid: UidArg,
+             note: Annotated[Optional[str], typer.Option(help="Why, kept in the history.")] = None,
+             config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Take back a delivery: the accepted attempt waits in QA2 review again (products, verdicts and the accept kept)."""
+    row = run_action(campaign(ctx, config), "unaccept", uid, note=note)
+    if as_json:
+        emit_json(row)
+        return
+    took_back = row["unaccepted"]
+    restored = took_back["restored"]
+    out.print(f"{row['uid']}: un-accepted, attempt {took_back['attempt']} waits in QA2 review again"
+              + (f" (attempt {restored} is delivered meanwhile)" if restored else "")
+              + f" — `ari accept {row['uid']}` or `ari reject {row['uid']}` decides", markup=False)
 
 
 @app.command()

@@ -13,7 +13,7 @@ from .. import store
 from ..clikit import emit_json, err, out, table
 from ..config import CONFIG_NAME, load_config, starter_config
 from ..errors import UserError
-from ..formatting import duration_text, hours_text
+from ..formatting import attempt_seconds, duration_text, hours_text
 from .common import ConfigOpt, JsonOpt, UidArg, campaign, complete_uid, flag
 
 app = typer.Typer()
@@ -127,12 +127,13 @@ def attempts(
 
     db = campaign(ctx, config).db()
     rows = store.attempts(db, uid=canonical_uid(db, uid) if uid else None)
+    now = store.now()
     if as_json:
         emit_json(rows)
         return
     table(f"{len(rows)} attempts", ["id", "uid", "node", "state", "stage", "category", "elapsed", "excerpt"],
           [(a["id"], a["uid"], a["node"], a["state"], a["stage"], a["category"],
-            duration_text((a["ended_at"] or store.now()) - a["started_at"]) if a["started_at"] else None,
+            duration_text(attempt_seconds(a, now)),
             next((ln.strip() for ln in (a["excerpt"] or "").splitlines() if ln.strip()), ""))
            for a in rows])
 

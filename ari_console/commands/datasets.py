@@ -99,7 +99,8 @@ def show(
 
     JSON keys: uid, project, state, reason, casa_version, size_gb, inputs [{name, url, semantics,
     size_bytes}], qa2_files [{name, url}], targets, datalink_error, attempts (each with
-    peak_mem_gb and peak_scratch_gb: the most memory and scratch disk it used, null when not measured).
+    peak_mem_gb and peak_scratch_gb: the most memory and scratch disk it used, null when not measured),
+    decisions [{at, action, ...}]: what operators did to it (accept with its note, unaccept, reject, ...).
     """
     from ..actions import canonical_uid
     from ..readmodel import dataset_detail, detail_notes
@@ -112,7 +113,7 @@ def show(
     if as_json:
         emit_json(detail)
         return
-    head, tables = detail_tables(detail)
+    head, tables = detail_tables(detail, now=store.now())
     out.print(head, markup=False, highlight=False)
     for title, columns, rows in tables:
         table(title, list(columns), rows)

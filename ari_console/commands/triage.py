@@ -140,7 +140,7 @@ def classify(
             failed += 1
     if as_json:
         emit_json(rows)
-    else:
+    elif rows or not failed:  # every input refused: its lines on stderr say it all, no empty table
         _table(rows)
     if failed:
         raise typer.Exit(1)

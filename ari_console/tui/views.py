@@ -13,10 +13,9 @@ import math
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Collection, Iterable, Mapping, Sequence
 
-from ..formatting import duration_text, free_text, gb_text
+from ..formatting import attempt_seconds, clock_text, duration_text, free_text, gb_text  # noqa: F401 (clock_text: views.clock_text)
 from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -56,13 +55,6 @@ def bar_chart(values: Sequence[float], top: float, height: int = 3) -> str:
         cells = [max(0, min(8, lv - r * 8)) for lv in levels]
         rows.append("".join(SPARK[c - 1] if c else " " for c in cells))
     return "\n".join(rows)
-
-
-def clock_text(ts: float | None) -> str:
-    """A UTC time of day with date, for ETAs: ``"2026-12-01 14:00 UTC"``."""
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # -- what fits on screen (80x24 and up) -----------------------------------------------------
@@ -298,17 +290,6 @@ def filter_rows(flt: RowFilter, rows: Mapping[str, tuple], fields: Mapping[str, 
 
 # -- attempts ----------------------------------------------------------------------
 
-def attempt_elapsed(a: dict | None, now: float) -> float | None:
-    """Seconds an attempt has run (until now if it is still active)."""
-    if not a:
-        return None
-    start = a.get("started_at") if a.get("started_at") is not None else a.get("created_at")
-    if start is None:
-        return None
-    end = a.get("ended_at") if a.get("state") in ENDED_ATTEMPT_STATES else None
-    return (end or now) - start
-
-
 # -- queue ---------------------------------------------------------------------------
 
 class QueueFields(Mapping):
@@ -416,7 +397,9 @@ def queue_cells(d: Sequence, a: Sequence | None, count: int, now: float, heartbe
     if not ended_state and beat is not None and now - beat > heartbeat_stale_s:
         stage = f"{stage} (stale {duration_text(now - beat)})"
     start = started if started is not None else created
-    elapsed = "" if start is None else duration_text(((ended if ended_state else None) or now) - start)
+    # formatting.attempt_seconds's rule, inline (once per data set at 100,000): active to now, ended to its end
+    end = now if not ended_state else ended if ended is not None else beat
+    elapsed = "" if start is None or end is None else duration_text(end - start)
     if texts is not None:
         stage, elapsed = texts.setdefault(stage, stage), texts.setdefault(elapsed, elapsed)
     return (uid, project or "", array or "", band_text, size, state, count_text, node or "", stage, elapsed,
@@ -708,7 +691,7 @@ def attempt_rows(attempts: Sequence[dict], now: float, heartbeat_stale_s: float 
         if a["state"] not in ENDED_ATTEMPT_STATES and hb is not None and now - hb > heartbeat_stale_s:
             beat = f"stale {duration_text(now - hb)}"
         rows[str(a["id"])] = (str(a["id"]), a["uid"], a["node"], a["state"], a.get("stage") or "",
-                              duration_text(attempt_elapsed(a, now)), beat)
+                              duration_text(attempt_seconds(a, now)), beat)
     return rows
 
 

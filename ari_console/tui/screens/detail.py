@@ -1,5 +1,6 @@
 """One data set in full (Enter on a queue or triage row): what `ari datasets show UID` prints, and the
-actions an operator takes on it: retry, cancel, hold, release, override."""
+actions an operator takes on it: retry, cancel, hold, release, override, and at QA2 review accept,
+reject and un-accept (a data set whose products have no QA2 pair to compare is not on the QA2 screen)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from ari_console import actions, readmodel
 from ari_console.formatting import detail_tables
 
+from ..widgets.fit_footer import FitFooter
 
-def detail_renderable(detail: dict) -> Group:
+
+def detail_renderable(detail: dict, now: float | None = None) -> Group:
     """The detail of ``readmodel.dataset_detail`` as the console shows it (same content as the CLI)."""
-    head, tables = detail_tables(detail)
+    head, tables = detail_tables(detail, now)
     parts: list = [Text(head, style="bold")]
     for title, columns, rows in tables:
         grid = Table(*columns, title=title, expand=True)
@@ -43,6 +46,12 @@ class DatasetScreen(ModalScreen):
         Binding("h", "act('hold')", "Hold", tooltip="Keep it out of scheduling"),
         Binding("u", "act('release')", "Release", tooltip="Let a held data set be scheduled again"),
         Binding("o", "override", "Override", tooltip="Memory, walltime, node or recipe parameters for the next attempt"),
+        Binding("a", "accept", "Accept", tooltip="Deliver the products waiting in QA2 review"),
+        Binding("x", "reject", "Reject", tooltip="Refuse the products waiting in QA2 review: hold or re-image"),
+        Binding("U", "unaccept", "Un-accept", key_display="U",
+                tooltip="Take back its delivery: the accepted attempt waits in QA2 review again (asks first)"),
+        # a modal screen hides the app's keys: its own help key lists this screen's
+        Binding("question_mark,f1", "app.help", "Help", key_display="?", tooltip="Every key of this screen"),
     ]
 
     def __init__(self, uid: str) -> None:
@@ -57,7 +66,7 @@ class DatasetScreen(ModalScreen):
                 yield Static("reading…", id="detail")
             yield Input(placeholder="mem_gb=32 walltime_h=48 node=hpc niter=1000 (Enter applies, Escape drops)",
                         id="override-input", classes="hidden")
-        yield Footer()
+        yield FitFooter()  # whole keys at 80 columns, ? help always
 
     def on_mount(self) -> None:
         self._load()
@@ -65,7 +74,7 @@ class DatasetScreen(ModalScreen):
     @work(thread=True, exclusive=True, group="detail")
     def _load(self) -> None:
         detail = self.app.read_db(readmodel.dataset_detail, self.uid)
-        renderable = detail_renderable(detail)
+        renderable = detail_renderable(detail, self.app.clock())
         console = Console(width=120, record=True, file=io.StringIO())
         console.print(renderable)
         self.text = console.export_text()
@@ -82,6 +91,16 @@ class DatasetScreen(ModalScreen):
         kw = {"config": self.app.config} if what == "cancel" else {}
         self.app.operate(f"{self.uid}: {what} done", getattr(actions, what), self.uid, **kw)
         self.set_timer(0.5, self._load)
+
+    def action_accept(self) -> None:
+        self.app.operate(f"{self.uid}: accepted, products delivered", actions.accept, self.uid)
+        self.set_timer(0.5, self._load)
+
+    def action_reject(self) -> None:
+        choose_reject(self.app, self.uid, then=lambda: self.set_timer(0.5, self._load))
+
+    def action_unaccept(self) -> None:
+        confirm_unaccept(self.app, self.uid, then=lambda: self.set_timer(0.5, self._load))
 
     def action_override(self) -> None:
         box = self.query_one("#override-input", Input)
@@ -134,6 +153,39 @@ def parse_override(text: str) -> dict:
     if params:
         out["params"] = params
     return out
+
+
+REJECT_CHOICES = [("hold", "hold it: the products are not delivered"),
+                  ("retry", "queue it again: re-image (the rejected attempt stays in the history)")]
+
+
+def choose_reject(app, uid: str, then=None) -> None:
+    """Reject the products waiting in review after a choice, hold or re-image (Esc: keep them in review):
+    the QA2 screen's ``r`` and the detail screen's ``x``, as ``ari reject [--retry]``."""
+    from .node_picker import NodePicker
+
+    def chosen(choice: str | None) -> None:
+        if choice in ("hold", "retry"):
+            app.operate(f"{uid}: rejected, " + ("queued again" if choice == "retry" else "held"), actions.reject, uid,
+                        retry=choice == "retry", reason="rejected at QA2 review in the console")
+            if then is not None:
+                then()
+
+    app.push_screen(NodePicker(f"Reject the products of {uid}? (Esc: keep them in review)", REJECT_CHOICES), chosen)
+
+
+def confirm_unaccept(app, uid: str, then=None) -> None:
+    """Ask, then take back ``uid``'s delivery (``actions.unaccept``): the QA2 and detail screens' ``U``."""
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            app.operate(f"{uid}: un-accepted, waits in QA2 review again", actions.unaccept, uid,
+                        note="from the console")
+            if then is not None:
+                then()
+
+    app.push_screen(ConfirmScreen(f"Take back the delivery of {uid}? Its products wait in QA2 review again "
+                                  "(kept, not deleted)."), answered)
 
 
 class ConfirmScreen(ModalScreen[bool]):

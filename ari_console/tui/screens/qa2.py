@@ -1,7 +1,8 @@
 """Pipeline images against the archive's QA2 images: ratios and verdicts, discrepant first.
 
 The operator decides here what waits in review (``a`` accepts, ``r`` rejects: hold it or
-re-image it, chosen in a list that Esc cancels), as ``ari accept`` / ``ari reject`` do.
+re-image it, chosen in a list that Esc cancels), as ``ari accept`` / ``ari reject`` do; ``U``
+takes a delivery back into review (asking first), as ``ari unaccept`` does.
 
 A campaign of 10,000 data sets holds tens of thousands of pairs: the table is a
 ``VirtualTable`` and the ``/`` filter, the plot's points and the counts are made in the
@@ -25,12 +26,10 @@ from ..snapshot import Snapshot
 from ..widgets.sky_pair import SkyPair
 from ..widgets.virtual_table import VirtualTable
 from .base import AriScreen
-from .node_picker import NodePicker
+from .detail import choose_reject, confirm_unaccept
 
 QA2_FIELD_CELLS = {"specmode": views.QA2_COLUMNS.index("specmode"), "verdict": views.QA2_COLUMNS.index("verdict")}
 """The ``key:value`` filter fields of a pair that are cells of its row."""
-REJECT_CHOICES = [("hold", "hold it: the products are not delivered"),
-                  ("retry", "queue it again: re-image (the rejected attempt stays in the history)")]
 
 
 def plot_points(points: Sequence[tuple[float, str]], most: int = 1000) -> tuple[tuple[int, float, str], ...]:
@@ -63,6 +62,10 @@ class Qa2Screen(AriScreen):
     BINDINGS = [
         Binding("a", "accept", "Accept", tooltip="Deliver the selected data set's products waiting in review"),
         Binding("r", "reject", "Reject", tooltip="Refuse the products waiting in review: hold or re-image"),
+        Binding("U", "unaccept", "Un-accept", key_display="U",
+                tooltip="Take back the selected data set's delivery: it waits in QA2 review again (asks first)"),
+        Binding("enter", "detail", "Detail", tooltip="Open the data set of the selected pair: its state, attempts, "
+                "every verdict, the operators' decisions"),
     ]
 
     def __init__(self) -> None:
@@ -111,6 +114,11 @@ class Qa2Screen(AriScreen):
     @on(VirtualTable.RowHighlighted, "#qa2-table")
     def _pair_highlighted(self, event: VirtualTable.RowHighlighted) -> None:
         self._follow_selection()
+
+    def action_detail(self) -> None:
+        """Enter: the detail of the pair's data set (its state, attempts, every verdict, the decisions)."""
+        if uid := self._selected_uid():
+            self.app.show_dataset(uid)
 
     def _follow_selection(self) -> None:
         """Draw the selected pair's images when the selection changed (after a filter too)."""
@@ -163,21 +171,13 @@ class Qa2Screen(AriScreen):
         if uid := self._selected_uid():
             self.app.operate(f"{uid}: accepted, products delivered", actions.accept, uid)
 
+    def action_unaccept(self) -> None:
+        if uid := self._selected_uid():
+            confirm_unaccept(self.app, uid)
+
     def action_reject(self) -> None:
-        uid = self._selected_uid()
-        if uid is None:
-            return
-
-        def chosen(choice: str | None) -> None:
-            if choice == "retry":
-                self.app.operate(f"{uid}: rejected, queued again", actions.reject, uid, retry=True,
-                                 reason="rejected at QA2 review in the console")
-            elif choice == "hold":
-                self.app.operate(f"{uid}: rejected, held", actions.reject, uid,
-                                 reason="rejected at QA2 review in the console")
-
-        self.app.push_screen(NodePicker(f"Reject the products of {uid}? (Esc: keep them in review)",
-                                        REJECT_CHOICES), chosen)
+        if uid := self._selected_uid():
+            choose_reject(self.app, uid)
 
     def _plot(self, points: tuple) -> None:
         plot = self.query_one("#qa2-plot", PlotextPlot)

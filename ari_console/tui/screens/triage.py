@@ -1,4 +1,5 @@
-"""What failed and why: failures grouped by category or signature; retry, hold, release."""
+"""What failed and why: failures grouped by category or signature; retry, hold, release; Enter on a
+failed data set opens its detail."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class TriageScreen(AriScreen):
         Binding("u", "release", "Release", tooltip="Let a held data set be scheduled again"),
         Binding("l", "log", "Log", tooltip="Open the failed attempt's log at its decisive line"),
         Binding("c", "copy", "Copy cmd", tooltip="Copy the shell command that shows the log by hand"),
+        Binding("enter", "detail", "Detail", tooltip="Open the selected data set's detail: reason, overrides, "
+                "attempts, excerpt, fix, QA2; act on it there (on a group: go to its data sets)"),
     ]
 
     def __init__(self) -> None:
@@ -103,6 +106,15 @@ class TriageScreen(AriScreen):
     @on(VirtualTable.RowHighlighted, "#failures-table")
     def _failure_highlighted(self, event: VirtualTable.RowHighlighted) -> None:
         self._show_excerpt()
+
+    @on(DataTable.RowSelected, "#groups-table")
+    def _group_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a group: into its failed data sets (Enter there opens one's detail)."""
+        self.failures_table.focus()
+
+    def action_detail(self) -> None:
+        if f := self._selected():
+            self.app.show_dataset(f["uid"])
 
     def _selected(self, quiet: bool = False) -> dict | None:
         key = self.failures_table.selected_key

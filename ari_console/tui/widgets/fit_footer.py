@@ -77,20 +77,26 @@ class FitFooter(Footer):
         self.show_command_palette = width >= COMPACT_BELOW  # ctrl+p works anyway; its key is in the ? help
         keep = views.footer_keys(self._items(), width - (PALETTE_CELLS if self.show_command_palette else 0),
                                  ALWAYS, FIRST)
+        grouped = self._grouped()
         for widget in super().compose():
             if isinstance(widget, FooterKey) and "-command-palette" not in widget.classes \
-                    and _name(widget.action) not in keep:
+                    and _name(widget.action, grouped) not in keep:
                 continue
             yield widget
+
+    def _grouped(self) -> set[str]:
+        """The actions (without arguments) of the screen's binding groups."""
+        return {_name(b.action) for _, b, _, _ in self.screen.active_bindings.values() if b.group is not None}
 
     def _items(self) -> list[tuple[str, int]]:
         """(name, cells) of each footer key in order; a binding group is one item, named by its action."""
         items: dict[str, int] = {}
         pad = 2 if self.compact else 3  # " key desc" and a margin, or " key " and "desc "
+        grouped = self._grouped()
         for _, binding, _, _ in self.screen.active_bindings.values():
             if not binding.show:
                 continue
-            name = _name(binding.action)
+            name = _name(binding.action, grouped)
             key = len(self.app.get_key_display(binding))
             if binding.group is not None:  # keys side by side, then the group's label once
                 items[name] = items.get(name, len(binding.group.description) + 3) + key
@@ -99,6 +105,10 @@ class FitFooter(Footer):
         return list(items.items())
 
 
-def _name(action: str) -> str:
-    """A binding's action without its arguments: ``switch_mode('queue')`` -> ``switch_mode``."""
-    return action.split("(", 1)[0]
+def _name(action: str, grouped: set[str] | None = None) -> str:
+    """A footer item's name: a grouped binding's action without its arguments (``switch_mode('queue')`` ->
+    ``switch_mode``: the group is one item), any other's whole (``act('retry')`` and ``act('hold')`` are two
+    keys), without the ``app.`` namespace (``app.help``, a modal screen's own help key -> ``help``)."""
+    action = action.removeprefix("app.")
+    base = action.split("(", 1)[0]
+    return base if grouped is None or base in grouped else action
