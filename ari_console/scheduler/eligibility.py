@@ -113,16 +113,19 @@ def node_classes(nodes: Sequence[NodeState], pinned: Collection[str] = ()) -> li
 
 
 def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
-                classes: Sequence[NodeClass]) -> list[tuple[DataSet, tuple[int, ...]]]:
+                classes: Sequence[NodeClass], placed=None) -> list[tuple[DataSet, tuple[int, ...]]]:
     """(data set, indexes of the classes it may run on) for each data set
     (the test of :func:`why_not`, without making its reasons; on arrays for the
-    data sets that only memory and hours constrain)."""
+    data sets that only memory and hours constrain). ``placed``: the (hours, memory)
+    placement values of ``preds`` for ``queue`` as arrays, when the caller has them
+    (:func:`settle`), so that they are not read back from 100,000 predictions."""
     import numpy as np
 
     queue = list(queue)
-    masks = (_fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
-                        np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes)
-             & scratch_masks(queue, classes)).tolist()
+    hours, mem = placed if placed is not None else (
+        np.array([preds[ds.uid].hours for ds in queue], dtype=float),
+        np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float))
+    masks = (_fit_masks(hours, mem, classes) & scratch_masks(queue, classes)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
     out = []
     for ds, m in zip(queue, masks):
@@ -373,11 +376,90 @@ def _kill_shares(mask, kill_p, kill_cost, capacity: Sequence[float]):
     return lost, killed, np.where(safe > 0, safe, mask)
 
 
+def _levels_named(quantiles: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """The distinct hours and memory quantiles of ``quantiles``, each side sorted (as :func:`_quantile_levels`)."""
+    return sorted({q for q, _ in quantiles}), sorted({q for _, q in quantiles})
+
+
+def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantiles: Sequence[tuple[float, float]],
+            margin: float, memory_kill_cost: float) -> dict:
+    """What :func:`settle` computes from each data set's prediction alone (arrays, the last axis one
+    data set each): its :func:`risk_columns`, :func:`kill_risk` per class, its placement values at
+    each quantile level (``levels_h``/``levels_m``, a row per level of :func:`_levels_named`), and the
+    medians (above its floor) a data set that fits nowhere is tried with (``half_h``/``half_m``)."""
+    import numpy as np
+
+    from .prediction import quantiles_above
+
+    columns = risk_columns(spread)
+    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
+    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
+    levels = _quantile_levels(quantiles, margin, (median_h, sigma_h * tail_h, floor_h, sigma_h, base_h),
+                              (median_m, sigma_m * tail_m, floor_m, sigma_m, base_m))
+    rows = [np.array([side[q] for q in qs]).reshape(len(qs), len(spread))
+            for side, qs in zip(levels, _levels_named(quantiles))]
+    return dict(columns=columns, kill_p=kill_p, kill_cost=kill_cost, levels_h=rows[0], levels_m=rows[1],
+                half_h=np.where(sigma_h > 0, np.maximum(quantiles_above(median_h, sigma_h, floor_h, 0.5, margin), work),
+                                base_h),
+                half_m=np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, 0.5, margin), base_m))
+
+
+_KEPT: list = [None]
+"""What the last :func:`settle` derived per data set: (key, uid -> (prediction, row), arrays)."""
+
+
+def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],
+                 quantiles: Sequence[tuple[float, float]], margin: float, memory_kill_cost: float) -> dict:
+    """:func:`_derive` for ``spread`` (the predictions of ``uids``), reusing the rows of the last call
+    whose prediction is the same object (the same key: class limits, quantiles, margin, kill cost):
+    a replay re-plans a queue that lost its launched data sets and gained a few retried ones,
+    and an engine re-plans after a drain or an import with the predictions it had. Each row
+    depends on its own prediction only, so reused rows are the numbers a full pass makes."""
+    import numpy as np
+
+    key = (tuple((c.rep.mem_gb, c.rep.walltime_h, c.rep.speed) for c in classes),
+           tuple(map(tuple, quantiles)), margin, memory_kill_cost)
+    kept = _KEPT[0]
+    if kept is None or kept[0] != key:
+        out = _derive(spread, classes, quantiles, margin, memory_kill_cost)
+    else:
+        index, arrays = kept[1], kept[2]
+        rows, missing = [], []
+        for i, (uid, p) in enumerate(zip(uids, spread)):
+            hit = index.get(uid)
+            if hit is not None and hit[0] is p:
+                rows.append(hit[1])
+            else:
+                rows.append(-1 - len(missing))
+                missing.append(i)
+        take = np.array(rows, dtype=np.intp).reshape(len(rows))
+        if missing:  # rows of the new predictions after the kept ones
+            fresh = _derive([spread[i] for i in missing], classes, quantiles, margin, memory_kill_cost)
+            arrays = {k: np.concatenate((v, fresh[k]), axis=-1) for k, v in arrays.items()}
+            take = np.where(take < 0, arrays["columns"].shape[-1] - len(missing) - 1 - take, take)
+        out = {k: v[..., take] for k, v in arrays.items()}
+    _KEPT[0] = (key, {uid: (p, i) for i, (uid, p) in enumerate(zip(uids, spread))}, out)
+    return out
+
+
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
                 quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
                 memory_kill_cost: float = 0.5, ratios: Sequence[float] = (),
                 ) -> tuple[dict[str, Prediction], tuple[float, float] | None]:
-    """Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
+    """Predictions whose placement quantiles are as safe as capacity allows, and those
+    (hours, memory) quantiles: :func:`settle` without its arrays."""
+    return settle(queue, preds, classes, quantiles, tolerance, margin, memory_kill_cost, ratios)[:2]
+
+
+def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
+           quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
+           memory_kill_cost: float = 0.5, ratios: Sequence[float] = ()):
+    """(predictions, quantiles, placement arrays) of :func:`settle_risk`; the arrays are the
+    settled (hours, memory) placement values of every data set of ``queue`` in its order (as
+    the predictions returned hold them), or None where ``queue`` lacks a prediction or
+    nothing moved: :func:`eligibility` takes them as they are.
+
+    Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
 
     High quantiles keep long uncertain data sets off walltime-limited nodes
     and big uncertain ones off small nodes; but when that leaves the roomy
@@ -409,24 +491,21 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     """
     import numpy as np
 
-    from .prediction import quantiles_above
-
     uids = list(map(attrgetter("uid"), queue))
-    if not preds.keys() >= set(uids):  # (set operations run in C: the filter only when some lack a prediction)
+    whole = preds.keys() >= set(uids)  # (set operations run in C: the filter only when some lack a prediction)
+    if not whole:
         queue = [ds for ds in queue if ds.uid in preds]
         uids = list(map(attrgetter("uid"), queue))
     spread = list(map(preds.__getitem__, uids))
     if not any(p.sigma > 0 or p.mem_sigma > 0 for p in spread):
-        return dict(preds), None
+        return dict(preds), None, None
     capacity = [c.capacity for c in classes]
     static = _static_masks(queue, classes) & scratch_masks(queue, classes)
-    columns = risk_columns(spread)
-    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
-    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
+    derived = _per_dataset(uids, spread, classes, quantiles, margin, memory_kill_cost)
+    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = derived["columns"]
+    kill_p, kill_cost = derived["kill_p"], derived["kill_cost"]
     limits = [c.rep.walltime_h * c.rep.speed for c in classes if c.rep.walltime_h is not None]
-
-    levels = _quantile_levels(quantiles, margin, (median_h, sigma_h * tail_h, floor_h, sigma_h, base_h),
-                              (median_m, sigma_m * tail_m, floor_m, sigma_m, base_m))
+    levels = [dict(zip(qs, rows)) for qs, rows in zip(_levels_named(quantiles), (derived["levels_h"], derived["levels_m"]))]
 
     def placement_values(q_hours: float | None, q_mem: float | None, ratio: float | None = None):
         if ratio is not None:
@@ -436,9 +515,7 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         return levels[0][q_hours], levels[1][q_mem]
 
     # what fits nowhere is tried where its medians fit (as placement._eligible_or_worth_a_try does)
-    fallback = static & _fit_masks(
-        np.where(sigma_h > 0, np.maximum(quantiles_above(median_h, sigma_h, floor_h, 0.5, margin), work), base_h),
-        np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, 0.5, margin), base_m), classes)
+    fallback = static & _fit_masks(derived["half_h"], derived["half_m"], classes)
 
     speeds = np.array([c.rep.speed for c in classes])[:, None]
     with np.errstate(divide="ignore"):  # the loss to kills until an attempt there succeeds (a sure kill: inf)
@@ -490,7 +567,7 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     best = min(b for b, _ in judged)
     pick = min((k for k, (b, _) in enumerate(judged) if b <= best * (1 + tolerance)), key=lambda k: judged[k][1])
     if choices[pick] == (None, None, None):
-        return dict(preds), None
+        return dict(preds), None, (base_h, base_m) if whole else None
     q_hours, q_mem, ratio = choices[pick]
     hours, mem = placement_values(q_hours, q_mem, ratio)
     if ratio is not None:
@@ -500,4 +577,4 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     moved = np.flatnonzero((hours != base_h) | (mem != base_m)).tolist()
     for i, h, m in zip(moved, hours[moved].tolist(), mem[moved].tolist()):
         out[uids[i]] = spread[i].placed_at(h, m)
-    return out, (q_hours, q_mem)
+    return out, (q_hours, q_mem), (hours, mem) if whole else None

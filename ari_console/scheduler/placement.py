@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .eligibility import eligibility, node_classes, nodes_key, settle_risk, unplaceable_reason, why_not
+from .eligibility import eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
 from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
@@ -38,12 +38,13 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         seq = tuple(queue)
         return Plan("fifo", key, {"": seq}, {"": 0}, frozenset(), preds, (), len(seq))
     classes = node_classes(nodes, {ds.node for ds in queue if ds.node})
-    risk_q = None
+    risk_q = placed = None
+    queue = list(queue)
     if search.relax_quantiles or search.risk_ratios:
-        preds, risk_q = settle_risk(list(queue), preds, classes, search.relax_quantiles, search.relax_tolerance,
-                                    tuning.retry_margin, ratios=search.risk_ratios)
+        preds, risk_q, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                       tuning.retry_margin, ratios=search.risk_ratios)
     placeable, bad = [], []
-    for ds, elig in _eligible_or_worth_a_try(queue, preds, classes, tuning):
+    for ds, elig in _eligible_or_worth_a_try(queue, preds, classes, tuning, placed):
         if elig:
             placeable.append((ds, elig))
         else:
@@ -91,13 +92,14 @@ def _pilots_first(plan: Plan, count: int) -> Plan:
 
 
 def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Prediction],
-                             classes: Sequence[NodeClass], tuning: Tuning) -> list[tuple[DataSet, tuple[int, ...]]]:
+                             classes: Sequence[NodeClass], tuning: Tuning,
+                             placed=None) -> list[tuple[DataSet, tuple[int, ...]]]:
     """:func:`eligibility`, except that a data set whose cautious quantiles fit no node but
     whose medians (above what it is known to need) fit one is tried there: a wide spread
     alone never makes a data set unplaceable, a kill that shows it needs more does.
     ``preds`` is updated with the median placement values of those data sets (the mean
-    hours when higher)."""
-    out = eligibility(queue, preds, classes)
+    hours when higher). ``placed``: ``preds``' placement values as arrays (:func:`settle`)."""
+    out = eligibility(queue, preds, classes, placed)
     hopeless = [ds for ds, elig in out if not elig and (preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0)]
     if not hopeless:
         return out
