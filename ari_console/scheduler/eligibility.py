@@ -406,6 +406,9 @@ def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantile
 
 _KEPT: list = [None]
 """What the last :func:`settle` derived per data set: (key, uid -> (prediction, row), arrays)."""
+_PLACED: list = [{}]
+"""The predictions the last :func:`settle` moved: uid -> (the prediction, it at its placement values);
+the next re-plan reuses those whose prediction and values are the same (the objects are immutable)."""
 
 
 def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],
@@ -437,7 +440,7 @@ def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Seq
             fresh = _derive([spread[i] for i in missing], classes, quantiles, margin, memory_kill_cost)
             arrays = {k: np.concatenate((v, fresh[k]), axis=-1) for k, v in arrays.items()}
             take = np.where(take < 0, arrays["columns"].shape[-1] - len(missing) - 1 - take, take)
-        out = {k: v[..., take] for k, v in arrays.items()}
+        out = {k: np.take(v, take, axis=-1) for k, v in arrays.items()}  # row by row in memory, as made
     _KEPT[0] = (key, {uid: (p, i) for i, (uid, p) in enumerate(zip(uids, spread))}, out)
     return out
 
@@ -575,6 +578,13 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     hours, mem = hours.round(4), mem.round(4)
     out = dict(preds)
     moved = np.flatnonzero((hours != base_h) | (mem != base_m)).tolist()
+    last, made = _PLACED[0], {}
     for i, h, m in zip(moved, hours[moved].tolist(), mem[moved].tolist()):
-        out[uids[i]] = spread[i].placed_at(h, m)
+        uid, base = uids[i], spread[i]
+        kept = last.get(uid)  # the last plan's, when made from the same prediction at the same values
+        placed = (kept[1] if kept is not None and kept[0] is base and kept[1].hours == h and kept[1].mem_gb == m
+                  else base.placed_at(h, m))
+        out[uid] = placed
+        made[uid] = (base, placed)
+    _PLACED[0] = made
     return out, (q_hours, q_mem), (hours, mem) if whole else None

@@ -313,7 +313,17 @@ def _place_lpt(nodes: Sequence[NodeState], now: float, plan: Plan) -> Placement:
                 taken = taken | {pick[2].uid}
                 pairs.append((pick[2], n))
     return Placement(tuple(pairs), plan.unplaceable,
-                     replace(plan, cursor=cursor, taken=taken, remaining=plan.remaining - len(pairs)))
+                     _advanced(plan, cursor=cursor, taken=taken, remaining=plan.remaining - len(pairs)))
+
+
+def _advanced(plan: Plan, **changes) -> Plan:
+    """``replace(plan, **changes)`` for the fields a placement moves on (cursor, taken, remaining),
+    without the dataclass machinery: a replay takes a plan's next pairs thousands of times."""
+    new = object.__new__(Plan)
+    values = plan.__dict__.copy()
+    values.update(changes)
+    object.__setattr__(new, "__dict__", values)
+    return new
 
 
 def _tails(plan: Plan, cursor: Mapping[str, int], taken: frozenset[str],
