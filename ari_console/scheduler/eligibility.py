@@ -405,33 +405,43 @@ def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantile
 
 
 _KEPT: list = [None]
-"""What the last :func:`settle` derived per data set: (key, uid -> (prediction, row), arrays)."""
-_PLACED: list = [{}]
-"""The predictions the last :func:`settle` moved: uid -> (the prediction, it at its placement values);
-the next re-plan reuses those whose prediction and values are the same (the objects are immutable)."""
+"""What the last :func:`settle` derived per data set: (key, uid -> row, the predictions, arrays)."""
+_PLACED: list = [({}, [], [])]
+"""The predictions the last :func:`settle` moved: (uid -> position, the predictions, them at their
+placement values); the next re-plan reuses those whose prediction and values are the same (the
+objects are immutable)."""
+
+
+def forget_settled() -> None:
+    """Drop what :func:`settle` kept from its last call (a benchmark measures a cold re-plan)."""
+    _KEPT[0] = None
+    _PLACED[0] = ({}, [], [])
 
 
 def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],
-                 quantiles: Sequence[tuple[float, float]], margin: float, memory_kill_cost: float) -> dict:
-    """:func:`_derive` for ``spread`` (the predictions of ``uids``), reusing the rows of the last call
-    whose prediction is the same object (the same key: class limits, quantiles, margin, kill cost):
-    a replay re-plans a queue that lost its launched data sets and gained a few retried ones,
-    and an engine re-plans after a drain or an import with the predictions it had. Each row
-    depends on its own prediction only, so reused rows are the numbers a full pass makes."""
+                 quantiles: Sequence[tuple[float, float]], margin: float, memory_kill_cost: float) -> tuple[dict, bool]:
+    """(:func:`_derive` for ``spread``, the predictions of ``uids``; whether the last call's rows were
+    reused). A row is reused where its prediction is the same object as the last call's (under the
+    same key: class limits, quantiles, margin, kill cost): a replay re-plans a queue that lost its
+    launched data sets and gained a few retried ones, an engine re-plans after a drain or an
+    import with the predictions it had. Each row depends on its own prediction only, so reused
+    rows are the numbers a full pass makes. After a refit (a sample of the predictions is new)
+    everything is derived afresh."""
     import numpy as np
 
     key = (tuple((c.rep.mem_gb, c.rep.walltime_h, c.rep.speed) for c in classes),
            tuple(map(tuple, quantiles)), margin, memory_kill_cost)
     kept = _KEPT[0]
-    if kept is None or kept[0] != key:
+    reuse = kept is not None and kept[0] == key and _same_share(kept[1], kept[2], uids, spread) >= 0.5
+    if not reuse:
         out = _derive(spread, classes, quantiles, margin, memory_kill_cost)
     else:
-        index, arrays = kept[1], kept[2]
+        index, before, arrays = kept[1], kept[2], kept[3]
         rows, missing = [], []
         for i, (uid, p) in enumerate(zip(uids, spread)):
-            hit = index.get(uid)
-            if hit is not None and hit[0] is p:
-                rows.append(hit[1])
+            j = index.get(uid)
+            if j is not None and before[j] is p:
+                rows.append(j)
             else:
                 rows.append(-1 - len(missing))
                 missing.append(i)
@@ -441,8 +451,18 @@ def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Seq
             arrays = {k: np.concatenate((v, fresh[k]), axis=-1) for k, v in arrays.items()}
             take = np.where(take < 0, arrays["columns"].shape[-1] - len(missing) - 1 - take, take)
         out = {k: np.take(v, take, axis=-1) for k, v in arrays.items()}  # row by row in memory, as made
-    _KEPT[0] = (key, {uid: (p, i) for i, (uid, p) in enumerate(zip(uids, spread))}, out)
-    return out
+    _KEPT[0] = (key, dict(zip(uids, range(len(uids)))), list(spread), out)
+    return out, reuse
+
+
+def _same_share(index: Mapping[str, int], before: Sequence[Prediction], uids: Sequence[str],
+                spread: Sequence[Prediction], sample: int = 64) -> float:
+    """The share of (up to ``sample``, evenly spread) data sets whose prediction is the object it was."""
+    if not uids:
+        return 0.0
+    picks = range(0, len(uids), max(1, len(uids) // sample))
+    same = sum(1 for i in picks if (j := index.get(uids[i])) is not None and before[j] is spread[i])
+    return same / len(picks)
 
 
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
@@ -504,7 +524,7 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         return dict(preds), None, None
     capacity = [c.capacity for c in classes]
     static = _static_masks(queue, classes) & scratch_masks(queue, classes)
-    derived = _per_dataset(uids, spread, classes, quantiles, margin, memory_kill_cost)
+    derived, reused = _per_dataset(uids, spread, classes, quantiles, margin, memory_kill_cost)
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = derived["columns"]
     kill_p, kill_cost = derived["kill_p"], derived["kill_cost"]
     limits = [c.rep.walltime_h * c.rep.speed for c in classes if c.rep.walltime_h is not None]
@@ -578,13 +598,17 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     hours, mem = hours.round(4), mem.round(4)
     out = dict(preds)
     moved = np.flatnonzero((hours != base_h) | (mem != base_m)).tolist()
-    last, made = _PLACED[0], {}
-    for i, h, m in zip(moved, hours[moved].tolist(), mem[moved].tolist()):
-        uid, base = uids[i], spread[i]
-        kept = last.get(uid)  # the last plan's, when made from the same prediction at the same values
-        placed = (kept[1] if kept is not None and kept[0] is base and kept[1].hours == h and kept[1].mem_gb == m
-                  else base.placed_at(h, m))
-        out[uid] = placed
-        made[uid] = (base, placed)
-    _PLACED[0] = made
+    moved_uids = list(map(uids.__getitem__, moved))
+    bases = list(map(spread.__getitem__, moved))
+    if reused:  # the last plan's placed prediction, where made from the same one at the same values
+        index, before, made = _PLACED[0]
+        placed = []
+        for uid, base, h, m in zip(moved_uids, bases, hours[moved].tolist(), mem[moved].tolist()):
+            j = index.get(uid)
+            placed.append(made[j] if j is not None and before[j] is base and made[j].hours == h
+                          and made[j].mem_gb == m else base.placed_at(h, m))
+    else:
+        placed = list(map(Prediction.placed_at, bases, hours[moved].tolist(), mem[moved].tolist()))
+    out.update(zip(moved_uids, placed))
+    _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed)
     return out, (q_hours, q_mem), (hours, mem) if whole else None
