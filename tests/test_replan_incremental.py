@@ -1,0 +1,124 @@
+"""A re-plan that reuses what the last one derived plans exactly as one made from nothing.
+
+``settle`` keeps, from one call to the next, what it derived from each prediction (risk
+columns, kill chances, placement values per quantile) and the predictions it moved to
+their placement values; a replay re-plans a shrinking queue dozens of times, an engine
+re-plans 100,000 after a drain or an import with the predictions it had. These tests
+compare each warm answer with a cold one (everything kept forgotten) on seeded queues
+with hidden truth: predictions with a spread, kills teaching floors, a node drained.
+The time it saves is printed by ``benchmarks/bench_engine.py`` and ``bench_scheduler.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import numpy as np
+
+from ari_console import scheduler as sch
+from ari_console.estimate import attempt, simulate
+from benchmarks import hidden
+from benchmarks.bench_scheduler import study_cluster
+
+eligibility = sys.modules["ari_console.scheduler.eligibility"]  # (the package exports a function of that name)
+
+
+def fitted(model: str = "pareto", n: int = 1500, seed: int = 4):
+    """A queue of ``n`` data sets with archive metadata only, and a model fitted on 300 attempts."""
+    work, truth = hidden.workload(model, n + 300, seed)
+    history = [attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:300]]
+    return work[300:], sch.fit_history(history), truth
+
+
+def cramped() -> list[sch.NodeState]:
+    """The study's 31 nodes less two of the three big ones: the roomy nodes are scarce, risk is settled."""
+    return [n for n in study_cluster() if n.name not in ("hpc02", "hpc03")]
+
+
+def settle(queue, preds, nodes):
+    search, tuning = sch.DEFAULT_SEARCH, sch.DEFAULT_TUNING
+    return eligibility.settle(queue, preds, sch.node_classes(nodes), search.relax_quantiles, search.relax_tolerance,
+                              tuning.retry_margin, ratios=search.risk_ratios)
+
+
+def same_settle(warm, cold):
+    assert warm[1] == cold[1], f"quantiles {warm[1]} warm, {cold[1]} cold"
+    assert warm[0] == cold[0]
+    if cold[2] is None:
+        assert warm[2] is None
+    else:
+        for a, b in zip(warm[2], cold[2]):
+            assert np.array_equal(a, b)
+
+
+def plan_of(plan: sch.Plan) -> tuple:
+    return ({k: [d.uid for d in v] for k, v in plan.sequence.items()}, plan.makespan_h, plan.variant,
+            plan.risk_quantile, [(u.dataset.uid, u.reason) for u in plan.unplaceable], dict(plan.predictions))
+
+
+def test_settle_after_launches_kills_and_a_drain_is_what_a_cold_settle_gives():
+    queue, model, truth = fitted()
+    nodes = cramped()
+    preds = sch.predict_all(queue, model)
+    eligibility.forget_settled()
+    first = settle(queue, preds, nodes)
+    assert first[1] is not None and len(eligibility._PLACED[0][2]) > 100  # risk was settled, many predictions moved
+
+    # 200 launched, 30 killed by the walltime (their floor taught), a workstation drained
+    rest = queue[200:]
+    taught = {**preds}
+    for ds in rest[:30]:
+        own = {**model.own, ds.uid: (taught[ds.uid].plan_h * 2.5, 0.0)}
+        taught[ds.uid] = sch.predict(ds, replace(model, own=own))
+    drained = [replace(n, drained=True) if n.name == "ws03" else n for n in nodes]
+    warm = settle(rest, taught, drained)
+    eligibility.forget_settled()
+    cold = settle(rest, taught, drained)
+    same_settle(warm, cold)
+    assert any(warm[0][ds.uid].floor_h > 0 for ds in rest[:30])
+
+
+def test_settle_after_a_refit_derives_afresh_and_matches_a_cold_one():
+    queue, model, truth = fitted("hetero")
+    nodes = cramped()
+    eligibility.forget_settled()
+    settle(queue, sch.predict_all(queue, model), nodes)
+    more = [attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in queue[:400]]
+    refit = sch.fit_history(more)
+    preds = sch.predict_all(queue[400:], refit)
+    warm = settle(queue[400:], preds, nodes)
+    eligibility.forget_settled()
+    same_settle(warm, settle(queue[400:], preds, nodes))
+
+
+def test_make_plan_with_rows_kept_from_another_queue_plans_as_a_cold_one():
+    queue, model, _ = fitted("bimodal")
+    nodes = cramped()
+    preds = sch.predict_all(queue, model)
+    for policy in ("lpt", "greedy"):
+        eligibility.forget_settled()
+        sch.make_plan(queue[:700], nodes, policy, model, preds)  # leaves the rows of another queue behind
+        warm = plan_of(sch.make_plan(queue[300:], nodes, policy, model, preds))
+        eligibility.forget_settled()
+        cold = plan_of(sch.make_plan(queue[300:], nodes, policy, model, preds))
+        assert warm == cold, policy
+
+
+def test_a_replay_gives_the_same_result_whatever_the_last_plan_left_behind():
+    work, truth = hidden.workload("outliers", 1200, 6)
+    nodes = cramped()
+
+    def replay():
+        sim = simulate(work, nodes, actual=truth, forecast_at=(0.1, 0.5))
+        return (sim.makespan_h, sim.wasted_cpu_hours, sim.kills, sim.completed, sim.gave_up, sim.refits,
+                sim.forecasts, [(k.node_class, k.attempt, k.at_h) for k in sim.killed],
+                [(u.name, u.busy_h, u.attempts) for u in sim.nodes])
+
+    eligibility.forget_settled()
+    cold = replay()
+    assert cold[2]["walltime"] + cold[2]["memory"] > 0 and cold[5] > 0  # kills and refits: re-plans happened
+    assert replay() == cold  # warm: the first replay's last plan kept
+    other, other_truth = hidden.workload("cubes", 800, 2)
+    simulate(other, nodes, actual=other_truth)
+    assert replay() == cold
