@@ -476,11 +476,16 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
 
 def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
            quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
-           memory_kill_cost: float = 0.5, ratios: Sequence[float] = ()):
+           memory_kill_cost: float = 0.5, ratios: Sequence[float] = (), lean: bool = False):
     """(predictions, quantiles, placement arrays) of :func:`settle_risk`; the arrays are the
-    settled (hours, memory) placement values of every data set of ``queue`` in its order (as
-    the predictions returned hold them), or None where ``queue`` lacks a prediction or
-    nothing moved: :func:`eligibility` takes them as they are.
+    settled (hours, memory) placement values of every data set of ``queue`` in its order, or
+    None where ``queue`` lacks a prediction or nothing moved: :func:`eligibility` takes them
+    as they are.
+
+    ``lean`` (a plan's): a prediction is moved to its settled values only where they change the
+    classes it may run on (or it may run on none: its reason names them); elsewhere it keeps
+    its own, which every class judges alike (:func:`why_not` checks a node's class limits), so
+    the plan is the same, without making a prediction per data set (100,000 at a re-plan).
 
     Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
 
@@ -597,7 +602,11 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         q_hours, q_mem = min(0.999, max(0.5, 1 - ratio)), min(0.999, max(0.5, 1 - ratio / memory_kill_cost))
     hours, mem = hours.round(4), mem.round(4)
     out = dict(preds)
-    moved = np.flatnonzero((hours != base_h) | (mem != base_m)).tolist()
+    differs = (hours != base_h) | (mem != base_m)
+    if lean:
+        settled = _fit_masks(hours, mem, classes)
+        differs &= (settled != _fit_masks(base_h, base_m, classes)) | (settled == 0)
+    moved = np.flatnonzero(differs).tolist()
     moved_uids = list(map(uids.__getitem__, moved))
     bases = list(map(spread.__getitem__, moved))
     if reused:  # the last plan's placed prediction, where made from the same one at the same values

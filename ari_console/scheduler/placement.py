@@ -42,7 +42,7 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
     queue = list(queue)
     if search.relax_quantiles or search.risk_ratios:
         preds, risk_q, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
-                                       tuning.retry_margin, ratios=search.risk_ratios)
+                                       tuning.retry_margin, ratios=search.risk_ratios, lean=True)
     placeable, bad = [], []
     for ds, elig in _eligible_or_worth_a_try(queue, preds, classes, tuning, placed):
         if elig:
