@@ -616,10 +616,9 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     own_h = np.zeros(n)
     own_m = np.zeros(n)
     if model.own:
-        for i, ds in enumerate(queue):
-            need = model.own.get(ds.uid)
-            if need is not None:
-                own_h[i], own_m[i] = need
+        needs = list(map(model.own.get, map(_UID, queue)))  # (looked up in C: most data sets have no attempt)
+        for i in [i for i, need in enumerate(needs) if need is not None]:
+            own_h[i], own_m[i] = needs[i]
     # The archive's guess is placed as it stands until a fit exists (the archive knows the data set,
     # the study's prior does not); its spread stays the prior's, for forecasts.
     place_h, place_m, sources = sig_h, sig_m, None
