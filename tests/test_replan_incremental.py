@@ -122,3 +122,36 @@ def test_a_replay_gives_the_same_result_whatever_the_last_plan_left_behind():
     other, other_truth = hidden.workload("cubes", 800, 2)
     simulate(other, nodes, actual=other_truth)
     assert replay() == cold
+
+
+def test_make_plan_equals_its_steps_taken_one_by_one_with_every_prediction_moved():
+    """make_plan's shortcuts (settle's columns for eligibility and the plan's hours, predictions
+    moved only where their classes change) against the steps as separate calls: settle_risk moving
+    every prediction, eligibility and the schedules reading the predictions back. Predictions
+    without an expected value (``mean_h`` None: a plan counts their placement hours) included."""
+    from ari_console.scheduler import lpt, placement
+
+    queue, model, _ = fitted("heavy", n=900)
+    nodes = cramped()
+    made = sch.predict_all(queue, model)
+    bare = {uid: replace(p, mean_h=None) if i % 3 == 0 else p for i, (uid, p) in enumerate(made.items())}
+    search, tuning = sch.DEFAULT_SEARCH, sch.DEFAULT_TUNING
+    for preds in (made, bare):
+        eligibility.forget_settled()
+        plan = sch.make_plan(queue, nodes, "lpt", model, preds)
+        classes = sch.node_classes(nodes)
+        settled, risk = sch.settle_risk(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                        tuning.retry_margin, ratios=search.risk_ratios)
+        assert risk is not None
+        both = placement._eligible_or_worth_a_try(queue, settled, classes, tuning)
+        bad = tuple(sch.Unplaceable(d, sch.unplaceable_reason(d, settled[d.uid], nodes) or "no node can run it")
+                    for d, e in both if not e)
+        steps = lpt.lpt_plan([(d, e) for d, e in both if e], bad, nodes, classes, settled,
+                             sch.nodes_key(nodes), search)
+        steps = placement._pilots_first(steps, search.pilots - model.hours.n)
+        assert plan.sequence == steps.sequence and plan.suffix_h == steps.suffix_h
+        assert (plan.makespan_h, plan.variant, plan.unplaceable) == (steps.makespan_h, steps.variant, steps.unplaceable)
+        for d in queue:  # kept or moved, every node judges its prediction as the settled one
+            p = plan.predictions[d.uid]
+            assert p == settled[d.uid] or all(
+                (sch.why_not(d, p, n) is None) == (sch.why_not(d, settled[d.uid], n) is None) for n in nodes), d.uid

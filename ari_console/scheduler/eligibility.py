@@ -122,7 +122,7 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     import numpy as np
 
     queue = list(queue)
-    hours, mem = placed if placed is not None else (
+    hours, mem = placed[:2] if placed is not None else (
         np.array([preds[ds.uid].hours for ds in queue], dtype=float),
         np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float))
     masks = (_fit_masks(hours, mem, classes) & scratch_masks(queue, classes)).tolist()
@@ -477,13 +477,14 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
 def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
            quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
            memory_kill_cost: float = 0.5, ratios: Sequence[float] = (), lean: bool = False):
-    """(predictions, quantiles, placement arrays) of :func:`settle_risk`; the arrays are the
-    settled (hours, memory) placement values of every data set of ``queue`` in its order, or
-    None where ``queue`` lacks a prediction or nothing moved: :func:`eligibility` takes them
-    as they are.
+    """(predictions, quantiles, arrays) of :func:`settle_risk`; the arrays are the settled
+    (hours, memory) placement values of every data set of ``queue`` in its order and the hours
+    its plan counts on (:attr:`Prediction.plan_h`), or None where ``queue`` lacks a prediction
+    or nothing moved: :func:`eligibility` takes the first two as they are.
 
     ``lean`` (a plan's): a prediction is moved to its settled values only where they change the
-    classes it may run on (or it may run on none: its reason names them); elsewhere it keeps
+    classes it may run on (or it may run on none: its reason names them; or it has no expected
+    hours, so that a plan counts its placement hours); elsewhere it keeps
     its own, which every class judges alike (:func:`why_not` checks a node's class limits), so
     the plan is the same, without making a prediction per data set (100,000 at a re-plan).
 
@@ -595,7 +596,7 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     best = min(b for b, _ in judged)
     pick = min((k for k, (b, _) in enumerate(judged) if b <= best * (1 + tolerance)), key=lambda k: judged[k][1])
     if choices[pick] == (None, None, None):
-        return dict(preds), None, (base_h, base_m) if whole else None
+        return dict(preds), None, (base_h, base_m, work) if whole else None
     q_hours, q_mem, ratio = choices[pick]
     hours, mem = placement_values(q_hours, q_mem, ratio)
     if ratio is not None:
@@ -603,9 +604,13 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     hours, mem = hours.round(4), mem.round(4)
     out = dict(preds)
     differs = (hours != base_h) | (mem != base_m)
-    if lean:
+    if lean:  # its own values where every class judges them as the settled ones
         settled = _fit_masks(hours, mem, classes)
-        differs &= (settled != _fit_masks(base_h, base_m, classes)) | (settled == 0)
+        own = (settled == _fit_masks(base_h, base_m, classes)) & (settled != 0)
+        means = list(map(attrgetter("mean_h"), spread))
+        if means.count(None):  # (counted in C) a plan counts these at their placement hours: they move
+            own &= np.array([m is not None for m in means], dtype=bool)
+        differs &= ~own
     moved = np.flatnonzero(differs).tolist()
     moved_uids = list(map(uids.__getitem__, moved))
     bases = list(map(spread.__getitem__, moved))
@@ -619,5 +624,8 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     else:
         placed = list(map(Prediction.placed_at, bases, hours[moved].tolist(), mem[moved].tolist()))
     out.update(zip(moved_uids, placed))
+    if any(b.mean_h is None for b in bases):  # their plan counts the placement hours (plan_h): the column follows
+        work = work.copy()
+        work[moved] = [p.plan_h for p in placed]
     _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed)
-    return out, (q_hours, q_mem), (hours, mem) if whole else None
+    return out, (q_hours, q_mem), (hours, mem, work) if whole else None
