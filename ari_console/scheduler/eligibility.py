@@ -127,6 +127,10 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
         np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float))
     masks = (_fit_masks(hours, mem, classes) & scratch_masks(queue, classes)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
+    pins = list(map(_PINS, queue))
+    if pins.count(_NO_PINS) == len(pins):  # (counted in C) nothing pinned: each mask's classes, made once
+        as_tuple = {m: tuple(i for i in range(len(classes)) if m >> i & 1) for m in set(masks)}
+        return list(zip(queue, map(as_tuple.__getitem__, masks)))
     out = []
     for ds, m in zip(queue, masks):
         if ds.node is None and ds.recipe is None and ds.casa_version is None and ds.walltime_h is None:
@@ -138,6 +142,10 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
             elig = tuple(i for i, c in enumerate(classes) if why_not(ds, p, c.rep) is None)
         out.append((ds, elig))
     return out
+
+
+_PINS = attrgetter("node", "recipe", "casa_version", "walltime_h")
+_NO_PINS = (None, None, None, None)
 
 
 def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
@@ -322,8 +330,8 @@ def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
 
     every = (1 << len(classes)) - 1
     out = np.full(len(queue), every, dtype=np.int64)
-    pins = list(map(attrgetter("node", "recipe", "casa_version", "walltime_h"), queue))
-    if set(pins) != {(None, None, None, None)}:
+    pins = list(map(_PINS, queue))
+    if pins.count(_NO_PINS) != len(pins):
         anything = Prediction(0.0, 0.0)
         for i, (ds, pin) in enumerate(zip(queue, pins)):
             if pin != (None, None, None, None):
