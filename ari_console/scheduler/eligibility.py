@@ -344,6 +344,7 @@ def _quantile_levels(quantiles: Sequence[tuple[float, float]], margin: float, *s
     values at each level ``quantiles`` names for it: :func:`~.prediction.quantiles_above` where there
     is a spread, the base value elsewhere; each level computed once, all of a side's in one call."""
     import numpy as np
+    from scipy.special import ndtri
 
     from .prediction import quantiles_above
 
@@ -353,7 +354,14 @@ def _quantile_levels(quantiles: Sequence[tuple[float, float]], margin: float, *s
         if not qs:
             out.append({})
             continue
-        values = quantiles_above(median, tail_sigma, floor, np.array(qs)[:, None], margin)
+        levels = np.array(qs)[:, None]
+        # without a floor (most data sets) quantiles_above is median x exp(sigma z_q): z_q once per level,
+        # not once per data set and level (the same numbers); the floored ones through quantiles_above
+        values = np.where(tail_sigma > 0, median * np.exp(tail_sigma * ndtri(np.clip(levels, 1e-12, 1 - 1e-12))),
+                          np.where(floor > median, np.maximum(median, floor * margin), median))
+        floored = np.flatnonzero(floor > 0)
+        if len(floored):
+            values[:, floored] = quantiles_above(median[floored], tail_sigma[floored], floor[floored], levels, margin)
         out.append({q: np.where(sigma > 0, row, base) for q, row in zip(qs, values)})
     return out
 
