@@ -155,3 +155,24 @@ def test_make_plan_equals_its_steps_taken_one_by_one_with_every_prediction_moved
             p = plan.predictions[d.uid]
             assert p == settled[d.uid] or all(
                 (sch.why_not(d, p, n) is None) == (sch.why_not(d, settled[d.uid], n) is None) for n in nodes), d.uid
+
+
+def test_quantile_levels_are_quantiles_above_to_the_last_bit():
+    """Settle's levels take the normal quantile once per level for data sets without a floor:
+    the numbers must be those quantiles_above gives each data set (floors, no spread, tails)."""
+    from ari_console.scheduler.prediction import quantiles_above
+
+    rng = np.random.default_rng(11)
+    n = 5000
+    median = np.exp(rng.normal(1.5, 1.0, n))
+    sigma = np.where(rng.random(n) < 0.1, 0.0, rng.uniform(0.05, 1.2, n))
+    tail = sigma * rng.uniform(1.0, 1.5, n)
+    floor = np.where(rng.random(n) < 0.2, median * rng.uniform(0.2, 5.0, n), 0.0)
+    base = median * 2
+    quantiles = [(0.95, 0.9), (0.9, 0.7), (0.7, 0.7), (0.999, 0.5)]
+    hours, mem = eligibility._quantile_levels(quantiles, 1.25, (median, tail, floor, sigma, base),
+                                              (median * 3, tail, floor * 3, sigma, base))
+    for q in {h for h, _ in quantiles}:
+        assert np.array_equal(hours[q], np.where(sigma > 0, quantiles_above(median, tail, floor, q, 1.25), base))
+    for q in {m for _, m in quantiles}:
+        assert np.array_equal(mem[q], np.where(sigma > 0, quantiles_above(median * 3, tail, floor * 3, q, 1.25), base))
