@@ -176,3 +176,21 @@ def test_quantile_levels_are_quantiles_above_to_the_last_bit():
         assert np.array_equal(hours[q], np.where(sigma > 0, quantiles_above(median, tail, floor, q, 1.25), base))
     for q in {m for _, m in quantiles}:
         assert np.array_equal(mem[q], np.where(sigma > 0, quantiles_above(median * 3, tail, floor * 3, q, 1.25), base))
+
+
+def test_exceed_computes_the_floor_tail_only_where_there_is_a_floor_with_the_same_numbers():
+    from scipy.special import ndtr
+
+    rng = np.random.default_rng(12)
+    n = 5000
+    median = np.exp(rng.normal(1.5, 1.0, n))
+    sigma = np.where(rng.random(n) < 0.1, 0.0, rng.uniform(0.05, 1.2, n))
+    floor = np.where(rng.random(n) < 0.2, median * rng.uniform(0.2, 5.0, n), 0.0)
+    for limit in (4.0, 48.0, 288.0):
+        s = np.maximum(sigma, 1e-9)
+        log_m = np.log(median)
+        with np.errstate(divide="ignore"):
+            above_floor = np.where(floor > 0, 1 - ndtr((np.log(np.maximum(floor, 1e-300)) - log_m) / s), 1.0)
+        above = np.minimum(1 - ndtr((np.log(limit) - log_m) / s), above_floor)
+        whole = np.where(sigma > 0, above / np.maximum(above_floor, 1e-300), (np.maximum(median, floor) > limit) * 1.0)
+        assert np.array_equal(eligibility.exceed(median, sigma, floor, limit), whole)

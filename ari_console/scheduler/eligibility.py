@@ -282,11 +282,13 @@ def exceed(median, sigma, floor, limit):
     import numpy as np
     from scipy.special import ndtr
 
-    median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
+    median, sigma, floor = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (median, sigma, floor)))
     s = np.maximum(sigma, 1e-9)
     with np.errstate(divide="ignore"):
         log_m = np.log(np.maximum(median, 1e-300))
-        above_floor = np.where(floor > 0, 1 - ndtr((np.log(np.maximum(floor, 1e-300)) - log_m) / s), 1.0)
+        above_floor = np.ones(median.shape)
+        at = floor > 0  # (few have a floor: the normal's tail only for them)
+        above_floor[at] = 1 - ndtr((np.log(np.maximum(floor[at], 1e-300)) - log_m[at]) / s[at])
         above = np.minimum(1 - ndtr((math.log(limit) - log_m) / s), above_floor)
     p = above / np.maximum(above_floor, 1e-300)
     return np.where(sigma > 0, p, (np.maximum(median, floor) > limit).astype(float))
