@@ -650,6 +650,10 @@ class Engine:
         data sets that are new or changed since the model was fitted; a refit empties this.
         """
         known = self._predicted
+        if not known:  # after a refit every one is new: predicted in queue order, kept as they come
+            made = scheduler.predict_all(self._plan_queue.values(), self._plan_model)
+            self._predicted = dict(zip(made, zip(self._plan_queue.values(), made.values())))
+            return made
         fresh = [sds for uid, sds in self._plan_queue.items()
                  if uid not in known or (known[uid][0] is not sds and known[uid][0] != sds)]
         if fresh:

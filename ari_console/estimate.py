@@ -29,6 +29,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
+from itertools import repeat
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import alma
@@ -1151,9 +1152,11 @@ def fluid_summary(queue: Sequence[DataSet], nodes: Sequence[NodeState], preds: M
     cpus = sum(n.slots * n.cpus_per_slot for n in live)
     work = sum(preds[ds.uid].plan_h for ds, _ in runs)
     cpu_hours = work / capacity * cpus if capacity else 0.0
-    scratch = np.array([_scratch_held(ds, expansion) for ds, _ in runs])
-    where = {elig: np.array([ci in elig for ci in range(len(classes))]) for elig in {e for _, e in runs}}
-    member = np.array([where[elig] for _, elig in runs], dtype=bool).reshape(len(runs), len(classes))
+    scratch = np.fromiter(map(_scratch_held, (ds for ds, _ in runs), repeat(expansion)), dtype=float, count=len(runs))
+    kinds: dict[tuple[int, ...], int] = {}  # eligible classes -> a row of the table below (few: one array per kind)
+    kind = np.fromiter((kinds.setdefault(elig, len(kinds)) for _, elig in runs), dtype=np.intp, count=len(runs))
+    table = np.array([[ci in elig for ci in range(len(classes))] for elig in kinds], dtype=bool)
+    member = table.reshape(len(kinds), len(classes))[kind]
     uses = []
     for ci, c in enumerate(classes):
         mine = np.sort(scratch[member[:, ci]])

@@ -113,17 +113,24 @@ def node_classes(nodes: Sequence[NodeState], pinned: Collection[str] = ()) -> li
 
 
 def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
-                classes: Sequence[NodeClass]) -> list[tuple[DataSet, tuple[int, ...]]]:
+                classes: Sequence[NodeClass], placed=None) -> list[tuple[DataSet, tuple[int, ...]]]:
     """(data set, indexes of the classes it may run on) for each data set
     (the test of :func:`why_not`, without making its reasons; on arrays for the
-    data sets that only memory and hours constrain)."""
+    data sets that only memory and hours constrain). ``placed``: the (hours, memory)
+    placement values of ``preds`` for ``queue`` as arrays, when the caller has them
+    (:func:`settle`), so that they are not read back from 100,000 predictions."""
     import numpy as np
 
     queue = list(queue)
-    masks = (_fit_masks(np.array([preds[ds.uid].hours for ds in queue], dtype=float),
-                        np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float), classes)
-             & scratch_masks(queue, classes)).tolist()
+    hours, mem = placed[:2] if placed is not None else (
+        np.array([preds[ds.uid].hours for ds in queue], dtype=float),
+        np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float))
+    masks = (_fit_masks(hours, mem, classes) & scratch_masks(queue, classes)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
+    pins = list(map(_PINS, queue))
+    if pins.count(_NO_PINS) == len(pins):  # (counted in C) nothing pinned: each mask's classes, made once
+        as_tuple = {m: tuple(i for i in range(len(classes)) if m >> i & 1) for m in set(masks)}
+        return list(zip(queue, map(as_tuple.__getitem__, masks)))
     out = []
     for ds, m in zip(queue, masks):
         if ds.node is None and ds.recipe is None and ds.casa_version is None and ds.walltime_h is None:
@@ -135,6 +142,10 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
             elig = tuple(i for i, c in enumerate(classes) if why_not(ds, p, c.rep) is None)
         out.append((ds, elig))
     return out
+
+
+_PINS = attrgetter("node", "recipe", "casa_version", "walltime_h")
+_NO_PINS = (None, None, None, None)
 
 
 def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
@@ -271,11 +282,13 @@ def exceed(median, sigma, floor, limit):
     import numpy as np
     from scipy.special import ndtr
 
-    median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
+    median, sigma, floor = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (median, sigma, floor)))
     s = np.maximum(sigma, 1e-9)
     with np.errstate(divide="ignore"):
         log_m = np.log(np.maximum(median, 1e-300))
-        above_floor = np.where(floor > 0, 1 - ndtr((np.log(np.maximum(floor, 1e-300)) - log_m) / s), 1.0)
+        above_floor = np.ones(median.shape)
+        at = floor > 0  # (few have a floor: the normal's tail only for them)
+        above_floor[at] = 1 - ndtr((np.log(np.maximum(floor[at], 1e-300)) - log_m[at]) / s[at])
         above = np.minimum(1 - ndtr((math.log(limit) - log_m) / s), above_floor)
     p = above / np.maximum(above_floor, 1e-300)
     return np.where(sigma > 0, p, (np.maximum(median, floor) > limit).astype(float))
@@ -319,8 +332,8 @@ def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
 
     every = (1 << len(classes)) - 1
     out = np.full(len(queue), every, dtype=np.int64)
-    pins = list(map(attrgetter("node", "recipe", "casa_version", "walltime_h"), queue))
-    if set(pins) != {(None, None, None, None)}:
+    pins = list(map(_PINS, queue))
+    if pins.count(_NO_PINS) != len(pins):
         anything = Prediction(0.0, 0.0)
         for i, (ds, pin) in enumerate(zip(queue, pins)):
             if pin != (None, None, None, None):
@@ -333,6 +346,7 @@ def _quantile_levels(quantiles: Sequence[tuple[float, float]], margin: float, *s
     values at each level ``quantiles`` names for it: :func:`~.prediction.quantiles_above` where there
     is a spread, the base value elsewhere; each level computed once, all of a side's in one call."""
     import numpy as np
+    from scipy.special import ndtri
 
     from .prediction import quantiles_above
 
@@ -342,7 +356,14 @@ def _quantile_levels(quantiles: Sequence[tuple[float, float]], margin: float, *s
         if not qs:
             out.append({})
             continue
-        values = quantiles_above(median, tail_sigma, floor, np.array(qs)[:, None], margin)
+        levels = np.array(qs)[:, None]
+        # without a floor (most data sets) quantiles_above is median x exp(sigma z_q): z_q once per level,
+        # not once per data set and level (the same numbers); the floored ones through quantiles_above
+        values = np.where(tail_sigma > 0, median * np.exp(tail_sigma * ndtri(np.clip(levels, 1e-12, 1 - 1e-12))),
+                          np.where(floor > median, np.maximum(median, floor * margin), median))
+        floored = np.flatnonzero(floor > 0)
+        if len(floored):
+            values[:, floored] = quantiles_above(median[floored], tail_sigma[floored], floor[floored], levels, margin)
         out.append({q: np.where(sigma > 0, row, base) for q, row in zip(qs, values)})
     return out
 
@@ -373,11 +394,119 @@ def _kill_shares(mask, kill_p, kill_cost, capacity: Sequence[float]):
     return lost, killed, np.where(safe > 0, safe, mask)
 
 
+def _levels_named(quantiles: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """The distinct hours and memory quantiles of ``quantiles``, each side sorted (as :func:`_quantile_levels`)."""
+    return sorted({q for q, _ in quantiles}), sorted({q for _, q in quantiles})
+
+
+def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantiles: Sequence[tuple[float, float]],
+            margin: float, memory_kill_cost: float) -> dict:
+    """What :func:`settle` computes from each data set's prediction alone (arrays, the last axis one
+    data set each): its :func:`risk_columns`, :func:`kill_risk` per class, its placement values at
+    each quantile level (``levels_h``/``levels_m``, a row per level of :func:`_levels_named`), and the
+    medians (above its floor) a data set that fits nowhere is tried with (``half_h``/``half_m``)."""
+    import numpy as np
+
+    from .prediction import quantiles_above
+
+    columns = risk_columns(spread)
+    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
+    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
+    levels = _quantile_levels(quantiles, margin, (median_h, sigma_h * tail_h, floor_h, sigma_h, base_h),
+                              (median_m, sigma_m * tail_m, floor_m, sigma_m, base_m))
+    rows = [np.array([side[q] for q in qs]).reshape(len(qs), len(spread))
+            for side, qs in zip(levels, _levels_named(quantiles))]
+    return dict(columns=columns, kill_p=kill_p, kill_cost=kill_cost, levels_h=rows[0], levels_m=rows[1],
+                half_h=np.where(sigma_h > 0, np.maximum(quantiles_above(median_h, sigma_h, floor_h, 0.5, margin), work),
+                                base_h),
+                half_m=np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, 0.5, margin), base_m))
+
+
+_KEPT: list = [None]
+"""What the last :func:`settle` derived per data set: (key, uid -> row, the predictions, arrays)."""
+_PLACED: list = [({}, [], [])]
+"""The predictions the last :func:`settle` moved: (uid -> position, the predictions, them at their
+placement values); the next re-plan reuses those whose prediction and values are the same (the
+objects are immutable)."""
+
+
+def forget_settled() -> None:
+    """Drop what :func:`settle` kept from its last call (a benchmark measures a cold re-plan)."""
+    _KEPT[0] = None
+    _PLACED[0] = ({}, [], [])
+
+
+def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],
+                 quantiles: Sequence[tuple[float, float]], margin: float, memory_kill_cost: float) -> tuple[dict, bool]:
+    """(:func:`_derive` for ``spread``, the predictions of ``uids``; whether the last call's rows were
+    reused). A row is reused where its prediction is the same object as the last call's (under the
+    same key: class limits, quantiles, margin, kill cost): a replay re-plans a queue that lost its
+    launched data sets and gained a few retried ones, an engine re-plans after a drain or an
+    import with the predictions it had. Each row depends on its own prediction only, so reused
+    rows are the numbers a full pass makes. After a refit (a sample of the predictions is new)
+    everything is derived afresh."""
+    import numpy as np
+
+    key = (tuple((c.rep.mem_gb, c.rep.walltime_h, c.rep.speed) for c in classes),
+           tuple(map(tuple, quantiles)), margin, memory_kill_cost)
+    kept = _KEPT[0]
+    reuse = kept is not None and kept[0] == key and _same_share(kept[1], kept[2], uids, spread) >= 0.5
+    if not reuse:
+        out = _derive(spread, classes, quantiles, margin, memory_kill_cost)
+    else:
+        index, before, arrays = kept[1], kept[2], kept[3]
+        rows, missing = [], []
+        for i, (uid, p) in enumerate(zip(uids, spread)):
+            j = index.get(uid)
+            if j is not None and before[j] is p:
+                rows.append(j)
+            else:
+                rows.append(-1 - len(missing))
+                missing.append(i)
+        take = np.array(rows, dtype=np.intp).reshape(len(rows))
+        if missing:  # rows of the new predictions after the kept ones
+            fresh = _derive([spread[i] for i in missing], classes, quantiles, margin, memory_kill_cost)
+            arrays = {k: np.concatenate((v, fresh[k]), axis=-1) for k, v in arrays.items()}
+            take = np.where(take < 0, arrays["columns"].shape[-1] - len(missing) - 1 - take, take)
+        out = {k: np.take(v, take, axis=-1) for k, v in arrays.items()}  # row by row in memory, as made
+    _KEPT[0] = (key, dict(zip(uids, range(len(uids)))), list(spread), out)
+    return out, reuse
+
+
+def _same_share(index: Mapping[str, int], before: Sequence[Prediction], uids: Sequence[str],
+                spread: Sequence[Prediction], sample: int = 64) -> float:
+    """The share of (up to ``sample``, evenly spread) data sets whose prediction is the object it was."""
+    if not uids:
+        return 0.0
+    picks = range(0, len(uids), max(1, len(uids) // sample))
+    same = sum(1 for i in picks if (j := index.get(uids[i])) is not None and before[j] is spread[i])
+    return same / len(picks)
+
+
 def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
                 quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
                 memory_kill_cost: float = 0.5, ratios: Sequence[float] = (),
                 ) -> tuple[dict[str, Prediction], tuple[float, float] | None]:
-    """Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
+    """Predictions whose placement quantiles are as safe as capacity allows, and those
+    (hours, memory) quantiles: :func:`settle` without its arrays."""
+    return settle(queue, preds, classes, quantiles, tolerance, margin, memory_kill_cost, ratios)[:2]
+
+
+def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: Sequence[NodeClass],
+           quantiles: Sequence[tuple[float, float]], tolerance: float, margin: float,
+           memory_kill_cost: float = 0.5, ratios: Sequence[float] = (), lean: bool = False):
+    """(predictions, quantiles, arrays) of :func:`settle_risk`; the arrays are the settled
+    (hours, memory) placement values of every data set of ``queue`` in its order and the hours
+    its plan counts on (:attr:`Prediction.plan_h`), or None where ``queue`` lacks a prediction
+    or nothing moved: :func:`eligibility` takes the first two as they are.
+
+    ``lean`` (a plan's): a prediction is moved to its settled values only where they change the
+    classes it may run on (or it may run on none: its reason names them; or it has no expected
+    hours, so that a plan counts its placement hours); elsewhere it keeps
+    its own, which every class judges alike (:func:`why_not` checks a node's class limits), so
+    the plan is the same, without making a prediction per data set (100,000 at a re-plan).
+
+    Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
 
     High quantiles keep long uncertain data sets off walltime-limited nodes
     and big uncertain ones off small nodes; but when that leaves the roomy
@@ -409,24 +538,21 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     """
     import numpy as np
 
-    from .prediction import quantiles_above
-
     uids = list(map(attrgetter("uid"), queue))
-    if not preds.keys() >= set(uids):  # (set operations run in C: the filter only when some lack a prediction)
+    whole = preds.keys() >= set(uids)  # (set operations run in C: the filter only when some lack a prediction)
+    if not whole:
         queue = [ds for ds in queue if ds.uid in preds]
         uids = list(map(attrgetter("uid"), queue))
     spread = list(map(preds.__getitem__, uids))
     if not any(p.sigma > 0 or p.mem_sigma > 0 for p in spread):
-        return dict(preds), None
+        return dict(preds), None, None
     capacity = [c.capacity for c in classes]
     static = _static_masks(queue, classes) & scratch_masks(queue, classes)
-    columns = risk_columns(spread)
-    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
-    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
+    derived, reused = _per_dataset(uids, spread, classes, quantiles, margin, memory_kill_cost)
+    work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = derived["columns"]
+    kill_p, kill_cost = derived["kill_p"], derived["kill_cost"]
     limits = [c.rep.walltime_h * c.rep.speed for c in classes if c.rep.walltime_h is not None]
-
-    levels = _quantile_levels(quantiles, margin, (median_h, sigma_h * tail_h, floor_h, sigma_h, base_h),
-                              (median_m, sigma_m * tail_m, floor_m, sigma_m, base_m))
+    levels = [dict(zip(qs, rows)) for qs, rows in zip(_levels_named(quantiles), (derived["levels_h"], derived["levels_m"]))]
 
     def placement_values(q_hours: float | None, q_mem: float | None, ratio: float | None = None):
         if ratio is not None:
@@ -436,9 +562,7 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
         return levels[0][q_hours], levels[1][q_mem]
 
     # what fits nowhere is tried where its medians fit (as placement._eligible_or_worth_a_try does)
-    fallback = static & _fit_masks(
-        np.where(sigma_h > 0, np.maximum(quantiles_above(median_h, sigma_h, floor_h, 0.5, margin), work), base_h),
-        np.where(sigma_m > 0, quantiles_above(median_m, sigma_m, floor_m, 0.5, margin), base_m), classes)
+    fallback = static & _fit_masks(derived["half_h"], derived["half_m"], classes)
 
     speeds = np.array([c.rep.speed for c in classes])[:, None]
     with np.errstate(divide="ignore"):  # the loss to kills until an attempt there succeeds (a sure kill: inf)
@@ -490,14 +614,36 @@ def settle_risk(queue: Sequence[DataSet], preds: Mapping[str, Prediction], class
     best = min(b for b, _ in judged)
     pick = min((k for k, (b, _) in enumerate(judged) if b <= best * (1 + tolerance)), key=lambda k: judged[k][1])
     if choices[pick] == (None, None, None):
-        return dict(preds), None
+        return dict(preds), None, (base_h, base_m, work) if whole else None
     q_hours, q_mem, ratio = choices[pick]
     hours, mem = placement_values(q_hours, q_mem, ratio)
     if ratio is not None:
         q_hours, q_mem = min(0.999, max(0.5, 1 - ratio)), min(0.999, max(0.5, 1 - ratio / memory_kill_cost))
     hours, mem = hours.round(4), mem.round(4)
     out = dict(preds)
-    moved = np.flatnonzero((hours != base_h) | (mem != base_m)).tolist()
-    for i, h, m in zip(moved, hours[moved].tolist(), mem[moved].tolist()):
-        out[uids[i]] = spread[i].placed_at(h, m)
-    return out, (q_hours, q_mem)
+    differs = (hours != base_h) | (mem != base_m)
+    if lean:  # its own values where every class judges them as the settled ones
+        settled = _fit_masks(hours, mem, classes)
+        own = (settled == _fit_masks(base_h, base_m, classes)) & (settled != 0)
+        means = list(map(attrgetter("mean_h"), spread))
+        if means.count(None):  # (counted in C) a plan counts these at their placement hours: they move
+            own &= np.array([m is not None for m in means], dtype=bool)
+        differs &= ~own
+    moved = np.flatnonzero(differs).tolist()
+    moved_uids = list(map(uids.__getitem__, moved))
+    bases = list(map(spread.__getitem__, moved))
+    if reused:  # the last plan's placed prediction, where made from the same one at the same values
+        index, before, made = _PLACED[0]
+        placed = []
+        for uid, base, h, m in zip(moved_uids, bases, hours[moved].tolist(), mem[moved].tolist()):
+            j = index.get(uid)
+            placed.append(made[j] if j is not None and before[j] is base and made[j].hours == h
+                          and made[j].mem_gb == m else base.placed_at(h, m))
+    else:
+        placed = list(map(Prediction.placed_at, bases, hours[moved].tolist(), mem[moved].tolist()))
+    out.update(zip(moved_uids, placed))
+    if any(b.mean_h is None for b in bases):  # their plan counts the placement hours (plan_h): the column follows
+        work = work.copy()
+        work[moved] = [p.plan_h for p in placed]
+    _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed)
+    return out, (q_hours, q_mem), (hours, mem, work) if whole else None

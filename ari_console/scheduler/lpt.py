@@ -83,8 +83,11 @@ def _slots(nodes: Sequence[NodeState], classes: Sequence[NodeClass]) -> Slots:
 
 def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
              nodes: Sequence[NodeState], classes: Sequence[NodeClass],
-             preds: Mapping[str, Prediction], key: tuple, search: Search = DEFAULT_SEARCH) -> Plan:
+             preds: Mapping[str, Prediction], key: tuple, search: Search = DEFAULT_SEARCH,
+             hours: Sequence[float] | None = None) -> Plan:
     """Earliest-finish list schedules over several orderings; the shortest wins.
+
+    ``hours``: each placeable data set's :attr:`Prediction.plan_h`, when the caller has them as a column.
 
     Data sets are handled as columns (hours, and an id per distinct set of eligible
     classes), so a re-plan of 100,000 makes few objects; an ordering is dropped as
@@ -98,7 +101,8 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
     if not placeable:
         return Plan("lpt", key, {}, {}, frozenset(), preds, bad, 0, 0.0, "empty")
     datasets = [ds for ds, _ in placeable]
-    hours = [preds[ds.uid].plan_h for ds in datasets]
+    if hours is None:
+        hours = [preds[ds.uid].plan_h for ds in datasets]
     kinds: dict[tuple[int, ...], int] = {}  # eligible classes -> their id
     kind = [kinds.setdefault(elig, len(kinds)) for _, elig in placeable]
     total_capacity = sum(c.capacity for c in classes)

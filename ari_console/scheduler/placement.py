@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .eligibility import eligibility, node_classes, nodes_key, settle_risk, unplaceable_reason, why_not
+from .eligibility import eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
 from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
@@ -38,20 +38,28 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         seq = tuple(queue)
         return Plan("fifo", key, {"": seq}, {"": 0}, frozenset(), preds, (), len(seq))
     classes = node_classes(nodes, {ds.node for ds in queue if ds.node})
-    risk_q = None
+    risk_q = placed = None
+    queue = list(queue)
     if search.relax_quantiles or search.risk_ratios:
-        preds, risk_q = settle_risk(list(queue), preds, classes, search.relax_quantiles, search.relax_tolerance,
-                                    tuning.retry_margin, ratios=search.risk_ratios)
-    placeable, bad = [], []
-    for ds, elig in _eligible_or_worth_a_try(queue, preds, classes, tuning):
+        preds, risk_q, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                       tuning.retry_margin, ratios=search.risk_ratios, lean=True)
+    placeable, bad, keep, tried = [], [], [], []
+    for i, (ds, elig) in enumerate(_eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried)):
         if elig:
             placeable.append((ds, elig))
+            keep.append(i)
         else:
             reason = unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it"
             bad.append(Unplaceable(ds, reason))
     if policy == "greedy":
         return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
-    plan = lpt_plan(placeable, tuple(bad), nodes, classes, preds, key, search)
+    hours = None
+    if placed is not None:  # the plan's hours from settle's column, but for those tried at their medians
+        hours = placed[2][keep].tolist()
+        if tried:
+            again = set(tried)
+            hours = [preds[ds.uid].plan_h if ds.uid in again else h for (ds, _), h in zip(placeable, hours)]
+    plan = lpt_plan(placeable, tuple(bad), nodes, classes, preds, key, search, hours)
     learned = model.hours.n if model.hours is not None else 0
     return replace(_pilots_first(plan, search.pilots - learned), risk_quantile=risk_q)
 
@@ -91,13 +99,15 @@ def _pilots_first(plan: Plan, count: int) -> Plan:
 
 
 def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Prediction],
-                             classes: Sequence[NodeClass], tuning: Tuning) -> list[tuple[DataSet, tuple[int, ...]]]:
+                             classes: Sequence[NodeClass], tuning: Tuning, placed=None,
+                             tried: list[str] | None = None) -> list[tuple[DataSet, tuple[int, ...]]]:
     """:func:`eligibility`, except that a data set whose cautious quantiles fit no node but
     whose medians (above what it is known to need) fit one is tried there: a wide spread
     alone never makes a data set unplaceable, a kill that shows it needs more does.
     ``preds`` is updated with the median placement values of those data sets (the mean
-    hours when higher)."""
-    out = eligibility(queue, preds, classes)
+    hours when higher; their uids are added to ``tried``). ``placed``: ``preds``' placement values
+    as arrays (:func:`settle`)."""
+    out = eligibility(queue, preds, classes, placed)
     hopeless = [ds for ds, elig in out if not elig and (preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0)]
     if not hopeless:
         return out
@@ -107,6 +117,8 @@ def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Predic
             quantiles_above(p.median_h or p.hours, p.sigma, p.floor_h, 0.5, tuning.retry_margin),
             quantiles_above(p.mem_median_gb or p.mem_gb, p.mem_sigma, p.mem_floor_gb, 0.5, tuning.retry_margin)))
         preds[ds.uid] = replace(p, hours=round(max(hours, p.plan_h), 4), mem_gb=round(mem, 4))
+        if tried is not None:
+            tried.append(ds.uid)
     second = {ds.uid: elig for ds, elig in eligibility(hopeless, preds, classes)}
     return [(ds, elig or second.get(ds.uid, ())) for ds, elig in out]
 
@@ -311,7 +323,17 @@ def _place_lpt(nodes: Sequence[NodeState], now: float, plan: Plan) -> Placement:
                 taken = taken | {pick[2].uid}
                 pairs.append((pick[2], n))
     return Placement(tuple(pairs), plan.unplaceable,
-                     replace(plan, cursor=cursor, taken=taken, remaining=plan.remaining - len(pairs)))
+                     _advanced(plan, cursor=cursor, taken=taken, remaining=plan.remaining - len(pairs)))
+
+
+def _advanced(plan: Plan, **changes) -> Plan:
+    """``replace(plan, **changes)`` for the fields a placement moves on (cursor, taken, remaining),
+    without the dataclass machinery: a replay takes a plan's next pairs thousands of times."""
+    new = object.__new__(Plan)
+    values = plan.__dict__.copy()
+    values.update(changes)
+    object.__setattr__(new, "__dict__", values)
+    return new
 
 
 def _tails(plan: Plan, cursor: Mapping[str, int], taken: frozenset[str],

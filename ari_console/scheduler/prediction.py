@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from operator import attrgetter
 from typing import Iterable, Mapping, Sequence
 
@@ -615,10 +616,9 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     own_h = np.zeros(n)
     own_m = np.zeros(n)
     if model.own:
-        for i, ds in enumerate(queue):
-            need = model.own.get(ds.uid)
-            if need is not None:
-                own_h[i], own_m[i] = need
+        needs = list(map(model.own.get, map(_UID, queue)))  # (looked up in C: most data sets have no attempt)
+        for i in [i for i, need in enumerate(needs) if need is not None]:
+            own_h[i], own_m[i] = needs[i]
     # The archive's guess is placed as it stands until a fit exists (the archive knows the data set,
     # the study's prior does not); its spread stays the prior's, for forecasts.
     place_h, place_m, sources = sig_h, sig_m, None
@@ -634,23 +634,37 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     mem = quantiles_above(med_m, place_m * tail_m, own_m, q_m, t.retry_margin).round(4).tolist()
     sig_h = np.broadcast_to(sig_h, (n,)).tolist()
     sig_m = np.broadcast_to(sig_m, (n,)).tolist()
-    columns = zip(hours, mem, mean, med_h.tolist(), sig_h, own_h.tolist(), sig_m, own_m.tolist(), shifts,
-                  med_m.tolist(), mem_shifts)
     tails = (tail_h, tail_m)
-    out = {}
-    for i, (ds, (h, g, mh, md, sh, fh, sm, fm, shift, mm, mshift)) in enumerate(zip(queue, columns)):
-        p = object.__new__(Prediction)  # as Prediction(...), without a frozen dataclass's 13 setattr calls
-        p.__dict__.update(hours=h, mem_gb=g, source=source if sources is None else sources[i], mean_h=mh,
-                          median_h=md, sigma=sh, floor_h=fh, mem_sigma=sm, mem_floor_gb=fm, shift=shift,
-                          mem_median_gb=mm, mem_shift=mshift, tail=tails)
-        if ds.hours is not None:
-            p.__dict__.update(hours=ds.hours, mean_h=ds.hours, median_h=ds.hours, sigma=0.0, floor_h=0.0,
-                              source="explicit", shift=())
-        if ds.mem_gb is not None:
-            p.__dict__.update(mem_gb=ds.mem_gb, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=ds.mem_gb,
-                              mem_shift=(), source="explicit" if ds.hours is not None else p.source)
-        out[ds.uid] = p
-    return out
+    made = []
+    new = object.__new__
+    for h, g, src, mh, md, sh, fh, sm, fm, shift, mm, mshift in zip(
+            hours, mem, repeat(source, n) if sources is None else sources, mean, med_h.tolist(), sig_h,
+            own_h.tolist(), sig_m, own_m.tolist(), shifts, med_m.tolist(), mem_shifts):
+        p = new(Prediction)  # as Prediction(...), without a frozen dataclass's 13 setattr calls
+        d = p.__dict__
+        d["hours"] = h
+        d["mem_gb"] = g
+        d["source"] = src
+        d["mean_h"] = mh
+        d["median_h"] = md
+        d["sigma"] = sh
+        d["floor_h"] = fh
+        d["mem_sigma"] = sm
+        d["mem_floor_gb"] = fm
+        d["shift"] = shift
+        d["mem_median_gb"] = mm
+        d["mem_shift"] = mshift
+        d["tail"] = tails
+        made.append(p)
+    given_h, given_m = list(map(_GIVEN_H, queue)), list(map(_GIVEN_M, queue))
+    if given_h.count(None) < n or given_m.count(None) < n:  # explicit values win (counted in C: rare)
+        for p, gh, gm in zip(made, given_h, given_m):
+            if gh is not None:
+                p.__dict__.update(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=0.0, source="explicit", shift=())
+            if gm is not None:
+                p.__dict__.update(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=gm, mem_shift=(),
+                                  source="explicit" if gh is not None else p.source)
+    return dict(zip(map(_UID, queue), made))
 
 
 def _prior_medians_of(queue: Sequence[DataSet], t: Tuning):
@@ -684,6 +698,7 @@ def _guessed(queue: Sequence[DataSet]):
 
 
 _PRIOR_METADATA = attrgetter("size_gb", "n_spw", "n_chan", "is_mosaic", "array")
+_GIVEN_H, _GIVEN_M, _UID = attrgetter("hours"), attrgetter("mem_gb"), attrgetter("uid")
 _GUESS_H, _GUESS_M = attrgetter("prior_hours"), attrgetter("prior_mem_gb")
 
 

@@ -220,7 +220,9 @@ class Prediction:
         True
         """
         new = object.__new__(Prediction)
-        new.__dict__.update(self.__dict__, hours=hours, mem_gb=mem_gb)
+        values = self.__dict__.copy()  # a copy is made at its size: no dict growing key by key
+        values["hours"], values["mem_gb"] = hours, mem_gb
+        object.__setattr__(new, "__dict__", values)
         return new
 
 
