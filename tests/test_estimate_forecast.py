@@ -181,9 +181,16 @@ def test_a_long_history_is_bootstrapped_on_a_sample_with_the_same_spread():
     work, truth = hidden.workload("loglinear", 3000, 2)
     history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work]
     model = sch.fit_history(history)
-    full = est.coefficient_draws(history, model, 120)
-    sampled = est.coefficient_draws(history, model, 120, most=800)
+    full = sch.coefficient_draws(history, model, 120)
+    sampled = sch.coefficient_draws(history, model, 120, most=800)
     assert sampled.shape == full.shape
     assert not np.allclose(sampled, full)  # really drawn on fewer attempts
     ratio = sampled.std(axis=0) / full.std(axis=0)
     assert ((ratio > 0.75) & (ratio < 1.33)).all(), ratio  # the fit's error, not that of a fit on 800
+    # the cap is the m-out-of-n bootstrap: the plain bootstrap on the seeded sample, scaled by sqrt(m / n)
+    pick = np.sort(np.random.default_rng(4).choice(len(history), 800, replace=False))
+    by_hand = sch.coefficient_draws([history[i] for i in pick], model, 40, 4) * np.sqrt(800 / len(history))
+    assert np.array_equal(sch.coefficient_draws(history, model, 40, 4, most=800), by_hand)
+    # a cap above the history changes nothing
+    assert np.array_equal(sch.coefficient_draws(history, model, 40, 5, most=est.BOOTSTRAP_ATTEMPTS),
+                          sch.coefficient_draws(history, model, 40, 5))
