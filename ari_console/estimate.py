@@ -550,7 +550,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     waste = np.zeros(samples) if detail is not None else None
     span = _list_finish(left, mem, mask, fixed < 0, [max(0.0, p.plan_h - d) for p, d in zip(entries, done)],
                         classes, memory_kill_after, kinds, retry_margin=tuning.retry_margin,
-                        exact_jobs=exact_jobs, waste=waste)
+                        exact_jobs=exact_jobs, waste=waste, ran=np.array(done, dtype=float))
     span = np.maximum(span, bound)
     if detail is not None:
         detail.update(finish=span, bound=bound, work=work, waste=waste)
@@ -560,7 +560,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
 
 def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: Sequence[sch.NodeClass],
                  memory_kill_after: float, kinds=None, max_attempts: int = MAX_ATTEMPTS,
-                 retry_margin: float = sch.RETRY_MARGIN, exact_jobs: int = FORECAST_EXACT_JOBS, waste=None):
+                 retry_margin: float = sch.RETRY_MARGIN, exact_jobs: int = FORECAST_EXACT_JOBS, waste=None,
+                 ran=None):
     """Per draw (rows of ``left``), the finish of a list schedule that knows only the predictions.
 
     What the replay (and the engine) does, played out on each drawn truth at once: the
@@ -589,7 +590,10 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     generators; ``tests/test_estimate_forecast.py``).
 
     ``waste`` (an array, one value per draw), when given, gains the slot-hours each draw
-    lost to killed attempts.
+    lost to killed attempts. ``ran`` (per data set, speed-1.0 hours each running attempt has
+    run), when given, lets the walltime kill a running attempt too: one whose drawn hours in
+    all outrun its node's walltime holds its slot until then and goes again, whole, as a
+    killed one does; without it a running attempt runs to its end.
     """
     import numpy as np
 
@@ -621,7 +625,18 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     for ci in range(len(classes)):
         over = (left > classes_wall[ci] * classes_speed[ci] * (1 - 1e-9)) | (mem > classes_mem[ci])
         risky |= ((mask >> ci) & 1).astype(bool) & over
-    safe = placed | ~risky.any(axis=0)
+    if ran is not None:  # a running attempt is at risk where its hours in all outrun its node's walltime
+        ran = np.asarray(ran, dtype=float)
+        some = np.flatnonzero(placed)
+        total = left[:, some] + ran[some][None, :]
+        risky[:, some] = False
+        for ci in range(len(classes)):
+            risky[:, some] |= ((mask[:, some] >> ci) & 1).astype(bool) & (
+                total > classes_wall[ci] * classes_speed[ci] * (1 - 1e-9))
+        del total
+        safe = ~risky.any(axis=0)
+    else:
+        safe = placed | ~risky.any(axis=0)
     del risky
     units = _batches(order, mask, plan_left, int(placed.sum()), float(sum(c.capacity for c in classes)),
                      classes_speed.tolist(), exact_jobs)
@@ -659,12 +674,18 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         ok = allowed[rows, slot]
         run = left[j] / speed[slot]
         start = free[rows, slot]
-        killed = ~placed[j] & ok & ((run > wall[slot]) | (mem[j] > slot_mem[slot]))
+        if placed[j]:  # running: killed if its hours in all outrun the walltime, at what is left of it
+            killed = ok & (ran is not None) & ((left[j] + (ran[j] if ran is not None else 0.0)) / speed[slot] > wall[slot])
+        else:
+            killed = ok & ((run > wall[slot]) | (mem[j] > slot_mem[slot]))
         if not killed.any():
             free[rows[ok], slot[ok]] = (start + run)[ok]
             continue
         # killed: it goes again where what the kill taught allows, and may be killed again there
         lost = np.where(mem[j] > slot_mem[slot], np.minimum(run * memory_kill_after, wall[slot]), wall[slot])
+        if placed[j]:
+            lost = np.maximum(wall[slot] - ran[j] / speed[slot], 0.0)
+            left[j] = left[j] + ran[j]  # the retry runs it whole
         free[rows[ok], slot[ok]] = np.where(killed, start + lost, start + run)[ok]
         if waste is not None:
             waste += np.where(killed & ok, lost, 0.0)

@@ -445,7 +445,9 @@ def _miss_causes(sim, f, seen: dict, nodes) -> dict:
     capacity = sum(n.slots * n.speed for n in nodes if not n.drained)
     slots = sum(n.slots for n in nodes if not n.drained)
     cpus = {n.klass: n.cpus_per_slot for n in nodes}
-    lost = sum(k.cpu_hours / cpus.get(k.node_class, 1) for k in sim.killed if k.at_h > seen["now"])
+    # slot-hours of kills after the forecast (an attempt running then: the part after it)
+    lost = sum(min(k.cpu_hours / cpus.get(k.node_class, 1), k.at_h - seen["now"]) for k in sim.killed
+               if k.at_h > seen["now"])
     bias = (seen["left"] - float(np.mean(seen["work"]))) / capacity
     kills = (lost - float(np.mean(seen["waste"]))) / slots
     actual = sim.makespan_h

@@ -24,10 +24,11 @@ def cluster() -> list[NodeState]:
 
 
 def plain_list_finish(left, mem, mask, placed, plan_left, classes, memory_kill_after, kinds, max_attempts,
-                      retry_margin, waste=None) -> np.ndarray:
+                      retry_margin, waste=None, ran=None) -> np.ndarray:
     """The list schedule of :func:`est._list_finish` written out draw by draw in plain Python
     (the reference its vectorised quick paths must match to the last bit); ``waste`` (a list),
-    when given, gets each draw's slot-hours lost to kills."""
+    when given, gets each draw's slot-hours lost to kills; ``ran``: the hours the running ones have run
+    (the walltime may kill them too)."""
     draws, jobs = left.shape
     slot_class = [ci for ci, c in enumerate(classes) for _ in range(c.slots)]
     speed = [classes[ci].rep.speed for ci in slot_class]
@@ -48,11 +49,19 @@ def plain_list_finish(left, mem, mask, placed, plan_left, classes, memory_kill_a
             p = 0.0 if placed[j] else plan_left[j]
             s = min(ok, key=lambda s: (free[s] + p / speed[s], s))
             run = left[d, j] / speed[s]
-            if placed[j] or not (run > wall[s] or mem[d, j] > smem[s]):
+            if placed[j]:
+                whole = left[d, j] + ran[j] if ran is not None else 0.0
+                if ran is None or not whole / speed[s] > wall[s]:
+                    free[s] = free[s] + run
+                    continue
+                over, lost = False, max(wall[s] - ran[j] / speed[s], 0.0)
+            elif not (run > wall[s] or mem[d, j] > smem[s]):
                 free[s] = free[s] + run
                 continue
-            over = mem[d, j] > smem[s]
-            lost = min(run * memory_kill_after, wall[s]) if over else wall[s]
+            else:
+                over = mem[d, j] > smem[s]
+                lost = min(run * memory_kill_after, wall[s]) if over else wall[s]
+                whole = left[d, j]
             lost_h += lost
             free[s], end = free[s] + lost, free[s] + lost
             need_h, need_mem = (0.0, smem[s] * retry_margin) if over else (wall[s] * speed[s] * retry_margin, 0.0)
@@ -63,7 +72,7 @@ def plain_list_finish(left, mem, mask, placed, plan_left, classes, memory_kill_a
                     break
                 t = min(can, key=lambda t: (max(free[t], end), t))
                 begin = max(free[t], end)
-                run = left[d, j] / speed[t]
+                run = whole / speed[t]
                 over = mem[d, j] > smem[t]
                 lost = min(run * memory_kill_after, wall[t]) if over else wall[t]
                 again = run > wall[t] or over
@@ -113,6 +122,29 @@ def test_list_schedule_quick_paths_match_the_plain_schedule_to_the_bit():
     assert fast.tolist() == plain_list_finish(*args, waste=plain_waste).tolist()
     assert min(plain_waste) > 0  # every draw lost hours to kills, and the forecast counts the same
     assert np.allclose(waste, plain_waste, rtol=1e-12)
+
+
+def test_a_running_attempt_the_walltime_will_kill_goes_again_in_the_forecast():
+    left, mem, mask, placed, median, classes = drawn_queue(160, 12, seed=4)
+    mask[:, 0] = 1 << 1  # the first running attempt is on a 48 h node, has run 40 h, and needs 5-20 h more
+    left[:, 0] = np.linspace(5.0, 20.0, len(left))
+    ran = np.zeros(len(median))
+    ran[0], ran[1] = 40.0, 3.0
+    kinds = np.full(len(median), (1 << len(classes)) - 1)
+    args = (left, mem, mask, placed, median, classes, 0.5, kinds, 3, 1.3)
+    waste, plain_waste = np.zeros(len(left)), []
+    fast = est._list_finish(*args[:7], kinds=kinds, max_attempts=3, retry_margin=1.3, waste=waste, ran=ran)
+    assert fast.tolist() == plain_list_finish(*args, waste=plain_waste, ran=ran).tolist()
+    assert np.allclose(waste, plain_waste, rtol=1e-12)
+    # alone: where its hours in all outrun the 48 h, it loses the 8 h left of the attempt and runs whole again
+    alone = [a[:, :1] for a in (left, mem, mask)] + [placed[:1], median[:1], classes, 0.5]
+    lost = np.zeros(len(left))
+    finish = est._list_finish(*alone, kinds=kinds[:1], max_attempts=3, retry_margin=1.3, waste=lost, ran=ran[:1])
+    over = left[:, 0] + 40.0 > 48.0
+    assert over.any() and (~over).any()
+    assert np.allclose(lost[over], 8.0) and np.all(lost[~over] == 0.0)
+    assert np.all(finish[~over] == left[~over, 0])  # the others simply end
+    assert np.all(finish[over] >= 8.0 + (left[over, 0] + 40.0) / 1.2 - 1e-9)  # again from the start, at best on hpc
 
 
 def test_each_draws_bound_is_the_lp_of_its_own_truth():
