@@ -57,6 +57,8 @@ covariance nor a bootstrap of its attempts can see: the fit's form is wrong some
 history is not a fair sample of the queue (the quick data sets finish first). On the
 hidden-truth generators the waiting work predicted at 10 % done was off by up to ±12 %.
 Scaled by the share of the work still to do (it shrinks as the history covers the queue)."""
+DRIFT_MIN_ATTEMPTS = 30
+"""Finished attempts each half of a history needs before :func:`model_drift` measures the fit's drift."""
 REFIT_GROWTH = 4.0
 """A learning replay refits its predictions whenever its history has grown by this factor."""
 MEMORY_KILL_AFTER = 0.5
@@ -401,7 +403,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
             draws = sch.coefficient_draws(known_hist, known, forecast_samples, seed + len(forecasts), tuning,
                                            most=BOOTSTRAP_ATTEMPTS)
             forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
-                                              known, risk, forecast_samples, seed + len(forecasts), draws))
+                                              known, risk, forecast_samples, seed + len(forecasts), draws,
+                                              drift=model_drift(hist, tuning)))
     unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
@@ -441,14 +444,15 @@ def _known_history(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet
 def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
                      running: Mapping[int, tuple[DataSet, float, int]], preds: Mapping[str, Prediction],
                      nodes: Sequence[NodeState], model: sch.Model,
-                     tuning: sch.Tuning, samples: int, seed: int, draws=None, detail: dict | None = None) -> Forecast:
+                     tuning: sch.Tuning, samples: int, seed: int, draws=None, detail: dict | None = None,
+                     drift: float = 0.0) -> Forecast:
     """A :class:`Forecast` from inside a replay: what it knows now, nothing of the truth
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
     residuals = model.hours.residuals if model.hours is not None else ()
     p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning, coefficients=draws,
-                                    model_sigma=FORECAST_MODEL_SIGMA * (1 - done), detail=detail)
+                                    model_sigma=math.hypot(FORECAST_MODEL_SIGMA, drift) * (1 - done), detail=detail)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
@@ -1218,7 +1222,8 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
                              residuals=model.hours.residuals if model.hours is not None else (),
                              coefficients=sch.coefficient_draws(history, model, samples, most=BOOTSTRAP_ATTEMPTS),
-                             model_sigma=FORECAST_MODEL_SIGMA * _still_to_do(history, band_work(queue, preds, busy)),
+                             model_sigma=math.hypot(FORECAST_MODEL_SIGMA, model_drift(history))
+                             * _still_to_do(history, band_work(queue, preds, busy)),
                              detail=drawn)
     sim = (fluid_summary(queue, nodes, preds, policy, band_h[1], eligible=eligible) if long_queue
            else simulate(queue, nodes, policy, model))
@@ -1280,6 +1285,30 @@ def fluid_summary(queue: Sequence[DataSet], nodes: Sequence[NodeState], preds: M
                      failures_avoidable=0, failures_by_cause={}, gave_up=(), unplaceable=tuple(unplaceable),
                      nodes=tuple(uses), plan_variant="forecast (not replayed)",
                      mean_hours=work / len(runs) if runs else 0.0, slots=sum(n.slots for n in live), capacity=capacity)
+
+
+def model_drift(history: Sequence[Measured], tuning: sch.Tuning = sch.DEFAULT_TUNING) -> float:
+    """How far the fit moved as its history grew: log(hours the later half of the finished attempts
+    took / what a fit of all that was known when that half began to finish predicted for it). ``history``
+    in the order the attempts ended; 0.0 with fewer than 2 x DRIFT_MIN_ATTEMPTS finished.
+
+    A fit made early is made on the quick data sets (they finish first) and on a form that is
+    wrong somewhere; how wrong it was on the attempts that came next is the error it brings to
+    the work still to come, which no bootstrap of its own attempts can see.
+    """
+    ok = [k for k, m in enumerate(history) if m.outcome == "ok"]
+    if len(ok) < 2 * DRIFT_MIN_ATTEMPTS:
+        return 0.0
+    half = ok[len(ok) // 2]
+    model = sch.fit_history(history[:half], tuning)
+    later = [history[k] for k in ok[len(ok) // 2:]]
+    ds = [DataSet(m.uid, size_gb=m.size_gb, array=m.array, band=m.band, n_spw=m.n_spw, n_chan=m.n_chan,
+                  is_mosaic=m.is_mosaic, n_eb=m.n_eb, prior_hours=m.prior_hours, prior_mem_gb=m.prior_mem_gb)
+          for m in later]
+    preds = sch.predict_all(ds, model, tuning)
+    expected = sum(preds[d.uid].plan_h for d in ds)
+    took = sum(m.hours * m.speed for m in later)
+    return math.log(took / expected) if took > 0 and expected > 0 else 0.0
 
 
 def band_work(queue: Sequence[DataSet], preds: Mapping[str, Prediction],

@@ -268,3 +268,15 @@ def test_a_long_history_is_bootstrapped_on_a_sample_with_the_same_spread():
     # a cap above the history changes nothing
     assert np.array_equal(sch.coefficient_draws(history, model, 40, 5, most=est.BOOTSTRAP_ATTEMPTS),
                           sch.coefficient_draws(history, model, 40, 5))
+
+
+def test_the_fits_drift_is_how_wrong_an_early_fit_was_on_the_attempts_that_came_next():
+    from benchmarks import hidden
+
+    work, truth = hidden.workload("loglinear", 600, 5)
+    steady = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work]
+    assert abs(est.model_drift(steady)) < 0.1
+    # the later half of the attempts took 1.6x what their like took before: an early fit underpredicts them
+    slower = steady[:300] + [est.attempt(ds, truth[ds.uid][0] * 1.6, 1.0, "ok", truth[ds.uid][1]) for ds in work[300:]]
+    assert abs(est.model_drift(slower) - math.log(1.6)) < 0.12
+    assert est.model_drift(steady[:40]) == 0.0  # too few to tell
