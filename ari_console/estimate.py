@@ -56,7 +56,11 @@ FORECAST_MODEL_SIGMA = 0.07
 covariance nor a bootstrap of its attempts can see: the fit's form is wrong somewhere, and its
 history is not a fair sample of the queue (the quick data sets finish first). On the
 hidden-truth generators the waiting work predicted at 10 % done was off by up to ±12 %.
-Scaled by the share of the work still to do (it shrinks as the history covers the queue)."""
+The least such error: where the fit is seen to drift more as its history grows (:func:`model_drift`),
+that drift's size is taken instead. Scaled by the share of the work still to do (it shrinks as the
+history covers the queue). On 11 generators x 6 seeds at 10 % done, the drift in place of the flat
+0.07 where larger put the finish inside P10-P90 in 55 runs instead of 52 (median band 20 -> 25 % of
+P50); hypot(0.07, drift) as many, 28 % wide; the drift as a shift of the centre too, 49."""
 DRIFT_MIN_ATTEMPTS = 30
 """Finished attempts each half of a history needs before :func:`model_drift` measures the fit's drift."""
 REFIT_GROWTH = 4.0
@@ -452,7 +456,7 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
     residuals = model.hours.residuals if model.hours is not None else ()
     p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning, coefficients=draws,
-                                    model_sigma=math.hypot(FORECAST_MODEL_SIGMA, drift) * (1 - done), detail=detail)
+                                    model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
@@ -1222,7 +1226,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
                              residuals=model.hours.residuals if model.hours is not None else (),
                              coefficients=sch.coefficient_draws(history, model, samples, most=BOOTSTRAP_ATTEMPTS),
-                             model_sigma=math.hypot(FORECAST_MODEL_SIGMA, model_drift(history))
+                             model_sigma=max(FORECAST_MODEL_SIGMA, abs(model_drift(history)))
                              * _still_to_do(history, band_work(queue, preds, busy)),
                              detail=drawn)
     sim = (fluid_summary(queue, nodes, preds, policy, band_h[1], eligible=eligible) if long_queue
