@@ -26,6 +26,9 @@ _ARRAY_ALIASES = {
     "12m": "12m", "12-m": "12m", "12": "12m", "bl": "12m", "12m array": "12m",
     "7m": "7m", "7-m": "7m", "7": "7m", "aca": "7m", "aca 7m": "7m", "7m array": "7m",
     "tp": "TP", "total power": "TP", "totalpower": "TP", "sd": "TP", "single dish": "TP",
+    # the 12 m array's configurations as scheduling blocks name them (TM1, TM2), and the antenna
+    # name prefixes of 7 m (CM) and total-power (PM) dishes
+    "tm1": "12m", "tm2": "12m", "cm": "7m", "pm": "TP",
 }
 BANDS = range(1, 11)
 
@@ -76,8 +79,8 @@ def parse_project(text: str) -> str:
 def parse_array(text: str) -> str:
     """``12m``, ``7m`` or ``TP`` for the usual ways of writing them, or ValueError.
 
-    >>> parse_array("ACA"), parse_array("Total Power")
-    ('7m', 'TP')
+    >>> parse_array("ACA"), parse_array("Total Power"), parse_array("TM2")
+    ('7m', 'TP', '12m')
     """
     key = " ".join((text or "").strip().lower().split())
     if key in _ARRAY_ALIASES:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Callable, Iterable, Mapping, Sequence
 
+from . import alma
 from . import scheduler as sch
 from .casa_install import casa_install_key
 from .errors import UserError
@@ -1335,25 +1336,52 @@ def _still_to_do(history: Sequence[Measured], waiting_h: float) -> float:
 
 WORKLOAD_COLUMNS = {
     "uid": "str", "size_gb": "float", "hours": "float", "mem_gb": "float",
-    "array": "str", "band": "int", "n_spw": "int", "n_chan": "int", "recipe": "str",
+    "array": "array", "band": "band", "n_spw": "int", "n_chan": "int", "recipe": "str",
     "casa_version": "str", "node": "str", "walltime_h": "float",
     "is_mosaic": "bool", "n_eb": "int", "true_hours": "float", "true_mem_gb": "float", "scratch_gb": "float",
-    "archive_hours": "float", "archive_mem_gb": "float",
+    "archive_hours": "float", "archive_mem_gb": "float", "size_bytes": "float",
+    "antenna_arrays": "antennas", "frequency_support": "spectral",
 }
 """Columns a workload CSV may have; uid is required, empty cells mean unknown.
 ``true_hours``/``true_mem_gb`` are the hidden truth of a replay (never predicted from);
-``archive_hours``/``archive_mem_gb`` the archive's guesses (a prior the replay learns past)."""
+``archive_hours``/``archive_mem_gb`` the archive's guesses (a prior the replay learns past);
+``size_bytes`` the size as the archive gives it (read where ``size_gb`` is empty or absent);
+``antenna_arrays`` and ``frequency_support`` an archive (obscore) row's antennas and spectral windows,
+read for ``array`` and for ``n_spw``/``n_chan`` where those are empty or absent."""
+COLUMN_ALIASES = {"member_ous_uid": "uid", "mous_uid": "uid", "band_list": "band", "mosaic": "is_mosaic",
+                  "nspw": "n_spw", "n_spws": "n_spw", "nchan": "n_chan", "n_chans": "n_chan", "nchans": "n_chan",
+                  "n_ebs": "n_eb", "neb": "n_eb"}
+"""Other names of a column: an archive query's (``member_ous_uid``, ``band_list``) and the usual short ones."""
 TRUTH_COLUMNS = ("true_hours", "true_mem_gb")
 _BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
           "false": False, "f": False, "no": False, "n": False, "0": False}
+_NULLS = frozenset(("null", "none", "nan", "na", "n/a", "--", "-"))
+"""Cells that mean unknown besides an empty one (what databases, pandas and astropy write for NULL)."""
+_UNREAD = (
+    ({"runtime", "duration", "elapsed", "time", "minutes", "minute", "mins", "seconds", "secs", "hour", "hrs",
+      "hours", "days", "walltime", "wallclock"},
+     "give hours at speed 1.0 in hours (or true_hours for the hidden truth), e.g. 90 minutes = 1.5"),
+    ({"mem", "memory", "ram", "rss"}, "give memory in GB in mem_gb (or true_mem_gb for the hidden truth)"),
+    ({"size", "bytes", "mb", "tb", "kb", "gib", "tib", "mib"},
+     "give the size in GB in size_gb, or in bytes in size_bytes"),
+    ({"true", "truth", "actual"}, "the hidden truth goes in true_hours (speed 1.0) and true_mem_gb"),
+)
+"""Words in the name of a column the reader would otherwise ignore that say it holds a quantity the
+reader takes under another name or unit: such a column stops with the fix, since ignoring it would
+replay without the user's numbers (an archive query's own columns, ``t_min`` or ``em_max``, have none)."""
+_OTHER_UNITS = frozenset(("mb", "tb", "kb", "mib", "gib", "tib", "bytes", "min", "mins", "minutes", "s", "sec",
+                          "secs", "seconds", "d", "days"))
+"""Units in a column's name that the reader's columns are not in."""
 
 
 @dataclass(frozen=True)
 class Workload:
-    """A parsed workload: its data sets and, per uid, the hidden truth (hours, mem_gb) where given."""
+    """A parsed workload: its data sets, per uid the hidden truth (hours, mem_gb) where given,
+    and the columns it ignored (not read by the estimate: a project code, a target name ...)."""
 
     datasets: list[DataSet]
     truth: dict[str, tuple[float | None, float | None]]
+    ignored: tuple[str, ...] = ()
 
 
 _UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
@@ -1415,59 +1443,173 @@ def parse_workload(text: str, name: str = "workload.csv") -> list[DataSet]:
 def read_workload(text: str, name: str = "workload.csv") -> Workload:
     """A :class:`Workload` from CSV text: the data sets, and the truth columns kept apart from them.
 
+    Read as an archive query or a spreadsheet writes it: columns in any order and case, other
+    columns ignored (named in ``ignored``), ``band`` as ``6``, ``Band 6`` or ``ALMA_RB_06``,
+    ``array`` as ``12m``, ``7m``, ``TP``, ``ACA`` or ``TM1``, flags as ``T``/``F``, ``yes``, ``1``;
+    empty, ``NULL`` or ``NaN`` cells unknown; ``size_bytes``, an obscore row's ``antenna_arrays``
+    and ``frequency_support`` where ``size_gb``, ``array``, ``n_spw``/``n_chan`` are missing; a
+    byte-order mark, ``#`` comment lines, and ``;`` (numbers then may be ``12,5``) or tab as the
+    separator when the header has no comma. Anything else stops at the first bad cell with one
+    line naming the file, the line, the column and the fix; a truth column must be filled on
+    every row that has no explicit value.
+
     >>> w = read_workload("uid,size_gb,is_mosaic,true_hours\\na,10,yes,7.5\\n")
     >>> w.datasets[0].is_mosaic, w.datasets[0].hours, w.truth
     (True, None, {'a': (7.5, None)})
+    >>> w = read_workload("Band,member_ous_uid,Array,size_bytes,target\\nBand 6,uid___A001_X1_X2,TM1,2.5e9,M83\\n")
+    >>> d = w.datasets[0]
+    >>> d.uid, d.band, d.array, d.size_gb, w.ignored
+    ('uid://A001/X1/X2', 6, '12m', 2.5, ('target',))
     """
-    rows = csv.reader(io.StringIO(text))
-    header = next(rows, None)
-    if not header or not any(h.strip() for h in header):
+    text = text.removeprefix("\ufeff")
+    if "\0" in text:
+        raise UserError(f"{name}: not a text CSV (it holds NUL bytes) — save it as CSV (UTF-8)")
+    first = next((ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    delimiter = "," if "," in first else ";" if ";" in first else "\t" if "\t" in first else ","
+    rows = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = next((row for row in rows if any(c.strip() for c in row) and not _comment(row)), None)
+    if not header:
         raise UserError(f"{name}: empty file — the first line must be uid,size_gb,hours,mem_gb")
-    cols = [h.strip().lower() for h in header]
-    for col in cols:
-        if col not in WORKLOAD_COLUMNS:
-            close = difflib.get_close_matches(col, WORKLOAD_COLUMNS, n=1)
-            hint = f'did you mean "{close[0]}"?' if close else f"known: {', '.join(WORKLOAD_COLUMNS)}"
-            raise UserError(f'{name}: line 1: unknown column "{col}" — {hint}')
-    if "uid" not in cols:
-        raise UserError(f"{name}: line 1: no uid column — the first line must be uid,size_gb,hours,mem_gb")
+    cols, ignored = _workload_header(header, name, rows.line_num)
     out: list[DataSet] = []
     truth: dict[str, tuple[float | None, float | None]] = {}
     seen: dict[str, int] = {}
     for row in rows:
         line = rows.line_num
-        if not row or all(not c.strip() for c in row):
+        if not row or all(not c.strip() for c in row) or _comment(row):
             continue
+        if len(row) > len(cols) and not any(c.strip() for c in row[len(cols):]):
+            row = row[:len(cols)]  # a spreadsheet's trailing empty cells
         if len(row) != len(cols):
             raise UserError(f"{name}: line {line}: {len(row)} values for {len(cols)} columns "
-                            f"({','.join(cols)}) — one value per column, empty for unknown")
-        values: dict[str, object] = {}
-        for col, cell in zip(cols, row):
-            cell = cell.strip()
-            if not cell:
-                continue
-            kind = WORKLOAD_COLUMNS[col]
-            if kind == "bool":
-                if cell.lower() not in _BOOLS:
-                    raise UserError(f'{name}: line {line}: {col} must be true or false, got "{cell}" '
-                                    "— write true or false")
-                values[col] = _BOOLS[cell.lower()]
-            else:
-                values[col] = cell if kind == "str" else _number(f"{name}: line {line}: ", col, kind, cell)
+                            f"({','.join(h.strip() for h in header)}) — one value per column, empty for unknown")
+        values = _workload_row(cols, row, f"{name}: line {line}: ", decimal_comma=delimiter == ";")
         uid = values.get("uid")
         if not uid:
             raise UserError(f"{name}: line {line}: uid is empty — give each data set its uid")
         if uid in seen:
-            raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per data set')
+            raise UserError(f'{name}: line {line}: uid "{uid}" is also on line {seen[uid]} — keep one row per '
+                            "data set (an archive query's rows are per spw and EB: aggregate them per MOUS)")
         seen[uid] = line
         hidden = (values.pop("true_hours", None), values.pop("true_mem_gb", None))
+        _check_truth(cols, values, hidden, f"{name}: line {line}: ")
         for column, field_name in (("archive_hours", "prior_hours"), ("archive_mem_gb", "prior_mem_gb")):
             if column in values:
                 values[field_name] = values.pop(column)
+        _archive_fills(values)
         if hidden != (None, None):
             truth[uid] = hidden
         out.append(DataSet(**values))
-    return Workload(out, truth)
+    if not out:
+        raise UserError(f"{name}: no data sets, only the header — add one row per data set")
+    return Workload(out, truth, ignored)
+
+
+def _comment(row: list[str]) -> bool:
+    return bool(row) and row[0].lstrip().startswith("#")
+
+
+def _workload_header(header: list[str], name: str, line: int) -> tuple[list[str | None], tuple[str, ...]]:
+    """Each header cell's column (None: ignored) and the names ignored, or a UserError with the fix."""
+    cols: list[str | None] = []
+    ignored: list[str] = []
+    for raw in header:
+        col = " ".join(raw.strip().lower().split())
+        col = COLUMN_ALIASES.get(col, col)
+        if col in WORKLOAD_COLUMNS:
+            if col in cols:
+                raise UserError(f'{name}: line {line}: column "{col}" appears twice — keep one')
+            cols.append(col)
+            continue
+        words = set(re.split(r"[^a-z0-9]+", col))
+        close = difflib.get_close_matches(col, WORKLOAD_COLUMNS, n=1, cutoff=0.7)
+        if close and not words & _OTHER_UNITS:  # size_tb is not a misspelt size_gb
+            raise UserError(f'{name}: line {line}: unknown column "{col}" — did you mean "{close[0]}"?')
+        for said, fix in _UNREAD:
+            if words & said:
+                raise UserError(f'{name}: line {line}: column "{col}" is not read — {fix}')
+        cols.append(None)
+        if col:
+            ignored.append(col)
+    if "uid" not in cols:
+        raise UserError(f"{name}: line {line}: no uid column — the first line must be uid,size_gb,hours,mem_gb")
+    return cols, tuple(ignored)
+
+
+def _workload_row(cols: list[str | None], row: list[str], where: str, decimal_comma: bool = False
+                  ) -> dict[str, object]:
+    """The values of one row by column (unknown ones left out), or a UserError naming the cell;
+    ``decimal_comma``: numbers may be written ``12,5`` (a spreadsheet's ``;``-separated export)."""
+    values: dict[str, object] = {}
+    for col, cell in zip(cols, row):
+        cell = cell.strip()
+        if col is None or not cell or cell.lower() in _NULLS:
+            continue
+        kind = WORKLOAD_COLUMNS[col]
+        if decimal_comma and kind in ("float", "int", "band") and re.fullmatch(r"-?\d+,\d+", cell):
+            cell = cell.replace(",", ".")
+        if kind == "bool":
+            if cell.lower() not in _BOOLS:
+                raise UserError(f'{where}{col} must be true or false, got "{cell}" — write true or false')
+            values[col] = _BOOLS[cell.lower()]
+        elif kind == "band":
+            values[col] = _band(where, cell)
+        elif kind == "array":
+            values[col] = _array(where, cell)
+        elif kind in ("antennas", "spectral"):
+            values[col] = cell
+        elif col == "uid":
+            values[col] = alma.parse_uid(cell) if alma.is_uid(cell) else cell
+        else:
+            values[col] = cell if kind == "str" else _number(where, col, kind, cell)
+    return values
+
+
+def _archive_fills(values: dict[str, object]) -> None:
+    """Fill ``size_gb``, ``array``, ``n_spw`` and ``n_chan`` where a row leaves them empty from the
+    archive's own columns (``size_bytes``; obscore's ``antenna_arrays``, ``frequency_support``),
+    read as the archive client reads them; those columns themselves are dropped."""
+    from .archive.client import array_of, spectral_setup
+
+    size_bytes = values.pop("size_bytes", None)
+    if values.get("size_gb") is None and size_bytes is not None:
+        values["size_gb"] = size_bytes / 1e9
+    antennas = values.pop("antenna_arrays", None)
+    if values.get("array") is None and antennas:
+        values["array"] = array_of(str(antennas))
+    support = values.pop("frequency_support", None)
+    if support:
+        n_spw, n_chan = spectral_setup({"frequency_support": support})
+        for key, value in (("n_spw", n_spw), ("n_chan", n_chan)):
+            if values.get(key) is None and value is not None:
+                values[key] = value
+
+
+def _band(where: str, cell: str) -> int:
+    """The ALMA band of a cell (``6``, ``6.0``, ``Band 6``, ``B6``, ``ALMA_RB_06``; the first of a band list)."""
+    word = cell.split()[0] if cell.split()[0].lower() != "band" else cell
+    try:
+        return alma.parse_band(word[:-2] if word.endswith(".0") else word)
+    except ValueError:
+        raise UserError(f'{where}band must be an ALMA band 1-10, got "{cell}" — write its number, e.g. 6') from None
+
+
+def _array(where: str, cell: str) -> str:
+    """``12m``, ``7m`` or ``TP`` from the usual spellings of an ALMA array."""
+    try:
+        return alma.parse_array(cell)
+    except ValueError:
+        raise UserError(f'{where}array must be 12m, 7m or TP, got "{cell}" — write one of them') from None
+
+
+def _check_truth(cols: list[str | None], values: Mapping[str, object], hidden: tuple[object, object],
+                 where: str) -> None:
+    """A UserError when the workload has a truth column and this row has neither its truth nor an
+    explicit value: the replay would run it for its prediction, as if the prediction were right."""
+    for column, given, explicit in (("true_hours", hidden[0], "hours"), ("true_mem_gb", hidden[1], "mem_gb")):
+        if column in cols and given is None and values.get(explicit) is None:
+            raise UserError(f"{where}{column} is empty while the column is given — fill it on every row "
+                            f"(or {explicit}, a known value); a row without truth would run for its prediction")
 
 
 NODE_KEYS = ("name", "slots", "mem_gb", "walltime_h", "speed", "count", "class", "recipe",

@@ -20,6 +20,9 @@ waste by node class, attempt number and cause (``mup#1 walltime 62
 (3.6%)``: first attempts killed by the walltime on the ``mup`` nodes) and
 the share wasted in the last fifth of the makespan, so the cause is visible.
 Run: ``.venv/bin/python -m benchmarks.bench_scheduler --hidden [seeds...] [models...]``.
+Every mode that takes model names also takes the held-out generators of
+:mod:`benchmarks.holdout` (``products``, ``mitigated``, ``concat``: never tuned on, run only
+when named).
 
 The frontier (``--frontier``): what a policy that knows each data set's
 predictive distribution from the start (a fit of *every* truth of the
@@ -103,6 +106,17 @@ from ari_console import scheduler as sch
 from ari_console.estimate import lower_bound, simulate, truth_predictions
 
 from . import hidden as hidden_models
+from . import holdout as holdout_models
+
+GENERATORS = {**{name: hidden_models.workload for name in hidden_models.MODELS},
+              **{name: holdout_models.workload for name in holdout_models.MODELS}}
+"""Every hidden-truth generator a mode accepts by name: the eleven tuned on (:mod:`.hidden`, the
+default list) and the held-out ones (:mod:`.holdout`, run only when named; never tuned on)."""
+
+
+def workload(model: str, n: int, seed: int):
+    """(data sets, uid -> truth) of generator ``model`` (see :data:`GENERATORS`)."""
+    return GENERATORS[model](model, n, seed)
 
 TARGET_GAP = 0.03
 TARGET_SECONDS = 2.0
@@ -172,7 +186,7 @@ def hidden(seeds: list[int], models: list[str], n: int = 6000, policies: tuple[s
     misses = []
     for model in models:
         for seed in seeds:
-            work, truth = hidden_models.workload(model, n, seed)
+            work, truth = workload(model, n, seed)
             bound = lower_bound(work, nodes, predictions=truth_predictions(work, truth)).hours
             for policy in policies:
                 t0 = time.process_time()
@@ -227,7 +241,7 @@ def frontier(seeds: list[int], models: list[str], n: int = 6000) -> None:
     print(f"{'':>9} {'':>4} " + " ".join(f"{'waste ratio':>13}" for _ in FRONTIER_P))
     for model in models:
         for seed in seeds:
-            work, truth = hidden_models.workload(model, n, seed)
+            work, truth = workload(model, n, seed)
             bound = lower_bound(work, nodes, predictions=truth_predictions(work, truth)).hours
             known = sch.fit_history([attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work])
             known = replace(known, own={})  # the distribution of each data set, not its own truth
@@ -345,7 +359,7 @@ def lp_check(seeds: list[int], models: list[str], n: int = 6000) -> None:
           + f" {'3% needs':>9}")
     for model in models:
         for seed in seeds:
-            work, truth = hidden_models.workload(model, n, seed)
+            work, truth = workload(model, n, seed)
             bound = lower_bound(work, nodes, predictions=truth_predictions(work, truth)).hours
             classes = sch.node_classes(nodes)
             table = kill_table(work, knowing_fit(work, truth), classes)
@@ -394,7 +408,7 @@ def calibrate(seeds: list[int], models: list[str], n: int = 6000) -> None:
         runs: dict[float, list[tuple[bool, float, float]]] = {a: [] for a in CALIBRATE_AT}
         covered: list[np.ndarray] = []  # per run: (all, small third, big third) shares inside P10-P90
         for seed in seeds:
-            work, truth = hidden_models.workload(model, n, seed)
+            work, truth = workload(model, n, seed)
             seen: list = []
             first: dict = {}
 
@@ -526,7 +540,7 @@ def young(seeds: list[int], models: list[str], n: int = 6000) -> None:
     place = sch.place
     for model in models:
         for seed in seeds:
-            work, truth = hidden_models.workload(model, n, seed)
+            work, truth = workload(model, n, seed)
             bound = lower_bound(work, nodes, predictions=truth_predictions(work, truth)).hours
             placed: list[tuple[float, float]] = []  # (time, kill probability) of each attempt placed
             remaining: dict[float, float] = {}  # share of data sets left -> predicted / true hours of the queue
@@ -592,7 +606,7 @@ def forecast(sizes: list[int], models: list[str]) -> None:
           f"{'P90 h':>8} {'target':>7}")
     for model in models:
         for n in sizes:
-            work, truth = hidden_models.workload(model, n + FORECAST_HISTORY, 3)
+            work, truth = workload(model, n + FORECAST_HISTORY, 3)
             history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1])
                        for ds in work[:FORECAST_HISTORY]]
             queue = work[FORECAST_HISTORY:]
@@ -628,17 +642,17 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] == "--forecast":
         sizes = [int(a) for a in args[1:] if a.isdigit()] or [10_000, 100_000]
         models = [a for a in args[1:] if not a.isdigit()] or ["loglinear"]
-        unknown = [m for m in models if m not in hidden_models.MODELS]
+        unknown = [m for m in models if m not in GENERATORS]
         if unknown:
-            raise SystemExit(f"--forecast: unknown model {unknown[0]!r} — known: {', '.join(hidden_models.MODELS)}")
+            raise SystemExit(f"--forecast: unknown model {unknown[0]!r} — known: {', '.join(GENERATORS)}")
         forecast(sizes, models)
         return
     if args and args[0] in ("--hidden", "--calibrate", "--young", "--frontier", "--lp"):
         seeds = [int(a) for a in args[1:] if a.isdigit()] or ([1, 2] if args[0] != "--calibrate" else list(range(1, 9)))
         models = [a for a in args[1:] if not a.isdigit()] or list(hidden_models.MODELS)
-        unknown = [m for m in models if m not in hidden_models.MODELS]
+        unknown = [m for m in models if m not in GENERATORS]
         if unknown:
-            raise SystemExit(f"{args[0]}: unknown model {unknown[0]!r} — known: {', '.join(hidden_models.MODELS)}")
+            raise SystemExit(f"{args[0]}: unknown model {unknown[0]!r} — known: {', '.join(GENERATORS)}")
         {"--hidden": hidden, "--calibrate": calibrate, "--young": young, "--frontier": frontier, "--lp": lp_check}[args[0]](seeds, models)
         return
     seeds = [int(a) for a in args] or [1, 2, 3, 4, 5, 6]

@@ -41,6 +41,8 @@ def _read(path: Path, what: str) -> str:
 def _inputs(workload: Path, nodes: Path) -> tuple[list[sch.DataSet], dict, list[sch.NodeState]]:
     """The parsed workload (its data sets, and the hidden truth kept apart from them) and node set."""
     work = est.read_workload(_read(workload, "--workload"), Path(workload).name)
+    if work.ignored:
+        clikit.warn(f"{Path(workload).name}: ignored columns the estimate does not read: {', '.join(work.ignored)}")
     return work.datasets, work.truth, est.parse_nodes(_read(nodes, "--nodes"), Path(nodes).name)
 
 
