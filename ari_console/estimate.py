@@ -727,18 +727,23 @@ def _draw_bounds(left, mem, mask, placed, kinds, classes: Sequence[sch.NodeClass
     wall = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
     mems = np.array([c.rep.mem_gb for c in classes])
     cap = np.array([c.capacity for c in classes])
-    fits = np.zeros(left.shape, dtype=np.int64)
+    small = np.uint8 if n <= 8 else np.uint16 if n <= 16 else np.int64  # class bitmasks, as forecast_finish
+    fits = np.zeros(left.shape, dtype=small)
     for ci in range(n):
-        fits |= ((mem <= mems[ci]) & (left <= wall[ci] * speed[ci] * (1 + 1e-9))).astype(np.int64) << ci
-    fits &= np.asarray(kinds, dtype=np.int64)[None, :]
+        fits |= ((mem <= mems[ci]) & (left <= wall[ci] * speed[ci] * (1 + 1e-9))).astype(small) << small(ci)
+    fits &= np.asarray(kinds).astype(small)[None, :]
     if placed.any():
-        fits[:, placed] = mask[:, placed]
+        fits[:, placed] = mask[:, placed].astype(small)
     fits[mask == 0] = 0
-    groups, which = np.unique(fits, return_inverse=True)
-    which = which.reshape(fits.shape)
+    if n <= 12:  # every bitmask is its own group: no sort of the draws
+        groups, which = np.arange(1 << n), fits
+    else:
+        groups, which = np.unique(fits, return_inverse=True)
+        which = which.reshape(fits.shape)
+    del fits
     members = [[ci for ci in range(n) if g >> ci & 1] for g in groups.tolist()]
     fastest = np.array([max((speed[ci] for ci in m), default=0.0) for m in members])
-    longest = np.where(fastest[which] > 0, left / np.where(fastest[which] > 0, fastest[which], 1.0), 0.0).max(axis=1)
+    longest = (left * np.where(fastest > 0, 1.0 / np.where(fastest > 0, fastest, 1.0), 0.0)[which]).max(axis=1)
     mean_work = np.bincount(which.ravel(), weights=left.ravel(), minlength=len(groups)) / len(left)
     var = [(g, ci) for g, m in enumerate(members) if m and mean_work[g] > 0 for ci in m]
     if not var:
