@@ -1300,7 +1300,8 @@ def fluid_summary(queue: Sequence[DataSet], nodes: Sequence[NodeState], preds: M
 def model_drift(history: Sequence[Measured], tuning: sch.Tuning = sch.DEFAULT_TUNING) -> float:
     """How far the fit moved as its history grew: log(hours the later half of the finished attempts
     took / what a fit of all that was known when that half began to finish predicted for it). ``history``
-    in the order the attempts ended; 0.0 with fewer than 2 x DRIFT_MIN_ATTEMPTS finished.
+    in the order the attempts ended (a replay's) or began (the store's, by attempt id: nearly the same
+    split); 0.0 with fewer than 2 x DRIFT_MIN_ATTEMPTS finished.
 
     A fit made early is made on the quick data sets (they finish first) and on a form that is
     wrong somewhere; how wrong it was on the attempts that came next is the error it brings to
