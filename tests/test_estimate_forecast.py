@@ -280,3 +280,19 @@ def test_the_fits_drift_is_how_wrong_an_early_fit_was_on_the_attempts_that_came_
     slower = steady[:300] + [est.attempt(ds, truth[ds.uid][0] * 1.6, 1.0, "ok", truth[ds.uid][1]) for ds in work[300:]]
     assert abs(est.model_drift(slower) - math.log(1.6)) < 0.12
     assert est.model_drift(steady[:40]) == 0.0  # too few to tell
+
+
+def test_a_fit_that_drifted_as_its_history_grew_gets_a_wider_band():
+    from benchmarks import hidden
+
+    work, truth = hidden.workload("loglinear", 2000, 5)
+    steady = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:600]]
+    drifting = steady[:300] + [est.attempt(ds, truth[ds.uid][0] * 1.6, 1.0, "ok", truth[ds.uid][1])
+                               for ds in work[300:600]]
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    width = {}
+    for name, history in (("steady", steady), ("drifting", drifting)):
+        p10, p50, p90 = est.estimate_campaign(work[600:], history, cluster(), now).band_h
+        width[name] = (p90 - p10) / p50
+    assert abs(est.model_drift(steady)) < est.FORECAST_MODEL_SIGMA < est.model_drift(drifting)
+    assert width["drifting"] > 1.3 * width["steady"], width
