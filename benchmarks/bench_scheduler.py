@@ -56,9 +56,18 @@ Run: ``.venv/bin/python -m benchmarks.bench_scheduler --lp [seeds...] [models...
 
 Forecast calibration (``--calibrate``): the default policy only, on many seeds
 per generator; for the forecasts made at 10, 25 and 50 % of the work, how
-often the actual finish fell inside P10-P90 (an honest band: ~80 %) and the
-distribution of |actual / P50 - 1| (median, 90th percentile, worst; the
-target: within 10 % every time).
+often the actual finish fell inside P10-P90 (an honest band: ~80 %), the
+band's median width (P90 - P10, % of P50) and the distribution of
+|actual / P50 - 1| (median, 90th percentile, worst; the target: within 10 %
+every time). Then, per generator, the 10 % forecast's errors split by cause
+(hours of finish, % of P50, median over the runs): (a) the mean model's bias
+on the work still to do (true hours left minus the forecast's mean drawn
+hours, over the speed-weighted slots), (b) kills the forecast did not expect
+(slot-hours the replay lost to kills after the forecast minus the forecast's
+mean lost slot-hours, over the slots), and each miss (finish outside P10-P90)
+put down to (a) or (b) when taking that part off the actual finish brings it
+inside the band, to both when only both do, else to (c) a spread too narrow
+(or a schedule unlike the forecast's).
 Run: ``.venv/bin/python -m benchmarks.bench_scheduler --calibrate [seeds...] [models...]``
 (default: seeds 1-8, every generator).
 
@@ -389,22 +398,27 @@ def calibrate(seeds: list[int], models: list[str], n: int = 6000) -> None:
 
     nodes = study_cluster()
     print(f"{'model':>9} {'runs':>4} {'ds in P10-P90 all':>17} {'small':>6} {'big':>6} {'worst':>6} "
-          + " ".join(f"{f'at {a:.0%}: in band':>16} {'|off| med':>9} {'p90':>6} {'worst':>6} {'<=10%':>5}"
+          + " ".join(f"{f'at {a:.0%}: in band':>16} {'width':>6} {'|off| med':>9} {'p90':>6} {'worst':>6} {'<=10%':>5}"
                      for a in CALIBRATE_AT))
-    every: dict[float, list[tuple[bool, float]]] = {a: [] for a in CALIBRATE_AT}
+    causes: dict[str, list[dict]] = {}
+    every: dict[float, list[tuple[bool, float, float]]] = {a: [] for a in CALIBRATE_AT}
     every_ds: list[np.ndarray] = []
     replay_forecast = estimate_module._replay_forecast
     for model in models:
-        runs: dict[float, list[tuple[bool, float]]] = {a: [] for a in CALIBRATE_AT}
+        runs: dict[float, list[tuple[bool, float, float]]] = {a: [] for a in CALIBRATE_AT}
         covered: list[np.ndarray] = []  # per run: (all, small third, big third) shares inside P10-P90
         for seed in seeds:
             work, truth = workload(model, n, seed)
             seen: list = []
+            first: dict = {}
 
-            def watch(now, done, queue, running, preds, *rest):
-                if not seen:
-                    seen.append([(ds, preds[ds.uid]) for ds in queue.values()])
-                return replay_forecast(now, done, queue, running, preds, *rest)
+            def watch(now, done, queue, running, preds, nodes_, *rest, **kw):
+                if seen:
+                    return replay_forecast(now, done, queue, running, preds, nodes_, *rest, **kw)
+                seen.append([(ds, preds[ds.uid]) for ds in queue.values()])
+                first.update(now=now, left=sum(truth[u][0] for u in queue) + sum(
+                    max(0.0, truth[ds.uid][0] - (now - start) * nodes_[i].speed) for ds, start, i in running.values()))
+                return replay_forecast(now, done, queue, running, preds, nodes_, *rest, **kw, detail=first)
 
             estimate_module._replay_forecast = watch
             try:
@@ -413,8 +427,11 @@ def calibrate(seeds: list[int], models: list[str], n: int = 6000) -> None:
                 estimate_module._replay_forecast = replay_forecast
             if seen:
                 covered.append(_dataset_coverage(seen[0], truth))
+            if first and sim.forecasts:
+                causes.setdefault(model, []).append(_miss_causes(sim, sim.forecasts[0], first, nodes))
             for at, f in zip(CALIBRATE_AT, sim.forecasts):
-                runs[at].append((f.p10_h <= sim.makespan_h <= f.p90_h, abs(sim.makespan_h / f.p50_h - 1)))
+                runs[at].append((f.p10_h <= sim.makespan_h <= f.p90_h, abs(sim.makespan_h / f.p50_h - 1),
+                                 (f.p90_h - f.p10_h) / f.p50_h))
         cells = []
         for at in CALIBRATE_AT:
             every[at] += runs[at]
@@ -425,6 +442,56 @@ def calibrate(seeds: list[int], models: list[str], n: int = 6000) -> None:
           + " ".join(_calibration_cells(every[a]) for a in CALIBRATE_AT))
     print("an honest P10-P90 holds ~80 % of the data sets (in every size third) and the actual finish in ~80 % "
           "of runs; target: within 10 % of P50 in every run")
+    print()
+    print(f"{'at 10%':>9} {'runs':>4} {'(a) bias':>9} {'(b) kills':>9} {'actual-P50':>10} {'misses':>6} "
+          f"{'(a)':>4} {'(b)':>4} {'a+b':>4} {'(c)':>4}")
+    for model, rows in list(causes.items()) + [("all", [r for rows in causes.values() for r in rows])]:
+        print(f"{model:>9} {len(rows):>4} " + _cause_cells(rows), flush=True)
+    print("(a) the mean model's bias on the work left, (b) kills the forecast did not expect: hours of finish, "
+          "% of P50, median of the runs; misses (outside P10-P90) by the part whose removal brings the finish "
+          "inside the band; (c) neither: the spread too narrow")
+
+
+def _miss_causes(sim, f, seen: dict, nodes) -> dict:
+    """The 10 % forecast ``f`` of replay ``sim`` against what happened (see the module docstring):
+    its error and the parts of it from (a) the model's bias and (b) unexpected kills, in hours of finish;
+    ``seen``: the truth left at the forecast (``left``, speed-1.0 hours) and the forecast's draws.
+
+    A finish 30 h past P90 with 35 h of kill losses per slot the forecast did not expect is put down to (b):
+
+    >>> from ari_console.estimate import Forecast, Kill, SimResult
+    >>> sim = SimResult("lpt", 1, 1, 130.0, 0.0, 0, {}, (), (), (), killed=(Kill("n", 1, "walltime", 70.0, 90.0),))
+    >>> nodes = [sch.NodeState("n", slots=2, mem_gb=8)]
+    >>> seen = dict(now=10.0, left=180.0, work=[180.0], waste=[0.0])
+    >>> r = _miss_causes(sim, Forecast(10.0, 0.1, 90.0, 95.0, 100.0), seen, nodes)
+    >>> r["cause"], round(r["bias"] * 95, 1), round(r["kills"] * 95, 1)
+    ('b', 0.0, 35.0)
+    """
+    capacity = sum(n.slots * n.speed for n in nodes if not n.drained)
+    slots = sum(n.slots for n in nodes if not n.drained)
+    cpus = {n.klass: n.cpus_per_slot for n in nodes}
+    # slot-hours of kills after the forecast (an attempt running then: the part after it)
+    lost = sum(min(k.cpu_hours / cpus.get(k.node_class, 1), k.at_h - seen["now"]) for k in sim.killed
+               if k.at_h > seen["now"])
+    bias = (seen["left"] - float(np.mean(seen["work"]))) / capacity
+    kills = (lost - float(np.mean(seen["waste"]))) / slots
+    actual = sim.makespan_h
+
+    def inside(x: float) -> bool:
+        return f.p10_h <= x <= f.p90_h
+
+    cause = ("" if inside(actual) else "a" if inside(actual - bias) else "b" if inside(actual - kills)
+             else "a+b" if inside(actual - bias - kills) else "c")
+    return dict(bias=bias / f.p50_h, kills=kills / f.p50_h, off=actual / f.p50_h - 1, cause=cause)
+
+
+def _cause_cells(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    med = {k: float(np.median([r[k] for r in rows])) for k in ("bias", "kills", "off")}
+    count = {c: sum(r["cause"] == c for r in rows) for c in ("a", "b", "a+b", "c")}
+    return (f"{med['bias']:>+9.1%} {med['kills']:>+9.1%} {med['off']:>+10.1%} {sum(count.values()):>6} "
+            + " ".join(f"{count[c]:>4}" for c in ("a", "b", "a+b", "c")))
 
 
 def _dataset_coverage(waiting, truth) -> np.ndarray:
@@ -460,10 +527,11 @@ def _coverage_cells(covered: list[np.ndarray]) -> str:
     return f"{a:>17.0%} {s:>6.0%} {b:>6.0%} {w:>6.0%}"
 
 
-def _calibration_cells(runs: list[tuple[bool, float]]) -> str:
-    inside = sum(i for i, _ in runs)
-    off = np.array([o for _, o in runs])
-    return (f"{f'{inside}/{len(runs)} ({inside / len(runs):.0%})':>16} {np.median(off):>9.1%} "
+def _calibration_cells(runs: list[tuple[bool, float, float]]) -> str:
+    inside = sum(i for i, _, _ in runs)
+    off = np.array([o for _, o, _ in runs])
+    width = np.median([w for _, _, w in runs])
+    return (f"{f'{inside}/{len(runs)} ({inside / len(runs):.0%})':>16} {width:>6.0%} {np.median(off):>9.1%} "
             f"{np.percentile(off, 90):>6.1%} {off.max():>6.1%} {np.mean(off <= TARGET_P50_OFF):>5.0%}")
 
 
