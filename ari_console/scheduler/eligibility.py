@@ -506,8 +506,6 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     its own, which every class judges alike (:func:`why_not` checks a node's class limits), so
     the plan is the same, without making a prediction per data set (100,000 at a re-plan).
 
-    Predictions whose placement quantiles are as safe as capacity allows, and those (hours, memory) quantiles.
-
     High quantiles keep long uncertain data sets off walltime-limited nodes
     and big uncertain ones off small nodes; but when that leaves the roomy
     nodes with more than their share, lower quantiles (``quantiles``, tried
