@@ -110,7 +110,7 @@ from . import holdout as holdout_models
 
 GENERATORS = {**{name: hidden_models.workload for name in hidden_models.MODELS},
               **{name: holdout_models.workload for name in holdout_models.MODELS}}
-"""Every hidden-truth generator a mode accepts by name: the eleven tuned on (:mod:`.hidden`, the
+"""Every hidden-truth generator a mode accepts by name: the twelve tuned on (:mod:`.hidden`, the
 default list) and the held-out ones (:mod:`.holdout`, run only when named; never tuned on)."""
 
 

@@ -3,11 +3,11 @@
 Same interface as :mod:`benchmarks.hidden` (``MODELS``: name -> ``(metadata, rng) ->
 (true hours at speed 1.0, true memory GB)``; :func:`workload`), scaled the same way
 (median ~6 h, the study's figure, with a long tail), but *not* in ``hidden.MODELS``:
-whoever tunes the predictor or the placement tunes on those eleven, and these three
+whoever tunes the predictor or the placement tunes on those twelve, and these three
 stay unseen until the figures are printed (``bench_scheduler --hidden products`` and
 the other modes accept their names).
 
-Each has a mechanism none of the eleven has, taken from how the ALMA imaging
+Each has a mechanism none of the twelve has, taken from how the ALMA imaging
 pipeline's cost behaves (its imaging workflow: ``hif_makeimlist`` lists one imaging
 target per field and spectral window, ``hif_checkproductsize`` bins channels or
 drops fields when a cube or the products exceed a size limit, ``hif_tclean`` makes a
