@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 
 
 from ari_console import readmodel, store
-from ari_console.formatting import duration_text
+from ari_console.formatting import clock_text, duration_text
 
 from . import views
 
@@ -544,9 +544,9 @@ def compute_eta(db: store.Database, nodes: list[dict], now: float, node_configs:
     if est is None:
         return Eta("n/a (every node drained)", computed_at=now)
     finish = est.finish_at.timestamp()
-    text = f"{views.clock_text(finish)} (in {duration_text(est.remaining_h * 3600)})"
+    text = f"{clock_text(finish)} (in {duration_text(est.remaining_h * 3600)})"
     if est.band and est.band_h[2] > est.band_h[0]:
-        text += f", P10-P90 {views.clock_text(est.band[0].timestamp())} - {views.clock_text(est.band[2].timestamp())}"
+        text += f", P10-P90 {clock_text(est.band[0].timestamp())} - {clock_text(est.band[2].timestamp())}"
     if est.unplaceable:
         text += f"; {len(est.unplaceable)} cannot be placed"
     return Eta(text, finish, est.remaining_h, now)

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Collection, Iterable, Mapping, Sequence
 
-from ..formatting import attempt_seconds, clock_text, duration_text, free_text, gb_text  # noqa: F401 (clock_text: views.clock_text)
+from ..formatting import attempt_seconds, duration_text, free_text, gb_text
 from ..readmodel import ENDED_ATTEMPT_STATES, FAILED_ATTEMPT_STATES, latest_attempts
 
 SPARK = "▁▂▃▄▅▆▇█"

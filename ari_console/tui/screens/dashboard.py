@@ -9,6 +9,7 @@ from textual.containers import Grid, Vertical
 from textual.widgets import Static
 
 from ... import readmodel
+from ...formatting import clock_text
 from .. import views
 from ..snapshot import Snapshot
 from .base import AriScreen
@@ -115,6 +116,6 @@ class DashboardScreen(AriScreen):
         first, now_left = (dash.burndown[0], dash.burndown[-1]) if dash.burndown else (0, 0)
         waiting = [f"{dash.totals[s]:,} {s}" for s in ("held", "review") if dash.totals.get(s)]
         self.query_one("#burn-axis", Static).update(
-            f"[dim]{views.clock_text(start)} → now:[/] {first:,} → {now_left:,} of {counted:,} left"
+            f"[dim]{clock_text(start)} → now:[/] {first:,} → {now_left:,} of {counted:,} left"
             + (f" [yellow]({', '.join(waiting)})[/]" if waiting else ""))
-        self.set_status(f"{snap.dashboard.total:,} data sets · as of {views.clock_text(snap.now)}")
+        self.set_status(f"{snap.dashboard.total:,} data sets · as of {clock_text(snap.now)}")
