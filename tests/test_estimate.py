@@ -535,3 +535,21 @@ def test_a_workload_may_carry_the_archives_guesses_as_a_prior_and_a_bad_one_name
     assert (ds.hours, ds.mem_gb, ds.prior_hours, ds.prior_mem_gb, work.truth) == (None, None, 2.0, 8.0, {"a": (5.0, None)})
     with pytest.raises(UserError, match='w.csv: line 2: archive_hours must be a number of hours, got "2h" — write 2'):
         est.read_workload("uid,archive_hours\na,2h\n", "w.csv")
+
+
+def test_a_data_set_killed_for_memory_on_the_largest_node_is_reported_as_needing_more_than_it():
+    """With hidden truth, a data set that runs out of memory on the largest node is given up as
+    unplaceable, and the reason names what the kill taught (more than 512 GB), not a guess."""
+    from ari_console import scheduler as sch
+
+    nodes = [sch.NodeState("ws", slots=2, mem_gb=24.0, speed=0.6), sch.NodeState("hpc", slots=2, mem_gb=512.0,
+                                                                                  walltime_h=240.0)]
+    queue = [sch.DataSet(f"uid://A001/X1/X{i}", size_gb=20.0 + i) for i in range(12)]
+    truth = {ds.uid: (5.0, 8.0) for ds in queue}
+    truth[queue[3].uid] = (5.0, 900.0)
+    sim = est.simulate(queue, nodes, "lpt", actual=truth)
+    assert [u.dataset.uid for u in sim.unplaceable] == [queue[3].uid]
+    reason = sim.unplaceable[0].reason
+    assert reason.startswith("needs more than 512 GB memory (an attempt ran out of it)"), reason
+    assert est.never_run_kind(reason) == "memory"
+    assert sim.kills["memory"] >= 1 and sim.completed == 11

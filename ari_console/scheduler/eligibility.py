@@ -65,6 +65,12 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
 
     >>> unplaceable_reason(DataSet("u"), Prediction(5, 900), [NodeState("hpc", mem_gb=512)])
     'needs 900 GB memory; the largest node (hpc) has 512 GB'
+
+    Where an attempt taught it (a memory kill on the largest node; a walltime kill on the
+    longest), the reason says so, rather than quote a quantile above that floor as a need:
+
+    >>> unplaceable_reason(DataSet("u"), Prediction(5, 650, mem_floor_gb=512), [NodeState("hpc", mem_gb=512)])
+    'needs more than 512 GB memory (an attempt ran out of it); the largest node (hpc) has 512 GB'
     """
     live = [n for n in nodes if not n.drained]
     if any(why_not(ds, pred, n) is None for n in live):
@@ -79,6 +85,9 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
         return f"only drained nodes can run it ({drained})"
     big = max(cands, key=lambda n: n.mem_gb)
     if pred.mem_gb > big.mem_gb:
+        if pred.mem_floor_gb >= big.mem_gb:
+            return (f"needs more than {pred.mem_floor_gb:g} GB memory (an attempt ran out of it); "
+                    f"the largest node ({big.name}) has {big.mem_gb:g} GB")
         return f"needs {pred.mem_gb:g} GB memory; the largest node ({big.name}) has {big.mem_gb:g} GB"
     need = ds.scratch_need_gb
     disk = max(cands, key=lambda n: math.inf if n.scratch_gb is None else n.scratch_gb)
@@ -88,8 +97,11 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
     longest = max(roomy, key=lambda n: math.inf if n.walltime_h is None else n.walltime_h * n.speed)
     reason = why_not(ds, pred, longest)
     if reason and "allows" in reason:
-        return (f"needs {pred.hours:.4g} h at speed 1.0; no node with {pred.mem_gb:g} GB allows it "
-                f"(best: {longest.name}, {longest.walltime_h:g} h at speed {longest.speed:g})")
+        best = f"(best: {longest.name}, {longest.walltime_h:g} h at speed {longest.speed:g})"
+        if longest.walltime_h is not None and pred.floor_h >= longest.walltime_h * longest.speed:
+            return (f"needs more than {pred.floor_h:.4g} h at speed 1.0 (an attempt reached a walltime); "
+                    f"no node with {pred.mem_gb:g} GB allows more {best}")
+        return f"needs {pred.hours:.4g} h at speed 1.0; no node with {pred.mem_gb:g} GB allows it {best}"
     return reason or "no node can run it"
 
 

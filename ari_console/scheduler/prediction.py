@@ -502,6 +502,10 @@ def coefficient_draws(history: Iterable[Measured], model: Model, samples: int, s
 
 # -- distributions ------------------------------------------------------------------
 
+FLOOR_STEP = 1.001
+"""A quantile above a floor is at least this times the floor (a kill says *more than* it)."""
+
+
 def quantiles_above(median, sigma, floor, q, margin: float = RETRY_MARGIN):
     """The ``q`` quantiles of lognormals (``median``, ``sigma``) known to exceed
     ``floor`` (arrays, or numbers; without a spread a floor above the median
@@ -509,6 +513,13 @@ def quantiles_above(median, sigma, floor, q, margin: float = RETRY_MARGIN):
 
     >>> [round(float(x), 3) for x in quantiles_above([10.0, 10.0], [0.5, 0.0], [0.0, 20.0], 0.9)]
     [18.98, 25.0]
+
+    A floor so far out that the spread puts no weight above it (a data set that ran out of
+    512 GB where like ones need 12) still yields more than the floor, never a quantile of the
+    whole distribution below it:
+
+    >>> float(quantiles_above(12.0, 0.35, 512.0, 0.5)) > 512
+    True
     """
     import numpy as np
     from scipy.special import ndtr, ndtri
@@ -519,6 +530,7 @@ def quantiles_above(median, sigma, floor, q, margin: float = RETRY_MARGIN):
         low = np.where(floor > 0, ndtr((np.log(np.maximum(floor, 1e-300)) - np.log(median)) / spread), 0.0)
     p = np.clip(low + np.asarray(q) * (1 - low), 1e-12, 1 - 1e-12)
     spread_q = median * np.exp(sigma * ndtri(p))
+    spread_q = np.where(floor > 0, np.maximum(spread_q, floor * FLOOR_STEP), spread_q)  # p saturates far out
     point = np.where(floor > median, np.maximum(median, floor * margin), median)
     return np.where(sigma > 0, spread_q, point)
 
