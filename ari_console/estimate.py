@@ -536,7 +536,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], _curve_pool(curve), [p.mem_curve is curve for p in entries],
-                        tuning.mem_quantile, q_unit=float(sch.curve_unit(curve, 1 - tuning.mem_quantile)) if curve else None)
+                        tuning.mem_quantile,
+                        q_unit=float(sch.curve_unit(curve, 1 - tuning.mem_quantile)) if curve else None)
     if model_sigma > 0:  # the error common to the waiting work that the fit cannot see (FORECAST_MODEL_SIGMA)
         waiting_cols = (np.array(fixed) >= 0) & (np.array([p.sigma for p in entries]) > 0)  # predicted, not given
         common = np.exp(model_sigma * rng.standard_normal(samples))[:, None]

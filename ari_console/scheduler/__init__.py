@@ -60,7 +60,8 @@ from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, Dat
 __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
-    "coefficient_draws", "curve_exceed", "curve_unit", "eligibility", "features", "fit_history", "fluid_bound", "make_plan", "means_above",
+    "coefficient_draws", "curve_exceed", "curve_unit", "eligibility", "features", "fit_history", "fluid_bound",
+    "make_plan", "means_above",
     "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
     "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",
     "unplaceable_reason", "why_not",

@@ -318,8 +318,8 @@ def _unlike_normal(curve, n: int, departure: float = SURVIVAL_DEPARTURE) -> bool
     >>> import numpy as np
     >>> from scipy.special import ndtr
     >>> z = np.linspace(-2, 2, 101)
-    >>> _unlike_normal((z, ndtr(-z / 2)), 1000), _unlike_normal((z, ndtr(-z / 2)), 100), _unlike_normal((z, ndtr(-z)), 1000)
-    (True, False, False)
+    >>> [_unlike_normal((z, ndtr(-z / 2)), n) for n in (1000, 100)], _unlike_normal((z, ndtr(-z)), 1000)
+    ([True, False], False)
     """
     import numpy as np
     from scipy.special import ndtr
@@ -535,7 +535,8 @@ def _last_word(sized: Sequence[Measured]):
     """A mask of ``sized`` (attempts with a peak memory): per data set, the attempt that says most
     about its memory (one that finished, else the kill at the most memory).
 
-    >>> _last_word([Measured("a", 1, 1, 1, 24, "memory"), Measured("b", 1, 1, 1, 8), Measured("a", 1, 1, 1, 90)]).tolist()
+    >>> _last_word([Measured("a", 1, 1, 1, 24, "memory"), Measured("b", 1, 1, 1, 8),
+    ...             Measured("a", 1, 1, 1, 90)]).tolist()
     [False, True, True]
     """
     import numpy as np
