@@ -244,7 +244,7 @@ def _fit(rows, y, censored, tuning: Tuning, q: float, once=None) -> Fit | None:
     fit): each is replaced by its expectation above its limit under the fit.
     ``once`` (a mask): the values its residual curve (:attr:`Fit.survival`) is read from, one per data
     set (a data set killed and run again is in the history twice: counted twice, the big ones would
-    look twice as common); None: all.
+    look twice as common); None: no curve (the hours fit's tail is its ``residuals``, resampled).
     """
     import numpy as np
 
@@ -275,10 +275,9 @@ def _fit(rows, y, censored, tuning: Tuning, q: float, once=None) -> Fit | None:
         spread, groups = _spread(x, rows, mu, square, ~censored, sigma, tuning)
         scale = _scale(x, rows, mu, spread, groups, tuning)
     unit = (resid / (sigma * scale)).round(5)
-    once = np.ones(len(y), dtype=bool) if once is None else once
-    seen = int(np.sum(once & exact))
+    seen = int(np.sum(once & exact)) if once is not None else 0
     survival = (_survival(((y - mu) / (sigma * scale))[once], censored[once])
-                if seen >= tuning.survival_min_history else ())
+                if once is not None and seen >= tuning.survival_min_history else ())
     if survival and not _unlike_normal(survival, seen, tuning.survival_departure):
         survival = ()
     from scipy.special import ndtri, stdtrit
