@@ -532,9 +532,12 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
                           tuning.hours_quantile, coefficients)
+    curve = next((p.mem_curve for p in entries if p.mem_curve), ())  # the memory fit's own tail, if it has one
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
-                        [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
+                        [p.mem_shift for p in entries], _curve_pool(curve), [p.mem_curve is curve for p in entries],
+                        tuning.mem_quantile,
+                        q_unit=float(sch.curve_unit(curve, 1 - tuning.mem_quantile)) if curve else None)
     if model_sigma > 0:  # the error common to the waiting work that the fit cannot see (FORECAST_MODEL_SIGMA)
         waiting_cols = (np.array(fixed) >= 0) & (np.array([p.sigma for p in entries]) > 0)  # predicted, not given
         common = np.exp(model_sigma * rng.standard_normal(samples))[:, None]
@@ -897,10 +900,20 @@ def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Seque
     return [u if len(u) == 1 else np.array(u) for u in units]
 
 
-def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None):
+def _curve_pool(curve, size: int = 2000) -> tuple[float, ...]:
+    """``size`` residual units evenly spread over a residual curve's quantiles (:attr:`Prediction.mem_curve`),
+    for :func:`_draw` to resample; () without a curve."""
+    import numpy as np
+
+    return tuple(sch.curve_unit(curve, 1 - (np.arange(size) + 0.5) / size).tolist()) if curve else ()
+
+
+def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None,
+          q_unit: float | None = None):
     """(values, what placement would take them for) per draw and data set: draws
     of lognormal predictions, and their ``q`` quantile around the drawn median
-    with the scatter alone (see :func:`forecast_finish`)."""
+    with the scatter alone (see :func:`forecast_finish`); ``q_unit``: that quantile
+    in units of the scatter, when the residuals are not a normal's."""
     import numpy as np
     from scipy.special import ndtr, ndtri
 
@@ -949,7 +962,7 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
             part += mu[:, some]
             values[:, some] = np.exp(part, out=part)
         del picks
-    settled = mu + own * ndtri(q)
+    settled = mu + own * (ndtri(q) if q_unit is None else q_unit)
     np.exp(settled, out=settled)
     np.maximum(settled, floor, out=settled)
     flat = own <= 0

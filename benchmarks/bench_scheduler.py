@@ -588,7 +588,8 @@ def young(seeds: list[int], models: list[str], n: int = 6000) -> None:
 
 def _kill_probability(p, node, ndtr) -> float:
     """The chance the prediction ``p`` gives that an attempt on ``node`` is killed (walltime or memory),
-    given what the data set is known to need (its spread widened by its tail, as placement weighs it)."""
+    given what the data set is known to need (its spread widened by its tail, or its memory's from the fit's
+    residual curve, as placement weighs it)."""
     def above(limit, median, sigma, floor):
         if limit is None or sigma <= 0:
             return float(limit is not None and median > limit)
@@ -599,6 +600,8 @@ def _kill_probability(p, node, ndtr) -> float:
     wall = node.walltime_h * node.speed if node.walltime_h else None
     k_h = above(wall, p.median_h, p.sigma * p.tail[0], p.floor_h)
     k_m = above(node.mem_gb, p.mem_median_gb, p.mem_sigma * p.tail[1], p.mem_floor_gb)
+    if p.mem_curve and p.mem_sigma > 0:  # the memory fit's own residual tail, as placement weighs it
+        k_m = float(sch.curve_exceed(p.mem_curve, [p.mem_median_gb], [p.mem_sigma], [p.mem_floor_gb], node.mem_gb)[0])
     return 1 - (1 - k_h) * (1 - k_m)
 
 

@@ -296,3 +296,29 @@ def test_a_fit_that_drifted_as_its_history_grew_gets_a_wider_band():
         width[name] = (p90 - p10) / p50
     assert abs(est.model_drift(steady)) < est.FORECAST_MODEL_SIGMA < est.model_drift(drifting)
     assert width["drifting"] > 1.3 * width["steady"], width
+
+
+def test_the_forecast_draws_a_memory_mixture_as_the_fit_saw_it_not_as_one_lognormal():
+    """Memory no column explains (most 4-24 GB, one in eight anywhere up to 480 GB): the forecast
+    draws each data set's memory from the fit's own residual tail, so about as many draws run out
+    of a 24 GB workstation's memory as attempts did (one in six), not the quarter one lognormal draws."""
+    from ari_console.scheduler import Measured
+
+    rng = np.random.default_rng(5)
+    mem = np.exp(rng.normal(np.log(10.0), 0.55, 2000))
+    big = rng.random(2000) < 0.12
+    mem[big] = np.exp(rng.uniform(np.log(24), np.log(480), big.sum()))
+    history = [Measured(f"m{i}", 40.0, 5.0, 1.0, float(min(m, 64.0)), outcome="memory" if m > 64 else "ok")
+               for i, m in enumerate(mem)]
+    preds = list(sch.predict_all([DataSet(f"u{i}", size_gb=40.0) for i in range(200)], history).values())
+    assert preds[0].mem_curve
+
+    def share_over_24(pool, resample):
+        drawn, _ = est._draw(np.random.default_rng(0), 50, [p.mem_median_gb for p in preds],
+                             [p.mem_sigma for p in preds], [0.0] * len(preds), [p.mem_shift for p in preds],
+                             pool, [resample] * len(preds), 0.95)
+        return float(np.mean(drawn > 24.0))
+
+    came = float(np.mean(mem > 24.0))
+    assert abs(share_over_24(est._curve_pool(preds[0].mem_curve), True) - came) < 0.03
+    assert share_over_24((), False) > came + 0.04  # the lognormal alone

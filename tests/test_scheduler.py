@@ -392,3 +392,27 @@ def test_a_version_spelled_as_the_archive_spells_it_runs_on_the_node_that_lists_
     node = Node(name="old", recipe="alma-pipeline", casa_path="/opt/casa/bin/casa", casa=casa)
     assert recipe_spec(node, {}, {}, casa_version="6.5.4.9")["casa"] == "/opt/casa-6.5.4-9/bin/casa"
     assert recipe_spec(node, {}, {}, casa_version="5.1.1")["casa"] == "/opt/casa-5.1.1-5/bin/casa"
+
+
+def test_workstations_get_work_when_a_memory_mixture_makes_the_lognormal_too_wide():
+    """The study's memory: mostly 4-24 GB, one data set in eight a big cube anywhere from 24 to
+    480 GB, nothing in the metadata telling which. One lognormal over the lot says a third would
+    run out of memory on a 24 GB workstation and can leave the sixteen workstations idle (the
+    plan ~20 % longer); one in six does, and the plan gives them their share of the queue."""
+    import numpy as np
+
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        mem = np.exp(rng.normal(math.log(10.0), 0.55, 1500))
+        big = rng.random(1500) < 0.12
+        mem[big] = np.exp(rng.uniform(math.log(24), math.log(480), big.sum()))
+        hours = np.exp(rng.normal(math.log(6.0), 0.44, 1500))
+        limit = np.where(rng.random(1500) < 0.3, 24.0, np.where(rng.random(1500) < 0.7, 64.0, 512.0))
+        history = [Measured(f"m{i}", 40.0, float(h), 1.0, float(min(m, lim)), outcome="memory" if m > lim else "ok")
+                   for i, (h, m, lim) in enumerate(zip(hours, mem, limit))]
+        nodes = ([NodeState(f"ws{i}", 1, 24.0, None, 0.6) for i in range(16)]
+                 + [NodeState(f"mup{i}", 2, 64.0, 48.0, 1.0) for i in range(12)]
+                 + [NodeState(f"hpc{i}", 4, 512.0, 240.0, 1.2) for i in range(3)])
+        plan = sch.make_plan([DataSet(f"u{i}", size_gb=40.0) for i in range(600)], nodes, "lpt", history)
+        on_ws = sum(len(seq) for name, seq in plan.sequence.items() if name.startswith("ws"))
+        assert on_ws > 600 * 0.6 * 16 / (0.6 * 16 + 24 + 1.2 * 12) * 0.8, seed  # ~80 % of their capacity's share

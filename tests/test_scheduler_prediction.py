@@ -177,3 +177,39 @@ def test_walltime_kills_of_big_data_sets_teach_every_big_data_set_not_only_thems
     assert predict(big, taught).median_h > 48.0 > 4 * predict(big, naive).median_h
     assert sch.why_not(big, predict(big, taught), sch.NodeState("mup", mem_gb=64.0, walltime_h=48.0)) is not None
     assert predict(little, taught).median_h < 1.5 * predict(little, naive).median_h
+
+
+def _memory_history(mem_gb: list[float], limit: float = 64.0) -> list[Measured]:
+    """Attempts of like data sets (no metadata tells them apart) with these peak memories, run on
+    ``limit`` GB nodes: those over it were killed there (they needed more: censored)."""
+    return [Measured(f"m{i}", 40.0, 5.0, 1.0, min(m, limit), outcome="memory" if m > limit else "ok")
+            for i, m in enumerate(mem_gb)]
+
+
+def test_a_memory_mixture_gets_the_kill_chances_that_come_not_a_lognormals():
+    """Most data sets small, one in eight a big cube anywhere from 24 to 480 GB: one lognormal
+    over the lot is wide and puts far too many over a 24 GB workstation (about a third where one
+    in six come); the fit's own residual tail says about what comes, at 24 GB and at 64 GB."""
+    from ari_console.scheduler.eligibility import curve_exceed, exceed
+
+    rng = np.random.default_rng(3)
+    mem = np.exp(rng.normal(np.log(10.0), 0.55, 2000))
+    big = rng.random(2000) < 0.12
+    mem[big] = np.exp(rng.uniform(np.log(24), np.log(480), big.sum()))
+    p = predict(DataSet("u", size_gb=40.0), _memory_history(mem.tolist()))
+    assert p.mem_curve
+    for limit in (24.0, 64.0):
+        own = float(curve_exceed(p.mem_curve, [p.mem_median_gb], [p.mem_sigma], [0.0], limit)[0])
+        assert abs(own - float(np.mean(mem > limit))) < 0.02
+    assert float(exceed(p.mem_median_gb, p.mem_sigma * p.tail[1], 0.0, 24.0)[()]) > float(np.mean(mem > 24)) + 0.1
+    # killed at 24 GB: the chance it is over 64 GB too is that of the big cubes (~2/3), not the lognormal's
+    killed = float(curve_exceed(p.mem_curve, [p.mem_median_gb], [p.mem_sigma], [24.0], 64.0)[0])
+    assert abs(killed - float(np.mean(mem > 64) / np.mean(mem > 24))) < 0.06
+
+
+def test_memory_that_is_lognormal_keeps_the_lognormal():
+    """Residuals a normal explains (up to chance) carry no curve: the normal's tail, widened for a
+    young fit, is what placement weighs."""
+    rng = np.random.default_rng(4)
+    p = predict(DataSet("u", size_gb=40.0), _memory_history(np.exp(rng.normal(np.log(10.0), 0.5, 2000)).tolist()))
+    assert p.mem_sigma > 0 and p.mem_curve == ()

@@ -44,8 +44,8 @@ known scratch, or where the recipe / CASA version it needs is missing. Data
 sets no node can run come back in :attr:`Placement.unplaceable` with a reason.
 """
 
-from .eligibility import (SCRATCH_MIN_SAMPLES, SCRATCH_QUANTILE, eligibility, fluid_bound, node_classes, nodes_key,
-                          scratch_factors, scratch_masks, settle_risk, unplaceable_reason, why_not)
+from .eligibility import (SCRATCH_MIN_SAMPLES, SCRATCH_QUANTILE, curve_exceed, eligibility, fluid_bound, node_classes,
+                          nodes_key, scratch_factors, scratch_masks, settle_risk, unplaceable_reason, why_not)
 from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, ORDERINGS_DEPTH, RELAX_QUANTILES,
                   RELAX_TOLERANCE, RISK_RATIOS, Search)
 from .placement import DEFAULT_POLICY, POLICIES, make_plan, needs_plan, place, requeue
@@ -53,14 +53,15 @@ from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
                          features,
-                         fit_history, means_above, predict, predict_all, prior, quantiles_above)
+                         curve_unit, fit_history, means_above, predict, predict_all, prior, quantiles_above)
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
                      NodeState, Placement, Plan, Prediction, Unplaceable)
 
 __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
-    "coefficient_draws", "eligibility", "features", "fit_history", "fluid_bound", "make_plan", "means_above",
+    "coefficient_draws", "curve_exceed", "curve_unit", "eligibility", "features", "fit_history", "fluid_bound",
+    "make_plan", "means_above",
     "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
     "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",
     "unplaceable_reason", "why_not",

@@ -317,11 +317,12 @@ def risk_columns(spread: Sequence[Prediction]):
                     dtype=float).reshape(len(spread), 11).T  # one pass over 100,000 predictions, not eleven
 
 
-def kill_risk(columns, classes: Sequence[NodeClass], memory_kill_cost: float = 0.5):
+def kill_risk(columns, classes: Sequence[NodeClass], memory_kill_cost: float = 0.5, curves=()):
     """Per class (rows) and data set (columns, from :func:`risk_columns`): the chance an
     attempt there is killed, and the speed-1.0 hours of work such a kill loses in
     expectation (a walltime kill the whole walltime, a memory kill ``memory_kill_cost``
-    of the data set's hours)."""
+    of the data set's hours). ``curves`` (:func:`curve_groups`): the data sets whose memory
+    chances come from the fit's residual tail rather than the lognormal."""
     import numpy as np
 
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m = columns[:9]
@@ -330,10 +331,73 @@ def kill_risk(columns, classes: Sequence[NodeClass], memory_kill_cost: float = 0
     for i, c in enumerate(classes):
         wall = c.rep.walltime_h
         p_mem = exceed(median_m, sigma_m * tail_m, floor_m, c.rep.mem_gb)
+        for curve, at in curves:
+            p_mem[at] = curve_exceed(curve, median_m[at], sigma_m[at], floor_m[at], c.rep.mem_gb)
         p_wall = exceed(median_h, sigma_h * tail_h, floor_h, wall * c.rep.speed) if wall is not None else 0.0
         kill_p[i] = 1 - (1 - p_mem) * (1 - p_wall)
         kill_cost[i] = (p_wall * wall * c.rep.speed if wall is not None else 0.0) + p_mem * memory_kill_cost * work
     return kill_p, kill_cost
+
+
+def curve_groups(spread: Sequence[Prediction]):
+    """(curve, column indexes) per memory residual curve (:attr:`Prediction.mem_curve`) that data sets
+    of ``spread`` with a memory spread carry (one: the fit's; none before the fit has one)."""
+    import numpy as np
+
+    curves = list(map(attrgetter("mem_curve"), spread))
+    if curves.count(()) == len(curves):  # (counted in C) no curve yet
+        return []
+    ids = np.fromiter(map(id, curves), dtype=np.int64, count=len(curves))
+    sigma = np.fromiter(map(attrgetter("mem_sigma"), spread), dtype=float, count=len(curves))
+    out = []
+    for key, first in zip(*np.unique(ids, return_index=True)):
+        curve = curves[first]
+        if curve:
+            at = np.flatnonzero((ids == key) & (sigma > 0))
+            if len(at):
+                out.append((curve, at))
+    return out
+
+
+def curve_exceed(curve, median, sigma, floor, limit):
+    """P(value > limit | value > floor) on a residual curve (arrays; :func:`exceed` with the fit's
+    own tail in place of the normal's).
+
+    >>> curve = ((-1.0, 0.0, 1.0), (0.8, 0.6, 0.3))
+    >>> [round(float(p), 3) for p in curve_exceed(curve, [10.0, 10.0], [1.0, 1.0], [0.0, 10.0], 10 * math.e ** 0.5)]
+    [0.45, 0.75]
+    """
+    import numpy as np
+
+    from .prediction import curve_above
+
+    median, sigma, floor = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (median, sigma, floor)))
+    log_m = np.log(np.maximum(median, 1e-300))
+    above = curve_above(curve, (math.log(limit) - log_m) / sigma)
+    with np.errstate(divide="ignore"):
+        above_floor = np.where(floor > 0, curve_above(curve, (np.log(np.maximum(floor, 1e-300)) - log_m) / sigma), 1.0)
+    above = np.where(floor >= limit, above_floor, np.minimum(above, above_floor))
+    return above / np.maximum(above_floor, 1e-300)
+
+
+def curve_quantiles(curve, median, sigma, floor, levels):
+    """The ``levels`` quantiles (rows) of values above ``floor`` on a residual curve (arrays, a column
+    per data set; :func:`~.prediction.quantiles_above` with the fit's own tail).
+
+    >>> curve = ((-1.0, 0.0, 1.0), (0.8, 0.6, 0.3))
+    >>> curve_quantiles(curve, [10.0], [1.0], [0.0], [0.4, 0.55]).round(3).tolist()
+    [[10.0], [16.487]]
+    """
+    import numpy as np
+
+    from .prediction import curve_above, curve_unit
+
+    median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
+    log_m = np.log(np.maximum(median, 1e-300))
+    with np.errstate(divide="ignore"):
+        above_floor = np.where(floor > 0, curve_above(curve, (np.log(np.maximum(floor, 1e-300)) - log_m) / sigma), 1.0)
+    levels = np.asarray(levels, dtype=float)[:, None]
+    return median * np.exp(sigma * curve_unit(curve, above_floor * (1 - levels)))
 
 
 def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
@@ -423,11 +487,15 @@ def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantile
 
     columns = risk_columns(spread)
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
-    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost)
+    curves = curve_groups(spread)
+    kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost, curves)
     levels = _quantile_levels(quantiles, margin, (median_h, sigma_h * tail_h, floor_h, sigma_h, base_h),
                               (median_m, sigma_m * tail_m, floor_m, sigma_m, base_m))
     rows = [np.array([side[q] for q in qs]).reshape(len(qs), len(spread))
             for side, qs in zip(levels, _levels_named(quantiles))]
+    if rows[1].size:
+        for curve, at in curves:  # memory quantiles off the fit's own tail
+            rows[1][:, at] = curve_quantiles(curve, median_m[at], sigma_m[at], floor_m[at], _levels_named(quantiles)[1])
     return dict(columns=columns, kill_p=kill_p, kill_cost=kill_cost, levels_h=rows[0], levels_m=rows[1],
                 half_h=np.where(sigma_h > 0, np.maximum(quantiles_above(median_h, sigma_h, floor_h, 0.5, margin), work),
                                 base_h),

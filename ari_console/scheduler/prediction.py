@@ -77,6 +77,10 @@ SPREAD_RIDGE = 0.05
 """Ridge penalty per finished attempt on the scatter fit's slopes (a variance is noisier than a mean)."""
 SPREAD_RANGE = (0.5, 2.5)
 """The least and most a data set's scatter may differ from the history's pooled one (a factor)."""
+SURVIVAL_MIN_HISTORY = 30
+"""Exact attempts a fit needs before kill chances come from its residuals' own tail (:attr:`Fit.survival`)."""
+SURVIVAL_DEPARTURE = 0.05
+"""How far (in chance) the residuals' own tail must depart from the normal's somewhere to replace it."""
 SPREAD_ROUNDS = 0
 """(Off by default: on the hidden-truth benchmark it did not make the forecasts better; 1 to use.) Refits of
 the scatter with each censored attempt's expected square under a scatter halfway (in log) from the pooled one
@@ -118,6 +122,8 @@ class Tuning:
     spread_range: tuple[float, float] = SPREAD_RANGE
     spread_bins: int = SPREAD_BINS
     spread_rounds: int = SPREAD_ROUNDS
+    survival_min_history: int = SURVIVAL_MIN_HISTORY
+    survival_departure: float = SURVIVAL_DEPARTURE
 
 
 DEFAULT_TUNING = Tuning()
@@ -145,6 +151,8 @@ class Fit:
     spread_groups: tuple[tuple[int, tuple[float, ...], tuple[float, ...]], ...] = ()  # (column, edges, shifts):
     # the log variance of a data set in group g of a column (a feature, or -1: the fitted log median) departs
     # from the line above by shifts[g], each shrunk towards 0 by how many attempts its group has (_spread)
+    survival: tuple[tuple[float, ...], tuple[float, ...]] = ()  # (units, P(unit > each)): the residuals'
+    # own tail (Kaplan-Meier, censored ones at their limit), from SURVIVAL_MIN_HISTORY exact attempts; () before
 
 
 @dataclass(frozen=True)
@@ -229,11 +237,14 @@ def _mills(a):
     return np.sqrt(2 / np.pi) / erfcx(a / np.sqrt(2))
 
 
-def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
+def _fit(rows, y, censored, tuning: Tuning, q: float, once=None) -> Fit | None:
     """A :class:`Fit` of ``y`` (log values; censored ones are lower limits) on feature ``rows``.
 
     Ridge least squares, then a few EM steps for the censored values (a Tobit
     fit): each is replaced by its expectation above its limit under the fit.
+    ``once`` (a mask): the values its residual curve (:attr:`Fit.survival`) is read from, one per data
+    set (a data set killed and run again is in the history twice: counted twice, the big ones would
+    look twice as common); None: no curve (the hours fit's tail is its ``residuals``, resampled).
     """
     import numpy as np
 
@@ -264,6 +275,11 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
         spread, groups = _spread(x, rows, mu, square, ~censored, sigma, tuning)
         scale = _scale(x, rows, mu, spread, groups, tuning)
     unit = (resid / (sigma * scale)).round(5)
+    seen = int(np.sum(once & exact)) if once is not None else 0
+    survival = (_survival(((y - mu) / (sigma * scale))[once], censored[once])
+                if once is not None and seen >= tuning.survival_min_history else ())
+    if survival and not _unlike_normal(survival, seen, tuning.survival_departure):
+        survival = ()
     from scipy.special import ndtri, stdtrit
 
     tail = max(1.0, float(np.quantile(unit, q)) / float(ndtri(q))) if 0.5 < q < 1 else 1.0
@@ -271,7 +287,78 @@ def _fit(rows, y, censored, tuning: Tuning, q: float) -> Fit | None:
         tail *= float(stdtrit(max(1.0, float(exact.sum()) - p), q)) / float(ndtri(q))
     return Fit(tuple(float(b) for b in beta), used, center, sigma,
                tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread,
-               groups)
+               groups, survival)
+
+
+def _survival(unit, censored) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(exact units, P(unit > each)) of residuals (in units of their spread; censored ones are lower
+    limits): Kaplan-Meier with one more at risk than there are (the largest seen is not the largest
+    possible). A mixture (most data sets small, one in eight anywhere up to 50x) is far from one
+    lognormal: its chance of exceeding a node's memory is read off what came, not off a normal.
+
+    >>> import numpy as np
+    >>> _survival(np.array([-1.0, 0.0, 0.5, 1.0]), np.array([False, False, True, False]))
+    ((-1.0, 0.0, 1.0), (0.8, 0.6, 0.3))
+    """
+    import numpy as np
+
+    order = np.lexsort((censored, unit))  # at a tie, the exact value before the lower limit
+    at_risk = len(unit) - np.arange(len(unit)) + 1
+    left = np.cumprod(np.where(censored[order], 1.0, 1 - 1 / at_risk))
+    exact = ~censored[order]
+    return tuple(unit[order][exact].round(5).tolist()), tuple(left[exact].round(6).tolist())
+
+
+def _unlike_normal(curve, n: int, departure: float = SURVIVAL_DEPARTURE) -> bool:
+    """Whether a residual curve departs from the normal's by more than chance (a Kolmogorov-Smirnov
+    test at 1 % over ``n`` exact attempts) and by more than ``departure`` somewhere: a mixture of
+    small and huge memories, not a normal's sampling noise.
+
+    >>> import numpy as np
+    >>> from scipy.special import ndtr
+    >>> z = np.linspace(-2, 2, 101)
+    >>> [_unlike_normal((z, ndtr(-z / 2)), n) for n in (1000, 100)], _unlike_normal((z, ndtr(-z)), 1000)
+    ([True, False], False)
+    """
+    import numpy as np
+    from scipy.special import ndtr
+
+    units, left = np.asarray(curve[0]), np.asarray(curve[1])
+    return float(np.max(np.abs(left - ndtr(-units)))) > max(departure, 1.63 / math.sqrt(max(n, 1)))
+
+
+def curve_above(curve, z):
+    """P(unit > ``z``) (an array) on a :attr:`Fit.survival` curve: linear between its points, the
+    normal's tail shape beyond its last.
+
+    >>> [round(float(p), 3) for p in curve_above(((-1.0, 0.0, 1.0), (0.8, 0.6, 0.3)), [-2.0, 0.5, 2.0])]
+    [1.0, 0.45, 0.043]
+    """
+    import numpy as np
+    from scipy.special import ndtr
+
+    units, left = np.asarray(curve[0]), np.asarray(curve[1])
+    z = np.asarray(z, dtype=float)
+    inside = np.interp(z, units, left, left=1.0, right=left[-1])
+    beyond = left[-1] * ndtr(-z) / max(float(ndtr(-units[-1])), 1e-300)
+    return np.where(z > units[-1], np.minimum(beyond, left[-1]), inside)
+
+
+def curve_unit(curve, above):
+    """The unit that is exceeded with chance ``above`` (an array) on a :attr:`Fit.survival` curve
+    (:func:`curve_above`'s inverse).
+
+    >>> [round(float(z), 3) for z in curve_unit(((-1.0, 0.0, 1.0), (0.8, 0.6, 0.3)), [0.45, 0.043])]
+    [0.5, 2.0]
+    """
+    import numpy as np
+    from scipy.special import ndtr, ndtri
+
+    units, left = np.asarray(curve[0]), np.asarray(curve[1])
+    above = np.clip(np.asarray(above, dtype=float), 1e-12, 1.0)
+    inside = np.interp(-above, -left, units)
+    beyond = -ndtri(np.clip(above / left[-1] * ndtr(-units[-1]), 1e-300, 0.5))
+    return np.where(above < left[-1], np.maximum(beyond, units[-1]), inside)
 
 
 def _tobit(x, y, censored, tuning: Tuning):
@@ -438,8 +525,29 @@ def fit_history(history: Iterable[Measured], tuning: Tuning = DEFAULT_TUNING) ->
     if sized:
         rows = feature_rows(sized)
         y = np.log([m.peak_mem_gb for m in sized])
-        mem = _fit(rows, y, np.array([m.outcome == "memory" for m in sized]), tuning, tuning.mem_quantile)
+        mem = _fit(rows, y, np.array([m.outcome == "memory" for m in sized]), tuning, tuning.mem_quantile,
+                   _last_word(sized))
     return Model(hours=hours, mem=mem, own=own)
+
+
+def _last_word(sized: Sequence[Measured]):
+    """A mask of ``sized`` (attempts with a peak memory): per data set, the attempt that says most
+    about its memory (one that finished, else the kill at the most memory).
+
+    >>> _last_word([Measured("a", 1, 1, 1, 24, "memory"), Measured("b", 1, 1, 1, 8),
+    ...             Measured("a", 1, 1, 1, 90)]).tolist()
+    [False, True, True]
+    """
+    import numpy as np
+
+    best: dict[str, int] = {}
+    for i, m in enumerate(sized):
+        j = best.get(m.uid)
+        if j is None or (m.outcome == "ok", m.peak_mem_gb) > (sized[j].outcome == "ok", sized[j].peak_mem_gb):
+            best[m.uid] = i
+    mask = np.zeros(len(sized), dtype=bool)
+    mask[list(best.values())] = True
+    return mask
 
 
 def _hours_data(history: Sequence[Measured]):
@@ -627,6 +735,7 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     mem_shifts: list[tuple[float, ...]] = [()] * n
     source = "prior"
     tail_h = tail_m = 1.0
+    curve = ()
     if model.hours is not None or model.mem is not None:
         rows = feature_rows(queue)
         if model.hours is not None:
@@ -635,6 +744,7 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
         if model.mem is not None:
             log_m, sig_m, mem_shifts = _evaluate(model.mem, rows, t)
             med_m, q_m, tail_m = np.exp(log_m), t.mem_quantile, model.mem.tail
+            curve = model.mem.survival
     own_h = np.zeros(n)
     own_m = np.zeros(n)
     if model.own:
@@ -677,6 +787,7 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
         d["mem_median_gb"] = mm
         d["mem_shift"] = mshift
         d["tail"] = tails
+        d["mem_curve"] = curve
         made.append(p)
     given_h, given_m = list(map(_GIVEN_H, queue)), list(map(_GIVEN_M, queue))
     if given_h.count(None) < n or given_m.count(None) < n:  # explicit values win (counted in C: rare)

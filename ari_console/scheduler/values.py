@@ -204,6 +204,8 @@ class Prediction:
     mem_median_gb: float | None = None
     mem_shift: tuple[float, ...] = ()
     tail: tuple[float, float] = (1.0, 1.0)  # placement quantiles use sigma x tail (hours, memory): heavy tails
+    mem_curve: tuple = ()  # the memory fit's residual tail (Fit.survival), shared by its predictions: kill chances
+    # and memory quantiles are read off it where it is known, off the lognormal (sigma x tail) before
 
     @property
     def plan_h(self) -> float:
