@@ -111,16 +111,34 @@ def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Predic
     hopeless = [ds for ds, elig in out if not elig and (preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0)]
     if not hopeless:
         return out
-    for ds in hopeless:
-        p = preds[ds.uid]
-        hours, mem = (float(v) for v in (
-            quantiles_above(p.median_h or p.hours, p.sigma, p.floor_h, 0.5, tuning.retry_margin),
-            quantiles_above(p.mem_median_gb or p.mem_gb, p.mem_sigma, p.mem_floor_gb, 0.5, tuning.retry_margin)))
-        preds[ds.uid] = replace(p, hours=round(max(hours, p.plan_h), 4), mem_gb=round(mem, 4))
+    tried_at = _at_medians([preds[ds.uid] for ds in hopeless], tuning.retry_margin)
+    for ds, p in zip(hopeless, tried_at):
+        preds[ds.uid] = p
         if tried is not None:
             tried.append(ds.uid)
     second = {ds.uid: elig for ds, elig in eligibility(hopeless, preds, classes)}
     return [(ds, elig or second.get(ds.uid, ())) for ds, elig in out]
+
+
+def _at_medians(spread: Sequence[Prediction], margin: float) -> list[Prediction]:
+    """``spread`` at the placement values a data set that fits nowhere at its cautious ones is
+    tried with: its medians above what it is known to need (the hours no lower than its plan's),
+    computed on arrays (a re-plan may try thousands).
+
+    >>> [(p.hours, p.mem_gb) for p in _at_medians([Prediction(9.0, 900.0, sigma=0.5, median_h=4, mem_sigma=1.0,
+    ...                                                       mem_median_gb=10, mem_floor_gb=24)], 1.25)]
+    [(9.0, 37.011)]
+    """
+    import numpy as np
+
+    def column(name):
+        return np.array([getattr(p, name) for p in spread], dtype=float)
+
+    hours = quantiles_above(np.array([p.median_h or p.hours for p in spread], dtype=float), column("sigma"),
+                            column("floor_h"), 0.5, margin).tolist()
+    mem = quantiles_above(np.array([p.mem_median_gb or p.mem_gb for p in spread], dtype=float),
+                          column("mem_sigma"), column("mem_floor_gb"), 0.5, margin).tolist()
+    return [p.placed_at(round(max(h, p.plan_h), 4), round(m, 4)) for p, h, m in zip(spread, hours, mem)]
 
 
 def _greedy_plan(placeable: list[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
