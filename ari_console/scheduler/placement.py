@@ -332,16 +332,36 @@ def _place_lpt(nodes: Sequence[NodeState], now: float, plan: Plan) -> Placement:
             dry.append((n, free))
     if dry:
         tails = _tails(plan, cursor, taken, {n.name: n for n in nodes})
+        allowed: dict[tuple, list] = {}  # per class of the dry nodes: the tails it may run, latest first
         for n, free in dry:
+            klass = n.spec[1:]  # (what why_not reads of a node, but for its name: the pins, checked below)
+            mine = allowed.get(klass)
+            if mine is None:
+                mine = allowed[klass] = [t for t in tails if _may_take(plan.may_take, klass, t[2], t[3], n)]
             for _ in range(free):
-                pick = next((t for t in tails if t[1] != n.name and t[2].uid not in taken
-                             and t[3].plan_h / n.speed < t[0] and why_not(t[2], t[3], n) is None), None)
+                pick = next((t for t in mine if t[1] != n.name and t[2].uid not in taken
+                             and t[3].plan_h / n.speed < t[0]
+                             and (t[2].node is None or why_not(t[2], t[3], n) is None)), None)
                 if pick is None:
                     break
                 taken = taken | {pick[2].uid}
                 pairs.append((pick[2], n))
     return Placement(tuple(pairs), plan.unplaceable,
                      _advanced(plan, cursor=cursor, taken=taken, remaining=plan.remaining - len(pairs)))
+
+
+def _may_take(known: dict, klass: tuple, ds: DataSet, pred: Prediction, node: NodeState) -> bool:
+    """Whether ``node`` (of ``klass``) may run ``ds`` at ``pred`` (:func:`why_not`, a pin
+    aside: a pinned data set is let through, for the caller to check on the node itself),
+    remembered in ``known`` (a plan's :attr:`~.values.Plan.may_take`) while ``ds`` and
+    ``pred`` are the same objects."""
+    key = (ds.uid, klass)
+    hit = known.get(key)
+    if hit is not None and hit[0] is ds and hit[1] is pred:
+        return hit[2]
+    ok = ds.node is not None or why_not(ds, pred, node) is None
+    known[key] = (ds, pred, ok)
+    return ok
 
 
 def _advanced(plan: Plan, **changes) -> Plan:
