@@ -241,14 +241,10 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
     if best is None:
         return None
     name, c = best.name, plan.cursor.get(best.name, 0)
-    seq = plan.sequence[name][c:]
-    seq = (ds,) + seq
-    sums, acc = [0.0], 0.0
-    for d in reversed(seq):
-        acc += preds[d.uid].plan_h
-        sums.append(acc)
+    seq = (ds,) + plan.sequence[name][c:]
+    left = plan.suffix_h[name][c:]  # (the hours after it are summed from the end: they stay)
     return replace(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
-                   suffix_h={**plan.suffix_h, name: tuple(reversed(sums))},
+                   suffix_h={**plan.suffix_h, name: (left[0] + pred.plan_h,) + left},
                    predictions=preds, remaining=plan.remaining + 1)
 
 
