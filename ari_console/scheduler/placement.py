@@ -9,6 +9,8 @@ planned once and then consumed slot by slot.
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import compress
+from operator import itemgetter, not_
 from typing import Collection, Iterable, Mapping, Sequence
 
 from .eligibility import eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
@@ -43,14 +45,12 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
     if search.relax_quantiles or search.risk_ratios:
         preds, risk_q, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
                                        tuning.retry_margin, ratios=search.risk_ratios, lean=True)
-    placeable, bad, keep, tried = [], [], [], []
-    for i, (ds, elig) in enumerate(_eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried)):
-        if elig:
-            placeable.append((ds, elig))
-            keep.append(i)
-        else:
-            reason = unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it"
-            bad.append(Unplaceable(ds, reason))
+    tried: list[str] = []
+    pairs = _eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried)
+    fits = list(map(bool, map(itemgetter(1), pairs)))  # (maps and compress run in C: 100,000 at a re-plan)
+    placeable, keep = list(compress(pairs, fits)), list(compress(range(len(pairs)), fits))
+    bad = [Unplaceable(ds, unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it")
+           for ds, _ in compress(pairs, map(not_, fits))]
     if policy == "greedy":
         return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
     hours = None
