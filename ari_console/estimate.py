@@ -810,36 +810,42 @@ def _retry(j, end, active, slot, free, rows, speed, wall, slot_mem, bit, kinds, 
 
     inf = np.inf
     draws = len(rows)
-    who = np.broadcast_to(j, (draws,))
-    mem_of = mem[who, rows]
-    need_h = np.where(mem_of > slot_mem[slot], 0.0, wall[slot] * speed[slot]) * retry_margin
-    need_mem = np.where(mem_of > slot_mem[slot], slot_mem[slot] * retry_margin, 0.0)
+    if np.ndim(j) == 0:  # one data set in every draw (most calls): its row, no gather per draw
+        ok_kind = (kinds[j] & bit) > 0
+        left_j, mem_j = left[j], mem[j]
+    else:
+        who = np.asarray(j)
+        ok_kind = (kinds[who][:, None] & bit) > 0
+        left_j, mem_j = left[who, rows], mem[who, rows]
+    over = mem_j > slot_mem[slot]
+    need_h = np.where(over, 0.0, wall[slot] * speed[slot]) * retry_margin
+    need_mem = np.where(over, slot_mem[slot] * retry_margin, 0.0)
     end = end.copy()
+    r = rows[active]
     for _ in range(max_attempts - 1):
-        r = rows[active]
-        can = (((kinds[who[r]][:, None] & bit) > 0) & (need_h[r, None] / speed[None, :] <= wall[None, :])
+        can = ((ok_kind if ok_kind.shape[0] == 1 else ok_kind[r]) & (need_h[r, None] / speed[None, :] <= wall[None, :])
                & (need_mem[r, None] <= slot_mem[None, :]))
         has = can.any(axis=1)
-        r, can = r[has], can[has]
-        if not len(r):
-            break
+        if not has.all():
+            r, can = r[has], can[has]
+            if not len(r):
+                break
         later = np.maximum(free[r], end[r, None])
         to = np.where(can, later, inf).argmin(axis=1)
         begin = later[np.arange(len(r)), to]
-        run = left[who[r], r] / speed[to]
-        over_mem = mem[who[r], r] > slot_mem[to]
+        run = left_j[r] / speed[to]
+        over_mem = mem_j[r] > slot_mem[to]
         again = (run > wall[to]) | over_mem
         lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall[to]), wall[to])
         free[r, to] = begin + np.where(again, lost, run)
         end[r] = begin + lost
         if waste is not None:
             waste[r] += np.where(again, lost, 0.0)
+        if not again.any():
+            break
         need_h[r] = np.where(again & ~over_mem, np.maximum(need_h[r], wall[to] * speed[to] * retry_margin), need_h[r])
         need_mem[r] = np.where(over_mem, np.maximum(need_mem[r], slot_mem[to] * retry_margin), need_mem[r])
-        active = np.zeros(draws, dtype=bool)
-        active[r[again]] = True
-        if not active.any():
-            break
+        r = r[again]
 
 
 def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Sequence[float],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import random
+
+import pytest
 from dataclasses import replace
 
 from ari_console import scheduler as sch
@@ -116,3 +118,46 @@ def test_deep_queue_planned_longest_first_alone_ends_within_the_search_step_of_t
     assert deep.variant == "longest-first" and every.variant != "longest-first"  # (another ordering won here)
     assert deep.makespan_h <= every.makespan_h * (1 + sch.IMPROVE_MIN_GAIN), \
         f"longest-first alone {deep.makespan_h:.2f} h, best of the orderings {every.makespan_h:.2f} h ({every.variant})"
+
+
+def _busy_workstation_plan():
+    """A plan made while the workstation was busy for 100 h: every data set on the big node,
+    the small one (which the workstation could run) last, as the shortest."""
+    ws, hpc = NodeState("ws", 1, 24.0, None, 1.0), NodeState("hpc", 1, 512.0, None, 1.0)
+    queue = [DataSet("big1", hours=10, mem_gb=100), DataSet("big2", hours=8, mem_gb=100),
+             DataSet("small", hours=2, mem_gb=8)]
+    plan = sch.make_plan(queue, [replace(ws, busy_h=(100.0,)), hpc], "lpt")
+    assert [d.uid for d in plan.sequence["hpc"]] == ["big1", "big2", "small"]
+    return queue, ws, hpc, plan
+
+
+def test_a_dry_workstation_takes_the_last_data_set_it_may_run_and_leaves_the_big_ones():
+    queue, ws, hpc, plan = _busy_workstation_plan()
+    first = sch.place(queue, [replace(ws, free=0), hpc], 0.0, plan=plan)
+    assert [(d.uid, n.name) for d, n in first.pairs] == [("big1", "hpc")]
+    then = sch.place(queue[1:], [ws, replace(hpc, free=0)], 1.0, plan=first.plan)
+    assert [(d.uid, n.name) for d, n in then.pairs] == [("small", "ws")]
+
+
+def test_a_dry_workstation_no_longer_takes_a_data_set_once_it_is_known_to_need_more_memory():
+    queue, ws, hpc, plan = _busy_workstation_plan()
+    # the workstation was asked about the small one (and could run it) before it became dry
+    sch.place(queue, [ws, replace(hpc, free=0)], 0.0, plan=plan)
+    first = sch.place(queue, [replace(ws, free=0), hpc], 0.0, plan=plan)
+    learned = replace(first.plan, predictions={**first.plan.predictions, "small": sch.Prediction(2.0, 40.0)})
+    then = sch.place(queue[1:], [ws, replace(hpc, free=0)], 1.0, plan=learned)
+    assert then.pairs == ()
+
+
+def test_a_requeued_data_set_goes_first_on_its_node_and_the_hours_left_there_count_it():
+    nodes = study_nodes()
+    queue = seeded_queue(300, 7)
+    placed = sch.place(queue, nodes, 0.0)
+    ds, node = placed.pairs[0]
+    taught = sch.Prediction(ds.hours * 2, ds.mem_gb)
+    plan = sch.requeue(placed.plan, ds, taught, nodes)
+    name = next(n for n, seq in plan.sequence.items() if seq and seq[plan.cursor[n]].uid == ds.uid)
+    seq = plan.sequence[name][plan.cursor[name]:]
+    left = plan.suffix_h[name][plan.cursor[name]]
+    assert left == pytest.approx(sum(plan.predictions[d.uid].plan_h for d in seq), rel=1e-12)
+    assert plan.suffix_h[name][plan.cursor[name] + 1] == pytest.approx(left - taught.hours, rel=1e-12)

@@ -215,7 +215,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
         lat_h, lat_k = by_len[latest]
         for ci, ids in enumerate(slots.by_class):
             row_h = row_k = None  # distinct hours (and a job of each) of latest that class ci may run
-            partners = heapq.nsmallest(search.partners, (t for t in ids if t != latest), key=finish.__getitem__)
+            partners = [t for t in sorted(ids, key=finish.__getitem__) if t != latest][:search.partners]  # (nsmallest's)
             for partner in partners:
                 room, partner_speed = latest_end - finish[partner], speed[partner]
                 if room <= 1e-9:
@@ -244,9 +244,10 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                     continue
                 # swap: back ~ out - balance, back < out, out - back < room * partner_speed, back may run on latest
                 at = np.searchsorted(part_h, row_h - balance, "left")
-                pick = np.stack((at - 1, at), axis=1)
+                pick = np.empty((len(at), 2), dtype=at.dtype)
+                pick[:, 0], pick[:, 1] = at - 1, at
                 valid = (pick >= 0) & (pick < len(part_h))
-                pick = np.clip(pick, 0, len(part_h) - 1)
+                pick = np.minimum(np.maximum(pick, 0), len(part_h) - 1)
                 back = part_h[pick]
                 shifted = row_h[:, None] - back
                 valid &= (back < row_h[:, None]) & (shifted < limit) & may[latest_class, part_k[pick]]
@@ -296,10 +297,10 @@ def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, spe
     lists[dst].append(k)
     src_h, src_k = by_len[src]
     at = int(np.flatnonzero(src_k == k)[0])
-    by_len[src] = (np.delete(src_h, at), np.delete(src_k, at))
+    by_len[src] = (np.concatenate((src_h[:at], src_h[at + 1:])), np.concatenate((src_k[:at], src_k[at + 1:])))
     dst_h, dst_k = by_len[dst]
     lo, hi = np.searchsorted(dst_h, h, "left"), np.searchsorted(dst_h, h, "right")
     at = int(lo + np.searchsorted(dst_k[lo:hi], k))
-    by_len[dst] = (np.insert(dst_h, at, h), np.insert(dst_k, at, k))
+    by_len[dst] = (np.concatenate((dst_h[:at], [h], dst_h[at:])), np.concatenate((dst_k[:at], [k], dst_k[at:])))
     finish[src] -= h / speed[src]
     finish[dst] += h / speed[dst]

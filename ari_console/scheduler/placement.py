@@ -9,6 +9,8 @@ planned once and then consumed slot by slot.
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import compress
+from operator import itemgetter, not_
 from typing import Collection, Iterable, Mapping, Sequence
 
 from .eligibility import eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
@@ -43,14 +45,12 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
     if search.relax_quantiles or search.risk_ratios:
         preds, risk_q, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
                                        tuning.retry_margin, ratios=search.risk_ratios, lean=True)
-    placeable, bad, keep, tried = [], [], [], []
-    for i, (ds, elig) in enumerate(_eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried)):
-        if elig:
-            placeable.append((ds, elig))
-            keep.append(i)
-        else:
-            reason = unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it"
-            bad.append(Unplaceable(ds, reason))
+    tried: list[str] = []
+    pairs = _eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried)
+    fits = list(map(bool, map(itemgetter(1), pairs)))  # (maps and compress run in C: 100,000 at a re-plan)
+    placeable, keep = list(compress(pairs, fits)), list(compress(range(len(pairs)), fits))
+    bad = [Unplaceable(ds, unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it")
+           for ds, _ in compress(pairs, map(not_, fits))]
     if policy == "greedy":
         return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
     hours = None
@@ -111,16 +111,34 @@ def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Predic
     hopeless = [ds for ds, elig in out if not elig and (preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0)]
     if not hopeless:
         return out
-    for ds in hopeless:
-        p = preds[ds.uid]
-        hours, mem = (float(v) for v in (
-            quantiles_above(p.median_h or p.hours, p.sigma, p.floor_h, 0.5, tuning.retry_margin),
-            quantiles_above(p.mem_median_gb or p.mem_gb, p.mem_sigma, p.mem_floor_gb, 0.5, tuning.retry_margin)))
-        preds[ds.uid] = replace(p, hours=round(max(hours, p.plan_h), 4), mem_gb=round(mem, 4))
+    tried_at = _at_medians([preds[ds.uid] for ds in hopeless], tuning.retry_margin)
+    for ds, p in zip(hopeless, tried_at):
+        preds[ds.uid] = p
         if tried is not None:
             tried.append(ds.uid)
     second = {ds.uid: elig for ds, elig in eligibility(hopeless, preds, classes)}
     return [(ds, elig or second.get(ds.uid, ())) for ds, elig in out]
+
+
+def _at_medians(spread: Sequence[Prediction], margin: float) -> list[Prediction]:
+    """``spread`` at the placement values a data set that fits nowhere at its cautious ones is
+    tried with: its medians above what it is known to need (the hours no lower than its plan's),
+    computed on arrays (a re-plan may try thousands).
+
+    >>> [(p.hours, p.mem_gb) for p in _at_medians([Prediction(9.0, 900.0, sigma=0.5, median_h=4, mem_sigma=1.0,
+    ...                                                       mem_median_gb=10, mem_floor_gb=24)], 1.25)]
+    [(9.0, 37.011)]
+    """
+    import numpy as np
+
+    def column(name):
+        return np.array([getattr(p, name) for p in spread], dtype=float)
+
+    hours = quantiles_above(np.array([p.median_h or p.hours for p in spread], dtype=float), column("sigma"),
+                            column("floor_h"), 0.5, margin).tolist()
+    mem = quantiles_above(np.array([p.mem_median_gb or p.mem_gb for p in spread], dtype=float),
+                          column("mem_sigma"), column("mem_floor_gb"), 0.5, margin).tolist()
+    return [p.placed_at(round(max(h, p.plan_h), 4), round(m, 4)) for p, h, m in zip(spread, hours, mem)]
 
 
 def _greedy_plan(placeable: list[tuple[DataSet, tuple[int, ...]]], bad: tuple[Unplaceable, ...],
@@ -223,14 +241,10 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
     if best is None:
         return None
     name, c = best.name, plan.cursor.get(best.name, 0)
-    seq = plan.sequence[name][c:]
-    seq = (ds,) + seq
-    sums, acc = [0.0], 0.0
-    for d in reversed(seq):
-        acc += preds[d.uid].plan_h
-        sums.append(acc)
+    seq = (ds,) + plan.sequence[name][c:]
+    left = plan.suffix_h[name][c:]  # (the hours after it are summed from the end: they stay)
     return replace(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
-                   suffix_h={**plan.suffix_h, name: tuple(reversed(sums))},
+                   suffix_h={**plan.suffix_h, name: (left[0] + pred.plan_h,) + left},
                    predictions=preds, remaining=plan.remaining + 1)
 
 
@@ -314,16 +328,36 @@ def _place_lpt(nodes: Sequence[NodeState], now: float, plan: Plan) -> Placement:
             dry.append((n, free))
     if dry:
         tails = _tails(plan, cursor, taken, {n.name: n for n in nodes})
+        allowed: dict[tuple, list] = {}  # per class of the dry nodes: the tails it may run, latest first
         for n, free in dry:
+            klass = n.spec[1:]  # (what why_not reads of a node, but for its name: the pins, checked below)
+            mine = allowed.get(klass)
+            if mine is None:
+                mine = allowed[klass] = [t for t in tails if _may_take(plan.may_take, klass, t[2], t[3], n)]
             for _ in range(free):
-                pick = next((t for t in tails if t[1] != n.name and t[2].uid not in taken
-                             and t[3].plan_h / n.speed < t[0] and why_not(t[2], t[3], n) is None), None)
+                pick = next((t for t in mine if t[1] != n.name and t[2].uid not in taken
+                             and t[3].plan_h / n.speed < t[0]
+                             and (t[2].node is None or why_not(t[2], t[3], n) is None)), None)
                 if pick is None:
                     break
                 taken = taken | {pick[2].uid}
                 pairs.append((pick[2], n))
     return Placement(tuple(pairs), plan.unplaceable,
                      _advanced(plan, cursor=cursor, taken=taken, remaining=plan.remaining - len(pairs)))
+
+
+def _may_take(known: dict, klass: tuple, ds: DataSet, pred: Prediction, node: NodeState) -> bool:
+    """Whether ``node`` (of ``klass``) may run ``ds`` at ``pred`` (:func:`why_not`, a pin
+    aside: a pinned data set is let through, for the caller to check on the node itself),
+    remembered in ``known`` (a plan's :attr:`~.values.Plan.may_take`) while ``ds`` and
+    ``pred`` are the same objects."""
+    key = (ds.uid, klass)
+    hit = known.get(key)
+    if hit is not None and hit[0] is ds and hit[1] is pred:
+        return hit[2]
+    ok = ds.node is not None or why_not(ds, pred, node) is None
+    known[key] = (ds, pred, ok)
+    return ok
 
 
 def _advanced(plan: Plan, **changes) -> Plan:

@@ -245,7 +245,9 @@ class Plan:
     each node's groups); or, under the key ``""``, the queue order (``fifo``).
     ``cursor`` says how far each sequence is consumed; ``taken`` holds uids
     taken out of order. ``makespan_h`` is the plan's own makespan on the
-    predictions, ``variant`` the ordering that won.
+    predictions, ``variant`` the ordering that won. ``may_take`` remembers, for the
+    plan and the plans placing and requeuing make of it, whether a node class may run
+    a data set at its prediction (the dry nodes' scan of the tails, event after event).
     """
 
     policy: str
@@ -261,6 +263,7 @@ class Plan:
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # greedy: node -> group keys
     suffix_h: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # lpt: hours left from index
     risk_quantile: tuple[float, float] | None = None  # (hours, memory) quantiles capacity forced, if lower
+    may_take: dict = field(default_factory=dict, compare=False, repr=False)  # lpt: which tails a dry class may take
 
 
 @dataclass(frozen=True)
