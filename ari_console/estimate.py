@@ -63,6 +63,12 @@ that drift's size is taken instead. Scaled by the share of the work still to do 
 history covers the queue). On 11 generators x 6 seeds at 10 % done, the drift in place of the flat
 0.07 where larger put the finish inside P10-P90 in 55 runs instead of 52 (median band 20 -> 25 % of
 P50); hypot(0.07, drift) as many, 28 % wide; the drift as a shift of the centre too, 49."""
+FORECAST_HOURS_QUANTILE = 1 - max(sch.RISK_RATIOS)
+"""The most cautious hours quantile by which a forecast's list schedule keeps a data set off a class whose
+walltime it may outrun (0.8): placement takes such risks where a kill would cost little
+(:data:`~ari_console.scheduler.RISK_RATIOS`, up to a fifth of the run), and a list schedule that never did
+sent every data set whose 95th percentile outran the 48 h walltime to the few 240 h nodes, a bottleneck the
+replay never had (``bimodal`` at 10 % done: P50 20-27 % late)."""
 DRIFT_MIN_ATTEMPTS = 30
 """Finished attempts each half of a history needs before :func:`model_drift` measures the fit's drift."""
 REFIT_GROWTH = 4.0
@@ -456,13 +462,19 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
-    residuals = model.hours.residuals if model.hours is not None else ()
+    residuals = _resampled(model)
     p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning, coefficients=draws,
                                     model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
 # -- forecasts -------------------------------------------------------------------
+
+def _resampled(model: sch.Model) -> tuple[float, ...]:
+    """The residuals a forecast resamples: the hours fit's, its attempts cut short counted as lower
+    limits (:func:`~ari_console.scheduler.survival_residuals`)."""
+    return (model.hours.survival or model.hours.residuals) if model.hours is not None else ()
+
 
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
@@ -531,7 +543,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
-                          tuning.hours_quantile, coefficients)
+                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients)
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
@@ -1231,7 +1243,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     drawn: dict = {}
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
-                             residuals=model.hours.residuals if model.hours is not None else (),
+                             residuals=_resampled(model),
                              coefficients=sch.coefficient_draws(history, model, samples, most=BOOTSTRAP_ATTEMPTS),
                              model_sigma=max(FORECAST_MODEL_SIGMA, abs(model_drift(history)))
                              * _still_to_do(history, band_work(queue, preds, busy)),
