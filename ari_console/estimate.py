@@ -937,6 +937,8 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     # no ndtr): the same numbers, and the same draws from ``rng``, as the whole arrays would give.
     cut = floor > 0
     u = rng.random(mu.shape)
+    above = np.flatnonzero(np.asarray(resample, dtype=bool) & cut & (own > 0)) if len(residuals) else ()
+    raw = u[:, above] if len(above) else None  # a copy (fancy indexing): before the cut rescales u
     if cut.any():
         some = np.flatnonzero(cut)
         with np.errstate(divide="ignore"):
@@ -961,6 +963,13 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
             part += mu[:, some]
             values[:, some] = np.exp(part, out=part)
         del picks
+    if raw is not None:  # cut below and resampled: the history's residuals above its floor, in its units
+        pool = np.sort(np.asarray(residuals, dtype=float))
+        limit = (np.log(floor[above])[None, :] - mu[:, above]) / own[above]
+        lo = np.searchsorted(pool, limit)
+        pick = np.minimum(lo + (raw * (len(pool) - lo)).astype(int), len(pool) - 1)
+        unit = np.where(lo < len(pool), pool[pick], limit)  # past every residual: at its floor
+        values[:, above] = np.maximum(np.exp(mu[:, above] + own[above] * unit), floor[above])
     settled = mu + own * ndtri(q)
     np.exp(settled, out=settled)
     np.maximum(settled, floor, out=settled)

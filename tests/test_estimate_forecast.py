@@ -348,3 +348,15 @@ def test_the_forecast_lets_a_data_set_risk_the_walltime_as_placement_does():
     everything_on_hpc = 200 * pred.plan_h / (4 * 1.2)
     fluid = 200 * pred.plan_h / (6 * 1.0 + 4 * 1.2)
     assert fluid <= p10 and p90 < 0.75 * everything_on_hpc, (p10, p90, fluid, everything_on_hpc)
+
+
+def test_a_running_attempt_far_past_its_prediction_runs_on_as_the_long_runs_did():
+    # 10 h at the median, running for 40 h already; among the history's residuals one in ten is 5-6 of its
+    # spreads long (the normal's tail past 40 h would have it end within hours)
+    pred = Prediction(25.0, 8.0, "history", mean_h=11.3, median_h=10.0, sigma=0.5, mem_median_gb=8.0)
+    rng = np.random.default_rng(3)
+    pool = np.sort(np.r_[rng.standard_normal(270), rng.uniform(5.0, 6.0, 30)])
+    finish = {name: est.forecast_finish([], [(pred, 40.0, "hpc")], cluster(), 60, 2, residuals=residuals)[1]
+              for name, residuals in (("normal", ()), ("pool", pool))}
+    assert finish["normal"] < 12.0 / 1.2  # what is left of a normal tail past 40 h: a few hours
+    assert finish["pool"] > 80.0 / 1.2, finish  # 10 h x e^(0.5 x 5 to 6) = 120-200 h in all
