@@ -462,18 +462,21 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
-    residuals = _resampled(model)
-    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning, coefficients=draws,
+    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, tuning=tuning, coefficients=draws,
+                                    **_resampled(model),
                                     model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
 # -- forecasts -------------------------------------------------------------------
 
-def _resampled(model: sch.Model) -> tuple[float, ...]:
-    """The residuals a forecast resamples: the hours fit's, its attempts cut short counted as lower
-    limits (:func:`~ari_console.scheduler.survival_residuals`)."""
-    return (model.hours.survival or model.hours.residuals) if model.hours is not None else ()
+def _resampled(model: sch.Model) -> dict:
+    """The residuals a forecast resamples (keywords of :func:`forecast_finish`): the hours fit's, its
+    attempts cut short counted as lower limits (:func:`~ari_console.scheduler.survival_residuals`), and
+    the furthest any attempt went beyond its fitted median (log hours)."""
+    if model.hours is None:
+        return dict(residuals=())
+    return dict(residuals=model.hours.survival or model.hours.residuals, residual_cap=model.hours.longest)
 
 
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
@@ -482,7 +485,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     tuning: sch.Tuning = sch.DEFAULT_TUNING,
                     memory_kill_after: float = MEMORY_KILL_AFTER,
                     coefficients=None, model_sigma: float = 0.0,
-                    exact_jobs: int = FORECAST_EXACT_JOBS, detail: dict | None = None) -> tuple[float, float, float]:
+                    exact_jobs: int = FORECAST_EXACT_JOBS, detail: dict | None = None,
+                    residual_cap: float = math.inf) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
@@ -543,7 +547,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
-                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients)
+                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients, residual_cap)
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], (), [False] * len(entries), tuning.mem_quantile)
@@ -909,10 +913,12 @@ def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Seque
     return [u if len(u) == 1 else np.array(u) for u in units]
 
 
-def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None):
+def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None,
+          cap: float = math.inf):
     """(values, what placement would take them for) per draw and data set: draws
     of lognormal predictions, and their ``q`` quantile around the drawn median
-    with the scatter alone (see :func:`forecast_finish`)."""
+    with the scatter alone (see :func:`forecast_finish`); a resampled residual
+    goes no further than ``cap`` above the median (log), whatever its scatter."""
     import numpy as np
     from scipy.special import ndtr, ndtri
 
@@ -960,6 +966,7 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         if use.any():
             part = picks[:, some] if not isinstance(some, slice) else picks
             part *= own[some]
+            np.minimum(part, cap, out=part)
             part += mu[:, some]
             values[:, some] = np.exp(part, out=part)
         del picks
@@ -969,7 +976,7 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         lo = np.searchsorted(pool, limit)
         pick = np.minimum(lo + (raw * (len(pool) - lo)).astype(int), len(pool) - 1)
         unit = np.where(lo < len(pool), pool[pick], limit)  # past every residual: at its floor
-        values[:, above] = np.maximum(np.exp(mu[:, above] + own[above] * unit), floor[above])
+        values[:, above] = np.maximum(np.exp(mu[:, above] + np.minimum(own[above] * unit, cap)), floor[above])
     settled = mu + own * ndtri(q)
     np.exp(settled, out=settled)
     np.maximum(settled, floor, out=settled)
@@ -1252,7 +1259,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     drawn: dict = {}
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
-                             residuals=_resampled(model),
+                             **_resampled(model),
                              coefficients=sch.coefficient_draws(history, model, samples, most=BOOTSTRAP_ATTEMPTS),
                              model_sigma=max(FORECAST_MODEL_SIGMA, abs(model_drift(history)))
                              * _still_to_do(history, band_work(queue, preds, busy)),

@@ -360,3 +360,6 @@ def test_a_running_attempt_far_past_its_prediction_runs_on_as_the_long_runs_did(
               for name, residuals in (("normal", ()), ("pool", pool))}
     assert finish["normal"] < 12.0 / 1.2  # what is left of a normal tail past 40 h: a few hours
     assert finish["pool"] > 80.0 / 1.2, finish  # 10 h x e^(0.5 x 5 to 6) = 120-200 h in all
+    # no further than the history ever went beyond a median: e^2 = 7.4 x 10 h at most, 34 h after the 40 h run
+    capped = est.forecast_finish([], [(pred, 40.0, "hpc")], cluster(), 60, 2, residuals=pool, residual_cap=2.0)
+    assert capped[2] <= 34.0 / 1.2 + 1e-6 < finish["pool"]

@@ -147,6 +147,8 @@ class Fit:
     # from the line above by shifts[g], each shrunk towards 0 by how many attempts its group has (_spread)
     survival: tuple[float, ...] = ()  # the residuals' distribution with the censored attempts as lower limits
     # (:func:`survival_residuals`), as an evenly weighted pool: what forecasts resample
+    longest: float = math.inf  # the furthest log(hours / fitted median) seen (a censored attempt: at its limit):
+    # no draw from ``survival`` goes further, whatever the data set's scatter
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,7 @@ def _fit(rows, y, censored, tuning: Tuning, q: float, settled=None) -> Fit | Non
         tail *= float(stdtrit(max(1.0, float(exact.sum()) - p), q)) / float(ndtri(q))
     return Fit(tuple(float(b) for b in beta), used, center, sigma,
                tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread,
-               groups, tuple(np.round(survival, 5).tolist()))
+               groups, tuple(np.round(survival, 5).tolist()), float(np.max(y - mu)))
 
 
 SURVIVAL_TAIL = 0.9
