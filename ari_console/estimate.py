@@ -63,6 +63,12 @@ that drift's size is taken instead. Scaled by the share of the work still to do 
 history covers the queue). On 11 generators x 6 seeds at 10 % done, the drift in place of the flat
 0.07 where larger put the finish inside P10-P90 in 55 runs instead of 52 (median band 20 -> 25 % of
 P50); hypot(0.07, drift) as many, 28 % wide; the drift as a shift of the centre too, 49."""
+FORECAST_HOURS_QUANTILE = 1 - max(sch.RISK_RATIOS)
+"""The most cautious hours quantile by which a forecast's list schedule keeps a data set off a class whose
+walltime it may outrun (0.8): placement takes such risks where a kill would cost little
+(:data:`~ari_console.scheduler.RISK_RATIOS`, up to a fifth of the run), and a list schedule that never did
+sent every data set whose 95th percentile outran the 48 h walltime to the few 240 h nodes, a bottleneck the
+replay never had (``bimodal`` at 10 % done: P50 20-27 % late)."""
 DRIFT_MIN_ATTEMPTS = 30
 """Finished attempts each half of a history needs before :func:`model_drift` measures the fit's drift."""
 REFIT_GROWTH = 4.0
@@ -456,13 +462,22 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
-    residuals = model.hours.residuals if model.hours is not None else ()
-    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, residuals, tuning, coefficients=draws,
+    p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, tuning=tuning, coefficients=draws,
+                                    **_resampled(model),
                                     model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
 # -- forecasts -------------------------------------------------------------------
+
+def _resampled(model: sch.Model) -> dict:
+    """The residuals a forecast resamples (keywords of :func:`forecast_finish`): the hours fit's, its
+    attempts cut short counted as lower limits (:func:`~ari_console.scheduler.survival_residuals`), and
+    the furthest any attempt went beyond its fitted median (log hours)."""
+    if model.hours is None:
+        return dict(residuals=())
+    return dict(residuals=model.hours.pool or model.hours.residuals, residual_cap=model.hours.longest)
+
 
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
@@ -470,7 +485,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     tuning: sch.Tuning = sch.DEFAULT_TUNING,
                     memory_kill_after: float = MEMORY_KILL_AFTER,
                     coefficients=None, model_sigma: float = 0.0,
-                    exact_jobs: int = FORECAST_EXACT_JOBS, detail: dict | None = None) -> tuple[float, float, float]:
+                    exact_jobs: int = FORECAST_EXACT_JOBS, detail: dict | None = None,
+                    residual_cap: float = math.inf) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
@@ -531,7 +547,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
-                          tuning.hours_quantile, coefficients)
+                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients, cap=residual_cap)
     curve = next((p.mem_curve for p in entries if p.mem_curve), ())  # the memory fit's own tail, if it has one
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
@@ -915,11 +931,12 @@ def _curve_pool(curve, size: int = 2000) -> tuple[float, ...]:
 
 
 def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None,
-          q_unit: float | None = None):
+          q_unit: float | None = None, cap: float = math.inf):
     """(values, what placement would take them for) per draw and data set: draws
     of lognormal predictions, and their ``q`` quantile around the drawn median
     with the scatter alone (see :func:`forecast_finish`); ``q_unit``: that quantile
-    in units of the scatter, when the residuals are not a normal's."""
+    in units of the scatter, when the residuals are not a normal's; a resampled residual
+    goes no further than ``cap`` above the median (log), whatever its scatter."""
     import numpy as np
     from scipy.special import ndtr, ndtri
 
@@ -944,6 +961,8 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     # no ndtr): the same numbers, and the same draws from ``rng``, as the whole arrays would give.
     cut = floor > 0
     u = rng.random(mu.shape)
+    above = np.flatnonzero(np.asarray(resample, dtype=bool) & cut & (own > 0)) if len(residuals) else ()
+    raw = u[:, above] if len(above) else None  # a copy (fancy indexing): before the cut rescales u
     if cut.any():
         some = np.flatnonzero(cut)
         with np.errstate(divide="ignore"):
@@ -965,9 +984,17 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         if use.any():
             part = picks[:, some] if not isinstance(some, slice) else picks
             part *= own[some]
+            np.minimum(part, cap, out=part)
             part += mu[:, some]
             values[:, some] = np.exp(part, out=part)
         del picks
+    if raw is not None:  # cut below and resampled: the history's residuals above its floor, in its units
+        pool = np.sort(np.asarray(residuals, dtype=float))
+        limit = (np.log(floor[above])[None, :] - mu[:, above]) / own[above]
+        lo = np.searchsorted(pool, limit)
+        pick = np.minimum(lo + (raw * (len(pool) - lo)).astype(int), len(pool) - 1)
+        unit = np.where(lo < len(pool), pool[pick], limit)  # past every residual: at its floor
+        values[:, above] = np.maximum(np.exp(mu[:, above] + np.minimum(own[above] * unit, cap)), floor[above])
     settled = mu + own * (ndtri(q) if q_unit is None else q_unit)
     np.exp(settled, out=settled)
     np.maximum(settled, floor, out=settled)
@@ -1250,7 +1277,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     drawn: dict = {}
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
-                             residuals=model.hours.residuals if model.hours is not None else (),
+                             **_resampled(model),
                              coefficients=sch.coefficient_draws(history, model, samples, most=BOOTSTRAP_ATTEMPTS),
                              model_sigma=max(FORECAST_MODEL_SIGMA, abs(model_drift(history)))
                              * _still_to_do(history, band_work(queue, preds, busy)),

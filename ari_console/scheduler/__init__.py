@@ -53,7 +53,8 @@ from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
                          features,
-                         curve_unit, fit_history, means_above, predict, predict_all, prior, quantiles_above)
+                         curve_unit, fit_history, means_above, predict, predict_all, prior, quantiles_above,
+                         survival_residuals)
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
                      NodeState, Placement, Plan, Prediction, Unplaceable)
 
@@ -64,7 +65,7 @@ __all__ = [
     "make_plan", "means_above",
     "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
     "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",
-    "unplaceable_reason", "why_not",
+    "survival_residuals", "unplaceable_reason", "why_not",
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",
     "REFERENCE_CHANNELS", "RETRY_MARGIN", "IMPROVE_MIN_GAIN", "IMPROVE_PARTNERS", "IMPROVE_ROUNDS", "ORDERINGS_DEPTH",
