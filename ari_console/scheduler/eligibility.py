@@ -374,8 +374,7 @@ def curve_exceed(curve, median, sigma, floor, limit):
     median, sigma, floor = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (median, sigma, floor)))
     log_m = np.log(np.maximum(median, 1e-300))
     above = curve_above(curve, (math.log(limit) - log_m) / sigma)
-    with np.errstate(divide="ignore"):
-        above_floor = np.where(floor > 0, curve_above(curve, (np.log(np.maximum(floor, 1e-300)) - log_m) / sigma), 1.0)
+    above_floor = _curve_above_floor(curve, log_m, sigma, floor)
     above = np.where(floor >= limit, above_floor, np.minimum(above, above_floor))
     return above / np.maximum(above_floor, 1e-300)
 
@@ -390,14 +389,24 @@ def curve_quantiles(curve, median, sigma, floor, levels):
     """
     import numpy as np
 
-    from .prediction import curve_above, curve_unit
+    from .prediction import curve_unit
 
     median, sigma, floor = (np.asarray(v, dtype=float) for v in (median, sigma, floor))
     log_m = np.log(np.maximum(median, 1e-300))
-    with np.errstate(divide="ignore"):
-        above_floor = np.where(floor > 0, curve_above(curve, (np.log(np.maximum(floor, 1e-300)) - log_m) / sigma), 1.0)
+    above_floor = _curve_above_floor(curve, log_m, sigma, floor)
     levels = np.asarray(levels, dtype=float)[:, None]
     return median * np.exp(sigma * curve_unit(curve, above_floor * (1 - levels)))
+
+
+def _curve_above_floor(curve, log_m, sigma, floor):
+    """P(value > ``floor``) on a residual curve (arrays; 1 where no floor is known), for
+    :func:`curve_exceed` and :func:`curve_quantiles` to condition on."""
+    import numpy as np
+
+    from .prediction import curve_above
+
+    with np.errstate(divide="ignore"):
+        return np.where(floor > 0, curve_above(curve, (np.log(np.maximum(floor, 1e-300)) - log_m) / sigma), 1.0)
 
 
 def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):

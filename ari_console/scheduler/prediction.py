@@ -311,13 +311,27 @@ def _survival(unit, censored) -> tuple[tuple[float, ...], tuple[float, ...]]:
     >>> _survival(np.array([-1.0, 0.0, 0.5, 1.0]), np.array([False, False, True, False]))
     ((-1.0, 0.0, 1.0), (0.8, 0.6, 0.3))
     """
+    v, c, _, left = _product_limit(unit, censored, extra_at_risk=1)
+    exact = ~c
+    return tuple(v[exact].round(5).tolist()), tuple(left[exact].round(6).tolist())
+
+
+def _product_limit(values, censored, extra_at_risk: int = 0):
+    """The Kaplan-Meier product of values whose ``censored`` ones are lower limits: (values sorted, at a
+    tie the exact one first (it was at risk then), their censored flags, how many were at risk at each
+    (plus ``extra_at_risk``), the chance of exceeding each). Shared by the memory fit's curve
+    (:func:`_survival`) and the forecast's residual pool (:func:`survival_residuals`).
+
+    >>> import numpy as np
+    >>> _product_limit(np.array([1.0, 0.0, 2.0]), np.array([False, True, False]))[3].tolist()
+    [1.0, 0.5, 0.0]
+    """
     import numpy as np
 
-    order = np.lexsort((censored, unit))  # at a tie, the exact value before the lower limit
-    at_risk = len(unit) - np.arange(len(unit)) + 1
-    left = np.cumprod(np.where(censored[order], 1.0, 1 - 1 / at_risk))
-    exact = ~censored[order]
-    return tuple(unit[order][exact].round(5).tolist()), tuple(left[exact].round(6).tolist())
+    order = np.lexsort((censored, values))
+    v, c = values[order], censored[order]
+    at_risk = len(v) - np.arange(len(v)) + extra_at_risk
+    return v, c, at_risk, np.cumprod(np.where(c, 1.0, 1.0 - 1.0 / at_risk))
 
 
 def _unlike_normal(curve, n: int, departure: float = SURVIVAL_DEPARTURE) -> bool:
@@ -408,10 +422,7 @@ def survival_residuals(values, censored, size: int | None = None, tail: float = 
     size = len(values) if size is None else size
     if censored.all() or not len(values):
         return np.resize(values, size)
-    order = np.lexsort((censored, values))  # at a tie the finished one first: it was at risk then
-    v, c = values[order], censored[order]
-    at_risk = len(v) - np.arange(len(v))
-    after = np.cumprod(np.where(c, 1.0, 1.0 - 1.0 / at_risk))
+    v, c, at_risk, after = _product_limit(values, censored)
     before = np.concatenate(([1.0], after[:-1]))
     cdf = np.cumsum(np.where(c, 0.0, before / at_risk))
     reach = min(tail, float(cdf[-1]))  # the estimate reaches no higher than its last finished value
