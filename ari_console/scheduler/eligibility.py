@@ -11,7 +11,8 @@ needs is there; anything else would be an avoidable failure.
 from __future__ import annotations
 
 import math
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Collection, Iterable, Mapping, Sequence
 
 from ..casa_install import casa_install_key
@@ -513,16 +514,16 @@ def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantile
 
 _KEPT: list = [None]
 """What the last :func:`settle` derived per data set: (key, uid -> row, the predictions, arrays)."""
-_PLACED: list = [({}, [], [])]
+_PLACED: list = [({}, [], [], (), ())]
 """The predictions the last :func:`settle` moved: (uid -> position, the predictions, them at their
-placement values); the next re-plan reuses those whose prediction and values are the same (the
+placement values, those values as arrays: hours, memory); the next re-plan reuses those whose prediction and values are the same (the
 objects are immutable)."""
 
 
 def forget_settled() -> None:
     """Drop what :func:`settle` kept from its last call (a benchmark measures a cold re-plan)."""
     _KEPT[0] = None
-    _PLACED[0] = ({}, [], [])
+    _PLACED[0] = ({}, [], [], (), ())
 
 
 def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],
@@ -544,22 +545,31 @@ def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Seq
         out = _derive(spread, classes, quantiles, margin, memory_kill_cost)
     else:
         index, before, arrays = kept[1], kept[2], kept[3]
-        rows, missing = [], []
-        for i, (uid, p) in enumerate(zip(uids, spread)):
-            j = index.get(uid)
-            if j is not None and before[j] is p:
-                rows.append(j)
-            else:
-                rows.append(-1 - len(missing))
-                missing.append(i)
-        take = np.array(rows, dtype=np.intp).reshape(len(rows))
-        if missing:  # rows of the new predictions after the kept ones
-            fresh = _derive([spread[i] for i in missing], classes, quantiles, margin, memory_kill_cost)
+        take = _kept_rows(index, before, uids, spread)
+        missing = np.flatnonzero(take < 0)
+        if len(missing):  # rows of the new predictions after the kept ones
+            fresh = _derive(list(map(spread.__getitem__, missing.tolist())), classes, quantiles, margin,
+                            memory_kill_cost)
+            take[missing] = len(before) + np.arange(len(missing))
             arrays = {k: np.concatenate((v, fresh[k]), axis=-1) for k, v in arrays.items()}
-            take = np.where(take < 0, arrays["columns"].shape[-1] - len(missing) - 1 - take, take)
         out = {k: np.take(v, take, axis=-1) for k, v in arrays.items()}  # row by row in memory, as made
     _KEPT[0] = (key, dict(zip(uids, range(len(uids)))), list(spread), out)
     return out, reuse
+
+
+def _kept_rows(index: Mapping[str, int], before: Sequence, uids: Sequence[str], current: Sequence):
+    """Per uid (an array), its position ``index`` gave last time where ``before`` there is the
+    very object ``current`` holds now, else -1 (maps in C: a re-plan checks thousands).
+
+    >>> a, b = object(), object()
+    >>> _kept_rows({"x": 0, "y": 1}, [a, b], ["y", "x", "z"], [b, object(), a]).tolist()
+    [1, -1, -1]
+    """
+    import numpy as np
+
+    at = list(map(index.get, uids, repeat(len(before))))  # a uid not kept: one past the end (None there)
+    same = np.fromiter(map(is_, map([*before, None].__getitem__, at), current), dtype=bool, count=len(at))
+    return np.where(same, np.array(at, dtype=np.intp).reshape(len(at)), -1)
 
 
 def _same_share(index: Mapping[str, int], before: Sequence[Prediction], uids: Sequence[str],
@@ -719,18 +729,19 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     moved = np.flatnonzero(differs).tolist()
     moved_uids = list(map(uids.__getitem__, moved))
     bases = list(map(spread.__getitem__, moved))
+    moved_h, moved_m = hours[moved], mem[moved]
     if reused:  # the last plan's placed prediction, where made from the same one at the same values
-        index, before, made = _PLACED[0]
-        placed = []
-        for uid, base, h, m in zip(moved_uids, bases, hours[moved].tolist(), mem[moved].tolist()):
-            j = index.get(uid)
-            placed.append(made[j] if j is not None and before[j] is base and made[j].hours == h
-                          and made[j].mem_gb == m else base.placed_at(h, m))
+        index, before, made, made_h, made_m = _PLACED[0]
+        at = _kept_rows(index, before, moved_uids, bases)
+        same = (at >= 0) & (np.append(made_h, np.nan)[at] == moved_h) & (np.append(made_m, np.nan)[at] == moved_m)
+        placed = list(map([*made, None].__getitem__, at.tolist()))
+        for i in np.flatnonzero(~same).tolist():
+            placed[i] = bases[i].placed_at(float(moved_h[i]), float(moved_m[i]))
     else:
-        placed = list(map(Prediction.placed_at, bases, hours[moved].tolist(), mem[moved].tolist()))
+        placed = list(map(Prediction.placed_at, bases, moved_h.tolist(), moved_m.tolist()))
     out.update(zip(moved_uids, placed))
-    if any(b.mean_h is None for b in bases):  # their plan counts the placement hours (plan_h): the column follows
-        work = work.copy()
+    if any(map(is_, map(attrgetter("mean_h"), bases), repeat(None))):  # their plan counts the placement hours
+        work = work.copy()                                                # (plan_h): the column follows
         work[moved] = [p.plan_h for p in placed]
-    _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed)
+    _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed, moved_h, moved_m)
     return out, (q_hours, q_mem), (hours, mem, work) if whole else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Mapping, NamedTuple, Sequence
 
 from .values import DataSet, NodeClass, NodeState, Plan, Prediction, Unplaceable
@@ -100,11 +101,12 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
     speeds = [c.rep.speed for c in classes]
     if not placeable:
         return Plan("lpt", key, {}, {}, frozenset(), preds, bad, 0, 0.0, "empty")
-    datasets = [ds for ds, _ in placeable]
+    datasets = list(map(itemgetter(0), placeable))
     if hours is None:
         hours = [preds[ds.uid].plan_h for ds in datasets]
-    kinds: dict[tuple[int, ...], int] = {}  # eligible classes -> their id
-    kind = [kinds.setdefault(elig, len(kinds)) for _, elig in placeable]
+    eligs = list(map(itemgetter(1), placeable))
+    kinds = {elig: i for i, elig in enumerate(dict.fromkeys(eligs))}  # eligible classes -> their id (first seen first)
+    kind = list(map(kinds.__getitem__, eligs))
     total_capacity = sum(c.capacity for c in classes)
     kind_a = np.array(kind, dtype=np.intp)
     hours_a = np.array(hours, dtype=float)
