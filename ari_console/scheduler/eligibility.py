@@ -685,25 +685,27 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
         return hours, mem
 
-    last: list = []  # the mask bound() saw last, and its lost, killed and safe
+    last: list = []  # the mask bound() saw last, its lost, killed and safe, and what it returned
 
-    def bound(hours, mem) -> float:
+    def bound(hours, mem) -> tuple[float, float]:
         """The fluid bound of the work, each data set's kills counted: the share of its
         runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static & _fit_masks(hours, mem, classes)
         mask = np.where(mask == 0, fallback, mask)
         at = np.flatnonzero(mask != last[0]) if last else None
+        if at is not None and not len(at):  # every data set allowed the classes it was last time: the same sums
+            return last[4]
         if at is None or len(at) > len(mask) // 4:
             lost, killed, safe = _kill_shares(mask, kill_p, kill_cost, capacity)
         else:  # consecutive choices allow most data sets the same classes: only the moved ones' shares are new
-            lost, killed, safe = (v.copy() for v in last[1:])
+            lost, killed, safe = (v.copy() for v in last[1:4])
             lost[at], killed[at], safe[at] = _kill_shares(mask[at], kill_p[:, at], kill_cost[:, at], capacity)
-        last[:] = mask, lost, killed, safe
         sums = (np.bincount(mask, weights=(1 - killed) * work + lost, minlength=1 << len(classes))
                 + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
         totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
                   for m in np.nonzero(sums)[0] if m}
-        return fluid_bound(totals, capacity), float(np.sum(lost))
+        last[:] = mask, lost, killed, safe, (fluid_bound(totals, capacity), float(np.sum(lost)))
+        return last[4]
 
     choices = [(qh, qm, None) for qh, qm in [(None, None)] + list(quantiles)]
     choices += [(None, None, r) for r in ratios]

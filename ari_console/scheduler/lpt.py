@@ -157,23 +157,20 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
         h = [(slots.ready_h[s], s) for s in ids]
         heapq.heapify(h)
         heaps.append(h)
-    options = [tuple((heaps[ci], speeds[ci]) for ci in elig) for elig in kinds]
+    # per eligibility: (heap, speed) of its first class, and of the others (finite hours: the first is always a candidate)
+    options = [((heaps[elig[0]], speeds[elig[0]]), tuple((heaps[ci], speeds[ci]) for ci in elig[1:])) for elig in kinds]
     lists: list[list[int]] = [[] for _ in slots.ready_h]
     makespan = max(slots.ready_h) if slots.ready_h else 0.0
     if makespan >= stop_at:
         return makespan, None
     replace_top = heapq.heapreplace
     per_job = [options[i] for i in kind]
-    for k, h, opts in zip(order, map(hours.__getitem__, order), map(per_job.__getitem__, order)):
-        if len(opts) == 1:
-            heap, speed = opts[0]
-            best_finish = heap[0][0] + h / speed
-        else:
-            best_finish = math.inf
-            for other, speed in opts:
-                finish = other[0][0] + h / speed
-                if finish < best_finish - 1e-9:
-                    heap, best_finish = other, finish
+    for k, h, ((heap, speed), others) in zip(order, map(hours.__getitem__, order), map(per_job.__getitem__, order)):
+        best_finish = heap[0][0] + h / speed
+        for other, speed in others:
+            finish = other[0][0] + h / speed
+            if finish < best_finish - 1e-9:
+                heap, best_finish = other, finish
         slot = heap[0][1]
         replace_top(heap, (best_finish, slot))
         lists[slot].append(k)
