@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Mapping, NamedTuple, Sequence
@@ -204,7 +205,8 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
         kinds: dict[tuple[int, ...], int] = {}
         ids = np.fromiter((kinds.setdefault(e, len(kinds)) for e in elig), dtype=np.intp, count=len(elig))
         may = _class_mask(ids, list(kinds), len(slots.by_class))
-    by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job)
+    by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job), padded
+    either_side = np.array([-1, 0])  # a search position's neighbours in a padded slot
     for _ in range(search.rounds):
         latest = max(range(len(finish)), key=finish.__getitem__)
         latest_end, latest_class, latest_speed = finish[latest], slots.klass[latest], speed[latest]
@@ -212,6 +214,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
         slack = 1e-9 * max(1.0, latest_end)  # rounding: a step's end is never this far below its even point
         best_step: tuple[int, int, int | None] | None = None  # (partner slot, job out, job back)
         lat_h, lat_k = by_len[latest]
+        lat_h, lat_k = lat_h[1:-1], lat_k[1:-1]
         for ci, ids in enumerate(slots.by_class):
             row_h = row_k = None  # distinct hours (and a job of each) of latest that class ci may run
             partners = [t for t in sorted(ids, key=finish.__getitem__) if t != latest][:search.partners]  # (nsmallest's)
@@ -228,28 +231,26 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                     first = np.ones(len(row_h), dtype=bool)
                     first[1:] = row_h[1:] != row_h[:-1]
                     row_h, row_k = row_h[first], row_k[first]
-                if not len(row_h):
+                    row_col, row_list = row_h[:, None], row_h.tolist()
+                if not row_list:
                     break
                 limit = room * partner_speed
-                i = int(np.searchsorted(row_h, balance, "left"))  # move: out ~ balance, out < room * partner_speed
+                i = bisect_left(row_list, balance)  # move: out ~ balance, out < room * partner_speed
                 for j in (i - 1, i):
-                    if 0 <= j < len(row_h) and row_h[j] < limit:
-                        out = float(row_h[j])
+                    if 0 <= j < len(row_list) and row_list[j] < limit:
+                        out = row_list[j]
                         end = max(latest_end - out / latest_speed, finish[partner] + out / partner_speed)
                         if end < best_end:
                             best_end, best_step = end, (partner, int(row_k[j]), None)
                 part_h, part_k = by_len[partner]
-                if not len(part_h):
+                if len(part_h) == 2:  # (its padding alone: no job)
                     continue
-                # swap: back ~ out - balance, back < out, out - back < room * partner_speed, back may run on latest
-                at = np.searchsorted(part_h, row_h - balance, "left")
-                pick = np.empty((len(at), 2), dtype=at.dtype)
-                pick[:, 0], pick[:, 1] = at - 1, at
-                valid = (pick >= 0) & (pick < len(part_h))
-                pick = np.minimum(np.maximum(pick, 0), len(part_h) - 1)
+                # swap: back ~ out - balance, back < out, out - back < room * partner_speed, back may run on latest;
+                # the two jobs either side of out - balance (a side past the ends is the padding, never valid)
+                pick = np.searchsorted(part_h, row_h - balance, "left")[:, None] + either_side
                 back = part_h[pick]
-                shifted = row_h[:, None] - back
-                valid &= (back < row_h[:, None]) & (shifted < limit) & may[latest_class, part_k[pick]]
+                shifted = row_col - back
+                valid = (back < row_col) & (shifted < limit) & may[latest_class, part_k[pick]]
                 if not valid.any():
                     continue
                 ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,
@@ -278,12 +279,15 @@ def _class_mask(kind, kinds: Sequence[tuple[int, ...]], n_classes: int):
 
 
 def _sorted_slot(jobs: Sequence[int], hours):
-    """(hours, jobs) of one slot's jobs as arrays sorted by (hours, job)."""
+    """(hours, jobs) of one slot's jobs as arrays sorted by (hours, job), padded with (-inf, -1) before
+    and (inf, -1) after: a search for a swap partner finds a neighbour on either side, and a padding
+    one fails the tests a real one must pass (shorter than the job out, by less than the room)."""
     import numpy as np
 
     ks = np.asarray(jobs, dtype=np.intp)
     order = np.lexsort((ks, hours[ks]))
-    return hours[ks][order], ks[order]
+    return (np.concatenate(([-np.inf], hours[ks][order], [np.inf])),
+            np.concatenate(([-1], ks[order], [-1])).astype(np.intp))
 
 
 def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, speed: Sequence[float],
