@@ -471,9 +471,9 @@ def _kill_shares(mask, kill_p, kill_cost, capacity: Sequence[float]):
     inside = np.array([(mask >> i) & 1 for i in range(len(capacity))], dtype=bool)
     share = np.where(inside, np.array(capacity)[:, None], 0.0)
     total = np.maximum(share.sum(axis=0), 1e-12)
-    lost = np.sum(share * kill_cost, axis=0) / total
-    killed = np.sum(share * kill_p, axis=0) / total
-    worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
+    lost = (share * kill_cost).sum(axis=0) / total  # (array methods: numpy's function wrappers cost more)
+    killed = (share * kill_p).sum(axis=0) / total
+    worst = np.where(inside, kill_p, 0.0).max(axis=0)
     safe = mask.copy()
     for i in range(len(capacity)):
         safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
@@ -678,8 +678,8 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         expected-cost comparison between classes, walltime and memory alike)."""
         mask = allowed & (lost_wall <= ratio * work)
         mask = np.where(mask.any(axis=0), mask, least)
-        mem = np.min(np.where(mask, mems, np.inf), axis=0)
-        hours = np.min(np.where(mask & np.isfinite(walls), walls - 1e-3, np.inf), axis=0)
+        mem = np.where(mask, mems, np.inf).min(axis=0)
+        hours = np.where(mask & np.isfinite(walls), walls - 1e-3, np.inf).min(axis=0)
         hours = np.where(np.isfinite(hours), hours, np.maximum(base_h, beyond))
         hours = np.where(sigma_h > 0, hours, base_h)
         mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
@@ -692,7 +692,7 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static & _fit_masks(hours, mem, classes)
         mask = np.where(mask == 0, fallback, mask)
-        at = np.flatnonzero(mask != last[0]) if last else None
+        at = (mask != last[0]).nonzero()[0] if last else None
         if at is not None and not len(at):  # every data set allowed the classes it was last time: the same sums
             return last[4]
         if at is None or len(at) > len(mask) // 4:
@@ -703,8 +703,8 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         sums = (np.bincount(mask, weights=(1 - killed) * work + lost, minlength=1 << len(classes))
                 + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
         totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
-                  for m in np.nonzero(sums)[0] if m}
-        last[:] = mask, lost, killed, safe, (fluid_bound(totals, capacity), float(np.sum(lost)))
+                  for m in sums.nonzero()[0] if m}
+        last[:] = mask, lost, killed, safe, (fluid_bound(totals, capacity), float(lost.sum()))
         return last[4]
 
     choices = [(qh, qm, None) for qh, qm in [(None, None)] + list(quantiles)]

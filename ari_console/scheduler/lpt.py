@@ -132,15 +132,15 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
     starts: dict[str, list] = {}  # node -> per slot: (planned starts, jobs), longest first within a slot
     for sid, members in enumerate(lists):
         ks = np.array(members, dtype=np.intp)
-        ks = ks[np.argsort(-hours_a[ks], kind="stable")]
-        start = np.cumsum(np.concatenate(([slots.ready_h[sid]], hours_a[ks] / speeds[slots.klass[sid]])))[:-1]
+        ks = ks[(-hours_a[ks]).argsort(kind="stable")]  # (array methods: numpy's function wrappers cost more)
+        start = np.concatenate(([slots.ready_h[sid]], hours_a[ks] / speeds[slots.klass[sid]])).cumsum()[:-1]
         starts.setdefault(slots.node[sid], []).append((start, ks))
     for name, parts in starts.items():
         start = np.concatenate([s for s, _ in parts])
         ks = np.concatenate([k for _, k in parts])
         order = ks[np.lexsort((ks, start))].tolist()  # by planned start, then job
         seq[name] = tuple(map(datasets.__getitem__, order))
-        sums = np.cumsum(hours_a[order[::-1]]).tolist()
+        sums = hours_a[order[::-1]].cumsum().tolist()
         suffix[name] = tuple(reversed([0.0] + sums))
     return Plan("lpt", key, seq, {name: 0 for name in seq}, frozenset(), preds, bad,
                 len(placeable), makespan, variant, suffix_h=suffix)
@@ -247,7 +247,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                     continue
                 # swap: back ~ out - balance, back < out, out - back < room * partner_speed, back may run on latest;
                 # the two jobs either side of out - balance (a side past the ends is the padding, never valid)
-                pick = np.searchsorted(part_h, row_h - balance, "left")[:, None] + either_side
+                pick = part_h.searchsorted(row_h - balance, "left")[:, None] + either_side
                 back = part_h[pick]
                 shifted = row_col - back
                 valid = (back < row_col) & (shifted < limit) & may[latest_class, part_k[pick]]
@@ -255,7 +255,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                     continue
                 ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,
                                                   finish[partner] + shifted / partner_speed), np.inf).ravel()
-                a = int(np.argmin(ends))  # the first of the least: what a scan in order keeps
+                a = int(ends.argmin())  # the first of the least: what a scan in order keeps
                 if ends[a] < best_end:
                     best_end = float(ends[a])
                     best_step = (partner, int(row_k[a // 2]), int(part_k[pick.ravel()[a]]))
@@ -299,11 +299,11 @@ def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, spe
     lists[src].remove(k)
     lists[dst].append(k)
     src_h, src_k = by_len[src]
-    at = int(np.flatnonzero(src_k == k)[0])
+    at = int((src_k == k).argmax())  # (its one place)
     by_len[src] = (np.concatenate((src_h[:at], src_h[at + 1:])), np.concatenate((src_k[:at], src_k[at + 1:])))
     dst_h, dst_k = by_len[dst]
-    lo, hi = np.searchsorted(dst_h, h, "left"), np.searchsorted(dst_h, h, "right")
-    at = int(lo + np.searchsorted(dst_k[lo:hi], k))
+    lo, hi = dst_h.searchsorted(h, "left"), dst_h.searchsorted(h, "right")
+    at = int(lo + dst_k[lo:hi].searchsorted(k))
     by_len[dst] = (np.concatenate((dst_h[:at], [h], dst_h[at:])), np.concatenate((dst_k[:at], [k], dst_k[at:])))
     finish[src] -= h / speed[src]
     finish[dst] += h / speed[dst]
