@@ -165,7 +165,7 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
     if makespan >= stop_at:
         return makespan, None
     replace_top = heapq.heapreplace
-    per_job = [options[i] for i in kind]
+    per_job = list(map(options.__getitem__, kind))
     for k, h, ((heap, speed), others) in zip(order, map(hours.__getitem__, order), map(per_job.__getitem__, order)):
         best_finish = heap[0][0] + h / speed
         for other, speed in others:
