@@ -553,3 +553,17 @@ def test_a_data_set_killed_for_memory_on_the_largest_node_is_reported_as_needing
     assert reason.startswith("needs more than 512 GB memory (an attempt ran out of it)"), reason
     assert est.never_run_kind(reason) == "memory"
     assert sim.kills["memory"] >= 1 and sim.completed == 11
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_replay_leaves_the_garbage_collector_as_it_found_it(enabled):
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        r = est.simulate([DataSet(f"d{i}", hours=1.0 + i, mem_gb=8) for i in range(5)],
+                         [NodeState("n", slots=2, mem_gb=16)])
+        assert r.completed == 5 and gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

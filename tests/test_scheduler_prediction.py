@@ -213,3 +213,14 @@ def test_memory_that_is_lognormal_keeps_the_lognormal():
     rng = np.random.default_rng(4)
     p = predict(DataSet("u", size_gb=40.0), _memory_history(np.exp(rng.normal(np.log(10.0), 0.5, 2000)).tolist()))
     assert p.mem_sigma > 0 and p.mem_curve == ()
+
+
+def test_kill_chances_read_off_two_residual_curves_in_turn_are_each_curves_own():
+    from ari_console.scheduler.eligibility import curve_exceed
+
+    light = ((-1.0, 0.0, 1.0), (0.8, 0.5, 0.1))
+    heavy = ((-1.0, 0.0, 1.0), (0.9, 0.8, 0.7))
+    once = {id(c): curve_exceed(c, [10.0], [1.0], [0.0], 20.0).tolist() for c in (light, heavy)}
+    for c in (light, heavy, light, heavy):  # each read right after the other curve's
+        assert curve_exceed(c, [10.0], [1.0], [0.0], 20.0).tolist() == once[id(c)]
+    assert once[id(light)][0] < once[id(heavy)][0]

@@ -11,7 +11,8 @@ needs is there; anything else would be an avoidable failure.
 from __future__ import annotations
 
 import math
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Collection, Iterable, Mapping, Sequence
 
 from ..casa_install import casa_install_key
@@ -470,9 +471,9 @@ def _kill_shares(mask, kill_p, kill_cost, capacity: Sequence[float]):
     inside = np.array([(mask >> i) & 1 for i in range(len(capacity))], dtype=bool)
     share = np.where(inside, np.array(capacity)[:, None], 0.0)
     total = np.maximum(share.sum(axis=0), 1e-12)
-    lost = np.sum(share * kill_cost, axis=0) / total
-    killed = np.sum(share * kill_p, axis=0) / total
-    worst = np.max(np.where(inside, kill_p, 0.0), axis=0)
+    lost = (share * kill_cost).sum(axis=0) / total  # (array methods: numpy's function wrappers cost more)
+    killed = (share * kill_p).sum(axis=0) / total
+    worst = np.where(inside, kill_p, 0.0).max(axis=0)
     safe = mask.copy()
     for i in range(len(capacity)):
         safe &= ~((inside[i] & (kill_p[i] > 0.1 * worst)).astype(np.int64) << i)
@@ -513,16 +514,16 @@ def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantile
 
 _KEPT: list = [None]
 """What the last :func:`settle` derived per data set: (key, uid -> row, the predictions, arrays)."""
-_PLACED: list = [({}, [], [])]
+_PLACED: list = [({}, [], [], (), ())]
 """The predictions the last :func:`settle` moved: (uid -> position, the predictions, them at their
-placement values); the next re-plan reuses those whose prediction and values are the same (the
+placement values, those values as arrays: hours, memory); the next re-plan reuses those whose prediction and values are the same (the
 objects are immutable)."""
 
 
 def forget_settled() -> None:
     """Drop what :func:`settle` kept from its last call (a benchmark measures a cold re-plan)."""
     _KEPT[0] = None
-    _PLACED[0] = ({}, [], [])
+    _PLACED[0] = ({}, [], [], (), ())
 
 
 def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],
@@ -544,22 +545,31 @@ def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Seq
         out = _derive(spread, classes, quantiles, margin, memory_kill_cost)
     else:
         index, before, arrays = kept[1], kept[2], kept[3]
-        rows, missing = [], []
-        for i, (uid, p) in enumerate(zip(uids, spread)):
-            j = index.get(uid)
-            if j is not None and before[j] is p:
-                rows.append(j)
-            else:
-                rows.append(-1 - len(missing))
-                missing.append(i)
-        take = np.array(rows, dtype=np.intp).reshape(len(rows))
-        if missing:  # rows of the new predictions after the kept ones
-            fresh = _derive([spread[i] for i in missing], classes, quantiles, margin, memory_kill_cost)
+        take = _kept_rows(index, before, uids, spread)
+        missing = np.flatnonzero(take < 0)
+        if len(missing):  # rows of the new predictions after the kept ones
+            fresh = _derive(list(map(spread.__getitem__, missing.tolist())), classes, quantiles, margin,
+                            memory_kill_cost)
+            take[missing] = len(before) + np.arange(len(missing))
             arrays = {k: np.concatenate((v, fresh[k]), axis=-1) for k, v in arrays.items()}
-            take = np.where(take < 0, arrays["columns"].shape[-1] - len(missing) - 1 - take, take)
         out = {k: np.take(v, take, axis=-1) for k, v in arrays.items()}  # row by row in memory, as made
     _KEPT[0] = (key, dict(zip(uids, range(len(uids)))), list(spread), out)
     return out, reuse
+
+
+def _kept_rows(index: Mapping[str, int], before: Sequence, uids: Sequence[str], current: Sequence):
+    """Per uid (an array), its position ``index`` gave last time where ``before`` there is the
+    very object ``current`` holds now, else -1 (maps in C: a re-plan checks thousands).
+
+    >>> a, b = object(), object()
+    >>> _kept_rows({"x": 0, "y": 1}, [a, b], ["y", "x", "z"], [b, object(), a]).tolist()
+    [1, -1, -1]
+    """
+    import numpy as np
+
+    at = list(map(index.get, uids, repeat(len(before))))  # a uid not kept: one past the end (None there)
+    same = np.fromiter(map(is_, map([*before, None].__getitem__, at), current), dtype=bool, count=len(at))
+    return np.where(same, np.array(at, dtype=np.intp).reshape(len(at)), -1)
 
 
 def _same_share(index: Mapping[str, int], before: Sequence[Prediction], uids: Sequence[str],
@@ -668,32 +678,34 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         expected-cost comparison between classes, walltime and memory alike)."""
         mask = allowed & (lost_wall <= ratio * work)
         mask = np.where(mask.any(axis=0), mask, least)
-        mem = np.min(np.where(mask, mems, np.inf), axis=0)
-        hours = np.min(np.where(mask & np.isfinite(walls), walls - 1e-3, np.inf), axis=0)
+        mem = np.where(mask, mems, np.inf).min(axis=0)
+        hours = np.where(mask & np.isfinite(walls), walls - 1e-3, np.inf).min(axis=0)
         hours = np.where(np.isfinite(hours), hours, np.maximum(base_h, beyond))
         hours = np.where(sigma_h > 0, hours, base_h)
         mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
         return hours, mem
 
-    last: list = []  # the mask bound() saw last, and its lost, killed and safe
+    last: list = []  # the mask bound() saw last, its lost, killed and safe, and what it returned
 
-    def bound(hours, mem) -> float:
+    def bound(hours, mem) -> tuple[float, float]:
         """The fluid bound of the work, each data set's kills counted: the share of its
         runs that a kill ends is lost, and runs again only where it is safe."""
         mask = static & _fit_masks(hours, mem, classes)
         mask = np.where(mask == 0, fallback, mask)
-        at = np.flatnonzero(mask != last[0]) if last else None
+        at = (mask != last[0]).nonzero()[0] if last else None
+        if at is not None and not len(at):  # every data set allowed the classes it was last time: the same sums
+            return last[4]
         if at is None or len(at) > len(mask) // 4:
             lost, killed, safe = _kill_shares(mask, kill_p, kill_cost, capacity)
         else:  # consecutive choices allow most data sets the same classes: only the moved ones' shares are new
-            lost, killed, safe = (v.copy() for v in last[1:])
+            lost, killed, safe = (v.copy() for v in last[1:4])
             lost[at], killed[at], safe[at] = _kill_shares(mask[at], kill_p[:, at], kill_cost[:, at], capacity)
-        last[:] = mask, lost, killed, safe
         sums = (np.bincount(mask, weights=(1 - killed) * work + lost, minlength=1 << len(classes))
                 + np.bincount(safe, weights=killed * work, minlength=1 << len(classes)))
         totals = {tuple(i for i in range(len(classes)) if m >> i & 1): float(sums[m])
-                  for m in np.nonzero(sums)[0] if m}
-        return fluid_bound(totals, capacity), float(np.sum(lost))
+                  for m in sums.nonzero()[0] if m}
+        last[:] = mask, lost, killed, safe, (fluid_bound(totals, capacity), float(lost.sum()))
+        return last[4]
 
     choices = [(qh, qm, None) for qh, qm in [(None, None)] + list(quantiles)]
     choices += [(None, None, r) for r in ratios]
@@ -719,18 +731,19 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     moved = np.flatnonzero(differs).tolist()
     moved_uids = list(map(uids.__getitem__, moved))
     bases = list(map(spread.__getitem__, moved))
+    moved_h, moved_m = hours[moved], mem[moved]
     if reused:  # the last plan's placed prediction, where made from the same one at the same values
-        index, before, made = _PLACED[0]
-        placed = []
-        for uid, base, h, m in zip(moved_uids, bases, hours[moved].tolist(), mem[moved].tolist()):
-            j = index.get(uid)
-            placed.append(made[j] if j is not None and before[j] is base and made[j].hours == h
-                          and made[j].mem_gb == m else base.placed_at(h, m))
+        index, before, made, made_h, made_m = _PLACED[0]
+        at = _kept_rows(index, before, moved_uids, bases)
+        same = (at >= 0) & (np.append(made_h, np.nan)[at] == moved_h) & (np.append(made_m, np.nan)[at] == moved_m)
+        placed = list(map([*made, None].__getitem__, at.tolist()))
+        for i in np.flatnonzero(~same).tolist():
+            placed[i] = bases[i].placed_at(float(moved_h[i]), float(moved_m[i]))
     else:
-        placed = list(map(Prediction.placed_at, bases, hours[moved].tolist(), mem[moved].tolist()))
+        placed = list(map(Prediction.placed_at, bases, moved_h.tolist(), moved_m.tolist()))
     out.update(zip(moved_uids, placed))
-    if any(b.mean_h is None for b in bases):  # their plan counts the placement hours (plan_h): the column follows
-        work = work.copy()
+    if any(map(is_, map(attrgetter("mean_h"), bases), repeat(None))):  # their plan counts the placement hours
+        work = work.copy()                                                # (plan_h): the column follows
         work[moved] = [p.plan_h for p in placed]
-    _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed)
+    _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed, moved_h, moved_m)
     return out, (q_hours, q_mem), (hours, mem, work) if whole else None

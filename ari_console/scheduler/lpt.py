@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Mapping, NamedTuple, Sequence
 
 from .values import DataSet, NodeClass, NodeState, Plan, Prediction, Unplaceable
@@ -100,11 +102,12 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
     speeds = [c.rep.speed for c in classes]
     if not placeable:
         return Plan("lpt", key, {}, {}, frozenset(), preds, bad, 0, 0.0, "empty")
-    datasets = [ds for ds, _ in placeable]
+    datasets = list(map(itemgetter(0), placeable))
     if hours is None:
         hours = [preds[ds.uid].plan_h for ds in datasets]
-    kinds: dict[tuple[int, ...], int] = {}  # eligible classes -> their id
-    kind = [kinds.setdefault(elig, len(kinds)) for _, elig in placeable]
+    eligs = list(map(itemgetter(1), placeable))
+    kinds = {elig: i for i, elig in enumerate(dict.fromkeys(eligs))}  # eligible classes -> their id (first seen first)
+    kind = list(map(kinds.__getitem__, eligs))
     total_capacity = sum(c.capacity for c in classes)
     kind_a = np.array(kind, dtype=np.intp)
     hours_a = np.array(hours, dtype=float)
@@ -129,15 +132,15 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
     starts: dict[str, list] = {}  # node -> per slot: (planned starts, jobs), longest first within a slot
     for sid, members in enumerate(lists):
         ks = np.array(members, dtype=np.intp)
-        ks = ks[np.argsort(-hours_a[ks], kind="stable")]
-        start = np.cumsum(np.concatenate(([slots.ready_h[sid]], hours_a[ks] / speeds[slots.klass[sid]])))[:-1]
+        ks = ks[(-hours_a[ks]).argsort(kind="stable")]  # (array methods: numpy's function wrappers cost more)
+        start = np.concatenate(([slots.ready_h[sid]], hours_a[ks] / speeds[slots.klass[sid]])).cumsum()[:-1]
         starts.setdefault(slots.node[sid], []).append((start, ks))
     for name, parts in starts.items():
         start = np.concatenate([s for s, _ in parts])
         ks = np.concatenate([k for _, k in parts])
         order = ks[np.lexsort((ks, start))].tolist()  # by planned start, then job
         seq[name] = tuple(map(datasets.__getitem__, order))
-        sums = np.cumsum(hours_a[order[::-1]]).tolist()
+        sums = hours_a[order[::-1]].cumsum().tolist()
         suffix[name] = tuple(reversed([0.0] + sums))
     return Plan("lpt", key, seq, {name: 0 for name in seq}, frozenset(), preds, bad,
                 len(placeable), makespan, variant, suffix_h=suffix)
@@ -155,23 +158,20 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
         h = [(slots.ready_h[s], s) for s in ids]
         heapq.heapify(h)
         heaps.append(h)
-    options = [tuple((heaps[ci], speeds[ci]) for ci in elig) for elig in kinds]
+    # per eligibility: (heap, speed) of its first class, and of the others (finite hours: the first is always a candidate)
+    options = [((heaps[elig[0]], speeds[elig[0]]), tuple((heaps[ci], speeds[ci]) for ci in elig[1:])) for elig in kinds]
     lists: list[list[int]] = [[] for _ in slots.ready_h]
     makespan = max(slots.ready_h) if slots.ready_h else 0.0
     if makespan >= stop_at:
         return makespan, None
     replace_top = heapq.heapreplace
-    per_job = [options[i] for i in kind]
-    for k, h, opts in zip(order, map(hours.__getitem__, order), map(per_job.__getitem__, order)):
-        if len(opts) == 1:
-            heap, speed = opts[0]
-            best_finish = heap[0][0] + h / speed
-        else:
-            best_finish = math.inf
-            for other, speed in opts:
-                finish = other[0][0] + h / speed
-                if finish < best_finish - 1e-9:
-                    heap, best_finish = other, finish
+    per_job = list(map(options.__getitem__, kind))
+    for k, h, ((heap, speed), others) in zip(order, map(hours.__getitem__, order), map(per_job.__getitem__, order)):
+        best_finish = heap[0][0] + h / speed
+        for other, speed in others:
+            finish = other[0][0] + h / speed
+            if finish < best_finish - 1e-9:
+                heap, best_finish = other, finish
         slot = heap[0][1]
         replace_top(heap, (best_finish, slot))
         lists[slot].append(k)
@@ -205,7 +205,8 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
         kinds: dict[tuple[int, ...], int] = {}
         ids = np.fromiter((kinds.setdefault(e, len(kinds)) for e in elig), dtype=np.intp, count=len(elig))
         may = _class_mask(ids, list(kinds), len(slots.by_class))
-    by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job)
+    by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job), padded
+    either_side = np.array([-1, 0])  # a search position's neighbours in a padded slot
     for _ in range(search.rounds):
         latest = max(range(len(finish)), key=finish.__getitem__)
         latest_end, latest_class, latest_speed = finish[latest], slots.klass[latest], speed[latest]
@@ -213,6 +214,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
         slack = 1e-9 * max(1.0, latest_end)  # rounding: a step's end is never this far below its even point
         best_step: tuple[int, int, int | None] | None = None  # (partner slot, job out, job back)
         lat_h, lat_k = by_len[latest]
+        lat_h, lat_k = lat_h[1:-1], lat_k[1:-1]
         for ci, ids in enumerate(slots.by_class):
             row_h = row_k = None  # distinct hours (and a job of each) of latest that class ci may run
             partners = [t for t in sorted(ids, key=finish.__getitem__) if t != latest][:search.partners]  # (nsmallest's)
@@ -229,33 +231,31 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                     first = np.ones(len(row_h), dtype=bool)
                     first[1:] = row_h[1:] != row_h[:-1]
                     row_h, row_k = row_h[first], row_k[first]
-                if not len(row_h):
+                    row_col, row_list = row_h[:, None], row_h.tolist()
+                if not row_list:
                     break
                 limit = room * partner_speed
-                i = int(np.searchsorted(row_h, balance, "left"))  # move: out ~ balance, out < room * partner_speed
+                i = bisect_left(row_list, balance)  # move: out ~ balance, out < room * partner_speed
                 for j in (i - 1, i):
-                    if 0 <= j < len(row_h) and row_h[j] < limit:
-                        out = float(row_h[j])
+                    if 0 <= j < len(row_list) and row_list[j] < limit:
+                        out = row_list[j]
                         end = max(latest_end - out / latest_speed, finish[partner] + out / partner_speed)
                         if end < best_end:
                             best_end, best_step = end, (partner, int(row_k[j]), None)
                 part_h, part_k = by_len[partner]
-                if not len(part_h):
+                if len(part_h) == 2:  # (its padding alone: no job)
                     continue
-                # swap: back ~ out - balance, back < out, out - back < room * partner_speed, back may run on latest
-                at = np.searchsorted(part_h, row_h - balance, "left")
-                pick = np.empty((len(at), 2), dtype=at.dtype)
-                pick[:, 0], pick[:, 1] = at - 1, at
-                valid = (pick >= 0) & (pick < len(part_h))
-                pick = np.minimum(np.maximum(pick, 0), len(part_h) - 1)
+                # swap: back ~ out - balance, back < out, out - back < room * partner_speed, back may run on latest;
+                # the two jobs either side of out - balance (a side past the ends is the padding, never valid)
+                pick = part_h.searchsorted(row_h - balance, "left")[:, None] + either_side
                 back = part_h[pick]
-                shifted = row_h[:, None] - back
-                valid &= (back < row_h[:, None]) & (shifted < limit) & may[latest_class, part_k[pick]]
+                shifted = row_col - back
+                valid = (back < row_col) & (shifted < limit) & may[latest_class, part_k[pick]]
                 if not valid.any():
                     continue
                 ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,
                                                   finish[partner] + shifted / partner_speed), np.inf).ravel()
-                a = int(np.argmin(ends))  # the first of the least: what a scan in order keeps
+                a = int(ends.argmin())  # the first of the least: what a scan in order keeps
                 if ends[a] < best_end:
                     best_end = float(ends[a])
                     best_step = (partner, int(row_k[a // 2]), int(part_k[pick.ravel()[a]]))
@@ -279,12 +279,15 @@ def _class_mask(kind, kinds: Sequence[tuple[int, ...]], n_classes: int):
 
 
 def _sorted_slot(jobs: Sequence[int], hours):
-    """(hours, jobs) of one slot's jobs as arrays sorted by (hours, job)."""
+    """(hours, jobs) of one slot's jobs as arrays sorted by (hours, job), padded with (-inf, -1) before
+    and (inf, -1) after: a search for a swap partner finds a neighbour on either side, and a padding
+    one fails the tests a real one must pass (shorter than the job out, by less than the room)."""
     import numpy as np
 
     ks = np.asarray(jobs, dtype=np.intp)
     order = np.lexsort((ks, hours[ks]))
-    return hours[ks][order], ks[order]
+    return (np.concatenate(([-np.inf], hours[ks][order], [np.inf])),
+            np.concatenate(([-1], ks[order], [-1])).astype(np.intp))
 
 
 def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, speed: Sequence[float],
@@ -296,11 +299,11 @@ def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, spe
     lists[src].remove(k)
     lists[dst].append(k)
     src_h, src_k = by_len[src]
-    at = int(np.flatnonzero(src_k == k)[0])
+    at = int((src_k == k).argmax())  # (its one place)
     by_len[src] = (np.concatenate((src_h[:at], src_h[at + 1:])), np.concatenate((src_k[:at], src_k[at + 1:])))
     dst_h, dst_k = by_len[dst]
-    lo, hi = np.searchsorted(dst_h, h, "left"), np.searchsorted(dst_h, h, "right")
-    at = int(lo + np.searchsorted(dst_k[lo:hi], k))
+    lo, hi = dst_h.searchsorted(h, "left"), dst_h.searchsorted(h, "right")
+    at = int(lo + dst_k[lo:hi].searchsorted(k))
     by_len[dst] = (np.concatenate((dst_h[:at], [h], dst_h[at:])), np.concatenate((dst_k[:at], [k], dst_k[at:])))
     finish[src] -= h / speed[src]
     finish[dst] += h / speed[dst]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import compress
-from operator import itemgetter, not_
+from operator import attrgetter, itemgetter, not_
 from typing import Collection, Iterable, Mapping, Sequence
 
 from .eligibility import eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
@@ -19,6 +19,7 @@ from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all,
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
 
 POLICIES = ("lpt", "greedy", "fifo")
+_UID, _NODE = attrgetter("uid"), attrgetter("node")
 DEFAULT_POLICY = "lpt"
 
 
@@ -34,12 +35,13 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
     model = history if isinstance(history, Model) else fit_history(history, tuning)
     preds = dict(predictions) if predictions is not None else {}
-    preds.update(predict_all([ds for ds in queue if ds.uid not in preds], model, tuning))
+    if not all(map(preds.__contains__, map(_UID, queue))):  # (checked in C: a replay passes them all)
+        preds.update(predict_all([ds for ds in queue if ds.uid not in preds], model, tuning))
     key = nodes_key(nodes)
     if policy == "fifo":
         seq = tuple(queue)
         return Plan("fifo", key, {"": seq}, {"": 0}, frozenset(), preds, (), len(seq))
-    classes = node_classes(nodes, {ds.node for ds in queue if ds.node})
+    classes = node_classes(nodes, set(map(_NODE, queue)) - {None, ""})
     risk_q = placed = None
     queue = list(queue)
     if search.relax_quantiles or search.risk_ratios:
@@ -108,7 +110,8 @@ def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Predic
     hours when higher; their uids are added to ``tried``). ``placed``: ``preds``' placement values
     as arrays (:func:`settle`)."""
     out = eligibility(queue, preds, classes, placed)
-    hopeless = [ds for ds, elig in out if not elig and (preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0)]
+    hopeless = [ds for ds, _ in compress(out, map(not_, map(itemgetter(1), out)))  # (those that fit no class: in C)
+                if preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0]
     if not hopeless:
         return out
     tried_at = _at_medians([preds[ds.uid] for ds in hopeless], tuning.retry_margin)

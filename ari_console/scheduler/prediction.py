@@ -348,8 +348,34 @@ def _unlike_normal(curve, n: int, departure: float = SURVIVAL_DEPARTURE) -> bool
     import numpy as np
     from scipy.special import ndtr
 
-    units, left = np.asarray(curve[0]), np.asarray(curve[1])
+    units, left = _curve_arrays(curve)
     return float(np.max(np.abs(left - ndtr(-units)))) > max(departure, 1.63 / math.sqrt(max(n, 1)))
+
+
+_CURVE_KEPT: list = [None]
+"""(curve, its arrays) of the last :func:`_curve_arrays` call."""
+
+
+def _curve_arrays(curve):
+    """(units, chances above) of a residual curve as arrays. A fit's curve (a tuple of one point per
+    attempt: thousands) is shared by all its predictions and read many times per plan (each node
+    class's kill chance, each quantile level): it is converted once, while it is the last one asked
+    (kept by identity: the curve is immutable).
+
+    >>> c = ((-1.0, 0.0), (0.8, 0.6))
+    >>> _curve_arrays(c)[1].tolist(), _curve_arrays(c)[0] is _curve_arrays(c)[0]
+    ([0.8, 0.6], True)
+    """
+    import numpy as np
+
+    kept = _CURVE_KEPT[0]
+    if kept is not None and kept[0] is curve:
+        return kept[1]
+    arrays = (np.asarray(curve[0]), np.asarray(curve[1]))
+    for a in arrays:
+        a.flags.writeable = False  # shared by every caller: read only
+    _CURVE_KEPT[0] = (curve, arrays)
+    return arrays
 
 
 def curve_above(curve, z):
@@ -362,7 +388,7 @@ def curve_above(curve, z):
     import numpy as np
     from scipy.special import ndtr
 
-    units, left = np.asarray(curve[0]), np.asarray(curve[1])
+    units, left = _curve_arrays(curve)
     z = np.asarray(z, dtype=float)
     inside = np.interp(z, units, left, left=1.0, right=left[-1])
     beyond = left[-1] * ndtr(-z) / max(float(ndtr(-units[-1])), 1e-300)
@@ -379,7 +405,7 @@ def curve_unit(curve, above):
     import numpy as np
     from scipy.special import ndtr, ndtri
 
-    units, left = np.asarray(curve[0]), np.asarray(curve[1])
+    units, left = _curve_arrays(curve)
     above = np.clip(np.asarray(above, dtype=float), 1e-12, 1.0)
     inside = np.interp(-above, -left, units)
     beyond = -ndtri(np.clip(above / left[-1] * ndtr(-units[-1]), 1e-300, 0.5))
