@@ -21,21 +21,18 @@ The retry and drain policies are pure functions at the bottom of this module.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import gc
 import hashlib
 import json
 import math
 import os
 import socket
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import scheduler, store, triage
+from . import collector, scheduler, store, triage
 from .alma import uid_filename
 from .config import Config, Node
 from .casa_install import casa_install_key
@@ -618,7 +615,7 @@ class Engine:
         if not any(s.free for s in states):
             return  # every slot busy: the queue need not even be read
         signature = store.queue_signature(self.db)
-        with _collector_paused() as paused:  # a re-plan makes ~10 objects per data set: no collections meanwhile
+        with collector.paused() as paused:  # a re-plan makes ~10 objects per data set: no collections meanwhile
             if (self.plan is None or self._plan_model is None or now >= self._plan_until
                     or signature[:2] != self._plan_signature[:2] or signature[2] >= self._plan_signature[2]):
                 self._read_queue(signature, now)
@@ -628,7 +625,7 @@ class Engine:
             placement = scheduler.place(self._plan_queue.values(), states, now / 3600.0, policy=self.policy,
                                         history=self._plan_model, plan=self.plan,
                                         predictions=self._predictions() if replan else None)
-            paused.keep = replan  # the new plan's objects: out of the collector's passes (see _collector_paused)
+            paused.keep = replan  # the new plan's objects: out of the collector's passes (see collector.paused)
         self.plan = placement.plan
         for bad in placement.unplaceable:
             if self._plan_queue.pop(bad.dataset.uid, None) is not None:
@@ -810,37 +807,6 @@ class Engine:
         if free is None or free >= need:
             return None
         return free, need
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cyclic garbage collector off for a block (as it was after).
-
-    A re-plan of 100,000 queued data sets allocates about a million objects; each
-    allocation burst would start a collection that walks every live object again
-    (40% of a re-plan's CPU). Nothing it makes is cyclic garbage, so pausing loses nothing.
-
-    When the block sets ``keep`` on what it is given (a new plan was made), what is
-    alive is moved out of the collector's passes (``gc.freeze``) before it runs again:
-    otherwise its next pass walks the new plan's million objects once more (~150 ms at
-    100,000 queued) for nothing, since a plan is values without cycles. A plan replaced
-    later is still freed by reference counting. The young generations are collected on
-    entry (they are small while the collector runs: a millisecond), so what a freeze keeps
-    is at most garbage in cycles made inside the block: none by a re-plan, a little by
-    another thread meanwhile (the TUI), as with the TUI's own freeze after its first read.
-    """
-    was = gc.isenabled()
-    if was:
-        gc.collect(1)
-    gc.disable()
-    state = types.SimpleNamespace(keep=False)
-    try:
-        yield state
-    finally:
-        if state.keep:
-            gc.freeze()
-        if was:
-            gc.enable()
 
 
 FAULT_KINDS = (

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import functools
-import gc
 import heapq
 import io
 import math
@@ -34,7 +32,7 @@ from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Callable, Iterable, Mapping, Sequence
 
-from . import alma
+from . import alma, collector
 from . import scheduler as sch
 from .casa_install import casa_install_key
 from .errors import UserError
@@ -244,26 +242,7 @@ def attempt(ds: DataSet, hours: float, speed: float, outcome: str, peak_mem_gb: 
                     ds.n_spw, ds.n_chan, ds.is_mosaic, ds.n_eb, ds.prior_hours, ds.prior_mem_gb, peak_scratch_gb)
 
 
-def _collector_paused(func):
-    """``func`` with Python's cyclic garbage collector off while it runs (as it was after).
-
-    A replay makes millions of short-lived objects (predictions, plans, their tuples) and no
-    cyclic garbage to speak of: reference counting frees them. With the collector on, each
-    allocation burst starts a pass that walks every live object again (~10 % of a replay's CPU
-    on ``study``); the engine pauses it while it plans for the same reason."""
-    @functools.wraps(func)
-    def paused(*args, **kwargs):
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if was:
-                gc.enable()
-    return paused
-
-
-@_collector_paused
+@collector.paused()
 def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: str = sch.DEFAULT_POLICY,
              history: Iterable[Measured] | sch.Model = (), expansion: float = DISK_EXPANSION,
              max_attempts: int = MAX_ATTEMPTS,

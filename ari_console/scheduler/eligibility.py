@@ -742,8 +742,8 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     else:
         placed = list(map(Prediction.placed_at, bases, moved_h.tolist(), moved_m.tolist()))
     out.update(zip(moved_uids, placed))
-    if any(map(is_, map(attrgetter("mean_h"), bases), repeat(None))):  # their plan counts the placement hours
-        work = work.copy()                                                # (plan_h): the column follows
+    if any(b.mean_h is None for b in bases):  # their plan counts the placement hours (plan_h): the column follows
+        work = work.copy()
         work[moved] = [p.plan_h for p in placed]
     _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed, moved_h, moved_m)
     return out, (q_hours, q_mem), (hours, mem, work) if whole else None
