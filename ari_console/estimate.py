@@ -677,6 +677,15 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     reach = mask != 0
     nowhere, everywhere = ~reach.any(axis=1), reach.all(axis=1)  # per data set: a class in no draw, in all
     kind_slots = (kinds[:, None] & bit) > 0  # per data set, the slots its recipe, CASA version and pin allow
+    taught_h, taught_mem = wall * speed * retry_margin, slot_mem * retry_margin  # what a kill on a slot teaches
+
+    def again(j, end, active, slot):  # a batch's killed ones (per draw, ``j``), killed in ``active`` at ``end``
+        r = rows[active]
+        at, who = slot[r], j[r]
+        over = mem[who, r] > slot_mem[at]
+        _retry(who, r, end[r], np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0), free, speed,
+               wall, slot_mem, kind_slots, taught_h, taught_mem, left, mem, memory_kill_after, max_attempts, waste)
+
     del reach
     joined = [u for u in units if len(u) > 1]
     if joined:  # each batch's work per draw, and its predicted hours
@@ -689,9 +698,7 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         if len(members) > 1:
             _place_batch(members, free, rows, speed, wall, slot_mem, penalty_of[mask[j, 0]], left, mem,
                          float(batch_plan[id(members)]), batch_work[id(members)], safe[members].all(), memory_kill_after,
-                         lambda j, end, killed, slot: _retry(j, end, killed, slot, free, rows, speed, wall, slot_mem,
-                                                             kind_slots, left, mem, memory_kill_after, max_attempts,
-                                                             retry_margin, waste), waste)
+                         again, waste)
             continue
         if safe[j] and constant[j] and penalty_of is not None:  # no draw kills it, the same classes in all
             if mask[j, 0] == 0:  # no class: the plan's unplaceable
@@ -737,8 +744,11 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
             free[rows[ok], slot[ok]] = np.where(killed, end, start + run)[ok]
         if waste is not None:
             waste += np.where(killed, lost, 0.0)
-        _retry(j, end, killed, slot, free, rows, speed, wall, slot_mem, kind_slots, left, mem,
-               memory_kill_after, max_attempts, retry_margin, waste)
+        r = np.flatnonzero(killed)
+        at = slot[r]
+        over = mem[j, r] > slot_mem[at]
+        _retry(j, r, end[r], np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0), free, speed,
+               wall, slot_mem, kind_slots, taught_h, taught_mem, left, mem, memory_kill_after, max_attempts, waste)
     return free.max(axis=1)
 
 
@@ -836,49 +846,38 @@ def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem,
         retry(members[who], ends[who, rows], turn.any(axis=0), slot)
 
 
-def _retry(j, end, active, slot, free, rows, speed, wall, slot_mem, kind_slots, left, mem,
-           memory_kill_after: float, max_attempts: int, retry_margin: float, waste=None) -> None:
-    """Data set ``j`` (or per draw, an array of them), killed in the draws ``active`` on ``slot`` at
-    ``end``, goes again on the first slot to free that what the kill taught allows (see
-    :func:`_list_finish`; ``kind_slots``: per data set, the slots its kinds allow), and again
-    while it is killed, up to ``max_attempts`` in all.
+def _retry(j, r, end, need_h, need_mem, free, speed, wall, slot_mem, kind_slots, taught_h, taught_mem, left, mem,
+           memory_kill_after: float, max_attempts: int, waste=None) -> None:
+    """Data set ``j`` (or, per draw of ``r``, an array of them), killed in the draws ``r`` at ``end``,
+    goes again on the first slot to free that what the kill taught allows (see :func:`_list_finish`),
+    and again while it is killed, up to ``max_attempts`` in all. ``need_h``, ``need_mem`` (per draw of
+    ``r``): what the kills taught so far, x the retry margin; ``taught_h``, ``taught_mem`` (per slot):
+    what a kill there teaches; ``kind_slots`` (per data set): the slots its kinds allow.
 
-    Works on the killed draws alone (a few of them, most calls), each array cut to the draws
-    still going as they drop out: the same numbers as the whole arrays would give."""
+    Works on the killed draws alone (a few of them, most calls), its arrays cut to the draws
+    still going as they drop out: the same numbers as whole arrays would give."""
     import numpy as np
 
-    r = rows[active]
-    s = slot[r]
-    if isinstance(j, (int, np.integer)):  # one data set in every draw (most calls): its row, no gather per draw
-        ok_kind = kind_slots[j]
-        left_r, mem_r = left[j][r], mem[j][r]
-    else:
-        who = np.asarray(j)[r]
-        ok_kind = kind_slots[who]
-        left_r, mem_r = left[who, r], mem[who, r]
+    ok_kind = kind_slots[j]
     per_draw = ok_kind.ndim > 1
-    mem_s = slot_mem[s]
-    over = mem_r > mem_s
-    need_h = np.where(over, 0.0, wall[s] * speed[s]) * retry_margin
-    need_mem = np.where(over, mem_s * retry_margin, 0.0)
-    end_r = end[r]
+    left_r, mem_r = left[j, r], mem[j, r]
     inf = np.inf
     for _ in range(max_attempts - 1):
         can = ok_kind & (need_h[:, None] / speed[None, :] <= wall[None, :]) & (need_mem[:, None] <= slot_mem[None, :])
         has = can.any(axis=1)
         if not has.all():  # nowhere left to go: those draws stop here
-            r, can, need_h, need_mem, end_r, left_r, mem_r = (a[has] for a in (r, can, need_h, need_mem, end_r,
-                                                                               left_r, mem_r))
+            r, can, need_h, need_mem, end, left_r, mem_r = (a[has] for a in (r, can, need_h, need_mem, end,
+                                                                             left_r, mem_r))
             if per_draw:
                 ok_kind = ok_kind[has]
             if not len(r):
                 break
-        later = np.maximum(free[r], end_r[:, None])
+        later = np.maximum(free[r], end[:, None])
         to = np.where(can, later, inf).argmin(axis=1)
         begin = later[np.arange(len(r)), to]
-        wall_to, speed_to, mem_to = wall[to], speed[to], slot_mem[to]
-        run = left_r / speed_to
-        over_mem = mem_r > mem_to
+        wall_to = wall[to]
+        run = left_r / speed[to]
+        over_mem = mem_r > slot_mem[to]
         again = (run > wall_to) | over_mem
         lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall_to), wall_to)
         free[r, to] = begin + np.where(again, lost, run)
@@ -886,11 +885,11 @@ def _retry(j, end, active, slot, free, rows, speed, wall, slot_mem, kind_slots, 
             waste[r] += np.where(again, lost, 0.0)
         if not again.any():
             break
-        need_h = np.where(again & ~over_mem, np.maximum(need_h, wall_to * speed_to * retry_margin), need_h)
-        need_mem = np.where(over_mem, np.maximum(need_mem, mem_to * retry_margin), need_mem)
-        end_r = begin + lost
+        need_h = np.where(again & ~over_mem, np.maximum(need_h, taught_h[to]), need_h)
+        need_mem = np.where(over_mem, np.maximum(need_mem, taught_mem[to]), need_mem)
+        end = begin + lost
         if not again.all():
-            r, need_h, need_mem, end_r, left_r, mem_r = (a[again] for a in (r, need_h, need_mem, end_r, left_r, mem_r))
+            r, need_h, need_mem, end, left_r, mem_r = (a[again] for a in (r, need_h, need_mem, end, left_r, mem_r))
             if per_draw:
                 ok_kind = ok_kind[again]
 
