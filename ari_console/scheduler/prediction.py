@@ -451,7 +451,9 @@ def _tobit(x, y, censored, tuning: Tuning):
     # each subset taken once (the loop below reads them 8 times): the same arrays, the same sums
     is_exact, is_cut = np.flatnonzero(exact), np.flatnonzero(censored)
     x_exact, y_exact = x[is_exact], y[is_exact]
-    beta = np.linalg.lstsq(x_exact.T @ x_exact + penalty, x_exact.T @ y_exact, rcond=None)[0]
+    # two copies, as numpy multiplies a matrix by its own transpose another way (syrk, not gemm), whose
+    # last bits differ
+    beta = np.linalg.lstsq(x[is_exact].T @ x_exact + penalty, x_exact.T @ y_exact, rcond=None)[0]
     resid = y_exact - x_exact @ beta
     sigma = math.sqrt(max(1e-6, float(resid @ resid) / max(1, exact.sum() - p)))
     if len(is_cut):
