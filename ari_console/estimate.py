@@ -678,13 +678,18 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     nowhere, everywhere = ~reach.any(axis=1), reach.all(axis=1)  # per data set: a class in no draw, in all
     kind_slots = (kinds[:, None] & bit) > 0  # per data set, the slots its recipe, CASA version and pin allow
     taught_h, taught_mem = wall * speed * retry_margin, slot_mem * retry_margin  # what a kill on a slot teaches
+    every_kind = kind_slots.all(axis=1)
+    # the slots a first retry may take, per slot killed at: by walltime (rows 0..S-1), by memory (S..2S-1)
+    by_memory = np.repeat([False, True], len(speed))
+    first_h = np.where(by_memory, 0.0, np.tile(taught_h, 2))
+    first_mem = np.where(by_memory, np.tile(taught_mem, 2), 0.0)
+    first_can = (first_h[:, None] / speed[None, :] <= wall[None, :]) & (first_mem[:, None] <= slot_mem[None, :])
 
     def again(j, end, active, slot):  # a batch's killed ones (per draw, ``j``), killed in ``active`` at ``end``
         r = rows[active]
         at, who = slot[r], j[r]
-        over = mem[who, r] > slot_mem[at]
-        _retry(who, r, end[r], np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0), free, speed,
-               wall, slot_mem, kind_slots, taught_h, taught_mem, left, mem, memory_kill_after, max_attempts, waste)
+        _retry(who, r, end[r], at, mem[who, r] > slot_mem[at], free, speed, wall, slot_mem, kind_slots, taught_h,
+               taught_mem, first_can, left, mem, memory_kill_after, max_attempts, waste)
 
     del reach
     joined = [u for u in units if len(u) > 1]
@@ -746,9 +751,9 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
             waste += np.where(killed, lost, 0.0)
         r = np.flatnonzero(killed)
         at = slot[r]
-        over = mem[j, r] > slot_mem[at]
-        _retry(j, r, end[r], np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0), free, speed,
-               wall, slot_mem, kind_slots, taught_h, taught_mem, left, mem, memory_kill_after, max_attempts, waste)
+        _retry(j, r, end[r], at, mem[j, r] > slot_mem[at], free, speed, wall, slot_mem,
+               None if every_kind[j] else kind_slots, taught_h, taught_mem, first_can, left, mem, memory_kill_after,
+               max_attempts, waste)
     return free.max(axis=1)
 
 
@@ -846,28 +851,39 @@ def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem,
         retry(members[who], ends[who, rows], turn.any(axis=0), slot)
 
 
-def _retry(j, r, end, need_h, need_mem, free, speed, wall, slot_mem, kind_slots, taught_h, taught_mem, left, mem,
+def _retry(j, r, end, at, over, free, speed, wall, slot_mem, kind_slots, taught_h, taught_mem, first_can, left, mem,
            memory_kill_after: float, max_attempts: int, waste=None) -> None:
-    """Data set ``j`` (or, per draw of ``r``, an array of them), killed in the draws ``r`` at ``end``,
-    goes again on the first slot to free that what the kill taught allows (see :func:`_list_finish`),
-    and again while it is killed, up to ``max_attempts`` in all. ``need_h``, ``need_mem`` (per draw of
-    ``r``): what the kills taught so far, x the retry margin; ``taught_h``, ``taught_mem`` (per slot):
-    what a kill there teaches; ``kind_slots`` (per data set): the slots its kinds allow.
+    """Data set ``j`` (or, per draw of ``r``, an array of them), killed in the draws ``r`` at ``end``
+    on the slots ``at`` (``over``: by memory, else by walltime), goes again on the first slot to free
+    that what the kill taught allows (see :func:`_list_finish`), and again while it is killed, up to
+    ``max_attempts`` in all. Per slot, ``taught_h`` and ``taught_mem``: what a kill there teaches (x the
+    retry margin); ``first_can``: the slots a first kill there allows (rows: walltime kills, then memory
+    kills); ``kind_slots`` (per data set): the slots its kinds allow, None for all.
 
     Works on the killed draws alone (a few of them, most calls), its arrays cut to the draws
     still going as they drop out: the same numbers as whole arrays would give."""
     import numpy as np
 
-    ok_kind = kind_slots[j]
-    per_draw = ok_kind.ndim > 1
+    ok_kind = None if kind_slots is None else kind_slots[j]
+    per_draw = ok_kind is not None and ok_kind.ndim > 1
     left_r, mem_r = left[j, r], mem[j, r]
+    can = first_can[at + len(speed) * over]
+    if ok_kind is not None:
+        can &= ok_kind
+    need_h = need_mem = None  # what the kills taught, once it is killed again
     inf = np.inf
-    for _ in range(max_attempts - 1):
-        can = ok_kind & (need_h[:, None] / speed[None, :] <= wall[None, :]) & (need_mem[:, None] <= slot_mem[None, :])
+    for turn in range(max_attempts - 1):
+        if turn:
+            can = (need_h[:, None] / speed[None, :] <= wall[None, :]) & (need_mem[:, None] <= slot_mem[None, :])
+            if ok_kind is not None:
+                can &= ok_kind
         has = can.any(axis=1)
         if not has.all():  # nowhere left to go: those draws stop here
-            r, can, need_h, need_mem, end, left_r, mem_r = (a[has] for a in (r, can, need_h, need_mem, end,
-                                                                             left_r, mem_r))
+            r, can, end, left_r, mem_r = (a[has] for a in (r, can, end, left_r, mem_r))
+            if need_h is None:
+                at, over = at[has], over[has]
+            else:
+                need_h, need_mem = need_h[has], need_mem[has]
             if per_draw:
                 ok_kind = ok_kind[has]
             if not len(r):
@@ -885,6 +901,8 @@ def _retry(j, r, end, need_h, need_mem, free, speed, wall, slot_mem, kind_slots,
             waste[r] += np.where(again, lost, 0.0)
         if not again.any():
             break
+        if need_h is None:
+            need_h, need_mem = np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0)
         need_h = np.where(again & ~over_mem, np.maximum(need_h, taught_h[to]), need_h)
         need_mem = np.where(over_mem, np.maximum(need_mem, taught_mem[to]), need_mem)
         end = begin + lost
