@@ -675,6 +675,24 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     constant = mask.min(axis=0) == mask.max(axis=0)  # the same classes in every draw
     by_job = [np.ascontiguousarray(a.T) for a in (left, mem, mask)]  # one data set's draws side by side
     left, mem, mask = by_job
+    reach = mask != 0
+    nowhere, everywhere = ~reach.any(axis=1), reach.all(axis=1)  # per data set: a class in no draw, in all
+    kind_slots = (kinds[:, None] & bit) > 0  # per data set, the slots its recipe, CASA version and pin allow
+    taught_h, taught_mem = wall * speed * retry_margin, slot_mem * retry_margin  # what a kill on a slot teaches
+    every_kind = kind_slots.all(axis=1)
+    # the slots a first retry may take, per slot killed at: by walltime (rows 0..S-1), by memory (S..2S-1)
+    by_memory = np.repeat([False, True], len(speed))
+    first_h = np.where(by_memory, 0.0, np.tile(taught_h, 2))
+    first_mem = np.where(by_memory, np.tile(taught_mem, 2), 0.0)
+    first_can = (first_h[:, None] / speed[None, :] <= wall[None, :]) & (first_mem[:, None] <= slot_mem[None, :])
+
+    def again(j, end, active, slot):  # a batch's killed ones (per draw, ``j``), killed in ``active`` at ``end``
+        r = rows[active]
+        at, who = slot[r], j[r]
+        _retry(who, r, end[r], at, mem[who, r] > slot_mem[at], free, speed, wall, slot_mem, kind_slots, taught_h,
+               taught_mem, first_can, left, mem, memory_kill_after, max_attempts, waste)
+
+    del reach
     joined = [u for u in units if len(u) > 1]
     if joined:  # each batch's work per draw, and its predicted hours
         starts = np.cumsum([0] + [len(u) for u in joined[:-1]])
@@ -686,9 +704,7 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         if len(members) > 1:
             _place_batch(members, free, rows, speed, wall, slot_mem, penalty_of[mask[j, 0]], left, mem,
                          float(batch_plan[id(members)]), batch_work[id(members)], safe[members].all(), memory_kill_after,
-                         lambda j, end, killed, slot: _retry(j, end, killed, slot, free, rows, speed, wall, slot_mem,
-                                                             bit, kinds, left, mem, memory_kill_after, max_attempts,
-                                                             retry_margin, waste), waste)
+                         again, waste)
             continue
         if safe[j] and constant[j] and penalty_of is not None:  # no draw kills it, the same classes in all
             if mask[j, 0] == 0:  # no class: the plan's unplaceable
@@ -696,31 +712,49 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
             slot = (free + ((0.0 if placed[j] else plan_left[j]) / speed + penalty_of[mask[j, 0]])[None, :]).argmin(axis=1)
             free[rows, slot] = free[rows, slot] + left[j] / speed[slot]
             continue
-        allowed = (mask[j, :, None] & bit) > 0
-        if not allowed.any():
+        if nowhere[j]:  # no class in any draw
             continue
         guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
-        slot = np.where(allowed, guess, inf).argmin(axis=1)
-        ok = allowed[rows, slot]
-        run = left[j] / speed[slot]
+        if penalty_of is not None:  # a slot not of its classes in that draw: inf
+            guess += penalty_of.take(mask[j], axis=0)
+        else:
+            guess[(mask[j, :, None] & bit) == 0] = inf
+        slot = guess.argmin(axis=1)
+        ok = None if everywhere[j] else mask[j] != 0  # the draws it has a class in (None: all)
+        speed_at, wall_at = speed[slot], wall[slot]
+        run = left[j] / speed_at
         start = free[rows, slot]
         if placed[j]:  # running: killed if its hours in all outrun the walltime, at what is left of it
-            killed = ok & (ran is not None) & ((left[j] + (ran[j] if ran is not None else 0.0)) / speed[slot] > wall[slot])
+            killed = (ran is not None) & ((left[j] + (ran[j] if ran is not None else 0.0)) / speed_at > wall_at)
         else:
-            killed = ok & ((run > wall[slot]) | (mem[j] > slot_mem[slot]))
+            over_mem = mem[j] > slot_mem[slot]
+            killed = (run > wall_at) | over_mem
+        if ok is not None:
+            killed &= ok
         if not killed.any():
-            free[rows[ok], slot[ok]] = (start + run)[ok]
+            if ok is None:
+                free[rows, slot] = start + run
+            else:
+                free[rows[ok], slot[ok]] = (start + run)[ok]
             continue
         # killed: it goes again where what the kill taught allows, and may be killed again there
-        lost = np.where(mem[j] > slot_mem[slot], np.minimum(run * memory_kill_after, wall[slot]), wall[slot])
         if placed[j]:
-            lost = np.maximum(wall[slot] - ran[j] / speed[slot], 0.0)
+            lost = np.maximum(wall_at - ran[j] / speed_at, 0.0)
             left[j] = left[j] + ran[j]  # the retry runs it whole
-        free[rows[ok], slot[ok]] = np.where(killed, start + lost, start + run)[ok]
+        else:
+            lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall_at), wall_at)
+        end = start + lost
+        if ok is None:
+            free[rows, slot] = np.where(killed, end, start + run)
+        else:
+            free[rows[ok], slot[ok]] = np.where(killed, end, start + run)[ok]
         if waste is not None:
-            waste += np.where(killed & ok, lost, 0.0)
-        _retry(j, start + lost, killed, slot, free, rows, speed, wall, slot_mem, bit, kinds, left, mem,
-               memory_kill_after, max_attempts, retry_margin, waste)
+            waste += np.where(killed, lost, 0.0)
+        r = np.flatnonzero(killed)
+        at = slot[r]
+        _retry(j, r, end[r], at, mem[j, r] > slot_mem[at], free, speed, wall, slot_mem,
+               None if every_kind[j] else kind_slots, taught_h, taught_mem, first_can, left, mem, memory_kill_after,
+               max_attempts, waste)
     return free.max(axis=1)
 
 
@@ -818,51 +852,65 @@ def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem,
         retry(members[who], ends[who, rows], turn.any(axis=0), slot)
 
 
-def _retry(j, end, active, slot, free, rows, speed, wall, slot_mem, bit, kinds, left, mem,
-           memory_kill_after: float, max_attempts: int, retry_margin: float, waste=None) -> None:
-    """Data set ``j`` (or per draw, an array of them), killed in the draws ``active`` on ``slot`` at
-    ``end``, goes again on the first slot to free that what the kill taught allows (see
-    :func:`_list_finish`), and again while it is killed, up to ``max_attempts`` in all."""
+def _retry(j, r, end, at, over, free, speed, wall, slot_mem, kind_slots, taught_h, taught_mem, first_can, left, mem,
+           memory_kill_after: float, max_attempts: int, waste=None) -> None:
+    """Data set ``j`` (or, per draw of ``r``, an array of them), killed in the draws ``r`` at ``end``
+    on the slots ``at`` (``over``: by memory, else by walltime), goes again on the first slot to free
+    that what the kill taught allows (see :func:`_list_finish`), and again while it is killed, up to
+    ``max_attempts`` in all. Per slot, ``taught_h`` and ``taught_mem``: what a kill there teaches (x the
+    retry margin); ``first_can``: the slots a first kill there allows (rows: walltime kills, then memory
+    kills); ``kind_slots`` (per data set): the slots its kinds allow, None for all.
+
+    Works on the killed draws alone (a few of them, most calls), its arrays cut to the draws
+    still going as they drop out: the same numbers as whole arrays would give."""
     import numpy as np
 
+    ok_kind = None if kind_slots is None else kind_slots[j]
+    per_draw = ok_kind is not None and ok_kind.ndim > 1
+    left_r, mem_r = left[j, r], mem[j, r]
+    can = first_can[at + len(speed) * over]
+    if ok_kind is not None:
+        can &= ok_kind
+    need_h = need_mem = None  # what the kills taught, once it is killed again
     inf = np.inf
-    draws = len(rows)
-    if np.ndim(j) == 0:  # one data set in every draw (most calls): its row, no gather per draw
-        ok_kind = (kinds[j] & bit) > 0
-        left_j, mem_j = left[j], mem[j]
-    else:
-        who = np.asarray(j)
-        ok_kind = (kinds[who][:, None] & bit) > 0
-        left_j, mem_j = left[who, rows], mem[who, rows]
-    over = mem_j > slot_mem[slot]
-    need_h = np.where(over, 0.0, wall[slot] * speed[slot]) * retry_margin
-    need_mem = np.where(over, slot_mem[slot] * retry_margin, 0.0)
-    end = end.copy()
-    r = rows[active]
-    for _ in range(max_attempts - 1):
-        can = ((ok_kind if ok_kind.shape[0] == 1 else ok_kind[r]) & (need_h[r, None] / speed[None, :] <= wall[None, :])
-               & (need_mem[r, None] <= slot_mem[None, :]))
+    for turn in range(max_attempts - 1):
+        if turn:
+            can = (need_h[:, None] / speed[None, :] <= wall[None, :]) & (need_mem[:, None] <= slot_mem[None, :])
+            if ok_kind is not None:
+                can &= ok_kind
         has = can.any(axis=1)
-        if not has.all():
-            r, can = r[has], can[has]
+        if not has.all():  # nowhere left to go: those draws stop here
+            r, can, end, left_r, mem_r = (a[has] for a in (r, can, end, left_r, mem_r))
+            if need_h is None:
+                at, over = at[has], over[has]
+            else:
+                need_h, need_mem = need_h[has], need_mem[has]
+            if per_draw:
+                ok_kind = ok_kind[has]
             if not len(r):
                 break
-        later = np.maximum(free[r], end[r, None])
+        later = np.maximum(free[r], end[:, None])
         to = np.where(can, later, inf).argmin(axis=1)
         begin = later[np.arange(len(r)), to]
-        run = left_j[r] / speed[to]
-        over_mem = mem_j[r] > slot_mem[to]
-        again = (run > wall[to]) | over_mem
-        lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall[to]), wall[to])
+        wall_to = wall[to]
+        run = left_r / speed[to]
+        over_mem = mem_r > slot_mem[to]
+        again = (run > wall_to) | over_mem
+        lost = np.where(over_mem, np.minimum(run * memory_kill_after, wall_to), wall_to)
         free[r, to] = begin + np.where(again, lost, run)
-        end[r] = begin + lost
         if waste is not None:
             waste[r] += np.where(again, lost, 0.0)
         if not again.any():
             break
-        need_h[r] = np.where(again & ~over_mem, np.maximum(need_h[r], wall[to] * speed[to] * retry_margin), need_h[r])
-        need_mem[r] = np.where(over_mem, np.maximum(need_mem[r], slot_mem[to] * retry_margin), need_mem[r])
-        r = r[again]
+        if need_h is None:
+            need_h, need_mem = np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0)
+        need_h = np.where(again & ~over_mem, np.maximum(need_h, taught_h[to]), need_h)
+        need_mem = np.where(over_mem, np.maximum(need_mem, taught_mem[to]), need_mem)
+        end = begin + lost
+        if not again.all():
+            r, need_h, need_mem, end, left_r, mem_r = (a[again] for a in (r, need_h, need_mem, end, left_r, mem_r))
+            if per_draw:
+                ok_kind = ok_kind[again]
 
 
 def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Sequence[float],

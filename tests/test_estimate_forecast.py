@@ -124,6 +124,22 @@ def test_list_schedule_quick_paths_match_the_plain_schedule_to_the_bit():
     assert np.allclose(waste, plain_waste, rtol=1e-12)
 
 
+def test_a_data_set_killed_twice_in_the_forecast_goes_where_both_kills_allow_as_the_plain_schedule():
+    left, mem, mask, placed, median, classes = drawn_queue(120, 10, seed=7)
+    kinds = np.full(len(median), (1 << len(classes)) - 1)
+    mem[:, 10:14] = 100.0  # predicted to fit a workstation: killed there, then on a 64 GB node, then runs on the big one
+    mask[:, 10:14] = 1 << 0
+    left[:3, 20] = 70.0  # over the 48 h walltime in three draws, its memory too big for a workstation
+    mem[:3, 20], mask[:3, 20] = 30.0, 1 << 1
+    kinds[12] = (1 << 0) | (1 << 1)  # its recipe runs nowhere else: after two kills it is given up
+    waste, plain_waste = np.zeros(len(left)), []
+    fast = est._list_finish(left, mem, mask, placed, median, classes, 0.5, kinds=kinds, max_attempts=3,
+                            retry_margin=1.3, waste=waste)
+    assert fast.tolist() == plain_list_finish(left, mem, mask, placed, median, classes, 0.5, kinds, 3, 1.3,
+                                              waste=plain_waste).tolist()
+    assert np.allclose(waste, plain_waste, rtol=1e-12)
+
+
 def test_a_running_attempt_the_walltime_will_kill_goes_again_in_the_forecast():
     left, mem, mask, placed, median, classes = drawn_queue(160, 12, seed=4)
     mask[:, 0] = 1 << 1  # the first running attempt is on a 48 h node, has run 40 h, and needs 5-20 h more

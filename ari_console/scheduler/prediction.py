@@ -474,18 +474,26 @@ def _tobit(x, y, censored, tuning: Tuning):
     penalty[0, 0] = 0.0
     gram_inv = np.linalg.inv(x.T @ x + penalty)
     target = y.astype(float).copy()
-    beta = np.linalg.lstsq(x[exact].T @ x[exact] + penalty, x[exact].T @ y[exact], rcond=None)[0]
-    resid = y[exact] - x[exact] @ beta
+    # each subset taken once (the loop below reads them 8 times): the same arrays, the same sums
+    is_exact, is_cut = np.flatnonzero(exact), np.flatnonzero(censored)
+    x_exact, y_exact = x[is_exact], y[is_exact]
+    # two copies, as numpy multiplies a matrix by its own transpose another way (syrk, not gemm), whose
+    # last bits differ
+    beta = np.linalg.lstsq(x[is_exact].T @ x_exact + penalty, x_exact.T @ y_exact, rcond=None)[0]
+    resid = y_exact - x_exact @ beta
     sigma = math.sqrt(max(1e-6, float(resid @ resid) / max(1, exact.sum() - p)))
-    for _ in range(8 if censored.any() else 0):
-        mu = x[censored] @ beta
-        a = (y[censored] - mu) / sigma
+    if len(is_cut):
+        x_cut, y_cut = x[is_cut], y[is_cut]
+    for _ in range(8 if len(is_cut) else 0):
+        mu = x_cut @ beta
+        a = (y_cut - mu) / sigma
         lam = _mills(a)
-        target[censored] = mu + sigma * lam
+        expected = mu + sigma * lam
+        target[is_cut] = expected
         beta = gram_inv @ (x.T @ target)
         mu_new = x @ beta
-        extra = sigma ** 2 * (1 + a * lam - lam ** 2) + (target[censored] - mu_new[censored]) ** 2
-        sse = float(np.sum((y[exact] - mu_new[exact]) ** 2) + np.sum(extra))
+        extra = sigma ** 2 * (1 + a * lam - lam ** 2) + (expected - mu_new[is_cut]) ** 2
+        sse = float(np.sum((y_exact - mu_new[is_exact]) ** 2) + np.sum(extra))
         sigma = math.sqrt(max(1e-6, sse / max(1, len(y) - p)))
     return beta, sigma, gram_inv, target
 
