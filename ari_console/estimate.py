@@ -394,12 +394,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                     need_mem = max(need_mem, node.mem_gb)
                 model = replace(model, own={**model.own, ds.uid: (need_h, need_mem)})
                 taught = preds[ds.uid] = sch.predict(again, model, tuning)
-            if plan is not None:  # its node is next in line where a slot frees: when, as a re-plan is told
-                ready: dict[str, float] = {}
-                for end, _, j, _, _ in events:
-                    if not state[j].free and ready.get(nodes[j].name, math.inf) > end - now:
-                        ready[nodes[j].name] = end - now
-                plan = sch.requeue(plan, again, taught, state, ready)
+            plan = sch.requeue(plan, again, taught, state) if plan is not None else None
         if learn and refit and finished >= next_refit:
             next_refit = max(next_refit + 1, math.ceil(finished * refit_growth))
             model = _refit(hist, running, nodes, now, tuning)

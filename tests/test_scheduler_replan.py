@@ -161,18 +161,3 @@ def test_a_requeued_data_set_goes_first_on_its_node_and_the_hours_left_there_cou
     left = plan.suffix_h[name][plan.cursor[name]]
     assert left == pytest.approx(sum(plan.predictions[d.uid].plan_h for d in seq), rel=1e-12)
     assert plan.suffix_h[name][plan.cursor[name] + 1] == pytest.approx(left - taught.hours, rel=1e-12)
-
-
-def test_a_requeued_data_set_waits_for_the_node_whose_slot_frees_first_not_behind_a_long_running_attempt():
-    # ws_a runs a 200 h attempt, so the plan left it empty; ws_b frees in an hour and has 10 h planned
-    ws_a = NodeState("ws_a", 1, 24.0, None, 0.6, free=0, busy_h=(200.0,))
-    ws_b = NodeState("ws_b", 1, 24.0, None, 0.6, free=0, busy_h=(1.0,))
-    queue = [DataSet(f"q{i}", hours=2.0, mem_gb=8.0) for i in range(3)]
-    plan = sch.place(queue, [ws_a, ws_b], 0.0).plan
-    assert len(plan.sequence["ws_b"]) == 3 and not plan.sequence["ws_a"]
-    retry, taught = DataSet("retry", hours=10.0, mem_gb=8.0, attempts=1), sch.Prediction(10.0, 8.0)
-    for again in (sch.requeue(plan, retry, taught, [ws_a, ws_b]),
-                  sch.requeue(plan, retry, taught, [replace(ws_a, busy_h=()), replace(ws_b, busy_h=())],
-                              ready_h={"ws_a": 200.0, "ws_b": 1.0})):
-        assert again.sequence["ws_b"][0].uid == "retry"
-        assert not again.sequence["ws_a"]

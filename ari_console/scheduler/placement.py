@@ -203,15 +203,13 @@ def needs_plan(queued: int, nodes: Sequence[NodeState], policy: str, plan: Plan 
 
 
 def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
-            nodes: Sequence[NodeState] = (), ready_h: Mapping[str, float] | None = None) -> Plan | None:
+            nodes: Sequence[NodeState] = ()) -> Plan | None:
     """``plan`` with ``ds`` (a data set whose attempt failed) put back.
 
     ``fifo``: at the end of the queue. ``lpt`` (given ``nodes``): next in line
     on the node, among those it may now run on, that would finish it first
-    after its planned work, counting the wait until a slot of that node frees
-    (a retried data set is a long or big one: it goes early). ``ready_h``: hours
-    until each node's first slot frees (absent: from each node's ``free`` and
-    ``busy_h``). ``greedy`` (given ``nodes``): into the group of the nodes it may
+    after its planned work (a retried data set is a long or big one: it goes
+    early). ``greedy`` (given ``nodes``): into the group of the nodes it may
     now run on, by its hours. Otherwise None: plan again. ``prediction`` is what the failure
     taught (it replaces the plan's).
     """
@@ -219,7 +217,7 @@ def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
     if prediction is not None:
         preds = {**preds, ds.uid: prediction}
     if plan.policy == "lpt" and nodes and ds.uid not in plan.taken:
-        return _requeue_lpt(plan, ds, preds, nodes, ready_h)
+        return _requeue_lpt(plan, ds, preds, nodes)
     if plan.policy == "greedy" and nodes:
         return _requeue_greedy(plan, ds, preds, nodes)
     if plan.policy != "fifo":
@@ -230,15 +228,14 @@ def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
 
 
 def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
-                 nodes: Sequence[NodeState], ready_h: Mapping[str, float] | None = None) -> Plan | None:
+                 nodes: Sequence[NodeState]) -> Plan | None:
     pred = preds[ds.uid]
     best, best_finish = None, None
     for n in nodes:
         if n.drained or n.name not in plan.sequence or why_not(ds, pred, n) is not None:
             continue
         left = plan.suffix_h[n.name][plan.cursor.get(n.name, 0)]
-        wait = _first_free_h(n) if ready_h is None else ready_h.get(n.name, 0.0)
-        finish = wait + left / (n.speed * n.slots) + pred.plan_h / n.speed
+        finish = left / (n.speed * n.slots) + pred.plan_h / n.speed
         if best_finish is None or finish < best_finish:
             best, best_finish = n, finish
     if best is None:
@@ -249,21 +246,6 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
     return replace(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
                    suffix_h={**plan.suffix_h, name: (left[0] + pred.plan_h,) + left},
                    predictions=preds, remaining=plan.remaining + 1)
-
-
-def _first_free_h(node: NodeState) -> float:
-    """Hours until a slot of ``node`` frees: 0 with one free, else when its first running attempt ends.
-
-    Without it a retry went to the node with the least planned work left, which is the one a plan
-    leaves nearly empty because a long attempt holds it (``outliers`` seed 2: two retries with a 48 h
-    floor queued at ~1,280 h behind attempts that ended ~230 h later, on workstations).
-
-    >>> _first_free_h(NodeState("n", slots=2, free=0, busy_h=(30.0, 5.0))), _first_free_h(NodeState("n", free=1))
-    (5.0, 0.0)
-    """
-    if node.free or not node.busy_h:
-        return 0.0
-    return max(0.0, min(node.busy_h))
 
 
 def _requeue_greedy(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
