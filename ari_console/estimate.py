@@ -325,9 +325,16 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         if queue and free_slots:
             replanning = plan is None and bool(events)
             if replanning:  # tell the planner what is running, and until when
+                # what placement can know: the busy hours given, and where the replay has a hidden truth the
+                # hours each running attempt is expected to take yet (without one, that is its truth)
                 left: dict[int, list[float]] = {}
-                for end, _, i, _, _ in events:
-                    left.setdefault(i, []).append(end - now)
+                for end, k, i, ds, _ in events:
+                    if ds is None or not actual:
+                        left.setdefault(i, []).append(end - now)
+                    else:
+                        start = running[k][1]
+                        left.setdefault(i, []).append(sch.hours_left(preds[ds.uid], now - start, nodes[i].speed,
+                                                                     nodes[i].walltime_h))
                 state = [replace(variants[i][s.free], busy_h=tuple(left.get(i, ())))
                          for i, s in enumerate(state)]
             placement = sch.place(queue.values(), state, now, policy, model, plan, preds, tuning, search)

@@ -556,3 +556,22 @@ def test_a_running_engine_applies_what_an_attempt_taught_to_the_data_sets_still_
         held = store.dataset(engine.db, big)
     assert ran == [small] and held["state"] == "held"
     assert held["reason"].startswith("fits no node: needs 0.8"), held["reason"]  # 120 MiB = 0.126 GB learned
+
+
+def test_a_new_plan_counts_a_running_attempt_busy_for_the_hours_it_is_expected_to_take_yet(tmp_path):
+    """A plan made while an attempt runs does not treat its slot as free: the queue's plan cannot end
+    before the running 5 h data set is expected to (its hours given: no spread, as a user set them)."""
+    from ari_console.alma import DataSet
+
+    cfg = make_campaign(tmp_path, [])
+    db = store.open_db(cfg.campaign.db_path)
+    store.import_datasets(db, [DataSet(uid="uid://A001/X1/X1", project="2016.1.00123.S", array="12m",
+                                       extra={"sleeper": {"sleep_s": 20}}, mem_gb=1, hours=5.0)], "t.csv", now=time.time())
+    db.close()
+    with Engine(cfg, adjust_spec=sleeper_spec) as engine:
+        wait_for_launch(engine)
+        store.import_datasets(engine.db, [DataSet(uid=f"uid://A001/X1/X{i}", project="2016.1.00123.S", array="12m",
+                                                  mem_gb=1, hours=1.0) for i in (2, 3, 4)], "more.csv", now=time.time())
+        engine.tick()  # an import: the queue is planned again, one of the three launched into the free slot
+        assert engine.plan is not None and engine.plan.remaining == 2
+        assert 4.9 < engine.plan.makespan_h < 5.1, engine.plan.makespan_h

@@ -567,3 +567,36 @@ def test_a_replay_leaves_the_garbage_collector_as_it_found_it(enabled):
         assert r.completed == 5 and gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_a_replan_counts_running_attempts_by_their_predictions_never_their_truth(monkeypatch):
+    """Two learning replays whose truths differ in one long data set alone: every plan made while its
+    first attempt runs (in both) sees the same busy slots, as the engine, which cannot know when it ends."""
+    queue, truth, nodes = hidden_case(120, seed=5)
+    place = est.sch.place
+
+    def replay(actual):
+        seen, launched = [], []
+
+        def recording(queue, state, now, policy, model, plan, *args):
+            if plan is None:
+                seen.append((round(now, 6), [(s.name, tuple(round(b, 6) for b in s.busy_h)) for s in state]))
+            out = place(queue, state, now, policy, model, plan, *args)
+            launched.extend((now, ds.uid, node.speed) for ds, node in out.pairs)
+            return out
+
+        monkeypatch.setattr(est.sch, "place", recording)
+        sim = est.simulate(queue, nodes, actual=actual)
+        monkeypatch.setattr(est.sch, "place", place)
+        return sim, seen, launched
+
+    quick, quick_plans, quick_launches = replay(truth)
+    first = [(truth[uid][0] / speed, uid) for t, uid, speed in quick_launches if t == 0]
+    runs, big = max(first)  # the longest of the attempts started first: it runs while the early refits re-plan
+    slower = {**truth, big: (truth[big][0] * 1.6, truth[big][1])}
+    slow, slow_plans, _ = replay(slower)
+    both = [p for p in quick_plans if 0 < p[0] < min(runs, 24.0)]  # (24 h: the walltime of the mup nodes)
+    assert both
+    assert both == [p for p in slow_plans if 0 < p[0] < min(runs, 24.0)]
+    assert any(busy for _, state in both for _, busy in state)  # running attempts were counted busy
+    assert slow.makespan_h != quick.makespan_h or slow.cpu_hours != quick.cpu_hours

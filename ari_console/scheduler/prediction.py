@@ -791,6 +791,26 @@ def means_above(median, sigma, floor, margin: float = RETRY_MARGIN):
     return np.where(sigma > 0, spread_mean, point)
 
 
+def hours_left(pred: Prediction, ran_h: float, speed: float = 1.0, walltime_h: float | None = None) -> float:
+    """The wall hours a running attempt is expected to take yet, as placement can know it: its
+    prediction's mean above what it has run (at ``speed``), less what it has run; no more than its
+    walltime leaves. Never the truth: a plan made while attempts run counts their slots busy this long.
+
+    >>> p = Prediction(20.0, 8.0, mean_h=11.3, median_h=10.0, sigma=0.5)
+    >>> round(hours_left(p, 0.0), 2), round(hours_left(p, 30.0), 2), hours_left(p, 30.0, walltime_h=32.0)
+    (11.33, 6.28, 2.0)
+    """
+    ran = max(ran_h, 0.0) * speed
+    if pred.sigma > 0 and pred.median_h:
+        total = float(means_above(pred.median_h, pred.sigma, max(ran, pred.floor_h)))
+    else:
+        total = max(pred.mean_h or pred.hours, ran)
+    left = max(total / speed - max(ran_h, 0.0), 0.0)
+    if walltime_h:
+        left = min(left, max(walltime_h - ran_h, 0.0))
+    return left
+
+
 # -- predictions -----------------------------------------------------------------
 
 def prior(ds: DataSet, tuning: Tuning = DEFAULT_TUNING) -> Prediction:
