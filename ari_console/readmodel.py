@@ -343,9 +343,9 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
                       policy: str | None = None):
     """``(queue, node states, estimate)`` of the campaign: its queue and history simulated on its nodes.
 
-    What ``ari estimate campaign`` and the report show. Running attempts count
-    as ending soon (their remaining time is unknown). The estimate is None when
-    nothing is queued or no node can take work.
+    What ``ari estimate campaign`` and the report show. A running attempt holds its slot
+    for the hours its prediction expects it to take yet; one not started yet, none. The
+    estimate is None when nothing is queued or no node can take work.
     """
     from datetime import datetime, timezone
 

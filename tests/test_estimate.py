@@ -107,6 +107,16 @@ def test_running_attempts_push_the_finish_later():
     assert busy.lower_bound_h <= busy.remaining_h
 
 
+def test_a_running_attempt_holds_its_slot_in_the_campaign_replay_for_the_hours_it_has_left():
+    """The live estimate's replay: a 10 h attempt that has run 2 h keeps the one slot 8 h more, so the
+    queued 4 h data set ends at 12 h (not at 4 h, as if the slot were free at once)."""
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    queue = [DataSet("q", hours=4.0, mem_gb=8.0)]
+    result = est.estimate_campaign(queue, [], [NodeState("n", 1, 16.0, busy_h=(0.0,))], now,
+                                   running=[(DataSet("r", hours=10.0, mem_gb=8.0), "n", 2.0)])
+    assert result.simulation.makespan_h == pytest.approx(12.0)
+
+
 def test_campaign_estimate_predicts_from_history_when_hours_are_unknown():
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     history = [Measured(f"h{i}", 10.0 * (i + 1), 1.0 * (i + 1), 1.0, 8.0) for i in range(10)]
