@@ -28,7 +28,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -643,23 +643,16 @@ class Engine:
         self._plan_signature = (count, latest, self._plan_signature[2])
 
     def _running_left(self, states: list[scheduler.NodeState], now: float) -> list[scheduler.NodeState]:
-        """``states`` with their running attempts' expected hours left (:func:`~.scheduler.hours_left`, from
+        """``states`` with their running attempts' expected hours left (:func:`~.scheduler.running_left`, from
         the current model and how long each has run), as the replay gives a plan: never "free at once"."""
-        by_node: dict[str, list[dict]] = {}
-        for a in store.active_attempts(self.db):
-            by_node.setdefault(a["node"], []).append(a)
-        if not by_node:
+        active = store.active_attempts(self.db)
+        if not active:
             return states
-        rows = {a["uid"]: store.dataset(self.db, a["uid"]) for attempts in by_node.values() for a in attempts}
-        running = scheduler_queue(self.db, [ds for ds in rows.values() if ds is not None], self._scratch)
+        rows = [store.dataset(self.db, uid) for uid in dict.fromkeys(a["uid"] for a in active)]
+        running = scheduler_queue(self.db, [ds for ds in rows if ds is not None], self._scratch)
         preds = scheduler.predict_all(running, self._plan_model) if running else {}
-        out = []
-        for s in states:
-            left = tuple(scheduler.hours_left(preds[a["uid"]], max(0.0, now - a["started_at"]) / 3600 if a.get("started_at")
-                                              else 0.0, s.speed, s.walltime_h)
-                         for a in by_node.get(s.name, ()) if a["uid"] in preds)
-            out.append(replace(s, busy_h=left) if left else s)
-        return out
+        return scheduler.running_left(states, [(preds[a["uid"]], a["node"], max(0.0, now - a["started_at"]) / 3600
+                                                if a.get("started_at") else 0.0) for a in active if a["uid"] in preds])
 
     def _predictions(self) -> dict[str, scheduler.Prediction]:
         """The current model's predictions for the planned queue, each made once.

@@ -1306,21 +1306,6 @@ class CampaignEstimate:
     slots: int = 0
 
 
-def _running_left(nodes: Sequence[NodeState], running: Sequence[tuple[DataSet, str, float]],
-                  preds: Mapping[str, Prediction]) -> list[NodeState]:
-    """``nodes`` whose running attempts (``running``: data set, node, wall hours run) hold their slots for
-    the hours each is expected to take yet (:func:`~ari_console.scheduler.hours_left`), as a plan counts
-    them in the engine and the replay; a node's other taken slots (an attempt not started) free at once."""
-    left: dict[str, list[float]] = {}
-    by_name = {n.name: n for n in nodes}
-    for ds, name, ran in running:
-        if name in by_name:
-            n = by_name[name]
-            left.setdefault(name, []).append(sch.hours_left(preds[ds.uid], ran, n.speed, n.walltime_h))
-    return [replace(n, busy_h=tuple(left[n.name]) + n.busy_h[len(left[n.name]):]) if n.name in left else n
-            for n in nodes]
-
-
 def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nodes: Sequence[NodeState],
                       now: datetime, policy: str = sch.DEFAULT_POLICY,
                       running: Sequence[tuple[DataSet, str, float]] = (),
@@ -1354,7 +1339,8 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
                              * _still_to_do(history, band_work(queue, preds, busy)),
                              detail=drawn)
     sim = (fluid_summary(queue, nodes, preds, policy, band_h[1], eligible=eligible) if long_queue
-           else simulate(queue, _running_left(nodes, running, preds), policy, model))
+           else simulate(queue, sch.running_left(nodes, [(preds[ds.uid], name, ran) for ds, name, ran in running]),
+                           policy, model))
     remaining_h = band_h[1] if band_h[2] > 0 else sim.makespan_h
     if band_h[2] > 0:  # the bound of the same draws the band comes from: never above its P50
         bound_h = round(float(np.median(drawn["bound"])), 4)

@@ -54,6 +54,7 @@ from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
                          features,
                          curve_unit, fit_history, hours_left, means_above, predict, predict_all, prior, quantiles_above,
+                         running_left,
                          survival_residuals)
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
                      NodeState, Placement, Plan, Prediction, Unplaceable)
@@ -62,7 +63,7 @@ __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
     "coefficient_draws", "curve_exceed", "curve_unit", "eligibility", "features", "fit_history", "fluid_bound",
-    "hours_left", "make_plan", "means_above",
+    "hours_left", "make_plan", "means_above", "running_left",
     "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
     "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",
     "survival_residuals", "unplaceable_reason", "why_not",

@@ -36,7 +36,7 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Iterable, Mapping, Sequence
 
-from .values import DataSet, Measured, Prediction
+from .values import DataSet, Measured, NodeState, Prediction
 
 # -- priors (from the 2017 study; see docs/estimate.md) ------------------------
 PRIOR_MEDIAN_HOURS = 6.0
@@ -809,6 +809,25 @@ def hours_left(pred: Prediction, ran_h: float, speed: float = 1.0, walltime_h: f
     if walltime_h:
         left = min(left, max(walltime_h - ran_h, 0.0))
     return left
+
+
+def running_left(nodes: Sequence[NodeState], running: Iterable[tuple[Prediction, str, float]]) -> list[NodeState]:
+    """``nodes`` whose running attempts (``running``: prediction, node name, wall hours run) hold their
+    slots for the hours each is expected to take yet (:func:`hours_left`): what a plan made while they
+    run is told, by the engine, the replay and the live estimate alike. Hours a node already gives
+    (``busy_h``) past as many as run on it stay (a taken slot whose attempt has not started: 0, free at once).
+
+    >>> [n.busy_h for n in running_left([NodeState("a", 2, speed=2.0), NodeState("b")], [(Prediction(10.0, 8.0), "a", 1.0)])]
+    [(4.0,), ()]
+    """
+    left: dict[str, list[float]] = {}
+    by_name = {n.name: n for n in nodes}
+    for pred, name, ran in running:
+        if name in by_name:
+            n = by_name[name]
+            left.setdefault(name, []).append(hours_left(pred, ran, n.speed, n.walltime_h))
+    return [replace(n, busy_h=tuple(left[n.name]) + n.busy_h[len(left[n.name]):]) if n.name in left else n
+            for n in nodes]
 
 
 # -- predictions -----------------------------------------------------------------
