@@ -651,8 +651,10 @@ class Engine:
         rows = [store.dataset(self.db, uid) for uid in dict.fromkeys(a["uid"] for a in active)]
         running = scheduler_queue(self.db, [ds for ds in rows if ds is not None], self._scratch)
         preds = scheduler.predict_all(running, self._plan_model) if running else {}
+        hours = self._plan_model.hours if self._plan_model is not None else None
         return scheduler.running_left(states, [(preds[a["uid"]], a["node"], max(0.0, now - a["started_at"]) / 3600
-                                                if a.get("started_at") else 0.0) for a in active if a["uid"] in preds])
+                                                if a.get("started_at") else 0.0) for a in active if a["uid"] in preds],
+                                      hours.pool if hours is not None else ())
 
     def _predictions(self) -> dict[str, scheduler.Prediction]:
         """The current model's predictions for the planned queue, each made once.

@@ -328,13 +328,14 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                 # what placement can know: the busy hours given, and where the replay has a hidden truth the
                 # hours each running attempt is expected to take yet (without one, that is its truth)
                 left: dict[int, list[float]] = {}
+                pool = model.hours.pool if model.hours is not None else ()
                 for end, k, i, ds, _ in events:
                     if ds is None or not actual:
                         left.setdefault(i, []).append(end - now)
                     else:
                         start = running[k][1]
                         left.setdefault(i, []).append(sch.hours_left(preds[ds.uid], now - start, nodes[i].speed,
-                                                                     nodes[i].walltime_h))
+                                                                     nodes[i].walltime_h, pool))
                 state = [replace(variants[i][s.free], busy_h=tuple(left.get(i, ())))
                          for i, s in enumerate(state)]
             placement = sch.place(queue.values(), state, now, policy, model, plan, preds, tuning, search)
@@ -1339,8 +1340,8 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
                              * _still_to_do(history, band_work(queue, preds, busy)),
                              detail=drawn)
     sim = (fluid_summary(queue, nodes, preds, policy, band_h[1], eligible=eligible) if long_queue
-           else simulate(queue, sch.running_left(nodes, [(preds[ds.uid], name, ran) for ds, name, ran in running]),
-                           policy, model))
+           else simulate(queue, sch.running_left(nodes, [(preds[ds.uid], name, ran) for ds, name, ran in running],
+                                                 model.hours.pool if model.hours is not None else ()), policy, model))
     remaining_h = band_h[1] if band_h[2] > 0 else sim.makespan_h
     if band_h[2] > 0:  # the bound of the same draws the band comes from: never above its P50
         bound_h = round(float(np.median(drawn["bound"])), 4)

@@ -791,18 +791,33 @@ def means_above(median, sigma, floor, margin: float = RETRY_MARGIN):
     return np.where(sigma > 0, spread_mean, point)
 
 
-def hours_left(pred: Prediction, ran_h: float, speed: float = 1.0, walltime_h: float | None = None) -> float:
+def hours_left(pred: Prediction, ran_h: float, speed: float = 1.0, walltime_h: float | None = None,
+               pool: Sequence[float] = ()) -> float:
     """The wall hours a running attempt is expected to take yet, as placement can know it: its
     prediction's mean above what it has run (at ``speed``), less what it has run; no more than its
     walltime leaves. Never the truth: a plan made while attempts run counts their slots busy this long.
+    ``pool``: the hours fit's residuals in units of scatter (:attr:`Fit.pool`); where it reaches past
+    what the attempt has run, the mean is the pool's above it (a heavy tail's long runners are expected
+    to run on), else the lognormal's.
 
     >>> p = Prediction(20.0, 8.0, mean_h=11.3, median_h=10.0, sigma=0.5)
     >>> round(hours_left(p, 0.0), 2), round(hours_left(p, 30.0), 2), hours_left(p, 30.0, walltime_h=32.0)
     (11.33, 6.28, 2.0)
+    >>> round(hours_left(p, 30.0, pool=(-1.0, 0.0, 1.0, 4.6)), 1)  # a pool whose tail runs to 100 h
+    69.7
     """
     ran = max(ran_h, 0.0) * speed
+    total = None
     if pred.sigma > 0 and pred.median_h:
-        total = float(means_above(pred.median_h, pred.sigma, max(ran, pred.floor_h)))
+        if len(pool) and ran > 0:
+            import numpy as np
+
+            runs = pred.median_h * np.exp(pred.sigma * np.asarray(pool, dtype=float))
+            above = runs[runs > max(ran, pred.floor_h)]
+            if len(above):
+                total = float(above.mean())
+        if total is None:
+            total = float(means_above(pred.median_h, pred.sigma, max(ran, pred.floor_h)))
     else:
         total = max(pred.mean_h or pred.hours, ran)
     left = max(total / speed - max(ran_h, 0.0), 0.0)
@@ -811,9 +826,10 @@ def hours_left(pred: Prediction, ran_h: float, speed: float = 1.0, walltime_h: f
     return left
 
 
-def running_left(nodes: Sequence[NodeState], running: Iterable[tuple[Prediction, str, float]]) -> list[NodeState]:
+def running_left(nodes: Sequence[NodeState], running: Iterable[tuple[Prediction, str, float]],
+                 pool: Sequence[float] = ()) -> list[NodeState]:
     """``nodes`` whose running attempts (``running``: prediction, node name, wall hours run) hold their
-    slots for the hours each is expected to take yet (:func:`hours_left`): what a plan made while they
+    slots for the hours each is expected to take yet (:func:`hours_left`, ``pool`` its): what a plan made while they
     run is told, by the engine, the replay and the live estimate alike. Hours a node already gives
     (``busy_h``) past as many as run on it stay (a taken slot whose attempt has not started: 0, free at once).
 
@@ -825,7 +841,7 @@ def running_left(nodes: Sequence[NodeState], running: Iterable[tuple[Prediction,
     for pred, name, ran in running:
         if name in by_name:
             n = by_name[name]
-            left.setdefault(name, []).append(hours_left(pred, ran, n.speed, n.walltime_h))
+            left.setdefault(name, []).append(hours_left(pred, ran, n.speed, n.walltime_h, pool))
     return [replace(n, busy_h=tuple(left[n.name]) + n.busy_h[len(left[n.name]):]) if n.name in left else n
             for n in nodes]
 
