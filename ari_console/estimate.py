@@ -328,7 +328,9 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                 # what placement can know: the busy hours given, and where the replay has a hidden truth the
                 # hours each running attempt is expected to take yet (without one, that is its truth)
                 left: dict[int, list[float]] = {}
-                pool = model.hours.pool if model.hours is not None else ()
+                import numpy as np
+
+                pool = np.asarray(model.hours.pool if model.hours is not None else (), dtype=float)  # once per plan
                 for end, k, i, ds, _ in events:
                     if ds is None or not actual:
                         left.setdefault(i, []).append(end - now)

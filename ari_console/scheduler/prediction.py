@@ -412,7 +412,6 @@ def curve_unit(curve, above):
     return np.where(above < left[-1], np.maximum(beyond, units[-1]), inside)
 
 
-
 SURVIVAL_TAIL = 0.9
 """The share of the residuals' distribution below the tail :func:`survival_residuals` fits."""
 
@@ -658,6 +657,8 @@ def _last_word(sized: Sequence[Measured]):
     mask = np.zeros(len(sized), dtype=bool)
     mask[list(best.values())] = True
     return mask
+
+
 def _settled(history: Sequence[Measured]):
     """Of the attempts :func:`_hours_data` keeps, those cut short (killed, or running) that say less than
     another attempt of their data set: one has finished since (it tells what the data set took), or one
@@ -798,7 +799,8 @@ def hours_left(pred: Prediction, ran_h: float, speed: float = 1.0, walltime_h: f
     walltime leaves. Never the truth: a plan made while attempts run counts their slots busy this long.
     ``pool``: the hours fit's residuals in units of scatter (:attr:`Fit.pool`); where it reaches past
     what the attempt has run, the mean is the pool's above it (a heavy tail's long runners are expected
-    to run on), else the lognormal's.
+    to run on), else the lognormal's. (A caller asking for many running attempts passes it as an array:
+    the pool holds one value per attempt of the history, and converting it is most of a call's cost.)
 
     >>> p = Prediction(20.0, 8.0, mean_h=11.3, median_h=10.0, sigma=0.5)
     >>> round(hours_left(p, 0.0), 2), round(hours_left(p, 30.0), 2), hours_left(p, 30.0, walltime_h=32.0)
@@ -836,6 +838,9 @@ def running_left(nodes: Sequence[NodeState], running: Iterable[tuple[Prediction,
     >>> [n.busy_h for n in running_left([NodeState("a", 2, speed=2.0), NodeState("b")], [(Prediction(10.0, 8.0), "a", 1.0)])]
     [(4.0,), ()]
     """
+    import numpy as np
+
+    pool = np.asarray(pool, dtype=float)  # once, not per attempt
     left: dict[str, list[float]] = {}
     by_name = {n.name: n for n in nodes}
     for pred, name, ran in running:
