@@ -344,7 +344,8 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
     """``(queue, node states, estimate)`` of the campaign: its queue and history simulated on its nodes.
 
     What ``ari estimate campaign`` and the report show. A running attempt holds its slot
-    for the hours its prediction expects it to take yet; one not started yet, none. The
+    for the hours its prediction expects it to take yet; one not started yet (pending), for all
+    of them. The
     estimate is None when nothing is queued or no node can take work.
     """
     from datetime import datetime, timezone
@@ -363,7 +364,10 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
     states = node_states(db, by_name.values(), busy_h={k: tuple(v) for k, v in running.items()})
     if not queue or not states:
         return queue, states, None
-    ran = [(a["uid"], a["node"], max(0.0, now - a["started_at"]) / 3600) for a in active if a.get("started_at")]
+    # An attempt launched but not started yet (pending) has run 0 h: it holds its slot for its whole
+    # expected hours, as the engine's plan counts it.
+    ran = [(a["uid"], a["node"], max(0.0, now - a["started_at"]) / 3600 if a.get("started_at") else 0.0)
+           for a in active]
     rows = {r["uid"]: r for r in store.datasets(db, state="running")} if ran else {}
     attempts_running = [(to_scheduler(rows[uid], 0), node, hours) for uid, node, hours in ran if uid in rows]
     result = est.estimate_campaign(queue, hist, states, datetime.fromtimestamp(now, timezone.utc),

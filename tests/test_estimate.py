@@ -117,6 +117,28 @@ def test_a_running_attempt_holds_its_slot_in_the_campaign_replay_for_the_hours_i
     assert result.simulation.makespan_h == pytest.approx(12.0)
 
 
+def test_an_attempt_launched_but_not_started_holds_its_slot_for_its_whole_hours_in_the_live_estimate(tmp_path):
+    """`ari estimate campaign` on a campaign whose one slot has a pending 10 h attempt: the queued 4 h data set
+    ends at 14 h, as the engine's plan counts it (not at 4 h, as if the slot were free until the job starts)."""
+    import time
+
+    from ari_console import alma, store
+    from ari_console.config import load_config
+    from ari_console.readmodel import campaign_estimate
+
+    (tmp_path / "ari.toml").write_text('[campaign]\nname = "c"\n[[node]]\nname = "ws"\nmem_gb = 16\n')
+    nodes = load_config(tmp_path / "ari.toml").nodes
+    db = store.open_db(tmp_path / "ari.db")
+    now = time.time()
+    store.sync_nodes(db, nodes, now)
+    store.import_datasets(db, [alma.DataSet("uid://A001/X1/X1", "2016.1.00123.S", hours=10.0, mem_gb=8.0),
+                               alma.DataSet("uid://A001/X1/X2", "2016.1.00123.S", hours=4.0, mem_gb=8.0)], "w.csv", now)
+    store.create_attempt(db, "uid://A001/X1/X1", "ws", now)
+    queue, _, result = campaign_estimate(db, nodes, now)
+    assert [ds.uid for ds in queue] == ["uid://A001/X1/X2"]
+    assert result.simulation.makespan_h == pytest.approx(14.0)
+
+
 def test_campaign_estimate_predicts_from_history_when_hours_are_unknown():
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     history = [Measured(f"h{i}", 10.0 * (i + 1), 1.0 * (i + 1), 1.0, 8.0) for i in range(10)]
