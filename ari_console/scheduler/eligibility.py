@@ -520,10 +520,17 @@ placement values, those values as arrays: hours, memory); the next re-plan reuse
 objects are immutable)."""
 
 
+_TRIED: list = [{}]
+"""uid -> (prediction, margin, it at its medians) of the data sets the last plan tried at their medians
+(``placement._medians_tried``): a replay's next re-plan tries most of them again with the same predictions."""
+
+
 def forget_settled() -> None:
-    """Drop what :func:`settle` kept from its last call (a benchmark measures a cold re-plan)."""
+    """Drop what :func:`settle` (and the last plan's data sets tried at their medians) kept from its last
+    call (a benchmark measures a cold re-plan)."""
     _KEPT[0] = None
     _PLACED[0] = ({}, [], [], (), ())
+    _TRIED[0] = {}
 
 
 def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],
