@@ -237,7 +237,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
         kinds: dict[tuple[int, ...], int] = {}
         ids = np.fromiter((kinds.setdefault(e, len(kinds)) for e in elig), dtype=np.intp, count=len(elig))
         may = _class_mask(ids, list(kinds), len(slots.by_class))
-    by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job), padded
+    by_len = _sorted_slots(lists, hours_a)  # per slot: (hours, jobs) sorted by (hours, job), padded
     either_side = np.array([-1, 0])  # a search position's neighbours in a padded slot
     for _ in range(search.rounds):
         latest = max(range(len(finish)), key=finish.__getitem__)
@@ -256,7 +256,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                     break
                 balance = room / (1 / latest_speed + 1 / partner_speed)  # work to shift so both end together
                 if latest_end - balance / latest_speed - slack >= best_end:
-                    continue  # even the perfect step with this partner gains too little
+                    break  # even the perfect step gains too little, here and with every later partner (less room)
                 if row_h is None:
                     keep = may[ci, lat_k]
                     row_h, row_k = lat_h[keep], lat_k[keep]
@@ -320,6 +320,33 @@ def _sorted_slot(jobs: Sequence[int], hours):
     order = np.lexsort((ks, hours[ks]))
     return (np.concatenate(([-np.inf], hours[ks][order], [np.inf])),
             np.concatenate(([-1], ks[order], [-1])).astype(np.intp))
+
+
+def _sorted_slots(lists: list[list[int]], hours) -> list:
+    """:func:`_sorted_slot` of every slot's jobs, sorted and padded all at once (views of two arrays).
+
+    >>> import numpy as np
+    >>> hours = np.array([3.0, 1.0, 2.0])
+    >>> [(h.tolist(), k.tolist()) for h, k in _sorted_slots([[0, 1], [], [2]], hours)] == [
+    ...     (h.tolist(), k.tolist()) for h, k in (_sorted_slot(lst, hours) for lst in ([0, 1], [], [2]))]
+    True
+    """
+    import numpy as np
+
+    counts = np.fromiter(map(len, lists), dtype=np.intp, count=len(lists))
+    flat = np.fromiter(chain.from_iterable(lists), dtype=np.intp, count=int(counts.sum()))
+    slot_of = np.arange(len(lists)).repeat(counts)
+    ks = flat[np.lexsort((flat, hours[flat], slot_of))]  # slot by slot, by (hours, job)
+    width = counts + 2
+    ends = width.cumsum()
+    starts = ends - width
+    at = starts.repeat(counts) + 1 + (np.arange(len(ks)) - (starts - 2 * np.arange(len(lists))).repeat(counts))
+    padded_h = np.full(int(ends[-1]) if len(ends) else 0, np.inf)
+    padded_k = np.full(len(padded_h), -1, dtype=np.intp)
+    padded_h[starts] = -np.inf
+    padded_h[at] = hours[ks]
+    padded_k[at] = ks
+    return [(padded_h[a:b], padded_k[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
 
 
 def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, speed: Sequence[float],
