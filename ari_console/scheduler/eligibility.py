@@ -61,6 +61,15 @@ def _gb(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def _one_per_spec(nodes: Sequence[NodeState], ds: DataSet) -> Sequence[NodeState]:
+    """``nodes``, one of each spec but the name where ``ds`` is pinned to no node: :func:`why_not`
+    lets ``ds`` on all of them or on none (it reads no node's name then), so asking one is enough
+    (a re-plan may find thousands that fit nowhere, each asked about every node)."""
+    if ds.node is not None:
+        return nodes
+    return list({n.spec[1:]: n for n in nodes}.values())
+
+
 def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]) -> str | None:
     """Why no node can run ``ds`` (the closest miss), or None if one can.
 
@@ -74,14 +83,14 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
     'needs more than 512 GB memory (an attempt ran out of it); the largest node (hpc) has 512 GB'
     """
     live = [n for n in nodes if not n.drained]
-    if any(why_not(ds, pred, n) is None for n in live):
+    if any(why_not(ds, pred, n) is None for n in _one_per_spec(live, ds)):
         return None
     if ds.node is not None and not any(n.name == ds.node for n in nodes):
         return f"pinned to {ds.node}, which is not a node — unpin it or add the node"
     cands = [n for n in nodes if ds.node is None or n.name == ds.node]
     if not cands:
         return "no nodes"
-    if any(why_not(ds, pred, n) is None for n in cands):
+    if any(why_not(ds, pred, n) is None for n in _one_per_spec(cands, ds)):
         drained = ", ".join(n.name for n in cands if why_not(ds, pred, n) is None)
         return f"only drained nodes can run it ({drained})"
     big = max(cands, key=lambda n: n.mem_gb)
