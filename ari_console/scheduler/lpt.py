@@ -242,6 +242,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
     for _ in range(search.rounds):
         latest = max(range(len(finish)), key=finish.__getitem__)
         latest_end, latest_class, latest_speed = finish[latest], slots.klass[latest], speed[latest]
+        may_latest = may[latest_class]  # (a row: what may run on the latest slot's class)
         best_end = latest_end - max(1e-6, search.min_gain * latest_end)
         slack = 1e-9 * max(1.0, latest_end)  # rounding: a step's end is never this far below its even point
         best_step: tuple[int, int, int | None] | None = None  # (partner slot, job out, job back)
@@ -282,7 +283,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                 pick = part_h.searchsorted(row_h - balance, "left")[:, None] + either_side
                 back = part_h[pick]
                 shifted = row_col - back
-                valid = (back < row_col) & (shifted < limit) & may[latest_class, part_k[pick]]
+                valid = (back < row_col) & (shifted < limit) & may_latest[part_k[pick]]
                 if not valid.any():
                     continue
                 ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,

@@ -267,8 +267,17 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
                  nodes: Sequence[NodeState]) -> Plan | None:
     pred = preds[ds.uid]
     best, best_finish = None, None
+    allowed: dict[tuple, bool] = {}  # per node spec but the name: why_not reads no name when ds is pinned to none
     for n in nodes:
-        if n.drained or n.name not in plan.sequence or why_not(ds, pred, n) is not None:
+        if n.drained or n.name not in plan.sequence:
+            continue
+        if ds.node is None:
+            ok = allowed.get(n.spec[1:])
+            if ok is None:
+                ok = allowed[n.spec[1:]] = why_not(ds, pred, n) is None
+        else:
+            ok = why_not(ds, pred, n) is None
+        if not ok:
             continue
         left = plan.suffix_h[n.name][plan.cursor.get(n.name, 0)]
         finish = left / (n.speed * n.slots) + pred.plan_h / n.speed
