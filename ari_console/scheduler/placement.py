@@ -239,21 +239,27 @@ def needs_plan(queued: int, nodes: Sequence[NodeState], policy: str, plan: Plan 
 
 
 def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
-            nodes: Sequence[NodeState] = ()) -> Plan | None:
+            nodes: Sequence[NodeState] = (), medians_margin: float | None = None) -> Plan | None:
     """``plan`` with ``ds`` (a data set whose attempt failed) put back.
 
     ``fifo``: at the end of the queue. ``lpt`` (given ``nodes``): next in line
     on the node, among those it may now run on, that would finish it first
     after its planned work (a retried data set is a long or big one: it goes
-    early). ``greedy`` (given ``nodes``): into the group of the nodes it may
-    now run on, by its hours. Otherwise None: plan again. ``prediction`` is what the failure
-    taught (it replaces the plan's).
+    early); where it may run on none at its placement values but has a spread and
+    ``medians_margin`` is given, at its medians above what it is known to need (what
+    a plan tries it at, with that retry margin). ``greedy`` (given ``nodes``): into the
+    group of the nodes it may now run on, by its hours. Otherwise None: plan again.
+    ``prediction`` is what the failure taught (it replaces the plan's).
     """
     preds = plan.predictions
     if prediction is not None:
         preds = {**preds, ds.uid: prediction}
     if plan.policy == "lpt" and nodes and ds.uid not in plan.taken:
-        return _requeue_lpt(plan, ds, preds, nodes)
+        put = _requeue_lpt(plan, ds, preds, nodes)
+        pred = preds[ds.uid]
+        if put is None and medians_margin is not None and (pred.sigma > 0 or pred.mem_sigma > 0):
+            put = _requeue_lpt(plan, ds, {**preds, ds.uid: _at_medians([pred], medians_margin)[0]}, nodes)
+        return put
     if plan.policy == "greedy" and nodes:
         return _requeue_greedy(plan, ds, preds, nodes)
     if plan.policy != "fifo":
