@@ -73,6 +73,10 @@ DRIFT_MIN_ATTEMPTS = 30
 """Finished attempts each half of a history needs before :func:`model_drift` measures the fit's drift."""
 REFIT_GROWTH = 4.0
 """A learning replay refits its predictions whenever its history has grown by this factor."""
+REPLAN_GAP_H = 24.0
+"""A retry that fits no node at its cautious placement values goes back into the plan at its medians
+(as a plan tries such a data set) while the plan is younger than this (hours of the replay); after
+that the queue is planned again, which also brings the rest of the plan up to date with what runs."""
 MEMORY_KILL_AFTER = 0.5
 """A data set over its node's memory is killed this far into its run (its peak comes late: imaging)."""
 BOOTSTRAP_ATTEMPTS = 8000
@@ -251,6 +255,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
              learn: bool | None = None, tuning: sch.Tuning = sch.DEFAULT_TUNING,
              search: sch.Search = sch.DEFAULT_SEARCH,
              refit_growth: float = REFIT_GROWTH, memory_kill_after: float = MEMORY_KILL_AFTER,
+             replan_gap_h: float = REPLAN_GAP_H,
              forecast_at: Sequence[float] = (), forecast_samples: int = FORECAST_SAMPLES,
              seed: int = 0, refit: bool = True) -> SimResult:
     """Replay ``datasets`` on ``nodes`` under ``policy``; hours from the start.
@@ -265,7 +270,9 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     lower limits) whenever that history has grown by ``refit_growth``; a
     memory kill (``memory_kill_after`` into the run) teaches that the data set
     needs more than the node's memory, a walltime kill that it needs more than
-    the walltime, and the retry goes where that floor fits. With ``refit``
+    the walltime, and the retry goes where that floor fits (where none fits at its cautious
+    values: at its medians while the plan is younger than ``replan_gap_h`` hours, else the
+    queue is planned again). With ``refit``
     False the fit stays the one ``history`` gives (kills still teach their
     floors): a policy that knows each data set's distribution from the start.
 
@@ -314,7 +321,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
     gave_up: list[str] = []
     last_reported: tuple[sch.Unplaceable, ...] | None = None
     plan = None
-    now = 0.0
+    now = planned_at = 0.0
     completed = 0
     done_work = 0.0
     refits = 0
@@ -340,6 +347,8 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                                                                      nodes[i].walltime_h, pool))
                 state = [replace(variants[i][s.free], busy_h=tuple(left.get(i, ())))
                          for i, s in enumerate(state)]
+            if plan is None:
+                planned_at = now
             placement = sch.place(queue.values(), state, now, policy, model, plan, preds, tuning, search)
             if replanning:
                 state = [variants[i][s.free] for i, s in enumerate(state)]
@@ -405,7 +414,9 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                     need_mem = max(need_mem, node.mem_gb)
                 model = replace(model, own={**model.own, ds.uid: (need_h, need_mem)})
                 taught = preds[ds.uid] = sch.predict(again, model, tuning)
-            plan = sch.requeue(plan, again, taught, state) if plan is not None else None
+            if plan is not None:
+                young = now - planned_at < replan_gap_h
+                plan = sch.requeue(plan, again, taught, state, tuning.retry_margin if young and taught is not None else None)
         if learn and refit and finished >= next_refit:
             next_refit = max(next_refit + 1, math.ceil(finished * refit_growth))
             model = _refit(hist, running, nodes, now, tuning)

@@ -194,3 +194,52 @@ def test_exceed_computes_the_floor_tail_only_where_there_is_a_floor_with_the_sam
         above = np.minimum(1 - ndtr((np.log(limit) - log_m) / s), above_floor)
         whole = np.where(sigma > 0, above / np.maximum(above_floor, 1e-300), (np.maximum(median, floor) > limit) * 1.0)
         assert np.array_equal(eligibility.exceed(median, sigma, floor, limit), whole)
+
+
+def test_data_sets_tried_at_their_medians_are_planned_as_a_cold_plan_plans_them():
+    """A plan tries a data set that fits no node at its cautious values at its medians; the next
+    re-plan reuses those tries where the prediction is the same object: its plan is a cold one's."""
+    work, truth = hidden.workload("study", 1500, 3)
+    model = sch.fit_history([attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:12]])
+    queue = work[300:]  # a young fit: a wide memory spread
+    nodes = [n for n in study_cluster() if not n.name.startswith("hpc")]  # 64 GB at most: many fit nowhere
+    preds = sch.predict_all(queue, model)
+    eligibility.forget_settled()
+    sch.make_plan(queue, nodes, "lpt", model, preds)
+    tried = eligibility._TRIED[0]
+    assert len(tried) > 100  # many were tried at their medians
+    later = queue[100:]  # 100 launched, one killed: a new prediction (a floor) for one tried before
+    uid = next(u for u in tried if u in {d.uid for d in later})
+    taught = {**preds, uid: sch.predict(next(d for d in later if d.uid == uid),
+                                        replace(model, own={uid: (0.0, 30.0)}))}
+    warm = plan_of(sch.make_plan(later, nodes, "lpt", model, taught))
+    eligibility.forget_settled()
+    assert warm == plan_of(sch.make_plan(later, nodes, "lpt", model, taught))
+
+
+def test_a_plans_suffix_hours_are_each_nodes_hours_summed_from_its_end_and_pilots_run_first():
+    """Every node's suffix hours are its sequence's plan hours summed from the last one back (to the
+    last bit: requeues and dry nodes read them), and with a young history its pilots come first on
+    their nodes, shortest first."""
+    queue, model, _ = fitted("loglinear", n=1500, seed=2)
+    nodes = study_cluster()
+    preds = sch.predict_all(queue, model)
+    for pilots in (0, 400):  # (the fit has 300 attempts: 100 pilots)
+        plan = sch.make_plan(queue, nodes, "lpt", model, preds, search=replace(sch.DEFAULT_SEARCH, pilots=pilots))
+        assert sum(map(len, plan.sequence.values())) == plan.remaining
+        starts = []
+        for name, seq in plan.sequence.items():
+            hours = [plan.predictions[d.uid].plan_h for d in seq]
+            sums, acc = [0.0], 0.0
+            for h in reversed(hours):
+                acc += h
+                sums.append(acc)
+            assert plan.suffix_h[name] == tuple(reversed(sums)), name
+            first = 0
+            while first < len(hours) - 1 and hours[first] <= hours[first + 1]:
+                first += 1
+            starts.append(hours[:first + 1])
+        if pilots:  # pilots first, shortest first: each node's sequence starts with a rising run
+            assert sum(map(len, starts)) >= 100
+        else:  # longest first: no node's sequence starts with a rise of more than one
+            assert sum(map(len, starts)) <= 2 * len(plan.sequence)

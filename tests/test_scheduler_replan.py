@@ -161,3 +161,22 @@ def test_a_requeued_data_set_goes_first_on_its_node_and_the_hours_left_there_cou
     left = plan.suffix_h[name][plan.cursor[name]]
     assert left == pytest.approx(sum(plan.predictions[d.uid].plan_h for d in seq), rel=1e-12)
     assert plan.suffix_h[name][plan.cursor[name] + 1] == pytest.approx(left - taught.hours, rel=1e-12)
+
+
+def test_a_retry_that_fits_nowhere_at_its_cautious_values_goes_back_at_its_medians_when_asked():
+    """A memory kill at 64 GB leaves a wide-spread data set a 95th percentile above every node's memory:
+    without a retry margin requeue says plan again; with one, it goes first on a node where its median
+    above 64 GB fits (the big node), at the values a plan would try it with."""
+    nodes = study_nodes()
+    queue = seeded_queue(300, 7)
+    placed = sch.place(queue, nodes, 0.0)
+    ds = placed.pairs[0][0]
+    taught = sch.Prediction(6.0, 900.0, sigma=0.5, median_h=6.0, mean_h=6.5, mem_sigma=1.2, mem_median_gb=20.0,
+                            mem_floor_gb=64.0)
+    assert sch.requeue(placed.plan, ds, taught, nodes) is None
+    plan = sch.requeue(placed.plan, ds, taught, nodes, medians_margin=1.25)
+    tried = plan.predictions[ds.uid]
+    assert 80.0 <= tried.mem_gb <= 512.0  # its median above the 64 GB it is known to need
+    name = next(n for n, seq in plan.sequence.items() if seq and seq[plan.cursor[n]].uid == ds.uid)
+    assert name.startswith("hpc")
+    assert plan.remaining == placed.plan.remaining + 1

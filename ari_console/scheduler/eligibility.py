@@ -61,6 +61,15 @@ def _gb(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def _one_per_spec(nodes: Sequence[NodeState], ds: DataSet) -> Sequence[NodeState]:
+    """``nodes``, one of each spec but the name where ``ds`` is pinned to no node: :func:`why_not`
+    lets ``ds`` on all of them or on none (it reads no node's name then), so asking one is enough
+    (a re-plan may find thousands that fit nowhere, each asked about every node)."""
+    if ds.node is not None:
+        return nodes
+    return list({n.spec[1:]: n for n in nodes}.values())
+
+
 def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]) -> str | None:
     """Why no node can run ``ds`` (the closest miss), or None if one can.
 
@@ -74,14 +83,14 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
     'needs more than 512 GB memory (an attempt ran out of it); the largest node (hpc) has 512 GB'
     """
     live = [n for n in nodes if not n.drained]
-    if any(why_not(ds, pred, n) is None for n in live):
+    if any(why_not(ds, pred, n) is None for n in _one_per_spec(live, ds)):
         return None
     if ds.node is not None and not any(n.name == ds.node for n in nodes):
         return f"pinned to {ds.node}, which is not a node — unpin it or add the node"
     cands = [n for n in nodes if ds.node is None or n.name == ds.node]
     if not cands:
         return "no nodes"
-    if any(why_not(ds, pred, n) is None for n in cands):
+    if any(why_not(ds, pred, n) is None for n in _one_per_spec(cands, ds)):
         drained = ", ".join(n.name for n in cands if why_not(ds, pred, n) is None)
         return f"only drained nodes can run it ({drained})"
     big = max(cands, key=lambda n: n.mem_gb)
@@ -520,10 +529,17 @@ placement values, those values as arrays: hours, memory); the next re-plan reuse
 objects are immutable)."""
 
 
+_TRIED: list = [{}]
+"""uid -> (prediction, margin, it at its medians) of the data sets the last plan tried at their medians
+(``placement._medians_tried``): a replay's next re-plan tries most of them again with the same predictions."""
+
+
 def forget_settled() -> None:
-    """Drop what :func:`settle` kept from its last call (a benchmark measures a cold re-plan)."""
+    """Drop what :func:`settle` (and the last plan's data sets tried at their medians) kept from its last
+    call (a benchmark measures a cold re-plan)."""
     _KEPT[0] = None
     _PLACED[0] = ({}, [], [], (), ())
+    _TRIED[0] = {}
 
 
 def _per_dataset(uids: Sequence[str], spread: Sequence[Prediction], classes: Sequence[NodeClass],

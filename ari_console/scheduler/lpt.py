@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
+from itertools import chain
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Mapping, NamedTuple, Sequence
@@ -128,22 +129,49 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
             best_span, variant, lists = span, name, per_slot
     may = _class_mask(kind_a, list(kinds), len(classes))
     makespan = improve(lists, hours, (), slots, speeds, search, may=may)
-    seq, suffix = {}, {}
-    starts: dict[str, list] = {}  # node -> per slot: (planned starts, jobs), longest first within a slot
-    for sid, members in enumerate(lists):
-        ks = np.array(members, dtype=np.intp)
-        ks = ks[(-hours_a[ks]).argsort(kind="stable")]  # (array methods: numpy's function wrappers cost more)
-        start = np.concatenate(([slots.ready_h[sid]], hours_a[ks] / speeds[slots.klass[sid]])).cumsum()[:-1]
-        starts.setdefault(slots.node[sid], []).append((start, ks))
-    for name, parts in starts.items():
-        start = np.concatenate([s for s, _ in parts])
-        ks = np.concatenate([k for _, k in parts])
-        order = ks[np.lexsort((ks, start))].tolist()  # by planned start, then job
-        seq[name] = tuple(map(datasets.__getitem__, order))
-        sums = hours_a[order[::-1]].cumsum().tolist()
-        suffix[name] = tuple(reversed([0.0] + sums))
+    seq, suffix = _sequences(lists, hours_a, slots, speeds, datasets)
     return Plan("lpt", key, seq, {name: 0 for name in seq}, frozenset(), preds, bad,
                 len(placeable), makespan, variant, suffix_h=suffix)
+
+
+def _sequences(lists: list[list[int]], hours_a, slots: Slots, speeds: Sequence[float],
+               datasets: Sequence[DataSet]) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """(node -> its data sets by planned start, then job; node -> the hours from each position on) of the
+    jobs per slot ``lists``, each slot running its jobs longest first from when it is ready.
+
+    Every slot and node at once, on arrays: a slot's starts are the running sums of a row of a
+    matrix (a row's sum is added up in its order, as one slot's alone would be: the same bits),
+    a node's suffix hours likewise, so a replay's dozens of re-plans make few numpy calls per plan."""
+    import numpy as np
+
+    counts = np.fromiter(map(len, lists), dtype=np.intp, count=len(lists))
+    flat = np.fromiter(chain.from_iterable(lists), dtype=np.intp, count=int(counts.sum()))
+    slot_of = np.arange(len(lists)).repeat(counts)
+    ks = flat[np.lexsort((-hours_a[flat], slot_of))]  # slot by slot, longest first (ties: in list order)
+    first = np.concatenate(([0], counts.cumsum()[:-1]))
+    pos = np.arange(len(ks)) - first.repeat(counts)  # each job's place in its slot
+    steps = np.zeros((len(lists), int(counts.max(initial=0)) + 1))
+    steps[:, 0] = slots.ready_h
+    steps[slot_of, pos + 1] = hours_a[ks] / np.array(speeds)[np.array(slots.klass, dtype=np.intp)][slot_of]
+    start = steps.cumsum(axis=1)[slot_of, pos]
+    names = list(dict.fromkeys(slots.node))  # (the nodes in slot order)
+    node_id = np.array([names.index(n) for n in slots.node], dtype=np.intp)[slot_of]
+    order = ks[np.lexsort((ks, start, node_id))]  # node by node: by planned start, then job
+    per_node = np.bincount(node_id, minlength=len(names))
+    width = int(per_node.max(initial=0))
+    back = np.zeros((len(names), width + 1))  # per node its hours from the last job back, summed in that order
+    ends = per_node.cumsum()
+    node_pos = np.arange(len(order)) - (ends - per_node).repeat(per_node)
+    back[np.arange(len(names)).repeat(per_node), (per_node.repeat(per_node) - node_pos)] = hours_a[order]
+    back = back.cumsum(axis=1)
+    jobs = list(map(datasets.__getitem__, order.tolist()))
+    seq, suffix = {}, {}
+    lo = 0
+    for n, (name, hi) in enumerate(zip(names, ends.tolist())):
+        seq[name] = tuple(jobs[lo:hi])
+        suffix[name] = tuple(back[n, hi - lo::-1].tolist())
+        lo = hi
+    return seq, suffix
 
 
 def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[int],
@@ -160,13 +188,14 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
         heaps.append(h)
     # per eligibility: (heap, speed) of its first class, and of the others (finite hours: the first is always a candidate)
     options = [((heaps[elig[0]], speeds[elig[0]]), tuple((heaps[ci], speeds[ci]) for ci in elig[1:])) for elig in kinds]
-    lists: list[list[int]] = [[] for _ in slots.ready_h]
     makespan = max(slots.ready_h) if slots.ready_h else 0.0
     if makespan >= stop_at:
         return makespan, None
     replace_top = heapq.heapreplace
     per_job = list(map(options.__getitem__, kind))
-    for k, h, ((heap, speed), others) in zip(order, map(hours.__getitem__, order), map(per_job.__getitem__, order)):
+    went: list[int] = []  # the slot of each job, in ``order``
+    took = went.append
+    for h, ((heap, speed), others) in zip(map(hours.__getitem__, order), map(per_job.__getitem__, order)):
         best_finish = heap[0][0] + h / speed
         for other, speed in others:
             finish = other[0][0] + h / speed
@@ -174,11 +203,14 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
                 heap, best_finish = other, finish
         slot = heap[0][1]
         replace_top(heap, (best_finish, slot))
-        lists[slot].append(k)
+        took(slot)
         if best_finish > makespan:
             makespan = best_finish
             if makespan >= stop_at:
                 return makespan, None
+    lists: list[list[int]] = [[] for _ in slots.ready_h]
+    for k, slot in zip(order, went):
+        lists[slot].append(k)
     return makespan, lists
 
 
@@ -205,11 +237,12 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
         kinds: dict[tuple[int, ...], int] = {}
         ids = np.fromiter((kinds.setdefault(e, len(kinds)) for e in elig), dtype=np.intp, count=len(elig))
         may = _class_mask(ids, list(kinds), len(slots.by_class))
-    by_len = [_sorted_slot(lst, hours_a) for lst in lists]  # per slot: (hours, jobs) sorted by (hours, job), padded
+    by_len = _sorted_slots(lists, hours_a)  # per slot: (hours, jobs) sorted by (hours, job), padded
     either_side = np.array([-1, 0])  # a search position's neighbours in a padded slot
     for _ in range(search.rounds):
         latest = max(range(len(finish)), key=finish.__getitem__)
         latest_end, latest_class, latest_speed = finish[latest], slots.klass[latest], speed[latest]
+        may_latest = may[latest_class]  # (a row: what may run on the latest slot's class)
         best_end = latest_end - max(1e-6, search.min_gain * latest_end)
         slack = 1e-9 * max(1.0, latest_end)  # rounding: a step's end is never this far below its even point
         best_step: tuple[int, int, int | None] | None = None  # (partner slot, job out, job back)
@@ -224,7 +257,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                     break
                 balance = room / (1 / latest_speed + 1 / partner_speed)  # work to shift so both end together
                 if latest_end - balance / latest_speed - slack >= best_end:
-                    continue  # even the perfect step with this partner gains too little
+                    break  # even the perfect step gains too little, here and with every later partner (less room)
                 if row_h is None:
                     keep = may[ci, lat_k]
                     row_h, row_k = lat_h[keep], lat_k[keep]
@@ -250,7 +283,7 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                 pick = part_h.searchsorted(row_h - balance, "left")[:, None] + either_side
                 back = part_h[pick]
                 shifted = row_col - back
-                valid = (back < row_col) & (shifted < limit) & may[latest_class, part_k[pick]]
+                valid = (back < row_col) & (shifted < limit) & may_latest[part_k[pick]]
                 if not valid.any():
                     continue
                 ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,
@@ -288,6 +321,33 @@ def _sorted_slot(jobs: Sequence[int], hours):
     order = np.lexsort((ks, hours[ks]))
     return (np.concatenate(([-np.inf], hours[ks][order], [np.inf])),
             np.concatenate(([-1], ks[order], [-1])).astype(np.intp))
+
+
+def _sorted_slots(lists: list[list[int]], hours) -> list:
+    """:func:`_sorted_slot` of every slot's jobs, sorted and padded all at once (views of two arrays).
+
+    >>> import numpy as np
+    >>> hours = np.array([3.0, 1.0, 2.0])
+    >>> [(h.tolist(), k.tolist()) for h, k in _sorted_slots([[0, 1], [], [2]], hours)] == [
+    ...     (h.tolist(), k.tolist()) for h, k in (_sorted_slot(lst, hours) for lst in ([0, 1], [], [2]))]
+    True
+    """
+    import numpy as np
+
+    counts = np.fromiter(map(len, lists), dtype=np.intp, count=len(lists))
+    flat = np.fromiter(chain.from_iterable(lists), dtype=np.intp, count=int(counts.sum()))
+    slot_of = np.arange(len(lists)).repeat(counts)
+    ks = flat[np.lexsort((flat, hours[flat], slot_of))]  # slot by slot, by (hours, job)
+    width = counts + 2
+    ends = width.cumsum()
+    starts = ends - width
+    at = starts.repeat(counts) + 1 + (np.arange(len(ks)) - (starts - 2 * np.arange(len(lists))).repeat(counts))
+    padded_h = np.full(int(ends[-1]) if len(ends) else 0, np.inf)
+    padded_k = np.full(len(padded_h), -1, dtype=np.intp)
+    padded_h[starts] = -np.inf
+    padded_h[at] = hours[ks]
+    padded_k[at] = ks
+    return [(padded_h[a:b], padded_k[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
 
 
 def _shift(lists: list[list[int]], by_len: list, finish: list[float], hours, speed: Sequence[float],

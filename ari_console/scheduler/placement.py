@@ -9,17 +9,18 @@ planned once and then consumed slot by slot.
 from __future__ import annotations
 
 from dataclasses import replace
-from itertools import compress
+from bisect import bisect_right
+from itertools import accumulate, chain, compress, groupby
 from operator import attrgetter, itemgetter, not_
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .eligibility import eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
+from .eligibility import _TRIED, eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
 from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
 
 POLICIES = ("lpt", "greedy", "fifo")
-_UID, _NODE = attrgetter("uid"), attrgetter("node")
+_UID, _NODE, _MEDIAN_H, _PLAN_H = attrgetter("uid"), attrgetter("node"), attrgetter("median_h"), attrgetter("plan_h")
 DEFAULT_POLICY = "lpt"
 
 
@@ -48,7 +49,8 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         preds, risk_q, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
                                        tuning.retry_margin, ratios=search.risk_ratios, lean=True)
     tried: list[str] = []
-    pairs = _eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried)
+    tried_at: list[int] = []
+    pairs = _eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried, tried_at)
     fits = list(map(bool, map(itemgetter(1), pairs)))  # (maps and compress run in C: 100,000 at a re-plan)
     placeable, keep = list(compress(pairs, fits)), list(compress(range(len(pairs)), fits))
     bad = [Unplaceable(ds, unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it")
@@ -57,10 +59,11 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
         return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
     hours = None
     if placed is not None:  # the plan's hours from settle's column, but for those tried at their medians
-        hours = placed[2][keep].tolist()
+        column = placed[2]
         if tried:
-            again = set(tried)
-            hours = [preds[ds.uid].plan_h if ds.uid in again else h for (ds, _), h in zip(placeable, hours)]
+            column = column.copy()
+            column[tried_at] = [preds[uid].plan_h for uid in tried]
+        hours = column[keep].tolist()
     plan = lpt_plan(placeable, tuple(bad), nodes, classes, preds, key, search, hours)
     learned = model.hours.n if model.hours is not None else 0
     return replace(_pilots_first(plan, search.pilots - learned), risk_quantile=risk_q)
@@ -80,47 +83,77 @@ def _pilots_first(plan: Plan, count: int) -> Plan:
     """
     if count <= 0 or not plan.sequence:
         return plan
+    import numpy as np
+
     preds = plan.predictions
-    waiting = sorted((d for seq in plan.sequence.values() for d in seq), key=lambda d: preds[d.uid].median_h or preds[d.uid].plan_h)
+    waiting = list(chain.from_iterable(plan.sequence.values()))
     if len(waiting) <= count:
         return plan
+    spread = list(map(preds.__getitem__, map(_UID, waiting)))
+    hours = list(map(_PLAN_H, spread))
+    keys = [m or h for m, h in zip(map(_MEDIAN_H, spread), hours)]
+    by_key = np.array(keys, dtype=float).argsort(kind="stable")  # (the order a stable sort on them gives)
     step = len(waiting) / count
-    pilots = {waiting[int(step * (k + 0.5))].uid for k in range(count)}
+    pilots = sorted({int(by_key[int(step * (k + 0.5))]) for k in range(count)})  # positions in ``waiting``
     sequence, suffix = dict(plan.sequence), dict(plan.suffix_h)
-    for name, seq in plan.sequence.items():
-        first = tuple(sorted((d for d in seq if d.uid in pilots), key=lambda d: preds[d.uid].plan_h))
-        if not first:
-            continue
-        sequence[name] = first + tuple(d for d in seq if d.uid not in pilots)
-        sums, acc = [0.0], 0.0
-        for d in reversed(sequence[name]):
-            acc += preds[d.uid].plan_h
-            sums.append(acc)
-        suffix[name] = tuple(reversed(sums))
+    names = list(plan.sequence)
+    ends = list(accumulate(map(len, plan.sequence.values())))
+    for n, group in groupby(pilots, key=lambda at: bisect_right(ends, at)):  # the pilots of each node
+        lo, hi = (ends[n - 1] if n else 0), ends[n]
+        first = sorted(group, key=hours.__getitem__)  # shortest first (ties: in the node's order)
+        chosen = set(first)
+        order = first + [at for at in range(lo, hi) if at not in chosen]
+        sequence[names[n]] = tuple(map(waiting.__getitem__, order))
+        back = np.array([hours[at] for at in reversed(order)], dtype=float).cumsum()  # summed from the end, in order
+        suffix[names[n]] = (*back[::-1].tolist(), 0.0)
     return replace(plan, sequence=sequence, suffix_h=suffix)
 
 
 def _eligible_or_worth_a_try(queue: Collection[DataSet], preds: dict[str, Prediction],
                              classes: Sequence[NodeClass], tuning: Tuning, placed=None,
-                             tried: list[str] | None = None) -> list[tuple[DataSet, tuple[int, ...]]]:
+                             tried: list[str] | None = None,
+                             tried_at: list[int] | None = None) -> list[tuple[DataSet, tuple[int, ...]]]:
     """:func:`eligibility`, except that a data set whose cautious quantiles fit no node but
     whose medians (above what it is known to need) fit one is tried there: a wide spread
     alone never makes a data set unplaceable, a kill that shows it needs more does.
     ``preds`` is updated with the median placement values of those data sets (the mean
-    hours when higher; their uids are added to ``tried``). ``placed``: ``preds``' placement values
-    as arrays (:func:`settle`)."""
+    hours when higher; their uids are added to ``tried``, their positions in ``queue`` to
+    ``tried_at``). ``placed``: ``preds``' placement values as arrays (:func:`settle`)."""
     out = eligibility(queue, preds, classes, placed)
-    hopeless = [ds for ds, _ in compress(out, map(not_, map(itemgetter(1), out)))  # (those that fit no class: in C)
-                if preds[ds.uid].sigma > 0 or preds[ds.uid].mem_sigma > 0]
-    if not hopeless:
+    nowhere = list(compress(range(len(out)), map(not_, map(itemgetter(1), out))))  # (those that fit no class: in C)
+    at = [k for k in nowhere if preds[out[k][0].uid].sigma > 0 or preds[out[k][0].uid].mem_sigma > 0]
+    if not at:
         return out
-    tried_at = _at_medians([preds[ds.uid] for ds in hopeless], tuning.retry_margin)
-    for ds, p in zip(hopeless, tried_at):
+    hopeless = [out[k][0] for k in at]
+    for ds, p in zip(hopeless, _medians_tried(hopeless, preds, tuning.retry_margin)):
         preds[ds.uid] = p
-        if tried is not None:
-            tried.append(ds.uid)
-    second = {ds.uid: elig for ds, elig in eligibility(hopeless, preds, classes)}
-    return [(ds, elig or second.get(ds.uid, ())) for ds, elig in out]
+    if tried is not None:
+        tried.extend(map(_UID, hopeless))
+    if tried_at is not None:
+        tried_at.extend(at)
+    for k, (ds, elig) in zip(at, eligibility(hopeless, preds, classes)):
+        out[k] = (ds, elig)
+    return out
+
+
+def _medians_tried(hopeless: Sequence[DataSet], preds: Mapping[str, Prediction], margin: float) -> list[Prediction]:
+    """:func:`_at_medians` of the predictions of ``hopeless``, reusing the last plan's where a prediction is
+    the same object (each data set's values depend on its own prediction only: the same numbers)."""
+    kept = _TRIED[0]
+    spread = [preds[ds.uid] for ds in hopeless]
+    out: list = [None] * len(spread)
+    fresh = []
+    for i, (ds, p) in enumerate(zip(hopeless, spread)):
+        hit = kept.get(ds.uid)
+        if hit is not None and hit[0] is p and hit[1] == margin:
+            out[i] = hit[2]
+        else:
+            fresh.append(i)
+    if fresh:
+        for i, p in zip(fresh, _at_medians([spread[i] for i in fresh], margin)):
+            out[i] = p
+    _TRIED[0] = {ds.uid: (p, margin, o) for ds, p, o in zip(hopeless, spread, out)}
+    return out
 
 
 def _at_medians(spread: Sequence[Prediction], margin: float) -> list[Prediction]:
@@ -206,21 +239,27 @@ def needs_plan(queued: int, nodes: Sequence[NodeState], policy: str, plan: Plan 
 
 
 def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
-            nodes: Sequence[NodeState] = ()) -> Plan | None:
+            nodes: Sequence[NodeState] = (), medians_margin: float | None = None) -> Plan | None:
     """``plan`` with ``ds`` (a data set whose attempt failed) put back.
 
     ``fifo``: at the end of the queue. ``lpt`` (given ``nodes``): next in line
     on the node, among those it may now run on, that would finish it first
     after its planned work (a retried data set is a long or big one: it goes
-    early). ``greedy`` (given ``nodes``): into the group of the nodes it may
-    now run on, by its hours. Otherwise None: plan again. ``prediction`` is what the failure
-    taught (it replaces the plan's).
+    early); where it may run on none at its placement values but has a spread and
+    ``medians_margin`` is given, at its medians above what it is known to need (what
+    a plan tries it at, with that retry margin). ``greedy`` (given ``nodes``): into the
+    group of the nodes it may now run on, by its hours. Otherwise None: plan again.
+    ``prediction`` is what the failure taught (it replaces the plan's).
     """
     preds = plan.predictions
     if prediction is not None:
         preds = {**preds, ds.uid: prediction}
     if plan.policy == "lpt" and nodes and ds.uid not in plan.taken:
-        return _requeue_lpt(plan, ds, preds, nodes)
+        put = _requeue_lpt(plan, ds, preds, nodes)
+        pred = preds[ds.uid]
+        if put is None and medians_margin is not None and (pred.sigma > 0 or pred.mem_sigma > 0):
+            put = _requeue_lpt(plan, ds, {**preds, ds.uid: _at_medians([pred], medians_margin)[0]}, nodes)
+        return put
     if plan.policy == "greedy" and nodes:
         return _requeue_greedy(plan, ds, preds, nodes)
     if plan.policy != "fifo":
@@ -234,8 +273,17 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
                  nodes: Sequence[NodeState]) -> Plan | None:
     pred = preds[ds.uid]
     best, best_finish = None, None
+    allowed: dict[tuple, bool] = {}  # per node spec but the name: why_not reads no name when ds is pinned to none
     for n in nodes:
-        if n.drained or n.name not in plan.sequence or why_not(ds, pred, n) is not None:
+        if n.drained or n.name not in plan.sequence:
+            continue
+        if ds.node is None:
+            ok = allowed.get(n.spec[1:])
+            if ok is None:
+                ok = allowed[n.spec[1:]] = why_not(ds, pred, n) is None
+        else:
+            ok = why_not(ds, pred, n) is None
+        if not ok:
             continue
         left = plan.suffix_h[n.name][plan.cursor.get(n.name, 0)]
         finish = left / (n.speed * n.slots) + pred.plan_h / n.speed
