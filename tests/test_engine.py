@@ -575,3 +575,53 @@ def test_a_new_plan_counts_a_running_attempt_busy_for_the_hours_it_is_expected_t
         engine.tick()  # an import: the queue is planned again, one of the three launched into the free slot
         assert engine.plan is not None and engine.plan.remaining == 2
         assert 4.9 < engine.plan.makespan_h < 5.1, engine.plan.makespan_h
+
+
+def test_a_re_plan_after_a_refit_is_the_plan_made_with_nothing_kept(tmp_path, monkeypatch):
+    """The engine's re-plan after a refit (every prediction anew) takes the risk columns from the arrays
+    predict_all made (prediction.made_columns) and plans exactly as a plan made with nothing kept, the
+    columns read off each prediction: the same sequences, hours, quantiles and predictions."""
+    import sys
+
+    import numpy as np
+
+    from ari_console import scheduler
+    from ari_console.engine import TickReport
+    from benchmarks.bench_engine import STUDY_NODES, _finished, _metadata_queue
+
+    prediction = sys.modules["ari_console.scheduler.prediction"]
+    eligibility = sys.modules["ari_console.scheduler.eligibility"]
+    (tmp_path / "ari.toml").write_text(f'[campaign]\nname = "t"\n{STUDY_NODES}')
+    cfg = load_config(tmp_path / "ari.toml")
+    db = store.open_db(cfg.campaign.db_path)
+    now = time.time()
+    store.sync_nodes(db, cfg.nodes, now)
+    queue = _metadata_queue(3000)
+    store.import_datasets(db, queue, "t.csv", now)
+    _finished(db, [d.uid for d in queue[:400]], now, np.random.default_rng(3))
+    db.close()
+    asked = []
+    place = scheduler.place
+
+    def spy(queue, states, now, **kw):
+        asked.append((list(queue), states, now, kw))
+        return place(queue, states, now, **kw)
+
+    monkeypatch.setattr(scheduler, "place", spy)
+    with Engine(cfg) as engine:
+        engine._launch = lambda ds, node, sds, now, report: True
+        engine._schedule(now + 1, TickReport())  # read, fit, predict every data set, plan
+        planned, states, at, kw = asked[-1]
+        made = engine.plan
+    preds = kw["predictions"]
+    assert prediction.made_columns([preds[ds.uid] for ds in planned]) is not None  # the arrays were there to take
+    prediction._MADE[0] = None
+    eligibility.forget_settled()
+    cold = place(planned, states, at, **{**kw, "predictions": dict(preds), "plan": None}).plan
+
+    def plan_of(plan):
+        return ({k: [d.uid for d in v] for k, v in plan.sequence.items()}, plan.makespan_h, plan.variant,
+                plan.risk_quantile, plan.suffix_h, [(u.dataset.uid, u.reason) for u in plan.unplaceable],
+                dict(plan.predictions))
+
+    assert made.risk_quantile is not None and plan_of(made) == plan_of(cold)

@@ -92,6 +92,22 @@ def test_settle_after_a_refit_derives_afresh_and_matches_a_cold_one():
     same_settle(warm, settle(queue[400:], preds, nodes))
 
 
+def test_a_plan_after_a_refit_from_the_predictions_arrays_is_the_plan_read_off_each_prediction():
+    """After a refit the risk columns come from the arrays predict_all made its predictions of
+    (prediction.made_columns); the plan is the one made reading them off each prediction."""
+    prediction = sys.modules["ari_console.scheduler.prediction"]
+    queue, model, _ = fitted("hetero", n=3000)
+    nodes = cramped()
+    preds = sch.predict_all(queue, model)
+    eligibility.forget_settled()
+    assert prediction.made_columns([preds[ds.uid] for ds in queue]) is not None
+    from_arrays = sch.make_plan(queue, nodes, "lpt", model, preds)
+    assert from_arrays.risk_quantile is not None  # risk was settled
+    prediction._MADE[0] = None  # forgotten: the columns are read off each prediction
+    eligibility.forget_settled()
+    assert plan_of(sch.make_plan(queue, nodes, "lpt", model, preds)) == plan_of(from_arrays)
+
+
 def test_make_plan_with_rows_kept_from_another_queue_plans_as_a_cold_one():
     queue, model, _ = fitted("bimodal")
     nodes = cramped()

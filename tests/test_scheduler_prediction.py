@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -52,6 +53,16 @@ def test_feature_rows_are_the_features_of_each_data_set():
     queue = random_archive_queue(random.Random(1), 500)
     assert np.array_equal(feature_rows(queue), np.array([features(d) for d in queue]), equal_nan=True)
     assert feature_rows([]).shape == (0, len(sch.FEATURES))
+    # every value known (each column mapped at once), then one data set lacking one value or with a zero
+    rng = random.Random(2)
+    known = [DataSet(f"k{i}", size_gb=rng.uniform(1, 90), array=rng.choice(["12m", "7m"]), band=rng.randint(3, 10),
+                     n_spw=4, n_chan=rng.choice([128, 3840]), is_mosaic=rng.random() < 0.2, n_eb=rng.randint(1, 3),
+                     prior_hours=rng.uniform(1, 9), prior_mem_gb=rng.uniform(2, 40)) for i in range(50)]
+    for odd in [{}] + [{name: value} for name in ("size_gb", "array", "band", "n_spw", "n_chan", "is_mosaic", "n_eb",
+                                                  "prior_hours", "prior_mem_gb") for value in (None, 0)]:
+        queue = known[:-1] + [replace(known[-1], **odd)]
+        rows = feature_rows(queue)
+        assert rows.tobytes() == np.array([features(d) for d in queue]).tobytes(), odd
 
 
 def test_prior_medians_of_a_queue_are_each_data_sets_own():

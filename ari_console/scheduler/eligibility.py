@@ -16,6 +16,7 @@ from operator import attrgetter, is_
 from typing import Collection, Iterable, Mapping, Sequence
 
 from ..casa_install import casa_install_key
+from .prediction import made_columns
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
                      NodeState, Prediction)
 
@@ -369,6 +370,15 @@ def curve_groups(spread: Sequence[Prediction]):
     return out
 
 
+def _one_curve(curve, sigma_m):
+    """:func:`curve_groups` of predictions that share one memory ``curve`` (one :func:`~.prediction.predict_all`'s),
+    their memory sigmas ``sigma_m`` (an array)."""
+    import numpy as np
+
+    at = np.flatnonzero(sigma_m > 0)
+    return [(curve, at)] if curve and len(at) else []
+
+
 def curve_exceed(curve, median, sigma, floor, limit):
     """P(value > limit | value > floor) on a residual curve (arrays; :func:`exceed` with the fit's
     own tail in place of the normal's).
@@ -504,9 +514,10 @@ def _derive(spread: Sequence[Prediction], classes: Sequence[NodeClass], quantile
 
     from .prediction import quantiles_above
 
-    columns = risk_columns(spread)
+    made = made_columns(spread)  # a refit's predictions: their columns as predict_all made them
+    columns = risk_columns(spread) if made is None else made[0]
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = columns
-    curves = curve_groups(spread)
+    curves = curve_groups(spread) if made is None else _one_curve(made[1], sigma_m)
     kill_p, kill_cost = kill_risk(columns, classes, memory_kill_cost, curves)
     levels = _quantile_levels(quantiles, margin, (median_h, sigma_h * tail_h, floor_h, sigma_h, base_h),
                               (median_m, sigma_m * tail_m, floor_m, sigma_m, base_m))

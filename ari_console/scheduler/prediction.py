@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, eq, is_, mul
 from typing import Iterable, Mapping, Sequence
 
 from .values import DataSet, Measured, NodeState, Prediction
@@ -213,15 +213,28 @@ def feature_rows(items: Sequence[DataSet | Measured]):
         return out
     size, spw, chan, mosaic, array, eb, band, guess_h, guess_m = zip(*map(_METADATA, items))
     log, nan = math.log, math.nan
-    out[:, 0] = [log(s) if s and s > 0 else nan for s in size]
-    out[:, 1] = [log(w * c) if w and c and w * c else nan for w, c in zip(spw, chan)]
-    out[:, 2] = [nan if m is None else float(bool(m)) for m in mosaic]
-    out[:, 3] = [float(a == "7m") if a else nan for a in array]
-    out[:, 4] = [log(e) if e else nan for e in eb]
-    out[:, 5] = [float(b) if b else nan for b in band]
-    out[:, 6] = [log(g) if g and g > 0 else nan for g in guess_h]
-    out[:, 7] = [log(g) if g and g > 0 else nan for g in guess_m]
+    # each column in C (map) where no value is missing, the common case; else value by value
+    out[:, 0] = _mapped(log, size) or [log(s) if s and s > 0 else nan for s in size]
+    out[:, 1] = (_mapped(log, _mapped(mul, spw, chan) or (0,))
+                 or [log(w * c) if w and c and w * c else nan for w, c in zip(spw, chan)])
+    out[:, 2] = (list(map(bool, mosaic)) if None not in mosaic
+                 else [nan if m is None else float(bool(m)) for m in mosaic])
+    out[:, 3] = (list(map(eq, array, repeat("7m"))) if all(array)
+                 else [float(a == "7m") if a else nan for a in array])
+    out[:, 4] = _mapped(log, eb) or [log(e) if e else nan for e in eb]
+    out[:, 5] = (all(band) and _mapped(float, band)) or [float(b) if b else nan for b in band]
+    for k, guess in ((6, guess_h), (7, guess_m)):
+        out[:, k] = (nan if guess.count(None) == len(guess)
+                     else _mapped(log, guess) or [log(g) if g and g > 0 else nan for g in guess])
     return out
+
+
+def _mapped(f, *columns) -> list | None:
+    """``list(map(f, *columns))``, or None where ``f`` refuses a value (a missing one, a log of 0)."""
+    try:
+        return list(map(f, *columns))
+    except (TypeError, ValueError):
+        return None
 
 
 def _design(rows, fit: Fit):
@@ -947,11 +960,14 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
             sources = np.where(guess_h, "archive", source).tolist()
         if model.mem is None and guess_m.any():
             place_m = np.where(guess_m, 0.0, sig_m)
-    hours = quantiles_above(med_h, place_h * tail_h, own_h, q_h, t.retry_margin).round(4).tolist()
-    mean = means_above(med_h, place_h, own_h, t.retry_margin).round(4).tolist()
-    mem = quantiles_above(med_m, place_m * tail_m, own_m, q_m, t.retry_margin).round(4).tolist()
-    sig_h = np.broadcast_to(sig_h, (n,)).tolist()
-    sig_m = np.broadcast_to(sig_m, (n,)).tolist()
+    hours_a = quantiles_above(med_h, place_h * tail_h, own_h, q_h, t.retry_margin).round(4)
+    mean_a = means_above(med_h, place_h, own_h, t.retry_margin).round(4)
+    mem_a = quantiles_above(med_m, place_m * tail_m, own_m, q_m, t.retry_margin).round(4)
+    sig_h, sig_m = np.broadcast_to(sig_h, (n,)), np.broadcast_to(sig_m, (n,))
+    columns = (mean_a, np.where(med_h != 0, med_h, hours_a), np.where(med_m != 0, med_m, mem_a), sig_h, sig_m,
+               tail_h, tail_m, own_h, own_m, hours_a, mem_a)  # as risk_columns reads them off each prediction
+    hours, mean, mem = hours_a.tolist(), mean_a.tolist(), mem_a.tolist()
+    sig_h, sig_m = sig_h.tolist(), sig_m.tolist()
     tails = (tail_h, tail_m)
     made = []
     new = object.__new__
@@ -976,7 +992,14 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
         d["mem_curve"] = curve
         made.append(p)
     given_h, given_m = list(map(_GIVEN_H, queue)), list(map(_GIVEN_M, queue))
-    if given_h.count(None) < n or given_m.count(None) < n:  # explicit values win (counted in C: rare)
+    _MADE[0] = None
+    if given_h.count(None) == n and given_m.count(None) == n:  # (counted in C) no explicit value: the arrays hold
+        table = np.empty((n, len(columns)))
+        for k, column in enumerate(columns):
+            table[:, k] = column
+        table.flags.writeable = False
+        _MADE[0] = (made, table.T, curve)  # (laid out as risk_columns makes them: a row per prediction)
+    else:  # explicit values win (rare)
         for p, gh, gm in zip(made, given_h, given_m):
             if gh is not None:
                 p.__dict__.update(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=0.0, source="explicit", shift=())
@@ -984,6 +1007,28 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
                 p.__dict__.update(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=gm, mem_shift=(),
                                   source="explicit" if gh is not None else p.source)
     return dict(zip(map(_UID, queue), made))
+
+
+_MADE: list = [None]
+"""The last :func:`predict_all`'s predictions, their risk columns (:func:`made_columns`) and memory curve."""
+
+
+def made_columns(spread: Sequence[Prediction]):
+    """(risk columns, memory curve) of ``spread`` when it is the very list of predictions the last
+    :func:`predict_all` made (every one the same object, in its order: a re-plan after a refit, or of
+    an import's new data sets), else None. The columns are those
+    :func:`~.eligibility.risk_columns` reads off each prediction, taken from the arrays the
+    predictions were made of (the same numbers, without 100,000 tuples); read-only.
+
+    >>> made = predict_all([DataSet("a", size_gb=40.0), DataSet("b", size_gb=80.0)])
+    >>> columns, curve = made_columns(list(made.values()))
+    >>> columns.shape, made_columns(list(made.values())[::-1])
+    ((11, 2), None)
+    """
+    kept = _MADE[0]
+    if kept is None or len(kept[0]) != len(spread) or not all(map(is_, spread, kept[0])):
+        return None
+    return kept[1], kept[2]
 
 
 def _prior_medians_of(queue: Sequence[DataSet], t: Tuning):
