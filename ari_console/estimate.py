@@ -474,20 +474,27 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
     p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, tuning=tuning, coefficients=draws,
-                                    **_resampled(model),
+                                    **_resampled(model, len(waiting) + len(busy)),
                                     model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
 # -- forecasts -------------------------------------------------------------------
 
-def _resampled(model: sch.Model) -> dict:
-    """The residuals a forecast resamples (keywords of :func:`forecast_finish`): the hours fit's, its
-    attempts cut short counted as lower limits (:func:`~ari_console.scheduler.survival_residuals`), and
-    the furthest any attempt went beyond its fitted median (log hours)."""
+def _resampled(model: sch.Model, count: int = 0) -> dict:
+    """The residuals a forecast of ``count`` data sets resamples (keywords of :func:`forecast_finish`): the
+    hours fit's, its attempts cut short counted as lower limits (:func:`~ari_console.scheduler.survival_residuals`),
+    their tail carried past the furthest seen as far as the largest of the history and the ``count`` is
+    expected to go (:func:`~ari_console.scheduler.extended_pool`), and how far beyond its fitted median (log
+    hours) a draw may go: the furthest any attempt went, carried as far by its own records' gaps
+    (:attr:`~ari_console.scheduler.Fit.longest_gap`)."""
     if model.hours is None:
         return dict(residuals=())
-    return dict(residuals=model.hours.pool or model.hours.residuals, residual_cap=model.hours.longest)
+    fit = model.hours
+    if not fit.pool:
+        return dict(residuals=fit.residuals, residual_cap=fit.longest)
+    return dict(residuals=sch.extended_pool(fit.pool, fit.pool_tail, count),
+                residual_cap=fit.longest + fit.longest_gap * math.log((len(fit.pool) + count) / len(fit.pool)))
 
 
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
@@ -1336,7 +1343,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     drawn: dict = {}
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
-                             **_resampled(model),
+                             **_resampled(model, len(queue) + len(busy)),
                              coefficients=sch.coefficient_draws(history, model, samples, most=BOOTSTRAP_ATTEMPTS),
                              model_sigma=max(FORECAST_MODEL_SIGMA, abs(model_drift(history)))
                              * _still_to_do(history, band_work(queue, preds, busy)),

@@ -403,3 +403,25 @@ def test_a_running_attempt_far_past_its_prediction_runs_on_as_the_long_runs_did(
     # no further than the history ever went beyond a median: e^2 = 7.4 x 10 h at most, 34 h after the 40 h run
     capped = est.forecast_finish([], [(pred, 40.0, "hpc")], cluster(), 60, 2, residuals=pool, residual_cap=2.0)
     assert capped[2] <= 34.0 / 1.2 + 1e-6 < finish["pool"]
+
+
+def test_a_young_history_forecasts_a_long_queue_with_longer_outliers_than_it_has_seen():
+    # 300 finished attempts of a heavy tail (log hours Laplace): the largest of 5,000 more lies beyond
+    # the largest of 300, and the forecast's draws reach there; for a few more, hardly past it
+    from benchmarks import hidden
+
+    work, truth = hidden.workload("outliers", 5300, 2)
+    model = sch.fit_history([est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:300]])
+    fit = model.hours
+    seen = max(fit.pool)
+    many, few, none = (est._resampled(model, count) for count in (5000, 10, 0))
+    assert none["residuals"] == fit.pool and none["residual_cap"] == fit.longest
+    assert max(many["residuals"]) > seen + 1.0 and many["residual_cap"] > fit.longest + 0.3
+    assert max(few["residuals"]) < seen + 0.1
+    # the data sets of the queue as far past their medians as the young history's furthest: the forecast
+    # draws as many of them as came (the pool cut at the furthest seen drew none)
+    preds = sch.predict_all(work[300:], model)
+    came = np.mean([math.log(truth[ds.uid][0] / preds[ds.uid].median_h) > fit.longest for ds in work[300:]])
+    pool = np.asarray(many["residuals"])
+    drawn = np.mean(np.minimum(pool * fit.sigma, many["residual_cap"]) > fit.longest)
+    assert came > 0.003 and 0.3 * came < drawn < 3 * came, (came, drawn)
