@@ -427,7 +427,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                                            most=BOOTSTRAP_ATTEMPTS)
             forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
                                               known, risk, forecast_samples, seed + len(forecasts), draws,
-                                              drift=model_drift(hist, tuning)))
+                                              drift=model_drift(hist, tuning), search=search))
     unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
@@ -468,14 +468,15 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
                      running: Mapping[int, tuple[DataSet, float, int]], preds: Mapping[str, Prediction],
                      nodes: Sequence[NodeState], model: sch.Model,
                      tuning: sch.Tuning, samples: int, seed: int, draws=None, detail: dict | None = None,
-                     drift: float = 0.0) -> Forecast:
+                     drift: float = 0.0, search: sch.Search = sch.DEFAULT_SEARCH) -> Forecast:
     """A :class:`Forecast` from inside a replay: what it knows now, nothing of the truth
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
     p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, tuning=tuning, coefficients=draws,
                                     **_resampled(model, len(waiting) + len(busy)),
-                                    model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail)
+                                    model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail,
+                                    search=search)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
@@ -504,7 +505,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     memory_kill_after: float = MEMORY_KILL_AFTER,
                     coefficients=None, model_sigma: float = 0.0,
                     exact_jobs: int = FORECAST_EXACT_JOBS, detail: dict | None = None,
-                    residual_cap: float = math.inf) -> tuple[float, float, float]:
+                    residual_cap: float = math.inf, search: sch.Search | None = sch.DEFAULT_SEARCH,
+                    ) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
@@ -554,6 +556,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     if waiting:  # where its scratch fits (a data set that fits nowhere is the plan's unplaceable, not here)
         disk = sch.scratch_masks([ds for ds, _ in waiting], classes).tolist()
         fixed = [f & d or f for f, d in zip(fixed, disk)]
+    chosen = _placement_masks(waiting, classes, tuning, search) if waiting and search is not None else None
     for pred, ran, name in running:
         if name in class_of:
             entries.append(replace(pred, mem_median_gb=0.0, mem_sigma=0.0, mem_floor_gb=0.0))
@@ -587,6 +590,9 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     mask = np.zeros(left.shape, dtype=small)
     for ci in range(n):
         mask |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(small) << small(ci)
+    if chosen is not None:  # the classes placement allows each one now, where it allows any
+        some = np.flatnonzero(chosen[:len(waiting)] != 0)
+        mask[:, some] = chosen[some].astype(small)[None, :]
     mask &= np.maximum(fixed, 0).astype(small)[None, :]
     if (fixed < 0).any():  # a running attempt: its node's class alone
         some = np.flatnonzero(fixed < 0)
@@ -603,6 +609,28 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
         detail.update(finish=span, bound=bound, work=work, waste=waste)
     p10, p50, p90 = np.percentile(span, [10, 50, 90])
     return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
+
+
+def _placement_masks(waiting: Sequence[tuple[DataSet, Prediction]], classes: Sequence[sch.NodeClass],
+                     tuning: sch.Tuning, search: sch.Search):
+    """Per waiting data set (an array), the bitmask of the classes placement lets it run on now: its
+    own risk rule (:func:`~ari_console.scheduler.settle_risk` with ``search``'s quantiles and loss
+    ratios) on these predictions; 0 where it allows none (tried where its medians fit, or unplaceable).
+
+    >>> c = sch.node_classes([NodeState("small", mem_gb=8), NodeState("big", mem_gb=64)])
+    >>> _placement_masks([(DataSet("a"), Prediction(4.0, 16.0)), (DataSet("b"), Prediction(4.0, 4.0))],
+    ...                  c, sch.DEFAULT_TUNING, sch.DEFAULT_SEARCH).tolist()
+    [2, 3]
+    """
+    import numpy as np
+
+    queue = [ds for ds, _ in waiting]
+    preds = {ds.uid: p for ds, p in waiting}
+    if search.relax_quantiles or search.risk_ratios:
+        preds, _ = sch.settle_risk(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                   tuning.retry_margin, ratios=search.risk_ratios)
+    allowed = sch.eligibility(queue, preds, classes)
+    return np.array([sum(1 << ci for ci in elig) for _, elig in allowed], dtype=np.int64)
 
 
 def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: Sequence[sch.NodeClass],
