@@ -65,7 +65,7 @@ history covers the queue). On 11 generators x 6 seeds at 10 % done, the drift in
 P50); hypot(0.07, drift) as many, 28 % wide; the drift as a shift of the centre too, 49."""
 FORECAST_HOURS_QUANTILE = 1 - max(sch.RISK_RATIOS)
 """The most cautious hours quantile by which a forecast's list schedule keeps a data set off a class whose
-walltime it may outrun (0.8): placement takes such risks where a kill would cost little
+walltime it may outrun (0.8), where placement's own risk rule allows it no class (:func:`_placement_masks`): placement takes such risks where a kill would cost little
 (:data:`~ari_console.scheduler.RISK_RATIOS`, up to a fifth of the run), and a list schedule that never did
 sent every data set whose 95th percentile outran the 48 h walltime to the few 240 h nodes, a bottleneck the
 replay never had (``bimodal`` at 10 % done: P50 20-27 % late)."""
@@ -520,8 +520,10 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     (in units of each one's spread) when given (so a skewed or heavy tail is
     kept), cut below at what it is known to need (a running attempt: what it has
     run). A draw's finish is that truth played through a list schedule that knows
-    only the predictions (:func:`_list_finish`), each data set only where
-    placement would send it once the fit has settled (its quantiles around the
+    only the predictions (:func:`_list_finish`), each waiting data set only on the
+    classes placement's own risk rule allows it now (:func:`_placement_masks`, with
+    ``search``'s quantiles and loss ratios; None: not used); where that allows none,
+    where placement would send it once the fit has settled (its quantiles around the
     drawn median with the history's scatter, not today's wider spread;
     ``tuning`` holds the quantiles). Deterministic for a given ``seed``.
 
