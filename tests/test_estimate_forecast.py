@@ -216,13 +216,35 @@ def test_batched_forecast_gives_the_exact_band_within_two_percent(seed):
     exact = est.forecast_finish(waiting, running, cluster(), 60, seed, exact_jobs=10 ** 9, detail=one, **kw)
     batched = est.forecast_finish(waiting, running, cluster(), 60, seed, exact_jobs=600, detail=many, **kw)
     assert exact[0] < exact[1] < exact[2]
-    assert np.median(np.abs(many["finish"] / one["finish"] - 1)) <= BATCH_TOLERANCE / 2
+    assert np.median(np.abs(many["finish"] / one["finish"] - 1)) <= BATCH_TOLERANCE * 0.75
     for q, got, want in zip((10, 50, 90), batched, exact):
         # within 2 %, or among the exact draws next to that percentile: where the draws' finishes leave a
         # gap (a few stragglers: seed 2's 45th and 55th percentiles are 4,450 h and 5,420 h), a percentile
         # of 60 draws is no sharper than that
         near = np.percentile(one["finish"], [q - 5, q + 5]) * [1 - BATCH_TOLERANCE, 1 + BATCH_TOLERANCE]
         assert abs(got / want - 1) <= BATCH_TOLERANCE or near[0] <= got <= near[1], (batched, exact)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_batched_forecast_with_memory_kills_in_every_batch_keeps_the_exact_band(seed):
+    """On the study's shape almost every data set may be killed in some draw: batched, the kills' retries
+    started where the long batches ran them, ahead of the rest, and left their slots idle until then
+    (P50 up to 2.7 % late on 3,000 queued, 15 % at 100,000)."""
+    from benchmarks import hidden
+    from benchmarks.bench_scheduler import study_cluster
+
+    work, truth = hidden.workload("study", 3400, seed)
+    history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:400]]
+    model = sch.fit_history(history)
+    preds = sch.predict_all(work[400:], model)
+    waiting = [(ds, preds[ds.uid]) for ds in work[400:]]
+    kw = dict(residuals=model.hours.residuals, coefficients=sch.coefficient_draws(history, model, 60), model_sigma=0.05)
+    one, many = {}, {}
+    exact = est.forecast_finish(waiting, [], study_cluster(), 60, seed, exact_jobs=10 ** 9, detail=one, **kw)
+    batched = est.forecast_finish(waiting, [], study_cluster(), 60, seed, exact_jobs=600, detail=many, **kw)
+    assert np.median(np.abs(many["finish"] / one["finish"] - 1)) <= BATCH_TOLERANCE / 2
+    for got, want in zip(batched, exact):
+        assert abs(got / want - 1) <= BATCH_TOLERANCE / 2, (batched, exact)
 
 
 def test_a_long_queue_is_placed_in_far_fewer_units_than_data_sets():
