@@ -743,52 +743,46 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         _retry(who, r, end[r], at, mem[who, r] > slot_mem[at], free, speed, wall, slot_mem, kind_slots, taught_h,
                taught_mem, first_can, left, mem, memory_kill_after, max_attempts, waste)
 
-    def again_together(members, killed, over_mem, ends, slot, also=None, attempts=max_attempts):
-        """A batch's killed ones (``killed``: members x draws, at ``ends`` on ``slot``), those of a draw
-        killed the same way (walltime, memory) together: to the first slot to free that the kills allow
-        (``also``, per draw: what earlier kills allow), one after the other there, each from when it was
-        killed; those killed again there go again together the same way, up to ``attempts`` in all."""
+    def again_together(members, killed, over_mem, ends, slot, draws=rows, also=None, attempts=max_attempts):
+        """A batch's killed ones (``killed``: members x ``draws``, at ``ends`` on ``slot``), those of a draw
+        killed the same way (walltime, memory) together: to the slot free last before the first of them
+        (the shortest idle gap), else the first to free after it, of those the kills allow (``also``, per
+        draw: what earlier kills allow), one after the other there, each from when it was killed; those
+        killed again there go again together the same way, up to ``attempts`` in all."""
         for by_mem in (False, True):
-            group = killed & (over_mem == by_mem)
-            d = np.flatnonzero(group.any(axis=0))
-            if not len(d):
+            g = killed & over_mem if by_mem else killed & ~over_mem
+            hit = np.flatnonzero(g.any(axis=0))
+            if not len(hit):
                 continue
-            g = group[:, d]
-            can = first_can[slot[d] + len(speed) * by_mem]
+            if len(hit) < len(draws):
+                g = g[:, hit]
+            d = draws[hit]
+            ends_d = ends[:, hit]
+            can = first_can[slot[hit] + len(speed) * by_mem]
             if also is not None:
-                can = can & also[d]
-            first_end = np.where(g, ends[:, d], inf).min(axis=0)[:, None]
-            # the slot free last before the first kill (the shortest idle gap there), else the first to free after it
-            idle = first_end - free[d]
+                can &= also[hit]
+            free_d = free[d]
+            idle = np.where(g, ends_d, inf).min(axis=0)[:, None] - free_d
             to = np.where(can, np.where(idle >= 0, idle, big - idle), inf).argmin(axis=1)
             go = can[np.arange(len(d)), to]  # the draws with somewhere to go (else: given up)
             if not go.all():
-                d, g, to, can = d[go], g[:, go], to[go], can[go]
+                d, g, to, can, ends_d, free_d = d[go], g[:, go], to[go], can[go], ends_d[:, go], free_d[go]
                 if not len(d):
                     continue
-            run = left[members[:, None], d[None, :]] / speed[to][None, :]
-            over2 = mem[members[:, None], d[None, :]] > slot_mem[to][None, :]
-            killed2 = ((run > wall[to][None, :]) | over2) & g
-            held = np.where(g, np.where(killed2, np.where(over2, np.minimum(run * memory_kill_after, wall[to][None, :]),
-                                                          wall[to][None, :]), run), 0.0)
+            speed_to, wall_to = speed[to], wall[to]
+            run = left[members][:, d] / speed_to
+            over2 = mem[members][:, d] > slot_mem[to]
+            killed2 = ((run > wall_to) | over2) & g
+            held = np.where(killed2, np.where(over2, np.minimum(run * memory_kill_after, wall_to), wall_to), run)
+            held *= g
             done_by = np.cumsum(held, axis=0)  # each one's end: its held time after the later of the one before and its kill
             ends2 = done_by + np.maximum.accumulate(
-                np.where(g, np.maximum(ends[:, d], free[d, to][None, :]), -inf) - (done_by - held), axis=0)
+                np.where(g, np.maximum(ends_d, free_d[np.arange(len(d)), to]), -inf) - (done_by - held), axis=0)
             free[d, to] = ends2[-1]
             if waste is not None:
-                waste[d] += np.where(killed2, held, 0.0).sum(axis=0)
+                waste[d] += (held * killed2).sum(axis=0)
             if attempts > 2 and killed2.any():
-                slot2 = np.zeros_like(slot)
-                slot2[d] = to
-                also2 = np.zeros((len(slot), len(speed)), dtype=bool)
-                also2[d] = can
-                killed3 = np.zeros_like(killed)
-                killed3[:, d] = killed2
-                over3 = np.zeros_like(killed)
-                over3[:, d] = over2
-                ends3 = np.zeros_like(ends)
-                ends3[:, d] = ends2
-                again_together(members, killed3, over3, ends3, slot2, also2, attempts - 1)
+                again_together(members, killed2, over2, ends2, to, d, can, attempts - 1)
 
     del reach
     joined = [u for u in units if len(u) > 1]
