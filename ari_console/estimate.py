@@ -65,7 +65,7 @@ history covers the queue). On 11 generators x 6 seeds at 10 % done, the drift in
 P50); hypot(0.07, drift) as many, 28 % wide; the drift as a shift of the centre too, 49."""
 FORECAST_HOURS_QUANTILE = 1 - max(sch.RISK_RATIOS)
 """The most cautious hours quantile by which a forecast's list schedule keeps a data set off a class whose
-walltime it may outrun (0.8): placement takes such risks where a kill would cost little
+walltime it may outrun (0.8), where placement's own risk rule allows it no class (:func:`_placement_masks`): placement takes such risks where a kill would cost little
 (:data:`~ari_console.scheduler.RISK_RATIOS`, up to a fifth of the run), and a list schedule that never did
 sent every data set whose 95th percentile outran the 48 h walltime to the few 240 h nodes, a bottleneck the
 replay never had (``bimodal`` at 10 % done: P50 20-27 % late)."""
@@ -90,6 +90,10 @@ head goes in batches (:func:`_list_finish`). Each placement costs tens of micros
 whatever the draws: 100,000 queued took 12 s of CPU one by one, ~5 s with their draws in batches
 (~22,000 placements); 10,000 a fifth less than exact. Up to 6,000 the replays' forecasts (the
 calibration's workloads) stay exact: there batching would save little and cost ~1 % of the band."""
+FORECAST_RISKY_SHORTER = 2
+"""A batch of data sets some draw may kill is this many times shorter than the others: its kills'
+retries start where it runs them, ahead of the rest of the schedule, and leave the slots they go to
+idle until then (the longer the batch, the later: ``study`` at 100,000 queued, P50 +11 % at full length)."""
 
 
 @dataclass(frozen=True)
@@ -438,7 +442,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                                            most=BOOTSTRAP_ATTEMPTS)
             forecasts.append(_replay_forecast(now, done_work / total_work, queue, running, known_preds, nodes,
                                               known, risk, forecast_samples, seed + len(forecasts), draws,
-                                              drift=model_drift(hist, tuning)))
+                                              drift=model_drift(hist, tuning), search=search))
     unplaceable = list(parked.values())
     if queue:  # nothing could take them (e.g. every node drained)
         unplaceable += [sch.Unplaceable(ds, "no live node took it") for ds in queue.values()]
@@ -479,26 +483,34 @@ def _replay_forecast(now: float, done: float, queue: Mapping[str, DataSet],
                      running: Mapping[int, tuple[DataSet, float, int]], preds: Mapping[str, Prediction],
                      nodes: Sequence[NodeState], model: sch.Model,
                      tuning: sch.Tuning, samples: int, seed: int, draws=None, detail: dict | None = None,
-                     drift: float = 0.0) -> Forecast:
+                     drift: float = 0.0, search: sch.Search = sch.DEFAULT_SEARCH) -> Forecast:
     """A :class:`Forecast` from inside a replay: what it knows now, nothing of the truth
     (``tuning`` carries the placement quantiles the current plan uses)."""
     waiting = [(ds, preds[ds.uid]) for ds in queue.values()]
     busy = [(preds[ds.uid], (now - start) * nodes[i].speed, nodes[i].name) for ds, start, i in running.values()]
     p10, p50, p90 = forecast_finish(waiting, busy, nodes, samples, seed, tuning=tuning, coefficients=draws,
-                                    **_resampled(model),
-                                    model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail)
+                                    **_resampled(model, len(waiting) + len(busy)),
+                                    model_sigma=max(FORECAST_MODEL_SIGMA, abs(drift)) * (1 - done), detail=detail,
+                                    search=search)
     return Forecast(round(now, 3), round(done, 4), round(now + p10, 3), round(now + p50, 3), round(now + p90, 3))
 
 
 # -- forecasts -------------------------------------------------------------------
 
-def _resampled(model: sch.Model) -> dict:
-    """The residuals a forecast resamples (keywords of :func:`forecast_finish`): the hours fit's, its
-    attempts cut short counted as lower limits (:func:`~ari_console.scheduler.survival_residuals`), and
-    the furthest any attempt went beyond its fitted median (log hours)."""
+def _resampled(model: sch.Model, count: int = 0) -> dict:
+    """The residuals a forecast of ``count`` data sets resamples (keywords of :func:`forecast_finish`): the
+    hours fit's, its attempts cut short counted as lower limits (:func:`~ari_console.scheduler.survival_residuals`),
+    their tail carried past the furthest seen as far as the largest of the history and the ``count`` is
+    expected to go (:func:`~ari_console.scheduler.extended_pool`), and how far beyond its fitted median (log
+    hours) a draw may go: the furthest any attempt went, carried as far by its own records' gaps
+    (:attr:`~ari_console.scheduler.Fit.longest_gap`)."""
     if model.hours is None:
         return dict(residuals=())
-    return dict(residuals=model.hours.pool or model.hours.residuals, residual_cap=model.hours.longest)
+    fit = model.hours
+    if not fit.pool:
+        return dict(residuals=fit.residuals, residual_cap=fit.longest)
+    return dict(residuals=sch.extended_pool(fit.pool, fit.pool_tail, count),
+                residual_cap=fit.longest + fit.longest_gap * math.log((len(fit.pool) + count) / len(fit.pool)))
 
 
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
@@ -508,7 +520,8 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     memory_kill_after: float = MEMORY_KILL_AFTER,
                     coefficients=None, model_sigma: float = 0.0,
                     exact_jobs: int = FORECAST_EXACT_JOBS, detail: dict | None = None,
-                    residual_cap: float = math.inf) -> tuple[float, float, float]:
+                    residual_cap: float = math.inf, search: sch.Search | None = sch.DEFAULT_SEARCH,
+                    ) -> tuple[float, float, float]:
     """(P10, P50, P90) hours from now until ``waiting`` and ``running`` are done on ``nodes``.
 
     ``running`` holds (prediction, speed-1.0 hours it has run, node name).
@@ -522,8 +535,10 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     (in units of each one's spread) when given (so a skewed or heavy tail is
     kept), cut below at what it is known to need (a running attempt: what it has
     run). A draw's finish is that truth played through a list schedule that knows
-    only the predictions (:func:`_list_finish`), each data set only where
-    placement would send it once the fit has settled (its quantiles around the
+    only the predictions (:func:`_list_finish`), each waiting data set only on the
+    classes placement's own risk rule allows it now (:func:`_placement_masks`, with
+    ``search``'s quantiles and loss ratios; None: not used); where that allows none,
+    where placement would send it once the fit has settled (its quantiles around the
     drawn median with the history's scatter, not today's wider spread;
     ``tuning`` holds the quantiles). Deterministic for a given ``seed``.
 
@@ -558,6 +573,7 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     if waiting:  # where its scratch fits (a data set that fits nowhere is the plan's unplaceable, not here)
         disk = sch.scratch_masks([ds for ds, _ in waiting], classes).tolist()
         fixed = [f & d or f for f, d in zip(fixed, disk)]
+    chosen = _placement_masks(waiting, classes, tuning, search) if waiting and search is not None else None
     for pred, ran, name in running:
         if name in class_of:
             entries.append(replace(pred, mem_median_gb=0.0, mem_sigma=0.0, mem_floor_gb=0.0))
@@ -591,6 +607,9 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     mask = np.zeros(left.shape, dtype=small)
     for ci in range(n):
         mask |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(small) << small(ci)
+    if chosen is not None:  # the classes placement allows each one now, where it allows any
+        some = np.flatnonzero(chosen[:len(waiting)] != 0)
+        mask[:, some] = chosen[some].astype(small)[None, :]
     mask &= np.maximum(fixed, 0).astype(small)[None, :]
     if (fixed < 0).any():  # a running attempt: its node's class alone
         some = np.flatnonzero(fixed < 0)
@@ -607,6 +626,28 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
         detail.update(finish=span, bound=bound, work=work, waste=waste)
     p10, p50, p90 = np.percentile(span, [10, 50, 90])
     return round(float(p10), 4), round(float(p50), 4), round(float(p90), 4)
+
+
+def _placement_masks(waiting: Sequence[tuple[DataSet, Prediction]], classes: Sequence[sch.NodeClass],
+                     tuning: sch.Tuning, search: sch.Search):
+    """Per waiting data set (an array), the bitmask of the classes placement lets it run on now: its
+    own risk rule (:func:`~ari_console.scheduler.settle_risk` with ``search``'s quantiles and loss
+    ratios) on these predictions; 0 where it allows none (tried where its medians fit, or unplaceable).
+
+    >>> c = sch.node_classes([NodeState("small", mem_gb=8), NodeState("big", mem_gb=64)])
+    >>> _placement_masks([(DataSet("a"), Prediction(4.0, 16.0)), (DataSet("b"), Prediction(4.0, 4.0))],
+    ...                  c, sch.DEFAULT_TUNING, sch.DEFAULT_SEARCH).tolist()
+    [2, 3]
+    """
+    import numpy as np
+
+    queue = [ds for ds, _ in waiting]
+    preds = {ds.uid: p for ds, p in waiting}
+    if search.relax_quantiles or search.risk_ratios:
+        preds, _ = sch.settle_risk(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                   tuning.retry_margin, ratios=search.risk_ratios)
+    allowed = sch.eligibility(queue, preds, classes)
+    return np.array([sum(1 << ci for ci in elig) for _, elig in allowed], dtype=np.int64)
 
 
 def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: Sequence[sch.NodeClass],
@@ -666,7 +707,7 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     waiting = np.flatnonzero(~placed)
     order = np.concatenate([np.flatnonzero(placed),  # longest-predicted first, ties by position
                             waiting[np.lexsort((waiting, -plan_left[waiting] / speed_of[waiting]))]])
-    inf = np.inf
+    inf, big = np.inf, 1e12  # big: hours past any schedule's end
     classes_wall = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
     classes_speed = np.array([c.rep.speed for c in classes])
     classes_mem = np.array([c.rep.mem_gb for c in classes])
@@ -690,7 +731,7 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         safe = placed | ~risky.any(axis=0)
     del risky
     units = _batches(order, mask, plan_left, int(placed.sum()), float(sum(c.capacity for c in classes)),
-                     classes_speed.tolist(), exact_jobs)
+                     classes_speed.tolist(), exact_jobs, safe)
     penalty_of = np.where((np.arange(1 << len(classes))[:, None] & bit) > 0, 0.0, inf) \
         if len(classes) <= 12 else None
     constant = mask.min(axis=0) == mask.max(axis=0)  # the same classes in every draw
@@ -713,6 +754,47 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         _retry(who, r, end[r], at, mem[who, r] > slot_mem[at], free, speed, wall, slot_mem, kind_slots, taught_h,
                taught_mem, first_can, left, mem, memory_kill_after, max_attempts, waste)
 
+    def again_together(members, killed, over_mem, ends, slot, draws=rows, also=None, attempts=max_attempts):
+        """A batch's killed ones (``killed``: members x ``draws``, at ``ends`` on ``slot``), those of a draw
+        killed the same way (walltime, memory) together: to the slot free last before the first of them
+        (the shortest idle gap), else the first to free after it, of those the kills allow (``also``, per
+        draw: what earlier kills allow), one after the other there, each from when it was killed; those
+        killed again there go again together the same way, up to ``attempts`` in all."""
+        for by_mem in (False, True):
+            g = killed & over_mem if by_mem else killed & ~over_mem
+            hit = np.flatnonzero(g.any(axis=0))
+            if not len(hit):
+                continue
+            if len(hit) < len(draws):
+                g = g[:, hit]
+            d = draws[hit]
+            ends_d = ends[:, hit]
+            can = first_can[slot[hit] + len(speed) * by_mem]
+            if also is not None:
+                can &= also[hit]
+            free_d = free[d]
+            idle = np.where(g, ends_d, inf).min(axis=0)[:, None] - free_d
+            to = np.where(can, np.where(idle >= 0, idle, big - idle), inf).argmin(axis=1)
+            go = can[np.arange(len(d)), to]  # the draws with somewhere to go (else: given up)
+            if not go.all():
+                d, g, to, can, ends_d, free_d = d[go], g[:, go], to[go], can[go], ends_d[:, go], free_d[go]
+                if not len(d):
+                    continue
+            speed_to, wall_to = speed[to], wall[to]
+            run = left[members][:, d] / speed_to
+            over2 = mem[members][:, d] > slot_mem[to]
+            killed2 = ((run > wall_to) | over2) & g
+            held = np.where(killed2, np.where(over2, np.minimum(run * memory_kill_after, wall_to), wall_to), run)
+            held *= g
+            done_by = np.cumsum(held, axis=0)  # each one's end: its held time after the later of the one before and its kill
+            ends2 = done_by + np.maximum.accumulate(
+                np.where(g, np.maximum(ends_d, free_d[np.arange(len(d)), to]), -inf) - (done_by - held), axis=0)
+            free[d, to] = ends2[-1]
+            if waste is not None:
+                waste[d] += (held * killed2).sum(axis=0)
+            if attempts > 2 and killed2.any():
+                again_together(members, killed2, over2, ends2, to, d, can, attempts - 1)
+
     del reach
     joined = [u for u in units if len(u) > 1]
     if joined:  # each batch's work per draw, and its predicted hours
@@ -725,7 +807,7 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         if len(members) > 1:
             _place_batch(members, free, rows, speed, wall, slot_mem, penalty_of[mask[j, 0]], left, mem,
                          float(batch_plan[id(members)]), batch_work[id(members)], safe[members].all(), memory_kill_after,
-                         again, waste)
+                         again, waste, again_together if every_kind[members].all() else None)
             continue
         if safe[j] and constant[j] and penalty_of is not None:  # no draw kills it, the same classes in all
             if mask[j, 0] == 0:  # no class: the plan's unplaceable
@@ -843,7 +925,7 @@ def _draw_bounds(left, mem, mask, placed, kinds, classes: Sequence[sch.NodeClass
 
 
 def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem, plan_h: float, work, safe: bool,
-                 memory_kill_after: float, retry, waste=None) -> None:
+                 memory_kill_after: float, retry, waste=None, retry_together=None) -> None:
     """Place a batch of data sets (indexes ``members``, the same classes in every draw: ``penalty``
     inf where a slot is not theirs) on one slot per draw, one after the other, as a single data set
     of ``plan_h`` predicted hours would go; ``work``: their drawn hours summed per draw. One that the
@@ -864,6 +946,10 @@ def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem,
     free[rows, slot] = ends[-1]
     if waste is not None:
         waste += np.where(killed, held, 0.0).sum(axis=0)
+    if retry_together is not None:
+        if killed.any():
+            retry_together(members, killed, over_mem, ends, slot)
+        return
     # the killed ones go again in rounds: the first killed of each draw, then the second, ... (so in
     # each draw in the batch's order, as one by one; the draws do not meet)
     nth = np.cumsum(killed, axis=0) * killed
@@ -935,7 +1021,7 @@ def _retry(j, r, end, at, over, free, speed, wall, slot_mem, kind_slots, taught_
 
 
 def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Sequence[float],
-             exact_jobs: int) -> list:
+             exact_jobs: int, safe=None) -> list:
     """The units a forecast's list schedule places, in ``order``: lists of one data set
     (index), or arrays of several that go to one slot together (see :func:`_list_finish`).
 
@@ -943,7 +1029,9 @@ def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Seque
     order is cut into batches of B predicted hours (speed 1.0) each (B chosen so that
     batches and tail make the fewest units), each of data sets with the same classes in
     every draw (``mask``); the ``placed`` first ones (running attempts), the tail and the
-    data sets whose classes differ between draws stay single.
+    data sets whose classes differ between draws stay single. Those some draw may kill
+    (not ``safe``, per data set, when given) go in batches of their own,
+    FORECAST_RISKY_SHORTER times shorter.
     The tail is long enough to level what the batches leave uneven: its predicted work
     is at least what the whole capacity does in the time one batch takes on the slowest
     node (B / slowest speed), so every slot can still take from it after the last batch.
@@ -972,13 +1060,15 @@ def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Seque
     head = waiting[:max(0, len(waiting) - tail)]
     sub = mask[:, head]
     joinable = (sub.min(axis=0) == sub.max(axis=0)) & (sub[0] != 0) if len(head) else head
+    risky_of = (~np.asarray(safe)[head]).tolist() if safe is not None else [False] * len(head)
     units: list = [[j] for j in order[:placed].tolist()]
-    open_batches: dict[int, list] = {}  # classes (mask) -> [its unit, predicted hours so far]
-    for j, join, key, h in zip(head.tolist(), np.asarray(joinable).tolist(), (sub[0] if len(head) else head).tolist(),
-                              plan_left[head].tolist()):
+    open_batches: dict[int, list] = {}  # classes (mask) x at risk -> [its unit, predicted hours so far]
+    for j, join, key, h, risky in zip(head.tolist(), np.asarray(joinable).tolist(), (sub[0] if len(head) else head).tolist(),
+                              plan_left[head].tolist(), risky_of):
         if not join:
             units.append([j])
             continue
+        key = 2 * key + risky
         batch = open_batches.get(key)
         if batch is None:
             batch = open_batches[key] = [[j], h]
@@ -986,7 +1076,7 @@ def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Seque
         else:
             batch[0].append(j)
             batch[1] += h
-        if batch[1] >= batch_h:
+        if batch[1] >= (batch_h / FORECAST_RISKY_SHORTER if risky else batch_h):
             del open_batches[key]
     units += [[j] for j in waiting[len(head):].tolist()]
     return [u if len(u) == 1 else np.array(u) for u in units]
@@ -1347,7 +1437,7 @@ def estimate_campaign(queue: Sequence[DataSet], history: Iterable[Measured], nod
     busy += [(sch.Prediction(h * n.speed, 0.0), 0.0, n.name) for n in nodes for h in n.busy_h if h > 0]
     drawn: dict = {}
     band_h = forecast_finish([(ds, preds[ds.uid]) for ds in queue], busy, nodes, samples,
-                             **_resampled(model),
+                             **_resampled(model, len(queue) + len(busy)),
                              coefficients=sch.coefficient_draws(history, model, samples, most=BOOTSTRAP_ATTEMPTS),
                              model_sigma=max(FORECAST_MODEL_SIGMA, abs(model_drift(history)))
                              * _still_to_do(history, band_work(queue, preds, busy)),

@@ -67,7 +67,9 @@ hours, over the speed-weighted slots), (b) kills the forecast did not expect
 mean lost slot-hours, over the slots), and each miss (finish outside P10-P90)
 put down to (a) or (b) when taking that part off the actual finish brings it
 inside the band, to both when only both do, else to (c) a spread too narrow
-(or a schedule unlike the forecast's).
+(or a schedule unlike the forecast's). Last, per generator, where the actual
+finish fell in each 10 % forecast (below P10, P10-P50, P50-P90, above P90;
+an honest band misses on both sides) and actual / P50 - 1 per seed.
 Run: ``.venv/bin/python -m benchmarks.bench_scheduler --calibrate [seeds...] [models...]``
 (default: seeds 1-8, every generator).
 
@@ -401,6 +403,7 @@ def calibrate(seeds: list[int], models: list[str], n: int = 6000) -> None:
           + " ".join(f"{f'at {a:.0%}: in band':>16} {'width':>6} {'|off| med':>9} {'p90':>6} {'worst':>6} {'<=10%':>5}"
                      for a in CALIBRATE_AT))
     causes: dict[str, list[dict]] = {}
+    sides: dict[str, list[tuple[int, int, float]]] = {}  # per run at 10 %: seed, side of the band, actual / P50 - 1
     every: dict[float, list[tuple[bool, float, float]]] = {a: [] for a in CALIBRATE_AT}
     every_ds: list[np.ndarray] = []
     replay_forecast = estimate_module._replay_forecast
@@ -432,6 +435,9 @@ def calibrate(seeds: list[int], models: list[str], n: int = 6000) -> None:
             for at, f in zip(CALIBRATE_AT, sim.forecasts):
                 runs[at].append((f.p10_h <= sim.makespan_h <= f.p90_h, abs(sim.makespan_h / f.p50_h - 1),
                                  (f.p90_h - f.p10_h) / f.p50_h))
+            if sim.forecasts:
+                sides.setdefault(model, []).append((seed, _side(sim.makespan_h, sim.forecasts[0]),
+                                                    sim.makespan_h / sim.forecasts[0].p50_h - 1))
         cells = []
         for at in CALIBRATE_AT:
             every[at] += runs[at]
@@ -450,6 +456,25 @@ def calibrate(seeds: list[int], models: list[str], n: int = 6000) -> None:
     print("(a) the mean model's bias on the work left, (b) kills the forecast did not expect: hours of finish, "
           "% of P50, median of the runs; misses (outside P10-P90) by the part whose removal brings the finish "
           "inside the band; (c) neither: the spread too narrow")
+    print()
+    print(f"{'at 10%':>9} {'<P10':>5} {'P10-50':>6} {'P50-90':>6} {'>P90':>5} {'mean off':>8}  actual / P50 - 1 by seed")
+    for model, rows in list(sides.items()) + [("all", [r for rows in sides.values() for r in rows])]:
+        count = [sum(s == k for _, s, _ in rows) for k in range(4)]
+        print(f"{model:>9} " + " ".join(f"{c:>{w}}" for c, w in zip(count, (5, 6, 6, 5)))
+              + f" {np.mean([o for _, _, o in rows]):>+8.1%}  "
+              + ("" if model == "all" else " ".join(f"{s}:{o:+.0%}" for s, _, o in rows)), flush=True)
+    print("where the actual finish fell in the 10 % forecast (an honest band: ~10 % below P10, ~40 % in each half, "
+          "~10 % above P90)")
+
+
+def _side(actual: float, f) -> int:
+    """Where ``actual`` falls in forecast ``f``: 0 below P10, 1 P10-P50, 2 P50-P90, 3 above P90.
+
+    >>> from ari_console.estimate import Forecast
+    >>> [_side(x, Forecast(1.0, 0.1, 90.0, 95.0, 100.0)) for x in (80.0, 92.0, 97.0, 120.0)]
+    [0, 1, 2, 3]
+    """
+    return 0 if actual < f.p10_h else 1 if actual <= f.p50_h else 2 if actual <= f.p90_h else 3
 
 
 def _miss_causes(sim, f, seen: dict, nodes) -> dict:

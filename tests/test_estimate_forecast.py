@@ -216,13 +216,35 @@ def test_batched_forecast_gives_the_exact_band_within_two_percent(seed):
     exact = est.forecast_finish(waiting, running, cluster(), 60, seed, exact_jobs=10 ** 9, detail=one, **kw)
     batched = est.forecast_finish(waiting, running, cluster(), 60, seed, exact_jobs=600, detail=many, **kw)
     assert exact[0] < exact[1] < exact[2]
-    assert np.median(np.abs(many["finish"] / one["finish"] - 1)) <= BATCH_TOLERANCE / 2
+    assert np.median(np.abs(many["finish"] / one["finish"] - 1)) <= BATCH_TOLERANCE * 0.75
     for q, got, want in zip((10, 50, 90), batched, exact):
         # within 2 %, or among the exact draws next to that percentile: where the draws' finishes leave a
         # gap (a few stragglers: seed 2's 45th and 55th percentiles are 4,450 h and 5,420 h), a percentile
         # of 60 draws is no sharper than that
         near = np.percentile(one["finish"], [q - 5, q + 5]) * [1 - BATCH_TOLERANCE, 1 + BATCH_TOLERANCE]
         assert abs(got / want - 1) <= BATCH_TOLERANCE or near[0] <= got <= near[1], (batched, exact)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_batched_forecast_with_memory_kills_in_every_batch_keeps_the_exact_band(seed):
+    """On the study's shape almost every data set may be killed in some draw: batched, the kills' retries
+    started where the long batches ran them, ahead of the rest, and left their slots idle until then
+    (P50 up to 2.7 % late on 3,000 queued, 15 % at 100,000)."""
+    from benchmarks import hidden
+    from benchmarks.bench_scheduler import study_cluster
+
+    work, truth = hidden.workload("study", 3400, seed)
+    history = [est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:400]]
+    model = sch.fit_history(history)
+    preds = sch.predict_all(work[400:], model)
+    waiting = [(ds, preds[ds.uid]) for ds in work[400:]]
+    kw = dict(residuals=model.hours.residuals, coefficients=sch.coefficient_draws(history, model, 60), model_sigma=0.05)
+    one, many = {}, {}
+    exact = est.forecast_finish(waiting, [], study_cluster(), 60, seed, exact_jobs=10 ** 9, detail=one, **kw)
+    batched = est.forecast_finish(waiting, [], study_cluster(), 60, seed, exact_jobs=600, detail=many, **kw)
+    assert np.median(np.abs(many["finish"] / one["finish"] - 1)) <= BATCH_TOLERANCE / 2
+    for got, want in zip(batched, exact):
+        assert abs(got / want - 1) <= BATCH_TOLERANCE / 2, (batched, exact)
 
 
 def test_a_long_queue_is_placed_in_far_fewer_units_than_data_sets():
@@ -390,6 +412,20 @@ def test_the_forecast_lets_a_data_set_risk_the_walltime_as_placement_does():
     assert fluid <= p10 and p90 < 0.75 * everything_on_hpc, (p10, p90, fluid, everything_on_hpc)
 
 
+def test_the_forecast_sends_a_data_set_where_placement_risks_its_memory():
+    # 200 data sets of 16 GB at the median (log-sd 0.3): the 95th percentile (29 GB) outruns the
+    # workstations' 24 GB, but a kill there is rare and comes half-way, so placement's own risk rule sends
+    # them there too. A forecast that kept them off at its own 95th percentile counted four slots fewer
+    # than the replay has (P50 ~116 h where placement's classes give ~97 h).
+    pred = Prediction(8.0, 32.0, "history", mean_h=6.1, median_h=6.0, sigma=0.2, mem_median_gb=16.0, mem_sigma=0.3)
+    queue = [DataSet(f"d{i}") for i in range(200)]
+    plan = sch.make_plan(queue, cluster(), predictions={ds.uid: pred for ds in queue})
+    assert any(plan.sequence.get(f"ws{i}") for i in range(4))
+    p10, p50, p90 = est.forecast_finish([(ds, pred) for ds in queue], [], cluster(), 60, 1)
+    without_workstations = 200 * pred.plan_h / (6 * 1.0 + 4 * 1.2)
+    assert p90 < without_workstations, (p90, without_workstations)
+
+
 def test_a_running_attempt_far_past_its_prediction_runs_on_as_the_long_runs_did():
     # 10 h at the median, running for 40 h already; among the history's residuals one in ten is 5-6 of its
     # spreads long (the normal's tail past 40 h would have it end within hours)
@@ -403,3 +439,25 @@ def test_a_running_attempt_far_past_its_prediction_runs_on_as_the_long_runs_did(
     # no further than the history ever went beyond a median: e^2 = 7.4 x 10 h at most, 34 h after the 40 h run
     capped = est.forecast_finish([], [(pred, 40.0, "hpc")], cluster(), 60, 2, residuals=pool, residual_cap=2.0)
     assert capped[2] <= 34.0 / 1.2 + 1e-6 < finish["pool"]
+
+
+def test_a_young_history_forecasts_a_long_queue_with_longer_outliers_than_it_has_seen():
+    # 300 finished attempts of a heavy tail (log hours Laplace): the largest of 5,000 more lies beyond
+    # the largest of 300, and the forecast's draws reach there; for a few more, hardly past it
+    from benchmarks import hidden
+
+    work, truth = hidden.workload("outliers", 5300, 2)
+    model = sch.fit_history([est.attempt(ds, truth[ds.uid][0], 1.0, "ok", truth[ds.uid][1]) for ds in work[:300]])
+    fit = model.hours
+    seen = max(fit.pool)
+    many, few, none = (est._resampled(model, count) for count in (5000, 10, 0))
+    assert none["residuals"] == fit.pool and none["residual_cap"] == fit.longest
+    assert max(many["residuals"]) > seen + 1.0 and many["residual_cap"] > fit.longest + 0.3
+    assert max(few["residuals"]) < seen + 0.1
+    # the data sets of the queue as far past their medians as the young history's furthest: the forecast
+    # draws as many of them as came (the pool cut at the furthest seen drew none)
+    preds = sch.predict_all(work[300:], model)
+    came = np.mean([math.log(truth[ds.uid][0] / preds[ds.uid].median_h) > fit.longest for ds in work[300:]])
+    pool = np.asarray(many["residuals"])
+    drawn = np.mean(np.minimum(pool * fit.sigma, many["residual_cap"]) > fit.longest)
+    assert came > 0.003 and 0.3 * came < drawn < 3 * came, (came, drawn)

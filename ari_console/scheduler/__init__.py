@@ -53,7 +53,7 @@ from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
                          features,
-                         curve_unit, fit_history, hours_left, means_above, predict, predict_all, prior, quantiles_above,
+                         curve_unit, extended_pool, fit_history, hours_left, means_above, predict, predict_all, prior, quantiles_above,
                          running_left,
                          survival_residuals)
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
@@ -62,7 +62,7 @@ from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, Dat
 __all__ = [
     "DEFAULT_POLICY", "DEFAULT_SEARCH", "DEFAULT_TUNING", "POLICIES", "DataSet", "Fit", "Measured", "Model",
     "NodeClass", "NodeState", "Placement", "Plan", "Prediction", "Search", "Tuning", "Unplaceable",
-    "coefficient_draws", "curve_exceed", "curve_unit", "eligibility", "features", "fit_history", "fluid_bound",
+    "coefficient_draws", "curve_exceed", "curve_unit", "eligibility", "extended_pool", "features", "fit_history", "fluid_bound",
     "hours_left", "make_plan", "means_above", "running_left",
     "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
     "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",

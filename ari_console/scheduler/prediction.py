@@ -157,6 +157,11 @@ class Fit:
     # (:func:`survival_residuals`), as an evenly weighted pool: what forecasts resample
     longest: float = math.inf  # the furthest log(hours / fitted median) seen (a censored attempt: at its limit):
     # no draw from ``pool`` goes further, whatever the data set's scatter
+    pool_tail: tuple[float, ...] = ()  # (reach, threshold, mean excess) of the pool's exponential tail and the
+    # mean excess of its top TAIL_RECORDS values over the next, in units (:func:`survival_residuals`): how a
+    # forecast carries it past the furthest seen (:func:`extended_pool`)
+    longest_gap: float = 0.0  # the mean excess of the TAIL_RECORDS furthest log(hours / fitted median) over the
+    # next: how far the furthest moves as the history grows (a forecast's cap past ``longest``)
 
 
 @dataclass(frozen=True)
@@ -299,11 +304,12 @@ def _fit(rows, y, censored, tuning: Tuning, q: float, once=None, settled=None) -
                 if once is not None and seen >= tuning.survival_min_history else ())
     if survival and not _unlike_normal(survival, seen, tuning.survival_departure):
         survival = ()
-    pool = ()
+    pool, pool_tail = (), ()
     if settled is not None:  # the hours fit's: what forecasts resample
         keep = ~settled if len(settled) == len(y) else np.ones(len(y), dtype=bool)
-        pool = tuple(np.round(survival_residuals(np.where(censored, (y - mu) / (sigma * scale), unit)[keep],
-                                                 censored[keep]), 5).tolist())
+        drawn, pool_tail = survival_residuals(np.where(censored, (y - mu) / (sigma * scale), unit)[keep],
+                                              censored[keep], fitted=True)
+        pool = tuple(np.round(drawn, 5).tolist())
     from scipy.special import ndtri, stdtrit
 
     tail = max(1.0, float(np.quantile(unit, q)) / float(ndtri(q))) if 0.5 < q < 1 else 1.0
@@ -311,7 +317,7 @@ def _fit(rows, y, censored, tuning: Tuning, q: float, once=None, settled=None) -
         tail *= float(stdtrit(max(1.0, float(exact.sum()) - p), q)) / float(ndtri(q))
     return Fit(tuple(float(b) for b in beta), used, center, sigma,
                tuple(tuple(float(v) for v in r) for r in chol), int(exact.sum()), tuple(unit.tolist()), tail, spread,
-               groups, survival, pool, float(np.max(y - mu)))
+               groups, survival, pool, float(np.max(y - mu)), pool_tail, _record_gap(y - mu))
 
 
 def _survival(unit, censored) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -427,9 +433,29 @@ def curve_unit(curve, above):
 
 SURVIVAL_TAIL = 0.9
 """The share of the residuals' distribution below the tail :func:`survival_residuals` fits."""
+TAIL_RECORDS = 10
+"""How many of the furthest residuals tell how far the furthest moves as more come (:func:`_record_gap`)."""
 
 
-def survival_residuals(values, censored, size: int | None = None, tail: float = SURVIVAL_TAIL):
+def _record_gap(values, records: int = TAIL_RECORDS) -> float:
+    """The mean excess of the ``records`` largest ``values`` over the next largest (0 with fewer values): the
+    growth of the largest per e-fold of values seen, as the tail at the very top shows it. An exponential tail's
+    mean excess anywhere; less where the top is thinner (a normal's, or a tail bounded above: values heaped
+    below a limit show small gaps), so the furthest is carried no further than its own records go.
+
+    >>> _record_gap([0.0, 1.0, 2.0, 4.0], records=2)
+    2.0
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if len(values) <= records:
+        return 0.0
+    top = np.partition(values, -records - 1)[-records - 1:]  # the next largest first, then the records
+    return float(np.mean(top[1:]) - top[0])
+
+
+def survival_residuals(values, censored, size: int | None = None, tail: float = SURVIVAL_TAIL, fitted: bool = False):
     """An evenly weighted pool of ``size`` residuals (default: as many as ``values``) of the
     distribution ``values`` come from when the ``censored`` ones are lower limits (attempts killed,
     or still running: they needed at least that much).
@@ -452,6 +478,9 @@ def survival_residuals(values, censored, size: int | None = None, tail: float = 
     >>> import numpy as np
     >>> survival_residuals(np.array([-1.0, 0.0, 1.0, 2.0]), np.array([False, False, False, True]), 8).round(2).tolist()
     [-1.0, -1.0, 0.0, 0.0, 1.0, 1.0, 1.29, 2.0]
+
+    With ``fitted``: (the pool, (reach, threshold, mean excess) of its exponential tail and the mean excess of
+    its top values over the next (:func:`_record_gap`); () without a tail).
     """
     import numpy as np
 
@@ -459,7 +488,7 @@ def survival_residuals(values, censored, size: int | None = None, tail: float = 
     censored = np.asarray(censored, dtype=bool)
     size = len(values) if size is None else size
     if censored.all() or not len(values):
-        return np.resize(values, size)
+        return (np.resize(values, size), ()) if fitted else np.resize(values, size)
     v, c, at_risk, after = _product_limit(values, censored)
     before = np.concatenate(([1.0], after[:-1]))
     cdf = np.cumsum(np.where(c, 0.0, before / at_risk))
@@ -472,7 +501,40 @@ def survival_residuals(values, censored, size: int | None = None, tail: float = 
     pool = np.empty(size)
     pool[below] = v[np.minimum(np.searchsorted(cdf, grid[below]), len(v) - 1)]
     pool[~below] = u - excess * np.log((1 - grid[~below]) / (1 - reach))
-    return np.minimum(pool, v[-1])  # no further than the furthest seen (a censored one: its limit)
+    pool = np.minimum(pool, v[-1])  # no further than the furthest seen (a censored one: its limit)
+    return (pool, (float(reach), float(u), float(excess), _record_gap(v))) if fitted else pool
+
+
+def extended_pool(pool: Sequence[float], pool_tail: Sequence[float], count: int) -> tuple[float, ...]:
+    """``pool`` (an evenly weighted residual pool, :func:`survival_residuals`) for drawing ``count``
+    more values: its exponential tail (``pool_tail``: reach, threshold, mean excess, record gap) carried
+    past the furthest value its history saw (``n`` values), on a grid fine enough to reach there, by as
+    much as the largest of ``n + count`` values lies beyond the largest of ``n`` if the very top goes on as
+    its records do (``record gap x log((n + count) / n)``: an exponential tail's growth); below the tail,
+    the pool as it is. A young history has seen the largest of a few hundred; a queue of thousands holds
+    larger ones, which a pool cut at the furthest seen never draws (``hetero`` at 10 % done: none over 5.5x
+    its median where 31 of the queue took over 7x). Carried by the records' gaps, not the tail's mean
+    excess: a top thinner than the exponential, or bounded (outliers heaped below a limit), moves less.
+
+    Four seen, the top quarter a tail of mean excess 0.5 above 1.0, the top value 0.5 above the next,
+    four more to draw: up to 1.5 + 0.5 x log(8 / 4):
+
+    >>> [round(x, 2) for x in extended_pool((-1.0, 0.0, 1.0, 1.5), (0.75, 1.0, 0.5, 0.5), 4)]
+    [-1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.07, 1.24, 1.49, 1.85]
+    """
+    import numpy as np
+
+    n = len(pool)
+    if not n or len(pool_tail) != 4 or count <= 0 or pool_tail[2] <= 0 or pool_tail[3] <= 0:
+        return tuple(pool)
+    reach, u, excess, gap = pool_tail
+    top = max(pool) + gap * np.log((n + count) / n)
+    size = 2 * (n + count)
+    grid = (np.arange(size) + 0.5) / size
+    out = np.asarray(pool, dtype=float)[np.minimum((grid * n).astype(int), n - 1)]
+    above = grid > reach
+    out[above] = np.minimum(u - excess * np.log((1 - grid[above]) / (1 - reach)), top)
+    return tuple(np.round(out, 5).tolist())
 
 
 def _tobit(x, y, censored, tuning: Tuning):
