@@ -90,8 +90,8 @@ async def test_u_on_the_detail_screen_takes_the_delivery_back_and_the_detail_sho
         await settle(app, pilot)
         app.show_dataset(uid)
         await wait_for(pilot, lambda: isinstance(app.screen, DatasetScreen) and "succeeded" in app.screen.text)
-        footer = " ".join(str(k.render()) for k in app.screen.query("FooterKey"))
-        assert "Un-accept" in footer
+        # the footer composes its keys after the screen's text shows (on a loaded machine, a moment later)
+        await wait_for(pilot, lambda: "Un-accept" in " ".join(str(k.render()) for k in app.screen.query("FooterKey")))
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         keys = dict(app.screen.rows)
