@@ -40,8 +40,8 @@ from .errors import UserError
 from .formatting import duration_text, gb_text
 from .nodes import NodeUnreachable, connect, ops
 from .nodes.batch import BATCH_SYSTEMS, JobState, SpecRejected
-from .readmodel import (attention, attention_line, history, learned_factors, node_states, review_text, scheduler_queue,
-                        stale_probe_s)
+from .readmodel import (attention, attention_line, history, hours_run, learned_factors, node_states, review_text,
+                        scheduler_queue, stale_probe_s)
 
 LOG_NAMES = ("runner.log", "download.log", "restore.log", "image.log", "export.log")
 PROBE_INTERVAL_S = 60.0
@@ -652,8 +652,8 @@ class Engine:
         running = scheduler_queue(self.db, [ds for ds in rows if ds is not None], self._scratch)
         preds = scheduler.predict_all(running, self._plan_model) if running else {}
         hours = self._plan_model.hours if self._plan_model is not None else None
-        return scheduler.running_left(states, [(preds[a["uid"]], a["node"], max(0.0, now - a["started_at"]) / 3600
-                                                if a.get("started_at") else 0.0) for a in active if a["uid"] in preds],
+        return scheduler.running_left(states, [(preds[a["uid"]], a["node"], hours_run(a, now))
+                                               for a in active if a["uid"] in preds],
                                       hours.pool if hours is not None else ())
 
     def _predictions(self) -> dict[str, scheduler.Prediction]:

@@ -345,8 +345,7 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
 
     What ``ari estimate campaign`` and the report show. A running attempt holds its slot
     for the hours its prediction expects it to take yet; one not started yet (pending), for all
-    of them. The
-    estimate is None when nothing is queued or no node can take work.
+    of them. The estimate is None when nothing is queued or no node can take work.
     """
     from datetime import datetime, timezone
 
@@ -364,10 +363,7 @@ def campaign_estimate(db: store.Database, nodes: Iterable[Node], now: float,
     states = node_states(db, by_name.values(), busy_h={k: tuple(v) for k, v in running.items()})
     if not queue or not states:
         return queue, states, None
-    # An attempt launched but not started yet (pending) has run 0 h: it holds its slot for its whole
-    # expected hours, as the engine's plan counts it.
-    ran = [(a["uid"], a["node"], max(0.0, now - a["started_at"]) / 3600 if a.get("started_at") else 0.0)
-           for a in active]
+    ran = [(a["uid"], a["node"], hours_run(a, now)) for a in active]
     rows = {r["uid"]: r for r in store.datasets(db, state="running")} if ran else {}
     attempts_running = [(to_scheduler(rows[uid], 0), node, hours) for uid, node, hours in ran if uid in rows]
     result = est.estimate_campaign(queue, hist, states, datetime.fromtimestamp(now, timezone.utc),
@@ -492,6 +488,12 @@ def node_scratch_gb(configured: float | None, probe: Mapping | None) -> float | 
         return None
     step = 10.0 ** (math.floor(math.log10(total)) - 1)
     return math.floor(total / step) * step
+
+
+def hours_run(attempt: dict, now: float) -> float:
+    """Wall hours an active attempt has run by ``now``: 0 for one launched but not started yet (pending),
+    which so holds its slot for its whole expected hours, in the engine's plans and the live estimate alike."""
+    return max(0.0, now - attempt["started_at"]) / 3600 if attempt.get("started_at") else 0.0
 
 
 def scheduler_queue(db: store.Database, waiting: list[dict],

@@ -311,26 +311,15 @@ def _class_mask(kind, kinds: Sequence[tuple[int, ...]], n_classes: int):
     return table[np.asarray(kind, dtype=np.intp)].T.copy()
 
 
-def _sorted_slot(jobs: Sequence[int], hours):
-    """(hours, jobs) of one slot's jobs as arrays sorted by (hours, job), padded with (-inf, -1) before
-    and (inf, -1) after: a search for a swap partner finds a neighbour on either side, and a padding
-    one fails the tests a real one must pass (shorter than the job out, by less than the room)."""
-    import numpy as np
-
-    ks = np.asarray(jobs, dtype=np.intp)
-    order = np.lexsort((ks, hours[ks]))
-    return (np.concatenate(([-np.inf], hours[ks][order], [np.inf])),
-            np.concatenate(([-1], ks[order], [-1])).astype(np.intp))
-
-
 def _sorted_slots(lists: list[list[int]], hours) -> list:
-    """:func:`_sorted_slot` of every slot's jobs, sorted and padded all at once (views of two arrays).
+    """Per slot, (hours, jobs) of its jobs as arrays sorted by (hours, job), padded with (-inf, -1) before
+    and (inf, -1) after: a search for a swap partner finds a neighbour on either side, and a padding
+    one fails the tests a real one must pass (shorter than the job out, by less than the room). Every
+    slot sorted and padded at once (views of two arrays).
 
     >>> import numpy as np
-    >>> hours = np.array([3.0, 1.0, 2.0])
-    >>> [(h.tolist(), k.tolist()) for h, k in _sorted_slots([[0, 1], [], [2]], hours)] == [
-    ...     (h.tolist(), k.tolist()) for h, k in (_sorted_slot(lst, hours) for lst in ([0, 1], [], [2]))]
-    True
+    >>> [(h.tolist(), k.tolist()) for h, k in _sorted_slots([[0, 1], [], [2]], np.array([3.0, 1.0, 2.0]))]
+    [([-inf, 1.0, 3.0, inf], [-1, 1, 0, -1]), ([-inf, inf], [-1, -1]), ([-inf, 2.0, inf], [-1, 2, -1])]
     """
     import numpy as np
 
