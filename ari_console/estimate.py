@@ -420,7 +420,14 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                 taught = preds[ds.uid] = sch.predict(again, model, tuning)
             if plan is not None:
                 young = now - planned_at < replan_gap_h
-                plan = sch.requeue(plan, again, taught, state, tuning.retry_margin if young and taught is not None else None)
+                margin = tuning.retry_margin if young and taught is not None else None
+                put = sch.requeue(plan, again, taught, state, margin)
+                lost = None if put is not None or margin is None else sch.fits_nowhere(again, taught, state, margin)
+                if lost is not None:  # a plan would only park it: park it and keep the plan
+                    del queue[ds.uid]
+                    parked[ds.uid] = lost
+                    put = plan
+                plan = put
         if learn and refit and finished >= next_refit:
             next_refit = max(next_refit + 1, math.ceil(finished * refit_growth))
             model = _refit(hist, running, nodes, now, tuning)

@@ -339,6 +339,29 @@ def test_memory_kill_costs_part_of_a_run_and_the_retry_goes_to_a_bigger_node():
     assert sim.wasted_cpu_hours == pytest.approx(5.0)
 
 
+def test_a_retry_no_node_can_run_is_parked_without_planning_the_queue_again(monkeypatch):
+    """A memory kill on the largest node shows a data set needs more than any node has: the replay
+    reports it unplaceable with that reason, as a new plan would, and keeps its plan for the rest."""
+    plans = []
+    make_plan = est.sch.placement.make_plan
+
+    def counting(*args, **kwargs):
+        plans.append(1)
+        return make_plan(*args, **kwargs)
+
+    monkeypatch.setattr(est.sch.placement, "make_plan", counting)
+    nodes = [NodeState("hpc", 1, 512.0, walltime_h=240.0, speed=1.0)]
+    queue = [DataSet("cube", size_gb=40.0, hours=10.0, mem_gb=300.0)] + [
+        DataSet(f"u{i}", size_gb=5.0, hours=2.0, mem_gb=8.0) for i in range(3)]
+    truth = {"cube": (10.0, 700.0), **{f"u{i}": (2.0, 8.0) for i in range(3)}}
+    sim = est.simulate(queue, nodes, actual=truth)
+    assert sim.kills == {"memory": 1, "walltime": 0} and sim.completed == 3
+    assert [u.dataset.uid for u in sim.unplaceable] == ["cube"]
+    assert "needs more than 512 GB memory (an attempt ran out of it)" in sim.unplaceable[0].reason
+    assert sim.makespan_h == pytest.approx(5.0 + 3 * 2.0)  # killed half way, then the three small ones
+    assert len(plans) == 1
+
+
 def test_truth_never_reaches_the_predictions():
     """Two replays whose truths differ plan from the same predictions (when they do not learn)."""
     queue = [DataSet(f"u{i}", size_gb=10.0 + i) for i in range(60)]

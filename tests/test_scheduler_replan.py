@@ -180,3 +180,23 @@ def test_a_retry_that_fits_nowhere_at_its_cautious_values_goes_back_at_its_media
     name = next(n for n, seq in plan.sequence.items() if seq and seq[plan.cursor[n]].uid == ds.uid)
     assert name.startswith("hpc")
     assert plan.remaining == placed.plan.remaining + 1
+
+
+def test_a_retry_that_fits_nowhere_even_at_its_medians_is_what_a_new_plan_would_leave_unplaceable():
+    """``fits_nowhere`` gives a retry the verdict and reason a plan of the queue with it gives, and no
+    verdict where its medians fit a node (the plan would try it there)."""
+    nodes = study_nodes()
+    queue = seeded_queue(300, 7)
+    placed = sch.place(queue, nodes, 0.0)
+    ds = placed.pairs[0][0]
+    for floor, median, lost in ((512.0, 600.0, True), (64.0, 20.0, False)):
+        taught = sch.Prediction(6.0, 900.0, sigma=0.5, median_h=6.0, mean_h=6.5, mem_sigma=1.2,
+                                mem_median_gb=median, mem_floor_gb=floor)
+        assert sch.requeue(placed.plan, ds, taught, nodes) is None  # at its cautious values: no node
+        verdict = sch.fits_nowhere(ds, taught, nodes, 1.25)
+        preds = {**sch.predict_all(queue, sch.fit_history([])), ds.uid: taught}
+        plan = sch.make_plan(queue, nodes, "lpt", predictions=preds)
+        planned = [u.reason for u in plan.unplaceable if u.dataset.uid == ds.uid]
+        assert (verdict is not None) == lost == bool(planned)
+        if lost:
+            assert [verdict.reason] == planned and "an attempt ran out of it" in verdict.reason

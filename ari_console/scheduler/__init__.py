@@ -48,7 +48,7 @@ from .eligibility import (SCRATCH_MIN_SAMPLES, SCRATCH_QUANTILE, curve_exceed, e
                           nodes_key, scratch_factors, scratch_masks, settle_risk, unplaceable_reason, why_not)
 from .lpt import (DEFAULT_SEARCH, IMPROVE_MIN_GAIN, IMPROVE_PARTNERS, IMPROVE_ROUNDS, ORDERINGS_DEPTH, RELAX_QUANTILES,
                   RELAX_TOLERANCE, RISK_RATIOS, Search)
-from .placement import DEFAULT_POLICY, POLICIES, make_plan, needs_plan, place, requeue
+from .placement import DEFAULT_POLICY, POLICIES, fits_nowhere, make_plan, needs_plan, place, requeue
 from .prediction import (DEFAULT_TUNING, FEATURES, HOURS_QUANTILE, MEM_QUANTILE, MIN_HISTORY,
                          PRIOR_MEDIAN_HOURS, PRIOR_MEDIAN_SIZE_GB, PRIOR_MEM_GB, PRIOR_MEM_PER_GB, PRIOR_QUANTILE,
                          PRIOR_SIZE_EXPONENT, REFERENCE_CHANNELS, RETRY_MARGIN, Fit, Model, Tuning, coefficient_draws,
@@ -65,7 +65,7 @@ __all__ = [
     "coefficient_draws", "curve_exceed", "curve_unit", "eligibility", "extended_pool", "features", "fit_history", "fluid_bound",
     "hours_left", "make_plan", "means_above", "running_left",
     "node_classes", "needs_plan", "nodes_key", "place", "predict", "predict_all", "prior", "quantiles_above",
-    "requeue", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",
+    "requeue", "fits_nowhere", "scratch_factors", "scratch_masks", "SCRATCH_MIN_SAMPLES", "SCRATCH_QUANTILE", "settle_risk",
     "survival_residuals", "unplaceable_reason", "why_not",
     "FEATURES", "HOURS_QUANTILE", "MEM_QUANTILE", "MIN_HISTORY", "PRIOR_MEDIAN_HOURS",
     "PRIOR_MEDIAN_SIZE_GB", "PRIOR_MEM_GB", "PRIOR_MEM_PER_GB", "PRIOR_QUANTILE", "PRIOR_SIZE_EXPONENT",

@@ -269,6 +269,26 @@ def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
                    predictions=preds, remaining=plan.remaining + 1)
 
 
+def fits_nowhere(ds: DataSet, prediction: Prediction, nodes: Sequence[NodeState],
+                 margin: float) -> Unplaceable | None:
+    """What a plan would make of ``ds`` (a retry whose kill taught ``prediction``) when no node can
+    run it at its placement values nor at its medians above what it is known to need (the values a
+    plan tries such a data set at, with ``margin``): an :class:`Unplaceable`, else None. A replay
+    parks such a retry at once rather than plan its whole queue again to learn the same.
+
+    >>> hpc = NodeState("hpc", mem_gb=512)
+    >>> fits_nowhere(DataSet("u"), Prediction(5, 650, mem_sigma=0.4, mem_median_gb=600, mem_floor_gb=512), [hpc], 1.25).reason
+    'needs more than 512 GB memory (an attempt ran out of it); the largest node (hpc) has 512 GB'
+    >>> fits_nowhere(DataSet("u"), Prediction(5, 650, mem_sigma=0.4, mem_median_gb=300, mem_floor_gb=64), [hpc], 1.25)
+    """
+    if unplaceable_reason(ds, prediction, nodes) is None:
+        return None
+    if prediction.sigma > 0 or prediction.mem_sigma > 0:
+        prediction = _at_medians([prediction], margin)[0]
+    reason = unplaceable_reason(ds, prediction, nodes)
+    return None if reason is None else Unplaceable(ds, reason)
+
+
 def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
                  nodes: Sequence[NodeState]) -> Plan | None:
     pred = preds[ds.uid]

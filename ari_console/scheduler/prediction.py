@@ -965,6 +965,14 @@ def predict(ds: DataSet, history: Iterable[Measured] | Model = (), tuning: Tunin
     >>> p = predict(DataSet("u", size_gb=40.0, hours=3.0, mem_gb=10.0))
     >>> p.hours, p.mem_gb, p.source
     (3.0, 10.0, 'explicit')
+
+    An explicit value an attempt disproved (it ran out of 16 GB) gives way to what that attempt taught:
+
+    >>> from dataclasses import replace
+    >>> known = replace(fit_history([]), own={"u": (0.0, 16.0)})
+    >>> p = predict(DataSet("u", size_gb=40.0, hours=3.0, mem_gb=10.0), known)
+    >>> p.hours, p.mem_gb, p.mem_floor_gb
+    (3.0, 20.0, 16.0)
     """
     return predict_all([ds], history, tuning)[ds.uid]
 
@@ -1061,12 +1069,14 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
             table[:, k] = column
         table.flags.writeable = False
         _MADE[0] = (made, table.T, curve)  # (laid out as risk_columns makes them: a row per prediction)
-    else:  # explicit values win (rare)
-        for p, gh, gm in zip(made, given_h, given_m):
+    else:  # explicit values win (rare), unless an attempt showed the data set needs more
+        for p, gh, gm, fh, fm in zip(made, given_h, given_m, own_h.tolist(), own_m.tolist()):
             if gh is not None:
-                p.__dict__.update(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=0.0, source="explicit", shift=())
+                gh = gh if gh > fh else round(fh * t.retry_margin, 4)
+                p.__dict__.update(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=fh, source="explicit", shift=())
             if gm is not None:
-                p.__dict__.update(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=gm, mem_shift=(),
+                gm = gm if gm > fm else round(fm * t.retry_margin, 4)
+                p.__dict__.update(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=fm, mem_median_gb=gm, mem_shift=(),
                                   source="explicit" if gh is not None else p.source)
     return dict(zip(map(_UID, queue), made))
 
