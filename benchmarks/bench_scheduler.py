@@ -21,8 +21,8 @@ waste by node class, attempt number and cause (``mup#1 walltime 62
 the share wasted in the last fifth of the makespan, so the cause is visible.
 Run: ``.venv/bin/python -m benchmarks.bench_scheduler --hidden [seeds...] [models...]``.
 Every mode that takes model names also takes the held-out generators of
-:mod:`benchmarks.holdout` (``products``, ``mitigated``, ``concat``, ``archive``: never tuned on, run only
-when named).
+:mod:`benchmarks.holdout` (``products``, ``mitigated``, ``concat``, ``archive``, ``widecubes``,
+``pereb``: never tuned on, run only when named).
 
 The frontier (``--frontier``): what a policy that knows each data set's
 predictive distribution from the start (a fit of *every* truth of the

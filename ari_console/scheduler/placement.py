@@ -277,7 +277,8 @@ def fits_nowhere(ds: DataSet, prediction: Prediction, nodes: Sequence[NodeState]
     parks such a retry at once rather than plan its whole queue again to learn the same.
 
     >>> hpc = NodeState("hpc", mem_gb=512)
-    >>> fits_nowhere(DataSet("u"), Prediction(5, 650, mem_sigma=0.4, mem_median_gb=600, mem_floor_gb=512), [hpc], 1.25).reason
+    >>> taught = Prediction(5, 650, mem_sigma=0.4, mem_median_gb=600, mem_floor_gb=512)
+    >>> fits_nowhere(DataSet("u"), taught, [hpc], 1.25).reason
     'needs more than 512 GB memory (an attempt ran out of it); the largest node (hpc) has 512 GB'
     >>> fits_nowhere(DataSet("u"), Prediction(5, 650, mem_sigma=0.4, mem_median_gb=300, mem_floor_gb=64), [hpc], 1.25)
     """
