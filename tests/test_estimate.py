@@ -264,7 +264,22 @@ def test_simulate_prints_tables_for_people(files):
                                       "--nodes", str(files / "n.toml")])
     assert result.exit_code == 0, result.output
     assert "makespan" in result.stdout and "ws01" in result.stdout
-    assert "Xhuge: unplaceable" in result.output
+    assert "1 unplaceable (memory: needs 2000 GB memory" in result.output and "X1/Xhuge" in result.output
+
+
+def test_simulate_names_many_unplaceable_data_sets_in_one_line_per_kind(tmp_path):
+    """Forty data sets too big for every node: one warning with the count, the reason, the fix and a
+    few of them, not forty lines."""
+    rows = ["uid,size_gb,hours,mem_gb"] + [f"big{i},10,2,900" for i in range(40)] + ["ok,10,2,8"]
+    (tmp_path / "w.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "n.toml").write_text('[[node]]\nname = "hpc"\nslots = 2\nmem_gb = 512\n')
+    result = CliRunner().invoke(app, ["simulate", "--workload", str(tmp_path / "w.csv"),
+                                      "--nodes", str(tmp_path / "n.toml")])
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if "unplaceable (" in ln]
+    assert len(lines) == 1
+    assert lines[0].startswith("40 unplaceable (memory: needs 900 GB memory; the largest node (hpc) has 512 GB)")
+    assert "add a node with that much memory" in lines[0] and "big0, big1, big2 and 37 more" in lines[0]
 
 
 def test_simulate_names_the_bad_csv_line(files):

@@ -176,8 +176,10 @@ def simulate(workload: WorkloadOpt, nodes: NodesOpt, policy: PolicyOpt = sch.DEF
     clikit.table("nodes", ["node", "attempts", "busy", "utilisation", "disk peak"], [
         (n.name, n.attempts, hours_text(n.busy_h), f"{n.utilisation:.1%}", gb_text(n.disk_peak_gb))
         for n in sim.nodes])
-    for u in sim.unplaceable:
-        clikit.warn(f"{u.dataset.uid}: unplaceable: {u.reason}")
+    for group in est.never_run_groups(sim.unplaceable):  # one line per kind: a queue may hold thousands
+        more = f" and {group['count'] - 3:,} more (--json lists them)" if group["count"] > 3 else ""
+        clikit.warn(f"{group['count']:,} unplaceable ({group['kind']}: {group['example']}) — {group['fix']}; "
+                    f"{', '.join(group['uids'][:3])}{more}")
 
 
 @app.command()
