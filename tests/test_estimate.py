@@ -248,7 +248,7 @@ def test_simulate_json_has_the_contract_keys(files):
     assert data["policy"] == "lpt" and data["jobs"] == 151 and data["failures_avoidable"] == 0
     assert data["makespan_h"] >= data["lower_bound_h"] > 0
     assert [u["uid"] for u in data["unplaceable"]] == ["uid://A001/X1/Xhuge"]
-    assert "2000 GB" in data["unplaceable"][0]["reason"]
+    assert "2,000 GB" in data["unplaceable"][0]["reason"]
     assert set(data["utilisation"]) == {"ws01", "ws02", "ws03", "mup", "hpc"}
 
 
@@ -264,7 +264,7 @@ def test_simulate_prints_tables_for_people(files):
                                       "--nodes", str(files / "n.toml")])
     assert result.exit_code == 0, result.output
     assert "makespan" in result.stdout and "ws01" in result.stdout
-    assert "1 unplaceable (memory: needs 2000 GB memory" in result.output and "X1/Xhuge" in result.output
+    assert "1 unplaceable (memory: needs 2,000 GB memory" in result.output and "X1/Xhuge" in result.output
 
 
 def test_simulate_names_many_unplaceable_data_sets_in_one_line_per_kind(tmp_path):
@@ -515,11 +515,11 @@ def test_plan_names_what_can_never_run_instead_of_answering_add_0_alone(files):
     assert data["add"] == 0 and data["datasets"] == 151 and data["never_run"] == 1
     [group] = data["never_run_groups"]
     assert (group["kind"], group["count"], group["uids"]) == ("memory", 1, ["uid://A001/X1/Xhuge"])
-    assert "2000 GB" in group["example"] and group["fix"].startswith("add a node with that much memory")
+    assert "2,000 GB" in group["example"] and group["fix"].startswith("add a node with that much memory")
     result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "add 0 × mup for the 150 that can run; 1 of 151 can never run" in result.stdout
-    assert "1 can never run (memory: needs 2000 GB memory" in result.output and "uid://A001/X1/Xhuge" in result.output
+    assert "1 can never run (memory: needs 2,000 GB memory" in result.output and "uid://A001/X1/Xhuge" in result.output
     # a node big enough for it, added as the class, leaves nothing that can never run
     bigger = NODES_TOML + '\n[[node]]\nname = "fat"\nslots = 1\nmem_gb = 4096\nwalltime_h = 48\nspeed = 1.0\n'
     (files / "n2.toml").write_text(bigger)

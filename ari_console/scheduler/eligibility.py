@@ -34,7 +34,7 @@ def why_not(ds: DataSet, pred: Prediction, node: NodeState) -> str | None:
     if ds.node is not None and ds.node != node.name:
         return f"pinned to {ds.node}"
     if pred.mem_gb > node.mem_gb:
-        return f"needs {pred.mem_gb:g} GB memory, {node.name} has {node.mem_gb:g} GB"
+        return f"needs {_gb(pred.mem_gb)} GB memory, {node.name} has {_gb(node.mem_gb)} GB"
     if node.scratch_gb is not None:
         need = ds.scratch_need_gb
         if need is not None and need > node.scratch_gb:
@@ -97,9 +97,9 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
     big = max(cands, key=lambda n: n.mem_gb)
     if pred.mem_gb > big.mem_gb:
         if pred.mem_floor_gb >= big.mem_gb:
-            return (f"needs more than {pred.mem_floor_gb:g} GB memory (an attempt ran out of it); "
-                    f"the largest node ({big.name}) has {big.mem_gb:g} GB")
-        return f"needs {pred.mem_gb:g} GB memory; the largest node ({big.name}) has {big.mem_gb:g} GB"
+            return (f"needs more than {_gb(pred.mem_floor_gb)} GB memory (an attempt ran out of it); "
+                    f"the largest node ({big.name}) has {_gb(big.mem_gb)} GB")
+        return f"needs {_gb(pred.mem_gb)} GB memory; the largest node ({big.name}) has {_gb(big.mem_gb)} GB"
     need = ds.scratch_need_gb
     disk = max(cands, key=lambda n: math.inf if n.scratch_gb is None else n.scratch_gb)
     if need is not None and disk.scratch_gb is not None and need > disk.scratch_gb:
@@ -111,8 +111,8 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
         best = f"(best: {longest.name}, {longest.walltime_h:g} h at speed {longest.speed:g})"
         if longest.walltime_h is not None and pred.floor_h >= longest.walltime_h * longest.speed:
             return (f"needs more than {pred.floor_h:.4g} h at speed 1.0 (an attempt reached a walltime); "
-                    f"no node with {pred.mem_gb:g} GB allows more {best}")
-        return f"needs {pred.hours:.4g} h at speed 1.0; no node with {pred.mem_gb:g} GB allows it {best}"
+                    f"no node with {_gb(pred.mem_gb)} GB allows more {best}")
+        return f"needs {pred.hours:.4g} h at speed 1.0; no node with {_gb(pred.mem_gb)} GB allows it {best}"
     return reason or "no node can run it"
 
 
