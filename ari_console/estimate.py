@@ -641,12 +641,15 @@ def _placement_masks(waiting: Sequence[tuple[DataSet, Prediction]], classes: Seq
     """
     import numpy as np
 
+    from .scheduler.eligibility import settle
+
     queue = [ds for ds, _ in waiting]
     preds = {ds.uid: p for ds, p in waiting}
-    if search.relax_quantiles or search.risk_ratios:
-        preds, _ = sch.settle_risk(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
-                                   tuning.retry_margin, ratios=search.risk_ratios)
-    allowed = sch.eligibility(queue, preds, classes)
+    placed = None
+    if search.relax_quantiles or search.risk_ratios:  # the settled values as arrays (as a plan takes them)
+        preds, _, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                  tuning.retry_margin, ratios=search.risk_ratios, lean=True)
+    allowed = sch.eligibility(queue, preds, classes, placed)
     return np.array([sum(1 << ci for ci in elig) for _, elig in allowed], dtype=np.int64)
 
 
@@ -1115,34 +1118,42 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         z = np.zeros((samples, dim))
         given = np.asarray(coefficients)[:samples, :dim]
         z[:len(given), :given.shape[1]] = given
-    mu = np.log(np.maximum(median, 1e-12))[None, :] + z @ rows.T
+    mu = z @ rows.T
+    mu += np.log(np.maximum(median, 1e-12))[None, :]
     spread = np.maximum(own, 1e-9)
-    # Each column is worked out only where it is used (a resampled one needs no ndtri, an uncut one
-    # no ndtr): the same numbers, and the same draws from ``rng``, as the whole arrays would give.
+    # Each column is worked out only where its value is kept (a resampled one needs no ndtri, an uncut one
+    # no ndtr, one without spread neither): the same numbers, and the same draws from ``rng``, as the whole
+    # arrays would give.
+    flat = own <= 0
     cut = floor > 0
     u = rng.random(mu.shape)
-    above = np.flatnonzero(np.asarray(resample, dtype=bool) & cut & (own > 0)) if len(residuals) else ()
+    resample = np.asarray(resample, dtype=bool) if len(residuals) else np.zeros(len(median), dtype=bool)
+    above = np.flatnonzero(resample & cut & ~flat)  # cut below and resampled: from the residuals above the cut
     raw = u[:, above] if len(above) else None  # a copy (fancy indexing): before the cut rescales u
-    if cut.any():
-        some = np.flatnonzero(cut)
-        with np.errstate(divide="ignore"):
-            low = ndtr((np.log(floor[some])[None, :] - mu[:, some]) / spread[some])
-        u[:, some] = low + u[:, some] * (1 - low)
-    use = np.asarray(resample, dtype=bool) & ~cut if len(residuals) else np.zeros(len(median), dtype=bool)
+    normal = ~(resample & ~cut) & ~flat  # drawn from the normal (cut below where it is)
+    normal[above] = False
     values = np.empty(mu.shape)
-    if not use.all():
-        some = slice(None) if not use.any() else np.flatnonzero(~use)
-        part = ndtri(np.clip(u[:, some], 1e-12, 1 - 1e-12))
+    if normal.any():
+        some = slice(None) if normal.all() else np.flatnonzero(normal)
+        part = u[:, some]  # (a view of u for every column, else a copy)
+        if cut[some].any():
+            low_at = np.flatnonzero(cut[some])
+            cols = np.arange(len(median))[some][low_at]
+            with np.errstate(divide="ignore"):
+                low = ndtr((np.log(floor[cols])[None, :] - mu[:, cols]) / spread[cols])
+            part[:, low_at] = low + part[:, low_at] * (1 - low)
+        part = ndtri(np.clip(part, 1e-12, 1 - 1e-12, out=part))
         part *= own[some]
         part += mu[:, some]
         values[:, some] = np.exp(part, out=part)
     del u
     if len(residuals):  # the history's own scatter where nothing cuts it below
         pool = np.asarray(residuals, dtype=float)
-        picks = pool[rng.integers(0, len(pool), mu.shape)]
-        some = slice(None) if use.all() else np.flatnonzero(use)
+        picks = pool.take(rng.integers(0, len(pool), mu.shape))
+        use = resample & ~cut & ~flat
         if use.any():
-            part = picks[:, some] if not isinstance(some, slice) else picks
+            some = slice(None) if use.all() else np.flatnonzero(use)
+            part = picks if isinstance(some, slice) else picks[:, some]
             part *= own[some]
             np.minimum(part, cap, out=part)
             part += mu[:, some]
@@ -1155,13 +1166,13 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         pick = np.minimum(lo + (raw * (len(pool) - lo)).astype(int), len(pool) - 1)
         unit = np.where(lo < len(pool), pool[pick], limit)  # past every residual: at its floor
         values[:, above] = np.maximum(np.exp(mu[:, above] + np.minimum(own[above] * unit, cap)), floor[above])
-    settled = mu + own * (ndtri(q) if q_unit is None else q_unit)
-    np.exp(settled, out=settled)
-    np.maximum(settled, floor, out=settled)
-    flat = own <= 0
     if flat.any():  # no spread: its median, above what it is known to need
         some = np.flatnonzero(flat)
         values[:, some] = np.maximum(np.exp(mu[:, some]), floor[some])
+    settled = mu  # (mu is not needed past here: its buffer takes the quantiles)
+    settled += own * (ndtri(q) if q_unit is None else q_unit)
+    np.exp(settled, out=settled)
+    np.maximum(settled, floor, out=settled)
     return values, settled
 
 
