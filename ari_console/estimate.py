@@ -581,17 +581,23 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
             done.append(ran)
     if not entries:
         return 0.0, 0.0, 0.0
+    # a waiting data set's classes come from its draws only where placement's own rule allows it none (or
+    # none is asked): only there are its placement values per draw wanted (a running one: its node's class)
+    drawn = np.zeros(len(entries), dtype=bool)
+    drawn[:len(waiting)] = True if chosen is None else chosen == 0
+    keep = None if drawn.all() else np.flatnonzero(drawn)
     rng = np.random.default_rng(seed)
     hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
-                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients, cap=residual_cap)
+                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients, cap=residual_cap,
+                          keep=keep)
     curve = next((p.mem_curve for p in entries if p.mem_curve), ())  # the memory fit's own tail, if it has one
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], _curve_pool(curve), [p.mem_curve is curve for p in entries],
                         tuning.mem_quantile,
-                        q_unit=float(sch.curve_unit(curve, 1 - tuning.mem_quantile)) if curve else None)
+                        q_unit=float(sch.curve_unit(curve, 1 - tuning.mem_quantile)) if curve else None, keep=keep)
     if model_sigma > 0:  # the error common to the waiting work that the fit cannot see (FORECAST_MODEL_SIGMA)
         waiting_cols = (np.array(fixed) >= 0) & (np.array([p.sigma for p in entries]) > 0)  # predicted, not given
         common = np.exp(model_sigma * rng.standard_normal(samples))[:, None]
@@ -600,16 +606,22 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
         elif waiting_cols.any():
             some = np.flatnonzero(waiting_cols)
             hours[:, some] = hours[:, some] * common
-    left = np.maximum(hours - np.array(done)[None, :], 0.0)  # work still to do, speed 1.0
+    left = hours  # work still to do, speed 1.0 (in the draws' own buffer: 12 M values at 100,000 queued)
+    left -= np.array(done)[None, :]
+    np.maximum(left, 0.0, out=left)
     del hours
     fixed = np.array(fixed)
     small = np.uint8 if n <= 8 else np.uint16 if n <= 16 else np.int64  # class bitmasks: as few bytes as hold them
     mask = np.zeros(left.shape, dtype=small)
-    for ci in range(n):
-        mask |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(small) << small(ci)
     if chosen is not None:  # the classes placement allows each one now, where it allows any
-        some = np.flatnonzero(chosen[:len(waiting)] != 0)
-        mask[:, some] = chosen[some].astype(small)[None, :]
+        mask[:, :len(waiting)] = chosen.astype(small)[None, :]
+    if need_h.shape[1]:  # elsewhere the classes its drawn placement values fit
+        per_draw = mask if keep is None else np.zeros(need_h.shape, dtype=small)
+        for ci in range(n):
+            per_draw |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(small) << small(ci)
+        if keep is not None:
+            mask[:, keep] = per_draw
+    del need_h, need_mem
     mask &= np.maximum(fixed, 0).astype(small)[None, :]
     if (fixed < 0).any():  # a running attempt: its node's class alone
         some = np.flatnonzero(fixed < 0)
@@ -784,10 +796,11 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
                 if not len(d):
                     continue
             speed_to, wall_to = speed[to], wall[to]
-            run = left[members][:, d] / speed_to
-            over2 = mem[members][:, d] > slot_mem[to]
+            at = members[:, None], d[None, :]
+            run = left[at] / speed_to
+            over2 = mem[at] > slot_mem[to]
             killed2 = ((run > wall_to) | over2) & g
-            held = np.where(killed2, np.where(over2, np.minimum(run * memory_kill_after, wall_to), wall_to), run)
+            held = np.where(over2, np.minimum(run * memory_kill_after, wall_to), np.minimum(run, wall_to))
             held *= g
             done_by = np.cumsum(held, axis=0)  # each one's end: its held time after the later of the one before and its kill
             ends2 = done_by + np.maximum.accumulate(
@@ -904,7 +917,9 @@ def _draw_bounds(left, mem, mask, placed, kinds, classes: Sequence[sch.NodeClass
     del fits
     members = [[ci for ci in range(n) if g >> ci & 1] for g in groups.tolist()]
     fastest = np.array([max((speed[ci] for ci in m), default=0.0) for m in members])
-    longest = (left * np.where(fastest > 0, 1.0 / np.where(fastest > 0, fastest, 1.0), 0.0)[which]).max(axis=1)
+    per = np.take(np.where(fastest > 0, 1.0 / np.where(fastest > 0, fastest, 1.0), 0.0), which)  # (one buffer for both)
+    per *= left
+    longest = per.max(axis=1)
     mean_work = np.bincount(which.ravel(), weights=left.ravel(), minlength=len(groups)) / len(left)
     var = [(g, ci) for g, m in enumerate(members) if m and mean_work[g] > 0 for ci in m]
     if not var:
@@ -923,7 +938,9 @@ def _draw_bounds(left, mem, mask, placed, kinds, classes: Sequence[sch.NodeClass
     price = np.maximum(-np.asarray(res.ineqlin.marginals), 0.0)
     price /= max(float(price @ cap), 1e-300)  # dual feasible: sum of price x capacity <= 1
     lowest = np.array([min((price[ci] for ci in m), default=0.0) for m in members])
-    lp = (left * lowest[which]).sum(axis=1)
+    np.take(lowest, which, out=per, mode="clip")
+    per *= left
+    lp = per.sum(axis=1)
     return np.maximum(lp, longest)
 
 
@@ -940,11 +957,12 @@ def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem,
     if safe:
         free[rows, slot] = start + work / speed[slot]
         return
-    run = left[members] / speed[slot][None, :]  # members x draws
-    over_mem = mem[members] > slot_mem[slot][None, :]
-    killed = (run > wall[slot][None, :]) | over_mem
-    held = np.where(killed, np.where(over_mem, np.minimum(run * memory_kill_after, wall[slot][None, :]),
-                                     wall[slot][None, :]), run)
+    wall_at = wall[slot]
+    run = left[members] / speed[slot]  # members x draws
+    over_mem = mem[members] > slot_mem[slot]
+    killed = (run > wall_at) | over_mem
+    # what each holds the slot for: its run, or until its kill (over the walltime: the walltime)
+    held = np.where(over_mem, np.minimum(run * memory_kill_after, wall_at), np.minimum(run, wall_at))
     ends = start[None, :] + np.cumsum(held, axis=0)
     free[rows, slot] = ends[-1]
     if waste is not None:
@@ -1094,12 +1112,13 @@ def _curve_pool(curve, size: int = 2000) -> tuple[float, ...]:
 
 
 def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None,
-          q_unit: float | None = None, cap: float = math.inf):
+          q_unit: float | None = None, cap: float = math.inf, keep=None):
     """(values, what placement would take them for) per draw and data set: draws
     of lognormal predictions, and their ``q`` quantile around the drawn median
     with the scatter alone (see :func:`forecast_finish`); ``q_unit``: that quantile
     in units of the scatter, when the residuals are not a normal's; a resampled residual
-    goes no further than ``cap`` above the median (log), whatever its scatter."""
+    goes no further than ``cap`` above the median (log), whatever its scatter; ``keep``: the columns whose
+    quantile is wanted (None: all)."""
     import numpy as np
     from scipy.special import ndtr, ndtri
 
@@ -1157,7 +1176,11 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
             part *= own[some]
             np.minimum(part, cap, out=part)
             part += mu[:, some]
-            values[:, some] = np.exp(part, out=part)
+            np.exp(part, out=part)
+            if isinstance(some, slice):  # every column: the picks' buffer is the values
+                values = part
+            else:
+                values[:, some] = part
         del picks
     if raw is not None:  # cut below and resampled: the history's residuals above its floor, in its units
         pool = np.sort(np.asarray(residuals, dtype=float))
@@ -1169,10 +1192,10 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
     if flat.any():  # no spread: its median, above what it is known to need
         some = np.flatnonzero(flat)
         values[:, some] = np.maximum(np.exp(mu[:, some]), floor[some])
-    settled = mu  # (mu is not needed past here: its buffer takes the quantiles)
-    settled += own * (ndtri(q) if q_unit is None else q_unit)
+    settled = mu if keep is None else mu[:, keep]  # (mu is not needed past here: its buffer takes the quantiles)
+    settled += (own if keep is None else own[keep]) * (ndtri(q) if q_unit is None else q_unit)
     np.exp(settled, out=settled)
-    np.maximum(settled, floor, out=settled)
+    np.maximum(settled, floor if keep is None else floor[keep], out=settled)
     return values, settled
 
 
