@@ -754,9 +754,11 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     left, mem, mask = by_job
     reach = mask != 0
     nowhere, everywhere = ~reach.any(axis=1), reach.all(axis=1)  # per data set: a class in no draw, in all
-    kind_slots = (kinds[:, None] & bit) > 0  # per data set, the slots its recipe, CASA version and pin allow
+    every = int(np.bitwise_or.reduce(bit[0])) if bit.size else 0
+    every_kind = (kinds & every) == every  # per data set, whether its recipe, CASA version and pin allow every slot
+    # per data set, the slots they allow (only wanted where some data set is not allowed them all)
+    kind_slots = None if every_kind.all() else (kinds[:, None] & bit) > 0
     taught_h, taught_mem = wall * speed * retry_margin, slot_mem * retry_margin  # what a kill on a slot teaches
-    every_kind = kind_slots.all(axis=1)
     # the slots a first retry may take, per slot killed at: by walltime (rows 0..S-1), by memory (S..2S-1)
     by_memory = np.repeat([False, True], len(speed))
     first_h = np.where(by_memory, 0.0, np.tile(taught_h, 2))
@@ -815,14 +817,17 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     joined = [u for u in units if len(u) > 1]
     if joined:  # each batch's work per draw, and its predicted hours
         starts = np.cumsum([0] + [len(u) for u in joined[:-1]])
-        batch_work = dict(zip(map(id, joined), np.add.reduceat(left[np.concatenate(joined)], starts, axis=0)))
         batch_plan = dict(zip(map(id, joined), np.add.reduceat(plan_left[np.concatenate(joined)], starts)))
+        joined = [u for u in joined if safe[u].all()]  # the work per draw only where no draw kills (placed whole)
+        starts = np.cumsum([0] + [len(u) for u in joined[:-1]])
+        batch_work = dict(zip(map(id, joined), np.add.reduceat(left[np.concatenate(joined)], starts, axis=0))
+                          if joined else ())
     del by_job
     for members in units:
         j = members[0]
         if len(members) > 1:
             _place_batch(members, free, rows, speed, wall, slot_mem, penalty_of[mask[j, 0]], left, mem,
-                         float(batch_plan[id(members)]), batch_work[id(members)], safe[members].all(), memory_kill_after,
+                         float(batch_plan[id(members)]), batch_work.get(id(members)), safe[members].all(), memory_kill_after,
                          again, waste, again_together if every_kind[members].all() else None)
             continue
         if safe[j] and constant[j] and penalty_of is not None:  # no draw kills it, the same classes in all
