@@ -838,10 +838,13 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
             continue
         if nowhere[j]:  # no class in any draw
             continue
-        guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
-        if penalty_of is not None:  # a slot not of its classes in that draw: inf
+        if penalty_of is not None and constant[j]:  # the same classes in every draw: one row of penalties
+            guess = free + ((0.0 if placed[j] else plan_left[j]) / speed + penalty_of[mask[j, 0]])
+        elif penalty_of is not None:  # a slot not of its classes in that draw: inf
+            guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
             guess += penalty_of.take(mask[j], axis=0)
         else:
+            guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
             guess[(mask[j, :, None] & bit) == 0] = inf
         slot = guess.argmin(axis=1)
         ok = None if everywhere[j] else mask[j] != 0  # the draws it has a class in (None: all)
