@@ -30,6 +30,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from itertools import repeat
+from operator import attrgetter
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import alma, collector
@@ -513,6 +514,11 @@ def _resampled(model: sch.Model, count: int = 0) -> dict:
                 residual_cap=fit.longest + fit.longest_gap * math.log((len(fit.pool) + count) / len(fit.pool)))
 
 
+_PINS = attrgetter("node", "recipe", "casa_version", "walltime_h")
+_NO_PINS = (None, None, None, None)
+"""What ties a data set to some classes whatever its hours (:func:`forecast_finish`), and none of it."""
+
+
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
                     samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
@@ -562,16 +568,16 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     speeds = np.array([c.rep.speed for c in classes])
     mems = np.array([c.rep.mem_gb for c in classes])
     walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
-    entries, fixed, done = [], [], []  # prediction; classes allowed whatever the hours (bitmask); hours run
+    # per data set: its prediction; the classes allowed whatever the hours (bitmask); the hours it has run
     anything, every = Prediction(0.0, 0.0), (1 << n) - 1
-    for ds, pred in waiting:
-        free = ds.node is None and ds.recipe is None and ds.casa_version is None and ds.walltime_h is None
-        fixed.append(every if free else
-                     sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
-        entries.append(pred)
-        done.append(0.0)
+    queue = [ds for ds, _ in waiting]
+    entries = [pred for _, pred in waiting]
+    fixed = [every if pins == _NO_PINS else
+             sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None)
+             for ds, pins in zip(queue, map(_PINS, queue))]
+    done = [0.0] * len(waiting)
     if waiting:  # where its scratch fits (a data set that fits nowhere is the plan's unplaceable, not here)
-        disk = sch.scratch_masks([ds for ds, _ in waiting], classes).tolist()
+        disk = sch.scratch_masks(queue, classes).tolist()
         fixed = [f & d or f for f, d in zip(fixed, disk)]
     chosen = _placement_masks(waiting, classes, tuning, search) if waiting and search is not None else None
     for pred, ran, name in running:
