@@ -1042,7 +1042,7 @@ def _retry(j, r, end, at, over, free, speed, wall, slot_mem, kind_slots, taught_
         free[r, to] = begin + np.where(again, lost, run)
         if waste is not None:
             waste[r] += np.where(again, lost, 0.0)
-        if not again.any():
+        if turn == max_attempts - 2 or not again.any():  # its last attempt (a killed one is given up), or none killed
             break
         if need_h is None:
             need_h, need_mem = np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0)
