@@ -30,6 +30,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from itertools import repeat
+from operator import attrgetter
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import alma, collector
@@ -520,6 +521,11 @@ def _resampled(model: sch.Model, count: int = 0) -> dict:
                 residual_cap=fit.longest + fit.longest_gap * math.log((len(fit.pool) + count) / len(fit.pool)))
 
 
+_PINS = attrgetter("node", "recipe", "casa_version", "walltime_h")
+_NO_PINS = (None, None, None, None)
+"""What ties a data set to some classes whatever its hours (:func:`forecast_finish`), and none of it."""
+
+
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
                     samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
@@ -569,16 +575,16 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
     speeds = np.array([c.rep.speed for c in classes])
     mems = np.array([c.rep.mem_gb for c in classes])
     walls = np.array([math.inf if c.rep.walltime_h is None else c.rep.walltime_h for c in classes])
-    entries, fixed, done = [], [], []  # prediction; classes allowed whatever the hours (bitmask); hours run
+    # per data set: its prediction; the classes allowed whatever the hours (bitmask); the hours it has run
     anything, every = Prediction(0.0, 0.0), (1 << n) - 1
-    for ds, pred in waiting:
-        free = ds.node is None and ds.recipe is None and ds.casa_version is None and ds.walltime_h is None
-        fixed.append(every if free else
-                     sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None))
-        entries.append(pred)
-        done.append(0.0)
+    queue = [ds for ds, _ in waiting]
+    entries = [pred for _, pred in waiting]
+    fixed = [every if pins == _NO_PINS else
+             sum(1 << ci for ci, c in enumerate(classes) if sch.why_not(ds, anything, c.rep) is None)
+             for ds, pins in zip(queue, map(_PINS, queue))]
+    done = [0.0] * len(waiting)
     if waiting:  # where its scratch fits (a data set that fits nowhere is the plan's unplaceable, not here)
-        disk = sch.scratch_masks([ds for ds, _ in waiting], classes).tolist()
+        disk = sch.scratch_masks(queue, classes).tolist()
         fixed = [f & d or f for f, d in zip(fixed, disk)]
     chosen = _placement_masks(waiting, classes, tuning, search) if waiting and search is not None else None
     for pred, ran, name in running:
@@ -588,17 +594,23 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
             done.append(ran)
     if not entries:
         return 0.0, 0.0, 0.0
+    # a waiting data set's classes come from its draws only where placement's own rule allows it none (or
+    # none is asked): only there are its placement values per draw wanted (a running one: its node's class)
+    drawn = np.zeros(len(entries), dtype=bool)
+    drawn[:len(waiting)] = True if chosen is None else chosen == 0
+    keep = None if drawn.all() else np.flatnonzero(drawn)
     rng = np.random.default_rng(seed)
     hours, need_h = _draw(rng, samples, [p.median_h or p.plan_h for p in entries], [p.sigma for p in entries],
                           np.maximum([p.floor_h for p in entries], done), [p.shift for p in entries],
                           residuals if len(residuals) >= 30 else (), [p.source == "history" for p in entries],
-                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients, cap=residual_cap)
+                          min(tuning.hours_quantile, FORECAST_HOURS_QUANTILE), coefficients, cap=residual_cap,
+                          keep=keep)
     curve = next((p.mem_curve for p in entries if p.mem_curve), ())  # the memory fit's own tail, if it has one
     mem, need_mem = _draw(rng, samples, [p.mem_median_gb if p.mem_median_gb is not None else p.mem_gb for p in entries],
                         [p.mem_sigma for p in entries], [p.mem_floor_gb for p in entries],
                         [p.mem_shift for p in entries], _curve_pool(curve), [p.mem_curve is curve for p in entries],
                         tuning.mem_quantile,
-                        q_unit=float(sch.curve_unit(curve, 1 - tuning.mem_quantile)) if curve else None)
+                        q_unit=float(sch.curve_unit(curve, 1 - tuning.mem_quantile)) if curve else None, keep=keep)
     if model_sigma > 0:  # the error common to the waiting work that the fit cannot see (FORECAST_MODEL_SIGMA)
         waiting_cols = (np.array(fixed) >= 0) & (np.array([p.sigma for p in entries]) > 0)  # predicted, not given
         common = np.exp(model_sigma * rng.standard_normal(samples))[:, None]
@@ -607,16 +619,22 @@ def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
         elif waiting_cols.any():
             some = np.flatnonzero(waiting_cols)
             hours[:, some] = hours[:, some] * common
-    left = np.maximum(hours - np.array(done)[None, :], 0.0)  # work still to do, speed 1.0
+    left = hours  # work still to do, speed 1.0 (in the draws' own buffer: 12 M values at 100,000 queued)
+    left -= np.array(done)[None, :]
+    np.maximum(left, 0.0, out=left)
     del hours
     fixed = np.array(fixed)
     small = np.uint8 if n <= 8 else np.uint16 if n <= 16 else np.int64  # class bitmasks: as few bytes as hold them
     mask = np.zeros(left.shape, dtype=small)
-    for ci in range(n):
-        mask |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(small) << small(ci)
     if chosen is not None:  # the classes placement allows each one now, where it allows any
-        some = np.flatnonzero(chosen[:len(waiting)] != 0)
-        mask[:, some] = chosen[some].astype(small)[None, :]
+        mask[:, :len(waiting)] = chosen.astype(small)[None, :]
+    if need_h.shape[1]:  # elsewhere the classes its drawn placement values fit
+        per_draw = mask if keep is None else np.zeros(need_h.shape, dtype=small)
+        for ci in range(n):
+            per_draw |= ((need_mem <= mems[ci]) & (need_h / speeds[ci] <= walls[ci])).astype(small) << small(ci)
+        if keep is not None:
+            mask[:, keep] = per_draw
+    del need_h, need_mem
     mask &= np.maximum(fixed, 0).astype(small)[None, :]
     if (fixed < 0).any():  # a running attempt: its node's class alone
         some = np.flatnonzero(fixed < 0)
@@ -648,12 +666,15 @@ def _placement_masks(waiting: Sequence[tuple[DataSet, Prediction]], classes: Seq
     """
     import numpy as np
 
+    from .scheduler.eligibility import settle
+
     queue = [ds for ds, _ in waiting]
     preds = {ds.uid: p for ds, p in waiting}
-    if search.relax_quantiles or search.risk_ratios:
-        preds, _ = sch.settle_risk(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
-                                   tuning.retry_margin, ratios=search.risk_ratios)
-    allowed = sch.eligibility(queue, preds, classes)
+    placed = None
+    if search.relax_quantiles or search.risk_ratios:  # the settled values as arrays (as a plan takes them)
+        preds, _, placed = settle(queue, preds, classes, search.relax_quantiles, search.relax_tolerance,
+                                  tuning.retry_margin, ratios=search.risk_ratios, lean=True)
+    allowed = sch.eligibility(queue, preds, classes, placed)
     return np.array([sum(1 << ci for ci in elig) for _, elig in allowed], dtype=np.int64)
 
 
@@ -746,9 +767,11 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     left, mem, mask = by_job
     reach = mask != 0
     nowhere, everywhere = ~reach.any(axis=1), reach.all(axis=1)  # per data set: a class in no draw, in all
-    kind_slots = (kinds[:, None] & bit) > 0  # per data set, the slots its recipe, CASA version and pin allow
+    every = int(np.bitwise_or.reduce(bit[0])) if bit.size else 0
+    every_kind = (kinds & every) == every  # per data set, whether its recipe, CASA version and pin allow every slot
+    # per data set, the slots they allow (only wanted where some data set is not allowed them all)
+    kind_slots = None if every_kind.all() else (kinds[:, None] & bit) > 0
     taught_h, taught_mem = wall * speed * retry_margin, slot_mem * retry_margin  # what a kill on a slot teaches
-    every_kind = kind_slots.all(axis=1)
     # the slots a first retry may take, per slot killed at: by walltime (rows 0..S-1), by memory (S..2S-1)
     by_memory = np.repeat([False, True], len(speed))
     first_h = np.where(by_memory, 0.0, np.tile(taught_h, 2))
@@ -788,10 +811,11 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
                 if not len(d):
                     continue
             speed_to, wall_to = speed[to], wall[to]
-            run = left[members][:, d] / speed_to
-            over2 = mem[members][:, d] > slot_mem[to]
+            at = members[:, None], d[None, :]
+            run = left[at] / speed_to
+            over2 = mem[at] > slot_mem[to]
             killed2 = ((run > wall_to) | over2) & g
-            held = np.where(killed2, np.where(over2, np.minimum(run * memory_kill_after, wall_to), wall_to), run)
+            held = np.where(over2, np.minimum(run * memory_kill_after, wall_to), np.minimum(run, wall_to))
             held *= g
             done_by = np.cumsum(held, axis=0)  # each one's end: its held time after the later of the one before and its kill
             ends2 = done_by + np.maximum.accumulate(
@@ -806,14 +830,17 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
     joined = [u for u in units if len(u) > 1]
     if joined:  # each batch's work per draw, and its predicted hours
         starts = np.cumsum([0] + [len(u) for u in joined[:-1]])
-        batch_work = dict(zip(map(id, joined), np.add.reduceat(left[np.concatenate(joined)], starts, axis=0)))
         batch_plan = dict(zip(map(id, joined), np.add.reduceat(plan_left[np.concatenate(joined)], starts)))
+        joined = [u for u in joined if safe[u].all()]  # the work per draw only where no draw kills (placed whole)
+        starts = np.cumsum([0] + [len(u) for u in joined[:-1]])
+        batch_work = dict(zip(map(id, joined), np.add.reduceat(left[np.concatenate(joined)], starts, axis=0))
+                          if joined else ())
     del by_job
     for members in units:
         j = members[0]
         if len(members) > 1:
             _place_batch(members, free, rows, speed, wall, slot_mem, penalty_of[mask[j, 0]], left, mem,
-                         float(batch_plan[id(members)]), batch_work[id(members)], safe[members].all(), memory_kill_after,
+                         float(batch_plan[id(members)]), batch_work.get(id(members)), safe[members].all(), memory_kill_after,
                          again, waste, again_together if every_kind[members].all() else None)
             continue
         if safe[j] and constant[j] and penalty_of is not None:  # no draw kills it, the same classes in all
@@ -824,10 +851,13 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
             continue
         if nowhere[j]:  # no class in any draw
             continue
-        guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
-        if penalty_of is not None:  # a slot not of its classes in that draw: inf
+        if penalty_of is not None and constant[j]:  # the same classes in every draw: one row of penalties
+            guess = free + ((0.0 if placed[j] else plan_left[j]) / speed + penalty_of[mask[j, 0]])
+        elif penalty_of is not None:  # a slot not of its classes in that draw: inf
+            guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
             guess += penalty_of.take(mask[j], axis=0)
         else:
+            guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
             guess[(mask[j, :, None] & bit) == 0] = inf
         slot = guess.argmin(axis=1)
         ok = None if everywhere[j] else mask[j] != 0  # the draws it has a class in (None: all)
@@ -908,7 +938,9 @@ def _draw_bounds(left, mem, mask, placed, kinds, classes: Sequence[sch.NodeClass
     del fits
     members = [[ci for ci in range(n) if g >> ci & 1] for g in groups.tolist()]
     fastest = np.array([max((speed[ci] for ci in m), default=0.0) for m in members])
-    longest = (left * np.where(fastest > 0, 1.0 / np.where(fastest > 0, fastest, 1.0), 0.0)[which]).max(axis=1)
+    per = np.take(np.where(fastest > 0, 1.0 / np.where(fastest > 0, fastest, 1.0), 0.0), which)  # (one buffer for both)
+    per *= left
+    longest = per.max(axis=1)
     mean_work = np.bincount(which.ravel(), weights=left.ravel(), minlength=len(groups)) / len(left)
     var = [(g, ci) for g, m in enumerate(members) if m and mean_work[g] > 0 for ci in m]
     if not var:
@@ -927,7 +959,9 @@ def _draw_bounds(left, mem, mask, placed, kinds, classes: Sequence[sch.NodeClass
     price = np.maximum(-np.asarray(res.ineqlin.marginals), 0.0)
     price /= max(float(price @ cap), 1e-300)  # dual feasible: sum of price x capacity <= 1
     lowest = np.array([min((price[ci] for ci in m), default=0.0) for m in members])
-    lp = (left * lowest[which]).sum(axis=1)
+    np.take(lowest, which, out=per, mode="clip")
+    per *= left
+    lp = per.sum(axis=1)
     return np.maximum(lp, longest)
 
 
@@ -944,11 +978,12 @@ def _place_batch(members, free, rows, speed, wall, slot_mem, penalty, left, mem,
     if safe:
         free[rows, slot] = start + work / speed[slot]
         return
-    run = left[members] / speed[slot][None, :]  # members x draws
-    over_mem = mem[members] > slot_mem[slot][None, :]
-    killed = (run > wall[slot][None, :]) | over_mem
-    held = np.where(killed, np.where(over_mem, np.minimum(run * memory_kill_after, wall[slot][None, :]),
-                                     wall[slot][None, :]), run)
+    wall_at = wall[slot]
+    run = left[members] / speed[slot]  # members x draws
+    over_mem = mem[members] > slot_mem[slot]
+    killed = (run > wall_at) | over_mem
+    # what each holds the slot for: its run, or until its kill (over the walltime: the walltime)
+    held = np.where(over_mem, np.minimum(run * memory_kill_after, wall_at), np.minimum(run, wall_at))
     ends = start[None, :] + np.cumsum(held, axis=0)
     free[rows, slot] = ends[-1]
     if waste is not None:
@@ -1014,7 +1049,7 @@ def _retry(j, r, end, at, over, free, speed, wall, slot_mem, kind_slots, taught_
         free[r, to] = begin + np.where(again, lost, run)
         if waste is not None:
             waste[r] += np.where(again, lost, 0.0)
-        if not again.any():
+        if turn == max_attempts - 2 or not again.any():  # its last attempt (a killed one is given up), or none killed
             break
         if need_h is None:
             need_h, need_mem = np.where(over, 0.0, taught_h[at]), np.where(over, taught_mem[at], 0.0)
@@ -1098,12 +1133,13 @@ def _curve_pool(curve, size: int = 2000) -> tuple[float, ...]:
 
 
 def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q: float, coefficients=None,
-          q_unit: float | None = None, cap: float = math.inf):
+          q_unit: float | None = None, cap: float = math.inf, keep=None):
     """(values, what placement would take them for) per draw and data set: draws
     of lognormal predictions, and their ``q`` quantile around the drawn median
     with the scatter alone (see :func:`forecast_finish`); ``q_unit``: that quantile
     in units of the scatter, when the residuals are not a normal's; a resampled residual
-    goes no further than ``cap`` above the median (log), whatever its scatter."""
+    goes no further than ``cap`` above the median (log), whatever its scatter; ``keep``: the columns whose
+    quantile is wanted (None: all)."""
     import numpy as np
     from scipy.special import ndtr, ndtri
 
@@ -1122,38 +1158,50 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         z = np.zeros((samples, dim))
         given = np.asarray(coefficients)[:samples, :dim]
         z[:len(given), :given.shape[1]] = given
-    mu = np.log(np.maximum(median, 1e-12))[None, :] + z @ rows.T
+    mu = z @ rows.T
+    mu += np.log(np.maximum(median, 1e-12))[None, :]
     spread = np.maximum(own, 1e-9)
-    # Each column is worked out only where it is used (a resampled one needs no ndtri, an uncut one
-    # no ndtr): the same numbers, and the same draws from ``rng``, as the whole arrays would give.
+    # Each column is worked out only where its value is kept (a resampled one needs no ndtri, an uncut one
+    # no ndtr, one without spread neither): the same numbers, and the same draws from ``rng``, as the whole
+    # arrays would give.
+    flat = own <= 0
     cut = floor > 0
     u = rng.random(mu.shape)
-    above = np.flatnonzero(np.asarray(resample, dtype=bool) & cut & (own > 0)) if len(residuals) else ()
+    resample = np.asarray(resample, dtype=bool) if len(residuals) else np.zeros(len(median), dtype=bool)
+    above = np.flatnonzero(resample & cut & ~flat)  # cut below and resampled: from the residuals above the cut
     raw = u[:, above] if len(above) else None  # a copy (fancy indexing): before the cut rescales u
-    if cut.any():
-        some = np.flatnonzero(cut)
-        with np.errstate(divide="ignore"):
-            low = ndtr((np.log(floor[some])[None, :] - mu[:, some]) / spread[some])
-        u[:, some] = low + u[:, some] * (1 - low)
-    use = np.asarray(resample, dtype=bool) & ~cut if len(residuals) else np.zeros(len(median), dtype=bool)
+    normal = ~(resample & ~cut) & ~flat  # drawn from the normal (cut below where it is)
+    normal[above] = False
     values = np.empty(mu.shape)
-    if not use.all():
-        some = slice(None) if not use.any() else np.flatnonzero(~use)
-        part = ndtri(np.clip(u[:, some], 1e-12, 1 - 1e-12))
+    if normal.any():
+        some = slice(None) if normal.all() else np.flatnonzero(normal)
+        part = u[:, some]  # (a view of u for every column, else a copy)
+        if cut[some].any():
+            low_at = np.flatnonzero(cut[some])
+            cols = np.arange(len(median))[some][low_at]
+            with np.errstate(divide="ignore"):
+                low = ndtr((np.log(floor[cols])[None, :] - mu[:, cols]) / spread[cols])
+            part[:, low_at] = low + part[:, low_at] * (1 - low)
+        part = ndtri(np.clip(part, 1e-12, 1 - 1e-12, out=part))
         part *= own[some]
         part += mu[:, some]
         values[:, some] = np.exp(part, out=part)
     del u
     if len(residuals):  # the history's own scatter where nothing cuts it below
         pool = np.asarray(residuals, dtype=float)
-        picks = pool[rng.integers(0, len(pool), mu.shape)]
-        some = slice(None) if use.all() else np.flatnonzero(use)
+        picks = pool.take(rng.integers(0, len(pool), mu.shape))
+        use = resample & ~cut & ~flat
         if use.any():
-            part = picks[:, some] if not isinstance(some, slice) else picks
+            some = slice(None) if use.all() else np.flatnonzero(use)
+            part = picks if isinstance(some, slice) else picks[:, some]
             part *= own[some]
             np.minimum(part, cap, out=part)
             part += mu[:, some]
-            values[:, some] = np.exp(part, out=part)
+            np.exp(part, out=part)
+            if isinstance(some, slice):  # every column: the picks' buffer is the values
+                values = part
+            else:
+                values[:, some] = part
         del picks
     if raw is not None:  # cut below and resampled: the history's residuals above its floor, in its units
         pool = np.sort(np.asarray(residuals, dtype=float))
@@ -1162,13 +1210,13 @@ def _draw(rng, samples: int, median, sigma, floor, shift, residuals, resample, q
         pick = np.minimum(lo + (raw * (len(pool) - lo)).astype(int), len(pool) - 1)
         unit = np.where(lo < len(pool), pool[pick], limit)  # past every residual: at its floor
         values[:, above] = np.maximum(np.exp(mu[:, above] + np.minimum(own[above] * unit, cap)), floor[above])
-    settled = mu + own * (ndtri(q) if q_unit is None else q_unit)
-    np.exp(settled, out=settled)
-    np.maximum(settled, floor, out=settled)
-    flat = own <= 0
     if flat.any():  # no spread: its median, above what it is known to need
         some = np.flatnonzero(flat)
         values[:, some] = np.maximum(np.exp(mu[:, some]), floor[some])
+    settled = mu if keep is None else mu[:, keep]  # (mu is not needed past here: its buffer takes the quantiles)
+    settled += (own if keep is None else own[keep]) * (ndtri(q) if q_unit is None else q_unit)
+    np.exp(settled, out=settled)
+    np.maximum(settled, floor if keep is None else floor[keep], out=settled)
     return values, settled
 
 
