@@ -38,6 +38,8 @@ from typing import Iterable, Mapping, Sequence
 
 from .values import DataSet, Measured, NodeState, Prediction
 
+_new_tuple = tuple.__new__
+
 # -- priors (from the 2017 study; see docs/estimate.md) ------------------------
 PRIOR_MEDIAN_HOURS = 6.0
 """Median hours per data set on the reference machine (study: median 6 h)."""
@@ -1028,46 +1030,28 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     sig_h, sig_m = np.broadcast_to(sig_h, (n,)), np.broadcast_to(sig_m, (n,))
     columns = (mean_a, np.where(med_h != 0, med_h, hours_a), np.where(med_m != 0, med_m, mem_a), sig_h, sig_m,
                tail_h, tail_m, own_h, own_m, hours_a, mem_a)  # as risk_columns reads them off each prediction
-    hours, mean, mem = hours_a.tolist(), mean_a.tolist(), mem_a.tolist()
-    sig_h, sig_m = sig_h.tolist(), sig_m.tolist()
-    tails = (tail_h, tail_m)
-    made = []
-    new = object.__new__
-    for h, g, src, mh, md, sh, fh, sm, fm, shift, mm, mshift in zip(
-            hours, mem, repeat(source, n) if sources is None else sources, mean, med_h.tolist(), sig_h,
-            own_h.tolist(), sig_m, own_m.tolist(), shifts, med_m.tolist(), mem_shifts):
-        p = new(Prediction)  # as Prediction(...), without a frozen dataclass's 13 setattr calls
-        d = p.__dict__
-        d["hours"] = h
-        d["mem_gb"] = g
-        d["source"] = src
-        d["mean_h"] = mh
-        d["median_h"] = md
-        d["sigma"] = sh
-        d["floor_h"] = fh
-        d["mem_sigma"] = sm
-        d["mem_floor_gb"] = fm
-        d["shift"] = shift
-        d["mem_median_gb"] = mm
-        d["mem_shift"] = mshift
-        d["tail"] = tails
-        d["mem_curve"] = curve
-        made.append(p)
     given_h, given_m = list(map(_GIVEN_H, queue)), list(map(_GIVEN_M, queue))
+    explicit = given_h.count(None) != n or given_m.count(None) != n  # (counted in C) rare: explicit values win
+    # one tuple per data set, made in C from the columns in the fields' order (Prediction is a named tuple)
+    made = list(map(_new_tuple, repeat(Prediction), zip(
+        hours_a.tolist(), mem_a.tolist(), repeat(source, n) if sources is None else sources, mean_a.tolist(),
+        med_h.tolist(), sig_h.tolist(), own_h.tolist(), sig_m.tolist(), own_m.tolist(), shifts, med_m.tolist(),
+        mem_shifts, repeat((tail_h, tail_m), n), repeat(curve, n))))
     _MADE[0] = None
-    if given_h.count(None) == n and given_m.count(None) == n:  # (counted in C) no explicit value: the arrays hold
+    if not explicit:  # the arrays hold every prediction's numbers
         table = np.empty((n, len(columns)))
         for k, column in enumerate(columns):
             table[:, k] = column
         table.flags.writeable = False
         _MADE[0] = (made, table.T, curve)  # (laid out as risk_columns makes them: a row per prediction)
-    else:  # explicit values win (rare)
-        for p, gh, gm in zip(made, given_h, given_m):
+    else:
+        for i, (gh, gm) in enumerate(zip(given_h, given_m)):
             if gh is not None:
-                p.__dict__.update(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=0.0, source="explicit", shift=())
+                made[i] = made[i]._replace(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=0.0,
+                                           source="explicit", shift=())
             if gm is not None:
-                p.__dict__.update(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=gm, mem_shift=(),
-                                  source="explicit" if gh is not None else p.source)
+                made[i] = made[i]._replace(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=gm, mem_shift=(),
+                                           source="explicit" if gh is not None else made[i].source)
     return dict(zip(map(_UID, queue), made))
 
 
