@@ -236,6 +236,45 @@ def feature_rows(items: Sequence[DataSet | Measured]):
     return out
 
 
+_ROWS: list = [None]
+"""(uid -> row, the data sets, their :func:`feature_rows`, the longest queue) of what :func:`queue_rows` saw."""
+
+
+def queue_rows(queue: Sequence[DataSet]):
+    """:func:`feature_rows` of ``queue``, a row reused wherever its data set is the very object an
+    earlier call saw (a data set's metadata never changes: frozen): a refit predicts a queue whose
+    data sets it predicted before, and a replay predicts its shrinking queue hundreds of times.
+    The rows of the data sets not seen are made and kept with the others; all are forgotten when
+    they outnumber twice a queue at least half the longest since (launched and gone: a call for a
+    few, an import's or the running ones', adds to them).
+
+    >>> a, b = DataSet("a", size_gb=math.e), DataSet("b", size_gb=1.0)
+    >>> queue_rows([a])[:, 0].tolist(), queue_rows([b, a])[:, 0].tolist(), queue_rows([b, a]) is queue_rows([b, a])
+    ([1.0], [0.0, 1.0], False)
+    """
+    import numpy as np
+
+    kept = _ROWS[0]
+    if kept is None or (len(kept[1]) > 2 * len(queue) + 1000 and 2 * len(queue) >= kept[3]):
+        rows = feature_rows(queue)
+        _ROWS[0] = (dict(zip(map(_UID, queue), range(len(queue)))), list(queue), rows, len(queue))
+        return rows
+    index, before, rows, longest = kept
+    at = list(map(index.get, map(_UID, queue), repeat(len(before))))  # a uid not kept: one past the end (None there)
+    same = np.fromiter(map(is_, map([*before, None].__getitem__, at), queue), dtype=bool, count=len(queue))
+    take = np.array(at, dtype=np.intp).reshape(len(queue))
+    if not same.all():
+        fresh = np.flatnonzero(~same)
+        new = list(map(queue.__getitem__, fresh.tolist()))
+        take[fresh] = len(before) + np.arange(len(fresh))
+        index = {**index, **dict(zip(map(_UID, new), take[fresh].tolist()))}
+        rows = np.concatenate((rows, feature_rows(new)))
+        _ROWS[0] = (index, before + new, rows, max(longest, len(queue)))
+    elif len(queue) > longest:
+        _ROWS[0] = (index, before, rows, len(queue))
+    return rows[take]
+
+
 def _mapped(f, *columns) -> list | None:
     """``list(map(f, *columns))``, or None where ``f`` refuses a value (a missing one, a log of 0)."""
     try:
@@ -1000,7 +1039,7 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     tail_h = tail_m = 1.0
     curve = ()
     if model.hours is not None or model.mem is not None:
-        rows = feature_rows(queue)
+        rows = queue_rows(queue)
         if model.hours is not None:
             log_h, sig_h, shifts = _evaluate(model.hours, rows, t)
             med_h, q_h, source, tail_h = np.exp(log_h), t.hours_quantile, "history", model.hours.tail
