@@ -1074,7 +1074,7 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     # one tuple per data set, made in C from the columns in the fields' order (Prediction is a named tuple)
     made = list(map(_new_tuple, repeat(Prediction), zip(
         hours_a.tolist(), mem_a.tolist(), repeat(source, n) if sources is None else sources, mean_a.tolist(),
-        med_h.tolist(), sig_h.tolist(), own_h.tolist(), sig_m.tolist(), own_m.tolist(), shifts, med_m.tolist(),
+        med_h.tolist(), sig_h.tolist(), _listed(own_h), sig_m.tolist(), _listed(own_m), shifts, med_m.tolist(),
         mem_shifts, repeat((tail_h, tail_m), n), repeat(curve, n))))
     _MADE[0] = None
     if not explicit:  # the arrays hold every prediction's numbers
@@ -1092,6 +1092,12 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
                 made[i] = made[i]._replace(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=0.0, mem_median_gb=gm, mem_shift=(),
                                            source="explicit" if gh is not None else made[i].source)
     return dict(zip(map(_UID, queue), made))
+
+
+def _listed(column):
+    """``column.tolist()``, or one 0.0 repeated where every value is 0 (most data sets have no attempt
+    to need more than: one float, not 100,000 to make and free)."""
+    return column.tolist() if column.any() else repeat(0.0, len(column))
 
 
 _MADE: list = [None]
