@@ -237,41 +237,47 @@ def feature_rows(items: Sequence[DataSet | Measured]):
 
 
 _ROWS: list = [None]
-"""(uid -> row, the data sets, their :func:`feature_rows`, the longest queue) of what :func:`queue_rows` saw."""
+"""[uid -> row, the data sets (and a None past them), their :func:`feature_rows` (room to grow past them),
+the longest queue since] of what :func:`queue_rows` saw; added to in place, at a cost of the call's queue."""
 
 
 def queue_rows(queue: Sequence[DataSet]):
     """:func:`feature_rows` of ``queue``, a row reused wherever its data set is the very object an
     earlier call saw (a data set's metadata never changes: frozen): a refit predicts a queue whose
-    data sets it predicted before, and a replay predicts its shrinking queue hundreds of times.
-    The rows of the data sets not seen are made and kept with the others; all are forgotten when
-    they outnumber twice a queue at least half the longest since (launched and gone: a call for a
-    few, an import's or the running ones', adds to them).
+    data sets it predicted before. The rows of the data sets not seen are made and kept with the
+    others (a queue of a few, such as a replay's retry, is made at once and not kept); all are
+    forgotten when they outnumber twice a queue at least half the longest since (launched and gone).
 
-    >>> a, b = DataSet("a", size_gb=math.e), DataSet("b", size_gb=1.0)
-    >>> queue_rows([a])[:, 0].tolist(), queue_rows([b, a])[:, 0].tolist(), queue_rows([b, a]) is queue_rows([b, a])
-    ([1.0], [0.0, 1.0], False)
+    >>> many = [DataSet(f"u{i}", size_gb=math.e ** (i % 3)) for i in range(100)]
+    >>> queue_rows(many[:80])[:4, 0].tolist(), queue_rows(many[::-1])[:4, 0].tolist()
+    ([0.0, 1.0, 2.0, 0.0], [0.0, 2.0, 1.0, 0.0])
     """
     import numpy as np
 
+    n = len(queue)
+    if n < 64:  # a few (a replay's retry, the running ones): made at once, sooner than looked up
+        return feature_rows(queue)
     kept = _ROWS[0]
-    if kept is None or (len(kept[1]) > 2 * len(queue) + 1000 and 2 * len(queue) >= kept[3]):
+    if kept is None or (len(kept[1]) > 2 * n + 1000 and 2 * n >= kept[3]):
         rows = feature_rows(queue)
-        _ROWS[0] = (dict(zip(map(_UID, queue), range(len(queue)))), list(queue), rows, len(queue))
+        _ROWS[0] = [dict(zip(map(_UID, queue), range(n))), [*queue, None], rows, n]
         return rows
     index, before, rows, longest = kept
-    at = list(map(index.get, map(_UID, queue), repeat(len(before))))  # a uid not kept: one past the end (None there)
-    same = np.fromiter(map(is_, map([*before, None].__getitem__, at), queue), dtype=bool, count=len(queue))
-    take = np.array(at, dtype=np.intp).reshape(len(queue))
+    end = len(before) - 1  # where the None is: a uid not kept points there
+    at = list(map(index.get, map(_UID, queue), repeat(end)))
+    same = np.fromiter(map(is_, map(before.__getitem__, at), queue), dtype=bool, count=n)
+    take = np.array(at, dtype=np.intp).reshape(n)
     if not same.all():
         fresh = np.flatnonzero(~same)
         new = list(map(queue.__getitem__, fresh.tolist()))
-        take[fresh] = len(before) + np.arange(len(fresh))
-        index = {**index, **dict(zip(map(_UID, new), take[fresh].tolist()))}
-        rows = np.concatenate((rows, feature_rows(new)))
-        _ROWS[0] = (index, before + new, rows, max(longest, len(queue)))
-    elif len(queue) > longest:
-        _ROWS[0] = (index, before, rows, len(queue))
+        take[fresh] = end + np.arange(len(fresh))
+        index.update(zip(map(_UID, new), take[fresh].tolist()))
+        before[end:] = [*new, None]
+        if end + len(new) > len(rows):  # room for twice as many: a replay adds a few rows a call
+            rows = np.concatenate((rows[:end], np.empty((max(end, len(new)) * 2, rows.shape[1]))))
+        rows[end:end + len(new)] = feature_rows(new)
+        kept[2] = rows
+    kept[3] = max(longest, n)
     return rows[take]
 
 
