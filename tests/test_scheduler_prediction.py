@@ -88,7 +88,8 @@ def test_a_prediction_behaves_as_the_frozen_value_it_is():
         p.hours = 1.0  # type: ignore[misc]
     assert p.plan_h == 4.0 and sch.Prediction(5.0, 8.0).plan_h == 5.0
     many = [p, sch.Prediction(1.0, 2.0, tail=(1.2, 1.1))]
-    assert placed_all(many, [9.0, 3.0], [12.0, 4.0]) == [q.placed_at(h, m) for q, h, m in zip(many, [9.0, 3.0], [12.0, 4.0])]
+    hours, mem = [9.0, 3.0], [12.0, 4.0]
+    assert placed_all(many, hours, mem) == [q.placed_at(h, m) for q, h, m in zip(many, hours, mem)]
     assert placed_all(many, [9.0, 3.0], [12.0, 4.0])[1] == replace(many[1], hours=3.0, mem_gb=4.0)
 
 
