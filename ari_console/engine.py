@@ -29,6 +29,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
@@ -180,7 +181,8 @@ class Engine:
         self._plan_signature: tuple | None = None
         self._plan_until = float("inf")  # a data set's not_before passes: plan again
         self._queue_rev: int | None = None  # the store's revision the kept queue was read at
-        self._predicted: dict[str, tuple[scheduler.DataSet, scheduler.Prediction]] = {}  # by the model of the plan
+        self._predicted: dict[str, scheduler.Prediction] = {}  # by the model of the plan
+        self._predicted_of: dict[str, scheduler.DataSet] = {}  # the data set each prediction was made of
         self._scratch: dict[str | None, float] = {}  # scratch per GB by array, learned at each refit
         self.node_faults: dict[str, str] = {}  # node -> the kind of fault the operator was last told of
         self.unconfigured_since: dict[str, float] = {}  # removed node -> when this engine first saw it
@@ -662,19 +664,20 @@ class Engine:
         A re-plan (a node drained, an import, an operator's edit) predicts only the
         data sets that are new or changed since the model was fitted; a refit empties this.
         """
-        known = self._predicted
+        known, of = self._predicted, self._predicted_of
         if not known:  # after a refit every one is new: predicted in queue order, kept as they come
             made = scheduler.predict_all(self._plan_queue.values(), self._plan_model)
-            self._predicted = dict(zip(made, zip(self._plan_queue.values(), made.values())))
-            return made
+            self._predicted, self._predicted_of = made, dict(self._plan_queue)  # (copies in C: no pair per data set)
+            return dict(made)
         fresh = [sds for uid, sds in self._plan_queue.items()
-                 if uid not in known or (known[uid][0] is not sds and known[uid][0] != sds)]
+                 if (was := of.get(uid)) is not sds and (was is None or was != sds)]
         if fresh:
-            made = scheduler.predict_all(fresh, self._plan_model)
-            known.update((sds.uid, (sds, made[sds.uid])) for sds in fresh)
+            known.update(scheduler.predict_all(fresh, self._plan_model))
+            of.update(zip(map(attrgetter("uid"), fresh), fresh))
         if len(known) > 2 * len(self._plan_queue) + 1000:  # launched and gone: forget them now and then
             self._predicted = known = {uid: known[uid] for uid in self._plan_queue}
-        return {uid: known[uid][1] for uid in self._plan_queue}
+            self._predicted_of = {uid: of[uid] for uid in self._plan_queue}
+        return {uid: known[uid] for uid in self._plan_queue}
 
     def _read_queue(self, signature: tuple, now: float) -> None:
         """Read the queue and history, refit, and drop the plan (the next place() makes one).
@@ -707,7 +710,7 @@ class Engine:
         if self._plan_model is None or ended >= self._plan_signature[2]:
             hist = history(self.db, self.nodes)
             self._plan_model = scheduler.fit_history(hist)
-            self._predicted = {}
+            self._predicted, self._predicted_of = {}, {}
             self._learn_scratch(scheduler.scratch_factors(hist))
             ended = max(ended + 1, math.ceil(ended * REFIT_GROWTH))  # refit when the history has grown so much
         else:

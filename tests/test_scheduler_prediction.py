@@ -11,7 +11,8 @@ import pytest
 
 from ari_console import scheduler as sch
 from ari_console.scheduler import DataSet, Measured, predict, predict_all
-from ari_console.scheduler.prediction import _prior_medians, _prior_medians_of, feature_rows, features
+from ari_console.scheduler.prediction import _prior_medians, _prior_medians_of, feature_rows, features, queue_rows
+from ari_console.scheduler.values import placed_all
 
 
 def random_archive_queue(rng: random.Random, n: int) -> list[DataSet]:
@@ -63,6 +64,33 @@ def test_feature_rows_are_the_features_of_each_data_set():
         queue = known[:-1] + [replace(known[-1], **odd)]
         rows = feature_rows(queue)
         assert rows.tobytes() == np.array([features(d) for d in queue]).tobytes(), odd
+
+
+def test_a_queue_predicted_again_gets_its_data_sets_own_rows_even_where_one_was_remade():
+    queue = random_archive_queue(random.Random(3), 400)
+    assert np.array_equal(queue_rows(queue), feature_rows(queue), equal_nan=True)
+    # the same uid remade with other metadata (an operator's edit, a retry) and new data sets, shuffled
+    again = [replace(d, size_gb=(d.size_gb or 1.0) * 3, n_eb=7) if i % 5 == 0 else d for i, d in enumerate(queue)]
+    again = random_archive_queue(random.Random(4), 50) + again[::-1]
+    again[0] = replace(again[0], uid="new")
+    assert np.array_equal(queue_rows(again), feature_rows(again), equal_nan=True)
+    assert np.array_equal(queue_rows(queue[:10]), feature_rows(queue[:10]), equal_nan=True)
+
+
+def test_a_prediction_behaves_as_the_frozen_value_it_is():
+    p = sch.Prediction(5.0, 8.0, mean_h=4.0, sigma=0.3, shift=(0.1, 0.2))
+    assert p == sch.Prediction(5.0, 8.0, "prior", 4.0, None, 0.3, shift=(0.1, 0.2))
+    assert hash(p) == hash(sch.Prediction(5.0, 8.0, mean_h=4.0, sigma=0.3, shift=(0.1, 0.2)))
+    assert p != replace(p, floor_h=1.0) and replace(p, floor_h=1.0).floor_h == 1.0
+    assert [f.name for f in __import__("dataclasses").fields(p)][:3] == ["hours", "mem_gb", "source"]
+    assert repr(p).startswith("Prediction(hours=5.0, mem_gb=8.0, source='prior', mean_h=4.0")
+    with pytest.raises(AttributeError):
+        p.hours = 1.0  # type: ignore[misc]
+    assert p.plan_h == 4.0 and sch.Prediction(5.0, 8.0).plan_h == 5.0
+    many = [p, sch.Prediction(1.0, 2.0, tail=(1.2, 1.1))]
+    hours, mem = [9.0, 3.0], [12.0, 4.0]
+    assert placed_all(many, hours, mem) == [q.placed_at(h, m) for q, h, m in zip(many, hours, mem)]
+    assert placed_all(many, [9.0, 3.0], [12.0, 4.0])[1] == replace(many[1], hours=3.0, mem_gb=4.0)
 
 
 def test_prior_medians_of_a_queue_are_each_data_sets_own():

@@ -18,7 +18,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 from ..casa_install import casa_install_key
 from .prediction import made_columns
 from .values import (SCRATCH_FLOOR_GB, SCRATCH_PER_GB, SCRATCH_RETRY_MARGIN, DataSet, Measured, NodeClass,
-                     NodeState, Prediction)
+                     NodeState, Prediction, placed_all)
 
 SCRATCH_QUANTILE = 0.9
 """The quantile of finished attempts' scratch per GB that a data set's need is counted with."""
@@ -767,7 +767,7 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         for i in np.flatnonzero(~same).tolist():
             placed[i] = bases[i].placed_at(float(moved_h[i]), float(moved_m[i]))
     else:
-        placed = list(map(Prediction.placed_at, bases, moved_h.tolist(), moved_m.tolist()))
+        placed = placed_all(bases, moved_h.tolist(), moved_m.tolist())
     out.update(zip(moved_uids, placed))
     if any(b.mean_h is None for b in bases):  # their plan counts the placement hours (plan_h): the column follows
         work = work.copy()

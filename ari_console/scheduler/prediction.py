@@ -38,6 +38,8 @@ from typing import Iterable, Mapping, Sequence
 
 from .values import DataSet, Measured, NodeState, Prediction
 
+_new_tuple = tuple.__new__
+
 # -- priors (from the 2017 study; see docs/estimate.md) ------------------------
 PRIOR_MEDIAN_HOURS = 6.0
 """Median hours per data set on the reference machine (study: median 6 h)."""
@@ -232,6 +234,51 @@ def feature_rows(items: Sequence[DataSet | Measured]):
         out[:, k] = (nan if guess.count(None) == len(guess)
                      else _mapped(log, guess) or [log(g) if g and g > 0 else nan for g in guess])
     return out
+
+
+_ROWS: list = [None]
+"""[uid -> row, the data sets (and a None past them), their :func:`feature_rows` (room to grow past them),
+the longest queue since] of what :func:`queue_rows` saw; added to in place, at a cost of the call's queue."""
+
+
+def queue_rows(queue: Sequence[DataSet]):
+    """:func:`feature_rows` of ``queue``, a row reused wherever its data set is the very object an
+    earlier call saw (a data set's metadata never changes: frozen): a refit predicts a queue whose
+    data sets it predicted before. The rows of the data sets not seen are made and kept with the
+    others (a queue of a few, such as a replay's retry, is made at once and not kept); all are
+    forgotten when they outnumber twice a queue at least half the longest since (launched and gone).
+
+    >>> many = [DataSet(f"u{i}", size_gb=math.e ** (i % 3)) for i in range(100)]
+    >>> queue_rows(many[:80])[:4, 0].tolist(), queue_rows(many[::-1])[:4, 0].tolist()
+    ([0.0, 1.0, 2.0, 0.0], [0.0, 2.0, 1.0, 0.0])
+    """
+    import numpy as np
+
+    n = len(queue)
+    if n < 64:  # a few (a replay's retry, the running ones): made at once, sooner than looked up
+        return feature_rows(queue)
+    kept = _ROWS[0]
+    if kept is None or (len(kept[1]) > 2 * n + 1000 and 2 * n >= kept[3]):
+        rows = feature_rows(queue)
+        _ROWS[0] = [dict(zip(map(_UID, queue), range(n))), [*queue, None], rows, n]
+        return rows
+    index, before, rows, longest = kept
+    end = len(before) - 1  # where the None is: a uid not kept points there
+    at = list(map(index.get, map(_UID, queue), repeat(end)))
+    same = np.fromiter(map(is_, map(before.__getitem__, at), queue), dtype=bool, count=n)
+    take = np.array(at, dtype=np.intp).reshape(n)
+    if not same.all():
+        fresh = np.flatnonzero(~same)
+        new = list(map(queue.__getitem__, fresh.tolist()))
+        take[fresh] = end + np.arange(len(fresh))
+        index.update(zip(map(_UID, new), take[fresh].tolist()))
+        before[end:] = [*new, None]
+        if end + len(new) > len(rows):  # room for twice as many: a replay adds a few rows a call
+            rows = np.concatenate((rows[:end], np.empty((max(end, len(new)) * 2, rows.shape[1]))))
+        rows[end:end + len(new)] = feature_rows(new)
+        kept[2] = rows
+    kept[3] = max(longest, n)
+    return rows[take]
 
 
 def _mapped(f, *columns) -> list | None:
@@ -1006,7 +1053,7 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     tail_h = tail_m = 1.0
     curve = ()
     if model.hours is not None or model.mem is not None:
-        rows = feature_rows(queue)
+        rows = queue_rows(queue)
         if model.hours is not None:
             log_h, sig_h, shifts = _evaluate(model.hours, rows, t)
             med_h, q_h, source, tail_h = np.exp(log_h), t.hours_quantile, "history", model.hours.tail
@@ -1036,49 +1083,37 @@ def predict_all(queue: Iterable[DataSet], history: Iterable[Measured] | Model = 
     sig_h, sig_m = np.broadcast_to(sig_h, (n,)), np.broadcast_to(sig_m, (n,))
     columns = (mean_a, np.where(med_h != 0, med_h, hours_a), np.where(med_m != 0, med_m, mem_a), sig_h, sig_m,
                tail_h, tail_m, own_h, own_m, hours_a, mem_a)  # as risk_columns reads them off each prediction
-    hours, mean, mem = hours_a.tolist(), mean_a.tolist(), mem_a.tolist()
-    sig_h, sig_m = sig_h.tolist(), sig_m.tolist()
-    tails = (tail_h, tail_m)
-    made = []
-    new = object.__new__
-    for h, g, src, mh, md, sh, fh, sm, fm, shift, mm, mshift in zip(
-            hours, mem, repeat(source, n) if sources is None else sources, mean, med_h.tolist(), sig_h,
-            own_h.tolist(), sig_m, own_m.tolist(), shifts, med_m.tolist(), mem_shifts):
-        p = new(Prediction)  # as Prediction(...), without a frozen dataclass's 13 setattr calls
-        d = p.__dict__
-        d["hours"] = h
-        d["mem_gb"] = g
-        d["source"] = src
-        d["mean_h"] = mh
-        d["median_h"] = md
-        d["sigma"] = sh
-        d["floor_h"] = fh
-        d["mem_sigma"] = sm
-        d["mem_floor_gb"] = fm
-        d["shift"] = shift
-        d["mem_median_gb"] = mm
-        d["mem_shift"] = mshift
-        d["tail"] = tails
-        d["mem_curve"] = curve
-        made.append(p)
     given_h, given_m = list(map(_GIVEN_H, queue)), list(map(_GIVEN_M, queue))
+    explicit = given_h.count(None) != n or given_m.count(None) != n  # (counted in C) rare: explicit values win
+    # one tuple per data set, made in C from the columns in the fields' order (Prediction is a named tuple)
+    made = list(map(_new_tuple, repeat(Prediction), zip(
+        hours_a.tolist(), mem_a.tolist(), repeat(source, n) if sources is None else sources, mean_a.tolist(),
+        med_h.tolist(), sig_h.tolist(), _listed(own_h), sig_m.tolist(), _listed(own_m), shifts, med_m.tolist(),
+        mem_shifts, repeat((tail_h, tail_m), n), repeat(curve, n))))
     _MADE[0] = None
-    if given_h.count(None) == n and given_m.count(None) == n:  # (counted in C) no explicit value: the arrays hold
+    if not explicit:  # the arrays hold every prediction's numbers
         table = np.empty((n, len(columns)))
         for k, column in enumerate(columns):
             table[:, k] = column
         table.flags.writeable = False
         _MADE[0] = (made, table.T, curve)  # (laid out as risk_columns makes them: a row per prediction)
     else:  # explicit values win (rare), unless an attempt showed the data set needs more
-        for p, gh, gm, fh, fm in zip(made, given_h, given_m, own_h.tolist(), own_m.tolist()):
+        for i, (gh, gm, fh, fm) in enumerate(zip(given_h, given_m, own_h.tolist(), own_m.tolist())):
             if gh is not None:
                 gh = gh if gh > fh else round(fh * t.retry_margin, 4)
-                p.__dict__.update(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=fh, source="explicit", shift=())
+                made[i] = made[i]._replace(hours=gh, mean_h=gh, median_h=gh, sigma=0.0, floor_h=fh,
+                                           source="explicit", shift=())
             if gm is not None:
                 gm = gm if gm > fm else round(fm * t.retry_margin, 4)
-                p.__dict__.update(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=fm, mem_median_gb=gm, mem_shift=(),
-                                  source="explicit" if gh is not None else p.source)
+                made[i] = made[i]._replace(mem_gb=gm, mem_sigma=0.0, mem_floor_gb=fm, mem_median_gb=gm, mem_shift=(),
+                                           source="explicit" if gh is not None else made[i].source)
     return dict(zip(map(_UID, queue), made))
+
+
+def _listed(column):
+    """``column.tolist()``, or one 0.0 repeated where every value is 0 (most data sets have no attempt
+    to need more than: one float, not 100,000 to make and free)."""
+    return column.tolist() if column.any() else repeat(0.0, len(column))
 
 
 _MADE: list = [None]
