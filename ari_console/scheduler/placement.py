@@ -14,7 +14,7 @@ from itertools import accumulate, chain, compress, groupby
 from operator import attrgetter, itemgetter, not_
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .eligibility import _TRIED, eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
+from .eligibility import _TRIED, eligibility, node_classes, nodes_key, settle, unplaceable_reasons, why_not
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
 from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
@@ -53,8 +53,9 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
     pairs = _eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried, tried_at)
     fits = list(map(bool, map(itemgetter(1), pairs)))  # (maps and compress run in C: 100,000 at a re-plan)
     placeable, keep = list(compress(pairs, fits)), list(compress(range(len(pairs)), fits))
-    bad = [Unplaceable(ds, unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it")
-           for ds, _ in compress(pairs, map(not_, fits))]
+    nowhere = [ds for ds, _ in compress(pairs, map(not_, fits))]
+    bad = [Unplaceable(ds, reason or "no node can run it")
+           for ds, reason in zip(nowhere, unplaceable_reasons([(ds, preds[ds.uid]) for ds in nowhere], nodes))]
     if policy == "greedy":
         return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
     hours = None
