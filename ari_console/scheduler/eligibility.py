@@ -171,8 +171,7 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     unpinned = placed[3] if placed is not None and len(placed) > 3 else None  # (settle's scratch masks: nothing pinned)
     masks = (_fit_masks(hours, mem, classes) & (scratch_masks(queue, classes) if unpinned is None else unpinned)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
-    pins = list(map(_PINS, queue)) if unpinned is None else ()
-    if unpinned is not None or pins.count(_NO_PINS) == len(pins):  # (counted in C) nothing pinned: each mask's classes, made once
+    if unpinned is not None or _none_pinned(queue):  # nothing pinned: each mask's classes, made once
         as_tuple = {m: tuple(i for i in range(len(classes)) if m >> i & 1) for m in set(masks)}
         return list(zip(queue, map(as_tuple.__getitem__, masks)))
     out = []
@@ -191,6 +190,17 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
 _PINS = attrgetter("node", "recipe", "casa_version", "walltime_h")
 _MEAN_H = attrgetter("mean_h")
 _NO_PINS = (None, None, None, None)
+
+
+def _none_pinned(queue: Sequence[DataSet]) -> bool:
+    """Whether no data set of ``queue`` pins a node, recipe, CASA version or walltime (each
+    field's values counted in C: no tuple per data set).
+
+    >>> _none_pinned([DataSet("a"), DataSet("b")]), _none_pinned([DataSet("a"), DataSet("b", recipe="casa6")])
+    (True, False)
+    """
+    return all(list(map(attrgetter(name), queue)).count(None) == len(queue)
+               for name in ("node", "recipe", "casa_version", "walltime_h"))
 
 
 def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
@@ -466,17 +476,17 @@ def _curve_above_floor(curve, log_m, sigma, floor):
         return np.where(floor > 0, curve_above(curve, (np.log(np.maximum(floor, 1e-300)) - log_m) / sigma), 1.0)
 
 
-def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass], pins: Sequence[tuple] | None = None):
+def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass], none_pinned: bool | None = None):
     """Per data set (an array), the bitmask of the classes its pins (node, recipe, CASA version,
     walltime) allow, whatever its predictions; all ones for the data sets that pin nothing (the
-    common case: one pass in C, :func:`why_not` only for the pinned ones). ``pins``: ``_PINS``
-    of each data set, when the caller has them."""
+    common case: one pass in C, :func:`why_not` only for the pinned ones). ``none_pinned``:
+    :func:`_none_pinned` of ``queue``, when the caller has it."""
     import numpy as np
 
     every = (1 << len(classes)) - 1
     out = np.full(len(queue), every, dtype=np.int64)
-    pins = list(map(_PINS, queue)) if pins is None else pins
-    if pins.count(_NO_PINS) != len(pins):
+    if not (_none_pinned(queue) if none_pinned is None else none_pinned):
+        pins = list(map(_PINS, queue))
         anything = Prediction(0.0, 0.0)
         for i, (ds, pin) in enumerate(zip(queue, pins)):
             if pin != (None, None, None, None):
@@ -710,10 +720,10 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     if not any(p.sigma > 0 or p.mem_sigma > 0 for p in spread):
         return dict(preds), None, None
     capacity = [c.capacity for c in classes]
-    pins = list(map(_PINS, queue))
+    free = _none_pinned(queue)
     scratch = scratch_masks(queue, classes)
-    static = _static_masks(queue, classes, pins) & scratch
-    unpinned = scratch if pins.count(_NO_PINS) == len(pins) else None  # (for eligibility: nothing pinned)
+    static = _static_masks(queue, classes, free) & scratch
+    unpinned = scratch if free else None  # (for eligibility: nothing pinned)
     derived, reused = _per_dataset(uids, spread, classes, quantiles, margin, memory_kill_cost)
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = derived["columns"]
     kill_p, kill_cost = derived["kill_p"], derived["kill_cost"]
