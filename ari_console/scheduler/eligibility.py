@@ -758,11 +758,15 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         mask = allowed & (lost_wall <= ratio * work)
         mask = np.where(mask.any(axis=0), mask, least)
         mem = np.where(mask, mems, np.inf).min(axis=0)
-        hours = np.where(mask & np.isfinite(walls), walls - 1e-3, np.inf).min(axis=0)
-        hours = np.where(np.isfinite(hours), hours, np.maximum(base_h, beyond))
-        hours = np.where(sigma_h > 0, hours, base_h)
-        mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
+        hours = np.where(mask & limited, walls_below, np.inf).min(axis=0)
+        hours = np.where(np.isfinite(hours), hours, unlimited_h)
+        hours = np.where(spread_h, hours, base_h)
+        mem = np.where(np.isfinite(mem) & spread_m, mem, base_m)
         return hours, mem
+
+    # (what ratio_values reads that no ratio changes)
+    limited, walls_below, unlimited_h = np.isfinite(walls), walls - 1e-3, np.maximum(base_h, beyond)
+    spread_h, spread_m = sigma_h > 0, sigma_m > 0
 
     last: list = []  # the mask bound() saw last, its lost, killed and safe, and what it returned
     halves: tuple[dict, dict] = ({}, {})  # id -> (hours / memory array, its masks): choices share quantile rows

@@ -295,9 +295,9 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
     name, c = best.name, plan.cursor.get(best.name, 0)
     seq = (ds,) + plan.sequence[name][c:]
     left = plan.suffix_h[name][c:]  # (the hours after it are summed from the end: they stay)
-    return replace(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
-                   suffix_h={**plan.suffix_h, name: (left[0] + pred.plan_h,) + left},
-                   predictions=preds, remaining=plan.remaining + 1)
+    return _advanced(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
+                     suffix_h={**plan.suffix_h, name: (left[0] + pred.plan_h,) + left},
+                     predictions=preds, remaining=plan.remaining + 1)
 
 
 def _requeue_greedy(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
@@ -413,8 +413,9 @@ def _may_take(known: dict, klass: tuple, ds: DataSet, pred: Prediction, node: No
 
 
 def _advanced(plan: Plan, **changes) -> Plan:
-    """``replace(plan, **changes)`` for the fields a placement moves on (cursor, taken, remaining),
-    without the dataclass machinery: a replay takes a plan's next pairs thousands of times."""
+    """``replace(plan, **changes)`` for the fields a placement or a requeue moves on (cursor, taken,
+    remaining; sequence, suffix hours, predictions), without the dataclass machinery: a replay takes
+    a plan's next pairs thousands of times."""
     new = object.__new__(Plan)
     values = plan.__dict__.copy()
     values.update(changes)
