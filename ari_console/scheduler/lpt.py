@@ -261,7 +261,8 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                 if row_h is None:
                     keep = may[ci, lat_k]
                     row_h, row_k = lat_h[keep], lat_k[keep]
-                    first = np.ones(len(row_h), dtype=bool)
+                    first = np.empty(len(row_h), dtype=bool)
+                    first[:1] = True
                     first[1:] = row_h[1:] != row_h[:-1]
                     row_h, row_k = row_h[first], row_k[first]
                     row_col, row_list = row_h[:, None], row_h.tolist()
@@ -284,11 +285,9 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                 back = part_h[pick]
                 shifted = row_col - back
                 valid = (back < row_col) & (shifted < limit) & may_latest[part_k[pick]]
-                if not valid.any():
-                    continue
                 ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,
                                                   finish[partner] + shifted / partner_speed), np.inf).ravel()
-                a = int(ends.argmin())  # the first of the least: what a scan in order keeps
+                a = int(ends.argmin())  # the first of the least: what a scan in order keeps (none valid: inf)
                 if ends[a] < best_end:
                     best_end = float(ends[a])
                     best_step = (partner, int(row_k[a // 2]), int(part_k[pick.ravel()[a]]))
