@@ -62,17 +62,11 @@ def _gb(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
-def _one_per_spec(nodes: Sequence[NodeState], ds: DataSet) -> Sequence[NodeState]:
-    """``nodes``, one of each spec but the name where ``ds`` is pinned to no node: :func:`why_not`
-    lets ``ds`` on all of them or on none (it reads no node's name then), so asking one is enough
-    (a re-plan may find thousands that fit nowhere, each asked about every node)."""
-    if ds.node is not None:
-        return nodes
-    return _specs(nodes)
-
-
 def _specs(nodes: Sequence[NodeState]) -> list[NodeState]:
-    """``nodes``, one of each spec but the name (the last of each, in the order each spec first comes)."""
+    """``nodes``, one of each spec but the name (the last of each, in the order each spec first comes):
+    :func:`why_not` lets a data set pinned to no node on all nodes of a spec or on none (it reads no
+    node's name then), so asking one is enough (a re-plan may find thousands that fit nowhere, each
+    asked about every node)."""
     return list({n.spec[1:]: n for n in nodes}.values())
 
 
@@ -93,7 +87,12 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
 
 def unplaceable_reasons(cases: Iterable[tuple[DataSet, Prediction]], nodes: Sequence[NodeState]) -> list[str | None]:
     """:func:`unplaceable_reason` of each (data set, prediction) of ``cases``, the nodes of each
-    spec found once for all (a re-plan may find thousands that fit nowhere)."""
+    spec found once for all (a re-plan may find thousands that fit nowhere).
+
+    >>> unplaceable_reasons([(DataSet("u"), Prediction(5, 30)), (DataSet("v"), Prediction(5, 8))],
+    ...                     [NodeState("ws", mem_gb=24), NodeState("ws2", mem_gb=24, drained=True)])
+    ['needs 30 GB memory; the largest node (ws) has 24 GB', None]
+    """
     live = [n for n in nodes if not n.drained]
     live_specs, every_spec = _specs(live), _specs(nodes)
     return [_unplaceable(ds, pred, nodes, live, live_specs, every_spec) for ds, pred in cases]
@@ -161,7 +160,7 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     placement values of ``preds`` for ``queue`` as arrays, when the caller has them
     (:func:`settle`), so that they are not read back from 100,000 predictions; a fourth
     entry, when not None, says that no data set of ``queue`` is pinned and holds their
-    :func:`scratch_masks` (settle's, not made again).""" 
+    :func:`scratch_masks` (settle's, not made again)."""
     import numpy as np
 
     queue = list(queue)
