@@ -350,8 +350,7 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
                         start = running[k][1]
                         left.setdefault(i, []).append(sch.hours_left(preds[ds.uid], now - start, nodes[i].speed,
                                                                      nodes[i].walltime_h, pool))
-                state = [replace(variants[i][s.free], busy_h=tuple(left.get(i, ())))
-                         for i, s in enumerate(state)]
+                state = [_with_busy(variants[i][s.free], tuple(left.get(i, ()))) for i, s in enumerate(state)]
             if plan is None:
                 planned_at = now
             placement = sch.place(queue.values(), state, now, policy, model, plan, preds, tuning, search)
@@ -472,6 +471,16 @@ def simulate(datasets: Sequence[DataSet], nodes: Sequence[NodeState], policy: st
         mean_hours=sum(h for h, _ in truth.values()) / total if total else 0.0,
         slots=sum(n.slots for n in live), capacity=sum(n.slots * n.speed for n in live), refits=refits,
         killed=tuple(killed))
+
+
+def _with_busy(node: NodeState, busy_h: tuple[float, ...]) -> NodeState:
+    """``replace(node, busy_h=busy_h)`` for a node whose ``free`` is set (its ``__post_init__`` then
+    changes nothing), without the dataclass machinery: a replay tells every node at each plan."""
+    new = object.__new__(NodeState)
+    values = node.__dict__.copy()  # (its cached spec too: busy hours are no part of it)
+    values["busy_h"] = busy_h
+    object.__setattr__(new, "__dict__", values)
+    return new
 
 
 def _refit(hist: Sequence[Measured], running: Mapping[int, tuple[DataSet, float, int]],

@@ -62,12 +62,11 @@ def _gb(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
-def _one_per_spec(nodes: Sequence[NodeState], ds: DataSet) -> Sequence[NodeState]:
-    """``nodes``, one of each spec but the name where ``ds`` is pinned to no node: :func:`why_not`
-    lets ``ds`` on all of them or on none (it reads no node's name then), so asking one is enough
-    (a re-plan may find thousands that fit nowhere, each asked about every node)."""
-    if ds.node is not None:
-        return nodes
+def _specs(nodes: Sequence[NodeState]) -> list[NodeState]:
+    """``nodes``, one of each spec but the name (the last of each, in the order each spec first comes):
+    :func:`why_not` lets a data set pinned to no node on all nodes of a spec or on none (it reads no
+    node's name then), so asking one is enough (a re-plan may find thousands that fit nowhere, each
+    asked about every node)."""
     return list({n.spec[1:]: n for n in nodes}.values())
 
 
@@ -83,15 +82,33 @@ def unplaceable_reason(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState]
     >>> unplaceable_reason(DataSet("u"), Prediction(5, 650, mem_floor_gb=512), [NodeState("hpc", mem_gb=512)])
     'needs more than 512 GB memory (an attempt ran out of it); the largest node (hpc) has 512 GB'
     """
+    return unplaceable_reasons([(ds, pred)], nodes)[0]
+
+
+def unplaceable_reasons(cases: Iterable[tuple[DataSet, Prediction]], nodes: Sequence[NodeState]) -> list[str | None]:
+    """:func:`unplaceable_reason` of each (data set, prediction) of ``cases``, the nodes of each
+    spec found once for all (a re-plan may find thousands that fit nowhere).
+
+    >>> unplaceable_reasons([(DataSet("u"), Prediction(5, 30)), (DataSet("v"), Prediction(5, 8))],
+    ...                     [NodeState("ws", mem_gb=24), NodeState("ws2", mem_gb=24, drained=True)])
+    ['needs 30 GB memory; the largest node (ws) has 24 GB', None]
+    """
     live = [n for n in nodes if not n.drained]
-    if any(why_not(ds, pred, n) is None for n in _one_per_spec(live, ds)):
+    live_specs, every_spec = _specs(live), _specs(nodes)
+    return [_unplaceable(ds, pred, nodes, live, live_specs, every_spec) for ds, pred in cases]
+
+
+def _unplaceable(ds: DataSet, pred: Prediction, nodes: Sequence[NodeState], live: Sequence[NodeState],
+                 live_specs: Sequence[NodeState], every_spec: Sequence[NodeState]) -> str | None:
+    """:func:`unplaceable_reason`, given the live nodes and one node of each spec (live, and of all)."""
+    if any(why_not(ds, pred, n) is None for n in (live_specs if ds.node is None else live)):
         return None
     if ds.node is not None and not any(n.name == ds.node for n in nodes):
         return f"pinned to {ds.node}, which is not a node — unpin it or add the node"
     cands = [n for n in nodes if ds.node is None or n.name == ds.node]
     if not cands:
         return "no nodes"
-    if any(why_not(ds, pred, n) is None for n in _one_per_spec(cands, ds)):
+    if any(why_not(ds, pred, n) is None for n in (every_spec if ds.node is None else cands)):
         drained = ", ".join(n.name for n in cands if why_not(ds, pred, n) is None)
         return f"only drained nodes can run it ({drained})"
     big = max(cands, key=lambda n: n.mem_gb)
@@ -141,17 +158,19 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     (the test of :func:`why_not`, without making its reasons; on arrays for the
     data sets that only memory and hours constrain). ``placed``: the (hours, memory)
     placement values of ``preds`` for ``queue`` as arrays, when the caller has them
-    (:func:`settle`), so that they are not read back from 100,000 predictions."""
+    (:func:`settle`), so that they are not read back from 100,000 predictions; a fourth
+    entry, when not None, says that no data set of ``queue`` is pinned and holds their
+    :func:`scratch_masks` (settle's, not made again)."""
     import numpy as np
 
     queue = list(queue)
     hours, mem = placed[:2] if placed is not None else (
         np.array([preds[ds.uid].hours for ds in queue], dtype=float),
         np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float))
-    masks = (_fit_masks(hours, mem, classes) & scratch_masks(queue, classes)).tolist()
+    unpinned = placed[3] if placed is not None and len(placed) > 3 else None  # (settle's scratch masks: nothing pinned)
+    masks = (_fit_masks(hours, mem, classes) & (scratch_masks(queue, classes) if unpinned is None else unpinned)).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
-    pins = list(map(_PINS, queue))
-    if pins.count(_NO_PINS) == len(pins):  # (counted in C) nothing pinned: each mask's classes, made once
+    if unpinned is not None or _none_pinned(queue):  # nothing pinned: each mask's classes, made once
         as_tuple = {m: tuple(i for i in range(len(classes)) if m >> i & 1) for m in set(masks)}
         return list(zip(queue, map(as_tuple.__getitem__, masks)))
     out = []
@@ -168,17 +187,44 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
 
 
 _PINS = attrgetter("node", "recipe", "casa_version", "walltime_h")
+_MEAN_H = attrgetter("mean_h")
 _NO_PINS = (None, None, None, None)
+
+
+def _none_pinned(queue: Sequence[DataSet]) -> bool:
+    """Whether no data set of ``queue`` pins a node, recipe, CASA version or walltime (each
+    field's values counted in C: no tuple per data set).
+
+    >>> _none_pinned([DataSet("a"), DataSet("b")]), _none_pinned([DataSet("a"), DataSet("b", recipe="casa6")])
+    (True, False)
+    """
+    return all(list(map(attrgetter(name), queue)).count(None) == len(queue)
+               for name in ("node", "recipe", "casa_version", "walltime_h"))
 
 
 def _fit_masks(hours, mem, classes: Sequence[NodeClass]):
     """Per data set, the bitmask of the classes whose memory and walltime its ``hours``/``mem`` fit (arrays)."""
+    return _hours_masks(hours, classes) & _mem_masks(mem, classes)
+
+
+def _hours_masks(hours, classes: Sequence[NodeClass]):
+    """Per data set, the bitmask of the classes whose walltime its ``hours`` fit (an array)."""
     import numpy as np
 
     mask = np.zeros(len(hours), dtype=np.int64)
     for i, c in enumerate(classes):
         wall = math.inf if c.rep.walltime_h is None else c.rep.walltime_h
-        mask |= ((mem <= c.rep.mem_gb) & (hours / c.rep.speed <= wall)).astype(np.int64) << i
+        mask |= (hours / c.rep.speed <= wall).astype(np.int64) << i
+    return mask
+
+
+def _mem_masks(mem, classes: Sequence[NodeClass]):
+    """Per data set, the bitmask of the classes whose memory its ``mem`` fits (an array)."""
+    import numpy as np
+
+    mask = np.zeros(len(mem), dtype=np.int64)
+    for i, c in enumerate(classes):
+        mask |= (mem <= c.rep.mem_gb).astype(np.int64) << i
     return mask
 
 
@@ -429,16 +475,17 @@ def _curve_above_floor(curve, log_m, sigma, floor):
         return np.where(floor > 0, curve_above(curve, (np.log(np.maximum(floor, 1e-300)) - log_m) / sigma), 1.0)
 
 
-def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass]):
+def _static_masks(queue: Sequence[DataSet], classes: Sequence[NodeClass], none_pinned: bool | None = None):
     """Per data set (an array), the bitmask of the classes its pins (node, recipe, CASA version,
     walltime) allow, whatever its predictions; all ones for the data sets that pin nothing (the
-    common case: one pass in C, :func:`why_not` only for the pinned ones)."""
+    common case: one pass in C, :func:`why_not` only for the pinned ones). ``none_pinned``:
+    :func:`_none_pinned` of ``queue``, when the caller has it."""
     import numpy as np
 
     every = (1 << len(classes)) - 1
     out = np.full(len(queue), every, dtype=np.int64)
-    pins = list(map(_PINS, queue))
-    if pins.count(_NO_PINS) != len(pins):
+    if not (_none_pinned(queue) if none_pinned is None else none_pinned):
+        pins = list(map(_PINS, queue))
         anything = Prediction(0.0, 0.0)
         for i, (ds, pin) in enumerate(zip(queue, pins)):
             if pin != (None, None, None, None):
@@ -623,8 +670,9 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
            memory_kill_cost: float = 0.5, ratios: Sequence[float] = (), lean: bool = False):
     """(predictions, quantiles, arrays) of :func:`settle_risk`; the arrays are the settled
     (hours, memory) placement values of every data set of ``queue`` in its order and the hours
-    its plan counts on (:attr:`Prediction.plan_h`), or None where ``queue`` lacks a prediction
-    or nothing moved: :func:`eligibility` takes the first two as they are.
+    its plan counts on (:attr:`Prediction.plan_h`), then the data sets' :func:`scratch_masks` where
+    none is pinned (else None); or None where ``queue`` lacks a prediction or nothing moved:
+    :func:`eligibility` takes them as they are.
 
     ``lean`` (a plan's): a prediction is moved to its settled values only where they change the
     classes it may run on (or it may run on none: its reason names them; or it has no expected
@@ -671,7 +719,10 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     if not any(p.sigma > 0 or p.mem_sigma > 0 for p in spread):
         return dict(preds), None, None
     capacity = [c.capacity for c in classes]
-    static = _static_masks(queue, classes) & scratch_masks(queue, classes)
+    free = _none_pinned(queue)
+    scratch = scratch_masks(queue, classes)
+    static = _static_masks(queue, classes, free) & scratch
+    unpinned = scratch if free else None  # (for eligibility: nothing pinned)
     derived, reused = _per_dataset(uids, spread, classes, quantiles, margin, memory_kill_cost)
     work, median_h, median_m, sigma_h, sigma_m, tail_h, tail_m, floor_h, floor_m, base_h, base_m = derived["columns"]
     kill_p, kill_cost = derived["kill_p"], derived["kill_cost"]
@@ -706,18 +757,29 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
         mask = allowed & (lost_wall <= ratio * work)
         mask = np.where(mask.any(axis=0), mask, least)
         mem = np.where(mask, mems, np.inf).min(axis=0)
-        hours = np.where(mask & np.isfinite(walls), walls - 1e-3, np.inf).min(axis=0)
-        hours = np.where(np.isfinite(hours), hours, np.maximum(base_h, beyond))
-        hours = np.where(sigma_h > 0, hours, base_h)
-        mem = np.where(np.isfinite(mem) & (sigma_m > 0), mem, base_m)
+        hours = np.where(mask & limited, walls_below, np.inf).min(axis=0)
+        hours = np.where(np.isfinite(hours), hours, unlimited_h)
+        hours = np.where(spread_h, hours, base_h)
+        mem = np.where(np.isfinite(mem) & spread_m, mem, base_m)
         return hours, mem
 
+    # (what ratio_values reads that no ratio changes)
+    limited, walls_below, unlimited_h = np.isfinite(walls), walls - 1e-3, np.maximum(base_h, beyond)
+    spread_h, spread_m = sigma_h > 0, sigma_m > 0
+
     last: list = []  # the mask bound() saw last, its lost, killed and safe, and what it returned
+    halves: tuple[dict, dict] = ({}, {})  # id -> (hours / memory array, its masks): choices share quantile rows
+
+    def half(side: int, values, masks_of):
+        hit = halves[side].get(id(values))
+        if hit is None or hit[0] is not values:
+            hit = halves[side][id(values)] = (values, masks_of(values, classes))
+        return hit[1]
 
     def bound(hours, mem) -> tuple[float, float]:
         """The fluid bound of the work, each data set's kills counted: the share of its
         runs that a kill ends is lost, and runs again only where it is safe."""
-        mask = static & _fit_masks(hours, mem, classes)
+        mask = static & half(0, hours, _hours_masks) & half(1, mem, _mem_masks)
         mask = np.where(mask == 0, fallback, mask)
         at = (mask != last[0]).nonzero()[0] if last else None
         if at is not None and not len(at):  # every data set allowed the classes it was last time: the same sums
@@ -740,7 +802,7 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     best = min(b for b, _ in judged)
     pick = min((k for k, (b, _) in enumerate(judged) if b <= best * (1 + tolerance)), key=lambda k: judged[k][1])
     if choices[pick] == (None, None, None):
-        return dict(preds), None, (base_h, base_m, work) if whole else None
+        return dict(preds), None, (base_h, base_m, work, unpinned) if whole else None
     q_hours, q_mem, ratio = choices[pick]
     hours, mem = placement_values(q_hours, q_mem, ratio)
     if ratio is not None:
@@ -750,7 +812,7 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     differs = (hours != base_h) | (mem != base_m)
     if lean:  # its own values where every class judges them as the settled ones
         settled = _fit_masks(hours, mem, classes)
-        own = (settled == _fit_masks(base_h, base_m, classes)) & (settled != 0)
+        own = (settled == half(0, base_h, _hours_masks) & half(1, base_m, _mem_masks)) & (settled != 0)
         means = list(map(attrgetter("mean_h"), spread))
         if means.count(None):  # (counted in C) a plan counts these at their placement hours: they move
             own &= np.array([m is not None for m in means], dtype=bool)
@@ -769,8 +831,8 @@ def settle(queue: Sequence[DataSet], preds: Mapping[str, Prediction], classes: S
     else:
         placed = placed_all(bases, moved_h.tolist(), moved_m.tolist())
     out.update(zip(moved_uids, placed))
-    if any(b.mean_h is None for b in bases):  # their plan counts the placement hours (plan_h): the column follows
+    if None in map(_MEAN_H, bases):  # (searched in C) their plan counts the placement hours (plan_h): the column follows
         work = work.copy()
         work[moved] = [p.plan_h for p in placed]
     _PLACED[0] = (dict(zip(moved_uids, range(len(moved)))), bases, placed, moved_h, moved_m)
-    return out, (q_hours, q_mem), (hours, mem, work) if whole else None
+    return out, (q_hours, q_mem), (hours, mem, work, unpinned) if whole else None

@@ -121,12 +121,13 @@ def lpt_plan(placeable: Sequence[tuple[DataSet, tuple[int, ...]]], bad: tuple[Un
     }
     if search.orderings_depth and len(placeable) >= search.orderings_depth * len(slots.node):
         orders = {"longest-first": orders["longest-first"]}  # so deep, the orderings end alike (ORDERINGS_DEPTH)
-    best_span, variant, lists = math.inf, "", []
+    best_span, variant, best = math.inf, "", ([], [])
     for name, order in orders.items():
-        span, per_slot = _eft_schedule(order().tolist(), hours, kind, list(kinds), slots, speeds,
-                                       stop_at=best_span - 1e-9)
-        if per_slot is not None and span < best_span - 1e-9:
-            best_span, variant, lists = span, name, per_slot
+        jobs = order().tolist()
+        span, went = _eft_slots(jobs, hours, kind, list(kinds), slots, speeds, stop_at=best_span - 1e-9)
+        if went is not None and span < best_span - 1e-9:
+            best_span, variant, best = span, name, (jobs, went)
+    lists = _per_slot(*best, len(slots.ready_h)) if variant else []  # (the winner's lists alone)
     may = _class_mask(kind_a, list(kinds), len(classes))
     makespan = improve(lists, hours, (), slots, speeds, search, may=may)
     seq, suffix = _sequences(lists, hours_a, slots, speeds, datasets)
@@ -181,6 +182,27 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
     slot that finishes it first (ties go to the less scarce class, listed first).
     ``kind[k]`` indexes ``kinds``, the classes job ``k`` may run on. Once the
     makespan reaches ``stop_at``: (that makespan, None)."""
+    span, went = _eft_slots(order, hours, kind, kinds, slots, speeds, stop_at)
+    return span, None if went is None else _per_slot(order, went, len(slots.ready_h))
+
+
+def _per_slot(order: Sequence[int], went: Sequence[int], count: int) -> list[list[int]]:
+    """The job indexes of each of ``count`` slots, in ``order``, job ``order[i]`` on slot ``went[i]``.
+
+    >>> _per_slot([2, 0, 1], [1, 0, 1], 3)
+    [[0], [2, 1], []]
+    """
+    lists: list[list[int]] = [[] for _ in range(count)]
+    for k, slot in zip(order, went):
+        lists[slot].append(k)
+    return lists
+
+
+def _eft_slots(order: Sequence[int], hours: Sequence[float], kind: Sequence[int],
+               kinds: Sequence[tuple[int, ...]], slots: Slots, speeds: Sequence[float],
+               stop_at: float = math.inf) -> tuple[float, list[int] | None]:
+    """:func:`_eft_schedule` with the slot of each job in ``order`` (a plan makes the
+    per-slot lists of its winning ordering only)."""
     heaps = []  # per class: (hours until free, slot)
     for ids in slots.by_class:
         h = [(slots.ready_h[s], s) for s in ids]
@@ -208,10 +230,7 @@ def _eft_schedule(order: Sequence[int], hours: Sequence[float], kind: Sequence[i
             makespan = best_finish
             if makespan >= stop_at:
                 return makespan, None
-    lists: list[list[int]] = [[] for _ in slots.ready_h]
-    for k, slot in zip(order, went):
-        lists[slot].append(k)
-    return makespan, lists
+    return makespan, went
 
 
 def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple[int, ...]],
@@ -261,7 +280,8 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                 if row_h is None:
                     keep = may[ci, lat_k]
                     row_h, row_k = lat_h[keep], lat_k[keep]
-                    first = np.ones(len(row_h), dtype=bool)
+                    first = np.empty(len(row_h), dtype=bool)
+                    first[:1] = True
                     first[1:] = row_h[1:] != row_h[:-1]
                     row_h, row_k = row_h[first], row_k[first]
                     row_col, row_list = row_h[:, None], row_h.tolist()
@@ -284,11 +304,9 @@ def improve(lists: list[list[int]], hours: Sequence[float], elig: Sequence[tuple
                 back = part_h[pick]
                 shifted = row_col - back
                 valid = (back < row_col) & (shifted < limit) & may_latest[part_k[pick]]
-                if not valid.any():
-                    continue
                 ends = np.where(valid, np.maximum(latest_end - shifted / latest_speed,
                                                   finish[partner] + shifted / partner_speed), np.inf).ravel()
-                a = int(ends.argmin())  # the first of the least: what a scan in order keeps
+                a = int(ends.argmin())  # the first of the least: what a scan in order keeps (none valid: inf)
                 if ends[a] < best_end:
                     best_end = float(ends[a])
                     best_step = (partner, int(row_k[a // 2]), int(part_k[pick.ravel()[a]]))

@@ -14,7 +14,7 @@ from itertools import accumulate, chain, compress, groupby
 from operator import attrgetter, itemgetter, not_
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .eligibility import _TRIED, eligibility, node_classes, nodes_key, settle, unplaceable_reason, why_not
+from .eligibility import _TRIED, eligibility, node_classes, nodes_key, settle, unplaceable_reasons, why_not
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
 from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable
@@ -53,8 +53,9 @@ def make_plan(queue: Collection[DataSet], nodes: Sequence[NodeState], policy: st
     pairs = _eligible_or_worth_a_try(queue, preds, classes, tuning, placed, tried, tried_at)
     fits = list(map(bool, map(itemgetter(1), pairs)))  # (maps and compress run in C: 100,000 at a re-plan)
     placeable, keep = list(compress(pairs, fits)), list(compress(range(len(pairs)), fits))
-    bad = [Unplaceable(ds, unplaceable_reason(ds, preds[ds.uid], nodes) or "no node can run it")
-           for ds, _ in compress(pairs, map(not_, fits))]
+    nowhere = [ds for ds, _ in compress(pairs, map(not_, fits))]
+    bad = [Unplaceable(ds, reason or "no node can run it")
+           for ds, reason in zip(nowhere, unplaceable_reasons([(ds, preds[ds.uid]) for ds in nowhere], nodes))]
     if policy == "greedy":
         return replace(_greedy_plan(placeable, tuple(bad), nodes, classes, preds, key), risk_quantile=risk_q)
     hours = None
@@ -315,9 +316,9 @@ def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
     name, c = best.name, plan.cursor.get(best.name, 0)
     seq = (ds,) + plan.sequence[name][c:]
     left = plan.suffix_h[name][c:]  # (the hours after it are summed from the end: they stay)
-    return replace(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
-                   suffix_h={**plan.suffix_h, name: (left[0] + pred.plan_h,) + left},
-                   predictions=preds, remaining=plan.remaining + 1)
+    return _advanced(plan, sequence={**plan.sequence, name: seq}, cursor={**plan.cursor, name: 0},
+                     suffix_h={**plan.suffix_h, name: (left[0] + pred.plan_h,) + left},
+                     predictions=preds, remaining=plan.remaining + 1)
 
 
 def _requeue_greedy(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
@@ -433,8 +434,9 @@ def _may_take(known: dict, klass: tuple, ds: DataSet, pred: Prediction, node: No
 
 
 def _advanced(plan: Plan, **changes) -> Plan:
-    """``replace(plan, **changes)`` for the fields a placement moves on (cursor, taken, remaining),
-    without the dataclass machinery: a replay takes a plan's next pairs thousands of times."""
+    """``replace(plan, **changes)`` for the fields a placement or a requeue moves on (cursor, taken,
+    remaining; sequence, suffix hours, predictions), without the dataclass machinery: a replay takes
+    a plan's next pairs thousands of times."""
     new = object.__new__(Plan)
     values = plan.__dict__.copy()
     values.update(changes)
