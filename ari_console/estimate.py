@@ -30,7 +30,6 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from itertools import repeat
-from operator import attrgetter
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import alma, collector
@@ -38,6 +37,7 @@ from . import scheduler as sch
 from .casa_install import casa_install_key
 from .errors import UserError
 from .scheduler import DataSet, Measured, NodeState, Prediction
+from .scheduler.eligibility import _NO_PINS, _PINS, settle
 
 DISK_EXPANSION = sch.SCRATCH_PER_GB
 """Scratch disk a running data set holds, per GB of its archive size: the
@@ -530,11 +530,6 @@ def _resampled(model: sch.Model, count: int = 0) -> dict:
                 residual_cap=fit.longest + fit.longest_gap * math.log((len(fit.pool) + count) / len(fit.pool)))
 
 
-_PINS = attrgetter("node", "recipe", "casa_version", "walltime_h")
-_NO_PINS = (None, None, None, None)
-"""What ties a data set to some classes whatever its hours (:func:`forecast_finish`), and none of it."""
-
-
 def forecast_finish(waiting: Sequence[tuple[DataSet, Prediction]],
                     running: Sequence[tuple[Prediction, float, str]], nodes: Sequence[NodeState],
                     samples: int = FORECAST_SAMPLES, seed: int = 0, residuals: Sequence[float] = (),
@@ -674,8 +669,6 @@ def _placement_masks(waiting: Sequence[tuple[DataSet, Prediction]], classes: Seq
     [2, 3]
     """
     import numpy as np
-
-    from .scheduler.eligibility import settle
 
     queue = [ds for ds, _ in waiting]
     preds = {ds.uid: p for ds, p in waiting}
@@ -826,7 +819,8 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
             killed2 = ((run > wall_to) | over2) & g
             held = np.where(over2, np.minimum(run * memory_kill_after, wall_to), np.minimum(run, wall_to))
             held *= g
-            done_by = np.cumsum(held, axis=0)  # each one's end: its held time after the later of the one before and its kill
+            # each one's end: its held time after the later of the one before and its kill
+            done_by = np.cumsum(held, axis=0)
             ends2 = done_by + np.maximum.accumulate(
                 np.where(g, np.maximum(ends_d, free_d[np.arange(len(d)), to]), -inf) - (done_by - held), axis=0)
             free[d, to] = ends2[-1]
@@ -849,25 +843,26 @@ def _list_finish(left, mem, mask, placed, plan_left: Sequence[float], classes: S
         j = members[0]
         if len(members) > 1:
             _place_batch(members, free, rows, speed, wall, slot_mem, penalty_of[mask[j, 0]], left, mem,
-                         float(batch_plan[id(members)]), batch_work.get(id(members)), safe[members].all(), memory_kill_after,
-                         again, waste, again_together if every_kind[members].all() else None)
+                         float(batch_plan[id(members)]), batch_work.get(id(members)), safe[members].all(),
+                         memory_kill_after, again, waste, again_together if every_kind[members].all() else None)
             continue
+        own = (0.0 if placed[j] else plan_left[j]) / speed  # its predicted hours on each slot
         if safe[j] and constant[j] and penalty_of is not None:  # no draw kills it, the same classes in all
             if mask[j, 0] == 0:  # no class: the plan's unplaceable
                 continue
-            slot = (free + ((0.0 if placed[j] else plan_left[j]) / speed + penalty_of[mask[j, 0]])[None, :]).argmin(axis=1)
+            slot = (free + (own + penalty_of[mask[j, 0]])[None, :]).argmin(axis=1)
             free[rows, slot] = free[rows, slot] + left[j] / speed[slot]
             continue
         if nowhere[j]:  # no class in any draw
             continue
         if penalty_of is not None and constant[j]:  # the same classes in every draw: one row of penalties
-            guess = free + ((0.0 if placed[j] else plan_left[j]) / speed + penalty_of[mask[j, 0]])
-        elif penalty_of is not None:  # a slot not of its classes in that draw: inf
-            guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
-            guess += penalty_of.take(mask[j], axis=0)
+            guess = free + (own + penalty_of[mask[j, 0]])
         else:
-            guess = free + (0.0 if placed[j] else plan_left[j]) / speed[None, :]
-            guess[(mask[j, :, None] & bit) == 0] = inf
+            guess = free + own[None, :]
+            if penalty_of is not None:  # a slot not of its classes in that draw: inf
+                guess += penalty_of.take(mask[j], axis=0)
+            else:
+                guess[(mask[j, :, None] & bit) == 0] = inf
         slot = guess.argmin(axis=1)
         ok = None if everywhere[j] else mask[j] != 0  # the draws it has a class in (None: all)
         speed_at, wall_at = speed[slot], wall[slot]
@@ -1114,8 +1109,8 @@ def _batches(order, mask, plan_left, placed: int, capacity: float, speeds: Seque
     risky_of = (~np.asarray(safe)[head]).tolist() if safe is not None else [False] * len(head)
     units: list = [[j] for j in order[:placed].tolist()]
     open_batches: dict[int, list] = {}  # classes (mask) x at risk -> [its unit, predicted hours so far]
-    for j, join, key, h, risky in zip(head.tolist(), np.asarray(joinable).tolist(), (sub[0] if len(head) else head).tolist(),
-                              plan_left[head].tolist(), risky_of):
+    for j, join, key, h, risky in zip(head.tolist(), np.asarray(joinable).tolist(),
+                                      (sub[0] if len(head) else head).tolist(), plan_left[head].tolist(), risky_of):
         if not join:
             units.append([j])
             continue

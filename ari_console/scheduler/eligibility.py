@@ -167,8 +167,9 @@ def eligibility(queue: Iterable[DataSet], preds: Mapping[str, Prediction],
     hours, mem = placed[:2] if placed is not None else (
         np.array([preds[ds.uid].hours for ds in queue], dtype=float),
         np.array([preds[ds.uid].mem_gb for ds in queue], dtype=float))
-    unpinned = placed[3] if placed is not None and len(placed) > 3 else None  # (settle's scratch masks: nothing pinned)
-    masks = (_fit_masks(hours, mem, classes) & (scratch_masks(queue, classes) if unpinned is None else unpinned)).tolist()
+    unpinned = placed[3] if placed is not None and len(placed) > 3 else None  # settle's scratch masks: nothing pinned
+    scratch = scratch_masks(queue, classes) if unpinned is None else unpinned
+    masks = (_fit_masks(hours, mem, classes) & scratch).tolist()
     as_tuple: dict[int, tuple[int, ...]] = {}
     if unpinned is not None or _none_pinned(queue):  # nothing pinned: each mask's classes, made once
         as_tuple = {m: tuple(i for i in range(len(classes)) if m >> i & 1) for m in set(masks)}

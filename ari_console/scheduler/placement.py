@@ -14,7 +14,8 @@ from itertools import accumulate, chain, compress, groupby
 from operator import attrgetter, itemgetter, not_
 from typing import Collection, Iterable, Mapping, Sequence
 
-from .eligibility import _TRIED, eligibility, node_classes, nodes_key, settle, unplaceable_reason, unplaceable_reasons, why_not
+from .eligibility import (_TRIED, eligibility, node_classes, nodes_key, settle, unplaceable_reason, unplaceable_reasons,
+                          why_not)
 from .lpt import DEFAULT_SEARCH, Search, lpt_plan
 from .prediction import DEFAULT_TUNING, Model, Tuning, fit_history, predict_all, quantiles_above
 from .values import DataSet, Measured, NodeClass, NodeState, Placement, Plan, Prediction, Unplaceable

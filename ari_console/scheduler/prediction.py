@@ -36,9 +36,7 @@ from itertools import repeat
 from operator import attrgetter, eq, is_, mul
 from typing import Iterable, Mapping, Sequence
 
-from .values import DataSet, Measured, NodeState, Prediction
-
-_new_tuple = tuple.__new__
+from .values import DataSet, Measured, NodeState, Prediction, _new_tuple
 
 # -- priors (from the 2017 study; see docs/estimate.md) ------------------------
 PRIOR_MEDIAN_HOURS = 6.0
