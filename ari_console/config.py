@@ -157,6 +157,26 @@ _NUMBER_WORDS = {
     )
 }
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\w*\s*$", re.I)
+_CLOCK = re.compile(r"^\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*$")
+"""A batch system's time limit: Slurm's ``[days-]hours[:minutes[:seconds]]`` after a day count, its
+(and PBS's) ``hours:minutes:seconds`` and ``minutes:seconds`` without one."""
+
+
+def clock_hours(text: str) -> float | None:
+    """Hours of a Slurm or PBS time limit (``48:00:00``, ``2-00:00:00``, ``90:00``), or None.
+
+    >>> clock_hours("48:00:00"), clock_hours("2-12"), clock_hours("90:00"), clock_hours("48")
+    (48.0, 60.0, 1.5, None)
+    """
+    match = _CLOCK.match(text)
+    if match is None or (match.group(1) is None and match.group(3) is None):
+        return None  # a bare number is read as hours before this
+    days, a, b, c = (int(g) if g is not None else None for g in match.groups())
+    if days is not None:
+        return days * 24 + a + (b or 0) / 60 + (c or 0) / 3600
+    if c is None:  # minutes:seconds
+        return a / 60 + b / 3600
+    return a + b / 60 + c / 3600
 
 
 def _number_fix(value: Any, hours: bool) -> str:
@@ -169,6 +189,9 @@ def _number_fix(value: Any, hours: bool) -> str:
             return _fmt(float(text))
         except ValueError:
             pass
+        clock = clock_hours(text) if hours else None
+        if clock is not None:
+            return _fmt(round(clock, 4))
         match = _DURATION.match(text)
         if match and hours:
             n, unit = float(match.group(1)), match.group(2).lower()

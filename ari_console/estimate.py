@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from . import alma, collector
 from . import scheduler as sch
 from .casa_install import casa_install_key
+from .config import clock_hours
 from .errors import UserError
 from .scheduler import DataSet, Measured, NodeState, Prediction
 from .scheduler.eligibility import _NO_PINS, _PINS, settle
@@ -1693,7 +1694,8 @@ def _number(where: str, key: str, kind: str, value: object) -> float | int:
             value = float(value.strip())
         except ValueError:
             m = _UNIT.match(value)
-            fix = ""
+            clock = clock_hours(value) if key.endswith(("_h", "hours")) else None
+            fix = "" if clock is None else _fmt(round(clock, 4))
             if m:
                 n, unit = float(m.group(1)), m.group(2).lower()
                 if key.endswith(("_h", "hours")):

@@ -67,6 +67,12 @@ def test_walltime_written_as_days_suggests_hours():
     assert msg == 'ari.toml: node "mup03": walltime_h must be a number of hours, got "2d" — write 48'
 
 
+def test_walltime_written_as_a_batch_time_limit_suggests_hours():
+    msg = error_of('[[node]]\nname = "mup03"\nwalltime_h = "48:00:00"\n')
+    assert msg == 'ari.toml: node "mup03": walltime_h must be a number of hours, got "48:00:00" — write 48'
+    assert error_of('[[node]]\nname = "a"\nwalltime_h = "1-12"\n').endswith("— write 36")
+
+
 def test_unknown_key_suggests_the_closest_known_one():
     msg = error_of('[[node]]\nname = "a"\nmemory_gb = 8\n')
     assert 'node "a": unknown key "memory_gb"' in msg and 'did you mean "mem_gb"' in msg

@@ -194,6 +194,8 @@ def test_node_count_makes_identical_nodes_of_one_class():
     ('[[node]]\nname = "a"\nmem_gbb = 24\n', ['n.toml: node "a"', 'unknown key "mem_gbb"', 'did you mean "mem_gb"']),
     ('[[node]]\nname = "a"\nwalltime_h = "2d"\n', ['n.toml: node "a"', "walltime_h", '"2d"', "write 48"]),
     ('[[node]]\nname = "a"\nmem_gb = "512G"\n', ["mem_gb", "write 512"]),
+    ('[[node]]\nname = "a"\nwalltime_h = "2-00:00:00"\n', ["walltime_h", '"2-00:00:00"', "write 48"]),
+    ('[[node]]\nname = "a"\nwalltime_h = "36:30:00"\n', ["walltime_h", "write 36.5"]),
     ('[[node]]\nslots = 2\n', ["n.toml: node #1", "name is missing"]),
     ('[node]\nname = "a"\n', ["[[node]]"]),
 ])
