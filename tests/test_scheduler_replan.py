@@ -149,6 +149,32 @@ def test_a_dry_workstation_no_longer_takes_a_data_set_once_it_is_known_to_need_m
     assert then.pairs == ()
 
 
+def test_a_data_set_a_dry_node_took_out_of_order_and_lost_is_requeued_once_without_a_new_plan():
+    """The workstation takes the small one off the big node's tail and runs out of memory on it: its
+    retry goes first on the big node, the copy still waiting at that tail is gone (it is not run
+    twice, and the hours left there count it once), and the plan goes on."""
+    queue, ws, hpc, plan = _busy_workstation_plan()
+    first = sch.place(queue, [replace(ws, free=0), hpc], 0.0, plan=plan)
+    stolen = sch.place(queue[1:], [ws, replace(hpc, free=0)], 1.0, plan=first.plan)
+    assert [(d.uid, n.name) for d, n in stolen.pairs] == [("small", "ws")]
+    small = replace(queue[2], attempts=1)
+    taught = sch.Prediction(2.0, 40.0)
+    plan = sch.requeue(stolen.plan, small, taught, [ws, hpc])
+    assert plan is not None
+    waiting = plan.sequence["hpc"][plan.cursor["hpc"]:]
+    assert [d.uid for d in waiting] == ["small", "big2"]
+    assert plan.suffix_h["hpc"][plan.cursor["hpc"]] == pytest.approx(2.0 + 8.0)
+    assert plan.remaining == 2
+    waiting, handed = [small, queue[1]], []
+    for t in (2.0, 4.0):
+        assert not sch.needs_plan(len(waiting), [ws, hpc], "lpt", plan)  # the plan goes on
+        step = sch.place(waiting, [replace(ws, free=0), hpc], t, plan=plan)
+        handed += [d.uid for d, _ in step.pairs]
+        waiting = [d for d in waiting if d.uid not in handed]
+        plan = step.plan
+    assert handed == ["small", "big2"]
+
+
 def test_a_requeued_data_set_goes_first_on_its_node_and_the_hours_left_there_count_it():
     nodes = study_nodes()
     queue = seeded_queue(300, 7)

@@ -249,14 +249,17 @@ def requeue(plan: Plan, ds: DataSet, prediction: Prediction | None = None,
     after its planned work (a retried data set is a long or big one: it goes
     early); where it may run on none at its placement values but has a spread and
     ``medians_margin`` is given, at its medians above what it is known to need (what
-    a plan tries it at, with that retry margin). ``greedy`` (given ``nodes``): into the
+    a plan tries it at, with that retry margin); one a dry node took out of order off another's
+    tail, where it still waits, leaves that place (:func:`_untaken`). ``greedy`` (given ``nodes``): into the
     group of the nodes it may now run on, by its hours. Otherwise None: plan again.
     ``prediction`` is what the failure taught (it replaces the plan's).
     """
     preds = plan.predictions
     if prediction is not None:
         preds = {**preds, ds.uid: prediction}
-    if plan.policy == "lpt" and nodes and ds.uid not in plan.taken:
+    if plan.policy == "lpt" and nodes:
+        if ds.uid in plan.taken:  # it ran on a node that took it from another's tail, where it still waits
+            plan = _untaken(plan, ds.uid)
         put = _requeue_lpt(plan, ds, preds, nodes)
         pred = preds[ds.uid]
         if put is None and medians_margin is not None and (pred.sigma > 0 or pred.mem_sigma > 0):
@@ -290,6 +293,21 @@ def fits_nowhere(ds: DataSet, prediction: Prediction, nodes: Sequence[NodeState]
         prediction = _at_medians([prediction], margin)[0]
     reason = unplaceable_reason(ds, prediction, nodes)
     return None if reason is None else Unplaceable(ds, reason)
+
+
+def _untaken(plan: Plan, uid: str) -> Plan:
+    """``plan`` without the copy of ``uid`` still waiting in a sequence after another node took it out of
+    order (its retry goes where :func:`_requeue_lpt` puts it), and with ``uid`` no longer taken."""
+    for name, seq in plan.sequence.items():
+        c = plan.cursor.get(name, 0)
+        k = next((k for k in range(len(seq) - 1, c - 1, -1) if seq[k].uid == uid), None)
+        if k is not None:
+            suffix = plan.suffix_h[name]
+            gone = suffix[k] - suffix[k + 1]
+            return _advanced(plan, sequence={**plan.sequence, name: seq[:k] + seq[k + 1:]},
+                             suffix_h={**plan.suffix_h, name: tuple(h - gone for h in suffix[:k]) + suffix[k + 1:]},
+                             taken=plan.taken - {uid})
+    return _advanced(plan, taken=plan.taken - {uid})
 
 
 def _requeue_lpt(plan: Plan, ds: DataSet, preds: Mapping[str, Prediction],
