@@ -1694,11 +1694,12 @@ def _number(where: str, key: str, kind: str, value: object) -> float | int:
             value = float(value.strip())
         except ValueError:
             m = _UNIT.match(value)
-            clock = clock_hours(value) if key.endswith(("_h", "hours")) else None
+            hours = key.endswith(("_h", "hours"))
+            clock = clock_hours(value) if hours else None
             fix = "" if clock is None else _fmt(round(clock, 4))
             if m:
                 n, unit = float(m.group(1)), m.group(2).lower()
-                if key.endswith(("_h", "hours")):
+                if hours:
                     fix = _fmt(n * _HOURS[unit]) if unit in _HOURS else ""
                 elif key.endswith("_gb") and unit in _GB:
                     fix = _fmt(n * _GB[unit])
