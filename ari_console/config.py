@@ -156,7 +156,17 @@ _NUMBER_WORDS = {
         "zero one two three four five six seven eight nine ten eleven twelve".split()
     )
 }
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\w*\s*$", re.I)
+NUMBER_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
+"""A number and a unit word: ``2d``, ``90 min``, ``512 GiB``."""
+_MINUTE = ("m", "min", "mins", "minute", "minutes")
+HOURS_UNITS = {"h": 1, "hr": 1, "hrs": 1, "hour": 1, "hours": 1, "d": 24, "day": 24, "days": 24,
+               "w": 168, "week": 168, "weeks": 168, **dict.fromkeys(_MINUTE, 1 / 60)}
+"""Hours in one of each unit a duration might be written in."""
+GB_UNITS = {"g": 1, "gb": 1, "gib": 2 ** 30 / 1e9, "t": 1000, "tb": 1000, "tib": 2 ** 40 / 1e9,
+            "mb": 1e-3, "mib": 2 ** 20 / 1e9}
+"""GB (10**9 bytes, as everywhere in the console) in one of each unit a size might be written in."""
+SECONDS_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, **dict.fromkeys(_MINUTE, 60),
+                 "h": 3600, "hour": 3600, "hours": 3600}
 _CLOCK = re.compile(r"^\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*$")
 """A batch system's time limit: Slurm's ``[days-]hours[:minutes[:seconds]]`` after a day count, its
 (and PBS's) ``hours:minutes:seconds`` and ``minutes:seconds`` without one."""
@@ -179,27 +189,38 @@ def clock_hours(text: str) -> float | None:
     return a + b / 60 + c / 3600
 
 
-def _number_fix(value: Any, hours: bool) -> str:
-    """The literal a user most likely meant instead of ``value``, or ''."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _NUMBER_WORDS:
-            return str(_NUMBER_WORDS[text])
-        try:
-            return _fmt(float(text))
-        except ValueError:
-            pass
-        clock = clock_hours(text) if hours else None
-        if clock is not None:
-            return _fmt(round(clock, 4))
-        match = _DURATION.match(text)
-        if match and hours:
-            n, unit = float(match.group(1)), match.group(2).lower()
-            return _fmt(n * {"d": 24, "h": 1, "m": 1 / 60}[unit])
+def number_fix(value: Any, key: str) -> str:
+    """The number a user most likely meant by ``value`` for ``key``, as a literal, or '': a number
+    word, a number in quotes, or (by the key's unit: hours for ``*_h``/``*hours``, GB for ``*_gb``,
+    seconds for ``*_s``) a number with a unit or a batch time limit. Read alike in ``ari.toml`` and
+    in an estimate's files.
+
+    >>> [number_fix(v, k) for v, k in [("two", "slots"), ("2d", "walltime_h"), ("90 min", "hours"),
+    ...  ("48:00:00", "walltime_h"), ("512 GiB", "mem_gb"), ("2m", "poll_interval_s"), ("2 months", "walltime_h")]]
+    ['2', '48', '1.5', '48', '549.7558', '120', '']
+    """
+    if not isinstance(value, str):
+        return ""
+    text = value.strip().lower()
+    if text in _NUMBER_WORDS:
+        return str(_NUMBER_WORDS[text])
+    try:
+        return fmt_number(float(text))
+    except ValueError:
+        pass
+    units = (HOURS_UNITS if key.endswith(("_h", "hours")) else GB_UNITS if key.endswith("_gb")
+             else SECONDS_UNITS if key.endswith("_s") else {})
+    clock = clock_hours(text) if units is HOURS_UNITS else None
+    if clock is not None:
+        return fmt_number(round(clock, 4))
+    match = NUMBER_UNIT.match(text)
+    if match and match.group(2) in units:
+        return fmt_number(round(float(match.group(1)) * units[match.group(2)], 4))
     return ""
 
 
-def _fmt(x: float) -> str:
+def fmt_number(x: float) -> str:
+    """``x`` as a literal to write: a whole number without its ``.0``."""
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
@@ -231,14 +252,14 @@ def _coerce(where: str, key: str, tp: str, value: Any) -> Any:
         if ok:
             if not math.isfinite(value):
                 raise UserError(f"{where}{key} must be a finite number, got {value!r} — write a number like "
-                                f"{_fmt(FLOORS.get(key, 1))}")
+                                f"{fmt_number(FLOORS.get(key, 1))}")
             if key in FLOORS and value < FLOORS[key]:
-                raise UserError(f"{where}{key} must be at least {_fmt(FLOORS[key])}, got {value!r} — "
-                                f"write {_fmt(FLOORS[key])} or more")
+                raise UserError(f"{where}{key} must be at least {fmt_number(FLOORS[key])}, got {value!r} — "
+                                f"write {fmt_number(FLOORS[key])} or more")
             if value < 0 or (value == 0 and key in NONZERO):
                 raise UserError(f"{where}{key} must be positive, got {value!r}")
             return kind(value)
-        fix = _number_fix(value, hours=key.endswith("_h"))
+        fix = number_fix(value, key)
         if kind is int and fix and not fix.isdigit():
             fix = ""
         hint = f" — write {fix}" if fix else ""
@@ -457,7 +478,7 @@ def starter_config(name: str, python: str, scratch: str, mem_gb: float,
     versions = f'casa_versions = ["{casa_version}"]' if casa_version else '# casa_versions = ["6.7.0-31"]'
     env = (f'env = {{ CASASITECONFIG = "{casa_site_config}" }}' if casa_site_config
            else '# env = { CASASITECONFIG = "/path/to/casasiteconfig.py" }')
-    return STARTER.format(name=name, python=python, scratch=scratch, mem_gb=_fmt(mem_gb),
+    return STARTER.format(name=name, python=python, scratch=scratch, mem_gb=fmt_number(mem_gb),
                           archive_url=archive_url, casa_versions=versions, env=env)
 
 
@@ -466,7 +487,9 @@ def reference_markdown() -> str:
     lines = ["# ari.toml reference", "",
              "Generated from `ari_console/config.py` by `ari config reference --markdown`; do not edit by hand.",
              "Every key is checked when the file is read: a wrong type or an unknown key is one line naming",
-             "the file, the table (and node), the key and the fix.", ""]
+             "the file, the table (and node), the key and the fix. Numbers are plain numbers in the key's unit",
+             "(`_h` hours, `_gb` GB, `_s` seconds): one written with a unit (`2d`, `48:00:00`, `512 GiB`, `2 min`)",
+             "is refused with the number to write instead (`48`, `48`, `549.7558`, `120`).", ""]
     table = None
     for tbl, key, default, help_text in reference():
         if tbl != table:

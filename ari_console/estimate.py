@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from . import alma, collector
 from . import scheduler as sch
 from .casa_install import casa_install_key
-from .config import clock_hours
+from .config import HOURS_UNITS, NUMBER_UNIT, fmt_number, number_fix
 from .errors import UserError
 from .scheduler import DataSet, Measured, NodeState, Prediction
 from .scheduler.eligibility import _NO_PINS, _PINS, settle
@@ -1665,17 +1665,6 @@ class Workload:
     ignored: tuple[str, ...] = ()
 
 
-_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.I)
-_HOURS = {"h": 1, "hr": 1, "hrs": 1, "hour": 1, "hours": 1, "d": 24, "day": 24, "days": 24,
-          "w": 168, "week": 168, "weeks": 168, "m": 1 / 60, "min": 1 / 60}
-_GB = {"g": 1, "gb": 1, "gib": 2 ** 30 / 1e9, "t": 1000, "tb": 1000, "tib": 2 ** 40 / 1e9}
-"""GB (10**9 bytes, as everywhere in the console) in one of each unit a workload might be written in."""
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
 def _what(key: str, kind: str) -> str:
     if key.endswith(("_h", "hours")):
         return "a number of hours"
@@ -1693,20 +1682,11 @@ def _number(where: str, key: str, kind: str, value: object) -> float | int:
         try:
             value = float(value.strip())
         except ValueError:
-            m = _UNIT.match(value)
-            hours = key.endswith(("_h", "hours"))
-            clock = clock_hours(value) if hours else None
-            fix = "" if clock is None else _fmt(round(clock, 4))
-            if m:
-                n, unit = float(m.group(1)), m.group(2).lower()
-                if hours:
-                    fix = _fmt(n * _HOURS[unit]) if unit in _HOURS else ""
-                elif key.endswith("_gb") and unit in _GB:
-                    fix = _fmt(n * _GB[unit])
+            fix = number_fix(value, key)
             hint = f" — write {fix}" if fix else ""
             raise UserError(f"{where}{key} must be {_what(key, kind)}, got {shown}{hint}") from None
     if not math.isfinite(value) or value < 0:
-        raise UserError(f"{where}{key} must be zero or more, got {_fmt(value)}")
+        raise UserError(f"{where}{key} must be zero or more, got {fmt_number(value)}")
     if kind == "int":
         if not float(value).is_integer():
             raise UserError(f"{where}{key} must be a whole number, got {value!r} — write {round(value)}")
@@ -1992,8 +1972,8 @@ def parse_duration_h(text: str, what: str = "--deadline") -> float:
     >>> parse_duration_h("180d")
     4320.0
     """
-    m = _UNIT.match(text)
+    m = NUMBER_UNIT.match(text)
     unit = m.group(2).lower() if m else ""
-    if not m or (unit and unit not in _HOURS) or float(m.group(1)) <= 0:
+    if not m or (unit and unit not in HOURS_UNITS) or float(m.group(1)) <= 0:
         raise UserError(f'{what}: "{text}" is not a duration — write e.g. 180d, 26w or 4320h')
-    return float(m.group(1)) * (_HOURS[unit] if unit else 1.0)
+    return float(m.group(1)) * (HOURS_UNITS[unit] if unit else 1.0)

@@ -73,6 +73,15 @@ def test_walltime_written_as_a_batch_time_limit_suggests_hours():
     assert error_of('[[node]]\nname = "a"\nwalltime_h = "1-12"\n').endswith("— write 36")
 
 
+def test_a_number_with_a_unit_suggests_it_in_the_keys_unit_and_an_unknown_unit_suggests_nothing():
+    """ari.toml reads a unit as an estimate's nodes file does: memory in GiB, a poll interval in minutes;
+    "2 months" is not taken for two minutes."""
+    assert error_of('[[node]]\nname = "a"\nmem_gb = "512 GiB"\n').endswith('got "512 GiB" — write 549.7558')
+    assert error_of('[campaign]\npoll_interval_s = "2 min"\n').endswith('got "2 min" — write 120')
+    assert error_of('[[node]]\nname = "a"\nwalltime_h = "2 weeks"\n').endswith("— write 336")
+    assert error_of('[[node]]\nname = "a"\nwalltime_h = "2 months"\n').endswith('got "2 months"')
+
+
 def test_unknown_key_suggests_the_closest_known_one():
     msg = error_of('[[node]]\nname = "a"\nmemory_gb = 8\n')
     assert 'node "a": unknown key "memory_gb"' in msg and 'did you mean "mem_gb"' in msg

@@ -196,6 +196,7 @@ def test_node_count_makes_identical_nodes_of_one_class():
     ('[[node]]\nname = "a"\nmem_gb = "512G"\n', ["mem_gb", "write 512"]),
     ('[[node]]\nname = "a"\nwalltime_h = "2-00:00:00"\n', ["walltime_h", '"2-00:00:00"', "write 48"]),
     ('[[node]]\nname = "a"\nwalltime_h = "36:30:00"\n', ["walltime_h", "write 36.5"]),
+    ('[[node]]\nname = "a"\nslots = "two"\n', ["slots", '"two"', "write 2"]),
     ('[[node]]\nslots = 2\n', ["n.toml: node #1", "name is missing"]),
     ('[node]\nname = "a"\n', ["[[node]]"]),
 ])
